@@ -1,0 +1,43 @@
+//! What the trainer needs from a device. The CPU reference path and the GPU path implement it;
+//! neither knows about the command line.
+
+use anyhow::Result;
+
+use crate::data::Split;
+use crate::model::Params;
+
+/// Where a model runs, as recorded in metrics and printed to the user.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BackendInfo {
+    /// `cpu`, or the GPU API (`vulkan`, `metal`, `dx12`, `gl`).
+    pub backend: String,
+    /// The processor or adapter name.
+    pub adapter: String,
+}
+
+/// Sums over the training steps since the last [`Backend::take_train_stats`].
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct TrainStats {
+    pub loss_sum: f64,
+    pub correct: u64,
+    pub examples: u64,
+}
+
+pub trait Backend {
+    fn info(&self) -> BackendInfo;
+
+    /// Makes `train` the set that [`Backend::train_step`] indexes into (a GPU uploads it once).
+    fn set_train_data(&mut self, train: &Split) -> Result<()>;
+
+    /// One optimiser step on the training examples at `indices`. May run asynchronously.
+    fn train_step(&mut self, indices: &[u32]) -> Result<()>;
+
+    /// Loss and accuracy sums since the previous call; fails if a loss was not finite.
+    fn take_train_stats(&mut self) -> Result<TrainStats>;
+
+    /// Logits (`n x 10`) for `n` raw images (`n x 784` bytes).
+    fn predict_logits(&mut self, images: &[u8]) -> Result<Vec<f32>>;
+
+    /// The current parameters.
+    fn params(&mut self) -> Result<Params<f32>>;
+}

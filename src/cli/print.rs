@@ -1,0 +1,109 @@
+//! Human output: progress bars and the metrics tables.
+
+use indicatif::{ProgressBar, ProgressStyle};
+
+use mnist_wgpu::train::{Evaluation, Progress};
+
+/// One progress bar per epoch (hidden when stderr is not a terminal) and a summary line after.
+pub struct EpochProgress {
+    epochs: usize,
+    bar: Option<ProgressBar>,
+    start: std::time::Instant,
+}
+
+impl EpochProgress {
+    pub fn new(epochs: usize) -> Self {
+        EpochProgress {
+            epochs,
+            bar: None,
+            start: std::time::Instant::now(),
+        }
+    }
+
+    pub fn update(&mut self, progress: Progress) {
+        match progress {
+            Progress::EpochStart { epoch, steps } => {
+                let bar = ProgressBar::new(steps as u64);
+                let style = ProgressStyle::with_template(
+                    "epoch {prefix} [{bar:30}] {pos}/{len} {msg} ETA {eta}",
+                )
+                .expect("valid template")
+                .progress_chars("=> ");
+                bar.set_style(style);
+                bar.set_prefix(format!("{epoch}/{}", self.epochs));
+                self.bar = Some(bar);
+                self.start = std::time::Instant::now();
+            }
+            Progress::Running {
+                step,
+                loss,
+                accuracy,
+                examples,
+                ..
+            } => {
+                if let Some(bar) = &self.bar {
+                    let rate = examples as f64 / self.start.elapsed().as_secs_f64().max(1e-9);
+                    bar.set_position(step as u64);
+                    bar.set_message(format!(
+                        "loss {loss:.4} acc {:.2}% {rate:.0} img/s",
+                        100.0 * accuracy
+                    ));
+                }
+            }
+            Progress::EpochEnd(stats) => {
+                if let Some(bar) = self.bar.take() {
+                    bar.finish_and_clear();
+                }
+                println!(
+                    "epoch {}/{}: train loss {:.4}, accuracy {:.2}%, {:.1} s",
+                    stats.epoch,
+                    self.epochs,
+                    stats.train_loss,
+                    100.0 * stats.train_accuracy,
+                    stats.seconds
+                );
+            }
+        }
+    }
+}
+
+pub fn print_evaluation(eval: &Evaluation) {
+    let c = &eval.confusion;
+    println!(
+        "\ntest accuracy {:.2}%, loss {:.4} ({} images)\n",
+        100.0 * c.accuracy(),
+        eval.loss,
+        c.total()
+    );
+    println!(
+        "{:>12} {:>9} {:>9} {:>9} {:>8}",
+        "class", "precision", "recall", "f1", "support"
+    );
+    for m in c.per_class() {
+        println!(
+            "{:>12} {:>9.4} {:>9.4} {:>9.4} {:>8}",
+            m.class, m.precision, m.recall, m.f1, m.support
+        );
+    }
+    for (name, avg) in [
+        ("macro avg", c.macro_average()),
+        ("weighted avg", c.weighted_average()),
+    ] {
+        println!(
+            "{name:>12} {:>9.4} {:>9.4} {:>9.4} {:>8}",
+            avg.precision,
+            avg.recall,
+            avg.f1,
+            c.total()
+        );
+    }
+    println!("\nconfusion matrix (rows: true class, columns: predicted)");
+    print!("{:>5}", "");
+    (0..c.counts.len()).for_each(|j| print!("{j:>6}"));
+    println!();
+    for (i, row) in c.counts.iter().enumerate() {
+        print!("{i:>5}");
+        row.iter().for_each(|n| print!("{n:>6}"));
+        println!();
+    }
+}

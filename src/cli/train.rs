@@ -1,0 +1,185 @@
+//! `train` and `eval`.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use clap::Args;
+
+use super::print::{print_evaluation, EpochProgress};
+use super::{make_backend, DataArgs, OptimizerChoice};
+use mnist_wgpu::checkpoint::{load_checkpoint, save_checkpoint};
+use mnist_wgpu::config::Optimizer;
+use mnist_wgpu::data::{load_mnist, Mnist};
+use mnist_wgpu::error::bad_input;
+use mnist_wgpu::fsutil::write_atomic;
+use mnist_wgpu::model::{init_params, Arch, Plan, MNIST_INPUT};
+use mnist_wgpu::report::MetricsReport;
+use mnist_wgpu::train::{evaluate, train as run_training, EpochStats};
+
+#[derive(Args, Debug)]
+pub struct TrainArgs {
+    /// Architecture: a preset (seed) or a spec such as conv32k3-relu-pool2-flatten-dense10.
+    #[arg(long, default_value = "seed")]
+    arch: String,
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
+    epochs: u64,
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..=65536))]
+    batch_size: u64,
+    /// Learning rate [default: 0.001 for adam, 0.01 for sgd].
+    #[arg(long, allow_negative_numbers = true, value_parser = positive_float)]
+    lr: Option<f32>,
+    #[arg(long, value_enum, default_value_t = OptimizerChoice::Adam)]
+    optimizer: OptimizerChoice,
+    /// Seed for initialisation and shuffling.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Train on the first N training images only.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    train_limit: Option<u64>,
+    /// Where to write the trained model [default: runs/<timestamp>/model.safetensors].
+    #[arg(long, value_name = "PATH")]
+    save: Option<PathBuf>,
+    /// Write test metrics and the training history as JSON.
+    #[arg(long, value_name = "PATH")]
+    metrics_json: Option<PathBuf>,
+    #[command(flatten)]
+    data: DataArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct EvalArgs {
+    /// A checkpoint written by `train`.
+    #[arg(long, value_name = "PATH")]
+    model: PathBuf,
+    /// Write the test metrics as JSON.
+    #[arg(long, value_name = "PATH")]
+    metrics_json: Option<PathBuf>,
+    #[command(flatten)]
+    data: DataArgs,
+}
+
+fn positive_float(text: &str) -> Result<f32, String> {
+    match text.parse::<f32>() {
+        Ok(x) if x.is_finite() && x > 0.0 => Ok(x),
+        _ => Err(format!("'{text}' is not a positive number")),
+    }
+}
+
+fn load_data(data: &DataArgs, train_limit: Option<u64>) -> Result<Mnist> {
+    let start = Instant::now();
+    let mut mnist = load_mnist(&data.data_dir)?;
+    if let Some(n) = train_limit {
+        mnist.train = mnist.train.truncated(n as usize);
+    }
+    if let Some(n) = data.test_limit {
+        mnist.test = mnist.test.truncated(n as usize);
+    }
+    log::debug!(
+        "loaded {} training and {} test images from {} in {:.2?}",
+        mnist.train.len(),
+        mnist.test.len(),
+        data.data_dir.display(),
+        start.elapsed()
+    );
+    Ok(mnist)
+}
+
+pub fn train(args: TrainArgs) -> Result<()> {
+    let arch = Arch::parse(&args.arch).map_err(|e| bad_input(format!("--arch: {e}")))?;
+    let plan = Plan::new(&arch, MNIST_INPUT).map_err(|e| bad_input(format!("--arch: {e}")))?;
+    let optimizer = match args.optimizer {
+        OptimizerChoice::Adam => Optimizer::adam(args.lr.unwrap_or(1e-3)),
+        OptimizerChoice::Sgd => Optimizer::sgd(args.lr.unwrap_or(1e-2)),
+    };
+    let save = args.save.clone().unwrap_or_else(default_save_path);
+    let mnist = load_data(&args.data, args.train_limit)?;
+    let params = init_params(&plan, args.seed);
+    let mut backend = make_backend(args.data.backend, plan.clone(), params, optimizer)?;
+    let info = backend.info();
+    println!(
+        "training {arch} on {} images, {} epochs, batch {}, {}, {} ({})",
+        mnist.train.len(),
+        args.epochs,
+        args.batch_size,
+        optimizer.name(),
+        info.backend,
+        info.adapter
+    );
+    let mut progress = EpochProgress::new(args.epochs as usize);
+    let history = run_training(
+        backend.as_mut(),
+        &mnist.train,
+        args.epochs as usize,
+        args.batch_size as usize,
+        args.seed,
+        &mut |p| progress.update(p),
+    )?;
+    let extra = [
+        ("seed", args.seed.to_string()),
+        ("optimizer", format!("{optimizer:?}")),
+    ];
+    save_checkpoint(&save, &plan, &backend.params()?, &extra)?;
+    println!("saved model to {}", save.display());
+    report(
+        backend.as_mut(),
+        &mnist,
+        &history,
+        arch.to_string(),
+        Some(args.seed),
+        args.metrics_json.as_deref(),
+    )
+}
+
+pub fn eval(args: EvalArgs) -> Result<()> {
+    let checkpoint = load_checkpoint(&args.model)?;
+    let mnist = load_data(&args.data, None)?;
+    let arch = checkpoint.plan.arch.to_string();
+    let seed = checkpoint.metadata.get("seed").and_then(|s| s.parse().ok());
+    // Evaluation never steps the optimiser; any choice will do.
+    let mut backend = make_backend(
+        args.data.backend,
+        checkpoint.plan,
+        checkpoint.params,
+        Optimizer::adam(1e-3),
+    )?;
+    let info = backend.info();
+    println!(
+        "evaluating {} ({arch}) on {} ({})",
+        args.model.display(),
+        info.backend,
+        info.adapter
+    );
+    report(
+        backend.as_mut(),
+        &mnist,
+        &[],
+        arch,
+        seed,
+        args.metrics_json.as_deref(),
+    )
+}
+
+fn report(
+    backend: &mut dyn mnist_wgpu::backend::Backend,
+    mnist: &Mnist,
+    history: &[EpochStats],
+    arch: String,
+    seed: Option<u64>,
+    metrics_json: Option<&Path>,
+) -> Result<()> {
+    let evaluation = evaluate(backend, &mnist.test)?;
+    print_evaluation(&evaluation);
+    if let Some(path) = metrics_json {
+        let report = MetricsReport::new(&evaluation, history, &backend.info(), arch, seed);
+        let json = serde_json::to_vec_pretty(&report).context("serialising metrics")?;
+        write_atomic(path, &json)?;
+        println!("wrote metrics to {}", path.display());
+    }
+    Ok(())
+}
+
+fn default_save_path() -> PathBuf {
+    let stamp = chrono::Local::now().format("%Y%m%d-%H%M%S");
+    PathBuf::from(format!("runs/{stamp}/model.safetensors"))
+}

@@ -1,0 +1,178 @@
+//! Conv2d reference (stride 1, valid padding), NCHW activations and OIHW weights.
+//!
+//! Each image is lowered to columns (`im2col`, rows = (in channel, ky, kx), columns = output
+//! positions) and multiplied by the weights as a GEMM. Work is parallel over images; the weight
+//! gradient sums fixed chunks of images and adds the partial sums in chunk order, so the result
+//! does not depend on the number of threads.
+
+use rayon::prelude::*;
+
+use super::float::{Float, MatMut, MatRef};
+use crate::model::Shape;
+
+/// Images per partial sum of the weight gradient: fixed, for reproducible rounding.
+const WEIGHT_GRAD_CHUNK: usize = 4;
+
+/// The geometry of one convolution layer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Conv2dGeometry {
+    pub input: Shape,
+    pub out_channels: usize,
+    pub kernel: usize,
+}
+
+impl Conv2dGeometry {
+    pub fn output(&self) -> Shape {
+        let k = self.kernel;
+        Shape::new(
+            self.out_channels,
+            self.input.height + 1 - k,
+            self.input.width + 1 - k,
+        )
+    }
+
+    /// Rows of the column matrix: in channels x kernel x kernel (the GEMM's K).
+    fn patch_len(&self) -> usize {
+        self.input.channels * self.kernel * self.kernel
+    }
+
+    /// Columns of the column matrix: output positions.
+    fn positions(&self) -> usize {
+        let out = self.output();
+        out.height * out.width
+    }
+
+    fn weights(self, w: &[impl Copy]) -> usize {
+        assert_eq!(
+            w.len(),
+            self.out_channels * self.patch_len(),
+            "conv2d: weight length"
+        );
+        self.patch_len()
+    }
+}
+
+/// Copies each receptive field of one image `x` into a column of `cols` (`patch_len x positions`).
+fn im2col<T: Float>(g: Conv2dGeometry, x: &[T], cols: &mut [T]) {
+    let (input, k, out) = (g.input, g.kernel, g.output());
+    let mut rows = cols.chunks_exact_mut(g.positions());
+    for c in 0..input.channels {
+        for ky in 0..k {
+            for kx in 0..k {
+                let row = rows.next().expect("one row per (channel, ky, kx)");
+                for oy in 0..out.height {
+                    let src = (c * input.height + oy + ky) * input.width + kx;
+                    row[oy * out.width..][..out.width].copy_from_slice(&x[src..src + out.width]);
+                }
+            }
+        }
+    }
+}
+
+/// The adjoint of [`im2col`]: adds each column back onto the pixels it came from.
+fn col2im<T: Float>(g: Conv2dGeometry, cols: &[T], dx: &mut [T]) {
+    let (input, k, out) = (g.input, g.kernel, g.output());
+    dx.fill(T::zero());
+    let mut rows = cols.chunks_exact(g.positions());
+    for c in 0..input.channels {
+        for ky in 0..k {
+            for kx in 0..k {
+                let row = rows.next().expect("one row per (channel, ky, kx)");
+                for oy in 0..out.height {
+                    let dst = (c * input.height + oy + ky) * input.width + kx;
+                    let src = &row[oy * out.width..][..out.width];
+                    dx[dst..dst + out.width]
+                        .iter_mut()
+                        .zip(src)
+                        .for_each(|(d, &s)| *d = *d + s);
+                }
+            }
+        }
+    }
+}
+
+/// `y = conv(x, w) + b` for a batch; `x` is `n x input`, `y` is `n x output`.
+pub fn conv2d_forward<T: Float>(g: Conv2dGeometry, x: &[T], w: &[T], b: &[T], y: &mut [T]) {
+    let (k, p, co) = (g.weights(w), g.positions(), g.out_channels);
+    assert_eq!(b.len(), co, "conv2d: bias length");
+    let scratch = || vec![T::zero(); k * p];
+    y.par_chunks_exact_mut(co * p)
+        .zip(x.par_chunks_exact(g.input.len()))
+        .for_each_init(scratch, |cols, (y, x)| {
+            im2col(g, x, cols);
+            for (plane, &bias) in y.chunks_exact_mut(p).zip(b) {
+                plane.fill(bias);
+            }
+            let w = MatRef::row_major(w, co, k);
+            T::gemm(
+                T::one(),
+                w,
+                MatRef::row_major(cols, k, p),
+                T::one(),
+                MatMut::row_major(y, co, p),
+            );
+        });
+}
+
+/// `dx = conv_transpose(dy, w)`: the gradient with respect to the input.
+pub fn conv2d_backward_input<T: Float>(g: Conv2dGeometry, dy: &[T], w: &[T], dx: &mut [T]) {
+    let (k, p, co) = (g.weights(w), g.positions(), g.out_channels);
+    let scratch = || vec![T::zero(); k * p];
+    dx.par_chunks_exact_mut(g.input.len())
+        .zip(dy.par_chunks_exact(co * p))
+        .for_each_init(scratch, |dcols, (dx, dy)| {
+            let wt = MatRef::row_major(w, co, k).t();
+            T::gemm(
+                T::one(),
+                wt,
+                MatRef::row_major(dy, co, p),
+                T::zero(),
+                MatMut::row_major(dcols, k, p),
+            );
+            col2im(g, dcols, dx);
+        });
+}
+
+/// Gradients with respect to the weights and the bias, summed over the batch.
+pub fn conv2d_backward_weights<T: Float>(
+    g: Conv2dGeometry,
+    x: &[T],
+    dy: &[T],
+    dw: &mut [T],
+    db: &mut [T],
+) {
+    let (k, p, co) = (g.weights(dw), g.positions(), g.out_channels);
+    let (in_len, out_len) = (g.input.len(), co * p);
+    let partials: Vec<(Vec<T>, Vec<T>)> = x
+        .par_chunks(WEIGHT_GRAD_CHUNK * in_len)
+        .zip(dy.par_chunks(WEIGHT_GRAD_CHUNK * out_len))
+        .map(|(xs, dys)| {
+            let (mut dw, mut db, mut cols) = (
+                vec![T::zero(); co * k],
+                vec![T::zero(); co],
+                vec![T::zero(); k * p],
+            );
+            for (x, dy) in xs.chunks_exact(in_len).zip(dys.chunks_exact(out_len)) {
+                im2col(g, x, &mut cols);
+                let cols_t = MatRef::row_major(&cols, k, p).t();
+                T::gemm(
+                    T::one(),
+                    MatRef::row_major(dy, co, p),
+                    cols_t,
+                    T::one(),
+                    MatMut::row_major(&mut dw, co, k),
+                );
+                for (sum, plane) in db.iter_mut().zip(dy.chunks_exact(p)) {
+                    *sum = *sum + plane.iter().copied().sum();
+                }
+            }
+            (dw, db)
+        })
+        .collect();
+    dw.fill(T::zero());
+    db.fill(T::zero());
+    for (pdw, pdb) in &partials {
+        dw.iter_mut().zip(pdw).for_each(|(a, &b)| *a = *a + b);
+        db.iter_mut().zip(pdb).for_each(|(a, &b)| *a = *a + b);
+    }
+}

@@ -1,0 +1,196 @@
+//! MNIST in IDX format, gzipped or raw, validated before use.
+//!
+//! Our own reader rather than the `mnist` crate: that crate panics on bad input and reads only
+//! uncompressed files from a path, while every check below (magic number, 28x28, item count,
+//! exact byte length, labels 0-9) must become a one-line error. Allocation is bounded by the
+//! bytes actually present, never by what a header claims.
+
+use std::fs::File;
+use std::io::{self, BufReader, Read};
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+use flate2::read::GzDecoder;
+
+use crate::error::bad_input;
+
+pub const IMAGE_SIDE: usize = 28;
+pub const IMAGE_PIXELS: usize = IMAGE_SIDE * IMAGE_SIDE;
+const IMAGES_MAGIC: u32 = 0x0803;
+const LABELS_MAGIC: u32 = 0x0801;
+
+/// Images (`len x 784` bytes, row-major, 0 = background) and their labels.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Split {
+    pub images: Vec<u8>,
+    pub labels: Vec<u8>,
+}
+
+impl Split {
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+
+    pub fn image(&self, i: usize) -> &[u8] {
+        &self.images[i * IMAGE_PIXELS..][..IMAGE_PIXELS]
+    }
+
+    /// The first `n` examples (all of them when `n` is larger).
+    pub fn truncated(mut self, n: usize) -> Split {
+        let n = n.min(self.len());
+        self.images.truncate(n * IMAGE_PIXELS);
+        self.labels.truncate(n);
+        self
+    }
+
+    /// Copies the examples at `indices` into `x` (scaled to [0, 1]) and `labels`.
+    pub fn gather(&self, indices: &[u32], x: &mut Vec<f32>, labels: &mut Vec<u8>) {
+        x.clear();
+        labels.clear();
+        for &i in indices {
+            x.extend(self.image(i as usize).iter().map(|&p| pixel_value(p)));
+            labels.push(self.labels[i as usize]);
+        }
+    }
+}
+
+/// A pixel scaled to [0, 1], as every backend sees it.
+pub fn pixel_value(p: u8) -> f32 {
+    f32::from(p) / 255.0
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Mnist {
+    pub train: Split,
+    pub test: Split,
+}
+
+/// Reads and validates the four standard files in `dir`, each as `NAME.gz` or `NAME`.
+pub fn load_mnist(dir: &Path) -> Result<Mnist> {
+    if !dir.is_dir() {
+        return Err(bad_input(format!(
+            "{}: data directory not found (use --data-dir DIR)",
+            dir.display()
+        )));
+    }
+    let train = load_split(dir, "train")?;
+    let test = load_split(dir, "t10k")?;
+    Ok(Mnist { train, test })
+}
+
+fn load_split(dir: &Path, prefix: &str) -> Result<Split> {
+    let (image_path, images) = open_idx(dir, &format!("{prefix}-images-idx3-ubyte"))?;
+    let images = read_images(&image_path, images)?;
+    let (label_path, labels) = open_idx(dir, &format!("{prefix}-labels-idx1-ubyte"))?;
+    let labels = read_labels(&label_path, labels)?;
+    if images.len() != labels.len() * IMAGE_PIXELS {
+        return Err(bad_input(format!(
+            "{}: has {} images but {} has {} labels",
+            image_path.display(),
+            images.len() / IMAGE_PIXELS,
+            label_path.display(),
+            labels.len()
+        )));
+    }
+    Ok(Split { images, labels })
+}
+
+/// Opens `dir/NAME.gz` (decompressing) or else `dir/NAME`.
+fn open_idx(dir: &Path, name: &str) -> Result<(PathBuf, Box<dyn Read>)> {
+    let gz = dir.join(format!("{name}.gz"));
+    let raw = dir.join(name);
+    let open = |p: &Path| {
+        File::open(p).map_err(|e| bad_input(format!("{}: cannot open: {e}", p.display())))
+    };
+    if gz.is_file() {
+        let reader = GzDecoder::new(BufReader::new(open(&gz)?));
+        Ok((gz, Box::new(reader)))
+    } else if raw.is_file() {
+        Ok((raw.clone(), Box::new(BufReader::new(open(&raw)?))))
+    } else {
+        Err(bad_input(format!(
+            "{}: file not found (nor {name})",
+            gz.display()
+        )))
+    }
+}
+
+fn read_images(path: &Path, reader: Box<dyn Read>) -> Result<Vec<u8>> {
+    let (_, body) = read_idx(path, reader, IMAGES_MAGIC, 3, |dims| {
+        if dims[1..] != [IMAGE_SIDE as u32, IMAGE_SIDE as u32] {
+            return Err(format!(
+                "images are {}x{}, expected 28x28",
+                dims[1], dims[2]
+            ));
+        }
+        Ok(u64::from(dims[0]) * IMAGE_PIXELS as u64)
+    })?;
+    Ok(body)
+}
+
+fn read_labels(path: &Path, reader: Box<dyn Read>) -> Result<Vec<u8>> {
+    let (_, body) = read_idx(path, reader, LABELS_MAGIC, 1, |dims| Ok(u64::from(dims[0])))?;
+    if let Some(i) = body.iter().position(|&l| l > 9) {
+        return Err(bad_input(format!(
+            "{}: label {} at index {i} is not a digit 0-9",
+            path.display(),
+            body[i]
+        )));
+    }
+    Ok(body)
+}
+
+/// Reads an IDX header (magic, then `ndims` big-endian u32 sizes) and exactly the body length
+/// that `body_len` derives from the sizes.
+fn read_idx(
+    path: &Path,
+    mut reader: Box<dyn Read>,
+    magic: u32,
+    ndims: usize,
+    body_len: impl Fn(&[u32]) -> Result<u64, String>,
+) -> Result<(Vec<u32>, Vec<u8>)> {
+    let fail = |why: String| bad_input(format!("{}: {why}", path.display()));
+    let io_fail = |e: io::Error| fail(format!("cannot read: {e}"));
+    let header_len = 4 * (1 + ndims) as u64;
+    let mut header = Vec::new();
+    (&mut reader)
+        .take(header_len)
+        .read_to_end(&mut header)
+        .map_err(io_fail)?;
+    if (header.len() as u64) < header_len {
+        return Err(fail(format!(
+            "expected a {header_len}-byte IDX header, found {} bytes",
+            header.len()
+        )));
+    }
+    let words: Vec<u32> = header
+        .chunks_exact(4)
+        .map(|w| u32::from_be_bytes([w[0], w[1], w[2], w[3]]))
+        .collect();
+    if words[0] != magic {
+        return Err(fail(format!(
+            "bad magic number 0x{:08x}, expected 0x{magic:08x}",
+            words[0]
+        )));
+    }
+    let expected_body = body_len(&words[1..]).map_err(fail)?;
+    let expected = header_len + expected_body;
+    // Read at most one byte past the expected end: a lying header cannot make us allocate.
+    let mut body = Vec::new();
+    (&mut reader)
+        .take(expected_body + 1)
+        .read_to_end(&mut body)
+        .map_err(io_fail)?;
+    let mut found = header_len + body.len() as u64;
+    if found > expected {
+        found += io::copy(&mut reader, &mut io::sink()).map_err(io_fail)?;
+    }
+    if found != expected {
+        return Err(fail(format!("expected {expected} bytes, found {found}")));
+    }
+    Ok((words[1..].to_vec(), body))
+}

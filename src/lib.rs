@@ -1,0 +1,17 @@
+//! mnist-wgpu: train small CNNs on MNIST in WGSL compute shaders, with a plain-Rust CPU
+//! reference path for every op.
+//!
+//! Data flows one way: [`data`] -> batches -> a [`model`] on a [`backend::Backend`] ->
+//! [`metrics`].
+
+pub mod backend;
+pub mod checkpoint;
+pub mod config;
+pub mod cpu;
+pub mod data;
+pub mod error;
+pub mod fsutil;
+pub mod metrics;
+pub mod model;
+pub mod report;
+pub mod train;

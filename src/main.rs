@@ -1,0 +1,23 @@
+//! The `mnist-wgpu` command line. Errors are one line on stderr; the exit code is 2 for bad
+//! input (a flag, a file, a checkpoint) and 1 for anything else.
+
+mod cli;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    let args = match cli::Cli::try_parse() {
+        Ok(args) => args,
+        Err(err) => return cli::report_usage_error(err),
+    };
+    match cli::run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::from(mnist_wgpu::error::exit_code(&err) as u8)
+        }
+    }
+}

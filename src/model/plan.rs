@@ -1,0 +1,299 @@
+//! Shape inference: an [`Arch`] applied to an input shape gives a [`Plan`], the list of layers
+//! with their input and output shapes and the parameters each one owns.
+
+use super::arch::{Arch, Layer};
+
+/// Channels x height x width of one example. A flattened vector of `n` features is `n x 1 x 1`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Shape {
+    pub channels: usize,
+    pub height: usize,
+    pub width: usize,
+}
+
+impl Shape {
+    pub const fn new(channels: usize, height: usize, width: usize) -> Shape {
+        Shape {
+            channels,
+            height,
+            width,
+        }
+    }
+
+    /// Elements per example.
+    pub fn len(&self) -> usize {
+        self.channels * self.height * self.width
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn is_flat(&self) -> bool {
+        self.height == 1 && self.width == 1
+    }
+}
+
+/// One MNIST image.
+pub const MNIST_INPUT: Shape = Shape::new(1, 28, 28);
+pub const NUM_CLASSES: usize = 10;
+
+/// How a parameter tensor starts: Keras defaults.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Init {
+    GlorotUniform { fan_in: usize, fan_out: usize },
+    Zeros,
+}
+
+/// A named parameter tensor, with PyTorch's name and layout.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ParamSpec {
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub init: Init,
+}
+
+impl ParamSpec {
+    pub fn len(&self) -> usize {
+        self.shape.iter().product()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A layer with its shapes and, for conv and dense layers, the index of its weight in
+/// [`Plan::param_specs`] (the bias follows it).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Step {
+    pub layer: Layer,
+    pub input: Shape,
+    pub output: Shape,
+    pub weight_index: Option<usize>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Plan {
+    pub arch: Arch,
+    pub input: Shape,
+    pub steps: Vec<Step>,
+    pub params: Vec<ParamSpec>,
+}
+
+impl Plan {
+    /// Infers every shape; the last layer must produce `NUM_CLASSES` flat logits.
+    pub fn new(arch: &Arch, input: Shape) -> Result<Plan, String> {
+        let convs = arch
+            .layers
+            .iter()
+            .filter(|l| matches!(l, Layer::Conv2d { .. }))
+            .count();
+        let denses = arch
+            .layers
+            .iter()
+            .filter(|l| matches!(l, Layer::Dense { .. }))
+            .count();
+        let (mut conv_no, mut dense_no) = (0, 0);
+        let mut shape = input;
+        let mut steps = Vec::new();
+        let mut params = Vec::new();
+        for (i, &layer) in arch.layers.iter().enumerate() {
+            let at = |why: String| format!("layer {} '{layer}' of '{arch}': {why}", i + 1);
+            let output = output_shape(layer, shape).map_err(at)?;
+            let weight_index = match layer {
+                Layer::Conv2d {
+                    out_channels,
+                    kernel,
+                } => {
+                    conv_no += 1;
+                    let name = numbered("conv", conv_no, convs, true);
+                    let fan = |c: usize| c * kernel * kernel;
+                    let shape4 = vec![out_channels, shape.channels, kernel, kernel];
+                    let glorot = Init::GlorotUniform {
+                        fan_in: fan(shape.channels),
+                        fan_out: fan(out_channels),
+                    };
+                    Some(push_pair(&mut params, &name, shape4, out_channels, glorot))
+                }
+                Layer::Dense { units } => {
+                    dense_no += 1;
+                    let name = numbered("fc", dense_no, denses, false);
+                    let glorot = Init::GlorotUniform {
+                        fan_in: shape.len(),
+                        fan_out: units,
+                    };
+                    Some(push_pair(
+                        &mut params,
+                        &name,
+                        vec![units, shape.len()],
+                        units,
+                        glorot,
+                    ))
+                }
+                _ => None,
+            };
+            steps.push(Step {
+                layer,
+                input: shape,
+                output,
+                weight_index,
+            });
+            shape = output;
+        }
+        if shape != Shape::new(NUM_CLASSES, 1, 1) {
+            return Err(format!(
+                "'{arch}' ends with {}x{}x{} outputs; it must end with dense{NUM_CLASSES}",
+                shape.channels, shape.height, shape.width
+            ));
+        }
+        Ok(Plan {
+            arch: arch.clone(),
+            input,
+            steps,
+            params,
+        })
+    }
+
+    pub fn output(&self) -> Shape {
+        self.steps.last().map_or(self.input, |s| s.output)
+    }
+
+    /// Multiply-adds of one forward pass of one example.
+    pub fn forward_macs(&self) -> usize {
+        self.steps
+            .iter()
+            .map(|s| match s.layer {
+                Layer::Conv2d { kernel, .. } => s.output.len() * s.input.channels * kernel * kernel,
+                Layer::Dense { .. } => s.output.len() * s.input.len(),
+                _ => 0,
+            })
+            .sum()
+    }
+}
+
+/// `conv1`, `conv2`, ...; a lone dense layer is `fc`, several are `fc1`, `fc2`, ...
+fn numbered(prefix: &str, n: usize, total: usize, always: bool) -> String {
+    if always || total > 1 {
+        format!("{prefix}{n}")
+    } else {
+        prefix.to_string()
+    }
+}
+
+fn push_pair(
+    params: &mut Vec<ParamSpec>,
+    name: &str,
+    weight_shape: Vec<usize>,
+    bias_len: usize,
+    init: Init,
+) -> usize {
+    params.push(ParamSpec {
+        name: format!("{name}.weight"),
+        shape: weight_shape,
+        init,
+    });
+    params.push(ParamSpec {
+        name: format!("{name}.bias"),
+        shape: vec![bias_len],
+        init: Init::Zeros,
+    });
+    params.len() - 2
+}
+
+fn output_shape(layer: Layer, input: Shape) -> Result<Shape, String> {
+    let Shape {
+        channels,
+        height,
+        width,
+    } = input;
+    match layer {
+        Layer::Conv2d {
+            out_channels,
+            kernel,
+        } => {
+            if input.is_flat() && channels > 1 {
+                return Err("a convolution cannot follow flatten".into());
+            }
+            if kernel > height || kernel > width {
+                return Err(format!(
+                    "kernel {kernel}x{kernel} is larger than its {height}x{width} input"
+                ));
+            }
+            Ok(Shape::new(
+                out_channels,
+                height - kernel + 1,
+                width - kernel + 1,
+            ))
+        }
+        Layer::MaxPool2d => {
+            if height < 2 || width < 2 {
+                return Err(format!(
+                    "2x2 pooling needs at least 2x2 input, got {height}x{width}"
+                ));
+            }
+            Ok(Shape::new(channels, height / 2, width / 2))
+        }
+        Layer::Relu => Ok(input),
+        Layer::Flatten => Ok(Shape::new(input.len(), 1, 1)),
+        Layer::Dense { units } => {
+            if !input.is_flat() {
+                return Err(format!("dense needs flat input; add flatten before it (input is {channels}x{height}x{width})"));
+            }
+            Ok(Shape::new(units, 1, 1))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seed_plan_has_tutorial_shapes_and_pytorch_names() {
+        let plan = Plan::new(&Arch::seed(), MNIST_INPUT).unwrap();
+        let outputs: Vec<usize> = plan.steps.iter().map(|s| s.output.len()).collect();
+        assert_eq!(outputs, [21632, 21632, 5408, 7744, 7744, 1600, 1600, 10]);
+        let names: Vec<&str> = plan.params.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "conv1.weight",
+                "conv1.bias",
+                "conv2.weight",
+                "conv2.bias",
+                "fc.weight",
+                "fc.bias"
+            ]
+        );
+        assert_eq!(plan.params[2].shape, [64, 32, 3, 3]);
+        assert_eq!(plan.params[4].shape, [10, 1600]);
+        let count: usize = plan.params.iter().map(ParamSpec::len).sum();
+        assert_eq!(count, 34826); // Keras' model.summary() for the tutorial CNN
+        assert_eq!(plan.forward_macs(), 32 * 9 * 676 + 64 * 288 * 121 + 16000);
+    }
+
+    #[test]
+    fn odd_sizes_floor_when_pooling() {
+        let arch = Arch::parse("conv4k2-pool2-flatten-dense10").unwrap();
+        let plan = Plan::new(&arch, MNIST_INPUT).unwrap();
+        assert_eq!(plan.steps[1].output, Shape::new(4, 13, 13));
+    }
+
+    #[test]
+    fn impossible_architectures_are_explained() {
+        let err = Plan::new(
+            &Arch::parse("conv8k30-flatten-dense10").unwrap(),
+            MNIST_INPUT,
+        )
+        .unwrap_err();
+        assert!(
+            err.contains("layer 1 'conv8k30'") && err.contains("larger"),
+            "{err}"
+        );
+        let err = Plan::new(&Arch::parse("conv8k3-dense10").unwrap(), MNIST_INPUT).unwrap_err();
+        assert!(err.contains("add flatten"), "{err}");
+        let err = Plan::new(&Arch::parse("flatten-dense7").unwrap(), MNIST_INPUT).unwrap_err();
+        assert!(err.contains("must end with dense10"), "{err}");
+    }
+}

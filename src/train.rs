@@ -1,0 +1,151 @@
+//! The training loop and evaluation, for any [`Backend`]: data -> batches -> model -> metrics.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::Serialize;
+
+use crate::backend::{Backend, TrainStats};
+use crate::cpu::softmax_xent::{argmax, softmax_cross_entropy};
+use crate::data::{Split, IMAGE_PIXELS};
+use crate::metrics::ConfusionMatrix;
+use crate::model::NUM_CLASSES;
+
+/// How often running loss and accuracy are read back while an epoch runs.
+const STATS_INTERVAL: Duration = Duration::from_millis(250);
+/// Images per inference call during evaluation.
+const EVAL_BATCH: usize = 1000;
+
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct EpochStats {
+    pub epoch: usize,
+    pub train_loss: f64,
+    pub train_accuracy: f64,
+    pub seconds: f64,
+}
+
+/// What the loop reports as it goes; the CLI draws progress bars from it.
+#[derive(Clone, Copy, Debug)]
+pub enum Progress {
+    EpochStart {
+        epoch: usize,
+        steps: usize,
+    },
+    Running {
+        epoch: usize,
+        step: usize,
+        steps: usize,
+        loss: f64,
+        accuracy: f64,
+        examples: u64,
+    },
+    EpochEnd(EpochStats),
+}
+
+/// The order of the training examples in `epoch` (from 1): a seeded shuffle, its own stream per
+/// epoch so that any epoch can be replayed alone.
+pub fn epoch_order(len: usize, seed: u64, epoch: usize) -> Vec<u32> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    rng.set_stream(epoch as u64);
+    let mut order: Vec<u32> = (0..len as u32).collect();
+    order.shuffle(&mut rng);
+    order
+}
+
+/// Trains for `epochs` epochs of mini-batches of `batch_size` (the last one may be smaller).
+pub fn train(
+    backend: &mut dyn Backend,
+    train: &Split,
+    epochs: usize,
+    batch_size: usize,
+    seed: u64,
+    on_progress: &mut dyn FnMut(Progress),
+) -> Result<Vec<EpochStats>> {
+    backend.set_train_data(train)?;
+    let steps = train.len().div_ceil(batch_size);
+    let mut history = Vec::with_capacity(epochs);
+    for epoch in 1..=epochs {
+        on_progress(Progress::EpochStart { epoch, steps });
+        let start = Instant::now();
+        let mut last_report = start;
+        let mut total = TrainStats::default();
+        let order = epoch_order(train.len(), seed, epoch);
+        for (step, batch) in order.chunks(batch_size).enumerate() {
+            let at = || format!("epoch {epoch}, step {}", step + 1);
+            backend.train_step(batch).with_context(at)?;
+            if step + 1 == steps || last_report.elapsed() >= STATS_INTERVAL {
+                add_stats(&mut total, backend.take_train_stats().with_context(at)?);
+                last_report = Instant::now();
+                on_progress(Progress::Running {
+                    epoch,
+                    step: step + 1,
+                    steps,
+                    loss: total.loss_sum / total.examples.max(1) as f64,
+                    accuracy: total.correct as f64 / total.examples.max(1) as f64,
+                    examples: total.examples,
+                });
+            }
+        }
+        let stats = EpochStats {
+            epoch,
+            train_loss: total.loss_sum / total.examples.max(1) as f64,
+            train_accuracy: total.correct as f64 / total.examples.max(1) as f64,
+            seconds: start.elapsed().as_secs_f64(),
+        };
+        on_progress(Progress::EpochEnd(stats));
+        history.push(stats);
+    }
+    Ok(history)
+}
+
+fn add_stats(total: &mut TrainStats, more: TrainStats) {
+    total.loss_sum += more.loss_sum;
+    total.correct += more.correct;
+    total.examples += more.examples;
+}
+
+/// Mean test loss and the confusion matrix.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Evaluation {
+    pub loss: f64,
+    pub confusion: ConfusionMatrix,
+}
+
+pub fn evaluate(backend: &mut dyn Backend, split: &Split) -> Result<Evaluation> {
+    let mut confusion = ConfusionMatrix::new(NUM_CLASSES);
+    let mut loss_sum = 0.0;
+    for (images, labels) in split
+        .images
+        .chunks(EVAL_BATCH * IMAGE_PIXELS)
+        .zip(split.labels.chunks(EVAL_BATCH))
+    {
+        let logits = backend.predict_logits(images)?;
+        loss_sum += softmax_cross_entropy(NUM_CLASSES, &logits, labels, None).loss_sum;
+        for (row, &label) in logits.chunks_exact(NUM_CLASSES).zip(labels) {
+            confusion.add(usize::from(label), argmax(row));
+        }
+    }
+    Ok(Evaluation {
+        loss: loss_sum / split.len().max(1) as f64,
+        confusion,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn epoch_order_is_a_seeded_permutation_that_changes_per_epoch() {
+        let a = epoch_order(1000, 3, 1);
+        assert_eq!(a, epoch_order(1000, 3, 1));
+        assert_ne!(a, epoch_order(1000, 3, 2));
+        assert_ne!(a, epoch_order(1000, 4, 1));
+        let mut sorted = a.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, (0..1000).collect::<Vec<u32>>());
+    }
+}

@@ -1,0 +1,144 @@
+//! The command line end to end: flags, exit codes, checkpoints and the metrics JSON.
+
+mod common;
+
+use common::{assert_bad_input, bundled_data, run_cli};
+
+#[test]
+fn bad_flags_are_one_line_errors_with_exit_code_2() {
+    assert_bad_input(
+        &run_cli(&["train", "--frobnicate"]),
+        "unexpected argument '--frobnicate'",
+    );
+    assert_bad_input(&run_cli(&["train", "--epochs", "0"]), "--epochs");
+    assert_bad_input(
+        &run_cli(&["train", "--lr", "-1"]),
+        "is not a positive number",
+    );
+    assert_bad_input(
+        &run_cli(&["train", "--lr", "NaN"]),
+        "is not a positive number",
+    );
+    assert_bad_input(&run_cli(&["train", "--optimizer", "adagrad"]), "adagrad");
+    assert_bad_input(
+        &run_cli(&["train", "--arch", "conv32k3-wat"]),
+        "--arch: token 2 'wat'",
+    );
+    assert_bad_input(
+        &run_cli(&["train", "--arch", "conv8k3-dense10"]),
+        "add flatten",
+    );
+    assert_bad_input(&run_cli(&["fly"]), "unrecognized subcommand 'fly'");
+}
+
+#[test]
+fn help_exits_zero() {
+    let out = run_cli(&["train", "--help"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("--batch-size"));
+}
+
+#[test]
+fn train_then_eval_writes_a_checkpoint_and_matching_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("model.safetensors");
+    let train_json = dir.path().join("train.json");
+    let eval_json = dir.path().join("eval.json");
+    let data = bundled_data();
+    let common = [
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--test-limit",
+        "500",
+        "--backend",
+        "cpu",
+    ];
+    let mut args = vec![
+        "train",
+        "--epochs",
+        "1",
+        "--train-limit",
+        "1000",
+        "--seed",
+        "5",
+    ];
+    args.extend(common);
+    args.extend([
+        "--save",
+        model.to_str().unwrap(),
+        "--metrics-json",
+        train_json.to_str().unwrap(),
+    ]);
+    let out = run_cli(&args);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("epoch 1/1: train loss") && stdout.contains("confusion matrix"),
+        "{stdout}"
+    );
+
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&train_json).unwrap()).unwrap();
+    for key in [
+        "accuracy",
+        "loss",
+        "macro_f1",
+        "weighted_f1",
+        "per_class",
+        "confusion",
+        "epochs",
+        "backend",
+        "adapter",
+        "arch",
+        "seed",
+    ] {
+        assert!(
+            json.get(key).is_some(),
+            "metrics JSON lacks '{key}': {json}"
+        );
+    }
+    let accuracy = json["accuracy"].as_f64().unwrap();
+    assert!(
+        (0.5..=1.0).contains(&accuracy),
+        "accuracy {accuracy} should be a fraction of a trained model"
+    );
+    assert_eq!(json["backend"], "cpu");
+    assert_eq!(json["seed"], 5);
+    assert_eq!(json["per_class"].as_array().unwrap().len(), 10);
+    assert_eq!(json["per_class"][3].as_object().unwrap().len(), 5);
+    let confusion_total: u64 = json["confusion"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| r.as_array().unwrap())
+        .map(|v| v.as_u64().unwrap())
+        .sum();
+    assert_eq!(confusion_total, 500);
+    assert_eq!(json["epochs"][0]["epoch"], 1);
+
+    let mut args = vec![
+        "eval",
+        "--model",
+        model.to_str().unwrap(),
+        "--metrics-json",
+        eval_json.to_str().unwrap(),
+    ];
+    args.extend(common);
+    let out = run_cli(&args);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let eval: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&eval_json).unwrap()).unwrap();
+    assert_eq!(eval["accuracy"], json["accuracy"]);
+    assert_eq!(eval["confusion"], json["confusion"]);
+    assert_eq!(eval["seed"], 5);
+}

@@ -1,0 +1,69 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)] // each test binary uses a different subset
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The bundled data set.
+pub fn bundled_data() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("data/mnist")
+}
+
+/// Runs the `mnist-wgpu` binary.
+pub fn run_cli(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_mnist-wgpu"))
+        .args(args)
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("the binary runs")
+}
+
+/// Asserts a bad-input failure: exit code 2, one `error:` line containing `needle`, no panic.
+pub fn assert_bad_input(out: &Output, needle: &str) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "exit code; stderr: {stderr}");
+    assert!(
+        !stderr.contains("panicked") && !stderr.contains("backtrace"),
+        "panic: {stderr}"
+    );
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "expected one line, got: {stderr}");
+    assert!(lines[0].starts_with("error: "), "{stderr}");
+    assert!(
+        lines[0].contains(needle),
+        "expected '{needle}' in: {stderr}"
+    );
+}
+
+/// An IDX file: big-endian magic and sizes, then the body.
+pub fn idx(magic: u32, dims: &[u32], body: &[u8]) -> Vec<u8> {
+    let mut bytes: Vec<u8> = magic.to_be_bytes().to_vec();
+    dims.iter().for_each(|d| bytes.extend(d.to_be_bytes()));
+    bytes.extend(body);
+    bytes
+}
+
+pub fn gzip(bytes: &[u8]) -> Vec<u8> {
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    enc.write_all(bytes).unwrap();
+    enc.finish().unwrap()
+}
+
+/// A tiny valid data set (raw files): `train` and `test` images with labels `i % 10`.
+pub fn write_tiny_dataset(dir: &Path, train: u32, test: u32) {
+    for (prefix, n) in [("train", train), ("t10k", test)] {
+        let images: Vec<u8> = (0..n as usize * 784).map(|i| (i * 7 % 256) as u8).collect();
+        let labels: Vec<u8> = (0..n).map(|i| (i % 10) as u8).collect();
+        std::fs::write(
+            dir.join(format!("{prefix}-images-idx3-ubyte")),
+            idx(0x803, &[n, 28, 28], &images),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join(format!("{prefix}-labels-idx1-ubyte")),
+            idx(0x801, &[n], &labels),
+        )
+        .unwrap();
+    }
+}

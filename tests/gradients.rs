@@ -1,0 +1,204 @@
+//! Every CPU op's backward pass against central finite differences, in f64.
+//!
+//! Each op is wrapped in a scalar loss `L = sum(r * op(inputs))` with fixed random `r`, so the
+//! analytic input gradient is the op's backward applied to `dy = r`.
+
+use mnist_wgpu::cpu::conv2d::{
+    conv2d_backward_input, conv2d_backward_weights, conv2d_forward, Conv2dGeometry,
+};
+use mnist_wgpu::cpu::dense::{
+    dense_backward_input, dense_backward_weights, dense_forward, DenseGeometry,
+};
+use mnist_wgpu::cpu::maxpool2d::{maxpool2d_backward, maxpool2d_forward, maxpool2d_output};
+use mnist_wgpu::cpu::network::{backward, forward};
+use mnist_wgpu::cpu::relu::{relu_backward, relu_forward};
+use mnist_wgpu::cpu::softmax_xent::softmax_cross_entropy;
+use mnist_wgpu::model::{init_params, Arch, Plan, Shape};
+use rand::{RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+const H: f64 = 1e-5;
+/// Central differences in f64 are good to about 1e-9 here; 1e-6 still catches any wrong term.
+const REL_TOL: f64 = 1e-6;
+const ABS_TOL: f64 = 1e-8;
+
+fn random(n: usize, seed: u64) -> Vec<f64> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    (0..n).map(|_| rng.random_range(-1.0..1.0)).collect()
+}
+
+fn dot(a: &[f64], b: &[f64]) -> f64 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+/// Compares `analytic` with the central difference of `loss` at every element of `x`.
+fn check(what: &str, x: &[f64], analytic: &[f64], loss: impl Fn(&[f64]) -> f64) {
+    assert_eq!(x.len(), analytic.len(), "{what}: gradient length");
+    let mut probe = x.to_vec();
+    for i in 0..x.len() {
+        probe[i] = x[i] + H;
+        let up = loss(&probe);
+        probe[i] = x[i] - H;
+        let down = loss(&probe);
+        probe[i] = x[i];
+        let numeric = (up - down) / (2.0 * H);
+        let err = (analytic[i] - numeric).abs();
+        assert!(
+            err <= ABS_TOL + REL_TOL * numeric.abs(),
+            "{what}[{i}]: analytic {} vs numeric {numeric} (error {err:e})",
+            analytic[i]
+        );
+    }
+}
+
+#[test]
+fn conv2d_gradients_match_finite_differences() {
+    let g = Conv2dGeometry {
+        input: Shape::new(3, 6, 5),
+        out_channels: 4,
+        kernel: 3,
+    };
+    let n = 2;
+    let (x, w, b) = (
+        random(n * g.input.len(), 1),
+        random(4 * 3 * 9, 2),
+        random(4, 3),
+    );
+    let r = random(n * g.output().len(), 4);
+    let conv = |x: &[f64], w: &[f64], b: &[f64]| {
+        let mut y = vec![0.0; r.len()];
+        conv2d_forward(g, x, w, b, &mut y);
+        dot(&y, &r)
+    };
+    let (mut dw, mut db, mut dx) = (vec![0.0; w.len()], vec![0.0; b.len()], vec![0.0; x.len()]);
+    conv2d_backward_weights(g, &x, &r, &mut dw, &mut db);
+    conv2d_backward_input(g, &r, &w, &mut dx);
+    check("conv2d dw", &w, &dw, |w| conv(&x, w, &b));
+    check("conv2d db", &b, &db, |b| conv(&x, &w, b));
+    check("conv2d dx", &x, &dx, |x| conv(x, &w, &b));
+}
+
+#[test]
+fn conv2d_weight_gradient_sums_over_batches_larger_than_one_chunk() {
+    // 9 images span three of the fixed reduction chunks, the last one partial.
+    let g = Conv2dGeometry {
+        input: Shape::new(2, 5, 5),
+        out_channels: 3,
+        kernel: 2,
+    };
+    let n = 9;
+    let (x, w, b) = (
+        random(n * g.input.len(), 5),
+        random(3 * 2 * 4, 6),
+        random(3, 7),
+    );
+    let r = random(n * g.output().len(), 8);
+    let (mut dw, mut db) = (vec![0.0; w.len()], vec![0.0; b.len()]);
+    conv2d_backward_weights(g, &x, &r, &mut dw, &mut db);
+    let conv = |w: &[f64], b: &[f64]| {
+        let mut y = vec![0.0; r.len()];
+        conv2d_forward(g, &x, w, b, &mut y);
+        dot(&y, &r)
+    };
+    check("conv2d dw (9 images)", &w, &dw, |w| conv(w, &b));
+    check("conv2d db (9 images)", &b, &db, |b| conv(&w, b));
+}
+
+#[test]
+fn maxpool2d_gradient_matches_finite_differences_with_odd_sizes() {
+    let input = Shape::new(2, 5, 7);
+    let n = 3;
+    let x = random(n * input.len(), 9);
+    let out_len = n * maxpool2d_output(input).len();
+    let r = random(out_len, 10);
+    let pool = |x: &[f64]| {
+        let (mut y, mut argmax) = (vec![0.0; out_len], vec![0; out_len]);
+        maxpool2d_forward(input, x, &mut y, &mut argmax);
+        (y, argmax)
+    };
+    let (_, argmax) = pool(&x);
+    let mut dx = vec![0.0; x.len()];
+    maxpool2d_backward(input, &r, &argmax, &mut dx);
+    check("maxpool2d dx", &x, &dx, |x| dot(&pool(x).0, &r));
+    // The dropped last row and column of an odd-sized input get no gradient.
+    assert!((0..n * 2).all(|plane| dx[plane * 35 + 34] == 0.0));
+}
+
+#[test]
+fn relu_gradient_matches_finite_differences() {
+    // Keep inputs away from the kink at 0, where the derivative is undefined.
+    let x: Vec<f64> = random(50, 11)
+        .into_iter()
+        .map(|v| if v.abs() < 1e-3 { 0.5 } else { v })
+        .collect();
+    let r = random(50, 12);
+    let relu = |x: &[f64]| {
+        let mut y = vec![0.0; x.len()];
+        relu_forward(x, &mut y);
+        y
+    };
+    let mut dx = vec![0.0; 50];
+    relu_backward(&relu(&x), &r, &mut dx);
+    check("relu dx", &x, &dx, |x| dot(&relu(x), &r));
+}
+
+#[test]
+fn dense_gradients_match_finite_differences() {
+    let g = DenseGeometry {
+        inputs: 7,
+        outputs: 5,
+    };
+    let n = 3;
+    let (x, w, b) = (random(n * 7, 13), random(35, 14), random(5, 15));
+    let r = random(n * 5, 16);
+    let dense = |x: &[f64], w: &[f64], b: &[f64]| {
+        let mut y = vec![0.0; n * 5];
+        dense_forward(g, x, w, b, &mut y);
+        dot(&y, &r)
+    };
+    let (mut dw, mut db, mut dx) = (vec![0.0; 35], vec![0.0; 5], vec![0.0; n * 7]);
+    dense_backward_weights(g, &x, &r, &mut dw, &mut db);
+    dense_backward_input(g, &r, &w, &mut dx);
+    check("dense dw", &w, &dw, |w| dense(&x, w, &b));
+    check("dense db", &b, &db, |b| dense(&x, &w, b));
+    check("dense dx", &x, &dx, |x| dense(x, &w, &b));
+}
+
+#[test]
+fn softmax_cross_entropy_gradient_matches_finite_differences() {
+    let n = 4;
+    // Large logits exercise the log-sum-exp shift.
+    let logits: Vec<f64> = random(n * 10, 17).into_iter().map(|z| 30.0 * z).collect();
+    let labels = [3u8, 0, 9, 3];
+    let mean_loss = |z: &[f64]| softmax_cross_entropy(10, z, &labels, None).loss_sum / n as f64;
+    let mut dz = vec![0.0; n * 10];
+    let sums = softmax_cross_entropy(10, &logits, &labels, Some(&mut dz));
+    assert!(sums.loss_sum.is_finite());
+    check("softmax_xent dlogits", &logits, &dz, mean_loss);
+}
+
+#[test]
+fn whole_network_gradients_match_finite_differences() {
+    let arch = Arch::parse("conv3k3-relu-pool2-conv4k2-relu-flatten-dense10").unwrap();
+    let plan = Plan::new(&arch, Shape::new(1, 10, 9)).unwrap();
+    let params = init_params(&plan, 5).map(f64::from);
+    let n = 3;
+    let x: Vec<f64> = random(n * 90, 18).into_iter().map(|v| v.abs()).collect();
+    let labels = [1u8, 7, 4];
+    let loss_of = |params: &mnist_wgpu::model::Params<f64>, x: &[f64]| {
+        let fwd = forward(&plan, params, x);
+        softmax_cross_entropy(10, fwd.logits(), &labels, None).loss_sum / n as f64
+    };
+    let fwd = forward(&plan, &params, &x);
+    let mut dlogits = vec![0.0; n * 10];
+    softmax_cross_entropy(10, fwd.logits(), &labels, Some(&mut dlogits));
+    let (grads, dx) = backward(&plan, &params, &x, &fwd, &dlogits, true);
+    for (t, tensor) in params.tensors.iter().enumerate() {
+        check(&tensor.name, &tensor.data, &grads.tensors[t].data, |data| {
+            let mut p = params.clone();
+            p.tensors[t].data.copy_from_slice(data);
+            loss_of(&p, &x)
+        });
+    }
+    check("network dx", &x, &dx.unwrap(), |x| loss_of(&params, x));
+}
