@@ -11,6 +11,7 @@ pub mod cpu;
 pub mod data;
 pub mod error;
 pub mod fsutil;
+pub mod gpu;
 pub mod metrics;
 pub mod model;
 pub mod report;

@@ -67,3 +67,18 @@ pub fn write_tiny_dataset(dir: &Path, train: u32, test: u32) {
         .unwrap();
     }
 }
+
+/// A GPU context, or `None` (with a loud message) when this machine has no adapter. With
+/// `MNIST_WGPU_REQUIRE_GPU=1` a missing adapter fails the test instead.
+pub fn gpu_context() -> Option<mnist_wgpu::gpu::GpuContext> {
+    static QUIET: std::sync::Once = std::sync::Once::new();
+    QUIET.call_once(mnist_wgpu::gpu::context::quiet_window_system_noise);
+    let ctx = mnist_wgpu::gpu::GpuContext::new(None).expect("opening the GPU");
+    if ctx.is_none() {
+        if std::env::var("MNIST_WGPU_REQUIRE_GPU").as_deref() == Ok("1") {
+            panic!("MNIST_WGPU_REQUIRE_GPU=1 but no GPU adapter was found (install mesa-vulkan-drivers)");
+        }
+        eprintln!("\n*** SKIPPED: no GPU adapter found; install mesa-vulkan-drivers for a software one ***\n");
+    }
+    ctx
+}

@@ -1,0 +1,145 @@
+//! Adapter choice and the device: discrete GPU first, then integrated, then anything else;
+//! `--adapter SUBSTRING` picks by name and `WGPU_BACKEND` (vulkan, metal, dx12, gl) restricts
+//! the APIs searched. Device errors are recorded, never panicked on, and surface as one-line
+//! errors at the next read-back.
+
+use std::sync::{Arc, Mutex};
+
+use anyhow::{bail, Result};
+
+use crate::error::bad_input;
+
+/// A device and queue on the chosen adapter, created with every limit the adapter offers.
+pub struct GpuContext {
+    pub device: wgpu::Device,
+    pub queue: wgpu::Queue,
+    pub info: wgpu::AdapterInfo,
+    pub limits: wgpu::Limits,
+    pub features: wgpu::Features,
+    errors: Arc<Mutex<Option<String>>>,
+}
+
+/// Mesa's window-system code prints "XDG_RUNTIME_DIR is invalid or not set" even for compute.
+/// Pointing the variable at a private directory silences it. Call before any thread starts.
+pub fn quiet_window_system_noise() {
+    let valid = std::env::var_os("XDG_RUNTIME_DIR").is_some_and(|d| std::path::Path::new(&d).is_dir());
+    if valid {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("mnist-wgpu-runtime-{}", std::process::id()));
+    if std::fs::create_dir_all(&dir).is_ok() {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700));
+        }
+        std::env::set_var("XDG_RUNTIME_DIR", &dir);
+    }
+}
+
+fn instance() -> wgpu::Instance {
+    wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env())
+}
+
+/// Every adapter of the APIs that `WGPU_BACKEND` allows (all of them when unset).
+pub fn list_adapters() -> Vec<wgpu::Adapter> {
+    let backends = wgpu::Backends::from_env().unwrap_or(wgpu::Backends::all());
+    pollster::block_on(instance().enumerate_adapters(backends))
+}
+
+/// Lower is better: discrete, integrated, virtual, then software and unknown.
+fn preference(device_type: wgpu::DeviceType) -> u8 {
+    match device_type {
+        wgpu::DeviceType::DiscreteGpu => 0,
+        wgpu::DeviceType::IntegratedGpu => 1,
+        wgpu::DeviceType::VirtualGpu => 2,
+        wgpu::DeviceType::Cpu => 3,
+        wgpu::DeviceType::Other => 4,
+    }
+}
+
+/// The best adapter, or the best whose name contains `name` (case-insensitive). `Ok(None)`
+/// when there is no adapter at all; an error when `name` matches none of those that exist.
+pub fn choose_adapter(name: Option<&str>) -> Result<Option<wgpu::Adapter>> {
+    let mut adapters = list_adapters();
+    // Prefer Vulkan/Metal/DX12 over GL for the same kind of device: GL lacks features we use.
+    adapters.sort_by_key(|a| {
+        let info = a.get_info();
+        (preference(info.device_type), info.backend == wgpu::Backend::Gl)
+    });
+    let Some(name) = name else { return Ok(adapters.into_iter().next()) };
+    let wanted = name.to_lowercase();
+    let names: Vec<String> = adapters.iter().map(|a| a.get_info().name).collect();
+    match adapters.into_iter().find(|a| a.get_info().name.to_lowercase().contains(&wanted)) {
+        Some(a) => Ok(Some(a)),
+        None if names.is_empty() => Err(bad_input(format!("--adapter {name}: no GPU adapter found"))),
+        None => Err(bad_input(format!("--adapter {name}: no adapter matches; found: {}", names.join(", ")))),
+    }
+}
+
+impl GpuContext {
+    /// A context on the adapter that [`choose_adapter`] picks, or `None` without an adapter.
+    pub fn new(adapter_name: Option<&str>) -> Result<Option<GpuContext>> {
+        match choose_adapter(adapter_name)? {
+            Some(adapter) => Ok(Some(GpuContext::on_adapter(&adapter)?)),
+            None => Ok(None),
+        }
+    }
+
+    pub fn on_adapter(adapter: &wgpu::Adapter) -> Result<GpuContext> {
+        let info = adapter.get_info();
+        let limits = adapter.limits();
+        let features = adapter.features() & wgpu::Features::TIMESTAMP_QUERY;
+        let descriptor = wgpu::DeviceDescriptor {
+            label: Some("mnist-wgpu"),
+            required_features: features,
+            required_limits: limits.clone(),
+            ..Default::default()
+        };
+        let (device, queue) = match pollster::block_on(adapter.request_device(&descriptor)) {
+            Ok(pair) => pair,
+            Err(e) => bail!("adapter '{}': cannot open the device: {e}", info.name),
+        };
+        let errors = Arc::new(Mutex::new(None));
+        let sink = errors.clone();
+        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| record(&sink, e.to_string())));
+        let sink = errors.clone();
+        device.set_device_lost_callback(move |_, message| record(&sink, format!("the GPU device was lost: {message}")));
+        log::debug!("GPU adapter: {} ({:?}, {:?}, driver {})", info.name, info.backend, info.device_type, info.driver);
+        Ok(GpuContext { device, queue, info, limits, features, errors })
+    }
+
+    /// `vulkan`, `metal`, `dx12` or `gl`.
+    pub fn backend_name(&self) -> String {
+        self.info.backend.to_str().to_string()
+    }
+
+    /// Fails with the first device error recorded since the context was made.
+    pub fn check_errors(&self) -> Result<()> {
+        match self.errors.lock().expect("error slot").as_ref() {
+            Some(e) => bail!("GPU error on '{}': {}", self.info.name, first_line(e)),
+            None => Ok(()),
+        }
+    }
+
+    /// Blocks until all submitted work is done.
+    pub fn wait(&self) -> Result<()> {
+        if let Err(e) = self.device.poll(wgpu::PollType::wait_indefinitely()) {
+            self.check_errors()?;
+            bail!("GPU error on '{}': {e}", self.info.name);
+        }
+        self.check_errors()
+    }
+}
+
+fn record(slot: &Mutex<Option<String>>, message: String) {
+    log::error!("GPU: {message}");
+    let mut slot = slot.lock().expect("error slot");
+    if slot.is_none() {
+        *slot = Some(message);
+    }
+}
+
+fn first_line(text: &str) -> &str {
+    text.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or(text)
+}

@@ -1,0 +1,245 @@
+//! The host-side plumbing every op shares: shader compilation (with `shaders/common.wgsl`
+//! prepended), compute pipelines with explicit bind-group layouts, prebuilt dispatches, buffers
+//! and blocking read-back.
+
+use std::num::NonZeroU64;
+
+use anyhow::{bail, Result};
+use wgpu::util::DeviceExt;
+
+use super::context::GpuContext;
+
+/// WGSL shared by every shader file.
+pub const PREAMBLE: &str = include_str!("../../shaders/common.wgsl");
+/// Threads per workgroup of 1-D kernels (`WORKGROUP_SIZE` in the preamble).
+pub const WORKGROUP: u32 = 64;
+const MAX_GROUPS_PER_DIM: u32 = 65535;
+
+/// How a kernel sees the buffer at `@binding(i)` of `@group(0)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    Uniform,
+    Read,
+    ReadWrite,
+}
+
+/// The complete WGSL of one shader file: the preamble, then the file.
+pub fn shader_source(body: &str) -> String {
+    format!("{PREAMBLE}\n{body}")
+}
+
+pub fn compile(ctx: &GpuContext, label: &str, body: &str) -> wgpu::ShaderModule {
+    ctx.device.create_shader_module(wgpu::ShaderModuleDescriptor {
+        label: Some(label),
+        source: wgpu::ShaderSource::Wgsl(shader_source(body).into()),
+    })
+}
+
+/// One entry point of a shader, ready to dispatch. Created once per backend.
+pub struct Kernel {
+    pub name: &'static str,
+    pipeline: wgpu::ComputePipeline,
+    layout: wgpu::BindGroupLayout,
+}
+
+impl Kernel {
+    /// `bindings[i]` describes `@group(0) @binding(i)`; an entry point may use a subset.
+    pub fn new(ctx: &GpuContext, module: &wgpu::ShaderModule, name: &'static str, bindings: &[Access]) -> Kernel {
+        let entries: Vec<wgpu::BindGroupLayoutEntry> = bindings
+            .iter()
+            .enumerate()
+            .map(|(i, access)| wgpu::BindGroupLayoutEntry {
+                binding: i as u32,
+                visibility: wgpu::ShaderStages::COMPUTE,
+                ty: wgpu::BindingType::Buffer {
+                    ty: match access {
+                        Access::Uniform => wgpu::BufferBindingType::Uniform,
+                        Access::Read => wgpu::BufferBindingType::Storage { read_only: true },
+                        Access::ReadWrite => wgpu::BufferBindingType::Storage { read_only: false },
+                    },
+                    has_dynamic_offset: false,
+                    min_binding_size: None,
+                },
+                count: None,
+            })
+            .collect();
+        let layout = ctx
+            .device
+            .create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor { label: Some(name), entries: &entries });
+        let pipeline_layout = ctx.device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+            label: Some(name),
+            bind_group_layouts: &[Some(&layout)],
+            immediate_size: 0,
+        });
+        let pipeline = ctx.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some(name),
+            layout: Some(&pipeline_layout),
+            module,
+            entry_point: Some(name),
+            compilation_options: Default::default(),
+            cache: None,
+        });
+        Kernel { name, pipeline, layout }
+    }
+
+    /// A dispatch of this kernel over `workgroups` with `buffers` bound in binding order.
+    pub fn dispatch(&self, ctx: &GpuContext, buffers: &[View], workgroups: [u32; 3]) -> Dispatch {
+        let entries: Vec<wgpu::BindGroupEntry> = buffers
+            .iter()
+            .enumerate()
+            .map(|(i, view)| wgpu::BindGroupEntry { binding: i as u32, resource: view.binding() })
+            .collect();
+        let bind_group = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some(self.name),
+            layout: &self.layout,
+            entries: &entries,
+        });
+        Dispatch { kernel: self.name, pipeline: self.pipeline.clone(), bind_group, workgroups }
+    }
+}
+
+/// A kernel with its buffers bound: recorded as often as needed, built once.
+pub struct Dispatch {
+    pub kernel: &'static str,
+    pipeline: wgpu::ComputePipeline,
+    bind_group: wgpu::BindGroup,
+    pub workgroups: [u32; 3],
+}
+
+impl Dispatch {
+    pub fn record(&self, pass: &mut wgpu::ComputePass) {
+        pass.set_pipeline(&self.pipeline);
+        pass.set_bind_group(0, &self.bind_group, &[]);
+        let [x, y, z] = self.workgroups;
+        pass.dispatch_workgroups(x, y, z);
+    }
+}
+
+/// Workgroups for `n` invocations of a 1-D kernel, folded into 2-D past 65535 groups (the
+/// shader recovers the index with `flat_index`). Extra invocations must return early.
+pub fn grid_1d(n: usize) -> [u32; 3] {
+    let groups = (n as u64).div_ceil(u64::from(WORKGROUP)).max(1);
+    let x = groups.min(u64::from(MAX_GROUPS_PER_DIM));
+    [x as u32, groups.div_ceil(x) as u32, 1]
+}
+
+/// A range of a buffer, in bytes, as bound to a kernel.
+#[derive(Clone, Copy)]
+pub struct View<'a> {
+    pub buffer: &'a wgpu::Buffer,
+    pub offset: u64,
+    pub size: u64,
+}
+
+impl<'a> View<'a> {
+    pub fn whole(buffer: &'a wgpu::Buffer) -> View<'a> {
+        View { buffer, offset: 0, size: buffer.size() }
+    }
+
+    fn binding(&self) -> wgpu::BindingResource<'a> {
+        wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+            buffer: self.buffer,
+            offset: self.offset,
+            size: NonZeroU64::new(self.size),
+        })
+    }
+}
+
+impl<'a> From<&'a wgpu::Buffer> for View<'a> {
+    fn from(buffer: &'a wgpu::Buffer) -> View<'a> {
+        View::whole(buffer)
+    }
+}
+
+fn check_size(ctx: &GpuContext, label: &str, bytes: u64) -> Result<u64> {
+    let limit = ctx.limits.max_storage_buffer_binding_size.min(ctx.limits.max_buffer_size);
+    if bytes > limit {
+        bail!(
+            "buffer '{label}' needs {bytes} bytes but the adapter's max_storage_buffer_binding_size is {limit}; use a smaller --batch-size"
+        );
+    }
+    // Zero-sized bindings are invalid; round up to one element.
+    Ok(bytes.max(4).next_multiple_of(4))
+}
+
+const STORAGE_USAGE: wgpu::BufferUsages =
+    wgpu::BufferUsages::STORAGE.union(wgpu::BufferUsages::COPY_SRC).union(wgpu::BufferUsages::COPY_DST);
+
+/// A zeroed storage buffer of `bytes` bytes.
+pub fn storage(ctx: &GpuContext, label: &str, bytes: u64) -> Result<wgpu::Buffer> {
+    let size = check_size(ctx, label, bytes)?;
+    Ok(ctx.device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some(label),
+        size,
+        usage: STORAGE_USAGE,
+        mapped_at_creation: false,
+    }))
+}
+
+/// A storage buffer holding `data`.
+pub fn storage_init<T: bytemuck::Pod>(ctx: &GpuContext, label: &str, data: &[T]) -> Result<wgpu::Buffer> {
+    let bytes: &[u8] = bytemuck::cast_slice(data);
+    let size = check_size(ctx, label, bytes.len() as u64)?;
+    if size as usize == bytes.len() {
+        return Ok(ctx.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some(label),
+            contents: bytes,
+            usage: STORAGE_USAGE,
+        }));
+    }
+    let buffer = storage(ctx, label, size)?;
+    ctx.queue.write_buffer(&buffer, 0, bytes);
+    Ok(buffer)
+}
+
+/// A uniform buffer holding `value` (WGSL uniform structs are padded to 16 bytes).
+pub fn uniform<T: bytemuck::Pod>(ctx: &GpuContext, label: &str, value: &T) -> wgpu::Buffer {
+    assert_eq!(std::mem::size_of::<T>() % 16, 0, "uniform '{label}' must be a multiple of 16 bytes");
+    ctx.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+        label: Some(label),
+        contents: bytemuck::bytes_of(value),
+        usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+    })
+}
+
+/// Records `dispatches` in one compute pass and submits them.
+pub fn run(ctx: &GpuContext, dispatches: &[&Dispatch]) {
+    let mut encoder = ctx.device.create_command_encoder(&Default::default());
+    {
+        let mut pass = encoder.begin_compute_pass(&Default::default());
+        dispatches.iter().for_each(|d| d.record(&mut pass));
+    }
+    ctx.queue.submit([encoder.finish()]);
+}
+
+/// Copies `count` elements of `T` from `buffer` (starting at byte `offset`) back to the host,
+/// waiting for all submitted work first.
+pub fn read_buffer<T: bytemuck::Pod>(ctx: &GpuContext, buffer: &wgpu::Buffer, offset: u64, count: usize) -> Result<Vec<T>> {
+    let bytes = (count * std::mem::size_of::<T>()) as u64;
+    let padded = bytes.max(4).next_multiple_of(4);
+    let staging = ctx.device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some("read-back"),
+        size: padded,
+        usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+        mapped_at_creation: false,
+    });
+    let mut encoder = ctx.device.create_command_encoder(&Default::default());
+    encoder.copy_buffer_to_buffer(buffer, offset, &staging, 0, padded);
+    ctx.queue.submit([encoder.finish()]);
+    let (tx, rx) = std::sync::mpsc::channel();
+    staging.map_async(wgpu::MapMode::Read, .., move |r| {
+        let _ = tx.send(r);
+    });
+    ctx.wait()?;
+    match rx.recv() {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => bail!("GPU read-back failed: {e}"),
+        Err(_) => bail!("GPU read-back was never completed"),
+    }
+    let data = {
+        let view = staging.get_mapped_range(..).map_err(|e| anyhow::anyhow!("GPU read-back failed: {e}"))?;
+        bytemuck::pod_collect_to_vec::<u8, T>(&view[..bytes as usize])
+    };
+    staging.unmap();
+    Ok(data)
+}
