@@ -32,8 +32,15 @@ pub trait Backend {
     /// One optimiser step on the training examples at `indices`. May run asynchronously.
     fn train_step(&mut self, indices: &[u32]) -> Result<()>;
 
-    /// Loss and accuracy sums since the previous call; fails if a loss was not finite.
+    /// Loss and accuracy sums of all steps since the previous read, waiting for them to finish.
+    /// Fails if a loss or gradient was not finite.
     fn take_train_stats(&mut self) -> Result<TrainStats>;
+
+    /// Like [`Backend::take_train_stats`] but never waits: `None` while a read is in flight
+    /// (a GPU maps its counters asynchronously). The CPU answers at once.
+    fn poll_train_stats(&mut self) -> Result<Option<TrainStats>> {
+        self.take_train_stats().map(Some)
+    }
 
     /// Logits (`n x 10`) for `n` raw images (`n x 784` bytes).
     fn predict_logits(&mut self, images: &[u8]) -> Result<Vec<f32>>;

@@ -8,6 +8,8 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    // Before any thread starts: it sets an environment variable.
+    mnist_wgpu::gpu::context::quiet_window_system_noise();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let args = match cli::Cli::try_parse() {
         Ok(args) => args,

@@ -76,8 +76,16 @@ pub fn train(
         for (step, batch) in order.chunks(batch_size).enumerate() {
             let at = || format!("epoch {epoch}, step {}", step + 1);
             backend.train_step(batch).with_context(at)?;
-            if step + 1 == steps || last_report.elapsed() >= STATS_INTERVAL {
-                add_stats(&mut total, backend.take_train_stats().with_context(at)?);
+            let last = step + 1 == steps;
+            if last || last_report.elapsed() >= STATS_INTERVAL {
+                let read = if last {
+                    Some(backend.take_train_stats())
+                } else {
+                    backend.poll_train_stats().transpose()
+                };
+                if let Some(read) = read {
+                    add_stats(&mut total, read.with_context(at)?);
+                }
                 last_report = Instant::now();
                 on_progress(Progress::Running {
                     epoch,

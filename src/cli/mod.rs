@@ -1,5 +1,6 @@
 //! Command-line parsing and the subcommands. The library below knows nothing about this module.
 
+mod gpu;
 mod print;
 mod train;
 
@@ -13,6 +14,7 @@ use mnist_wgpu::backend::Backend;
 use mnist_wgpu::config::Optimizer;
 use mnist_wgpu::cpu::CpuBackend;
 use mnist_wgpu::error::bad_input;
+use mnist_wgpu::gpu::{GpuBackend, GpuContext};
 use mnist_wgpu::model::{Params, Plan};
 
 #[derive(Parser, Debug)]
@@ -32,6 +34,10 @@ enum Command {
     Train(train::TrainArgs),
     /// Evaluate a saved model on the test set.
     Eval(train::EvalArgs),
+    /// List every GPU adapter with its backend, type, driver and limits.
+    Info,
+    /// Run every GPU kernel against its CPU twin on this machine's adapter.
+    Check(gpu::CheckArgs),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -57,15 +63,20 @@ pub struct DataArgs {
     /// Use only the first N test images.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     test_limit: Option<u64>,
-    /// Where to run: auto, cpu or gpu.
+    /// Where to run: auto (the best GPU adapter, else the CPU), cpu or gpu.
     #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
     backend: BackendChoice,
+    /// Use the GPU adapter whose name contains this text (see `mnist-wgpu info`).
+    #[arg(long, value_name = "SUBSTRING")]
+    adapter: Option<String>,
 }
 
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Train(args) => train::train(args),
         Command::Eval(args) => train::eval(args),
+        Command::Info => gpu::info(),
+        Command::Check(args) => gpu::check(args),
     }
 }
 
@@ -92,20 +103,26 @@ pub fn report_usage_error(err: clap::Error) -> ExitCode {
     ExitCode::from(2)
 }
 
-/// Builds the backend the user asked for.
+/// Builds the backend the user asked for: `auto` takes the best GPU adapter and falls back to
+/// the CPU with a warning.
 fn make_backend(
-    choice: BackendChoice,
+    data: &DataArgs,
     plan: Plan,
     params: Params<f32>,
     optimizer: Optimizer,
 ) -> Result<Box<dyn Backend>> {
-    match choice {
-        BackendChoice::Gpu => Err(bad_input(
-            "--backend gpu: the GPU path is not built yet; use --backend cpu",
-        )),
-        BackendChoice::Auto | BackendChoice::Cpu => {
-            log::debug!("backend: CPU reference path");
-            Ok(Box::new(CpuBackend::new(plan, params, optimizer)))
+    if data.backend != BackendChoice::Cpu {
+        match GpuContext::new(data.adapter.as_deref())? {
+            Some(ctx) => return Ok(Box::new(GpuBackend::new(&ctx, plan, &params, optimizer)?)),
+            None if data.backend == BackendChoice::Gpu => {
+                return Err(bad_input(format!("--backend gpu: no GPU adapter found; {SOFTWARE_ADAPTER_HINT}, or use --backend cpu")))
+            }
+            None => eprintln!("warning: no GPU adapter found, training on the CPU reference path; {SOFTWARE_ADAPTER_HINT}"),
         }
     }
+    log::debug!("backend: CPU reference path");
+    Ok(Box::new(CpuBackend::new(plan, params, optimizer)))
 }
+
+const SOFTWARE_ADAPTER_HINT: &str =
+    "for a software Vulkan adapter install Mesa's drivers (apt-get install mesa-vulkan-drivers libvulkan1)";

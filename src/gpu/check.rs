@@ -36,10 +36,17 @@ impl Comparison {
 /// Compares float outputs with the documented tolerance.
 pub fn compare(gpu: &[f32], cpu: &[f32]) -> Comparison {
     if gpu.len() != cpu.len() {
-        return Comparison { max_abs: f64::INFINITY, max_rel: f64::INFINITY, passed: false };
+        return Comparison {
+            max_abs: f64::INFINITY,
+            max_rel: f64::INFINITY,
+            passed: false,
+        };
     }
     let scale = cpu.iter().fold(1.0f64, |m, &c| m.max(f64::from(c).abs()));
-    let mut result = Comparison { passed: true, ..Default::default() };
+    let mut result = Comparison {
+        passed: true,
+        ..Default::default()
+    };
     for (&g, &c) in gpu.iter().zip(cpu) {
         let (g, c) = (f64::from(g), f64::from(c));
         let abs = (g - c).abs();
@@ -55,19 +62,34 @@ pub fn compare(gpu: &[f32], cpu: &[f32]) -> Comparison {
 pub fn compare_exact(gpu: &[u32], cpu: &[u32]) -> Comparison {
     let same = gpu == cpu;
     let wrong = if same { 0.0 } else { f64::INFINITY };
-    Comparison { max_abs: wrong, max_rel: wrong, passed: same }
+    Comparison {
+        max_abs: wrong,
+        max_rel: wrong,
+        passed: same,
+    }
 }
+
+/// Runs a comparison on a device.
+pub type CheckFn = Box<dyn Fn(&GpuContext) -> Result<Comparison>>;
 
 /// One comparison: a kernel (or a fixed sequence of kernels) on one shape.
 pub struct CrossCheck {
     pub kernel: &'static str,
     pub shape: String,
-    pub run: Box<dyn Fn(&GpuContext) -> Result<Comparison>>,
+    pub run: CheckFn,
 }
 
 impl CrossCheck {
-    pub fn new(kernel: &'static str, shape: String, run: impl Fn(&GpuContext) -> Result<Comparison> + 'static) -> Self {
-        CrossCheck { kernel, shape, run: Box::new(run) }
+    pub fn new(
+        kernel: &'static str,
+        shape: String,
+        run: impl Fn(&GpuContext) -> Result<Comparison> + 'static,
+    ) -> Self {
+        CrossCheck {
+            kernel,
+            shape,
+            run: Box::new(run),
+        }
     }
 }
 
@@ -88,5 +110,6 @@ pub fn all_checks() -> Vec<CrossCheck> {
     checks.extend(super::dense::checks());
     checks.extend(super::softmax_xent::checks());
     checks.extend(super::optim::checks());
+    checks.extend(super::backend::checks());
     checks
 }

@@ -10,6 +10,8 @@ use anyhow::{bail, Result};
 use crate::error::bad_input;
 
 /// A device and queue on the chosen adapter, created with every limit the adapter offers.
+/// Cloning shares the device.
+#[derive(Clone)]
 pub struct GpuContext {
     pub device: wgpu::Device,
     pub queue: wgpu::Queue,
@@ -22,7 +24,8 @@ pub struct GpuContext {
 /// Mesa's window-system code prints "XDG_RUNTIME_DIR is invalid or not set" even for compute.
 /// Pointing the variable at a private directory silences it. Call before any thread starts.
 pub fn quiet_window_system_noise() {
-    let valid = std::env::var_os("XDG_RUNTIME_DIR").is_some_and(|d| std::path::Path::new(&d).is_dir());
+    let valid =
+        std::env::var_os("XDG_RUNTIME_DIR").is_some_and(|d| std::path::Path::new(&d).is_dir());
     if valid {
         return;
     }
@@ -65,15 +68,28 @@ pub fn choose_adapter(name: Option<&str>) -> Result<Option<wgpu::Adapter>> {
     // Prefer Vulkan/Metal/DX12 over GL for the same kind of device: GL lacks features we use.
     adapters.sort_by_key(|a| {
         let info = a.get_info();
-        (preference(info.device_type), info.backend == wgpu::Backend::Gl)
+        (
+            preference(info.device_type),
+            info.backend == wgpu::Backend::Gl,
+        )
     });
-    let Some(name) = name else { return Ok(adapters.into_iter().next()) };
+    let Some(name) = name else {
+        return Ok(adapters.into_iter().next());
+    };
     let wanted = name.to_lowercase();
     let names: Vec<String> = adapters.iter().map(|a| a.get_info().name).collect();
-    match adapters.into_iter().find(|a| a.get_info().name.to_lowercase().contains(&wanted)) {
+    match adapters
+        .into_iter()
+        .find(|a| a.get_info().name.to_lowercase().contains(&wanted))
+    {
         Some(a) => Ok(Some(a)),
-        None if names.is_empty() => Err(bad_input(format!("--adapter {name}: no GPU adapter found"))),
-        None => Err(bad_input(format!("--adapter {name}: no adapter matches; found: {}", names.join(", ")))),
+        None if names.is_empty() => {
+            Err(bad_input(format!("--adapter {name}: no GPU adapter found")))
+        }
+        None => Err(bad_input(format!(
+            "--adapter {name}: no adapter matches; found: {}",
+            names.join(", ")
+        ))),
     }
 }
 
@@ -104,9 +120,24 @@ impl GpuContext {
         let sink = errors.clone();
         device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| record(&sink, e.to_string())));
         let sink = errors.clone();
-        device.set_device_lost_callback(move |_, message| record(&sink, format!("the GPU device was lost: {message}")));
-        log::debug!("GPU adapter: {} ({:?}, {:?}, driver {})", info.name, info.backend, info.device_type, info.driver);
-        Ok(GpuContext { device, queue, info, limits, features, errors })
+        device.set_device_lost_callback(move |_, message| {
+            record(&sink, format!("the GPU device was lost: {message}"))
+        });
+        log::debug!(
+            "GPU adapter: {} ({:?}, {:?}, driver {})",
+            info.name,
+            info.backend,
+            info.device_type,
+            info.driver
+        );
+        Ok(GpuContext {
+            device,
+            queue,
+            info,
+            limits,
+            features,
+            errors,
+        })
     }
 
     /// `vulkan`, `metal`, `dx12` or `gl`.
@@ -141,5 +172,8 @@ fn record(slot: &Mutex<Option<String>>, message: String) {
 }
 
 fn first_line(text: &str) -> &str {
-    text.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or(text)
+    text.lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or(text)
 }

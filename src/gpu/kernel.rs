@@ -29,10 +29,11 @@ pub fn shader_source(body: &str) -> String {
 }
 
 pub fn compile(ctx: &GpuContext, label: &str, body: &str) -> wgpu::ShaderModule {
-    ctx.device.create_shader_module(wgpu::ShaderModuleDescriptor {
-        label: Some(label),
-        source: wgpu::ShaderSource::Wgsl(shader_source(body).into()),
-    })
+    ctx.device
+        .create_shader_module(wgpu::ShaderModuleDescriptor {
+            label: Some(label),
+            source: wgpu::ShaderSource::Wgsl(shader_source(body).into()),
+        })
 }
 
 /// One entry point of a shader, ready to dispatch. Created once per backend.
@@ -44,7 +45,12 @@ pub struct Kernel {
 
 impl Kernel {
     /// `bindings[i]` describes `@group(0) @binding(i)`; an entry point may use a subset.
-    pub fn new(ctx: &GpuContext, module: &wgpu::ShaderModule, name: &'static str, bindings: &[Access]) -> Kernel {
+    pub fn new(
+        ctx: &GpuContext,
+        module: &wgpu::ShaderModule,
+        name: &'static str,
+        bindings: &[Access],
+    ) -> Kernel {
         let entries: Vec<wgpu::BindGroupLayoutEntry> = bindings
             .iter()
             .enumerate()
@@ -65,21 +71,32 @@ impl Kernel {
             .collect();
         let layout = ctx
             .device
-            .create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor { label: Some(name), entries: &entries });
-        let pipeline_layout = ctx.device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
-            label: Some(name),
-            bind_group_layouts: &[Some(&layout)],
-            immediate_size: 0,
-        });
-        let pipeline = ctx.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-            label: Some(name),
-            layout: Some(&pipeline_layout),
-            module,
-            entry_point: Some(name),
-            compilation_options: Default::default(),
-            cache: None,
-        });
-        Kernel { name, pipeline, layout }
+            .create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+                label: Some(name),
+                entries: &entries,
+            });
+        let pipeline_layout = ctx
+            .device
+            .create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+                label: Some(name),
+                bind_group_layouts: &[Some(&layout)],
+                immediate_size: 0,
+            });
+        let pipeline = ctx
+            .device
+            .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(name),
+                layout: Some(&pipeline_layout),
+                module,
+                entry_point: Some(name),
+                compilation_options: Default::default(),
+                cache: None,
+            });
+        Kernel {
+            name,
+            pipeline,
+            layout,
+        }
     }
 
     /// A dispatch of this kernel over `workgroups` with `buffers` bound in binding order.
@@ -87,14 +104,22 @@ impl Kernel {
         let entries: Vec<wgpu::BindGroupEntry> = buffers
             .iter()
             .enumerate()
-            .map(|(i, view)| wgpu::BindGroupEntry { binding: i as u32, resource: view.binding() })
+            .map(|(i, view)| wgpu::BindGroupEntry {
+                binding: i as u32,
+                resource: view.binding(),
+            })
             .collect();
         let bind_group = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
             label: Some(self.name),
             layout: &self.layout,
             entries: &entries,
         });
-        Dispatch { kernel: self.name, pipeline: self.pipeline.clone(), bind_group, workgroups }
+        Dispatch {
+            kernel: self.name,
+            pipeline: self.pipeline.clone(),
+            bind_group,
+            workgroups,
+        }
     }
 }
 
@@ -133,7 +158,11 @@ pub struct View<'a> {
 
 impl<'a> View<'a> {
     pub fn whole(buffer: &'a wgpu::Buffer) -> View<'a> {
-        View { buffer, offset: 0, size: buffer.size() }
+        View {
+            buffer,
+            offset: 0,
+            size: buffer.size(),
+        }
     }
 
     fn binding(&self) -> wgpu::BindingResource<'a> {
@@ -152,7 +181,10 @@ impl<'a> From<&'a wgpu::Buffer> for View<'a> {
 }
 
 fn check_size(ctx: &GpuContext, label: &str, bytes: u64) -> Result<u64> {
-    let limit = ctx.limits.max_storage_buffer_binding_size.min(ctx.limits.max_buffer_size);
+    let limit = ctx
+        .limits
+        .max_storage_buffer_binding_size
+        .min(ctx.limits.max_buffer_size);
     if bytes > limit {
         bail!(
             "buffer '{label}' needs {bytes} bytes but the adapter's max_storage_buffer_binding_size is {limit}; use a smaller --batch-size"
@@ -162,8 +194,9 @@ fn check_size(ctx: &GpuContext, label: &str, bytes: u64) -> Result<u64> {
     Ok(bytes.max(4).next_multiple_of(4))
 }
 
-const STORAGE_USAGE: wgpu::BufferUsages =
-    wgpu::BufferUsages::STORAGE.union(wgpu::BufferUsages::COPY_SRC).union(wgpu::BufferUsages::COPY_DST);
+const STORAGE_USAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
+    .union(wgpu::BufferUsages::COPY_SRC)
+    .union(wgpu::BufferUsages::COPY_DST);
 
 /// A zeroed storage buffer of `bytes` bytes.
 pub fn storage(ctx: &GpuContext, label: &str, bytes: u64) -> Result<wgpu::Buffer> {
@@ -177,15 +210,21 @@ pub fn storage(ctx: &GpuContext, label: &str, bytes: u64) -> Result<wgpu::Buffer
 }
 
 /// A storage buffer holding `data`.
-pub fn storage_init<T: bytemuck::Pod>(ctx: &GpuContext, label: &str, data: &[T]) -> Result<wgpu::Buffer> {
+pub fn storage_init<T: bytemuck::Pod>(
+    ctx: &GpuContext,
+    label: &str,
+    data: &[T],
+) -> Result<wgpu::Buffer> {
     let bytes: &[u8] = bytemuck::cast_slice(data);
     let size = check_size(ctx, label, bytes.len() as u64)?;
     if size as usize == bytes.len() {
-        return Ok(ctx.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: Some(label),
-            contents: bytes,
-            usage: STORAGE_USAGE,
-        }));
+        return Ok(ctx
+            .device
+            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some(label),
+                contents: bytes,
+                usage: STORAGE_USAGE,
+            }));
     }
     let buffer = storage(ctx, label, size)?;
     ctx.queue.write_buffer(&buffer, 0, bytes);
@@ -194,12 +233,17 @@ pub fn storage_init<T: bytemuck::Pod>(ctx: &GpuContext, label: &str, data: &[T])
 
 /// A uniform buffer holding `value` (WGSL uniform structs are padded to 16 bytes).
 pub fn uniform<T: bytemuck::Pod>(ctx: &GpuContext, label: &str, value: &T) -> wgpu::Buffer {
-    assert_eq!(std::mem::size_of::<T>() % 16, 0, "uniform '{label}' must be a multiple of 16 bytes");
-    ctx.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-        label: Some(label),
-        contents: bytemuck::bytes_of(value),
-        usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
-    })
+    assert_eq!(
+        std::mem::size_of::<T>() % 16,
+        0,
+        "uniform '{label}' must be a multiple of 16 bytes"
+    );
+    ctx.device
+        .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some(label),
+            contents: bytemuck::bytes_of(value),
+            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+        })
 }
 
 /// Records `dispatches` in one compute pass and submits them.
@@ -214,7 +258,12 @@ pub fn run(ctx: &GpuContext, dispatches: &[&Dispatch]) {
 
 /// Copies `count` elements of `T` from `buffer` (starting at byte `offset`) back to the host,
 /// waiting for all submitted work first.
-pub fn read_buffer<T: bytemuck::Pod>(ctx: &GpuContext, buffer: &wgpu::Buffer, offset: u64, count: usize) -> Result<Vec<T>> {
+pub fn read_buffer<T: bytemuck::Pod>(
+    ctx: &GpuContext,
+    buffer: &wgpu::Buffer,
+    offset: u64,
+    count: usize,
+) -> Result<Vec<T>> {
     let bytes = (count * std::mem::size_of::<T>()) as u64;
     let padded = bytes.max(4).next_multiple_of(4);
     let staging = ctx.device.create_buffer(&wgpu::BufferDescriptor {
@@ -237,7 +286,9 @@ pub fn read_buffer<T: bytemuck::Pod>(ctx: &GpuContext, buffer: &wgpu::Buffer, of
         Err(_) => bail!("GPU read-back was never completed"),
     }
     let data = {
-        let view = staging.get_mapped_range(..).map_err(|e| anyhow::anyhow!("GPU read-back failed: {e}"))?;
+        let view = staging
+            .get_mapped_range(..)
+            .map_err(|e| anyhow::anyhow!("GPU read-back failed: {e}"))?;
         bytemuck::pod_collect_to_vec::<u8, T>(&view[..bytes as usize])
     };
     staging.unmap();

@@ -1,7 +1,273 @@
-//! Placeholder: being written.
+//! Parameter updates on the GPU (`shaders/optim.wgsl`), twin of `cpu/optim.rs`: Adam and SGD
+//! with momentum. The per-step hyperparameters live in a small uniform that the host rewrites
+//! each step, so pipelines and bind groups are built once.
 
-use super::check::CrossCheck;
+use anyhow::Result;
+use bytemuck::{Pod, Zeroable};
 
+use super::check::{compare, compare_exact, random_vec, Comparison, CrossCheck};
+use super::context::GpuContext;
+use super::kernel::{
+    compile, grid_1d, read_buffer, run, storage, storage_init, uniform, Access, Dispatch, Kernel,
+    View,
+};
+use crate::config::Optimizer;
+use crate::cpu::optim::{adam_step_size, optimizer_update, OptimState};
+
+pub const SOURCE: &str = include_str!("../../shaders/optim.wgsl");
+
+/// Word of the 16-byte stats record that flags a non-finite gradient.
+const STATS_NONFINITE: usize = 3;
+
+/// The hyperparameters of one update step, as the shaders read them.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Pod, Zeroable)]
+pub struct OptimStep {
+    pub alpha: f32,
+    pub beta1: f32,
+    pub beta2: f32,
+    pub epsilon: f32,
+}
+
+impl OptimStep {
+    /// Adam: alpha = adam_step_size(lr, beta1, beta2, step) (computed on the host), beta1, beta2, epsilon.
+    /// SGD: alpha = lr, beta1 = momentum, others 0. `step` counts from 1.
+    pub fn new(opt: Optimizer, step: u32) -> OptimStep {
+        match opt {
+            Optimizer::Adam {
+                lr,
+                beta1,
+                beta2,
+                epsilon,
+            } => OptimStep {
+                alpha: adam_step_size(lr, beta1, beta2, step),
+                beta1,
+                beta2,
+                epsilon,
+            },
+            Optimizer::Sgd { lr, momentum } => OptimStep {
+                alpha: lr,
+                beta1: momentum,
+                beta2: 0.0,
+                epsilon: 0.0,
+            },
+        }
+    }
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct OptimSize {
+    len: u32,
+    _pad: [u32; 3],
+}
+
+const ADAM_ENTRY: &str = "adam_update";
+const SGD_ENTRY: &str = "sgd_momentum_update";
+
+/// The shader entry point that applies `opt`.
+fn entry_point(opt: Optimizer) -> &'static str {
+    match opt {
+        Optimizer::Adam { .. } => ADAM_ENTRY,
+        Optimizer::Sgd { .. } => SGD_ENTRY,
+    }
+}
+
+pub struct OptimKernels {
+    adam: Kernel,
+    sgd: Kernel,
+}
+
+impl OptimKernels {
+    pub fn new(ctx: &GpuContext) -> OptimKernels {
+        let module = compile(ctx, "optim.wgsl", SOURCE);
+        use Access::*;
+        // step, size, params, grads, m, stats, then v (Adam only).
+        let bindings = [
+            Uniform, Uniform, ReadWrite, Read, ReadWrite, ReadWrite, ReadWrite,
+        ];
+        OptimKernels {
+            adam: Kernel::new(ctx, &module, ADAM_ENTRY, &bindings),
+            sgd: Kernel::new(ctx, &module, SGD_ENTRY, &bindings[..6]),
+        }
+    }
+
+    /// One update of `len` parameters. `step` is a uniform buffer holding an OptimStep; `m` is
+    /// Adam's first moment or SGD's velocity, `v` Adam's second moment (unused by SGD);
+    /// `stats` is the 16-byte record [loss_sum f32, correct u32, examples u32, nonfinite u32]
+    /// whose word 3 the kernel sets to 1 when a gradient is not finite.
+    #[allow(clippy::too_many_arguments)]
+    pub fn update(
+        &self,
+        ctx: &GpuContext,
+        opt: Optimizer,
+        len: usize,
+        step: &wgpu::Buffer,
+        params: View,
+        grads: View,
+        m: View,
+        v: View,
+        stats: View,
+    ) -> Dispatch {
+        let size = uniform(
+            ctx,
+            "optim size",
+            &OptimSize {
+                len: len as u32,
+                _pad: [0; 3],
+            },
+        );
+        let common = [
+            View::whole(step),
+            View::whole(&size),
+            params,
+            grads,
+            m,
+            stats,
+        ];
+        match opt {
+            Optimizer::Adam { .. } => {
+                self.adam
+                    .dispatch(ctx, &[&common[..], &[v]].concat(), grid_1d(len))
+            }
+            Optimizer::Sgd { .. } => self.sgd.dispatch(ctx, &common, grid_1d(len)),
+        }
+    }
+}
+
+fn check_optimizers() -> [Optimizer; 2] {
+    [Optimizer::adam(0.01), Optimizer::sgd(0.05)]
+}
+
+/// Three consecutive steps of each optimizer against the CPU (params and moments), on lengths
+/// that are not multiples of the workgroup; and the non-finite flag, clear then set.
 pub fn checks() -> Vec<CrossCheck> {
-    Vec::new()
+    let mut checks = Vec::new();
+    for opt in check_optimizers() {
+        for len in [1usize, 7, 70_001] {
+            checks.push(CrossCheck::new(
+                entry_point(opt),
+                format!("len {len}, steps 1-3"),
+                move |ctx| check_steps(ctx, opt, len),
+            ));
+        }
+        checks.push(CrossCheck::new(
+            entry_point(opt),
+            "NaN gradient flag".to_string(),
+            move |ctx| check_nonfinite_flag(ctx, opt),
+        ));
+    }
+    checks
+}
+
+/// The buffers of one parameter tensor and its optimizer state.
+struct UpdateBuffers {
+    step: wgpu::Buffer,
+    params: wgpu::Buffer,
+    grads: wgpu::Buffer,
+    m: wgpu::Buffer,
+    v: wgpu::Buffer,
+    stats: wgpu::Buffer,
+}
+
+impl UpdateBuffers {
+    fn new(
+        ctx: &GpuContext,
+        opt: Optimizer,
+        params: &[f32],
+        stats: [u32; 4],
+    ) -> Result<UpdateBuffers> {
+        let bytes = 4 * params.len() as u64;
+        Ok(UpdateBuffers {
+            step: uniform(ctx, "optim step", &OptimStep::new(opt, 1)),
+            params: storage_init(ctx, "params", params)?,
+            grads: storage(ctx, "grads", bytes)?,
+            m: storage(ctx, "m", bytes)?,
+            v: storage(ctx, "v", bytes)?,
+            stats: storage_init(ctx, "stats", &stats)?,
+        })
+    }
+
+    fn update(
+        &self,
+        ctx: &GpuContext,
+        kernels: &OptimKernels,
+        opt: Optimizer,
+        len: usize,
+    ) -> Dispatch {
+        let b = self;
+        kernels.update(
+            ctx,
+            opt,
+            len,
+            &b.step,
+            (&b.params).into(),
+            (&b.grads).into(),
+            (&b.m).into(),
+            (&b.v).into(),
+            (&b.stats).into(),
+        )
+    }
+
+    /// Uploads step `step`'s hyperparameters and gradients and runs `update`.
+    fn run_step(
+        &self,
+        ctx: &GpuContext,
+        update: &Dispatch,
+        opt: Optimizer,
+        step: u32,
+        grads: &[f32],
+    ) {
+        ctx.queue.write_buffer(
+            &self.step,
+            0,
+            bytemuck::bytes_of(&OptimStep::new(opt, step)),
+        );
+        ctx.queue
+            .write_buffer(&self.grads, 0, bytemuck::cast_slice(grads));
+        run(ctx, &[update]);
+    }
+}
+
+fn check_steps(ctx: &GpuContext, opt: Optimizer, len: usize) -> Result<Comparison> {
+    let seed = len as u64;
+    let mut params = random_vec(len, seed, -1.0, 1.0);
+    let buffers = UpdateBuffers::new(ctx, opt, &params, [0; 4])?;
+    let kernels = OptimKernels::new(ctx);
+    let update = buffers.update(ctx, &kernels, opt, len);
+    let mut state = OptimState::zeros(len);
+    for step in 1..=3u32 {
+        let grads = random_vec(len, seed + u64::from(step), -2.0, 2.0);
+        buffers.run_step(ctx, &update, opt, step, &grads);
+        optimizer_update(opt, step, &mut params, &grads, &mut state);
+    }
+    let gpu_params = read_buffer::<f32>(ctx, &buffers.params, 0, len)?;
+    let gpu_m = read_buffer::<f32>(ctx, &buffers.m, 0, len)?;
+    let result = compare(&gpu_params, &params).merge(compare(&gpu_m, &state.m));
+    match opt {
+        Optimizer::Adam { .. } => Ok(result.merge(compare(
+            &read_buffer::<f32>(ctx, &buffers.v, 0, len)?,
+            &state.v,
+        ))),
+        Optimizer::Sgd { .. } => Ok(result),
+    }
+}
+
+/// A finite step must leave the stats record alone; a NaN gradient (in the last element) must
+/// set word 3 and nothing else.
+fn check_nonfinite_flag(ctx: &GpuContext, opt: Optimizer) -> Result<Comparison> {
+    let len = 70_001;
+    let stats = [1.5f32.to_bits(), 3, 4, 0];
+    let buffers = UpdateBuffers::new(ctx, opt, &random_vec(len, 1, -1.0, 1.0), stats)?;
+    let kernels = OptimKernels::new(ctx);
+    let update = buffers.update(ctx, &kernels, opt, len);
+    let mut grads = random_vec(len, 2, -1.0, 1.0);
+    buffers.run_step(ctx, &update, opt, 1, &grads);
+    let after_finite = read_buffer::<u32>(ctx, &buffers.stats, 0, 4)?;
+    grads[len - 1] = f32::NAN;
+    buffers.run_step(ctx, &update, opt, 2, &grads);
+    let after_nan = read_buffer::<u32>(ctx, &buffers.stats, 0, 4)?;
+    let mut flagged = stats;
+    flagged[STATS_NONFINITE] = 1;
+    Ok(compare_exact(&after_finite, &stats).merge(compare_exact(&after_nan, &flagged)))
 }

@@ -1,0 +1,85 @@
+// Parameter updates, element-wise, in the CPU's exact operation order (twin of src/cpu/optim.rs).
+//
+// adam_update:         m += (g - m) * (1 - beta1); v += (g*g - v) * (1 - beta2);
+//                      p -= alpha * m / (sqrt(v) + epsilon)   (alpha bias-corrected on the host)
+//                      bindings 0..6
+// sgd_momentum_update: m = beta1 * m - alpha * g; p += m  (m is the velocity, alpha = lr,
+//                      beta1 = momentum)                       bindings 0..5
+// Both set stats[3] (the step's non-finite flag) when a gradient or an updated parameter is NaN
+// or infinite (shader compilers may assume floats are finite and squash NaNs in the layers, so
+// a diverging run can show finite losses while its parameters overflow), and still apply the
+// update, as the CPU does; the host decides what to do.
+//
+// @binding(0) step: uniform OptimStep (rewritten by the host every step); (1) size: uniform
+// OptimSize; (2) params: read_write; (3) grads: read; (4) m: read_write; (5) stats: read_write,
+// the 16-byte record [loss_sum, correct, examples, nonfinite]; (6) v: read_write.
+// One invocation per parameter, 1-D launch (flat_index).
+
+struct OptimStep {
+    alpha: f32,
+    beta1: f32,
+    beta2: f32,
+    epsilon: f32,
+}
+
+struct OptimSize {
+    len: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+}
+
+const STATS_NONFINITE: u32 = 3u;
+
+@group(0) @binding(0) var<uniform> step: OptimStep;
+@group(0) @binding(1) var<uniform> size: OptimSize;
+@group(0) @binding(2) var<storage, read_write> params: array<f32>;
+@group(0) @binding(3) var<storage, read> grads: array<f32>;
+@group(0) @binding(4) var<storage, read_write> m: array<f32>;
+@group(0) @binding(5) var<storage, read_write> stats: array<atomic<u32>, 4>;
+@group(0) @binding(6) var<storage, read_write> v: array<f32>;
+
+// The gradient of parameter i, flagging the step when it is not finite.
+fn checked_grad(i: u32) -> f32 {
+    let g = grads[i];
+    if !is_finite_f32(g) {
+        atomicOr(&stats[STATS_NONFINITE], 1u);
+    }
+    return g;
+}
+
+// Stores the updated parameter i, flagging the step when it is not finite.
+fn store_checked_param(i: u32, value: f32) {
+    params[i] = value;
+    if !is_finite_f32(value) {
+        atomicOr(&stats[STATS_NONFINITE], 1u);
+    }
+}
+
+@compute @workgroup_size(WORKGROUP_SIZE)
+fn adam_update(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = flat_index(gid, nwg);
+    if i >= size.len {
+        return;
+    }
+    let g = checked_grad(i);
+    var m_i = m[i];
+    var v_i = v[i];
+    m_i += (g - m_i) * (1.0 - step.beta1);
+    v_i += (g * g - v_i) * (1.0 - step.beta2);
+    m[i] = m_i;
+    v[i] = v_i;
+    store_checked_param(i, params[i] - step.alpha * m_i / (sqrt(v_i) + step.epsilon));
+}
+
+@compute @workgroup_size(WORKGROUP_SIZE)
+fn sgd_momentum_update(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = flat_index(gid, nwg);
+    if i >= size.len {
+        return;
+    }
+    let g = checked_grad(i);
+    let velocity = step.beta1 * m[i] - step.alpha * g;
+    m[i] = velocity;
+    store_checked_param(i, params[i] + velocity);
+}

@@ -1,0 +1,145 @@
+//! `info` (the adapters and their limits) and `check` (every kernel against its CPU twin).
+
+use std::time::Instant;
+
+use anyhow::Result;
+use clap::Args;
+use serde::Serialize;
+
+use mnist_wgpu::error::bad_input;
+use mnist_wgpu::gpu::check::{all_checks, ATOL, RTOL};
+use mnist_wgpu::gpu::context::{choose_adapter, list_adapters};
+use mnist_wgpu::gpu::GpuContext;
+
+#[derive(Args, Debug)]
+pub struct CheckArgs {
+    /// Print the results as JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Use the GPU adapter whose name contains this text.
+    #[arg(long, value_name = "SUBSTRING")]
+    adapter: Option<String>,
+}
+
+pub fn info() -> Result<()> {
+    let adapters = list_adapters();
+    if adapters.is_empty() {
+        println!("no GPU adapter found; for a software one install mesa-vulkan-drivers (Vulkan) or libgl1-mesa-dri (GL)");
+        return Ok(());
+    }
+    let chosen = choose_adapter(None)?.map(|a| a.get_info());
+    for adapter in adapters {
+        let info = adapter.get_info();
+        let limits = adapter.limits();
+        let mark = if chosen.as_ref() == Some(&info) {
+            "  (chosen by default)"
+        } else {
+            ""
+        };
+        println!("{}{mark}", info.name);
+        println!(
+            "  backend {}, {:?}, driver {} {}",
+            info.backend.to_str(),
+            info.device_type,
+            info.driver,
+            info.driver_info
+        );
+        println!(
+            "  max storage buffer binding {} MiB, max buffer {} MiB, workgroup storage {} KiB, invocations per workgroup {}, workgroups per dimension {}",
+            limits.max_storage_buffer_binding_size >> 20,
+            limits.max_buffer_size >> 20,
+            limits.max_compute_workgroup_storage_size >> 10,
+            limits.max_compute_invocations_per_workgroup,
+            limits.max_compute_workgroups_per_dimension
+        );
+        let timestamps = adapter.features().contains(wgpu::Features::TIMESTAMP_QUERY);
+        println!(
+            "  timestamp queries: {}",
+            if timestamps { "yes" } else { "no" }
+        );
+    }
+    Ok(())
+}
+
+#[derive(Serialize)]
+struct CheckRow {
+    kernel: &'static str,
+    shape: String,
+    max_abs_error: f64,
+    max_rel_error: f64,
+    passed: bool,
+    error: Option<String>,
+}
+
+pub fn check(args: CheckArgs) -> Result<()> {
+    let ctx = GpuContext::new(args.adapter.as_deref())?.ok_or_else(|| {
+        bad_input("check: no GPU adapter found; install mesa-vulkan-drivers for a software Vulkan adapter")
+    })?;
+    let start = Instant::now();
+    let rows: Vec<CheckRow> = all_checks()
+        .into_iter()
+        .map(|check| {
+            let (comparison, error) = match (check.run)(&ctx) {
+                Ok(c) => (c, None),
+                Err(e) => (Default::default(), Some(format!("{e:#}"))),
+            };
+            CheckRow {
+                kernel: check.kernel,
+                shape: check.shape,
+                max_abs_error: comparison.max_abs,
+                max_rel_error: comparison.max_rel,
+                passed: comparison.passed && error.is_none(),
+                error,
+            }
+        })
+        .collect();
+    let failed = rows.iter().filter(|r| !r.passed).count();
+    if args.json {
+        let report = serde_json::json!({
+            "adapter": ctx.info.name, "backend": ctx.backend_name(), "rtol": RTOL, "atol": ATOL,
+            "passed": failed == 0, "checks": rows,
+        });
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print_table(&ctx, &rows);
+        println!(
+            "\n{} passed, {failed} failed ({:.1} s)",
+            rows.len() - failed,
+            start.elapsed().as_secs_f64()
+        );
+    }
+    if failed > 0 {
+        anyhow::bail!("{failed} GPU kernel check(s) failed on '{}'", ctx.info.name);
+    }
+    Ok(())
+}
+
+fn print_table(ctx: &GpuContext, rows: &[CheckRow]) {
+    println!(
+        "adapter {} ({}); pass: |gpu - cpu| <= {RTOL:e} |cpu| + {ATOL:e} max(1, max |cpu|)\n",
+        ctx.info.name,
+        ctx.backend_name()
+    );
+    let width = rows
+        .iter()
+        .map(|r| r.kernel.len())
+        .max()
+        .unwrap_or(6)
+        .max(6);
+    let shape_width = rows.iter().map(|r| r.shape.len()).max().unwrap_or(5).max(5);
+    println!(
+        "{:width$}  {:shape_width$}  {:>12}  {:>12}  result",
+        "kernel", "shape", "max abs err", "max rel err"
+    );
+    for r in rows {
+        let result = match (&r.error, r.passed) {
+            (Some(e), _) => format!("ERROR {e}"),
+            (None, true) => "pass".into(),
+            (None, false) => "FAIL".into(),
+        };
+        println!(
+            "{:width$}  {:shape_width$}  {:>12.3e}  {:>12.3e}  {result}",
+            r.kernel, r.shape, r.max_abs_error, r.max_rel_error
+        );
+    }
+}

@@ -1,0 +1,370 @@
+//! The GPU backend: the training set lives on the GPU, each step is one command buffer (gather,
+//! forward, loss, backward, update) and nothing is read back per step. Loss and accuracy
+//! counters are mapped asynchronously a few times per second.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::mpsc;
+
+use anyhow::{anyhow, bail, Result};
+
+use super::check::{compare, compare_exact, random_vec, Comparison, CrossCheck};
+use super::context::GpuContext;
+use super::gather::pack_bytes;
+use super::kernel::{read_buffer, storage, storage_init, uniform, View};
+use super::network::{CompiledNet, Kernels, ParamBuffers, Shared};
+use super::optim::OptimStep;
+use super::softmax_xent::GpuStats;
+use crate::backend::{Backend, BackendInfo, TrainStats};
+use crate::config::Optimizer;
+use crate::cpu::CpuBackend;
+use crate::data::{Split, IMAGE_PIXELS};
+use crate::model::{init_params, Arch, Params, Plan, Tensor, MNIST_INPUT, NUM_CLASSES};
+use crate::train::epoch_order;
+
+/// Steps queued ahead of the GPU before `train_step` waits: enough to keep it busy, few enough
+/// that progress reports stay current.
+const MAX_IN_FLIGHT: usize = 3;
+/// Compiled batch sizes kept (training size, last partial batch, inference sizes).
+const MAX_COMPILED: usize = 6;
+
+pub struct GpuBackend {
+    ctx: GpuContext,
+    plan: Plan,
+    optimizer: Optimizer,
+    kernels: Kernels,
+    params: ParamBuffers,
+    optim_step: wgpu::Buffer,
+    stats: wgpu::Buffer,
+    train_images: wgpu::Buffer,
+    train_labels: wgpu::Buffer,
+    /// (batch size, training?) -> compiled network.
+    nets: HashMap<(usize, bool), CompiledNet>,
+    step: u32,
+    in_flight: VecDeque<wgpu::SubmissionIndex>,
+    pending_read: Option<PendingRead>,
+}
+
+/// A copy of the stats record on its way back to the host.
+struct PendingRead {
+    staging: wgpu::Buffer,
+    done: mpsc::Receiver<Result<(), wgpu::BufferAsyncError>>,
+}
+
+impl GpuBackend {
+    pub fn new(
+        ctx: &GpuContext,
+        plan: Plan,
+        params: &Params<f32>,
+        optimizer: Optimizer,
+    ) -> Result<GpuBackend> {
+        let ctx = ctx.clone();
+        let kernels = Kernels::new(&ctx);
+        let lens: Vec<usize> = params.tensors.iter().map(|t| t.data.len()).collect();
+        let buffers = ParamBuffers::new(&ctx, &lens)?;
+        for (tensor, &(offset, _)) in params.tensors.iter().zip(&buffers.ranges) {
+            ctx.queue
+                .write_buffer(&buffers.params, offset, bytemuck::cast_slice(&tensor.data));
+        }
+        let optim_step = uniform(&ctx, "optimiser step", &OptimStep::new(optimizer, 1));
+        let stats = storage(&ctx, "train stats", std::mem::size_of::<GpuStats>() as u64)?;
+        let empty = storage(&ctx, "no training data", 4)?;
+        let backend = GpuBackend {
+            kernels,
+            params: buffers,
+            optim_step,
+            stats,
+            train_images: empty.clone(),
+            train_labels: empty,
+            plan,
+            optimizer,
+            nets: HashMap::new(),
+            step: 0,
+            in_flight: VecDeque::new(),
+            pending_read: None,
+            ctx,
+        };
+        backend.ctx.check_errors()?;
+        Ok(backend)
+    }
+
+    fn net(&mut self, n: usize, train: bool) -> Result<&CompiledNet> {
+        if !self.nets.contains_key(&(n, train)) {
+            if self.nets.len() >= MAX_COMPILED {
+                self.nets.retain(|&(_, t), _| t);
+            }
+            // Inference gathers from its own upload buffer through identity indices.
+            let upload = if train {
+                None
+            } else {
+                let images = storage(&self.ctx, "inference images", (n * IMAGE_PIXELS) as u64)?;
+                let labels = storage(&self.ctx, "inference labels (unused)", n as u64)?;
+                Some((images, labels))
+            };
+            let (images, labels) = upload
+                .as_ref()
+                .map_or((&self.train_images, &self.train_labels), |(i, l)| (i, l));
+            let shared = Shared {
+                kernels: &self.kernels,
+                params: &self.params,
+                images: View::whole(images),
+                labels: View::whole(labels),
+                optim_step: &self.optim_step,
+                stats: View::whole(&self.stats),
+                optimizer: self.optimizer,
+            };
+            let mut net = CompiledNet::new(&self.ctx, &self.plan, &shared, n, train)?;
+            if let Some((images, _)) = upload {
+                let identity: Vec<u32> = (0..n as u32).collect();
+                self.ctx
+                    .queue
+                    .write_buffer(&net.indices, 0, bytemuck::cast_slice(&identity));
+                net.upload = Some(images);
+            }
+            let kind = if train { "training" } else { "inference" };
+            log::debug!(
+                "compiled the {kind} network for batch {n}: {} dispatches",
+                net.dispatches.len()
+            );
+            self.nets.insert((n, train), net);
+        }
+        Ok(&self.nets[&(n, train)])
+    }
+
+    fn submit(&mut self, net_key: (usize, bool)) -> Result<()> {
+        let net = &self.nets[&net_key];
+        let mut encoder = self.ctx.device.create_command_encoder(&Default::default());
+        {
+            let mut pass = encoder.begin_compute_pass(&Default::default());
+            net.dispatches.iter().for_each(|d| d.record(&mut pass));
+        }
+        self.in_flight
+            .push_back(self.ctx.queue.submit([encoder.finish()]));
+        while self.in_flight.len() > MAX_IN_FLIGHT {
+            let oldest = self.in_flight.pop_front().expect("queue is not empty");
+            let wait = wgpu::PollType::Wait {
+                submission_index: Some(oldest),
+                timeout: None,
+            };
+            if let Err(e) = self.ctx.device.poll(wait) {
+                self.ctx.check_errors()?;
+                bail!("GPU error: {e}");
+            }
+        }
+        self.ctx.check_errors()
+    }
+
+    /// Copies the stats record to a staging buffer, clears it, and starts mapping the copy.
+    fn start_stats_read(&mut self) -> PendingRead {
+        let size = std::mem::size_of::<GpuStats>() as u64;
+        let staging = self.ctx.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("stats read-back"),
+            size,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let mut encoder = self.ctx.device.create_command_encoder(&Default::default());
+        encoder.copy_buffer_to_buffer(&self.stats, 0, &staging, 0, size);
+        encoder.clear_buffer(&self.stats, 0, None);
+        self.ctx.queue.submit([encoder.finish()]);
+        let (tx, done) = mpsc::channel();
+        staging.map_async(wgpu::MapMode::Read, .., move |r| {
+            let _ = tx.send(r);
+        });
+        PendingRead { staging, done }
+    }
+
+    /// The stats of a finished read; `None` if it is still in flight and `wait` is false.
+    fn read_stats(&self, read: &PendingRead, wait: bool) -> Result<Option<TrainStats>> {
+        let poll = if wait {
+            wgpu::PollType::wait_indefinitely()
+        } else {
+            wgpu::PollType::Poll
+        };
+        if let Err(e) = self.ctx.device.poll(poll) {
+            self.ctx.check_errors()?;
+            bail!("GPU error: {e}");
+        }
+        self.ctx.check_errors()?;
+        let outcome = if wait {
+            read.done
+                .recv()
+                .map_err(|_| anyhow!("GPU stats read-back was never completed"))?
+        } else {
+            match read.done.try_recv() {
+                Ok(outcome) => outcome,
+                Err(_) => return Ok(None),
+            }
+        };
+        outcome.map_err(|e| anyhow!("GPU stats read-back failed: {e}"))?;
+        let stats: GpuStats = {
+            let view = read
+                .staging
+                .get_mapped_range(..)
+                .map_err(|e| anyhow!("GPU stats read-back failed: {e}"))?;
+            bytemuck::pod_read_unaligned(&view)
+        };
+        read.staging.unmap();
+        if stats.nonfinite != 0 {
+            bail!("a loss or gradient is not finite (diverged; try a smaller --lr)");
+        }
+        Ok(Some(TrainStats {
+            loss_sum: f64::from(stats.loss_sum),
+            correct: u64::from(stats.correct),
+            examples: u64::from(stats.examples),
+        }))
+    }
+}
+
+impl Backend for GpuBackend {
+    fn info(&self) -> BackendInfo {
+        BackendInfo {
+            backend: self.ctx.backend_name(),
+            adapter: self.ctx.info.name.clone(),
+        }
+    }
+
+    fn set_train_data(&mut self, train: &Split) -> Result<()> {
+        self.train_images = storage_init(&self.ctx, "training images", &pack_bytes(&train.images))?;
+        self.train_labels = storage_init(&self.ctx, "training labels", &pack_bytes(&train.labels))?;
+        // Compiled training networks bind the old data set.
+        self.nets.retain(|&(_, train), _| !train);
+        self.ctx.check_errors()
+    }
+
+    fn train_step(&mut self, indices: &[u32]) -> Result<()> {
+        self.step += 1;
+        let n = indices.len();
+        self.net(n, true)?;
+        let net = &self.nets[&(n, true)];
+        self.ctx
+            .queue
+            .write_buffer(&net.indices, 0, bytemuck::cast_slice(indices));
+        let step = OptimStep::new(self.optimizer, self.step);
+        self.ctx
+            .queue
+            .write_buffer(&self.optim_step, 0, bytemuck::bytes_of(&step));
+        self.submit((n, true))
+    }
+
+    fn take_train_stats(&mut self) -> Result<TrainStats> {
+        let mut total = TrainStats::default();
+        let earlier = self.pending_read.take();
+        let latest = self.start_stats_read();
+        for read in earlier.iter().chain([&latest]) {
+            let stats = self
+                .read_stats(read, true)?
+                .expect("a waited read completes");
+            total.loss_sum += stats.loss_sum;
+            total.correct += stats.correct;
+            total.examples += stats.examples;
+        }
+        self.in_flight.clear();
+        Ok(total)
+    }
+
+    fn poll_train_stats(&mut self) -> Result<Option<TrainStats>> {
+        let Some(read) = self.pending_read.take() else {
+            self.pending_read = Some(self.start_stats_read());
+            return Ok(None);
+        };
+        let stats = self.read_stats(&read, false)?;
+        if stats.is_none() {
+            self.pending_read = Some(read);
+        }
+        Ok(stats)
+    }
+
+    fn predict_logits(&mut self, images: &[u8]) -> Result<Vec<f32>> {
+        let n = images.len() / IMAGE_PIXELS;
+        self.net(n, false)?;
+        let net = &self.nets[&(n, false)];
+        let upload = net
+            .upload
+            .as_ref()
+            .expect("inference networks own an upload buffer");
+        self.ctx
+            .queue
+            .write_buffer(upload, 0, bytemuck::cast_slice(&pack_bytes(images)));
+        self.submit((n, false))?;
+        read_buffer(
+            &self.ctx,
+            &self.nets[&(n, false)].logits,
+            0,
+            n * NUM_CLASSES,
+        )
+    }
+
+    fn params(&mut self) -> Result<Params<f32>> {
+        let specs = &self.plan.params;
+        let mut tensors = Vec::with_capacity(specs.len());
+        let flat: Vec<f32> = read_buffer(&self.ctx, &self.params.params, 0, self.params.len)?;
+        for (spec, &(offset, len)) in specs.iter().zip(&self.params.ranges) {
+            let start = (offset / 4) as usize;
+            tensors.push(Tensor {
+                name: spec.name.clone(),
+                shape: spec.shape.clone(),
+                data: flat[start..start + len].to_vec(),
+            });
+        }
+        Ok(Params { tensors })
+    }
+}
+
+/// Whole training steps: the GPU backend against the CPU backend from the same initial weights
+/// on the same batches, comparing every parameter afterwards.
+pub fn checks() -> Vec<CrossCheck> {
+    [(Optimizer::adam(1e-3), 7usize), (Optimizer::sgd(0.01), 33)]
+        .into_iter()
+        .map(|(opt, batch)| {
+            let shape = format!(
+                "seed model, {TRAIN_CHECK_STEPS} steps of {batch}, {}",
+                opt.name()
+            );
+            CrossCheck::new("train_step", shape, move |ctx| {
+                check_training(ctx, opt, batch)
+            })
+        })
+        .collect()
+}
+
+const TRAIN_CHECK_STEPS: usize = 20;
+
+/// Synthetic digits: blurry random strokes, labels cycling through 0-9.
+fn synthetic_split(len: usize) -> Split {
+    let noise = random_vec(len * IMAGE_PIXELS, 99, 0.0, 1.0);
+    let images = noise
+        .iter()
+        .map(|&u| if u < 0.8 { 0 } else { (u * 255.0) as u8 })
+        .collect();
+    Split {
+        images,
+        labels: (0..len).map(|i| (i % 10) as u8).collect(),
+    }
+}
+
+fn check_training(ctx: &GpuContext, optimizer: Optimizer, batch: usize) -> Result<Comparison> {
+    let plan = Plan::new(&Arch::seed(), MNIST_INPUT).map_err(|e| anyhow!(e))?;
+    let init = init_params(&plan, 1);
+    let data = synthetic_split(batch * 4 + 3);
+    let mut cpu = CpuBackend::new(plan.clone(), init.clone(), optimizer);
+    let mut gpu = GpuBackend::new(ctx, plan, &init, optimizer)?;
+    for backend in [&mut cpu as &mut dyn Backend, &mut gpu] {
+        backend.set_train_data(&data)?;
+        for step in 0..TRAIN_CHECK_STEPS {
+            let order = epoch_order(data.len(), 5, step / 4 + 1);
+            let start = (step % 4) * batch;
+            backend.train_step(&order[start..start + batch])?;
+        }
+    }
+    let (cpu_stats, gpu_stats) = (cpu.take_train_stats()?, gpu.take_train_stats()?);
+    let (cpu_params, gpu_params) = (cpu.params()?, gpu.params()?);
+    let mut result = compare(&[gpu_stats.loss_sum as f32], &[cpu_stats.loss_sum as f32]);
+    result = result.merge(compare_exact(
+        &[gpu_stats.examples as u32],
+        &[cpu_stats.examples as u32],
+    ));
+    for (g, c) in gpu_params.tensors.iter().zip(&cpu_params.tensors) {
+        result = result.merge(compare(&g.data, &c.data));
+    }
+    Ok(result)
+}

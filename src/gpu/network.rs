@@ -1,0 +1,399 @@
+//! A [`Plan`] compiled for the GPU at one batch size: every activation and gradient buffer, and
+//! every dispatch of a training step (gather, forward, loss, backward, update) or of inference,
+//! built once and recorded as often as needed.
+//!
+//! Convolutions followed by ReLU run as one fused kernel; the ReLU step then shares the
+//! convolution's output buffer, and flatten shares its input's buffers: it moves no data.
+
+use anyhow::Result;
+
+use super::context::GpuContext;
+use super::conv2d::Conv2dKernels;
+use super::dense::DenseKernels;
+use super::gather::GatherKernels;
+use super::kernel::{storage, Dispatch, View};
+use super::maxpool2d::MaxPool2dKernels;
+use super::optim::OptimKernels;
+use super::relu::ReluKernels;
+use super::softmax_xent::SoftmaxXentKernels;
+use crate::config::Optimizer;
+use crate::cpu::conv2d::Conv2dGeometry;
+use crate::cpu::dense::DenseGeometry;
+use crate::data::IMAGE_PIXELS;
+use crate::model::{Layer, Plan, Step, NUM_CLASSES};
+
+/// Every kernel, compiled once per backend.
+pub struct Kernels {
+    pub gather: GatherKernels,
+    pub conv2d: Conv2dKernels,
+    pub relu: ReluKernels,
+    pub maxpool2d: MaxPool2dKernels,
+    pub dense: DenseKernels,
+    pub softmax_xent: SoftmaxXentKernels,
+    pub optim: OptimKernels,
+}
+
+impl Kernels {
+    pub fn new(ctx: &GpuContext) -> Kernels {
+        Kernels {
+            gather: GatherKernels::new(ctx),
+            conv2d: Conv2dKernels::new(ctx),
+            relu: ReluKernels::new(ctx),
+            maxpool2d: MaxPool2dKernels::new(ctx),
+            dense: DenseKernels::new(ctx),
+            softmax_xent: SoftmaxXentKernels::new(ctx),
+            optim: OptimKernels::new(ctx),
+        }
+    }
+}
+
+/// The parameters, their gradients and optimiser moments, each one flat buffer in which every
+/// tensor starts at an offset the adapter can bind.
+pub struct ParamBuffers {
+    pub params: wgpu::Buffer,
+    pub grads: wgpu::Buffer,
+    pub m: wgpu::Buffer,
+    pub v: wgpu::Buffer,
+    /// Byte offset and element count of each tensor, in `Plan::params` order.
+    pub ranges: Vec<(u64, usize)>,
+    /// Elements in each flat buffer, padding included.
+    pub len: usize,
+}
+
+impl ParamBuffers {
+    pub fn new(ctx: &GpuContext, tensor_lens: &[usize]) -> Result<ParamBuffers> {
+        let align = u64::from(ctx.limits.min_storage_buffer_offset_alignment).max(4);
+        let mut ranges = Vec::with_capacity(tensor_lens.len());
+        let mut offset = 0u64;
+        for &len in tensor_lens {
+            ranges.push((offset, len));
+            offset = (offset + 4 * len as u64).next_multiple_of(align);
+        }
+        let buffer = |label: &str| storage(ctx, label, offset);
+        Ok(ParamBuffers {
+            params: buffer("parameters")?,
+            grads: buffer("gradients")?,
+            m: buffer("optimiser m")?,
+            v: buffer("optimiser v")?,
+            ranges,
+            len: (offset / 4) as usize,
+        })
+    }
+
+    fn view<'a>(&self, buffer: &'a wgpu::Buffer, tensor: usize) -> View<'a> {
+        let (offset, len) = self.ranges[tensor];
+        View {
+            buffer,
+            offset,
+            size: 4 * len as u64,
+        }
+    }
+}
+
+/// Buffers shared by every compiled batch size.
+pub struct Shared<'a> {
+    pub kernels: &'a Kernels,
+    pub params: &'a ParamBuffers,
+    /// Packed training images and labels (`gather::pack_bytes`).
+    pub images: View<'a>,
+    pub labels: View<'a>,
+    /// The optimiser's per-step uniform and the 16-byte stats record.
+    pub optim_step: &'a wgpu::Buffer,
+    pub stats: View<'a>,
+    pub optimizer: Optimizer,
+}
+
+/// One batch size of a plan, ready to record.
+pub struct CompiledNet {
+    pub n: usize,
+    /// The batch's example indices, written before each step.
+    pub indices: wgpu::Buffer,
+    /// `n x 10` logits.
+    pub logits: wgpu::Buffer,
+    pub dispatches: Vec<Dispatch>,
+    /// Inference only: the raw images the gather reads (packed bytes), rewritten per call.
+    pub upload: Option<wgpu::Buffer>,
+    _buffers: Vec<wgpu::Buffer>,
+}
+
+/// Buffer ids (into `pool`) of each step's output and of the gradient at that output.
+struct Layout {
+    pool: Vec<wgpu::Buffer>,
+    input: usize,
+    output: Vec<usize>,
+    grad: Vec<usize>,
+    argmax: Vec<Option<usize>>,
+}
+
+impl Layout {
+    fn new(ctx: &GpuContext, plan: &Plan, n: usize, with_grads: bool) -> Result<Layout> {
+        let mut pool = vec![storage(ctx, "input batch", (4 * n * IMAGE_PIXELS) as u64)?];
+        let (mut output, mut grad, mut argmax) = (Vec::new(), Vec::new(), Vec::new());
+        let bytes = |step: &Step| (4 * n * step.output.len()) as u64;
+        for (i, step) in plan.steps.iter().enumerate() {
+            let previous = if i == 0 { 0 } else { output[i - 1] };
+            let shares_output =
+                matches!(step.layer, Layer::Flatten) || relu_fused_into_conv(plan, i);
+            if shares_output {
+                output.push(previous);
+            } else {
+                pool.push(storage(ctx, "activation", bytes(step))?);
+                output.push(pool.len() - 1);
+            }
+            if with_grads {
+                // Flatten passes its gradient straight through: the step before it writes its
+                // input gradient into the buffer flatten receives (resolved below).
+                if plan
+                    .steps
+                    .get(i + 1)
+                    .is_some_and(|s| s.layer == Layer::Flatten)
+                {
+                    grad.push(usize::MAX);
+                } else {
+                    pool.push(storage(ctx, "gradient", bytes(step))?);
+                    grad.push(pool.len() - 1);
+                }
+            }
+            argmax.push(if matches!(step.layer, Layer::MaxPool2d) {
+                pool.push(storage(ctx, "argmax", bytes(step))?);
+                Some(pool.len() - 1)
+            } else {
+                None
+            });
+        }
+        for i in (0..grad.len()).rev() {
+            if grad[i] == usize::MAX {
+                grad[i] = grad[i + 1];
+            }
+        }
+        Ok(Layout {
+            pool,
+            input: 0,
+            output,
+            grad,
+            argmax,
+        })
+    }
+
+    fn buf(&self, id: usize) -> View<'_> {
+        View::whole(&self.pool[id])
+    }
+
+    /// The input activation of step `i`.
+    fn input_of(&self, i: usize) -> View<'_> {
+        self.buf(if i == 0 {
+            self.input
+        } else {
+            self.output[i - 1]
+        })
+    }
+}
+
+/// A ReLU right after a convolution runs inside the convolution's kernel.
+fn relu_fused_into_conv(plan: &Plan, i: usize) -> bool {
+    plan.steps[i].layer == Layer::Relu
+        && i > 0
+        && matches!(plan.steps[i - 1].layer, Layer::Conv2d { .. })
+}
+
+fn conv_geometry(step: &Step) -> Conv2dGeometry {
+    let Layer::Conv2d {
+        out_channels,
+        kernel,
+    } = step.layer
+    else {
+        unreachable!("not a conv step")
+    };
+    Conv2dGeometry {
+        input: step.input,
+        out_channels,
+        kernel,
+    }
+}
+
+fn dense_geometry(step: &Step) -> DenseGeometry {
+    DenseGeometry {
+        inputs: step.input.len(),
+        outputs: step.output.len(),
+    }
+}
+
+impl CompiledNet {
+    /// Gather + forward (+ loss, backward and update when `train`) for batches of `n`.
+    pub fn new(
+        ctx: &GpuContext,
+        plan: &Plan,
+        shared: &Shared,
+        n: usize,
+        train: bool,
+    ) -> Result<CompiledNet> {
+        let k = shared.kernels;
+        let layout = Layout::new(ctx, plan, n, train)?;
+        let indices = storage(ctx, "batch indices", 4 * n as u64)?;
+        let labels = storage(ctx, "batch labels", 4 * n as u64)?;
+        let mut dispatches = vec![k.gather.gather(
+            ctx,
+            n,
+            shared.images,
+            shared.labels,
+            View::whole(&indices),
+            layout.buf(layout.input),
+            View::whole(&labels),
+        )];
+        let p = shared.params;
+        for (i, step) in plan.steps.iter().enumerate() {
+            let (x, y) = (layout.input_of(i), layout.buf(layout.output[i]));
+            match step.layer {
+                Layer::Conv2d { .. } => {
+                    let w = step.weight_index.expect("conv has parameters");
+                    let relu = i + 1 < plan.steps.len() && relu_fused_into_conv(plan, i + 1);
+                    let (wv, bv) = (p.view(&p.params, w), p.view(&p.params, w + 1));
+                    dispatches.push(k.conv2d.forward(
+                        ctx,
+                        conv_geometry(step),
+                        n,
+                        relu,
+                        x,
+                        wv,
+                        bv,
+                        y,
+                    ));
+                }
+                Layer::Dense { .. } => {
+                    let w = step.weight_index.expect("dense has parameters");
+                    let (wv, bv) = (p.view(&p.params, w), p.view(&p.params, w + 1));
+                    dispatches.push(k.dense.forward(ctx, dense_geometry(step), n, x, wv, bv, y));
+                }
+                Layer::Relu if !relu_fused_into_conv(plan, i) => {
+                    dispatches.push(k.relu.forward(ctx, n * step.output.len(), x, y));
+                }
+                Layer::MaxPool2d => {
+                    let argmax = layout.buf(layout.argmax[i].expect("pool has argmax"));
+                    dispatches.push(k.maxpool2d.forward(ctx, step.input, n, x, y, argmax));
+                }
+                Layer::Relu | Layer::Flatten => {}
+            }
+        }
+        let last = plan.steps.len() - 1;
+        let logits_id = layout.output[last];
+        let mut buffers = Vec::new();
+        if train {
+            let losses = storage(ctx, "per-example loss", 4 * n as u64)?;
+            let correct = storage(ctx, "per-example correct", 4 * n as u64)?;
+            let (logits, dlogits) = (layout.buf(logits_id), layout.buf(layout.grad[last]));
+            let sx = &k.softmax_xent;
+            let (lv, cv) = (View::whole(&losses), View::whole(&correct));
+            dispatches.push(sx.forward_backward(
+                ctx,
+                NUM_CLASSES,
+                n,
+                logits,
+                View::whole(&labels),
+                dlogits,
+                lv,
+                cv,
+            ));
+            dispatches.push(sx.accumulate(ctx, n, lv, cv, shared.stats));
+            backward(ctx, plan, shared, &layout, n, &mut dispatches);
+            let len = p.len;
+            let (pv, gv, mv, vv) = (
+                View::whole(&p.params),
+                View::whole(&p.grads),
+                View::whole(&p.m),
+                View::whole(&p.v),
+            );
+            dispatches.push(k.optim.update(
+                ctx,
+                shared.optimizer,
+                len,
+                shared.optim_step,
+                pv,
+                gv,
+                mv,
+                vv,
+                shared.stats,
+            ));
+            buffers.extend([losses, correct]);
+        }
+        buffers.push(labels);
+        let mut pool = layout.pool;
+        let logits = pool.swap_remove(logits_id);
+        buffers.extend(pool);
+        Ok(CompiledNet {
+            n,
+            indices,
+            logits,
+            dispatches,
+            upload: None,
+            _buffers: buffers,
+        })
+    }
+}
+
+/// Backward dispatches, last layer first. The first layer's input gradient is never needed.
+fn backward(
+    ctx: &GpuContext,
+    plan: &Plan,
+    shared: &Shared,
+    layout: &Layout,
+    n: usize,
+    out: &mut Vec<Dispatch>,
+) {
+    let (k, p) = (shared.kernels, shared.params);
+    for (i, step) in plan.steps.iter().enumerate().rev() {
+        let dy = layout.buf(layout.grad[i]);
+        let dx = (i > 0).then(|| layout.buf(layout.grad[i - 1]));
+        let x = layout.input_of(i);
+        match step.layer {
+            Layer::Conv2d { .. } => {
+                let w = step.weight_index.expect("conv has parameters");
+                let (dw, db) = (p.view(&p.grads, w), p.view(&p.grads, w + 1));
+                out.extend(
+                    k.conv2d
+                        .backward_weights(ctx, conv_geometry(step), n, x, dy, dw, db),
+                );
+                if let Some(dx) = dx {
+                    out.push(k.conv2d.backward_input(
+                        ctx,
+                        conv_geometry(step),
+                        n,
+                        dy,
+                        p.view(&p.params, w),
+                        dx,
+                    ));
+                }
+            }
+            Layer::Dense { .. } => {
+                let w = step.weight_index.expect("dense has parameters");
+                let (dw, db) = (p.view(&p.grads, w), p.view(&p.grads, w + 1));
+                out.extend(
+                    k.dense
+                        .backward_weights(ctx, dense_geometry(step), n, x, dy, dw, db),
+                );
+                if let Some(dx) = dx {
+                    out.push(k.dense.backward_input(
+                        ctx,
+                        dense_geometry(step),
+                        n,
+                        dy,
+                        p.view(&p.params, w),
+                        dx,
+                    ));
+                }
+            }
+            Layer::Relu => {
+                if let Some(dx) = dx {
+                    let y = layout.buf(layout.output[i]);
+                    out.push(k.relu.backward(ctx, n * step.output.len(), y, dy, dx));
+                }
+            }
+            Layer::MaxPool2d => {
+                if let Some(dx) = dx {
+                    let argmax = layout.buf(layout.argmax[i].expect("pool has argmax"));
+                    out.push(k.maxpool2d.backward(ctx, step.input, n, dy, argmax, dx));
+                }
+            }
+            Layer::Flatten => {}
+        }
+    }
+}
