@@ -142,3 +142,72 @@ fn train_then_eval_writes_a_checkpoint_and_matching_metrics() {
     assert_eq!(eval["confusion"], json["confusion"]);
     assert_eq!(eval["seed"], 5);
 }
+
+/// Apple's API selected on another OS: wgpu finds no adapter at all.
+#[cfg(not(target_vendor = "apple"))]
+fn without_adapters(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_mnist-wgpu"))
+        .args(args)
+        .env("WGPU_BACKEND", "metal")
+        .output()
+        .unwrap()
+}
+
+#[cfg(not(target_vendor = "apple"))]
+#[test]
+fn without_an_adapter_gpu_is_an_error_and_auto_falls_back_to_the_cpu_with_a_warning() {
+    let data = bundled_data();
+    let dir = tempfile::tempdir().unwrap();
+    let save = dir.path().join("m.safetensors");
+    let common = [
+        "--epochs",
+        "1",
+        "--train-limit",
+        "64",
+        "--test-limit",
+        "10",
+        "--data-dir",
+        data.to_str().unwrap(),
+    ];
+    let mut args = vec![
+        "train",
+        "--backend",
+        "gpu",
+        "--save",
+        save.to_str().unwrap(),
+    ];
+    args.extend(common);
+    assert_bad_input(
+        &without_adapters(&args),
+        "--backend gpu: no GPU adapter found; for a software Vulkan adapter install",
+    );
+    assert!(
+        !save.exists(),
+        "nothing may be written when the backend cannot start"
+    );
+
+    let mut args = vec!["train", "--save", save.to_str().unwrap()];
+    args.extend(common);
+    let out = without_adapters(&args);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.starts_with("warning: no GPU adapter found, training on the CPU reference path"),
+        "{stderr}"
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains(", cpu (CPU reference"));
+}
+
+#[test]
+fn an_adapter_name_that_matches_nothing_is_a_bad_input() {
+    let out = run_cli(&[
+        "train",
+        "--adapter",
+        "no-such-gpu-anywhere",
+        "--epochs",
+        "1",
+    ]);
+    // With adapters present the error lists them; without any it says none was found.
+    assert_bad_input(&out, "--adapter no-such-gpu-anywhere: no");
+}

@@ -77,7 +77,13 @@ pub fn choose_adapter(name: Option<&str>) -> Result<Option<wgpu::Adapter>> {
         return Ok(adapters.into_iter().next());
     };
     let wanted = name.to_lowercase();
-    let names: Vec<String> = adapters.iter().map(|a| a.get_info().name).collect();
+    let names: Vec<String> = adapters
+        .iter()
+        .map(|a| {
+            let info = a.get_info();
+            format!("{} ({})", info.name, info.backend.to_str())
+        })
+        .collect();
     match adapters
         .into_iter()
         .find(|a| a.get_info().name.to_lowercase().contains(&wanted))
