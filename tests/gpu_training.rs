@@ -150,3 +150,29 @@ fn check_command_passes_on_the_gl_backend_too() {
     assert_eq!(report["passed"], true);
     assert!(report["checks"].as_array().unwrap().len() > 40);
 }
+
+#[test]
+fn profile_prints_a_kernel_table_and_writes_a_chrome_trace() {
+    if common::gpu_context().is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let trace = dir.path().join("trace.json");
+    let data = bundled_data();
+    let args = ["profile", "--steps", "1", "--batch-size", "7", "--data-dir", data.to_str().unwrap(), "--trace", trace.to_str().unwrap()];
+    let out = run_cli(&args);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("conv2d_forward") && stdout.contains("GFLOP/s"), "{stdout}");
+    assert!(stdout.contains("step (one submit, wall clock)"), "{stdout}");
+    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(&trace).unwrap()).unwrap();
+    let events = json["traceEvents"].as_array().unwrap();
+    let kernels: Vec<&serde_json::Value> = events.iter().filter(|e| e["cat"] == "kernel").collect();
+    // gather, 5 forward, 2 loss, 9+ backward, 1 update: every dispatch of the step is there.
+    assert!(kernels.len() >= 18, "{} kernel events", kernels.len());
+    for e in kernels {
+        assert_eq!(e["ph"], "X");
+        assert!(e["dur"].as_f64().unwrap() >= 0.0 && e["ts"].as_f64().unwrap() >= 0.0);
+        assert_eq!(e["args"]["workgroups"].as_array().unwrap().len(), 3);
+    }
+}

@@ -2,6 +2,7 @@
 
 mod gpu;
 mod print;
+mod profile;
 mod train;
 
 use std::path::PathBuf;
@@ -38,6 +39,8 @@ enum Command {
     Info,
     /// Run every GPU kernel against its CPU twin on this machine's adapter.
     Check(gpu::CheckArgs),
+    /// Time every kernel of a GPU training step; optionally write a Chrome trace.
+    Profile(profile::ProfileArgs),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -77,6 +80,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Eval(args) => train::eval(args),
         Command::Info => gpu::info(),
         Command::Check(args) => gpu::check(args),
+        Command::Profile(args) => profile::profile(args),
     }
 }
 

@@ -232,18 +232,8 @@ impl Backend for GpuBackend {
     }
 
     fn train_step(&mut self, indices: &[u32]) -> Result<()> {
-        self.step += 1;
-        let n = indices.len();
-        self.net(n, true)?;
-        let net = &self.nets[&(n, true)];
-        self.ctx
-            .queue
-            .write_buffer(&net.indices, 0, bytemuck::cast_slice(indices));
-        let step = OptimStep::new(self.optimizer, self.step);
-        self.ctx
-            .queue
-            .write_buffer(&self.optim_step, 0, bytemuck::bytes_of(&step));
-        self.submit((n, true))
+        self.prepare_train_step(indices)?;
+        self.submit((indices.len(), true))
     }
 
     fn take_train_stats(&mut self) -> Result<TrainStats> {
@@ -307,6 +297,28 @@ impl Backend for GpuBackend {
             });
         }
         Ok(Params { tensors })
+    }
+}
+
+impl GpuBackend {
+    pub fn context(&self) -> &GpuContext {
+        &self.ctx
+    }
+
+    /// Writes the step's example indices and optimiser uniform and returns the network to
+    /// record (the profiler records it its own way).
+    pub(crate) fn prepare_train_step(&mut self, indices: &[u32]) -> Result<&CompiledNet> {
+        self.step += 1;
+        let step = OptimStep::new(self.optimizer, self.step);
+        self.ctx
+            .queue
+            .write_buffer(&self.optim_step, 0, bytemuck::bytes_of(&step));
+        self.net(indices.len(), true)?;
+        let net = &self.nets[&(indices.len(), true)];
+        self.ctx
+            .queue
+            .write_buffer(&net.indices, 0, bytemuck::cast_slice(indices));
+        Ok(net)
     }
 }
 

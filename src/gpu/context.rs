@@ -111,7 +111,11 @@ impl GpuContext {
     pub fn on_adapter(adapter: &wgpu::Adapter) -> Result<GpuContext> {
         let info = adapter.get_info();
         let limits = adapter.limits();
-        let features = adapter.features() & wgpu::Features::TIMESTAMP_QUERY;
+        // Timestamps only serve the profiler; take them where the adapter has them.
+        let timestamps = wgpu::Features::TIMESTAMP_QUERY
+            | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS
+            | wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES;
+        let features = adapter.features() & timestamps;
         let descriptor = wgpu::DeviceDescriptor {
             label: Some("mnist-wgpu"),
             required_features: features,
@@ -170,7 +174,7 @@ impl GpuContext {
 }
 
 fn record(slot: &Mutex<Option<String>>, message: String) {
-    log::error!("GPU: {message}");
+    log::debug!("GPU: {message}");
     let mut slot = slot.lock().expect("error slot");
     if slot.is_none() {
         *slot = Some(message);

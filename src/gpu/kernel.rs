@@ -119,8 +119,19 @@ impl Kernel {
             pipeline: self.pipeline.clone(),
             bind_group,
             workgroups,
+            cost: Cost::default(),
         }
     }
+}
+
+/// What one dispatch computes, for the profiler: a shape label and the useful work it does.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Cost {
+    pub shape: String,
+    /// Floating-point operations (a multiply-add counts two).
+    pub flops: u64,
+    /// Bytes read and written, counting each tensor once.
+    pub bytes: u64,
 }
 
 /// A kernel with its buffers bound: recorded as often as needed, built once.
@@ -129,9 +140,15 @@ pub struct Dispatch {
     pipeline: wgpu::ComputePipeline,
     bind_group: wgpu::BindGroup,
     pub workgroups: [u32; 3],
+    pub cost: Cost,
 }
 
 impl Dispatch {
+    pub fn with_cost(mut self, cost: Cost) -> Dispatch {
+        self.cost = cost;
+        self
+    }
+
     pub fn record(&self, pass: &mut wgpu::ComputePass) {
         pass.set_pipeline(&self.pipeline);
         pass.set_bind_group(0, &self.bind_group, &[]);

@@ -11,6 +11,7 @@ pub mod kernel;
 pub mod maxpool2d;
 pub mod network;
 pub mod optim;
+pub mod profile;
 pub mod relu;
 pub mod softmax_xent;
 

@@ -11,7 +11,7 @@ use super::context::GpuContext;
 use super::conv2d::Conv2dKernels;
 use super::dense::DenseKernels;
 use super::gather::GatherKernels;
-use super::kernel::{storage, Dispatch, View};
+use super::kernel::{storage, Cost, Dispatch, View};
 use super::maxpool2d::MaxPool2dKernels;
 use super::optim::OptimKernels;
 use super::relu::ReluKernels;
@@ -241,8 +241,10 @@ impl CompiledNet {
             View::whole(&labels),
         )];
         let p = shared.params;
+        dispatches[0].cost = StepCost::gather(n).elementwise();
         for (i, step) in plan.steps.iter().enumerate() {
             let (x, y) = (layout.input_of(i), layout.buf(layout.output[i]));
+            let first = dispatches.len();
             match step.layer {
                 Layer::Conv2d { .. } => {
                     let w = step.weight_index.expect("conv has parameters");
@@ -273,6 +275,14 @@ impl CompiledNet {
                 }
                 Layer::Relu | Layer::Flatten => {}
             }
+            let cost = StepCost::new(step, n, "forward");
+            for d in &mut dispatches[first..] {
+                d.cost = if cost.macs > 0 {
+                    cost.matmul()
+                } else {
+                    cost.elementwise()
+                };
+            }
         }
         let last = plan.steps.len() - 1;
         let logits_id = layout.output[last];
@@ -294,6 +304,15 @@ impl CompiledNet {
                 cv,
             ));
             dispatches.push(sx.accumulate(ctx, n, lv, cv, shared.stats));
+            let loss_cost = Cost {
+                shape: format!("n {n}, {NUM_CLASSES} classes"),
+                flops: 0,
+                bytes: (4 * n * (2 * NUM_CLASSES + 3)) as u64,
+            };
+            let at = dispatches.len() - 2;
+            dispatches[at..]
+                .iter_mut()
+                .for_each(|d| d.cost = loss_cost.clone());
             backward(ctx, plan, shared, &layout, n, &mut dispatches);
             let len = p.len;
             let (pv, gv, mv, vv) = (
@@ -313,6 +332,13 @@ impl CompiledNet {
                 vv,
                 shared.stats,
             ));
+            // Reads params, grads and moments and writes three of them back.
+            let optim_cost = Cost {
+                shape: format!("{len} parameters"),
+                flops: 0,
+                bytes: (4 * len * 7) as u64,
+            };
+            dispatches.last_mut().expect("just pushed").cost = optim_cost;
             buffers.extend([losses, correct]);
         }
         buffers.push(labels);
@@ -339,8 +365,34 @@ fn backward(
     n: usize,
     out: &mut Vec<Dispatch>,
 ) {
-    let (k, p) = (shared.kernels, shared.params);
     for (i, step) in plan.steps.iter().enumerate().rev() {
+        let first = out.len();
+        backward_step(ctx, plan, shared, layout, n, i, out);
+        let cost = StepCost::new(step, n, "backward");
+        for d in &mut out[first..] {
+            // Bias gradients and other passes without multiply-adds count their traffic only.
+            d.cost = if cost.macs > 0 && !d.kernel.ends_with("bias") {
+                cost.matmul()
+            } else {
+                cost.elementwise()
+            };
+        }
+    }
+}
+
+/// The backward dispatches of step `i`.
+fn backward_step(
+    ctx: &GpuContext,
+    plan: &Plan,
+    shared: &Shared,
+    layout: &Layout,
+    n: usize,
+    i: usize,
+    out: &mut Vec<Dispatch>,
+) {
+    let (k, p) = (shared.kernels, shared.params);
+    let step = &plan.steps[i];
+    {
         let dy = layout.buf(layout.grad[i]);
         let dx = (i > 0).then(|| layout.buf(layout.grad[i - 1]));
         let x = layout.input_of(i);
@@ -394,6 +446,60 @@ fn backward(
                 }
             }
             Layer::Flatten => {}
+        }
+    }
+}
+
+/// What one layer's pass costs, for the profiler's GFLOP/s and GB/s (4-byte elements).
+struct StepCost {
+    shape: String,
+    macs: usize,
+    elements: usize,
+}
+
+impl StepCost {
+    fn new(step: &Step, n: usize, pass: &str) -> StepCost {
+        let (i, o) = (step.input, step.output);
+        let (weights, macs) = match step.layer {
+            Layer::Conv2d { kernel, .. } => (
+                o.channels * i.channels * kernel * kernel,
+                o.len() * i.channels * kernel * kernel,
+            ),
+            Layer::Dense { .. } => (o.len() * i.len(), o.len() * i.len()),
+            _ => (0, 0),
+        };
+        StepCost {
+            shape: format!(
+                "{} {pass}, n {n}, {}x{}x{} -> {}x{}x{}",
+                step.layer, i.channels, i.height, i.width, o.channels, o.height, o.width
+            ),
+            macs: n * macs,
+            elements: n * (i.len() + o.len()) + weights,
+        }
+    }
+
+    fn gather(n: usize) -> StepCost {
+        // Bytes in, floats out: count the pixels as 5/4 of a float each.
+        StepCost {
+            shape: format!("batch of {n}"),
+            macs: 0,
+            elements: n * IMAGE_PIXELS * 5 / 4,
+        }
+    }
+
+    fn matmul(&self) -> Cost {
+        Cost {
+            shape: self.shape.clone(),
+            flops: 2 * self.macs as u64,
+            bytes: 4 * self.elements as u64,
+        }
+    }
+
+    fn elementwise(&self) -> Cost {
+        Cost {
+            shape: self.shape.clone(),
+            flops: 0,
+            bytes: 4 * self.elements as u64,
         }
     }
 }

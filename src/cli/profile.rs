@@ -1,0 +1,147 @@
+//! `profile`: GPU time per kernel of a training step, as a table and a Chrome trace.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::Result;
+use clap::Args;
+
+use mnist_wgpu::backend::Backend;
+use mnist_wgpu::config::Optimizer;
+use mnist_wgpu::data::load_mnist;
+use mnist_wgpu::error::bad_input;
+use mnist_wgpu::fsutil::write_atomic;
+use mnist_wgpu::gpu::profile::{DispatchTiming, Profiler};
+use mnist_wgpu::gpu::{GpuBackend, GpuContext};
+use mnist_wgpu::model::{init_params, Arch, Plan, MNIST_INPUT};
+
+#[derive(Args, Debug)]
+pub struct ProfileArgs {
+    /// Architecture: a preset (seed) or a spec string.
+    #[arg(long, default_value = "seed")]
+    arch: String,
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..=65536))]
+    batch_size: u64,
+    /// Training steps to time (after two warm-up steps).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=10000))]
+    steps: u64,
+    /// Write a Chrome trace-event JSON file (opens in Perfetto or chrome://tracing).
+    #[arg(long, value_name = "PATH")]
+    trace: Option<PathBuf>,
+    /// Directory with the MNIST files.
+    #[arg(long, default_value = "data/mnist")]
+    data_dir: PathBuf,
+    /// Use the GPU adapter whose name contains this text.
+    #[arg(long, value_name = "SUBSTRING")]
+    adapter: Option<String>,
+}
+
+const WARM_UP_STEPS: usize = 2;
+
+pub fn profile(args: ProfileArgs) -> Result<()> {
+    let arch = Arch::parse(&args.arch).map_err(|e| bad_input(format!("--arch: {e}")))?;
+    let plan = Plan::new(&arch, MNIST_INPUT).map_err(|e| bad_input(format!("--arch: {e}")))?;
+    let ctx = GpuContext::new(args.adapter.as_deref())?
+        .ok_or_else(|| bad_input("profile: no GPU adapter found; install mesa-vulkan-drivers for a software one"))?;
+    let (batch, steps) = (args.batch_size as usize, args.steps as usize);
+    let mut train = load_mnist(&args.data_dir)?.train;
+    train = train.truncated(batch * (WARM_UP_STEPS + steps));
+    if train.len() < batch {
+        return Err(bad_input(format!("--batch-size {batch}: larger than the {} training images", train.len())));
+    }
+    let mut backend = GpuBackend::new(&ctx, plan.clone(), &init_params(&plan, 42), Optimizer::adam(1e-3))?;
+    backend.set_train_data(&train)?;
+    let batch_indices = |s: usize| -> Vec<u32> { (0..batch).map(|i| ((s * batch + i) % train.len()) as u32).collect() };
+    for s in 0..WARM_UP_STEPS {
+        backend.train_step(&batch_indices(s))?;
+    }
+    backend.take_train_stats()?;
+    // The step as training runs it: one submit per step, waiting only at the end.
+    let start = Instant::now();
+    for s in 0..steps {
+        backend.train_step(&batch_indices(WARM_UP_STEPS + s))?;
+    }
+    backend.take_train_stats()?;
+    let step_us = start.elapsed().as_secs_f64() * 1e6 / steps as f64;
+    let mut profiler = Profiler::new(&ctx);
+    let mut profiled = Vec::with_capacity(steps);
+    for s in 0..steps {
+        profiled.push(profiler.profile_step(&mut backend, &batch_indices(WARM_UP_STEPS + s))?);
+    }
+    backend.take_train_stats()?;
+    println!("{} ({}), {arch}, batch {batch}, {steps} steps; {}", ctx.info.name, ctx.backend_name(), profiler.source.describe());
+    print_table(&profiled, step_us);
+    if let Some(path) = &args.trace {
+        write_atomic(path, serde_json::to_string(&chrome_trace(&profiled))?.as_bytes())?;
+        println!("wrote trace to {}", path.display());
+    }
+    Ok(())
+}
+
+#[derive(Default)]
+struct Row {
+    calls: usize,
+    total_us: f64,
+    flops: u64,
+    bytes: u64,
+}
+
+fn print_table(steps: &[Vec<DispatchTiming>], step_us: f64) {
+    let mut rows: HashMap<(&str, &str), Row> = HashMap::new();
+    for t in steps.iter().flatten() {
+        let row = rows.entry((t.kernel, t.cost.shape.as_str())).or_default();
+        row.calls += 1;
+        row.total_us += t.duration_us;
+        row.flops += t.cost.flops;
+        row.bytes += t.cost.bytes;
+    }
+    let mut rows: Vec<_> = rows.into_iter().collect();
+    rows.sort_by(|a, b| b.1.total_us.total_cmp(&a.1.total_us));
+    let width = rows.iter().map(|((k, _), _)| k.len()).max().unwrap_or(6);
+    let shape_width = rows.iter().map(|((_, s), _)| s.len()).max().unwrap_or(5);
+    println!(
+        "\n{:width$}  {:shape_width$}  {:>5}  {:>10}  {:>10}  {:>6}  {:>8}  {:>7}",
+        "kernel", "shape", "calls", "total ms", "mean us", "share", "GFLOP/s", "GB/s"
+    );
+    let all_steps_us = step_us * steps.len() as f64;
+    for ((kernel, shape), r) in &rows {
+        let seconds = r.total_us / 1e6;
+        let rate = |x: u64| if x == 0 || seconds == 0.0 { "-".to_string() } else { format!("{:.2}", x as f64 / seconds / 1e9) };
+        println!(
+            "{kernel:width$}  {shape:shape_width$}  {:>5}  {:>10.3}  {:>10.1}  {:>5.1}%  {:>8}  {:>7}",
+            r.calls,
+            r.total_us / 1e3,
+            r.total_us / r.calls as f64,
+            100.0 * r.total_us / all_steps_us,
+            rate(r.flops),
+            rate(r.bytes)
+        );
+    }
+    let kernel_us: f64 = rows.iter().map(|(_, r)| r.total_us).sum::<f64>() / steps.len() as f64;
+    println!(
+        "\nstep (one submit, wall clock): {:.3} ms; kernels: {:.3} ms per step ({:.1}% of the step)",
+        step_us / 1e3,
+        kernel_us / 1e3,
+        100.0 * kernel_us / step_us
+    );
+}
+
+/// Trace-event JSON: one complete event per dispatch, steps laid end to end.
+fn chrome_trace(steps: &[Vec<DispatchTiming>]) -> serde_json::Value {
+    let mut events = Vec::new();
+    let mut origin = 0.0;
+    for (s, step) in steps.iter().enumerate() {
+        let end = step.iter().map(|t| t.start_us + t.duration_us).fold(0.0, f64::max);
+        events.push(serde_json::json!({"name": format!("step {}", s + 1), "ph": "X", "pid": 1, "tid": 0, "ts": origin, "dur": end}));
+        for t in step {
+            events.push(serde_json::json!({
+                "name": t.kernel, "cat": "kernel", "ph": "X", "pid": 1, "tid": 1,
+                "ts": origin + t.start_us, "dur": t.duration_us,
+                "args": {"shape": t.cost.shape, "workgroups": t.workgroups, "flops": t.cost.flops, "bytes": t.cost.bytes},
+            }));
+        }
+        origin += end + 10.0;
+    }
+    serde_json::json!({"traceEvents": events, "displayTimeUnit": "ms"})
+}
