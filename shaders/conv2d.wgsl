@@ -1,22 +1,28 @@
 // Conv2d, stride 1, valid padding (twin of src/cpu/conv2d.rs). Activations NCHW, weights OIHW
-// (out channel, in channel, ky, kx), bias one per out channel. Every output element is one
-// invocation that sums its terms in a fixed order: no atomics, bit-reproducible.
+// (out channel, in channel, ky, kx), bias one per out channel. Every output element is summed by
+// one invocation in a fixed order (no atomics, no races), so results are bit-reproducible; the
+// weight gradient sums fixed chunks of the batch, then adds the chunks in order.
 //
-// conv2d_forward:          dst = y  [n][co][oy][ox] = bias[co] + sum_(ci,ky,kx) x[n][ci][oy+ky][ox+kx]
-//                          * w[co][ci][ky][kx], then max(., 0) when params.relu == 1.
-//                          src = x, factor = w.                               bindings 0..4
-// conv2d_backward_input:   dst = dx [n][ci][iy][ix] = sum_(co,ky,kx) dy[n][co][iy-ky][ix-kx]
-//                          * w[co][ci][ky][kx] over in-range output positions (a gather, never a
-//                          scatter). src = dy, factor = w.                    bindings 0..3
-// conv2d_backward_weights: dst = dw [co][ci][ky][kx] = sum_(n,oy,ox) dy[n][co][oy][ox]
-//                          * x[n][ci][oy+ky][ox+kx]. src = dy, factor = x.    bindings 0..3
-// conv2d_backward_bias:    dst = db [co] = sum_(n,oy,ox) dy[n][co][oy][ox]. src = dy.
-//                                                                             bindings 0..2
+// Written for CPU adapters (lavapipe/llvmpipe). There a workgroup runs as 8-wide SIMD lanes on
+// one thread, and every storage-buffer load (shared memory too) is a loop over the lanes that
+// costs about as much as 50 FMAs; arithmetic is cheap. So: no shared memory, and each invocation
+// keeps a large block of sums in registers and uses every value it loads many times:
+//   - A `Tile` is 32 channels x 4 positions of sums (eight mat4x4). A step adds the outer
+//     product of 32 channel values (`Channels`) and 4 position values (a vec4): 128 FMAs for
+//     36 loads, fewer where the 4 position values come from a sliding window (below).
+//   - A block is 8 Tiles: 32 channels x 8 rows x 4 columns. The 32 channel values of a step
+//     are shared by the 8 rows; each row's 4 values are a window that slides one column per
+//     step along kx (or ox), so it costs one new load per step, not four.
+// lavapipe unrolls only small innermost loops with constant trip counts, and a private array
+// indexed by a loop counter lives in memory, so the 8 Tiles are named variables and the code
+// over them is written out; the kernel size k stays a runtime value (the windows slide).
 //
-// @binding(0) params: uniform Conv2dParams; (1) src: read; (2) dst: read_write;
-// (3) factor: read; (4) bias: read. Every kernel is `dst = sum(src * factor)`, so the bindings
-// are named by role; the table above says which tensor each role is.
-// One invocation per dst element, 1-D launch (flat_index); params.len = dst elements.
+// Row segments: forward and backward_input number the (image, row) pairs of the output as one
+// list, so a block of 8 rows can span two images and no rows are wasted on small images.
+//
+// Bindings: @binding(0) params: uniform Conv2dParams; (1) src: read; (2) dst: read_write;
+// (3) factor: read; (4) bias: read (forward only). Each entry point says which tensor each
+// role is.
 
 struct Conv2dParams {
     batch: u32,
@@ -28,134 +34,599 @@ struct Conv2dParams {
     out_width: u32,
     kernel: u32,
     relu: u32,
+    // Invocations that do work (the rest return at once).
     len: u32,
-    _pad0: u32,
-    _pad1: u32,
+    // forward / backward_input: blocks of BLOCK_COLS columns; backward_weights: of kx.
+    col_blocks: u32,
+    // forward / backward_input: blocks of BLOCK_ROWS row segments; backward_weights: of
+    // (in channel, ky) pairs.
+    row_blocks: u32,
+    // backward_weights: row segments (image, output row) per chunk of partial sums.
+    chunk_rows: u32,
+    // backward_weights / conv2d_reduce: chunks of partial sums.
+    chunks: u32,
+    // conv2d_reduce: where the summed elements start in a chunk, and the elements per chunk.
+    partial_first: u32,
+    partial_stride: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Conv2dParams;
 @group(0) @binding(1) var<storage, read> src: array<f32>;
 @group(0) @binding(2) var<storage, read_write> dst: array<f32>;
 @group(0) @binding(3) var<storage, read> factor: array<f32>;
+
+// The block of one invocation; the host mirrors these (src/gpu/conv2d.rs).
+const BLOCK_CHANNELS: u32 = 32u;
+const BLOCK_ROWS: u32 = 8u;
+const BLOCK_COLS: u32 = 4u;
+// Invocations per workgroup of the blocked kernels: few, because each one is heavy and lavapipe
+// hands whole workgroups to its threads.
+const BLOCK_WORKGROUP: u32 = 16u;
+
+// The invocation index of a blocked kernel; the host folds its workgroups into 2-D.
+fn block_lane(wg: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
+    return (wg.x + wg.y * nwg.x) * BLOCK_WORKGROUP + lid;
+}
+
+// 32 channel values: lo[i] holds channels 4i..4i+3, hi[i] channels 16+4i..16+4i+3.
+struct Channels {
+    lo: mat4x4<f32>,
+    hi: mat4x4<f32>,
+}
+
+// 32 channels x 4 positions of sums: q<i>[p] holds channels 4i..4i+3 at position p.
+struct Tile {
+    q0: mat4x4<f32>,
+    q1: mat4x4<f32>,
+    q2: mat4x4<f32>,
+    q3: mat4x4<f32>,
+    q4: mat4x4<f32>,
+    q5: mat4x4<f32>,
+    q6: mat4x4<f32>,
+    q7: mat4x4<f32>,
+}
+
+fn splat4(v: vec4<f32>) -> mat4x4<f32> {
+    return mat4x4<f32>(v, v, v, v);
+}
+
+// A Tile holding `c` at every position.
+fn tile_splat(c: Channels) -> Tile {
+    return Tile(splat4(c.lo[0]), splat4(c.lo[1]), splat4(c.lo[2]), splat4(c.lo[3]), splat4(c.hi[0]), splat4(c.hi[1]), splat4(c.hi[2]), splat4(c.hi[3]));
+}
+
+// acc[p] += a * b[p]: the outer product of 4 channels and 4 positions.
+fn outer_acc(acc: mat4x4<f32>, a: vec4<f32>, b: vec4<f32>) -> mat4x4<f32> {
+    return mat4x4<f32>(fma(a, vec4<f32>(b.x), acc[0]), fma(a, vec4<f32>(b.y), acc[1]), fma(a, vec4<f32>(b.z), acc[2]), fma(a, vec4<f32>(b.w), acc[3]));
+}
+
+// t += a (x) b: 32 channels times 4 positions.
+fn tile_fma(t: Tile, a: Channels, b: vec4<f32>) -> Tile {
+    return Tile(outer_acc(t.q0, a.lo[0], b), outer_acc(t.q1, a.lo[1], b), outer_acc(t.q2, a.lo[2], b), outer_acc(t.q3, a.lo[3], b), outer_acc(t.q4, a.hi[0], b), outer_acc(t.q5, a.hi[1], b), outer_acc(t.q6, a.hi[2], b), outer_acc(t.q7, a.hi[3], b));
+}
+
+// factor[base + c * stride] for the 32 channels c = first.., each clamped to `last` (clamped
+// channels only feed sums that are never stored).
+fn factor32(base: u32, stride: u32, first: u32, last: u32) -> Channels {
+    return Channels(factor16(base, stride, first, last), factor16(base, stride, first + 16u, last));
+}
+
+fn factor16(base: u32, stride: u32, first: u32, last: u32) -> mat4x4<f32> {
+    return mat4x4<f32>(factor4(base, stride, first, last), factor4(base, stride, first + 4u, last), factor4(base, stride, first + 8u, last), factor4(base, stride, first + 12u, last));
+}
+
+fn factor4(base: u32, stride: u32, first: u32, last: u32) -> vec4<f32> {
+    return vec4<f32>(factor[base + min(first, last) * stride], factor[base + min(first + 1u, last) * stride], factor[base + min(first + 2u, last) * stride], factor[base + min(first + 3u, last) * stride]);
+}
+
+// The window of `src` row `row` one slide before columns col..col+3: (unused, col, col + 1,
+// col + 2). Columns are clamped to `last_col`: clamped ones only feed sums never stored.
+fn src_window(row: u32, col: u32, last_col: u32) -> vec4<f32> {
+    return vec4<f32>(0.0, src[row + min(col, last_col)], src[row + min(col + 1u, last_col)], src[row + min(col + 2u, last_col)]);
+}
+
+// Slides a window one column right: (v.x, v.y, v.z, v.w) -> (v.y, v.z, v.w, next).
+fn slide(v: vec4<f32>, next: f32) -> vec4<f32> {
+    return vec4<f32>(v.yzw, next);
+}
+
+// Stores r[i] at dst[at + i * stride] for the first `n` of its 4 channels.
+fn store_channels(r: vec4<f32>, at: u32, stride: u32, n: u32, relu: bool) {
+    let v = select(r, max(r, vec4<f32>(0.0)), relu);
+    if n > 0u {
+        dst[at] = v.x;
+    }
+    if n > 1u {
+        dst[at + stride] = v.y;
+    }
+    if n > 2u {
+        dst[at + 2u * stride] = v.z;
+    }
+    if n > 3u {
+        dst[at + 3u * stride] = v.w;
+    }
+}
+
+// Stores m[p] (4 channels at position p) at dst[at + channel * stride + p] for the first `n`
+// channels and `cols` positions.
+fn store_quad(m: mat4x4<f32>, at: u32, stride: u32, n: u32, cols: u32, relu: bool) {
+    store_channels(m[0], at, stride, n, relu);
+    if cols > 1u {
+        store_channels(m[1], at + 1u, stride, n, relu);
+    }
+    if cols > 2u {
+        store_channels(m[2], at + 2u, stride, n, relu);
+    }
+    if cols > 3u {
+        store_channels(m[3], at + 3u, stride, n, relu);
+    }
+}
+
+// Stores a Tile at dst[at + channel * stride + position] for the first `channels` (at most 32
+// are stored) and `cols` positions, rectified when `relu`.
+fn store_tile(t: Tile, at: u32, stride: u32, channels: u32, cols: u32, relu: bool) {
+    store_quad(t.q0, at, stride, min(channels, 4u), cols, relu);
+    if channels > 4u {
+        store_quad(t.q1, at + 4u * stride, stride, min(channels - 4u, 4u), cols, relu);
+    }
+    if channels > 8u {
+        store_quad(t.q2, at + 8u * stride, stride, min(channels - 8u, 4u), cols, relu);
+    }
+    if channels > 12u {
+        store_quad(t.q3, at + 12u * stride, stride, min(channels - 12u, 4u), cols, relu);
+    }
+    if channels > 16u {
+        store_quad(t.q4, at + 16u * stride, stride, min(channels - 16u, 4u), cols, relu);
+    }
+    if channels > 20u {
+        store_quad(t.q5, at + 20u * stride, stride, min(channels - 20u, 4u), cols, relu);
+    }
+    if channels > 24u {
+        store_quad(t.q6, at + 24u * stride, stride, min(channels - 24u, 4u), cols, relu);
+    }
+    if channels > 28u {
+        store_quad(t.q7, at + 28u * stride, stride, min(channels - 28u, 4u), cols, relu);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// conv2d_forward: y[n][co][oy][ox] = bias[co] + sum_(ci,ky,kx) x[n][ci][oy+ky][ox+kx]
+//   * w[co][ci][ky][kx], then max(., 0) when params.relu == 1.
+// Bindings: src = x, dst = y, factor = w, (4) bias.
+// Block: 32 output channels x 8 row segments (image, oy) x 4 columns ox0..ox0+3 = 8 Tiles.
+// Lanes: (channel block, row block, column block), column block fastest; params.len of them.
+// Loop: for each ci and ky, each segment's window over x row oy+ky slides across kx (one load
+//   per segment and kx); the 32 weights w[co0..][ci][ky][kx] are shared by all 32 positions.
+//   Loads per (ci, ky): 8 * (3 + k) + 32 * k for 32 * 32 * k FMAs.
+// ---------------------------------------------------------------------------------------------
+
 @group(0) @binding(4) var<storage, read> bias: array<f32>;
 
-// A flat index split into four coordinates, outermost first, of a tensor whose three inner
-// dimensions are `inner` (the outermost is implied).
-fn unflatten4(i: u32, inner: vec3<u32>) -> vec4<u32> {
-    let d3 = i % inner.z;
-    let rest = i / inner.z;
-    let d2 = rest % inner.y;
-    let rest2 = rest / inner.y;
-    return vec4<u32>(rest2 / inner.x, rest2 % inner.x, d2, d3);
+fn bias16(first: u32, last: u32) -> mat4x4<f32> {
+    return mat4x4<f32>(bias4(first, last), bias4(first + 4u, last), bias4(first + 8u, last), bias4(first + 12u, last));
 }
 
-fn input_plane() -> u32 {
-    return params.in_height * params.in_width;
+fn bias4(first: u32, last: u32) -> vec4<f32> {
+    return vec4<f32>(bias[min(first, last)], bias[min(first + 1u, last)], bias[min(first + 2u, last)], bias[min(first + 3u, last)]);
 }
 
-fn output_plane() -> u32 {
-    return params.out_height * params.out_width;
+// Where output row segment `seg` (clamped to the last) reads x: image n, channel 0, row oy.
+fn fwd_origin(seg: u32) -> u32 {
+    let s = min(seg, params.batch * params.out_height - 1u);
+    let img = s / params.out_height;
+    return (img * params.in_channels * params.in_height + s % params.out_height) * params.in_width;
 }
 
-fn kernel_plane() -> u32 {
-    return params.kernel * params.kernel;
-}
-
-@compute @workgroup_size(WORKGROUP_SIZE)
-fn conv2d_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = flat_index(gid, nwg);
-    if i >= params.len {
+fn fwd_store(t: Tile, seg: u32, co: u32, ox: u32) {
+    if seg >= params.batch * params.out_height {
         return;
     }
-    // (image, out channel, oy, ox)
-    let o = unflatten4(i, vec3<u32>(params.out_channels, params.out_height, params.out_width));
+    let img = seg / params.out_height;
+    let oy = seg % params.out_height;
+    let plane = params.out_height * params.out_width;
+    let at = (img * params.out_channels + co) * plane + oy * params.out_width + ox;
+    store_tile(t, at, plane, params.out_channels - co, min(params.out_width - ox, BLOCK_COLS), params.relu == 1u);
+}
+
+@compute @workgroup_size(BLOCK_WORKGROUP)
+fn conv2d_forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let lane = block_lane(wg, nwg, lid);
+    if lane >= params.len {
+        return;
+    }
     let k = params.kernel;
-    var sum = bias[o.y];
+    let ox0 = (lane % params.col_blocks) * BLOCK_COLS;
+    let seg0 = ((lane / params.col_blocks) % params.row_blocks) * BLOCK_ROWS;
+    let co0 = (lane / (params.col_blocks * params.row_blocks)) * BLOCK_CHANNELS;
+    let last_co = params.out_channels - 1u;
+    let last_col = params.in_width - 1u;
+    let plane = params.in_height * params.in_width;
+
+    let o0 = fwd_origin(seg0);
+    let o1 = fwd_origin(seg0 + 1u);
+    let o2 = fwd_origin(seg0 + 2u);
+    let o3 = fwd_origin(seg0 + 3u);
+    let o4 = fwd_origin(seg0 + 4u);
+    let o5 = fwd_origin(seg0 + 5u);
+    let o6 = fwd_origin(seg0 + 6u);
+    let o7 = fwd_origin(seg0 + 7u);
+
+    // Every sum starts at its channel's bias.
+    let b = tile_splat(Channels(bias16(co0, last_co), bias16(co0 + 16u, last_co)));
+    var t0 = b;
+    var t1 = b;
+    var t2 = b;
+    var t3 = b;
+    var t4 = b;
+    var t5 = b;
+    var t6 = b;
+    var t7 = b;
+
+    let w_stride = params.in_channels * k * k;
     for (var ci = 0u; ci < params.in_channels; ci++) {
-        let x_window = ((o.x * params.in_channels + ci) * params.in_height + o.z) * params.in_width + o.w;
-        let w_patch = (o.y * params.in_channels + ci) * kernel_plane();
         for (var ky = 0u; ky < k; ky++) {
-            let x_row = x_window + ky * params.in_width;
-            let w_row = w_patch + ky * k;
+            let row = ci * plane + ky * params.in_width;
+            var x0 = src_window(o0 + row, ox0, last_col);
+            var x1 = src_window(o1 + row, ox0, last_col);
+            var x2 = src_window(o2 + row, ox0, last_col);
+            var x3 = src_window(o3 + row, ox0, last_col);
+            var x4 = src_window(o4 + row, ox0, last_col);
+            var x5 = src_window(o5 + row, ox0, last_col);
+            var x6 = src_window(o6 + row, ox0, last_col);
+            var x7 = src_window(o7 + row, ox0, last_col);
+            let w_row = (ci * k + ky) * k;
             for (var kx = 0u; kx < k; kx++) {
-                sum += src[x_row + kx] * factor[w_row + kx];
+                // Now each window holds columns ox0 + kx .. ox0 + kx + 3.
+                let next = min(ox0 + kx + 3u, last_col);
+                x0 = slide(x0, src[o0 + row + next]);
+                x1 = slide(x1, src[o1 + row + next]);
+                x2 = slide(x2, src[o2 + row + next]);
+                x3 = slide(x3, src[o3 + row + next]);
+                x4 = slide(x4, src[o4 + row + next]);
+                x5 = slide(x5, src[o5 + row + next]);
+                x6 = slide(x6, src[o6 + row + next]);
+                x7 = slide(x7, src[o7 + row + next]);
+                let w = factor32(w_row + kx, w_stride, co0, last_co);
+                t0 = tile_fma(t0, w, x0);
+                t1 = tile_fma(t1, w, x1);
+                t2 = tile_fma(t2, w, x2);
+                t3 = tile_fma(t3, w, x3);
+                t4 = tile_fma(t4, w, x4);
+                t5 = tile_fma(t5, w, x5);
+                t6 = tile_fma(t6, w, x6);
+                t7 = tile_fma(t7, w, x7);
             }
         }
     }
-    dst[i] = select(sum, max(sum, 0.0), params.relu == 1u);
+    fwd_store(t0, seg0, co0, ox0);
+    fwd_store(t1, seg0 + 1u, co0, ox0);
+    fwd_store(t2, seg0 + 2u, co0, ox0);
+    fwd_store(t3, seg0 + 3u, co0, ox0);
+    fwd_store(t4, seg0 + 4u, co0, ox0);
+    fwd_store(t5, seg0 + 5u, co0, ox0);
+    fwd_store(t6, seg0 + 6u, co0, ox0);
+    fwd_store(t7, seg0 + 7u, co0, ox0);
 }
 
-// The kernel offsets of a window that keep `input_pos - offset` inside `0..outputs`:
-// `vec2(first, last + 1)`.
-fn valid_offsets(input_pos: u32, outputs: u32) -> vec2<u32> {
-    let first = select(0u, input_pos + 1u - outputs, input_pos + 1u > outputs);
-    let end = min(params.kernel, input_pos + 1u);
-    return vec2<u32>(first, end);
+// ---------------------------------------------------------------------------------------------
+// conv2d_backward_input: dx[n][ci][iy][ix] = sum_(co,ky,kx) dy[n][co][iy-ky][ix-kx]
+//   * w[co][ci][ky][kx] over the in-range dy positions (a gather, never a scatter).
+// Bindings: src = dy, dst = dx, factor = w.
+// Block: 32 input channels x 8 row segments (image, iy) x 4 columns ix0..ix0+3 = 8 Tiles.
+// Lanes: (channel block, row block, column block), column block fastest; params.len of them.
+// Loop: for each co and ky, each segment's window over dy row iy-ky (zeros outside dy) slides
+//   left across kx (one load per segment and kx); the 32 weights w[co][ci0..][ky][kx] are
+//   shared by all 32 positions. Loads per (co, ky): 8 * (3 + k) + 32 * k for 32 * 32 * k FMAs.
+// ---------------------------------------------------------------------------------------------
+
+// dy at column `col` of the row at `row`: zero unless the row is real (`row_ok`) and
+// col < out_width (columns left of 0 wrap around to huge values).
+fn dy_at(row: u32, row_ok: bool, col: u32) -> f32 {
+    let v = src[row + min(col, params.out_width - 1u)];
+    return select(0.0, v, row_ok && col < params.out_width);
 }
 
-@compute @workgroup_size(WORKGROUP_SIZE)
-fn conv2d_backward_input(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = flat_index(gid, nwg);
-    if i >= params.len {
+// The window of dy one slide before columns col..col+3: (col + 1, col + 2, col + 3, unused).
+fn dy_window(row: u32, row_ok: bool, col: u32) -> vec4<f32> {
+    return vec4<f32>(dy_at(row, row_ok, col + 1u), dy_at(row, row_ok, col + 2u), dy_at(row, row_ok, col + 3u), 0.0);
+}
+
+// Slides a window one column left: (v.x, v.y, v.z, v.w) -> (prev, v.x, v.y, v.z).
+fn slide_left(v: vec4<f32>, prev: f32) -> vec4<f32> {
+    return vec4<f32>(prev, v.xyz);
+}
+
+// An input row segment: where its image starts in dy, and its row iy.
+struct Segment {
+    origin: u32,
+    iy: u32,
+}
+
+fn bwd_segment(seg: u32) -> Segment {
+    let s = min(seg, params.batch * params.in_height - 1u);
+    let img = s / params.in_height;
+    return Segment(img * params.out_channels * params.out_height * params.out_width, s % params.in_height);
+}
+
+// The dy row iy - ky of channel co (clamped into range: see dy_row_ok).
+fn dy_row(seg: Segment, co: u32, ky: u32) -> u32 {
+    return seg.origin + (co * params.out_height + min(seg.iy - ky, params.out_height - 1u)) * params.out_width;
+}
+
+fn dy_row_ok(seg: Segment, ky: u32) -> bool {
+    return seg.iy >= ky && seg.iy - ky < params.out_height;
+}
+
+fn bwd_input_store(t: Tile, seg: u32, ci: u32, ix: u32) {
+    if seg >= params.batch * params.in_height {
         return;
     }
-    // (image, in channel, iy, ix)
-    let p = unflatten4(i, vec3<u32>(params.in_channels, params.in_height, params.in_width));
+    let img = seg / params.in_height;
+    let iy = seg % params.in_height;
+    let plane = params.in_height * params.in_width;
+    let at = (img * params.in_channels + ci) * plane + iy * params.in_width + ix;
+    store_tile(t, at, plane, params.in_channels - ci, min(params.in_width - ix, BLOCK_COLS), false);
+}
+
+@compute @workgroup_size(BLOCK_WORKGROUP)
+fn conv2d_backward_input(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let lane = block_lane(wg, nwg, lid);
+    if lane >= params.len {
+        return;
+    }
     let k = params.kernel;
-    let ky_range = valid_offsets(p.z, params.out_height);
-    let kx_range = valid_offsets(p.w, params.out_width);
-    var sum = 0.0;
+    let ix0 = (lane % params.col_blocks) * BLOCK_COLS;
+    let seg0 = ((lane / params.col_blocks) % params.row_blocks) * BLOCK_ROWS;
+    let ci0 = (lane / (params.col_blocks * params.row_blocks)) * BLOCK_CHANNELS;
+    let last_ci = params.in_channels - 1u;
+
+    let s0 = bwd_segment(seg0);
+    let s1 = bwd_segment(seg0 + 1u);
+    let s2 = bwd_segment(seg0 + 2u);
+    let s3 = bwd_segment(seg0 + 3u);
+    let s4 = bwd_segment(seg0 + 4u);
+    let s5 = bwd_segment(seg0 + 5u);
+    let s6 = bwd_segment(seg0 + 6u);
+    let s7 = bwd_segment(seg0 + 7u);
+
+    let zero = tile_splat(Channels(mat4x4<f32>(), mat4x4<f32>()));
+    var t0 = zero;
+    var t1 = zero;
+    var t2 = zero;
+    var t3 = zero;
+    var t4 = zero;
+    var t5 = zero;
+    var t6 = zero;
+    var t7 = zero;
+
+    let kk = k * k;
     for (var co = 0u; co < params.out_channels; co++) {
-        // dy[n][co][iy][ix]: the window offsets (ky, kx) are subtracted from it below.
-        let dy_origin = ((p.x * params.out_channels + co) * params.out_height + p.z) * params.out_width + p.w;
-        let w_patch = (co * params.in_channels + p.y) * kernel_plane();
-        for (var ky = ky_range.x; ky < ky_range.y; ky++) {
-            let dy_row = dy_origin - ky * params.out_width;
-            let w_row = w_patch + ky * k;
-            for (var kx = kx_range.x; kx < kx_range.y; kx++) {
-                sum += src[dy_row - kx] * factor[w_row + kx];
+        for (var ky = 0u; ky < k; ky++) {
+            let r0 = dy_row(s0, co, ky);
+            let r1 = dy_row(s1, co, ky);
+            let r2 = dy_row(s2, co, ky);
+            let r3 = dy_row(s3, co, ky);
+            let r4 = dy_row(s4, co, ky);
+            let r5 = dy_row(s5, co, ky);
+            let r6 = dy_row(s6, co, ky);
+            let r7 = dy_row(s7, co, ky);
+            let ok0 = dy_row_ok(s0, ky);
+            let ok1 = dy_row_ok(s1, ky);
+            let ok2 = dy_row_ok(s2, ky);
+            let ok3 = dy_row_ok(s3, ky);
+            let ok4 = dy_row_ok(s4, ky);
+            let ok5 = dy_row_ok(s5, ky);
+            let ok6 = dy_row_ok(s6, ky);
+            let ok7 = dy_row_ok(s7, ky);
+            var d0 = dy_window(r0, ok0, ix0);
+            var d1 = dy_window(r1, ok1, ix0);
+            var d2 = dy_window(r2, ok2, ix0);
+            var d3 = dy_window(r3, ok3, ix0);
+            var d4 = dy_window(r4, ok4, ix0);
+            var d5 = dy_window(r5, ok5, ix0);
+            var d6 = dy_window(r6, ok6, ix0);
+            var d7 = dy_window(r7, ok7, ix0);
+            let w_row = co * params.in_channels * kk + ky * k;
+            for (var kx = 0u; kx < k; kx++) {
+                // Now each window holds dy columns ix0 - kx .. ix0 - kx + 3.
+                let prev = ix0 - kx;
+                d0 = slide_left(d0, dy_at(r0, ok0, prev));
+                d1 = slide_left(d1, dy_at(r1, ok1, prev));
+                d2 = slide_left(d2, dy_at(r2, ok2, prev));
+                d3 = slide_left(d3, dy_at(r3, ok3, prev));
+                d4 = slide_left(d4, dy_at(r4, ok4, prev));
+                d5 = slide_left(d5, dy_at(r5, ok5, prev));
+                d6 = slide_left(d6, dy_at(r6, ok6, prev));
+                d7 = slide_left(d7, dy_at(r7, ok7, prev));
+                let w = factor32(w_row + kx, kk, ci0, last_ci);
+                t0 = tile_fma(t0, w, d0);
+                t1 = tile_fma(t1, w, d1);
+                t2 = tile_fma(t2, w, d2);
+                t3 = tile_fma(t3, w, d3);
+                t4 = tile_fma(t4, w, d4);
+                t5 = tile_fma(t5, w, d5);
+                t6 = tile_fma(t6, w, d6);
+                t7 = tile_fma(t7, w, d7);
             }
         }
     }
-    dst[i] = sum;
+    bwd_input_store(t0, seg0, ci0, ix0);
+    bwd_input_store(t1, seg0 + 1u, ci0, ix0);
+    bwd_input_store(t2, seg0 + 2u, ci0, ix0);
+    bwd_input_store(t3, seg0 + 3u, ci0, ix0);
+    bwd_input_store(t4, seg0 + 4u, ci0, ix0);
+    bwd_input_store(t5, seg0 + 5u, ci0, ix0);
+    bwd_input_store(t6, seg0 + 6u, ci0, ix0);
+    bwd_input_store(t7, seg0 + 7u, ci0, ix0);
 }
 
+// ---------------------------------------------------------------------------------------------
+// conv2d_backward_weights: partial sums of the weight and bias gradients over chunks of the
+//   output row segments (image, oy), params.chunk_rows segments per chunk (W = weight count):
+//     partial[chunk][co][ci][ky][kx] = sum_(segments of the chunk, ox) dy[n][co][oy][ox]
+//       * x[n][ci][oy+ky][ox+kx]
+//     partial[chunk][W + co] = sum_(segments of the chunk, ox) dy[n][co][oy][ox]
+//   conv2d_reduce then adds the chunks in chunk order.
+// conv2d_backward_weights_narrow: the same with blocks of 4 pairs, for in_channels * k <= 4
+//   (the first layer), where 8-pair blocks would be mostly empty.
+// Bindings: src = x, dst = partials, factor = dy.
+// Block: 32 output channels x 8 (or 4) (ci, ky) pairs x 4 kx (kx0..kx0+3; a Tile's positions
+//   are kx) = 8 (or 4) Tiles, plus the 32 bias sums (stored by pair block 0, kx block 0).
+// Lanes: (chunk, channel block, pair block, kx block), kx block fastest; params.len of them.
+// Loop: over the chunk's segments and ox, each pair's window over x row oy+ky slides right one
+//   column per ox (one load); the 32 dy values dy[n][co0..][oy][ox] are shared by all pairs.
+//   Loads per position: 8 + 32 for 32 * 8 * 4 FMAs.
+// ---------------------------------------------------------------------------------------------
+
+// Where (ci, ky) pair `pair` (clamped to the last) reads x: image 0, channel ci, row ky.
+fn pair_origin(pair: u32) -> u32 {
+    let k = params.kernel;
+    let p = min(pair, params.in_channels * k - 1u);
+    return ((p / k) * params.in_height + p % k) * params.in_width;
+}
+
+// Stores the sums of pair `pair` (32 channels from co x 4 kx from kx) in its chunk's part.
+fn bwd_weights_store(t: Tile, chunk_at: u32, pair: u32, co: u32, kx: u32) {
+    let k = params.kernel;
+    if pair >= params.in_channels * k {
+        return;
+    }
+    let ci = pair / k;
+    let ky = pair % k;
+    let at = chunk_at + ((co * params.in_channels + ci) * k + ky) * k + kx;
+    store_tile(t, at, params.in_channels * k * k, params.out_channels - co, min(k - kx, BLOCK_COLS), false);
+}
+
+@compute @workgroup_size(BLOCK_WORKGROUP)
+fn conv2d_backward_weights(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    backward_weights_block(block_lane(wg, nwg, lid), true);
+}
+
+@compute @workgroup_size(BLOCK_WORKGROUP)
+fn conv2d_backward_weights_narrow(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    backward_weights_block(block_lane(wg, nwg, lid), false);
+}
+
+// One block of the weight gradient: 8 pairs when `wide`, else 4. Both entry points pass a
+// constant, so after inlining the code for pairs 4..7 is either always there or gone (lavapipe
+// does not skip a branch that no lane takes: a runtime flag would cost the full block).
+fn backward_weights_block(lane: u32, wide: bool) {
+    if lane >= params.len {
+        return;
+    }
+    let k = params.kernel;
+    let kx_blocks = params.col_blocks;
+    let pair_blocks = params.row_blocks;
+    let co_blocks = (params.out_channels + BLOCK_CHANNELS - 1u) / BLOCK_CHANNELS;
+    let kx0 = (lane % kx_blocks) * BLOCK_COLS;
+    let pair_block = (lane / kx_blocks) % pair_blocks;
+    let co0 = ((lane / (kx_blocks * pair_blocks)) % co_blocks) * BLOCK_CHANNELS;
+    let chunk = lane / (kx_blocks * pair_blocks * co_blocks);
+    let pair0 = pair_block * select(BLOCK_ROWS / 2u, BLOCK_ROWS, wide);
+    let last_co = params.out_channels - 1u;
+    let last_col = params.in_width - 1u;
+    let ow = params.out_width;
+    let dy_plane = params.out_height * ow;
+
+    let p0 = pair_origin(pair0);
+    let p1 = pair_origin(pair0 + 1u);
+    let p2 = pair_origin(pair0 + 2u);
+    let p3 = pair_origin(pair0 + 3u);
+    let p4 = pair_origin(pair0 + 4u);
+    let p5 = pair_origin(pair0 + 5u);
+    let p6 = pair_origin(pair0 + 6u);
+    let p7 = pair_origin(pair0 + 7u);
+
+    var bias_sum = Channels(mat4x4<f32>(), mat4x4<f32>());
+    let zero = tile_splat(bias_sum);
+    var t0 = zero;
+    var t1 = zero;
+    var t2 = zero;
+    var t3 = zero;
+    var t4 = zero;
+    var t5 = zero;
+    var t6 = zero;
+    var t7 = zero;
+
+    let first = chunk * params.chunk_rows;
+    let end = min(first + params.chunk_rows, params.batch * params.out_height);
+    for (var seg = first; seg < end; seg++) {
+        let img = seg / params.out_height;
+        let oy = seg % params.out_height;
+        let row = (img * params.in_channels * params.in_height + oy) * params.in_width;
+        let dy_at_ox0 = (img * params.out_channels * params.out_height + oy) * ow;
+        var x0 = src_window(row + p0, kx0, last_col);
+        var x1 = src_window(row + p1, kx0, last_col);
+        var x2 = src_window(row + p2, kx0, last_col);
+        var x3 = src_window(row + p3, kx0, last_col);
+        var x4 = vec4<f32>();
+        var x5 = vec4<f32>();
+        var x6 = vec4<f32>();
+        var x7 = vec4<f32>();
+        if wide {
+            x4 = src_window(row + p4, kx0, last_col);
+            x5 = src_window(row + p5, kx0, last_col);
+            x6 = src_window(row + p6, kx0, last_col);
+            x7 = src_window(row + p7, kx0, last_col);
+        }
+        for (var ox = 0u; ox < ow; ox++) {
+            // Now each window holds x columns ox + kx0 .. ox + kx0 + 3.
+            let next = min(ox + kx0 + 3u, last_col);
+            x0 = slide(x0, src[row + p0 + next]);
+            x1 = slide(x1, src[row + p1 + next]);
+            x2 = slide(x2, src[row + p2 + next]);
+            x3 = slide(x3, src[row + p3 + next]);
+            let d = factor32(dy_at_ox0 + ox, dy_plane, co0, last_co);
+            bias_sum = Channels(bias_sum.lo + d.lo, bias_sum.hi + d.hi);
+            t0 = tile_fma(t0, d, x0);
+            t1 = tile_fma(t1, d, x1);
+            t2 = tile_fma(t2, d, x2);
+            t3 = tile_fma(t3, d, x3);
+            if wide {
+                x4 = slide(x4, src[row + p4 + next]);
+                x5 = slide(x5, src[row + p5 + next]);
+                x6 = slide(x6, src[row + p6 + next]);
+                x7 = slide(x7, src[row + p7 + next]);
+                t4 = tile_fma(t4, d, x4);
+                t5 = tile_fma(t5, d, x5);
+                t6 = tile_fma(t6, d, x6);
+                t7 = tile_fma(t7, d, x7);
+            }
+        }
+    }
+    let chunk_at = chunk * params.partial_stride;
+    bwd_weights_store(t0, chunk_at, pair0, co0, kx0);
+    bwd_weights_store(t1, chunk_at, pair0 + 1u, co0, kx0);
+    bwd_weights_store(t2, chunk_at, pair0 + 2u, co0, kx0);
+    bwd_weights_store(t3, chunk_at, pair0 + 3u, co0, kx0);
+    if wide {
+        bwd_weights_store(t4, chunk_at, pair0 + 4u, co0, kx0);
+        bwd_weights_store(t5, chunk_at, pair0 + 5u, co0, kx0);
+        bwd_weights_store(t6, chunk_at, pair0 + 6u, co0, kx0);
+        bwd_weights_store(t7, chunk_at, pair0 + 7u, co0, kx0);
+    }
+    if pair_block == 0u && kx0 == 0u {
+        // Position 0 of a Tile of the bias sums, stored at channel stride 1.
+        let at = chunk_at + params.out_channels * params.in_channels * k * k + co0;
+        store_tile(tile_splat(bias_sum), at, 1u, params.out_channels - co0, 1u, false);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// conv2d_reduce: dst[i] = sum_(c < chunks, in order) src[c * partial_stride + partial_first + i]
+//   for i < params.len: adds up the chunks of conv2d_backward_weights.
+// Bindings: src = partials, dst = dw or db. One invocation per element, 1-D launch (flat_index).
+// ---------------------------------------------------------------------------------------------
+
 @compute @workgroup_size(WORKGROUP_SIZE)
-fn conv2d_backward_weights(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+fn conv2d_reduce(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = flat_index(gid, nwg);
     if i >= params.len {
         return;
     }
-    // (out channel, in channel, ky, kx)
-    let wi = unflatten4(i, vec3<u32>(params.in_channels, params.kernel, params.kernel));
     var sum = 0.0;
-    for (var n = 0u; n < params.batch; n++) {
-        let dy_plane = (n * params.out_channels + wi.x) * output_plane();
-        let x_window = ((n * params.in_channels + wi.y) * params.in_height + wi.z) * params.in_width + wi.w;
-        for (var oy = 0u; oy < params.out_height; oy++) {
-            let dy_row = dy_plane + oy * params.out_width;
-            let x_row = x_window + oy * params.in_width;
-            for (var ox = 0u; ox < params.out_width; ox++) {
-                sum += src[dy_row + ox] * factor[x_row + ox];
-            }
-        }
+    for (var c = 0u; c < params.chunks; c++) {
+        sum += src[c * params.partial_stride + params.partial_first + i];
     }
     dst[i] = sum;
-}
-
-@compute @workgroup_size(WORKGROUP_SIZE)
-fn conv2d_backward_bias(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let co = flat_index(gid, nwg);
-    if co >= params.len {
-        return;
-    }
-    let plane = output_plane();
-    var sum = 0.0;
-    for (var n = 0u; n < params.batch; n++) {
-        let dy_plane = (n * params.out_channels + co) * plane;
-        for (var j = 0u; j < plane; j++) {
-            sum += src[dy_plane + j];
-        }
-    }
-    dst[co] = sum;
 }

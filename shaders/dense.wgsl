@@ -1,19 +1,46 @@
-// Dense layer passes as one tiled matrix multiply (twin of src/cpu/dense.rs).
+// Dense layer passes as matrix multiplies (twin of src/cpu/dense.rs).
 //
-// dense_matmul:        c[m][p] = sum_k A(m, k) * B(k, p)             bindings 0..3
-// dense_matmul_bias:   c[m][p] = sum_k A(m, k) * B(k, p) + bias[p]   bindings 0..4
-// dense_backward_bias: c[m]    = sum_k A(m, k)                       bindings 0..2
+// Every matmul entry point computes  c[m][p] = sum_k A(m, k) * B(k, p)  (+ bias[p] in the
+// *_bias entries), with A as rows x inner, B as inner x cols and c row-major rows x cols.
+// A and B are read through (row, column) strides in elements, so a transposed operand costs
+// nothing: forward is x w^T (+ b), backward input is dy w, backward weights is dy^T x, and the
+// bias gradient is the row sums of the same A = dy^T.
 //
-// A is rows x inner and B is inner x cols, each read through (row, column) strides in elements,
-// so a transposed operand costs nothing: forward is x w^T (+ b), backward input is dy w,
-// backward weights is dy^T x, and the bias gradient is the row sums of the same A = dy^T.
-// c is row-major rows x cols (a vector of rows for dense_backward_bias).
+// Bindings (group 0), shared by every entry point (each uses a subset):
+//   0 params: uniform MatmulParams
+//   1 a: read            (also viewed as a4: array<vec4<f32>>)
+//   2 c: read_write      (also viewed as c4: array<vec4<f32>>)
+//   3 b: read            (also viewed as b4: array<vec4<f32>>)
+//   4 bias: read         (the *_bias entries only)
 //
-// @binding(0) params: uniform MatmulParams; (1) a: read; (2) c: read_write; (3) b: read;
-// (4) bias: read.
-// The matmuls run one TILE x TILE workgroup per output tile (x: columns, y: rows, 2-D launch);
-// dense_backward_bias runs one invocation per row of A (1-D launch, flat_index).
-// Every sum runs over k in increasing order in one invocation, so results are reproducible.
+// Two variants of the matmul (the host's dense::MatmulVariant); both sum every output over k in
+// increasing order in one invocation, without atomics, so results are reproducible:
+//
+// Tiled (real GPUs): one TILE x TILE workgroup per output tile (2-D launch, x: columns, y: rows)
+// staging TILE x TILE tiles of A and B in workgroup memory.
+//   dense_matmul, dense_matmul_bias
+//
+// Register-blocked (CPU adapters such as lavapipe, where a workgroup is SIMD lanes on one CPU
+// thread, and shared memory, barriers and every load instruction are expensive): no workgroup
+// memory; each invocation keeps a block of outputs in registers and loads 4 floats per load
+// where the layout allows. Out-of-range rows and columns of a block are clamped to the last
+// one for loading (no divergent branches in the k loop) and skipped when storing.
+//   dense_matmul_rb, dense_matmul_bias_rb   any strides. Block RB_M rows x RB_N columns; a
+//       workgroup is RB_LANES invocations along rows sharing one column block.
+//       Launch (ceil(cols / RB_N), ceil(rows / (RB_M * RB_LANES))).
+//   dense_matmul_dot, dense_matmul_bias_dot   A and B contiguous along k (A row-major, B a
+//       transposed row-major matrix), row strides and inner multiples of 4: A and B are read
+//       as vec4 along k. Block DOT_M rows x DOT_N columns; a workgroup is DOT_LANES
+//       invocations along rows sharing one column block.
+//       Launch (ceil(cols / DOT_N), ceil(rows / (DOT_M * DOT_LANES))).
+//   dense_matmul_axpy   B row-major with a row stride and cols multiples of 4: B and c are
+//       read and written as vec4 along columns, A element by element. Block AXPY_M rows x
+//       4 * AXPY_V columns; a workgroup is AXPY_LANES invocations along columns sharing one
+//       row block, so they all read A at the same addresses.
+//       Launch (ceil(cols / (4 * AXPY_V * AXPY_LANES)), ceil(rows / AXPY_M)).
+//
+// dense_backward_bias: c[m] = sum_k A(m, k), one invocation per row of A (1-D launch,
+// flat_index).
 
 struct MatmulParams {
     rows: u32,
@@ -31,15 +58,36 @@ struct MatmulParams {
 @group(0) @binding(3) var<storage, read> b: array<f32>;
 @group(0) @binding(4) var<storage, read> bias: array<f32>;
 
+// The same buffers, four floats at a time (the dot and axpy kernels only). Every vec4 they
+// touch lies inside the matrix, so a binding that is not a multiple of 16 bytes is fine.
+@group(0) @binding(1) var<storage, read> a4: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read_write> c4: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read> b4: array<vec4<f32>>;
+
+fn a_at(row: u32, k: u32) -> f32 {
+    return a[row * params.a_strides.x + k * params.a_strides.y];
+}
+
+fn b_at(k: u32, col: u32) -> f32 {
+    return b[k * params.b_strides.x + col * params.b_strides.y];
+}
+
+// The last row and column of c, which clamped loads fall back to (0 for an empty matrix).
+fn last_row() -> u32 {
+    return max(params.rows, 1u) - 1u;
+}
+
+fn last_col() -> u32 {
+    return max(params.cols, 1u) - 1u;
+}
+
+// ---- Tiled ----
+
 // Side of the square output tile of a workgroup (the host's dense::TILE).
 const TILE: u32 = 16u;
 
 var<workgroup> a_tile: array<array<f32, TILE>, TILE>;
 var<workgroup> b_tile: array<array<f32, TILE>, TILE>;
-
-fn a_at(row: u32, k: u32) -> f32 {
-    return a[row * params.a_strides.x + k * params.a_strides.y];
-}
 
 // A(row, k), or 0 past the edges of A.
 fn a_or_zero(row: u32, k: u32) -> f32 {
@@ -52,7 +100,7 @@ fn a_or_zero(row: u32, k: u32) -> f32 {
 // B(k, col), or 0 past the edges of B.
 fn b_or_zero(k: u32, col: u32) -> f32 {
     if k < params.inner && col < params.cols {
-        return b[k * params.b_strides.x + col * params.b_strides.y];
+        return b_at(k, col);
     }
     return 0.0;
 }
@@ -94,6 +142,209 @@ fn dense_matmul_bias(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(work
         c[row * params.cols + col] = sum + bias[col];
     }
 }
+
+// ---- Register-blocked, any strides ----
+
+// Block of one invocation and invocations per workgroup (the host's dense::RB_*).
+const RB_M: u32 = 4u;
+const RB_N: u32 = 4u;
+const RB_LANES: u32 = 8u;
+
+alias RbBlock = array<array<f32, RB_N>, RB_M>;
+
+fn rb_sums(row0: u32, col0: u32) -> RbBlock {
+    var rows: array<u32, RB_M>;
+    for (var i = 0u; i < RB_M; i++) {
+        rows[i] = min(row0 + i, last_row());
+    }
+    var cols: array<u32, RB_N>;
+    for (var j = 0u; j < RB_N; j++) {
+        cols[j] = min(col0 + j, last_col());
+    }
+    var acc: RbBlock;
+    var k = 0u;
+    // Four k at a time, then the rest; each sum still runs over k in increasing order.
+    for (; k + 4u <= params.inner; k += 4u) {
+        var bk: array<vec4<f32>, RB_N>;
+        for (var j = 0u; j < RB_N; j++) {
+            let col = cols[j];
+            bk[j] = vec4(b_at(k, col), b_at(k + 1u, col), b_at(k + 2u, col), b_at(k + 3u, col));
+        }
+        for (var i = 0u; i < RB_M; i++) {
+            let row = rows[i];
+            let ak = vec4(a_at(row, k), a_at(row, k + 1u), a_at(row, k + 2u), a_at(row, k + 3u));
+            for (var j = 0u; j < RB_N; j++) {
+                var s = acc[i][j];
+                s += ak.x * bk[j].x;
+                s += ak.y * bk[j].y;
+                s += ak.z * bk[j].z;
+                s += ak.w * bk[j].w;
+                acc[i][j] = s;
+            }
+        }
+    }
+    for (; k < params.inner; k++) {
+        for (var i = 0u; i < RB_M; i++) {
+            let ak = a_at(rows[i], k);
+            for (var j = 0u; j < RB_N; j++) {
+                acc[i][j] += ak * b_at(k, cols[j]);
+            }
+        }
+    }
+    return acc;
+}
+
+fn rb_store(row0: u32, col0: u32, acc: RbBlock, add: array<f32, RB_N>) {
+    for (var i = 0u; i < RB_M; i++) {
+        let row = row0 + i;
+        for (var j = 0u; j < RB_N; j++) {
+            let col = col0 + j;
+            if row < params.rows && col < params.cols {
+                c[row * params.cols + col] = acc[i][j] + add[j];
+            }
+        }
+    }
+}
+
+@compute @workgroup_size(RB_LANES)
+fn dense_matmul_rb(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
+    let row0 = (wid.y * RB_LANES + lid.x) * RB_M;
+    let col0 = wid.x * RB_N;
+    var zero: array<f32, RB_N>;
+    rb_store(row0, col0, rb_sums(row0, col0), zero);
+}
+
+@compute @workgroup_size(RB_LANES)
+fn dense_matmul_bias_rb(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
+    let row0 = (wid.y * RB_LANES + lid.x) * RB_M;
+    let col0 = wid.x * RB_N;
+    var add: array<f32, RB_N>;
+    for (var j = 0u; j < RB_N; j++) {
+        add[j] = bias[min(col0 + j, last_col())];
+    }
+    rb_store(row0, col0, rb_sums(row0, col0), add);
+}
+
+// ---- Register-blocked, A and B contiguous along k ----
+
+// Block of one invocation and invocations per workgroup (the host's dense::DOT_*).
+const DOT_M: u32 = 4u;
+const DOT_N: u32 = 8u;
+const DOT_LANES: u32 = 8u;
+
+alias DotBlock = array<array<f32, DOT_N>, DOT_M>;
+
+// A(row, k) = a4[row * a_strides.x / 4 + k / 4][k % 4]; B(k, col) likewise with b_strides.y.
+fn dot_sums(row0: u32, col0: u32) -> DotBlock {
+    var a_rows: array<u32, DOT_M>;
+    for (var i = 0u; i < DOT_M; i++) {
+        a_rows[i] = min(row0 + i, last_row()) * (params.a_strides.x / 4u);
+    }
+    var b_cols: array<u32, DOT_N>;
+    for (var j = 0u; j < DOT_N; j++) {
+        b_cols[j] = min(col0 + j, last_col()) * (params.b_strides.y / 4u);
+    }
+    var acc: DotBlock;
+    for (var k4 = 0u; k4 < params.inner / 4u; k4++) {
+        var bk: array<vec4<f32>, DOT_N>;
+        for (var j = 0u; j < DOT_N; j++) {
+            bk[j] = b4[b_cols[j] + k4];
+        }
+        for (var i = 0u; i < DOT_M; i++) {
+            let ak = a4[a_rows[i] + k4];
+            for (var j = 0u; j < DOT_N; j++) {
+                var s = acc[i][j];
+                s += ak.x * bk[j].x;
+                s += ak.y * bk[j].y;
+                s += ak.z * bk[j].z;
+                s += ak.w * bk[j].w;
+                acc[i][j] = s;
+            }
+        }
+    }
+    return acc;
+}
+
+fn dot_store(row0: u32, col0: u32, acc: DotBlock, add: array<f32, DOT_N>) {
+    for (var i = 0u; i < DOT_M; i++) {
+        let row = row0 + i;
+        for (var j = 0u; j < DOT_N; j++) {
+            let col = col0 + j;
+            if row < params.rows && col < params.cols {
+                c[row * params.cols + col] = acc[i][j] + add[j];
+            }
+        }
+    }
+}
+
+@compute @workgroup_size(DOT_LANES)
+fn dense_matmul_dot(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
+    let row0 = (wid.y * DOT_LANES + lid.x) * DOT_M;
+    let col0 = wid.x * DOT_N;
+    var zero: array<f32, DOT_N>;
+    dot_store(row0, col0, dot_sums(row0, col0), zero);
+}
+
+@compute @workgroup_size(DOT_LANES)
+fn dense_matmul_bias_dot(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
+    let row0 = (wid.y * DOT_LANES + lid.x) * DOT_M;
+    let col0 = wid.x * DOT_N;
+    var add: array<f32, DOT_N>;
+    for (var j = 0u; j < DOT_N; j++) {
+        add[j] = bias[min(col0 + j, last_col())];
+    }
+    dot_store(row0, col0, dot_sums(row0, col0), add);
+}
+
+// ---- Register-blocked, B and c contiguous along columns ----
+
+// Block of one invocation (AXPY_M rows x AXPY_V vec4s of columns) and invocations per
+// workgroup (the host's dense::AXPY_*).
+const AXPY_M: u32 = 4u;
+const AXPY_V: u32 = 4u;
+const AXPY_LANES: u32 = 8u;
+
+// Each vec4 accumulator holds four columns of one row: acc += A(row, k) * B(k, 4 columns)
+// keeps every column's sum in increasing k.
+@compute @workgroup_size(AXPY_LANES)
+fn dense_matmul_axpy(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
+    let v0 = (wid.x * AXPY_LANES + lid.x) * AXPY_V;
+    let row0 = wid.y * AXPY_M;
+    let vecs = params.cols / 4u;
+    var b_vecs: array<u32, AXPY_V>;
+    for (var j = 0u; j < AXPY_V; j++) {
+        b_vecs[j] = min(v0 + j, max(vecs, 1u) - 1u);
+    }
+    var rows: array<u32, AXPY_M>;
+    for (var i = 0u; i < AXPY_M; i++) {
+        rows[i] = min(row0 + i, last_row());
+    }
+    let b_row = params.b_strides.x / 4u;
+    var acc: array<array<vec4<f32>, AXPY_V>, AXPY_M>;
+    for (var k = 0u; k < params.inner; k++) {
+        var bk: array<vec4<f32>, AXPY_V>;
+        for (var j = 0u; j < AXPY_V; j++) {
+            bk[j] = b4[k * b_row + b_vecs[j]];
+        }
+        for (var i = 0u; i < AXPY_M; i++) {
+            let ak = a_at(rows[i], k);
+            for (var j = 0u; j < AXPY_V; j++) {
+                acc[i][j] += ak * bk[j];
+            }
+        }
+    }
+    for (var i = 0u; i < AXPY_M; i++) {
+        let row = row0 + i;
+        for (var j = 0u; j < AXPY_V; j++) {
+            let v = v0 + j;
+            if row < params.rows && v < vecs {
+                c4[row * vecs + v] = acc[i][j];
+            }
+        }
+    }
+}
+
+// ---- Bias gradient ----
 
 @compute @workgroup_size(WORKGROUP_SIZE)
 fn dense_backward_bias(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {

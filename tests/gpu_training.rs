@@ -159,11 +159,29 @@ fn profile_prints_a_kernel_table_and_writes_a_chrome_trace() {
     let dir = tempfile::tempdir().unwrap();
     let trace = dir.path().join("trace.json");
     let data = bundled_data();
-    let args = ["profile", "--steps", "1", "--batch-size", "7", "--data-dir", data.to_str().unwrap(), "--trace", trace.to_str().unwrap()];
+    let args = [
+        "profile",
+        "--steps",
+        "1",
+        "--batch-size",
+        "7",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--trace",
+        trace.to_str().unwrap(),
+    ];
     let out = run_cli(&args);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(stdout.contains("conv2d_forward") && stdout.contains("GFLOP/s"), "{stdout}");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("conv2d_forward") && stdout.contains("GFLOP/s"),
+        "{stdout}"
+    );
     assert!(stdout.contains("step (one submit, wall clock)"), "{stdout}");
     let json: serde_json::Value = serde_json::from_slice(&std::fs::read(&trace).unwrap()).unwrap();
     let events = json["traceEvents"].as_array().unwrap();

@@ -42,17 +42,30 @@ const WARM_UP_STEPS: usize = 2;
 pub fn profile(args: ProfileArgs) -> Result<()> {
     let arch = Arch::parse(&args.arch).map_err(|e| bad_input(format!("--arch: {e}")))?;
     let plan = Plan::new(&arch, MNIST_INPUT).map_err(|e| bad_input(format!("--arch: {e}")))?;
-    let ctx = GpuContext::new(args.adapter.as_deref())?
-        .ok_or_else(|| bad_input("profile: no GPU adapter found; install mesa-vulkan-drivers for a software one"))?;
+    let ctx = GpuContext::new(args.adapter.as_deref())?.ok_or_else(|| {
+        bad_input("profile: no GPU adapter found; install mesa-vulkan-drivers for a software one")
+    })?;
     let (batch, steps) = (args.batch_size as usize, args.steps as usize);
     let mut train = load_mnist(&args.data_dir)?.train;
     train = train.truncated(batch * (WARM_UP_STEPS + steps));
     if train.len() < batch {
-        return Err(bad_input(format!("--batch-size {batch}: larger than the {} training images", train.len())));
+        return Err(bad_input(format!(
+            "--batch-size {batch}: larger than the {} training images",
+            train.len()
+        )));
     }
-    let mut backend = GpuBackend::new(&ctx, plan.clone(), &init_params(&plan, 42), Optimizer::adam(1e-3))?;
+    let mut backend = GpuBackend::new(
+        &ctx,
+        plan.clone(),
+        &init_params(&plan, 42),
+        Optimizer::adam(1e-3),
+    )?;
     backend.set_train_data(&train)?;
-    let batch_indices = |s: usize| -> Vec<u32> { (0..batch).map(|i| ((s * batch + i) % train.len()) as u32).collect() };
+    let batch_indices = |s: usize| -> Vec<u32> {
+        (0..batch)
+            .map(|i| ((s * batch + i) % train.len()) as u32)
+            .collect()
+    };
     for s in 0..WARM_UP_STEPS {
         backend.train_step(&batch_indices(s))?;
     }
@@ -70,10 +83,18 @@ pub fn profile(args: ProfileArgs) -> Result<()> {
         profiled.push(profiler.profile_step(&mut backend, &batch_indices(WARM_UP_STEPS + s))?);
     }
     backend.take_train_stats()?;
-    println!("{} ({}), {arch}, batch {batch}, {steps} steps; {}", ctx.info.name, ctx.backend_name(), profiler.source.describe());
+    println!(
+        "{} ({}), {arch}, batch {batch}, {steps} steps; {}",
+        ctx.info.name,
+        ctx.backend_name(),
+        profiler.source.describe()
+    );
     print_table(&profiled, step_us);
     if let Some(path) = &args.trace {
-        write_atomic(path, serde_json::to_string(&chrome_trace(&profiled))?.as_bytes())?;
+        write_atomic(
+            path,
+            serde_json::to_string(&chrome_trace(&profiled))?.as_bytes(),
+        )?;
         println!("wrote trace to {}", path.display());
     }
     Ok(())
@@ -107,7 +128,13 @@ fn print_table(steps: &[Vec<DispatchTiming>], step_us: f64) {
     let all_steps_us = step_us * steps.len() as f64;
     for ((kernel, shape), r) in &rows {
         let seconds = r.total_us / 1e6;
-        let rate = |x: u64| if x == 0 || seconds == 0.0 { "-".to_string() } else { format!("{:.2}", x as f64 / seconds / 1e9) };
+        let rate = |x: u64| {
+            if x == 0 || seconds == 0.0 {
+                "-".to_string()
+            } else {
+                format!("{:.2}", x as f64 / seconds / 1e9)
+            }
+        };
         println!(
             "{kernel:width$}  {shape:shape_width$}  {:>5}  {:>10.3}  {:>10.1}  {:>5.1}%  {:>8}  {:>7}",
             r.calls,
@@ -132,7 +159,10 @@ fn chrome_trace(steps: &[Vec<DispatchTiming>]) -> serde_json::Value {
     let mut events = Vec::new();
     let mut origin = 0.0;
     for (s, step) in steps.iter().enumerate() {
-        let end = step.iter().map(|t| t.start_us + t.duration_us).fold(0.0, f64::max);
+        let end = step
+            .iter()
+            .map(|t| t.start_us + t.duration_us)
+            .fold(0.0, f64::max);
         events.push(serde_json::json!({"name": format!("step {}", s + 1), "ph": "X", "pid": 1, "tid": 0, "ts": origin, "dur": end}));
         for t in step {
             events.push(serde_json::json!({

@@ -1,11 +1,17 @@
 //! Conv2d on the GPU (`shaders/conv2d.wgsl`), twin of `cpu/conv2d.rs`: stride 1, valid padding,
 //! NCHW activations, OIHW weights. Every output element is summed by one invocation in a fixed
-//! order (gathers, never scatters), so results are bit-reproducible.
+//! order (gathers, never scatters; the weight gradient adds fixed chunks of partial sums in chunk
+//! order), so results are bit-reproducible.
+//!
+//! The kernels are register-blocked for CPU adapters (lavapipe): each invocation owns a block of
+//! 32 channels x 8 row segments (or (in channel, ky) pairs) x 4 columns (or kx) and reuses every
+//! value it loads across the block. The block shape is fixed in the shader; the host counts the
+//! blocks of a geometry (the shader's header comments describe each kernel's scheme).
 
 use anyhow::Result;
 use bytemuck::{Pod, Zeroable};
 
-use super::check::{compare, random_vec, Comparison, CrossCheck};
+use super::check::{compare, compare_exact, random_vec, Comparison, CrossCheck};
 use super::context::GpuContext;
 use super::kernel::{
     compile, grid_1d, read_buffer, run, storage, storage_init, uniform, Access, Dispatch, Kernel,
@@ -18,6 +24,21 @@ use crate::cpu::relu::relu_forward;
 use crate::model::Shape;
 
 pub const SOURCE: &str = include_str!("../../shaders/conv2d.wgsl");
+
+/// Invocations per workgroup of the blocked kernels (`BLOCK_WORKGROUP` in the shader).
+const BLOCK_WORKGROUP: usize = 16;
+/// Channels of a block (one `Tile`; `BLOCK_CHANNELS` in the shader).
+const BLOCK_CHANNELS: usize = 32;
+/// Row segments (forward, input gradient) or (in channel, ky) pairs (weight gradient) of a block
+/// (`BLOCK_ROWS`).
+const BLOCK_ROWS: usize = 8;
+/// Columns (forward, input gradient) or kx (weight gradient) of a block (`BLOCK_COLS`).
+const BLOCK_COLS: usize = 4;
+/// The weight gradient splits the batch into chunks until about this many invocations run: more
+/// chunks keep more threads busy but make the final sum longer. 192 is 12 workgroups, an even
+/// share for lavapipe's threads on 2, 3, 4 or 6 cores.
+const WEIGHT_GRAD_INVOCATIONS: usize = 192;
+const MAX_GROUPS_PER_DIM: usize = 65535;
 
 /// Mirrors `Conv2dParams` in the shader.
 #[repr(C)]
@@ -32,15 +53,28 @@ struct Conv2dParams {
     out_width: u32,
     kernel: u32,
     relu: u32,
-    /// Invocations that do work: the elements of the kernel's output.
+    /// Invocations that do work.
     len: u32,
-    _pad: [u32; 2],
+    /// Blocks of columns per row (forward, input gradient) or of kx (weight gradient).
+    col_blocks: u32,
+    /// Blocks of row segments (forward, input gradient) or of (ci, ky) pairs (weight gradient).
+    row_blocks: u32,
+    /// Weight gradient: row segments (image, output row) per chunk of partial sums.
+    chunk_rows: u32,
+    /// Weight gradient and reduction: chunks of partial sums.
+    chunks: u32,
+    /// Reduction: where the summed elements start in each chunk, and the elements per chunk.
+    partial_first: u32,
+    partial_stride: u32,
+}
+
+fn u(v: usize) -> u32 {
+    u32::try_from(v).expect("conv2d: size fits in u32")
 }
 
 impl Conv2dParams {
-    fn new(g: Conv2dGeometry, n: usize, relu: bool, len: usize) -> Conv2dParams {
+    fn new(g: Conv2dGeometry, n: usize) -> Conv2dParams {
         let out = g.output();
-        let u = |v: usize| u32::try_from(v).expect("conv2d: size fits in u32");
         Conv2dParams {
             batch: u(n),
             in_channels: u(g.input.channels),
@@ -50,9 +84,7 @@ impl Conv2dParams {
             out_height: u(out.height),
             out_width: u(out.width),
             kernel: u(g.kernel),
-            relu: u32::from(relu),
-            len: u(len),
-            _pad: [0; 2],
+            ..Zeroable::zeroed()
         }
     }
 }
@@ -71,11 +103,34 @@ fn expect_elements(view: &View, elements: usize, name: &str) {
     );
 }
 
+/// Workgroups for `lanes` invocations of a blocked kernel, folded into 2-D past 65535 groups
+/// (the shader's `block_lane`). Extra invocations return early.
+fn block_grid(lanes: usize) -> [u32; 3] {
+    let groups = lanes.div_ceil(BLOCK_WORKGROUP).max(1);
+    let x = groups.min(MAX_GROUPS_PER_DIM);
+    [u(x), u(groups.div_ceil(x)), 1]
+}
+
+/// How the weight gradient splits its sum over the `rows` row segments of a batch: `chunks`
+/// chunks of `chunk_rows` each (the last may be shorter). Depends only on the geometry, so the
+/// summation order, and with it every bit of the result, is the same on every run.
+fn weight_grad_chunks(rows: usize, per_chunk: usize) -> (usize, usize) {
+    let rows = rows.max(1);
+    let wanted = WEIGHT_GRAD_INVOCATIONS
+        .div_ceil(per_chunk.max(1))
+        .clamp(1, rows);
+    let chunk_rows = rows.div_ceil(wanted);
+    (rows.div_ceil(chunk_rows), chunk_rows)
+}
+
 pub struct Conv2dKernels {
     forward: Kernel,
     backward_input: Kernel,
     backward_weights: Kernel,
-    backward_bias: Kernel,
+    /// The weight gradient with blocks of `BLOCK_ROWS / 2` pairs, for layers with so few
+    /// (in channel, ky) pairs that full blocks would be mostly empty.
+    backward_weights_narrow: Kernel,
+    reduce: Kernel,
 }
 
 impl Conv2dKernels {
@@ -101,12 +156,13 @@ impl Conv2dKernels {
                 "conv2d_backward_weights",
                 &[Uniform, Read, ReadWrite, Read],
             ),
-            backward_bias: Kernel::new(
+            backward_weights_narrow: Kernel::new(
                 ctx,
                 &module,
-                "conv2d_backward_bias",
-                &[Uniform, Read, ReadWrite],
+                "conv2d_backward_weights_narrow",
+                &[Uniform, Read, ReadWrite, Read],
             ),
+            reduce: Kernel::new(ctx, &module, "conv2d_reduce", &[Uniform, Read, ReadWrite]),
         }
     }
 
@@ -123,14 +179,24 @@ impl Conv2dKernels {
         b: View,
         y: View,
     ) -> Dispatch {
-        let len = n * g.output().len();
+        let out = g.output();
         expect_elements(&x, n * g.input.len(), "x");
         expect_elements(&w, weight_len(g), "w");
         expect_elements(&b, g.out_channels, "b");
-        expect_elements(&y, len, "y");
-        let params = uniform(ctx, "conv2d params", &Conv2dParams::new(g, n, relu, len));
+        expect_elements(&y, n * out.len(), "y");
+        let col_blocks = out.width.div_ceil(BLOCK_COLS);
+        let row_blocks = (n * out.height).div_ceil(BLOCK_ROWS);
+        let lanes = col_blocks * row_blocks * g.out_channels.div_ceil(BLOCK_CHANNELS);
+        let params = Conv2dParams {
+            relu: u32::from(relu),
+            len: u(lanes),
+            col_blocks: u(col_blocks),
+            row_blocks: u(row_blocks),
+            ..Conv2dParams::new(g, n)
+        };
+        let params = uniform(ctx, "conv2d params", &params);
         self.forward
-            .dispatch(ctx, &[View::whole(&params), x, y, w, b], grid_1d(len))
+            .dispatch(ctx, &[View::whole(&params), x, y, w, b], block_grid(lanes))
     }
 
     /// dx = gradient w.r.t. the input.
@@ -143,17 +209,26 @@ impl Conv2dKernels {
         w: View,
         dx: View,
     ) -> Dispatch {
-        let len = n * g.input.len();
         expect_elements(&dy, n * g.output().len(), "dy");
         expect_elements(&w, weight_len(g), "w");
-        expect_elements(&dx, len, "dx");
-        let params = uniform(ctx, "conv2d params", &Conv2dParams::new(g, n, false, len));
+        expect_elements(&dx, n * g.input.len(), "dx");
+        let col_blocks = g.input.width.div_ceil(BLOCK_COLS);
+        let row_blocks = (n * g.input.height).div_ceil(BLOCK_ROWS);
+        let lanes = col_blocks * row_blocks * g.input.channels.div_ceil(BLOCK_CHANNELS);
+        let params = Conv2dParams {
+            len: u(lanes),
+            col_blocks: u(col_blocks),
+            row_blocks: u(row_blocks),
+            ..Conv2dParams::new(g, n)
+        };
+        let params = uniform(ctx, "conv2d params", &params);
         self.backward_input
-            .dispatch(ctx, &[View::whole(&params), dy, dx, w], grid_1d(len))
+            .dispatch(ctx, &[View::whole(&params), dy, dx, w], block_grid(lanes))
     }
 
     /// dw and db summed over the batch (deterministic order). Returns the dispatches to record in
-    /// order (they are independent: one writes dw, the other db).
+    /// order: partial sums of dw and db per chunk of row segments into a scratch buffer, then
+    /// the sums of the chunks (in chunk order) into dw, then into db.
     #[allow(clippy::too_many_arguments)]
     pub fn backward_weights(
         &self,
@@ -169,27 +244,68 @@ impl Conv2dKernels {
         expect_elements(&dy, n * g.output().len(), "dy");
         expect_elements(&dw, weight_len(g), "dw");
         expect_elements(&db, g.out_channels, "db");
-        let weights_params = uniform(
+        let kx_blocks = g.kernel.div_ceil(BLOCK_COLS);
+        let pairs = g.input.channels * g.kernel;
+        let (kernel, pairs_per_block) = if pairs <= BLOCK_ROWS / 2 {
+            (&self.backward_weights_narrow, BLOCK_ROWS / 2)
+        } else {
+            (&self.backward_weights, BLOCK_ROWS)
+        };
+        let pair_blocks = pairs.div_ceil(pairs_per_block);
+        let per_chunk = kx_blocks * pair_blocks * g.out_channels.div_ceil(BLOCK_CHANNELS);
+        let rows = n * g.output().height;
+        let (mut chunks, mut chunk_rows) = weight_grad_chunks(rows, per_chunk);
+        // Each chunk holds the partial dw, then the partial db.
+        let stride = weight_len(g) + g.out_channels;
+        // Owned by the bind groups of the dispatches below, which keep it alive. If the chunks do
+        // not fit in one binding, one chunk (the size of dw and db) does.
+        let partials = storage(ctx, "conv2d partial sums", (4 * chunks * stride) as u64)
+            .or_else(|_| {
+                (chunks, chunk_rows) = (1, rows.max(1));
+                storage(ctx, "conv2d partial sums", 4 * stride as u64)
+            })
+            .expect("conv2d: dw and db fit in one storage binding");
+        let base = Conv2dParams {
+            col_blocks: u(kx_blocks),
+            row_blocks: u(pair_blocks),
+            chunk_rows: u(chunk_rows),
+            chunks: u(chunks),
+            partial_stride: u(stride),
+            ..Conv2dParams::new(g, n)
+        };
+        let lanes = per_chunk * chunks;
+        let sums = uniform(
             ctx,
             "conv2d params",
-            &Conv2dParams::new(g, n, false, weight_len(g)),
+            &Conv2dParams {
+                len: u(lanes),
+                ..base
+            },
         );
-        let bias_params = uniform(
-            ctx,
-            "conv2d params",
-            &Conv2dParams::new(g, n, false, g.out_channels),
-        );
+        let reduce = |first: usize, len: usize, out: View| {
+            let params = uniform(
+                ctx,
+                "conv2d params",
+                &Conv2dParams {
+                    len: u(len),
+                    partial_first: u(first),
+                    ..base
+                },
+            );
+            self.reduce.dispatch(
+                ctx,
+                &[View::whole(&params), View::whole(&partials), out],
+                grid_1d(len),
+            )
+        };
         vec![
-            self.backward_weights.dispatch(
+            kernel.dispatch(
                 ctx,
-                &[View::whole(&weights_params), dy, dw, x],
-                grid_1d(weight_len(g)),
+                &[View::whole(&sums), x, View::whole(&partials), dy],
+                block_grid(lanes),
             ),
-            self.backward_bias.dispatch(
-                ctx,
-                &[View::whole(&bias_params), dy, db],
-                grid_1d(g.out_channels),
-            ),
+            reduce(0, weight_len(g), dw),
+            reduce(weight_len(g), g.out_channels, db),
         ]
     }
 }
@@ -212,18 +328,34 @@ const fn case(n: usize, input: Shape, out_channels: usize, kernel: usize) -> Cas
     }
 }
 
-/// The real first and second layers, then odd sizes: a small k2 on a non-square image with a
-/// batch of 33, and a k5 kernel nearly as large as its 6x5 input.
-const CASES: [Case; 4] = [
+/// The real first and second layers (the first takes the narrow weight-gradient kernel), then
+/// odd sizes: a small k2 on a non-square image with a batch of 33, a k5 kernel nearly as large as its 6x5 input, partial blocks everywhere (35 in
+/// and 37 out channels: a full block of 32 and a partial one; 18 row segments; widths 9 and 14;
+/// 210 (ci, ky) pairs; a k6 kernel spanning two kx blocks), and a 1x1 kernel with one output
+/// channel.
+const CASES: [Case; 6] = [
     case(1, Shape::new(1, 28, 28), 32, 3),
     case(7, Shape::new(32, 13, 13), 64, 3),
     case(33, Shape::new(3, 7, 9), 5, 2),
     case(2, Shape::new(5, 6, 5), 3, 5),
+    case(3, Shape::new(35, 11, 14), 37, 6),
+    case(5, Shape::new(2, 4, 4), 1, 1),
 ];
 
 /// Forward (with and without the fused ReLU), backward input, and backward weights and bias
-/// against the CPU, for every case.
+/// against the CPU, for every case; then every kernel run twice on the second layer must give
+/// the same bits.
 pub fn checks() -> Vec<CrossCheck> {
+    let rerun = CASES[1];
+    let rerun_shape = format!(
+        "n {}, {}x{}x{} -> {} k{}, twice",
+        rerun.n,
+        rerun.g.input.channels,
+        rerun.g.input.height,
+        rerun.g.input.width,
+        rerun.g.out_channels,
+        rerun.g.kernel
+    );
     CASES
         .into_iter()
         .flat_map(|case| {
@@ -247,6 +379,11 @@ pub fn checks() -> Vec<CrossCheck> {
                 }),
             ]
         })
+        .chain([CrossCheck::new(
+            "conv2d (bit-reproducible)",
+            rerun_shape,
+            move |ctx| check_reproducible(ctx, rerun),
+        )])
         .collect()
 }
 
@@ -345,4 +482,64 @@ fn check_backward_weights(ctx: &GpuContext, case: Case) -> Result<Comparison> {
     let gpu_dw = read_buffer::<f32>(ctx, &dw, 0, weight_len(g))?;
     let gpu_db = read_buffer::<f32>(ctx, &db, 0, g.out_channels)?;
     Ok(compare(&gpu_dw, &cpu_dw).merge(compare(&gpu_db, &cpu_db)))
+}
+
+/// Every output of every kernel, as bits, from one run on fresh buffers.
+fn run_all_bits(ctx: &GpuContext, case: Case, data: &CaseData) -> Result<Vec<u32>> {
+    let (g, n) = (case.g, case.n);
+    let (x, w, b, dy) = (
+        storage_init(ctx, "x", &data.x)?,
+        storage_init(ctx, "w", &data.w)?,
+        storage_init(ctx, "b", &data.b)?,
+        storage_init(ctx, "dy", &data.dy)?,
+    );
+    let y_len = n * g.output().len();
+    let y = storage(ctx, "y", 4 * y_len as u64)?;
+    let dx = storage(ctx, "dx", 4 * (n * g.input.len()) as u64)?;
+    let dw = storage(ctx, "dw", 4 * weight_len(g) as u64)?;
+    let db = storage(ctx, "db", 4 * g.out_channels as u64)?;
+    let kernels = Conv2dKernels::new(ctx);
+    let mut dispatches = vec![
+        kernels.forward(
+            ctx,
+            g,
+            n,
+            true,
+            (&x).into(),
+            (&w).into(),
+            (&b).into(),
+            (&y).into(),
+        ),
+        kernels.backward_input(ctx, g, n, (&dy).into(), (&w).into(), (&dx).into()),
+    ];
+    dispatches.extend(kernels.backward_weights(
+        ctx,
+        g,
+        n,
+        (&x).into(),
+        (&dy).into(),
+        (&dw).into(),
+        (&db).into(),
+    ));
+    run(ctx, &dispatches.iter().collect::<Vec<_>>());
+    let mut bits = Vec::new();
+    for (buffer, len) in [
+        (&y, y_len),
+        (&dx, n * g.input.len()),
+        (&dw, weight_len(g)),
+        (&db, g.out_channels),
+    ] {
+        bits.extend(
+            read_buffer::<f32>(ctx, buffer, 0, len)?
+                .iter()
+                .map(|v| v.to_bits()),
+        );
+    }
+    Ok(bits)
+}
+
+fn check_reproducible(ctx: &GpuContext, case: Case) -> Result<Comparison> {
+    let data = CaseData::new(case);
+    let first = run_all_bits(ctx, case, &data)?;
+    Ok(compare_exact(&run_all_bits(ctx, case, &data)?, &first))
 }

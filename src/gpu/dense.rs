@@ -17,9 +17,59 @@ use crate::cpu::dense::{
 
 pub const SOURCE: &str = include_str!("../../shaders/dense.wgsl");
 
-/// Side of the square output tile one workgroup computes (`TILE` in the shader).
+/// Side of the square output tile one workgroup of the tiled kernel computes (`TILE`).
 const TILE: usize = 16;
+/// Register-blocked kernels: rows x columns of the block one invocation owns and invocations per
+/// workgroup, as in the shader. `AXPY_V` counts vec4s of columns.
+const RB_M: usize = 4;
+const RB_N: usize = 4;
+const RB_LANES: usize = 8;
+const DOT_M: usize = 4;
+const DOT_N: usize = 8;
+const DOT_LANES: usize = 8;
+const AXPY_M: usize = 4;
+const AXPY_V: usize = 4;
+const AXPY_LANES: usize = 8;
 const MAX_GROUPS_PER_DIM: usize = 65535;
+
+/// Which matrix-multiply kernels the dense passes run. Both sum every output over k in
+/// increasing order in one invocation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MatmulVariant {
+    /// Shared-memory tiles, one `TILE x TILE` workgroup per output tile: fast on real GPUs.
+    Tiled,
+    /// No shared memory or barriers: each invocation keeps a block of outputs in registers and
+    /// loads four floats at a time where the layout allows. Fast on CPU adapters (lavapipe),
+    /// where a workgroup is SIMD lanes on one thread and workgroup memory, barriers and every
+    /// load instruction are expensive.
+    RegisterBlocked,
+}
+
+impl MatmulVariant {
+    pub const ALL: [MatmulVariant; 2] = [MatmulVariant::Tiled, MatmulVariant::RegisterBlocked];
+
+    /// The variant for an adapter, by a fixed rule: CPU adapters (`wgpu::DeviceType::Cpu`, such
+    /// as lavapipe/llvmpipe) get `RegisterBlocked`, everything else `Tiled`.
+    pub fn for_adapter(info: &wgpu::AdapterInfo) -> MatmulVariant {
+        match info.device_type {
+            wgpu::DeviceType::Cpu => MatmulVariant::RegisterBlocked,
+            _ => MatmulVariant::Tiled,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            MatmulVariant::Tiled => "tiled",
+            MatmulVariant::RegisterBlocked => "register-blocked",
+        }
+    }
+}
+
+impl std::fmt::Display for MatmulVariant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
 
 /// (row stride, column stride) in elements of a matrix as the kernel reads it.
 type Strides = [u32; 2];
@@ -70,14 +120,90 @@ impl MatmulParams {
     }
 }
 
-/// One workgroup per `TILE x TILE` tile of a `rows x cols` output: x over columns, y over rows.
-fn matmul_grid(rows: usize, cols: usize) -> [u32; 3] {
-    let (x, y) = (cols.div_ceil(TILE).max(1), rows.div_ceil(TILE).max(1));
-    assert!(
-        x <= MAX_GROUPS_PER_DIM && y <= MAX_GROUPS_PER_DIM,
-        "dense: {rows} x {cols} output needs too many workgroups"
-    );
-    [x as u32, y as u32, 1]
+/// One matmul kernel family of the shader: its entry points and launch shape.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Scheme {
+    /// `dense_matmul[_bias]`: any strides.
+    Tiled,
+    /// `dense_matmul[_bias]_rb`: any strides.
+    General,
+    /// `dense_matmul[_bias]_dot`: A and B read as vec4 along k.
+    Dot,
+    /// `dense_matmul_axpy`: B and C read and written as vec4 along columns; no bias entry.
+    Axpy,
+}
+
+impl Scheme {
+    /// The entry point, or `None` where the scheme has none for this case.
+    fn entry(self, bias: bool) -> Option<&'static str> {
+        match (self, bias) {
+            (Scheme::Tiled, false) => Some("dense_matmul"),
+            (Scheme::Tiled, true) => Some("dense_matmul_bias"),
+            (Scheme::General, false) => Some("dense_matmul_rb"),
+            (Scheme::General, true) => Some("dense_matmul_bias_rb"),
+            (Scheme::Dot, false) => Some("dense_matmul_dot"),
+            (Scheme::Dot, true) => Some("dense_matmul_bias_dot"),
+            (Scheme::Axpy, false) => Some("dense_matmul_axpy"),
+            (Scheme::Axpy, true) => None,
+        }
+    }
+
+    /// Whether the scheme can compute `p`. The vec4 schemes need the operands they read four at
+    /// a time to be contiguous in that direction with every group of four aligned (so each
+    /// vec4 lies inside its matrix), and no empty matrix (a vec4 binding needs 16 bytes).
+    fn fits(self, p: &MatmulParams) -> bool {
+        let four = |v: u32| v % 4 == 0;
+        let nonempty = p.rows > 0 && p.cols > 0 && p.inner > 0;
+        match self {
+            Scheme::Tiled | Scheme::General => true,
+            Scheme::Dot => {
+                nonempty
+                    && p.a_strides[1] == 1
+                    && four(p.a_strides[0])
+                    && p.b_strides[0] == 1
+                    && four(p.b_strides[1])
+                    && four(p.inner)
+            }
+            Scheme::Axpy => nonempty && p.b_strides[1] == 1 && four(p.b_strides[0]) && four(p.cols),
+        }
+    }
+
+    /// Workgroups covering a `rows x cols` output (x: columns, y: rows).
+    fn grid(self, rows: usize, cols: usize) -> [u32; 3] {
+        let (x, y) = match self {
+            Scheme::Tiled => (cols.div_ceil(TILE), rows.div_ceil(TILE)),
+            Scheme::General => (cols.div_ceil(RB_N), rows.div_ceil(RB_M * RB_LANES)),
+            Scheme::Dot => (cols.div_ceil(DOT_N), rows.div_ceil(DOT_M * DOT_LANES)),
+            Scheme::Axpy => (
+                cols.div_ceil(4 * AXPY_V * AXPY_LANES),
+                rows.div_ceil(AXPY_M),
+            ),
+        };
+        let (x, y) = (x.max(1), y.max(1));
+        assert!(
+            x <= MAX_GROUPS_PER_DIM && y <= MAX_GROUPS_PER_DIM,
+            "dense: {rows} x {cols} output needs too many workgroups"
+        );
+        [x as u32, y as u32, 1]
+    }
+}
+
+/// The schemes a variant uses, most preferred first (the last of each list fits every product).
+fn schemes(variant: MatmulVariant) -> &'static [Scheme] {
+    match variant {
+        MatmulVariant::Tiled => &[Scheme::Tiled],
+        MatmulVariant::RegisterBlocked => &[Scheme::General],
+    }
+}
+
+/// The scheme that runs `p` (with a bias when `bias`): the variant's first that has the entry
+/// point and fits.
+fn choose(variant: MatmulVariant, p: &MatmulParams, bias: bool) -> Scheme {
+    schemes(variant)
+        .iter()
+        .copied()
+        .find(|s| s.entry(bias).is_some() && s.fits(p))
+        .expect("dense: every variant ends with a scheme that fits any product")
 }
 
 /// Catches a view that is too small for its tensor (the shader would read or write garbage).
@@ -89,35 +215,84 @@ fn expect_elements(view: &View, elements: usize, name: &str) {
     );
 }
 
+/// A compiled matmul entry point.
+struct MatmulKernel {
+    scheme: Scheme,
+    bias: bool,
+    kernel: Kernel,
+}
+
 pub struct DenseKernels {
-    matmul: Kernel,
-    matmul_bias: Kernel,
+    variant: MatmulVariant,
+    /// Every entry point of the variant's schemes, in preference order.
+    matmuls: Vec<MatmulKernel>,
     backward_bias: Kernel,
 }
 
 impl DenseKernels {
+    /// The kernels of the variant [`MatmulVariant::for_adapter`] picks for this adapter.
     pub fn new(ctx: &GpuContext) -> DenseKernels {
+        DenseKernels::with_variant(ctx, MatmulVariant::for_adapter(&ctx.info))
+    }
+
+    pub fn with_variant(ctx: &GpuContext, variant: MatmulVariant) -> DenseKernels {
         let module = compile(ctx, "dense.wgsl", SOURCE);
         use Access::*;
+        let matmuls = schemes(variant)
+            .iter()
+            .flat_map(|&scheme| [(scheme, false), (scheme, true)])
+            .filter_map(|(scheme, bias)| {
+                let name = scheme.entry(bias)?;
+                let bindings: &[Access] = if bias {
+                    &[Uniform, Read, ReadWrite, Read, Read]
+                } else {
+                    &[Uniform, Read, ReadWrite, Read]
+                };
+                Some(MatmulKernel {
+                    scheme,
+                    bias,
+                    kernel: Kernel::new(ctx, &module, name, bindings),
+                })
+            })
+            .collect();
         DenseKernels {
-            matmul: Kernel::new(
-                ctx,
-                &module,
-                "dense_matmul",
-                &[Uniform, Read, ReadWrite, Read],
-            ),
-            matmul_bias: Kernel::new(
-                ctx,
-                &module,
-                "dense_matmul_bias",
-                &[Uniform, Read, ReadWrite, Read, Read],
-            ),
+            variant,
+            matmuls,
             backward_bias: Kernel::new(
                 ctx,
                 &module,
                 "dense_backward_bias",
                 &[Uniform, Read, ReadWrite],
             ),
+        }
+    }
+
+    pub fn variant(&self) -> MatmulVariant {
+        self.variant
+    }
+
+    /// A dispatch of `c = a b` (`+ bias[col]` when given) with the first scheme that fits.
+    fn matmul(
+        &self,
+        ctx: &GpuContext,
+        p: MatmulParams,
+        a: View,
+        b: View,
+        c: View,
+        bias: Option<View>,
+    ) -> Dispatch {
+        let scheme = choose(self.variant, &p, bias.is_some());
+        let m = self
+            .matmuls
+            .iter()
+            .find(|m| m.scheme == scheme && m.bias == bias.is_some())
+            .expect("dense: the variant's kernels are all compiled");
+        let grid = scheme.grid(p.rows as usize, p.cols as usize);
+        let params = uniform(ctx, "dense params", &p);
+        let params = View::whole(&params);
+        match bias {
+            Some(bias) => m.kernel.dispatch(ctx, &[params, a, c, b, bias], grid),
+            None => m.kernel.dispatch(ctx, &[params, a, c, b], grid),
         }
     }
 
@@ -144,12 +319,7 @@ impl DenseKernels {
             row_major(g.inputs),
             transposed(g.inputs),
         );
-        let params = uniform(ctx, "dense params", &params);
-        self.matmul_bias.dispatch(
-            ctx,
-            &[View::whole(&params), x, y, w, b],
-            matmul_grid(n, g.outputs),
-        )
+        self.matmul(ctx, params, x, w, y, Some(b))
     }
 
     /// `dx = dy w`.
@@ -172,12 +342,7 @@ impl DenseKernels {
             row_major(g.outputs),
             row_major(g.inputs),
         );
-        let params = uniform(ctx, "dense params", &params);
-        self.matmul.dispatch(
-            ctx,
-            &[View::whole(&params), dy, dx, w],
-            matmul_grid(n, g.inputs),
-        )
+        self.matmul(ctx, params, dy, w, dx, None)
     }
 
     /// `dw = dy^T x` and `db` = the batch sum of `dy`. Returns the dispatches to record (they are
@@ -204,15 +369,14 @@ impl DenseKernels {
             transposed(g.outputs),
             row_major(g.inputs),
         );
-        let params = uniform(ctx, "dense params", &params);
+        let bias_params = uniform(ctx, "dense params", &params);
         vec![
-            self.matmul.dispatch(
+            self.matmul(ctx, params, dy, x, dw, None),
+            self.backward_bias.dispatch(
                 ctx,
-                &[View::whole(&params), dy, dw, x],
-                matmul_grid(g.outputs, g.inputs),
+                &[View::whole(&bias_params), dy, db],
+                grid_1d(g.outputs),
             ),
-            self.backward_bias
-                .dispatch(ctx, &[View::whole(&params), dy, db], grid_1d(g.outputs)),
         ]
     }
 }
@@ -240,21 +404,26 @@ const CASES: [Case; 4] = [
     case(32, 1600, 10),
 ];
 
-/// Forward, backward input, and backward weights and bias against the CPU, for every case.
+/// Forward, backward input, and backward weights and bias against the CPU, for every case and
+/// both matmul variants (the shape names the variant).
 pub fn checks() -> Vec<CrossCheck> {
-    CASES
+    MatmulVariant::ALL
         .into_iter()
-        .flat_map(|case| {
-            let shape = format!("n {}, {} -> {}", case.n, case.g.inputs, case.g.outputs);
+        .flat_map(|variant| CASES.into_iter().map(move |case| (variant, case)))
+        .flat_map(|(variant, case)| {
+            let shape = format!(
+                "n {}, {} -> {}, {variant}",
+                case.n, case.g.inputs, case.g.outputs
+            );
             [
                 CrossCheck::new("dense_forward", shape.clone(), move |ctx| {
-                    check_forward(ctx, case)
+                    check_forward(ctx, variant, case)
                 }),
                 CrossCheck::new("dense_backward_input", shape.clone(), move |ctx| {
-                    check_backward_input(ctx, case)
+                    check_backward_input(ctx, variant, case)
                 }),
                 CrossCheck::new("dense_backward_weights+bias", shape, move |ctx| {
-                    check_backward_weights(ctx, case)
+                    check_backward_weights(ctx, variant, case)
                 }),
             ]
         })
@@ -287,7 +456,7 @@ fn output(ctx: &GpuContext, label: &str, len: usize) -> Result<wgpu::Buffer> {
     storage(ctx, label, 4 * len as u64)
 }
 
-fn check_forward(ctx: &GpuContext, case: Case) -> Result<Comparison> {
+fn check_forward(ctx: &GpuContext, variant: MatmulVariant, case: Case) -> Result<Comparison> {
     let (g, n, data) = (case.g, case.n, CaseData::new(case));
     let (x, w, b) = (
         storage_init(ctx, "x", &data.x)?,
@@ -295,7 +464,7 @@ fn check_forward(ctx: &GpuContext, case: Case) -> Result<Comparison> {
         storage_init(ctx, "b", &data.b)?,
     );
     let y = output(ctx, "y", n * g.outputs)?;
-    let kernels = DenseKernels::new(ctx);
+    let kernels = DenseKernels::with_variant(ctx, variant);
     run(
         ctx,
         &[&kernels.forward(
@@ -313,14 +482,18 @@ fn check_forward(ctx: &GpuContext, case: Case) -> Result<Comparison> {
     Ok(compare(&read_buffer(ctx, &y, 0, cpu.len())?, &cpu))
 }
 
-fn check_backward_input(ctx: &GpuContext, case: Case) -> Result<Comparison> {
+fn check_backward_input(
+    ctx: &GpuContext,
+    variant: MatmulVariant,
+    case: Case,
+) -> Result<Comparison> {
     let (g, n, data) = (case.g, case.n, CaseData::new(case));
     let (dy, w) = (
         storage_init(ctx, "dy", &data.dy)?,
         storage_init(ctx, "w", &data.w)?,
     );
     let dx = output(ctx, "dx", n * g.inputs)?;
-    let kernels = DenseKernels::new(ctx);
+    let kernels = DenseKernels::with_variant(ctx, variant);
     run(
         ctx,
         &[&kernels.backward_input(ctx, g, n, (&dy).into(), (&w).into(), (&dx).into())],
@@ -330,7 +503,11 @@ fn check_backward_input(ctx: &GpuContext, case: Case) -> Result<Comparison> {
     Ok(compare(&read_buffer(ctx, &dx, 0, cpu.len())?, &cpu))
 }
 
-fn check_backward_weights(ctx: &GpuContext, case: Case) -> Result<Comparison> {
+fn check_backward_weights(
+    ctx: &GpuContext,
+    variant: MatmulVariant,
+    case: Case,
+) -> Result<Comparison> {
     let (g, n, data) = (case.g, case.n, CaseData::new(case));
     let (x, dy) = (
         storage_init(ctx, "x", &data.x)?,
@@ -340,7 +517,7 @@ fn check_backward_weights(ctx: &GpuContext, case: Case) -> Result<Comparison> {
         output(ctx, "dw", g.outputs * g.inputs)?,
         output(ctx, "db", g.outputs)?,
     );
-    let kernels = DenseKernels::new(ctx);
+    let kernels = DenseKernels::with_variant(ctx, variant);
     let dispatches = kernels.backward_weights(
         ctx,
         g,
@@ -356,4 +533,57 @@ fn check_backward_weights(ctx: &GpuContext, case: Case) -> Result<Comparison> {
     let gpu_dw = read_buffer(ctx, &dw, 0, cpu_dw.len())?;
     let gpu_db = read_buffer(ctx, &db, 0, cpu_db.len())?;
     Ok(compare(&gpu_dw, &cpu_dw).merge(compare(&gpu_db, &cpu_db)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The value of `const NAME: u32 = Vu;` in the shader.
+    fn shader_const(name: &str) -> usize {
+        let prefix = format!("const {name}: u32 = ");
+        let line = SOURCE
+            .lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .unwrap_or_else(|| panic!("dense.wgsl has no {name}"));
+        line.trim_end_matches(';')
+            .trim_end_matches('u')
+            .parse()
+            .unwrap()
+    }
+
+    #[test]
+    fn host_block_sizes_match_the_shader() {
+        for (name, host) in [
+            ("TILE", TILE),
+            ("RB_M", RB_M),
+            ("RB_N", RB_N),
+            ("RB_LANES", RB_LANES),
+            ("DOT_M", DOT_M),
+            ("DOT_N", DOT_N),
+            ("DOT_LANES", DOT_LANES),
+            ("AXPY_M", AXPY_M),
+            ("AXPY_V", AXPY_V),
+            ("AXPY_LANES", AXPY_LANES),
+        ] {
+            assert_eq!(shader_const(name), host, "{name}");
+        }
+    }
+
+    #[test]
+    fn the_real_layer_uses_the_vec4_schemes() {
+        use MatmulVariant::*;
+        // n = 32, 1600 -> 10, with the params forward, backward_input and backward_weights build.
+        let forward = MatmulParams::new(32, 10, 1600, row_major(1600), transposed(1600));
+        let input = MatmulParams::new(32, 1600, 10, row_major(10), row_major(1600));
+        let weights = MatmulParams::new(10, 1600, 32, transposed(10), row_major(1600));
+        assert_eq!(choose(RegisterBlocked, &forward, true), Scheme::Dot);
+        assert_eq!(choose(RegisterBlocked, &input, false), Scheme::Axpy);
+        assert_eq!(choose(RegisterBlocked, &weights, false), Scheme::Axpy);
+        assert_eq!(choose(Tiled, &forward, true), Scheme::Tiled);
+        // 33 inputs: nothing is aligned, so the general kernel runs.
+        let odd = MatmulParams::new(7, 17, 33, row_major(33), transposed(33));
+        assert_eq!(choose(RegisterBlocked, &odd, true), Scheme::General);
+        assert_eq!(choose(RegisterBlocked, &odd, false), Scheme::General);
+    }
 }

@@ -370,8 +370,9 @@ fn backward(
         backward_step(ctx, plan, shared, layout, n, i, out);
         let cost = StepCost::new(step, n, "backward");
         for d in &mut out[first..] {
-            // Bias gradients and other passes without multiply-adds count their traffic only.
-            d.cost = if cost.macs > 0 && !d.kernel.ends_with("bias") {
+            // Bias gradients and partial-sum reductions count their traffic only.
+            let multiplies = !d.kernel.contains("bias") && !d.kernel.contains("reduce");
+            d.cost = if cost.macs > 0 && multiplies {
                 cost.matmul()
             } else {
                 cost.elementwise()
