@@ -192,7 +192,7 @@ impl Scheme {
 fn schemes(variant: MatmulVariant) -> &'static [Scheme] {
     match variant {
         MatmulVariant::Tiled => &[Scheme::Tiled],
-        MatmulVariant::RegisterBlocked => &[Scheme::General],
+        MatmulVariant::RegisterBlocked => &[Scheme::Dot, Scheme::Axpy, Scheme::General],
     }
 }
 
