@@ -5,14 +5,16 @@
 //
 // Written for CPU adapters (lavapipe/llvmpipe). There a workgroup runs as 8-wide SIMD lanes on
 // one thread, and every storage-buffer load (shared memory too) is a loop over the lanes that
-// costs about as much as 50 FMAs; arithmetic is cheap. So: no shared memory, and each invocation
-// keeps a large block of sums in registers and uses every value it loads many times:
+// costs about as much as 50 FMAs, whether or not the lanes share the address (Mesa 22.3);
+// arithmetic is cheap. So: no shared memory, and each invocation keeps a large block of sums in
+// registers and uses every value it loads many times:
 //   - A `Tile` is 32 channels x 4 positions of sums (eight mat4x4). A step adds the outer
 //     product of 32 channel values (`Channels`) and 4 position values (a vec4): 128 FMAs for
 //     36 loads, fewer where the 4 position values come from a sliding window (below).
-//   - A block is 8 Tiles: 32 channels x 8 rows x 4 columns. The 32 channel values of a step
-//     are shared by the 8 rows; each row's 4 values are a window that slides one column per
-//     step along kx (or ox), so it costs one new load per step, not four.
+//   - A block is 8 Tiles: 32 channels x 8 rows x 4 columns (for the weight gradient: 32 output
+//     channels x 8 (ci, ky) pairs x 4 kx). The 32 channel values of a step are shared by the
+//     8 rows; each row's 4 values are a window that slides one column per step along kx (or
+//     ox), so it costs one new load per step, not four.
 // lavapipe unrolls only small innermost loops with constant trip counts, and a private array
 // indexed by a loop counter lives in memory, so the 8 Tiles are named variables and the code
 // over them is written out; the kernel size k stays a runtime value (the windows slide).

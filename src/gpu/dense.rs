@@ -1,6 +1,12 @@
-//! Dense layers on the GPU (`shaders/dense.wgsl`), twin of `cpu/dense.rs`. Every pass is the
-//! same tiled matrix multiply with different operand strides, so transposes cost nothing; each
-//! output element is summed by one invocation over k in increasing order (bit-reproducible).
+//! Dense layers on the GPU (`shaders/dense.wgsl`), twin of `cpu/dense.rs`. Every pass is a
+//! matrix multiply with different operand strides, so transposes cost nothing; each output
+//! element is summed by one invocation over k in increasing order (bit-reproducible).
+//!
+//! Two variants of the multiply ([`MatmulVariant`]): shared-memory tiles for real GPUs, and
+//! register blocks without shared memory for CPU adapters such as lavapipe. [`DenseKernels::new`]
+//! picks one per adapter ([`MatmulVariant::for_adapter`]); the register-blocked variant further
+//! picks, per pass, the first of its kernels whose vec4 access fits the operands' layout
+//! (`Scheme`). The cross-checks run every case through both variants.
 
 use anyhow::Result;
 use bytemuck::{Pod, Zeroable};
@@ -38,10 +44,11 @@ const MAX_GROUPS_PER_DIM: usize = 65535;
 pub enum MatmulVariant {
     /// Shared-memory tiles, one `TILE x TILE` workgroup per output tile: fast on real GPUs.
     Tiled,
-    /// No shared memory or barriers: each invocation keeps a block of outputs in registers and
-    /// loads four floats at a time where the layout allows. Fast on CPU adapters (lavapipe),
-    /// where a workgroup is SIMD lanes on one thread and workgroup memory, barriers and every
-    /// load instruction are expensive.
+    /// No shared memory or barriers: each invocation keeps a block of outputs in registers (so
+    /// each loaded value serves several outputs) and loads four floats at a time where the
+    /// layout allows. Fast on CPU adapters (lavapipe), where a workgroup is SIMD lanes on one
+    /// CPU thread and barriers, workgroup memory and every load are expensive (Mesa 22.3's
+    /// llvmpipe loads storage and workgroup memory one lane at a time).
     RegisterBlocked,
 }
 
@@ -235,6 +242,7 @@ impl DenseKernels {
         DenseKernels::with_variant(ctx, MatmulVariant::for_adapter(&ctx.info))
     }
 
+    /// The kernels of `variant`, whatever the adapter (the cross-checks run both).
     pub fn with_variant(ctx: &GpuContext, variant: MatmulVariant) -> DenseKernels {
         let module = compile(ctx, "dense.wgsl", SOURCE);
         use Access::*;
