@@ -8,7 +8,7 @@
 use rayon::prelude::*;
 
 use super::float::{Float, MatMut, MatRef};
-use crate::model::Shape;
+use crate::model::{Layer, Shape, Step};
 
 /// Images per partial sum of the weight gradient: fixed, for reproducible rounding.
 const WEIGHT_GRAD_CHUNK: usize = 4;
@@ -22,6 +22,22 @@ pub struct Conv2dGeometry {
 }
 
 impl Conv2dGeometry {
+    /// The geometry of a conv step of a plan.
+    pub fn of(step: &Step) -> Conv2dGeometry {
+        let Layer::Conv2d {
+            out_channels,
+            kernel,
+        } = step.layer
+        else {
+            unreachable!("not a conv step")
+        };
+        Conv2dGeometry {
+            input: step.input,
+            out_channels,
+            kernel,
+        }
+    }
+
     pub fn output(&self) -> Shape {
         let k = self.kernel;
         Shape::new(

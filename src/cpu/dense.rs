@@ -3,11 +3,22 @@
 //! is inside the GEMM, so it is deterministic.
 
 use super::float::{Float, MatMut, MatRef};
+use crate::model::Step;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DenseGeometry {
     pub inputs: usize,
     pub outputs: usize,
+}
+
+impl DenseGeometry {
+    /// The geometry of a dense step of a plan.
+    pub fn of(step: &Step) -> DenseGeometry {
+        DenseGeometry {
+            inputs: step.input.len(),
+            outputs: step.output.len(),
+        }
+    }
 }
 
 pub fn dense_forward<T: Float>(g: DenseGeometry, x: &[T], w: &[T], b: &[T], y: &mut [T]) {

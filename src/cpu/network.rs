@@ -26,28 +26,6 @@ impl<T> Forward<T> {
     }
 }
 
-fn conv_geometry(step: &Step) -> Conv2dGeometry {
-    let Layer::Conv2d {
-        out_channels,
-        kernel,
-    } = step.layer
-    else {
-        unreachable!("not a conv step")
-    };
-    Conv2dGeometry {
-        input: step.input,
-        out_channels,
-        kernel,
-    }
-}
-
-fn dense_geometry(step: &Step) -> DenseGeometry {
-    DenseGeometry {
-        inputs: step.input.len(),
-        outputs: step.output.len(),
-    }
-}
-
 fn weight_and_bias<'a, T>(params: &'a Params<T>, step: &Step) -> (&'a [T], &'a [T]) {
     let i = step.weight_index.expect("layer has parameters");
     (&params.tensors[i].data, &params.tensors[i + 1].data)
@@ -66,11 +44,11 @@ pub fn forward<T: Float>(plan: &Plan, params: &Params<T>, x: &[T]) -> Forward<T>
         match step.layer {
             Layer::Conv2d { .. } => {
                 let (w, b) = weight_and_bias(params, step);
-                conv2d_forward(conv_geometry(step), input, w, b, &mut y);
+                conv2d_forward(Conv2dGeometry::of(step), input, w, b, &mut y);
             }
             Layer::Dense { .. } => {
                 let (w, b) = weight_and_bias(params, step);
-                dense_forward(dense_geometry(step), input, w, b, &mut y);
+                dense_forward(DenseGeometry::of(step), input, w, b, &mut y);
             }
             Layer::Relu => relu_forward(input, &mut y),
             Layer::MaxPool2d => {
@@ -112,14 +90,14 @@ pub fn backward<T: Float>(
                 let wi = step.weight_index.expect("conv has parameters");
                 let (dw, db) = grads.tensors.split_at_mut(wi + 1);
                 conv2d_backward_weights(
-                    conv_geometry(step),
+                    Conv2dGeometry::of(step),
                     input,
                     &dy,
                     &mut dw[wi].data,
                     &mut db[0].data,
                 );
                 if need_dx {
-                    conv2d_backward_input(conv_geometry(step), &dy, w, &mut dx);
+                    conv2d_backward_input(Conv2dGeometry::of(step), &dy, w, &mut dx);
                 }
             }
             Layer::Dense { .. } => {
@@ -127,14 +105,14 @@ pub fn backward<T: Float>(
                 let wi = step.weight_index.expect("dense has parameters");
                 let (dw, db) = grads.tensors.split_at_mut(wi + 1);
                 dense_backward_weights(
-                    dense_geometry(step),
+                    DenseGeometry::of(step),
                     input,
                     &dy,
                     &mut dw[wi].data,
                     &mut db[0].data,
                 );
                 if need_dx {
-                    dense_backward_input(dense_geometry(step), &dy, w, &mut dx);
+                    dense_backward_input(DenseGeometry::of(step), &dy, w, &mut dx);
                 }
             }
             Layer::Relu if need_dx => relu_backward(&fwd.outputs[i], &dy, &mut dx),

@@ -196,28 +196,6 @@ fn relu_fused_into_conv(plan: &Plan, i: usize) -> bool {
         && matches!(plan.steps[i - 1].layer, Layer::Conv2d { .. })
 }
 
-fn conv_geometry(step: &Step) -> Conv2dGeometry {
-    let Layer::Conv2d {
-        out_channels,
-        kernel,
-    } = step.layer
-    else {
-        unreachable!("not a conv step")
-    };
-    Conv2dGeometry {
-        input: step.input,
-        out_channels,
-        kernel,
-    }
-}
-
-fn dense_geometry(step: &Step) -> DenseGeometry {
-    DenseGeometry {
-        inputs: step.input.len(),
-        outputs: step.output.len(),
-    }
-}
-
 impl CompiledNet {
     /// Gather + forward (+ loss, backward and update when `train`) for batches of `n`.
     pub fn new(
@@ -252,7 +230,7 @@ impl CompiledNet {
                     let (wv, bv) = (p.view(&p.params, w), p.view(&p.params, w + 1));
                     dispatches.push(k.conv2d.forward(
                         ctx,
-                        conv_geometry(step),
+                        Conv2dGeometry::of(step),
                         n,
                         relu,
                         x,
@@ -264,7 +242,10 @@ impl CompiledNet {
                 Layer::Dense { .. } => {
                     let w = step.weight_index.expect("dense has parameters");
                     let (wv, bv) = (p.view(&p.params, w), p.view(&p.params, w + 1));
-                    dispatches.push(k.dense.forward(ctx, dense_geometry(step), n, x, wv, bv, y));
+                    dispatches.push(
+                        k.dense
+                            .forward(ctx, DenseGeometry::of(step), n, x, wv, bv, y),
+                    );
                 }
                 Layer::Relu if !relu_fused_into_conv(plan, i) => {
                     dispatches.push(k.relu.forward(ctx, n * step.output.len(), x, y));
@@ -401,14 +382,19 @@ fn backward_step(
             Layer::Conv2d { .. } => {
                 let w = step.weight_index.expect("conv has parameters");
                 let (dw, db) = (p.view(&p.grads, w), p.view(&p.grads, w + 1));
-                out.extend(
-                    k.conv2d
-                        .backward_weights(ctx, conv_geometry(step), n, x, dy, dw, db),
-                );
+                out.extend(k.conv2d.backward_weights(
+                    ctx,
+                    Conv2dGeometry::of(step),
+                    n,
+                    x,
+                    dy,
+                    dw,
+                    db,
+                ));
                 if let Some(dx) = dx {
                     out.push(k.conv2d.backward_input(
                         ctx,
-                        conv_geometry(step),
+                        Conv2dGeometry::of(step),
                         n,
                         dy,
                         p.view(&p.params, w),
@@ -419,14 +405,19 @@ fn backward_step(
             Layer::Dense { .. } => {
                 let w = step.weight_index.expect("dense has parameters");
                 let (dw, db) = (p.view(&p.grads, w), p.view(&p.grads, w + 1));
-                out.extend(
-                    k.dense
-                        .backward_weights(ctx, dense_geometry(step), n, x, dy, dw, db),
-                );
+                out.extend(k.dense.backward_weights(
+                    ctx,
+                    DenseGeometry::of(step),
+                    n,
+                    x,
+                    dy,
+                    dw,
+                    db,
+                ));
                 if let Some(dx) = dx {
                     out.push(k.dense.backward_input(
                         ctx,
-                        dense_geometry(step),
+                        DenseGeometry::of(step),
                         n,
                         dy,
                         p.view(&p.params, w),
