@@ -1,7 +1,10 @@
 //! What the trainer needs from a device. The CPU reference path and the GPU path implement it;
 //! neither knows about the command line.
 
+use std::collections::BTreeMap;
+
 use anyhow::Result;
+use serde::{Deserialize, Serialize};
 
 use crate::data::Split;
 use crate::model::Params;
@@ -13,6 +16,20 @@ pub struct BackendInfo {
     pub backend: String,
     /// The processor or adapter name.
     pub adapter: String,
+}
+
+/// The kernel variant that runs one op at one shape, and why: `tuned` (timed just now),
+/// `cache` (timed by an earlier run), `rule` (autotuning off, or one variant only) or `pinned`
+/// (taken from an earlier run's metrics).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct KernelChoice {
+    pub op: String,
+    pub shape: String,
+    pub variant: String,
+    pub source: String,
+    /// Mean microseconds per run of each variant timed, when tuned.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub timings_us: BTreeMap<String, f64>,
 }
 
 /// Sums over the training steps since the last [`Backend::take_train_stats`].
@@ -47,4 +64,9 @@ pub trait Backend {
 
     /// The current parameters.
     fn params(&mut self) -> Result<Params<f32>>;
+
+    /// The kernel variants chosen so far (none on the CPU).
+    fn kernel_choices(&self) -> Vec<KernelChoice> {
+        Vec::new()
+    }
 }

@@ -37,3 +37,26 @@ impl Optimizer {
         }
     }
 }
+
+/// How the GPU path picks among kernel variants.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AutotuneMode {
+    /// Reuse the cached choice for this adapter, else time the variants and cache the fastest.
+    On,
+    /// No timing and no cache: a fixed rule by adapter type (CPU adapters get the
+    /// register-blocked kernels, GPUs the tiled ones).
+    Off,
+    /// Time the variants again and overwrite the cached choices.
+    Refresh,
+}
+
+impl AutotuneMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            AutotuneMode::On => "on",
+            AutotuneMode::Off => "off",
+            AutotuneMode::Refresh => "refresh",
+        }
+    }
+}

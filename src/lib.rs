@@ -5,6 +5,7 @@
 //! [`metrics`].
 
 pub mod backend;
+pub mod bench;
 pub mod checkpoint;
 pub mod config;
 pub mod cpu;

@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use crate::backend::BackendInfo;
+use crate::backend::{BackendInfo, KernelChoice};
 use crate::metrics::ClassMetrics;
 use crate::train::{EpochStats, Evaluation};
 
@@ -20,13 +20,16 @@ pub struct MetricsReport {
     pub adapter: String,
     pub arch: String,
     pub seed: Option<u64>,
+    /// The GPU kernel variant of each op and shape (empty on the CPU); `--kernels-from` reads
+    /// it back to reproduce the run.
+    pub kernels: Vec<KernelChoice>,
 }
 
 impl MetricsReport {
     pub fn new(
         eval: &Evaluation,
         epochs: &[EpochStats],
-        info: &BackendInfo,
+        (info, kernels): (&BackendInfo, Vec<KernelChoice>),
         arch: String,
         seed: Option<u64>,
     ) -> Self {
@@ -43,6 +46,7 @@ impl MetricsReport {
             adapter: info.adapter.clone(),
             arch,
             seed,
+            kernels,
         }
     }
 }

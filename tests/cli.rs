@@ -211,3 +211,62 @@ fn an_adapter_name_that_matches_nothing_is_a_bad_input() {
     // With adapters present the error lists them; without any it says none was found.
     assert_bad_input(&out, "--adapter no-such-gpu-anywhere: no");
 }
+
+#[test]
+fn bench_on_the_cpu_writes_every_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("bench.json");
+    let data = bundled_data();
+    let out = run_cli(&[
+        "bench",
+        "--backend",
+        "cpu",
+        "--seconds",
+        "1",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("calibration"), "{stdout}");
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert_eq!(r["backend"], "cpu");
+    assert_eq!(r["batch_size"], 32);
+    common::assert_bench_figures(&r);
+    assert!(r["kernel_share"].is_null() && r["gpu_bytes"].is_null());
+    // The seed model's training work per epoch (conv1 needs no input gradient).
+    let gflop = r["epoch_gflop"].as_f64().unwrap();
+    assert!((gflop - 855.4).abs() < 0.1, "{gflop}");
+}
+
+#[test]
+fn a_kernels_file_that_is_not_a_metrics_json_is_a_bad_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let bogus = dir.path().join("bogus.json");
+    std::fs::write(&bogus, b"[1, 2, 3]").unwrap();
+    let data = bundled_data();
+    for (file, needle) in [
+        (bogus.to_str().unwrap(), "not a metrics JSON"),
+        ("/nonexistent/m.json", "/nonexistent/m.json"),
+    ] {
+        let out = run_cli(&[
+            "train",
+            "--backend",
+            "cpu",
+            "--train-limit",
+            "32",
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--kernels-from",
+            file,
+        ]);
+        assert_bad_input(&out, needle);
+    }
+}

@@ -92,7 +92,7 @@ fn cli_on_the_gpu_records_adapter_and_backend() {
     let json = dir.path().join("m.json");
     let model = dir.path().join("m.safetensors");
     let data = bundled_data();
-    let out = run_cli(&[
+    let args = [
         "train",
         "--backend",
         "gpu",
@@ -108,7 +108,8 @@ fn cli_on_the_gpu_records_adapter_and_backend() {
         model.to_str().unwrap(),
         "--metrics-json",
         json.to_str().unwrap(),
-    ]);
+    ];
+    let out = run_cli(&args);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     assert!(
@@ -120,6 +121,119 @@ fn cli_on_the_gpu_records_adapter_and_backend() {
     let ctx = common::gpu_context().unwrap();
     assert_eq!(metrics["backend"], ctx.backend_name());
     assert_eq!(metrics["adapter"], ctx.info.name);
+    // Every op with variants is recorded, so --kernels-from can replay the run.
+    let kernels = metrics["kernels"].as_array().unwrap();
+    let ops: Vec<&str> = kernels.iter().map(|k| k["op"].as_str().unwrap()).collect();
+    for op in [
+        "dense_forward",
+        "dense_backward_input",
+        "dense_backward_weights",
+    ] {
+        assert!(ops.contains(&op), "{op} missing from {ops:?}");
+    }
+    assert!(kernels
+        .iter()
+        .all(|k| ["tuned", "cache"].contains(&k["source"].as_str().unwrap())));
+
+    // Replaying the recorded choices pins every one of them.
+    let replay = dir.path().join("replay.json");
+    let mut args = args.to_vec();
+    let at = args
+        .iter()
+        .position(|a| *a == json.to_str().unwrap())
+        .unwrap();
+    args[at] = replay.to_str().unwrap();
+    args.extend(["--kernels-from", json.to_str().unwrap()]);
+    let out = run_cli(&args);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let replayed: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&replay).unwrap()).unwrap();
+    let replayed = replayed["kernels"].as_array().unwrap();
+    assert_eq!(replayed.len(), kernels.len());
+    for (r, k) in replayed.iter().zip(kernels) {
+        assert_eq!((&r["op"], &r["variant"]), (&k["op"], &k["variant"]));
+        assert_eq!(r["source"], "pinned");
+    }
+}
+
+#[test]
+fn info_kernels_lists_the_variant_of_every_op() {
+    if common::gpu_context().is_none() {
+        return;
+    }
+    let out = run_cli(&[
+        "info",
+        "--kernels",
+        "--batch-size",
+        "5",
+        "--autotune",
+        "off",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for op in [
+        "dense_forward",
+        "dense_backward_input",
+        "dense_backward_weights",
+    ] {
+        let line = stdout
+            .lines()
+            .find(|l| l.starts_with(op))
+            .unwrap_or_else(|| panic!("no {op} line in {stdout}"));
+        assert!(
+            line.contains("n 5, 1600 -> 10") && line.contains(" rule"),
+            "{line}"
+        );
+    }
+}
+
+#[test]
+fn bench_on_the_gpu_writes_every_field() {
+    if common::gpu_context().is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("bench.json");
+    let data = bundled_data();
+    let out = run_cli(&[
+        "bench",
+        "--backend",
+        "gpu",
+        "--batch-size",
+        "8",
+        "--seconds",
+        "1",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let ctx = common::gpu_context().unwrap();
+    assert_eq!(r["adapter"], ctx.info.name);
+    assert_eq!(r["backend"], ctx.backend_name());
+    assert_eq!(r["batch_size"], 8);
+    common::assert_bench_figures(&r);
+    // lavapipe has timestamp queries and Vulkan counts its buffers.
+    let share = r["kernel_share"].as_f64().unwrap();
+    assert!(share > 0.0 && share < 2.0, "{share}");
+    assert!(r["gpu_bytes"].as_u64().unwrap() > 0);
 }
 
 #[test]
@@ -193,4 +307,14 @@ fn profile_prints_a_kernel_table_and_writes_a_chrome_trace() {
         assert!(e["dur"].as_f64().unwrap() >= 0.0 && e["ts"].as_f64().unwrap() >= 0.0);
         assert_eq!(e["args"]["workgroups"].as_array().unwrap().len(), 3);
     }
+    // The table and the trace name the variant of every op that has several.
+    assert!(stdout.contains("variant"), "{stdout}");
+    let dense = events
+        .iter()
+        .find(|e| e["name"].as_str().unwrap().starts_with("dense_matmul"))
+        .expect("a dense kernel event");
+    assert!(
+        ["tiled", "register-blocked"].contains(&dense["args"]["variant"].as_str().unwrap()),
+        "{dense}"
+    );
 }

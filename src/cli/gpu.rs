@@ -1,4 +1,5 @@
-//! `info` (the adapters and their limits) and `check` (every kernel against its CPU twin).
+//! `info` (the adapters and their limits, and with `--kernels` the kernel variants a model
+//! runs) and `check` (every kernel against its CPU twin).
 
 use std::time::Instant;
 
@@ -6,10 +7,33 @@ use anyhow::Result;
 use clap::Args;
 use serde::Serialize;
 
+use super::KernelArgs;
+use mnist_wgpu::backend::Backend;
+use mnist_wgpu::config::Optimizer;
 use mnist_wgpu::error::bad_input;
 use mnist_wgpu::gpu::check::{all_checks, ATOL, RTOL};
 use mnist_wgpu::gpu::context::{choose_adapter, list_adapters};
-use mnist_wgpu::gpu::GpuContext;
+use mnist_wgpu::gpu::{GpuBackend, GpuContext};
+use mnist_wgpu::model::{init_params, Arch, Plan, MNIST_INPUT};
+
+#[derive(Args, Debug)]
+pub struct InfoArgs {
+    /// Also list the kernel variant that each op of a model runs on the chosen adapter, and
+    /// why (autotuning first where needed).
+    #[arg(long)]
+    kernels: bool,
+    /// With --kernels: the model (a preset or a spec string).
+    #[arg(long, default_value = "seed")]
+    arch: String,
+    /// With --kernels: the batch size.
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..=65536))]
+    batch_size: u64,
+    /// With --kernels: the GPU adapter whose name contains this text.
+    #[arg(long, value_name = "SUBSTRING")]
+    adapter: Option<String>,
+    #[command(flatten)]
+    tuning: KernelArgs,
+}
 
 #[derive(Args, Debug)]
 pub struct CheckArgs {
@@ -21,7 +45,15 @@ pub struct CheckArgs {
     adapter: Option<String>,
 }
 
-pub fn info() -> Result<()> {
+pub fn info(args: InfoArgs) -> Result<()> {
+    list_adapters_with_limits()?;
+    if args.kernels {
+        print_kernels(&args)?;
+    }
+    Ok(())
+}
+
+fn list_adapters_with_limits() -> Result<()> {
     let adapters = list_adapters();
     if adapters.is_empty() {
         println!("no GPU adapter found; for a software one install mesa-vulkan-drivers (Vulkan) or libgl1-mesa-dri (GL)");
@@ -56,6 +88,48 @@ pub fn info() -> Result<()> {
         println!(
             "  timestamp queries: {}",
             if timestamps { "yes" } else { "no" }
+        );
+    }
+    Ok(())
+}
+
+/// Compiles the training and inference networks of `--arch` at `--batch-size` and prints the
+/// variant of every op that has several.
+fn print_kernels(args: &InfoArgs) -> Result<()> {
+    let arch = Arch::parse(&args.arch).map_err(|e| bad_input(format!("--arch: {e}")))?;
+    let plan = Plan::new(&arch, MNIST_INPUT).map_err(|e| bad_input(format!("--arch: {e}")))?;
+    let tuning = args.tuning.load()?;
+    let ctx = GpuContext::new(args.adapter.as_deref())?
+        .ok_or_else(|| bad_input("info --kernels: no GPU adapter found"))?;
+    let params = init_params(&plan, 0);
+    let mut backend = GpuBackend::new(&ctx, plan, &params, Optimizer::adam(1e-3))?;
+    tuning.apply(&mut backend);
+    let start = Instant::now();
+    backend.prepare(args.batch_size as usize)?;
+    println!(
+        "\nkernels for {arch}, batch {}, on {} ({}); ready in {:.2} s",
+        args.batch_size,
+        ctx.info.name,
+        ctx.backend_name(),
+        start.elapsed().as_secs_f64()
+    );
+    println!(
+        "{:<24} {:<28} {:<18} {:<7} timings (us per run)",
+        "op", "shape", "variant", "source"
+    );
+    for c in backend.kernel_choices() {
+        let timings: Vec<String> = c
+            .timings_us
+            .iter()
+            .map(|(variant, us)| format!("{variant} {us:.0}"))
+            .collect();
+        println!(
+            "{:<24} {:<28} {:<18} {:<7} {}",
+            c.op,
+            c.shape,
+            c.variant,
+            c.source,
+            timings.join(", ")
         );
     }
     Ok(())

@@ -1,5 +1,6 @@
 //! Command-line parsing and the subcommands. The library below knows nothing about this module.
 
+mod bench;
 mod gpu;
 mod print;
 mod profile;
@@ -11,10 +12,11 @@ use std::process::ExitCode;
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use mnist_wgpu::backend::Backend;
-use mnist_wgpu::config::Optimizer;
+use mnist_wgpu::backend::{Backend, KernelChoice};
+use mnist_wgpu::config::{AutotuneMode, Optimizer};
 use mnist_wgpu::cpu::CpuBackend;
 use mnist_wgpu::error::bad_input;
+use mnist_wgpu::gpu::autotune::default_cache_path;
 use mnist_wgpu::gpu::{GpuBackend, GpuContext};
 use mnist_wgpu::model::{Params, Plan};
 
@@ -35,12 +37,15 @@ enum Command {
     Train(train::TrainArgs),
     /// Evaluate a saved model on the test set.
     Eval(train::EvalArgs),
-    /// List every GPU adapter with its backend, type, driver and limits.
-    Info,
+    /// List every GPU adapter with its backend, type, driver and limits; with --kernels, the
+    /// kernel variants a model runs.
+    Info(gpu::InfoArgs),
     /// Run every GPU kernel against its CPU twin on this machine's adapter.
     Check(gpu::CheckArgs),
     /// Time every kernel of a GPU training step; optionally write a Chrome trace.
     Profile(profile::ProfileArgs),
+    /// Measure training and inference speed against a calibration multiply on the same device.
+    Bench(bench::BenchArgs),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -72,15 +77,79 @@ pub struct DataArgs {
     /// Use the GPU adapter whose name contains this text (see `mnist-wgpu info`).
     #[arg(long, value_name = "SUBSTRING")]
     adapter: Option<String>,
+    #[command(flatten)]
+    kernels: KernelArgs,
+}
+
+/// How the GPU path picks its kernel variants.
+#[derive(Args, Debug, Clone)]
+pub struct KernelArgs {
+    /// on: reuse cached choices, time what is new; off: fixed rule, no timing; refresh: time
+    /// everything again.
+    #[arg(long, value_enum, default_value_t = AutotuneChoice::On)]
+    autotune: AutotuneChoice,
+    /// Run the kernel variants recorded in this metrics JSON (reproduces that run exactly).
+    #[arg(long, value_name = "METRICS_JSON")]
+    kernels_from: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum AutotuneChoice {
+    On,
+    Off,
+    Refresh,
+}
+
+impl KernelArgs {
+    /// Reads `--kernels-from` (whatever the backend, so a bad file is always reported).
+    fn load(&self) -> Result<Tuning> {
+        let mode = match self.autotune {
+            AutotuneChoice::On => AutotuneMode::On,
+            AutotuneChoice::Off => AutotuneMode::Off,
+            AutotuneChoice::Refresh => AutotuneMode::Refresh,
+        };
+        let pinned = match &self.kernels_from {
+            Some(path) => read_kernel_choices(path)?,
+            None => Vec::new(),
+        };
+        Ok(Tuning { mode, pinned })
+    }
+}
+
+/// The kernel flags, read.
+struct Tuning {
+    mode: AutotuneMode,
+    pinned: Vec<KernelChoice>,
+}
+
+impl Tuning {
+    /// The autotune mode with the user's cache, and any pinned choices.
+    fn apply(&self, backend: &mut GpuBackend) {
+        backend.set_autotune(self.mode, default_cache_path(), &self.pinned);
+    }
+}
+
+/// The `kernels` list of a metrics JSON.
+fn read_kernel_choices(path: &std::path::Path) -> Result<Vec<KernelChoice>> {
+    #[derive(serde::Deserialize)]
+    struct Recorded {
+        kernels: Vec<KernelChoice>,
+    }
+    let fail = |why: String| bad_input(format!("--kernels-from {}: {why}", path.display()));
+    let bytes = std::fs::read(path).map_err(|e| fail(e.to_string()))?;
+    let recorded: Recorded = serde_json::from_slice(&bytes)
+        .map_err(|e| fail(format!("not a metrics JSON with a kernels list ({e})")))?;
+    Ok(recorded.kernels)
 }
 
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Train(args) => train::train(args),
         Command::Eval(args) => train::eval(args),
-        Command::Info => gpu::info(),
+        Command::Info(args) => gpu::info(args),
         Command::Check(args) => gpu::check(args),
         Command::Profile(args) => profile::profile(args),
+        Command::Bench(args) => bench::bench(args),
     }
 }
 
@@ -107,22 +176,36 @@ pub fn report_usage_error(err: clap::Error) -> ExitCode {
     ExitCode::from(2)
 }
 
-/// Builds the backend the user asked for: `auto` takes the best GPU adapter and falls back to
-/// the CPU with a warning.
+/// The GPU the flags ask for, or `None` for the CPU: `auto` takes the best adapter and falls back
+/// to the CPU with a warning; `gpu` without an adapter is an error.
+fn gpu_context(data: &DataArgs) -> Result<Option<GpuContext>> {
+    if data.backend == BackendChoice::Cpu {
+        return Ok(None);
+    }
+    match GpuContext::new(data.adapter.as_deref())? {
+        Some(ctx) => Ok(Some(ctx)),
+        None if data.backend == BackendChoice::Gpu => Err(bad_input(format!(
+            "--backend gpu: no GPU adapter found; {SOFTWARE_ADAPTER_HINT}, or use --backend cpu"
+        ))),
+        None => {
+            eprintln!("warning: no GPU adapter found, training on the CPU reference path; {SOFTWARE_ADAPTER_HINT}");
+            Ok(None)
+        }
+    }
+}
+
+/// Builds the backend the user asked for (see [`gpu_context`]).
 fn make_backend(
     data: &DataArgs,
     plan: Plan,
     params: Params<f32>,
     optimizer: Optimizer,
 ) -> Result<Box<dyn Backend>> {
-    if data.backend != BackendChoice::Cpu {
-        match GpuContext::new(data.adapter.as_deref())? {
-            Some(ctx) => return Ok(Box::new(GpuBackend::new(&ctx, plan, &params, optimizer)?)),
-            None if data.backend == BackendChoice::Gpu => {
-                return Err(bad_input(format!("--backend gpu: no GPU adapter found; {SOFTWARE_ADAPTER_HINT}, or use --backend cpu")))
-            }
-            None => eprintln!("warning: no GPU adapter found, training on the CPU reference path; {SOFTWARE_ADAPTER_HINT}"),
-        }
+    let tuning = data.kernels.load()?;
+    if let Some(ctx) = gpu_context(data)? {
+        let mut backend = GpuBackend::new(&ctx, plan, &params, optimizer)?;
+        tuning.apply(&mut backend);
+        return Ok(Box::new(backend));
     }
     log::debug!("backend: CPU reference path");
     Ok(Box::new(CpuBackend::new(plan, params, optimizer)))

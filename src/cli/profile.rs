@@ -7,12 +7,13 @@ use std::time::Instant;
 use anyhow::Result;
 use clap::Args;
 
+use super::KernelArgs;
 use mnist_wgpu::backend::Backend;
 use mnist_wgpu::config::Optimizer;
 use mnist_wgpu::data::load_mnist;
 use mnist_wgpu::error::bad_input;
 use mnist_wgpu::fsutil::write_atomic;
-use mnist_wgpu::gpu::profile::{DispatchTiming, Profiler};
+use mnist_wgpu::gpu::profile::{kernel_us_per_step, DispatchTiming, Profiler};
 use mnist_wgpu::gpu::{GpuBackend, GpuContext};
 use mnist_wgpu::model::{init_params, Arch, Plan, MNIST_INPUT};
 
@@ -35,6 +36,8 @@ pub struct ProfileArgs {
     /// Use the GPU adapter whose name contains this text.
     #[arg(long, value_name = "SUBSTRING")]
     adapter: Option<String>,
+    #[command(flatten)]
+    tuning: KernelArgs,
 }
 
 const WARM_UP_STEPS: usize = 2;
@@ -60,6 +63,7 @@ pub fn profile(args: ProfileArgs) -> Result<()> {
         &init_params(&plan, 42),
         Optimizer::adam(1e-3),
     )?;
+    args.tuning.load()?.apply(&mut backend);
     backend.set_train_data(&train)?;
     let batch_indices = |s: usize| -> Vec<u32> {
         (0..batch)
@@ -109,9 +113,11 @@ struct Row {
 }
 
 fn print_table(steps: &[Vec<DispatchTiming>], step_us: f64) {
-    let mut rows: HashMap<(&str, &str), Row> = HashMap::new();
+    let mut rows: HashMap<(&str, &str, &str), Row> = HashMap::new();
     for t in steps.iter().flatten() {
-        let row = rows.entry((t.kernel, t.cost.shape.as_str())).or_default();
+        let row = rows
+            .entry((t.kernel, t.variant, t.cost.shape.as_str()))
+            .or_default();
         row.calls += 1;
         row.total_us += t.duration_us;
         row.flops += t.cost.flops;
@@ -119,14 +125,15 @@ fn print_table(steps: &[Vec<DispatchTiming>], step_us: f64) {
     }
     let mut rows: Vec<_> = rows.into_iter().collect();
     rows.sort_by(|a, b| b.1.total_us.total_cmp(&a.1.total_us));
-    let width = rows.iter().map(|((k, _), _)| k.len()).max().unwrap_or(6);
-    let shape_width = rows.iter().map(|((_, s), _)| s.len()).max().unwrap_or(5);
+    let kw = column_width(rows.iter().map(|(k, _)| k.0), "kernel");
+    let vw = column_width(rows.iter().map(|(k, _)| k.1), "variant");
+    let sw = column_width(rows.iter().map(|(k, _)| k.2), "shape");
     println!(
-        "\n{:width$}  {:shape_width$}  {:>5}  {:>10}  {:>10}  {:>6}  {:>8}  {:>7}",
-        "kernel", "shape", "calls", "total ms", "mean us", "share", "GFLOP/s", "GB/s"
+        "\n{:kw$}  {:vw$}  {:sw$}  {:>5}  {:>10}  {:>10}  {:>6}  {:>8}  {:>7}",
+        "kernel", "variant", "shape", "calls", "total ms", "mean us", "share", "GFLOP/s", "GB/s"
     );
     let all_steps_us = step_us * steps.len() as f64;
-    for ((kernel, shape), r) in &rows {
+    for ((kernel, variant, shape), r) in &rows {
         let seconds = r.total_us / 1e6;
         let rate = |x: u64| {
             if x == 0 || seconds == 0.0 {
@@ -135,8 +142,9 @@ fn print_table(steps: &[Vec<DispatchTiming>], step_us: f64) {
                 format!("{:.2}", x as f64 / seconds / 1e9)
             }
         };
+        let variant = if variant.is_empty() { "-" } else { variant };
         println!(
-            "{kernel:width$}  {shape:shape_width$}  {:>5}  {:>10.3}  {:>10.1}  {:>5.1}%  {:>8}  {:>7}",
+            "{kernel:kw$}  {variant:vw$}  {shape:sw$}  {:>5}  {:>10.3}  {:>10.1}  {:>5.1}%  {:>8}  {:>7}",
             r.calls,
             r.total_us / 1e3,
             r.total_us / r.calls as f64,
@@ -145,13 +153,17 @@ fn print_table(steps: &[Vec<DispatchTiming>], step_us: f64) {
             rate(r.bytes)
         );
     }
-    let kernel_us: f64 = rows.iter().map(|(_, r)| r.total_us).sum::<f64>() / steps.len() as f64;
+    let kernel_us = kernel_us_per_step(steps);
     println!(
         "\nstep (one submit, wall clock): {:.3} ms; kernels: {:.3} ms per step ({:.1}% of the step)",
         step_us / 1e3,
         kernel_us / 1e3,
         100.0 * kernel_us / step_us
     );
+}
+
+fn column_width<'a>(values: impl Iterator<Item = &'a str>, title: &str) -> usize {
+    values.map(str::len).chain([title.len()]).max().unwrap_or(0)
 }
 
 /// Trace-event JSON: one complete event per dispatch, steps laid end to end.
@@ -168,7 +180,7 @@ fn chrome_trace(steps: &[Vec<DispatchTiming>]) -> serde_json::Value {
             events.push(serde_json::json!({
                 "name": t.kernel, "cat": "kernel", "ph": "X", "pid": 1, "tid": 1,
                 "ts": origin + t.start_us, "dur": t.duration_us,
-                "args": {"shape": t.cost.shape, "workgroups": t.workgroups, "flops": t.cost.flops, "bytes": t.cost.bytes},
+                "args": {"shape": t.cost.shape, "variant": t.variant, "workgroups": t.workgroups, "flops": t.cost.flops, "bytes": t.cost.bytes},
             }));
         }
         origin += end + 10.0;

@@ -171,7 +171,8 @@ fn report(
     let evaluation = evaluate(backend, &mnist.test)?;
     print_evaluation(&evaluation);
     if let Some(path) = metrics_json {
-        let report = MetricsReport::new(&evaluation, history, &backend.info(), arch, seed);
+        let device = (&backend.info(), backend.kernel_choices());
+        let report = MetricsReport::new(&evaluation, history, device, arch, seed);
         let json = serde_json::to_vec_pretty(&report).context("serialising metrics")?;
         write_atomic(path, &json)?;
         println!("wrote metrics to {}", path.display());

@@ -7,6 +7,7 @@ use std::sync::mpsc;
 
 use anyhow::{anyhow, bail, Result};
 
+use super::autotune::Autotuner;
 use super::check::{compare, compare_exact, random_vec, Comparison, CrossCheck};
 use super::context::GpuContext;
 use super::gather::pack_bytes;
@@ -14,8 +15,8 @@ use super::kernel::{read_buffer, storage, storage_init, uniform, View};
 use super::network::{CompiledNet, Kernels, ParamBuffers, Shared};
 use super::optim::OptimStep;
 use super::softmax_xent::GpuStats;
-use crate::backend::{Backend, BackendInfo, TrainStats};
-use crate::config::Optimizer;
+use crate::backend::{Backend, BackendInfo, KernelChoice, TrainStats};
+use crate::config::{AutotuneMode, Optimizer};
 use crate::cpu::CpuBackend;
 use crate::data::{Split, IMAGE_PIXELS};
 use crate::model::{init_params, Arch, Params, Plan, Tensor, MNIST_INPUT, NUM_CLASSES};
@@ -32,6 +33,7 @@ pub struct GpuBackend {
     plan: Plan,
     optimizer: Optimizer,
     kernels: Kernels,
+    tuner: Autotuner,
     params: ParamBuffers,
     optim_step: wgpu::Buffer,
     stats: wgpu::Buffer,
@@ -70,6 +72,7 @@ impl GpuBackend {
         let empty = storage(&ctx, "no training data", 4)?;
         let backend = GpuBackend {
             kernels,
+            tuner: Autotuner::new(&ctx, AutotuneMode::Off, None),
             params: buffers,
             optim_step,
             stats,
@@ -112,7 +115,8 @@ impl GpuBackend {
                 stats: View::whole(&self.stats),
                 optimizer: self.optimizer,
             };
-            let mut net = CompiledNet::new(&self.ctx, &self.plan, &shared, n, train)?;
+            let mut net =
+                CompiledNet::new(&self.ctx, &self.plan, &shared, &mut self.tuner, (n, train))?;
             if let Some((images, _)) = upload {
                 let identity: Vec<u32> = (0..n as u32).collect();
                 self.ctx
@@ -284,6 +288,10 @@ impl Backend for GpuBackend {
         )
     }
 
+    fn kernel_choices(&self) -> Vec<KernelChoice> {
+        self.tuner.choices().to_vec()
+    }
+
     fn params(&mut self) -> Result<Params<f32>> {
         let specs = &self.plan.params;
         let mut tensors = Vec::with_capacity(specs.len());
@@ -303,6 +311,29 @@ impl Backend for GpuBackend {
 impl GpuBackend {
     pub fn context(&self) -> &GpuContext {
         &self.ctx
+    }
+
+    /// How kernel variants are chosen from now on (a new backend uses each op's fixed rule,
+    /// [`AutotuneMode::Off`]); `cache` is the autotune cache file, if any. `pinned` choices
+    /// (from an earlier run's metrics) win over everything else.
+    pub fn set_autotune(
+        &mut self,
+        mode: AutotuneMode,
+        cache: Option<std::path::PathBuf>,
+        pinned: &[KernelChoice],
+    ) {
+        self.tuner = Autotuner::new(&self.ctx, mode, cache);
+        self.tuner.pin(pinned);
+        // Compiled networks were built with the old choices.
+        self.nets.clear();
+    }
+
+    /// Compiles (and autotunes) the training and inference networks for batches of `n`, as
+    /// the first step would.
+    pub fn prepare(&mut self, n: usize) -> Result<()> {
+        self.net(n, true)?;
+        self.net(n, false)?;
+        self.ctx.check_errors()
     }
 
     /// Writes the step's example indices and optimiser uniform and returns the network to

@@ -3,10 +3,10 @@
 //! element is summed by one invocation over k in increasing order (bit-reproducible).
 //!
 //! Two variants of the multiply ([`MatmulVariant`]): shared-memory tiles for real GPUs, and
-//! register blocks without shared memory for CPU adapters such as lavapipe. [`DenseKernels::new`]
-//! picks one per adapter ([`MatmulVariant::for_adapter`]); the register-blocked variant further
-//! picks, per pass, the first of its kernels whose vec4 access fits the operands' layout
-//! (`Scheme`). The cross-checks run every case through both variants.
+//! register blocks without shared memory for CPU adapters such as lavapipe. Every pass takes the
+//! variant to run (the autotuner times both, or [`MatmulVariant::for_adapter`] decides); the
+//! register-blocked variant further picks, per pass, the first of its kernels whose vec4 access
+//! fits the operands' layout (`Scheme`). The cross-checks run every case through both variants.
 
 use anyhow::Result;
 use bytemuck::{Pod, Zeroable};
@@ -20,6 +20,7 @@ use super::kernel::{
 use crate::cpu::dense::{
     dense_backward_input, dense_backward_weights, dense_forward, DenseGeometry,
 };
+use crate::cpu::float::{Float, MatMut, MatRef};
 
 pub const SOURCE: &str = include_str!("../../shaders/dense.wgsl");
 
@@ -69,6 +70,12 @@ impl MatmulVariant {
             MatmulVariant::Tiled => "tiled",
             MatmulVariant::RegisterBlocked => "register-blocked",
         }
+    }
+}
+
+impl super::autotune::Variant for MatmulVariant {
+    fn name(self) -> &'static str {
+        MatmulVariant::name(self)
     }
 }
 
@@ -230,23 +237,20 @@ struct MatmulKernel {
 }
 
 pub struct DenseKernels {
-    variant: MatmulVariant,
-    /// Every entry point of the variant's schemes, in preference order.
+    /// Every entry point of every scheme.
     matmuls: Vec<MatmulKernel>,
     backward_bias: Kernel,
 }
 
-impl DenseKernels {
-    /// The kernels of the variant [`MatmulVariant::for_adapter`] picks for this adapter.
-    pub fn new(ctx: &GpuContext) -> DenseKernels {
-        DenseKernels::with_variant(ctx, MatmulVariant::for_adapter(&ctx.info))
-    }
+/// Every scheme with a kernel, each once.
+const ALL_SCHEMES: [Scheme; 4] = [Scheme::Tiled, Scheme::General, Scheme::Dot, Scheme::Axpy];
 
-    /// The kernels of `variant`, whatever the adapter (the cross-checks run both).
-    pub fn with_variant(ctx: &GpuContext, variant: MatmulVariant) -> DenseKernels {
+impl DenseKernels {
+    /// The kernels of both variants.
+    pub fn new(ctx: &GpuContext) -> DenseKernels {
         let module = compile(ctx, "dense.wgsl", SOURCE);
         use Access::*;
-        let matmuls = schemes(variant)
+        let matmuls = ALL_SCHEMES
             .iter()
             .flat_map(|&scheme| [(scheme, false), (scheme, true)])
             .filter_map(|(scheme, bias)| {
@@ -264,7 +268,6 @@ impl DenseKernels {
             })
             .collect();
         DenseKernels {
-            variant,
             matmuls,
             backward_bias: Kernel::new(
                 ctx,
@@ -275,26 +278,22 @@ impl DenseKernels {
         }
     }
 
-    pub fn variant(&self) -> MatmulVariant {
-        self.variant
-    }
-
-    /// A dispatch of `c = a b` (`+ bias[col]` when given) with the first scheme that fits.
+    /// A dispatch of `c = a b` (`+ bias[col]` when given) with the first scheme of `variant`
+    /// that fits.
     fn matmul(
         &self,
         ctx: &GpuContext,
+        variant: MatmulVariant,
         p: MatmulParams,
-        a: View,
-        b: View,
-        c: View,
+        (a, b, c): (View, View, View),
         bias: Option<View>,
     ) -> Dispatch {
-        let scheme = choose(self.variant, &p, bias.is_some());
+        let scheme = choose(variant, &p, bias.is_some());
         let m = self
             .matmuls
             .iter()
             .find(|m| m.scheme == scheme && m.bias == bias.is_some())
-            .expect("dense: the variant's kernels are all compiled");
+            .expect("dense: every scheme's kernels are compiled");
         let grid = scheme.grid(p.rows as usize, p.cols as usize);
         let params = uniform(ctx, "dense params", &p);
         let params = View::whole(&params);
@@ -304,11 +303,28 @@ impl DenseKernels {
         }
     }
 
+    /// `c = a b` for a row-major `rows x inner` A and `inner x cols` B: the calibration
+    /// multiply of `bench`.
+    pub fn matmul_row_major(
+        &self,
+        ctx: &GpuContext,
+        variant: MatmulVariant,
+        (rows, inner, cols): (usize, usize, usize),
+        (a, b, c): (View, View, View),
+    ) -> Dispatch {
+        expect_elements(&a, rows * inner, "a");
+        expect_elements(&b, inner * cols, "b");
+        expect_elements(&c, rows * cols, "c");
+        let p = MatmulParams::new(rows, cols, inner, row_major(inner), row_major(cols));
+        self.matmul(ctx, variant, p, (a, b, c), None)
+    }
+
     /// `y = x w^T + b` for `n` rows of `x`.
     #[allow(clippy::too_many_arguments)]
     pub fn forward(
         &self,
         ctx: &GpuContext,
+        variant: MatmulVariant,
         g: DenseGeometry,
         n: usize,
         x: View,
@@ -327,13 +343,15 @@ impl DenseKernels {
             row_major(g.inputs),
             transposed(g.inputs),
         );
-        self.matmul(ctx, params, x, w, y, Some(b))
+        self.matmul(ctx, variant, params, (x, w, y), Some(b))
     }
 
     /// `dx = dy w`.
+    #[allow(clippy::too_many_arguments)]
     pub fn backward_input(
         &self,
         ctx: &GpuContext,
+        variant: MatmulVariant,
         g: DenseGeometry,
         n: usize,
         dy: View,
@@ -350,7 +368,7 @@ impl DenseKernels {
             row_major(g.outputs),
             row_major(g.inputs),
         );
-        self.matmul(ctx, params, dy, w, dx, None)
+        self.matmul(ctx, variant, params, (dy, w, dx), None)
     }
 
     /// `dw = dy^T x` and `db` = the batch sum of `dy`. Returns the dispatches to record (they are
@@ -359,6 +377,7 @@ impl DenseKernels {
     pub fn backward_weights(
         &self,
         ctx: &GpuContext,
+        variant: MatmulVariant,
         g: DenseGeometry,
         n: usize,
         x: View,
@@ -379,7 +398,7 @@ impl DenseKernels {
         );
         let bias_params = uniform(ctx, "dense params", &params);
         vec![
-            self.matmul(ctx, params, dy, x, dw, None),
+            self.matmul(ctx, variant, params, (dy, x, dw), None),
             self.backward_bias.dispatch(
                 ctx,
                 &[View::whole(&bias_params), dy, db],
@@ -412,9 +431,20 @@ const CASES: [Case; 4] = [
     case(32, 1600, 10),
 ];
 
+/// `bench`'s calibration multiply (`matmul_row_major`): an odd size and an aligned one.
+const CALIBRATION_CASES: [(usize, usize, usize); 2] = [(37, 29, 45), (64, 128, 96)];
+
 /// Forward, backward input, and backward weights and bias against the CPU, for every case and
-/// both matmul variants (the shape names the variant).
+/// both matmul variants (the shape names the variant); then the calibration multiply.
 pub fn checks() -> Vec<CrossCheck> {
+    let calibration = MatmulVariant::ALL.into_iter().flat_map(|variant| {
+        CALIBRATION_CASES.into_iter().map(move |(m, k, n)| {
+            let shape = format!("{m}x{k} times {k}x{n}, {variant}");
+            CrossCheck::new("dense_matmul (calibration)", shape, move |ctx| {
+                check_calibration(ctx, variant, (m, k, n))
+            })
+        })
+    });
     MatmulVariant::ALL
         .into_iter()
         .flat_map(|variant| CASES.into_iter().map(move |case| (variant, case)))
@@ -435,7 +465,37 @@ pub fn checks() -> Vec<CrossCheck> {
                 }),
             ]
         })
+        .chain(calibration)
         .collect()
+}
+
+fn check_calibration(
+    ctx: &GpuContext,
+    variant: MatmulVariant,
+    (m, k, n): (usize, usize, usize),
+) -> Result<Comparison> {
+    let seed = (m * 10_007 + k * 101 + n) as u64;
+    let (a, b) = (
+        random_vec(m * k, seed, -1.0, 1.0),
+        random_vec(k * n, seed + 1, -1.0, 1.0),
+    );
+    let (ga, gb) = (storage_init(ctx, "a", &a)?, storage_init(ctx, "b", &b)?);
+    let gc = output(ctx, "c", m * n)?;
+    let kernels = DenseKernels::new(ctx);
+    let views = ((&ga).into(), (&gb).into(), (&gc).into());
+    run(
+        ctx,
+        &[&kernels.matmul_row_major(ctx, variant, (m, k, n), views)],
+    );
+    let mut cpu = vec![0.0f32; m * n];
+    f32::gemm(
+        1.0,
+        MatRef::row_major(&a, m, k),
+        MatRef::row_major(&b, k, n),
+        0.0,
+        MatMut::row_major(&mut cpu, m, n),
+    );
+    Ok(compare(&read_buffer(ctx, &gc, 0, cpu.len())?, &cpu))
 }
 
 /// Random tensors in [-1, 1) for one case, reproducible from its shape.
@@ -472,11 +532,12 @@ fn check_forward(ctx: &GpuContext, variant: MatmulVariant, case: Case) -> Result
         storage_init(ctx, "b", &data.b)?,
     );
     let y = output(ctx, "y", n * g.outputs)?;
-    let kernels = DenseKernels::with_variant(ctx, variant);
+    let kernels = DenseKernels::new(ctx);
     run(
         ctx,
         &[&kernels.forward(
             ctx,
+            variant,
             g,
             n,
             (&x).into(),
@@ -501,10 +562,10 @@ fn check_backward_input(
         storage_init(ctx, "w", &data.w)?,
     );
     let dx = output(ctx, "dx", n * g.inputs)?;
-    let kernels = DenseKernels::with_variant(ctx, variant);
+    let kernels = DenseKernels::new(ctx);
     run(
         ctx,
-        &[&kernels.backward_input(ctx, g, n, (&dy).into(), (&w).into(), (&dx).into())],
+        &[&kernels.backward_input(ctx, variant, g, n, (&dy).into(), (&w).into(), (&dx).into())],
     );
     let mut cpu = vec![0.0; n * g.inputs];
     dense_backward_input(g, &data.dy, &data.w, &mut cpu);
@@ -525,9 +586,10 @@ fn check_backward_weights(
         output(ctx, "dw", g.outputs * g.inputs)?,
         output(ctx, "db", g.outputs)?,
     );
-    let kernels = DenseKernels::with_variant(ctx, variant);
+    let kernels = DenseKernels::new(ctx);
     let dispatches = kernels.backward_weights(
         ctx,
+        variant,
         g,
         n,
         (&x).into(),

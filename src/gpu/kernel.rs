@@ -120,6 +120,7 @@ impl Kernel {
             bind_group,
             workgroups,
             cost: Cost::default(),
+            variant: "",
         }
     }
 }
@@ -141,11 +142,18 @@ pub struct Dispatch {
     bind_group: wgpu::BindGroup,
     pub workgroups: [u32; 3],
     pub cost: Cost,
+    /// The kernel variant this dispatch belongs to, for ops that have several (else empty).
+    pub variant: &'static str,
 }
 
 impl Dispatch {
     pub fn with_cost(mut self, cost: Cost) -> Dispatch {
         self.cost = cost;
+        self
+    }
+
+    pub fn with_variant(mut self, variant: &'static str) -> Dispatch {
+        self.variant = variant;
         self
     }
 

@@ -1,6 +1,7 @@
 //! The GPU path: WGSL kernels through wgpu. One op family per file, named like its shader
 //! (`shaders/relu.wgsl`) and its CPU twin (`cpu/relu.rs`).
 
+pub mod autotune;
 mod backend;
 pub mod check;
 pub mod context;

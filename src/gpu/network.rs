@@ -7,9 +7,10 @@
 
 use anyhow::Result;
 
+use super::autotune::Autotuner;
 use super::context::GpuContext;
 use super::conv2d::Conv2dKernels;
-use super::dense::DenseKernels;
+use super::dense::{DenseKernels, MatmulVariant};
 use super::gather::GatherKernels;
 use super::kernel::{storage, Cost, Dispatch, View};
 use super::maxpool2d::MaxPool2dKernels;
@@ -198,12 +199,13 @@ fn relu_fused_into_conv(plan: &Plan, i: usize) -> bool {
 
 impl CompiledNet {
     /// Gather + forward (+ loss, backward and update when `train`) for batches of `n`.
+    /// `tuner` picks the variant of each op that has several.
     pub fn new(
         ctx: &GpuContext,
         plan: &Plan,
         shared: &Shared,
-        n: usize,
-        train: bool,
+        tuner: &mut Autotuner,
+        (n, train): (usize, bool),
     ) -> Result<CompiledNet> {
         let k = shared.kernels;
         let layout = Layout::new(ctx, plan, n, train)?;
@@ -242,10 +244,10 @@ impl CompiledNet {
                 Layer::Dense { .. } => {
                     let w = step.weight_index.expect("dense has parameters");
                     let (wv, bv) = (p.view(&p.params, w), p.view(&p.params, w + 1));
-                    dispatches.push(
-                        k.dense
-                            .forward(ctx, DenseGeometry::of(step), n, x, wv, bv, y),
-                    );
+                    let g = DenseGeometry::of(step);
+                    dispatches.extend(tune_dense(ctx, tuner, "dense_forward", g, n, |v| {
+                        vec![k.dense.forward(ctx, v, g, n, x, wv, bv, y)]
+                    })?);
                 }
                 Layer::Relu if !relu_fused_into_conv(plan, i) => {
                     dispatches.push(k.relu.forward(ctx, n * step.output.len(), x, y));
@@ -294,7 +296,7 @@ impl CompiledNet {
             dispatches[at..]
                 .iter_mut()
                 .for_each(|d| d.cost = loss_cost.clone());
-            backward(ctx, plan, shared, &layout, n, &mut dispatches);
+            backward(ctx, plan, shared, tuner, &layout, n, &mut dispatches)?;
             let len = p.len;
             let (pv, gv, mv, vv) = (
                 View::whole(&p.params),
@@ -342,13 +344,14 @@ fn backward(
     ctx: &GpuContext,
     plan: &Plan,
     shared: &Shared,
+    tuner: &mut Autotuner,
     layout: &Layout,
     n: usize,
     out: &mut Vec<Dispatch>,
-) {
+) -> Result<()> {
     for (i, step) in plan.steps.iter().enumerate().rev() {
         let first = out.len();
-        backward_step(ctx, plan, shared, layout, n, i, out);
+        backward_step(ctx, plan, (shared, tuner), layout, (n, i), out)?;
         let cost = StepCost::new(step, n, "backward");
         for d in &mut out[first..] {
             // Bias gradients and partial-sum reductions count their traffic only.
@@ -360,18 +363,32 @@ fn backward(
             };
         }
     }
+    Ok(())
+}
+
+/// The dispatches of a dense pass `op` in the variant `tuner` picks.
+fn tune_dense(
+    ctx: &GpuContext,
+    tuner: &mut Autotuner,
+    op: &str,
+    g: DenseGeometry,
+    n: usize,
+    build: impl Fn(MatmulVariant) -> Vec<Dispatch>,
+) -> Result<Vec<Dispatch>> {
+    let shape = format!("n {n}, {} -> {}", g.inputs, g.outputs);
+    let rule = MatmulVariant::for_adapter(&ctx.info);
+    tuner.choose(ctx, (op, &shape), &MatmulVariant::ALL, rule, build)
 }
 
 /// The backward dispatches of step `i`.
 fn backward_step(
     ctx: &GpuContext,
     plan: &Plan,
-    shared: &Shared,
+    (shared, tuner): (&Shared, &mut Autotuner),
     layout: &Layout,
-    n: usize,
-    i: usize,
+    (n, i): (usize, usize),
     out: &mut Vec<Dispatch>,
-) {
+) -> Result<()> {
     let (k, p) = (shared.kernels, shared.params);
     let step = &plan.steps[i];
     {
@@ -405,24 +422,20 @@ fn backward_step(
             Layer::Dense { .. } => {
                 let w = step.weight_index.expect("dense has parameters");
                 let (dw, db) = (p.view(&p.grads, w), p.view(&p.grads, w + 1));
-                out.extend(k.dense.backward_weights(
+                let g = DenseGeometry::of(step);
+                out.extend(tune_dense(
                     ctx,
-                    DenseGeometry::of(step),
+                    tuner,
+                    "dense_backward_weights",
+                    g,
                     n,
-                    x,
-                    dy,
-                    dw,
-                    db,
-                ));
+                    |v| k.dense.backward_weights(ctx, v, g, n, x, dy, dw, db),
+                )?);
                 if let Some(dx) = dx {
-                    out.push(k.dense.backward_input(
-                        ctx,
-                        DenseGeometry::of(step),
-                        n,
-                        dy,
-                        p.view(&p.params, w),
-                        dx,
-                    ));
+                    let wv = p.view(&p.params, w);
+                    out.extend(tune_dense(ctx, tuner, "dense_backward_input", g, n, |v| {
+                        vec![k.dense.backward_input(ctx, v, g, n, dy, wv, dx)]
+                    })?);
                 }
             }
             Layer::Relu => {
@@ -440,6 +453,7 @@ fn backward_step(
             Layer::Flatten => {}
         }
     }
+    Ok(())
 }
 
 /// What one layer's pass costs, for the profiler's GFLOP/s and GB/s (4-byte elements).

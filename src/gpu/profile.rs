@@ -48,6 +48,8 @@ impl TimingSource {
 #[derive(Clone, Debug)]
 pub struct DispatchTiming {
     pub kernel: &'static str,
+    /// The kernel variant, for ops that have several (else empty).
+    pub variant: &'static str,
     pub cost: Cost,
     pub workgroups: [u32; 3],
     pub start_us: f64,
@@ -144,6 +146,7 @@ impl Profiler {
 fn timing(d: &Dispatch, start_us: f64, duration_us: f64) -> DispatchTiming {
     DispatchTiming {
         kernel: d.kernel,
+        variant: d.variant,
         cost: d.cost.clone(),
         workgroups: d.workgroups,
         start_us,
@@ -220,4 +223,10 @@ impl Queries {
         self.readback.unmap();
         Ok(ticks)
     }
+}
+
+/// Mean GPU time per step spent inside kernels, in microseconds.
+pub fn kernel_us_per_step(steps: &[Vec<DispatchTiming>]) -> f64 {
+    let total: f64 = steps.iter().flatten().map(|t| t.duration_us).sum();
+    total / steps.len().max(1) as f64
 }

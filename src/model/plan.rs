@@ -161,14 +161,23 @@ impl Plan {
 
     /// Multiply-adds of one forward pass of one example.
     pub fn forward_macs(&self) -> usize {
-        self.steps
-            .iter()
-            .map(|s| match s.layer {
-                Layer::Conv2d { kernel, .. } => s.output.len() * s.input.channels * kernel * kernel,
-                Layer::Dense { .. } => s.output.len() * s.input.len(),
-                _ => 0,
-            })
-            .sum()
+        self.steps.iter().map(step_macs).sum()
+    }
+
+    /// Multiply-adds of one training pass of one example: forward, weight gradients, and input
+    /// gradients of every layer but the first (nothing needs the image's gradient).
+    pub fn training_macs(&self) -> usize {
+        let input_grads: usize = self.steps.iter().skip(1).map(step_macs).sum();
+        2 * self.forward_macs() + input_grads
+    }
+}
+
+/// Multiply-adds of one step's forward pass for one example (its gradients cost as much each).
+fn step_macs(s: &Step) -> usize {
+    match s.layer {
+        Layer::Conv2d { kernel, .. } => s.output.len() * s.input.channels * kernel * kernel,
+        Layer::Dense { .. } => s.output.len() * s.input.len(),
+        _ => 0,
     }
 }
 
@@ -271,6 +280,8 @@ mod tests {
         let count: usize = plan.params.iter().map(ParamSpec::len).sum();
         assert_eq!(count, 34826); // Keras' model.summary() for the tutorial CNN
         assert_eq!(plan.forward_macs(), 32 * 9 * 676 + 64 * 288 * 121 + 16000);
+        // conv1 needs no input gradient: the image is not trained.
+        assert_eq!(plan.training_macs(), 3 * plan.forward_macs() - 32 * 9 * 676);
     }
 
     #[test]

@@ -10,11 +10,18 @@ pub fn bundled_data() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("data/mnist")
 }
 
-/// Runs the `mnist-wgpu` binary.
+/// An autotune cache directory private to this test process, so that tests never read or
+/// write the user's cache.
+pub fn test_cache_dir() -> PathBuf {
+    std::env::temp_dir().join(format!("mnist-wgpu-test-cache-{}", std::process::id()))
+}
+
+/// Runs the `mnist-wgpu` binary (with the test process's own autotune cache).
 pub fn run_cli(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_mnist-wgpu"))
         .args(args)
         .env_remove("RUST_LOG")
+        .env("MNIST_WGPU_CACHE_DIR", test_cache_dir())
         .output()
         .expect("the binary runs")
 }
@@ -81,4 +88,29 @@ pub fn gpu_context() -> Option<mnist_wgpu::gpu::GpuContext> {
         eprintln!("\n*** SKIPPED: no GPU adapter found; install mesa-vulkan-drivers for a software one ***\n");
     }
     ctx
+}
+
+/// The fields of a `bench --json` report that every backend fills, and their sanity.
+pub fn assert_bench_figures(r: &serde_json::Value) {
+    for field in [
+        "warmup_seconds",
+        "seconds_per_epoch",
+        "train_images_per_second",
+        "inference_images_per_second",
+        "step_gflops",
+        "calibration_gflops",
+    ] {
+        let v = r[field]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{field} missing: {r}"));
+        assert!(v.is_finite() && v > 0.0, "{field} = {v}");
+    }
+    for field in ["arch", "kernel_share", "peak_rss_bytes", "gpu_bytes"] {
+        assert!(r.get(field).is_some(), "{field} missing: {r}");
+    }
+    assert!(r["peak_rss_bytes"].as_u64().unwrap() > 1 << 20);
+    // Consistent with each other: an epoch at the measured rate.
+    let epoch =
+        r["epoch_images"].as_f64().unwrap() / r["train_images_per_second"].as_f64().unwrap();
+    assert!((epoch / r["seconds_per_epoch"].as_f64().unwrap() - 1.0).abs() < 1e-9);
 }

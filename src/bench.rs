@@ -1,0 +1,213 @@
+//! Measurements for `bench`: steady-state training and inference speed of a backend, and the
+//! yardstick it is judged against, a calibration matrix multiply timed on the same device in
+//! the same run (the fastest variant and size found). Memory comes from the operating system
+//! (peak resident set) and from wgpu's allocation counters.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use rayon::prelude::*;
+use serde::Serialize;
+
+use crate::backend::Backend;
+use crate::cpu::float::{Float, MatMut, MatRef};
+use crate::data::{Split, IMAGE_PIXELS};
+use crate::gpu::autotune::time_dispatches;
+use crate::gpu::dense::{DenseKernels, MatmulVariant};
+use crate::gpu::kernel::{storage_init, View};
+use crate::gpu::GpuContext;
+
+/// What `bench --json` writes. The first thirteen fields are the stable interface.
+#[derive(Clone, Debug, Serialize)]
+pub struct BenchReport {
+    pub adapter: String,
+    pub backend: String,
+    pub arch: String,
+    pub batch_size: usize,
+    /// From creating the backend to the end of the first training step: device setup, shader
+    /// compilation, autotuning and the upload of the training set.
+    pub warmup_seconds: f64,
+    pub seconds_per_epoch: f64,
+    pub train_images_per_second: f64,
+    pub inference_images_per_second: f64,
+    /// Useful floating-point work of training (multiply-adds count two) per second.
+    pub step_gflops: f64,
+    pub calibration_gflops: f64,
+    /// Share of a training step's wall time spent inside GPU kernels (GPU timestamps); absent
+    /// on the CPU and on adapters without timestamp queries.
+    pub kernel_share: Option<f64>,
+    pub peak_rss_bytes: Option<u64>,
+    /// Bytes of GPU buffers alive at the end, as wgpu's counters see them (Vulkan and DX12).
+    pub gpu_bytes: Option<u64>,
+    /// Images in an epoch, and the training work of one epoch.
+    pub epoch_images: usize,
+    pub epoch_gflop: f64,
+    /// Which multiply gave `calibration_gflops`.
+    pub calibration: String,
+    pub train_steps_timed: usize,
+    pub date: String,
+}
+
+/// The fastest matrix multiply found on a device.
+#[derive(Clone, Debug)]
+pub struct Calibration {
+    pub gflops: f64,
+    pub description: String,
+}
+
+/// Seconds per training step: consecutive batches of `train` (wrapping around) for at least
+/// `min_time` and at least three steps, waiting for all of them at the end.
+pub fn time_training(
+    backend: &mut dyn Backend,
+    train: &Split,
+    batch: usize,
+    min_time: Duration,
+) -> Result<(f64, usize)> {
+    let batch_indices = |s: usize| -> Vec<u32> {
+        (0..batch)
+            .map(|i| ((s * batch + i) % train.len()) as u32)
+            .collect()
+    };
+    backend.take_train_stats()?;
+    let start = Instant::now();
+    let mut steps = 0;
+    while steps < 3 || start.elapsed() < min_time {
+        backend.train_step(&batch_indices(steps))?;
+        steps += 1;
+        if steps % 8 == 0 {
+            // Bound the queue, and notice a diverging run early.
+            backend.take_train_stats()?;
+        }
+    }
+    backend.take_train_stats()?;
+    Ok((start.elapsed().as_secs_f64() / steps as f64, steps))
+}
+
+/// Images per second of inference in batches of `batch` (after one warm-up batch), for at
+/// least `min_time` and three batches.
+pub fn time_inference(
+    backend: &mut dyn Backend,
+    images: &Split,
+    batch: usize,
+    min_time: Duration,
+) -> Result<f64> {
+    let batch = batch.min(images.len()).max(1);
+    let batches = images.len() / batch;
+    let chunk = |b: usize| {
+        let start = (b % batches) * batch * IMAGE_PIXELS;
+        &images.images[start..start + batch * IMAGE_PIXELS]
+    };
+    backend.predict_logits(chunk(0))?;
+    let start = Instant::now();
+    let mut done = 0;
+    while done < 3 || start.elapsed() < min_time {
+        backend.predict_logits(chunk(done + 1))?;
+        done += 1;
+    }
+    Ok((done * batch) as f64 / start.elapsed().as_secs_f64())
+}
+
+/// Square sizes tried for the calibration multiply, smallest first.
+const CALIBRATION_SIZES: [usize; 3] = [512, 1024, 2048];
+/// A size slower than this per run is the last one tried (keeps CPU adapters quick).
+const CALIBRATION_SLOW_RUN: f64 = 0.1;
+
+/// The fastest `C = A B` among the dense matmul variants and a few square sizes on `ctx`.
+pub fn gpu_calibration(ctx: &GpuContext) -> Result<Calibration> {
+    let kernels = DenseKernels::new(ctx);
+    let mut best = Calibration {
+        gflops: 0.0,
+        description: String::new(),
+    };
+    for size in CALIBRATION_SIZES {
+        let data = crate::gpu::check::random_vec(size * size, size as u64, -1.0, 1.0);
+        let (a, b, c) = (
+            storage_init(ctx, "calibration a", &data)?,
+            storage_init(ctx, "calibration b", &data)?,
+            storage_init(ctx, "calibration c", &data)?,
+        );
+        let mut slowest_run: f64 = 0.0;
+        for variant in MatmulVariant::ALL {
+            let views = (View::whole(&a), View::whole(&b), View::whole(&c));
+            let dispatch = kernels.matmul_row_major(ctx, variant, (size, size, size), views);
+            let bound = (best.gflops > 0.0).then(|| 3.0 * flops(size) / (best.gflops * 1e9));
+            let seconds = time_dispatches(ctx, &[dispatch], bound)?;
+            slowest_run = slowest_run.max(seconds);
+            let gflops = flops(size) / seconds / 1e9;
+            if gflops > best.gflops {
+                best = Calibration {
+                    gflops,
+                    description: format!("dense matmul ({}), {size}^3", variant.name()),
+                };
+            }
+        }
+        if slowest_run > CALIBRATION_SLOW_RUN {
+            break;
+        }
+    }
+    Ok(best)
+}
+
+/// The CPU path's own multiply (`Float::gemm`), rows split across the rayon threads as the
+/// CPU backend splits its work: the best of three runs at 1024^3.
+pub fn cpu_calibration() -> Calibration {
+    const SIZE: usize = 1024;
+    let a = crate::gpu::check::random_vec(SIZE * SIZE, 1, -1.0, 1.0);
+    let mut c = vec![0.0f32; SIZE * SIZE];
+    let rows_per_task = SIZE.div_ceil(rayon::current_num_threads()).max(1);
+    let mut fastest = f64::INFINITY;
+    for _ in 0..3 {
+        let start = Instant::now();
+        c.par_chunks_mut(rows_per_task * SIZE)
+            .enumerate()
+            .for_each(|(i, block)| {
+                let rows = block.len() / SIZE;
+                let a_rows = &a[i * rows_per_task * SIZE..][..rows * SIZE];
+                f32::gemm(
+                    1.0,
+                    MatRef::row_major(a_rows, rows, SIZE),
+                    MatRef::row_major(&a, SIZE, SIZE),
+                    0.0,
+                    MatMut::row_major(block, rows, SIZE),
+                );
+            });
+        fastest = fastest.min(start.elapsed().as_secs_f64());
+    }
+    Calibration {
+        gflops: flops(SIZE) / fastest / 1e9,
+        description: format!(
+            "CPU gemm (matrixmultiply, {} threads), {SIZE}^3",
+            rayon::current_num_threads()
+        ),
+    }
+}
+
+fn flops(size: usize) -> f64 {
+    2.0 * (size as f64).powi(3)
+}
+
+/// The most memory this process has held resident, where the platform reports it.
+pub fn peak_rss_bytes() -> Option<u64> {
+    #[cfg(unix)]
+    {
+        // SAFETY: getrusage only writes the struct we pass.
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
+            return None;
+        }
+        let max = u64::try_from(usage.ru_maxrss).ok()?;
+        // Linux reports KiB, macOS bytes.
+        let unit = if cfg!(target_os = "macos") { 1 } else { 1024 };
+        Some(max * unit)
+    }
+    #[cfg(not(unix))]
+    {
+        None
+    }
+}
+
+/// Bytes of GPU buffers alive on `ctx`'s device, where wgpu counts them.
+pub fn gpu_bytes(ctx: &GpuContext) -> Option<u64> {
+    let bytes = ctx.device.get_internal_counters().hal.buffer_memory.read();
+    u64::try_from(bytes).ok().filter(|&b| b > 0)
+}

@@ -1,0 +1,198 @@
+//! `bench`: warm-up, steady-state training and inference speed, achieved GFLOP/s against a
+//! calibration multiply on the same device, share of the step inside kernels, and memory.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use clap::Args;
+
+use super::{gpu_context, DataArgs};
+use mnist_wgpu::backend::Backend;
+use mnist_wgpu::bench::{
+    cpu_calibration, gpu_bytes, gpu_calibration, peak_rss_bytes, time_inference, time_training,
+    BenchReport,
+};
+use mnist_wgpu::config::Optimizer;
+use mnist_wgpu::cpu::CpuBackend;
+use mnist_wgpu::data::load_mnist;
+use mnist_wgpu::error::bad_input;
+use mnist_wgpu::fsutil::write_atomic;
+use mnist_wgpu::gpu::profile::{kernel_us_per_step, Profiler, TimingSource};
+use mnist_wgpu::gpu::{GpuBackend, GpuContext};
+use mnist_wgpu::model::{init_params, Arch, Plan, MNIST_INPUT};
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// Architecture: a preset (seed) or a spec string.
+    #[arg(long, default_value = "seed")]
+    arch: String,
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..=65536))]
+    batch_size: u64,
+    /// Minimum seconds of steady-state timing, for training and again for inference.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    seconds: u64,
+    /// Write the results as JSON.
+    #[arg(long, value_name = "PATH")]
+    json: Option<PathBuf>,
+    #[command(flatten)]
+    data: DataArgs,
+}
+
+/// Training steps the profiler times for the kernel share.
+const PROFILED_STEPS: usize = 3;
+
+enum Device {
+    Cpu(Box<CpuBackend>),
+    Gpu(Box<GpuBackend>),
+}
+
+impl Device {
+    fn backend(&mut self) -> &mut dyn Backend {
+        match self {
+            Device::Cpu(b) => b.as_mut(),
+            Device::Gpu(b) => b.as_mut(),
+        }
+    }
+}
+
+pub fn bench(args: BenchArgs) -> Result<()> {
+    let arch = Arch::parse(&args.arch).map_err(|e| bad_input(format!("--arch: {e}")))?;
+    let plan = Plan::new(&arch, MNIST_INPUT).map_err(|e| bad_input(format!("--arch: {e}")))?;
+    let mut mnist = load_mnist(&args.data.data_dir)?;
+    if let Some(n) = args.data.test_limit {
+        mnist.test = mnist.test.truncated(n as usize);
+    }
+    let batch = args.batch_size as usize;
+    if batch > mnist.train.len() {
+        return Err(bad_input(format!(
+            "--batch-size {batch}: larger than the {} training images",
+            mnist.train.len()
+        )));
+    }
+    let min_time = Duration::from_secs(args.seconds);
+
+    let start = Instant::now();
+    let params = init_params(&plan, 42);
+    let optimizer = Optimizer::adam(1e-3);
+    let tuning = args.data.kernels.load()?;
+    let mut device = match gpu_context(&args.data)? {
+        Some(ctx) => {
+            let mut backend = GpuBackend::new(&ctx, plan.clone(), &params, optimizer)?;
+            tuning.apply(&mut backend);
+            Device::Gpu(Box::new(backend))
+        }
+        None => Device::Cpu(Box::new(CpuBackend::new(plan.clone(), params, optimizer))),
+    };
+    let backend = device.backend();
+    let info = backend.info();
+    println!(
+        "benchmarking {arch}, batch {batch}, on {} ({})",
+        info.adapter, info.backend
+    );
+    backend.set_train_data(&mnist.train)?;
+    let first: Vec<u32> = (0..batch as u32).collect();
+    backend.train_step(&first)?;
+    backend.take_train_stats()?;
+    let warmup_seconds = start.elapsed().as_secs_f64();
+    println!("warm-up (setup, compilation, autotuning, first step): {warmup_seconds:.2} s");
+
+    let (step_seconds, steps) = time_training(backend, &mnist.train, batch, min_time)?;
+    let inference_rate = time_inference(backend, &mnist.test, batch, min_time)?;
+    let (kernel_share, gpu_bytes, calibration) = match &mut device {
+        Device::Gpu(backend) => {
+            let ctx = backend.context().clone();
+            (
+                kernel_share(backend, &ctx, batch, step_seconds)?,
+                gpu_bytes(&ctx),
+                gpu_calibration(&ctx)?,
+            )
+        }
+        Device::Cpu(_) => (None, None, cpu_calibration()),
+    };
+
+    let epoch_images = mnist.train.len();
+    let flops_per_image = 2.0 * plan.training_macs() as f64;
+    let train_rate = batch as f64 / step_seconds;
+    let report = BenchReport {
+        adapter: info.adapter,
+        backend: info.backend,
+        arch: arch.to_string(),
+        batch_size: batch,
+        warmup_seconds,
+        seconds_per_epoch: epoch_images as f64 / train_rate,
+        train_images_per_second: train_rate,
+        inference_images_per_second: inference_rate,
+        step_gflops: flops_per_image * train_rate / 1e9,
+        calibration_gflops: calibration.gflops,
+        kernel_share,
+        peak_rss_bytes: peak_rss_bytes(),
+        gpu_bytes,
+        epoch_images,
+        epoch_gflop: flops_per_image * epoch_images as f64 / 1e9,
+        calibration: calibration.description,
+        train_steps_timed: steps,
+        date: chrono::Local::now().format("%Y-%m-%d").to_string(),
+    };
+    print_report(&report, &plan);
+    if let Some(path) = &args.json {
+        write_atomic(path, &serde_json::to_vec_pretty(&report)?)?;
+        println!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+/// Kernel time of a profiled step over the steady-state step time, where GPU timestamps exist.
+fn kernel_share(
+    backend: &mut GpuBackend,
+    ctx: &GpuContext,
+    batch: usize,
+    step_seconds: f64,
+) -> Result<Option<f64>> {
+    let mut profiler = Profiler::new(ctx);
+    if profiler.source == TimingSource::WallClockPerPass {
+        return Ok(None);
+    }
+    let indices: Vec<u32> = (0..batch as u32).collect();
+    let steps = (0..PROFILED_STEPS)
+        .map(|_| profiler.profile_step(backend, &indices))
+        .collect::<Result<Vec<_>>>()?;
+    backend.take_train_stats()?;
+    Ok(Some(kernel_us_per_step(&steps) / (step_seconds * 1e6)))
+}
+
+fn print_report(r: &BenchReport, plan: &Plan) {
+    println!(
+        "training: {:.3} s per step, {:.1} s per epoch of {} images, {:.0} images/s ({} steps timed)",
+        r.batch_size as f64 / r.train_images_per_second,
+        r.seconds_per_epoch,
+        r.epoch_images,
+        r.train_images_per_second,
+        r.train_steps_timed
+    );
+    println!("inference: {:.0} images/s", r.inference_images_per_second);
+    println!(
+        "work: {:.1} GFLOP per epoch, {:.2} GFLOP/s achieved; calibration: {:.2} GFLOP/s ({})",
+        r.epoch_gflop, r.step_gflops, r.calibration_gflops, r.calibration
+    );
+    // The bound as the issue tracker states it: three times the forward work per epoch.
+    let bound =
+        6.0 * plan.forward_macs() as f64 * r.epoch_images as f64 / (r.calibration_gflops * 1e9);
+    println!(
+        "calibration bound (3x forward work at calibration speed): {bound:.1} s per epoch; this run is {:.2}x the bound",
+        r.seconds_per_epoch / bound
+    );
+    if let Some(share) = r.kernel_share {
+        println!("inside kernels: {:.1}% of the step", 100.0 * share);
+    }
+    let mib = |b: Option<u64>| {
+        b.map_or("n/a".to_string(), |b| {
+            format!("{:.1} MiB", b as f64 / 1048576.0)
+        })
+    };
+    println!(
+        "memory: peak resident {}, GPU buffers {}",
+        mib(r.peak_rss_bytes),
+        mib(r.gpu_bytes)
+    );
+}

@@ -1,0 +1,287 @@
+//! Kernel autotuning per adapter. The hot ops (the conv2d and dense passes) come in several
+//! variants; which is fastest depends on the adapter (shared-memory tiles win on real GPUs and
+//! lose badly on CPU adapters) and on the shape. The first time an (adapter, driver, kernels,
+//! op, shape) is seen, each variant is timed on the real buffers and the fastest kept, in a JSON
+//! cache in the user's cache directory that later runs reuse without timing.
+//!
+//! Every choice is reported as a [`KernelChoice`] (for `info --kernels` and the metrics JSON),
+//! and a run's choices can be pinned again ([`Autotuner::pin`]) to reproduce it exactly: the
+//! variants of an op may sum in different orders, so they agree only within tolerance.
+
+use std::collections::BTreeMap;
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{anyhow, Result};
+use serde::{Deserialize, Serialize};
+
+use super::context::GpuContext;
+use super::kernel::Dispatch;
+use crate::backend::KernelChoice;
+use crate::config::AutotuneMode;
+use crate::fsutil::write_atomic;
+
+/// A kernel variant of one op (e.g. tiled or register-blocked), named as users see it.
+pub trait Variant: Copy + PartialEq + 'static {
+    fn name(self) -> &'static str;
+}
+
+/// Where the cache lives: `$MNIST_WGPU_CACHE_DIR/autotune.json`, else
+/// `<user cache dir>/mnist-wgpu/autotune.json`; `None` when the platform has no cache dir.
+pub fn default_cache_path() -> Option<PathBuf> {
+    let dir = match std::env::var_os("MNIST_WGPU_CACHE_DIR") {
+        Some(dir) => PathBuf::from(dir),
+        None => dirs::cache_dir()?.join("mnist-wgpu"),
+    };
+    Some(dir.join("autotune.json"))
+}
+
+/// The cache file: device key -> (op and shape -> entry).
+#[derive(Default, Serialize, Deserialize)]
+struct CacheFile {
+    devices: BTreeMap<String, BTreeMap<String, CacheEntry>>,
+}
+
+#[derive(Clone, Serialize, Deserialize)]
+struct CacheEntry {
+    variant: String,
+    timings_us: BTreeMap<String, f64>,
+}
+
+/// Wall time a timing sample aims for: long enough to swamp the submit overhead.
+const SAMPLE_SECONDS: f64 = 0.02;
+const SAMPLES: usize = 3;
+/// A variant whose first run is this many times slower than the best so far is not sampled
+/// further: it cannot win, and on a CPU adapter a slow variant can take seconds.
+const HOPELESS: f64 = 3.0;
+
+/// Chooses a variant for each (op, shape) and remembers what it chose.
+pub struct Autotuner {
+    mode: AutotuneMode,
+    cache_path: Option<PathBuf>,
+    /// Adapter, driver, API and a hash of the kernels' source: a cached choice is reused only
+    /// for exactly this combination.
+    device: String,
+    cache: Option<CacheFile>,
+    pinned: BTreeMap<String, String>,
+    choices: Vec<KernelChoice>,
+}
+
+impl Autotuner {
+    pub fn new(ctx: &GpuContext, mode: AutotuneMode, cache_path: Option<PathBuf>) -> Autotuner {
+        let info = &ctx.info;
+        Autotuner {
+            mode,
+            cache_path,
+            device: format!(
+                "{} | {} {} | {} | kernels {:016x}",
+                info.name,
+                info.driver,
+                info.driver_info,
+                ctx.backend_name(),
+                kernels_hash()
+            ),
+            cache: None,
+            pinned: BTreeMap::new(),
+            choices: Vec::new(),
+        }
+    }
+
+    /// Use exactly these choices where their op and shape come up (ahead of cache and rule).
+    pub fn pin(&mut self, choices: &[KernelChoice]) {
+        for c in choices {
+            self.pinned.insert(key(&c.op, &c.shape), c.variant.clone());
+        }
+    }
+
+    pub fn mode(&self) -> AutotuneMode {
+        self.mode
+    }
+
+    /// Every choice made so far, in the order the ops were first built.
+    pub fn choices(&self) -> &[KernelChoice] {
+        &self.choices
+    }
+
+    /// The dispatches of `op` at `shape`, built by `build` with the chosen variant: a pinned
+    /// choice, else `rule` when tuning is off or there is nothing to choose, else the cached
+    /// choice (unless refreshing), else the fastest when timed on `ctx`.
+    pub fn choose<V: Variant>(
+        &mut self,
+        ctx: &GpuContext,
+        (op, shape): (&str, &str),
+        variants: &[V],
+        rule: V,
+        build: impl Fn(V) -> Vec<Dispatch>,
+    ) -> Result<Vec<Dispatch>> {
+        let key = key(op, shape);
+        let named = |name: &str| variants.iter().copied().find(|v| v.name() == name);
+        let mut timings = BTreeMap::new();
+        let (variant, source, dispatches) = if let Some(name) = self.pinned.get(&key) {
+            let v = named(name)
+                .ok_or_else(|| anyhow!("pinned kernel variant '{name}' does not exist for {op}"))?;
+            (v, "pinned", build(v))
+        } else if self.mode == AutotuneMode::Off || variants.len() < 2 {
+            (rule, "rule", build(rule))
+        } else if let Some((v, entry)) = self
+            .cached(&key)
+            .filter(|_| self.mode == AutotuneMode::On)
+            .and_then(|e| Some((named(&e.variant)?, e)))
+        {
+            timings = entry.timings_us;
+            (v, "cache", build(v))
+        } else {
+            let (v, times, dispatches) = tune(ctx, variants, build)?;
+            timings = times;
+            self.store(
+                key.clone(),
+                CacheEntry {
+                    variant: v.name().to_string(),
+                    timings_us: timings.clone(),
+                },
+            );
+            log::info!("autotuned {op} ({shape}): {}", v.name());
+            (v, "tuned", dispatches)
+        };
+        if !self
+            .choices
+            .iter()
+            .any(|c| key == self::key(&c.op, &c.shape))
+        {
+            self.choices.push(KernelChoice {
+                op: op.to_string(),
+                shape: shape.to_string(),
+                variant: variant.name().to_string(),
+                source: source.to_string(),
+                timings_us: timings,
+            });
+        }
+        Ok(dispatches
+            .into_iter()
+            .map(|d| d.with_variant(variant.name()))
+            .collect())
+    }
+
+    fn cached(&mut self, key: &str) -> Option<CacheEntry> {
+        let device = self.device.clone();
+        self.cache_file().devices.get(&device)?.get(key).cloned()
+    }
+
+    /// The cache, read on first use. A missing file is an empty cache; an unreadable one is
+    /// reported and replaced at the next write.
+    fn cache_file(&mut self) -> &mut CacheFile {
+        let path = self.cache_path.clone();
+        self.cache.get_or_insert_with(|| {
+            let Some(path) = path else {
+                return CacheFile::default();
+            };
+            match read_cache(&path) {
+                Ok(cache) => cache,
+                Err(e) => {
+                    log::warn!("ignoring the autotune cache {}: {e:#}", path.display());
+                    CacheFile::default()
+                }
+            }
+        })
+    }
+
+    fn store(&mut self, key: String, entry: CacheEntry) {
+        let device = self.device.clone();
+        self.cache_file()
+            .devices
+            .entry(device)
+            .or_default()
+            .insert(key, entry);
+        let Some(path) = self.cache_path.clone() else {
+            return;
+        };
+        let written = serde_json::to_vec_pretty(self.cache_file())
+            .map_err(anyhow::Error::from)
+            .and_then(|json| write_atomic(&path, &json));
+        if let Err(e) = written {
+            log::warn!(
+                "could not write the autotune cache {}: {e:#}",
+                path.display()
+            );
+        }
+    }
+}
+
+fn key(op: &str, shape: &str) -> String {
+    format!("{op} | {shape}")
+}
+
+fn read_cache(path: &Path) -> Result<CacheFile> {
+    match std::fs::read(path) {
+        Ok(bytes) => Ok(serde_json::from_slice(&bytes)?),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(CacheFile::default()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Changes whenever a shader changes, so a cache never outlives the kernels it timed.
+fn kernels_hash() -> u64 {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    super::kernel::PREAMBLE.hash(&mut hasher);
+    for (name, source) in super::SHADERS {
+        (name, source).hash(&mut hasher);
+    }
+    hasher.finish()
+}
+
+/// Times every variant and returns the fastest, the mean microseconds of each, and the
+/// winner's dispatches.
+fn tune<V: Variant>(
+    ctx: &GpuContext,
+    variants: &[V],
+    build: impl Fn(V) -> Vec<Dispatch>,
+) -> Result<(V, BTreeMap<String, f64>, Vec<Dispatch>)> {
+    let mut timings = BTreeMap::new();
+    let mut best: Option<(f64, V, Vec<Dispatch>)> = None;
+    for &v in variants {
+        let dispatches = build(v);
+        let bound = best.as_ref().map(|(t, ..)| HOPELESS * t);
+        let seconds = time_dispatches(ctx, &dispatches, bound)?;
+        timings.insert(v.name().to_string(), seconds * 1e6);
+        if best.as_ref().is_none_or(|(t, ..)| seconds < *t) {
+            best = Some((seconds, v, dispatches));
+        }
+    }
+    let (_, v, dispatches) = best.ok_or_else(|| anyhow!("autotune: no variant to time"))?;
+    Ok((v, timings, dispatches))
+}
+
+/// Seconds per run of `dispatches` (recorded back to back in one pass): the fastest of a few
+/// samples, each repeating the run enough times to swamp the submit overhead. Stops after the
+/// first run when it is slower than `give_up_after`.
+pub fn time_dispatches(
+    ctx: &GpuContext,
+    dispatches: &[Dispatch],
+    give_up_after: Option<f64>,
+) -> Result<f64> {
+    let run = |reps: usize| -> Result<f64> {
+        let mut encoder = ctx.device.create_command_encoder(&Default::default());
+        {
+            let mut pass = encoder.begin_compute_pass(&Default::default());
+            for _ in 0..reps {
+                dispatches.iter().for_each(|d| d.record(&mut pass));
+            }
+        }
+        let start = Instant::now();
+        ctx.queue.submit([encoder.finish()]);
+        ctx.wait()?;
+        Ok(start.elapsed().as_secs_f64() / reps as f64)
+    };
+    run(1)?; // the first run pays for lazy pipeline setup
+    let first = run(1)?;
+    if give_up_after.is_some_and(|limit| first > limit) {
+        return Ok(first);
+    }
+    let reps = (SAMPLE_SECONDS / first.max(1e-7)).ceil().clamp(1.0, 1000.0) as usize;
+    let mut fastest = first;
+    for _ in 0..SAMPLES {
+        fastest = fastest.min(run(reps)?);
+    }
+    Ok(fastest)
+}

@@ -1,0 +1,177 @@
+//! Kernel autotuning: choices are timed once per adapter and shape, cached on disk and reused,
+//! refreshed on request, pinned from an earlier run, and every variant trains like the CPU.
+//! Needs an adapter (skips loudly without one; fails with MNIST_WGPU_REQUIRE_GPU=1).
+
+mod common;
+
+use std::path::Path;
+
+use mnist_wgpu::backend::{Backend, KernelChoice};
+use mnist_wgpu::config::{AutotuneMode, Optimizer};
+use mnist_wgpu::cpu::CpuBackend;
+use mnist_wgpu::data::load_mnist;
+use mnist_wgpu::gpu::check::compare;
+use mnist_wgpu::gpu::dense::MatmulVariant;
+use mnist_wgpu::gpu::{GpuBackend, GpuContext};
+use mnist_wgpu::model::{init_params, Arch, Plan, MNIST_INPUT};
+
+const BATCH: usize = 7;
+
+fn choices(
+    ctx: &GpuContext,
+    mode: AutotuneMode,
+    cache: &Path,
+    pinned: &[KernelChoice],
+) -> Vec<KernelChoice> {
+    let plan = Plan::new(&Arch::seed(), MNIST_INPUT).unwrap();
+    let mut b = GpuBackend::new(
+        ctx,
+        plan.clone(),
+        &init_params(&plan, 3),
+        Optimizer::adam(1e-3),
+    )
+    .unwrap();
+    b.set_autotune(mode, Some(cache.to_path_buf()), pinned);
+    b.prepare(BATCH).unwrap();
+    b.kernel_choices()
+}
+
+fn dense_ops(choices: &[KernelChoice]) -> Vec<&KernelChoice> {
+    choices
+        .iter()
+        .filter(|c| c.op.starts_with("dense"))
+        .collect()
+}
+
+#[test]
+fn choices_are_timed_once_cached_and_reused() {
+    let Some(ctx) = common::gpu_context() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("autotune.json");
+
+    let tuned = choices(&ctx, AutotuneMode::On, &cache, &[]);
+    assert_eq!(dense_ops(&tuned).len(), 3, "{tuned:?}");
+    for c in &tuned {
+        assert_eq!(c.source, "tuned", "{c:?}");
+        assert!(c.timings_us.len() >= 2, "every variant timed: {c:?}");
+        let fastest = c
+            .timings_us
+            .iter()
+            .min_by(|a, b| a.1.total_cmp(b.1))
+            .unwrap();
+        assert_eq!(&c.variant, fastest.0, "the fastest variant wins: {c:?}");
+    }
+    let file: serde_json::Value = serde_json::from_slice(&std::fs::read(&cache).unwrap()).unwrap();
+    let devices = file["devices"].as_object().unwrap();
+    assert_eq!(devices.len(), 1);
+    let entries = devices.values().next().unwrap().as_object().unwrap();
+    assert_eq!(entries.len(), tuned.len());
+
+    let cached = choices(&ctx, AutotuneMode::On, &cache, &[]);
+    assert_eq!(cached.len(), tuned.len());
+    for (c, t) in cached.iter().zip(&tuned) {
+        assert_eq!((&c.op, &c.shape, &c.variant), (&t.op, &t.shape, &t.variant));
+        assert_eq!(c.source, "cache");
+    }
+
+    let refreshed = choices(&ctx, AutotuneMode::Refresh, &cache, &[]);
+    assert!(refreshed.iter().all(|c| c.source == "tuned"));
+
+    let rule = MatmulVariant::for_adapter(&ctx.info).name();
+    let off = choices(&ctx, AutotuneMode::Off, &cache, &[]);
+    for c in dense_ops(&off) {
+        assert_eq!((c.source.as_str(), c.variant.as_str()), ("rule", rule));
+        assert!(c.timings_us.is_empty());
+    }
+}
+
+#[test]
+fn a_corrupt_cache_is_replaced() {
+    let Some(ctx) = common::gpu_context() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("autotune.json");
+    std::fs::write(&cache, b"{ not json").unwrap();
+    let tuned = choices(&ctx, AutotuneMode::On, &cache, &[]);
+    assert!(tuned.iter().all(|c| c.source == "tuned"));
+    let file: serde_json::Value = serde_json::from_slice(&std::fs::read(&cache).unwrap()).unwrap();
+    assert!(file["devices"].is_object());
+}
+
+/// The variant the rule would not pick on this adapter.
+fn other_variant(ctx: &GpuContext) -> MatmulVariant {
+    let rule = MatmulVariant::for_adapter(&ctx.info);
+    *MatmulVariant::ALL.iter().find(|&&v| v != rule).unwrap()
+}
+
+#[test]
+fn pinned_choices_win_and_every_variant_trains_like_the_cpu() {
+    let Some(ctx) = common::gpu_context() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("autotune.json");
+    let other = other_variant(&ctx).name();
+    let pin: Vec<KernelChoice> = choices(&ctx, AutotuneMode::Off, &cache, &[])
+        .into_iter()
+        .map(|c| KernelChoice {
+            variant: if c.op.starts_with("dense") {
+                other.to_string()
+            } else {
+                c.variant
+            },
+            ..c
+        })
+        .collect();
+    let pinned = choices(&ctx, AutotuneMode::On, &cache, &pin);
+    for c in dense_ops(&pinned) {
+        assert_eq!((c.source.as_str(), c.variant.as_str()), ("pinned", other));
+    }
+    assert!(!cache.exists(), "pinned choices are never timed or cached");
+
+    // Both variants of every dense pass, in a real training run, against the CPU.
+    let plan = Plan::new(&Arch::seed(), MNIST_INPUT).unwrap();
+    let init = init_params(&plan, 5);
+    let mut train = load_mnist(&common::bundled_data()).unwrap().train;
+    train = train.truncated(4 * BATCH);
+    let mut gpu = GpuBackend::new(&ctx, plan.clone(), &init, Optimizer::adam(1e-3)).unwrap();
+    gpu.set_autotune(AutotuneMode::On, Some(cache.clone()), &pin);
+    let mut cpu = CpuBackend::new(plan, init, Optimizer::adam(1e-3));
+    for b in [&mut gpu as &mut dyn Backend, &mut cpu] {
+        b.set_train_data(&train).unwrap();
+        for step in 0..4u32 {
+            let indices: Vec<u32> = (0..BATCH as u32).map(|i| step * 7 + i).collect();
+            b.train_step(&indices).unwrap();
+        }
+    }
+    let (g, c) = (gpu.params().unwrap(), cpu.params().unwrap());
+    for (g, c) in g.tensors.iter().zip(&c.tensors) {
+        let result = compare(&g.data, &c.data);
+        assert!(result.passed, "{}: {result:?}", g.name);
+    }
+}
+
+#[test]
+fn a_pinned_variant_that_does_not_exist_is_an_error() {
+    let Some(ctx) = common::gpu_context() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("autotune.json");
+    let mut pin = choices(&ctx, AutotuneMode::Off, &cache, &[]);
+    pin[0].variant = "warp-drive".into();
+    let plan = Plan::new(&Arch::seed(), MNIST_INPUT).unwrap();
+    let mut b = GpuBackend::new(
+        &ctx,
+        plan.clone(),
+        &init_params(&plan, 3),
+        Optimizer::adam(1e-3),
+    )
+    .unwrap();
+    b.set_autotune(AutotuneMode::On, None, &pin);
+    let err = b.prepare(BATCH).unwrap_err().to_string();
+    assert!(err.contains("'warp-drive'"), "{err}");
+}
