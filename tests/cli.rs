@@ -270,3 +270,51 @@ fn a_kernels_file_that_is_not_a_metrics_json_is_a_bad_input() {
         assert_bad_input(&out, needle);
     }
 }
+
+#[test]
+fn summary_prints_the_layer_table_from_a_spec_or_a_file() {
+    let out = run_cli(&["summary"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0));
+    let conv2 = stdout
+        .lines()
+        .find(|l| l.trim_start().starts_with("4  conv64k3"))
+        .unwrap();
+    // 64 x 32 x 3 x 3 weights + 64 biases; 64*11*11 outputs of 288 multiply-adds each.
+    assert!(
+        conv2.contains("64x11x11") && conv2.contains("18496"),
+        "{conv2}"
+    );
+    assert!(conv2.contains("4.461"), "{conv2}");
+    assert!(stdout.contains("34826 parameters"), "{stdout}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("model.arch");
+    std::fs::write(
+        &file,
+        "# small\nconv8k5-relu-pool2  # one block\n\nflatten\ndense10\n",
+    )
+    .unwrap();
+    let out = run_cli(&["summary", "--arch-file", file.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.starts_with("conv8k5-relu-pool2-flatten-dense10\n"),
+        "{stdout}"
+    );
+
+    std::fs::write(&file, "conv8k5\nrelu\nsoftmax\n").unwrap();
+    assert_bad_input(
+        &run_cli(&["summary", "--arch-file", file.to_str().unwrap()]),
+        "model.arch: token 3 'softmax'",
+    );
+    assert_bad_input(
+        &run_cli(&["summary", "--arch-file", "/nonexistent.arch"]),
+        "--arch-file /nonexistent.arch",
+    );
+}

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use clap::Args;
 
+use super::ArchArgs;
 use super::{gpu_context, DataArgs};
 use mnist_wgpu::backend::Backend;
 use mnist_wgpu::bench::{
@@ -20,13 +21,12 @@ use mnist_wgpu::error::bad_input;
 use mnist_wgpu::fsutil::write_atomic;
 use mnist_wgpu::gpu::profile::{kernel_us_per_step, Profiler, TimingSource};
 use mnist_wgpu::gpu::{GpuBackend, GpuContext};
-use mnist_wgpu::model::{init_params, Arch, Plan, MNIST_INPUT};
+use mnist_wgpu::model::{init_params, Plan};
 
 #[derive(Args, Debug)]
 pub struct BenchArgs {
-    /// Architecture: a preset (seed) or a spec string.
-    #[arg(long, default_value = "seed")]
-    arch: String,
+    #[command(flatten)]
+    arch: ArchArgs,
     #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..=65536))]
     batch_size: u64,
     /// Minimum seconds of steady-state timing, for training and again for inference.
@@ -57,8 +57,7 @@ impl Device {
 }
 
 pub fn bench(args: BenchArgs) -> Result<()> {
-    let arch = Arch::parse(&args.arch).map_err(|e| bad_input(format!("--arch: {e}")))?;
-    let plan = Plan::new(&arch, MNIST_INPUT).map_err(|e| bad_input(format!("--arch: {e}")))?;
+    let (arch, plan) = args.arch.plan()?;
     let mut mnist = load_mnist(&args.data.data_dir)?;
     if let Some(n) = args.data.test_limit {
         mnist.test = mnist.test.truncated(n as usize);

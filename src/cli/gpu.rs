@@ -7,6 +7,7 @@ use anyhow::Result;
 use clap::Args;
 use serde::Serialize;
 
+use super::ArchArgs;
 use super::KernelArgs;
 use mnist_wgpu::backend::Backend;
 use mnist_wgpu::config::Optimizer;
@@ -14,7 +15,7 @@ use mnist_wgpu::error::bad_input;
 use mnist_wgpu::gpu::check::{all_checks, ATOL, RTOL};
 use mnist_wgpu::gpu::context::{choose_adapter, list_adapters};
 use mnist_wgpu::gpu::{GpuBackend, GpuContext};
-use mnist_wgpu::model::{init_params, Arch, Plan, MNIST_INPUT};
+use mnist_wgpu::model::init_params;
 
 #[derive(Args, Debug)]
 pub struct InfoArgs {
@@ -22,9 +23,8 @@ pub struct InfoArgs {
     /// why (autotuning first where needed).
     #[arg(long)]
     kernels: bool,
-    /// With --kernels: the model (a preset or a spec string).
-    #[arg(long, default_value = "seed")]
-    arch: String,
+    #[command(flatten)]
+    arch: ArchArgs,
     /// With --kernels: the batch size.
     #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..=65536))]
     batch_size: u64,
@@ -96,8 +96,7 @@ fn list_adapters_with_limits() -> Result<()> {
 /// Compiles the training and inference networks of `--arch` at `--batch-size` and prints the
 /// variant of every op that has several.
 fn print_kernels(args: &InfoArgs) -> Result<()> {
-    let arch = Arch::parse(&args.arch).map_err(|e| bad_input(format!("--arch: {e}")))?;
-    let plan = Plan::new(&arch, MNIST_INPUT).map_err(|e| bad_input(format!("--arch: {e}")))?;
+    let (arch, plan) = args.arch.plan()?;
     let tuning = args.tuning.load()?;
     let ctx = GpuContext::new(args.adapter.as_deref())?
         .ok_or_else(|| bad_input("info --kernels: no GPU adapter found"))?;

@@ -4,6 +4,7 @@ mod bench;
 mod gpu;
 mod print;
 mod profile;
+mod summary;
 mod train;
 
 use std::path::PathBuf;
@@ -18,7 +19,7 @@ use mnist_wgpu::cpu::CpuBackend;
 use mnist_wgpu::error::bad_input;
 use mnist_wgpu::gpu::autotune::default_cache_path;
 use mnist_wgpu::gpu::{GpuBackend, GpuContext};
-use mnist_wgpu::model::{Params, Plan};
+use mnist_wgpu::model::{Arch, Params, Plan, MNIST_INPUT};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -46,6 +47,8 @@ enum Command {
     Profile(profile::ProfileArgs),
     /// Measure training and inference speed against a calibration multiply on the same device.
     Bench(bench::BenchArgs),
+    /// Print a model's layers: output shapes, parameters and FLOPs.
+    Summary(summary::SummaryArgs),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -60,6 +63,48 @@ pub enum BackendChoice {
 pub enum OptimizerChoice {
     Adam,
     Sgd,
+}
+
+/// The model: `--arch` or `--arch-file`.
+#[derive(Args, Debug)]
+pub struct ArchArgs {
+    /// Architecture: a preset (seed) or a spec such as conv32k3-relu-pool2-flatten-dense10.
+    #[arg(long, default_value = "seed")]
+    arch: String,
+    /// Read the architecture spec from a file: layers joined by '-' or on separate lines,
+    /// '#' starts a comment.
+    #[arg(long, value_name = "PATH", conflicts_with = "arch")]
+    arch_file: Option<PathBuf>,
+}
+
+impl ArchArgs {
+    /// The parsed architecture and its plan on MNIST, or a bad-input error naming the flag.
+    fn plan(&self) -> Result<(Arch, Plan)> {
+        let (spec, source) = match &self.arch_file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| bad_input(format!("--arch-file {}: {e}", path.display())))?;
+                (
+                    spec_from_file(&text),
+                    format!("--arch-file {}", path.display()),
+                )
+            }
+            None => (self.arch.clone(), "--arch".to_string()),
+        };
+        let fail = |e: String| bad_input(format!("{source}: {e}"));
+        let arch = Arch::parse(&spec).map_err(fail)?;
+        let plan = Plan::new(&arch, MNIST_INPUT).map_err(fail)?;
+        Ok((arch, plan))
+    }
+}
+
+/// A spec file's layers joined into one spec string: comments dropped, lines joined by '-'.
+fn spec_from_file(text: &str) -> String {
+    text.lines()
+        .map(|line| line.split('#').next().unwrap_or("").trim())
+        .filter(|line| !line.is_empty())
+        .collect::<Vec<_>>()
+        .join("-")
 }
 
 /// Flags shared by the commands that read MNIST.
@@ -150,6 +195,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Check(args) => gpu::check(args),
         Command::Profile(args) => profile::profile(args),
         Command::Bench(args) => bench::bench(args),
+        Command::Summary(args) => summary::summary(args),
     }
 }
 

@@ -7,6 +7,7 @@ use std::time::Instant;
 use anyhow::Result;
 use clap::Args;
 
+use super::ArchArgs;
 use super::KernelArgs;
 use mnist_wgpu::backend::Backend;
 use mnist_wgpu::config::Optimizer;
@@ -15,13 +16,12 @@ use mnist_wgpu::error::bad_input;
 use mnist_wgpu::fsutil::write_atomic;
 use mnist_wgpu::gpu::profile::{kernel_us_per_step, DispatchTiming, Profiler};
 use mnist_wgpu::gpu::{GpuBackend, GpuContext};
-use mnist_wgpu::model::{init_params, Arch, Plan, MNIST_INPUT};
+use mnist_wgpu::model::init_params;
 
 #[derive(Args, Debug)]
 pub struct ProfileArgs {
-    /// Architecture: a preset (seed) or a spec string.
-    #[arg(long, default_value = "seed")]
-    arch: String,
+    #[command(flatten)]
+    arch: ArchArgs,
     #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..=65536))]
     batch_size: u64,
     /// Training steps to time (after two warm-up steps).
@@ -43,8 +43,7 @@ pub struct ProfileArgs {
 const WARM_UP_STEPS: usize = 2;
 
 pub fn profile(args: ProfileArgs) -> Result<()> {
-    let arch = Arch::parse(&args.arch).map_err(|e| bad_input(format!("--arch: {e}")))?;
-    let plan = Plan::new(&arch, MNIST_INPUT).map_err(|e| bad_input(format!("--arch: {e}")))?;
+    let (arch, plan) = args.arch.plan()?;
     let ctx = GpuContext::new(args.adapter.as_deref())?.ok_or_else(|| {
         bad_input("profile: no GPU adapter found; install mesa-vulkan-drivers for a software one")
     })?;

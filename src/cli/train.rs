@@ -7,21 +7,20 @@ use anyhow::{Context, Result};
 use clap::Args;
 
 use super::print::{print_evaluation, EpochProgress};
+use super::ArchArgs;
 use super::{make_backend, DataArgs, OptimizerChoice};
 use mnist_wgpu::checkpoint::{load_checkpoint, save_checkpoint};
 use mnist_wgpu::config::Optimizer;
 use mnist_wgpu::data::{load_mnist, Mnist};
-use mnist_wgpu::error::bad_input;
 use mnist_wgpu::fsutil::write_atomic;
-use mnist_wgpu::model::{init_params, Arch, Plan, MNIST_INPUT};
+use mnist_wgpu::model::init_params;
 use mnist_wgpu::report::MetricsReport;
 use mnist_wgpu::train::{evaluate, train as run_training, EpochStats};
 
 #[derive(Args, Debug)]
 pub struct TrainArgs {
-    /// Architecture: a preset (seed) or a spec such as conv32k3-relu-pool2-flatten-dense10.
-    #[arg(long, default_value = "seed")]
-    arch: String,
+    #[command(flatten)]
+    arch: ArchArgs,
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
     epochs: u64,
     #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..=65536))]
@@ -86,8 +85,7 @@ fn load_data(data: &DataArgs, train_limit: Option<u64>) -> Result<Mnist> {
 }
 
 pub fn train(args: TrainArgs) -> Result<()> {
-    let arch = Arch::parse(&args.arch).map_err(|e| bad_input(format!("--arch: {e}")))?;
-    let plan = Plan::new(&arch, MNIST_INPUT).map_err(|e| bad_input(format!("--arch: {e}")))?;
+    let (arch, plan) = args.arch.plan()?;
     let optimizer = match args.optimizer {
         OptimizerChoice::Adam => Optimizer::adam(args.lr.unwrap_or(1e-3)),
         OptimizerChoice::Sgd => Optimizer::sgd(args.lr.unwrap_or(1e-2)),

@@ -161,23 +161,28 @@ impl Plan {
 
     /// Multiply-adds of one forward pass of one example.
     pub fn forward_macs(&self) -> usize {
-        self.steps.iter().map(step_macs).sum()
+        self.steps.iter().map(Step::forward_macs).sum()
     }
 
     /// Multiply-adds of one training pass of one example: forward, weight gradients, and input
     /// gradients of every layer but the first (nothing needs the image's gradient).
     pub fn training_macs(&self) -> usize {
-        let input_grads: usize = self.steps.iter().skip(1).map(step_macs).sum();
+        let input_grads: usize = self.steps.iter().skip(1).map(Step::forward_macs).sum();
         2 * self.forward_macs() + input_grads
     }
 }
 
-/// Multiply-adds of one step's forward pass for one example (its gradients cost as much each).
-fn step_macs(s: &Step) -> usize {
-    match s.layer {
-        Layer::Conv2d { kernel, .. } => s.output.len() * s.input.channels * kernel * kernel,
-        Layer::Dense { .. } => s.output.len() * s.input.len(),
-        _ => 0,
+impl Step {
+    /// Multiply-adds of this step's forward pass for one example (its weight and input
+    /// gradients cost as much each).
+    pub fn forward_macs(&self) -> usize {
+        match self.layer {
+            Layer::Conv2d { kernel, .. } => {
+                self.output.len() * self.input.channels * kernel * kernel
+            }
+            Layer::Dense { .. } => self.output.len() * self.input.len(),
+            _ => 0,
+        }
     }
 }
 
