@@ -1,9 +1,11 @@
 // Parameter updates, element-wise, in the CPU's exact operation order (twin of src/cpu/optim.rs).
 //
+// Weight decay first (zero factors change nothing): g += l2 * p; p -= decoupled * p (AdamW).
 // adam_update:         m += (g - m) * (1 - beta1); v += (g*g - v) * (1 - beta2);
 //                      p -= alpha * m / (sqrt(v) + epsilon)   (alpha bias-corrected on the host)
 //                      bindings 0..6
-// sgd_momentum_update: m = beta1 * m - alpha * g; p += m  (m is the velocity, alpha = lr,
+// sgd_momentum_update: m = beta1 * m - alpha * g; p += m, or with Nesterov
+//                      p += beta1 * m - alpha * g  (m is the velocity, alpha = lr,
 //                      beta1 = momentum)                       bindings 0..5
 // Both set stats[3] (the step's non-finite flag) when a gradient or an updated parameter is NaN
 // or infinite (shader compilers may assume floats are finite and squash NaNs in the layers, so
@@ -20,6 +22,11 @@ struct OptimStep {
     beta1: f32,
     beta2: f32,
     epsilon: f32,
+    l2: f32,
+    decoupled: f32,
+    // 1 for Nesterov momentum, else 0.
+    nesterov: u32,
+    _pad: u32,
 }
 
 struct OptimSize {
@@ -39,13 +46,14 @@ const STATS_NONFINITE: u32 = 3u;
 @group(0) @binding(5) var<storage, read_write> stats: array<atomic<u32>, 4>;
 @group(0) @binding(6) var<storage, read_write> v: array<f32>;
 
-// The gradient of parameter i, flagging the step when it is not finite.
-fn checked_grad(i: u32) -> f32 {
+// The gradient of parameter i (plus L2 decay of its value p), flagging the step when the
+// gradient is not finite.
+fn checked_grad(i: u32, p: f32) -> f32 {
     let g = grads[i];
     if !is_finite_f32(g) {
         atomicOr(&stats[STATS_NONFINITE], 1u);
     }
-    return g;
+    return g + step.l2 * p;
 }
 
 // Stores the updated parameter i, flagging the step when it is not finite.
@@ -62,14 +70,16 @@ fn adam_update(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workg
     if i >= size.len {
         return;
     }
-    let g = checked_grad(i);
+    var p = params[i];
+    let g = checked_grad(i, p);
+    p -= step.decoupled * p;
     var m_i = m[i];
     var v_i = v[i];
     m_i += (g - m_i) * (1.0 - step.beta1);
     v_i += (g * g - v_i) * (1.0 - step.beta2);
     m[i] = m_i;
     v[i] = v_i;
-    store_checked_param(i, params[i] - step.alpha * m_i / (sqrt(v_i) + step.epsilon));
+    store_checked_param(i, p - step.alpha * m_i / (sqrt(v_i) + step.epsilon));
 }
 
 @compute @workgroup_size(WORKGROUP_SIZE)
@@ -78,8 +88,10 @@ fn sgd_momentum_update(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(n
     if i >= size.len {
         return;
     }
-    let g = checked_grad(i);
+    let p = params[i];
+    let g = checked_grad(i, p);
     let velocity = step.beta1 * m[i] - step.alpha * g;
     m[i] = velocity;
-    store_checked_param(i, params[i] + velocity);
+    let nesterov_velocity = step.beta1 * velocity - step.alpha * g;
+    store_checked_param(i, p + select(velocity, nesterov_velocity, step.nesterov == 1u));
 }

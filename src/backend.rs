@@ -46,6 +46,9 @@ pub trait Backend {
     /// Makes `train` the set that [`Backend::train_step`] indexes into (a GPU uploads it once).
     fn set_train_data(&mut self, train: &Split) -> Result<()>;
 
+    /// The learning rate of the following steps (a schedule sets it before every step).
+    fn set_learning_rate(&mut self, lr: f32);
+
     /// One optimiser step on the training examples at `indices`. May run asynchronously.
     fn train_step(&mut self, indices: &[u32]) -> Result<()>;
 

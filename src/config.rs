@@ -2,40 +2,160 @@
 
 use serde::{Deserialize, Serialize};
 
-/// An optimiser and its hyperparameters. Defaults follow Keras.
+/// An optimiser and its hyperparameters. Defaults follow Keras (Adam, SGD) and PyTorch (AdamW).
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "name", rename_all = "lowercase")]
 pub enum Optimizer {
+    /// Adam; `weight_decay` is added to the gradient (L2) unless `decoupled` (AdamW), where the
+    /// parameters shrink by `lr * weight_decay` before the Adam step.
     Adam {
         lr: f32,
         beta1: f32,
         beta2: f32,
         epsilon: f32,
+        weight_decay: f32,
+        decoupled: bool,
     },
-    /// Keras' form: `v = momentum * v - lr * g; p += v`.
-    Sgd { lr: f32, momentum: f32 },
+    /// Keras' form: `v = momentum * v - lr * g; p += v`, or with Nesterov
+    /// `p += momentum * v - lr * g`; `weight_decay` is added to the gradient (L2).
+    Sgd {
+        lr: f32,
+        momentum: f32,
+        nesterov: bool,
+        weight_decay: f32,
+    },
 }
 
 impl Optimizer {
     pub fn adam(lr: f32) -> Optimizer {
+        Optimizer::keras_adam(lr, 0.0, false)
+    }
+
+    /// AdamW with decoupled weight decay (PyTorch's default decay is 0.01).
+    pub fn adamw(lr: f32, weight_decay: f32) -> Optimizer {
+        Optimizer::keras_adam(lr, weight_decay, true)
+    }
+
+    fn keras_adam(lr: f32, weight_decay: f32, decoupled: bool) -> Optimizer {
         Optimizer::Adam {
             lr,
             beta1: 0.9,
             beta2: 0.999,
             epsilon: 1e-7,
+            weight_decay,
+            decoupled,
         }
     }
 
     pub fn sgd(lr: f32) -> Optimizer {
-        Optimizer::Sgd { lr, momentum: 0.9 }
+        Optimizer::Sgd {
+            lr,
+            momentum: 0.9,
+            nesterov: false,
+            weight_decay: 0.0,
+        }
     }
 
     pub fn name(&self) -> &'static str {
         match self {
+            Optimizer::Adam {
+                decoupled: true, ..
+            } => "adamw",
             Optimizer::Adam { .. } => "adam",
+            Optimizer::Sgd { nesterov: true, .. } => "sgd-nesterov",
             Optimizer::Sgd { .. } => "sgd",
         }
     }
+
+    pub fn lr(&self) -> f32 {
+        match *self {
+            Optimizer::Adam { lr, .. } | Optimizer::Sgd { lr, .. } => lr,
+        }
+    }
+
+    /// The same optimiser with weight decay `new` (L2, or decoupled for AdamW).
+    pub fn with_weight_decay(mut self, new: f32) -> Optimizer {
+        match &mut self {
+            Optimizer::Adam { weight_decay, .. } | Optimizer::Sgd { weight_decay, .. } => {
+                *weight_decay = new
+            }
+        }
+        self
+    }
+
+    /// The same optimiser with learning rate `new` (schedules set it every step).
+    pub fn with_lr(mut self, new: f32) -> Optimizer {
+        match &mut self {
+            Optimizer::Adam { lr, .. } | Optimizer::Sgd { lr, .. } => *lr = new,
+        }
+        self
+    }
+}
+
+/// How the learning rate changes over a run, as a factor of the base rate.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "name", rename_all = "lowercase")]
+pub enum Schedule {
+    Constant,
+    /// Multiplied by `gamma` every `epochs` epochs.
+    Step {
+        epochs: usize,
+        gamma: f32,
+    },
+    /// Cosine from the base rate down to 0 over the run.
+    Cosine,
+    /// PyTorch's OneCycleLR: linear warm-up from base/25 to the base rate over the first
+    /// `warmup` fraction of the steps, then cosine down to base/25e4.
+    OneCycle {
+        warmup: f32,
+    },
+}
+
+impl Schedule {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Schedule::Constant => "constant",
+            Schedule::Step { .. } => "step",
+            Schedule::Cosine => "cosine",
+            Schedule::OneCycle { .. } => "onecycle",
+        }
+    }
+
+    /// The factor for training step `step` (from 0) of `total` steps, `per_epoch` per epoch.
+    pub fn factor(&self, step: usize, per_epoch: usize, total: usize) -> f32 {
+        let progress = step as f64 / total.max(1) as f64;
+        let cosine = |t: f64| 0.5 * (1.0 + (std::f64::consts::PI * t.clamp(0.0, 1.0)).cos());
+        let factor = match *self {
+            Schedule::Constant => 1.0,
+            Schedule::Step { epochs, gamma } => {
+                let completed = step / (per_epoch.max(1) * epochs.max(1));
+                f64::from(gamma).powi(completed as i32)
+            }
+            Schedule::Cosine => cosine(progress),
+            Schedule::OneCycle { warmup } => {
+                let (start, end) = (1.0 / 25.0, 1.0 / 25e4);
+                let warmup = f64::from(warmup).clamp(1e-6, 1.0);
+                if progress < warmup {
+                    start + (1.0 - start) * progress / warmup
+                } else {
+                    end + (1.0 - end) * cosine((progress - warmup) / (1.0 - warmup).max(1e-12))
+                }
+            }
+        };
+        factor as f32
+    }
+}
+
+/// What a training run does, independent of the device.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub seed: u64,
+    /// The base learning rate, scaled by `schedule` at every step (it replaces the
+    /// optimiser's own rate).
+    pub lr: f32,
+    pub schedule: Schedule,
 }
 
 /// How the GPU path picks among kernel variants.
@@ -58,5 +178,50 @@ impl AutotuneMode {
             AutotuneMode::Off => "off",
             AutotuneMode::Refresh => "refresh",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn close(a: f32, b: f64) -> bool {
+        (f64::from(a) - b).abs() < 1e-6
+    }
+
+    #[test]
+    fn schedules_scale_the_rate_as_documented() {
+        // 2 epochs of 10 steps.
+        let f = |s: Schedule, step: usize| s.factor(step, 10, 20);
+        assert_eq!(f(Schedule::Constant, 13), 1.0);
+        let step = Schedule::Step {
+            epochs: 1,
+            gamma: 0.5,
+        };
+        assert_eq!((f(step, 9), f(step, 10), f(step, 19)), (1.0, 0.5, 0.5));
+        assert!(close(f(Schedule::Cosine, 0), 1.0) && close(f(Schedule::Cosine, 10), 0.5));
+        assert!(f(Schedule::Cosine, 19) < 0.01);
+        let one_cycle = Schedule::OneCycle { warmup: 0.3 };
+        assert!(close(f(one_cycle, 0), 1.0 / 25.0));
+        // Half-way through the warm-up: half-way from 1/25 to 1.
+        assert!(close(f(one_cycle, 3), 1.0 / 25.0 + 0.96 * 0.5));
+        assert!(
+            close(f(one_cycle, 6), 1.0),
+            "peak at the end of the warm-up"
+        );
+        assert!(f(one_cycle, 19) < 0.02 && f(one_cycle, 19) > 1.0 / 25e4);
+    }
+
+    #[test]
+    fn optimiser_builders_set_what_they_say() {
+        let adamw = Optimizer::adamw(0.002, 0.01).with_lr(0.1);
+        assert_eq!((adamw.name(), adamw.lr()), ("adamw", 0.1));
+        assert!(matches!(
+            Optimizer::sgd(0.1).with_weight_decay(0.5),
+            Optimizer::Sgd {
+                weight_decay: 0.5,
+                ..
+            }
+        ));
     }
 }

@@ -9,6 +9,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
 use crate::backend::{Backend, TrainStats};
+use crate::config::TrainConfig;
 use crate::cpu::softmax_xent::{argmax, softmax_cross_entropy};
 use crate::data::{Split, IMAGE_PIXELS};
 use crate::metrics::ConfusionMatrix;
@@ -25,6 +26,8 @@ pub struct EpochStats {
     pub train_loss: f64,
     pub train_accuracy: f64,
     pub seconds: f64,
+    /// The learning rate of the epoch's last step.
+    pub lr: f64,
 }
 
 /// What the loop reports as it goes; the CLI draws progress bars from it.
@@ -55,18 +58,26 @@ pub fn epoch_order(len: usize, seed: u64, epoch: usize) -> Vec<u32> {
     order
 }
 
-/// Trains for `epochs` epochs of mini-batches of `batch_size` (the last one may be smaller).
+/// Trains for `config.epochs` epochs of mini-batches of `config.batch_size` (the last one may
+/// be smaller), shuffled by `config.seed`, setting each step's learning rate from the
+/// schedule.
 pub fn train(
     backend: &mut dyn Backend,
     train: &Split,
-    epochs: usize,
-    batch_size: usize,
-    seed: u64,
+    config: &TrainConfig,
     on_progress: &mut dyn FnMut(Progress),
 ) -> Result<Vec<EpochStats>> {
+    let TrainConfig {
+        epochs,
+        batch_size,
+        seed,
+        lr: base_lr,
+        schedule,
+    } = *config;
     backend.set_train_data(train)?;
     let steps = train.len().div_ceil(batch_size);
     let mut history = Vec::with_capacity(epochs);
+    let mut lr = base_lr;
     for epoch in 1..=epochs {
         on_progress(Progress::EpochStart { epoch, steps });
         let start = Instant::now();
@@ -75,6 +86,9 @@ pub fn train(
         let order = epoch_order(train.len(), seed, epoch);
         for (step, batch) in order.chunks(batch_size).enumerate() {
             let at = || format!("epoch {epoch}, step {}", step + 1);
+            let global_step = (epoch - 1) * steps + step;
+            lr = base_lr * schedule.factor(global_step, steps, epochs * steps);
+            backend.set_learning_rate(lr);
             backend.train_step(batch).with_context(at)?;
             let last = step + 1 == steps;
             if last || last_report.elapsed() >= STATS_INTERVAL {
@@ -102,6 +116,7 @@ pub fn train(
             train_loss: total.loss_sum / total.examples.max(1) as f64,
             train_accuracy: total.correct as f64 / total.examples.max(1) as f64,
             seconds: start.elapsed().as_secs_f64(),
+            lr: f64::from(lr),
         };
         on_progress(Progress::EpochEnd(stats));
         history.push(stats);

@@ -318,3 +318,64 @@ fn summary_prints_the_layer_table_from_a_spec_or_a_file() {
         "--arch-file /nonexistent.arch",
     );
 }
+
+#[test]
+fn optimisers_and_schedules_are_chosen_by_flags_and_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("m.json");
+    let data = bundled_data();
+    let out = run_cli(&[
+        "train",
+        "--backend",
+        "cpu",
+        "--epochs",
+        "2",
+        "--train-limit",
+        "64",
+        "--test-limit",
+        "50",
+        "--optimizer",
+        "adamw",
+        "--lr",
+        "0.004",
+        "--lr-schedule",
+        "step",
+        "--lr-gamma",
+        "0.25",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--save",
+        dir.path().join("m.safetensors").to_str().unwrap(),
+        "--metrics-json",
+        json.to_str().unwrap(),
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("adamw (lr 0.004, step schedule)"),
+        "{stdout}"
+    );
+    let m: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let lrs: Vec<f64> = m["epochs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["lr"].as_f64().unwrap())
+        .collect();
+    assert!(
+        (lrs[0] - 0.004).abs() < 1e-9 && (lrs[1] - 0.001).abs() < 1e-9,
+        "{lrs:?}"
+    );
+
+    assert_bad_input(
+        &run_cli(&["train", "--optimizer", "adam", "--nesterov"]),
+        "--nesterov: only with --optimizer sgd",
+    );
+    assert_bad_input(&run_cli(&["train", "--momentum", "1.5"]), "--momentum");
+    assert_bad_input(&run_cli(&["train", "--lr-schedule", "zigzag"]), "zigzag");
+}

@@ -26,7 +26,13 @@ fn backend(ctx: &GpuContext, seed: u64, optimizer: Optimizer) -> GpuBackend {
 
 fn trained_params(ctx: &GpuContext, mnist: &Mnist, seed: u64) -> Params<f32> {
     let mut b = backend(ctx, seed, Optimizer::adam(1e-3));
-    train(&mut b, &mnist.train, 1, 32, seed, &mut |_| {}).unwrap();
+    train(
+        &mut b,
+        &mnist.train,
+        &common::config(1, 32, seed, 1e-3),
+        &mut |_| {},
+    )
+    .unwrap();
     b.params().unwrap()
 }
 
@@ -37,7 +43,13 @@ fn gpu_training_learns_the_digits() {
     };
     let mnist = data(640, 500);
     let mut b = backend(&ctx, 1, Optimizer::adam(1e-3));
-    let history = train(&mut b, &mnist.train, 1, 32, 1, &mut |_| {}).unwrap();
+    let history = train(
+        &mut b,
+        &mnist.train,
+        &common::config(1, 32, 1, 1e-3),
+        &mut |_| {},
+    )
+    .unwrap();
     let eval = evaluate(&mut b, &mnist.test).unwrap();
     // 20 steps take the tutorial CNN from 10% to 62.6% on the CPU path (measured, seed 1).
     assert!(
@@ -75,7 +87,13 @@ fn a_diverging_gpu_run_stops_with_an_error() {
     // (Shader compilers may squash NaN activations through ReLU's max, so the GPU detects
     // divergence by its losses, gradients and updated parameters.)
     let mut b = backend(&ctx, 3, Optimizer::adam(1e38));
-    let err = train(&mut b, &mnist.train, 1, 32, 3, &mut |_| {}).unwrap_err();
+    let err = train(
+        &mut b,
+        &mnist.train,
+        &common::config(1, 32, 3, 1e38),
+        &mut |_| {},
+    )
+    .unwrap_err();
     let text = format!("{err:#}");
     assert!(
         text.starts_with("epoch 1, step ") && text.contains("not finite"),

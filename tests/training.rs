@@ -25,7 +25,13 @@ fn backend(seed: u64, optimizer: Optimizer) -> CpuBackend {
 
 fn train_params(mnist: &Mnist, seed: u64) -> Params<f32> {
     let mut b = backend(seed, Optimizer::adam(1e-3));
-    train(&mut b, &mnist.train, 1, 32, seed, &mut |_| {}).unwrap();
+    train(
+        &mut b,
+        &mnist.train,
+        &common::config(1, 32, seed, 1e-3),
+        &mut |_| {},
+    )
+    .unwrap();
     b.params().unwrap()
 }
 
@@ -34,7 +40,13 @@ fn one_epoch_on_2000_images_learns_the_digits() {
     let mnist = data(2000, 1000);
     let mut b = backend(1, Optimizer::adam(1e-3));
     let before = evaluate(&mut b, &mnist.test).unwrap().confusion.accuracy();
-    let history = train(&mut b, &mnist.train, 1, 32, 1, &mut |_| {}).unwrap();
+    let history = train(
+        &mut b,
+        &mnist.train,
+        &common::config(1, 32, 1, 1e-3),
+        &mut |_| {},
+    )
+    .unwrap();
     let after = evaluate(&mut b, &mnist.test).unwrap();
     // Chance is 10%; the tutorial CNN reaches 82% after these 63 steps (measured), a model with a
     // broken layer or gradient stays far below.
@@ -53,7 +65,13 @@ fn one_epoch_on_2000_images_learns_the_digits() {
 fn sgd_with_momentum_also_learns() {
     let mnist = data(2000, 1000);
     let mut b = backend(2, Optimizer::sgd(0.01));
-    train(&mut b, &mnist.train, 1, 32, 2, &mut |_| {}).unwrap();
+    train(
+        &mut b,
+        &mnist.train,
+        &common::config(1, 32, 2, 0.01),
+        &mut |_| {},
+    )
+    .unwrap();
     let acc = evaluate(&mut b, &mnist.test).unwrap().confusion.accuracy();
     assert!(acc > 0.6, "accuracy {acc}"); // measured: 0.695
 }
@@ -70,7 +88,13 @@ fn same_seed_gives_bit_identical_parameters() {
 fn a_diverging_run_stops_with_an_error_naming_the_step() {
     let mnist = data(512, 1);
     let mut b = backend(3, Optimizer::sgd(1e30));
-    let err = train(&mut b, &mnist.train, 1, 32, 3, &mut |_| {}).unwrap_err();
+    let err = train(
+        &mut b,
+        &mnist.train,
+        &common::config(1, 32, 3, 1e30),
+        &mut |_| {},
+    )
+    .unwrap_err();
     let text = format!("{err:#}");
     assert!(
         text.starts_with("epoch 1, step ") && text.contains("diverged"),

@@ -62,7 +62,21 @@ pub enum BackendChoice {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum OptimizerChoice {
     Adam,
+    /// Adam with decoupled weight decay.
+    Adamw,
+    /// SGD with momentum.
     Sgd,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ScheduleChoice {
+    Constant,
+    /// Multiply by --lr-gamma every --lr-step-epochs epochs.
+    Step,
+    /// Cosine down to 0 over the run.
+    Cosine,
+    /// Linear warm-up over --warmup-fraction of the run, then cosine down (PyTorch OneCycleLR).
+    Onecycle,
 }
 
 /// The model: `--arch` or `--arch-file`.

@@ -8,10 +8,11 @@ use clap::Args;
 
 use super::print::{print_evaluation, EpochProgress};
 use super::ArchArgs;
-use super::{make_backend, DataArgs, OptimizerChoice};
+use super::{make_backend, DataArgs, OptimizerChoice, ScheduleChoice};
 use mnist_wgpu::checkpoint::{load_checkpoint, save_checkpoint};
-use mnist_wgpu::config::Optimizer;
+use mnist_wgpu::config::{Optimizer, Schedule, TrainConfig};
 use mnist_wgpu::data::{load_mnist, Mnist};
+use mnist_wgpu::error::bad_input;
 use mnist_wgpu::fsutil::write_atomic;
 use mnist_wgpu::model::init_params;
 use mnist_wgpu::report::MetricsReport;
@@ -25,11 +26,8 @@ pub struct TrainArgs {
     epochs: u64,
     #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..=65536))]
     batch_size: u64,
-    /// Learning rate [default: 0.001 for adam, 0.01 for sgd].
-    #[arg(long, allow_negative_numbers = true, value_parser = positive_float)]
-    lr: Option<f32>,
-    #[arg(long, value_enum, default_value_t = OptimizerChoice::Adam)]
-    optimizer: OptimizerChoice,
+    #[command(flatten)]
+    optim: OptimArgs,
     /// Seed for initialisation and shuffling.
     #[arg(long, default_value_t = 42)]
     seed: u64,
@@ -44,6 +42,72 @@ pub struct TrainArgs {
     metrics_json: Option<PathBuf>,
     #[command(flatten)]
     data: DataArgs,
+}
+
+/// The optimiser and its learning-rate schedule.
+#[derive(Args, Debug)]
+pub struct OptimArgs {
+    #[arg(long, value_enum, default_value_t = OptimizerChoice::Adam)]
+    optimizer: OptimizerChoice,
+    /// Base learning rate [default: 0.001 for adam and adamw, 0.01 for sgd].
+    #[arg(long, allow_negative_numbers = true, value_parser = positive_float)]
+    lr: Option<f32>,
+    /// Weight decay: L2 for adam and sgd, decoupled for adamw [default: 0, 0.01 for adamw].
+    #[arg(long, allow_negative_numbers = true, value_parser = non_negative_float)]
+    weight_decay: Option<f32>,
+    /// SGD momentum, in [0, 1).
+    #[arg(long, default_value_t = 0.9, allow_negative_numbers = true, value_parser = fraction)]
+    momentum: f32,
+    /// SGD with Nesterov momentum.
+    #[arg(long)]
+    nesterov: bool,
+    #[arg(long, value_enum, default_value_t = ScheduleChoice::Constant)]
+    lr_schedule: ScheduleChoice,
+    /// Step schedule: epochs between decays.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+    lr_step_epochs: u64,
+    /// Step schedule: the factor of each decay, in (0, 1).
+    #[arg(long, default_value_t = 0.5, allow_negative_numbers = true, value_parser = fraction)]
+    lr_gamma: f32,
+    /// One-cycle schedule: the fraction of the run spent warming up, in (0, 1).
+    #[arg(long, default_value_t = 0.3, allow_negative_numbers = true, value_parser = fraction)]
+    warmup_fraction: f32,
+}
+
+impl OptimArgs {
+    fn optimizer(&self) -> Result<Optimizer> {
+        if self.nesterov && self.optimizer != OptimizerChoice::Sgd {
+            return Err(bad_input("--nesterov: only with --optimizer sgd"));
+        }
+        let opt = match self.optimizer {
+            OptimizerChoice::Adam => Optimizer::adam(self.lr.unwrap_or(1e-3)),
+            OptimizerChoice::Adamw => Optimizer::adamw(self.lr.unwrap_or(1e-3), 0.01),
+            OptimizerChoice::Sgd => Optimizer::Sgd {
+                lr: self.lr.unwrap_or(1e-2),
+                momentum: self.momentum,
+                nesterov: self.nesterov,
+                weight_decay: 0.0,
+            },
+        };
+        Ok(match self.weight_decay {
+            Some(wd) => opt.with_weight_decay(wd),
+            None => opt,
+        })
+    }
+
+    fn schedule(&self) -> Schedule {
+        match self.lr_schedule {
+            ScheduleChoice::Constant => Schedule::Constant,
+            ScheduleChoice::Step => Schedule::Step {
+                epochs: self.lr_step_epochs as usize,
+                gamma: self.lr_gamma,
+            },
+            ScheduleChoice::Cosine => Schedule::Cosine,
+            ScheduleChoice::Onecycle => Schedule::OneCycle {
+                warmup: self.warmup_fraction,
+            },
+        }
+    }
 }
 
 #[derive(Args, Debug)]
@@ -62,6 +126,20 @@ fn positive_float(text: &str) -> Result<f32, String> {
     match text.parse::<f32>() {
         Ok(x) if x.is_finite() && x > 0.0 => Ok(x),
         _ => Err(format!("'{text}' is not a positive number")),
+    }
+}
+
+fn non_negative_float(text: &str) -> Result<f32, String> {
+    match text.parse::<f32>() {
+        Ok(x) if x.is_finite() && x >= 0.0 => Ok(x),
+        _ => Err(format!("'{text}' is not a number >= 0")),
+    }
+}
+
+fn fraction(text: &str) -> Result<f32, String> {
+    match text.parse::<f32>() {
+        Ok(x) if (0.0..1.0).contains(&x) => Ok(x),
+        _ => Err(format!("'{text}' is not a number in [0, 1)")),
     }
 }
 
@@ -86,9 +164,13 @@ fn load_data(data: &DataArgs, train_limit: Option<u64>) -> Result<Mnist> {
 
 pub fn train(args: TrainArgs) -> Result<()> {
     let (arch, plan) = args.arch.plan()?;
-    let optimizer = match args.optimizer {
-        OptimizerChoice::Adam => Optimizer::adam(args.lr.unwrap_or(1e-3)),
-        OptimizerChoice::Sgd => Optimizer::sgd(args.lr.unwrap_or(1e-2)),
+    let optimizer = args.optim.optimizer()?;
+    let config = TrainConfig {
+        epochs: args.epochs as usize,
+        batch_size: args.batch_size as usize,
+        seed: args.seed,
+        lr: optimizer.lr(),
+        schedule: args.optim.schedule(),
     };
     let save = args.save.clone().unwrap_or_else(default_save_path);
     let mnist = load_data(&args.data, args.train_limit)?;
@@ -96,26 +178,24 @@ pub fn train(args: TrainArgs) -> Result<()> {
     let mut backend = make_backend(&args.data, plan.clone(), params, optimizer)?;
     let info = backend.info();
     println!(
-        "training {arch} on {} images, {} epochs, batch {}, {}, {} ({})",
+        "training {arch} on {} images, {} epochs, batch {}, {} (lr {}, {} schedule), {} ({})",
         mnist.train.len(),
         args.epochs,
         args.batch_size,
         optimizer.name(),
+        config.lr,
+        config.schedule.name(),
         info.backend,
         info.adapter
     );
     let mut progress = EpochProgress::new(args.epochs as usize);
-    let history = run_training(
-        backend.as_mut(),
-        &mnist.train,
-        args.epochs as usize,
-        args.batch_size as usize,
-        args.seed,
-        &mut |p| progress.update(p),
-    )?;
+    let history = run_training(backend.as_mut(), &mnist.train, &config, &mut |p| {
+        progress.update(p)
+    })?;
     let extra = [
         ("seed", args.seed.to_string()),
         ("optimizer", format!("{optimizer:?}")),
+        ("schedule", format!("{:?}", config.schedule)),
     ];
     save_checkpoint(&save, &plan, &backend.params()?, &extra)?;
     println!("saved model to {}", save.display());

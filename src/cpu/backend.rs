@@ -59,6 +59,10 @@ impl Backend for CpuBackend {
         Ok(())
     }
 
+    fn set_learning_rate(&mut self, lr: f32) {
+        self.optimizer = self.optimizer.with_lr(lr);
+    }
+
     fn train_step(&mut self, indices: &[u32]) -> Result<()> {
         self.train.gather(indices, &mut self.x, &mut self.labels);
         let fwd = forward(&self.plan, &self.params, &self.x);

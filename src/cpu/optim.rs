@@ -18,7 +18,8 @@ impl OptimState {
     }
 }
 
-/// Keras' Adam: `alpha = lr * sqrt(1 - beta2^t) / (1 - beta1^t)`, `p -= alpha * m / (sqrt(v) + eps)`.
+/// Keras' Adam: `alpha = lr * sqrt(1 - beta2^t) / (1 - beta1^t)`, `p -= alpha * m / (sqrt(v) + eps)`;
+/// with L2 weight decay `g += wd * p` first, or decoupled (AdamW) `p -= lr * wd * p` first.
 /// `step` counts from 1.
 pub fn adam_update(opt: Optimizer, step: u32, p: &mut [f32], g: &[f32], state: &mut OptimState) {
     let Optimizer::Adam {
@@ -26,15 +27,50 @@ pub fn adam_update(opt: Optimizer, step: u32, p: &mut [f32], g: &[f32], state: &
         beta1,
         beta2,
         epsilon,
+        ..
     } = opt
     else {
         panic!("adam_update needs Adam")
     };
     let alpha = adam_step_size(lr, beta1, beta2, step);
+    let decay = WeightDecay::of(opt);
     for (((p, &g), m), v) in p.iter_mut().zip(g).zip(&mut state.m).zip(&mut state.v) {
+        let g = g + decay.l2 * *p;
+        *p -= decay.decoupled * *p;
         *m += (g - *m) * (1.0 - beta1);
         *v += (g * g - *v) * (1.0 - beta2);
         *p -= alpha * *m / (v.sqrt() + epsilon);
+    }
+}
+
+/// The two forms of weight decay as per-step factors: `l2` scales the parameter added to the
+/// gradient, `decoupled` (AdamW: lr times the decay) the parameter subtracted from itself.
+/// Zero factors leave the update bit-identical to one without decay.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct WeightDecay {
+    pub l2: f32,
+    pub decoupled: f32,
+}
+
+impl WeightDecay {
+    pub fn of(opt: Optimizer) -> WeightDecay {
+        match opt {
+            Optimizer::Adam {
+                lr,
+                weight_decay,
+                decoupled: true,
+                ..
+            } => WeightDecay {
+                l2: 0.0,
+                decoupled: lr * weight_decay,
+            },
+            Optimizer::Adam { weight_decay, .. } | Optimizer::Sgd { weight_decay, .. } => {
+                WeightDecay {
+                    l2: weight_decay,
+                    decoupled: 0.0,
+                }
+            }
+        }
     }
 }
 
@@ -45,13 +81,23 @@ pub fn adam_step_size(lr: f32, beta1: f32, beta2: f32, step: u32) -> f32 {
     (f64::from(lr) * (1.0 - b2.powf(t)).sqrt() / (1.0 - b1.powf(t))) as f32
 }
 
+/// Keras' SGD with momentum: `v = momentum * v - lr * g; p += v`, or with Nesterov
+/// `p += momentum * v - lr * g`; L2 weight decay adds `wd * p` to the gradient first.
 pub fn sgd_momentum_update(opt: Optimizer, p: &mut [f32], g: &[f32], state: &mut OptimState) {
-    let Optimizer::Sgd { lr, momentum } = opt else {
+    let Optimizer::Sgd {
+        lr,
+        momentum,
+        nesterov,
+        ..
+    } = opt
+    else {
         panic!("sgd_momentum_update needs Sgd")
     };
+    let decay = WeightDecay::of(opt);
     for ((p, &g), v) in p.iter_mut().zip(g).zip(&mut state.m) {
+        let g = g + decay.l2 * *p;
         *v = momentum * *v - lr * g;
-        *p += *v;
+        *p += if nesterov { momentum * *v - lr * g } else { *v };
     }
 }
 
@@ -92,15 +138,48 @@ mod tests {
 
     #[test]
     fn sgd_momentum_accumulates_velocity() {
-        let opt = Optimizer::Sgd {
-            lr: 0.1,
-            momentum: 0.9,
-        };
+        let opt = Optimizer::sgd(0.1);
         let mut p = vec![1.0];
         let mut s = OptimState::zeros(1);
         sgd_momentum_update(opt, &mut p, &[1.0], &mut s);
         sgd_momentum_update(opt, &mut p, &[1.0], &mut s);
         // v1 = -0.1, v2 = -0.09 - 0.1 = -0.19; p = 1 - 0.1 - 0.19
         assert!((p[0] - 0.71).abs() < 1e-6, "{p:?}");
+    }
+
+    #[test]
+    fn nesterov_looks_ahead_along_the_velocity() {
+        let opt = Optimizer::Sgd {
+            lr: 0.1,
+            momentum: 0.9,
+            nesterov: true,
+            weight_decay: 0.0,
+        };
+        let mut p = vec![1.0];
+        let mut s = OptimState::zeros(1);
+        sgd_momentum_update(opt, &mut p, &[1.0], &mut s);
+        sgd_momentum_update(opt, &mut p, &[1.0], &mut s);
+        // v1 = -0.1, p1 = 1 + 0.9 * -0.1 - 0.1 = 0.81; v2 = -0.19, p2 = 0.81 - 0.171 - 0.1
+        assert!((p[0] - 0.539).abs() < 1e-6, "{p:?}");
+    }
+
+    #[test]
+    fn weight_decay_is_l2_for_adam_and_sgd_and_decoupled_for_adamw() {
+        // L2: the same update as an undecayed step on g + wd * p.
+        let (p0, g, wd) = (2.0f32, 0.5f32, 0.1f32);
+        for plain in [Optimizer::adam(0.01), Optimizer::sgd(0.01)] {
+            let decayed = plain.with_weight_decay(wd);
+            let (mut a, mut b) = (vec![p0], vec![p0]);
+            let (mut sa, mut sb) = (OptimState::zeros(1), OptimState::zeros(1));
+            optimizer_update(decayed, 1, &mut a, &[g], &mut sa);
+            optimizer_update(plain, 1, &mut b, &[g + wd * p0], &mut sb);
+            assert_eq!(a, b, "{}", plain.name());
+        }
+        // AdamW: p shrinks by lr * wd * p, then takes the plain Adam step on g.
+        let (mut a, mut b) = (vec![p0], vec![p0 - 0.01 * wd * p0]);
+        let (mut sa, mut sb) = (OptimState::zeros(1), OptimState::zeros(1));
+        optimizer_update(Optimizer::adamw(0.01, wd), 1, &mut a, &[g], &mut sa);
+        optimizer_update(Optimizer::adam(0.01), 1, &mut b, &[g], &mut sb);
+        assert_eq!(a, b);
     }
 }

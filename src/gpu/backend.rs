@@ -235,6 +235,10 @@ impl Backend for GpuBackend {
         self.ctx.check_errors()
     }
 
+    fn set_learning_rate(&mut self, lr: f32) {
+        self.optimizer = self.optimizer.with_lr(lr);
+    }
+
     fn train_step(&mut self, indices: &[u32]) -> Result<()> {
         self.prepare_train_step(indices)?;
         self.submit((indices.len(), true))

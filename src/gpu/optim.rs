@@ -1,5 +1,5 @@
-//! Parameter updates on the GPU (`shaders/optim.wgsl`), twin of `cpu/optim.rs`: Adam and SGD
-//! with momentum. The per-step hyperparameters live in a small uniform that the host rewrites
+//! Parameter updates on the GPU (`shaders/optim.wgsl`), twin of `cpu/optim.rs`: Adam (with L2
+//! or decoupled weight decay) and SGD with momentum (plain or Nesterov, with L2). The per-step hyperparameters live in a small uniform that the host rewrites
 //! each step, so pipelines and bind groups are built once.
 
 use anyhow::Result;
@@ -12,7 +12,7 @@ use super::kernel::{
     View,
 };
 use crate::config::Optimizer;
-use crate::cpu::optim::{adam_step_size, optimizer_update, OptimState};
+use crate::cpu::optim::{adam_step_size, optimizer_update, OptimState, WeightDecay};
 
 pub const SOURCE: &str = include_str!("../../shaders/optim.wgsl");
 
@@ -27,29 +27,47 @@ pub struct OptimStep {
     pub beta1: f32,
     pub beta2: f32,
     pub epsilon: f32,
+    pub l2: f32,
+    pub decoupled: f32,
+    pub nesterov: u32,
+    _pad: u32,
 }
 
 impl OptimStep {
     /// Adam: alpha = adam_step_size(lr, beta1, beta2, step) (computed on the host), beta1, beta2, epsilon.
-    /// SGD: alpha = lr, beta1 = momentum, others 0. `step` counts from 1.
+    /// SGD: alpha = lr, beta1 = momentum, others 0. Both: the weight decay factors of
+    /// [`WeightDecay`]. `step` counts from 1.
     pub fn new(opt: Optimizer, step: u32) -> OptimStep {
+        let decay = WeightDecay::of(opt);
+        let base = OptimStep {
+            l2: decay.l2,
+            decoupled: decay.decoupled,
+            ..Zeroable::zeroed()
+        };
         match opt {
             Optimizer::Adam {
                 lr,
                 beta1,
                 beta2,
                 epsilon,
+                ..
             } => OptimStep {
                 alpha: adam_step_size(lr, beta1, beta2, step),
                 beta1,
                 beta2,
                 epsilon,
+                ..base
             },
-            Optimizer::Sgd { lr, momentum } => OptimStep {
+            Optimizer::Sgd {
+                lr,
+                momentum,
+                nesterov,
+                ..
+            } => OptimStep {
                 alpha: lr,
                 beta1: momentum,
-                beta2: 0.0,
-                epsilon: 0.0,
+                nesterov: u32::from(nesterov),
+                ..base
             },
         }
     }
@@ -135,8 +153,20 @@ impl OptimKernels {
     }
 }
 
-fn check_optimizers() -> [Optimizer; 2] {
-    [Optimizer::adam(0.01), Optimizer::sgd(0.05)]
+fn check_optimizers() -> [Optimizer; 5] {
+    let nesterov = Optimizer::Sgd {
+        lr: 0.05,
+        momentum: 0.8,
+        nesterov: true,
+        weight_decay: 0.0,
+    };
+    [
+        Optimizer::adam(0.01),
+        Optimizer::adam(0.01).with_weight_decay(0.3),
+        Optimizer::adamw(0.01, 0.5),
+        Optimizer::sgd(0.05).with_weight_decay(0.3),
+        nesterov,
+    ]
 }
 
 /// Three consecutive steps of each optimizer against the CPU (params and moments), on lengths
@@ -147,17 +177,26 @@ pub fn checks() -> Vec<CrossCheck> {
         for len in [1usize, 7, 70_001] {
             checks.push(CrossCheck::new(
                 entry_point(opt),
-                format!("len {len}, steps 1-3"),
+                format!("{}, len {len}, steps 1-3", describe(opt)),
                 move |ctx| check_steps(ctx, opt, len),
             ));
         }
         checks.push(CrossCheck::new(
             entry_point(opt),
-            "NaN gradient flag".to_string(),
+            format!("{}, NaN gradient flag", describe(opt)),
             move |ctx| check_nonfinite_flag(ctx, opt),
         ));
     }
     checks
+}
+
+/// The optimiser and its weight decay, for check names.
+fn describe(opt: Optimizer) -> String {
+    match opt {
+        Optimizer::Adam { weight_decay, .. } | Optimizer::Sgd { weight_decay, .. } => {
+            format!("{} wd {weight_decay}", opt.name())
+        }
+    }
 }
 
 /// The buffers of one parameter tensor and its optimizer state.

@@ -114,3 +114,19 @@ pub fn assert_bench_figures(r: &serde_json::Value) {
         r["epoch_images"].as_f64().unwrap() / r["train_images_per_second"].as_f64().unwrap();
     assert!((epoch / r["seconds_per_epoch"].as_f64().unwrap() - 1.0).abs() < 1e-9);
 }
+
+/// A constant-rate training configuration.
+pub fn config(
+    epochs: usize,
+    batch_size: usize,
+    seed: u64,
+    lr: f32,
+) -> mnist_wgpu::config::TrainConfig {
+    mnist_wgpu::config::TrainConfig {
+        epochs,
+        batch_size,
+        seed,
+        lr,
+        schedule: mnist_wgpu::config::Schedule::Constant,
+    }
+}
