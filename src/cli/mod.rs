@@ -2,6 +2,7 @@
 
 mod bench;
 mod gpu;
+mod predict;
 mod print;
 mod profile;
 mod train;
@@ -46,6 +47,8 @@ enum Command {
     Profile(profile::ProfileArgs),
     /// Measure training and inference speed against a calibration multiply on the same device.
     Bench(bench::BenchArgs),
+    /// Classify image files (PNG, JPEG, ...) of single digits with a saved model.
+    Predict(predict::PredictArgs),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -150,6 +153,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Check(args) => gpu::check(args),
         Command::Profile(args) => profile::profile(args),
         Command::Bench(args) => bench::bench(args),
+        Command::Predict(args) => predict::predict(args),
     }
 }
 
