@@ -15,5 +15,6 @@ pub mod fsutil;
 pub mod gpu;
 pub mod metrics;
 pub mod model;
+pub mod predict;
 pub mod report;
 pub mod train;

@@ -193,7 +193,7 @@ fn without_an_adapter_gpu_is_an_error_and_auto_falls_back_to_the_cpu_with_a_warn
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(
-        stderr.starts_with("warning: no GPU adapter found, training on the CPU reference path"),
+        stderr.starts_with("warning: no GPU adapter found, running on the CPU reference path"),
         "{stderr}"
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains(", cpu (CPU reference"));

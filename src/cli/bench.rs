@@ -74,8 +74,8 @@ pub fn bench(args: BenchArgs) -> Result<()> {
     let start = Instant::now();
     let params = init_params(&plan, 42);
     let optimizer = Optimizer::adam(1e-3);
-    let tuning = args.data.kernels.load()?;
-    let mut device = match gpu_context(&args.data)? {
+    let tuning = args.data.device.kernels.load()?;
+    let mut device = match gpu_context(&args.data.device)? {
         Some(ctx) => {
             let mut backend = GpuBackend::new(&ctx, plan.clone(), &params, optimizer)?;
             tuning.apply(&mut backend);

@@ -2,6 +2,7 @@
 
 mod bench;
 mod gpu;
+mod predict;
 mod print;
 mod profile;
 mod summary;
@@ -49,6 +50,8 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Print a model's layers: output shapes, parameters and FLOPs.
     Summary(summary::SummaryArgs),
+    /// Classify image files (PNG, JPEG, ...) of single digits with a saved model.
+    Predict(predict::PredictArgs),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -130,6 +133,13 @@ pub struct DataArgs {
     /// Use only the first N test images.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     test_limit: Option<u64>,
+    #[command(flatten)]
+    device: DeviceArgs,
+}
+
+/// Where a model runs: the backend, the adapter and the kernel choices.
+#[derive(Args, Debug)]
+pub struct DeviceArgs {
     /// Where to run: auto (the best GPU adapter, else the CPU), cpu or gpu.
     #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
     backend: BackendChoice,
@@ -210,6 +220,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Profile(args) => profile::profile(args),
         Command::Bench(args) => bench::bench(args),
         Command::Summary(args) => summary::summary(args),
+        Command::Predict(args) => predict::predict(args),
     }
 }
 
@@ -238,17 +249,17 @@ pub fn report_usage_error(err: clap::Error) -> ExitCode {
 
 /// The GPU the flags ask for, or `None` for the CPU: `auto` takes the best adapter and falls back
 /// to the CPU with a warning; `gpu` without an adapter is an error.
-fn gpu_context(data: &DataArgs) -> Result<Option<GpuContext>> {
-    if data.backend == BackendChoice::Cpu {
+fn gpu_context(device: &DeviceArgs) -> Result<Option<GpuContext>> {
+    if device.backend == BackendChoice::Cpu {
         return Ok(None);
     }
-    match GpuContext::new(data.adapter.as_deref())? {
+    match GpuContext::new(device.adapter.as_deref())? {
         Some(ctx) => Ok(Some(ctx)),
-        None if data.backend == BackendChoice::Gpu => Err(bad_input(format!(
+        None if device.backend == BackendChoice::Gpu => Err(bad_input(format!(
             "--backend gpu: no GPU adapter found; {SOFTWARE_ADAPTER_HINT}, or use --backend cpu"
         ))),
         None => {
-            eprintln!("warning: no GPU adapter found, training on the CPU reference path; {SOFTWARE_ADAPTER_HINT}");
+            eprintln!("warning: no GPU adapter found, running on the CPU reference path; {SOFTWARE_ADAPTER_HINT}");
             Ok(None)
         }
     }
@@ -256,13 +267,13 @@ fn gpu_context(data: &DataArgs) -> Result<Option<GpuContext>> {
 
 /// Builds the backend the user asked for (see [`gpu_context`]).
 fn make_backend(
-    data: &DataArgs,
+    device: &DeviceArgs,
     plan: Plan,
     params: Params<f32>,
     optimizer: Optimizer,
 ) -> Result<Box<dyn Backend>> {
-    let tuning = data.kernels.load()?;
-    if let Some(ctx) = gpu_context(data)? {
+    let tuning = device.kernels.load()?;
+    if let Some(ctx) = gpu_context(device)? {
         let mut backend = GpuBackend::new(&ctx, plan, &params, optimizer)?;
         tuning.apply(&mut backend);
         return Ok(Box::new(backend));

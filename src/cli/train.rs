@@ -175,7 +175,7 @@ pub fn train(args: TrainArgs) -> Result<()> {
     let save = args.save.clone().unwrap_or_else(default_save_path);
     let mnist = load_data(&args.data, args.train_limit)?;
     let params = init_params(&plan, args.seed);
-    let mut backend = make_backend(&args.data, plan.clone(), params, optimizer)?;
+    let mut backend = make_backend(&args.data.device, plan.clone(), params, optimizer)?;
     let info = backend.info();
     println!(
         "training {arch} on {} images, {} epochs, batch {}, {} (lr {}, {} schedule), {} ({})",
@@ -216,7 +216,7 @@ pub fn eval(args: EvalArgs) -> Result<()> {
     let seed = checkpoint.metadata.get("seed").and_then(|s| s.parse().ok());
     // Evaluation never steps the optimiser; any choice will do.
     let mut backend = make_backend(
-        &args.data,
+        &args.data.device,
         checkpoint.plan,
         checkpoint.params,
         Optimizer::adam(1e-3),

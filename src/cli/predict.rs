@@ -1,0 +1,118 @@
+//! `predict`: classify image files with a saved model.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use clap::Args;
+use serde::Serialize;
+
+use super::{make_backend, DeviceArgs};
+use mnist_wgpu::checkpoint::load_checkpoint;
+use mnist_wgpu::config::Optimizer;
+use mnist_wgpu::error::bad_input;
+use mnist_wgpu::model::NUM_CLASSES;
+use mnist_wgpu::predict::{mnist_input, top_classes, ClassProbability};
+
+/// How many classes each image reports.
+const TOP: usize = 3;
+
+#[derive(Args, Debug)]
+pub struct PredictArgs {
+    /// A checkpoint written by `train`.
+    #[arg(long, value_name = "PATH")]
+    model: PathBuf,
+    /// Images of one digit each (PNG, JPEG, GIF, BMP, WebP), any size and colours.
+    #[arg(required = true, value_name = "IMAGE")]
+    images: Vec<PathBuf>,
+    /// Print one JSON object per image and line.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    device: DeviceArgs,
+}
+
+/// The top classes of one file, or why it has none.
+type Outcome = Result<Vec<ClassProbability>, String>;
+
+/// Prints a line per image, in the order given; a file that fails does not stop the others, but
+/// makes the command fail (exit code 2) once every line is out.
+pub fn predict(args: PredictArgs) -> Result<()> {
+    let checkpoint = load_checkpoint(&args.model)?;
+    let inputs: Vec<Result<Vec<u8>, String>> =
+        args.images.iter().map(|path| read_input(path)).collect();
+    let batch: Vec<u8> = inputs.iter().flatten().flatten().copied().collect();
+    let logits = if batch.is_empty() {
+        Vec::new()
+    } else {
+        // Inference never steps the optimiser; any choice will do.
+        let mut backend = make_backend(
+            &args.device,
+            checkpoint.plan,
+            checkpoint.params,
+            Optimizer::adam(1e-3),
+        )?;
+        log::debug!("predicting on {:?}", backend.info());
+        backend.predict_logits(&batch)?
+    };
+    let mut rows = logits.chunks_exact(NUM_CLASSES);
+    let mut failed = 0;
+    for (path, input) in args.images.iter().zip(inputs) {
+        let outcome: Outcome = input.and_then(|_| {
+            rows.next()
+                .map(|row| top_classes(row, TOP))
+                .ok_or_else(|| "the model returned too few logits".to_string())
+        });
+        failed += usize::from(outcome.is_err());
+        print_outcome(path, &outcome, args.json)?;
+    }
+    if failed > 0 {
+        return Err(bad_input(format!(
+            "{failed} of {} images could not be classified",
+            args.images.len()
+        )));
+    }
+    Ok(())
+}
+
+/// The model input for one file, or a message saying what is wrong with it.
+fn read_input(path: &Path) -> Result<Vec<u8>, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read ({e})"))?;
+    mnist_input(&bytes).map_err(|e| e.to_string())
+}
+
+/// One line of `--json` output.
+#[derive(Serialize)]
+struct JsonLine<'a> {
+    file: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    top: Option<&'a [ClassProbability]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<&'a str>,
+}
+
+fn print_outcome(path: &Path, outcome: &Outcome, json: bool) -> Result<()> {
+    let file = path.display().to_string();
+    if json {
+        let line = JsonLine {
+            file,
+            top: outcome.as_ref().ok().map(Vec::as_slice),
+            error: outcome.as_ref().err().map(String::as_str),
+        };
+        println!(
+            "{}",
+            serde_json::to_string(&line).context("serialising a prediction")?
+        );
+        return Ok(());
+    }
+    match outcome {
+        Ok(top) => {
+            let classes: Vec<String> = top
+                .iter()
+                .map(|c| format!("{} ({:.1}%)", c.class, 100.0 * c.probability))
+                .collect();
+            println!("{file}: {}", classes.join(", "));
+        }
+        Err(why) => eprintln!("error: {file}: {why}"),
+    }
+    Ok(())
+}
