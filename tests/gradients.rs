@@ -79,8 +79,7 @@ fn conv2d_gradients_match_finite_differences() {
 }
 
 #[test]
-fn conv2d_weight_gradient_sums_over_batches_larger_than_one_chunk() {
-    // 9 images span three of the fixed reduction chunks, the last one partial.
+fn conv2d_weight_gradient_sums_over_the_batch() {
     let g = Conv2dGeometry {
         input: Shape::new(2, 5, 5),
         out_channels: 3,
@@ -182,9 +181,10 @@ fn whole_network_gradients_match_finite_differences() {
     let arch = Arch::parse("conv3k3-relu-pool2-conv4k2-relu-flatten-dense10").unwrap();
     let plan = Plan::new(&arch, Shape::new(1, 10, 9)).unwrap();
     let params = init_params(&plan, 5).map(f64::from);
-    let n = 3;
+    // Six images span two of the network's chunks, the last one partial.
+    let n = 6;
     let x: Vec<f64> = random(n * 90, 18).into_iter().map(|v| v.abs()).collect();
-    let labels = [1u8, 7, 4];
+    let labels = [1u8, 7, 4, 0, 9, 2];
     let loss_of = |params: &mnist_wgpu::model::Params<f64>, x: &[f64]| {
         let fwd = forward(&plan, params, x);
         softmax_cross_entropy(10, fwd.logits(), &labels, None).loss_sum / n as f64

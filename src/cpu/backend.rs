@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use anyhow::{bail, Result};
 
-use super::network::{backward, forward};
+use super::network::{backward_into, forward, forward_into, Backward, Forward};
 use super::optim::{optimizer_update, OptimState};
 use super::softmax_xent::softmax_cross_entropy;
 use crate::backend::{Backend, BackendInfo, TrainStats};
@@ -22,6 +22,10 @@ pub struct CpuBackend {
     stats: TrainStats,
     x: Vec<f32>,
     labels: Vec<u8>,
+    /// Buffers of the training step, kept so that steps do not allocate.
+    fwd: Forward<f32>,
+    dlogits: Vec<f32>,
+    bwd: Backward<f32>,
 }
 
 impl CpuBackend {
@@ -31,6 +35,7 @@ impl CpuBackend {
             .iter()
             .map(|t| OptimState::zeros(t.data.len()))
             .collect();
+        let bwd = Backward::new(&plan);
         CpuBackend {
             plan,
             params,
@@ -41,6 +46,9 @@ impl CpuBackend {
             stats: TrainStats::default(),
             x: Vec::new(),
             labels: Vec::new(),
+            fwd: Forward::default(),
+            dlogits: Vec::new(),
+            bwd,
         }
     }
 }
@@ -61,23 +69,32 @@ impl Backend for CpuBackend {
 
     fn train_step(&mut self, indices: &[u32]) -> Result<()> {
         self.train.gather(indices, &mut self.x, &mut self.labels);
-        let fwd = forward(&self.plan, &self.params, &self.x);
-        let mut dlogits = vec![0.0; fwd.logits().len()];
+        forward_into(&self.plan, &self.params, &self.x, &mut self.fwd);
+        let logits = self.fwd.logits();
+        self.dlogits.resize(logits.len(), 0.0);
         let sums =
-            softmax_cross_entropy(NUM_CLASSES, fwd.logits(), &self.labels, Some(&mut dlogits));
+            softmax_cross_entropy(NUM_CLASSES, logits, &self.labels, Some(&mut self.dlogits));
         if !sums.loss_sum.is_finite() {
             bail!(
                 "the training loss is {} (diverged; try a smaller --lr)",
                 sums.loss_sum
             );
         }
-        let (grads, _) = backward(&self.plan, &self.params, &self.x, &fwd, &dlogits, false);
+        backward_into(
+            &self.plan,
+            &self.params,
+            &self.x,
+            &self.fwd,
+            &self.dlogits,
+            None,
+            &mut self.bwd,
+        );
         self.step += 1;
         for ((p, g), s) in self
             .params
             .tensors
             .iter_mut()
-            .zip(&grads.tensors)
+            .zip(&self.bwd.grads.tensors)
             .zip(&mut self.state)
         {
             optimizer_update(self.optimizer, self.step, &mut p.data, &g.data, s);

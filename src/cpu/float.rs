@@ -82,6 +82,23 @@ pub trait Float:
     }
 }
 
+/// The sum of `xs`, in eight interleaved partial sums: a fixed order, so the result is
+/// reproducible, that the compiler can vectorise, unlike one running sum.
+pub fn sum<T: Float>(xs: &[T]) -> T {
+    let mut lanes = [T::zero(); 8];
+    let chunks = xs.chunks_exact(lanes.len());
+    let tail = chunks.remainder();
+    for chunk in chunks {
+        for (lane, &x) in lanes.iter_mut().zip(chunk) {
+            *lane = *lane + x;
+        }
+    }
+    lanes
+        .iter()
+        .chain(tail)
+        .fold(T::zero(), |total, &x| total + x)
+}
+
 fn check_gemm_shapes<T>(a: &MatRef<T>, b: &MatRef<T>, c: &MatMut<T>) {
     assert_eq!(a.cols, b.rows, "gemm: inner dimensions differ");
     assert_eq!(
