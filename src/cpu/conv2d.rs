@@ -62,17 +62,17 @@ impl Conv2dGeometry {
     }
 }
 
-/// Copies each receptive field of one image `x` into a column of `cols` (`patch_len x positions`).
-fn im2col<T: Float>(g: Conv2dGeometry, x: &[T], cols: &mut [T]) {
+/// Replaces `cols` with the receptive fields of one image `x`, one per column
+/// (`patch_len x positions`). Appending leaves nothing to zero first.
+fn im2col<T: Float>(g: Conv2dGeometry, x: &[T], cols: &mut Vec<T>) {
     let (input, k, out) = (g.input, g.kernel, g.output());
-    let mut rows = cols.chunks_exact_mut(g.positions());
+    cols.clear();
     for c in 0..input.channels {
         for ky in 0..k {
             for kx in 0..k {
-                let row = rows.next().expect("one row per (channel, ky, kx)");
                 for oy in 0..out.height {
                     let src = (c * input.height + oy + ky) * input.width + kx;
-                    row[oy * out.width..][..out.width].copy_from_slice(&x[src..src + out.width]);
+                    cols.extend_from_slice(&x[src..src + out.width]);
                 }
             }
         }
@@ -105,7 +105,7 @@ fn col2im<T: Float>(g: Conv2dGeometry, cols: &[T], dx: &mut [T]) {
 pub fn conv2d_forward<T: Float>(g: Conv2dGeometry, x: &[T], w: &[T], b: &[T], y: &mut [T]) {
     let (k, p, co) = (g.weights(w), g.positions(), g.out_channels);
     assert_eq!(b.len(), co, "conv2d: bias length");
-    let mut cols = vec![T::zero(); k * p];
+    let mut cols = Vec::with_capacity(k * p);
     for (x, y) in x
         .chunks_exact(g.input.len())
         .zip(y.chunks_exact_mut(co * p))
@@ -154,7 +154,7 @@ pub fn conv2d_backward_weights<T: Float>(
     let (k, p, co) = (g.weights(dw), g.positions(), g.out_channels);
     dw.fill(T::zero());
     db.fill(T::zero());
-    let mut cols = vec![T::zero(); k * p];
+    let mut cols = Vec::with_capacity(k * p);
     for (x, dy) in x.chunks_exact(g.input.len()).zip(dy.chunks_exact(co * p)) {
         im2col(g, x, &mut cols);
         T::gemm(

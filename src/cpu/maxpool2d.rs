@@ -23,17 +23,24 @@ pub fn maxpool2d_forward<T: Float>(input: Shape, x: &[T], y: &mut [T], argmax: &
             .chunks_exact_mut(out.width)
             .zip(argmax.chunks_exact_mut(out.width));
         for (oy, (y, argmax)) in rows.enumerate() {
-            for (ox, (y, argmax)) in y.iter_mut().zip(argmax).enumerate() {
-                let corner = 2 * oy * width + 2 * ox;
-                // Value and index together, so the comparisons compile to selects, not branches.
-                let (mut max, mut best) = (x[corner], corner);
-                for i in [corner + 1, corner + width, corner + width + 1] {
-                    if x[i] > max {
-                        (max, best) = (x[i], i);
+            let top_start = 2 * oy * width;
+            let top = &x[top_start..top_start + 2 * out.width];
+            let bottom = &x[top_start + width..top_start + width + 2 * out.width];
+            let windows = top.chunks_exact(2).zip(bottom.chunks_exact(2));
+            for (ox, ((y, argmax), (top, bottom))) in
+                y.iter_mut().zip(argmax).zip(windows).enumerate()
+            {
+                // Offsets in row-major window order; value and offset are tracked together so
+                // that the comparisons compile to selects, which vectorise, not to branches.
+                let (mut max, mut offset) = (top[0], 0);
+                for (value, candidate) in [(top[1], 1), (bottom[0], width), (bottom[1], width + 1)]
+                {
+                    if value > max {
+                        (max, offset) = (value, candidate);
                     }
                 }
                 *y = max;
-                *argmax = (channel_start + best) as u32;
+                *argmax = (channel_start + top_start + 2 * ox + offset) as u32;
             }
         }
     }

@@ -46,7 +46,8 @@ pub struct Backward<T> {
     chunks: Vec<ChunkBuffers<T>>,
 }
 
-/// One chunk's gradient sums and the two activation gradients that its layers pass along.
+/// One chunk's gradient sums and the two activation gradients that its layers pass along, each
+/// a layer's output gradient (`dy`) or input gradient (`dx`) in turn.
 struct ChunkBuffers<T> {
     grads: Params<T>,
     dy: Vec<T>,
@@ -181,10 +182,12 @@ pub fn backward_into<T: Float>(
     let n = fwd.n;
     let chunks = n.div_ceil(CHUNK);
     if bwd.chunks.len() < chunks {
+        // Room for the largest activation gradient of a chunk, so that no layer resizes them.
+        let largest = CHUNK * plan.steps.iter().map(|s| s.output.len()).max().unwrap_or(0);
         bwd.chunks.resize_with(chunks, || ChunkBuffers {
             grads: Params::zeros(&plan.params),
-            dy: Vec::new(),
-            dx: Vec::new(),
+            dy: vec![T::zero(); largest],
+            dx: vec![T::zero(); largest],
         });
     }
     let mut input_grads = dx.map_or_else(Vec::new, |dx| {
@@ -258,17 +261,17 @@ fn backward_chunk<T: Float>(
     buffers: &mut ChunkBuffers<T>,
 ) {
     let ChunkBuffers { grads, dy, dx } = buffers;
-    dy.clear();
-    dy.extend_from_slice(dlogits);
+    dy[..dlogits.len()].copy_from_slice(dlogits);
     for (i, step) in plan.steps.iter().enumerate().rev() {
+        let dy_step = &dy[..chunk.count * step.output.len()];
         if i > 0 {
-            dx.resize(chunk.count * step.input.len(), T::zero());
-            backward_step(plan, params, chunk, i, dy, dx, grads);
+            let dx_step = &mut dx[..chunk.count * step.input.len()];
+            backward_step(plan, params, chunk, i, dy_step, dx_step, grads);
             std::mem::swap(dy, dx);
         } else {
             // The first layer's input gradient is skipped unless asked for: training never needs it.
-            let dx = input_grad.take().unwrap_or_default();
-            backward_step(plan, params, chunk, i, dy, dx, grads);
+            let dx_step = input_grad.take().unwrap_or_default();
+            backward_step(plan, params, chunk, i, dy_step, dx_step, grads);
         }
     }
 }
