@@ -4,13 +4,12 @@ use std::sync::Arc;
 
 use anyhow::{bail, Result};
 
-use super::network::{backward_into, forward, forward_into, Backward, Forward};
+use super::network::{gradients, logits, Workspace};
 use super::optim::{optimizer_update, OptimState};
-use super::softmax_xent::softmax_cross_entropy;
 use crate::backend::{Backend, BackendInfo, TrainStats};
 use crate::config::Optimizer;
 use crate::data::{pixel_value, Split, IMAGE_PIXELS};
-use crate::model::{Params, Plan, NUM_CLASSES};
+use crate::model::{Params, Plan};
 
 pub struct CpuBackend {
     plan: Plan,
@@ -22,10 +21,8 @@ pub struct CpuBackend {
     stats: TrainStats,
     x: Vec<f32>,
     labels: Vec<u8>,
-    /// Buffers of the training step, kept so that steps do not allocate.
-    fwd: Forward<f32>,
-    dlogits: Vec<f32>,
-    bwd: Backward<f32>,
+    /// Buffers kept between steps, so that steps do not allocate.
+    workspace: Workspace<f32>,
 }
 
 impl CpuBackend {
@@ -35,7 +32,7 @@ impl CpuBackend {
             .iter()
             .map(|t| OptimState::zeros(t.data.len()))
             .collect();
-        let bwd = Backward::new(&plan);
+        let workspace = Workspace::new(&plan);
         CpuBackend {
             plan,
             params,
@@ -46,9 +43,7 @@ impl CpuBackend {
             stats: TrainStats::default(),
             x: Vec::new(),
             labels: Vec::new(),
-            fwd: Forward::default(),
-            dlogits: Vec::new(),
-            bwd,
+            workspace,
         }
     }
 }
@@ -69,32 +64,26 @@ impl Backend for CpuBackend {
 
     fn train_step(&mut self, indices: &[u32]) -> Result<()> {
         self.train.gather(indices, &mut self.x, &mut self.labels);
-        forward_into(&self.plan, &self.params, &self.x, &mut self.fwd);
-        let logits = self.fwd.logits();
-        self.dlogits.resize(logits.len(), 0.0);
-        let sums =
-            softmax_cross_entropy(NUM_CLASSES, logits, &self.labels, Some(&mut self.dlogits));
+        let sums = gradients(
+            &self.plan,
+            &self.params,
+            &self.x,
+            &self.labels,
+            None,
+            &mut self.workspace,
+        );
         if !sums.loss_sum.is_finite() {
             bail!(
                 "the training loss is {} (diverged; try a smaller --lr)",
                 sums.loss_sum
             );
         }
-        backward_into(
-            &self.plan,
-            &self.params,
-            &self.x,
-            &self.fwd,
-            &self.dlogits,
-            None,
-            &mut self.bwd,
-        );
         self.step += 1;
         for ((p, g), s) in self
             .params
             .tensors
             .iter_mut()
-            .zip(&self.bwd.grads.tensors)
+            .zip(&self.workspace.grads.tensors)
             .zip(&mut self.state)
         {
             optimizer_update(self.optimizer, self.step, &mut p.data, &g.data, s);
@@ -112,10 +101,7 @@ impl Backend for CpuBackend {
     fn predict_logits(&mut self, images: &[u8]) -> Result<Vec<f32>> {
         let x: Vec<f32> = images.iter().map(|&p| pixel_value(p)).collect();
         debug_assert_eq!(x.len() % IMAGE_PIXELS, 0);
-        Ok(forward(&self.plan, &self.params, &x)
-            .outputs
-            .pop()
-            .expect("plan has steps"))
+        Ok(logits(&self.plan, &self.params, &x, &self.workspace))
     }
 
     fn params(&mut self) -> Result<Params<f32>> {

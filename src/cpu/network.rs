@@ -1,11 +1,14 @@
-//! Runs a [`Plan`] on the CPU: the forward pass keeps every activation, the backward pass walks
-//! the layers in reverse and returns parameter gradients (and, on request, the input gradient,
-//! which saliency maps need).
+//! Runs a [`Plan`] on the CPU: logits for inference, and the loss and its gradients for training
+//! (with, on request, the gradient with respect to the input, which saliency maps need).
 //!
-//! The batch is cut into chunks of [`CHUNK`] images and each chunk runs the whole layer stack as
-//! one rayon task, so its activations stay in cache from one layer to the next and a pass has a
-//! single parallel region. Each chunk sums its own parameter gradients; the chunk sums are then
-//! added in chunk order, so the gradients do not depend on the number of threads.
+//! The batch is cut into chunks of [`CHUNK`] images. Each chunk is one rayon task that runs the
+//! whole layer stack forward and, for training, straight back again, so its activations are
+//! still in cache when its backward pass reads them. A task borrows its activation buffers from
+//! a pool that holds one set per running task, so a step allocates nothing and its working set
+//! stays small. Each chunk sums its own parameter gradients; the chunk sums are then added in
+//! chunk order, so the gradients do not depend on the number of threads.
+
+use std::sync::Mutex;
 
 use rayon::prelude::*;
 
@@ -16,306 +19,85 @@ use super::dense::{dense_backward_input, dense_backward_weights, dense_forward, 
 use super::float::Float;
 use super::maxpool2d::{maxpool2d_backward, maxpool2d_forward};
 use super::relu::{relu_backward, relu_forward};
+use super::softmax_xent::{softmax_cross_entropy_part, LossSums};
 use crate::model::{Layer, Params, Plan, Step};
 
 /// Images per task. Fixed, never derived from the thread count, so that the rounding of the
 /// gradient sums is reproducible.
 const CHUNK: usize = 4;
 
-/// Everything the backward pass needs from the forward pass of `n` examples. Reused between
-/// passes (see [`forward_into`]), so that training does not allocate.
-#[derive(Default)]
-pub struct Forward<T> {
-    pub n: usize,
-    /// `outputs[i]` is the output of step `i` for the whole batch; the last one is the logits.
-    pub outputs: Vec<Vec<T>>,
-    /// Winning input indices of each max-pool step (empty for other steps).
-    pub argmax: Vec<Vec<u32>>,
+/// Buffers kept between calls, so that training steps do not allocate.
+pub struct Workspace<T> {
+    /// The parameter gradients from the last [`gradients`] call, summed over its batch.
+    pub grads: Params<T>,
+    /// Each chunk's parameter gradients, summed over its images.
+    chunk_grads: Vec<Params<T>>,
+    /// Buffers for the chunks being processed, one set per running task.
+    scratch: Mutex<Vec<Scratch<T>>>,
 }
 
-impl<T> Forward<T> {
-    pub fn logits(&self) -> &[T] {
-        self.outputs.last().expect("a plan has at least one step")
+impl<T: Float> Workspace<T> {
+    pub fn new(plan: &Plan) -> Workspace<T> {
+        Workspace {
+            grads: Params::zeros(&plan.params),
+            chunk_grads: Vec::new(),
+            scratch: Mutex::default(),
+        }
     }
 }
 
-/// The buffers of the backward pass, reused between passes (see [`backward_into`]).
-pub struct Backward<T> {
-    /// The parameter gradients summed over the batch.
-    pub grads: Params<T>,
-    chunks: Vec<ChunkBuffers<T>>,
-}
-
-/// One chunk's gradient sums and the two activation gradients that its layers pass along, each
-/// a layer's output gradient (`dy`) or input gradient (`dx`) in turn.
-struct ChunkBuffers<T> {
-    grads: Params<T>,
+/// What one chunk needs while it runs, sized for [`CHUNK`] images.
+struct Scratch<T> {
+    /// `outputs[i]` is the output of step `i`; the last one is the logits.
+    outputs: Vec<Vec<T>>,
+    /// Winning input indices of each max-pool step (empty for other steps).
+    argmax: Vec<Vec<u32>>,
+    /// The gradient flowing back: a step's output gradient (`dy`) becomes its input gradient
+    /// (`dx`), and the two swap before the next step.
     dy: Vec<T>,
     dx: Vec<T>,
 }
 
-impl<T: Float> Backward<T> {
-    pub fn new(plan: &Plan) -> Backward<T> {
-        Backward {
-            grads: Params::zeros(&plan.params),
-            chunks: Vec::new(),
+impl<T: Float> Scratch<T> {
+    fn new(plan: &Plan) -> Scratch<T> {
+        let output_len = |s: &Step| CHUNK * s.output.len();
+        let largest = plan.steps.iter().map(output_len).max().unwrap_or(0);
+        Scratch {
+            outputs: plan
+                .steps
+                .iter()
+                .map(|s| vec![T::zero(); output_len(s)])
+                .collect(),
+            argmax: plan
+                .steps
+                .iter()
+                .map(|s| match s.layer {
+                    Layer::MaxPool2d => vec![0; output_len(s)],
+                    _ => Vec::new(),
+                })
+                .collect(),
+            dy: vec![T::zero(); largest],
+            dx: vec![T::zero(); largest],
         }
     }
+}
+
+/// Runs `f` on a scratch set taken from `pool` (or made, when all are in use) and puts it back.
+fn with_scratch<T: Float, R>(
+    pool: &Mutex<Vec<Scratch<T>>>,
+    plan: &Plan,
+    f: impl FnOnce(&mut Scratch<T>) -> R,
+) -> R {
+    let taken = pool.lock().expect("scratch pool lock").pop();
+    let mut scratch = taken.unwrap_or_else(|| Scratch::new(plan));
+    let result = f(&mut scratch);
+    pool.lock().expect("scratch pool lock").push(scratch);
+    result
 }
 
 fn weight_and_bias<'a, T>(params: &'a Params<T>, step: &Step) -> (&'a [T], &'a [T]) {
     let i = step.weight_index.expect("layer has parameters");
     (&params.tensors[i].data, &params.tensors[i + 1].data)
-}
-
-/// The images `first..first + count` of `items`, which holds items of `len` elements each.
-fn images<U>(items: &[U], len: usize, first: usize, count: usize) -> &[U] {
-    &items[first * len..(first + count) * len]
-}
-
-/// `views[c][i]` is chunk `c` of `buffers[i]`: `chunk_lens[i]` elements, fewer in the last chunk
-/// and none where the buffer is empty.
-fn split_into_chunks<U>(
-    buffers: &mut [Vec<U>],
-    chunk_lens: impl Iterator<Item = usize>,
-    chunks: usize,
-) -> Vec<Vec<&mut [U]>> {
-    let mut views: Vec<Vec<&mut [U]>> = (0..chunks)
-        .map(|_| Vec::with_capacity(buffers.len()))
-        .collect();
-    for (buffer, len) in buffers.iter_mut().zip(chunk_lens) {
-        let mut rest = buffer.as_mut_slice();
-        for view in &mut views {
-            let (chunk, tail) = rest.split_at_mut(len.min(rest.len()));
-            view.push(chunk);
-            rest = tail;
-        }
-    }
-    views
-}
-
-/// Forward pass of `x` (`n x plan.input`).
-pub fn forward<T: Float>(plan: &Plan, params: &Params<T>, x: &[T]) -> Forward<T> {
-    let mut fwd = Forward::default();
-    forward_into(plan, params, x, &mut fwd);
-    fwd
-}
-
-/// Forward pass of `x` (`n x plan.input`) into the buffers of `fwd`.
-pub fn forward_into<T: Float>(plan: &Plan, params: &Params<T>, x: &[T], fwd: &mut Forward<T>) {
-    let n = x.len() / plan.input.len();
-    assert_eq!(x.len(), n * plan.input.len(), "forward: input length");
-    fwd.n = n;
-    fwd.outputs.resize_with(plan.steps.len(), Vec::new);
-    fwd.argmax.resize_with(plan.steps.len(), Vec::new);
-    for ((step, y), argmax) in plan.steps.iter().zip(&mut fwd.outputs).zip(&mut fwd.argmax) {
-        y.resize(n * step.output.len(), T::zero());
-        let pooled = matches!(step.layer, Layer::MaxPool2d);
-        argmax.resize(if pooled { y.len() } else { 0 }, 0);
-    }
-    let chunks = n.div_ceil(CHUNK);
-    let output_lens = || plan.steps.iter().map(|s| CHUNK * s.output.len());
-    let outputs = split_into_chunks(&mut fwd.outputs, output_lens(), chunks);
-    let argmaxes = split_into_chunks(&mut fwd.argmax, output_lens(), chunks);
-    x.par_chunks(CHUNK * plan.input.len())
-        .zip(outputs)
-        .zip(argmaxes)
-        .for_each(|((x, mut outputs), mut argmax)| {
-            forward_chunk(plan, params, x, &mut outputs, &mut argmax)
-        });
-}
-
-/// Runs every step on the images of `x`; `outputs[i]` and `argmax[i]` receive step `i`'s results.
-fn forward_chunk<T: Float>(
-    plan: &Plan,
-    params: &Params<T>,
-    x: &[T],
-    outputs: &mut [&mut [T]],
-    argmax: &mut [&mut [u32]],
-) {
-    for (i, step) in plan.steps.iter().enumerate() {
-        let (done, rest) = outputs.split_at_mut(i);
-        let input: &[T] = done.last().map_or(x, |y| y);
-        let y = &mut *rest[0];
-        match step.layer {
-            Layer::Conv2d { .. } => {
-                let (w, b) = weight_and_bias(params, step);
-                conv2d_forward(Conv2dGeometry::of(step), input, w, b, y);
-            }
-            Layer::Dense { .. } => {
-                let (w, b) = weight_and_bias(params, step);
-                dense_forward(DenseGeometry::of(step), input, w, b, y);
-            }
-            Layer::Relu => relu_forward(input, y),
-            Layer::MaxPool2d => maxpool2d_forward(step.input, input, y, argmax[i]),
-            Layer::Flatten => y.copy_from_slice(input),
-        }
-    }
-}
-
-/// Parameter gradients for `dlogits` (the gradient of the loss with respect to the logits), and
-/// the gradient with respect to `x` when `want_input_grad` is set.
-pub fn backward<T: Float>(
-    plan: &Plan,
-    params: &Params<T>,
-    x: &[T],
-    fwd: &Forward<T>,
-    dlogits: &[T],
-    want_input_grad: bool,
-) -> (Params<T>, Option<Vec<T>>) {
-    let mut bwd = Backward::new(plan);
-    let mut dx = want_input_grad.then(|| vec![T::zero(); x.len()]);
-    backward_into(plan, params, x, fwd, dlogits, dx.as_deref_mut(), &mut bwd);
-    (bwd.grads, dx)
-}
-
-/// Like [`backward`], into the buffers of `bwd`; `dx`, when given, receives the input gradient.
-pub fn backward_into<T: Float>(
-    plan: &Plan,
-    params: &Params<T>,
-    x: &[T],
-    fwd: &Forward<T>,
-    dlogits: &[T],
-    dx: Option<&mut [T]>,
-    bwd: &mut Backward<T>,
-) {
-    let n = fwd.n;
-    let chunks = n.div_ceil(CHUNK);
-    if bwd.chunks.len() < chunks {
-        // Room for the largest activation gradient of a chunk, so that no layer resizes them.
-        let largest = CHUNK * plan.steps.iter().map(|s| s.output.len()).max().unwrap_or(0);
-        bwd.chunks.resize_with(chunks, || ChunkBuffers {
-            grads: Params::zeros(&plan.params),
-            dy: vec![T::zero(); largest],
-            dx: vec![T::zero(); largest],
-        });
-    }
-    let mut input_grads = dx.map_or_else(Vec::new, |dx| {
-        dx.chunks_mut(CHUNK * plan.input.len()).map(Some).collect()
-    });
-    input_grads.resize_with(chunks, || None);
-    bwd.chunks[..chunks]
-        .par_iter_mut()
-        .zip(input_grads)
-        .enumerate()
-        .for_each(|(c, (buffers, dx))| {
-            let first = c * CHUNK;
-            let count = CHUNK.min(n - first);
-            let chunk = Chunk {
-                x: images(x, plan.input.len(), first, count),
-                fwd,
-                first,
-                count,
-            };
-            let dlogits = images(dlogits, plan.output().len(), first, count);
-            backward_chunk(plan, params, &chunk, dlogits, dx, buffers);
-        });
-    sum_chunk_grads(&bwd.chunks[..chunks], &mut bwd.grads);
-}
-
-/// The images `first..first + count` of a forward pass.
-struct Chunk<'a, T> {
-    x: &'a [T],
-    fwd: &'a Forward<T>,
-    first: usize,
-    count: usize,
-}
-
-impl<T> Chunk<'_, T> {
-    /// The input of step `i`.
-    fn input(&self, plan: &Plan, i: usize) -> &[T] {
-        if i == 0 {
-            self.x
-        } else {
-            self.output(plan, i - 1)
-        }
-    }
-
-    fn output(&self, plan: &Plan, i: usize) -> &[T] {
-        images(
-            &self.fwd.outputs[i],
-            plan.steps[i].output.len(),
-            self.first,
-            self.count,
-        )
-    }
-
-    fn argmax(&self, plan: &Plan, i: usize) -> &[u32] {
-        images(
-            &self.fwd.argmax[i],
-            plan.steps[i].output.len(),
-            self.first,
-            self.count,
-        )
-    }
-}
-
-/// Walks the steps in reverse for one chunk, leaving its gradient sums in `buffers.grads` and,
-/// when `input_grad` is given, the gradient with respect to its images there.
-fn backward_chunk<T: Float>(
-    plan: &Plan,
-    params: &Params<T>,
-    chunk: &Chunk<T>,
-    dlogits: &[T],
-    mut input_grad: Option<&mut [T]>,
-    buffers: &mut ChunkBuffers<T>,
-) {
-    let ChunkBuffers { grads, dy, dx } = buffers;
-    dy[..dlogits.len()].copy_from_slice(dlogits);
-    for (i, step) in plan.steps.iter().enumerate().rev() {
-        let dy_step = &dy[..chunk.count * step.output.len()];
-        if i > 0 {
-            let dx_step = &mut dx[..chunk.count * step.input.len()];
-            backward_step(plan, params, chunk, i, dy_step, dx_step, grads);
-            std::mem::swap(dy, dx);
-        } else {
-            // The first layer's input gradient is skipped unless asked for: training never needs it.
-            let dx_step = input_grad.take().unwrap_or_default();
-            backward_step(plan, params, chunk, i, dy_step, dx_step, grads);
-        }
-    }
-}
-
-/// Step `i`'s backward for one chunk: its parameter gradients into `grads` and, unless `dx` is
-/// empty, its input gradient into `dx`.
-fn backward_step<T: Float>(
-    plan: &Plan,
-    params: &Params<T>,
-    chunk: &Chunk<T>,
-    i: usize,
-    dy: &[T],
-    dx: &mut [T],
-    grads: &mut Params<T>,
-) {
-    let step = &plan.steps[i];
-    let input = chunk.input(plan, i);
-    let need_dx = !dx.is_empty();
-    match step.layer {
-        Layer::Conv2d { .. } => {
-            let (w, _) = weight_and_bias(params, step);
-            let (dw, db) = weight_and_bias_grads(grads, step);
-            let g = Conv2dGeometry::of(step);
-            conv2d_backward_weights(g, input, dy, dw, db);
-            if need_dx {
-                conv2d_backward_input(g, dy, w, dx);
-            }
-        }
-        Layer::Dense { .. } => {
-            let (w, _) = weight_and_bias(params, step);
-            let (dw, db) = weight_and_bias_grads(grads, step);
-            let g = DenseGeometry::of(step);
-            dense_backward_weights(g, input, dy, dw, db);
-            if need_dx {
-                dense_backward_input(g, dy, w, dx);
-            }
-        }
-        Layer::Relu if need_dx => relu_backward(chunk.output(plan, i), dy, dx),
-        Layer::MaxPool2d if need_dx => {
-            maxpool2d_backward(step.input, dy, chunk.argmax(plan, i), dx)
-        }
-        Layer::Flatten if need_dx => dx.copy_from_slice(dy),
-        _ => {}
-    }
 }
 
 fn weight_and_bias_grads<'a, T>(
@@ -329,11 +111,200 @@ fn weight_and_bias_grads<'a, T>(
     (&mut dw.data, &mut db.data)
 }
 
+/// The number of images in `x`.
+fn images<T>(plan: &Plan, x: &[T]) -> usize {
+    let n = x.len() / plan.input.len();
+    assert_eq!(x.len(), n * plan.input.len(), "network: input length");
+    n
+}
+
+/// Logits (`n x classes`) for `x` (`n x plan.input`).
+pub fn logits<T: Float>(plan: &Plan, params: &Params<T>, x: &[T], ws: &Workspace<T>) -> Vec<T> {
+    let classes = plan.output().len();
+    let mut logits = vec![T::zero(); images(plan, x) * classes];
+    x.par_chunks(CHUNK * plan.input.len())
+        .zip(logits.par_chunks_mut(CHUNK * classes))
+        .for_each(|(x, logits)| {
+            with_scratch(&ws.scratch, plan, |scratch| {
+                forward_chunk(plan, params, x, scratch);
+                let computed = scratch.outputs.last().expect("a plan has steps");
+                logits.copy_from_slice(&computed[..logits.len()]);
+            })
+        });
+    logits
+}
+
+/// The loss sums over the batch `x` (`n x plan.input`) with `labels`, and the gradients of the
+/// mean loss: with respect to the parameters into `ws.grads` and, when `input_grad` is given,
+/// with respect to `x` into it.
+pub fn gradients<T: Float>(
+    plan: &Plan,
+    params: &Params<T>,
+    x: &[T],
+    labels: &[u8],
+    input_grad: Option<&mut [T]>,
+    ws: &mut Workspace<T>,
+) -> LossSums {
+    let n = images(plan, x);
+    assert_eq!(labels.len(), n, "gradients: one label per image");
+    let chunks = n.div_ceil(CHUNK);
+    if ws.chunk_grads.len() < chunks {
+        ws.chunk_grads
+            .resize_with(chunks, || Params::zeros(&plan.params));
+    }
+    let mut input_grads: Vec<Option<&mut [T]>> = match input_grad {
+        Some(dx) => dx.chunks_mut(CHUNK * plan.input.len()).map(Some).collect(),
+        None => Vec::new(),
+    };
+    input_grads.resize_with(chunks, || None);
+    let Workspace {
+        grads,
+        chunk_grads,
+        scratch,
+    } = ws;
+    let chunk_sums: Vec<LossSums> = chunk_grads[..chunks]
+        .par_iter_mut()
+        .zip(x.par_chunks(CHUNK * plan.input.len()))
+        .zip(labels.par_chunks(CHUNK))
+        .zip(input_grads)
+        .map(|(((grads, x), labels), input_grad)| {
+            with_scratch(scratch, plan, |scratch| {
+                forward_chunk(plan, params, x, scratch);
+                let classes = plan.output().len();
+                let len = labels.len() * classes;
+                let logits = &scratch.outputs.last().expect("a plan has steps")[..len];
+                let dlogits = &mut scratch.dy[..len];
+                let sums = softmax_cross_entropy_part(classes, logits, labels, n, Some(dlogits));
+                backward_chunk(plan, params, x, scratch, input_grad, grads);
+                sums
+            })
+        })
+        .collect();
+    sum_chunk_grads(&chunk_grads[..chunks], grads);
+    chunk_sums
+        .into_iter()
+        .fold(LossSums::default(), |total, sums| total + sums)
+}
+
+/// Runs every step on the images of `x`, leaving the outputs in `scratch`.
+fn forward_chunk<T: Float>(plan: &Plan, params: &Params<T>, x: &[T], scratch: &mut Scratch<T>) {
+    let count = images(plan, x);
+    for (i, step) in plan.steps.iter().enumerate() {
+        let (done, rest) = scratch.outputs.split_at_mut(i);
+        let input = done.last().map_or(x, |y| &y[..count * step.input.len()]);
+        let y = &mut rest[0][..count * step.output.len()];
+        match step.layer {
+            Layer::Conv2d { .. } => {
+                let (w, b) = weight_and_bias(params, step);
+                conv2d_forward(Conv2dGeometry::of(step), input, w, b, y);
+            }
+            Layer::Dense { .. } => {
+                let (w, b) = weight_and_bias(params, step);
+                dense_forward(DenseGeometry::of(step), input, w, b, y);
+            }
+            Layer::Relu => relu_forward(input, y),
+            Layer::MaxPool2d => {
+                let argmax = &mut scratch.argmax[i][..y.len()];
+                maxpool2d_forward(step.input, input, y, argmax);
+            }
+            Layer::Flatten => y.copy_from_slice(input),
+        }
+    }
+}
+
+/// Walks the steps in reverse for the images of `x`, starting from the logits' gradient in
+/// `scratch.dy`: their parameter gradients go into `grads` and, when `input_grad` is given,
+/// their input gradient there.
+fn backward_chunk<T: Float>(
+    plan: &Plan,
+    params: &Params<T>,
+    x: &[T],
+    scratch: &mut Scratch<T>,
+    mut input_grad: Option<&mut [T]>,
+    grads: &mut Params<T>,
+) {
+    let count = images(plan, x);
+    let Scratch {
+        outputs,
+        argmax,
+        dy,
+        dx,
+    } = scratch;
+    for (i, step) in plan.steps.iter().enumerate().rev() {
+        let activations = Activations {
+            input: if i == 0 {
+                x
+            } else {
+                &outputs[i - 1][..count * step.input.len()]
+            },
+            output: &outputs[i][..count * step.output.len()],
+            argmax: &argmax[i][..],
+        };
+        let dy_step = &dy[..activations.output.len()];
+        if i > 0 {
+            let dx_step = &mut dx[..activations.input.len()];
+            backward_step(step, params, &activations, dy_step, dx_step, grads);
+            std::mem::swap(dy, dx);
+        } else {
+            // The first layer's input gradient is skipped unless asked for: training never needs it.
+            let dx_step = input_grad.take().unwrap_or_default();
+            backward_step(step, params, &activations, dy_step, dx_step, grads);
+        }
+    }
+}
+
+/// A step's input, output and (for max-pooling) winning indices, for the images of a chunk.
+struct Activations<'a, T> {
+    input: &'a [T],
+    output: &'a [T],
+    argmax: &'a [u32],
+}
+
+/// One step's backward: its parameter gradients into `grads` and, unless `dx` is empty, its
+/// input gradient into `dx`.
+fn backward_step<T: Float>(
+    step: &Step,
+    params: &Params<T>,
+    activations: &Activations<T>,
+    dy: &[T],
+    dx: &mut [T],
+    grads: &mut Params<T>,
+) {
+    let need_dx = !dx.is_empty();
+    match step.layer {
+        Layer::Conv2d { .. } => {
+            let (w, _) = weight_and_bias(params, step);
+            let (dw, db) = weight_and_bias_grads(grads, step);
+            let g = Conv2dGeometry::of(step);
+            conv2d_backward_weights(g, activations.input, dy, dw, db);
+            if need_dx {
+                conv2d_backward_input(g, dy, w, dx);
+            }
+        }
+        Layer::Dense { .. } => {
+            let (w, _) = weight_and_bias(params, step);
+            let (dw, db) = weight_and_bias_grads(grads, step);
+            let g = DenseGeometry::of(step);
+            dense_backward_weights(g, activations.input, dy, dw, db);
+            if need_dx {
+                dense_backward_input(g, dy, w, dx);
+            }
+        }
+        Layer::Relu if need_dx => relu_backward(activations.output, dy, dx),
+        Layer::MaxPool2d if need_dx => {
+            let argmax = &activations.argmax[..dy.len()];
+            maxpool2d_backward(step.input, dy, argmax, dx)
+        }
+        Layer::Flatten if need_dx => dx.copy_from_slice(dy),
+        _ => {}
+    }
+}
+
 /// Elements per task when summing the chunks' gradients.
 const SUM_BLOCK: usize = 4096;
 
 /// `grads = sum of the chunks' gradients`, added in chunk order.
-fn sum_chunk_grads<T: Float>(chunks: &[ChunkBuffers<T>], grads: &mut Params<T>) {
+fn sum_chunk_grads<T: Float>(chunks: &[Params<T>], grads: &mut Params<T>) {
     for (t, total) in grads.tensors.iter_mut().enumerate() {
         total
             .data
@@ -342,7 +313,7 @@ fn sum_chunk_grads<T: Float>(chunks: &[ChunkBuffers<T>], grads: &mut Params<T>) 
             .for_each(|(block, total)| {
                 total.fill(T::zero());
                 for chunk in chunks {
-                    let part = &chunk.grads.tensors[t].data[block * SUM_BLOCK..][..total.len()];
+                    let part = &chunk.tensors[t].data[block * SUM_BLOCK..][..total.len()];
                     total.iter_mut().zip(part).for_each(|(s, &p)| *s = *s + p);
                 }
             });
