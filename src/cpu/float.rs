@@ -82,8 +82,8 @@ pub trait Float:
     }
 }
 
-/// The sum of `xs`, in eight interleaved partial sums: a fixed order, so the result is
-/// reproducible, that the compiler can vectorise, unlike one running sum.
+/// The sum of `xs` as eight interleaved partial sums, added together at the end. The order is
+/// fixed, so the result is reproducible, and unlike one running sum it vectorises.
 pub fn sum<T: Float>(xs: &[T]) -> T {
     let mut lanes = [T::zero(); 8];
     let chunks = xs.chunks_exact(lanes.len());

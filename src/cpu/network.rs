@@ -153,7 +153,10 @@ pub fn gradients<T: Float>(
             .resize_with(chunks, || Params::zeros(&plan.params));
     }
     let mut input_grads: Vec<Option<&mut [T]>> = match input_grad {
-        Some(dx) => dx.chunks_mut(CHUNK * plan.input.len()).map(Some).collect(),
+        Some(dx) => {
+            assert_eq!(dx.len(), x.len(), "gradients: input gradient length");
+            dx.chunks_mut(CHUNK * plan.input.len()).map(Some).collect()
+        }
         None => Vec::new(),
     };
     input_grads.resize_with(chunks, || None);
@@ -169,14 +172,12 @@ pub fn gradients<T: Float>(
         .zip(input_grads)
         .map(|(((grads, x), labels), input_grad)| {
             with_scratch(scratch, plan, |scratch| {
-                forward_chunk(plan, params, x, scratch);
-                let classes = plan.output().len();
-                let len = labels.len() * classes;
-                let logits = &scratch.outputs.last().expect("a plan has steps")[..len];
-                let dlogits = &mut scratch.dy[..len];
-                let sums = softmax_cross_entropy_part(classes, logits, labels, n, Some(dlogits));
-                backward_chunk(plan, params, x, scratch, input_grad, grads);
-                sums
+                let batch = ChunkOfBatch {
+                    x,
+                    labels,
+                    batch: n,
+                };
+                chunk_gradients(plan, params, batch, input_grad, grads, scratch)
             })
         })
         .collect();
@@ -184,6 +185,35 @@ pub fn gradients<T: Float>(
     chunk_sums
         .into_iter()
         .fold(LossSums::default(), |total, sums| total + sums)
+}
+
+/// A chunk's images and labels, and the size of the batch they belong to.
+struct ChunkOfBatch<'a, T> {
+    x: &'a [T],
+    labels: &'a [u8],
+    batch: usize,
+}
+
+/// [`gradients`] for one chunk: its loss sums, and its share of the gradients into `grads` and
+/// `input_grad`.
+fn chunk_gradients<T: Float>(
+    plan: &Plan,
+    params: &Params<T>,
+    chunk: ChunkOfBatch<T>,
+    input_grad: Option<&mut [T]>,
+    grads: &mut Params<T>,
+    scratch: &mut Scratch<T>,
+) -> LossSums {
+    forward_chunk(plan, params, chunk.x, scratch);
+    let classes = plan.output().len();
+    let len = chunk.labels.len() * classes;
+    let logits = &scratch.outputs.last().expect("a plan has steps")[..len];
+    // The backward pass starts from the logits' gradient in `dy`.
+    let dlogits = &mut scratch.dy[..len];
+    let sums =
+        softmax_cross_entropy_part(classes, logits, chunk.labels, chunk.batch, Some(dlogits));
+    backward_chunk(plan, params, chunk.x, scratch, input_grad, grads);
+    sums
 }
 
 /// Runs every step on the images of `x`, leaving the outputs in `scratch`.
