@@ -10,7 +10,7 @@ use mnist_wgpu::cpu::dense::{
     dense_backward_input, dense_backward_weights, dense_forward, DenseGeometry,
 };
 use mnist_wgpu::cpu::maxpool2d::{maxpool2d_backward, maxpool2d_forward, maxpool2d_output};
-use mnist_wgpu::cpu::network::{backward, forward};
+use mnist_wgpu::cpu::network::{gradients, logits, Workspace};
 use mnist_wgpu::cpu::relu::{relu_backward, relu_forward};
 use mnist_wgpu::cpu::softmax_xent::softmax_cross_entropy;
 use mnist_wgpu::model::{init_params, Arch, Plan, Shape};
@@ -79,8 +79,7 @@ fn conv2d_gradients_match_finite_differences() {
 }
 
 #[test]
-fn conv2d_weight_gradient_sums_over_batches_larger_than_one_chunk() {
-    // 9 images span three of the fixed reduction chunks, the last one partial.
+fn conv2d_weight_gradient_sums_over_the_batch() {
     let g = Conv2dGeometry {
         input: Shape::new(2, 5, 5),
         out_channels: 3,
@@ -182,23 +181,28 @@ fn whole_network_gradients_match_finite_differences() {
     let arch = Arch::parse("conv3k3-relu-pool2-conv4k2-relu-flatten-dense10").unwrap();
     let plan = Plan::new(&arch, Shape::new(1, 10, 9)).unwrap();
     let params = init_params(&plan, 5).map(f64::from);
-    let n = 3;
+    // Six images span two of the network's chunks, the last one partial.
+    let n = 6;
     let x: Vec<f64> = random(n * 90, 18).into_iter().map(|v| v.abs()).collect();
-    let labels = [1u8, 7, 4];
+    let labels = [1u8, 7, 4, 0, 9, 2];
     let loss_of = |params: &mnist_wgpu::model::Params<f64>, x: &[f64]| {
-        let fwd = forward(&plan, params, x);
-        softmax_cross_entropy(10, fwd.logits(), &labels, None).loss_sum / n as f64
+        let logits = logits(&plan, params, x, &Workspace::new(&plan));
+        softmax_cross_entropy(10, &logits, &labels, None).loss_sum / n as f64
     };
-    let fwd = forward(&plan, &params, &x);
-    let mut dlogits = vec![0.0; n * 10];
-    softmax_cross_entropy(10, fwd.logits(), &labels, Some(&mut dlogits));
-    let (grads, dx) = backward(&plan, &params, &x, &fwd, &dlogits, true);
+    let mut ws = Workspace::new(&plan);
+    let mut dx = vec![0.0; x.len()];
+    gradients(&plan, &params, &x, &labels, Some(&mut dx), &mut ws);
     for (t, tensor) in params.tensors.iter().enumerate() {
-        check(&tensor.name, &tensor.data, &grads.tensors[t].data, |data| {
-            let mut p = params.clone();
-            p.tensors[t].data.copy_from_slice(data);
-            loss_of(&p, &x)
-        });
+        check(
+            &tensor.name,
+            &tensor.data,
+            &ws.grads.tensors[t].data,
+            |data| {
+                let mut p = params.clone();
+                p.tensors[t].data.copy_from_slice(data);
+                loss_of(&p, &x)
+            },
+        );
     }
-    check("network dx", &x, &dx.unwrap(), |x| loss_of(&params, x));
+    check("network dx", &x, &dx, |x| loss_of(&params, x));
 }

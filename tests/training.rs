@@ -85,6 +85,19 @@ fn same_seed_gives_bit_identical_parameters() {
 }
 
 #[test]
+fn parameters_do_not_depend_on_the_number_of_threads() {
+    let mnist = data(300, 1);
+    let with_threads = |threads| {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| train_params(&mnist, 7))
+    };
+    assert_eq!(with_threads(1), with_threads(3));
+}
+
+#[test]
 fn a_diverging_run_stops_with_an_error_naming_the_step() {
     let mnist = data(512, 1);
     let mut b = backend(3, Optimizer::sgd(1e30));

@@ -4,13 +4,12 @@ use std::sync::Arc;
 
 use anyhow::{bail, Result};
 
-use super::network::{backward, forward};
+use super::network::{gradients, logits, Workspace};
 use super::optim::{optimizer_update, OptimState};
-use super::softmax_xent::softmax_cross_entropy;
 use crate::backend::{Backend, BackendInfo, TrainStats};
 use crate::config::Optimizer;
 use crate::data::{pixel_value, Split, IMAGE_PIXELS};
-use crate::model::{Params, Plan, NUM_CLASSES};
+use crate::model::{Params, Plan};
 
 pub struct CpuBackend {
     plan: Plan,
@@ -22,6 +21,8 @@ pub struct CpuBackend {
     stats: TrainStats,
     x: Vec<f32>,
     labels: Vec<u8>,
+    /// Buffers kept between steps, so that steps do not allocate.
+    workspace: Workspace<f32>,
 }
 
 impl CpuBackend {
@@ -31,6 +32,7 @@ impl CpuBackend {
             .iter()
             .map(|t| OptimState::zeros(t.data.len()))
             .collect();
+        let workspace = Workspace::new(&plan);
         CpuBackend {
             plan,
             params,
@@ -41,6 +43,7 @@ impl CpuBackend {
             stats: TrainStats::default(),
             x: Vec::new(),
             labels: Vec::new(),
+            workspace,
         }
     }
 }
@@ -65,23 +68,26 @@ impl Backend for CpuBackend {
 
     fn train_step(&mut self, indices: &[u32]) -> Result<()> {
         self.train.gather(indices, &mut self.x, &mut self.labels);
-        let fwd = forward(&self.plan, &self.params, &self.x);
-        let mut dlogits = vec![0.0; fwd.logits().len()];
-        let sums =
-            softmax_cross_entropy(NUM_CLASSES, fwd.logits(), &self.labels, Some(&mut dlogits));
+        let sums = gradients(
+            &self.plan,
+            &self.params,
+            &self.x,
+            &self.labels,
+            None,
+            &mut self.workspace,
+        );
         if !sums.loss_sum.is_finite() {
             bail!(
                 "the training loss is {} (diverged; try a smaller --lr)",
                 sums.loss_sum
             );
         }
-        let (grads, _) = backward(&self.plan, &self.params, &self.x, &fwd, &dlogits, false);
         self.step += 1;
         for ((p, g), s) in self
             .params
             .tensors
             .iter_mut()
-            .zip(&grads.tensors)
+            .zip(&self.workspace.grads.tensors)
             .zip(&mut self.state)
         {
             optimizer_update(self.optimizer, self.step, &mut p.data, &g.data, s);
@@ -99,10 +105,7 @@ impl Backend for CpuBackend {
     fn predict_logits(&mut self, images: &[u8]) -> Result<Vec<f32>> {
         let x: Vec<f32> = images.iter().map(|&p| pixel_value(p)).collect();
         debug_assert_eq!(x.len() % IMAGE_PIXELS, 0);
-        Ok(forward(&self.plan, &self.params, &x)
-            .outputs
-            .pop()
-            .expect("plan has steps"))
+        Ok(logits(&self.plan, &self.params, &x, &self.workspace))
     }
 
     fn params(&mut self) -> Result<Params<f32>> {

@@ -1,17 +1,11 @@
 //! Conv2d reference (stride 1, valid padding), NCHW activations and OIHW weights.
 //!
 //! Each image is lowered to columns (`im2col`, rows = (in channel, ky, kx), columns = output
-//! positions) and multiplied by the weights as a GEMM. Work is parallel over images; the weight
-//! gradient sums fixed chunks of images and adds the partial sums in chunk order, so the result
-//! does not depend on the number of threads.
+//! positions) and multiplied by the weights as a GEMM, one image at a time. The ops run on one
+//! thread: the network parallelises over chunks of the batch (see `network.rs`).
 
-use rayon::prelude::*;
-
-use super::float::{Float, MatMut, MatRef};
+use super::float::{self, Float, MatMut, MatRef};
 use crate::model::{Layer, Shape, Step};
-
-/// Images per partial sum of the weight gradient: fixed, for reproducible rounding.
-const WEIGHT_GRAD_CHUNK: usize = 4;
 
 /// The geometry of one convolution layer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -68,17 +62,17 @@ impl Conv2dGeometry {
     }
 }
 
-/// Copies each receptive field of one image `x` into a column of `cols` (`patch_len x positions`).
-fn im2col<T: Float>(g: Conv2dGeometry, x: &[T], cols: &mut [T]) {
+/// Replaces `cols` with the receptive fields of one image `x`, one per column
+/// (`patch_len x positions`). Appending leaves nothing to zero first.
+fn im2col<T: Float>(g: Conv2dGeometry, x: &[T], cols: &mut Vec<T>) {
     let (input, k, out) = (g.input, g.kernel, g.output());
-    let mut rows = cols.chunks_exact_mut(g.positions());
+    cols.clear();
     for c in 0..input.channels {
         for ky in 0..k {
             for kx in 0..k {
-                let row = rows.next().expect("one row per (channel, ky, kx)");
                 for oy in 0..out.height {
                     let src = (c * input.height + oy + ky) * input.width + kx;
-                    row[oy * out.width..][..out.width].copy_from_slice(&x[src..src + out.width]);
+                    cols.extend_from_slice(&x[src..src + out.width]);
                 }
             }
         }
@@ -107,49 +101,49 @@ fn col2im<T: Float>(g: Conv2dGeometry, cols: &[T], dx: &mut [T]) {
     }
 }
 
-/// `y = conv(x, w) + b` for a batch; `x` is `n x input`, `y` is `n x output`.
+/// `y = conv(x, w) + b` for `n` images; `x` is `n x input`, `y` is `n x output`.
 pub fn conv2d_forward<T: Float>(g: Conv2dGeometry, x: &[T], w: &[T], b: &[T], y: &mut [T]) {
     let (k, p, co) = (g.weights(w), g.positions(), g.out_channels);
     assert_eq!(b.len(), co, "conv2d: bias length");
-    let scratch = || vec![T::zero(); k * p];
-    y.par_chunks_exact_mut(co * p)
-        .zip(x.par_chunks_exact(g.input.len()))
-        .for_each_init(scratch, |cols, (y, x)| {
-            im2col(g, x, cols);
-            for (plane, &bias) in y.chunks_exact_mut(p).zip(b) {
-                plane.fill(bias);
-            }
-            let w = MatRef::row_major(w, co, k);
-            T::gemm(
-                T::one(),
-                w,
-                MatRef::row_major(cols, k, p),
-                T::one(),
-                MatMut::row_major(y, co, p),
-            );
-        });
+    let mut cols = Vec::with_capacity(k * p);
+    for (x, y) in x
+        .chunks_exact(g.input.len())
+        .zip(y.chunks_exact_mut(co * p))
+    {
+        im2col(g, x, &mut cols);
+        for (plane, &bias) in y.chunks_exact_mut(p).zip(b) {
+            plane.fill(bias);
+        }
+        T::gemm(
+            T::one(),
+            MatRef::row_major(w, co, k),
+            MatRef::row_major(&cols, k, p),
+            T::one(),
+            MatMut::row_major(y, co, p),
+        );
+    }
 }
 
 /// `dx = conv_transpose(dy, w)`: the gradient with respect to the input.
 pub fn conv2d_backward_input<T: Float>(g: Conv2dGeometry, dy: &[T], w: &[T], dx: &mut [T]) {
     let (k, p, co) = (g.weights(w), g.positions(), g.out_channels);
-    let scratch = || vec![T::zero(); k * p];
-    dx.par_chunks_exact_mut(g.input.len())
-        .zip(dy.par_chunks_exact(co * p))
-        .for_each_init(scratch, |dcols, (dx, dy)| {
-            let wt = MatRef::row_major(w, co, k).t();
-            T::gemm(
-                T::one(),
-                wt,
-                MatRef::row_major(dy, co, p),
-                T::zero(),
-                MatMut::row_major(dcols, k, p),
-            );
-            col2im(g, dcols, dx);
-        });
+    let mut dcols = vec![T::zero(); k * p];
+    for (dx, dy) in dx
+        .chunks_exact_mut(g.input.len())
+        .zip(dy.chunks_exact(co * p))
+    {
+        T::gemm(
+            T::one(),
+            MatRef::row_major(w, co, k).t(),
+            MatRef::row_major(dy, co, p),
+            T::zero(),
+            MatMut::row_major(&mut dcols, k, p),
+        );
+        col2im(g, &dcols, dx);
+    }
 }
 
-/// Gradients with respect to the weights and the bias, summed over the batch.
+/// Gradients with respect to the weights and the bias, summed over the images in order.
 pub fn conv2d_backward_weights<T: Float>(
     g: Conv2dGeometry,
     x: &[T],
@@ -158,37 +152,20 @@ pub fn conv2d_backward_weights<T: Float>(
     db: &mut [T],
 ) {
     let (k, p, co) = (g.weights(dw), g.positions(), g.out_channels);
-    let (in_len, out_len) = (g.input.len(), co * p);
-    let partials: Vec<(Vec<T>, Vec<T>)> = x
-        .par_chunks(WEIGHT_GRAD_CHUNK * in_len)
-        .zip(dy.par_chunks(WEIGHT_GRAD_CHUNK * out_len))
-        .map(|(xs, dys)| {
-            let (mut dw, mut db, mut cols) = (
-                vec![T::zero(); co * k],
-                vec![T::zero(); co],
-                vec![T::zero(); k * p],
-            );
-            for (x, dy) in xs.chunks_exact(in_len).zip(dys.chunks_exact(out_len)) {
-                im2col(g, x, &mut cols);
-                let cols_t = MatRef::row_major(&cols, k, p).t();
-                T::gemm(
-                    T::one(),
-                    MatRef::row_major(dy, co, p),
-                    cols_t,
-                    T::one(),
-                    MatMut::row_major(&mut dw, co, k),
-                );
-                for (sum, plane) in db.iter_mut().zip(dy.chunks_exact(p)) {
-                    *sum = *sum + plane.iter().copied().sum();
-                }
-            }
-            (dw, db)
-        })
-        .collect();
     dw.fill(T::zero());
     db.fill(T::zero());
-    for (pdw, pdb) in &partials {
-        dw.iter_mut().zip(pdw).for_each(|(a, &b)| *a = *a + b);
-        db.iter_mut().zip(pdb).for_each(|(a, &b)| *a = *a + b);
+    let mut cols = Vec::with_capacity(k * p);
+    for (x, dy) in x.chunks_exact(g.input.len()).zip(dy.chunks_exact(co * p)) {
+        im2col(g, x, &mut cols);
+        T::gemm(
+            T::one(),
+            MatRef::row_major(dy, co, p),
+            MatRef::row_major(&cols, k, p).t(),
+            T::one(),
+            MatMut::row_major(dw, co, k),
+        );
+        for (sum, plane) in db.iter_mut().zip(dy.chunks_exact(p)) {
+            *sum = *sum + float::sum(plane);
+        }
     }
 }

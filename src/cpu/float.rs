@@ -82,6 +82,23 @@ pub trait Float:
     }
 }
 
+/// The sum of `xs` as eight interleaved partial sums, added together at the end. The order is
+/// fixed, so the result is reproducible, and unlike one running sum it vectorises.
+pub fn sum<T: Float>(xs: &[T]) -> T {
+    let mut lanes = [T::zero(); 8];
+    let chunks = xs.chunks_exact(lanes.len());
+    let tail = chunks.remainder();
+    for chunk in chunks {
+        for (lane, &x) in lanes.iter_mut().zip(chunk) {
+            *lane = *lane + x;
+        }
+    }
+    lanes
+        .iter()
+        .chain(tail)
+        .fold(T::zero(), |total, &x| total + x)
+}
+
 fn check_gemm_shapes<T>(a: &MatRef<T>, b: &MatRef<T>, c: &MatMut<T>) {
     assert_eq!(a.cols, b.rows, "gemm: inner dimensions differ");
     assert_eq!(

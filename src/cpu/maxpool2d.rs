@@ -2,8 +2,6 @@
 //! like Keras' valid pooling). The forward pass records, per output, the index of the winning
 //! input within its image (first maximum in row-major window order on ties) for the backward.
 
-use rayon::prelude::*;
-
 use super::float::Float;
 use crate::model::Shape;
 
@@ -14,44 +12,52 @@ pub fn maxpool2d_output(input: Shape) -> Shape {
 /// `y` and `argmax` are `n x output`; `argmax` holds indices into the image's `input` elements.
 pub fn maxpool2d_forward<T: Float>(input: Shape, x: &[T], y: &mut [T], argmax: &mut [u32]) {
     let out = maxpool2d_output(input);
-    y.par_chunks_exact_mut(out.len())
-        .zip(argmax.par_chunks_exact_mut(out.len()))
-        .zip(x.par_chunks_exact(input.len()))
-        .for_each(|((y, argmax), x)| {
-            for c in 0..out.channels {
-                for oy in 0..out.height {
-                    for ox in 0..out.width {
-                        let o = (c * out.height + oy) * out.width + ox;
-                        let corner = (c * input.height + 2 * oy) * input.width + 2 * ox;
-                        let window = [
-                            corner,
-                            corner + 1,
-                            corner + input.width,
-                            corner + input.width + 1,
-                        ];
-                        let best = window
-                            .into_iter()
-                            .reduce(|b, i| if x[i] > x[b] { i } else { b });
-                        let best = best.expect("window has four elements");
-                        y[o] = x[best];
-                        argmax[o] = best as u32;
+    let (width, plane_len) = (input.width, input.height * input.width);
+    let planes = x
+        .chunks_exact(plane_len)
+        .zip(y.chunks_exact_mut(out.height * out.width))
+        .zip(argmax.chunks_exact_mut(out.height * out.width));
+    for (plane, ((x, y), argmax)) in planes.enumerate() {
+        let channel_start = (plane % input.channels) * plane_len;
+        let rows = y
+            .chunks_exact_mut(out.width)
+            .zip(argmax.chunks_exact_mut(out.width));
+        for (oy, (y, argmax)) in rows.enumerate() {
+            let top_start = 2 * oy * width;
+            let top = &x[top_start..top_start + 2 * out.width];
+            let bottom = &x[top_start + width..top_start + width + 2 * out.width];
+            let windows = top.chunks_exact(2).zip(bottom.chunks_exact(2));
+            for (ox, ((y, argmax), (top, bottom))) in
+                y.iter_mut().zip(argmax).zip(windows).enumerate()
+            {
+                // Offsets in row-major window order; value and offset are tracked together so
+                // that the comparisons compile to selects, which vectorise, not to branches.
+                let (mut max, mut offset) = (top[0], 0);
+                for (value, candidate) in [(top[1], 1), (bottom[0], width), (bottom[1], width + 1)]
+                {
+                    if value > max {
+                        (max, offset) = (value, candidate);
                     }
                 }
+                *y = max;
+                *argmax = (channel_start + top_start + 2 * ox + offset) as u32;
             }
-        });
+        }
+    }
 }
 
 /// Routes each output gradient to the input that won its window; the others get zero.
 pub fn maxpool2d_backward<T: Float>(input: Shape, dy: &[T], argmax: &[u32], dx: &mut [T]) {
     let out = maxpool2d_output(input);
-    dx.par_chunks_exact_mut(input.len())
-        .zip(dy.par_chunks_exact(out.len()))
-        .zip(argmax.par_chunks_exact(out.len()))
-        .for_each(|((dx, dy), argmax)| {
-            dx.fill(T::zero());
-            // Windows do not overlap, so each input receives at most one gradient.
-            dy.iter()
-                .zip(argmax)
-                .for_each(|(&g, &i)| dx[i as usize] = g);
-        });
+    dx.fill(T::zero());
+    let images = dx
+        .chunks_exact_mut(input.len())
+        .zip(dy.chunks_exact(out.len()))
+        .zip(argmax.chunks_exact(out.len()));
+    for ((dx, dy), argmax) in images {
+        // Windows do not overlap, so each input receives at most one gradient.
+        for (&g, &i) in dy.iter().zip(argmax) {
+            dx[i as usize] = g;
+        }
+    }
 }

@@ -1,29 +1,16 @@
 //! ReLU reference, element-wise over any layout.
 
-use rayon::prelude::*;
-
 use super::float::Float;
 
-const CHUNK: usize = 1 << 14;
-
 pub fn relu_forward<T: Float>(x: &[T], y: &mut [T]) {
-    y.par_chunks_mut(CHUNK)
-        .zip(x.par_chunks(CHUNK))
-        .for_each(|(y, x)| {
-            y.iter_mut()
-                .zip(x)
-                .for_each(|(y, &x)| *y = x.max(T::zero()));
-        });
+    y.iter_mut()
+        .zip(x)
+        .for_each(|(y, &x)| *y = x.max(T::zero()));
 }
 
 /// `dx = dy` where the output was positive, else 0 (the subgradient at 0 is taken as 0).
 pub fn relu_backward<T: Float>(y: &[T], dy: &[T], dx: &mut [T]) {
-    dx.par_chunks_mut(CHUNK)
-        .zip(y.par_chunks(CHUNK))
-        .zip(dy.par_chunks(CHUNK))
-        .for_each(|((dx, y), dy)| {
-            for ((dx, &y), &dy) in dx.iter_mut().zip(y).zip(dy) {
-                *dx = if y > T::zero() { dy } else { T::zero() };
-            }
-        });
+    for ((dx, &y), &dy) in dx.iter_mut().zip(y).zip(dy) {
+        *dx = if y > T::zero() { dy } else { T::zero() };
+    }
 }

@@ -15,21 +15,43 @@ pub fn argmax<T: Float>(row: &[T]) -> usize {
     (1..row.len()).fold(0, |best, i| if row[i] > row[best] { i } else { best })
 }
 
+impl std::ops::Add for LossSums {
+    type Output = LossSums;
+
+    fn add(self, other: LossSums) -> LossSums {
+        LossSums {
+            loss_sum: self.loss_sum + other.loss_sum,
+            correct: self.correct + other.correct,
+        }
+    }
+}
+
 /// Loss and correct count over `logits` (`n x classes`). When `dlogits` is given it receives the
 /// gradient of the mean loss.
 pub fn softmax_cross_entropy<T: Float>(
     classes: usize,
     logits: &[T],
     labels: &[u8],
+    dlogits: Option<&mut [T]>,
+) -> LossSums {
+    softmax_cross_entropy_part(classes, logits, labels, labels.len(), dlogits)
+}
+
+/// [`softmax_cross_entropy`] over some of the `batch` examples of a batch: `dlogits` receives
+/// their part of the gradient of the batch's mean loss.
+pub fn softmax_cross_entropy_part<T: Float>(
+    classes: usize,
+    logits: &[T],
+    labels: &[u8],
+    batch: usize,
     mut dlogits: Option<&mut [T]>,
 ) -> LossSums {
-    let n = labels.len();
     assert_eq!(
         logits.len(),
-        n * classes,
+        labels.len() * classes,
         "softmax_cross_entropy: logits length"
     );
-    let inv_n = T::one() / T::from_usize(n).expect("batch size fits");
+    let inv_n = T::one() / T::from_usize(batch).expect("batch size fits");
     let mut sums = LossSums::default();
     for (i, (row, &label)) in logits.chunks_exact(classes).zip(labels).enumerate() {
         let label = usize::from(label);
