@@ -8,7 +8,7 @@
 use anyhow::Result;
 
 use super::context::GpuContext;
-use super::conv2d::Conv2dKernels;
+use super::conv2d::{Conv2dKernels, Conv2dVariant};
 use super::dense::DenseKernels;
 use super::gather::GatherKernels;
 use super::kernel::{storage, Cost, Dispatch, View};
@@ -230,6 +230,7 @@ impl CompiledNet {
                     let (wv, bv) = (p.view(&p.params, w), p.view(&p.params, w + 1));
                     dispatches.push(k.conv2d.forward(
                         ctx,
+                        Conv2dVariant::for_adapter(&ctx.info),
                         Conv2dGeometry::of(step),
                         n,
                         relu,
@@ -384,6 +385,7 @@ fn backward_step(
                 let (dw, db) = (p.view(&p.grads, w), p.view(&p.grads, w + 1));
                 out.extend(k.conv2d.backward_weights(
                     ctx,
+                    Conv2dVariant::for_adapter(&ctx.info),
                     Conv2dGeometry::of(step),
                     n,
                     x,
@@ -394,6 +396,7 @@ fn backward_step(
                 if let Some(dx) = dx {
                     out.push(k.conv2d.backward_input(
                         ctx,
+                        Conv2dVariant::for_adapter(&ctx.info),
                         Conv2dGeometry::of(step),
                         n,
                         dy,
