@@ -27,6 +27,8 @@
 //   2 dst: read_write        y, partial sums, or dx           (conv2d_reduce: dw or db)
 //   3 factor: read           forward, backward input: w       backward weights: dy
 //   4 bias: read             forward only
+//   5, 6 packed_lo, packed_hi: uniform   register-blocked forward and backward input: weights
+//                            packed by conv2d_pack_*_weights (see there)
 // Partial sums: chunk c holds its partial dw at [c * partial_stride, + W) (W = weight count,
 // OIHW) and its partial db at [c * partial_stride + W, + out_channels). conv2d_reduce reads
 // src = partial sums and writes dst = dw or db.
@@ -41,14 +43,14 @@ struct Conv2dParams {
     out_width: u32,
     kernel: u32,
     relu: u32,
-    // Register-blocked: invocations that do work; tiled: workgroups that do work;
-    // conv2d_reduce: elements to sum. The rest return at once.
+    // Workgroups that do work (register-blocked forward / backward_input, tiled); invocations
+    // (register-blocked backward_weights); elements (conv2d_reduce, weight packing). The rest
+    // return at once.
     len: u32,
     // Register-blocked forward / backward_input: blocks of BLOCK_COLS columns;
     // backward_weights: of kx.
     col_blocks: u32,
-    // Register-blocked forward / backward_input: blocks of BLOCK_ROWS row segments;
-    // backward_weights: of (in channel, ky) pairs.
+    // Register-blocked backward_weights: blocks of (in channel, ky) pairs.
     row_blocks: u32,
     // Backward weights: row segments (image, output row) per chunk of partial sums.
     chunk_rows: u32,
@@ -60,8 +62,10 @@ struct Conv2dParams {
     // Tiled: tiles along the rows (TILE_M) and the columns (TILE_N) of the product.
     m_tiles: u32,
     n_tiles: u32,
-    _pad0: u32,
-    _pad1: u32,
+    // Register-blocked forward / backward_input: workgroups per block of BLOCK_CHANNELS
+    // channels, and steps (packed weight slots) per block: (ci, ky, kx) or (co, ky, kx).
+    block_groups: u32,
+    block_steps: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Conv2dParams;
@@ -110,7 +114,29 @@ const BLOCK_WORKGROUP: u32 = 16u;
 
 // The invocation index of a blocked kernel; the host folds its workgroups into 2-D.
 fn block_lane(wg: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
-    return (wg.x + wg.y * nwg.x) * BLOCK_WORKGROUP + lid;
+    return block_group(wg, nwg) * BLOCK_WORKGROUP + lid;
+}
+
+fn block_group(wg: vec3<u32>, nwg: vec3<u32>) -> u32 {
+    return wg.x + wg.y * nwg.x;
+}
+
+// Where a forward or backward-input invocation works: the first channel, row segment and
+// column of its block. Each block of BLOCK_CHANNELS channels has params.block_groups
+// workgroups, whose lanes cover (row block, column block), column block fastest (lanes past
+// the last row block store nothing). So the channel block follows from the workgroup alone,
+// and so do the packed weight slots it reads: lavapipe sees that they are the same in every
+// lane and loads them once.
+struct BlockPlace {
+    channel_block: u32,
+    seg0: u32,
+    col0: u32,
+}
+
+fn block_place(wg: vec3<u32>, nwg: vec3<u32>, lid: u32) -> BlockPlace {
+    let group = block_group(wg, nwg);
+    let lane = (group % params.block_groups) * BLOCK_WORKGROUP + lid;
+    return BlockPlace(group / params.block_groups, (lane / params.col_blocks) * BLOCK_ROWS, (lane % params.col_blocks) * BLOCK_COLS);
 }
 
 // 32 channel values: lo[i] holds channels 4i..4i+3, hi[i] channels 16+4i..16+4i+3.
@@ -153,6 +179,29 @@ fn factor16(base: u32, stride: u32, first: u32, last: u32) -> mat4x4<f32> {
 
 fn factor4(base: u32, stride: u32, first: u32, last: u32) -> vec4<f32> {
     return vec4<f32>(factor[base + min(first, last) * stride], factor[base + min(first + 1u, last) * stride], factor[base + min(first + 2u, last) * stride], factor[base + min(first + 3u, last) * stride]);
+}
+
+// Weights packed for the register-blocked forward and backward input (conv2d_pack_*_weights):
+// slot block * params.block_steps + step holds, as Channels, the 32 weights that step of
+// channel block `block` multiplies (forward: step (ci, ky, kx), channels co; backward input:
+// step (co, ky, kx), channels ci). Uniform, because lavapipe loads storage once per lane even
+// when every lane reads the same address, but a uniform address that is the same in every lane
+// once; and 8 vec4 loads per step instead of 32 scalar ones. A uniform binding holds at most
+// 64 KiB, so the slots span two bindings (the host binds one range twice when it suffices).
+const PACKED_SLOTS: u32 = 512u;
+@group(0) @binding(5) var<uniform> packed_lo: array<Channels, PACKED_SLOTS>;
+@group(0) @binding(6) var<uniform> packed_hi: array<Channels, PACKED_SLOTS>;
+
+// The 32 weights of one step: packed slot `slot` when `packed`, else gathered from `factor`
+// (factor32). The entry points pass a constant.
+fn step_weights(packed: bool, slot: u32, base: u32, stride: u32, first: u32, last: u32) -> Channels {
+    if !packed {
+        return factor32(base, stride, first, last);
+    }
+    if slot < PACKED_SLOTS {
+        return packed_lo[slot];
+    }
+    return packed_hi[slot - PACKED_SLOTS];
 }
 
 // The window of `src` row `row` one slide before columns col..col+3: (unused, col, col + 1,
@@ -229,11 +278,14 @@ fn store_tile(t: Tile, at: u32, stride: u32, channels: u32, cols: u32, relu: boo
 // conv2d_forward: y[n][co][oy][ox] = bias[co] + sum_(ci,ky,kx) x[n][ci][oy+ky][ox+kx]
 //   * w[co][ci][ky][kx], then max(., 0) when params.relu == 1.
 // Bindings: src = x, dst = y, factor = w, (4) bias.
+// conv2d_forward_packed: the same, reading the weights packed (conv2d_pack_forward_weights).
 // Block: 32 output channels x 8 row segments (image, oy) x 4 columns ox0..ox0+3 = 8 Tiles.
-// Lanes: (channel block, row block, column block), column block fastest; params.len of them.
+// Workgroups: (channel block, block_groups of lanes over (row block, column block)), see
+//   block_place; params.len of them.
 // Loop: for each ci and ky, each segment's window over x row oy+ky slides across kx (one load
 //   per segment and kx); the 32 weights w[co0..][ci][ky][kx] are shared by all 32 positions.
-//   Loads per (ci, ky): 8 * (3 + k) + 32 * k for 32 * 32 * k FMAs.
+//   Loads per (ci, ky): 8 * (3 + k) + 32 * k for 32 * 32 * k FMAs (packed: 8 uniform vec4
+//   loads per kx instead of the 32 weights).
 // ---------------------------------------------------------------------------------------------
 
 fn bias16(first: u32, last: u32) -> mat4x4<f32> {
@@ -252,7 +304,7 @@ fn fwd_origin(seg: u32) -> u32 {
 }
 
 fn fwd_store(t: Tile, seg: u32, co: u32, ox: u32) {
-    if seg >= params.batch * params.out_height {
+    if seg >= params.batch * params.out_height || co >= params.out_channels {
         return;
     }
     let img = seg / params.out_height;
@@ -264,14 +316,24 @@ fn fwd_store(t: Tile, seg: u32, co: u32, ox: u32) {
 
 @compute @workgroup_size(BLOCK_WORKGROUP)
 fn conv2d_forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let lane = block_lane(wg, nwg, lid);
-    if lane >= params.len {
-        return;
+    if block_group(wg, nwg) < params.len {
+        forward_block(block_place(wg, nwg, lid), false);
     }
+}
+
+@compute @workgroup_size(BLOCK_WORKGROUP)
+fn conv2d_forward_packed(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    if block_group(wg, nwg) < params.len {
+        forward_block(block_place(wg, nwg, lid), true);
+    }
+}
+
+fn forward_block(place: BlockPlace, packed: bool) {
     let k = params.kernel;
-    let ox0 = (lane % params.col_blocks) * BLOCK_COLS;
-    let seg0 = ((lane / params.col_blocks) % params.row_blocks) * BLOCK_ROWS;
-    let co0 = (lane / (params.col_blocks * params.row_blocks)) * BLOCK_CHANNELS;
+    let ox0 = place.col0;
+    let seg0 = place.seg0;
+    let co0 = place.channel_block * BLOCK_CHANNELS;
+    let slot0 = place.channel_block * params.block_steps;
     let last_co = params.out_channels - 1u;
     let last_col = params.in_width - 1u;
     let plane = params.in_height * params.in_width;
@@ -320,7 +382,7 @@ fn conv2d_forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
                 x5 = slide(x5, src[o5 + row + next]);
                 x6 = slide(x6, src[o6 + row + next]);
                 x7 = slide(x7, src[o7 + row + next]);
-                let w = factor32(w_row + kx, w_stride, co0, last_co);
+                let w = step_weights(packed, slot0 + w_row + kx, w_row + kx, w_stride, co0, last_co);
                 t0 = tile_fma(t0, w, x0);
                 t1 = tile_fma(t1, w, x1);
                 t2 = tile_fma(t2, w, x2);
@@ -346,8 +408,11 @@ fn conv2d_forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
 // conv2d_backward_input: dx[n][ci][iy][ix] = sum_(co,ky,kx) dy[n][co][iy-ky][ix-kx]
 //   * w[co][ci][ky][kx] over the in-range dy positions (a gather, never a scatter).
 // Bindings: src = dy, dst = dx, factor = w.
+// conv2d_backward_input_packed: the same, reading the weights packed
+//   (conv2d_pack_backward_input_weights).
 // Block: 32 input channels x 8 row segments (image, iy) x 4 columns ix0..ix0+3 = 8 Tiles.
-// Lanes: (channel block, row block, column block), column block fastest; params.len of them.
+// Workgroups: (channel block, block_groups of lanes over (row block, column block)), see
+//   block_place; params.len of them.
 // Loop: for each co and ky, each segment's window over dy row iy-ky (zeros outside dy) slides
 //   left across kx (one load per segment and kx); the 32 weights w[co][ci0..][ky][kx] are
 //   shared by all 32 positions. Loads per (co, ky): 8 * (3 + k) + 32 * k for 32 * 32 * k FMAs.
@@ -392,7 +457,7 @@ fn dy_row_ok(seg: Segment, ky: u32) -> bool {
 }
 
 fn bwd_input_store(t: Tile, seg: u32, ci: u32, ix: u32) {
-    if seg >= params.batch * params.in_height {
+    if seg >= params.batch * params.in_height || ci >= params.in_channels {
         return;
     }
     let img = seg / params.in_height;
@@ -404,14 +469,24 @@ fn bwd_input_store(t: Tile, seg: u32, ci: u32, ix: u32) {
 
 @compute @workgroup_size(BLOCK_WORKGROUP)
 fn conv2d_backward_input(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let lane = block_lane(wg, nwg, lid);
-    if lane >= params.len {
-        return;
+    if block_group(wg, nwg) < params.len {
+        backward_input_block(block_place(wg, nwg, lid), false);
     }
+}
+
+@compute @workgroup_size(BLOCK_WORKGROUP)
+fn conv2d_backward_input_packed(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    if block_group(wg, nwg) < params.len {
+        backward_input_block(block_place(wg, nwg, lid), true);
+    }
+}
+
+fn backward_input_block(place: BlockPlace, packed: bool) {
     let k = params.kernel;
-    let ix0 = (lane % params.col_blocks) * BLOCK_COLS;
-    let seg0 = ((lane / params.col_blocks) % params.row_blocks) * BLOCK_ROWS;
-    let ci0 = (lane / (params.col_blocks * params.row_blocks)) * BLOCK_CHANNELS;
+    let ix0 = place.col0;
+    let seg0 = place.seg0;
+    let ci0 = place.channel_block * BLOCK_CHANNELS;
+    let slot0 = place.channel_block * params.block_steps;
     let last_ci = params.in_channels - 1u;
 
     let s0 = bwd_segment(seg0);
@@ -472,7 +547,7 @@ fn conv2d_backward_input(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_work
                 d5 = slide_left(d5, dy_at(r5, ok5, prev));
                 d6 = slide_left(d6, dy_at(r6, ok6, prev));
                 d7 = slide_left(d7, dy_at(r7, ok7, prev));
-                let w = factor32(w_row + kx, kk, ci0, last_ci);
+                let w = step_weights(packed, slot0 + (co * k + ky) * k + kx, w_row + kx, kk, ci0, last_ci);
                 t0 = tile_fma(t0, w, d0);
                 t1 = tile_fma(t1, w, d1);
                 t2 = tile_fma(t2, w, d2);
@@ -916,6 +991,48 @@ fn conv2d_backward_weights_tiled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(
                 dst[chunk_at + at] = acc[j][i];
             }
         }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// conv2d_pack_forward_weights, conv2d_pack_backward_input_weights: packs w for the
+//   register-blocked *_packed kernels: dst[slot * 32 + c] = the weight of channel c of slot
+//   `slot` (see step_weights), 0 for channels past the last, for the params.len elements.
+// Bindings: src = w (unused), dst = packed weights, factor = w. 1-D launch (flat_index).
+// ---------------------------------------------------------------------------------------------
+
+fn packed_weight(i: u32, forward: bool) -> f32 {
+    let kk = params.kernel * params.kernel;
+    let slot = i / BLOCK_CHANNELS;
+    let step = slot % params.block_steps;
+    let channel = (slot / params.block_steps) * BLOCK_CHANNELS + i % BLOCK_CHANNELS;
+    if forward {
+        // w[co = channel][(ci, ky, kx) = step]
+        if channel >= params.out_channels {
+            return 0.0;
+        }
+        return factor[channel * params.in_channels * kk + step];
+    }
+    // w[co][ci = channel][ky][kx] with (co, ky, kx) = step
+    if channel >= params.in_channels {
+        return 0.0;
+    }
+    return factor[((step / kk) * params.in_channels + channel) * kk + step % kk];
+}
+
+@compute @workgroup_size(WORKGROUP_SIZE)
+fn conv2d_pack_forward_weights(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = flat_index(gid, nwg);
+    if i < params.len {
+        dst[i] = packed_weight(i, true);
+    }
+}
+
+@compute @workgroup_size(WORKGROUP_SIZE)
+fn conv2d_pack_backward_input_weights(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = flat_index(gid, nwg);
+    if i < params.len {
+        dst[i] = packed_weight(i, false);
     }
 }
 

@@ -7,7 +7,9 @@
 //! call names the one to run, and [`Conv2dVariant::for_adapter`] gives the default:
 //! - register-blocked, for CPU adapters (lavapipe): each invocation owns a block of 32 channels
 //!   x 8 row segments (or (in channel, ky) pairs) x 4 columns (or kx) and reuses every value it
-//!   loads across the block, with no workgroup memory;
+//!   loads across the block, with no workgroup memory. The forward and input gradient first
+//!   pack the 32 weights each step multiplies into uniform bindings (where they fit, 1024
+//!   steps), which lavapipe loads once per SIMD group instead of once per lane;
 //! - tiled, for real GPUs: an implicit GEMM in which each workgroup computes a `TILE_M x TILE_N`
 //!   tile of outputs, staging slices of both operands in workgroup memory.
 //!
@@ -56,6 +58,11 @@ const TILE_N: usize = 128;
 /// at the batch sizes that need it.
 const WEIGHT_GRAD_WORKGROUPS: usize = 256;
 const MAX_GROUPS_PER_DIM: usize = 65535;
+/// Packed weight slots of one uniform binding (`PACKED_SLOTS`), each the 32 weights of one step
+/// of a channel block; the register-blocked forward and backward input have two bindings.
+const PACKED_SLOTS: usize = 512;
+const PACKED_SLOT_BYTES: u64 = 4 * BLOCK_CHANNELS as u64;
+const PACKED_BINDING_BYTES: u64 = PACKED_SLOTS as u64 * PACKED_SLOT_BYTES;
 
 /// Which kernels compute a convolution pass. Every variant sums each output in a fixed order in
 /// one invocation (the weight gradient over fixed chunks, then the chunks in order), so a
@@ -115,13 +122,13 @@ struct Conv2dParams {
     out_width: u32,
     kernel: u32,
     relu: u32,
-    /// Register-blocked: invocations that do work; tiled: workgroups; reduction: elements.
+    /// Workgroups that do work (register-blocked forward and input gradient, tiled);
+    /// invocations (register-blocked weight gradient); elements (reduction, weight packing).
     len: u32,
     /// Register-blocked: blocks of columns per row (forward, input gradient) or of kx (weight
     /// gradient).
     col_blocks: u32,
-    /// Register-blocked: blocks of row segments (forward, input gradient) or of (ci, ky) pairs
-    /// (weight gradient).
+    /// Register-blocked weight gradient: blocks of (ci, ky) pairs.
     row_blocks: u32,
     /// Weight gradient: row segments (image, output row) per chunk of partial sums.
     chunk_rows: u32,
@@ -133,7 +140,10 @@ struct Conv2dParams {
     /// Tiled: tiles along the rows (`TILE_M`) and the columns (`TILE_N`) of the product.
     m_tiles: u32,
     n_tiles: u32,
-    _pad: [u32; 2],
+    /// Register-blocked forward and input gradient: workgroups per block of channels, and the
+    /// steps (packed weight slots) of a block.
+    block_groups: u32,
+    block_steps: u32,
 }
 
 fn u(v: usize) -> u32 {
@@ -154,6 +164,19 @@ impl Conv2dParams {
             kernel: u(g.kernel),
             ..Zeroable::zeroed()
         }
+    }
+
+    /// The blocks of a register-blocked forward or input-gradient pass whose output has
+    /// `channels` channels of `height x width` per image, each step of which multiplies
+    /// `steps` weights: sets `col_blocks`, `block_groups`, `block_steps` and `len` (the
+    /// workgroups: `block_groups` per block of channels).
+    fn channel_blocks(&mut self, channels: usize, height: usize, width: usize, steps: usize) {
+        let col_blocks = width.div_ceil(BLOCK_COLS);
+        let row_blocks = (self.batch as usize * height).div_ceil(BLOCK_ROWS);
+        let block_groups = (col_blocks * row_blocks).div_ceil(BLOCK_WORKGROUP);
+        let blocks = channels.div_ceil(BLOCK_CHANNELS);
+        (self.col_blocks, self.block_groups) = (u(col_blocks), u(block_groups));
+        (self.block_steps, self.len) = (u(steps), u(blocks * block_groups));
     }
 
     /// The tiles of a tiled product with `rows x cols` outputs (per chunk): sets `m_tiles` and
@@ -207,12 +230,23 @@ fn weight_grad_chunks(rows: usize, per_chunk: usize, target: usize) -> (usize, u
 
 /// The register-blocked entry points.
 struct RegisterBlockedKernels {
+    /// Forward and input gradient that read the weights packed in uniform bindings, with the
+    /// kernels that pack them; and the same passes reading w from storage, for layers whose
+    /// packed weights do not fit the bindings.
+    forward_packed: PackedWeightsPass,
+    backward_input_packed: PackedWeightsPass,
     forward: Kernel,
     backward_input: Kernel,
     backward_weights: Kernel,
     /// The weight gradient with blocks of `BLOCK_ROWS / 2` pairs, for layers with so few
     /// (in channel, ky) pairs that full blocks would be mostly empty.
     backward_weights_narrow: Kernel,
+}
+
+/// A register-blocked pass that reads packed weights, and the kernel that packs them.
+struct PackedWeightsPass {
+    pack: Kernel,
+    run: Kernel,
 }
 
 /// The tiled entry points.
@@ -228,6 +262,13 @@ pub struct Conv2dKernels {
     tiled: TiledKernels,
     /// Adds the weight gradient's chunks of partial sums (both variants).
     reduce: Kernel,
+    /// Bound as the packed weights of the register-blocked kernels that read w from storage:
+    /// they share code with the packed ones, so they declare those bindings too.
+    unused_packed: wgpu::Buffer,
+    /// Whether the adapter binds the 64 KiB uniform ranges that every register-blocked forward
+    /// and input-gradient kernel declares (WebGPU's default limit; wgpu's downlevel limits have
+    /// 16 KiB). Where it does not, those two passes run tiled.
+    packed_bindings_fit: bool,
 }
 
 impl Conv2dKernels {
@@ -236,11 +277,21 @@ impl Conv2dKernels {
         use Access::*;
         let with_bias = &[Uniform, Read, ReadWrite, Read, Read];
         let plain = &[Uniform, Read, ReadWrite, Read];
+        // x or dy, y or dx, w, bias (w in the input gradient, which has none), packed weights.
+        let blocked = &[Uniform, Read, ReadWrite, Read, Read, Uniform, Uniform];
         let kernel = |name, bindings| Kernel::new(ctx, &module, name, bindings);
         Conv2dKernels {
             register_blocked: RegisterBlockedKernels {
-                forward: kernel("conv2d_forward", with_bias),
-                backward_input: kernel("conv2d_backward_input", plain),
+                forward_packed: PackedWeightsPass {
+                    pack: kernel("conv2d_pack_forward_weights", plain),
+                    run: kernel("conv2d_forward_packed", blocked),
+                },
+                backward_input_packed: PackedWeightsPass {
+                    pack: kernel("conv2d_pack_backward_input_weights", plain),
+                    run: kernel("conv2d_backward_input_packed", blocked),
+                },
+                forward: kernel("conv2d_forward", blocked),
+                backward_input: kernel("conv2d_backward_input", blocked),
                 backward_weights: kernel("conv2d_backward_weights", plain),
                 backward_weights_narrow: kernel("conv2d_backward_weights_narrow", plain),
             },
@@ -250,10 +301,89 @@ impl Conv2dKernels {
                 backward_weights: kernel("conv2d_backward_weights_tiled", plain),
             },
             reduce: kernel("conv2d_reduce", &[Uniform, Read, ReadWrite]),
+            unused_packed: ctx.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("conv2d unused packed weights"),
+                size: PACKED_BINDING_BYTES,
+                usage: wgpu::BufferUsages::UNIFORM,
+                mapped_at_creation: false,
+            }),
+            packed_bindings_fit: ctx.limits.max_uniform_buffer_binding_size >= PACKED_BINDING_BYTES,
         }
     }
 
-    /// y = conv(x, w) + b for n images, then max(y, 0) when `relu`.
+    /// The variant that runs a forward or input-gradient pass asked for with `variant`.
+    fn activation_pass_variant(&self, variant: Conv2dVariant) -> Conv2dVariant {
+        match variant {
+            Conv2dVariant::RegisterBlocked if !self.packed_bindings_fit => Conv2dVariant::Tiled,
+            _ => variant,
+        }
+    }
+
+    /// A register-blocked forward or input-gradient pass as laid out in `params` (see
+    /// [`Conv2dParams::channel_blocks`]): packs the weights and runs `packed` when the packed
+    /// weights fit the two uniform bindings, else runs `unpacked`, which reads w itself.
+    /// `buffers` are bindings 1 to 4; binding 3 is w.
+    fn register_blocked_pass(
+        &self,
+        ctx: &GpuContext,
+        params: Conv2dParams,
+        packed: &PackedWeightsPass,
+        unpacked: &Kernel,
+        buffers: [View; 4],
+    ) -> Vec<Dispatch> {
+        let groups = params.len as usize;
+        let blocks = groups / params.block_groups.max(1) as usize;
+        let slots = blocks * params.block_steps as usize;
+        let w = buffers[2];
+        let run_params = uniform(ctx, "conv2d params", &params);
+        let [a, b, c, d] = buffers;
+        let run = |kernel: &Kernel, lo: View, hi: View| {
+            let all = [View::whole(&run_params), a, b, c, d, lo, hi];
+            kernel.dispatch(ctx, &all, grid(groups))
+        };
+        if slots > 2 * PACKED_SLOTS {
+            let unused = View::whole(&self.unused_packed);
+            return vec![run(unpacked, unused, unused)];
+        }
+        let bindings = slots.div_ceil(PACKED_SLOTS) as u64;
+        // Owned by the bind groups of the dispatches below, which keep it alive.
+        let packed_weights = ctx.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("conv2d packed weights"),
+            size: bindings * PACKED_BINDING_BYTES,
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::UNIFORM,
+            mapped_at_creation: false,
+        });
+        let binding = |i: u64| View {
+            buffer: &packed_weights,
+            offset: i.min(bindings - 1) * PACKED_BINDING_BYTES,
+            size: PACKED_BINDING_BYTES,
+        };
+        let elements = slots * BLOCK_CHANNELS;
+        let pack_params = uniform(
+            ctx,
+            "conv2d params",
+            &Conv2dParams {
+                len: u(elements),
+                ..params
+            },
+        );
+        vec![
+            packed.pack.dispatch(
+                ctx,
+                &[
+                    View::whole(&pack_params),
+                    w,
+                    View::whole(&packed_weights),
+                    w,
+                ],
+                grid_1d(elements),
+            ),
+            run(&packed.run, binding(0), binding(1)),
+        ]
+    }
+
+    /// y = conv(x, w) + b for n images, then max(y, 0) when `relu`. Returns the dispatches to
+    /// record in order (the register-blocked variant first packs the weights).
     #[allow(clippy::too_many_arguments)]
     pub fn forward(
         &self,
@@ -266,7 +396,7 @@ impl Conv2dKernels {
         w: View,
         b: View,
         y: View,
-    ) -> Dispatch {
+    ) -> Vec<Dispatch> {
         let out = g.output();
         expect_elements(&x, n * g.input.len(), "x");
         expect_elements(&w, weight_len(g), "w");
@@ -276,26 +406,34 @@ impl Conv2dKernels {
             relu: u32::from(relu),
             ..Conv2dParams::new(g, n)
         };
-        let (kernel, workgroups) = match variant {
+        match self.activation_pass_variant(variant) {
             Conv2dVariant::RegisterBlocked => {
-                let col_blocks = out.width.div_ceil(BLOCK_COLS);
-                let row_blocks = (n * out.height).div_ceil(BLOCK_ROWS);
-                let lanes = col_blocks * row_blocks * g.out_channels.div_ceil(BLOCK_CHANNELS);
-                (params.len, params.col_blocks, params.row_blocks) =
-                    (u(lanes), u(col_blocks), u(row_blocks));
-                (&self.register_blocked.forward, block_grid(lanes))
+                let steps = g.input.channels * g.kernel * g.kernel;
+                params.channel_blocks(g.out_channels, out.height, out.width, steps);
+                let rb = &self.register_blocked;
+                self.register_blocked_pass(
+                    ctx,
+                    params,
+                    &rb.forward_packed,
+                    &rb.forward,
+                    [x, y, w, b],
+                )
             }
             Conv2dVariant::Tiled => {
                 let positions = n * out.height * out.width;
                 let workgroups = params.tiles(g.out_channels, positions, 1);
-                (&self.tiled.forward, workgroups)
+                let params = uniform(ctx, "conv2d params", &params);
+                vec![self.tiled.forward.dispatch(
+                    ctx,
+                    &[View::whole(&params), x, y, w, b],
+                    workgroups,
+                )]
             }
-        };
-        let params = uniform(ctx, "conv2d params", &params);
-        kernel.dispatch(ctx, &[View::whole(&params), x, y, w, b], workgroups)
+        }
     }
 
-    /// dx = gradient w.r.t. the input.
+    /// dx = gradient w.r.t. the input. Returns the dispatches to record in order (the
+    /// register-blocked variant first packs the weights).
     #[allow(clippy::too_many_arguments)]
     pub fn backward_input(
         &self,
@@ -306,28 +444,33 @@ impl Conv2dKernels {
         dy: View,
         w: View,
         dx: View,
-    ) -> Dispatch {
+    ) -> Vec<Dispatch> {
         expect_elements(&dy, n * g.output().len(), "dy");
         expect_elements(&w, weight_len(g), "w");
         expect_elements(&dx, n * g.input.len(), "dx");
         let mut params = Conv2dParams::new(g, n);
-        let (kernel, workgroups) = match variant {
+        match self.activation_pass_variant(variant) {
             Conv2dVariant::RegisterBlocked => {
-                let col_blocks = g.input.width.div_ceil(BLOCK_COLS);
-                let row_blocks = (n * g.input.height).div_ceil(BLOCK_ROWS);
-                let lanes = col_blocks * row_blocks * g.input.channels.div_ceil(BLOCK_CHANNELS);
-                (params.len, params.col_blocks, params.row_blocks) =
-                    (u(lanes), u(col_blocks), u(row_blocks));
-                (&self.register_blocked.backward_input, block_grid(lanes))
+                let input = g.input;
+                let steps = g.out_channels * g.kernel * g.kernel;
+                params.channel_blocks(input.channels, input.height, input.width, steps);
+                let rb = &self.register_blocked;
+                // Binding 4 (the bias) is unused here.
+                let buffers = [dy, dx, w, w];
+                let (packed, unpacked) = (&rb.backward_input_packed, &rb.backward_input);
+                self.register_blocked_pass(ctx, params, packed, unpacked, buffers)
             }
             Conv2dVariant::Tiled => {
                 let positions = n * g.input.height * g.input.width;
                 let workgroups = params.tiles(g.input.channels, positions, 1);
-                (&self.tiled.backward_input, workgroups)
+                let params = uniform(ctx, "conv2d params", &params);
+                vec![self.tiled.backward_input.dispatch(
+                    ctx,
+                    &[View::whole(&params), dy, dx, w],
+                    workgroups,
+                )]
             }
-        };
-        let params = uniform(ctx, "conv2d params", &params);
-        kernel.dispatch(ctx, &[View::whole(&params), dy, dx, w], workgroups)
+        }
     }
 
     /// dw and db summed over the batch (deterministic order). Returns the dispatches to record in
@@ -464,6 +607,9 @@ const fn case(n: usize, input: Shape, out_channels: usize, kernel: usize) -> Cas
 /// reduction of 2112 for the input gradient; and a batch of 40 has 4000 output positions (31
 /// full column tiles and part of one), a reduction of 36 (2 full steps of 16 and part of one),
 /// 40 output channels, and weight-gradient chunks of 4 rows that end inside images.
+/// The register-blocked forward and input gradient read packed weights where they fit two
+/// uniform bindings (the second layer fills both) and w itself where not (the k6 case, and the
+/// k8 case's input gradient).
 const CASES: [Case; 8] = [
     case(1, Shape::new(1, 28, 28), 32, 3),
     case(7, Shape::new(32, 13, 13), 64, 3),
@@ -617,20 +763,18 @@ fn check_forward(
         storage_init(ctx, "b", &data.b)?,
     );
     let y = storage(ctx, "y", 4 * len as u64)?;
-    run(
+    let dispatches = kernels.forward(
         ctx,
-        &[&kernels.forward(
-            ctx,
-            variant,
-            g,
-            n,
-            relu,
-            (&x).into(),
-            (&w).into(),
-            (&b).into(),
-            (&y).into(),
-        )],
+        variant,
+        g,
+        n,
+        relu,
+        (&x).into(),
+        (&w).into(),
+        (&b).into(),
+        (&y).into(),
     );
+    run(ctx, &dispatches.iter().collect::<Vec<_>>());
     let mut cpu = vec![0.0; len];
     conv2d_forward(g, &data.x, &data.w, &data.b, &mut cpu);
     if relu {
@@ -653,10 +797,9 @@ fn check_backward_input(
         storage_init(ctx, "w", &data.w)?,
     );
     let dx = storage(ctx, "dx", 4 * len as u64)?;
-    run(
-        ctx,
-        &[&kernels.backward_input(ctx, variant, g, n, (&dy).into(), (&w).into(), (&dx).into())],
-    );
+    let dispatches =
+        kernels.backward_input(ctx, variant, g, n, (&dy).into(), (&w).into(), (&dx).into());
+    run(ctx, &dispatches.iter().collect::<Vec<_>>());
     let mut cpu = vec![0.0; len];
     conv2d_backward_input(g, &data.dy, &data.w, &mut cpu);
     Ok(compare(&read_buffer::<f32>(ctx, &dx, 0, len)?, &cpu))
@@ -713,20 +856,26 @@ fn run_all_bits(
     let dx = storage(ctx, "dx", 4 * (n * g.input.len()) as u64)?;
     let dw = storage(ctx, "dw", 4 * weight_len(g) as u64)?;
     let db = storage(ctx, "db", 4 * g.out_channels as u64)?;
-    let mut dispatches = vec![
-        kernels.forward(
-            ctx,
-            variant,
-            g,
-            n,
-            true,
-            (&x).into(),
-            (&w).into(),
-            (&b).into(),
-            (&y).into(),
-        ),
-        kernels.backward_input(ctx, variant, g, n, (&dy).into(), (&w).into(), (&dx).into()),
-    ];
+    let mut dispatches = kernels.forward(
+        ctx,
+        variant,
+        g,
+        n,
+        true,
+        (&x).into(),
+        (&w).into(),
+        (&b).into(),
+        (&y).into(),
+    );
+    dispatches.extend(kernels.backward_input(
+        ctx,
+        variant,
+        g,
+        n,
+        (&dy).into(),
+        (&w).into(),
+        (&dx).into(),
+    ));
     dispatches.extend(kernels.backward_weights(
         ctx,
         variant,

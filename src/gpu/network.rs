@@ -228,7 +228,7 @@ impl CompiledNet {
                     let w = step.weight_index.expect("conv has parameters");
                     let relu = i + 1 < plan.steps.len() && relu_fused_into_conv(plan, i + 1);
                     let (wv, bv) = (p.view(&p.params, w), p.view(&p.params, w + 1));
-                    dispatches.push(k.conv2d.forward(
+                    dispatches.extend(k.conv2d.forward(
                         ctx,
                         Conv2dVariant::for_adapter(&ctx.info),
                         Conv2dGeometry::of(step),
@@ -394,7 +394,7 @@ fn backward_step(
                     db,
                 ));
                 if let Some(dx) = dx {
-                    out.push(k.conv2d.backward_input(
+                    out.extend(k.conv2d.backward_input(
                         ctx,
                         Conv2dVariant::for_adapter(&ctx.info),
                         Conv2dGeometry::of(step),
