@@ -1,13 +1,94 @@
 // Conv2d, stride 1, valid padding (twin of src/cpu/conv2d.rs). Activations NCHW, weights OIHW
-// (out channel, in channel, ky, kx), bias one per out channel. Every output element is summed by
-// one invocation in a fixed order (no atomics, no races), so results are bit-reproducible; the
-// weight gradient sums fixed chunks of the batch, then adds the chunks in order.
+// (out channel, in channel, ky, kx), bias one per out channel. What the passes compute:
+//   forward:          y[n][co][oy][ox] = bias[co] + sum_(ci,ky,kx) x[n][ci][oy+ky][ox+kx]
+//                       * w[co][ci][ky][kx], then max(., 0) when params.relu == 1
+//   backward input:   dx[n][ci][iy][ix] = sum_(co,ky,kx) dy[n][co][iy-ky][ix-kx]
+//                       * w[co][ci][ky][kx] over the dy positions that exist (a gather)
+//   backward weights: dw[co][ci][ky][kx] = sum_(n,oy,ox) dy[n][co][oy][ox] * x[n][ci][oy+ky][ox+kx]
+//                     db[co] = sum_(n,oy,ox) dy[n][co][oy][ox]
+// Every output element is summed by one invocation in a fixed order (no atomics, no races), so
+// results are bit-reproducible on one adapter. The weight gradient is summed in two passes:
+// partial sums over fixed chunks of the batch's row segments (image, oy), then conv2d_reduce
+// adds the chunks in chunk order.
 //
-// Written for CPU adapters (lavapipe/llvmpipe). There a workgroup runs as 8-wide SIMD lanes on
-// one thread, and every storage-buffer load (shared memory too) is a loop over the lanes that
-// costs about as much as 50 FMAs, whether or not the lanes share the address (Mesa 22.3);
-// arithmetic is cheap. So: no shared memory, and each invocation keeps a large block of sums in
-// registers and uses every value it loads many times:
+// Two variants of each pass (the host's conv2d::Conv2dVariant), with the same bindings:
+//   register-blocked (CPU adapters such as lavapipe): conv2d_forward, conv2d_backward_input,
+//     conv2d_backward_weights, conv2d_backward_weights_narrow. No workgroup memory; each
+//     invocation sums a block of 32 channels x 8 rows x 4 columns in registers.
+//   tiled (real GPUs): conv2d_forward_tiled, conv2d_backward_input_tiled,
+//     conv2d_backward_weights_tiled. Implicit GEMM: a workgroup computes a tile of outputs,
+//     staging slices of both operands in workgroup memory.
+// Both write the weight gradient's partial sums in the same layout, added by conv2d_reduce.
+// Each section below describes its scheme.
+//
+// Bindings (group 0; each entry point uses a subset):
+//   0 params: uniform Conv2dParams
+//   1 src: read              forward, backward weights: x     backward input: dy
+//   2 dst: read_write        y, partial sums, or dx           (conv2d_reduce: dw or db)
+//   3 factor: read           forward, backward input: w       backward weights: dy
+//   4 bias: read             forward only
+//   5, 6 packed_lo, packed_hi: uniform   register-blocked forward and backward input: weights
+//                            packed by conv2d_pack_*_weights (see there)
+// Partial sums: chunk c holds its partial dw at [c * partial_stride, + W) (W = weight count,
+// OIHW) and its partial db at [c * partial_stride + W, + out_channels). conv2d_reduce reads
+// src = partial sums and writes dst = dw or db.
+
+struct Conv2dParams {
+    batch: u32,
+    in_channels: u32,
+    in_height: u32,
+    in_width: u32,
+    out_channels: u32,
+    out_height: u32,
+    out_width: u32,
+    kernel: u32,
+    relu: u32,
+    // Workgroups that do work (register-blocked forward / backward_input, tiled); invocations
+    // (register-blocked backward_weights); elements (conv2d_reduce, weight packing). The rest
+    // return at once.
+    len: u32,
+    // Register-blocked forward / backward_input: blocks of BLOCK_COLS columns;
+    // backward_weights: of kx.
+    col_blocks: u32,
+    // Register-blocked backward_weights: blocks of (in channel, ky) pairs.
+    row_blocks: u32,
+    // Backward weights: row segments (image, output row) per chunk of partial sums.
+    chunk_rows: u32,
+    // Backward weights / conv2d_reduce: chunks of partial sums.
+    chunks: u32,
+    // conv2d_reduce: where the summed elements start in a chunk, and the elements per chunk.
+    partial_first: u32,
+    partial_stride: u32,
+    // Tiled: tiles along the rows (TILE_M) and the columns (TILE_N) of the product.
+    m_tiles: u32,
+    n_tiles: u32,
+    // Register-blocked forward / backward_input: workgroups per block of BLOCK_CHANNELS
+    // channels, and steps (packed weight slots) per block: (ci, ky, kx) or (co, ky, kx).
+    block_groups: u32,
+    block_steps: u32,
+}
+
+@group(0) @binding(0) var<uniform> params: Conv2dParams;
+@group(0) @binding(1) var<storage, read> src: array<f32>;
+@group(0) @binding(2) var<storage, read_write> dst: array<f32>;
+@group(0) @binding(3) var<storage, read> factor: array<f32>;
+@group(0) @binding(4) var<storage, read> bias: array<f32>;
+
+fn splat4(v: vec4<f32>) -> mat4x4<f32> {
+    return mat4x4<f32>(v, v, v, v);
+}
+
+// acc[p] += a * b[p]: the outer product of 4 channels and 4 positions.
+fn outer_acc(acc: mat4x4<f32>, a: vec4<f32>, b: vec4<f32>) -> mat4x4<f32> {
+    return mat4x4<f32>(fma(a, vec4<f32>(b.x), acc[0]), fma(a, vec4<f32>(b.y), acc[1]), fma(a, vec4<f32>(b.z), acc[2]), fma(a, vec4<f32>(b.w), acc[3]));
+}
+
+// =============================================================================================
+// Register-blocked variant (CPU adapters: lavapipe/llvmpipe). There a workgroup runs as 8-wide
+// SIMD lanes on one thread, and every storage-buffer load (shared memory too) is a loop over
+// the lanes that costs about as much as 50 FMAs, whether or not the lanes share the address
+// (Mesa 22.3); arithmetic is cheap. So: no shared memory, and each invocation keeps a large
+// block of sums in registers and uses every value it loads many times:
 //   - A `Tile` is 32 channels x 4 positions of sums (eight mat4x4). A step adds the outer
 //     product of 32 channel values (`Channels`) and 4 position values (a vec4): 128 FMAs for
 //     36 loads, fewer where the 4 position values come from a sliding window (below).
@@ -21,41 +102,7 @@
 //
 // Row segments: forward and backward_input number the (image, row) pairs of the output as one
 // list, so a block of 8 rows can span two images and no rows are wasted on small images.
-//
-// Bindings: @binding(0) params: uniform Conv2dParams; (1) src: read; (2) dst: read_write;
-// (3) factor: read; (4) bias: read (forward only). Each entry point says which tensor each
-// role is.
-
-struct Conv2dParams {
-    batch: u32,
-    in_channels: u32,
-    in_height: u32,
-    in_width: u32,
-    out_channels: u32,
-    out_height: u32,
-    out_width: u32,
-    kernel: u32,
-    relu: u32,
-    // Invocations that do work (the rest return at once).
-    len: u32,
-    // forward / backward_input: blocks of BLOCK_COLS columns; backward_weights: of kx.
-    col_blocks: u32,
-    // forward / backward_input: blocks of BLOCK_ROWS row segments; backward_weights: of
-    // (in channel, ky) pairs.
-    row_blocks: u32,
-    // backward_weights: row segments (image, output row) per chunk of partial sums.
-    chunk_rows: u32,
-    // backward_weights / conv2d_reduce: chunks of partial sums.
-    chunks: u32,
-    // conv2d_reduce: where the summed elements start in a chunk, and the elements per chunk.
-    partial_first: u32,
-    partial_stride: u32,
-}
-
-@group(0) @binding(0) var<uniform> params: Conv2dParams;
-@group(0) @binding(1) var<storage, read> src: array<f32>;
-@group(0) @binding(2) var<storage, read_write> dst: array<f32>;
-@group(0) @binding(3) var<storage, read> factor: array<f32>;
+// =============================================================================================
 
 // The block of one invocation; the host mirrors these (src/gpu/conv2d.rs).
 const BLOCK_CHANNELS: u32 = 32u;
@@ -67,7 +114,29 @@ const BLOCK_WORKGROUP: u32 = 16u;
 
 // The invocation index of a blocked kernel; the host folds its workgroups into 2-D.
 fn block_lane(wg: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
-    return (wg.x + wg.y * nwg.x) * BLOCK_WORKGROUP + lid;
+    return block_group(wg, nwg) * BLOCK_WORKGROUP + lid;
+}
+
+fn block_group(wg: vec3<u32>, nwg: vec3<u32>) -> u32 {
+    return wg.x + wg.y * nwg.x;
+}
+
+// Where a forward or backward-input invocation works: the first channel, row segment and
+// column of its block. Each block of BLOCK_CHANNELS channels has params.block_groups
+// workgroups, whose lanes cover (row block, column block), column block fastest (lanes past
+// the last row block store nothing). So the channel block follows from the workgroup alone,
+// and so do the packed weight slots it reads: lavapipe sees that they are the same in every
+// lane and loads them once.
+struct BlockPlace {
+    channel_block: u32,
+    seg0: u32,
+    col0: u32,
+}
+
+fn block_place(wg: vec3<u32>, nwg: vec3<u32>, lid: u32) -> BlockPlace {
+    let group = block_group(wg, nwg);
+    let lane = (group % params.block_groups) * BLOCK_WORKGROUP + lid;
+    return BlockPlace(group / params.block_groups, (lane / params.col_blocks) * BLOCK_ROWS, (lane % params.col_blocks) * BLOCK_COLS);
 }
 
 // 32 channel values: lo[i] holds channels 4i..4i+3, hi[i] channels 16+4i..16+4i+3.
@@ -88,18 +157,9 @@ struct Tile {
     q7: mat4x4<f32>,
 }
 
-fn splat4(v: vec4<f32>) -> mat4x4<f32> {
-    return mat4x4<f32>(v, v, v, v);
-}
-
 // A Tile holding `c` at every position.
 fn tile_splat(c: Channels) -> Tile {
     return Tile(splat4(c.lo[0]), splat4(c.lo[1]), splat4(c.lo[2]), splat4(c.lo[3]), splat4(c.hi[0]), splat4(c.hi[1]), splat4(c.hi[2]), splat4(c.hi[3]));
-}
-
-// acc[p] += a * b[p]: the outer product of 4 channels and 4 positions.
-fn outer_acc(acc: mat4x4<f32>, a: vec4<f32>, b: vec4<f32>) -> mat4x4<f32> {
-    return mat4x4<f32>(fma(a, vec4<f32>(b.x), acc[0]), fma(a, vec4<f32>(b.y), acc[1]), fma(a, vec4<f32>(b.z), acc[2]), fma(a, vec4<f32>(b.w), acc[3]));
 }
 
 // t += a (x) b: 32 channels times 4 positions.
@@ -119,6 +179,29 @@ fn factor16(base: u32, stride: u32, first: u32, last: u32) -> mat4x4<f32> {
 
 fn factor4(base: u32, stride: u32, first: u32, last: u32) -> vec4<f32> {
     return vec4<f32>(factor[base + min(first, last) * stride], factor[base + min(first + 1u, last) * stride], factor[base + min(first + 2u, last) * stride], factor[base + min(first + 3u, last) * stride]);
+}
+
+// Weights packed for the register-blocked forward and backward input (conv2d_pack_*_weights):
+// slot block * params.block_steps + step holds, as Channels, the 32 weights that step of
+// channel block `block` multiplies (forward: step (ci, ky, kx), channels co; backward input:
+// step (co, ky, kx), channels ci). Uniform, because lavapipe loads storage once per lane even
+// when every lane reads the same address, but a uniform address that is the same in every lane
+// once; and 8 vec4 loads per step instead of 32 scalar ones. A uniform binding holds at most
+// 64 KiB, so the slots span two bindings (the host binds one range twice when it suffices).
+const PACKED_SLOTS: u32 = 512u;
+@group(0) @binding(5) var<uniform> packed_lo: array<Channels, PACKED_SLOTS>;
+@group(0) @binding(6) var<uniform> packed_hi: array<Channels, PACKED_SLOTS>;
+
+// The 32 weights of one step: packed slot `slot` when `packed`, else gathered from `factor`
+// (factor32). The entry points pass a constant.
+fn step_weights(packed: bool, slot: u32, base: u32, stride: u32, first: u32, last: u32) -> Channels {
+    if !packed {
+        return factor32(base, stride, first, last);
+    }
+    if slot < PACKED_SLOTS {
+        return packed_lo[slot];
+    }
+    return packed_hi[slot - PACKED_SLOTS];
 }
 
 // The window of `src` row `row` one slide before columns col..col+3: (unused, col, col + 1,
@@ -195,14 +278,15 @@ fn store_tile(t: Tile, at: u32, stride: u32, channels: u32, cols: u32, relu: boo
 // conv2d_forward: y[n][co][oy][ox] = bias[co] + sum_(ci,ky,kx) x[n][ci][oy+ky][ox+kx]
 //   * w[co][ci][ky][kx], then max(., 0) when params.relu == 1.
 // Bindings: src = x, dst = y, factor = w, (4) bias.
+// conv2d_forward_packed: the same, reading the weights packed (conv2d_pack_forward_weights).
 // Block: 32 output channels x 8 row segments (image, oy) x 4 columns ox0..ox0+3 = 8 Tiles.
-// Lanes: (channel block, row block, column block), column block fastest; params.len of them.
+// Workgroups: (channel block, block_groups of lanes over (row block, column block)), see
+//   block_place; params.len of them.
 // Loop: for each ci and ky, each segment's window over x row oy+ky slides across kx (one load
 //   per segment and kx); the 32 weights w[co0..][ci][ky][kx] are shared by all 32 positions.
-//   Loads per (ci, ky): 8 * (3 + k) + 32 * k for 32 * 32 * k FMAs.
+//   Loads per (ci, ky): 8 * (3 + k) + 32 * k for 32 * 32 * k FMAs (packed: 8 uniform vec4
+//   loads per kx instead of the 32 weights).
 // ---------------------------------------------------------------------------------------------
-
-@group(0) @binding(4) var<storage, read> bias: array<f32>;
 
 fn bias16(first: u32, last: u32) -> mat4x4<f32> {
     return mat4x4<f32>(bias4(first, last), bias4(first + 4u, last), bias4(first + 8u, last), bias4(first + 12u, last));
@@ -220,7 +304,7 @@ fn fwd_origin(seg: u32) -> u32 {
 }
 
 fn fwd_store(t: Tile, seg: u32, co: u32, ox: u32) {
-    if seg >= params.batch * params.out_height {
+    if seg >= params.batch * params.out_height || co >= params.out_channels {
         return;
     }
     let img = seg / params.out_height;
@@ -232,14 +316,24 @@ fn fwd_store(t: Tile, seg: u32, co: u32, ox: u32) {
 
 @compute @workgroup_size(BLOCK_WORKGROUP)
 fn conv2d_forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let lane = block_lane(wg, nwg, lid);
-    if lane >= params.len {
-        return;
+    if block_group(wg, nwg) < params.len {
+        forward_block(block_place(wg, nwg, lid), false);
     }
+}
+
+@compute @workgroup_size(BLOCK_WORKGROUP)
+fn conv2d_forward_packed(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    if block_group(wg, nwg) < params.len {
+        forward_block(block_place(wg, nwg, lid), true);
+    }
+}
+
+fn forward_block(place: BlockPlace, packed: bool) {
     let k = params.kernel;
-    let ox0 = (lane % params.col_blocks) * BLOCK_COLS;
-    let seg0 = ((lane / params.col_blocks) % params.row_blocks) * BLOCK_ROWS;
-    let co0 = (lane / (params.col_blocks * params.row_blocks)) * BLOCK_CHANNELS;
+    let ox0 = place.col0;
+    let seg0 = place.seg0;
+    let co0 = place.channel_block * BLOCK_CHANNELS;
+    let slot0 = place.channel_block * params.block_steps;
     let last_co = params.out_channels - 1u;
     let last_col = params.in_width - 1u;
     let plane = params.in_height * params.in_width;
@@ -288,7 +382,7 @@ fn conv2d_forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
                 x5 = slide(x5, src[o5 + row + next]);
                 x6 = slide(x6, src[o6 + row + next]);
                 x7 = slide(x7, src[o7 + row + next]);
-                let w = factor32(w_row + kx, w_stride, co0, last_co);
+                let w = step_weights(packed, slot0 + w_row + kx, w_row + kx, w_stride, co0, last_co);
                 t0 = tile_fma(t0, w, x0);
                 t1 = tile_fma(t1, w, x1);
                 t2 = tile_fma(t2, w, x2);
@@ -314,8 +408,11 @@ fn conv2d_forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
 // conv2d_backward_input: dx[n][ci][iy][ix] = sum_(co,ky,kx) dy[n][co][iy-ky][ix-kx]
 //   * w[co][ci][ky][kx] over the in-range dy positions (a gather, never a scatter).
 // Bindings: src = dy, dst = dx, factor = w.
+// conv2d_backward_input_packed: the same, reading the weights packed
+//   (conv2d_pack_backward_input_weights).
 // Block: 32 input channels x 8 row segments (image, iy) x 4 columns ix0..ix0+3 = 8 Tiles.
-// Lanes: (channel block, row block, column block), column block fastest; params.len of them.
+// Workgroups: (channel block, block_groups of lanes over (row block, column block)), see
+//   block_place; params.len of them.
 // Loop: for each co and ky, each segment's window over dy row iy-ky (zeros outside dy) slides
 //   left across kx (one load per segment and kx); the 32 weights w[co][ci0..][ky][kx] are
 //   shared by all 32 positions. Loads per (co, ky): 8 * (3 + k) + 32 * k for 32 * 32 * k FMAs.
@@ -360,7 +457,7 @@ fn dy_row_ok(seg: Segment, ky: u32) -> bool {
 }
 
 fn bwd_input_store(t: Tile, seg: u32, ci: u32, ix: u32) {
-    if seg >= params.batch * params.in_height {
+    if seg >= params.batch * params.in_height || ci >= params.in_channels {
         return;
     }
     let img = seg / params.in_height;
@@ -372,14 +469,24 @@ fn bwd_input_store(t: Tile, seg: u32, ci: u32, ix: u32) {
 
 @compute @workgroup_size(BLOCK_WORKGROUP)
 fn conv2d_backward_input(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let lane = block_lane(wg, nwg, lid);
-    if lane >= params.len {
-        return;
+    if block_group(wg, nwg) < params.len {
+        backward_input_block(block_place(wg, nwg, lid), false);
     }
+}
+
+@compute @workgroup_size(BLOCK_WORKGROUP)
+fn conv2d_backward_input_packed(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    if block_group(wg, nwg) < params.len {
+        backward_input_block(block_place(wg, nwg, lid), true);
+    }
+}
+
+fn backward_input_block(place: BlockPlace, packed: bool) {
     let k = params.kernel;
-    let ix0 = (lane % params.col_blocks) * BLOCK_COLS;
-    let seg0 = ((lane / params.col_blocks) % params.row_blocks) * BLOCK_ROWS;
-    let ci0 = (lane / (params.col_blocks * params.row_blocks)) * BLOCK_CHANNELS;
+    let ix0 = place.col0;
+    let seg0 = place.seg0;
+    let ci0 = place.channel_block * BLOCK_CHANNELS;
+    let slot0 = place.channel_block * params.block_steps;
     let last_ci = params.in_channels - 1u;
 
     let s0 = bwd_segment(seg0);
@@ -440,7 +547,7 @@ fn conv2d_backward_input(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_work
                 d5 = slide_left(d5, dy_at(r5, ok5, prev));
                 d6 = slide_left(d6, dy_at(r6, ok6, prev));
                 d7 = slide_left(d7, dy_at(r7, ok7, prev));
-                let w = factor32(w_row + kx, kk, ci0, last_ci);
+                let w = step_weights(packed, slot0 + (co * k + ky) * k + kx, w_row + kx, kk, ci0, last_ci);
                 t0 = tile_fma(t0, w, d0);
                 t1 = tile_fma(t1, w, d1);
                 t2 = tile_fma(t2, w, d2);
@@ -614,9 +721,324 @@ fn backward_weights_block(lane: u32, wide: bool) {
     }
 }
 
+// =============================================================================================
+// Tiled variant (real GPUs): each pass is an implicit GEMM, C (M x N) = A (M x K) B (K x N),
+// with A and B read straight from the tensors (nothing is lowered to columns in memory):
+//   conv2d_forward_tiled           M: out channels co   N: output positions (n, oy, ox)
+//       K: (ci, ky, kx)            A = w[co][ci][ky][kx], B = x[n][ci][oy+ky][ox+kx];
+//       C starts at the bias and is rectified on store when params.relu == 1; stored as y.
+//   conv2d_backward_input_tiled    M: in channels ci    N: input positions (n, iy, ix)
+//       K: (co, ky, kx)            A = w[co][ci][ky][kx], B = dy[n][co][iy-ky][ix-kx] (0 where
+//       that position is outside dy); stored as dx.
+//   conv2d_backward_weights_tiled  M: out channels co   N: weights (ci, ky, kx), then one more
+//       K: the output positions (n, oy, ox) of one chunk of row segments
+//       A = dy[n][co][oy][ox], B = x[n][ci][oy+ky][ox+kx], and 1 in the extra last column,
+//       whose sums are the bias gradient; stored as the chunk's partial sums.
+// Positions (n, y, x) are numbered image by image, row by row, so N spans the whole batch.
+//
+// A workgroup of TILE_THREADS_N x TILE_THREADS_M invocations computes one TILE_M x TILE_N tile
+// of C. For each step of TILE_K along K it stages the TILE_M x TILE_K slice of A and the
+// TILE_K x TILE_N slice of B in workgroup memory (zeros past the edges of A, B and K), waits,
+// and every invocation adds the products for its 4 x 4 outputs: rows m0 + ty + TILE_THREADS_M
+// * i and columns n0 + tx + TILE_THREADS_N * j (i, j < 4), so that neighbouring invocations
+// read neighbouring words of b_tile and store neighbouring outputs. Staging: an invocation
+// loads A at one k for TILE_M * TILE_K / TILE_THREADS rows (neighbours take neighbouring k,
+// which lie next to each other in w and dy), and B at one column for TILE_K * TILE_N /
+// TILE_THREADS k (neighbours take neighbouring positions, next to each other in x and dy).
+// Each output is summed over k in increasing order by one invocation: deterministic.
+// Workgroups: (chunk, m tile, n tile), n tile fastest, folded into 2-D past 65535
+// (tile_index); params.len of them do work (chunks: backward weights only).
+// Workgroup memory: TILE_K x (TILE_M + 1) + TILE_K x TILE_N floats = 10,304 bytes.
+// =============================================================================================
+
+// The tile of one workgroup and its invocations; the host mirrors TILE_M and TILE_N.
+const TILE_M: u32 = 32u;
+const TILE_N: u32 = 128u;
+const TILE_K: u32 = 16u;
+const TILE_THREADS_M: u32 = 8u;
+const TILE_THREADS_N: u32 = 32u;
+const TILE_THREADS: u32 = 256u;
+// Row stride of a_tile: one word of padding puts the TILE_K values that neighbouring
+// invocations stage for one row into different memory banks.
+const A_TILE_STRIDE: u32 = TILE_M + 1u;
+
+// a_tile[k * A_TILE_STRIDE + m] = A(m0 + m, k0 + k); b_tile[k * TILE_N + n] = B(k0 + k, n0 + n).
+var<workgroup> a_tile: array<f32, TILE_K * A_TILE_STRIDE>;
+var<workgroup> b_tile: array<f32, TILE_K * TILE_N>;
+
+// Which pass's product (A, B, M, N) a tiled kernel computes. Entry points pass constants, so
+// each one's code is specialised when inlined.
+const GEMM_FORWARD: u32 = 0u;
+const GEMM_BACKWARD_INPUT: u32 = 1u;
+const GEMM_BACKWARD_WEIGHTS: u32 = 2u;
+
+// M of the product.
+fn gemm_rows(gemm: u32) -> u32 {
+    if gemm == GEMM_BACKWARD_INPUT {
+        return params.in_channels;
+    }
+    return params.out_channels;
+}
+
+// The workgroup's place: its index in the launch and the first row, column and chunk of its
+// tile.
+struct TileOrigin {
+    index: u32,
+    m0: u32,
+    n0: u32,
+    chunk: u32,
+}
+
+fn tile_origin(wg: vec3<u32>, nwg: vec3<u32>) -> TileOrigin {
+    let t = wg.x + wg.y * nwg.x;
+    let m_tile = (t / params.n_tiles) % params.m_tiles;
+    return TileOrigin(t, m_tile * TILE_M, (t % params.n_tiles) * TILE_N, t / (params.n_tiles * params.m_tiles));
+}
+
+// What loading column n of B takes for every k, worked out once per invocation.
+struct Column {
+    // forward: where x holds image n's channel 0 at (oy, ox); backward input: where dy holds
+    // image n's channel 0 at (iy, ix); backward weights: where x holds image 0's channel ci at
+    // (ky, kx).
+    at: u32,
+    // backward input: the position (iy, ix), which decides the dy positions that exist.
+    y: u32,
+    x: u32,
+    // The column holds tensor values (inside N; backward weights: and not the bias column).
+    live: bool,
+    // backward weights: the bias column, all ones.
+    ones: bool,
+}
+
+fn b_column(gemm: u32, n: u32) -> Column {
+    let ks = params.kernel;
+    let in_plane = params.in_height * params.in_width;
+    let out_plane = params.out_height * params.out_width;
+    if gemm == GEMM_FORWARD {
+        let img = n / out_plane;
+        let p = n % out_plane;
+        let at = img * params.in_channels * in_plane + (p / params.out_width) * params.in_width + p % params.out_width;
+        return Column(at, 0u, 0u, n < params.batch * out_plane, false);
+    }
+    if gemm == GEMM_BACKWARD_INPUT {
+        let img = n / in_plane;
+        let iy = (n % in_plane) / params.in_width;
+        let ix = n % params.in_width;
+        let at = img * params.out_channels * out_plane + iy * params.out_width + ix;
+        return Column(at, iy, ix, n < params.batch * in_plane, false);
+    }
+    let weights = params.in_channels * ks * ks;
+    let ci = n / (ks * ks);
+    let ky = (n % (ks * ks)) / ks;
+    let at = ci * in_plane + ky * params.in_width + n % ks;
+    return Column(at, 0u, 0u, n < weights, n == weights);
+}
+
+// A(m, k), or 0 past the edges of A and outside [0, k_end).
+fn a_at(gemm: u32, m: u32, k: u32, k_end: u32) -> f32 {
+    if m >= gemm_rows(gemm) || k >= k_end {
+        return 0.0;
+    }
+    let kk = params.kernel * params.kernel;
+    if gemm == GEMM_FORWARD {
+        // w[co = m][(ci, ky, kx) = k]
+        return factor[m * params.in_channels * kk + k];
+    }
+    if gemm == GEMM_BACKWARD_INPUT {
+        // w[co][ci = m][ky][kx] with (co, ky, kx) = k
+        return factor[((k / kk) * params.in_channels + m) * kk + k % kk];
+    }
+    // dy[n][co = m][oy][ox] with (n, oy, ox) = k
+    let out_plane = params.out_height * params.out_width;
+    return factor[((k / out_plane) * params.out_channels + m) * out_plane + k % out_plane];
+}
+
+// B(k, column), or 0 past the edges of B and outside [0, k_end).
+fn b_at(gemm: u32, column: Column, k: u32, k_end: u32) -> f32 {
+    if k >= k_end {
+        return 0.0;
+    }
+    if column.ones {
+        return 1.0;
+    }
+    if !column.live {
+        return 0.0;
+    }
+    let ks = params.kernel;
+    if gemm == GEMM_BACKWARD_WEIGHTS {
+        // x[n][ci][oy + ky][ox + kx] with (n, oy, ox) = k
+        let out_plane = params.out_height * params.out_width;
+        let img = k / out_plane;
+        let p = k % out_plane;
+        let in_plane = params.in_height * params.in_width;
+        return src[column.at + img * params.in_channels * in_plane + (p / params.out_width) * params.in_width + p % params.out_width];
+    }
+    let c = k / (ks * ks);
+    let ky = (k % (ks * ks)) / ks;
+    let kx = k % ks;
+    if gemm == GEMM_FORWARD {
+        // x[n][ci = c][oy + ky][ox + kx]
+        return src[column.at + (c * params.in_height + ky) * params.in_width + kx];
+    }
+    // dy[n][co = c][iy - ky][ix - kx], where that position exists
+    if column.y < ky || column.y - ky >= params.out_height || column.x < kx || column.x - kx >= params.out_width {
+        return 0.0;
+    }
+    return src[column.at + c * params.out_height * params.out_width - ky * params.out_width - kx];
+}
+
+// The 4 x 4 outputs of invocation `tid` in the tile at (m0, n0) of the product `gemm`:
+// `init` plus the sum over k_begin <= k < k_end, in increasing k. acc[j][i] is row
+// m0 + tid.y + TILE_THREADS_M * i, column n0 + tid.x + TILE_THREADS_N * j. Holds barriers:
+// every invocation of the workgroup must call it, with the same m0, n0, k_begin and k_end.
+fn tiled_product(gemm: u32, tid: vec2<u32>, m0: u32, n0: u32, k_begin: u32, k_end: u32, init: mat4x4<f32>) -> mat4x4<f32> {
+    let flat = tid.y * TILE_THREADS_N + tid.x;
+    let a_k = flat % TILE_K;
+    let b_n = flat % TILE_N;
+    let column = b_column(gemm, n0 + b_n);
+    var acc = init;
+    for (var k0 = k_begin; k0 < k_end; k0 += TILE_K) {
+        for (var r = 0u; r < TILE_M * TILE_K / TILE_THREADS; r++) {
+            let m = flat / TILE_K + r * (TILE_THREADS / TILE_K);
+            a_tile[a_k * A_TILE_STRIDE + m] = a_at(gemm, m0 + m, k0 + a_k, k_end);
+        }
+        for (var r = 0u; r < TILE_K * TILE_N / TILE_THREADS; r++) {
+            let k = flat / TILE_N + r * (TILE_THREADS / TILE_N);
+            b_tile[k * TILE_N + b_n] = b_at(gemm, column, k0 + k, k_end);
+        }
+        workgroupBarrier();
+        for (var k = 0u; k < TILE_K; k++) {
+            let a = k * A_TILE_STRIDE + tid.y;
+            let b = k * TILE_N + tid.x;
+            acc = outer_acc(acc, vec4<f32>(a_tile[a], a_tile[a + TILE_THREADS_M], a_tile[a + 2u * TILE_THREADS_M], a_tile[a + 3u * TILE_THREADS_M]), vec4<f32>(b_tile[b], b_tile[b + TILE_THREADS_N], b_tile[b + 2u * TILE_THREADS_N], b_tile[b + 3u * TILE_THREADS_N]));
+        }
+        workgroupBarrier();
+    }
+    return acc;
+}
+
+// Stores an invocation's outputs of a forward or backward-input tile: rows are channels of an
+// NCHW tensor with `channels` channels of `plane` positions, columns its (image, position)
+// pairs; only those inside the tensor, rectified when `relu`.
+fn store_activation_tile(acc: mat4x4<f32>, tile: TileOrigin, tid: vec2<u32>, channels: u32, plane: u32, relu: bool) {
+    var sums = acc;
+    for (var j = 0u; j < 4u; j++) {
+        let n = tile.n0 + tid.x + j * TILE_THREADS_N;
+        if n >= params.batch * plane {
+            break;
+        }
+        let at = (n / plane) * channels * plane + n % plane;
+        for (var i = 0u; i < 4u; i++) {
+            let m = tile.m0 + tid.y + i * TILE_THREADS_M;
+            if m < channels {
+                let v = sums[j][i];
+                dst[at + m * plane] = select(v, max(v, 0.0), relu);
+            }
+        }
+    }
+}
+
+@compute @workgroup_size(TILE_THREADS_N, TILE_THREADS_M)
+fn conv2d_forward_tiled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let tile = tile_origin(wg, nwg);
+    if tile.index >= params.len {
+        return;
+    }
+    // Every sum starts at its channel's bias.
+    let last = params.out_channels - 1u;
+    let m = tile.m0 + lid.y;
+    let b = vec4<f32>(bias[min(m, last)], bias[min(m + TILE_THREADS_M, last)], bias[min(m + 2u * TILE_THREADS_M, last)], bias[min(m + 3u * TILE_THREADS_M, last)]);
+    let reduction = params.in_channels * params.kernel * params.kernel;
+    let acc = tiled_product(GEMM_FORWARD, lid.xy, tile.m0, tile.n0, 0u, reduction, splat4(b));
+    store_activation_tile(acc, tile, lid.xy, params.out_channels, params.out_height * params.out_width, params.relu == 1u);
+}
+
+@compute @workgroup_size(TILE_THREADS_N, TILE_THREADS_M)
+fn conv2d_backward_input_tiled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let tile = tile_origin(wg, nwg);
+    if tile.index >= params.len {
+        return;
+    }
+    let reduction = params.out_channels * params.kernel * params.kernel;
+    let acc = tiled_product(GEMM_BACKWARD_INPUT, lid.xy, tile.m0, tile.n0, 0u, reduction, mat4x4<f32>());
+    store_activation_tile(acc, tile, lid.xy, params.in_channels, params.in_height * params.in_width, false);
+}
+
+@compute @workgroup_size(TILE_THREADS_N, TILE_THREADS_M)
+fn conv2d_backward_weights_tiled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let tile = tile_origin(wg, nwg);
+    if tile.index >= params.len {
+        return;
+    }
+    // The chunk's row segments, as a range of output positions.
+    let first = tile.chunk * params.chunk_rows;
+    let end = min(first + params.chunk_rows, params.batch * params.out_height);
+    let sums = tiled_product(GEMM_BACKWARD_WEIGHTS, lid.xy, tile.m0, tile.n0, first * params.out_width, end * params.out_width, mat4x4<f32>());
+
+    // Column `weights` (the bias column) goes to the chunk's db, the others to its dw.
+    var acc = sums;
+    let weights = params.in_channels * params.kernel * params.kernel;
+    let chunk_at = tile.chunk * params.partial_stride;
+    for (var j = 0u; j < 4u; j++) {
+        let n = tile.n0 + lid.x + j * TILE_THREADS_N;
+        if n > weights {
+            break;
+        }
+        for (var i = 0u; i < 4u; i++) {
+            let co = tile.m0 + lid.y + i * TILE_THREADS_M;
+            if co < params.out_channels {
+                let at = select(co * weights + n, params.out_channels * weights + co, n == weights);
+                dst[chunk_at + at] = acc[j][i];
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// conv2d_pack_forward_weights, conv2d_pack_backward_input_weights: packs w for the
+//   register-blocked *_packed kernels: dst[slot * 32 + c] = the weight of channel c of slot
+//   `slot` (see step_weights), 0 for channels past the last, for the params.len elements.
+// Bindings: src = w (unused), dst = packed weights, factor = w. 1-D launch (flat_index).
+// ---------------------------------------------------------------------------------------------
+
+fn packed_weight(i: u32, forward: bool) -> f32 {
+    let kk = params.kernel * params.kernel;
+    let slot = i / BLOCK_CHANNELS;
+    let step = slot % params.block_steps;
+    let channel = (slot / params.block_steps) * BLOCK_CHANNELS + i % BLOCK_CHANNELS;
+    if forward {
+        // w[co = channel][(ci, ky, kx) = step]
+        if channel >= params.out_channels {
+            return 0.0;
+        }
+        return factor[channel * params.in_channels * kk + step];
+    }
+    // w[co][ci = channel][ky][kx] with (co, ky, kx) = step
+    if channel >= params.in_channels {
+        return 0.0;
+    }
+    return factor[((step / kk) * params.in_channels + channel) * kk + step % kk];
+}
+
+@compute @workgroup_size(WORKGROUP_SIZE)
+fn conv2d_pack_forward_weights(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = flat_index(gid, nwg);
+    if i < params.len {
+        dst[i] = packed_weight(i, true);
+    }
+}
+
+@compute @workgroup_size(WORKGROUP_SIZE)
+fn conv2d_pack_backward_input_weights(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = flat_index(gid, nwg);
+    if i < params.len {
+        dst[i] = packed_weight(i, false);
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // conv2d_reduce: dst[i] = sum_(c < chunks, in order) src[c * partial_stride + partial_first + i]
-//   for i < params.len: adds up the chunks of conv2d_backward_weights.
+//   for i < params.len: adds up the chunks of partial sums of either variant's weight gradient.
 // Bindings: src = partials, dst = dw or db. One invocation per element, 1-D launch (flat_index).
 // ---------------------------------------------------------------------------------------------
 

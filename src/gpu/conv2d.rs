@@ -3,10 +3,21 @@
 //! order (gathers, never scatters; the weight gradient adds fixed chunks of partial sums in chunk
 //! order), so results are bit-reproducible.
 //!
-//! The kernels are register-blocked for CPU adapters (lavapipe): each invocation owns a block of
-//! 32 channels x 8 row segments (or (in channel, ky) pairs) x 4 columns (or kx) and reuses every
-//! value it loads across the block. The block shape is fixed in the shader; the host counts the
-//! blocks of a geometry (the shader's header comments describe each kernel's scheme).
+//! Two variants of every pass ([`Conv2dVariant`]), all compiled by [`Conv2dKernels::new`]; each
+//! call names the one to run, and [`Conv2dVariant::for_adapter`] gives the default:
+//! - register-blocked, for CPU adapters (lavapipe): each invocation owns a block of 32 channels
+//!   x 8 row segments (or (in channel, ky) pairs) x 4 columns (or kx) and reuses every value it
+//!   loads across the block, with no workgroup memory. The forward and input gradient first
+//!   pack the 32 weights each step multiplies into uniform bindings (where they fit, 1024
+//!   steps), which lavapipe loads once per SIMD group instead of once per lane;
+//! - tiled, for real GPUs: an implicit GEMM in which each workgroup computes a `TILE_M x TILE_N`
+//!   tile of outputs, staging slices of both operands in workgroup memory.
+//!
+//! The block and tile shapes are fixed in the shader; the host counts the blocks or tiles of a
+//! geometry (the shader's header comments describe each kernel's scheme).
+
+use std::cell::RefCell;
+use std::rc::Rc;
 
 use anyhow::Result;
 use bytemuck::{Pod, Zeroable};
@@ -34,11 +45,75 @@ const BLOCK_CHANNELS: usize = 32;
 const BLOCK_ROWS: usize = 8;
 /// Columns (forward, input gradient) or kx (weight gradient) of a block (`BLOCK_COLS`).
 const BLOCK_COLS: usize = 4;
-/// The weight gradient splits the batch into chunks until about this many invocations run: more
-/// chunks keep more threads busy but make the final sum longer. 192 is 12 workgroups, an even
-/// share for lavapipe's threads on 2, 3, 4 or 6 cores.
+/// The register-blocked weight gradient splits the batch into chunks until about this many
+/// invocations run: more chunks keep more threads busy but make the final sum longer. 192 is 12
+/// workgroups, an even share for lavapipe's threads on 2, 3, 4 or 6 cores.
 const WEIGHT_GRAD_INVOCATIONS: usize = 192;
+/// Rows (channels) and columns (positions, or weights) of the product tile of one workgroup of
+/// the tiled kernels (`TILE_M`, `TILE_N`).
+const TILE_M: usize = 32;
+const TILE_N: usize = 128;
+/// The tiled weight gradient splits the batch into chunks until about this many workgroups run:
+/// enough to fill a large GPU, while each chunk still sums a few hundred positions per output
+/// at the batch sizes that need it.
+const WEIGHT_GRAD_WORKGROUPS: usize = 256;
 const MAX_GROUPS_PER_DIM: usize = 65535;
+/// Packed weight slots of one uniform binding (`PACKED_SLOTS`), each the 32 weights of one step
+/// of a channel block; the register-blocked forward and backward input have two bindings.
+const PACKED_SLOTS: usize = 512;
+const PACKED_SLOT_BYTES: u64 = 4 * BLOCK_CHANNELS as u64;
+const PACKED_BINDING_BYTES: u64 = PACKED_SLOTS as u64 * PACKED_SLOT_BYTES;
+
+/// Which kernels compute a convolution pass. Every variant sums each output in a fixed order in
+/// one invocation (the weight gradient over fixed chunks, then the chunks in order), so a
+/// variant gives the same bits on every run on one adapter; the variants round differently.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Conv2dVariant {
+    /// No workgroup memory or barriers: each invocation keeps a block of 32 channels x 32
+    /// positions of sums in registers. Fast on CPU adapters (lavapipe), where a workgroup is
+    /// SIMD lanes on one CPU thread and every load and barrier is expensive.
+    RegisterBlocked,
+    /// Implicit GEMM with workgroup tiles of `TILE_M x TILE_N` outputs, both operands staged in
+    /// workgroup memory `TILE_K` deep: fast on real GPUs.
+    Tiled,
+}
+
+impl Conv2dVariant {
+    pub const ALL: [Conv2dVariant; 2] = [Conv2dVariant::RegisterBlocked, Conv2dVariant::Tiled];
+
+    /// The variant for an adapter, by a fixed rule: CPU adapters (`wgpu::DeviceType::Cpu`, such
+    /// as lavapipe/llvmpipe) get `RegisterBlocked`, everything else `Tiled`.
+    pub fn for_adapter(info: &wgpu::AdapterInfo) -> Conv2dVariant {
+        match info.device_type {
+            wgpu::DeviceType::Cpu => Conv2dVariant::RegisterBlocked,
+            _ => Conv2dVariant::Tiled,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Conv2dVariant::RegisterBlocked => "register-blocked",
+            Conv2dVariant::Tiled => "tiled",
+        }
+    }
+
+    /// The variant whose [`name`](Conv2dVariant::name) is `name`.
+    pub fn from_name(name: &str) -> Option<Conv2dVariant> {
+        Conv2dVariant::ALL.into_iter().find(|v| v.name() == name)
+    }
+}
+
+impl super::autotune::Variant for Conv2dVariant {
+    fn name(self) -> &'static str {
+        Conv2dVariant::name(self)
+    }
+}
+
+impl std::fmt::Display for Conv2dVariant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
 
 /// Mirrors `Conv2dParams` in the shader.
 #[repr(C)]
@@ -53,11 +128,13 @@ struct Conv2dParams {
     out_width: u32,
     kernel: u32,
     relu: u32,
-    /// Invocations that do work.
+    /// Workgroups that do work (register-blocked forward and input gradient, tiled);
+    /// invocations (register-blocked weight gradient); elements (reduction, weight packing).
     len: u32,
-    /// Blocks of columns per row (forward, input gradient) or of kx (weight gradient).
+    /// Register-blocked: blocks of columns per row (forward, input gradient) or of kx (weight
+    /// gradient).
     col_blocks: u32,
-    /// Blocks of row segments (forward, input gradient) or of (ci, ky) pairs (weight gradient).
+    /// Register-blocked weight gradient: blocks of (ci, ky) pairs.
     row_blocks: u32,
     /// Weight gradient: row segments (image, output row) per chunk of partial sums.
     chunk_rows: u32,
@@ -66,6 +143,13 @@ struct Conv2dParams {
     /// Reduction: where the summed elements start in each chunk, and the elements per chunk.
     partial_first: u32,
     partial_stride: u32,
+    /// Tiled: tiles along the rows (`TILE_M`) and the columns (`TILE_N`) of the product.
+    m_tiles: u32,
+    n_tiles: u32,
+    /// Register-blocked forward and input gradient: workgroups per block of channels, and the
+    /// steps (packed weight slots) of a block.
+    block_groups: u32,
+    block_steps: u32,
 }
 
 fn u(v: usize) -> u32 {
@@ -87,6 +171,28 @@ impl Conv2dParams {
             ..Zeroable::zeroed()
         }
     }
+
+    /// The blocks of a register-blocked forward or input-gradient pass whose output has
+    /// `channels` channels of `height x width` per image, each step of which multiplies
+    /// `steps` weights: sets `col_blocks`, `block_groups`, `block_steps` and `len` (the
+    /// workgroups: `block_groups` per block of channels).
+    fn channel_blocks(&mut self, channels: usize, height: usize, width: usize, steps: usize) {
+        let col_blocks = width.div_ceil(BLOCK_COLS);
+        let row_blocks = (self.batch as usize * height).div_ceil(BLOCK_ROWS);
+        let block_groups = (col_blocks * row_blocks).div_ceil(BLOCK_WORKGROUP);
+        let blocks = channels.div_ceil(BLOCK_CHANNELS);
+        (self.col_blocks, self.block_groups) = (u(col_blocks), u(block_groups));
+        (self.block_steps, self.len) = (u(steps), u(blocks * block_groups));
+    }
+
+    /// The tiles of a tiled product with `rows x cols` outputs (per chunk): sets `m_tiles` and
+    /// `n_tiles`, and `len` for `chunks` chunks. Returns the workgroups to launch.
+    fn tiles(&mut self, rows: usize, cols: usize, chunks: usize) -> [u32; 3] {
+        let (m_tiles, n_tiles) = (rows.div_ceil(TILE_M), cols.div_ceil(TILE_N));
+        let groups = m_tiles * n_tiles * chunks;
+        (self.m_tiles, self.n_tiles, self.len) = (u(m_tiles), u(n_tiles), u(groups));
+        grid(groups)
+    }
 }
 
 /// Elements of the OIHW weight tensor.
@@ -103,74 +209,192 @@ fn expect_elements(view: &View, elements: usize, name: &str) {
     );
 }
 
-/// Workgroups for `lanes` invocations of a blocked kernel, folded into 2-D past 65535 groups
-/// (the shader's `block_lane`). Extra invocations return early.
-fn block_grid(lanes: usize) -> [u32; 3] {
-    let groups = lanes.div_ceil(BLOCK_WORKGROUP).max(1);
+/// `groups` workgroups, folded into 2-D past 65535 (the shader's `block_lane` and
+/// `tile_origin` flatten them again). Extra workgroups return early.
+fn grid(groups: usize) -> [u32; 3] {
+    let groups = groups.max(1);
     let x = groups.min(MAX_GROUPS_PER_DIM);
     [u(x), u(groups.div_ceil(x)), 1]
 }
 
+/// Workgroups for `lanes` invocations of a register-blocked kernel.
+fn block_grid(lanes: usize) -> [u32; 3] {
+    grid(lanes.div_ceil(BLOCK_WORKGROUP))
+}
+
 /// How the weight gradient splits its sum over the `rows` row segments of a batch: `chunks`
-/// chunks of `chunk_rows` each (the last may be shorter). Depends only on the geometry, so the
-/// summation order, and with it every bit of the result, is the same on every run.
-fn weight_grad_chunks(rows: usize, per_chunk: usize) -> (usize, usize) {
+/// chunks of `chunk_rows` each (the last may be shorter), so that about `target` units of work
+/// (invocations or workgroups) run when each chunk takes `per_chunk`. Depends only on the
+/// geometry and the variant, so the summation order, and with it every bit of the result, is
+/// the same on every run.
+fn weight_grad_chunks(rows: usize, per_chunk: usize, target: usize) -> (usize, usize) {
     let rows = rows.max(1);
-    let wanted = WEIGHT_GRAD_INVOCATIONS
-        .div_ceil(per_chunk.max(1))
-        .clamp(1, rows);
+    let wanted = target.div_ceil(per_chunk.max(1)).clamp(1, rows);
     let chunk_rows = rows.div_ceil(wanted);
     (rows.div_ceil(chunk_rows), chunk_rows)
 }
 
-pub struct Conv2dKernels {
+/// The register-blocked entry points.
+struct RegisterBlockedKernels {
+    /// Forward and input gradient that read the weights packed in uniform bindings, with the
+    /// kernels that pack them; and the same passes reading w from storage, for layers whose
+    /// packed weights do not fit the bindings.
+    forward_packed: PackedWeightsPass,
+    backward_input_packed: PackedWeightsPass,
     forward: Kernel,
     backward_input: Kernel,
     backward_weights: Kernel,
     /// The weight gradient with blocks of `BLOCK_ROWS / 2` pairs, for layers with so few
     /// (in channel, ky) pairs that full blocks would be mostly empty.
     backward_weights_narrow: Kernel,
+}
+
+/// A register-blocked pass that reads packed weights, and the kernel that packs them.
+struct PackedWeightsPass {
+    pack: Kernel,
+    run: Kernel,
+}
+
+/// The tiled entry points.
+struct TiledKernels {
+    forward: Kernel,
+    backward_input: Kernel,
+    backward_weights: Kernel,
+}
+
+/// Every conv2d kernel of every variant, compiled once per device.
+pub struct Conv2dKernels {
+    register_blocked: RegisterBlockedKernels,
+    tiled: TiledKernels,
+    /// Adds the weight gradient's chunks of partial sums (both variants).
     reduce: Kernel,
+    /// Bound as the packed weights of the register-blocked kernels that read w from storage:
+    /// they share code with the packed ones, so they declare those bindings too.
+    unused_packed: wgpu::Buffer,
+    /// Whether the adapter binds the 64 KiB uniform ranges that every register-blocked forward
+    /// and input-gradient kernel declares (WebGPU's default limit; wgpu's downlevel limits have
+    /// 16 KiB). Where it does not, those two passes run tiled.
+    packed_bindings_fit: bool,
 }
 
 impl Conv2dKernels {
     pub fn new(ctx: &GpuContext) -> Conv2dKernels {
         let module = compile(ctx, "conv2d.wgsl", SOURCE);
         use Access::*;
+        let with_bias = &[Uniform, Read, ReadWrite, Read, Read];
+        let plain = &[Uniform, Read, ReadWrite, Read];
+        // x or dy, y or dx, w, bias (w in the input gradient, which has none), packed weights.
+        let blocked = &[Uniform, Read, ReadWrite, Read, Read, Uniform, Uniform];
+        let kernel = |name, bindings| Kernel::new(ctx, &module, name, bindings);
         Conv2dKernels {
-            forward: Kernel::new(
-                ctx,
-                &module,
-                "conv2d_forward",
-                &[Uniform, Read, ReadWrite, Read, Read],
-            ),
-            backward_input: Kernel::new(
-                ctx,
-                &module,
-                "conv2d_backward_input",
-                &[Uniform, Read, ReadWrite, Read],
-            ),
-            backward_weights: Kernel::new(
-                ctx,
-                &module,
-                "conv2d_backward_weights",
-                &[Uniform, Read, ReadWrite, Read],
-            ),
-            backward_weights_narrow: Kernel::new(
-                ctx,
-                &module,
-                "conv2d_backward_weights_narrow",
-                &[Uniform, Read, ReadWrite, Read],
-            ),
-            reduce: Kernel::new(ctx, &module, "conv2d_reduce", &[Uniform, Read, ReadWrite]),
+            register_blocked: RegisterBlockedKernels {
+                forward_packed: PackedWeightsPass {
+                    pack: kernel("conv2d_pack_forward_weights", plain),
+                    run: kernel("conv2d_forward_packed", blocked),
+                },
+                backward_input_packed: PackedWeightsPass {
+                    pack: kernel("conv2d_pack_backward_input_weights", plain),
+                    run: kernel("conv2d_backward_input_packed", blocked),
+                },
+                forward: kernel("conv2d_forward", blocked),
+                backward_input: kernel("conv2d_backward_input", blocked),
+                backward_weights: kernel("conv2d_backward_weights", plain),
+                backward_weights_narrow: kernel("conv2d_backward_weights_narrow", plain),
+            },
+            tiled: TiledKernels {
+                forward: kernel("conv2d_forward_tiled", with_bias),
+                backward_input: kernel("conv2d_backward_input_tiled", plain),
+                backward_weights: kernel("conv2d_backward_weights_tiled", plain),
+            },
+            reduce: kernel("conv2d_reduce", &[Uniform, Read, ReadWrite]),
+            unused_packed: ctx.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("conv2d unused packed weights"),
+                size: PACKED_BINDING_BYTES,
+                usage: wgpu::BufferUsages::UNIFORM,
+                mapped_at_creation: false,
+            }),
+            packed_bindings_fit: ctx.limits.max_uniform_buffer_binding_size >= PACKED_BINDING_BYTES,
         }
     }
 
-    /// y = conv(x, w) + b for n images, then max(y, 0) when `relu`.
+    /// The variant that runs a forward or input-gradient pass asked for with `variant`.
+    fn activation_pass_variant(&self, variant: Conv2dVariant) -> Conv2dVariant {
+        match variant {
+            Conv2dVariant::RegisterBlocked if !self.packed_bindings_fit => Conv2dVariant::Tiled,
+            _ => variant,
+        }
+    }
+
+    /// A register-blocked forward or input-gradient pass as laid out in `params` (see
+    /// [`Conv2dParams::channel_blocks`]): packs the weights and runs `packed` when the packed
+    /// weights fit the two uniform bindings, else runs `unpacked`, which reads w itself.
+    /// `buffers` are bindings 1 to 4; binding 3 is w.
+    fn register_blocked_pass(
+        &self,
+        ctx: &GpuContext,
+        params: Conv2dParams,
+        packed: &PackedWeightsPass,
+        unpacked: &Kernel,
+        buffers: [View; 4],
+    ) -> Vec<Dispatch> {
+        let groups = params.len as usize;
+        let blocks = groups / params.block_groups.max(1) as usize;
+        let slots = blocks * params.block_steps as usize;
+        let w = buffers[2];
+        let run_params = uniform(ctx, "conv2d params", &params);
+        let [a, b, c, d] = buffers;
+        let run = |kernel: &Kernel, lo: View, hi: View| {
+            let all = [View::whole(&run_params), a, b, c, d, lo, hi];
+            kernel.dispatch(ctx, &all, grid(groups))
+        };
+        if slots > 2 * PACKED_SLOTS {
+            let unused = View::whole(&self.unused_packed);
+            return vec![run(unpacked, unused, unused)];
+        }
+        let bindings = slots.div_ceil(PACKED_SLOTS) as u64;
+        // Owned by the bind groups of the dispatches below, which keep it alive.
+        let packed_weights = ctx.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("conv2d packed weights"),
+            size: bindings * PACKED_BINDING_BYTES,
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::UNIFORM,
+            mapped_at_creation: false,
+        });
+        let binding = |i: u64| View {
+            buffer: &packed_weights,
+            offset: i.min(bindings - 1) * PACKED_BINDING_BYTES,
+            size: PACKED_BINDING_BYTES,
+        };
+        let elements = slots * BLOCK_CHANNELS;
+        let pack_params = uniform(
+            ctx,
+            "conv2d params",
+            &Conv2dParams {
+                len: u(elements),
+                ..params
+            },
+        );
+        vec![
+            packed.pack.dispatch(
+                ctx,
+                &[
+                    View::whole(&pack_params),
+                    w,
+                    View::whole(&packed_weights),
+                    w,
+                ],
+                grid_1d(elements),
+            ),
+            run(&packed.run, binding(0), binding(1)),
+        ]
+    }
+
+    /// y = conv(x, w) + b for n images, then max(y, 0) when `relu`. Returns the dispatches to
+    /// record in order (the register-blocked variant first packs the weights).
     #[allow(clippy::too_many_arguments)]
     pub fn forward(
         &self,
         ctx: &GpuContext,
+        variant: Conv2dVariant,
         g: Conv2dGeometry,
         n: usize,
         relu: bool,
@@ -178,52 +402,81 @@ impl Conv2dKernels {
         w: View,
         b: View,
         y: View,
-    ) -> Dispatch {
+    ) -> Vec<Dispatch> {
         let out = g.output();
         expect_elements(&x, n * g.input.len(), "x");
         expect_elements(&w, weight_len(g), "w");
         expect_elements(&b, g.out_channels, "b");
         expect_elements(&y, n * out.len(), "y");
-        let col_blocks = out.width.div_ceil(BLOCK_COLS);
-        let row_blocks = (n * out.height).div_ceil(BLOCK_ROWS);
-        let lanes = col_blocks * row_blocks * g.out_channels.div_ceil(BLOCK_CHANNELS);
-        let params = Conv2dParams {
+        let mut params = Conv2dParams {
             relu: u32::from(relu),
-            len: u(lanes),
-            col_blocks: u(col_blocks),
-            row_blocks: u(row_blocks),
             ..Conv2dParams::new(g, n)
         };
-        let params = uniform(ctx, "conv2d params", &params);
-        self.forward
-            .dispatch(ctx, &[View::whole(&params), x, y, w, b], block_grid(lanes))
+        match self.activation_pass_variant(variant) {
+            Conv2dVariant::RegisterBlocked => {
+                let steps = g.input.channels * g.kernel * g.kernel;
+                params.channel_blocks(g.out_channels, out.height, out.width, steps);
+                let rb = &self.register_blocked;
+                self.register_blocked_pass(
+                    ctx,
+                    params,
+                    &rb.forward_packed,
+                    &rb.forward,
+                    [x, y, w, b],
+                )
+            }
+            Conv2dVariant::Tiled => {
+                let positions = n * out.height * out.width;
+                let workgroups = params.tiles(g.out_channels, positions, 1);
+                let params = uniform(ctx, "conv2d params", &params);
+                vec![self.tiled.forward.dispatch(
+                    ctx,
+                    &[View::whole(&params), x, y, w, b],
+                    workgroups,
+                )]
+            }
+        }
     }
 
-    /// dx = gradient w.r.t. the input.
+    /// dx = gradient w.r.t. the input. Returns the dispatches to record in order (the
+    /// register-blocked variant first packs the weights).
+    #[allow(clippy::too_many_arguments)]
     pub fn backward_input(
         &self,
         ctx: &GpuContext,
+        variant: Conv2dVariant,
         g: Conv2dGeometry,
         n: usize,
         dy: View,
         w: View,
         dx: View,
-    ) -> Dispatch {
+    ) -> Vec<Dispatch> {
         expect_elements(&dy, n * g.output().len(), "dy");
         expect_elements(&w, weight_len(g), "w");
         expect_elements(&dx, n * g.input.len(), "dx");
-        let col_blocks = g.input.width.div_ceil(BLOCK_COLS);
-        let row_blocks = (n * g.input.height).div_ceil(BLOCK_ROWS);
-        let lanes = col_blocks * row_blocks * g.input.channels.div_ceil(BLOCK_CHANNELS);
-        let params = Conv2dParams {
-            len: u(lanes),
-            col_blocks: u(col_blocks),
-            row_blocks: u(row_blocks),
-            ..Conv2dParams::new(g, n)
-        };
-        let params = uniform(ctx, "conv2d params", &params);
-        self.backward_input
-            .dispatch(ctx, &[View::whole(&params), dy, dx, w], block_grid(lanes))
+        let mut params = Conv2dParams::new(g, n);
+        match self.activation_pass_variant(variant) {
+            Conv2dVariant::RegisterBlocked => {
+                let input = g.input;
+                let steps = g.out_channels * g.kernel * g.kernel;
+                params.channel_blocks(input.channels, input.height, input.width, steps);
+                let rb = &self.register_blocked;
+                // Binding 4 (the bias) is unused here.
+                let buffers = [dy, dx, w, w];
+                let (packed, unpacked) = (&rb.backward_input_packed, &rb.backward_input);
+                self.register_blocked_pass(ctx, params, packed, unpacked, buffers)
+            }
+            Conv2dVariant::Tiled => {
+                let positions = n * g.input.height * g.input.width;
+                let workgroups = params.tiles(g.input.channels, positions, 1);
+                let params = uniform(ctx, "conv2d params", &params);
+                vec![self.tiled.backward_input.dispatch(
+                    ctx,
+                    &[View::whole(&params), dy, dx, w],
+                    workgroups,
+                )]
+            }
+        }
     }
 
     /// dw and db summed over the batch (deterministic order). Returns the dispatches to record in
@@ -233,6 +486,7 @@ impl Conv2dKernels {
     pub fn backward_weights(
         &self,
         ctx: &GpuContext,
+        variant: Conv2dVariant,
         g: Conv2dGeometry,
         n: usize,
         x: View,
@@ -244,17 +498,33 @@ impl Conv2dKernels {
         expect_elements(&dy, n * g.output().len(), "dy");
         expect_elements(&dw, weight_len(g), "dw");
         expect_elements(&db, g.out_channels, "db");
-        let kx_blocks = g.kernel.div_ceil(BLOCK_COLS);
-        let pairs = g.input.channels * g.kernel;
-        let (kernel, pairs_per_block) = if pairs <= BLOCK_ROWS / 2 {
-            (&self.backward_weights_narrow, BLOCK_ROWS / 2)
-        } else {
-            (&self.backward_weights, BLOCK_ROWS)
-        };
-        let pair_blocks = pairs.div_ceil(pairs_per_block);
-        let per_chunk = kx_blocks * pair_blocks * g.out_channels.div_ceil(BLOCK_CHANNELS);
         let rows = n * g.output().height;
-        let (mut chunks, mut chunk_rows) = weight_grad_chunks(rows, per_chunk);
+        let mut base = Conv2dParams::new(g, n);
+        // The kernel, the work of one chunk, and how much work should run in all.
+        let (kernel, per_chunk, target) = match variant {
+            Conv2dVariant::RegisterBlocked => {
+                let kx_blocks = g.kernel.div_ceil(BLOCK_COLS);
+                let pairs = g.input.channels * g.kernel;
+                let (kernel, pairs_per_block) = if pairs <= BLOCK_ROWS / 2 {
+                    (
+                        &self.register_blocked.backward_weights_narrow,
+                        BLOCK_ROWS / 2,
+                    )
+                } else {
+                    (&self.register_blocked.backward_weights, BLOCK_ROWS)
+                };
+                let pair_blocks = pairs.div_ceil(pairs_per_block);
+                (base.col_blocks, base.row_blocks) = (u(kx_blocks), u(pair_blocks));
+                let lanes = kx_blocks * pair_blocks * g.out_channels.div_ceil(BLOCK_CHANNELS);
+                (kernel, lanes, WEIGHT_GRAD_INVOCATIONS)
+            }
+            Conv2dVariant::Tiled => {
+                let tiles =
+                    g.out_channels.div_ceil(TILE_M) * tiled_weight_columns(g).div_ceil(TILE_N);
+                (&self.tiled.backward_weights, tiles, WEIGHT_GRAD_WORKGROUPS)
+            }
+        };
+        let (mut chunks, mut chunk_rows) = weight_grad_chunks(rows, per_chunk, target);
         // Each chunk holds the partial dw, then the partial db.
         let stride = weight_len(g) + g.out_channels;
         // Owned by the bind groups of the dispatches below, which keep it alive. If the chunks do
@@ -265,23 +535,21 @@ impl Conv2dKernels {
                 storage(ctx, "conv2d partial sums", 4 * stride as u64)
             })
             .expect("conv2d: dw and db fit in one storage binding");
-        let base = Conv2dParams {
-            col_blocks: u(kx_blocks),
-            row_blocks: u(pair_blocks),
+        base = Conv2dParams {
             chunk_rows: u(chunk_rows),
             chunks: u(chunks),
             partial_stride: u(stride),
-            ..Conv2dParams::new(g, n)
+            ..base
         };
-        let lanes = per_chunk * chunks;
-        let sums = uniform(
-            ctx,
-            "conv2d params",
-            &Conv2dParams {
-                len: u(lanes),
-                ..base
-            },
-        );
+        let mut sums = base;
+        let workgroups = match variant {
+            Conv2dVariant::RegisterBlocked => {
+                sums.len = u(per_chunk * chunks);
+                block_grid(per_chunk * chunks)
+            }
+            Conv2dVariant::Tiled => sums.tiles(g.out_channels, tiled_weight_columns(g), chunks),
+        };
+        let sums = uniform(ctx, "conv2d params", &sums);
         let reduce = |first: usize, len: usize, out: View| {
             let params = uniform(
                 ctx,
@@ -302,12 +570,18 @@ impl Conv2dKernels {
             kernel.dispatch(
                 ctx,
                 &[View::whole(&sums), x, View::whole(&partials), dy],
-                block_grid(lanes),
+                workgroups,
             ),
             reduce(0, weight_len(g), dw),
             reduce(weight_len(g), g.out_channels, db),
         ]
     }
+}
+
+/// Columns of the tiled weight gradient's product: one per weight of an output channel
+/// (ci, ky, kx), then one for the bias.
+fn tiled_weight_columns(g: Conv2dGeometry) -> usize {
+    g.input.channels * g.kernel * g.kernel + 1
 }
 
 /// One cross-check geometry: a batch of `n` images through `g`.
@@ -328,63 +602,135 @@ const fn case(n: usize, input: Shape, out_channels: usize, kernel: usize) -> Cas
     }
 }
 
-/// The real first and second layers (the first takes the narrow weight-gradient kernel), then
-/// odd sizes: a small k2 on a non-square image with a batch of 33, a k5 kernel nearly as large as its 6x5 input, partial blocks everywhere (35 in
-/// and 37 out channels: a full block of 32 and a partial one; 18 row segments; widths 9 and 14;
-/// 210 (ci, ky) pairs; a k6 kernel spanning two kx blocks), and a 1x1 kernel with one output
-/// channel.
-const CASES: [Case; 6] = [
+/// The real first and second layers (the first takes the narrow register-blocked weight-gradient
+/// kernel), then odd sizes: a small k2 on a non-square image with a batch of 33, a k5 kernel
+/// nearly as large as its 6x5 input, partial blocks everywhere (35 in and 37 out channels: a full
+/// block of 32 and a partial one; 18 row segments; widths 9 and 14; 210 (ci, ky) pairs; a k6
+/// kernel spanning two kx blocks), and a 1x1 kernel with one output channel. The last two stress
+/// the tiled kernels' edges: a k8 kernel on 2 channels has 128 weights per output channel, so
+/// the bias column of the weight gradient is alone in a second column tile, with 33 output
+/// channels (a second row tile of one channel), 18 output and 270 input positions, and a
+/// reduction of 2112 for the input gradient; and a batch of 40 has 4000 output positions (31
+/// full column tiles and part of one), a reduction of 36 (2 full steps of 16 and part of one),
+/// 40 output channels, and weight-gradient chunks of 4 rows that end inside images.
+/// The register-blocked forward and input gradient read packed weights where they fit two
+/// uniform bindings (the second layer fills both) and w itself where not (the k6 case, and the
+/// k8 case's input gradient).
+const CASES: [Case; 8] = [
     case(1, Shape::new(1, 28, 28), 32, 3),
     case(7, Shape::new(32, 13, 13), 64, 3),
     case(33, Shape::new(3, 7, 9), 5, 2),
     case(2, Shape::new(5, 6, 5), 3, 5),
     case(3, Shape::new(35, 11, 14), 37, 6),
     case(5, Shape::new(2, 4, 4), 1, 1),
+    case(3, Shape::new(2, 9, 10), 33, 8),
+    case(40, Shape::new(4, 12, 12), 40, 3),
 ];
 
-/// Forward (with and without the fused ReLU), backward input, and backward weights and bias
-/// against the CPU, for every case; then every kernel run twice on the second layer must give
-/// the same bits.
+/// What one cross-check runs.
+#[derive(Clone, Copy)]
+enum Pass {
+    Forward,
+    ForwardRelu,
+    BackwardInput,
+    BackwardWeights,
+}
+
+/// The check names of one variant, one per pass (`CrossCheck::kernel` is a static name).
+struct CheckNames {
+    forward: &'static str,
+    forward_relu: &'static str,
+    backward_input: &'static str,
+    backward_weights: &'static str,
+    reproducible: &'static str,
+}
+
+macro_rules! check_names {
+    ($variant:literal) => {
+        CheckNames {
+            forward: concat!("conv2d_forward[", $variant, "]"),
+            forward_relu: concat!("conv2d_forward+relu[", $variant, "]"),
+            backward_input: concat!("conv2d_backward_input[", $variant, "]"),
+            backward_weights: concat!("conv2d_backward_weights+bias[", $variant, "]"),
+            reproducible: concat!("conv2d[", $variant, "] (bit-reproducible)"),
+        }
+    };
+}
+
+fn check_names(variant: Conv2dVariant) -> CheckNames {
+    match variant {
+        Conv2dVariant::RegisterBlocked => check_names!("register-blocked"),
+        Conv2dVariant::Tiled => check_names!("tiled"),
+    }
+}
+
+fn case_shape(case: Case) -> String {
+    let g = case.g;
+    format!(
+        "n {}, {}x{}x{} -> {} k{}",
+        case.n, g.input.channels, g.input.height, g.input.width, g.out_channels, g.kernel
+    )
+}
+
+/// The kernels the cross-checks share, compiled once per device: compiling every variant's
+/// pipelines for each check would take most of `check`'s time on lavapipe.
+#[derive(Clone, Default)]
+struct SharedKernels(Rc<RefCell<Option<CompiledFor>>>);
+
+/// Kernels and the device they were compiled for.
+type CompiledFor = (wgpu::Device, Rc<Conv2dKernels>);
+
+impl SharedKernels {
+    fn get(&self, ctx: &GpuContext) -> Rc<Conv2dKernels> {
+        let mut slot = self.0.borrow_mut();
+        if let Some((device, kernels)) = slot.as_ref() {
+            if *device == ctx.device {
+                return kernels.clone();
+            }
+        }
+        let kernels = Rc::new(Conv2dKernels::new(ctx));
+        *slot = Some((ctx.device.clone(), kernels.clone()));
+        kernels
+    }
+}
+
+/// For every variant: forward (with and without the fused ReLU), backward input, and backward
+/// weights and bias against the CPU, for every case; then every kernel run twice on the second
+/// layer must give the same bits.
 pub fn checks() -> Vec<CrossCheck> {
-    let rerun = CASES[1];
-    let rerun_shape = format!(
-        "n {}, {}x{}x{} -> {} k{}, twice",
-        rerun.n,
-        rerun.g.input.channels,
-        rerun.g.input.height,
-        rerun.g.input.width,
-        rerun.g.out_channels,
-        rerun.g.kernel
-    );
-    CASES
-        .into_iter()
-        .flat_map(|case| {
-            let g = case.g;
-            let shape = format!(
-                "n {}, {}x{}x{} -> {} k{}",
-                case.n, g.input.channels, g.input.height, g.input.width, g.out_channels, g.kernel
-            );
-            [
-                CrossCheck::new("conv2d_forward", shape.clone(), move |ctx| {
-                    check_forward(ctx, case, false)
-                }),
-                CrossCheck::new("conv2d_forward+relu", shape.clone(), move |ctx| {
-                    check_forward(ctx, case, true)
-                }),
-                CrossCheck::new("conv2d_backward_input", shape.clone(), move |ctx| {
-                    check_backward_input(ctx, case)
-                }),
-                CrossCheck::new("conv2d_backward_weights+bias", shape, move |ctx| {
-                    check_backward_weights(ctx, case)
-                }),
-            ]
-        })
-        .chain([CrossCheck::new(
-            "conv2d (bit-reproducible)",
-            rerun_shape,
-            move |ctx| check_reproducible(ctx, rerun),
-        )])
-        .collect()
+    let shared = SharedKernels::default();
+    let mut checks = Vec::new();
+    for variant in Conv2dVariant::ALL {
+        let names = check_names(variant);
+        for case in CASES {
+            for (name, pass) in [
+                (names.forward, Pass::Forward),
+                (names.forward_relu, Pass::ForwardRelu),
+                (names.backward_input, Pass::BackwardInput),
+                (names.backward_weights, Pass::BackwardWeights),
+            ] {
+                let shared = shared.clone();
+                checks.push(CrossCheck::new(name, case_shape(case), move |ctx| {
+                    let kernels = &shared.get(ctx);
+                    match pass {
+                        Pass::Forward => check_forward(ctx, kernels, variant, case, false),
+                        Pass::ForwardRelu => check_forward(ctx, kernels, variant, case, true),
+                        Pass::BackwardInput => check_backward_input(ctx, kernels, variant, case),
+                        Pass::BackwardWeights => {
+                            check_backward_weights(ctx, kernels, variant, case)
+                        }
+                    }
+                }));
+            }
+        }
+        let (rerun, shared) = (CASES[1], shared.clone());
+        checks.push(CrossCheck::new(
+            names.reproducible,
+            format!("{}, twice", case_shape(rerun)),
+            move |ctx| check_reproducible(ctx, &shared.get(ctx), variant, rerun),
+        ));
+    }
+    checks
 }
 
 /// Random tensors in [-1, 1) for one case, reproducible from its shape.
@@ -408,7 +754,13 @@ impl CaseData {
     }
 }
 
-fn check_forward(ctx: &GpuContext, case: Case, relu: bool) -> Result<Comparison> {
+fn check_forward(
+    ctx: &GpuContext,
+    kernels: &Conv2dKernels,
+    variant: Conv2dVariant,
+    case: Case,
+    relu: bool,
+) -> Result<Comparison> {
     let (g, n, data) = (case.g, case.n, CaseData::new(case));
     let len = n * g.output().len();
     let (x, w, b) = (
@@ -417,20 +769,18 @@ fn check_forward(ctx: &GpuContext, case: Case, relu: bool) -> Result<Comparison>
         storage_init(ctx, "b", &data.b)?,
     );
     let y = storage(ctx, "y", 4 * len as u64)?;
-    let kernels = Conv2dKernels::new(ctx);
-    run(
+    let dispatches = kernels.forward(
         ctx,
-        &[&kernels.forward(
-            ctx,
-            g,
-            n,
-            relu,
-            (&x).into(),
-            (&w).into(),
-            (&b).into(),
-            (&y).into(),
-        )],
+        variant,
+        g,
+        n,
+        relu,
+        (&x).into(),
+        (&w).into(),
+        (&b).into(),
+        (&y).into(),
     );
+    run(ctx, &dispatches.iter().collect::<Vec<_>>());
     let mut cpu = vec![0.0; len];
     conv2d_forward(g, &data.x, &data.w, &data.b, &mut cpu);
     if relu {
@@ -440,7 +790,12 @@ fn check_forward(ctx: &GpuContext, case: Case, relu: bool) -> Result<Comparison>
     Ok(compare(&read_buffer::<f32>(ctx, &y, 0, len)?, &cpu))
 }
 
-fn check_backward_input(ctx: &GpuContext, case: Case) -> Result<Comparison> {
+fn check_backward_input(
+    ctx: &GpuContext,
+    kernels: &Conv2dKernels,
+    variant: Conv2dVariant,
+    case: Case,
+) -> Result<Comparison> {
     let (g, n, data) = (case.g, case.n, CaseData::new(case));
     let len = n * g.input.len();
     let (dy, w) = (
@@ -448,17 +803,20 @@ fn check_backward_input(ctx: &GpuContext, case: Case) -> Result<Comparison> {
         storage_init(ctx, "w", &data.w)?,
     );
     let dx = storage(ctx, "dx", 4 * len as u64)?;
-    let kernels = Conv2dKernels::new(ctx);
-    run(
-        ctx,
-        &[&kernels.backward_input(ctx, g, n, (&dy).into(), (&w).into(), (&dx).into())],
-    );
+    let dispatches =
+        kernels.backward_input(ctx, variant, g, n, (&dy).into(), (&w).into(), (&dx).into());
+    run(ctx, &dispatches.iter().collect::<Vec<_>>());
     let mut cpu = vec![0.0; len];
     conv2d_backward_input(g, &data.dy, &data.w, &mut cpu);
     Ok(compare(&read_buffer::<f32>(ctx, &dx, 0, len)?, &cpu))
 }
 
-fn check_backward_weights(ctx: &GpuContext, case: Case) -> Result<Comparison> {
+fn check_backward_weights(
+    ctx: &GpuContext,
+    kernels: &Conv2dKernels,
+    variant: Conv2dVariant,
+    case: Case,
+) -> Result<Comparison> {
     let (g, n, data) = (case.g, case.n, CaseData::new(case));
     let (x, dy) = (
         storage_init(ctx, "x", &data.x)?,
@@ -466,9 +824,9 @@ fn check_backward_weights(ctx: &GpuContext, case: Case) -> Result<Comparison> {
     );
     let dw = storage(ctx, "dw", 4 * weight_len(g) as u64)?;
     let db = storage(ctx, "db", 4 * g.out_channels as u64)?;
-    let kernels = Conv2dKernels::new(ctx);
     let dispatches = kernels.backward_weights(
         ctx,
+        variant,
         g,
         n,
         (&x).into(),
@@ -484,8 +842,14 @@ fn check_backward_weights(ctx: &GpuContext, case: Case) -> Result<Comparison> {
     Ok(compare(&gpu_dw, &cpu_dw).merge(compare(&gpu_db, &cpu_db)))
 }
 
-/// Every output of every kernel, as bits, from one run on fresh buffers.
-fn run_all_bits(ctx: &GpuContext, case: Case, data: &CaseData) -> Result<Vec<u32>> {
+/// Every output of every kernel of `variant`, as bits, from one run on fresh buffers.
+fn run_all_bits(
+    ctx: &GpuContext,
+    kernels: &Conv2dKernels,
+    variant: Conv2dVariant,
+    case: Case,
+    data: &CaseData,
+) -> Result<Vec<u32>> {
     let (g, n) = (case.g, case.n);
     let (x, w, b, dy) = (
         storage_init(ctx, "x", &data.x)?,
@@ -498,22 +862,29 @@ fn run_all_bits(ctx: &GpuContext, case: Case, data: &CaseData) -> Result<Vec<u32
     let dx = storage(ctx, "dx", 4 * (n * g.input.len()) as u64)?;
     let dw = storage(ctx, "dw", 4 * weight_len(g) as u64)?;
     let db = storage(ctx, "db", 4 * g.out_channels as u64)?;
-    let kernels = Conv2dKernels::new(ctx);
-    let mut dispatches = vec![
-        kernels.forward(
-            ctx,
-            g,
-            n,
-            true,
-            (&x).into(),
-            (&w).into(),
-            (&b).into(),
-            (&y).into(),
-        ),
-        kernels.backward_input(ctx, g, n, (&dy).into(), (&w).into(), (&dx).into()),
-    ];
+    let mut dispatches = kernels.forward(
+        ctx,
+        variant,
+        g,
+        n,
+        true,
+        (&x).into(),
+        (&w).into(),
+        (&b).into(),
+        (&y).into(),
+    );
+    dispatches.extend(kernels.backward_input(
+        ctx,
+        variant,
+        g,
+        n,
+        (&dy).into(),
+        (&w).into(),
+        (&dx).into(),
+    ));
     dispatches.extend(kernels.backward_weights(
         ctx,
+        variant,
         g,
         n,
         (&x).into(),
@@ -538,8 +909,65 @@ fn run_all_bits(ctx: &GpuContext, case: Case, data: &CaseData) -> Result<Vec<u32
     Ok(bits)
 }
 
-fn check_reproducible(ctx: &GpuContext, case: Case) -> Result<Comparison> {
+fn check_reproducible(
+    ctx: &GpuContext,
+    kernels: &Conv2dKernels,
+    variant: Conv2dVariant,
+    case: Case,
+) -> Result<Comparison> {
     let data = CaseData::new(case);
-    let first = run_all_bits(ctx, case, &data)?;
-    Ok(compare_exact(&run_all_bits(ctx, case, &data)?, &first))
+    let first = run_all_bits(ctx, kernels, variant, case, &data)?;
+    let second = run_all_bits(ctx, kernels, variant, case, &data)?;
+    Ok(compare_exact(&second, &first))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The value of `const NAME: u32 = Vu;` in the shader.
+    fn shader_const(name: &str) -> usize {
+        let prefix = format!("const {name}: u32 = ");
+        let line = SOURCE
+            .lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .unwrap_or_else(|| panic!("conv2d.wgsl has no {name}"));
+        line.trim_end_matches(';')
+            .trim_end_matches('u')
+            .parse()
+            .unwrap()
+    }
+
+    #[test]
+    fn host_block_and_tile_sizes_match_the_shader() {
+        for (name, host) in [
+            ("BLOCK_WORKGROUP", BLOCK_WORKGROUP),
+            ("BLOCK_CHANNELS", BLOCK_CHANNELS),
+            ("BLOCK_ROWS", BLOCK_ROWS),
+            ("BLOCK_COLS", BLOCK_COLS),
+            ("TILE_M", TILE_M),
+            ("TILE_N", TILE_N),
+        ] {
+            assert_eq!(shader_const(name), host, "{name}");
+        }
+    }
+
+    #[test]
+    fn variant_names_round_trip() {
+        for variant in Conv2dVariant::ALL {
+            assert_eq!(Conv2dVariant::from_name(variant.name()), Some(variant));
+            assert_eq!(variant.to_string(), variant.name());
+            assert!(check_names(variant).forward.contains(variant.name()));
+        }
+        assert_eq!(Conv2dVariant::from_name("blocked"), None);
+    }
+
+    #[test]
+    fn weight_gradient_chunks_cover_every_row_once() {
+        for (rows, per_chunk, target) in [(1, 1, 192), (352, 6, 256), (3328, 1, 256), (400, 2, 256)]
+        {
+            let (chunks, chunk_rows) = weight_grad_chunks(rows, per_chunk, target);
+            assert!(chunks * chunk_rows >= rows && (chunks - 1) * chunk_rows < rows);
+        }
+    }
 }

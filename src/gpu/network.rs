@@ -9,7 +9,7 @@ use anyhow::Result;
 
 use super::autotune::Autotuner;
 use super::context::GpuContext;
-use super::conv2d::Conv2dKernels;
+use super::conv2d::{Conv2dKernels, Conv2dVariant};
 use super::dense::{DenseKernels, MatmulVariant};
 use super::gather::GatherKernels;
 use super::kernel::{storage, Cost, Dispatch, View};
@@ -230,16 +230,15 @@ impl CompiledNet {
                     let w = step.weight_index.expect("conv has parameters");
                     let relu = i + 1 < plan.steps.len() && relu_fused_into_conv(plan, i + 1);
                     let (wv, bv) = (p.view(&p.params, w), p.view(&p.params, w + 1));
-                    dispatches.push(k.conv2d.forward(
-                        ctx,
-                        Conv2dGeometry::of(step),
-                        n,
-                        relu,
-                        x,
-                        wv,
-                        bv,
-                        y,
-                    ));
+                    let g = Conv2dGeometry::of(step);
+                    let op = if relu {
+                        "conv2d_forward+relu"
+                    } else {
+                        "conv2d_forward"
+                    };
+                    dispatches.extend(tune_conv(ctx, tuner, op, g, n, |v| {
+                        k.conv2d.forward(ctx, v, g, n, relu, x, wv, bv, y)
+                    })?);
                 }
                 Layer::Dense { .. } => {
                     let w = step.weight_index.expect("dense has parameters");
@@ -260,7 +259,7 @@ impl CompiledNet {
             }
             let cost = StepCost::new(step, n, "forward");
             for d in &mut dispatches[first..] {
-                d.cost = if cost.macs > 0 {
+                d.cost = if cost.macs > 0 && multiplies(d.kernel) {
                     cost.matmul()
                 } else {
                     cost.elementwise()
@@ -354,9 +353,7 @@ fn backward(
         backward_step(ctx, plan, (shared, tuner), layout, (n, i), out)?;
         let cost = StepCost::new(step, n, "backward");
         for d in &mut out[first..] {
-            // Bias gradients and partial-sum reductions count their traffic only.
-            let multiplies = !d.kernel.contains("bias") && !d.kernel.contains("reduce");
-            d.cost = if cost.macs > 0 && multiplies {
+            d.cost = if cost.macs > 0 && multiplies(d.kernel) {
                 cost.matmul()
             } else {
                 cost.elementwise()
@@ -364,6 +361,14 @@ fn backward(
         }
     }
     Ok(())
+}
+
+/// Whether a layer's dispatch does its multiply-adds: bias gradients, partial-sum reductions
+/// and weight packing count their traffic only.
+fn multiplies(kernel: &str) -> bool {
+    !["backward_bias", "reduce", "_pack_"]
+        .iter()
+        .any(|part| kernel.contains(part))
 }
 
 /// The dispatches of a dense pass `op` in the variant `tuner` picks.
@@ -378,6 +383,24 @@ fn tune_dense(
     let shape = format!("n {n}, {} -> {}", g.inputs, g.outputs);
     let rule = MatmulVariant::for_adapter(&ctx.info);
     tuner.choose(ctx, (op, &shape), &MatmulVariant::ALL, rule, build)
+}
+
+/// The dispatches of a conv2d pass `op` in the variant `tuner` picks.
+fn tune_conv(
+    ctx: &GpuContext,
+    tuner: &mut Autotuner,
+    op: &str,
+    g: Conv2dGeometry,
+    n: usize,
+    build: impl Fn(Conv2dVariant) -> Vec<Dispatch>,
+) -> Result<Vec<Dispatch>> {
+    let i = g.input;
+    let shape = format!(
+        "n {n}, {}x{}x{} -> {} k{}",
+        i.channels, i.height, i.width, g.out_channels, g.kernel
+    );
+    let rule = Conv2dVariant::for_adapter(&ctx.info);
+    tuner.choose(ctx, (op, &shape), &Conv2dVariant::ALL, rule, build)
 }
 
 /// The backward dispatches of step `i`.
@@ -399,24 +422,20 @@ fn backward_step(
             Layer::Conv2d { .. } => {
                 let w = step.weight_index.expect("conv has parameters");
                 let (dw, db) = (p.view(&p.grads, w), p.view(&p.grads, w + 1));
-                out.extend(k.conv2d.backward_weights(
+                let g = Conv2dGeometry::of(step);
+                out.extend(tune_conv(
                     ctx,
-                    Conv2dGeometry::of(step),
+                    tuner,
+                    "conv2d_backward_weights",
+                    g,
                     n,
-                    x,
-                    dy,
-                    dw,
-                    db,
-                ));
+                    |v| k.conv2d.backward_weights(ctx, v, g, n, x, dy, dw, db),
+                )?);
                 if let Some(dx) = dx {
-                    out.push(k.conv2d.backward_input(
-                        ctx,
-                        Conv2dGeometry::of(step),
-                        n,
-                        dy,
-                        p.view(&p.params, w),
-                        dx,
-                    ));
+                    let wv = p.view(&p.params, w);
+                    out.extend(tune_conv(ctx, tuner, "conv2d_backward_input", g, n, |v| {
+                        k.conv2d.backward_input(ctx, v, g, n, dy, wv, dx)
+                    })?);
                 }
             }
             Layer::Dense { .. } => {
