@@ -1,5 +1,6 @@
 //! Criterion benches (`cargo bench`): the CPU reference ops of the seed model's hot layer, every
-//! variant of the GPU matrix multiply, and whole training steps on each backend. GPU benches run
+//! variant of its GPU kernels and of the GPU matrix multiply, and whole training steps on each
+//! backend. GPU benches run
 //! when an adapter exists and are skipped with a message otherwise. Timings only: nothing here
 //! asserts a speed.
 
@@ -15,6 +16,7 @@ use mnist_wgpu::cpu::conv2d::{
 use mnist_wgpu::cpu::CpuBackend;
 use mnist_wgpu::data::{Split, IMAGE_PIXELS};
 use mnist_wgpu::gpu::check::random_vec;
+use mnist_wgpu::gpu::conv2d::{Conv2dKernels, Conv2dVariant};
 use mnist_wgpu::gpu::dense::{DenseKernels, MatmulVariant};
 use mnist_wgpu::gpu::kernel::{storage_init, Dispatch, View};
 use mnist_wgpu::gpu::{GpuBackend, GpuContext};
@@ -73,6 +75,48 @@ fn gpu_time(ctx: &GpuContext, dispatches: &[Dispatch], iters: u64) -> Duration {
     ctx.queue.submit([encoder.finish()]);
     ctx.wait().expect("the GPU finishes");
     start.elapsed()
+}
+
+/// Every variant of each conv2d pass on the seed model's second layer, batch 32.
+fn gpu_conv2(c: &mut Criterion) {
+    let Some(ctx) = gpu() else { return };
+    let kernels = Conv2dKernels::new(&ctx);
+    let (n, g) = (32, CONV2);
+    let tensor = |len: usize, seed: u64| {
+        storage_init(&ctx, "conv operand", &random_vec(len, seed, -1.0, 1.0)).unwrap()
+    };
+    let x = tensor(n * g.input.len(), 1);
+    let w = tensor(g.out_channels * g.input.channels * 9, 2);
+    let b = tensor(g.out_channels, 3);
+    let y = tensor(n * g.output().len(), 4);
+    let dx = tensor(n * g.input.len(), 5);
+    let dw = tensor(g.out_channels * g.input.channels * 9, 6);
+    let db = tensor(g.out_channels, 7);
+    let v = View::whole;
+    let mut group = c.benchmark_group("gpu conv2 n32");
+    group.sample_size(10);
+    for variant in Conv2dVariant::ALL {
+        let passes = [
+            (
+                "forward",
+                kernels.forward(&ctx, variant, g, n, true, v(&x), v(&w), v(&b), v(&y)),
+            ),
+            (
+                "backward_input",
+                kernels.backward_input(&ctx, variant, g, n, v(&y), v(&w), v(&dx)),
+            ),
+            (
+                "backward_weights",
+                kernels.backward_weights(&ctx, variant, g, n, v(&x), v(&y), v(&dw), v(&db)),
+            ),
+        ];
+        for (pass, dispatches) in passes {
+            group.bench_function(BenchmarkId::new(pass, variant.name()), |bench| {
+                bench.iter_custom(|iters| gpu_time(&ctx, &dispatches, iters))
+            });
+        }
+    }
+    group.finish();
 }
 
 fn gpu_matmul(c: &mut Criterion) {
@@ -141,5 +185,5 @@ fn train_steps(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, cpu_conv2, gpu_matmul, train_steps);
+criterion_group!(benches, cpu_conv2, gpu_conv2, gpu_matmul, train_steps);
 criterion_main!(benches);
