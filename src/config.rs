@@ -156,6 +156,8 @@ pub struct TrainConfig {
     /// optimiser's own rate).
     pub lr: f32,
     pub schedule: Schedule,
+    /// Stop after this many epochs without a better validation loss (needs validation data).
+    pub early_stopping: Option<usize>,
 }
 
 /// How the GPU path picks among kernel variants.

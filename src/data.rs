@@ -47,6 +47,18 @@ impl Split {
         self
     }
 
+    /// The examples at `indices`, in that order.
+    pub fn subset(&self, indices: &[u32]) -> Split {
+        Split {
+            images: indices
+                .iter()
+                .flat_map(|&i| self.image(i as usize))
+                .copied()
+                .collect(),
+            labels: indices.iter().map(|&i| self.labels[i as usize]).collect(),
+        }
+    }
+
     /// Copies the examples at `indices` into `x` (scaled to [0, 1]) and `labels`.
     pub fn gather(&self, indices: &[u32], x: &mut Vec<f32>, labels: &mut Vec<u8>) {
         x.clear();

@@ -13,7 +13,7 @@ use crate::config::TrainConfig;
 use crate::cpu::softmax_xent::{argmax, softmax_cross_entropy};
 use crate::data::{Split, IMAGE_PIXELS};
 use crate::metrics::ConfusionMatrix;
-use crate::model::NUM_CLASSES;
+use crate::model::{Params, NUM_CLASSES};
 
 /// How often running loss and accuracy are read back while an epoch runs.
 const STATS_INTERVAL: Duration = Duration::from_millis(250);
@@ -28,6 +28,41 @@ pub struct EpochStats {
     pub seconds: f64,
     /// The learning rate of the epoch's last step.
     pub lr: f64,
+    /// Loss and accuracy on the held-out validation examples, when there are some.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub val_loss: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub val_accuracy: Option<f64>,
+}
+
+/// What a training run gives back besides the trained backend.
+#[derive(Debug)]
+pub struct TrainOutcome {
+    pub history: Vec<EpochStats>,
+    /// The parameters after the epoch with the lowest validation loss (with validation only).
+    pub best: Option<BestEpoch>,
+    /// Whether early stopping ended the run before its last epoch.
+    pub stopped_early: bool,
+}
+
+#[derive(Debug)]
+pub struct BestEpoch {
+    pub epoch: usize,
+    pub val_loss: f64,
+    pub params: Params<f32>,
+}
+
+/// Splits `n` examples off `split`, chosen by a shuffle seeded by `seed` (its own stream, apart
+/// from every epoch's): (the rest, the held-out examples), each in the original order.
+pub fn hold_out(split: &Split, n: usize, seed: u64) -> (Split, Split) {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    rng.set_stream(u64::MAX);
+    let mut order: Vec<u32> = (0..split.len() as u32).collect();
+    order.shuffle(&mut rng);
+    let (held, kept) = order.split_at_mut(n.min(split.len()));
+    held.sort_unstable();
+    kept.sort_unstable();
+    (split.subset(kept), split.subset(held))
 }
 
 /// What the loop reports as it goes; the CLI draws progress bars from it.
@@ -60,20 +95,25 @@ pub fn epoch_order(len: usize, seed: u64, epoch: usize) -> Vec<u32> {
 
 /// Trains for `config.epochs` epochs of mini-batches of `config.batch_size` (the last one may
 /// be smaller), shuffled by `config.seed`, setting each step's learning rate from the
-/// schedule.
+/// schedule. With `validation` examples, each epoch ends with their loss and accuracy, the best
+/// epoch's parameters are kept, and `config.early_stopping` may end the run early.
 pub fn train(
     backend: &mut dyn Backend,
     train: &Split,
+    validation: Option<&Split>,
     config: &TrainConfig,
     on_progress: &mut dyn FnMut(Progress),
-) -> Result<Vec<EpochStats>> {
+) -> Result<TrainOutcome> {
     let TrainConfig {
         epochs,
         batch_size,
         seed,
         lr: base_lr,
         schedule,
+        early_stopping,
     } = *config;
+    let mut best: Option<BestEpoch> = None;
+    let mut stopped_early = false;
     backend.set_train_data(train)?;
     let steps = train.len().div_ceil(batch_size);
     let mut history = Vec::with_capacity(epochs);
@@ -111,17 +151,40 @@ pub fn train(
                 });
             }
         }
+        let seconds = start.elapsed().as_secs_f64();
+        let val = validation.map(|v| evaluate(backend, v)).transpose()?;
         let stats = EpochStats {
             epoch,
             train_loss: total.loss_sum / total.examples.max(1) as f64,
             train_accuracy: total.correct as f64 / total.examples.max(1) as f64,
-            seconds: start.elapsed().as_secs_f64(),
+            seconds,
             lr: f64::from(lr),
+            val_loss: val.as_ref().map(|v| v.loss),
+            val_accuracy: val.as_ref().map(|v| v.confusion.accuracy()),
         };
         on_progress(Progress::EpochEnd(stats));
         history.push(stats);
+        if let Some(val_loss) = stats.val_loss {
+            if best.as_ref().is_none_or(|b| val_loss < b.val_loss) {
+                let params = backend.params()?;
+                best = Some(BestEpoch {
+                    epoch,
+                    val_loss,
+                    params,
+                });
+            }
+            let since_best = epoch - best.as_ref().map_or(epoch, |b| b.epoch);
+            if early_stopping.is_some_and(|patience| since_best >= patience) && epoch < epochs {
+                stopped_early = true;
+                break;
+            }
+        }
     }
-    Ok(history)
+    Ok(TrainOutcome {
+        history,
+        best,
+        stopped_early,
+    })
 }
 
 fn add_stats(total: &mut TrainStats, more: TrainStats) {
@@ -170,5 +233,33 @@ mod tests {
         let mut sorted = a.clone();
         sorted.sort_unstable();
         assert_eq!(sorted, (0..1000).collect::<Vec<u32>>());
+    }
+
+    #[test]
+    fn hold_out_splits_off_a_seeded_subset_in_order() {
+        let split = Split {
+            images: (0..20u8).flat_map(|i| [i; IMAGE_PIXELS]).collect(),
+            labels: (0..20u8).collect(),
+        };
+        let (rest, held) = hold_out(&split, 5, 9);
+        assert_eq!((rest.len(), held.len()), (15, 5));
+        let mut all: Vec<u8> = rest.labels.iter().chain(&held.labels).copied().collect();
+        assert!(
+            held.labels.windows(2).all(|w| w[0] < w[1]),
+            "original order"
+        );
+        all.sort_unstable();
+        assert_eq!(
+            all,
+            (0..20).collect::<Vec<u8>>(),
+            "every example exactly once"
+        );
+        assert_eq!(
+            held.image(0)[0],
+            held.labels[0],
+            "images follow their labels"
+        );
+        assert_eq!(hold_out(&split, 5, 9).1.labels, held.labels);
+        assert_ne!(hold_out(&split, 5, 10).1.labels, held.labels);
     }
 }

@@ -379,3 +379,74 @@ fn optimisers_and_schedules_are_chosen_by_flags_and_recorded() {
     assert_bad_input(&run_cli(&["train", "--momentum", "1.5"]), "--momentum");
     assert_bad_input(&run_cli(&["train", "--lr-schedule", "zigzag"]), "zigzag");
 }
+
+#[test]
+fn validation_split_keeps_the_best_epoch_and_early_stopping_ends_a_stalled_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let (model, json) = (
+        dir.path().join("model.safetensors"),
+        dir.path().join("m.json"),
+    );
+    let data = bundled_data();
+    // A rate so small that no f32 parameter moves: the validation loss never improves after
+    // epoch 1, so patience 1 stops the run after epoch 2.
+    let out = run_cli(&[
+        "train",
+        "--backend",
+        "cpu",
+        "--epochs",
+        "5",
+        "--train-limit",
+        "200",
+        "--test-limit",
+        "50",
+        "--val-split",
+        "50",
+        "--early-stopping",
+        "1",
+        "--lr",
+        "1e-12",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--save",
+        model.to_str().unwrap(),
+        "--metrics-json",
+        json.to_str().unwrap(),
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("training conv32k3") && stdout.contains(" on 150 images"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("stopped early"), "{stdout}");
+    assert!(stdout.contains("saved the best epoch (1,"), "{stdout}");
+    assert!(dir.path().join("best.safetensors").exists());
+    let m: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let epochs = m["epochs"].as_array().unwrap();
+    assert_eq!(epochs.len(), 2);
+    assert!(epochs.iter().all(|e| e["val_loss"].as_f64().unwrap() > 0.0));
+    assert_eq!(epochs[0]["val_loss"], epochs[1]["val_loss"]);
+
+    assert_bad_input(
+        &run_cli(&["train", "--early-stopping", "2"]),
+        "--early-stopping: needs --val-split",
+    );
+    assert_bad_input(
+        &run_cli(&[
+            "train",
+            "--train-limit",
+            "10",
+            "--val-split",
+            "10",
+            "--data-dir",
+            data.to_str().unwrap(),
+        ]),
+        "--val-split 10: leaves no training images",
+    );
+}

@@ -29,6 +29,7 @@ fn trained_params(ctx: &GpuContext, mnist: &Mnist, seed: u64) -> Params<f32> {
     train(
         &mut b,
         &mnist.train,
+        None,
         &common::config(1, 32, seed, 1e-3),
         &mut |_| {},
     )
@@ -46,10 +47,12 @@ fn gpu_training_learns_the_digits() {
     let history = train(
         &mut b,
         &mnist.train,
+        None,
         &common::config(1, 32, 1, 1e-3),
         &mut |_| {},
     )
-    .unwrap();
+    .unwrap()
+    .history;
     let eval = evaluate(&mut b, &mnist.test).unwrap();
     // 20 steps take the tutorial CNN from 10% to 62.6% on the CPU path (measured, seed 1).
     assert!(
@@ -90,6 +93,7 @@ fn a_diverging_gpu_run_stops_with_an_error() {
     let err = train(
         &mut b,
         &mnist.train,
+        None,
         &common::config(1, 32, 3, 1e38),
         &mut |_| {},
     )

@@ -28,6 +28,7 @@ fn train_params(mnist: &Mnist, seed: u64) -> Params<f32> {
     train(
         &mut b,
         &mnist.train,
+        None,
         &common::config(1, 32, seed, 1e-3),
         &mut |_| {},
     )
@@ -43,10 +44,12 @@ fn one_epoch_on_2000_images_learns_the_digits() {
     let history = train(
         &mut b,
         &mnist.train,
+        None,
         &common::config(1, 32, 1, 1e-3),
         &mut |_| {},
     )
-    .unwrap();
+    .unwrap()
+    .history;
     let after = evaluate(&mut b, &mnist.test).unwrap();
     // Chance is 10%; the tutorial CNN reaches 82% after these 63 steps (measured), a model with a
     // broken layer or gradient stays far below.
@@ -68,6 +71,7 @@ fn sgd_with_momentum_also_learns() {
     train(
         &mut b,
         &mnist.train,
+        None,
         &common::config(1, 32, 2, 0.01),
         &mut |_| {},
     )
@@ -104,6 +108,7 @@ fn a_diverging_run_stops_with_an_error_naming_the_step() {
     let err = train(
         &mut b,
         &mnist.train,
+        None,
         &common::config(1, 32, 3, 1e30),
         &mut |_| {},
     )

@@ -54,8 +54,15 @@ impl EpochProgress {
                 if let Some(bar) = self.bar.take() {
                     bar.finish_and_clear();
                 }
+                let validation = match (stats.val_loss, stats.val_accuracy) {
+                    (Some(loss), Some(accuracy)) => format!(
+                        "; validation loss {loss:.4}, accuracy {:.2}%",
+                        100.0 * accuracy
+                    ),
+                    _ => String::new(),
+                };
                 println!(
-                    "epoch {}/{}: train loss {:.4}, accuracy {:.2}%, {:.1} s",
+                    "epoch {}/{}: train loss {:.4}, accuracy {:.2}%, {:.1} s{validation}",
                     stats.epoch,
                     self.epochs,
                     stats.train_loss,

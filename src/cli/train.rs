@@ -16,7 +16,7 @@ use mnist_wgpu::error::bad_input;
 use mnist_wgpu::fsutil::write_atomic;
 use mnist_wgpu::model::init_params;
 use mnist_wgpu::report::MetricsReport;
-use mnist_wgpu::train::{evaluate, train as run_training, EpochStats};
+use mnist_wgpu::train::{evaluate, hold_out, train as run_training, EpochStats};
 
 #[derive(Args, Debug)]
 pub struct TrainArgs {
@@ -34,6 +34,13 @@ pub struct TrainArgs {
     /// Train on the first N training images only.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     train_limit: Option<u64>,
+    /// Hold out N training images (chosen by --seed) to validate on after every epoch; the
+    /// best epoch's model is saved as best.safetensors beside --save.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    val_split: Option<u64>,
+    /// Stop when the validation loss has not improved for this many epochs (needs --val-split).
+    #[arg(long, value_name = "PATIENCE", value_parser = clap::value_parser!(u64).range(1..))]
+    early_stopping: Option<u64>,
     /// Where to write the trained model [default: runs/<timestamp>/model.safetensors].
     #[arg(long, value_name = "PATH")]
     save: Option<PathBuf>,
@@ -171,9 +178,27 @@ pub fn train(args: TrainArgs) -> Result<()> {
         seed: args.seed,
         lr: optimizer.lr(),
         schedule: args.optim.schedule(),
+        early_stopping: args.early_stopping.map(|p| p as usize),
     };
+    if args.early_stopping.is_some() && args.val_split.is_none() {
+        return Err(bad_input("--early-stopping: needs --val-split"));
+    }
     let save = args.save.clone().unwrap_or_else(default_save_path);
-    let mnist = load_data(&args.data, args.train_limit)?;
+    let mut mnist = load_data(&args.data, args.train_limit)?;
+    let validation = match args.val_split {
+        Some(n) if n as usize >= mnist.train.len() => {
+            return Err(bad_input(format!(
+                "--val-split {n}: leaves no training images (there are {})",
+                mnist.train.len()
+            )))
+        }
+        Some(n) => {
+            let (rest, held) = hold_out(&mnist.train, n as usize, args.seed);
+            mnist.train = rest;
+            Some(held)
+        }
+        None => None,
+    };
     let params = init_params(&plan, args.seed);
     let mut backend = make_backend(&args.data.device, plan.clone(), params, optimizer)?;
     let info = backend.info();
@@ -189,9 +214,13 @@ pub fn train(args: TrainArgs) -> Result<()> {
         info.adapter
     );
     let mut progress = EpochProgress::new(args.epochs as usize);
-    let history = run_training(backend.as_mut(), &mnist.train, &config, &mut |p| {
-        progress.update(p)
-    })?;
+    let outcome = run_training(
+        backend.as_mut(),
+        &mnist.train,
+        validation.as_ref(),
+        &config,
+        &mut |p| progress.update(p),
+    )?;
     let extra = [
         ("seed", args.seed.to_string()),
         ("optimizer", format!("{optimizer:?}")),
@@ -199,10 +228,28 @@ pub fn train(args: TrainArgs) -> Result<()> {
     ];
     save_checkpoint(&save, &plan, &backend.params()?, &extra)?;
     println!("saved model to {}", save.display());
+    if let Some(best) = &outcome.best {
+        if outcome.stopped_early {
+            println!(
+                "stopped early: no better validation loss for {} epochs",
+                config.early_stopping.unwrap_or(0)
+            );
+        }
+        let path = save.with_file_name("best.safetensors");
+        let mut extra = extra.to_vec();
+        extra.push(("epoch", best.epoch.to_string()));
+        save_checkpoint(&path, &plan, &best.params, &extra)?;
+        println!(
+            "saved the best epoch ({}, validation loss {:.4}) to {}",
+            best.epoch,
+            best.val_loss,
+            path.display()
+        );
+    }
     report(
         backend.as_mut(),
         &mnist,
-        &history,
+        &outcome.history,
         arch.to_string(),
         Some(args.seed),
         args.metrics_json.as_deref(),

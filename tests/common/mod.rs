@@ -128,5 +128,6 @@ pub fn config(
         seed,
         lr,
         schedule: mnist_wgpu::config::Schedule::Constant,
+        early_stopping: None,
     }
 }
