@@ -15,6 +15,7 @@ pub mod fsutil;
 pub mod gpu;
 pub mod metrics;
 pub mod model;
+pub mod plots;
 pub mod predict;
 pub mod report;
 pub mod train;

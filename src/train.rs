@@ -198,26 +198,62 @@ fn add_stats(total: &mut TrainStats, more: TrainStats) {
 pub struct Evaluation {
     pub loss: f64,
     pub confusion: ConfusionMatrix,
+    /// The most confidently misclassified examples, most confident first.
+    pub mistakes: Vec<Mistake>,
 }
+
+/// A misclassified example: its index in the split, true and predicted class, and the
+/// probability the model gave its prediction.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Mistake {
+    pub index: usize,
+    pub label: u8,
+    pub predicted: u8,
+    pub confidence: f64,
+}
+
+/// How many mistakes an evaluation keeps.
+const MISTAKES_KEPT: usize = 16;
 
 pub fn evaluate(backend: &mut dyn Backend, split: &Split) -> Result<Evaluation> {
     let mut confusion = ConfusionMatrix::new(NUM_CLASSES);
     let mut loss_sum = 0.0;
-    for (images, labels) in split
+    let mut mistakes = Vec::new();
+    for (batch, (images, labels)) in split
         .images
         .chunks(EVAL_BATCH * IMAGE_PIXELS)
         .zip(split.labels.chunks(EVAL_BATCH))
+        .enumerate()
     {
         let logits = backend.predict_logits(images)?;
         loss_sum += softmax_cross_entropy(NUM_CLASSES, &logits, labels, None).loss_sum;
-        for (row, &label) in logits.chunks_exact(NUM_CLASSES).zip(labels) {
-            confusion.add(usize::from(label), argmax(row));
+        for (i, (row, &label)) in logits.chunks_exact(NUM_CLASSES).zip(labels).enumerate() {
+            let predicted = argmax(row);
+            confusion.add(usize::from(label), predicted);
+            if predicted != usize::from(label) {
+                mistakes.push(Mistake {
+                    index: batch * EVAL_BATCH + i,
+                    label,
+                    predicted: predicted as u8,
+                    confidence: probability_of(row, predicted),
+                });
+            }
         }
     }
+    mistakes.sort_by(|a, b| b.confidence.total_cmp(&a.confidence));
+    mistakes.truncate(MISTAKES_KEPT);
     Ok(Evaluation {
         loss: loss_sum / split.len().max(1) as f64,
         confusion,
+        mistakes,
     })
+}
+
+/// Softmax probability of class `k` for one row of logits, in f64.
+fn probability_of(logits: &[f32], k: usize) -> f64 {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let sum: f64 = logits.iter().map(|&l| f64::from(l - max).exp()).sum();
+    f64::from(logits[k] - max).exp() / sum
 }
 
 #[cfg(test)]

@@ -450,3 +450,54 @@ fn validation_split_keeps_the_best_epoch_and_early_stopping_ends_a_stalled_run()
         "--val-split 10: leaves no training images",
     );
 }
+
+#[test]
+fn plots_are_written_as_png_pictures() {
+    let dir = tempfile::tempdir().unwrap();
+    let plots = dir.path().join("plots");
+    let data = bundled_data();
+    let out = run_cli(&[
+        "train",
+        "--backend",
+        "cpu",
+        "--epochs",
+        "2",
+        "--train-limit",
+        "300",
+        "--val-split",
+        "100",
+        "--test-limit",
+        "200",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--save",
+        dir.path().join("m.safetensors").to_str().unwrap(),
+        "--plots",
+        plots.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for (name, size) in [
+        ("curves.png", (1000, 420)),
+        ("confusion.png", (560, 560)),
+        // 16 mistakes (an undertrained model makes plenty) in 4 rows of 4.
+        ("mistakes.png", (4 * 128, 4 * 142 + 30)),
+    ] {
+        let picture = image::open(plots.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!((picture.width(), picture.height()), size, "{name}");
+        // Not blank: a picture has ink as well as background.
+        let gray = picture.to_luma8();
+        assert!(
+            gray.pixels().any(|p| p.0[0] < 64),
+            "{name} has no dark pixels"
+        );
+        assert!(
+            gray.pixels().any(|p| p.0[0] > 250),
+            "{name} has no background"
+        );
+    }
+}

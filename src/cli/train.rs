@@ -15,8 +15,9 @@ use mnist_wgpu::data::{load_mnist, Mnist};
 use mnist_wgpu::error::bad_input;
 use mnist_wgpu::fsutil::write_atomic;
 use mnist_wgpu::model::init_params;
+use mnist_wgpu::plots::write_plots;
 use mnist_wgpu::report::MetricsReport;
-use mnist_wgpu::train::{evaluate, hold_out, train as run_training, EpochStats};
+use mnist_wgpu::train::{evaluate, hold_out, train as run_training, EpochStats, Evaluation};
 
 #[derive(Args, Debug)]
 pub struct TrainArgs {
@@ -47,6 +48,10 @@ pub struct TrainArgs {
     /// Write test metrics and the training history as JSON.
     #[arg(long, value_name = "PATH")]
     metrics_json: Option<PathBuf>,
+    /// Write PNG plots here: loss and accuracy curves, the confusion matrix, the most confident
+    /// mistakes.
+    #[arg(long, value_name = "DIR")]
+    plots: Option<PathBuf>,
     #[command(flatten)]
     data: DataArgs,
 }
@@ -246,14 +251,20 @@ pub fn train(args: TrainArgs) -> Result<()> {
             path.display()
         );
     }
-    report(
+    let evaluation = report(
         backend.as_mut(),
         &mnist,
         &outcome.history,
         arch.to_string(),
         Some(args.seed),
         args.metrics_json.as_deref(),
-    )
+    )?;
+    if let Some(dir) = &args.plots {
+        for path in write_plots(dir, &outcome.history, &evaluation, &mnist.test)? {
+            println!("wrote {}", path.display());
+        }
+    }
+    Ok(())
 }
 
 pub fn eval(args: EvalArgs) -> Result<()> {
@@ -283,6 +294,7 @@ pub fn eval(args: EvalArgs) -> Result<()> {
         seed,
         args.metrics_json.as_deref(),
     )
+    .map(drop)
 }
 
 fn report(
@@ -292,7 +304,7 @@ fn report(
     arch: String,
     seed: Option<u64>,
     metrics_json: Option<&Path>,
-) -> Result<()> {
+) -> Result<Evaluation> {
     let evaluation = evaluate(backend, &mnist.test)?;
     print_evaluation(&evaluation);
     if let Some(path) = metrics_json {
@@ -302,7 +314,7 @@ fn report(
         write_atomic(path, &json)?;
         println!("wrote metrics to {}", path.display());
     }
-    Ok(())
+    Ok(evaluation)
 }
 
 fn default_save_path() -> PathBuf {

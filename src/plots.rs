@@ -1,0 +1,258 @@
+//! `train --plots DIR`: PNG pictures of a run, drawn with plotters: loss and accuracy per epoch
+//! (training and validation), the test confusion matrix as a heatmap, and a grid of the most
+//! confidently misclassified test digits. Text uses the bundled DejaVu Sans, so the pictures
+//! look the same on every machine. Each picture is drawn in memory, encoded as PNG by the
+//! `image` crate and written atomically.
+
+use std::path::{Path, PathBuf};
+use std::sync::Once;
+
+use anyhow::{anyhow, Context, Result};
+use plotters::coord::Shift;
+use plotters::prelude::*;
+use plotters::style::{register_font, FontStyle};
+
+use crate::data::{Split, IMAGE_PIXELS};
+use crate::fsutil::write_atomic;
+use crate::train::{EpochStats, Evaluation};
+
+const FONT: &str = "sans-serif";
+static FONT_BYTES: &[u8] = include_bytes!("../assets/fonts/DejaVuSans.ttf");
+/// Pixels per MNIST pixel in the mistakes grid.
+const DIGIT_SCALE: u32 = 4;
+const GRID_COLUMNS: usize = 4;
+
+fn register_bundled_font() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        // The bundled file is a valid font (the plots test draws with it).
+        if register_font(FONT, FontStyle::Normal, FONT_BYTES).is_err() {
+            log::warn!("the bundled font did not load; plots will have no text");
+        }
+    });
+}
+
+/// Writes `curves.png`, `confusion.png` and (when there are mistakes) `mistakes.png` into
+/// `dir` and returns their paths.
+pub fn write_plots(
+    dir: &Path,
+    history: &[EpochStats],
+    test: &Evaluation,
+    test_split: &Split,
+) -> Result<Vec<PathBuf>> {
+    register_bundled_font();
+    let mut written = Vec::new();
+    let curves = dir.join("curves.png");
+    draw_curves(&curves, history).with_context(|| format!("{}: cannot draw", curves.display()))?;
+    written.push(curves);
+    let confusion = dir.join("confusion.png");
+    draw_confusion(&confusion, &test.confusion.counts)
+        .with_context(|| format!("{}: cannot draw", confusion.display()))?;
+    written.push(confusion);
+    if !test.mistakes.is_empty() {
+        let mistakes = dir.join("mistakes.png");
+        draw_mistakes(&mistakes, test, test_split)
+            .with_context(|| format!("{}: cannot draw", mistakes.display()))?;
+        written.push(mistakes);
+    }
+    Ok(written)
+}
+
+fn plot_error<E: std::fmt::Debug>(e: E) -> anyhow::Error {
+    anyhow!("{e:?}")
+}
+
+type Area<'a> = DrawingArea<BitMapBackend<'a>, Shift>;
+
+/// Draws a `size` picture with `draw` and writes it to `path` as PNG, atomically.
+fn render_png(path: &Path, size: (u32, u32), draw: impl FnOnce(&Area) -> Result<()>) -> Result<()> {
+    let mut pixels = vec![0u8; 3 * size.0 as usize * size.1 as usize];
+    {
+        let root = BitMapBackend::with_buffer(&mut pixels, size).into_drawing_area();
+        root.fill(&WHITE).map_err(plot_error)?;
+        draw(&root)?;
+        root.present().map_err(plot_error)?;
+    }
+    let image = image::RgbImage::from_raw(size.0, size.1, pixels)
+        .ok_or_else(|| anyhow!("picture buffer has the wrong size"))?;
+    let mut png = std::io::Cursor::new(Vec::new());
+    image.write_to(&mut png, image::ImageFormat::Png)?;
+    write_atomic(path, png.get_ref())
+}
+
+/// One series of a curve chart: its name, colour and (epoch, value) points.
+type Series<'a> = (&'a str, RGBColor, Vec<(f64, f64)>);
+
+fn draw_curves(path: &Path, history: &[EpochStats]) -> Result<()> {
+    render_png(path, (1000, 420), |root| {
+        let (left, right) = root.split_horizontally(500);
+        draw_curve_charts(&left, &right, history)
+    })
+}
+
+fn draw_curve_charts(left: &Area, right: &Area, history: &[EpochStats]) -> Result<()> {
+    let points = |f: &dyn Fn(&EpochStats) -> Option<f64>| -> Vec<(f64, f64)> {
+        history
+            .iter()
+            .filter_map(|e| Some((e.epoch as f64, f(e)?)))
+            .collect()
+    };
+    let loss = [
+        ("train", BLUE, points(&|e| Some(e.train_loss))),
+        ("validation", RED, points(&|e| e.val_loss)),
+    ];
+    let accuracy = [
+        ("train", BLUE, points(&|e| Some(100.0 * e.train_accuracy))),
+        (
+            "validation",
+            RED,
+            points(&|e| e.val_accuracy.map(|a| 100.0 * a)),
+        ),
+    ];
+    draw_chart(left, "loss", &loss, history.len())?;
+    draw_chart(right, "accuracy (%)", &accuracy, history.len())
+}
+
+fn draw_chart(area: &Area, title: &str, series: &[Series], epochs: usize) -> Result<()> {
+    let values = series.iter().flat_map(|s| s.2.iter().map(|p| p.1));
+    let (lo, hi) = values.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
+        (lo.min(v), hi.max(v))
+    });
+    let pad = ((hi - lo) * 0.1).max(1e-3);
+    let mut chart = ChartBuilder::on(area)
+        .caption(title, (FONT, 20))
+        .margin(12)
+        .x_label_area_size(36)
+        .y_label_area_size(56)
+        .build_cartesian_2d(0.5..epochs as f64 + 0.5, lo - pad..hi + pad)
+        .map_err(plot_error)?;
+    chart
+        .configure_mesh()
+        .x_desc("epoch")
+        .label_style((FONT, 13))
+        .draw()
+        .map_err(plot_error)?;
+    for (name, color, points) in series.iter().filter(|s| !s.2.is_empty()) {
+        let color = *color;
+        chart
+            .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))
+            .map_err(plot_error)?
+            .label(*name)
+            .legend(move |(x, y)| PathElement::new([(x, y), (x + 16, y)], color));
+        chart
+            .draw_series(points.iter().map(|&p| Circle::new(p, 3, color.filled())))
+            .map_err(plot_error)?;
+    }
+    chart
+        .configure_series_labels()
+        .label_font((FONT, 13))
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()
+        .map_err(plot_error)
+}
+
+/// Rows are true classes, columns predictions; each cell is shaded by its share of the row.
+fn draw_confusion(path: &Path, counts: &[Vec<u64>]) -> Result<()> {
+    render_png(path, (560, 560), |root| draw_heatmap(root, counts))
+}
+
+fn draw_heatmap(root: &Area, counts: &[Vec<u64>]) -> Result<()> {
+    let n = counts.len();
+    // Cell (col, row) spans col +- 0.5, so the ticks at whole numbers label the cells.
+    let span = -0.5..n as f64 - 0.5;
+    let mut chart = ChartBuilder::on(root)
+        .caption("test confusion matrix", (FONT, 20))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(40)
+        .build_cartesian_2d(span.clone(), span)
+        .map_err(plot_error)?;
+    let class = |v: f64| v.round() as usize;
+    chart
+        .configure_mesh()
+        .disable_mesh()
+        .x_desc("predicted")
+        .y_desc("true")
+        .x_labels(n)
+        .y_labels(n)
+        .x_label_formatter(&|x| class(*x).to_string())
+        // Row 0 at the top, as in the printed table.
+        .y_label_formatter(&|y| (n - 1).saturating_sub(class(*y)).to_string())
+        .label_style((FONT, 13))
+        .draw()
+        .map_err(plot_error)?;
+    for (row, cells) in counts.iter().enumerate() {
+        let total = cells.iter().sum::<u64>().max(1) as f64;
+        let y = (n - 1 - row) as f64;
+        for (col, &count) in cells.iter().enumerate() {
+            let (x, share) = (col as f64, count as f64 / total);
+            let shade = (255.0 * (1.0 - share.sqrt())) as u8;
+            chart
+                .draw_series([Rectangle::new(
+                    [(x - 0.5, y - 0.5), (x + 0.5, y + 0.5)],
+                    RGBColor(shade, shade, 255).filled(),
+                )])
+                .map_err(plot_error)?;
+            let ink = if share > 0.5 { WHITE } else { BLACK };
+            chart
+                .draw_series([Text::new(
+                    count.to_string(),
+                    (x - 0.35, y + 0.15),
+                    (FONT, 12).into_font().color(&ink),
+                )])
+                .map_err(plot_error)?;
+        }
+    }
+    Ok(())
+}
+
+/// The mistakes as a grid of enlarged digits, each captioned "true -> predicted (confidence)".
+fn draw_mistakes(path: &Path, test: &Evaluation, split: &Split) -> Result<()> {
+    let cell = (28 * DIGIT_SCALE + 16, 28 * DIGIT_SCALE + 30);
+    let rows = test.mistakes.len().div_ceil(GRID_COLUMNS);
+    let size = (cell.0 * GRID_COLUMNS as u32, cell.1 * rows as u32 + 30);
+    render_png(path, size, |root| draw_digit_grid(root, cell, test, split))
+}
+
+fn draw_digit_grid(root: &Area, cell: (u32, u32), test: &Evaluation, split: &Split) -> Result<()> {
+    let (title, grid) = root.split_vertically(30);
+    title
+        .titled("most confident test mistakes", (FONT, 18))
+        .map_err(plot_error)?;
+    for (k, mistake) in test.mistakes.iter().enumerate() {
+        let x0 = (k % GRID_COLUMNS) as u32 * cell.0 + 8;
+        let y0 = (k / GRID_COLUMNS) as u32 * cell.1 + 22;
+        let caption = format!(
+            "{} -> {} ({:.0}%)",
+            mistake.label,
+            mistake.predicted,
+            100.0 * mistake.confidence
+        );
+        grid.draw(&Text::new(
+            caption,
+            (x0 as i32, y0 as i32 - 18),
+            (FONT, 14).into_font(),
+        ))
+        .map_err(plot_error)?;
+        let image = &split.images[mistake.index * IMAGE_PIXELS..][..IMAGE_PIXELS];
+        for (p, &value) in image.iter().enumerate() {
+            let ink = 255 - value;
+            let (px, py) = ((p % 28) as u32, (p / 28) as u32);
+            let top_left = (
+                (x0 + px * DIGIT_SCALE) as i32,
+                (y0 + py * DIGIT_SCALE) as i32,
+            );
+            let bottom_right = (
+                top_left.0 + DIGIT_SCALE as i32,
+                top_left.1 + DIGIT_SCALE as i32,
+            );
+            grid.draw(&Rectangle::new(
+                [top_left, bottom_right],
+                RGBColor(ink, ink, ink).filled(),
+            ))
+            .map_err(plot_error)?;
+        }
+    }
+    Ok(())
+}
