@@ -609,17 +609,8 @@ fn check_backward_weights(
 mod tests {
     use super::*;
 
-    /// The value of `const NAME: u32 = Vu;` in the shader.
     fn shader_const(name: &str) -> usize {
-        let prefix = format!("const {name}: u32 = ");
-        let line = SOURCE
-            .lines()
-            .find_map(|l| l.strip_prefix(&prefix))
-            .unwrap_or_else(|| panic!("dense.wgsl has no {name}"));
-        line.trim_end_matches(';')
-            .trim_end_matches('u')
-            .parse()
-            .unwrap()
+        super::super::kernel::shader_const(SOURCE, name)
     }
 
     #[test]

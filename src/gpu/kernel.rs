@@ -319,3 +319,18 @@ pub fn read_buffer<T: bytemuck::Pod>(
     staging.unmap();
     Ok(data)
 }
+
+/// The value of `const NAME: u32 = Vu;` in a shader's source, for tests that check the host's
+/// copies of a shader's constants.
+#[cfg(test)]
+pub(crate) fn shader_const(source: &str, name: &str) -> usize {
+    let prefix = format!("const {name}: u32 = ");
+    let line = source
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .unwrap_or_else(|| panic!("the shader has no {name}"));
+    line.trim_end_matches(';')
+        .trim_end_matches('u')
+        .parse()
+        .unwrap()
+}
