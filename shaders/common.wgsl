@@ -13,3 +13,32 @@ fn flat_index(gid: vec3<u32>, num_workgroups: vec3<u32>) -> u32 {
 fn is_finite_f32(x: f32) -> bool {
     return (bitcast<u32>(x) & 0x7f800000u) != 0x7f800000u;
 }
+
+// Counter-based random numbers, twin of src/rng.rs: a pure function of (seed, step, counter).
+fn mix32(x: u32) -> u32 {
+    var h = x;
+    h ^= h >> 16u;
+    h *= 0x7feb352du;
+    h ^= h >> 15u;
+    h *= 0x846ca68bu;
+    h ^= h >> 16u;
+    return h;
+}
+
+fn random_u32(seed: u32, step: u32, counter: u32) -> u32 {
+    return mix32(counter ^ mix32(step ^ mix32(seed)));
+}
+
+// Uniform in [0, 1) with 24 random bits, exact in f32.
+fn random_unit(seed: u32, step: u32, counter: u32) -> f32 {
+    return f32(random_u32(seed, step, counter) >> 8u) * (1.0 / 16777216.0);
+}
+
+// The per-step key of stochastic kernels (dropout, augmentation), rewritten by the host before
+// every training step: the run's seed32 and the step number (from 1).
+struct StepKey {
+    seed: u32,
+    step: u32,
+    _pad0: u32,
+    _pad1: u32,
+}

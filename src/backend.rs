@@ -46,6 +46,9 @@ pub trait Backend {
     /// Makes `train` the set that [`Backend::train_step`] indexes into (a GPU uploads it once).
     fn set_train_data(&mut self, train: &Split) -> Result<()>;
 
+    /// The run's seed, for the random numbers of dropout and augmentation (see [`crate::rng`]).
+    fn set_seed(&mut self, seed: u64);
+
     /// The learning rate of the following steps (a schedule sets it before every step).
     fn set_learning_rate(&mut self, lr: f32);
 

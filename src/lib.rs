@@ -18,4 +18,5 @@ pub mod model;
 pub mod plots;
 pub mod predict;
 pub mod report;
+pub mod rng;
 pub mod train;

@@ -114,6 +114,7 @@ pub fn train(
     } = *config;
     let mut best: Option<BestEpoch> = None;
     let mut stopped_early = false;
+    backend.set_seed(seed);
     backend.set_train_data(train)?;
     let steps = train.len().div_ceil(batch_size);
     let mut history = Vec::with_capacity(epochs);

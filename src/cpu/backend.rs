@@ -17,6 +17,8 @@ pub struct CpuBackend {
     optimizer: Optimizer,
     state: Vec<OptimState>,
     step: u32,
+    /// The run's [`crate::rng::seed32`], for dropout and augmentation.
+    seed: u32,
     train: Arc<Split>,
     stats: TrainStats,
     x: Vec<f32>,
@@ -39,6 +41,7 @@ impl CpuBackend {
             optimizer,
             state,
             step: 0,
+            seed: 0,
             train: Arc::default(),
             stats: TrainStats::default(),
             x: Vec::new(),
@@ -60,6 +63,10 @@ impl Backend for CpuBackend {
     fn set_train_data(&mut self, train: &Split) -> Result<()> {
         self.train = Arc::new(train.clone());
         Ok(())
+    }
+
+    fn set_seed(&mut self, seed: u64) {
+        self.seed = crate::rng::seed32(seed);
     }
 
     fn set_learning_rate(&mut self, lr: f32) {

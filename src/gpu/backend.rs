@@ -11,7 +11,7 @@ use super::autotune::Autotuner;
 use super::check::{compare, compare_exact, random_vec, Comparison, CrossCheck};
 use super::context::GpuContext;
 use super::gather::pack_bytes;
-use super::kernel::{read_buffer, storage, storage_init, uniform, View};
+use super::kernel::{read_buffer, storage, storage_init, uniform, StepKey, View};
 use super::network::{CompiledNet, Kernels, ParamBuffers, Shared};
 use super::optim::OptimStep;
 use super::softmax_xent::GpuStats;
@@ -36,6 +36,9 @@ pub struct GpuBackend {
     tuner: Autotuner,
     params: ParamBuffers,
     optim_step: wgpu::Buffer,
+    /// The [`StepKey`] of stochastic kernels, rewritten before every step.
+    step_key: wgpu::Buffer,
+    seed: u32,
     stats: wgpu::Buffer,
     train_images: wgpu::Buffer,
     train_labels: wgpu::Buffer,
@@ -68,6 +71,7 @@ impl GpuBackend {
                 .write_buffer(&buffers.params, offset, bytemuck::cast_slice(&tensor.data));
         }
         let optim_step = uniform(&ctx, "optimiser step", &OptimStep::new(optimizer, 1));
+        let step_key = uniform(&ctx, "step key", &StepKey::default());
         let stats = storage(&ctx, "train stats", std::mem::size_of::<GpuStats>() as u64)?;
         let empty = storage(&ctx, "no training data", 4)?;
         let backend = GpuBackend {
@@ -75,6 +79,8 @@ impl GpuBackend {
             tuner: Autotuner::new(&ctx, AutotuneMode::Off, None),
             params: buffers,
             optim_step,
+            step_key,
+            seed: 0,
             stats,
             train_images: empty.clone(),
             train_labels: empty,
@@ -112,6 +118,7 @@ impl GpuBackend {
                 images: View::whole(images),
                 labels: View::whole(labels),
                 optim_step: &self.optim_step,
+                step_key: &self.step_key,
                 stats: View::whole(&self.stats),
                 optimizer: self.optimizer,
             };
@@ -235,6 +242,10 @@ impl Backend for GpuBackend {
         self.ctx.check_errors()
     }
 
+    fn set_seed(&mut self, seed: u64) {
+        self.seed = crate::rng::seed32(seed);
+    }
+
     fn set_learning_rate(&mut self, lr: f32) {
         self.optimizer = self.optimizer.with_lr(lr);
     }
@@ -348,6 +359,14 @@ impl GpuBackend {
         self.ctx
             .queue
             .write_buffer(&self.optim_step, 0, bytemuck::bytes_of(&step));
+        let key = StepKey {
+            seed: self.seed,
+            step: self.step,
+            ..StepKey::default()
+        };
+        self.ctx
+            .queue
+            .write_buffer(&self.step_key, 0, bytemuck::bytes_of(&key));
         self.net(indices.len(), true)?;
         let net = &self.nets[&(indices.len(), true)];
         self.ctx

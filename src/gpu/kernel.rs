@@ -15,6 +15,16 @@ pub const PREAMBLE: &str = include_str!("../../shaders/common.wgsl");
 pub const WORKGROUP: u32 = 64;
 const MAX_GROUPS_PER_DIM: u32 = 65535;
 
+/// The per-step key of stochastic kernels (`StepKey` in `shaders/common.wgsl`): the run's
+/// [`crate::rng::seed32`] and the step number, from 1.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct StepKey {
+    pub seed: u32,
+    pub step: u32,
+    pub _pad: [u32; 2],
+}
+
 /// How a kernel sees the buffer at `@binding(i)` of `@group(0)`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Access {

@@ -100,6 +100,8 @@ pub struct Shared<'a> {
     pub labels: View<'a>,
     /// The optimiser's per-step uniform and the 16-byte stats record.
     pub optim_step: &'a wgpu::Buffer,
+    /// The per-step [`super::kernel::StepKey`] uniform of stochastic kernels.
+    pub step_key: &'a wgpu::Buffer,
     pub stats: View<'a>,
     pub optimizer: Optimizer,
 }
