@@ -23,11 +23,7 @@ use mnist_wgpu::gpu::{GpuBackend, GpuContext};
 use mnist_wgpu::model::{init_params, Arch, Plan, Shape, MNIST_INPUT};
 
 /// The seed model's second convolution, 91% of its work.
-const CONV2: Conv2dGeometry = Conv2dGeometry {
-    input: Shape::new(32, 13, 13),
-    out_channels: 64,
-    kernel: 3,
-};
+const CONV2: Conv2dGeometry = Conv2dGeometry::new(Shape::new(32, 13, 13), 64, 3);
 
 fn gpu() -> Option<GpuContext> {
     mnist_wgpu::gpu::context::quiet_window_system_noise();

@@ -66,6 +66,12 @@ struct Conv2dParams {
     // channels, and steps (packed weight slots) per block: (ci, ky, kx) or (co, ky, kx).
     block_groups: u32,
     block_steps: u32,
+    // Tiled: the stride, and the zeros on every side of the input (the register-blocked
+    // kernels take stride 1 and no padding only).
+    stride: u32,
+    pad: u32,
+    _pad0: u32,
+    _pad1: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Conv2dParams;
@@ -724,16 +730,19 @@ fn backward_weights_block(lane: u32, wide: bool) {
 // =============================================================================================
 // Tiled variant (real GPUs): each pass is an implicit GEMM, C (M x N) = A (M x K) B (K x N),
 // with A and B read straight from the tensors (nothing is lowered to columns in memory):
+// The tiled kernels alone handle strides and padding: x's position under tap (ky, kx) of
+// output (oy, ox) is (oy * stride + ky - pad, ox * stride + kx - pad), and a tap on the
+// padding reads 0.
 //   conv2d_forward_tiled           M: out channels co   N: output positions (n, oy, ox)
-//       K: (ci, ky, kx)            A = w[co][ci][ky][kx], B = x[n][ci][oy+ky][ox+kx];
+//       K: (ci, ky, kx)            A = w[co][ci][ky][kx], B = x[n][ci] at that position;
 //       C starts at the bias and is rectified on store when params.relu == 1; stored as y.
 //   conv2d_backward_input_tiled    M: in channels ci    N: input positions (n, iy, ix)
-//       K: (co, ky, kx)            A = w[co][ci][ky][kx], B = dy[n][co][iy-ky][ix-kx] (0 where
-//       that position is outside dy); stored as dx.
+//       K: (co, ky, kx)            A = w[co][ci][ky][kx], B = dy[n][co] at the output position
+//       whose tap (ky, kx) reads (iy, ix) (0 where there is none); stored as dx.
 //   conv2d_backward_weights_tiled  M: out channels co   N: weights (ci, ky, kx), then one more
 //       K: the output positions (n, oy, ox) of one chunk of row segments
-//       A = dy[n][co][oy][ox], B = x[n][ci][oy+ky][ox+kx], and 1 in the extra last column,
-//       whose sums are the bias gradient; stored as the chunk's partial sums.
+//       A = dy[n][co][oy][ox], B = x[n][ci] under tap (ky, kx) of (oy, ox), and 1 in the extra
+//       last column, whose sums are the bias gradient; stored as the chunk's partial sums.
 // Positions (n, y, x) are numbered image by image, row by row, so N spans the whole batch.
 //
 // A workgroup of TILE_THREADS_N x TILE_THREADS_M invocations computes one TILE_M x TILE_N tile
@@ -797,11 +806,11 @@ fn tile_origin(wg: vec3<u32>, nwg: vec3<u32>) -> TileOrigin {
 
 // What loading column n of B takes for every k, worked out once per invocation.
 struct Column {
-    // forward: where x holds image n's channel 0 at (oy, ox); backward input: where dy holds
-    // image n's channel 0 at (iy, ix); backward weights: where x holds image 0's channel ci at
-    // (ky, kx).
+    // forward: where x holds image n's channel 0; backward input: where dy holds image n's
+    // channel 0; backward weights: where x holds image 0's channel ci.
     at: u32,
-    // backward input: the position (iy, ix), which decides the dy positions that exist.
+    // forward: the output position (oy, ox); backward input: the input position (iy, ix);
+    // backward weights: the kernel tap (ky, kx).
     y: u32,
     x: u32,
     // The column holds tensor values (inside N; backward weights: and not the bias column).
@@ -817,21 +826,48 @@ fn b_column(gemm: u32, n: u32) -> Column {
     if gemm == GEMM_FORWARD {
         let img = n / out_plane;
         let p = n % out_plane;
-        let at = img * params.in_channels * in_plane + (p / params.out_width) * params.in_width + p % params.out_width;
-        return Column(at, 0u, 0u, n < params.batch * out_plane, false);
+        let at = img * params.in_channels * in_plane;
+        return Column(at, p / params.out_width, p % params.out_width, n < params.batch * out_plane, false);
     }
     if gemm == GEMM_BACKWARD_INPUT {
         let img = n / in_plane;
         let iy = (n % in_plane) / params.in_width;
         let ix = n % params.in_width;
-        let at = img * params.out_channels * out_plane + iy * params.out_width + ix;
+        let at = img * params.out_channels * out_plane;
         return Column(at, iy, ix, n < params.batch * in_plane, false);
     }
     let weights = params.in_channels * ks * ks;
     let ci = n / (ks * ks);
     let ky = (n % (ks * ks)) / ks;
-    let at = ci * in_plane + ky * params.in_width + n % ks;
-    return Column(at, 0u, 0u, n < weights, n == weights);
+    return Column(ci * in_plane, ky, n % ks, n < weights, n == weights);
+}
+
+// The input offset (row * in_width + column) under kernel tap (ky, kx) of output position
+// (oy, ox), or -1 where that tap falls on the padding.
+fn input_offset(oy: u32, ox: u32, ky: u32, kx: u32) -> i32 {
+    let iy = i32(oy * params.stride + ky) - i32(params.pad);
+    let ix = i32(ox * params.stride + kx) - i32(params.pad);
+    if iy < 0 || ix < 0 || iy >= i32(params.in_height) || ix >= i32(params.in_width) {
+        return -1;
+    }
+    return iy * i32(params.in_width) + ix;
+}
+
+// The output offset (oy * out_width + ox) whose tap (ky, kx) reads input position (iy, ix), or
+// -1 where there is none (outside the output, or between strides).
+fn output_offset(iy: u32, ix: u32, ky: u32, kx: u32) -> i32 {
+    let ty = i32(iy + params.pad) - i32(ky);
+    let tx = i32(ix + params.pad) - i32(kx);
+    let s = i32(params.stride);
+    if ty < 0 || tx < 0 || ty % s != 0 || tx % s != 0 {
+        return -1;
+    }
+    let oy = ty / s;
+    let ox = tx / s;
+    if oy >= i32(params.out_height) || ox >= i32(params.out_width) {
+        return -1;
+    }
+    return oy * i32(params.out_width) + ox;
 }
 
 // A(m, k), or 0 past the edges of A and outside [0, k_end).
@@ -853,7 +889,7 @@ fn a_at(gemm: u32, m: u32, k: u32, k_end: u32) -> f32 {
     return factor[((k / out_plane) * params.out_channels + m) * out_plane + k % out_plane];
 }
 
-// B(k, column), or 0 past the edges of B and outside [0, k_end).
+// B(k, column), or 0 past the edges of B, outside [0, k_end) and on the padding.
 fn b_at(gemm: u32, column: Column, k: u32, k_end: u32) -> f32 {
     if k >= k_end {
         return 0.0;
@@ -865,26 +901,34 @@ fn b_at(gemm: u32, column: Column, k: u32, k_end: u32) -> f32 {
         return 0.0;
     }
     let ks = params.kernel;
+    let in_plane = params.in_height * params.in_width;
     if gemm == GEMM_BACKWARD_WEIGHTS {
-        // x[n][ci][oy + ky][ox + kx] with (n, oy, ox) = k
+        // x[n][ci][oy * stride + ky - pad][ox * stride + kx - pad] with (n, oy, ox) = k
         let out_plane = params.out_height * params.out_width;
-        let img = k / out_plane;
         let p = k % out_plane;
-        let in_plane = params.in_height * params.in_width;
-        return src[column.at + img * params.in_channels * in_plane + (p / params.out_width) * params.in_width + p % params.out_width];
+        let offset = input_offset(p / params.out_width, p % params.out_width, column.y, column.x);
+        if offset < 0 {
+            return 0.0;
+        }
+        return src[column.at + (k / out_plane) * params.in_channels * in_plane + u32(offset)];
     }
     let c = k / (ks * ks);
     let ky = (k % (ks * ks)) / ks;
     let kx = k % ks;
     if gemm == GEMM_FORWARD {
-        // x[n][ci = c][oy + ky][ox + kx]
-        return src[column.at + (c * params.in_height + ky) * params.in_width + kx];
+        // x[n][ci = c][oy * stride + ky - pad][ox * stride + kx - pad]
+        let offset = input_offset(column.y, column.x, ky, kx);
+        if offset < 0 {
+            return 0.0;
+        }
+        return src[column.at + c * in_plane + u32(offset)];
     }
-    // dy[n][co = c][iy - ky][ix - kx], where that position exists
-    if column.y < ky || column.y - ky >= params.out_height || column.x < kx || column.x - kx >= params.out_width {
+    // dy[n][co = c][oy][ox] for the output position whose tap (ky, kx) reads (iy, ix)
+    let offset = output_offset(column.y, column.x, ky, kx);
+    if offset < 0 {
         return 0.0;
     }
-    return src[column.at + c * params.out_height * params.out_width - ky * params.out_width - kx];
+    return src[column.at + c * params.out_height * params.out_width + u32(offset)];
 }
 
 // The 4 x 4 outputs of invocation `tid` in the tile at (m0, n0) of the product `gemm`:

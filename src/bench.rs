@@ -140,11 +140,7 @@ pub fn gpu_calibration(ctx: &GpuContext) -> Result<Calibration> {
             View::whole(&bias),
         );
         // C (size x size) = A (size x size) B (size channels of a 32-wide image).
-        let g = Conv2dGeometry {
-            input: Shape::new(size, size / 32, 32),
-            out_channels: size,
-            kernel: 1,
-        };
+        let g = Conv2dGeometry::new(Shape::new(size, size / 32, 32), size, 1);
         let mut candidates: Vec<(String, Vec<Dispatch>)> = Vec::new();
         for v in MatmulVariant::ALL {
             let d = dense.matmul_row_major(ctx, v, (size, size, size), (a, b, c));

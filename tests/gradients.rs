@@ -3,17 +3,21 @@
 //! Each op is wrapped in a scalar loss `L = sum(r * op(inputs))` with fixed random `r`, so the
 //! analytic input gradient is the op's backward applied to `dy = r`.
 
+use mnist_wgpu::cpu::activation::{activation_backward, activation_forward};
+use mnist_wgpu::cpu::batchnorm::{batchnorm_backward, batchnorm_forward_training};
 use mnist_wgpu::cpu::conv2d::{
     conv2d_backward_input, conv2d_backward_weights, conv2d_forward, Conv2dGeometry,
 };
 use mnist_wgpu::cpu::dense::{
     dense_backward_input, dense_backward_weights, dense_forward, DenseGeometry,
 };
-use mnist_wgpu::cpu::maxpool2d::{maxpool2d_backward, maxpool2d_forward, maxpool2d_output};
-use mnist_wgpu::cpu::network::{gradients, logits, Workspace};
-use mnist_wgpu::cpu::relu::{relu_backward, relu_forward};
+use mnist_wgpu::cpu::dropout::{dropout_forward, DropoutKey};
+use mnist_wgpu::cpu::network::{gradients, logits, StepKey, Workspace};
+use mnist_wgpu::cpu::pool2d::{
+    avgpool2d_backward, avgpool2d_forward, maxpool2d_backward, maxpool2d_forward, pool2d_output,
+};
 use mnist_wgpu::cpu::softmax_xent::softmax_cross_entropy;
-use mnist_wgpu::model::{init_params, Arch, Plan, Shape};
+use mnist_wgpu::model::{init_params, Activation, Arch, Params, Plan, Shape};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -53,16 +57,38 @@ fn check(what: &str, x: &[f64], analytic: &[f64], loss: impl Fn(&[f64]) -> f64) 
 
 #[test]
 fn conv2d_gradients_match_finite_differences() {
-    let g = Conv2dGeometry {
-        input: Shape::new(3, 6, 5),
-        out_channels: 4,
-        kernel: 3,
-    };
+    check_conv2d(Conv2dGeometry::new(Shape::new(3, 6, 5), 4, 3));
+}
+
+#[test]
+fn strided_and_padded_conv2d_gradients_match_finite_differences() {
+    let g = Conv2dGeometry::new(Shape::new(3, 7, 6), 4, 3);
+    check_conv2d(Conv2dGeometry {
+        stride: 2,
+        pad: 1,
+        ..g
+    });
+    check_conv2d(Conv2dGeometry {
+        stride: 1,
+        pad: 1,
+        ..g
+    });
+    // Stride 3 with a k2 kernel skips inputs, whose gradient must be 0.
+    check_conv2d(Conv2dGeometry {
+        stride: 3,
+        pad: 0,
+        kernel: 2,
+        ..g
+    });
+}
+
+fn check_conv2d(g: Conv2dGeometry) {
     let n = 2;
+    let weights = g.out_channels * g.input.channels * g.kernel * g.kernel;
     let (x, w, b) = (
         random(n * g.input.len(), 1),
-        random(4 * 3 * 9, 2),
-        random(4, 3),
+        random(weights, 2),
+        random(g.out_channels, 3),
     );
     let r = random(n * g.output().len(), 4);
     let conv = |x: &[f64], w: &[f64], b: &[f64]| {
@@ -80,11 +106,7 @@ fn conv2d_gradients_match_finite_differences() {
 
 #[test]
 fn conv2d_weight_gradient_sums_over_the_batch() {
-    let g = Conv2dGeometry {
-        input: Shape::new(2, 5, 5),
-        out_channels: 3,
-        kernel: 2,
-    };
+    let g = Conv2dGeometry::new(Shape::new(2, 5, 5), 3, 2);
     let n = 9;
     let (x, w, b) = (
         random(n * g.input.len(), 5),
@@ -108,7 +130,7 @@ fn maxpool2d_gradient_matches_finite_differences_with_odd_sizes() {
     let input = Shape::new(2, 5, 7);
     let n = 3;
     let x = random(n * input.len(), 9);
-    let out_len = n * maxpool2d_output(input).len();
+    let out_len = n * pool2d_output(input).len();
     let r = random(out_len, 10);
     let pool = |x: &[f64]| {
         let (mut y, mut argmax) = (vec![0.0; out_len], vec![0; out_len]);
@@ -124,21 +146,91 @@ fn maxpool2d_gradient_matches_finite_differences_with_odd_sizes() {
 }
 
 #[test]
-fn relu_gradient_matches_finite_differences() {
-    // Keep inputs away from the kink at 0, where the derivative is undefined.
-    let x: Vec<f64> = random(50, 11)
-        .into_iter()
-        .map(|v| if v.abs() < 1e-3 { 0.5 } else { v })
-        .collect();
-    let r = random(50, 12);
-    let relu = |x: &[f64]| {
-        let mut y = vec![0.0; x.len()];
-        relu_forward(x, &mut y);
+fn avgpool2d_gradient_matches_finite_differences_with_odd_sizes() {
+    let input = Shape::new(2, 5, 7);
+    let n = 3;
+    let x = random(n * input.len(), 9);
+    let out_len = n * pool2d_output(input).len();
+    let r = random(out_len, 10);
+    let pool = |x: &[f64]| {
+        let mut y = vec![0.0; out_len];
+        avgpool2d_forward(input, x, &mut y);
         y
     };
-    let mut dx = vec![0.0; 50];
-    relu_backward(&relu(&x), &r, &mut dx);
-    check("relu dx", &x, &dx, |x| dot(&relu(x), &r));
+    let mut dx = vec![0.0; x.len()];
+    avgpool2d_backward(input, &r, &mut dx);
+    check("avgpool2d dx", &x, &dx, |x| dot(&pool(x), &r));
+    assert!((0..n * 2).all(|plane| dx[plane * 35 + 34] == 0.0));
+}
+
+#[test]
+fn activation_gradients_match_finite_differences() {
+    // Keep inputs away from ReLU's kink at 0, where the derivative is undefined.
+    let x: Vec<f64> = random(50, 11)
+        .into_iter()
+        .map(|v| 3.0 * if v.abs() < 1e-3 { 0.5 } else { v })
+        .collect();
+    let r = random(50, 12);
+    for a in [Activation::Relu, Activation::Sigmoid, Activation::Tanh] {
+        let f = |x: &[f64]| {
+            let mut y = vec![0.0; x.len()];
+            activation_forward(a, x, &mut y);
+            y
+        };
+        let mut dx = vec![0.0; 50];
+        activation_backward(a, &f(&x), &r, &mut dx);
+        check(&format!("{a} dx"), &x, &dx, |x| dot(&f(x), &r));
+    }
+}
+
+#[test]
+fn batchnorm_gradients_match_finite_differences() {
+    // Per channel of 4-D activations, and per feature of flat ones.
+    for (shape, n) in [(Shape::new(3, 4, 5), 2), (Shape::new(6, 1, 1), 5)] {
+        let c = shape.channels;
+        let x: Vec<f64> = random(n * shape.len(), 30)
+            .iter()
+            .map(|v| 2.0 * v + 0.5)
+            .collect();
+        let (gamma, beta) = (random(c, 31), random(c, 32));
+        let r = random(x.len(), 33);
+        let bn = |x: &[f64], gamma: &[f64], beta: &[f64]| {
+            let mut y = vec![0.0; x.len()];
+            batchnorm_forward_training(shape, x, (gamma, beta), &mut y);
+            dot(&y, &r)
+        };
+        let mut y = vec![0.0; x.len()];
+        let mut stats = batchnorm_forward_training(shape, &x, (&gamma, &beta), &mut y);
+        let mut dx = vec![0.0; x.len()];
+        batchnorm_backward(shape, &x, &r, &gamma, &mut stats, &mut dx);
+        check("batchnorm dx", &x, &dx, |x| bn(x, &gamma, &beta));
+        check("batchnorm dgamma", &gamma, &stats.dgamma, |g| {
+            bn(&x, g, &beta)
+        });
+        check("batchnorm dbeta", &beta, &stats.dbeta, |b| {
+            bn(&x, &gamma, b)
+        });
+    }
+}
+
+#[test]
+fn dropout_gradient_is_its_mask() {
+    let key = DropoutKey {
+        seed: 9,
+        step: 4,
+        layer: 1,
+        first_image: 3,
+    };
+    let (x, r) = (random(3 * 40, 34), random(3 * 40, 35));
+    let drop = |x: &[f64]| {
+        let mut y = vec![0.0; x.len()];
+        dropout_forward(0.3, &key, 40, x, &mut y);
+        y
+    };
+    let mut dx = vec![0.0; x.len()];
+    dropout_forward(0.3, &key, 40, &r, &mut dx);
+    check("dropout dx", &x, &dx, |x| dot(&drop(x), &r));
+    assert!(dx.contains(&0.0) && dx.iter().any(|&g| g != 0.0));
 }
 
 #[test]
@@ -191,7 +283,57 @@ fn whole_network_gradients_match_finite_differences() {
     };
     let mut ws = Workspace::new(&plan);
     let mut dx = vec![0.0; x.len()];
-    gradients(&plan, &params, &x, &labels, Some(&mut dx), &mut ws);
+    let key = StepKey { seed: 1, step: 1 };
+    gradients(&plan, &params, (&x, &labels), key, Some(&mut dx), &mut ws);
+    for (t, tensor) in params.tensors.iter().enumerate() {
+        check(
+            &tensor.name,
+            &tensor.data,
+            &ws.grads.tensors[t].data,
+            |data| {
+                let mut p = params.clone();
+                p.tensors[t].data.copy_from_slice(data);
+                loss_of(&p, &x)
+            },
+        );
+    }
+    check("network dx", &x, &dx, |x| loss_of(&params, x));
+}
+
+/// Batch norm (after a conv and after a dense layer), dropout, average pooling, sigmoid, tanh
+/// and a strided padded convolution, through the training loss itself: batch statistics and a
+/// fixed dropout mask make it a smooth function of the parameters and the input. Ten images
+/// span three chunks, so batch norm's sums over chunks are checked too.
+#[test]
+fn training_mode_network_gradients_match_finite_differences() {
+    let arch = Arch::parse(
+        "conv3k3s2same-bn-tanh-conv4k2-sigmoid-avgpool2-dropout0.3-flatten-dense6-bn-relu-dense10",
+    )
+    .unwrap();
+    let plan = Plan::new(&arch, Shape::new(1, 10, 9)).unwrap();
+    let mut params = init_params(&plan, 5).map(f64::from);
+    // Batch norm starts at gamma 1, beta 0: perturb them so every term is exercised.
+    for (t, spec) in plan.params.iter().enumerate() {
+        if spec.name.starts_with("bn") && spec.trainable {
+            let noise = random(spec.len(), 40 + t as u64);
+            params.tensors[t]
+                .data
+                .iter_mut()
+                .zip(noise)
+                .for_each(|(p, v)| *p += 0.3 * v);
+        }
+    }
+    let n = 10;
+    let x: Vec<f64> = random(n * 90, 18).into_iter().map(|v| v.abs()).collect();
+    let labels = [1u8, 7, 4, 0, 9, 2, 2, 5, 3, 8];
+    let key = StepKey { seed: 77, step: 3 };
+    let loss_of = |params: &Params<f64>, x: &[f64]| {
+        let mut ws = Workspace::new(&plan);
+        gradients(&plan, params, (x, &labels), key, None, &mut ws).loss_sum / n as f64
+    };
+    let mut ws = Workspace::new(&plan);
+    let mut dx = vec![0.0; x.len()];
+    gradients(&plan, &params, (&x, &labels), key, Some(&mut dx), &mut ws);
     for (t, tensor) in params.tensors.iter().enumerate() {
         check(
             &tensor.name,

@@ -43,6 +43,9 @@ pub struct CheckArgs {
     /// Use the GPU adapter whose name contains this text.
     #[arg(long, value_name = "SUBSTRING")]
     adapter: Option<String>,
+    /// Run only the checks whose kernel name contains this text (e.g. `batchnorm`).
+    #[arg(long, value_name = "SUBSTRING")]
+    only: Option<String>,
 }
 
 pub fn info(args: InfoArgs) -> Result<()> {
@@ -149,7 +152,21 @@ pub fn check(args: CheckArgs) -> Result<()> {
         bad_input("check: no GPU adapter found; install mesa-vulkan-drivers for a software Vulkan adapter")
     })?;
     let start = Instant::now();
-    let rows: Vec<CheckRow> = all_checks()
+    let selected: Vec<_> = all_checks()
+        .into_iter()
+        .filter(|check| {
+            args.only
+                .as_ref()
+                .is_none_or(|only| check.kernel.contains(only.as_str()))
+        })
+        .collect();
+    if selected.is_empty() {
+        return Err(bad_input(format!(
+            "--only {}: no check's kernel name contains it",
+            args.only.as_deref().unwrap_or_default()
+        )));
+    }
+    let rows: Vec<CheckRow> = selected
         .into_iter()
         .map(|check| {
             let (comparison, error) = match (check.run)(&ctx) {

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use anyhow::{bail, Result};
 
-use super::network::{gradients, logits, Workspace};
+use super::network::{gradients, logits, update_running_statistics, StepKey, Workspace};
 use super::optim::{optimizer_update, OptimState};
 use crate::backend::{Backend, BackendInfo, TrainStats};
 use crate::config::Optimizer;
@@ -75,11 +75,15 @@ impl Backend for CpuBackend {
 
     fn train_step(&mut self, indices: &[u32]) -> Result<()> {
         self.train.gather(indices, &mut self.x, &mut self.labels);
+        let key = StepKey {
+            seed: self.seed,
+            step: self.step + 1,
+        };
         let sums = gradients(
             &self.plan,
             &self.params,
-            &self.x,
-            &self.labels,
+            (&self.x, &self.labels),
+            key,
             None,
             &mut self.workspace,
         );
@@ -90,15 +94,20 @@ impl Backend for CpuBackend {
             );
         }
         self.step += 1;
-        for ((p, g), s) in self
+        let trainable = self.plan.params.iter().map(|spec| spec.trainable);
+        for (((p, g), s), trainable) in self
             .params
             .tensors
             .iter_mut()
             .zip(&self.workspace.grads.tensors)
             .zip(&mut self.state)
+            .zip(trainable)
         {
-            optimizer_update(self.optimizer, self.step, &mut p.data, &g.data, s);
+            if trainable {
+                optimizer_update(self.optimizer, self.step, &mut p.data, &g.data, s);
+            }
         }
+        update_running_statistics(&self.plan, &mut self.params, &self.workspace);
         self.stats.loss_sum += sums.loss_sum;
         self.stats.correct += sums.correct as u64;
         self.stats.examples += indices.len() as u64;

@@ -1,44 +1,72 @@
-//! Conv2d reference (stride 1, valid padding), NCHW activations and OIHW weights.
+//! Conv2d reference (any stride, zero padding), NCHW activations and OIHW weights.
 //!
 //! Each image is lowered to columns (`im2col`, rows = (in channel, ky, kx), columns = output
 //! positions) and multiplied by the weights as a GEMM, one image at a time. The ops run on one
 //! thread: the network parallelises over chunks of the batch (see `network.rs`).
 
 use super::float::{self, Float, MatMut, MatRef};
-use crate::model::{Layer, Shape, Step};
+use crate::model::{conv_padding, Layer, Shape, Step};
 
-/// The geometry of one convolution layer.
+/// The geometry of one convolution layer: `pad` zeros on every side of the input, then a
+/// `kernel` x `kernel` window every `stride` pixels.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Conv2dGeometry {
     pub input: Shape,
     pub out_channels: usize,
     pub kernel: usize,
+    pub stride: usize,
+    pub pad: usize,
 }
 
 impl Conv2dGeometry {
+    /// Stride 1, no padding.
+    pub const fn new(input: Shape, out_channels: usize, kernel: usize) -> Conv2dGeometry {
+        Conv2dGeometry {
+            input,
+            out_channels,
+            kernel,
+            stride: 1,
+            pad: 0,
+        }
+    }
+
     /// The geometry of a conv step of a plan.
     pub fn of(step: &Step) -> Conv2dGeometry {
         let Layer::Conv2d {
             out_channels,
             kernel,
+            stride,
+            padding,
         } = step.layer
         else {
             unreachable!("not a conv step")
         };
         Conv2dGeometry {
-            input: step.input,
-            out_channels,
-            kernel,
+            stride,
+            pad: conv_padding(kernel, padding),
+            ..Conv2dGeometry::new(step.input, out_channels, kernel)
         }
     }
 
+    /// Stride 1 without padding: every window lies inside the image.
+    pub fn is_dense(&self) -> bool {
+        self.stride == 1 && self.pad == 0
+    }
+
     pub fn output(&self) -> Shape {
-        let k = self.kernel;
+        let out = |size: usize| (size + 2 * self.pad - self.kernel) / self.stride + 1;
         Shape::new(
             self.out_channels,
-            self.input.height + 1 - k,
-            self.input.width + 1 - k,
+            out(self.input.height),
+            out(self.input.width),
         )
+    }
+
+    /// The input pixel under kernel tap `k` of output position `o`, if it is not padding.
+    fn source(&self, o: usize, k: usize, size: usize) -> Option<usize> {
+        (o * self.stride + k)
+            .checked_sub(self.pad)
+            .filter(|&i| i < size)
     }
 
     /// Rows of the column matrix: in channels x kernel x kernel (the GEMM's K).
@@ -67,6 +95,9 @@ impl Conv2dGeometry {
 fn im2col<T: Float>(g: Conv2dGeometry, x: &[T], cols: &mut Vec<T>) {
     let (input, k, out) = (g.input, g.kernel, g.output());
     cols.clear();
+    if !g.is_dense() {
+        return im2col_strided(g, x, cols);
+    }
     for c in 0..input.channels {
         for ky in 0..k {
             for kx in 0..k {
@@ -79,10 +110,33 @@ fn im2col<T: Float>(g: Conv2dGeometry, x: &[T], cols: &mut Vec<T>) {
     }
 }
 
+/// [`im2col`] with strides and padding, one element at a time (zeros for padding).
+fn im2col_strided<T: Float>(g: Conv2dGeometry, x: &[T], cols: &mut Vec<T>) {
+    let (input, k, out) = (g.input, g.kernel, g.output());
+    for c in 0..input.channels {
+        for ky in 0..k {
+            for kx in 0..k {
+                for oy in 0..out.height {
+                    let row = g.source(oy, ky, input.height);
+                    cols.extend((0..out.width).map(|ox| {
+                        match (row, g.source(ox, kx, input.width)) {
+                            (Some(iy), Some(ix)) => x[(c * input.height + iy) * input.width + ix],
+                            _ => T::zero(),
+                        }
+                    }));
+                }
+            }
+        }
+    }
+}
+
 /// The adjoint of [`im2col`]: adds each column back onto the pixels it came from.
 fn col2im<T: Float>(g: Conv2dGeometry, cols: &[T], dx: &mut [T]) {
     let (input, k, out) = (g.input, g.kernel, g.output());
     dx.fill(T::zero());
+    if !g.is_dense() {
+        return col2im_strided(g, cols, dx);
+    }
     let mut rows = cols.chunks_exact(g.positions());
     for c in 0..input.channels {
         for ky in 0..k {
@@ -95,6 +149,30 @@ fn col2im<T: Float>(g: Conv2dGeometry, cols: &[T], dx: &mut [T]) {
                         .iter_mut()
                         .zip(src)
                         .for_each(|(d, &s)| *d = *d + s);
+                }
+            }
+        }
+    }
+}
+
+/// [`col2im`] with strides and padding (padding taps are dropped).
+fn col2im_strided<T: Float>(g: Conv2dGeometry, cols: &[T], dx: &mut [T]) {
+    let (input, k, out) = (g.input, g.kernel, g.output());
+    let mut rows = cols.chunks_exact(g.positions());
+    for c in 0..input.channels {
+        for ky in 0..k {
+            for kx in 0..k {
+                let row = rows.next().expect("one row per (channel, ky, kx)");
+                for (oy, row) in row.chunks_exact(out.width).enumerate() {
+                    let Some(iy) = g.source(oy, ky, input.height) else {
+                        continue;
+                    };
+                    for (ox, &v) in row.iter().enumerate() {
+                        if let Some(ix) = g.source(ox, kx, input.width) {
+                            let d = &mut dx[(c * input.height + iy) * input.width + ix];
+                            *d = *d + v;
+                        }
+                    }
                 }
             }
         }

@@ -1,14 +1,16 @@
 //! The CPU reference path: every op in plain Rust, generic over `f32`/`f64`, one file per op
 //! family (the GPU twin of `cpu/conv2d.rs` is `gpu/conv2d.rs` + `shaders/conv2d.wgsl`).
 
+pub mod activation;
 mod backend;
+pub mod batchnorm;
 pub mod conv2d;
 pub mod dense;
+pub mod dropout;
 pub mod float;
-pub mod maxpool2d;
 pub mod network;
 pub mod optim;
-pub mod relu;
+pub mod pool2d;
 pub mod softmax_xent;
 
 pub use backend::CpuBackend;

@@ -377,21 +377,46 @@ impl GpuBackend {
 }
 
 /// Whole training steps: the GPU backend against the CPU backend from the same initial weights
-/// on the same batches, comparing every parameter afterwards.
+/// on the same batches, comparing every parameter (and running statistic) afterwards, then the
+/// logits of inference. The seed model with Adam and SGD, and a model with every other layer
+/// kind (batch norm, dropout, strides, padding, average pooling, sigmoid, tanh) with Nesterov
+/// SGD and weight decay. Not Adam there: batch norm makes some gradients sums that cancel to
+/// nearly 0 (a weight whose input is about the same for every image of the batch, a bias right
+/// before batch norm), and Adam divides such rounding noise by its own size, turning it into
+/// full steps of random sign on each device. SGD keeps it at the size of noise.
 pub fn checks() -> Vec<CrossCheck> {
-    [(Optimizer::adam(1e-3), 7usize), (Optimizer::sgd(0.01), 33)]
-        .into_iter()
-        .map(|(opt, batch)| {
-            let shape = format!(
-                "seed model, {TRAIN_CHECK_STEPS} steps of {batch}, {}",
-                opt.name()
-            );
-            CrossCheck::new("train_step", shape, move |ctx| {
-                check_training(ctx, opt, batch)
-            })
+    let nesterov = Optimizer::Sgd {
+        lr: 0.01,
+        momentum: 0.9,
+        nesterov: true,
+        weight_decay: 1e-4,
+    };
+    [
+        (Optimizer::adam(1e-3), 7usize, "seed"),
+        (Optimizer::sgd(0.01), 33, "seed"),
+        (nesterov, 7, EVERY_LAYER),
+    ]
+    .into_iter()
+    .map(|(opt, batch, arch)| {
+        let shape = format!(
+            "{} model, {TRAIN_CHECK_STEPS} steps of {batch}, {}",
+            if arch == "seed" {
+                "seed"
+            } else {
+                "every-layer"
+            },
+            opt.name()
+        );
+        CrossCheck::new("train_step", shape, move |ctx| {
+            check_training(ctx, arch, opt, batch)
         })
-        .collect()
+    })
+    .collect()
 }
+
+/// Every layer kind but max pooling (which the seed model has).
+const EVERY_LAYER: &str =
+    "conv8k3same-bn-relu-conv6k3s2-tanh-avgpool2-dropout0.25-flatten-dense16-bn-sigmoid-dense10";
 
 const TRAIN_CHECK_STEPS: usize = 20;
 
@@ -408,13 +433,20 @@ fn synthetic_split(len: usize) -> Split {
     }
 }
 
-fn check_training(ctx: &GpuContext, optimizer: Optimizer, batch: usize) -> Result<Comparison> {
-    let plan = Plan::new(&Arch::seed(), MNIST_INPUT).map_err(|e| anyhow!(e))?;
+fn check_training(
+    ctx: &GpuContext,
+    arch: &str,
+    optimizer: Optimizer,
+    batch: usize,
+) -> Result<Comparison> {
+    let arch = Arch::parse(arch).map_err(|e| anyhow!(e))?;
+    let plan = Plan::new(&arch, MNIST_INPUT).map_err(|e| anyhow!(e))?;
     let init = init_params(&plan, 1);
     let data = synthetic_split(batch * 4 + 3);
     let mut cpu = CpuBackend::new(plan.clone(), init.clone(), optimizer);
     let mut gpu = GpuBackend::new(ctx, plan, &init, optimizer)?;
     for backend in [&mut cpu as &mut dyn Backend, &mut gpu] {
+        backend.set_seed(3);
         backend.set_train_data(&data)?;
         for step in 0..TRAIN_CHECK_STEPS {
             let order = epoch_order(data.len(), 5, step / 4 + 1);
@@ -432,5 +464,7 @@ fn check_training(ctx: &GpuContext, optimizer: Optimizer, batch: usize) -> Resul
     for (g, c) in gpu_params.tensors.iter().zip(&cpu_params.tensors) {
         result = result.merge(compare(&g.data, &c.data));
     }
-    Ok(result)
+    let images = &data.images[..batch * IMAGE_PIXELS];
+    let (cpu_logits, gpu_logits) = (cpu.predict_logits(images)?, gpu.predict_logits(images)?);
+    Ok(result.merge(compare(&gpu_logits, &cpu_logits)))
 }

@@ -105,8 +105,10 @@ pub fn all_checks() -> Vec<CrossCheck> {
     let mut checks = Vec::new();
     checks.extend(super::gather::checks());
     checks.extend(super::conv2d::checks());
-    checks.extend(super::relu::checks());
-    checks.extend(super::maxpool2d::checks());
+    checks.extend(super::activation::checks());
+    checks.extend(super::pool2d::checks());
+    checks.extend(super::dropout::checks());
+    checks.extend(super::batchnorm::checks());
     checks.extend(super::dense::checks());
     checks.extend(super::softmax_xent::checks());
     checks.extend(super::optim::checks());

@@ -28,11 +28,11 @@ use super::kernel::{
     compile, grid_1d, read_buffer, run, storage, storage_init, uniform, Access, Dispatch, Kernel,
     View,
 };
+use crate::cpu::activation::activation_forward;
 use crate::cpu::conv2d::{
     conv2d_backward_input, conv2d_backward_weights, conv2d_forward, Conv2dGeometry,
 };
-use crate::cpu::relu::relu_forward;
-use crate::model::Shape;
+use crate::model::{Activation, Shape};
 
 pub const SOURCE: &str = include_str!("../../shaders/conv2d.wgsl");
 
@@ -97,6 +97,24 @@ impl Conv2dVariant {
         }
     }
 
+    /// The variants that handle `g`: only the tiled kernels take strides and padding.
+    pub fn candidates(g: Conv2dGeometry) -> &'static [Conv2dVariant] {
+        if g.is_dense() {
+            &Conv2dVariant::ALL
+        } else {
+            &[Conv2dVariant::Tiled]
+        }
+    }
+
+    /// This variant if it handles `g`, else the tiled one.
+    pub fn for_geometry(self, g: Conv2dGeometry) -> Conv2dVariant {
+        if Conv2dVariant::candidates(g).contains(&self) {
+            self
+        } else {
+            Conv2dVariant::Tiled
+        }
+    }
+
     /// The variant whose [`name`](Conv2dVariant::name) is `name`.
     pub fn from_name(name: &str) -> Option<Conv2dVariant> {
         Conv2dVariant::ALL.into_iter().find(|v| v.name() == name)
@@ -150,6 +168,10 @@ struct Conv2dParams {
     /// steps (packed weight slots) of a block.
     block_groups: u32,
     block_steps: u32,
+    /// Tiled: the stride and the zeros on every side of the input.
+    stride: u32,
+    pad: u32,
+    _pad: [u32; 2],
 }
 
 fn u(v: usize) -> u32 {
@@ -168,6 +190,8 @@ impl Conv2dParams {
             out_height: u(out.height),
             out_width: u(out.width),
             kernel: u(g.kernel),
+            stride: u(g.stride),
+            pad: u(g.pad),
             ..Zeroable::zeroed()
         }
     }
@@ -318,10 +342,10 @@ impl Conv2dKernels {
     }
 
     /// The variant that runs a forward or input-gradient pass asked for with `variant`.
-    fn activation_pass_variant(&self, variant: Conv2dVariant) -> Conv2dVariant {
+    fn activation_pass_variant(&self, variant: Conv2dVariant, g: Conv2dGeometry) -> Conv2dVariant {
         match variant {
             Conv2dVariant::RegisterBlocked if !self.packed_bindings_fit => Conv2dVariant::Tiled,
-            _ => variant,
+            _ => variant.for_geometry(g),
         }
     }
 
@@ -412,7 +436,7 @@ impl Conv2dKernels {
             relu: u32::from(relu),
             ..Conv2dParams::new(g, n)
         };
-        match self.activation_pass_variant(variant) {
+        match self.activation_pass_variant(variant, g) {
             Conv2dVariant::RegisterBlocked => {
                 let steps = g.input.channels * g.kernel * g.kernel;
                 params.channel_blocks(g.out_channels, out.height, out.width, steps);
@@ -455,7 +479,7 @@ impl Conv2dKernels {
         expect_elements(&w, weight_len(g), "w");
         expect_elements(&dx, n * g.input.len(), "dx");
         let mut params = Conv2dParams::new(g, n);
-        match self.activation_pass_variant(variant) {
+        match self.activation_pass_variant(variant, g) {
             Conv2dVariant::RegisterBlocked => {
                 let input = g.input;
                 let steps = g.out_channels * g.kernel * g.kernel;
@@ -501,6 +525,7 @@ impl Conv2dKernels {
         let rows = n * g.output().height;
         let mut base = Conv2dParams::new(g, n);
         // The kernel, the work of one chunk, and how much work should run in all.
+        let variant = variant.for_geometry(g);
         let (kernel, per_chunk, target) = match variant {
             Conv2dVariant::RegisterBlocked => {
                 let kx_blocks = g.kernel.div_ceil(BLOCK_COLS);
@@ -594,11 +619,19 @@ struct Case {
 const fn case(n: usize, input: Shape, out_channels: usize, kernel: usize) -> Case {
     Case {
         n,
+        g: Conv2dGeometry::new(input, out_channels, kernel),
+    }
+}
+
+/// A case with a stride and padding (tiled kernels only).
+const fn strided(case: Case, stride: usize, pad: usize) -> Case {
+    Case {
         g: Conv2dGeometry {
-            input,
-            out_channels,
-            kernel,
+            stride,
+            pad,
+            ..case.g
         },
+        ..case
     }
 }
 
@@ -625,6 +658,18 @@ const CASES: [Case; 8] = [
     case(5, Shape::new(2, 4, 4), 1, 1),
     case(3, Shape::new(2, 9, 10), 33, 8),
     case(40, Shape::new(4, 12, 12), 40, 3),
+];
+
+/// Strides and padding, for the tiled kernels: `same` padding at stride 1 (the k3 second layer
+/// of a padded model, and k5 with two zeros a side), stride 2 with and without padding on odd
+/// sizes (the last input rows are never read), and stride 3 with a k2 kernel (inputs between
+/// windows are never read, so their gradient is 0).
+const STRIDED_CASES: [Case; 5] = [
+    strided(case(7, Shape::new(32, 14, 14), 64, 3), 1, 1),
+    strided(case(1, Shape::new(3, 9, 8), 5, 5), 1, 2),
+    strided(case(33, Shape::new(8, 13, 11), 16, 3), 2, 1),
+    strided(case(3, Shape::new(5, 10, 9), 7, 3), 2, 0),
+    strided(case(2, Shape::new(4, 11, 11), 9, 2), 3, 0),
 ];
 
 /// What one cross-check runs.
@@ -666,10 +711,14 @@ fn check_names(variant: Conv2dVariant) -> CheckNames {
 
 fn case_shape(case: Case) -> String {
     let g = case.g;
-    format!(
+    let mut shape = format!(
         "n {}, {}x{}x{} -> {} k{}",
         case.n, g.input.channels, g.input.height, g.input.width, g.out_channels, g.kernel
-    )
+    );
+    if !g.is_dense() {
+        shape += &format!(" s{} p{}", g.stride, g.pad);
+    }
+    shape
 }
 
 /// The kernels the cross-checks share, compiled once per device: compiling every variant's
@@ -702,7 +751,10 @@ pub fn checks() -> Vec<CrossCheck> {
     let mut checks = Vec::new();
     for variant in Conv2dVariant::ALL {
         let names = check_names(variant);
-        for case in CASES {
+        let strided = STRIDED_CASES
+            .into_iter()
+            .filter(|case| Conv2dVariant::candidates(case.g).contains(&variant));
+        for case in CASES.into_iter().chain(strided) {
             for (name, pass) in [
                 (names.forward, Pass::Forward),
                 (names.forward_relu, Pass::ForwardRelu),
@@ -785,7 +837,7 @@ fn check_forward(
     conv2d_forward(g, &data.x, &data.w, &data.b, &mut cpu);
     if relu {
         let pre_activation = cpu.clone();
-        relu_forward(&pre_activation, &mut cpu);
+        activation_forward(Activation::Relu, &pre_activation, &mut cpu);
     }
     Ok(compare(&read_buffer::<f32>(ctx, &y, 0, len)?, &cpu))
 }

@@ -1,19 +1,21 @@
 //! The GPU path: WGSL kernels through wgpu. One op family per file, named like its shader
-//! (`shaders/relu.wgsl`) and its CPU twin (`cpu/relu.rs`).
+//! (`shaders/pool2d.wgsl`) and its CPU twin (`cpu/pool2d.rs`).
 
+pub mod activation;
 pub mod autotune;
 mod backend;
+pub mod batchnorm;
 pub mod check;
 pub mod context;
 pub mod conv2d;
 pub mod dense;
+pub mod dropout;
 pub mod gather;
 pub mod kernel;
-pub mod maxpool2d;
 pub mod network;
 pub mod optim;
+pub mod pool2d;
 pub mod profile;
-pub mod relu;
 pub mod softmax_xent;
 
 pub use backend::GpuBackend;
@@ -21,11 +23,13 @@ pub use context::GpuContext;
 
 /// Every shader file (without the preamble), for validation.
 pub const SHADERS: &[(&str, &str)] = &[
+    ("activation.wgsl", activation::SOURCE),
+    ("batchnorm.wgsl", batchnorm::SOURCE),
     ("conv2d.wgsl", conv2d::SOURCE),
     ("dense.wgsl", dense::SOURCE),
+    ("dropout.wgsl", dropout::SOURCE),
     ("gather.wgsl", gather::SOURCE),
-    ("maxpool2d.wgsl", maxpool2d::SOURCE),
     ("optim.wgsl", optim::SOURCE),
-    ("relu.wgsl", relu::SOURCE),
+    ("pool2d.wgsl", pool2d::SOURCE),
     ("softmax_xent.wgsl", softmax_xent::SOURCE),
 ];

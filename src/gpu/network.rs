@@ -3,32 +3,37 @@
 //! built once and recorded as often as needed.
 //!
 //! Convolutions followed by ReLU run as one fused kernel; the ReLU step then shares the
-//! convolution's output buffer, and flatten shares its input's buffers: it moves no data.
+//! convolution's output buffer. Flatten, and dropout at inference, share their input's buffers:
+//! they move no data.
 
 use anyhow::Result;
 
+use super::activation::ActivationKernels;
 use super::autotune::Autotuner;
+use super::batchnorm::{stats_bytes, BatchNormKernels, BatchNormViews};
 use super::context::GpuContext;
 use super::conv2d::{Conv2dKernels, Conv2dVariant};
 use super::dense::{DenseKernels, MatmulVariant};
+use super::dropout::{DropoutKernels, DropoutLayer};
 use super::gather::GatherKernels;
 use super::kernel::{storage, Cost, Dispatch, View};
-use super::maxpool2d::MaxPool2dKernels;
 use super::optim::OptimKernels;
-use super::relu::ReluKernels;
+use super::pool2d::Pool2dKernels;
 use super::softmax_xent::SoftmaxXentKernels;
 use crate::config::Optimizer;
 use crate::cpu::conv2d::Conv2dGeometry;
 use crate::cpu::dense::DenseGeometry;
 use crate::data::IMAGE_PIXELS;
-use crate::model::{Layer, Plan, Step, NUM_CLASSES};
+use crate::model::{Activation, Layer, Plan, Pool, Step, NUM_CLASSES};
 
 /// Every kernel, compiled once per backend.
 pub struct Kernels {
     pub gather: GatherKernels,
     pub conv2d: Conv2dKernels,
-    pub relu: ReluKernels,
-    pub maxpool2d: MaxPool2dKernels,
+    pub activation: ActivationKernels,
+    pub pool2d: Pool2dKernels,
+    pub dropout: DropoutKernels,
+    pub batchnorm: BatchNormKernels,
     pub dense: DenseKernels,
     pub softmax_xent: SoftmaxXentKernels,
     pub optim: OptimKernels,
@@ -39,8 +44,10 @@ impl Kernels {
         Kernels {
             gather: GatherKernels::new(ctx),
             conv2d: Conv2dKernels::new(ctx),
-            relu: ReluKernels::new(ctx),
-            maxpool2d: MaxPool2dKernels::new(ctx),
+            activation: ActivationKernels::new(ctx),
+            pool2d: Pool2dKernels::new(ctx),
+            dropout: DropoutKernels::new(ctx),
+            batchnorm: BatchNormKernels::new(ctx),
             dense: DenseKernels::new(ctx),
             softmax_xent: SoftmaxXentKernels::new(ctx),
             optim: OptimKernels::new(ctx),
@@ -81,13 +88,26 @@ impl ParamBuffers {
         })
     }
 
-    fn view<'a>(&self, buffer: &'a wgpu::Buffer, tensor: usize) -> View<'a> {
+    pub fn view<'a>(&self, buffer: &'a wgpu::Buffer, tensor: usize) -> View<'a> {
         let (offset, len) = self.ranges[tensor];
         View {
             buffer,
             offset,
             size: 4 * len as u64,
         }
+    }
+
+    /// One view over tensor `first` and the next one, and the element offset of the second
+    /// from the first.
+    pub fn pair_view<'a>(&self, buffer: &'a wgpu::Buffer, first: usize) -> (View<'a>, usize) {
+        let (offset, _) = self.ranges[first];
+        let (second, len) = self.ranges[first + 1];
+        let view = View {
+            buffer,
+            offset,
+            size: second - offset + 4 * len as u64,
+        };
+        (view, ((second - offset) / 4) as usize)
     }
 }
 
@@ -126,17 +146,24 @@ struct Layout {
     output: Vec<usize>,
     grad: Vec<usize>,
     argmax: Vec<Option<usize>>,
+    /// Each batch-norm step's statistics buffer.
+    stats: Vec<Option<usize>>,
 }
 
 impl Layout {
     fn new(ctx: &GpuContext, plan: &Plan, n: usize, with_grads: bool) -> Result<Layout> {
         let mut pool = vec![storage(ctx, "input batch", (4 * n * IMAGE_PIXELS) as u64)?];
-        let (mut output, mut grad, mut argmax) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut output, mut grad) = (Vec::new(), Vec::new());
+        let (mut argmax, mut stats) = (Vec::new(), Vec::new());
         let bytes = |step: &Step| (4 * n * step.output.len()) as u64;
         for (i, step) in plan.steps.iter().enumerate() {
             let previous = if i == 0 { 0 } else { output[i - 1] };
-            let shares_output =
-                matches!(step.layer, Layer::Flatten) || relu_fused_into_conv(plan, i);
+            let moves_no_data = match step.layer {
+                Layer::Flatten => true,
+                Layer::Dropout { .. } => !with_grads,
+                _ => relu_fused_into_conv(plan, i),
+            };
+            let shares_output = moves_no_data;
             if shares_output {
                 output.push(previous);
             } else {
@@ -157,8 +184,15 @@ impl Layout {
                     grad.push(pool.len() - 1);
                 }
             }
-            argmax.push(if matches!(step.layer, Layer::MaxPool2d) {
+            argmax.push(if step.layer == Layer::Pool2d(Pool::Max) {
                 pool.push(storage(ctx, "argmax", bytes(step))?);
+                Some(pool.len() - 1)
+            } else {
+                None
+            });
+            stats.push(if step.layer == Layer::BatchNorm {
+                let bytes = stats_bytes(step.input.channels);
+                pool.push(storage(ctx, "batchnorm statistics", bytes)?);
                 Some(pool.len() - 1)
             } else {
                 None
@@ -175,6 +209,7 @@ impl Layout {
             output,
             grad,
             argmax,
+            stats,
         })
     }
 
@@ -194,7 +229,7 @@ impl Layout {
 
 /// A ReLU right after a convolution runs inside the convolution's kernel.
 fn relu_fused_into_conv(plan: &Plan, i: usize) -> bool {
-    plan.steps[i].layer == Layer::Relu
+    plan.steps[i].layer == Layer::Activation(Activation::Relu)
         && i > 0
         && matches!(plan.steps[i - 1].layer, Layer::Conv2d { .. })
 }
@@ -250,14 +285,25 @@ impl CompiledNet {
                         vec![k.dense.forward(ctx, v, g, n, x, wv, bv, y)]
                     })?);
                 }
-                Layer::Relu if !relu_fused_into_conv(plan, i) => {
-                    dispatches.push(k.relu.forward(ctx, n * step.output.len(), x, y));
+                Layer::Activation(a) if !relu_fused_into_conv(plan, i) => {
+                    let len = n * step.output.len();
+                    dispatches.push(k.activation.forward(ctx, a, len, x, y));
                 }
-                Layer::MaxPool2d => {
-                    let argmax = layout.buf(layout.argmax[i].expect("pool has argmax"));
-                    dispatches.push(k.maxpool2d.forward(ctx, step.input, n, x, y, argmax));
+                Layer::Pool2d(pool) => {
+                    // Average pooling has no winners; its (unused) argmax binding takes y.
+                    let argmax = layout.argmax[i].map_or(y, |id| layout.buf(id));
+                    dispatches.push(k.pool2d.forward(ctx, pool, step.input, n, x, y, argmax));
                 }
-                Layer::Relu | Layer::Flatten => {}
+                Layer::Dropout { rate } if train => {
+                    let layer = dropout_layer(step, i, rate);
+                    dispatches.push(k.dropout.apply(ctx, layer, n, shared.step_key, x, y));
+                }
+                Layer::BatchNorm => {
+                    let views = batchnorm_views(p, &layout, step, i);
+                    let (s, n) = (step.input, n);
+                    dispatches.extend(k.batchnorm.forward(ctx, s, n, train, views, x, y));
+                }
+                Layer::Activation(_) | Layer::Dropout { .. } | Layer::Flatten => {}
             }
             let cost = StepCost::new(step, n, "forward");
             for d in &mut dispatches[first..] {
@@ -298,7 +344,12 @@ impl CompiledNet {
                 .iter_mut()
                 .for_each(|d| d.cost = loss_cost.clone());
             backward(ctx, plan, shared, tuner, &layout, n, &mut dispatches)?;
-            let len = p.len;
+            // Running statistics come after every trainable tensor; the optimiser stops there.
+            let len = plan
+                .params
+                .iter()
+                .position(|spec| !spec.trainable)
+                .map_or(p.len, |first| (p.ranges[first].0 / 4) as usize);
             let (pv, gv, mv, vv) = (
                 View::whole(&p.params),
                 View::whole(&p.grads),
@@ -397,12 +448,15 @@ fn tune_conv(
     build: impl Fn(Conv2dVariant) -> Vec<Dispatch>,
 ) -> Result<Vec<Dispatch>> {
     let i = g.input;
-    let shape = format!(
+    let mut shape = format!(
         "n {n}, {}x{}x{} -> {} k{}",
         i.channels, i.height, i.width, g.out_channels, g.kernel
     );
-    let rule = Conv2dVariant::for_adapter(&ctx.info);
-    tuner.choose(ctx, (op, &shape), &Conv2dVariant::ALL, rule, build)
+    if !g.is_dense() {
+        shape += &format!(" s{} p{}", g.stride, g.pad);
+    }
+    let rule = Conv2dVariant::for_adapter(&ctx.info).for_geometry(g);
+    tuner.choose(ctx, (op, &shape), Conv2dVariant::candidates(g), rule, build)
 }
 
 /// The backward dispatches of step `i`.
@@ -459,22 +513,67 @@ fn backward_step(
                     })?);
                 }
             }
-            Layer::Relu => {
-                if let Some(dx) = dx {
-                    let y = layout.buf(layout.output[i]);
-                    out.push(k.relu.backward(ctx, n * step.output.len(), y, dy, dx));
-                }
+            Layer::BatchNorm => {
+                let views = batchnorm_views(p, layout, step, i);
+                let w = step.weight_index.expect("batch norm has parameters");
+                let daffine = p.pair_view(&p.grads, w).0;
+                let s = step.input;
+                out.extend(k.batchnorm.backward(ctx, s, n, views, (x, dy), daffine, dx));
             }
-            Layer::MaxPool2d => {
-                if let Some(dx) = dx {
-                    let argmax = layout.buf(layout.argmax[i].expect("pool has argmax"));
-                    out.push(k.maxpool2d.backward(ctx, step.input, n, dy, argmax, dx));
-                }
+            _ if dx.is_none() => {}
+            Layer::Activation(a) => {
+                let y = layout.buf(layout.output[i]);
+                let len = n * step.output.len();
+                out.extend(dx.map(|dx| k.activation.backward(ctx, a, len, y, dy, dx)));
+            }
+            Layer::Pool2d(pool) => {
+                let s = step.input;
+                out.extend(dx.map(|dx| {
+                    // Average pooling has no winners; its (unused) argmax binding takes dx.
+                    let argmax = layout.argmax[i].map_or(dx, |id| layout.buf(id));
+                    k.pool2d.backward(ctx, pool, s, n, dy, argmax, dx)
+                }));
+            }
+            Layer::Dropout { rate } => {
+                let layer = dropout_layer(step, i, rate);
+                let key = shared.step_key;
+                out.extend(dx.map(|dx| k.dropout.apply(ctx, layer, n, key, dy, dx)));
             }
             Layer::Flatten => {}
         }
     }
     Ok(())
+}
+
+fn dropout_layer(step: &Step, i: usize, rate: f32) -> DropoutLayer {
+    DropoutLayer {
+        rate,
+        layer: i,
+        image_len: step.input.len(),
+    }
+}
+
+/// Batch-norm step `i`'s parameter pairs and statistics buffer.
+fn batchnorm_views<'a>(
+    p: &'a ParamBuffers,
+    layout: &'a Layout,
+    step: &Step,
+    i: usize,
+) -> BatchNormViews<'a> {
+    let w = step.weight_index.expect("batch norm has parameters");
+    let s = step.stats_index.expect("batch norm has running statistics");
+    let (affine, pair_stride) = p.pair_view(&p.params, w);
+    let (running, running_stride) = p.pair_view(&p.params, s);
+    assert_eq!(
+        pair_stride, running_stride,
+        "per-channel tensors align alike"
+    );
+    BatchNormViews {
+        pair_stride,
+        affine,
+        running,
+        stats: layout.buf(layout.stats[i].expect("batch norm has statistics")),
+    }
 }
 
 /// What one layer's pass costs, for the profiler's GFLOP/s and GB/s (4-byte elements).

@@ -2,21 +2,80 @@
 //! `conv32k3-relu-pool2-conv64k3-relu-pool2-flatten-dense10`.
 //!
 //! Grammar (tokens joined by `-`):
-//! - `conv<C>k<K>`: 2-D convolution, `C` output channels, `K`x`K` kernel, stride 1, valid padding
-//! - `relu`: rectified linear unit
-//! - `pool2`: 2x2 max pooling with stride 2 (odd sizes floor, like Keras)
+//! - `conv<C>k<K>[s<S>][same|valid]`: 2-D convolution, `C` output channels, `K`x`K` kernel,
+//!   stride `S` (default 1), `valid` padding (the default: no padding) or `same` (pads
+//!   `(K-1)/2` zeros on every side, so stride 1 keeps the size; needs an odd `K`)
+//! - `relu`, `sigmoid`, `tanh`: activations
+//! - `pool2` (or `maxpool2`), `avgpool2`: 2x2 max or average pooling with stride 2 (odd sizes
+//!   floor, like Keras)
+//! - `dropout<R>`: zeroes each activation with probability `R` in [0, 1) while training and
+//!   scales the others by `1/(1-R)`; nothing at inference
+//! - `bn` (or `batchnorm`): batch normalisation per channel (per feature after flatten), with
+//!   batch statistics while training and running statistics at inference, like PyTorch
 //! - `flatten`: channels x height x width to one vector, in that (PyTorch) order
 //! - `dense<N>`: fully connected layer with `N` outputs
 
 use std::fmt;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Layer {
-    Conv2d { out_channels: usize, kernel: usize },
+pub enum Padding {
+    Valid,
+    Same,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Activation {
     Relu,
-    MaxPool2d,
+    Sigmoid,
+    Tanh,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pool {
+    Max,
+    Avg,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Layer {
+    Conv2d {
+        out_channels: usize,
+        kernel: usize,
+        stride: usize,
+        padding: Padding,
+    },
+    Activation(Activation),
+    Pool2d(Pool),
+    Dropout {
+        rate: f32,
+    },
+    BatchNorm,
     Flatten,
-    Dense { units: usize },
+    Dense {
+        units: usize,
+    },
+}
+
+impl Layer {
+    /// A stride-1, unpadded convolution (the seed model's kind).
+    pub const fn conv(out_channels: usize, kernel: usize) -> Layer {
+        Layer::Conv2d {
+            out_channels,
+            kernel,
+            stride: 1,
+            padding: Padding::Valid,
+        }
+    }
+}
+
+impl fmt::Display for Activation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Activation::Relu => "relu",
+            Activation::Sigmoid => "sigmoid",
+            Activation::Tanh => "tanh",
+        })
+    }
 }
 
 impl fmt::Display for Layer {
@@ -25,9 +84,23 @@ impl fmt::Display for Layer {
             Layer::Conv2d {
                 out_channels,
                 kernel,
-            } => write!(f, "conv{out_channels}k{kernel}"),
-            Layer::Relu => write!(f, "relu"),
-            Layer::MaxPool2d => write!(f, "pool2"),
+                stride,
+                padding,
+            } => {
+                write!(f, "conv{out_channels}k{kernel}")?;
+                if *stride != 1 {
+                    write!(f, "s{stride}")?;
+                }
+                if *padding == Padding::Same {
+                    write!(f, "same")?;
+                }
+                Ok(())
+            }
+            Layer::Activation(a) => write!(f, "{a}"),
+            Layer::Pool2d(Pool::Max) => write!(f, "pool2"),
+            Layer::Pool2d(Pool::Avg) => write!(f, "avgpool2"),
+            Layer::Dropout { rate } => write!(f, "dropout{rate}"),
+            Layer::BatchNorm => write!(f, "bn"),
             Layer::Flatten => write!(f, "flatten"),
             Layer::Dense { units } => write!(f, "dense{units}"),
         }
@@ -35,7 +108,7 @@ impl fmt::Display for Layer {
 }
 
 /// A model architecture: the layers in order, independent of any device.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Arch {
     pub layers: Vec<Layer>,
 }
@@ -79,30 +152,71 @@ impl Arch {
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Arch { layers })
     }
+
+    /// Whether any layer behaves differently in training and inference.
+    pub fn has_batch_norm(&self) -> bool {
+        self.layers.contains(&Layer::BatchNorm)
+    }
 }
 
 fn parse_layer(token: &str) -> Result<Layer, String> {
     match token {
-        "relu" => return Ok(Layer::Relu),
-        "pool2" => return Ok(Layer::MaxPool2d),
+        "relu" => return Ok(Layer::Activation(Activation::Relu)),
+        "sigmoid" => return Ok(Layer::Activation(Activation::Sigmoid)),
+        "tanh" => return Ok(Layer::Activation(Activation::Tanh)),
+        "pool2" | "maxpool2" => return Ok(Layer::Pool2d(Pool::Max)),
+        "avgpool2" => return Ok(Layer::Pool2d(Pool::Avg)),
+        "bn" | "batchnorm" => return Ok(Layer::BatchNorm),
         "flatten" => return Ok(Layer::Flatten),
         _ => {}
     }
     if let Some(rest) = token.strip_prefix("conv") {
-        let (channels, kernel) = rest
-            .split_once('k')
-            .ok_or("a convolution is written conv<channels>k<kernel>, e.g. conv32k3")?;
-        return Ok(Layer::Conv2d {
-            out_channels: positive(channels, "channel count")?,
-            kernel: positive(kernel, "kernel size")?,
-        });
+        return parse_conv(rest);
     }
     if let Some(units) = token.strip_prefix("dense") {
         return Ok(Layer::Dense {
             units: positive(units, "width")?,
         });
     }
-    Err("unknown layer; expected convCkK, relu, pool2, flatten or denseN".into())
+    if let Some(rate) = token.strip_prefix("dropout") {
+        return match rate.parse::<f32>() {
+            Ok(r) if (0.0..1.0).contains(&r) => Ok(Layer::Dropout { rate: r }),
+            _ => Err(format!(
+                "dropout rate '{rate}' is not a number in [0, 1), e.g. dropout0.25"
+            )),
+        };
+    }
+    Err(
+        "unknown layer; expected convCkK[sS][same|valid], relu, sigmoid, tanh, pool2, \
+         avgpool2, dropoutR, bn, flatten or denseN"
+            .into(),
+    )
+}
+
+/// `<C>k<K>[s<S>][same|valid]`, after `conv`.
+fn parse_conv(rest: &str) -> Result<Layer, String> {
+    let (channels, rest) = rest
+        .split_once('k')
+        .ok_or("a convolution is written conv<channels>k<kernel>, e.g. conv32k3")?;
+    let (rest, padding) = if let Some(r) = rest.strip_suffix("same") {
+        (r, Padding::Same)
+    } else {
+        (rest.strip_suffix("valid").unwrap_or(rest), Padding::Valid)
+    };
+    let (kernel, stride) = match rest.split_once('s') {
+        Some((k, s)) => (k, positive(s, "stride")?),
+        None => (rest, 1),
+    };
+    let kernel = positive(kernel, "kernel size")?;
+    if padding == Padding::Same && kernel % 2 == 0 {
+        return Err(format!("same padding needs an odd kernel, got {kernel}"));
+    }
+    Ok(Layer::Conv2d {
+        out_channels: positive(channels, "channel count")?,
+        kernel,
+        stride,
+        padding,
+    })
 }
 
 fn positive(text: &str, what: &str) -> Result<usize, String> {
@@ -121,13 +235,33 @@ mod tests {
         let arch = Arch::seed();
         assert_eq!(arch.layers.len(), 8);
         assert_eq!(Arch::parse(&arch.to_string()).unwrap(), arch);
+        assert_eq!(arch.layers[0], Layer::conv(32, 3));
+    }
+
+    #[test]
+    fn every_layer_kind_round_trips() {
+        let spec = "conv8k3s2same-bn-tanh-conv4k5valid-sigmoid-avgpool2-maxpool2-dropout0.25-\
+                    flatten-dense16-batchnorm-relu-dense10";
+        let arch = Arch::parse(spec).unwrap();
         assert_eq!(
             arch.layers[0],
             Layer::Conv2d {
-                out_channels: 32,
-                kernel: 3
+                out_channels: 8,
+                kernel: 3,
+                stride: 2,
+                padding: Padding::Same
             }
         );
+        assert_eq!(arch.layers[3], Layer::conv(4, 5));
+        assert_eq!(arch.layers[7], Layer::Dropout { rate: 0.25 });
+        let printed = arch.to_string();
+        assert_eq!(
+            printed,
+            "conv8k3s2same-bn-tanh-conv4k5-sigmoid-avgpool2-pool2-dropout0.25-flatten-dense16-\
+             bn-relu-dense10"
+        );
+        assert_eq!(Arch::parse(&printed).unwrap(), arch);
+        assert!(arch.has_batch_norm() && !Arch::seed().has_batch_norm());
     }
 
     #[test]
@@ -138,5 +272,14 @@ mod tests {
         assert!(err.contains("channel count '0'"), "{err}");
         assert!(Arch::parse("dense").unwrap_err().contains("width ''"));
         assert!(Arch::parse("").is_err());
+        let err = Arch::parse("conv8k4same").unwrap_err();
+        assert!(err.contains("odd kernel"), "{err}");
+        let err = Arch::parse("conv8k3s0").unwrap_err();
+        assert!(err.contains("stride '0'"), "{err}");
+        let err = Arch::parse("conv8k3-dropout1.5").unwrap_err();
+        assert!(
+            err.contains("token 2 'dropout1.5'") && err.contains("[0, 1)"),
+            "{err}"
+        );
     }
 }

@@ -59,17 +59,21 @@ impl<T: Copy + Default> Params<T> {
     }
 }
 
-/// Glorot-uniform weights and zero biases, like Keras, reproducible from `seed`.
+/// Glorot-uniform weights, zero biases, and batch norm's unit scales and variances, like Keras, reproducible from `seed`.
 pub fn init_params(plan: &Plan, seed: u64) -> Params<f32> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut params = Params::zeros(&plan.params);
     for (tensor, spec) in params.tensors.iter_mut().zip(&plan.params) {
-        if let Init::GlorotUniform { fan_in, fan_out } = spec.init {
-            let limit = (6.0 / (fan_in + fan_out) as f64).sqrt() as f32;
-            tensor
-                .data
-                .iter_mut()
-                .for_each(|w| *w = rng.random_range(-limit..=limit));
+        match spec.init {
+            Init::GlorotUniform { fan_in, fan_out } => {
+                let limit = (6.0 / (fan_in + fan_out) as f64).sqrt() as f32;
+                tensor
+                    .data
+                    .iter_mut()
+                    .for_each(|w| *w = rng.random_range(-limit..=limit));
+            }
+            Init::Ones => tensor.data.fill(1.0),
+            Init::Zeros => {}
         }
     }
     params

@@ -1,7 +1,7 @@
 //! Shape inference: an [`Arch`] applied to an input shape gives a [`Plan`], the list of layers
 //! with their input and output shapes and the parameters each one owns.
 
-use super::arch::{Arch, Layer};
+use super::arch::{Arch, Layer, Padding};
 
 /// Channels x height x width of one example. A flattened vector of `n` features is `n x 1 x 1`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -43,6 +43,7 @@ pub const NUM_CLASSES: usize = 10;
 pub enum Init {
     GlorotUniform { fan_in: usize, fan_out: usize },
     Zeros,
+    Ones,
 }
 
 /// A named parameter tensor, with PyTorch's name and layout.
@@ -51,6 +52,9 @@ pub struct ParamSpec {
     pub name: String,
     pub shape: Vec<usize>,
     pub init: Init,
+    /// False for statistics that training updates without gradients (batch norm's running
+    /// mean and variance): the optimiser skips them. They come after every trainable tensor.
+    pub trainable: bool,
 }
 
 impl ParamSpec {
@@ -63,14 +67,16 @@ impl ParamSpec {
     }
 }
 
-/// A layer with its shapes and, for conv and dense layers, the index of its weight in
-/// [`Plan::param_specs`] (the bias follows it).
+/// A layer with its shapes and, for conv, dense and batch-norm layers, the index of its weight
+/// in [`Plan::params`] (the bias follows it); batch norm also has the index of its running mean
+/// (the running variance follows it).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Step {
     pub layer: Layer,
     pub input: Shape,
     pub output: Shape,
     pub weight_index: Option<usize>,
+    pub stats_index: Option<usize>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -84,20 +90,17 @@ pub struct Plan {
 impl Plan {
     /// Infers every shape; the last layer must produce `NUM_CLASSES` flat logits.
     pub fn new(arch: &Arch, input: Shape) -> Result<Plan, String> {
-        let convs = arch
-            .layers
-            .iter()
-            .filter(|l| matches!(l, Layer::Conv2d { .. }))
-            .count();
         let denses = arch
             .layers
             .iter()
             .filter(|l| matches!(l, Layer::Dense { .. }))
             .count();
-        let (mut conv_no, mut dense_no) = (0, 0);
+        let (mut conv_no, mut dense_no, mut bn_no) = (0, 0, 0);
         let mut shape = input;
         let mut steps = Vec::new();
         let mut params = Vec::new();
+        // Running statistics, appended after every trainable tensor: (step, names).
+        let mut statistics = Vec::new();
         for (i, &layer) in arch.layers.iter().enumerate() {
             let at = |why: String| format!("layer {} '{layer}' of '{arch}': {why}", i + 1);
             let output = output_shape(layer, shape).map_err(at)?;
@@ -105,9 +108,10 @@ impl Plan {
                 Layer::Conv2d {
                     out_channels,
                     kernel,
+                    ..
                 } => {
                     conv_no += 1;
-                    let name = numbered("conv", conv_no, convs, true);
+                    let name = format!("conv{conv_no}");
                     let fan = |c: usize| c * kernel * kernel;
                     let shape4 = vec![out_channels, shape.channels, kernel, kernel];
                     let glorot = Init::GlorotUniform {
@@ -118,7 +122,7 @@ impl Plan {
                 }
                 Layer::Dense { units } => {
                     dense_no += 1;
-                    let name = numbered("fc", dense_no, denses, false);
+                    let name = numbered("fc", dense_no, denses);
                     let glorot = Init::GlorotUniform {
                         fan_in: shape.len(),
                         fan_out: units,
@@ -131,6 +135,13 @@ impl Plan {
                         glorot,
                     ))
                 }
+                Layer::BatchNorm => {
+                    bn_no += 1;
+                    let name = format!("bn{bn_no}");
+                    let c = shape.channels;
+                    statistics.push((steps.len(), name.clone(), c));
+                    Some(push_pair(&mut params, &name, vec![c], c, Init::Ones))
+                }
                 _ => None,
             };
             steps.push(Step {
@@ -138,8 +149,20 @@ impl Plan {
                 input: shape,
                 output,
                 weight_index,
+                stats_index: None,
             });
             shape = output;
+        }
+        for (step, name, channels) in statistics {
+            steps[step].stats_index = Some(params.len());
+            for (stat, init) in [("running_mean", Init::Zeros), ("running_var", Init::Ones)] {
+                params.push(ParamSpec {
+                    name: format!("{name}.{stat}"),
+                    shape: vec![channels],
+                    init,
+                    trainable: false,
+                });
+            }
         }
         if shape != Shape::new(NUM_CLASSES, 1, 1) {
             return Err(format!(
@@ -157,6 +180,15 @@ impl Plan {
 
     pub fn output(&self) -> Shape {
         self.steps.last().map_or(self.input, |s| s.output)
+    }
+
+    /// Elements of the trainable tensors, which come first in [`Plan::params`].
+    pub fn trainable_len(&self) -> usize {
+        self.params
+            .iter()
+            .filter(|p| p.trainable)
+            .map(ParamSpec::len)
+            .sum()
     }
 
     /// Multiply-adds of one forward pass of one example.
@@ -186,9 +218,9 @@ impl Step {
     }
 }
 
-/// `conv1`, `conv2`, ...; a lone dense layer is `fc`, several are `fc1`, `fc2`, ...
-fn numbered(prefix: &str, n: usize, total: usize, always: bool) -> String {
-    if always || total > 1 {
+/// A lone dense layer is `fc`, several are `fc1`, `fc2`, ...
+fn numbered(prefix: &str, n: usize, total: usize) -> String {
+    if total > 1 {
         format!("{prefix}{n}")
     } else {
         prefix.to_string()
@@ -206,11 +238,13 @@ fn push_pair(
         name: format!("{name}.weight"),
         shape: weight_shape,
         init,
+        trainable: true,
     });
     params.push(ParamSpec {
         name: format!("{name}.bias"),
         shape: vec![bias_len],
         init: Init::Zeros,
+        trainable: true,
     });
     params.len() - 2
 }
@@ -225,22 +259,22 @@ fn output_shape(layer: Layer, input: Shape) -> Result<Shape, String> {
         Layer::Conv2d {
             out_channels,
             kernel,
+            stride,
+            padding,
         } => {
             if input.is_flat() && channels > 1 {
                 return Err("a convolution cannot follow flatten".into());
             }
-            if kernel > height || kernel > width {
+            let pad = conv_padding(kernel, padding);
+            if kernel > height + 2 * pad || kernel > width + 2 * pad {
                 return Err(format!(
                     "kernel {kernel}x{kernel} is larger than its {height}x{width} input"
                 ));
             }
-            Ok(Shape::new(
-                out_channels,
-                height - kernel + 1,
-                width - kernel + 1,
-            ))
+            let out = |size: usize| (size + 2 * pad - kernel) / stride + 1;
+            Ok(Shape::new(out_channels, out(height), out(width)))
         }
-        Layer::MaxPool2d => {
+        Layer::Pool2d(_) => {
             if height < 2 || width < 2 {
                 return Err(format!(
                     "2x2 pooling needs at least 2x2 input, got {height}x{width}"
@@ -248,7 +282,7 @@ fn output_shape(layer: Layer, input: Shape) -> Result<Shape, String> {
             }
             Ok(Shape::new(channels, height / 2, width / 2))
         }
-        Layer::Relu => Ok(input),
+        Layer::Activation(_) | Layer::Dropout { .. } | Layer::BatchNorm => Ok(input),
         Layer::Flatten => Ok(Shape::new(input.len(), 1, 1)),
         Layer::Dense { units } => {
             if !input.is_flat() {
@@ -256,6 +290,14 @@ fn output_shape(layer: Layer, input: Shape) -> Result<Shape, String> {
             }
             Ok(Shape::new(units, 1, 1))
         }
+    }
+}
+
+/// Zeros added on each side of a convolution's input.
+pub fn conv_padding(kernel: usize, padding: Padding) -> usize {
+    match padding {
+        Padding::Valid => 0,
+        Padding::Same => (kernel - 1) / 2,
     }
 }
 
@@ -311,5 +353,44 @@ mod tests {
         assert!(err.contains("add flatten"), "{err}");
         let err = Plan::new(&Arch::parse("flatten-dense7").unwrap(), MNIST_INPUT).unwrap_err();
         assert!(err.contains("must end with dense10"), "{err}");
+    }
+
+    #[test]
+    fn strides_padding_and_batch_norm_statistics() {
+        let arch = Arch::parse("conv8k3s2same-bn-relu-conv4k5s2-flatten-dense10").unwrap();
+        let plan = Plan::new(&arch, MNIST_INPUT).unwrap();
+        // (28 + 2 - 3) / 2 + 1 = 14; (14 - 5) / 2 + 1 = 5
+        assert_eq!(plan.steps[0].output, Shape::new(8, 14, 14));
+        assert_eq!(plan.steps[3].output, Shape::new(4, 5, 5));
+        let names: Vec<(&str, bool)> = plan
+            .params
+            .iter()
+            .map(|p| (p.name.as_str(), p.trainable))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("conv1.weight", true),
+                ("conv1.bias", true),
+                ("bn1.weight", true),
+                ("bn1.bias", true),
+                ("conv2.weight", true),
+                ("conv2.bias", true),
+                ("fc.weight", true),
+                ("fc.bias", true),
+                ("bn1.running_mean", false),
+                ("bn1.running_var", false),
+            ]
+        );
+        assert_eq!(plan.steps[1].weight_index, Some(2));
+        assert_eq!(plan.steps[1].stats_index, Some(8));
+        assert_eq!(plan.params[2].init, Init::Ones);
+        assert_eq!(plan.params[9].init, Init::Ones);
+        assert_eq!(
+            plan.trainable_len(),
+            8 * 9 + 8 + 16 + 4 * 8 * 25 + 4 + 1000 + 10
+        );
+        // Strided convolutions cost their output positions only.
+        assert_eq!(plan.steps[3].forward_macs(), 4 * 25 * 8 * 25);
     }
 }

@@ -1,5 +1,5 @@
-//! MaxPool2d on the GPU (`shaders/maxpool2d.wgsl`), twin of `cpu/maxpool2d.rs`: 2x2 windows,
-//! stride 2, odd sizes floor, first maximum wins ties.
+//! Pooling on the GPU (`shaders/pool2d.wgsl`), twin of `cpu/pool2d.rs`: max and average over
+//! 2x2 windows, stride 2, odd sizes floor; the first maximum wins ties.
 
 use anyhow::Result;
 use bytemuck::{Pod, Zeroable};
@@ -10,10 +10,12 @@ use super::kernel::{
     compile, grid_1d, read_buffer, run, storage, storage_init, uniform, Access, Dispatch, Kernel,
     View,
 };
-use crate::cpu::maxpool2d::{maxpool2d_backward, maxpool2d_forward, maxpool2d_output};
-use crate::model::Shape;
+use crate::cpu::pool2d::{
+    avgpool2d_backward, avgpool2d_forward, maxpool2d_backward, maxpool2d_forward, pool2d_output,
+};
+use crate::model::{Pool, Shape};
 
-pub const SOURCE: &str = include_str!("../../shaders/maxpool2d.wgsl");
+pub const SOURCE: &str = include_str!("../../shaders/pool2d.wgsl");
 
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
@@ -29,7 +31,7 @@ struct PoolParams {
 
 impl PoolParams {
     fn new(input: Shape, n: usize) -> PoolParams {
-        let out = maxpool2d_output(input);
+        let out = pool2d_output(input);
         PoolParams {
             n: n as u32,
             channels: input.channels as u32,
@@ -42,51 +44,69 @@ impl PoolParams {
     }
 }
 
-pub struct MaxPool2dKernels {
-    forward: Kernel,
-    backward: Kernel,
+pub struct Pool2dKernels {
+    max_forward: Kernel,
+    max_backward: Kernel,
+    avg_forward: Kernel,
+    avg_backward: Kernel,
 }
 
-impl MaxPool2dKernels {
-    pub fn new(ctx: &GpuContext) -> MaxPool2dKernels {
-        let module = compile(ctx, "maxpool2d.wgsl", SOURCE);
+impl Pool2dKernels {
+    pub fn new(ctx: &GpuContext) -> Pool2dKernels {
+        let module = compile(ctx, "pool2d.wgsl", SOURCE);
         use Access::*;
-        // argmax is declared read_write once for both entry points, so both layouts say so.
+        // argmax is declared read_write once for every entry point, so every layout says so.
         let bindings = [Uniform, Read, ReadWrite, ReadWrite];
-        MaxPool2dKernels {
-            forward: Kernel::new(ctx, &module, "maxpool2d_forward", &bindings),
-            backward: Kernel::new(ctx, &module, "maxpool2d_backward", &bindings),
+        let kernel = |name| Kernel::new(ctx, &module, name, &bindings);
+        Pool2dKernels {
+            max_forward: kernel("maxpool2d_forward"),
+            max_backward: kernel("maxpool2d_backward"),
+            avg_forward: kernel("avgpool2d_forward"),
+            avg_backward: kernel("avgpool2d_backward"),
         }
     }
 
-    /// `y` (n x pooled shape) and `argmax` (u32, same count) from `x` (n x `input`).
+    /// `y` (n x pooled shape) from `x` (n x `input`); max pooling also writes `argmax` (u32,
+    /// one per output), which average pooling leaves alone.
+    #[allow(clippy::too_many_arguments)]
     pub fn forward(
         &self,
         ctx: &GpuContext,
+        pool: Pool,
         input: Shape,
         n: usize,
         x: View,
         y: View,
         argmax: View,
     ) -> Dispatch {
-        let params = uniform(ctx, "maxpool2d params", &PoolParams::new(input, n));
-        let outputs = n * maxpool2d_output(input).len();
-        self.forward
-            .dispatch(ctx, &[View::whole(&params), x, y, argmax], grid_1d(outputs))
+        let params = uniform(ctx, "pool2d params", &PoolParams::new(input, n));
+        let outputs = n * pool2d_output(input).len();
+        let kernel = match pool {
+            Pool::Max => &self.max_forward,
+            Pool::Avg => &self.avg_forward,
+        };
+        kernel.dispatch(ctx, &[View::whole(&params), x, y, argmax], grid_1d(outputs))
     }
 
-    /// `dx` (n x `input`): each window's winner gets its `dy`, every other input 0.
+    /// `dx` (n x `input`): max pooling gives each window's winner its `dy` and every other
+    /// input 0; average pooling gives each input a quarter of its window's `dy`.
+    #[allow(clippy::too_many_arguments)]
     pub fn backward(
         &self,
         ctx: &GpuContext,
+        pool: Pool,
         input: Shape,
         n: usize,
         dy: View,
         argmax: View,
         dx: View,
     ) -> Dispatch {
-        let params = uniform(ctx, "maxpool2d params", &PoolParams::new(input, n));
-        self.backward.dispatch(
+        let params = uniform(ctx, "pool2d params", &PoolParams::new(input, n));
+        let kernel = match pool {
+            Pool::Max => &self.max_backward,
+            Pool::Avg => &self.avg_backward,
+        };
+        kernel.dispatch(
             ctx,
             &[View::whole(&params), dy, dx, argmax],
             grid_1d(n * input.len()),
@@ -106,7 +126,7 @@ pub fn checks() -> Vec<CrossCheck> {
     ];
     cases
         .into_iter()
-        .map(|(n, input, ties)| {
+        .flat_map(|(n, input, ties)| {
             let shape = format!(
                 "n {n}, {}x{}x{}{}",
                 input.channels,
@@ -114,15 +134,25 @@ pub fn checks() -> Vec<CrossCheck> {
                 input.width,
                 if ties { ", ties" } else { "" }
             );
-            CrossCheck::new("maxpool2d_forward+backward", shape, move |ctx| {
-                check_maxpool2d(ctx, n, input, ties)
-            })
+            let max = CrossCheck::new("maxpool2d_forward+backward", shape.clone(), move |ctx| {
+                check_pool2d(ctx, Pool::Max, n, input, ties)
+            });
+            let avg = CrossCheck::new("avgpool2d_forward+backward", shape, move |ctx| {
+                check_pool2d(ctx, Pool::Avg, n, input, ties)
+            });
+            [max, avg]
         })
         .collect()
 }
 
-fn check_maxpool2d(ctx: &GpuContext, n: usize, input: Shape, ties: bool) -> Result<Comparison> {
-    let (in_len, out_len) = (n * input.len(), n * maxpool2d_output(input).len());
+fn check_pool2d(
+    ctx: &GpuContext,
+    pool: Pool,
+    n: usize,
+    input: Shape,
+    ties: bool,
+) -> Result<Comparison> {
+    let (in_len, out_len) = (n * input.len(), n * pool2d_output(input).len());
     let seed = (in_len + out_len) as u64;
     let mut x = random_vec(in_len, seed, -1.0, 1.0);
     if ties {
@@ -142,9 +172,10 @@ fn check_maxpool2d(ctx: &GpuContext, n: usize, input: Shape, ties: bool) -> Resu
         storage(ctx, "argmax", 4 * out_len as u64)?,
     );
 
-    let kernels = MaxPool2dKernels::new(ctx);
+    let kernels = Pool2dKernels::new(ctx);
     let fwd = kernels.forward(
         ctx,
+        pool,
         input,
         n,
         (&x_buf).into(),
@@ -153,6 +184,7 @@ fn check_maxpool2d(ctx: &GpuContext, n: usize, input: Shape, ties: bool) -> Resu
     );
     let bwd = kernels.backward(
         ctx,
+        pool,
         input,
         n,
         (&dy_buf).into(),
@@ -162,11 +194,16 @@ fn check_maxpool2d(ctx: &GpuContext, n: usize, input: Shape, ties: bool) -> Resu
     run(ctx, &[&fwd, &bwd]);
 
     let (mut y, mut argmax, mut dx) = (vec![0.0; out_len], vec![0; out_len], vec![0.0; in_len]);
+    let gpu_y = read_buffer::<f32>(ctx, &y_buf, 0, out_len)?;
+    let gpu_dx = read_buffer::<f32>(ctx, &dx_buf, 0, in_len)?;
+    if pool == Pool::Avg {
+        avgpool2d_forward(input, &x, &mut y);
+        avgpool2d_backward(input, &dy, &mut dx);
+        return Ok(compare(&gpu_y, &y).merge(compare(&gpu_dx, &dx)));
+    }
     maxpool2d_forward(input, &x, &mut y, &mut argmax);
     maxpool2d_backward(input, &dy, &argmax, &mut dx);
-    let gpu_y = read_buffer::<f32>(ctx, &y_buf, 0, out_len)?;
     let gpu_argmax = read_buffer::<u32>(ctx, &argmax_buf, 0, out_len)?;
-    let gpu_dx = read_buffer::<f32>(ctx, &dx_buf, 0, in_len)?;
     Ok(compare(&gpu_y, &y)
         .merge(compare_exact(&gpu_argmax, &argmax))
         .merge(compare(&gpu_dx, &dx)))
