@@ -376,6 +376,8 @@ fn run(setup: Setup, args: &TrainArgs) -> Result<()> {
         params,
         resume,
     } = setup;
+    // First, so that a Ctrl-C while the data loads already stops at the first step.
+    let stop = stop_on_ctrl_c()?;
     let mut mnist = load_data(&config.data)?;
     let validation = match config.val_split {
         Some(n) if n as usize >= mnist.train.len() => {
@@ -419,7 +421,6 @@ fn run(setup: Setup, args: &TrainArgs) -> Result<()> {
     let mut on_checkpoint = |backend: &mut dyn Backend, state: &RunState| {
         save_state(&run_dir, &plan, backend, state, &extra, &run_json)
     };
-    let stop = stop_on_ctrl_c()?;
     let mut progress = EpochProgress::new(config.train.epochs);
     let outcome = train_resumable(
         backend.as_mut(),
