@@ -281,7 +281,7 @@ fn a_gpu_run_stopped_mid_epoch_resumes_bit_for_bit() {
         train_split(80).subset(&(64..80).collect::<Vec<u32>>()),
     );
     let plan = plan();
-    let make = |params: &Params<f32>| -> Box<dyn Backend > {
+    let make = |params: &Params<f32>| -> Box<dyn Backend> {
         let b = GpuBackend::new(&ctx, plan.clone(), params, Optimizer::adam(2e-3)).unwrap();
         Box::new(b)
     };

@@ -605,3 +605,41 @@ fn report(
     }
     Ok(evaluation)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::{Args, Command};
+
+    /// A flag added to `train` must either conflict with --resume or be known to be safe with
+    /// it (device and output flags), so that a resumed run can never silently change.
+    #[test]
+    fn every_training_flag_conflicts_with_resume() {
+        let cmd = TrainArgs::augment_args(Command::new("train"));
+        cmd.clone().debug_assert();
+        let allowed = [
+            "epochs",
+            "resume",
+            "save",
+            "metrics_json",
+            "plots",
+            "backend",
+            "adapter",
+            "autotune",
+            "kernels_from",
+        ];
+        let resume = cmd.get_arguments().find(|a| a.get_id() == "resume");
+        let conflicts: Vec<&str> = cmd
+            .get_arg_conflicts_with(resume.expect("a --resume flag"))
+            .iter()
+            .map(|a| a.get_id().as_str())
+            .collect();
+        for arg in cmd.get_arguments() {
+            let id = arg.get_id().as_str();
+            assert!(
+                allowed.contains(&id) || conflicts.contains(&id),
+                "--{id} neither conflicts with --resume nor is allowed with it"
+            );
+        }
+    }
+}
