@@ -33,11 +33,39 @@ pub struct KernelChoice {
 }
 
 /// Sums over the training steps since the last [`Backend::take_train_stats`].
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct TrainStats {
     pub loss_sum: f64,
     pub correct: u64,
     pub examples: u64,
+}
+
+/// Everything the optimiser carries from one step to the next, so that a run can continue
+/// exactly where it stopped.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OptimizerState {
+    /// Steps taken: Adam's bias correction, and the key of the random numbers of dropout and
+    /// augmentation (see [`crate::rng`]), so restoring it restores the random-generator state.
+    pub step: u32,
+    /// Per parameter tensor, same names and shapes: Adam's first moments, or SGD's velocity.
+    pub m: Params<f32>,
+    /// Adam's second moments (zeros for SGD).
+    pub v: Params<f32>,
+}
+
+impl OptimizerState {
+    /// An error unless `m` and `v` hold one tensor of each length in `lens`, in order (a
+    /// backend cannot restore moments of another model).
+    pub fn check_lens(&self, lens: &[usize]) -> Result<()> {
+        for moments in [&self.m, &self.v] {
+            let got: Vec<usize> = moments.tensors.iter().map(|t| t.data.len()).collect();
+            anyhow::ensure!(
+                got == lens,
+                "optimiser state of tensor lengths {got:?} for a model of {lens:?}"
+            );
+        }
+        Ok(())
+    }
 }
 
 pub trait Backend {
@@ -70,6 +98,12 @@ pub trait Backend {
 
     /// The current parameters.
     fn params(&mut self) -> Result<Params<f32>>;
+
+    /// The optimiser's step count and moments, as the next step would use them.
+    fn optimizer_state(&mut self) -> Result<OptimizerState>;
+
+    /// Restores a state read by [`Backend::optimizer_state`] from a backend of the same plan.
+    fn set_optimizer_state(&mut self, state: &OptimizerState) -> Result<()>;
 
     /// The kernel variants chosen so far (none on the CPU).
     fn kernel_choices(&self) -> Vec<KernelChoice> {

@@ -9,6 +9,7 @@ use std::path::Path;
 use anyhow::Result;
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 
+use crate::backend::OptimizerState;
 use crate::error::bad_input;
 use crate::fsutil::write_atomic;
 use crate::model::{Arch, Params, Plan, Tensor, MNIST_INPUT};
@@ -22,6 +23,12 @@ pub struct Checkpoint {
     pub metadata: HashMap<String, String>,
 }
 
+/// A training checkpoint: a model plus the optimiser state that continues its run.
+pub struct TrainingCheckpoint {
+    pub checkpoint: Checkpoint,
+    pub optimizer: OptimizerState,
+}
+
 /// Writes `params` of `plan` atomically; `extra` metadata (seed, optimiser...) is stored too.
 pub fn save_checkpoint(
     path: &Path,
@@ -29,6 +36,41 @@ pub fn save_checkpoint(
     params: &Params<f32>,
     extra: &[(&str, String)],
 ) -> Result<()> {
+    let tensors = params.tensors.iter().map(|t| (t.name.clone(), t)).collect();
+    write_tensors(path, tensors, metadata(plan, extra))
+}
+
+/// Like [`save_checkpoint`], with the optimiser's moments as `optimizer.m.<name>` and
+/// `optimizer.v.<name>` and its step in the metadata. The parameters keep their names, so
+/// `eval` and `predict` read the file like any model.
+pub fn save_training_checkpoint(
+    path: &Path,
+    plan: &Plan,
+    params: &Params<f32>,
+    optimizer: &OptimizerState,
+    extra: &[(&str, String)],
+) -> Result<()> {
+    let mut tensors: Vec<(String, &Tensor<f32>)> =
+        params.tensors.iter().map(|t| (t.name.clone(), t)).collect();
+    for (moment, moments) in [("m", &optimizer.m), ("v", &optimizer.v)] {
+        tensors.extend((moments.tensors.iter()).map(|t| (moment_name(moment, &t.name), t)));
+    }
+    let mut metadata = metadata(plan, extra);
+    metadata.insert(TRAINING_FORMAT_KEY.into(), TRAINING_FORMAT.into());
+    metadata.insert(STEP_KEY.into(), optimizer.step.to_string());
+    write_tensors(path, tensors, metadata)
+}
+
+/// Metadata key and value that mark a training checkpoint, and the key of the optimiser step.
+const TRAINING_FORMAT_KEY: &str = "training_format";
+const TRAINING_FORMAT: &str = "mnist-wgpu-training/1";
+const STEP_KEY: &str = "optimizer_step";
+
+fn moment_name(moment: &str, tensor: &str) -> String {
+    format!("optimizer.{moment}.{tensor}")
+}
+
+fn metadata(plan: &Plan, extra: &[(&str, String)]) -> HashMap<String, String> {
     let mut metadata: HashMap<String, String> = extra
         .iter()
         .map(|(k, v)| (k.to_string(), v.clone()))
@@ -39,16 +81,20 @@ pub fn save_checkpoint(
         "flatten_order".into(),
         "channel,row,column (PyTorch nn.Flatten of NCHW)".into(),
     );
+    metadata
+}
+
+fn write_tensors(
+    path: &Path,
+    tensors: Vec<(String, &Tensor<f32>)>,
+    metadata: HashMap<String, String>,
+) -> Result<()> {
     // safetensors is little-endian whatever the host is.
-    let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = params
-        .tensors
-        .iter()
-        .map(|t| {
-            (
-                t.name.clone(),
-                t.shape.clone(),
-                t.data.iter().flat_map(|x| x.to_le_bytes()).collect(),
-            )
+    let bytes: Vec<(String, &[usize], Vec<u8>)> = tensors
+        .into_iter()
+        .map(|(name, t)| {
+            let data = t.data.iter().flat_map(|x| x.to_le_bytes()).collect();
+            (name, t.shape.as_slice(), data)
         })
         .collect();
     let views = bytes
@@ -56,7 +102,7 @@ pub fn save_checkpoint(
         .map(|(name, shape, data)| {
             Ok((
                 name.clone(),
-                TensorView::new(Dtype::F32, shape.clone(), data)?,
+                TensorView::new(Dtype::F32, shape.to_vec(), data)?,
             ))
         })
         .collect::<Result<Vec<_>, safetensors::SafeTensorError>>()?;
@@ -65,10 +111,51 @@ pub fn save_checkpoint(
 }
 
 /// Reads a checkpoint and checks every tensor's name, dtype and shape against its architecture.
+/// The optimiser tensors of a training checkpoint are allowed and skipped.
 pub fn load_checkpoint(path: &Path) -> Result<Checkpoint> {
-    let fail = |why: String| bad_input(format!("{}: {why}", path.display()));
-    let bytes = std::fs::read(path).map_err(|e| fail(format!("cannot read checkpoint: {e}")))?;
-    let (_, header) = SafeTensors::read_metadata(&bytes)
+    let bytes = read(path)?;
+    Ok(parse(path, &bytes)?.0)
+}
+
+/// Reads a checkpoint written by [`save_training_checkpoint`], checking the moments like the
+/// parameters.
+pub fn load_training_checkpoint(path: &Path) -> Result<TrainingCheckpoint> {
+    let bytes = read(path)?;
+    let (checkpoint, file) = parse(path, &bytes)?;
+    let fail = |why: String| fail(path, why);
+    let metadata = &checkpoint.metadata;
+    if metadata.get(TRAINING_FORMAT_KEY).map(String::as_str) != Some(TRAINING_FORMAT) {
+        return Err(fail(format!(
+            "not a training checkpoint ('{TRAINING_FORMAT_KEY}' is not '{TRAINING_FORMAT}')"
+        )));
+    }
+    let step = (metadata.get(STEP_KEY))
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| fail(format!("no valid '{STEP_KEY}' in the metadata")))?;
+    let plan = &checkpoint.plan;
+    let optimizer = OptimizerState {
+        step,
+        m: read_params(&file, plan, |name| moment_name("m", name)).map_err(fail)?,
+        v: read_params(&file, plan, |name| moment_name("v", name)).map_err(fail)?,
+    };
+    Ok(TrainingCheckpoint {
+        checkpoint,
+        optimizer,
+    })
+}
+
+fn fail(path: &Path, why: String) -> anyhow::Error {
+    bad_input(format!("{}: {why}", path.display()))
+}
+
+fn read(path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(|e| fail(path, format!("cannot read checkpoint: {e}")))
+}
+
+/// The model in `bytes`, and the file for reading more tensors.
+fn parse<'a>(path: &Path, bytes: &'a [u8]) -> Result<(Checkpoint, SafeTensors<'a>)> {
+    let fail = |why: String| fail(path, why);
+    let (_, header) = SafeTensors::read_metadata(bytes)
         .map_err(|e| fail(format!("not a safetensors checkpoint: {e}")))?;
     let metadata = header.metadata().clone().unwrap_or_default();
     let spec = metadata
@@ -77,51 +164,70 @@ pub fn load_checkpoint(path: &Path) -> Result<Checkpoint> {
     let arch = Arch::parse(spec).map_err(|e| fail(format!("bad 'arch' metadata: {e}")))?;
     let plan =
         Plan::new(&arch, MNIST_INPUT).map_err(|e| fail(format!("bad 'arch' metadata: {e}")))?;
-    let file = SafeTensors::deserialize(&bytes)
+    let file = SafeTensors::deserialize(bytes)
         .map_err(|e| fail(format!("not a safetensors checkpoint: {e}")))?;
-    let mut tensors = Vec::with_capacity(plan.params.len());
-    for spec in &plan.params {
-        let view = file
-            .tensor(&spec.name)
-            .map_err(|_| fail(format!("tensor '{}' is missing (arch '{arch}')", spec.name)))?;
-        if view.dtype() != Dtype::F32 {
-            return Err(fail(format!(
-                "tensor '{}' is {:?}, expected F32",
-                spec.name,
-                view.dtype()
-            )));
-        }
-        if view.shape() != spec.shape.as_slice() {
-            return Err(fail(format!(
-                "tensor '{}' has shape {:?}, expected {:?}",
-                spec.name,
-                view.shape(),
-                spec.shape
-            )));
-        }
-        let data = view
-            .data()
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect();
-        tensors.push(Tensor {
-            name: spec.name.clone(),
-            shape: spec.shape.clone(),
-            data,
-        });
-    }
-    if let Some(extra) = file
-        .names()
-        .into_iter()
-        .find(|n| plan.params.iter().all(|p| p.name != *n))
-    {
+    let params = read_params(&file, &plan, str::to_string).map_err(fail)?;
+    let expected = |name: &str| {
+        (plan.params.iter()).any(|p| {
+            name == p.name || name == moment_name("m", &p.name) || name == moment_name("v", &p.name)
+        })
+    };
+    if let Some(extra) = file.names().into_iter().find(|n| !expected(n)) {
         return Err(fail(format!(
             "unexpected tensor '{extra}' for arch '{arch}'"
         )));
     }
-    Ok(Checkpoint {
+    let checkpoint = Checkpoint {
         plan,
-        params: Params { tensors },
+        params,
         metadata,
-    })
+    };
+    Ok((checkpoint, file))
+}
+
+/// One tensor per parameter of `plan`, stored under `stored(name)`, or why not.
+fn read_params(
+    file: &SafeTensors,
+    plan: &Plan,
+    stored: impl Fn(&str) -> String,
+) -> std::result::Result<Params<f32>, String> {
+    let tensors = (plan.params.iter())
+        .map(|spec| {
+            let data = read_tensor(file, &stored(&spec.name), &spec.shape, &plan.arch)?;
+            Ok(Tensor {
+                name: spec.name.clone(),
+                shape: spec.shape.clone(),
+                data,
+            })
+        })
+        .collect::<std::result::Result<_, String>>()?;
+    Ok(Params { tensors })
+}
+
+/// The data of tensor `name`, checked to be F32 of `shape`.
+fn read_tensor(
+    file: &SafeTensors,
+    name: &str,
+    shape: &[usize],
+    arch: &Arch,
+) -> std::result::Result<Vec<f32>, String> {
+    let view = file
+        .tensor(name)
+        .map_err(|_| format!("tensor '{name}' is missing (arch '{arch}')"))?;
+    if view.dtype() != Dtype::F32 {
+        return Err(format!(
+            "tensor '{name}' is {:?}, expected F32",
+            view.dtype()
+        ));
+    }
+    if view.shape() != shape {
+        return Err(format!(
+            "tensor '{name}' has shape {:?}, expected {shape:?}",
+            view.shape()
+        ));
+    }
+    let data = view.data().chunks_exact(4);
+    Ok(data
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect())
 }

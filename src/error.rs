@@ -1,5 +1,5 @@
-//! Error kinds that decide the exit code: 2 for bad input (a file, a flag, a checkpoint), 1 for
-//! anything else.
+//! Error kinds that decide the exit code: 2 for bad input (a file, a flag, a checkpoint), 130
+//! for a run stopped by Ctrl-C (the shell's code for SIGINT), 1 for anything else.
 
 use std::fmt;
 
@@ -20,10 +20,24 @@ pub fn bad_input(message: impl Into<String>) -> anyhow::Error {
     anyhow::Error::new(BadInput(message.into()))
 }
 
-/// 2 when any error in the chain is [`BadInput`], else 1.
+/// The user stopped the run; the message says how to continue it.
+#[derive(Debug)]
+pub struct Interrupted(pub String);
+
+impl fmt::Display for Interrupted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Interrupted {}
+
+/// 2 when any error in the chain is [`BadInput`], 130 when it is [`Interrupted`], else 1.
 pub fn exit_code(err: &anyhow::Error) -> i32 {
     if err.chain().any(|e| e.is::<BadInput>()) {
         2
+    } else if err.is::<Interrupted>() {
+        130
     } else {
         1
     }

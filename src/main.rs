@@ -17,6 +17,11 @@ fn main() -> ExitCode {
     };
     match cli::run(args) {
         Ok(()) => ExitCode::SUCCESS,
+        // An interruption is no error: its message is what to do next.
+        Err(err) if err.is::<mnist_wgpu::error::Interrupted>() => {
+            eprintln!("{err}");
+            ExitCode::from(mnist_wgpu::error::exit_code(&err) as u8)
+        }
         Err(err) => {
             eprintln!("error: {err:#}");
             ExitCode::from(mnist_wgpu::error::exit_code(&err) as u8)

@@ -1,26 +1,27 @@
 //! The training loop and evaluation, for any [`Backend`]: data -> batches -> model -> metrics.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::backend::{Backend, TrainStats};
 use crate::config::TrainConfig;
 use crate::cpu::softmax_xent::{argmax, softmax_cross_entropy};
 use crate::data::{Split, IMAGE_PIXELS};
 use crate::metrics::ConfusionMatrix;
-use crate::model::{Params, NUM_CLASSES};
+use crate::model::NUM_CLASSES;
 
 /// How often running loss and accuracy are read back while an epoch runs.
 const STATS_INTERVAL: Duration = Duration::from_millis(250);
 /// Images per inference call during evaluation.
 const EVAL_BATCH: usize = 1000;
 
-#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct EpochStats {
     pub epoch: usize,
     pub train_loss: f64,
@@ -29,27 +30,66 @@ pub struct EpochStats {
     /// The learning rate of the epoch's last step.
     pub lr: f64,
     /// Loss and accuracy on the held-out validation examples, when there are some.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub val_loss: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub val_accuracy: Option<f64>,
 }
 
 /// What a training run gives back besides the trained backend.
 #[derive(Debug)]
 pub struct TrainOutcome {
+    /// Every epoch of the run, those before a resume included.
     pub history: Vec<EpochStats>,
-    /// The parameters after the epoch with the lowest validation loss (with validation only).
+    /// The epoch with the lowest validation loss (with validation only).
     pub best: Option<BestEpoch>,
     /// Whether early stopping ended the run before its last epoch.
     pub stopped_early: bool,
+    /// Whether the stop flag ended the run; its last checkpoint continues it.
+    pub interrupted: bool,
 }
 
-#[derive(Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BestEpoch {
     pub epoch: usize,
     pub val_loss: f64,
-    pub params: Params<f32>,
+}
+
+/// Where a run stands between two steps. With the backend's parameters and optimiser state
+/// it is all that continuing the run exactly needs: the shuffle is a function of (seed, epoch)
+/// and the schedule of the global step.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct RunState {
+    /// Epochs finished.
+    pub epochs_done: usize,
+    /// Steps finished of the next epoch (0 unless the run was interrupted mid-epoch).
+    pub step: usize,
+    /// Loss and accuracy sums of those steps.
+    pub partial: TrainStats,
+    /// Seconds spent on those steps.
+    pub partial_seconds: f64,
+    pub history: Vec<EpochStats>,
+    pub best: Option<BestEpoch>,
+    pub stopped_early: bool,
+}
+
+impl RunState {
+    /// Whether the epoch just finished has the best validation loss so far.
+    pub fn at_new_best(&self) -> bool {
+        self.step == 0 && self.best.is_some_and(|b| b.epoch == self.epochs_done)
+    }
+}
+
+/// What keeps a run safe: where it starts, how it is saved, when it stops.
+pub struct Resumable<'a> {
+    /// [`RunState::default`] for a new run; else a saved state, with the backend restored to
+    /// the parameters and optimiser state saved with it.
+    pub start: RunState,
+    /// Called after every epoch and when the run stops on `stop`, with the backend in the
+    /// state it describes (e.g. to write a checkpoint).
+    pub on_checkpoint: &'a mut dyn FnMut(&mut dyn Backend, &RunState) -> Result<()>,
+    /// Checked after every step (a Ctrl-C handler raises it): the run then stops at once.
+    pub stop: &'a AtomicBool,
 }
 
 /// Splits `n` examples off `split`, chosen by a shuffle seeded by `seed` (its own stream, apart
@@ -96,7 +136,7 @@ pub fn epoch_order(len: usize, seed: u64, epoch: usize) -> Vec<u32> {
 /// Trains for `config.epochs` epochs of mini-batches of `config.batch_size` (the last one may
 /// be smaller), shuffled by `config.seed`, setting each step's learning rate from the
 /// schedule. With `validation` examples, each epoch ends with their loss and accuracy, the best
-/// epoch's parameters are kept, and `config.early_stopping` may end the run early.
+/// epoch is recorded, and `config.early_stopping` may end the run early.
 pub fn train(
     backend: &mut dyn Backend,
     train: &Split,
@@ -104,88 +144,155 @@ pub fn train(
     config: &TrainConfig,
     on_progress: &mut dyn FnMut(Progress),
 ) -> Result<TrainOutcome> {
-    let TrainConfig {
-        epochs,
-        batch_size,
-        seed,
-        lr: base_lr,
-        schedule,
-        early_stopping,
-    } = *config;
-    let mut best: Option<BestEpoch> = None;
-    let mut stopped_early = false;
-    backend.set_seed(seed);
+    let resumable = Resumable {
+        start: RunState::default(),
+        on_checkpoint: &mut |_, _| Ok(()),
+        stop: &AtomicBool::new(false),
+    };
+    train_resumable(backend, train, validation, config, on_progress, resumable)
+}
+
+/// [`train`] from `resumable.start` to epoch `config.epochs`, checkpointing after every epoch
+/// and stopping on `resumable.stop`. A resumed run ends bit for bit where an uninterrupted one
+/// would.
+pub fn train_resumable(
+    backend: &mut dyn Backend,
+    train: &Split,
+    validation: Option<&Split>,
+    config: &TrainConfig,
+    on_progress: &mut dyn FnMut(Progress),
+    resumable: Resumable,
+) -> Result<TrainOutcome> {
+    let Resumable {
+        start: mut run,
+        on_checkpoint,
+        stop,
+    } = resumable;
+    let steps = train.len().div_ceil(config.batch_size);
+    anyhow::ensure!(
+        run.step < steps,
+        "cannot resume at step {} of an epoch of {steps} steps",
+        run.step
+    );
+    backend.set_seed(config.seed);
     backend.set_train_data(train)?;
-    let steps = train.len().div_ceil(batch_size);
-    let mut history = Vec::with_capacity(epochs);
-    let mut lr = base_lr;
-    for epoch in 1..=epochs {
-        on_progress(Progress::EpochStart { epoch, steps });
-        let start = Instant::now();
-        let mut last_report = start;
-        let mut total = TrainStats::default();
-        let order = epoch_order(train.len(), seed, epoch);
-        for (step, batch) in order.chunks(batch_size).enumerate() {
-            let at = || format!("epoch {epoch}, step {}", step + 1);
-            let global_step = (epoch - 1) * steps + step;
-            lr = base_lr * schedule.factor(global_step, steps, epochs * steps);
-            backend.set_learning_rate(lr);
-            backend.train_step(batch).with_context(at)?;
-            let last = step + 1 == steps;
-            if last || last_report.elapsed() >= STATS_INTERVAL {
-                let read = if last {
-                    Some(backend.take_train_stats())
-                } else {
-                    backend.poll_train_stats().transpose()
-                };
-                if let Some(read) = read {
-                    add_stats(&mut total, read.with_context(at)?);
-                }
-                last_report = Instant::now();
-                on_progress(Progress::Running {
-                    epoch,
-                    step: step + 1,
-                    steps,
-                    loss: total.loss_sum / total.examples.max(1) as f64,
-                    accuracy: total.correct as f64 / total.examples.max(1) as f64,
-                    examples: total.examples,
-                });
-            }
+    while run.epochs_done < config.epochs && !run.stopped_early {
+        let finished = train_epoch(backend, train, config, &mut run, stop, on_progress)?;
+        if finished {
+            end_epoch(backend, validation, config, steps, &mut run, on_progress)?;
         }
-        let seconds = start.elapsed().as_secs_f64();
-        let val = validation.map(|v| evaluate(backend, v)).transpose()?;
-        let stats = EpochStats {
-            epoch,
-            train_loss: total.loss_sum / total.examples.max(1) as f64,
-            train_accuracy: total.correct as f64 / total.examples.max(1) as f64,
-            seconds,
-            lr: f64::from(lr),
-            val_loss: val.as_ref().map(|v| v.loss),
-            val_accuracy: val.as_ref().map(|v| v.confusion.accuracy()),
-        };
-        on_progress(Progress::EpochEnd(stats));
-        history.push(stats);
-        if let Some(val_loss) = stats.val_loss {
-            if best.as_ref().is_none_or(|b| val_loss < b.val_loss) {
-                let params = backend.params()?;
-                best = Some(BestEpoch {
-                    epoch,
-                    val_loss,
-                    params,
-                });
-            }
-            let since_best = epoch - best.as_ref().map_or(epoch, |b| b.epoch);
-            if early_stopping.is_some_and(|patience| since_best >= patience) && epoch < epochs {
-                stopped_early = true;
-                break;
-            }
+        on_checkpoint(backend, &run)?;
+        let more = run.epochs_done < config.epochs && !run.stopped_early;
+        if more && stop.load(Ordering::Relaxed) {
+            return Ok(outcome(run, true));
         }
     }
-    Ok(TrainOutcome {
-        history,
-        best,
-        stopped_early,
-    })
+    Ok(outcome(run, false))
+}
+
+fn outcome(run: RunState, interrupted: bool) -> TrainOutcome {
+    TrainOutcome {
+        history: run.history,
+        best: run.best,
+        stopped_early: run.stopped_early,
+        interrupted,
+    }
+}
+
+/// The steps of epoch `run.epochs_done + 1` from `run.step` on; false if `stop` ended it early.
+fn train_epoch(
+    backend: &mut dyn Backend,
+    train: &Split,
+    config: &TrainConfig,
+    run: &mut RunState,
+    stop: &AtomicBool,
+    on_progress: &mut dyn FnMut(Progress),
+) -> Result<bool> {
+    let epoch = run.epochs_done + 1;
+    let steps = train.len().div_ceil(config.batch_size);
+    on_progress(Progress::EpochStart { epoch, steps });
+    let start = Instant::now();
+    let mut last_report = start;
+    let order = epoch_order(train.len(), config.seed, epoch);
+    let batches = order.chunks(config.batch_size).enumerate().skip(run.step);
+    for (step, batch) in batches {
+        let at = || format!("epoch {epoch}, step {}", step + 1);
+        let global_step = (epoch - 1) * steps + step;
+        backend.set_learning_rate(step_lr(config, global_step, steps));
+        backend.train_step(batch).with_context(at)?;
+        run.step = step + 1;
+        let last = run.step == steps;
+        // Not on the last step: the epoch then ends and is checkpointed whole.
+        let stopping = !last && stop.load(Ordering::Relaxed);
+        if last || stopping || last_report.elapsed() >= STATS_INTERVAL {
+            let read = if last || stopping {
+                Some(backend.take_train_stats())
+            } else {
+                backend.poll_train_stats().transpose()
+            };
+            if let Some(read) = read {
+                add_stats(&mut run.partial, read.with_context(at)?);
+            }
+            last_report = Instant::now();
+            let total = run.partial;
+            on_progress(Progress::Running {
+                epoch,
+                step: run.step,
+                steps,
+                loss: total.loss_sum / total.examples.max(1) as f64,
+                accuracy: total.correct as f64 / total.examples.max(1) as f64,
+                examples: total.examples,
+            });
+        }
+        if stopping {
+            run.partial_seconds += start.elapsed().as_secs_f64();
+            return Ok(false);
+        }
+    }
+    run.partial_seconds += start.elapsed().as_secs_f64();
+    Ok(true)
+}
+
+/// The learning rate of training step `global_step` (from 0).
+fn step_lr(config: &TrainConfig, global_step: usize, steps: usize) -> f32 {
+    let total = config.epochs * steps;
+    config.lr * config.schedule.factor(global_step, steps, total)
+}
+
+/// Validates, records the finished epoch and the best one, and applies early stopping.
+fn end_epoch(
+    backend: &mut dyn Backend,
+    validation: Option<&Split>,
+    config: &TrainConfig,
+    steps: usize,
+    run: &mut RunState,
+    on_progress: &mut dyn FnMut(Progress),
+) -> Result<()> {
+    let epoch = run.epochs_done + 1;
+    let val = validation.map(|v| evaluate(backend, v)).transpose()?;
+    let total = std::mem::take(&mut run.partial);
+    let stats = EpochStats {
+        epoch,
+        train_loss: total.loss_sum / total.examples.max(1) as f64,
+        train_accuracy: total.correct as f64 / total.examples.max(1) as f64,
+        seconds: std::mem::take(&mut run.partial_seconds),
+        lr: f64::from(step_lr(config, epoch * steps - 1, steps)),
+        val_loss: val.as_ref().map(|v| v.loss),
+        val_accuracy: val.as_ref().map(|v| v.confusion.accuracy()),
+    };
+    on_progress(Progress::EpochEnd(stats));
+    run.history.push(stats);
+    run.epochs_done = epoch;
+    run.step = 0;
+    if let Some(val_loss) = stats.val_loss {
+        if run.best.is_none_or(|b| val_loss < b.val_loss) {
+            run.best = Some(BestEpoch { epoch, val_loss });
+        }
+        let since_best = epoch - run.best.map_or(epoch, |b| b.epoch);
+        let patience_over = config.early_stopping.is_some_and(|p| since_best >= p);
+        run.stopped_early = patience_over && epoch < config.epochs;
+    }
+    Ok(())
 }
 
 fn add_stats(total: &mut TrainStats, more: TrainStats) {

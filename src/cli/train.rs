@@ -1,30 +1,39 @@
 //! `train` and `eval`.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use anyhow::{Context, Result};
 use clap::Args;
+use serde::{Deserialize, Serialize};
 
 use super::print::{print_evaluation, EpochProgress};
 use super::ArchArgs;
 use super::{make_backend, DataArgs, OptimizerChoice, ScheduleChoice};
-use mnist_wgpu::checkpoint::{load_checkpoint, save_checkpoint};
+use mnist_wgpu::backend::{Backend, BackendInfo, OptimizerState};
+use mnist_wgpu::checkpoint::{
+    load_checkpoint, load_training_checkpoint, save_checkpoint, save_training_checkpoint,
+    TrainingCheckpoint,
+};
 use mnist_wgpu::config::{Optimizer, Schedule, TrainConfig};
 use mnist_wgpu::data::{load_mnist, Mnist};
-use mnist_wgpu::error::bad_input;
+use mnist_wgpu::error::{bad_input, Interrupted};
 use mnist_wgpu::fsutil::write_atomic;
-use mnist_wgpu::model::init_params;
+use mnist_wgpu::model::{init_params, Params, Plan};
 use mnist_wgpu::plots::write_plots;
 use mnist_wgpu::report::MetricsReport;
-use mnist_wgpu::train::{evaluate, hold_out, train as run_training, EpochStats, Evaluation};
+use mnist_wgpu::train::{
+    evaluate, hold_out, train_resumable, EpochStats, Evaluation, Resumable, RunState,
+};
 
 #[derive(Args, Debug)]
 pub struct TrainArgs {
     #[command(flatten)]
     arch: ArchArgs,
-    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
-    epochs: u64,
+    /// Epochs in all; with --resume, the new total [default: 5, or the resumed run's].
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    epochs: Option<u64>,
     #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..=65536))]
     batch_size: u64,
     #[command(flatten)]
@@ -36,25 +45,57 @@ pub struct TrainArgs {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     train_limit: Option<u64>,
     /// Hold out N training images (chosen by --seed) to validate on after every epoch; the
-    /// best epoch's model is saved as best.safetensors beside --save.
+    /// best epoch's model is saved as best.safetensors in the run directory.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     val_split: Option<u64>,
     /// Stop when the validation loss has not improved for this many epochs (needs --val-split).
     #[arg(long, value_name = "PATIENCE", value_parser = clap::value_parser!(u64).range(1..))]
     early_stopping: Option<u64>,
-    /// Where to write the trained model [default: runs/<timestamp>/model.safetensors].
+    /// The run's directory: last.safetensors (the training state after every epoch and on
+    /// Ctrl-C), best.safetensors (with --val-split), metrics.json and plots [default: the
+    /// directory of --save, else runs/<timestamp>].
+    #[arg(long, value_name = "DIR")]
+    run_dir: Option<PathBuf>,
+    /// Continue the run in DIR from its last.safetensors, with its stored settings; only
+    /// --epochs (the new total), the device flags and the output flags may be given.
+    #[arg(long, value_name = "DIR", conflicts_with_all = RESUME_CONFLICTS)]
+    resume: Option<PathBuf>,
+    /// Where to write the trained model [default: <run dir>/model.safetensors].
     #[arg(long, value_name = "PATH")]
     save: Option<PathBuf>,
-    /// Write test metrics and the training history as JSON.
+    /// Also write test metrics and the training history as JSON here.
     #[arg(long, value_name = "PATH")]
     metrics_json: Option<PathBuf>,
-    /// Write PNG plots here: loss and accuracy curves, the confusion matrix, the most confident
-    /// mistakes.
+    /// Also write the PNG plots here: loss and accuracy curves, the confusion matrix, the most
+    /// confident mistakes.
     #[arg(long, value_name = "DIR")]
     plots: Option<PathBuf>,
     #[command(flatten)]
     data: DataArgs,
 }
+
+/// The flags a resumed run takes from its checkpoint instead.
+const RESUME_CONFLICTS: &[&str] = &[
+    "arch",
+    "arch_file",
+    "batch_size",
+    "optimizer",
+    "lr",
+    "weight_decay",
+    "momentum",
+    "nesterov",
+    "lr_schedule",
+    "lr_step_epochs",
+    "lr_gamma",
+    "warmup_fraction",
+    "seed",
+    "train_limit",
+    "val_split",
+    "early_stopping",
+    "run_dir",
+    "data_dir",
+    "test_limit",
+];
 
 /// The optimiser and its learning-rate schedule.
 #[derive(Args, Debug)]
@@ -155,42 +196,190 @@ fn fraction(text: &str) -> Result<f32, String> {
     }
 }
 
-fn load_data(data: &DataArgs, train_limit: Option<u64>) -> Result<Mnist> {
+/// What a run reads: the files, and how much of them.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+struct DataSource {
+    data_dir: PathBuf,
+    train_limit: Option<u64>,
+    test_limit: Option<u64>,
+}
+
+fn load_data(source: &DataSource) -> Result<Mnist> {
     let start = Instant::now();
-    let mut mnist = load_mnist(&data.data_dir)?;
-    if let Some(n) = train_limit {
+    let mut mnist = load_mnist(&source.data_dir)?;
+    if let Some(n) = source.train_limit {
         mnist.train = mnist.train.truncated(n as usize);
     }
-    if let Some(n) = data.test_limit {
+    if let Some(n) = source.test_limit {
         mnist.test = mnist.test.truncated(n as usize);
     }
     log::debug!(
         "loaded {} training and {} test images from {} in {:.2?}",
         mnist.train.len(),
         mnist.test.len(),
-        data.data_dir.display(),
+        source.data_dir.display(),
         start.elapsed()
     );
     Ok(mnist)
 }
 
+/// Everything a run was started with: stored in its checkpoints so that `--resume` can rebuild
+/// it (the architecture is the checkpoint's own).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+struct RunConfig {
+    train: TrainConfig,
+    optimizer: Optimizer,
+    data: DataSource,
+    val_split: Option<u64>,
+    /// Where the run started (`BackendInfo` as "backend (adapter)"): resuming elsewhere works
+    /// but is not bit for bit.
+    device: String,
+}
+
+/// Metadata keys of `last.safetensors`: the [`RunConfig`] and the [`RunState`], as JSON.
+const RUN_KEY: &str = "run";
+const STATE_KEY: &str = "state";
+const LAST: &str = "last.safetensors";
+
+/// A run ready to train: new, or read back from its last checkpoint.
+struct Setup {
+    run_dir: PathBuf,
+    plan: Plan,
+    config: RunConfig,
+    params: Params<f32>,
+    /// The saved position and optimiser state, when resuming.
+    resume: Option<(RunState, OptimizerState)>,
+}
+
 pub fn train(args: TrainArgs) -> Result<()> {
-    let (arch, plan) = args.arch.plan()?;
+    let setup = match &args.resume {
+        Some(dir) => resume_setup(dir, args.epochs)?,
+        None => new_setup(&args)?,
+    };
+    run(setup, &args)
+}
+
+fn new_setup(args: &TrainArgs) -> Result<Setup> {
+    let (_, plan) = args.arch.plan()?;
     let optimizer = args.optim.optimizer()?;
-    let config = TrainConfig {
-        epochs: args.epochs as usize,
+    if args.early_stopping.is_some() && args.val_split.is_none() {
+        return Err(bad_input("--early-stopping: needs --val-split"));
+    }
+    let train = TrainConfig {
+        epochs: args.epochs.unwrap_or(5) as usize,
         batch_size: args.batch_size as usize,
         seed: args.seed,
         lr: optimizer.lr(),
         schedule: args.optim.schedule(),
         early_stopping: args.early_stopping.map(|p| p as usize),
     };
-    if args.early_stopping.is_some() && args.val_split.is_none() {
-        return Err(bad_input("--early-stopping: needs --val-split"));
+    let run_dir = match (&args.run_dir, &args.save) {
+        (Some(dir), _) => dir.clone(),
+        (None, Some(save)) => save.parent().map_or_else(PathBuf::new, Path::to_path_buf),
+        (None, None) => default_run_dir(),
+    };
+    let params = init_params(&plan, args.seed);
+    let data = DataSource {
+        data_dir: args.data.data_dir.clone(),
+        train_limit: args.train_limit,
+        test_limit: args.data.test_limit,
+    };
+    let config = RunConfig {
+        train,
+        optimizer,
+        data,
+        val_split: args.val_split,
+        device: String::new(),
+    };
+    Ok(Setup {
+        run_dir,
+        plan,
+        config,
+        params,
+        resume: None,
+    })
+}
+
+/// Reads `dir/last.safetensors`; `epochs`, if given, is the run's new total.
+fn resume_setup(dir: &Path, epochs: Option<u64>) -> Result<Setup> {
+    if !dir.is_dir() {
+        return Err(bad_input(format!(
+            "--resume {}: no such run directory",
+            dir.display()
+        )));
     }
-    let save = args.save.clone().unwrap_or_else(default_save_path);
-    let mut mnist = load_data(&args.data, args.train_limit)?;
-    let validation = match args.val_split {
+    let path = dir.join(LAST);
+    let TrainingCheckpoint {
+        checkpoint,
+        optimizer,
+    } = load_training_checkpoint(&path)?;
+    let metadata = |key: &str| -> Result<&str> {
+        let value = checkpoint.metadata.get(key).map(String::as_str);
+        value.ok_or_else(|| bad_input(format!("{}: no '{key}' in the metadata", path.display())))
+    };
+    let bad = |key: &str, e: serde_json::Error| {
+        bad_input(format!("{}: bad '{key}' metadata: {e}", path.display()))
+    };
+    let mut config: RunConfig =
+        serde_json::from_str(metadata(RUN_KEY)?).map_err(|e| bad(RUN_KEY, e))?;
+    let state: RunState =
+        serde_json::from_str(metadata(STATE_KEY)?).map_err(|e| bad(STATE_KEY, e))?;
+    if let Some(epochs) = epochs {
+        config.train.epochs = epochs as usize;
+    }
+    check_more_to_do(dir, &state, config.train.epochs)?;
+    Ok(Setup {
+        run_dir: dir.to_path_buf(),
+        plan: checkpoint.plan,
+        config,
+        params: checkpoint.params,
+        resume: Some((state, optimizer)),
+    })
+}
+
+/// A bad-input error unless the run in `dir` has steps left before epoch `epochs` ends.
+fn check_more_to_do(dir: &Path, state: &RunState, epochs: usize) -> Result<()> {
+    let done = state.epochs_done;
+    if state.stopped_early {
+        return Err(bad_input(format!(
+            "--resume {}: the run stopped early after epoch {done} (--early-stopping); nothing to resume",
+            dir.display()
+        )));
+    }
+    if done >= epochs {
+        return Err(bad_input(format!(
+            "--resume {}: the run has finished {done} epochs; pass --epochs N with N > {done} to train more",
+            dir.display()
+        )));
+    }
+    Ok(())
+}
+
+/// `runs/<timestamp>`, with a suffix if a run started in the same second.
+fn default_run_dir() -> PathBuf {
+    let stamp = chrono::Local::now().format("%Y%m%d-%H%M%S").to_string();
+    let mut dir = Path::new("runs").join(&stamp);
+    for n in 2.. {
+        if !dir.exists() {
+            break;
+        }
+        dir = Path::new("runs").join(format!("{stamp}-{n}"));
+    }
+    dir
+}
+
+fn run(setup: Setup, args: &TrainArgs) -> Result<()> {
+    let Setup {
+        run_dir,
+        plan,
+        config,
+        params,
+        resume,
+    } = setup;
+    // First, so that a Ctrl-C while the data loads already stops at the first step.
+    let stop = stop_on_ctrl_c()?;
+    let mut mnist = load_data(&config.data)?;
+    let validation = match config.val_split {
         Some(n) if n as usize >= mnist.train.len() => {
             return Err(bad_input(format!(
                 "--val-split {n}: leaves no training images (there are {})",
@@ -198,68 +387,93 @@ pub fn train(args: TrainArgs) -> Result<()> {
             )))
         }
         Some(n) => {
-            let (rest, held) = hold_out(&mnist.train, n as usize, args.seed);
+            let (rest, held) = hold_out(&mnist.train, n as usize, config.train.seed);
             mnist.train = rest;
             Some(held)
         }
         None => None,
     };
-    let params = init_params(&plan, args.seed);
+    let optimizer = config.optimizer;
     let mut backend = make_backend(&args.data.device, plan.clone(), params, optimizer)?;
     let info = backend.info();
-    println!(
-        "training {arch} on {} images, {} epochs, batch {}, {} (lr {}, {} schedule), {} ({})",
-        mnist.train.len(),
-        args.epochs,
-        args.batch_size,
-        optimizer.name(),
-        config.lr,
-        config.schedule.name(),
-        info.backend,
-        info.adapter
-    );
-    let mut progress = EpochProgress::new(args.epochs as usize);
-    let outcome = run_training(
+    let device = format!("{} ({})", info.backend, info.adapter);
+    let start = match resume {
+        Some((state, optimizer_state)) => {
+            backend.set_optimizer_state(&optimizer_state)?;
+            if device != config.device {
+                eprintln!(
+                    "warning: the run started on {}, it continues on {device}: the result may differ from an uninterrupted run in the last bits",
+                    config.device
+                );
+            }
+            state
+        }
+        None => RunState::default(),
+    };
+    let config = RunConfig { device, ..config };
+    print_start(info, &plan, &config, &mnist, &start);
+    let extra = [
+        ("seed", config.train.seed.to_string()),
+        ("optimizer", format!("{optimizer:?}")),
+        ("schedule", format!("{:?}", config.train.schedule)),
+    ];
+    let run_json = serde_json::to_string(&config).context("serialising the run")?;
+    let mut on_checkpoint = |backend: &mut dyn Backend, state: &RunState| {
+        save_state(&run_dir, &plan, backend, state, &extra, &run_json)
+    };
+    let mut progress = EpochProgress::new(config.train.epochs);
+    let outcome = train_resumable(
         backend.as_mut(),
         &mnist.train,
         validation.as_ref(),
-        &config,
+        &config.train,
         &mut |p| progress.update(p),
+        Resumable {
+            start,
+            on_checkpoint: &mut on_checkpoint,
+            stop,
+        },
     )?;
-    let extra = [
-        ("seed", args.seed.to_string()),
-        ("optimizer", format!("{optimizer:?}")),
-        ("schedule", format!("{:?}", config.schedule)),
-    ];
+    if outcome.interrupted {
+        return Err(anyhow::Error::new(Interrupted(format!(
+            "interrupted: resume with mnist-wgpu train --resume {}",
+            run_dir.display()
+        ))));
+    }
+    let save = (args.save.clone()).unwrap_or_else(|| run_dir.join("model.safetensors"));
     save_checkpoint(&save, &plan, &backend.params()?, &extra)?;
     println!("saved model to {}", save.display());
     if let Some(best) = &outcome.best {
         if outcome.stopped_early {
             println!(
                 "stopped early: no better validation loss for {} epochs",
-                config.early_stopping.unwrap_or(0)
+                config.train.early_stopping.unwrap_or(0)
             );
         }
-        let path = save.with_file_name("best.safetensors");
-        let mut extra = extra.to_vec();
-        extra.push(("epoch", best.epoch.to_string()));
-        save_checkpoint(&path, &plan, &best.params, &extra)?;
         println!(
             "saved the best epoch ({}, validation loss {:.4}) to {}",
             best.epoch,
             best.val_loss,
-            path.display()
+            run_dir.join(BEST).display()
         );
     }
+    let metrics_json = run_dir.join("metrics.json");
+    let metrics: Vec<&Path> = [Some(metrics_json.as_path()), args.metrics_json.as_deref()]
+        .into_iter()
+        .flatten()
+        .collect();
     let evaluation = report(
         backend.as_mut(),
         &mnist,
         &outcome.history,
-        arch.to_string(),
-        Some(args.seed),
-        args.metrics_json.as_deref(),
+        plan.arch.to_string(),
+        Some(config.train.seed),
+        &metrics,
     )?;
-    if let Some(dir) = &args.plots {
+    for dir in [Some(run_dir.as_path()), args.plots.as_deref()]
+        .into_iter()
+        .flatten()
+    {
         for path in write_plots(dir, &outcome.history, &evaluation, &mnist.test)? {
             println!("wrote {}", path.display());
         }
@@ -267,9 +481,82 @@ pub fn train(args: TrainArgs) -> Result<()> {
     Ok(())
 }
 
+const BEST: &str = "best.safetensors";
+
+fn print_start(
+    info: BackendInfo,
+    plan: &Plan,
+    config: &RunConfig,
+    mnist: &Mnist,
+    start: &RunState,
+) {
+    let TrainConfig {
+        epochs,
+        batch_size,
+        lr,
+        schedule,
+        ..
+    } = config.train;
+    if start.epochs_done > 0 || start.step > 0 {
+        println!(
+            "resuming after epoch {} (and {} steps of the next)",
+            start.epochs_done, start.step
+        );
+    }
+    println!(
+        "training {} on {} images, {epochs} epochs, batch {batch_size}, {} (lr {lr}, {} schedule), {} ({})",
+        plan.arch,
+        mnist.train.len(),
+        config.optimizer.name(),
+        schedule.name(),
+        info.backend,
+        info.adapter
+    );
+}
+
+/// Writes the training state as `last.safetensors` in `run_dir`, and after a new best epoch
+/// its model as `best.safetensors` (first, so that `last` never names a best not on disk).
+fn save_state(
+    run_dir: &Path,
+    plan: &Plan,
+    backend: &mut dyn Backend,
+    state: &RunState,
+    extra: &[(&str, String)],
+    run_json: &str,
+) -> Result<()> {
+    let params = backend.params()?;
+    if state.at_new_best() {
+        let mut extra = extra.to_vec();
+        extra.push(("epoch", state.epochs_done.to_string()));
+        save_checkpoint(&run_dir.join(BEST), plan, &params, &extra)?;
+    }
+    let state_json = serde_json::to_string(state).context("serialising the run state")?;
+    let mut extra = extra.to_vec();
+    extra.extend([(RUN_KEY, run_json.to_string()), (STATE_KEY, state_json)]);
+    let optimizer = backend.optimizer_state()?;
+    save_training_checkpoint(&run_dir.join(LAST), plan, &params, &optimizer, &extra)
+}
+
+/// A flag that the first Ctrl-C (or SIGTERM) raises, so that training stops after its current
+/// step and saves; a second one quits at once.
+fn stop_on_ctrl_c() -> Result<&'static AtomicBool> {
+    static STOP: AtomicBool = AtomicBool::new(false);
+    ctrlc::set_handler(|| {
+        if STOP.swap(true, Ordering::SeqCst) {
+            std::process::exit(130);
+        }
+    })
+    .context("installing the Ctrl-C handler")?;
+    Ok(&STOP)
+}
+
 pub fn eval(args: EvalArgs) -> Result<()> {
     let checkpoint = load_checkpoint(&args.model)?;
-    let mnist = load_data(&args.data, None)?;
+    let mnist = load_data(&DataSource {
+        data_dir: args.data.data_dir.clone(),
+        train_limit: None,
+        test_limit: args.data.test_limit,
+    })?;
     let arch = checkpoint.plan.arch.to_string();
     let seed = checkpoint.metadata.get("seed").and_then(|s| s.parse().ok());
     // Evaluation never steps the optimiser; any choice will do.
@@ -292,7 +579,7 @@ pub fn eval(args: EvalArgs) -> Result<()> {
         &[],
         arch,
         seed,
-        args.metrics_json.as_deref(),
+        &args.metrics_json.as_deref().into_iter().collect::<Vec<_>>(),
     )
     .map(drop)
 }
@@ -303,21 +590,56 @@ fn report(
     history: &[EpochStats],
     arch: String,
     seed: Option<u64>,
-    metrics_json: Option<&Path>,
+    metrics_json: &[&Path],
 ) -> Result<Evaluation> {
     let evaluation = evaluate(backend, &mnist.test)?;
     print_evaluation(&evaluation);
-    if let Some(path) = metrics_json {
+    if !metrics_json.is_empty() {
         let device = (&backend.info(), backend.kernel_choices());
         let report = MetricsReport::new(&evaluation, history, device, arch, seed);
         let json = serde_json::to_vec_pretty(&report).context("serialising metrics")?;
-        write_atomic(path, &json)?;
-        println!("wrote metrics to {}", path.display());
+        for path in metrics_json {
+            write_atomic(path, &json)?;
+            println!("wrote metrics to {}", path.display());
+        }
     }
     Ok(evaluation)
 }
 
-fn default_save_path() -> PathBuf {
-    let stamp = chrono::Local::now().format("%Y%m%d-%H%M%S");
-    PathBuf::from(format!("runs/{stamp}/model.safetensors"))
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::{Args, Command};
+
+    /// A flag added to `train` must either conflict with --resume or be known to be safe with
+    /// it (device and output flags), so that a resumed run can never silently change.
+    #[test]
+    fn every_training_flag_conflicts_with_resume() {
+        let cmd = TrainArgs::augment_args(Command::new("train"));
+        cmd.clone().debug_assert();
+        let allowed = [
+            "epochs",
+            "resume",
+            "save",
+            "metrics_json",
+            "plots",
+            "backend",
+            "adapter",
+            "autotune",
+            "kernels_from",
+        ];
+        let resume = cmd.get_arguments().find(|a| a.get_id() == "resume");
+        let conflicts: Vec<&str> = cmd
+            .get_arg_conflicts_with(resume.expect("a --resume flag"))
+            .iter()
+            .map(|a| a.get_id().as_str())
+            .collect();
+        for arg in cmd.get_arguments() {
+            let id = arg.get_id().as_str();
+            assert!(
+                allowed.contains(&id) || conflicts.contains(&id),
+                "--{id} neither conflicts with --resume nor is allowed with it"
+            );
+        }
+    }
 }

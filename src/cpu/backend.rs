@@ -6,10 +6,10 @@ use anyhow::{bail, Result};
 
 use super::network::{gradients, logits, update_running_statistics, StepKey, Workspace};
 use super::optim::{optimizer_update, OptimState};
-use crate::backend::{Backend, BackendInfo, TrainStats};
+use crate::backend::{Backend, BackendInfo, OptimizerState, TrainStats};
 use crate::config::Optimizer;
 use crate::data::{pixel_value, Split, IMAGE_PIXELS};
-use crate::model::{Params, Plan};
+use crate::model::{Params, Plan, Tensor};
 
 pub struct CpuBackend {
     plan: Plan,
@@ -126,5 +126,35 @@ impl Backend for CpuBackend {
 
     fn params(&mut self) -> Result<Params<f32>> {
         Ok(self.params.clone())
+    }
+
+    fn optimizer_state(&mut self) -> Result<OptimizerState> {
+        let moments = |pick: fn(&OptimState) -> &Vec<f32>| Params {
+            tensors: (self.params.tensors.iter().zip(&self.state))
+                .map(|(p, s)| Tensor {
+                    name: p.name.clone(),
+                    shape: p.shape.clone(),
+                    data: pick(s).clone(),
+                })
+                .collect(),
+        };
+        Ok(OptimizerState {
+            step: self.step,
+            m: moments(|s| &s.m),
+            v: moments(|s| &s.v),
+        })
+    }
+
+    fn set_optimizer_state(&mut self, state: &OptimizerState) -> Result<()> {
+        let lens: Vec<usize> = self.params.tensors.iter().map(|t| t.data.len()).collect();
+        state.check_lens(&lens)?;
+        self.step = state.step;
+        self.state = (state.m.tensors.iter().zip(&state.v.tensors))
+            .map(|(m, v)| OptimState {
+                m: m.data.clone(),
+                v: v.data.clone(),
+            })
+            .collect();
+        Ok(())
     }
 }

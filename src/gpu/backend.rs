@@ -15,7 +15,7 @@ use super::kernel::{read_buffer, storage, storage_init, uniform, StepKey, View};
 use super::network::{CompiledNet, Kernels, ParamBuffers, Shared};
 use super::optim::OptimStep;
 use super::softmax_xent::GpuStats;
-use crate::backend::{Backend, BackendInfo, KernelChoice, TrainStats};
+use crate::backend::{Backend, BackendInfo, KernelChoice, OptimizerState, TrainStats};
 use crate::config::{AutotuneMode, Optimizer};
 use crate::cpu::CpuBackend;
 use crate::data::{Split, IMAGE_PIXELS};
@@ -308,22 +308,49 @@ impl Backend for GpuBackend {
     }
 
     fn params(&mut self) -> Result<Params<f32>> {
-        let specs = &self.plan.params;
-        let mut tensors = Vec::with_capacity(specs.len());
-        let flat: Vec<f32> = read_buffer(&self.ctx, &self.params.params, 0, self.params.len)?;
-        for (spec, &(offset, len)) in specs.iter().zip(&self.params.ranges) {
-            let start = (offset / 4) as usize;
-            tensors.push(Tensor {
-                name: spec.name.clone(),
-                shape: spec.shape.clone(),
-                data: flat[start..start + len].to_vec(),
-            });
+        self.read_tensors(&self.params.params)
+    }
+
+    fn optimizer_state(&mut self) -> Result<OptimizerState> {
+        Ok(OptimizerState {
+            step: self.step,
+            m: self.read_tensors(&self.params.m)?,
+            v: self.read_tensors(&self.params.v)?,
+        })
+    }
+
+    fn set_optimizer_state(&mut self, state: &OptimizerState) -> Result<()> {
+        let lens: Vec<usize> = self.params.ranges.iter().map(|&(_, len)| len).collect();
+        state.check_lens(&lens)?;
+        for (buffer, moments) in [(&self.params.m, &state.m), (&self.params.v, &state.v)] {
+            for (tensor, &(offset, _)) in moments.tensors.iter().zip(&self.params.ranges) {
+                self.ctx
+                    .queue
+                    .write_buffer(buffer, offset, bytemuck::cast_slice(&tensor.data));
+            }
         }
-        Ok(Params { tensors })
+        self.step = state.step;
+        self.ctx.check_errors()
     }
 }
 
 impl GpuBackend {
+    /// One of the flat per-parameter buffers (parameters, moments) split into named tensors.
+    fn read_tensors(&self, buffer: &wgpu::Buffer) -> Result<Params<f32>> {
+        let flat: Vec<f32> = read_buffer(&self.ctx, buffer, 0, self.params.len)?;
+        let tensors = (self.plan.params.iter().zip(&self.params.ranges))
+            .map(|(spec, &(offset, len))| {
+                let start = (offset / 4) as usize;
+                Tensor {
+                    name: spec.name.clone(),
+                    shape: spec.shape.clone(),
+                    data: flat[start..start + len].to_vec(),
+                }
+            })
+            .collect();
+        Ok(Params { tensors })
+    }
+
     pub fn context(&self) -> &GpuContext {
         &self.ctx
     }
