@@ -1,6 +1,7 @@
 //! The CPU reference path: every op in plain Rust, generic over `f32`/`f64`, one file per op
 //! family (the GPU twin of `cpu/conv2d.rs` is `gpu/conv2d.rs` + `shaders/conv2d.wgsl`).
 
+pub mod augment;
 mod backend;
 pub mod conv2d;
 pub mod dense;

@@ -1,6 +1,7 @@
 //! The GPU path: WGSL kernels through wgpu. One op family per file, named like its shader
 //! (`shaders/relu.wgsl`) and its CPU twin (`cpu/relu.rs`).
 
+pub mod augment;
 pub mod autotune;
 mod backend;
 pub mod check;
@@ -21,6 +22,7 @@ pub use context::GpuContext;
 
 /// Every shader file (without the preamble), for validation.
 pub const SHADERS: &[(&str, &str)] = &[
+    ("augment.wgsl", augment::SOURCE),
     ("conv2d.wgsl", conv2d::SOURCE),
     ("dense.wgsl", dense::SOURCE),
     ("gather.wgsl", gather::SOURCE),
