@@ -16,7 +16,7 @@ use super::network::{CompiledNet, Kernels, ParamBuffers, Shared};
 use super::optim::OptimStep;
 use super::softmax_xent::GpuStats;
 use crate::backend::{Backend, BackendInfo, KernelChoice, TrainStats};
-use crate::config::{AutotuneMode, Optimizer};
+use crate::config::{Augment, AutotuneMode, Optimizer};
 use crate::cpu::CpuBackend;
 use crate::data::{Split, IMAGE_PIXELS};
 use crate::model::{init_params, Arch, Params, Plan, Tensor, MNIST_INPUT, NUM_CLASSES};
@@ -39,6 +39,7 @@ pub struct GpuBackend {
     /// The [`StepKey`] of stochastic kernels, rewritten before every step.
     step_key: wgpu::Buffer,
     seed: u32,
+    augment: Option<Augment>,
     stats: wgpu::Buffer,
     train_images: wgpu::Buffer,
     train_labels: wgpu::Buffer,
@@ -81,6 +82,7 @@ impl GpuBackend {
             optim_step,
             step_key,
             seed: 0,
+            augment: None,
             stats,
             train_images: empty.clone(),
             train_labels: empty,
@@ -121,6 +123,7 @@ impl GpuBackend {
                 step_key: &self.step_key,
                 stats: View::whole(&self.stats),
                 optimizer: self.optimizer,
+                augment: self.augment,
             };
             let mut net =
                 CompiledNet::new(&self.ctx, &self.plan, &shared, &mut self.tuner, (n, train))?;
@@ -244,6 +247,14 @@ impl Backend for GpuBackend {
 
     fn set_seed(&mut self, seed: u64) {
         self.seed = crate::rng::seed32(seed);
+    }
+
+    fn set_augmentation(&mut self, augment: Option<Augment>) {
+        if augment != self.augment {
+            self.augment = augment;
+            // Compiled training networks have (or lack) the augment dispatch.
+            self.nets.retain(|&(_, train), _| !train);
+        }
     }
 
     fn set_learning_rate(&mut self, lr: f32) {
@@ -377,20 +388,26 @@ impl GpuBackend {
 }
 
 /// Whole training steps: the GPU backend against the CPU backend from the same initial weights
-/// on the same batches, comparing every parameter afterwards.
+/// on the same batches, comparing every parameter afterwards; one case augments the batches
+/// (the same seed and step numbers must give both backends the same images).
 pub fn checks() -> Vec<CrossCheck> {
-    [(Optimizer::adam(1e-3), 7usize), (Optimizer::sgd(0.01), 33)]
-        .into_iter()
-        .map(|(opt, batch)| {
-            let shape = format!(
-                "seed model, {TRAIN_CHECK_STEPS} steps of {batch}, {}",
-                opt.name()
-            );
-            CrossCheck::new("train_step", shape, move |ctx| {
-                check_training(ctx, opt, batch)
-            })
+    [
+        (Optimizer::adam(1e-3), 7usize, None),
+        (Optimizer::sgd(0.01), 33, None),
+        (Optimizer::adam(1e-3), 7, Some(Augment::mnist())),
+    ]
+    .into_iter()
+    .map(|(opt, batch, augment)| {
+        let shape = format!(
+            "seed model, {TRAIN_CHECK_STEPS} steps of {batch}, {}{}",
+            opt.name(),
+            if augment.is_some() { ", augmented" } else { "" }
+        );
+        CrossCheck::new("train_step", shape, move |ctx| {
+            check_training(ctx, opt, batch, augment)
         })
-        .collect()
+    })
+    .collect()
 }
 
 const TRAIN_CHECK_STEPS: usize = 20;
@@ -408,7 +425,12 @@ fn synthetic_split(len: usize) -> Split {
     }
 }
 
-fn check_training(ctx: &GpuContext, optimizer: Optimizer, batch: usize) -> Result<Comparison> {
+fn check_training(
+    ctx: &GpuContext,
+    optimizer: Optimizer,
+    batch: usize,
+    augment: Option<Augment>,
+) -> Result<Comparison> {
     let plan = Plan::new(&Arch::seed(), MNIST_INPUT).map_err(|e| anyhow!(e))?;
     let init = init_params(&plan, 1);
     let data = synthetic_split(batch * 4 + 3);
@@ -416,6 +438,8 @@ fn check_training(ctx: &GpuContext, optimizer: Optimizer, batch: usize) -> Resul
     let mut gpu = GpuBackend::new(ctx, plan, &init, optimizer)?;
     for backend in [&mut cpu as &mut dyn Backend, &mut gpu] {
         backend.set_train_data(&data)?;
+        backend.set_seed(5);
+        backend.set_augmentation(augment);
         for step in 0..TRAIN_CHECK_STEPS {
             let order = epoch_order(data.len(), 5, step / 4 + 1);
             let start = (step % 4) * batch;
