@@ -158,6 +158,9 @@ pub struct TrainConfig {
     pub schedule: Schedule,
     /// Stop after this many epochs without a better validation loss (needs validation data).
     pub early_stopping: Option<usize>,
+    /// Random affine augmentation of every training batch (never of inference).
+    #[serde(default)]
+    pub augment: Option<Augment>,
 }
 
 /// Random affine augmentation: every training image is rotated, scaled and shifted by amounts

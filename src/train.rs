@@ -111,10 +111,12 @@ pub fn train(
         lr: base_lr,
         schedule,
         early_stopping,
+        augment,
     } = *config;
     let mut best: Option<BestEpoch> = None;
     let mut stopped_early = false;
     backend.set_seed(seed);
+    backend.set_augmentation(augment);
     backend.set_train_data(train)?;
     let steps = train.len().div_ceil(batch_size);
     let mut history = Vec::with_capacity(epochs);

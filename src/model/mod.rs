@@ -4,6 +4,6 @@ mod arch;
 mod params;
 mod plan;
 
-pub use arch::{Arch, Layer, PRESETS};
+pub use arch::{augments_by_default, Arch, Layer, PRESETS};
 pub use params::{init_params, Params, Tensor};
 pub use plan::{Init, ParamSpec, Plan, Shape, Step, MNIST_INPUT, NUM_CLASSES};
