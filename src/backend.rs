@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
 
+use crate::config::Augment;
 use crate::data::Split;
 use crate::model::Params;
 
@@ -76,6 +77,10 @@ pub trait Backend {
 
     /// The run's seed, for the random numbers of dropout and augmentation (see [`crate::rng`]).
     fn set_seed(&mut self, seed: u64);
+
+    /// Random affine augmentation of the following training steps' batches (`None`: off),
+    /// drawn from the seed and the step number (see [`crate::cpu::augment`]).
+    fn set_augmentation(&mut self, augment: Option<Augment>);
 
     /// The learning rate of the following steps (a schedule sets it before every step).
     fn set_learning_rate(&mut self, lr: f32);

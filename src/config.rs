@@ -158,6 +158,40 @@ pub struct TrainConfig {
     pub schedule: Schedule,
     /// Stop after this many epochs without a better validation loss (needs validation data).
     pub early_stopping: Option<usize>,
+    /// Random affine augmentation of every training batch (never of inference).
+    #[serde(default)]
+    pub augment: Option<Augment>,
+}
+
+/// Random affine augmentation: every training image is rotated, scaled and shifted by amounts
+/// drawn uniformly from these ranges (see `cpu::augment` for the exact map).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Augment {
+    /// The largest shift along each axis, in pixels.
+    pub max_shift: f32,
+    /// The largest rotation either way, in degrees.
+    pub max_rotation: f32,
+    /// The largest change of size, as a fraction: the scale is in [1 - s, 1 + s].
+    pub max_scale: f32,
+}
+
+impl Augment {
+    /// Ranges that suit MNIST: digits stay legible and inside the frame (a 20x20 digit in a
+    /// 28x28 image, shifted by 2 px and scaled by up to 10 %, keeps its strokes), while the
+    /// model sees the handwriting variations of position, slant and size it meets in the test set.
+    pub fn mnist() -> Augment {
+        Augment {
+            max_shift: 2.0,
+            max_rotation: 10.0,
+            max_scale: 0.1,
+        }
+    }
+}
+
+impl Default for Augment {
+    fn default() -> Augment {
+        Augment::mnist()
+    }
 }
 
 /// How the GPU path picks among kernel variants.

@@ -175,6 +175,7 @@ pub fn train_resumable(
         run.step
     );
     backend.set_seed(config.seed);
+    backend.set_augmentation(config.augment);
     backend.set_train_data(train)?;
     while run.epochs_done < config.epochs && !run.stopped_early {
         let finished = train_epoch(backend, train, config, &mut run, stop, on_progress)?;

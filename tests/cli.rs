@@ -501,3 +501,68 @@ fn plots_are_written_as_png_pictures() {
         );
     }
 }
+
+#[test]
+fn augmentation_is_chosen_by_flags_printed_and_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("m.safetensors");
+    let data = bundled_data();
+    let out = run_cli(&[
+        "train",
+        "--backend",
+        "cpu",
+        "--epochs",
+        "1",
+        "--train-limit",
+        "64",
+        "--test-limit",
+        "64",
+        "--augment",
+        "on",
+        "--augment-rotation",
+        "15",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--save",
+        model.to_str().unwrap(),
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("augmented (shift 2 px, rotation 15 deg, scale 0.1)"),
+        "{stdout}"
+    );
+    let checkpoint = mnist_wgpu::checkpoint::load_checkpoint(&model).unwrap();
+    let recorded = &checkpoint.metadata["augment"];
+    assert!(recorded.contains("max_rotation: 15.0"), "{recorded}");
+
+    assert_bad_input(&run_cli(&["train", "--augment", "sometimes"]), "sometimes");
+    assert_bad_input(
+        &run_cli(&["train", "--augment-shift", "-1"]),
+        "--augment-shift",
+    );
+    assert_bad_input(
+        &run_cli(&["train", "--augment-rotation", "200"]),
+        "--augment-rotation",
+    );
+    assert_bad_input(
+        &run_cli(&["train", "--augment-scale", "1.5"]),
+        "--augment-scale",
+    );
+    // The seed preset does not augment by default, so a range alone is a mistake.
+    assert_bad_input(
+        &run_cli(&[
+            "train",
+            "--augment-scale",
+            "0.2",
+            "--data-dir",
+            data.to_str().unwrap(),
+        ]),
+        "--augment-scale: augmentation is off (add --augment on)",
+    );
+}

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use common::{assert_bad_input, bundled_data, run_cli, test_cache_dir};
 use mnist_wgpu::backend::{Backend, BackendInfo, OptimizerState, TrainStats};
 use mnist_wgpu::checkpoint::{load_checkpoint, load_training_checkpoint, save_training_checkpoint};
-use mnist_wgpu::config::{Optimizer, TrainConfig};
+use mnist_wgpu::config::{Augment, Optimizer, TrainConfig};
 use mnist_wgpu::cpu::CpuBackend;
 use mnist_wgpu::data::{load_mnist, Split};
 use mnist_wgpu::gpu::GpuBackend;
@@ -19,8 +19,11 @@ use mnist_wgpu::model::{init_params, Arch, Params, Plan, MNIST_INPUT};
 use mnist_wgpu::train::{train_resumable, Resumable, RunState};
 use safetensors::tensor::{SafeTensors, TensorView};
 
+/// Dropout, batch norm (running statistics) and augmentation (in [`cosine`]) make every step
+/// depend on the step number and the seed: a resume must restore both exactly.
 fn plan() -> Plan {
-    Plan::new(&Arch::seed(), MNIST_INPUT).unwrap()
+    let arch = Arch::parse("conv8k3-bn-relu-pool2-dropout0.25-flatten-dense10").unwrap();
+    Plan::new(&arch, MNIST_INPUT).unwrap()
 }
 
 fn train_split(n: usize) -> Split {
@@ -126,6 +129,9 @@ impl Backend for StopAfter<'_> {
     }
     fn set_seed(&mut self, seed: u64) {
         self.inner.set_seed(seed)
+    }
+    fn set_augmentation(&mut self, augment: Option<Augment>) {
+        self.inner.set_augmentation(augment)
     }
     fn set_learning_rate(&mut self, lr: f32) {
         self.inner.set_learning_rate(lr)
@@ -249,6 +255,7 @@ fn check_mid_epoch_resume<'c>(
 fn cosine(epochs: usize, batch_size: usize) -> TrainConfig {
     TrainConfig {
         schedule: mnist_wgpu::config::Schedule::Cosine,
+        augment: Some(Augment::mnist()),
         ..common::config(epochs, batch_size, 9, 2e-3)
     }
 }

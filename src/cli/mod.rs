@@ -36,7 +36,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Train a model and report test metrics.
-    Train(train::TrainArgs),
+    Train(Box<train::TrainArgs>),
     /// Evaluate a saved model on the test set.
     Eval(train::EvalArgs),
     /// List every GPU adapter with its backend, type, driver and limits; with --kernels, the
@@ -213,7 +213,7 @@ fn read_kernel_choices(path: &std::path::Path) -> Result<Vec<KernelChoice>> {
 
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Train(args) => train::train(args),
+        Command::Train(args) => train::train(*args),
         Command::Eval(args) => train::eval(args),
         Command::Info(args) => gpu::info(args),
         Command::Check(args) => gpu::check(args),

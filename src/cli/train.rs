@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use clap::Args;
+use clap::{Args, ValueEnum};
 use serde::{Deserialize, Serialize};
 
 use super::print::{print_evaluation, EpochProgress};
@@ -16,11 +16,11 @@ use mnist_wgpu::checkpoint::{
     load_checkpoint, load_training_checkpoint, save_checkpoint, save_training_checkpoint,
     TrainingCheckpoint,
 };
-use mnist_wgpu::config::{Optimizer, Schedule, TrainConfig};
+use mnist_wgpu::config::{Augment, Optimizer, Schedule, TrainConfig};
 use mnist_wgpu::data::{load_mnist, Mnist};
 use mnist_wgpu::error::{bad_input, Interrupted};
 use mnist_wgpu::fsutil::write_atomic;
-use mnist_wgpu::model::{init_params, Params, Plan};
+use mnist_wgpu::model::{augments_by_default, init_params, Params, Plan};
 use mnist_wgpu::plots::write_plots;
 use mnist_wgpu::report::MetricsReport;
 use mnist_wgpu::train::{
@@ -38,6 +38,8 @@ pub struct TrainArgs {
     batch_size: u64,
     #[command(flatten)]
     optim: OptimArgs,
+    #[command(flatten)]
+    augment: AugmentArgs,
     /// Seed for initialisation and shuffling.
     #[arg(long, default_value_t = 42)]
     seed: u64,
@@ -88,6 +90,10 @@ const RESUME_CONFLICTS: &[&str] = &[
     "lr_step_epochs",
     "lr_gamma",
     "warmup_fraction",
+    "augment",
+    "augment_shift",
+    "augment_rotation",
+    "augment_scale",
     "seed",
     "train_limit",
     "val_split",
@@ -163,6 +169,73 @@ impl OptimArgs {
     }
 }
 
+/// Random affine augmentation of the training images.
+#[derive(Args, Debug)]
+pub struct AugmentArgs {
+    /// Warp every training image by a random shift, rotation and scale, drawn from --seed
+    /// (auto: on for the strong preset only).
+    #[arg(long, value_enum, default_value_t = AugmentChoice::Auto)]
+    augment: AugmentChoice,
+    /// The largest shift along each axis, in pixels, in [0, 28) [default: 2].
+    #[arg(long, value_name = "PX", allow_negative_numbers = true, value_parser = shift_pixels)]
+    augment_shift: Option<f32>,
+    /// The largest rotation either way, in degrees, in [0, 180] [default: 10].
+    #[arg(long, value_name = "DEG", allow_negative_numbers = true, value_parser = rotation_degrees)]
+    augment_rotation: Option<f32>,
+    /// The largest change of size, in [0, 1): the scale is in [1 - s, 1 + s] [default: 0.1].
+    #[arg(long, value_name = "FRACTION", allow_negative_numbers = true, value_parser = fraction)]
+    augment_scale: Option<f32>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum AugmentChoice {
+    /// On for the strong preset, off otherwise.
+    Auto,
+    On,
+    Off,
+}
+
+impl AugmentArgs {
+    /// The augmentation of a run of `arch` (the --arch value; `None` for --arch-file).
+    fn augment(&self, arch: Option<&str>) -> Result<Option<Augment>> {
+        let on = match self.augment {
+            AugmentChoice::On => true,
+            AugmentChoice::Off => false,
+            AugmentChoice::Auto => arch.is_some_and(augments_by_default),
+        };
+        let overrides = [
+            ("--augment-shift", self.augment_shift),
+            ("--augment-rotation", self.augment_rotation),
+            ("--augment-scale", self.augment_scale),
+        ];
+        if !on {
+            if let Some((flag, _)) = overrides.iter().find(|(_, v)| v.is_some()) {
+                return Err(bad_input(format!(
+                    "{flag}: augmentation is off (add --augment on)"
+                )));
+            }
+            return Ok(None);
+        }
+        let default = Augment::mnist();
+        Ok(Some(Augment {
+            max_shift: self.augment_shift.unwrap_or(default.max_shift),
+            max_rotation: self.augment_rotation.unwrap_or(default.max_rotation),
+            max_scale: self.augment_scale.unwrap_or(default.max_scale),
+        }))
+    }
+}
+
+/// How the `training ...` line describes the augmentation.
+fn augment_label(augment: Option<Augment>) -> String {
+    match augment {
+        Some(a) => format!(
+            "augmented (shift {} px, rotation {} deg, scale {})",
+            a.max_shift, a.max_rotation, a.max_scale
+        ),
+        None => "not augmented".into(),
+    }
+}
+
 #[derive(Args, Debug)]
 pub struct EvalArgs {
     /// A checkpoint written by `train`.
@@ -186,6 +259,20 @@ fn non_negative_float(text: &str) -> Result<f32, String> {
     match text.parse::<f32>() {
         Ok(x) if x.is_finite() && x >= 0.0 => Ok(x),
         _ => Err(format!("'{text}' is not a number >= 0")),
+    }
+}
+
+fn shift_pixels(text: &str) -> Result<f32, String> {
+    match text.parse::<f32>() {
+        Ok(x) if (0.0..28.0).contains(&x) => Ok(x),
+        _ => Err(format!("'{text}' is not a number of pixels in [0, 28)")),
+    }
+}
+
+fn rotation_degrees(text: &str) -> Result<f32, String> {
+    match text.parse::<f32>() {
+        Ok(x) if (0.0..=180.0).contains(&x) => Ok(x),
+        _ => Err(format!("'{text}' is not a number of degrees in [0, 180]")),
     }
 }
 
@@ -272,6 +359,12 @@ fn new_setup(args: &TrainArgs) -> Result<Setup> {
         lr: optimizer.lr(),
         schedule: args.optim.schedule(),
         early_stopping: args.early_stopping.map(|p| p as usize),
+        augment: args.augment.augment(
+            args.arch
+                .arch_file
+                .is_none()
+                .then_some(args.arch.arch.as_str()),
+        )?,
     };
     let run_dir = match (&args.run_dir, &args.save) {
         (Some(dir), _) => dir.clone(),
@@ -416,6 +509,7 @@ fn run(setup: Setup, args: &TrainArgs) -> Result<()> {
         ("seed", config.train.seed.to_string()),
         ("optimizer", format!("{optimizer:?}")),
         ("schedule", format!("{:?}", config.train.schedule)),
+        ("augment", format!("{:?}", config.train.augment)),
     ];
     let run_json = serde_json::to_string(&config).context("serialising the run")?;
     let mut on_checkpoint = |backend: &mut dyn Backend, state: &RunState| {
@@ -504,11 +598,12 @@ fn print_start(
         );
     }
     println!(
-        "training {} on {} images, {epochs} epochs, batch {batch_size}, {} (lr {lr}, {} schedule), {} ({})",
+        "training {} on {} images, {epochs} epochs, batch {batch_size}, {} (lr {lr}, {} schedule), {}, {} ({})",
         plan.arch,
         mnist.train.len(),
         config.optimizer.name(),
         schedule.name(),
+        augment_label(config.train.augment),
         info.backend,
         info.adapter
     );

@@ -4,10 +4,11 @@ use std::sync::Arc;
 
 use anyhow::{bail, Result};
 
+use super::augment::augment_in_place;
 use super::network::{gradients, logits, update_running_statistics, StepKey, Workspace};
 use super::optim::{optimizer_update, OptimState};
 use crate::backend::{Backend, BackendInfo, OptimizerState, TrainStats};
-use crate::config::Optimizer;
+use crate::config::{Augment, Optimizer};
 use crate::data::{pixel_value, Split, IMAGE_PIXELS};
 use crate::model::{Params, Plan, Tensor};
 
@@ -19,6 +20,7 @@ pub struct CpuBackend {
     step: u32,
     /// The run's [`crate::rng::seed32`], for dropout and augmentation.
     seed: u32,
+    augment: Option<Augment>,
     train: Arc<Split>,
     stats: TrainStats,
     x: Vec<f32>,
@@ -42,6 +44,7 @@ impl CpuBackend {
             state,
             step: 0,
             seed: 0,
+            augment: None,
             train: Arc::default(),
             stats: TrainStats::default(),
             x: Vec::new(),
@@ -69,15 +72,24 @@ impl Backend for CpuBackend {
         self.seed = crate::rng::seed32(seed);
     }
 
+    fn set_augmentation(&mut self, augment: Option<Augment>) {
+        self.augment = augment;
+    }
+
     fn set_learning_rate(&mut self, lr: f32) {
         self.optimizer = self.optimizer.with_lr(lr);
     }
 
     fn train_step(&mut self, indices: &[u32]) -> Result<()> {
         self.train.gather(indices, &mut self.x, &mut self.labels);
+        // Step numbers start at 1, as in the GPU's step key.
+        self.step += 1;
+        if let Some(augment) = &self.augment {
+            augment_in_place(augment, (self.seed, self.step), &mut self.x);
+        }
         let key = StepKey {
             seed: self.seed,
-            step: self.step + 1,
+            step: self.step,
         };
         let sums = gradients(
             &self.plan,
@@ -93,7 +105,6 @@ impl Backend for CpuBackend {
                 sums.loss_sum
             );
         }
-        self.step += 1;
         let trainable = self.plan.params.iter().map(|spec| spec.trainable);
         for (((p, g), s), trainable) in self
             .params

@@ -2,6 +2,7 @@
 //! family (the GPU twin of `cpu/conv2d.rs` is `gpu/conv2d.rs` + `shaders/conv2d.wgsl`).
 
 pub mod activation;
+pub mod augment;
 mod backend;
 pub mod batchnorm;
 pub mod conv2d;

@@ -16,7 +16,7 @@ use super::network::{CompiledNet, Kernels, ParamBuffers, Shared};
 use super::optim::OptimStep;
 use super::softmax_xent::GpuStats;
 use crate::backend::{Backend, BackendInfo, KernelChoice, OptimizerState, TrainStats};
-use crate::config::{AutotuneMode, Optimizer};
+use crate::config::{Augment, AutotuneMode, Optimizer};
 use crate::cpu::CpuBackend;
 use crate::data::{Split, IMAGE_PIXELS};
 use crate::model::{init_params, Arch, Params, Plan, Tensor, MNIST_INPUT, NUM_CLASSES};
@@ -39,6 +39,7 @@ pub struct GpuBackend {
     /// The [`StepKey`] of stochastic kernels, rewritten before every step.
     step_key: wgpu::Buffer,
     seed: u32,
+    augment: Option<Augment>,
     stats: wgpu::Buffer,
     train_images: wgpu::Buffer,
     train_labels: wgpu::Buffer,
@@ -81,6 +82,7 @@ impl GpuBackend {
             optim_step,
             step_key,
             seed: 0,
+            augment: None,
             stats,
             train_images: empty.clone(),
             train_labels: empty,
@@ -121,6 +123,7 @@ impl GpuBackend {
                 step_key: &self.step_key,
                 stats: View::whole(&self.stats),
                 optimizer: self.optimizer,
+                augment: self.augment,
             };
             let mut net =
                 CompiledNet::new(&self.ctx, &self.plan, &shared, &mut self.tuner, (n, train))?;
@@ -244,6 +247,14 @@ impl Backend for GpuBackend {
 
     fn set_seed(&mut self, seed: u64) {
         self.seed = crate::rng::seed32(seed);
+    }
+
+    fn set_augmentation(&mut self, augment: Option<Augment>) {
+        if augment != self.augment {
+            self.augment = augment;
+            // Compiled training networks have (or lack) the augment dispatch.
+            self.nets.retain(|&(_, train), _| !train);
+        }
     }
 
     fn set_learning_rate(&mut self, lr: f32) {
@@ -405,7 +416,8 @@ impl GpuBackend {
 
 /// Whole training steps: the GPU backend against the CPU backend from the same initial weights
 /// on the same batches, comparing every parameter (and running statistic) afterwards, then the
-/// logits of inference. The seed model with Adam and SGD, and a model with every other layer
+/// logits of inference. The seed model with Adam and SGD, with Adam on augmented batches (the
+/// same seed and step numbers must give both backends the same images), and a model with every other layer
 /// kind (batch norm, dropout, strides, padding, average pooling, sigmoid, tanh) with Nesterov
 /// SGD and weight decay. Not Adam there: batch norm makes some gradients sums that cancel to
 /// nearly 0 (a weight whose input is about the same for every image of the batch, a bias right
@@ -419,23 +431,25 @@ pub fn checks() -> Vec<CrossCheck> {
         weight_decay: 1e-4,
     };
     [
-        (Optimizer::adam(1e-3), 7usize, "seed"),
-        (Optimizer::sgd(0.01), 33, "seed"),
-        (nesterov, 7, EVERY_LAYER),
+        (Optimizer::adam(1e-3), 7usize, "seed", None),
+        (Optimizer::sgd(0.01), 33, "seed", None),
+        (Optimizer::adam(1e-3), 7, "seed", Some(Augment::mnist())),
+        (nesterov, 7, EVERY_LAYER, None),
     ]
     .into_iter()
-    .map(|(opt, batch, arch)| {
+    .map(|(opt, batch, arch, augment)| {
         let shape = format!(
-            "{} model, {TRAIN_CHECK_STEPS} steps of {batch}, {}",
+            "{} model, {TRAIN_CHECK_STEPS} steps of {batch}, {}{}",
             if arch == "seed" {
                 "seed"
             } else {
                 "every-layer"
             },
-            opt.name()
+            opt.name(),
+            if augment.is_some() { ", augmented" } else { "" }
         );
         CrossCheck::new("train_step", shape, move |ctx| {
-            check_training(ctx, arch, opt, batch)
+            check_training(ctx, arch, opt, batch, augment)
         })
     })
     .collect()
@@ -465,6 +479,7 @@ fn check_training(
     arch: &str,
     optimizer: Optimizer,
     batch: usize,
+    augment: Option<Augment>,
 ) -> Result<Comparison> {
     let arch = Arch::parse(arch).map_err(|e| anyhow!(e))?;
     let plan = Plan::new(&arch, MNIST_INPUT).map_err(|e| anyhow!(e))?;
@@ -473,8 +488,9 @@ fn check_training(
     let mut cpu = CpuBackend::new(plan.clone(), init.clone(), optimizer);
     let mut gpu = GpuBackend::new(ctx, plan, &init, optimizer)?;
     for backend in [&mut cpu as &mut dyn Backend, &mut gpu] {
-        backend.set_seed(3);
         backend.set_train_data(&data)?;
+        backend.set_seed(5);
+        backend.set_augmentation(augment);
         for step in 0..TRAIN_CHECK_STEPS {
             let order = epoch_order(data.len(), 5, step / 4 + 1);
             let start = (step % 4) * batch;

@@ -2,6 +2,7 @@
 //! (`shaders/pool2d.wgsl`) and its CPU twin (`cpu/pool2d.rs`).
 
 pub mod activation;
+pub mod augment;
 pub mod autotune;
 mod backend;
 pub mod batchnorm;
@@ -24,6 +25,7 @@ pub use context::GpuContext;
 /// Every shader file (without the preamble), for validation.
 pub const SHADERS: &[(&str, &str)] = &[
     ("activation.wgsl", activation::SOURCE),
+    ("augment.wgsl", augment::SOURCE),
     ("batchnorm.wgsl", batchnorm::SOURCE),
     ("conv2d.wgsl", conv2d::SOURCE),
     ("dense.wgsl", dense::SOURCE),

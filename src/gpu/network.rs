@@ -9,6 +9,7 @@
 use anyhow::Result;
 
 use super::activation::ActivationKernels;
+use super::augment::AugmentKernels;
 use super::autotune::Autotuner;
 use super::batchnorm::{stats_bytes, BatchNormKernels, BatchNormViews};
 use super::context::GpuContext;
@@ -20,7 +21,7 @@ use super::kernel::{storage, Cost, Dispatch, View};
 use super::optim::OptimKernels;
 use super::pool2d::Pool2dKernels;
 use super::softmax_xent::SoftmaxXentKernels;
-use crate::config::Optimizer;
+use crate::config::{Augment, Optimizer};
 use crate::cpu::conv2d::Conv2dGeometry;
 use crate::cpu::dense::DenseGeometry;
 use crate::data::IMAGE_PIXELS;
@@ -29,6 +30,7 @@ use crate::model::{Activation, Layer, Plan, Pool, Step, NUM_CLASSES};
 /// Every kernel, compiled once per backend.
 pub struct Kernels {
     pub gather: GatherKernels,
+    pub augment: AugmentKernels,
     pub conv2d: Conv2dKernels,
     pub activation: ActivationKernels,
     pub pool2d: Pool2dKernels,
@@ -43,6 +45,7 @@ impl Kernels {
     pub fn new(ctx: &GpuContext) -> Kernels {
         Kernels {
             gather: GatherKernels::new(ctx),
+            augment: AugmentKernels::new(ctx),
             conv2d: Conv2dKernels::new(ctx),
             activation: ActivationKernels::new(ctx),
             pool2d: Pool2dKernels::new(ctx),
@@ -124,6 +127,8 @@ pub struct Shared<'a> {
     pub step_key: &'a wgpu::Buffer,
     pub stats: View<'a>,
     pub optimizer: Optimizer,
+    /// Training networks warp each gathered batch with these ranges; inference never does.
+    pub augment: Option<Augment>,
 }
 
 /// One batch size of a plan, ready to record.
@@ -248,17 +253,31 @@ impl CompiledNet {
         let layout = Layout::new(ctx, plan, n, train)?;
         let indices = storage(ctx, "batch indices", 4 * n as u64)?;
         let labels = storage(ctx, "batch labels", 4 * n as u64)?;
+        // With augmentation, the gather fills a raw batch that the augment kernel warps into
+        // the input (it cannot work in place).
+        let augment = shared.augment.filter(|_| train);
+        let raw = match augment {
+            Some(_) => Some(storage(ctx, "raw batch", (4 * n * IMAGE_PIXELS) as u64)?),
+            None => None,
+        };
         let mut dispatches = vec![k.gather.gather(
             ctx,
             n,
             shared.images,
             shared.labels,
             View::whole(&indices),
-            layout.buf(layout.input),
+            raw.as_ref().map_or(layout.buf(layout.input), View::whole),
             View::whole(&labels),
         )];
         let p = shared.params;
         dispatches[0].cost = StepCost::gather(n).elementwise();
+        if let (Some(augment), Some(raw)) = (&augment, &raw) {
+            let (src, dst) = (View::whole(raw), layout.buf(layout.input));
+            dispatches.push(
+                k.augment
+                    .augment(ctx, augment, n, shared.step_key, src, dst),
+            );
+        }
         for (i, step) in plan.steps.iter().enumerate() {
             let (x, y) = (layout.input_of(i), layout.buf(layout.output[i]));
             let first = dispatches.len();
@@ -316,7 +335,7 @@ impl CompiledNet {
         }
         let last = plan.steps.len() - 1;
         let logits_id = layout.output[last];
-        let mut buffers = Vec::new();
+        let mut buffers: Vec<wgpu::Buffer> = raw.into_iter().collect();
         if train {
             let losses = storage(ctx, "per-example loss", 4 * n as u64)?;
             let correct = storage(ctx, "per-example correct", 4 * n as u64)?;

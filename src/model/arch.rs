@@ -119,6 +119,12 @@ pub const PRESETS: &[(&str, &str)] = &[(
     "conv32k3-relu-pool2-conv64k3-relu-pool2-flatten-dense10",
 )];
 
+/// Whether `--augment auto` augments the training images of `--arch preset_or_spec`: only the
+/// `strong` preset, trained long enough for augmentation to pay off, does by default.
+pub fn augments_by_default(preset_or_spec: &str) -> bool {
+    preset_or_spec.trim() == "strong"
+}
+
 impl fmt::Display for Arch {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let tokens: Vec<String> = self.layers.iter().map(Layer::to_string).collect();
@@ -262,6 +268,13 @@ mod tests {
         );
         assert_eq!(Arch::parse(&printed).unwrap(), arch);
         assert!(arch.has_batch_norm() && !Arch::seed().has_batch_norm());
+    }
+
+    #[test]
+    fn only_the_strong_preset_augments_by_default() {
+        assert!(augments_by_default("strong") && augments_by_default(" strong "));
+        assert!(!augments_by_default("seed"));
+        assert!(!augments_by_default("conv32k3-relu-pool2-flatten-dense10"));
     }
 
     #[test]

@@ -129,5 +129,6 @@ pub fn config(
         lr,
         schedule: mnist_wgpu::config::Schedule::Constant,
         early_stopping: None,
+        augment: None,
     }
 }
