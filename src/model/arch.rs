@@ -113,11 +113,21 @@ pub struct Arch {
     pub layers: Vec<Layer>,
 }
 
-/// The names `--arch` accepts besides spec strings.
-pub const PRESETS: &[(&str, &str)] = &[(
-    "seed",
-    "conv32k3-relu-pool2-conv64k3-relu-pool2-flatten-dense10",
-)];
+/// The names `--arch` accepts besides spec strings: `seed`, the tutorial CNN, and `strong`,
+/// our best small model for MNIST (pairs of 3x3 conv-bn-relu blocks, dropout after each pool
+/// and before the classifier; trained with augmentation, see the README for its figures).
+pub const PRESETS: &[(&str, &str)] = &[
+    (
+        "seed",
+        "conv32k3-relu-pool2-conv64k3-relu-pool2-flatten-dense10",
+    ),
+    (
+        "strong",
+        "conv32k3-bn-relu-conv32k3-bn-relu-pool2-dropout0.25-\
+         conv64k3-bn-relu-conv64k3-bn-relu-pool2-dropout0.25-\
+         flatten-dense128-bn-relu-dropout0.5-dense10",
+    ),
+];
 
 /// Whether `--augment auto` augments the training images of `--arch preset_or_spec`: only the
 /// `strong` preset, trained long enough for augmentation to pay off, does by default.
