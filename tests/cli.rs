@@ -566,3 +566,93 @@ fn augmentation_is_chosen_by_flags_printed_and_recorded() {
         "--augment-scale: augmentation is off (add --augment on)",
     );
 }
+
+/// A model with batch norm and dropout: `eval` of the saved model (which must carry the running
+/// statistics, and drop no activations) gives the test metrics `train` printed, and the
+/// checkpoint has PyTorch's batch-norm tensors.
+#[test]
+fn batch_norm_and_dropout_models_evaluate_the_same_after_loading() {
+    let dir = tempfile::tempdir().unwrap();
+    let (model, train_json, eval_json) = (
+        dir.path().join("model.safetensors"),
+        dir.path().join("train.json"),
+        dir.path().join("eval.json"),
+    );
+    let data = bundled_data();
+    let common = [
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--test-limit",
+        "300",
+        "--backend",
+        "cpu",
+    ];
+    let arch =
+        "conv8k3same-bn-relu-avgpool2-conv8k3s2-tanh-dropout0.3-flatten-dense32-bn-sigmoid-dense10";
+    let mut train = vec![
+        "train",
+        "--arch",
+        arch,
+        "--epochs",
+        "1",
+        "--lr",
+        "0.005",
+        "--train-limit",
+        "1000",
+        "--save",
+        model.to_str().unwrap(),
+        "--metrics-json",
+        train_json.to_str().unwrap(),
+    ];
+    train.extend(common);
+    let out = run_cli(&train);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut eval = vec![
+        "eval",
+        "--model",
+        model.to_str().unwrap(),
+        "--metrics-json",
+        eval_json.to_str().unwrap(),
+    ];
+    eval.extend(common);
+    let out = run_cli(&eval);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let read = |path: &std::path::Path| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+    };
+    let (trained, evaluated) = (read(&train_json), read(&eval_json));
+    assert_eq!(evaluated["accuracy"], trained["accuracy"]);
+    assert_eq!(evaluated["loss"], trained["loss"]);
+    assert!(trained["accuracy"].as_f64().unwrap() > 0.5, "{trained}");
+    let checkpoint = mnist_wgpu::checkpoint::load_checkpoint(&model).unwrap();
+    let running_var = checkpoint.params.get("bn2.running_var").unwrap();
+    assert_eq!(running_var.shape, [32]);
+    // One epoch of updates has moved the running variance away from its initial 1.
+    assert!(
+        running_var.data.iter().all(|&v| v > 0.0) && running_var.data.iter().any(|&v| v != 1.0)
+    );
+}
+
+#[test]
+fn bad_layer_specs_name_the_token() {
+    assert_bad_input(
+        &run_cli(&["train", "--arch", "conv8k4same-flatten-dense10"]),
+        "token 1 'conv8k4same'",
+    );
+    assert_bad_input(
+        &run_cli(&["train", "--arch", "conv8k3-dropout2-flatten-dense10"]),
+        "dropout rate '2'",
+    );
+    assert_bad_input(
+        &run_cli(&["summary", "--arch", "conv8k3s0-flatten-dense10"]),
+        "stride '0'",
+    );
+}
