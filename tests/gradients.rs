@@ -277,27 +277,12 @@ fn whole_network_gradients_match_finite_differences() {
     let n = 6;
     let x: Vec<f64> = random(n * 90, 18).into_iter().map(|v| v.abs()).collect();
     let labels = [1u8, 7, 4, 0, 9, 2];
-    let loss_of = |params: &mnist_wgpu::model::Params<f64>, x: &[f64]| {
+    let loss_of = |params: &Params<f64>, x: &[f64]| {
         let logits = logits(&plan, params, x, &Workspace::new(&plan));
         softmax_cross_entropy(10, &logits, &labels, None).loss_sum / n as f64
     };
-    let mut ws = Workspace::new(&plan);
-    let mut dx = vec![0.0; x.len()];
     let key = StepKey { seed: 1, step: 1 };
-    gradients(&plan, &params, (&x, &labels), key, Some(&mut dx), &mut ws);
-    for (t, tensor) in params.tensors.iter().enumerate() {
-        check(
-            &tensor.name,
-            &tensor.data,
-            &ws.grads.tensors[t].data,
-            |data| {
-                let mut p = params.clone();
-                p.tensors[t].data.copy_from_slice(data);
-                loss_of(&p, &x)
-            },
-        );
-    }
-    check("network dx", &x, &dx, |x| loss_of(&params, x));
+    check_network(&plan, &params, (&x, &labels), key, loss_of);
 }
 
 /// Batch norm (after a conv and after a dense layer), dropout, average pooling, sigmoid, tanh
@@ -331,9 +316,21 @@ fn training_mode_network_gradients_match_finite_differences() {
         let mut ws = Workspace::new(&plan);
         gradients(&plan, params, (x, &labels), key, None, &mut ws).loss_sum / n as f64
     };
-    let mut ws = Workspace::new(&plan);
+    check_network(&plan, &params, (&x, &labels), key, loss_of);
+}
+
+/// Every parameter gradient and the input gradient of `gradients` against finite differences
+/// of `loss_of(params, x)`.
+fn check_network(
+    plan: &Plan,
+    params: &Params<f64>,
+    (x, labels): (&[f64], &[u8]),
+    key: StepKey,
+    loss_of: impl Fn(&Params<f64>, &[f64]) -> f64,
+) {
+    let mut ws = Workspace::new(plan);
     let mut dx = vec![0.0; x.len()];
-    gradients(&plan, &params, (&x, &labels), key, Some(&mut dx), &mut ws);
+    gradients(plan, params, (x, labels), key, Some(&mut dx), &mut ws);
     for (t, tensor) in params.tensors.iter().enumerate() {
         check(
             &tensor.name,
@@ -342,9 +339,9 @@ fn training_mode_network_gradients_match_finite_differences() {
             |data| {
                 let mut p = params.clone();
                 p.tensors[t].data.copy_from_slice(data);
-                loss_of(&p, &x)
+                loss_of(&p, x)
             },
         );
     }
-    check("network dx", &x, &dx, |x| loss_of(&params, x));
+    check("network dx", x, &dx, |x| loss_of(params, x));
 }

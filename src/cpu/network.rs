@@ -300,12 +300,7 @@ fn run_segments<T: Float>(
         if starts_with_bn(seg) {
             batch_norm[seg.start] = Some(batch_statistics(plan, seg.start, jobs));
         }
-        let net = Net {
-            plan,
-            params,
-            key: Some(key),
-            batch_norm,
-        };
+        let net = Net::training(plan, params, key, batch_norm);
         if s < last {
             jobs.par_iter_mut()
                 .for_each(|job| net.forward(seg.clone(), job.first, job.x, job.scratch));
@@ -323,12 +318,7 @@ fn run_segments<T: Float>(
         loss = chunk_losses.into_iter().fold(loss, |total, s| total + s);
     }
     for (s, seg) in segments.iter().enumerate().rev() {
-        let net = Net {
-            plan,
-            params,
-            key: Some(key),
-            batch_norm,
-        };
+        let net = Net::training(plan, params, key, batch_norm);
         if s < last {
             jobs.par_iter_mut()
                 .for_each(|job| net.backward(body(seg), job));
@@ -339,12 +329,7 @@ fn run_segments<T: Float>(
                 .as_mut()
                 .expect("computed in the forward pass");
             batch_norm_gradient_sums(plan, i, jobs, stats);
-            let net = Net {
-                plan,
-                params,
-                key: Some(key),
-                batch_norm,
-            };
+            let net = Net::training(plan, params, key, batch_norm);
             jobs.par_iter_mut()
                 .for_each(|job| net.backward(i..i + 1, job));
         }
@@ -447,7 +432,21 @@ struct Net<'a, T> {
     batch_norm: &'a [Option<BatchNormStats<T>>],
 }
 
-impl<T: Float> Net<'_, T> {
+impl<'a, T: Float> Net<'a, T> {
+    fn training(
+        plan: &'a Plan,
+        params: &'a Params<T>,
+        key: StepKey,
+        batch_norm: &'a [Option<BatchNormStats<T>>],
+    ) -> Net<'a, T> {
+        Net {
+            plan,
+            params,
+            key: Some(key),
+            batch_norm,
+        }
+    }
+
     fn dropout_key(&self, layer: usize, first: usize) -> Option<DropoutKey> {
         self.key.map(|key| DropoutKey {
             seed: key.seed,
