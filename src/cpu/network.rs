@@ -49,9 +49,10 @@ pub struct Workspace<T> {
     pub batch_norm: Vec<Option<BatchNormStats<T>>>,
     /// Each chunk's parameter gradients, summed over its images.
     chunk_grads: Vec<Params<T>>,
-    /// Training: one set of buffers per chunk, kept from the forward to the backward pass.
+    /// Training with batch norm: one set of buffers per chunk, kept from the forward to the
+    /// backward pass.
     chunks: Vec<Scratch<T>>,
-    /// Inference: buffers for the chunks being processed, one set per running task.
+    /// Otherwise: buffers for the chunks being processed, one set per running task.
     pool: Mutex<Vec<Scratch<T>>>,
 }
 
@@ -66,12 +67,15 @@ impl<T: Float> Workspace<T> {
         }
     }
 
-    /// Room for a training batch of `chunks` chunks.
-    fn grow(&mut self, plan: &Plan, chunks: usize) {
-        if self.chunks.len() < chunks {
-            self.chunks.resize_with(chunks, || Scratch::new(plan));
+    /// Room for a training batch of `chunks` chunks; a buffer set per chunk only when they
+    /// must all be kept at once (`per_chunk`: batch norm's statistics need the whole batch).
+    fn grow(&mut self, plan: &Plan, chunks: usize, per_chunk: bool) {
+        if self.chunk_grads.len() < chunks {
             self.chunk_grads
                 .resize_with(chunks, || Params::zeros(&plan.params));
+        }
+        if per_chunk && self.chunks.len() < chunks {
+            self.chunks.resize_with(chunks, || Scratch::new(plan));
         }
     }
 }
@@ -227,7 +231,7 @@ pub fn gradients<T: Float>(
     let n = images(plan, x);
     assert_eq!(labels.len(), n, "gradients: one label per image");
     let chunks = n.div_ceil(CHUNK);
-    ws.grow(plan, chunks);
+    ws.grow(plan, chunks, plan.arch.has_batch_norm());
     let mut input_grads: Vec<Option<&mut [T]>> = match input_grad {
         Some(dx) => {
             assert_eq!(dx.len(), x.len(), "gradients: input gradient length");
@@ -241,27 +245,58 @@ pub fn gradients<T: Float>(
         batch_norm,
         chunk_grads,
         chunks: scratches,
-        ..
+        pool,
     } = ws;
     batch_norm.fill(None);
-    let mut jobs: Vec<Job<T>> = scratches
-        .iter_mut()
-        .zip(chunk_grads.iter_mut())
-        .zip(x.chunks(CHUNK * plan.input.len()))
-        .zip(labels.chunks(CHUNK))
-        .zip(input_grads)
-        .enumerate()
-        .map(|(c, ((((scratch, grads), x), labels), input_grad))| Job {
-            first: c * CHUNK,
-            x,
-            labels,
-            input_grad,
-            scratch,
-            grads,
-        })
-        .collect();
-    let sums = run_segments(plan, params, key, n, &mut jobs, batch_norm);
-    drop(jobs);
+    let (x_chunks, label_chunks) = (x.chunks(CHUNK * plan.input.len()), labels.chunks(CHUNK));
+    let sums = if plan.arch.has_batch_norm() {
+        let mut jobs: Vec<Job<T>> = scratches
+            .iter_mut()
+            .zip(chunk_grads.iter_mut())
+            .zip(x_chunks.zip(label_chunks))
+            .zip(input_grads)
+            .enumerate()
+            .map(|(c, (((scratch, grads), (x, labels)), input_grad))| Job {
+                first: c * CHUNK,
+                x,
+                labels,
+                input_grad,
+                scratch,
+                grads,
+            })
+            .collect();
+        run_segments(plan, params, key, n, &mut jobs, batch_norm)
+    } else {
+        // Without batch norm, chunks never wait for each other: each borrows buffers from the
+        // pool for its whole pass, so memory grows with the threads, not the batch.
+        let net = Net::training(plan, params, key, &[]);
+        let steps = 0..plan.steps.len();
+        let chunk_sums: Vec<LossSums> = chunk_grads[..chunks]
+            .par_iter_mut()
+            .zip(x_chunks.zip(label_chunks).collect::<Vec<_>>())
+            .zip(input_grads)
+            .enumerate()
+            .map(|(c, ((grads, (x, labels)), input_grad))| {
+                with_scratch(pool, plan, |scratch| {
+                    let mut job = Job {
+                        first: c * CHUNK,
+                        x,
+                        labels,
+                        input_grad,
+                        scratch,
+                        grads,
+                    };
+                    net.forward(steps.clone(), job.first, x, job.scratch);
+                    let sums = chunk_loss(plan, &mut job, n);
+                    net.backward(steps.clone(), &mut job);
+                    sums
+                })
+            })
+            .collect();
+        chunk_sums
+            .into_iter()
+            .fold(LossSums::default(), |total, s| total + s)
+    };
     sum_chunk_grads(&chunk_grads[..chunks], grads);
     sums
 }
