@@ -1,6 +1,7 @@
 //! `train --plots DIR`: PNG pictures of a run, drawn with plotters: loss and accuracy per epoch
-//! (training and validation), the test confusion matrix as a heatmap, and a grid of the most
-//! confidently misclassified test digits. Text uses the bundled DejaVu Sans, so the pictures
+//! (training and validation), the test confusion matrix as a heatmap, a grid of the most
+//! confidently misclassified test digits, and with augmentation a grid of training digits as
+//! the first steps warped them. Text uses the bundled DejaVu Sans, so the pictures
 //! look the same on every machine. Each picture is drawn in memory, encoded as PNG by the
 //! `image` crate and written atomically.
 
@@ -12,8 +13,11 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::{register_font, FontStyle};
 
-use crate::data::{Split, IMAGE_PIXELS};
+use crate::config::Augment;
+use crate::cpu::augment::Transform;
+use crate::data::{pixel_value, Split, IMAGE_PIXELS};
 use crate::fsutil::write_atomic;
+use crate::rng::seed32;
 use crate::train::{EpochStats, Evaluation};
 
 const FONT: &str = "sans-serif";
@@ -21,6 +25,16 @@ static FONT_BYTES: &[u8] = include_bytes!("../assets/fonts/DejaVuSans.ttf");
 /// Pixels per MNIST pixel in the mistakes grid.
 const DIGIT_SCALE: u32 = 4;
 const GRID_COLUMNS: usize = 4;
+/// The augmentation picture: training digits (rows) and the steps that warp them (columns).
+const AUGMENTED_DIGITS: usize = 6;
+const AUGMENTED_STEPS: u32 = 5;
+
+/// A run's augmentation, for its picture: the setting, the run's seed and its training images.
+pub struct AugmentedRun<'a> {
+    pub augment: Augment,
+    pub seed: u64,
+    pub train: &'a Split,
+}
 
 fn register_bundled_font() {
     static ONCE: Once = Once::new();
@@ -32,13 +46,14 @@ fn register_bundled_font() {
     });
 }
 
-/// Writes `curves.png`, `confusion.png` and (when there are mistakes) `mistakes.png` into
-/// `dir` and returns their paths.
+/// Writes `curves.png`, `confusion.png`, (when there are mistakes) `mistakes.png` and (with
+/// augmentation) `augmented.png` into `dir` and returns their paths.
 pub fn write_plots(
     dir: &Path,
     history: &[EpochStats],
     test: &Evaluation,
     test_split: &Split,
+    augmented: Option<AugmentedRun>,
 ) -> Result<Vec<PathBuf>> {
     register_bundled_font();
     let mut written = Vec::new();
@@ -54,6 +69,11 @@ pub fn write_plots(
         draw_mistakes(&mistakes, test, test_split)
             .with_context(|| format!("{}: cannot draw", mistakes.display()))?;
         written.push(mistakes);
+    }
+    if let Some(run) = augmented {
+        let path = dir.join("augmented.png");
+        draw_augmented(&path, &run).with_context(|| format!("{}: cannot draw", path.display()))?;
+        written.push(path);
     }
     Ok(written)
 }
@@ -207,52 +227,92 @@ fn draw_heatmap(root: &Area, counts: &[Vec<u64>]) -> Result<()> {
     Ok(())
 }
 
+/// One cell of a digit grid: its caption and 784 pixels, 0 (paper) to 1 (ink).
+type DigitCell = (String, Vec<f32>);
+
 /// The mistakes as a grid of enlarged digits, each captioned "true -> predicted (confidence)".
 fn draw_mistakes(path: &Path, test: &Evaluation, split: &Split) -> Result<()> {
-    let cell = (28 * DIGIT_SCALE + 16, 28 * DIGIT_SCALE + 30);
-    let rows = test.mistakes.len().div_ceil(GRID_COLUMNS);
-    let size = (cell.0 * GRID_COLUMNS as u32, cell.1 * rows as u32 + 30);
-    render_png(path, size, |root| draw_digit_grid(root, cell, test, split))
+    let cells: Vec<DigitCell> = test
+        .mistakes
+        .iter()
+        .map(|m| {
+            let caption = format!(
+                "{} -> {} ({:.0}%)",
+                m.label,
+                m.predicted,
+                100.0 * m.confidence
+            );
+            (caption, pixels(split, m.index))
+        })
+        .collect();
+    let title = "most confident test mistakes";
+    draw_digit_grid(path, title, GRID_COLUMNS, &cells)
 }
 
-fn draw_digit_grid(root: &Area, cell: (u32, u32), test: &Evaluation, split: &Split) -> Result<()> {
-    let (title, grid) = root.split_vertically(30);
-    title
-        .titled("most confident test mistakes", (FONT, 18))
-        .map_err(plot_error)?;
-    for (k, mistake) in test.mistakes.iter().enumerate() {
-        let x0 = (k % GRID_COLUMNS) as u32 * cell.0 + 8;
-        let y0 = (k / GRID_COLUMNS) as u32 * cell.1 + 22;
-        let caption = format!(
-            "{} -> {} ({:.0}%)",
-            mistake.label,
-            mistake.predicted,
-            100.0 * mistake.confidence
+/// The first training digits (first column) and warps that training drew: digit `i` under the
+/// maps of batch position `i` in steps 1, 2, ... of this run.
+fn draw_augmented(path: &Path, run: &AugmentedRun) -> Result<()> {
+    let columns = 1 + AUGMENTED_STEPS as usize;
+    let mut cells: Vec<DigitCell> = Vec::new();
+    for index in 0..AUGMENTED_DIGITS.min(run.train.len()) {
+        let original = pixels(run.train, index);
+        cells.push((
+            format!("digit {}", run.train.labels[index]),
+            original.clone(),
+        ));
+        for step in 1..=AUGMENTED_STEPS {
+            let map = Transform::sample(&run.augment, (seed32(run.seed), step), index as u32);
+            let mut warped = vec![0.0; IMAGE_PIXELS];
+            map.warp(&original, &mut warped);
+            cells.push((format!("step {step}"), warped));
+        }
+    }
+    let title = "augmentation: training digits and their random warps";
+    draw_digit_grid(path, title, columns, &cells)
+}
+
+fn pixels(split: &Split, index: usize) -> Vec<f32> {
+    split.image(index).iter().map(|&p| pixel_value(p)).collect()
+}
+
+/// `cells` as a titled grid of enlarged digits, `columns` to a row, each with its caption.
+fn draw_digit_grid(path: &Path, title: &str, columns: usize, cells: &[DigitCell]) -> Result<()> {
+    let cell = (28 * DIGIT_SCALE + 16, 28 * DIGIT_SCALE + 30);
+    let rows = cells.len().div_ceil(columns);
+    let size = (cell.0 * columns as u32, cell.1 * rows as u32 + 30);
+    render_png(path, size, |root| {
+        let (heading, grid) = root.split_vertically(30);
+        heading.titled(title, (FONT, 18)).map_err(plot_error)?;
+        for (k, (caption, image)) in cells.iter().enumerate() {
+            let x0 = (k % columns) as u32 * cell.0 + 8;
+            let y0 = (k / columns) as u32 * cell.1 + 22;
+            let at = (x0 as i32, y0 as i32 - 18);
+            grid.draw(&Text::new(caption.as_str(), at, (FONT, 14).into_font()))
+                .map_err(plot_error)?;
+            draw_digit(&grid, (x0, y0), image)?;
+        }
+        Ok(())
+    })
+}
+
+/// One digit, dark ink on white, each pixel a `DIGIT_SCALE` square from `origin`.
+fn draw_digit(area: &Area, origin: (u32, u32), image: &[f32]) -> Result<()> {
+    for (p, &value) in image.iter().enumerate() {
+        let ink = 255 - (value.clamp(0.0, 1.0) * 255.0).round() as u8;
+        let (px, py) = ((p % 28) as u32, (p / 28) as u32);
+        let top_left = (
+            (origin.0 + px * DIGIT_SCALE) as i32,
+            (origin.1 + py * DIGIT_SCALE) as i32,
         );
-        grid.draw(&Text::new(
-            caption,
-            (x0 as i32, y0 as i32 - 18),
-            (FONT, 14).into_font(),
+        let bottom_right = (
+            top_left.0 + DIGIT_SCALE as i32,
+            top_left.1 + DIGIT_SCALE as i32,
+        );
+        area.draw(&Rectangle::new(
+            [top_left, bottom_right],
+            RGBColor(ink, ink, ink).filled(),
         ))
         .map_err(plot_error)?;
-        let image = &split.images[mistake.index * IMAGE_PIXELS..][..IMAGE_PIXELS];
-        for (p, &value) in image.iter().enumerate() {
-            let ink = 255 - value;
-            let (px, py) = ((p % 28) as u32, (p / 28) as u32);
-            let top_left = (
-                (x0 + px * DIGIT_SCALE) as i32,
-                (y0 + py * DIGIT_SCALE) as i32,
-            );
-            let bottom_right = (
-                top_left.0 + DIGIT_SCALE as i32,
-                top_left.1 + DIGIT_SCALE as i32,
-            );
-            grid.draw(&Rectangle::new(
-                [top_left, bottom_right],
-                RGBColor(ink, ink, ink).filled(),
-            ))
-            .map_err(plot_error)?;
-        }
     }
     Ok(())
 }

@@ -474,6 +474,8 @@ fn plots_are_written_as_png_pictures() {
         dir.path().join("m.safetensors").to_str().unwrap(),
         "--plots",
         plots.to_str().unwrap(),
+        "--augment",
+        "on",
     ]);
     assert_eq!(
         out.status.code(),
@@ -486,6 +488,8 @@ fn plots_are_written_as_png_pictures() {
         ("confusion.png", (560, 560)),
         // 16 mistakes (an undertrained model makes plenty) in 4 rows of 4.
         ("mistakes.png", (4 * 128, 4 * 142 + 30)),
+        // 6 training digits, each unwarped and as 5 steps warped it.
+        ("augmented.png", (6 * 128, 6 * 142 + 30)),
     ] {
         let picture = image::open(plots.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!((picture.width(), picture.height()), size, "{name}");

@@ -21,7 +21,7 @@ use mnist_wgpu::data::{load_mnist, Mnist};
 use mnist_wgpu::error::{bad_input, Interrupted};
 use mnist_wgpu::fsutil::write_atomic;
 use mnist_wgpu::model::{augments_by_default, init_params, Params, Plan};
-use mnist_wgpu::plots::write_plots;
+use mnist_wgpu::plots::{write_plots, AugmentedRun};
 use mnist_wgpu::report::MetricsReport;
 use mnist_wgpu::train::{
     evaluate, hold_out, train_resumable, EpochStats, Evaluation, Resumable, RunState,
@@ -568,7 +568,12 @@ fn run(setup: Setup, args: &TrainArgs) -> Result<()> {
         .into_iter()
         .flatten()
     {
-        for path in write_plots(dir, &outcome.history, &evaluation, &mnist.test)? {
+        let augmented = config.train.augment.map(|augment| AugmentedRun {
+            augment,
+            seed: config.train.seed,
+            train: &mnist.train,
+        });
+        for path in write_plots(dir, &outcome.history, &evaluation, &mnist.test, augmented)? {
             println!("wrote {}", path.display());
         }
     }
