@@ -2,20 +2,29 @@
 // Layout: NCHW; `argmax` holds, per output, the index of the winning input within its image
 // (c*h*w space).
 //
-// maxpool2d_forward:  one invocation per output (n*c*out_h*out_w): y[o] = the window's maximum,
-//                     argmax[o] = its index; the FIRST maximum in row-major window order wins
-//                     ties (replace only on strictly greater), as on the CPU.
-// maxpool2d_backward: one invocation per input element (n*c*in_h*in_w): dx = dy[o] if the
-//                     element won its window o, else 0 (also for the dropped last row/column).
-//                     A gather, not a scatter: windows do not overlap, so no atomics.
-// avgpool2d_forward:  one invocation per output: y[o] = (top left + top right + bottom left +
-//                     bottom right) * 0.25, summed in that order as on the CPU.
-// avgpool2d_backward: one invocation per input element: dx = dy[o] * 0.25 for the window o it
-//                     belongs to, 0 for the dropped last row/column. (argmax is unused.)
+// Every entry point runs one invocation per output o (n*c*out_h*out_w) and touches only o's
+// window, so no atomics are needed. Loads are what costs on CPU adapters (lavapipe loops over
+// the SIMD lanes for each one), so each pass loads every value once: the backward passes
+// write their window's four gradients from one or two loads rather than gathering per input.
+//
+// maxpool2d_forward:  y[o] = the window's maximum, argmax[o] = its index; the FIRST maximum in
+//                     row-major window order wins ties (replace only on strictly greater), as
+//                     on the CPU.
+// maxpool2d_backward: dx = dy[o] for the window's winner, 0 for the other three. With
+//                     params.relu_mask = 1 it is also the backward of a ReLU right before the
+//                     pooling (the network then skips that ReLU's own backward pass): the
+//                     winner's ReLU output is y[o], so its gradient passes only where y[o] > 0,
+//                     exactly as pooling backward followed by ReLU backward.
+// avgpool2d_forward:  y[o] = (top left + top right + bottom left + bottom right) * 0.25, summed
+//                     in that order as on the CPU.
+// avgpool2d_backward: dx = dy[o] * 0.25 for each input of the window. (argmax is unused.)
+// Both backward passes also zero the dropped last row/column of odd sizes, from the windows
+// beside them, so every element of dx is written.
 //
 // @binding(0) params: uniform PoolParams; (1) src: read (x, or dy in the backward);
 // (2) dst: read_write (y, or dx); (3) argmax: read_write (written by the forward, only read by
-// the backward; one declaration serves both). 1-D launches (flat_index).
+// the backward; one declaration serves both); (4) pooled: read, the forward's y (read by
+// maxpool2d_backward when relu_mask = 1). 1-D launches (flat_index).
 
 struct PoolParams {
     n: u32,
@@ -24,14 +33,15 @@ struct PoolParams {
     in_width: u32,
     out_height: u32,
     out_width: u32,
+    relu_mask: u32,
     _pad0: u32,
-    _pad1: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: PoolParams;
 @group(0) @binding(1) var<storage, read> src: array<f32>;
 @group(0) @binding(2) var<storage, read_write> dst: array<f32>;
 @group(0) @binding(3) var<storage, read_write> argmax: array<u32>;
+@group(0) @binding(4) var<storage, read> pooled: array<f32>;
 
 fn input_len() -> u32 {
     return params.channels * params.in_height * params.in_width;
@@ -41,80 +51,116 @@ fn output_len() -> u32 {
     return params.channels * params.out_height * params.out_width;
 }
 
-// The 2x2 window of output `o` (within its batch), as indices into its image, row-major.
-fn window_of(o: u32) -> array<u32, 4> {
+fn output_count() -> u32 {
+    return params.n * output_len();
+}
+
+// Output o's window: its top-left input as an index within the image (`corner`), where that
+// image starts in the batch (`image_start`), and o's column and row.
+struct Window {
+    corner: u32,
+    image_start: u32,
+    ox: u32,
+    oy: u32,
+}
+
+fn window_of(o: u32) -> Window {
     let within = o % output_len();
     let ox = within % params.out_width;
     let oy = (within / params.out_width) % params.out_height;
     let c = within / (params.out_width * params.out_height);
     let corner = (c * params.in_height + 2u * oy) * params.in_width + 2u * ox;
-    return array<u32, 4>(corner, corner + 1u, corner + params.in_width, corner + params.in_width + 1u);
+    return Window(corner, (o / output_len()) * input_len(), ox, oy);
 }
 
-// The output whose window holds input element `i` (within the batch), or none (the dropped
-// last row/column) as the second component being false.
-fn output_of(i: u32) -> vec2<u32> {
-    let image = i / input_len();
-    let within = i % input_len();
-    let ix = within % params.in_width;
-    let iy = (within / params.in_width) % params.in_height;
-    let c = within / (params.in_width * params.in_height);
-    let ox = ix / 2u;
-    let oy = iy / 2u;
-    let inside = ox < params.out_width && oy < params.out_height;
-    let o = image * output_len() + (c * params.out_height + oy) * params.out_width + ox;
-    return vec2<u32>(o, u32(inside));
+// The window's four inputs, row-major: top left, top right, bottom left, bottom right.
+fn load_window(w: Window) -> vec4<f32> {
+    let top = w.image_start + w.corner;
+    let bottom = top + params.in_width;
+    return vec4<f32>(src[top], src[top + 1u], src[bottom], src[bottom + 1u]);
+}
+
+// Writes the window's four input gradients, and zeros for the dropped inputs beside it (the
+// last column when the width is odd, the last row when the height is odd, and their corner).
+fn store_window_gradient(w: Window, g: vec4<f32>) {
+    let width = params.in_width;
+    let top = w.image_start + w.corner;
+    dst[top] = g.x;
+    dst[top + 1u] = g.y;
+    dst[top + width] = g.z;
+    dst[top + width + 1u] = g.w;
+    let drops_column = (width & 1u) == 1u && w.ox + 1u == params.out_width;
+    let drops_row = (params.in_height & 1u) == 1u && w.oy + 1u == params.out_height;
+    if drops_column {
+        dst[top + 2u] = 0.0;
+        dst[top + width + 2u] = 0.0;
+    }
+    if drops_row {
+        dst[top + 2u * width] = 0.0;
+        dst[top + 2u * width + 1u] = 0.0;
+        if drops_column {
+            dst[top + 2u * width + 2u] = 0.0;
+        }
+    }
 }
 
 @compute @workgroup_size(WORKGROUP_SIZE)
 fn maxpool2d_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let o = flat_index(gid, nwg);
-    if o >= params.n * output_len() {
+    if o >= output_count() {
         return;
     }
-    let window = window_of(o);
-    let base = (o / output_len()) * input_len();
-    var best = window[0];
-    for (var k = 1u; k < 4u; k++) {
-        if src[base + window[k]] > src[base + best] {
-            best = window[k];
-        }
+    let w = window_of(o);
+    let v = load_window(w);
+    var best = v.x;
+    var offset = 0u;
+    if v.y > best {
+        best = v.y;
+        offset = 1u;
     }
-    dst[o] = src[base + best];
-    argmax[o] = best;
+    if v.z > best {
+        best = v.z;
+        offset = params.in_width;
+    }
+    if v.w > best {
+        best = v.w;
+        offset = params.in_width + 1u;
+    }
+    dst[o] = best;
+    argmax[o] = w.corner + offset;
 }
 
 @compute @workgroup_size(WORKGROUP_SIZE)
 fn maxpool2d_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = flat_index(gid, nwg);
-    if i >= params.n * input_len() {
+    let o = flat_index(gid, nwg);
+    if o >= output_count() {
         return;
     }
-    let o = output_of(i);
-    var grad = 0.0;
-    if o.y != 0u {
-        grad = select(0.0, src[o.x], argmax[o.x] == i % input_len());
+    var g = src[o];
+    if params.relu_mask == 1u {
+        g = select(0.0, g, pooled[o] > 0.0);
     }
-    dst[i] = grad;
+    let w = window_of(o);
+    let width = params.in_width;
+    let winner = vec4<u32>(argmax[o] - w.corner) == vec4<u32>(0u, 1u, width, width + 1u);
+    store_window_gradient(w, select(vec4<f32>(0.0), vec4<f32>(g), winner));
 }
 
 @compute @workgroup_size(WORKGROUP_SIZE)
 fn avgpool2d_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let o = flat_index(gid, nwg);
-    if o >= params.n * output_len() {
+    if o >= output_count() {
         return;
     }
-    let w = window_of(o);
-    let base = (o / output_len()) * input_len();
-    dst[o] = (src[base + w[0]] + src[base + w[1]] + src[base + w[2]] + src[base + w[3]]) * 0.25;
+    let v = load_window(window_of(o));
+    dst[o] = (v.x + v.y + v.z + v.w) * 0.25;
 }
 
 @compute @workgroup_size(WORKGROUP_SIZE)
 fn avgpool2d_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = flat_index(gid, nwg);
-    if i >= params.n * input_len() {
+    let o = flat_index(gid, nwg);
+    if o >= output_count() {
         return;
     }
-    let o = output_of(i);
-    dst[i] = select(0.0, src[o.x] * 0.25, o.y != 0u);
+    store_window_gradient(window_of(o), vec4<f32>(src[o] * 0.25));
 }

@@ -184,6 +184,9 @@ impl Layout {
                     .is_some_and(|s| s.layer == Layer::Flatten)
                 {
                     grad.push(usize::MAX);
+                } else if relu_backward_in_pool(plan, i) {
+                    // The pooling's backward writes the gradient at the ReLU's input directly.
+                    grad.push(grad[i - 1]);
                 } else {
                     pool.push(storage(ctx, "gradient", bytes(step))?);
                     grad.push(pool.len() - 1);
@@ -230,6 +233,18 @@ impl Layout {
             self.output[i - 1]
         })
     }
+}
+
+/// The backward of a ReLU (step `i`) right before max pooling runs inside the pooling's
+/// backward, which masks the winners' gradients by the pooled ReLU outputs. (The first step
+/// has no input gradient to fold.)
+fn relu_backward_in_pool(plan: &Plan, i: usize) -> bool {
+    plan.steps[i].layer == Layer::Activation(Activation::Relu)
+        && i > 0
+        && plan
+            .steps
+            .get(i + 1)
+            .is_some_and(|s| s.layer == Layer::Pool2d(Pool::Max))
 }
 
 /// A ReLU right after a convolution runs inside the convolution's kernel.
@@ -540,6 +555,7 @@ fn backward_step(
                 out.extend(k.batchnorm.backward(ctx, s, n, views, (x, dy), daffine, dx));
             }
             _ if dx.is_none() => {}
+            Layer::Activation(_) if relu_backward_in_pool(plan, i) => {}
             Layer::Activation(a) => {
                 let y = layout.buf(layout.output[i]);
                 let len = n * step.output.len();
@@ -547,10 +563,13 @@ fn backward_step(
             }
             Layer::Pool2d(pool) => {
                 let s = step.input;
+                let relu_before = (i > 0 && relu_backward_in_pool(plan, i - 1))
+                    .then(|| layout.buf(layout.output[i]));
                 out.extend(dx.map(|dx| {
                     // Average pooling has no winners; its (unused) argmax binding takes dx.
                     let argmax = layout.argmax[i].map_or(dx, |id| layout.buf(id));
-                    k.pool2d.backward(ctx, pool, s, n, dy, argmax, dx)
+                    k.pool2d
+                        .backward(ctx, pool, s, n, (dy, argmax, relu_before), dx)
                 }));
             }
             Layer::Dropout { rate } => {

@@ -10,10 +10,11 @@ use super::kernel::{
     compile, grid_1d, read_buffer, run, storage, storage_init, uniform, Access, Dispatch, Kernel,
     View,
 };
+use crate::cpu::activation::activation_backward;
 use crate::cpu::pool2d::{
     avgpool2d_backward, avgpool2d_forward, maxpool2d_backward, maxpool2d_forward, pool2d_output,
 };
-use crate::model::{Pool, Shape};
+use crate::model::{Activation, Pool, Shape};
 
 pub const SOURCE: &str = include_str!("../../shaders/pool2d.wgsl");
 
@@ -26,11 +27,12 @@ struct PoolParams {
     in_width: u32,
     out_height: u32,
     out_width: u32,
-    _pad: [u32; 2],
+    relu_mask: u32,
+    _pad: u32,
 }
 
 impl PoolParams {
-    fn new(input: Shape, n: usize) -> PoolParams {
+    fn new(input: Shape, n: usize, relu_mask: bool) -> PoolParams {
         let out = pool2d_output(input);
         PoolParams {
             n: n as u32,
@@ -39,7 +41,8 @@ impl PoolParams {
             in_width: input.width as u32,
             out_height: out.height as u32,
             out_width: out.width as u32,
-            _pad: [0; 2],
+            relu_mask: relu_mask.into(),
+            _pad: 0,
         }
     }
 }
@@ -56,7 +59,7 @@ impl Pool2dKernels {
         let module = compile(ctx, "pool2d.wgsl", SOURCE);
         use Access::*;
         // argmax is declared read_write once for every entry point, so every layout says so.
-        let bindings = [Uniform, Read, ReadWrite, ReadWrite];
+        let bindings = [Uniform, Read, ReadWrite, ReadWrite, Read];
         let kernel = |name| Kernel::new(ctx, &module, name, &bindings);
         Pool2dKernels {
             max_forward: kernel("maxpool2d_forward"),
@@ -79,17 +82,25 @@ impl Pool2dKernels {
         y: View,
         argmax: View,
     ) -> Dispatch {
-        let params = uniform(ctx, "pool2d params", &PoolParams::new(input, n));
+        let params = uniform(ctx, "pool2d params", &PoolParams::new(input, n, false));
         let outputs = n * pool2d_output(input).len();
         let kernel = match pool {
             Pool::Max => &self.max_forward,
             Pool::Avg => &self.avg_forward,
         };
-        kernel.dispatch(ctx, &[View::whole(&params), x, y, argmax], grid_1d(outputs))
+        // The forward passes leave binding 4 (the backward's `pooled`) alone.
+        let unused = x;
+        kernel.dispatch(
+            ctx,
+            &[View::whole(&params), x, y, argmax, unused],
+            grid_1d(outputs),
+        )
     }
 
     /// `dx` (n x `input`): max pooling gives each window's winner its `dy` and every other
     /// input 0; average pooling gives each input a quarter of its window's `dy`.
+    /// `relu_before` (max pooling only): the forward's `y`, when a ReLU feeds the pooling and
+    /// this pass is to be its backward too (`dx` is then the gradient at the ReLU's input).
     #[allow(clippy::too_many_arguments)]
     pub fn backward(
         &self,
@@ -97,25 +108,40 @@ impl Pool2dKernels {
         pool: Pool,
         input: Shape,
         n: usize,
-        dy: View,
-        argmax: View,
+        (dy, argmax, relu_before): (View, View, Option<View>),
         dx: View,
     ) -> Dispatch {
-        let params = uniform(ctx, "pool2d params", &PoolParams::new(input, n));
+        assert!(
+            pool == Pool::Max || relu_before.is_none(),
+            "only max pooling folds in the ReLU backward"
+        );
+        let relu_mask = relu_before.is_some();
+        let params = uniform(ctx, "pool2d params", &PoolParams::new(input, n, relu_mask));
         let kernel = match pool {
             Pool::Max => &self.max_backward,
             Pool::Avg => &self.avg_backward,
         };
+        let pooled = relu_before.unwrap_or(dy);
         kernel.dispatch(
             ctx,
-            &[View::whole(&params), dy, dx, argmax],
-            grid_1d(n * input.len()),
+            &[View::whole(&params), dy, dx, argmax, pooled],
+            grid_1d(n * pool2d_output(input).len()),
         )
     }
 }
 
+/// How a cross-check runs the pooling.
+#[derive(Clone, Copy, PartialEq)]
+enum Mode {
+    Max,
+    Avg,
+    /// Max pooling of a ReLU's output, its backward folding in the ReLU's.
+    MaxAfterRelu,
+}
+
 /// Forward (y, argmax) and backward against the CPU: odd sizes that floor, batch 1, 7 and 33,
-/// and inputs with many ties for the first-maximum rule.
+/// inputs with many ties for the first-maximum rule, and the backward that folds in a ReLU's
+/// against pooling backward followed by ReLU backward.
 pub fn checks() -> Vec<CrossCheck> {
     let cases = [
         (1, Shape::new(32, 26, 26), false),
@@ -123,6 +149,11 @@ pub fn checks() -> Vec<CrossCheck> {
         (33, Shape::new(3, 5, 7), false),
         (2, Shape::new(1, 2, 2), false),
         (7, Shape::new(5, 9, 6), true),
+    ];
+    let modes = [
+        ("maxpool2d_forward+backward", Mode::Max),
+        ("avgpool2d_forward+backward", Mode::Avg),
+        ("relu+maxpool2d_forward+backward", Mode::MaxAfterRelu),
     ];
     cases
         .into_iter()
@@ -134,20 +165,18 @@ pub fn checks() -> Vec<CrossCheck> {
                 input.width,
                 if ties { ", ties" } else { "" }
             );
-            let max = CrossCheck::new("maxpool2d_forward+backward", shape.clone(), move |ctx| {
-                check_pool2d(ctx, Pool::Max, n, input, ties)
-            });
-            let avg = CrossCheck::new("avgpool2d_forward+backward", shape, move |ctx| {
-                check_pool2d(ctx, Pool::Avg, n, input, ties)
-            });
-            [max, avg]
+            modes.map(|(name, mode)| {
+                CrossCheck::new(name, shape.clone(), move |ctx| {
+                    check_pool2d(ctx, mode, n, input, ties)
+                })
+            })
         })
         .collect()
 }
 
 fn check_pool2d(
     ctx: &GpuContext,
-    pool: Pool,
+    mode: Mode,
     n: usize,
     input: Shape,
     ties: bool,
@@ -158,6 +187,10 @@ fn check_pool2d(
     if ties {
         // Five discrete values: most windows hold equal maxima.
         x.iter_mut().for_each(|v| *v = (*v * 2.0).round());
+    }
+    if mode == Mode::MaxAfterRelu {
+        // A ReLU's output: about a quarter of the windows are all zeros, so no gradient passes.
+        x.iter_mut().for_each(|v| *v = v.max(0.0));
     }
     let dy = random_vec(out_len, seed + 1, -1.0, 1.0);
     // dx starts as garbage so that every input, dropped rows included, must be written.
@@ -173,22 +206,20 @@ fn check_pool2d(
     );
 
     let kernels = Pool2dKernels::new(ctx);
-    let fwd = kernels.forward(
-        ctx,
-        pool,
-        input,
-        n,
-        (&x_buf).into(),
-        (&y_buf).into(),
-        (&argmax_buf).into(),
-    );
+    let pool = if mode == Mode::Avg {
+        Pool::Avg
+    } else {
+        Pool::Max
+    };
+    let (x_view, y_view, argmax_view) = ((&x_buf).into(), (&y_buf).into(), (&argmax_buf).into());
+    let fwd = kernels.forward(ctx, pool, input, n, x_view, y_view, argmax_view);
+    let relu_before = (mode == Mode::MaxAfterRelu).then_some(y_view);
     let bwd = kernels.backward(
         ctx,
         pool,
         input,
         n,
-        (&dy_buf).into(),
-        (&argmax_buf).into(),
+        ((&dy_buf).into(), argmax_view, relu_before),
         (&dx_buf).into(),
     );
     run(ctx, &[&fwd, &bwd]);
@@ -196,13 +227,17 @@ fn check_pool2d(
     let (mut y, mut argmax, mut dx) = (vec![0.0; out_len], vec![0; out_len], vec![0.0; in_len]);
     let gpu_y = read_buffer::<f32>(ctx, &y_buf, 0, out_len)?;
     let gpu_dx = read_buffer::<f32>(ctx, &dx_buf, 0, in_len)?;
-    if pool == Pool::Avg {
+    if mode == Mode::Avg {
         avgpool2d_forward(input, &x, &mut y);
         avgpool2d_backward(input, &dy, &mut dx);
         return Ok(compare(&gpu_y, &y).merge(compare(&gpu_dx, &dx)));
     }
     maxpool2d_forward(input, &x, &mut y, &mut argmax);
     maxpool2d_backward(input, &dy, &argmax, &mut dx);
+    if mode == Mode::MaxAfterRelu {
+        let at_relu_output = dx.clone();
+        activation_backward(Activation::Relu, &x, &at_relu_output, &mut dx);
+    }
     let gpu_argmax = read_buffer::<u32>(ctx, &argmax_buf, 0, out_len)?;
     Ok(compare(&gpu_y, &y)
         .merge(compare_exact(&gpu_argmax, &argmax))
