@@ -14,9 +14,11 @@ use crate::cpu::conv2d::Conv2dGeometry;
 use crate::cpu::float::{Float, MatMut, MatRef};
 use crate::data::{Split, IMAGE_PIXELS};
 use crate::gpu::autotune::time_dispatches;
+use crate::gpu::check::random_vec;
 use crate::gpu::conv2d::{Conv2dKernels, Conv2dVariant};
 use crate::gpu::dense::{DenseKernels, MatmulVariant};
-use crate::gpu::kernel::{storage_init, Dispatch, View};
+use crate::gpu::gemm::{self, GemmKernel};
+use crate::gpu::kernel::{storage, storage_init, Dispatch, View};
 use crate::gpu::GpuContext;
 use crate::model::Shape;
 
@@ -116,17 +118,23 @@ const CALIBRATION_SIZES: [usize; 3] = [512, 1024, 2048];
 /// quick).
 const CALIBRATION_SLOW_RUN: f64 = 0.1;
 
-/// The fastest `C = A B` on `ctx` among our multiplies at a few square sizes: every variant of
-/// the dense matmul, and every variant of conv2d forward with a 1x1 kernel (a matrix product of
-/// the weights and the image's channels, and the kernels our training time mostly goes to).
+/// The calibration shape of the register-blocked multiply (`gpu::gemm`): rows enough to keep
+/// every CPU thread busy with its largest blocks, its largest inner size, four column blocks.
+const GEMM_CALIBRATION_SHAPE: (usize, usize, usize) = (8192, gemm::MAX_INNER, 256);
+
+/// The fastest `C = A B` on `ctx` among our multiplies: the register-blocked multiply made for
+/// CPU-like adapters (`gpu::gemm`) with each of its block heights, then at a few square sizes
+/// every variant of the dense matmul and of conv2d forward with a 1x1 kernel (a matrix product
+/// of the weights and the image's channels, and the kernels our training time mostly goes to).
 pub fn gpu_calibration(ctx: &GpuContext) -> Result<Calibration> {
     let (dense, conv) = (DenseKernels::new(ctx), Conv2dKernels::new(ctx));
     let mut best = Calibration {
         gflops: 0.0,
         description: String::new(),
     };
+    register_blocked_calibration(ctx, &mut best)?;
     for size in CALIBRATION_SIZES {
-        let data = crate::gpu::check::random_vec(size * size, size as u64, -1.0, 1.0);
+        let data = random_vec(size * size, size as u64, -1.0, 1.0);
         let (a, b, c) = (
             storage_init(ctx, "calibration a", &data)?,
             storage_init(ctx, "calibration b", &data)?,
@@ -168,6 +176,31 @@ pub fn gpu_calibration(ctx: &GpuContext) -> Result<Calibration> {
         }
     }
     Ok(best)
+}
+
+/// Times `gpu::gemm` with each block height on [`GEMM_CALIBRATION_SHAPE`] and keeps the fastest
+/// in `best` (nothing where the adapter's uniform bindings are too small for it).
+fn register_blocked_calibration(ctx: &GpuContext, best: &mut Calibration) -> Result<()> {
+    let (m, k, n) = GEMM_CALIBRATION_SHAPE;
+    let a = storage_init(ctx, "calibration a", &random_vec(m * k, 1, -1.0, 1.0))?;
+    let b = gemm::packed_b(ctx, &random_vec(k * n, 2, -1.0, 1.0), (k, n));
+    let c = storage(ctx, "calibration c", (4 * m * n) as u64)?;
+    let work = 2.0 * (m * k * n) as f64;
+    for rows in gemm::ROW_CHOICES {
+        let Some(kernel) = GemmKernel::new(ctx, rows) else {
+            return Ok(());
+        };
+        let dispatches = kernel.multiply(ctx, (m, k, n), (View::whole(&a), &b, View::whole(&c)));
+        let bound = (best.gflops > 0.0).then(|| 3.0 * work / (best.gflops * 1e9));
+        let gflops = work / time_dispatches(ctx, &dispatches, bound)? / 1e9;
+        if gflops > best.gflops {
+            *best = Calibration {
+                gflops,
+                description: format!("register-blocked gemm ({rows} rows), {m}x{k} times {k}x{n}"),
+            };
+        }
+    }
+    Ok(())
 }
 
 /// The CPU path's own multiply (`Float::gemm`), rows split across the rayon threads as the

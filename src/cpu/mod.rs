@@ -9,6 +9,7 @@ pub mod conv2d;
 pub mod dense;
 pub mod dropout;
 pub mod float;
+pub mod gemm;
 pub mod network;
 pub mod optim;
 pub mod pool2d;

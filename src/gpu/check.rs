@@ -111,6 +111,7 @@ pub fn all_checks() -> Vec<CrossCheck> {
     checks.extend(super::dropout::checks());
     checks.extend(super::batchnorm::checks());
     checks.extend(super::dense::checks());
+    checks.extend(super::gemm::checks());
     checks.extend(super::softmax_xent::checks());
     checks.extend(super::optim::checks());
     checks.extend(super::backend::checks());

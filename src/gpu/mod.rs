@@ -12,6 +12,7 @@ pub mod conv2d;
 pub mod dense;
 pub mod dropout;
 pub mod gather;
+pub mod gemm;
 pub mod kernel;
 pub mod network;
 pub mod optim;
@@ -31,6 +32,7 @@ pub const SHADERS: &[(&str, &str)] = &[
     ("dense.wgsl", dense::SOURCE),
     ("dropout.wgsl", dropout::SOURCE),
     ("gather.wgsl", gather::SOURCE),
+    ("gemm.wgsl", gemm::SOURCE),
     ("optim.wgsl", optim::SOURCE),
     ("pool2d.wgsl", pool2d::SOURCE),
     ("softmax_xent.wgsl", softmax_xent::SOURCE),
