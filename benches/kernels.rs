@@ -1,8 +1,7 @@
 //! Criterion benches (`cargo bench`): the CPU reference ops of the seed model's hot layer, every
-//! variant of its GPU kernels and of the GPU matrix multiply, and whole training steps on each
-//! backend. GPU benches run
-//! when an adapter exists and are skipped with a message otherwise. Timings only: nothing here
-//! asserts a speed.
+//! variant of its GPU kernels and of the GPU matrix multiplies (dense and the calibration gemm),
+//! and whole training steps on each backend. GPU benches run when an adapter exists and are
+//! skipped with a message otherwise. Timings only: nothing here asserts a speed.
 
 use std::time::{Duration, Instant};
 
@@ -18,6 +17,7 @@ use mnist_wgpu::data::{Split, IMAGE_PIXELS};
 use mnist_wgpu::gpu::check::random_vec;
 use mnist_wgpu::gpu::conv2d::{Conv2dKernels, Conv2dVariant};
 use mnist_wgpu::gpu::dense::{DenseKernels, MatmulVariant};
+use mnist_wgpu::gpu::gemm::{self, GemmKernel};
 use mnist_wgpu::gpu::kernel::{storage_init, Dispatch, View};
 use mnist_wgpu::gpu::{GpuBackend, GpuContext};
 use mnist_wgpu::model::{init_params, Arch, Plan, Shape, MNIST_INPUT};
@@ -135,6 +135,23 @@ fn gpu_matmul(c: &mut Criterion) {
             let id = BenchmarkId::new(variant.name(), format!("{size}^3"));
             group.bench_function(id, |bench| {
                 bench.iter_custom(|iters| gpu_time(&ctx, std::slice::from_ref(&dispatch), iters))
+            });
+        }
+        // The calibration multiply, on the same square sizes (its inner size is at most 256).
+        let inner = size.min(gemm::MAX_INNER);
+        let b = gemm::packed_b(&ctx, &data[..inner * size], (inner, size));
+        for rows in gemm::ROW_CHOICES {
+            let Some(kernel) = GemmKernel::new(&ctx, rows) else {
+                break;
+            };
+            let views = (View::whole(&buffers[0]), &b, View::whole(&buffers[2]));
+            let dispatches = kernel.multiply(&ctx, (size, inner, size), views);
+            let id = BenchmarkId::new(
+                format!("gemm {rows} rows"),
+                format!("{size}x{inner}x{size}"),
+            );
+            group.bench_function(id, |bench| {
+                bench.iter_custom(|iters| gpu_time(&ctx, &dispatches, iters))
             });
         }
     }
