@@ -46,11 +46,15 @@ pub fn compile(ctx: &GpuContext, label: &str, body: &str) -> wgpu::ShaderModule 
         })
 }
 
-/// One entry point of a shader, ready to dispatch. Created once per backend.
+/// One entry point of a shader, ready to dispatch. Created once per backend; its pipeline is
+/// compiled on the first dispatch, because a driver compiles at pipeline creation (lavapipe
+/// takes seconds for the largest entry points) and a run uses only the variants it picked.
 pub struct Kernel {
     pub name: &'static str,
-    pipeline: wgpu::ComputePipeline,
+    module: wgpu::ShaderModule,
     layout: wgpu::BindGroupLayout,
+    pipeline_layout: wgpu::PipelineLayout,
+    pipeline: std::cell::OnceCell<wgpu::ComputePipeline>,
 }
 
 impl Kernel {
@@ -92,21 +96,32 @@ impl Kernel {
                 bind_group_layouts: &[Some(&layout)],
                 immediate_size: 0,
             });
-        let pipeline = ctx
-            .device
-            .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-                label: Some(name),
-                layout: Some(&pipeline_layout),
-                module,
-                entry_point: Some(name),
-                compilation_options: Default::default(),
-                cache: None,
-            });
         Kernel {
             name,
-            pipeline,
+            module: module.clone(),
             layout,
+            pipeline_layout,
+            pipeline: std::cell::OnceCell::new(),
         }
+    }
+
+    fn pipeline(&self, ctx: &GpuContext) -> &wgpu::ComputePipeline {
+        self.pipeline.get_or_init(|| {
+            let start = std::time::Instant::now();
+            let pipeline = ctx
+                .device
+                .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                    label: Some(self.name),
+                    layout: Some(&self.pipeline_layout),
+                    module: &self.module,
+                    entry_point: Some(self.name),
+                    compilation_options: Default::default(),
+                    cache: None,
+                });
+            let seconds = start.elapsed().as_secs_f64();
+            log::debug!("created the pipeline of {} in {seconds:.2} s", self.name);
+            pipeline
+        })
     }
 
     /// A dispatch of this kernel over `workgroups` with `buffers` bound in binding order.
@@ -126,7 +141,7 @@ impl Kernel {
         });
         Dispatch {
             kernel: self.name,
-            pipeline: self.pipeline.clone(),
+            pipeline: self.pipeline(ctx).clone(),
             bind_group,
             workgroups,
             cost: Cost::default(),
