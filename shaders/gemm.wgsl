@@ -20,9 +20,9 @@
 // (src/gpu/gemm.rs, `expand`) at the `@block` line below, for GEMM_ROWS rows; as stored here
 // the entry point does nothing, which keeps the file valid WGSL on its own.
 //
-// Launch: ceil(rows / (GEMM_ROWS * 64)) workgroups of 64 invocations along rows. Rows past the
-// end are clamped to the last row for loading (no divergent branches in the k loop) and
-// skipped when storing.
+// Launch: ceil(rows / (GEMM_ROWS * GEMM_WORKGROUP)) workgroups along rows. Rows past the end
+// are clamped to the last row for loading (no divergent branches in the k loop) and skipped
+// when storing.
 //
 // @binding(0) params: uniform GemmParams; (1) a: read, row-major, as vec4 along k;
 // (2) b_block: uniform, one packed column block of B; (3) c: read_write, row-major, as vec4.
@@ -36,8 +36,10 @@ struct GemmParams {
     block: u32,
 }
 
-// One column block of C is 16 vec4 wide.
+// One column block of C is 16 vec4 wide; invocations per workgroup. The host mirrors both
+// (src/gpu/gemm.rs).
 const GEMM_BLOCK_COLS4: u32 = 16u;
+const GEMM_WORKGROUP: u32 = 64u;
 
 @group(0) @binding(0) var<uniform> params: GemmParams;
 @group(0) @binding(1) var<storage, read> a: array<vec4<f32>>;
@@ -60,7 +62,7 @@ fn gemm_store(row: u32, j: u32, value: vec4<f32>) {
     }
 }
 
-@compute @workgroup_size(64)
+@compute @workgroup_size(GEMM_WORKGROUP)
 fn gemm_register_blocked(@builtin(global_invocation_id) gid: vec3<u32>) {
     // @block
 }

@@ -200,6 +200,13 @@ mod tests {
     use super::*;
 
     #[test]
+    fn host_sizes_match_the_shader() {
+        let shader_const = |name| super::super::kernel::shader_const(SOURCE, name);
+        assert_eq!(shader_const("GEMM_WORKGROUP"), WORKGROUP);
+        assert_eq!(4 * shader_const("GEMM_BLOCK_COLS4"), BLOCK_COLS);
+    }
+
+    #[test]
     fn the_expanded_shader_validates() {
         for rows in ROW_CHOICES {
             let source = super::super::kernel::shader_source(&expand(rows));
