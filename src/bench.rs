@@ -164,6 +164,7 @@ pub fn gpu_calibration(ctx: &GpuContext) -> Result<Calibration> {
             let seconds = time_dispatches(ctx, &dispatches, bound)?;
             fastest_run = fastest_run.min(seconds);
             let gflops = flops(size) / seconds / 1e9;
+            log::debug!("calibration: {name}, {size}^3: {gflops:.2} GFLOP/s");
             if gflops > best.gflops {
                 best = Calibration {
                     gflops,
@@ -193,6 +194,7 @@ fn register_blocked_calibration(ctx: &GpuContext, best: &mut Calibration) -> Res
         let dispatches = kernel.multiply(ctx, (m, k, n), (View::whole(&a), &b, View::whole(&c)));
         let bound = (best.gflops > 0.0).then(|| 3.0 * work / (best.gflops * 1e9));
         let gflops = work / time_dispatches(ctx, &dispatches, bound)? / 1e9;
+        log::debug!("calibration: register-blocked gemm ({rows} rows): {gflops:.2} GFLOP/s");
         if gflops > best.gflops {
             *best = Calibration {
                 gflops,

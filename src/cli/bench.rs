@@ -19,7 +19,7 @@ use mnist_wgpu::cpu::CpuBackend;
 use mnist_wgpu::data::load_mnist;
 use mnist_wgpu::error::bad_input;
 use mnist_wgpu::fsutil::write_atomic;
-use mnist_wgpu::gpu::profile::{kernel_us_per_step, Profiler, TimingSource};
+use mnist_wgpu::gpu::profile::{busy_us_per_step, Profiler, TimingSource};
 use mnist_wgpu::gpu::{GpuBackend, GpuContext};
 use mnist_wgpu::model::{init_params, Plan};
 
@@ -96,16 +96,17 @@ pub fn bench(args: BenchArgs) -> Result<()> {
     let warmup_seconds = start.elapsed().as_secs_f64();
     println!("warm-up (setup, compilation, autotuning, first step): {warmup_seconds:.2} s");
 
+    log::info!("timing training steps");
     let (step_seconds, steps) = time_training(backend, &mnist.train, batch, min_time)?;
+    log::info!("timing inference");
     let inference_rate = time_inference(backend, &mnist.test, batch, min_time)?;
     let (kernel_share, gpu_bytes, calibration) = match &mut device {
         Device::Gpu(backend) => {
             let ctx = backend.context().clone();
-            (
-                kernel_share(backend, &ctx, batch, step_seconds)?,
-                gpu_bytes(&ctx),
-                gpu_calibration(&ctx)?,
-            )
+            log::info!("profiling steps for the share inside kernels");
+            let share = kernel_share(backend, &ctx, batch, step_seconds)?;
+            log::info!("timing the calibration multiplies");
+            (share, gpu_bytes(&ctx), gpu_calibration(&ctx)?)
         }
         Device::Cpu(_) => (None, None, cpu_calibration()),
     };
@@ -141,7 +142,8 @@ pub fn bench(args: BenchArgs) -> Result<()> {
     Ok(())
 }
 
-/// Kernel time of a profiled step over the steady-state step time, where GPU timestamps exist.
+/// The time at least one kernel runs in a profiled step over the steady-state step time, where
+/// GPU timestamps exist.
 fn kernel_share(
     backend: &mut GpuBackend,
     ctx: &GpuContext,
@@ -157,7 +159,7 @@ fn kernel_share(
         .map(|_| profiler.profile_step(backend, &indices))
         .collect::<Result<Vec<_>>>()?;
     backend.take_train_stats()?;
-    Ok(Some(kernel_us_per_step(&steps) / (step_seconds * 1e6)))
+    Ok(Some(busy_us_per_step(&steps) / (step_seconds * 1e6)))
 }
 
 fn print_report(r: &BenchReport, plan: &Plan) {

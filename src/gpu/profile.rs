@@ -225,8 +225,52 @@ impl Queries {
     }
 }
 
-/// Mean GPU time per step spent inside kernels, in microseconds.
+/// Mean kernel time per step, in microseconds: the sum of every dispatch's duration. Where the
+/// GPU overlaps independent dispatches this exceeds the time the GPU was busy.
 pub fn kernel_us_per_step(steps: &[Vec<DispatchTiming>]) -> f64 {
     let total: f64 = steps.iter().flatten().map(|t| t.duration_us).sum();
     total / steps.len().max(1) as f64
+}
+
+/// Mean time per step during which at least one kernel ran, in microseconds: the length of the
+/// union of the dispatches' intervals, so overlapping dispatches count once.
+pub fn busy_us_per_step(steps: &[Vec<DispatchTiming>]) -> f64 {
+    let total: f64 = steps.iter().map(|step| busy_us(step)).sum();
+    total / steps.len().max(1) as f64
+}
+
+fn busy_us(step: &[DispatchTiming]) -> f64 {
+    union_length(
+        step.iter()
+            .map(|t| (t.start_us, t.start_us + t.duration_us))
+            .collect(),
+    )
+}
+
+/// The total length covered by the (start, end) intervals.
+fn union_length(mut intervals: Vec<(f64, f64)>) -> f64 {
+    intervals.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let mut busy = 0.0;
+    let mut covered_to = f64::NEG_INFINITY;
+    for (start, end) in intervals {
+        busy += (end - start.max(covered_to)).max(0.0);
+        covered_to = covered_to.max(end);
+    }
+    busy
+}
+
+#[cfg(test)]
+mod tests {
+    use super::union_length;
+
+    #[test]
+    fn overlapping_kernels_count_once_and_gaps_not_at_all() {
+        assert_eq!(union_length(vec![]), 0.0);
+        assert_eq!(union_length(vec![(0.0, 2.0), (5.0, 6.0)]), 3.0);
+        // Out of order, one inside another, one overlapping the end.
+        assert_eq!(
+            union_length(vec![(4.0, 10.0), (0.0, 3.0), (5.0, 6.0), (9.0, 12.0)]),
+            11.0
+        );
+    }
 }
