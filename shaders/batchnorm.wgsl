@@ -45,8 +45,6 @@ struct BatchNormParams {
 @group(0) @binding(6) var<storage, read> dy: array<f32>;
 @group(0) @binding(7) var<storage, read_write> daffine: array<f32>;
 
-var<workgroup> partial: array<f32, WORKGROUP_SIZE>;
-
 // Values per channel.
 fn count() -> u32 {
     return params.n * params.plane;
@@ -60,21 +58,6 @@ fn element(c: u32, e: u32) -> u32 {
 // The channel of element i.
 fn channel_of(i: u32) -> u32 {
     return (i / params.plane) % params.channels;
-}
-
-// The workgroup's total of `value`, by a fixed tree (the same bits every run).
-fn workgroup_sum(t: u32, value: f32) -> f32 {
-    partial[t] = value;
-    workgroupBarrier();
-    for (var stride = WORKGROUP_SIZE / 2u; stride > 0u; stride /= 2u) {
-        if t < stride {
-            partial[t] += partial[t + stride];
-        }
-        workgroupBarrier();
-    }
-    let total = partial[0];
-    workgroupBarrier();
-    return total;
 }
 
 @compute @workgroup_size(WORKGROUP_SIZE)

@@ -9,6 +9,26 @@ fn flat_index(gid: vec3<u32>, num_workgroups: vec3<u32>) -> u32 {
     return gid.x + gid.y * num_workgroups.x * WORKGROUP_SIZE;
 }
 
+// Workgroup memory of workgroup_sum.
+var<workgroup> partial: array<f32, WORKGROUP_SIZE>;
+
+// The total of `value` over a 1-D workgroup of WORKGROUP_SIZE invocations (t: this one's local
+// index), by a fixed tree, so the same bits every run. Holds barriers: every invocation of the
+// workgroup must call it.
+fn workgroup_sum(t: u32, value: f32) -> f32 {
+    partial[t] = value;
+    workgroupBarrier();
+    for (var stride = WORKGROUP_SIZE / 2u; stride > 0u; stride /= 2u) {
+        if t < stride {
+            partial[t] += partial[t + stride];
+        }
+        workgroupBarrier();
+    }
+    let total = partial[0];
+    workgroupBarrier();
+    return total;
+}
+
 // WGSL has no isNan/isInf: a float is finite unless its exponent bits are all ones.
 fn is_finite_f32(x: f32) -> bool {
     return (bitcast<u32>(x) & 0x7f800000u) != 0x7f800000u;

@@ -70,8 +70,10 @@ struct Conv2dParams {
     // kernels take stride 1 and no padding only).
     stride: u32,
     pad: u32,
+    // Tiled backward input: terms of the sum (k) per chunk of partial sums, a multiple of
+    // TILE_K (one chunk: all of them).
+    chunk_k: u32,
     _pad0: u32,
-    _pad1: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Conv2dParams;
@@ -738,7 +740,10 @@ fn backward_weights_block(lane: u32, wide: bool) {
 //       C starts at the bias and is rectified on store when params.relu == 1; stored as y.
 //   conv2d_backward_input_tiled    M: in channels ci    N: input positions (n, iy, ix)
 //       K: (co, ky, kx)            A = w[co][ci][ky][kx], B = dy[n][co] at the output position
-//       whose tap (ky, kx) reads (iy, ix) (0 where there is none); stored as dx.
+//       whose tap (ky, kx) reads (iy, ix) (0 where there is none); stored as dx, or, where
+//       the host splits K into chunks of params.chunk_k terms (a small N fills too few
+//       workgroups to keep a large GPU busy), as chunk c's partial dx at c * partial_stride,
+//       which conv2d_reduce adds in chunk order.
 //   conv2d_backward_weights_tiled  M: out channels co   N: weights (ci, ky, kx), then one more
 //       K: the output positions (n, oy, ox) of one chunk of row segments
 //       A = dy[n][co][oy][ox], B = x[n][ci] under tap (ky, kx) of (oy, ox), and 1 in the extra
@@ -756,7 +761,7 @@ fn backward_weights_block(lane: u32, wide: bool) {
 // TILE_THREADS k (neighbours take neighbouring positions, next to each other in x and dy).
 // Each output is summed over k in increasing order by one invocation: deterministic.
 // Workgroups: (chunk, m tile, n tile), n tile fastest, folded into 2-D past 65535
-// (tile_index); params.len of them do work (chunks: backward weights only).
+// (tile_index); params.len of them do work (chunks: backward weights and input only).
 // Workgroup memory: TILE_K x (TILE_M + 1) + TILE_K x TILE_N floats = 10,304 bytes.
 // =============================================================================================
 
@@ -964,14 +969,14 @@ fn tiled_product(gemm: u32, tid: vec2<u32>, m0: u32, n0: u32, k_begin: u32, k_en
 // Stores an invocation's outputs of a forward or backward-input tile: rows are channels of an
 // NCHW tensor with `channels` channels of `plane` positions, columns its (image, position)
 // pairs; only those inside the tensor, rectified when `relu`.
-fn store_activation_tile(acc: mat4x4<f32>, tile: TileOrigin, tid: vec2<u32>, channels: u32, plane: u32, relu: bool) {
+fn store_activation_tile(acc: mat4x4<f32>, tile: TileOrigin, tid: vec2<u32>, channels: u32, plane: u32, relu: bool, base: u32) {
     var sums = acc;
     for (var j = 0u; j < 4u; j++) {
         let n = tile.n0 + tid.x + j * TILE_THREADS_N;
         if n >= params.batch * plane {
             break;
         }
-        let at = (n / plane) * channels * plane + n % plane;
+        let at = base + (n / plane) * channels * plane + n % plane;
         for (var i = 0u; i < 4u; i++) {
             let m = tile.m0 + tid.y + i * TILE_THREADS_M;
             if m < channels {
@@ -994,7 +999,7 @@ fn conv2d_forward_tiled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workg
     let b = vec4<f32>(bias[min(m, last)], bias[min(m + TILE_THREADS_M, last)], bias[min(m + 2u * TILE_THREADS_M, last)], bias[min(m + 3u * TILE_THREADS_M, last)]);
     let reduction = params.in_channels * params.kernel * params.kernel;
     let acc = tiled_product(GEMM_FORWARD, lid.xy, tile.m0, tile.n0, 0u, reduction, splat4(b));
-    store_activation_tile(acc, tile, lid.xy, params.out_channels, params.out_height * params.out_width, params.relu == 1u);
+    store_activation_tile(acc, tile, lid.xy, params.out_channels, params.out_height * params.out_width, params.relu == 1u, 0u);
 }
 
 @compute @workgroup_size(TILE_THREADS_N, TILE_THREADS_M)
@@ -1003,9 +1008,12 @@ fn conv2d_backward_input_tiled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(nu
     if tile.index >= params.len {
         return;
     }
+    // Chunk c sums its params.chunk_k terms into its partial dx at c * partial_stride.
     let reduction = params.out_channels * params.kernel * params.kernel;
-    let acc = tiled_product(GEMM_BACKWARD_INPUT, lid.xy, tile.m0, tile.n0, 0u, reduction, mat4x4<f32>());
-    store_activation_tile(acc, tile, lid.xy, params.in_channels, params.in_height * params.in_width, false);
+    let k_begin = tile.chunk * params.chunk_k;
+    let k_end = min(k_begin + params.chunk_k, reduction);
+    let acc = tiled_product(GEMM_BACKWARD_INPUT, lid.xy, tile.m0, tile.n0, k_begin, k_end, mat4x4<f32>());
+    store_activation_tile(acc, tile, lid.xy, params.in_channels, params.in_height * params.in_width, false, tile.chunk * params.partial_stride);
 }
 
 @compute @workgroup_size(TILE_THREADS_N, TILE_THREADS_M)
@@ -1083,8 +1091,17 @@ fn conv2d_pack_backward_input_weights(@builtin(global_invocation_id) gid: vec3<u
 // ---------------------------------------------------------------------------------------------
 // conv2d_reduce: dst[i] = sum_(c < chunks, in order) src[c * partial_stride + partial_first + i]
 //   for i < params.len: adds up the chunks of partial sums of either variant's weight gradient.
-// Bindings: src = partials, dst = dw or db. One invocation per element, 1-D launch (flat_index).
+//   One invocation per element, 1-D launch (flat_index).
+// conv2d_reduce_split: the same sums for many chunks, where one invocation's chain of dependent
+//   loads would be long: one workgroup per element (2-D launch folded like tile_origin), whose
+//   invocation t adds chunks t, t + WORKGROUP_SIZE, ... in order, then workgroup_sum adds those
+//   in a fixed tree. Deterministic too; it rounds differently from conv2d_reduce.
+// Bindings: src = partials, dst = dw or db.
 // ---------------------------------------------------------------------------------------------
+
+fn partial_at(c: u32, i: u32) -> f32 {
+    return src[c * params.partial_stride + params.partial_first + i];
+}
 
 @compute @workgroup_size(WORKGROUP_SIZE)
 fn conv2d_reduce(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
@@ -1094,7 +1111,22 @@ fn conv2d_reduce(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wor
     }
     var sum = 0.0;
     for (var c = 0u; c < params.chunks; c++) {
-        sum += src[c * params.partial_stride + params.partial_first + i];
+        sum += partial_at(c, i);
     }
     dst[i] = sum;
+}
+
+@compute @workgroup_size(WORKGROUP_SIZE)
+fn conv2d_reduce_split(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+    let i = wg.x + wg.y * nwg.x;
+    var sum = 0.0;
+    if i < params.len {
+        for (var c = t; c < params.chunks; c += WORKGROUP_SIZE) {
+            sum += partial_at(c, i);
+        }
+    }
+    let total = workgroup_sum(t, sum);
+    if i < params.len && t == 0u {
+        dst[i] = total;
+    }
 }

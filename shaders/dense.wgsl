@@ -13,12 +13,18 @@
 //   3 b: read            (also viewed as b4: array<vec4<f32>>)
 //   4 bias: read         (the *_bias entries only)
 //
-// Two variants of the matmul (the host's dense::MatmulVariant); both sum every output over k in
-// increasing order in one invocation, without atomics, so results are reproducible:
+// Two variants of the matmul (the host's dense::MatmulVariant); each sums every output in a
+// fixed order, without atomics, so results are reproducible:
 //
 // Tiled (real GPUs): one TILE x TILE workgroup per output tile (2-D launch, x: columns, y: rows)
-// staging TILE x TILE tiles of A and B in workgroup memory.
+// staging TILE x TILE tiles of A and B in workgroup memory; each output summed over k in
+// increasing order by one invocation.
 //   dense_matmul, dense_matmul_bias
+// For products with few outputs and a long k (the forward of a small classifier layer), where
+// a handful of tiles would each walk k alone, the tiled variant splits k instead: one workgroup
+// of WORKGROUP_SIZE per output element (2-D launch (cols, rows)); invocation t sums
+// k = t, t + WORKGROUP_SIZE, ... in order, and workgroup_sum adds those in a fixed tree.
+//   dense_matmul_split, dense_matmul_bias_split
 //
 // Register-blocked (CPU adapters such as lavapipe, where a workgroup is SIMD lanes on one CPU
 // thread, and shared memory, barriers and every load instruction are expensive): no workgroup
@@ -39,8 +45,8 @@
 //       row block, so they all read A at the same addresses.
 //       Launch (ceil(cols / (4 * AXPY_V * AXPY_LANES)), ceil(rows / AXPY_M)).
 //
-// dense_backward_bias: c[m] = sum_k A(m, k), one invocation per row of A (1-D launch,
-// flat_index).
+// dense_backward_bias: c[m] = sum_k A(m, k), one workgroup per row of A (1-D launch), split
+// over k like dense_matmul_split.
 
 struct MatmulParams {
     rows: u32,
@@ -140,6 +146,34 @@ fn dense_matmul_bias(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(work
     let sum = tiled_dot(lid.xy, row, col);
     if row < params.rows && col < params.cols {
         c[row * params.cols + col] = sum + bias[col];
+    }
+}
+
+// ---- Split k ----
+
+// sum_k A(row, k) * B(k, col): invocation t's share of k, then the workgroup's fixed tree.
+// Every invocation must call it (it holds barriers).
+fn split_dot(t: u32, row: u32, col: u32) -> f32 {
+    var sum = 0.0;
+    for (var k = t; k < params.inner; k += WORKGROUP_SIZE) {
+        sum += a_at(row, k) * b_at(k, col);
+    }
+    return workgroup_sum(t, sum);
+}
+
+@compute @workgroup_size(WORKGROUP_SIZE)
+fn dense_matmul_split(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+    let total = split_dot(t, wid.y, wid.x);
+    if t == 0u {
+        c[wid.y * params.cols + wid.x] = total;
+    }
+}
+
+@compute @workgroup_size(WORKGROUP_SIZE)
+fn dense_matmul_bias_split(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+    let total = split_dot(t, wid.y, wid.x);
+    if t == 0u {
+        c[wid.y * params.cols + wid.x] = total + bias[wid.x];
     }
 }
 
@@ -347,14 +381,13 @@ fn dense_matmul_axpy(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(work
 // ---- Bias gradient ----
 
 @compute @workgroup_size(WORKGROUP_SIZE)
-fn dense_backward_bias(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let row = flat_index(gid, nwg);
-    if row >= params.rows {
-        return;
-    }
+fn dense_backward_bias(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) t: u32) {
     var sum = 0.0;
-    for (var k = 0u; k < params.inner; k++) {
-        sum += a_at(row, k);
+    for (var k = t; k < params.inner; k += WORKGROUP_SIZE) {
+        sum += a_at(wid.x, k);
     }
-    c[row] = sum;
+    let total = workgroup_sum(t, sum);
+    if t == 0u {
+        c[wid.x] = total;
+    }
 }

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::{bail, Result};
 
+use super::kernel::ShaderChecks;
 use crate::error::bad_input;
 
 /// A device and queue on the chosen adapter, created with every limit the adapter offers.
@@ -18,6 +19,8 @@ pub struct GpuContext {
     pub info: wgpu::AdapterInfo,
     pub limits: wgpu::Limits,
     pub features: wgpu::Features,
+    /// The runtime checks every shader is compiled with.
+    pub shader_checks: ShaderChecks,
     errors: Arc<Mutex<Option<String>>>,
 }
 
@@ -109,6 +112,7 @@ impl GpuContext {
     }
 
     pub fn on_adapter(adapter: &wgpu::Adapter) -> Result<GpuContext> {
+        let shader_checks = ShaderChecks::from_env()?;
         let info = adapter.get_info();
         let limits = adapter.limits();
         // Timestamps only serve the profiler; take them where the adapter has them.
@@ -146,6 +150,7 @@ impl GpuContext {
             info,
             limits,
             features,
+            shader_checks,
             errors,
         })
     }

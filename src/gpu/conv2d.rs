@@ -25,8 +25,8 @@ use bytemuck::{Pod, Zeroable};
 use super::check::{compare, compare_exact, random_vec, Comparison, CrossCheck};
 use super::context::GpuContext;
 use super::kernel::{
-    compile, grid_1d, read_buffer, run, storage, storage_init, uniform, Access, Dispatch, Kernel,
-    View,
+    compile, compile_register_blocked, grid_1d, read_buffer, run, storage, storage_init, uniform,
+    Access, Dispatch, Kernel, View,
 };
 use crate::cpu::activation::activation_forward;
 use crate::cpu::conv2d::{
@@ -53,10 +53,17 @@ const WEIGHT_GRAD_INVOCATIONS: usize = 192;
 /// the tiled kernels (`TILE_M`, `TILE_N`).
 const TILE_M: usize = 32;
 const TILE_N: usize = 128;
-/// The tiled weight gradient splits the batch into chunks until about this many workgroups run:
-/// enough to fill a large GPU, while each chunk still sums a few hundred positions per output
-/// at the batch sizes that need it.
-const WEIGHT_GRAD_WORKGROUPS: usize = 256;
+/// The tiled weight and input gradients split their sums into chunks until about this many
+/// workgroups run: 2 per multiprocessor of a 132-SM H200 (the 256 that these passes once used)
+/// are too few to hide the loads' latency. The input gradient keeps at least
+/// `MIN_TERMS_PER_CHUNK` terms in each chunk.
+const TILED_WORKGROUPS: usize = 1024;
+const MIN_TERMS_PER_CHUNK: usize = 64;
+/// Terms of the sum staged per step of the tiled kernels (`TILE_K`).
+const TILE_K: usize = 16;
+/// Chunks of partial sums past which one workgroup, not one invocation, adds up each element:
+/// a chain of that many dependent loads per invocation takes tens of microseconds on a GPU.
+const SPLIT_REDUCE_CHUNKS: usize = 64;
 const MAX_GROUPS_PER_DIM: usize = 65535;
 /// Packed weight slots of one uniform binding (`PACKED_SLOTS`), each the 32 weights of one step
 /// of a channel block; the register-blocked forward and backward input have two bindings.
@@ -171,7 +178,10 @@ struct Conv2dParams {
     /// Tiled: the stride and the zeros on every side of the input.
     stride: u32,
     pad: u32,
-    _pad: [u32; 2],
+    /// Tiled input gradient: terms of the sum per chunk of partial sums (a multiple of
+    /// `TILE_K`).
+    chunk_k: u32,
+    _pad: u32,
 }
 
 fn u(v: usize) -> u32 {
@@ -290,8 +300,10 @@ struct TiledKernels {
 pub struct Conv2dKernels {
     register_blocked: RegisterBlockedKernels,
     tiled: TiledKernels,
-    /// Adds the weight gradient's chunks of partial sums (both variants).
+    /// Add the weight gradient's chunks of partial sums (both variants): one invocation per
+    /// element, or one workgroup per element for more than `SPLIT_REDUCE_CHUNKS` chunks.
     reduce: Kernel,
+    reduce_split: Kernel,
     /// Bound as the packed weights of the register-blocked kernels that read w from storage:
     /// they share code with the packed ones, so they declare those bindings too.
     unused_packed: wgpu::Buffer,
@@ -304,26 +316,28 @@ pub struct Conv2dKernels {
 impl Conv2dKernels {
     pub fn new(ctx: &GpuContext) -> Conv2dKernels {
         let module = compile(ctx, "conv2d.wgsl", SOURCE);
+        let blocked_module = compile_register_blocked(ctx, "conv2d.wgsl", SOURCE);
         use Access::*;
         let with_bias = &[Uniform, Read, ReadWrite, Read, Read];
         let plain = &[Uniform, Read, ReadWrite, Read];
         // x or dy, y or dx, w, bias (w in the input gradient, which has none), packed weights.
         let blocked = &[Uniform, Read, ReadWrite, Read, Read, Uniform, Uniform];
         let kernel = |name, bindings| Kernel::new(ctx, &module, name, bindings);
+        let blocked_kernel = |name, bindings| Kernel::new(ctx, &blocked_module, name, bindings);
         Conv2dKernels {
             register_blocked: RegisterBlockedKernels {
                 forward_packed: PackedWeightsPass {
                     pack: kernel("conv2d_pack_forward_weights", plain),
-                    run: kernel("conv2d_forward_packed", blocked),
+                    run: blocked_kernel("conv2d_forward_packed", blocked),
                 },
                 backward_input_packed: PackedWeightsPass {
                     pack: kernel("conv2d_pack_backward_input_weights", plain),
-                    run: kernel("conv2d_backward_input_packed", blocked),
+                    run: blocked_kernel("conv2d_backward_input_packed", blocked),
                 },
-                forward: kernel("conv2d_forward", blocked),
-                backward_input: kernel("conv2d_backward_input", blocked),
-                backward_weights: kernel("conv2d_backward_weights", plain),
-                backward_weights_narrow: kernel("conv2d_backward_weights_narrow", plain),
+                forward: blocked_kernel("conv2d_forward", blocked),
+                backward_input: blocked_kernel("conv2d_backward_input", blocked),
+                backward_weights: blocked_kernel("conv2d_backward_weights", plain),
+                backward_weights_narrow: blocked_kernel("conv2d_backward_weights_narrow", plain),
             },
             tiled: TiledKernels {
                 forward: kernel("conv2d_forward_tiled", with_bias),
@@ -331,6 +345,7 @@ impl Conv2dKernels {
                 backward_weights: kernel("conv2d_backward_weights_tiled", plain),
             },
             reduce: kernel("conv2d_reduce", &[Uniform, Read, ReadWrite]),
+            reduce_split: kernel("conv2d_reduce_split", &[Uniform, Read, ReadWrite]),
             unused_packed: ctx.device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some("conv2d unused packed weights"),
                 size: PACKED_BINDING_BYTES,
@@ -490,16 +505,82 @@ impl Conv2dKernels {
                 let (packed, unpacked) = (&rb.backward_input_packed, &rb.backward_input);
                 self.register_blocked_pass(ctx, params, packed, unpacked, buffers)
             }
-            Conv2dVariant::Tiled => {
-                let positions = n * g.input.height * g.input.width;
-                let workgroups = params.tiles(g.input.channels, positions, 1);
-                let params = uniform(ctx, "conv2d params", &params);
-                vec![self.tiled.backward_input.dispatch(
+            Conv2dVariant::Tiled => self.tiled_backward_input(ctx, params, g, n, (dy, w, dx)),
+        }
+    }
+
+    /// The tiled input gradient: one pass straight into dx, or, where its tiles are too few to
+    /// fill a large GPU, chunks of the sum into partial sums, then their sum into dx.
+    fn tiled_backward_input(
+        &self,
+        ctx: &GpuContext,
+        mut params: Conv2dParams,
+        g: Conv2dGeometry,
+        n: usize,
+        (dy, w, dx): (View, View, View),
+    ) -> Vec<Dispatch> {
+        let positions = n * g.input.height * g.input.width;
+        let reduction = g.out_channels * g.kernel * g.kernel;
+        let tiles = g.input.channels.div_ceil(TILE_M) * positions.div_ceil(TILE_N);
+        let (chunks, chunk_k) = input_grad_chunks(tiles, reduction);
+        let len = n * g.input.len();
+        params.chunk_k = u(chunk_k);
+        // Owned by the bind groups of the dispatches below, which keep it alive.
+        let partials = (chunks > 1)
+            .then(|| {
+                storage(
                     ctx,
-                    &[View::whole(&params), dy, dx, w],
-                    workgroups,
-                )]
-            }
+                    "conv2d input-gradient partial sums",
+                    (4 * chunks * len) as u64,
+                )
+            })
+            .and_then(Result::ok);
+        let Some(partials) = partials else {
+            params.chunk_k = u(reduction.max(1));
+            let workgroups = params.tiles(g.input.channels, positions, 1);
+            let params = uniform(ctx, "conv2d params", &params);
+            return vec![self.tiled.backward_input.dispatch(
+                ctx,
+                &[View::whole(&params), dy, dx, w],
+                workgroups,
+            )];
+        };
+        params.chunks = u(chunks);
+        params.partial_stride = u(len);
+        let workgroups = params.tiles(g.input.channels, positions, chunks);
+        let sums = uniform(ctx, "conv2d params", &params);
+        vec![
+            self.tiled.backward_input.dispatch(
+                ctx,
+                &[View::whole(&sums), dy, View::whole(&partials), w],
+                workgroups,
+            ),
+            self.reduce(ctx, params, &partials, (0, len), dx),
+        ]
+    }
+
+    /// The dispatch that adds `params.chunks` chunks (`params.partial_stride` apart) of the
+    /// `len` partial sums from `first` into `out`.
+    fn reduce(
+        &self,
+        ctx: &GpuContext,
+        params: Conv2dParams,
+        partials: &wgpu::Buffer,
+        (first, len): (usize, usize),
+        out: View,
+    ) -> Dispatch {
+        let chunks = params.chunks as usize;
+        let params = Conv2dParams {
+            len: u(len),
+            partial_first: u(first),
+            ..params
+        };
+        let params = uniform(ctx, "conv2d params", &params);
+        let buffers = [View::whole(&params), View::whole(partials), out];
+        if chunks > SPLIT_REDUCE_CHUNKS {
+            self.reduce_split.dispatch(ctx, &buffers, grid(len))
+        } else {
+            self.reduce.dispatch(ctx, &buffers, grid_1d(len))
         }
     }
 
@@ -546,7 +627,7 @@ impl Conv2dKernels {
             Conv2dVariant::Tiled => {
                 let tiles =
                     g.out_channels.div_ceil(TILE_M) * tiled_weight_columns(g).div_ceil(TILE_N);
-                (&self.tiled.backward_weights, tiles, WEIGHT_GRAD_WORKGROUPS)
+                (&self.tiled.backward_weights, tiles, TILED_WORKGROUPS)
             }
         };
         let (mut chunks, mut chunk_rows) = weight_grad_chunks(rows, per_chunk, target);
@@ -576,20 +657,7 @@ impl Conv2dKernels {
         };
         let sums = uniform(ctx, "conv2d params", &sums);
         let reduce = |first: usize, len: usize, out: View| {
-            let params = uniform(
-                ctx,
-                "conv2d params",
-                &Conv2dParams {
-                    len: u(len),
-                    partial_first: u(first),
-                    ..base
-                },
-            );
-            self.reduce.dispatch(
-                ctx,
-                &[View::whole(&params), View::whole(&partials), out],
-                grid_1d(len),
-            )
+            self.reduce(ctx, base, &partials, (first, len), out)
         };
         vec![
             kernel.dispatch(
@@ -601,6 +669,17 @@ impl Conv2dKernels {
             reduce(weight_len(g), g.out_channels, db),
         ]
     }
+}
+
+/// How the tiled input gradient splits its sum of `reduction` terms over chunks, for a product
+/// of `tiles` output tiles: `(chunks, terms per chunk)`, the terms a multiple of `TILE_K`. It
+/// splits until about `TILED_WORKGROUPS` workgroups run, keeping at least
+/// `MIN_TERMS_PER_CHUNK` terms in each chunk. Depends only on the geometry (deterministic).
+fn input_grad_chunks(tiles: usize, reduction: usize) -> (usize, usize) {
+    let most = (reduction / MIN_TERMS_PER_CHUNK).max(1);
+    let wanted = TILED_WORKGROUPS.div_ceil(tiles.max(1)).clamp(1, most);
+    let chunk_k = reduction.div_ceil(wanted).div_ceil(TILE_K).max(1) * TILE_K;
+    (reduction.div_ceil(chunk_k).max(1), chunk_k)
 }
 
 /// Columns of the tiled weight gradient's product: one per weight of an output channel
@@ -990,6 +1069,7 @@ mod tests {
             ("BLOCK_COLS", BLOCK_COLS),
             ("TILE_M", TILE_M),
             ("TILE_N", TILE_N),
+            ("TILE_K", TILE_K),
         ] {
             assert_eq!(shader_const(name), host, "{name}");
         }
@@ -1012,5 +1092,19 @@ mod tests {
             let (chunks, chunk_rows) = weight_grad_chunks(rows, per_chunk, target);
             assert!(chunks * chunk_rows >= rows && (chunks - 1) * chunk_rows < rows);
         }
+    }
+
+    #[test]
+    fn input_gradient_chunks_cover_every_term_once_in_whole_steps() {
+        // (tiles, terms): the seed model's second layer at batch 128, 32 and 7, a case too
+        // short to split, and one with a single tile.
+        for (tiles, reduction) in [(169, 576), (43, 576), (10, 576), (400, 20), (1, 4000)] {
+            let (chunks, chunk_k) = input_grad_chunks(tiles, reduction);
+            assert_eq!(chunk_k % TILE_K, 0);
+            assert!(chunks * chunk_k >= reduction && (chunks - 1) * chunk_k < reduction);
+            assert!(chunks == 1 || chunk_k >= MIN_TERMS_PER_CHUNK);
+        }
+        // Batch 128 splits the second layer's 576 terms six ways: 1014 workgroups.
+        assert_eq!(input_grad_chunks(169, 576), (6, 96));
     }
 }

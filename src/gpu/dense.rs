@@ -1,8 +1,9 @@
 //! Dense layers on the GPU (`shaders/dense.wgsl`), twin of `cpu/dense.rs`. Every pass is a
 //! matrix multiply with different operand strides, so transposes cost nothing; each output
-//! element is summed by one invocation over k in increasing order (bit-reproducible).
+//! element is summed in a fixed order (bit-reproducible).
 //!
-//! Two variants of the multiply ([`MatmulVariant`]): shared-memory tiles for real GPUs, and
+//! Two variants of the multiply ([`MatmulVariant`]): shared-memory tiles for real GPUs (or, for
+//! few outputs with a long k, a workgroup per output splitting k), and
 //! register blocks without shared memory for CPU adapters such as lavapipe. Every pass takes the
 //! variant to run (the autotuner times both, or [`MatmulVariant::for_adapter`] decides); the
 //! register-blocked variant further picks, per pass, the first of its kernels whose vec4 access
@@ -14,8 +15,8 @@ use bytemuck::{Pod, Zeroable};
 use super::check::{compare, random_vec, Comparison, CrossCheck};
 use super::context::GpuContext;
 use super::kernel::{
-    compile, grid_1d, read_buffer, run, storage, storage_init, uniform, Access, Dispatch, Kernel,
-    View,
+    compile, compile_register_blocked, read_buffer, run, storage, storage_init, uniform, Access,
+    Dispatch, Kernel, View,
 };
 use crate::cpu::dense::{
     dense_backward_input, dense_backward_weights, dense_forward, DenseGeometry,
@@ -38,12 +39,18 @@ const AXPY_M: usize = 4;
 const AXPY_V: usize = 4;
 const AXPY_LANES: usize = 8;
 const MAX_GROUPS_PER_DIM: usize = 65535;
+/// The tiled variant splits k (a workgroup per output) for products of at most this many
+/// outputs with at least `SPLIT_MIN_INNER` terms each: there the output tiles are too few to
+/// fill a GPU, and each would walk the long k alone (the seed model's classifier: 1280
+/// outputs of 1600 terms at batch 128, 111 us tiled on an H200).
+const SPLIT_MAX_OUTPUTS: usize = 16384;
+const SPLIT_MIN_INNER: usize = 256;
 
-/// Which matrix-multiply kernels the dense passes run. Both sum every output over k in
-/// increasing order in one invocation.
+/// Which matrix-multiply kernels the dense passes run. Both sum every output in a fixed order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MatmulVariant {
-    /// Shared-memory tiles, one `TILE x TILE` workgroup per output tile: fast on real GPUs.
+    /// Shared-memory tiles, one `TILE x TILE` workgroup per output tile, or one workgroup per
+    /// output splitting k where outputs are few and k long: fast on real GPUs.
     Tiled,
     /// No shared memory or barriers: each invocation keeps a block of outputs in registers (so
     /// each loaded value serves several outputs) and loads four floats at a time where the
@@ -139,6 +146,8 @@ impl MatmulParams {
 enum Scheme {
     /// `dense_matmul[_bias]`: any strides.
     Tiled,
+    /// `dense_matmul[_bias]_split`: any strides; few outputs, long k.
+    Split,
     /// `dense_matmul[_bias]_rb`: any strides.
     General,
     /// `dense_matmul[_bias]_dot`: A and B read as vec4 along k.
@@ -153,6 +162,8 @@ impl Scheme {
         match (self, bias) {
             (Scheme::Tiled, false) => Some("dense_matmul"),
             (Scheme::Tiled, true) => Some("dense_matmul_bias"),
+            (Scheme::Split, false) => Some("dense_matmul_split"),
+            (Scheme::Split, true) => Some("dense_matmul_bias_split"),
             (Scheme::General, false) => Some("dense_matmul_rb"),
             (Scheme::General, true) => Some("dense_matmul_bias_rb"),
             (Scheme::Dot, false) => Some("dense_matmul_dot"),
@@ -170,6 +181,10 @@ impl Scheme {
         let nonempty = p.rows > 0 && p.cols > 0 && p.inner > 0;
         match self {
             Scheme::Tiled | Scheme::General => true,
+            Scheme::Split => {
+                (p.rows as usize) * (p.cols as usize) <= SPLIT_MAX_OUTPUTS
+                    && p.inner as usize >= SPLIT_MIN_INNER
+            }
             Scheme::Dot => {
                 nonempty
                     && p.a_strides[1] == 1
@@ -186,6 +201,7 @@ impl Scheme {
     fn grid(self, rows: usize, cols: usize) -> [u32; 3] {
         let (x, y) = match self {
             Scheme::Tiled => (cols.div_ceil(TILE), rows.div_ceil(TILE)),
+            Scheme::Split => (cols, rows),
             Scheme::General => (cols.div_ceil(RB_N), rows.div_ceil(RB_M * RB_LANES)),
             Scheme::Dot => (cols.div_ceil(DOT_N), rows.div_ceil(DOT_M * DOT_LANES)),
             Scheme::Axpy => (
@@ -205,7 +221,7 @@ impl Scheme {
 /// The schemes a variant uses, most preferred first (the last of each list fits every product).
 fn schemes(variant: MatmulVariant) -> &'static [Scheme] {
     match variant {
-        MatmulVariant::Tiled => &[Scheme::Tiled],
+        MatmulVariant::Tiled => &[Scheme::Split, Scheme::Tiled],
         MatmulVariant::RegisterBlocked => &[Scheme::Dot, Scheme::Axpy, Scheme::General],
     }
 }
@@ -243,12 +259,19 @@ pub struct DenseKernels {
 }
 
 /// Every scheme with a kernel, each once.
-const ALL_SCHEMES: [Scheme; 4] = [Scheme::Tiled, Scheme::General, Scheme::Dot, Scheme::Axpy];
+const ALL_SCHEMES: [Scheme; 5] = [
+    Scheme::Tiled,
+    Scheme::Split,
+    Scheme::General,
+    Scheme::Dot,
+    Scheme::Axpy,
+];
 
 impl DenseKernels {
     /// The kernels of both variants.
     pub fn new(ctx: &GpuContext) -> DenseKernels {
         let module = compile(ctx, "dense.wgsl", SOURCE);
+        let blocked_module = compile_register_blocked(ctx, "dense.wgsl", SOURCE);
         use Access::*;
         let matmuls = ALL_SCHEMES
             .iter()
@@ -260,10 +283,14 @@ impl DenseKernels {
                 } else {
                     &[Uniform, Read, ReadWrite, Read]
                 };
+                let module = match scheme {
+                    Scheme::Tiled | Scheme::Split => &module,
+                    Scheme::General | Scheme::Dot | Scheme::Axpy => &blocked_module,
+                };
                 Some(MatmulKernel {
                     scheme,
                     bias,
-                    kernel: Kernel::new(ctx, &module, name, bindings),
+                    kernel: Kernel::new(ctx, module, name, bindings),
                 })
             })
             .collect();
@@ -402,7 +429,7 @@ impl DenseKernels {
             self.backward_bias.dispatch(
                 ctx,
                 &[View::whole(&bias_params), dy, db],
-                grid_1d(g.outputs),
+                Scheme::Split.grid(1, g.outputs),
             ),
         ]
     }
@@ -632,7 +659,7 @@ mod tests {
     }
 
     #[test]
-    fn the_real_layer_uses_the_vec4_schemes() {
+    fn the_real_layer_uses_the_vec4_and_split_schemes() {
         use MatmulVariant::*;
         // n = 32, 1600 -> 10, with the params forward, backward_input and backward_weights build.
         let forward = MatmulParams::new(32, 10, 1600, row_major(1600), transposed(1600));
@@ -641,7 +668,11 @@ mod tests {
         assert_eq!(choose(RegisterBlocked, &forward, true), Scheme::Dot);
         assert_eq!(choose(RegisterBlocked, &input, false), Scheme::Axpy);
         assert_eq!(choose(RegisterBlocked, &weights, false), Scheme::Axpy);
-        assert_eq!(choose(Tiled, &forward, true), Scheme::Tiled);
+        // The forward has 320 outputs of 1600 terms: the tiled variant splits k, so the
+        // cross-checks' cases with 1600 inputs run dense_matmul_bias_split.
+        assert_eq!(choose(Tiled, &forward, true), Scheme::Split);
+        assert_eq!(choose(Tiled, &input, false), Scheme::Tiled);
+        assert_eq!(choose(Tiled, &weights, false), Scheme::Tiled);
         // 33 inputs: nothing is aligned, so the general kernel runs.
         let odd = MatmulParams::new(7, 17, 33, row_major(33), transposed(33));
         assert_eq!(choose(RegisterBlocked, &odd, true), Scheme::General);

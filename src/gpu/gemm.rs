@@ -9,7 +9,7 @@ use bytemuck::{Pod, Zeroable};
 
 use super::check::{compare, random_vec, Comparison, CrossCheck};
 use super::context::GpuContext;
-use super::kernel::{compile, read_buffer, run, storage, storage_init, uniform};
+use super::kernel::{compile_register_blocked, read_buffer, run, storage, storage_init, uniform};
 use super::kernel::{Access, Dispatch, Kernel, View};
 use crate::cpu::gemm::{gemm, pack_column_blocks, BLOCK_COLS};
 
@@ -88,7 +88,7 @@ impl GemmKernel {
         if ctx.limits.max_uniform_buffer_binding_size < B_BINDING_BYTES {
             return None;
         }
-        let module = compile(ctx, "gemm.wgsl", &expand(rows_per_invocation));
+        let module = compile_register_blocked(ctx, "gemm.wgsl", &expand(rows_per_invocation));
         use Access::*;
         let bindings = [Uniform, Read, Uniform, ReadWrite];
         let kernel = Kernel::new(ctx, &module, "gemm_register_blocked", &bindings);

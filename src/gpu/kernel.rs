@@ -38,12 +38,85 @@ pub fn shader_source(body: &str) -> String {
     format!("{PREAMBLE}\n{body}")
 }
 
+/// A shader module with the context's runtime checks.
 pub fn compile(ctx: &GpuContext, label: &str, body: &str) -> wgpu::ShaderModule {
-    ctx.device
-        .create_shader_module(wgpu::ShaderModuleDescriptor {
-            label: Some(label),
-            source: wgpu::ShaderSource::Wgsl(shader_source(body).into()),
-        })
+    compile_with(ctx, label, body, ctx.shader_checks)
+}
+
+/// A shader module for register-blocked kernels: with the context's runtime checks, but keeping
+/// naga's loop bounds unless `none` was asked for. Those kernels are made for CPU adapters, which
+/// run them as fast either way; without the bounds, the NVIDIA driver unrolls their long loops
+/// and took tens of seconds to compile them (while the autotuner times every variant).
+pub fn compile_register_blocked(ctx: &GpuContext, label: &str, body: &str) -> wgpu::ShaderModule {
+    let checks = match ctx.shader_checks {
+        ShaderChecks::Bounds => ShaderChecks::All,
+        other => other,
+    };
+    compile_with(ctx, label, body, checks)
+}
+
+fn compile_with(
+    ctx: &GpuContext,
+    label: &str,
+    body: &str,
+    checks: ShaderChecks,
+) -> wgpu::ShaderModule {
+    let desc = wgpu::ShaderModuleDescriptor {
+        label: Some(label),
+        source: wgpu::ShaderSource::Wgsl(shader_source(body).into()),
+    };
+    match checks {
+        ShaderChecks::All => ctx.device.create_shader_module(desc),
+        // SAFETY: every loop of our shaders ends (each is bounded by params or constants), which
+        // is all that dropping naga's loop bound asks.
+        ShaderChecks::Bounds => unsafe {
+            let mut checks = wgpu::ShaderRuntimeChecks::checked();
+            checks.force_loop_bounding = false;
+            ctx.device.create_shader_module_trusted(desc, checks)
+        },
+        // SAFETY: as above, and every index is in bounds: the cross-checks run each kernel at
+        // odd sizes, and the host asserts every binding's size before dispatching.
+        ShaderChecks::None => unsafe {
+            ctx.device
+                .create_shader_module_trusted(desc, wgpu::ShaderRuntimeChecks::unchecked())
+        },
+    }
+}
+
+/// Which of naga's runtime checks the shaders are compiled with, from
+/// `MNIST_WGPU_SHADER_CHECKS`:
+/// - `bounds` (the default): indices clamped into their arrays (where the driver does not
+///   guarantee that itself), but no loop bounds (except in the register-blocked kernels, see
+///   [`compile_register_blocked`]). naga bounds every loop with a counter so that untrusted
+///   shaders cannot hang; on an NVIDIA H200 that counter made the training step 1.9x slower
+///   (it stops the driver from unrolling), and our loops all end.
+/// - `all`: WebGPU's checks, loop bounds included.
+/// - `none`: no checks at all, to measure what the clamping costs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ShaderChecks {
+    All,
+    Bounds,
+    None,
+}
+
+impl ShaderChecks {
+    pub const VARIABLE: &'static str = "MNIST_WGPU_SHADER_CHECKS";
+
+    pub fn from_env() -> Result<ShaderChecks> {
+        match std::env::var(Self::VARIABLE) {
+            Err(std::env::VarError::NotPresent) => Ok(ShaderChecks::Bounds),
+            Ok(value) => match value.as_str() {
+                "all" => Ok(ShaderChecks::All),
+                "bounds" | "" => Ok(ShaderChecks::Bounds),
+                "none" => Ok(ShaderChecks::None),
+                other => bail!(
+                    "{}: unknown value '{other}' (expected all, bounds or none)",
+                    Self::VARIABLE
+                ),
+            },
+            Err(_) => bail!("{}: the value is not valid UTF-8", Self::VARIABLE),
+        }
+    }
 }
 
 /// One entry point of a shader, ready to dispatch. Created once per backend; its pipeline is
@@ -115,7 +188,12 @@ impl Kernel {
                     layout: Some(&self.pipeline_layout),
                     module: &self.module,
                     entry_point: Some(self.name),
-                    compilation_options: Default::default(),
+                    // Every kernel writes its workgroup memory before reading it, so the zeroing
+                    // that WebGPU asks for by default is wasted work at each workgroup's start.
+                    compilation_options: wgpu::PipelineCompilationOptions {
+                        zero_initialize_workgroup_memory: false,
+                        ..Default::default()
+                    },
                     cache: None,
                 });
             let seconds = start.elapsed().as_secs_f64();
