@@ -45,8 +45,8 @@
 //       row block, so they all read A at the same addresses.
 //       Launch (ceil(cols / (4 * AXPY_V * AXPY_LANES)), ceil(rows / AXPY_M)).
 //
-// dense_backward_bias: c[m] = sum_k A(m, k), one workgroup per row of A (1-D launch), split
-// over k like dense_matmul_split.
+// dense_backward_bias: c[m] = sum_k A(m, k), one workgroup per row of A (folded into 2-D past
+// 65535 workgroups; the extra ones return), split over k like dense_matmul_split.
 
 struct MatmulParams {
     rows: u32,
@@ -381,13 +381,16 @@ fn dense_matmul_axpy(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(work
 // ---- Bias gradient ----
 
 @compute @workgroup_size(WORKGROUP_SIZE)
-fn dense_backward_bias(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+fn dense_backward_bias(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
+    let row = wid.x + wid.y * nwg.x;
     var sum = 0.0;
-    for (var k = t; k < params.inner; k += WORKGROUP_SIZE) {
-        sum += a_at(wid.x, k);
+    if row < params.rows {
+        for (var k = t; k < params.inner; k += WORKGROUP_SIZE) {
+            sum += a_at(row, k);
+        }
     }
     let total = workgroup_sum(t, sum);
-    if t == 0u {
-        c[wid.x] = total;
+    if row < params.rows && t == 0u {
+        c[row] = total;
     }
 }

@@ -340,3 +340,31 @@ fn profile_prints_a_kernel_table_and_writes_a_chrome_trace() {
         "{dense}"
     );
 }
+
+#[test]
+fn every_shader_checks_mode_passes_the_dense_checks_and_a_bad_one_is_refused() {
+    if common::gpu_context().is_none() {
+        return;
+    }
+    let check = |mode: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_mnist-wgpu"))
+            .args(["check", "--only", "dense"])
+            .env("MNIST_WGPU_SHADER_CHECKS", mode)
+            .output()
+            .unwrap()
+    };
+    for mode in ["all", "bounds", "none"] {
+        let out = check(mode);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{mode}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    common::assert_bad_input(
+        &check("fast"),
+        "MNIST_WGPU_SHADER_CHECKS: unknown value 'fast' (expected all, bounds or none)",
+    );
+}

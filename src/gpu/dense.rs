@@ -429,10 +429,17 @@ impl DenseKernels {
             self.backward_bias.dispatch(
                 ctx,
                 &[View::whole(&bias_params), dy, db],
-                Scheme::Split.grid(1, g.outputs),
+                row_groups(g.outputs),
             ),
         ]
     }
+}
+
+/// One workgroup per row of `rows`, folded into 2-D past 65535 (`dense_backward_bias`).
+fn row_groups(rows: usize) -> [u32; 3] {
+    let rows = rows.max(1);
+    let x = rows.min(MAX_GROUPS_PER_DIM);
+    [x as u32, rows.div_ceil(x) as u32, 1]
 }
 
 /// One cross-check shape: a batch of `n` rows through `g`.
@@ -450,12 +457,14 @@ const fn case(n: usize, inputs: usize, outputs: usize) -> Case {
 }
 
 /// The real layer with a batch of 1 and 32, then sizes that are not multiples of the tile: 7 rows
-/// of 33 inputs to 17 outputs, and 33 rows of 100 inputs.
-const CASES: [Case; 4] = [
+/// of 33 inputs to 17 outputs, and 33 rows of 100 inputs; then 70,000 outputs, more workgroups
+/// than one dimension of a launch holds (the bias gradient's launch is folded).
+const CASES: [Case; 5] = [
     case(1, 1600, 10),
     case(7, 33, 17),
     case(33, 100, 10),
     case(32, 1600, 10),
+    case(2, 3, 70_000),
 ];
 
 /// `bench`'s calibration multiply (`matmul_row_major`): an odd size and an aligned one.

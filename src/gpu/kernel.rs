@@ -8,6 +8,7 @@ use anyhow::{bail, Result};
 use wgpu::util::DeviceExt;
 
 use super::context::GpuContext;
+use crate::error::bad_input;
 
 /// WGSL shared by every shader file.
 pub const PREAMBLE: &str = include_str!("../../shaders/common.wgsl");
@@ -109,12 +110,15 @@ impl ShaderChecks {
                 "all" => Ok(ShaderChecks::All),
                 "bounds" | "" => Ok(ShaderChecks::Bounds),
                 "none" => Ok(ShaderChecks::None),
-                other => bail!(
+                other => Err(bad_input(format!(
                     "{}: unknown value '{other}' (expected all, bounds or none)",
                     Self::VARIABLE
-                ),
+                ))),
             },
-            Err(_) => bail!("{}: the value is not valid UTF-8", Self::VARIABLE),
+            Err(_) => Err(bad_input(format!(
+                "{}: the value is not valid UTF-8",
+                Self::VARIABLE
+            ))),
         }
     }
 }
