@@ -300,8 +300,9 @@ struct TiledKernels {
 pub struct Conv2dKernels {
     register_blocked: RegisterBlockedKernels,
     tiled: TiledKernels,
-    /// Add the weight gradient's chunks of partial sums (both variants): one invocation per
-    /// element, or one workgroup per element for more than `SPLIT_REDUCE_CHUNKS` chunks.
+    /// Add chunks of partial sums (the weight gradient's in both variants, the tiled input
+    /// gradient's): one invocation per element, or one workgroup per element for more than
+    /// `SPLIT_REDUCE_CHUNKS` chunks.
     reduce: Kernel,
     reduce_split: Kernel,
     /// Bound as the packed weights of the register-blocked kernels that read w from storage:
@@ -524,7 +525,6 @@ impl Conv2dKernels {
         let tiles = g.input.channels.div_ceil(TILE_M) * positions.div_ceil(TILE_N);
         let (chunks, chunk_k) = input_grad_chunks(tiles, reduction);
         let len = n * g.input.len();
-        params.chunk_k = u(chunk_k);
         // Owned by the bind groups of the dispatches below, which keep it alive.
         let partials = (chunks > 1)
             .then(|| {
@@ -545,8 +545,7 @@ impl Conv2dKernels {
                 workgroups,
             )];
         };
-        params.chunks = u(chunks);
-        params.partial_stride = u(len);
+        (params.chunk_k, params.chunks, params.partial_stride) = (u(chunk_k), u(chunks), u(len));
         let workgroups = params.tiles(g.input.channels, positions, chunks);
         let sums = uniform(ctx, "conv2d params", &params);
         vec![
