@@ -458,13 +458,16 @@ const fn case(n: usize, inputs: usize, outputs: usize) -> Case {
 
 /// The real layer with a batch of 1 and 32, then sizes that are not multiples of the tile: 7 rows
 /// of 33 inputs to 17 outputs, and 33 rows of 100 inputs; then 70,000 outputs, more workgroups
-/// than one dimension of a launch holds (the bias gradient's launch is folded).
-const CASES: [Case; 5] = [
+/// than one dimension of a launch holds (the bias gradient's launch is folded); and 33 rows of
+/// 300 inputs to 7 outputs, whose forward splits k (tiled variant) over a length that is not a
+/// multiple of the workgroup.
+const CASES: [Case; 6] = [
     case(1, 1600, 10),
     case(7, 33, 17),
     case(33, 100, 10),
     case(32, 1600, 10),
     case(2, 3, 70_000),
+    case(33, 300, 7),
 ];
 
 /// `bench`'s calibration multiply (`matmul_row_major`): an odd size and an aligned one.
@@ -682,6 +685,8 @@ mod tests {
         assert_eq!(choose(Tiled, &forward, true), Scheme::Split);
         assert_eq!(choose(Tiled, &input, false), Scheme::Tiled);
         assert_eq!(choose(Tiled, &weights, false), Scheme::Tiled);
+        let awkward = MatmulParams::new(33, 7, 300, row_major(300), transposed(300));
+        assert_eq!(choose(Tiled, &awkward, true), Scheme::Split);
         // 33 inputs: nothing is aligned, so the general kernel runs.
         let odd = MatmulParams::new(7, 17, 33, row_major(33), transposed(33));
         assert_eq!(choose(RegisterBlocked, &odd, true), Scheme::General);
