@@ -73,7 +73,8 @@ struct Conv2dParams {
     // Tiled backward input: terms of the sum (k) per chunk of partial sums, a multiple of
     // TILE_K (one chunk: all of them).
     chunk_k: u32,
-    _pad0: u32,
+    // Register-blocked backward_input: blocks of BLOCK_ROWS images.
+    image_blocks: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Conv2dParams;
@@ -108,8 +109,10 @@ fn outer_acc(acc: mat4x4<f32>, a: vec4<f32>, b: vec4<f32>) -> mat4x4<f32> {
 // indexed by a loop counter lives in memory, so the 8 Tiles are named variables and the code
 // over them is written out; the kernel size k stays a runtime value (the windows slide).
 //
-// Row segments: forward and backward_input number the (image, row) pairs of the output as one
-// list, so a block of 8 rows can span two images and no rows are wasted on small images.
+// Row segments: forward and backward_weights number the (image, row) pairs as one list, so a
+// block of 8 rows can span two images and no rows are wasted on small images. backward_input
+// instead takes 8 images at one row, so that the whole block skips the kernel rows that miss
+// dy (see there).
 // =============================================================================================
 
 // The block of one invocation; the host mirrors these (src/gpu/conv2d.rs).
@@ -418,24 +421,57 @@ fn forward_block(place: BlockPlace, packed: bool) {
 // Bindings: src = dy, dst = dx, factor = w.
 // conv2d_backward_input_packed: the same, reading the weights packed
 //   (conv2d_pack_backward_input_weights).
-// Block: 32 input channels x 8 row segments (image, iy) x 4 columns ix0..ix0+3 = 8 Tiles.
-// Workgroups: (channel block, block_groups of lanes over (row block, column block)), see
-//   block_place; params.len of them.
-// Loop: for each co and ky, each segment's window over dy row iy-ky (zeros outside dy) slides
-//   left across kx (one load per segment and kx); the 32 weights w[co][ci0..][ky][kx] are
-//   shared by all 32 positions. Loads per (co, ky): 8 * (3 + k) + 32 * k for 32 * 32 * k FMAs.
+// Block: 32 input channels x 8 images n0..n0+7 at one row iy x 4 columns ix0..ix0+3 = 8 Tiles.
+// Workgroups: (channel block, iy, params.block_groups / in_height workgroups of lanes over
+//   (column block, image block), image block fastest), see input_place.
+// Near the edges only some (ky, kx) meet dy, and the zeros of the rest are much of the work
+//   at these sizes (13 x 13 from 11 x 11 with 4-column blocks: 58% of a padded sum is real).
+//   So the loops run only over the ky that meet dy at row iy and the kx that meet it in some
+//   column the workgroup stores (with at least 16 image blocks, a workgroup is one column
+//   block, and the last, nearly empty one runs one kx of three).
+// Loop: for each co and ky, each image's window over dy row iy-ky (zeros outside dy) slides
+//   left across kx (one load per image and kx); the 32 weights w[co][ci0..][ky][kx] are shared
+//   by all 32 positions. Loads per (co, ky): 8 * (3 + k) + 32 * k for 32 * 32 * k FMAs.
 // ---------------------------------------------------------------------------------------------
 
-// dy at column `col` of the row at `row`: zero unless the row is real (`row_ok`) and
-// col < out_width (columns left of 0 wrap around to huge values).
-fn dy_at(row: u32, row_ok: bool, col: u32) -> f32 {
+struct InputPlace {
+    channel_block: u32,
+    // The block's first image; params.batch for lanes past the last block (they store nothing).
+    image0: u32,
+    iy: u32,
+    col0: u32,
+    // The first and the last column that some lane of the workgroup stores. Like iy, they
+    // follow from the workgroup alone, so lavapipe knows that loops bounded by them run alike
+    // in every lane and that the packed weights they index are the same in every lane (one
+    // load, not a gather).
+    group_cols: vec2<u32>,
+}
+
+fn input_place(wg: vec3<u32>, nwg: vec3<u32>, lid: u32) -> InputPlace {
+    let group = block_group(wg, nwg);
+    let within = group % params.block_groups;
+    let row_groups = params.block_groups / params.in_height;
+    let lanes = params.image_blocks * params.col_blocks;
+    let first_lane = (within % row_groups) * BLOCK_WORKGROUP;
+    let last_lane = min(first_lane + BLOCK_WORKGROUP, lanes) - 1u;
+    let first_col = (first_lane / params.image_blocks) * BLOCK_COLS;
+    let last_col = min((last_lane / params.image_blocks + 1u) * BLOCK_COLS, params.in_width) - 1u;
+    let lane = first_lane + lid;
+    let col_block = min(lane / params.image_blocks, params.col_blocks - 1u);
+    let image0 = select(params.batch, (lane % params.image_blocks) * BLOCK_ROWS, lane < lanes);
+    return InputPlace(group / params.block_groups, image0, within / row_groups, col_block * BLOCK_COLS, vec2<u32>(first_col, last_col));
+}
+
+// dy at column `col` of the row at `row`: zero unless col < out_width (columns left of 0 wrap
+// around to huge values).
+fn dy_at(row: u32, col: u32) -> f32 {
     let v = src[row + min(col, params.out_width - 1u)];
-    return select(0.0, v, row_ok && col < params.out_width);
+    return select(0.0, v, col < params.out_width);
 }
 
 // The window of dy one slide before columns col..col+3: (col + 1, col + 2, col + 3, unused).
-fn dy_window(row: u32, row_ok: bool, col: u32) -> vec4<f32> {
-    return vec4<f32>(dy_at(row, row_ok, col + 1u), dy_at(row, row_ok, col + 2u), dy_at(row, row_ok, col + 3u), 0.0);
+fn dy_window(row: u32, col: u32) -> vec4<f32> {
+    return vec4<f32>(dy_at(row, col + 1u), dy_at(row, col + 2u), dy_at(row, col + 3u), 0.0);
 }
 
 // Slides a window one column left: (v.x, v.y, v.z, v.w) -> (prev, v.x, v.y, v.z).
@@ -443,68 +479,61 @@ fn slide_left(v: vec4<f32>, prev: f32) -> vec4<f32> {
     return vec4<f32>(prev, v.xyz);
 }
 
-// An input row segment: where its image starts in dy, and its row iy.
-struct Segment {
-    origin: u32,
-    iy: u32,
+// Where image `image` (clamped to the last) starts in dy.
+fn dy_image(image: u32) -> u32 {
+    return min(image, params.batch - 1u) * params.out_channels * params.out_height * params.out_width;
 }
 
-fn bwd_segment(seg: u32) -> Segment {
-    let s = min(seg, params.batch * params.in_height - 1u);
-    let img = s / params.in_height;
-    return Segment(img * params.out_channels * params.out_height * params.out_width, s % params.in_height);
-}
-
-// The dy row iy - ky of channel co (clamped into range: see dy_row_ok).
-fn dy_row(seg: Segment, co: u32, ky: u32) -> u32 {
-    return seg.origin + (co * params.out_height + min(seg.iy - ky, params.out_height - 1u)) * params.out_width;
-}
-
-fn dy_row_ok(seg: Segment, ky: u32) -> bool {
-    return seg.iy >= ky && seg.iy - ky < params.out_height;
-}
-
-fn bwd_input_store(t: Tile, seg: u32, ci: u32, ix: u32) {
-    if seg >= params.batch * params.in_height || ci >= params.in_channels {
+fn bwd_input_store(t: Tile, image: u32, iy: u32, ci: u32, ix: u32) {
+    if image >= params.batch || ci >= params.in_channels {
         return;
     }
-    let img = seg / params.in_height;
-    let iy = seg % params.in_height;
     let plane = params.in_height * params.in_width;
-    let at = (img * params.in_channels + ci) * plane + iy * params.in_width + ix;
+    let at = (image * params.in_channels + ci) * plane + iy * params.in_width + ix;
     store_tile(t, at, plane, params.in_channels - ci, min(params.in_width - ix, BLOCK_COLS), false);
 }
 
 @compute @workgroup_size(BLOCK_WORKGROUP)
 fn conv2d_backward_input(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     if block_group(wg, nwg) < params.len {
-        backward_input_block(block_place(wg, nwg, lid), false);
+        backward_input_block(input_place(wg, nwg, lid), false);
     }
 }
 
 @compute @workgroup_size(BLOCK_WORKGROUP)
 fn conv2d_backward_input_packed(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     if block_group(wg, nwg) < params.len {
-        backward_input_block(block_place(wg, nwg, lid), true);
+        backward_input_block(input_place(wg, nwg, lid), true);
     }
 }
 
-fn backward_input_block(place: BlockPlace, packed: bool) {
+fn backward_input_block(place: InputPlace, packed: bool) {
     let k = params.kernel;
     let ix0 = place.col0;
-    let seg0 = place.seg0;
+    let iy = place.iy;
+    let n0 = place.image0;
     let ci0 = place.channel_block * BLOCK_CHANNELS;
     let slot0 = place.channel_block * params.block_steps;
     let last_ci = params.in_channels - 1u;
+    let last_oy = params.out_height - 1u;
+    let last_ox = params.out_width - 1u;
 
-    let s0 = bwd_segment(seg0);
-    let s1 = bwd_segment(seg0 + 1u);
-    let s2 = bwd_segment(seg0 + 2u);
-    let s3 = bwd_segment(seg0 + 3u);
-    let s4 = bwd_segment(seg0 + 4u);
-    let s5 = bwd_segment(seg0 + 5u);
-    let s6 = bwd_segment(seg0 + 6u);
-    let s7 = bwd_segment(seg0 + 7u);
+    // dy rows iy - ky in range: ky in [ky_lo, ky_hi). dy columns ix - kx in range for some
+    // column ix the workgroup stores: kx in [kx_lo, kx_hi). (A kx outside a lane's own range
+    // only adds zeros: dy_at is 0 there.)
+    let ky_lo = max(iy, last_oy) - last_oy;
+    let ky_hi = min(iy + 1u, k);
+    let kx_lo = max(place.group_cols.x, last_ox) - last_ox;
+    let kx_hi = min(place.group_cols.y + 1u, k);
+
+    let i0 = dy_image(n0);
+    let i1 = dy_image(n0 + 1u);
+    let i2 = dy_image(n0 + 2u);
+    let i3 = dy_image(n0 + 3u);
+    let i4 = dy_image(n0 + 4u);
+    let i5 = dy_image(n0 + 5u);
+    let i6 = dy_image(n0 + 6u);
+    let i7 = dy_image(n0 + 7u);
 
     let zero = tile_splat(Channels(mat4x4<f32>(), mat4x4<f32>()));
     var t0 = zero;
@@ -518,43 +547,29 @@ fn backward_input_block(place: BlockPlace, packed: bool) {
 
     let kk = k * k;
     for (var co = 0u; co < params.out_channels; co++) {
-        for (var ky = 0u; ky < k; ky++) {
-            let r0 = dy_row(s0, co, ky);
-            let r1 = dy_row(s1, co, ky);
-            let r2 = dy_row(s2, co, ky);
-            let r3 = dy_row(s3, co, ky);
-            let r4 = dy_row(s4, co, ky);
-            let r5 = dy_row(s5, co, ky);
-            let r6 = dy_row(s6, co, ky);
-            let r7 = dy_row(s7, co, ky);
-            let ok0 = dy_row_ok(s0, ky);
-            let ok1 = dy_row_ok(s1, ky);
-            let ok2 = dy_row_ok(s2, ky);
-            let ok3 = dy_row_ok(s3, ky);
-            let ok4 = dy_row_ok(s4, ky);
-            let ok5 = dy_row_ok(s5, ky);
-            let ok6 = dy_row_ok(s6, ky);
-            let ok7 = dy_row_ok(s7, ky);
-            var d0 = dy_window(r0, ok0, ix0);
-            var d1 = dy_window(r1, ok1, ix0);
-            var d2 = dy_window(r2, ok2, ix0);
-            var d3 = dy_window(r3, ok3, ix0);
-            var d4 = dy_window(r4, ok4, ix0);
-            var d5 = dy_window(r5, ok5, ix0);
-            var d6 = dy_window(r6, ok6, ix0);
-            var d7 = dy_window(r7, ok7, ix0);
+        for (var ky = ky_lo; ky < ky_hi; ky++) {
+            let row = (co * params.out_height + iy - ky) * params.out_width;
+            let first = ix0 - kx_lo;
+            var d0 = dy_window(i0 + row, first);
+            var d1 = dy_window(i1 + row, first);
+            var d2 = dy_window(i2 + row, first);
+            var d3 = dy_window(i3 + row, first);
+            var d4 = dy_window(i4 + row, first);
+            var d5 = dy_window(i5 + row, first);
+            var d6 = dy_window(i6 + row, first);
+            var d7 = dy_window(i7 + row, first);
             let w_row = co * params.in_channels * kk + ky * k;
-            for (var kx = 0u; kx < k; kx++) {
+            for (var kx = kx_lo; kx < kx_hi; kx++) {
                 // Now each window holds dy columns ix0 - kx .. ix0 - kx + 3.
                 let prev = ix0 - kx;
-                d0 = slide_left(d0, dy_at(r0, ok0, prev));
-                d1 = slide_left(d1, dy_at(r1, ok1, prev));
-                d2 = slide_left(d2, dy_at(r2, ok2, prev));
-                d3 = slide_left(d3, dy_at(r3, ok3, prev));
-                d4 = slide_left(d4, dy_at(r4, ok4, prev));
-                d5 = slide_left(d5, dy_at(r5, ok5, prev));
-                d6 = slide_left(d6, dy_at(r6, ok6, prev));
-                d7 = slide_left(d7, dy_at(r7, ok7, prev));
+                d0 = slide_left(d0, dy_at(i0 + row, prev));
+                d1 = slide_left(d1, dy_at(i1 + row, prev));
+                d2 = slide_left(d2, dy_at(i2 + row, prev));
+                d3 = slide_left(d3, dy_at(i3 + row, prev));
+                d4 = slide_left(d4, dy_at(i4 + row, prev));
+                d5 = slide_left(d5, dy_at(i5 + row, prev));
+                d6 = slide_left(d6, dy_at(i6 + row, prev));
+                d7 = slide_left(d7, dy_at(i7 + row, prev));
                 let w = step_weights(packed, slot0 + (co * k + ky) * k + kx, w_row + kx, kk, ci0, last_ci);
                 t0 = tile_fma(t0, w, d0);
                 t1 = tile_fma(t1, w, d1);
@@ -567,14 +582,14 @@ fn backward_input_block(place: BlockPlace, packed: bool) {
             }
         }
     }
-    bwd_input_store(t0, seg0, ci0, ix0);
-    bwd_input_store(t1, seg0 + 1u, ci0, ix0);
-    bwd_input_store(t2, seg0 + 2u, ci0, ix0);
-    bwd_input_store(t3, seg0 + 3u, ci0, ix0);
-    bwd_input_store(t4, seg0 + 4u, ci0, ix0);
-    bwd_input_store(t5, seg0 + 5u, ci0, ix0);
-    bwd_input_store(t6, seg0 + 6u, ci0, ix0);
-    bwd_input_store(t7, seg0 + 7u, ci0, ix0);
+    bwd_input_store(t0, n0, iy, ci0, ix0);
+    bwd_input_store(t1, n0 + 1u, iy, ci0, ix0);
+    bwd_input_store(t2, n0 + 2u, iy, ci0, ix0);
+    bwd_input_store(t3, n0 + 3u, iy, ci0, ix0);
+    bwd_input_store(t4, n0 + 4u, iy, ci0, ix0);
+    bwd_input_store(t5, n0 + 5u, iy, ci0, ix0);
+    bwd_input_store(t6, n0 + 6u, iy, ci0, ix0);
+    bwd_input_store(t7, n0 + 7u, iy, ci0, ix0);
 }
 
 // ---------------------------------------------------------------------------------------------
