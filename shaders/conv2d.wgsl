@@ -297,7 +297,19 @@ fn store_tile(t: Tile, at: u32, stride: u32, channels: u32, cols: u32, relu: boo
 //   per segment and kx); the 32 weights w[co0..][ci][ky][kx] are shared by all 32 positions.
 //   Loads per (ci, ky): 8 * (3 + k) + 32 * k for 32 * 32 * k FMAs (packed: 8 uniform vec4
 //   loads per kx instead of the 32 weights).
+//
+// conv2d_forward_pool, conv2d_forward_pool_packed: the same sums, then ReLU and 2x2 max
+//   pooling (stride 2, odd sizes floor) before anything is stored, as maxpool2d_forward over
+//   the rectified y: dst = the pooled y, (7) pool_argmax = the winner's index within its image
+//   of y (c*h*w space; the first maximum in row-major window order wins ties). y itself is
+//   never written: storing it would cost 4x the pooled stores, and nothing reads it (the
+//   pooling's backward needs only the pooled y and the argmax).
+//   Block rows: 4 pooled row segments (image, py) x their 2 rows 2py, 2py+1; block columns:
+//   2 windows. Row segments number (image, py) as one list; the conv rows and columns that no
+//   window reads (the last of an odd size) are not computed.
 // ---------------------------------------------------------------------------------------------
+
+@group(0) @binding(7) var<storage, read_write> pool_argmax: array<u32>;
 
 fn bias16(first: u32, last: u32) -> mat4x4<f32> {
     return mat4x4<f32>(bias4(first, last), bias4(first + 4u, last), bias4(first + 8u, last), bias4(first + 12u, last));
@@ -307,11 +319,43 @@ fn bias4(first: u32, last: u32) -> vec4<f32> {
     return vec4<f32>(bias[min(first, last)], bias[min(first + 1u, last)], bias[min(first + 2u, last)], bias[min(first + 3u, last)]);
 }
 
-// Where output row segment `seg` (clamped to the last) reads x: image n, channel 0, row oy.
+// Where the 8 rows of a forward block read x: image n, channel 0, row oy (+ ky, ci later).
+struct Rows {
+    r0: u32,
+    r1: u32,
+    r2: u32,
+    r3: u32,
+    r4: u32,
+    r5: u32,
+    r6: u32,
+    r7: u32,
+}
+
+// The 8 Tiles of sums of a forward block, one per row.
+struct Block {
+    t0: Tile,
+    t1: Tile,
+    t2: Tile,
+    t3: Tile,
+    t4: Tile,
+    t5: Tile,
+    t6: Tile,
+    t7: Tile,
+}
+
+// Where x row oy of image `img` starts (channel 0).
+fn x_row(img: u32, oy: u32) -> u32 {
+    return (img * params.in_channels * params.in_height + oy) * params.in_width;
+}
+
+// Where output row segment `seg` (clamped to the last) reads x.
 fn fwd_origin(seg: u32) -> u32 {
     let s = min(seg, params.batch * params.out_height - 1u);
-    let img = s / params.out_height;
-    return (img * params.in_channels * params.in_height + s % params.out_height) * params.in_width;
+    return x_row(s / params.out_height, s % params.out_height);
+}
+
+fn fwd_rows(seg0: u32) -> Rows {
+    return Rows(fwd_origin(seg0), fwd_origin(seg0 + 1u), fwd_origin(seg0 + 2u), fwd_origin(seg0 + 3u), fwd_origin(seg0 + 4u), fwd_origin(seg0 + 5u), fwd_origin(seg0 + 6u), fwd_origin(seg0 + 7u));
 }
 
 fn fwd_store(t: Tile, seg: u32, co: u32, ox: u32) {
@@ -340,23 +384,141 @@ fn conv2d_forward_packed(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_work
 }
 
 fn forward_block(place: BlockPlace, packed: bool) {
+    let b = forward_sums(place, fwd_rows(place.seg0), packed);
+    let co0 = place.channel_block * BLOCK_CHANNELS;
+    let seg0 = place.seg0;
+    let ox0 = place.col0;
+    fwd_store(b.t0, seg0, co0, ox0);
+    fwd_store(b.t1, seg0 + 1u, co0, ox0);
+    fwd_store(b.t2, seg0 + 2u, co0, ox0);
+    fwd_store(b.t3, seg0 + 3u, co0, ox0);
+    fwd_store(b.t4, seg0 + 4u, co0, ox0);
+    fwd_store(b.t5, seg0 + 5u, co0, ox0);
+    fwd_store(b.t6, seg0 + 6u, co0, ox0);
+    fwd_store(b.t7, seg0 + 7u, co0, ox0);
+}
+
+// The pooled output's height and width.
+fn pooled_size() -> vec2<u32> {
+    return vec2<u32>(params.out_height / 2u, params.out_width / 2u);
+}
+
+// Where row `half` (0 or 1) of pooled row segment `pseg` (clamped to the last) reads x.
+fn pool_origin(pseg: u32, half: u32) -> u32 {
+    let ph = pooled_size().x;
+    let s = min(pseg, params.batch * ph - 1u);
+    return x_row(s / ph, 2u * (s % ph) + half);
+}
+
+fn pool_rows(pseg0: u32) -> Rows {
+    return Rows(pool_origin(pseg0, 0u), pool_origin(pseg0, 1u), pool_origin(pseg0 + 1u, 0u), pool_origin(pseg0 + 1u, 1u), pool_origin(pseg0 + 2u, 0u), pool_origin(pseg0 + 2u, 1u), pool_origin(pseg0 + 3u, 0u), pool_origin(pseg0 + 3u, 1u));
+}
+
+// Pools 4 channels over one window, given rectified sums top left, top right, bottom left,
+// bottom right, and stores the maxima and their indices for the first `n` channels. `at`:
+// the first channel's pooled output; `corner`: its window's top left within the image of y.
+fn pool_store4(tl: vec4<f32>, tr: vec4<f32>, bl: vec4<f32>, br: vec4<f32>, at: u32, corner: u32, n: u32) {
+    let width = params.out_width;
+    var best = tl;
+    var offset = vec4<u32>(0u);
+    let right = tr > best;
+    best = select(best, tr, right);
+    offset = select(offset, vec4<u32>(1u), right);
+    let below = bl > best;
+    best = select(best, bl, below);
+    offset = select(offset, vec4<u32>(width), below);
+    let diagonal = br > best;
+    best = select(best, br, diagonal);
+    offset = select(offset, vec4<u32>(width + 1u), diagonal);
+    let pooled = params.out_height / 2u * (width / 2u);
+    let plane = params.out_height * width;
+    if n > 0u {
+        dst[at] = best.x;
+        pool_argmax[at] = corner + offset.x;
+    }
+    if n > 1u {
+        dst[at + pooled] = best.y;
+        pool_argmax[at + pooled] = corner + plane + offset.y;
+    }
+    if n > 2u {
+        dst[at + 2u * pooled] = best.z;
+        pool_argmax[at + 2u * pooled] = corner + 2u * plane + offset.z;
+    }
+    if n > 3u {
+        dst[at + 3u * pooled] = best.w;
+        pool_argmax[at + 3u * pooled] = corner + 3u * plane + offset.w;
+    }
+}
+
+// Pools 4 channels' rows (top, bottom; 4 columns each, rectified here) into 2 windows.
+fn pool_quad(top: mat4x4<f32>, bottom: mat4x4<f32>, at: u32, corner: u32, n: u32, windows: u32) {
+    let t = mat4x4<f32>(max(top[0], vec4<f32>(0.0)), max(top[1], vec4<f32>(0.0)), max(top[2], vec4<f32>(0.0)), max(top[3], vec4<f32>(0.0)));
+    let b = mat4x4<f32>(max(bottom[0], vec4<f32>(0.0)), max(bottom[1], vec4<f32>(0.0)), max(bottom[2], vec4<f32>(0.0)), max(bottom[3], vec4<f32>(0.0)));
+    pool_store4(t[0], t[1], b[0], b[1], at, corner, n);
+    if windows > 1u {
+        pool_store4(t[2], t[3], b[2], b[3], at + 1u, corner + 2u, n);
+    }
+}
+
+// Pools the two Tiles of rows 2py, 2py+1 of pooled row segment `pseg` into its 32 channels x
+// 2 windows (columns ox0..ox0+3).
+fn pool_store_tiles(top: Tile, bottom: Tile, pseg: u32, co: u32, ox0: u32) {
+    let size = pooled_size();
+    if pseg >= params.batch * size.x || co >= params.out_channels || ox0 / 2u >= size.y {
+        return;
+    }
+    let img = pseg / size.x;
+    let py = pseg % size.x;
+    let at = ((img * params.out_channels + co) * size.x + py) * size.y + ox0 / 2u;
+    let corner = (co * params.out_height + 2u * py) * params.out_width + ox0;
+    let pooled_4 = 4u * size.x * size.y;
+    let plane_4 = 4u * params.out_height * params.out_width;
+    let n = params.out_channels - co;
+    let windows = min(size.y - ox0 / 2u, 2u);
+    pool_quad(top.q0, bottom.q0, at, corner, n, windows);
+    pool_quad(top.q1, bottom.q1, at + pooled_4, corner + plane_4, max(n, 4u) - 4u, windows);
+    pool_quad(top.q2, bottom.q2, at + 2u * pooled_4, corner + 2u * plane_4, max(n, 8u) - 8u, windows);
+    pool_quad(top.q3, bottom.q3, at + 3u * pooled_4, corner + 3u * plane_4, max(n, 12u) - 12u, windows);
+    pool_quad(top.q4, bottom.q4, at + 4u * pooled_4, corner + 4u * plane_4, max(n, 16u) - 16u, windows);
+    pool_quad(top.q5, bottom.q5, at + 5u * pooled_4, corner + 5u * plane_4, max(n, 20u) - 20u, windows);
+    pool_quad(top.q6, bottom.q6, at + 6u * pooled_4, corner + 6u * plane_4, max(n, 24u) - 24u, windows);
+    pool_quad(top.q7, bottom.q7, at + 7u * pooled_4, corner + 7u * plane_4, max(n, 28u) - 28u, windows);
+}
+
+@compute @workgroup_size(BLOCK_WORKGROUP)
+fn conv2d_forward_pool(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    if block_group(wg, nwg) < params.len {
+        forward_pool_block(block_place(wg, nwg, lid), false);
+    }
+}
+
+@compute @workgroup_size(BLOCK_WORKGROUP)
+fn conv2d_forward_pool_packed(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    if block_group(wg, nwg) < params.len {
+        forward_pool_block(block_place(wg, nwg, lid), true);
+    }
+}
+
+// block_place numbers the block's rows as 8 conv rows; here they are 4 pooled row segments.
+fn forward_pool_block(place: BlockPlace, packed: bool) {
+    let pseg0 = place.seg0 / 2u;
+    let b = forward_sums(place, pool_rows(pseg0), packed);
+    let co0 = place.channel_block * BLOCK_CHANNELS;
+    pool_store_tiles(b.t0, b.t1, pseg0, co0, place.col0);
+    pool_store_tiles(b.t2, b.t3, pseg0 + 1u, co0, place.col0);
+    pool_store_tiles(b.t4, b.t5, pseg0 + 2u, co0, place.col0);
+    pool_store_tiles(b.t6, b.t7, pseg0 + 3u, co0, place.col0);
+}
+
+// The sums (bias included) of a forward block whose 8 rows read x at `rows`.
+fn forward_sums(place: BlockPlace, rows: Rows, packed: bool) -> Block {
     let k = params.kernel;
     let ox0 = place.col0;
-    let seg0 = place.seg0;
     let co0 = place.channel_block * BLOCK_CHANNELS;
     let slot0 = place.channel_block * params.block_steps;
     let last_co = params.out_channels - 1u;
     let last_col = params.in_width - 1u;
     let plane = params.in_height * params.in_width;
-
-    let o0 = fwd_origin(seg0);
-    let o1 = fwd_origin(seg0 + 1u);
-    let o2 = fwd_origin(seg0 + 2u);
-    let o3 = fwd_origin(seg0 + 3u);
-    let o4 = fwd_origin(seg0 + 4u);
-    let o5 = fwd_origin(seg0 + 5u);
-    let o6 = fwd_origin(seg0 + 6u);
-    let o7 = fwd_origin(seg0 + 7u);
 
     // Every sum starts at its channel's bias.
     let b = tile_splat(Channels(bias16(co0, last_co), bias16(co0 + 16u, last_co)));
@@ -373,26 +535,34 @@ fn forward_block(place: BlockPlace, packed: bool) {
     for (var ci = 0u; ci < params.in_channels; ci++) {
         for (var ky = 0u; ky < k; ky++) {
             let row = ci * plane + ky * params.in_width;
-            var x0 = src_window(o0 + row, ox0, last_col);
-            var x1 = src_window(o1 + row, ox0, last_col);
-            var x2 = src_window(o2 + row, ox0, last_col);
-            var x3 = src_window(o3 + row, ox0, last_col);
-            var x4 = src_window(o4 + row, ox0, last_col);
-            var x5 = src_window(o5 + row, ox0, last_col);
-            var x6 = src_window(o6 + row, ox0, last_col);
-            var x7 = src_window(o7 + row, ox0, last_col);
+            let o0 = rows.r0 + row;
+            let o1 = rows.r1 + row;
+            let o2 = rows.r2 + row;
+            let o3 = rows.r3 + row;
+            let o4 = rows.r4 + row;
+            let o5 = rows.r5 + row;
+            let o6 = rows.r6 + row;
+            let o7 = rows.r7 + row;
+            var x0 = src_window(o0, ox0, last_col);
+            var x1 = src_window(o1, ox0, last_col);
+            var x2 = src_window(o2, ox0, last_col);
+            var x3 = src_window(o3, ox0, last_col);
+            var x4 = src_window(o4, ox0, last_col);
+            var x5 = src_window(o5, ox0, last_col);
+            var x6 = src_window(o6, ox0, last_col);
+            var x7 = src_window(o7, ox0, last_col);
             let w_row = (ci * k + ky) * k;
             for (var kx = 0u; kx < k; kx++) {
                 // Now each window holds columns ox0 + kx .. ox0 + kx + 3.
                 let next = min(ox0 + kx + 3u, last_col);
-                x0 = slide(x0, src[o0 + row + next]);
-                x1 = slide(x1, src[o1 + row + next]);
-                x2 = slide(x2, src[o2 + row + next]);
-                x3 = slide(x3, src[o3 + row + next]);
-                x4 = slide(x4, src[o4 + row + next]);
-                x5 = slide(x5, src[o5 + row + next]);
-                x6 = slide(x6, src[o6 + row + next]);
-                x7 = slide(x7, src[o7 + row + next]);
+                x0 = slide(x0, src[o0 + next]);
+                x1 = slide(x1, src[o1 + next]);
+                x2 = slide(x2, src[o2 + next]);
+                x3 = slide(x3, src[o3 + next]);
+                x4 = slide(x4, src[o4 + next]);
+                x5 = slide(x5, src[o5 + next]);
+                x6 = slide(x6, src[o6 + next]);
+                x7 = slide(x7, src[o7 + next]);
                 let w = step_weights(packed, slot0 + w_row + kx, w_row + kx, w_stride, co0, last_co);
                 t0 = tile_fma(t0, w, x0);
                 t1 = tile_fma(t1, w, x1);
@@ -405,14 +575,7 @@ fn forward_block(place: BlockPlace, packed: bool) {
             }
         }
     }
-    fwd_store(t0, seg0, co0, ox0);
-    fwd_store(t1, seg0 + 1u, co0, ox0);
-    fwd_store(t2, seg0 + 2u, co0, ox0);
-    fwd_store(t3, seg0 + 3u, co0, ox0);
-    fwd_store(t4, seg0 + 4u, co0, ox0);
-    fwd_store(t5, seg0 + 5u, co0, ox0);
-    fwd_store(t6, seg0 + 6u, co0, ox0);
-    fwd_store(t7, seg0 + 7u, co0, ox0);
+    return Block(t0, t1, t2, t3, t4, t5, t6, t7);
 }
 
 // ---------------------------------------------------------------------------------------------

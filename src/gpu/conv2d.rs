@@ -32,6 +32,7 @@ use crate::cpu::activation::activation_forward;
 use crate::cpu::conv2d::{
     conv2d_backward_input, conv2d_backward_weights, conv2d_forward, Conv2dGeometry,
 };
+use crate::cpu::pool2d::{maxpool2d_forward, pool2d_output};
 use crate::model::{Activation, Shape};
 
 pub const SOURCE: &str = include_str!("../../shaders/conv2d.wgsl");
@@ -293,6 +294,9 @@ struct RegisterBlockedKernels {
     backward_input_packed: PackedWeightsPass,
     forward: Kernel,
     backward_input: Kernel,
+    /// The forward with ReLU and 2x2 max pooling fused (packed weights, and w from storage).
+    forward_pool_packed: PackedWeightsPass,
+    forward_pool: Kernel,
     backward_weights: Kernel,
     /// The weight gradient with blocks of `BLOCK_ROWS / 2` pairs, for layers with so few
     /// (in channel, ky) pairs that full blocks would be mostly empty.
@@ -339,6 +343,10 @@ impl Conv2dKernels {
         let plain = &[Uniform, Read, ReadWrite, Read];
         // x or dy, y or dx, w, bias (w in the input gradient, which has none), packed weights.
         let blocked = &[Uniform, Read, ReadWrite, Read, Read, Uniform, Uniform];
+        // The same, then the pooling's argmax.
+        let blocked_pool = &[
+            Uniform, Read, ReadWrite, Read, Read, Uniform, Uniform, ReadWrite,
+        ];
         let kernel = |name, bindings| Kernel::new(ctx, &module, name, bindings);
         let blocked_kernel = |name, bindings| Kernel::new(ctx, &blocked_module, name, bindings);
         Conv2dKernels {
@@ -353,6 +361,11 @@ impl Conv2dKernels {
                 },
                 forward: blocked_kernel("conv2d_forward", blocked),
                 backward_input: blocked_kernel("conv2d_backward_input", blocked),
+                forward_pool_packed: PackedWeightsPass {
+                    pack: kernel("conv2d_pack_forward_weights", plain),
+                    run: blocked_kernel("conv2d_forward_pool_packed", blocked_pool),
+                },
+                forward_pool: blocked_kernel("conv2d_forward_pool", blocked_pool),
                 backward_weights: blocked_kernel("conv2d_backward_weights", plain),
                 backward_weights_narrow: blocked_kernel("conv2d_backward_weights_narrow", plain),
             },
@@ -384,14 +397,15 @@ impl Conv2dKernels {
     /// A register-blocked forward or input-gradient pass as laid out in `params` (see
     /// [`Conv2dParams::channel_blocks`]): packs the weights and runs `packed` when the packed
     /// weights fit the two uniform bindings, else runs `unpacked`, which reads w itself.
-    /// `buffers` are bindings 1 to 4; binding 3 is w.
+    /// `buffers` are bindings 1 to 4 (binding 3 is w), and `argmax` binding 7 where the
+    /// kernels pool.
     fn register_blocked_pass(
         &self,
         ctx: &GpuContext,
         params: Conv2dParams,
-        packed: &PackedWeightsPass,
-        unpacked: &Kernel,
+        (packed, unpacked): (&PackedWeightsPass, &Kernel),
         buffers: [View; 4],
+        argmax: Option<View>,
     ) -> Vec<Dispatch> {
         let groups = params.len as usize;
         let blocks = groups / params.block_groups.max(1) as usize;
@@ -400,7 +414,8 @@ impl Conv2dKernels {
         let run_params = uniform(ctx, "conv2d params", &params);
         let [a, b, c, d] = buffers;
         let run = |kernel: &Kernel, lo: View, hi: View| {
-            let all = [View::whole(&run_params), a, b, c, d, lo, hi];
+            let mut all = vec![View::whole(&run_params), a, b, c, d, lo, hi];
+            all.extend(argmax);
             kernel.dispatch(ctx, &all, grid(groups))
         };
         if slots > 2 * PACKED_SLOTS {
@@ -473,13 +488,8 @@ impl Conv2dKernels {
                 let steps = g.input.channels * g.kernel * g.kernel;
                 params.channel_blocks(g.out_channels, out.height, out.width, steps);
                 let rb = &self.register_blocked;
-                self.register_blocked_pass(
-                    ctx,
-                    params,
-                    &rb.forward_packed,
-                    &rb.forward,
-                    [x, y, w, b],
-                )
+                let kernels = (&rb.forward_packed, &rb.forward);
+                self.register_blocked_pass(ctx, params, kernels, [x, y, w, b], None)
             }
             Conv2dVariant::Tiled => {
                 let positions = n * out.height * out.width;
@@ -492,6 +502,43 @@ impl Conv2dKernels {
                 )]
             }
         }
+    }
+
+    /// pooled = maxpool2x2(max(conv(x, w) + b, 0)) for n images, and the pooling's argmax (as
+    /// `maxpool2d_forward` writes it), in one register-blocked pass that never stores the
+    /// convolution's own output. `None` where `variant` does not run register-blocked for
+    /// this layer: the caller then runs the forward and the pooling apart.
+    #[allow(clippy::too_many_arguments)]
+    pub fn forward_relu_maxpool(
+        &self,
+        ctx: &GpuContext,
+        variant: Conv2dVariant,
+        g: Conv2dGeometry,
+        n: usize,
+        (x, w, b): (View, View, View),
+        (pooled, argmax): (View, View),
+    ) -> Option<Vec<Dispatch>> {
+        if self.activation_pass_variant(variant, g) != Conv2dVariant::RegisterBlocked {
+            return None;
+        }
+        let out = g.output();
+        let (height, width) = (out.height / 2, out.width / 2);
+        expect_elements(&x, n * g.input.len(), "x");
+        expect_elements(&w, weight_len(g), "w");
+        expect_elements(&b, g.out_channels, "b");
+        expect_elements(&pooled, n * g.out_channels * height * width, "pooled");
+        expect_elements(&argmax, n * g.out_channels * height * width, "argmax");
+        let mut params = Conv2dParams {
+            relu: 1,
+            ..Conv2dParams::new(g, n)
+        };
+        // The conv rows and columns that the windows read: blocks of 8 rows are 4 windows high.
+        let steps = g.input.channels * g.kernel * g.kernel;
+        params.channel_blocks(g.out_channels, 2 * height, 2 * width, steps);
+        let rb = &self.register_blocked;
+        let kernels = (&rb.forward_pool_packed, &rb.forward_pool);
+        let buffers = [x, pooled, w, b];
+        Some(self.register_blocked_pass(ctx, params, kernels, buffers, Some(argmax)))
     }
 
     /// dx = gradient w.r.t. the input. Returns the dispatches to record in order (the
@@ -517,8 +564,8 @@ impl Conv2dKernels {
                 let rb = &self.register_blocked;
                 // Binding 4 (the bias) is unused here.
                 let buffers = [dy, dx, w, w];
-                let (packed, unpacked) = (&rb.backward_input_packed, &rb.backward_input);
-                self.register_blocked_pass(ctx, params, packed, unpacked, buffers)
+                let kernels = (&rb.backward_input_packed, &rb.backward_input);
+                self.register_blocked_pass(ctx, params, kernels, buffers, None)
             }
             Conv2dVariant::Tiled => self.tiled_backward_input(ctx, params, g, n, (dy, w, dx)),
         }
@@ -782,24 +829,31 @@ struct CheckNames {
     backward_input: &'static str,
     backward_weights: &'static str,
     reproducible: &'static str,
+    /// Where the variant fuses the ReLU and max pooling into the forward.
+    forward_relu_maxpool: Option<&'static str>,
 }
 
 macro_rules! check_names {
-    ($variant:literal) => {
+    ($variant:literal, $pools:literal) => {
         CheckNames {
             forward: concat!("conv2d_forward[", $variant, "]"),
             forward_relu: concat!("conv2d_forward+relu[", $variant, "]"),
             backward_input: concat!("conv2d_backward_input[", $variant, "]"),
             backward_weights: concat!("conv2d_backward_weights+bias[", $variant, "]"),
             reproducible: concat!("conv2d[", $variant, "] (bit-reproducible)"),
+            forward_relu_maxpool: if $pools {
+                Some(concat!("conv2d_forward+relu+maxpool[", $variant, "]"))
+            } else {
+                None
+            },
         }
     };
 }
 
 fn check_names(variant: Conv2dVariant) -> CheckNames {
     match variant {
-        Conv2dVariant::RegisterBlocked => check_names!("register-blocked"),
-        Conv2dVariant::Tiled => check_names!("tiled"),
+        Conv2dVariant::RegisterBlocked => check_names!("register-blocked", true),
+        Conv2dVariant::Tiled => check_names!("tiled", false),
     }
 }
 
@@ -838,8 +892,9 @@ impl SharedKernels {
 }
 
 /// For every variant: forward (with and without the fused ReLU), backward input, and backward
-/// weights and bias against the CPU, for every case; then every kernel run twice on the second
-/// layer must give the same bits.
+/// weights and bias against the CPU, for every case; the forward with ReLU and max pooling
+/// fused where the variant has it, for every case with a pooled output; then every kernel run
+/// twice on the second layer must give the same bits.
 pub fn checks() -> Vec<CrossCheck> {
     let shared = SharedKernels::default();
     let mut checks = Vec::new();
@@ -868,6 +923,19 @@ pub fn checks() -> Vec<CrossCheck> {
                     }
                 }));
             }
+        }
+        let pooled_cases = CASES.into_iter().filter(|case| {
+            let out = case.g.output();
+            out.height >= 2 && out.width >= 2
+        });
+        for case in pooled_cases.filter(|_| names.forward_relu_maxpool.is_some()) {
+            let (name, shared) = (
+                names.forward_relu_maxpool.unwrap_or_default(),
+                shared.clone(),
+            );
+            checks.push(CrossCheck::new(name, case_shape(case), move |ctx| {
+                check_forward_relu_maxpool(ctx, &shared.get(ctx), variant, case)
+            }));
         }
         let (rerun, shared) = (CASES[1], shared.clone());
         checks.push(CrossCheck::new(
@@ -934,6 +1002,62 @@ fn check_forward(
         activation_forward(Activation::Relu, &pre_activation, &mut cpu);
     }
     Ok(compare(&read_buffer::<f32>(ctx, &y, 0, len)?, &cpu))
+}
+
+/// The pooled output must match the CPU's conv, ReLU and max pooling, and each argmax must
+/// point at a maximum of its window: the CPU's rectified output there must equal the CPU's
+/// pooled value (within the tolerance, so that a near tie that rounding decides either way
+/// passes, and a wrong index does not).
+fn check_forward_relu_maxpool(
+    ctx: &GpuContext,
+    kernels: &Conv2dKernels,
+    variant: Conv2dVariant,
+    case: Case,
+) -> Result<Comparison> {
+    let (g, n, data) = (case.g, case.n, CaseData::new(case));
+    let out = g.output();
+    let pooled_shape = pool2d_output(out);
+    let len = n * pooled_shape.len();
+    let (x, w, b) = (
+        storage_init(ctx, "x", &data.x)?,
+        storage_init(ctx, "w", &data.w)?,
+        storage_init(ctx, "b", &data.b)?,
+    );
+    let pooled = storage(ctx, "pooled", 4 * len as u64)?;
+    let argmax = storage(ctx, "argmax", 4 * len as u64)?;
+    let views = ((&x).into(), (&w).into(), (&b).into());
+    let Some(dispatches) = kernels.forward_relu_maxpool(
+        ctx,
+        variant,
+        g,
+        n,
+        views,
+        ((&pooled).into(), (&argmax).into()),
+    ) else {
+        anyhow::bail!("conv2d: the {} variant does not pool", variant.name());
+    };
+    run(ctx, &dispatches.iter().collect::<Vec<_>>());
+    let mut y = vec![0.0; n * out.len()];
+    conv2d_forward(g, &data.x, &data.w, &data.b, &mut y);
+    let pre_activation = y.clone();
+    activation_forward(Activation::Relu, &pre_activation, &mut y);
+    let (mut cpu, mut cpu_argmax) = (vec![0.0; len], vec![0; len]);
+    maxpool2d_forward(out, &y, &mut cpu, &mut cpu_argmax);
+    let gpu_argmax = read_buffer::<u32>(ctx, &argmax, 0, len)?;
+    let at_gpu_argmax: Vec<f32> = gpu_argmax
+        .iter()
+        .enumerate()
+        .map(|(o, &i)| {
+            let (image, i) = (o / pooled_shape.len() * out.len(), i as usize);
+            if i < out.len() {
+                y[image + i]
+            } else {
+                f32::NAN
+            }
+        })
+        .collect();
+    let values = compare(&read_buffer::<f32>(ctx, &pooled, 0, len)?, &cpu);
+    Ok(values.merge(compare(&at_gpu_argmax, &cpu)))
 }
 
 fn check_backward_input(

@@ -3,7 +3,8 @@
 //! built once and recorded as often as needed.
 //!
 //! Convolutions followed by ReLU run as one fused kernel; the ReLU step then shares the
-//! convolution's output buffer. Flatten, and dropout at inference, share their input's buffers:
+//! convolution's output buffer. Followed by ReLU and max pooling, they run as one op, which the
+//! register-blocked variant fuses into one kernel. Flatten, and dropout at inference, share their input's buffers:
 //! they move no data.
 
 use anyhow::Result;
@@ -247,6 +248,18 @@ fn relu_backward_in_pool(plan: &Plan, i: usize) -> bool {
             .is_some_and(|s| s.layer == Layer::Pool2d(Pool::Max))
 }
 
+/// Max pooling (step `i`) right after a convolution and its ReLU runs with them as one op,
+/// which the register-blocked variant fuses into one kernel that never stores the
+/// convolution's output (the pooling's backward needs only the pooled output and the argmax).
+fn maxpool_fused_into_conv(plan: &Plan, i: usize) -> bool {
+    i >= 2
+        && plan
+            .steps
+            .get(i)
+            .is_some_and(|s| s.layer == Layer::Pool2d(Pool::Max))
+        && relu_fused_into_conv(plan, i - 1)
+}
+
 /// A ReLU right after a convolution runs inside the convolution's kernel.
 fn relu_fused_into_conv(plan: &Plan, i: usize) -> bool {
     plan.steps[i].layer == Layer::Activation(Activation::Relu)
@@ -297,6 +310,36 @@ impl CompiledNet {
             let (x, y) = (layout.input_of(i), layout.buf(layout.output[i]));
             let first = dispatches.len();
             match step.layer {
+                Layer::Conv2d { .. } if maxpool_fused_into_conv(plan, i + 2) => {
+                    let w = step.weight_index.expect("conv has parameters");
+                    let (wv, bv) = (p.view(&p.params, w), p.view(&p.params, w + 1));
+                    let g = Conv2dGeometry::of(step);
+                    let (pooled, argmax) = (
+                        layout.buf(layout.output[i + 2]),
+                        layout.buf(layout.argmax[i + 2].expect("max pooling has an argmax")),
+                    );
+                    let op = "conv2d_forward+relu+maxpool";
+                    dispatches.extend(tune_conv(ctx, tuner, op, g, n, |v| {
+                        let views = ((x, wv, bv), (pooled, argmax));
+                        k.conv2d
+                            .forward_relu_maxpool(ctx, v, g, n, views.0, views.1)
+                            .unwrap_or_else(|| {
+                                let mut apart = k.conv2d.forward(ctx, v, g, n, true, x, wv, bv, y);
+                                let s = g.output();
+                                apart.push(k.pool2d.forward(
+                                    ctx,
+                                    Pool::Max,
+                                    s,
+                                    n,
+                                    y,
+                                    pooled,
+                                    argmax,
+                                ));
+                                apart
+                            })
+                    })?);
+                }
+                Layer::Pool2d(_) if maxpool_fused_into_conv(plan, i) => {}
                 Layer::Conv2d { .. } => {
                     let w = step.weight_index.expect("conv has parameters");
                     let relu = i + 1 < plan.steps.len() && relu_fused_into_conv(plan, i + 1);
@@ -453,7 +496,7 @@ fn backward(
 /// Whether a layer's dispatch does its multiply-adds: bias gradients, partial-sum reductions
 /// and weight packing count their traffic only.
 fn multiplies(kernel: &str) -> bool {
-    !["backward_bias", "reduce", "_pack_"]
+    !["backward_bias", "reduce", "_pack_", "pool2d"]
         .iter()
         .any(|part| kernel.contains(part))
 }
