@@ -20,6 +20,10 @@
 // avgpool2d_backward: dx = dy[o] * 0.25 for each input of the window. (argmax is unused.)
 // Both backward passes also zero the dropped last row/column of odd sizes, from the windows
 // beside them, so every element of dx is written.
+// maxpool2d_backward_even: maxpool2d_backward for even heights and widths (nothing dropped;
+//                     every window row starts at an even index), storing each window row's
+//                     two gradients as one vec2 (lavapipe pays per store instruction, not
+//                     per float, and for the dropped-input stores even where none happen).
 //
 // @binding(0) params: uniform PoolParams; (1) src: read (x, or dy in the backward);
 // (2) dst: read_write (y, or dx); (3) argmax: read_write (written by the forward, only read by
@@ -42,6 +46,8 @@ struct PoolParams {
 @group(0) @binding(2) var<storage, read_write> dst: array<f32>;
 @group(0) @binding(3) var<storage, read_write> argmax: array<u32>;
 @group(0) @binding(4) var<storage, read> pooled: array<f32>;
+// dst two floats at a time (maxpool2d_backward_even only).
+@group(0) @binding(2) var<storage, read_write> dst2: array<vec2<f32>>;
 
 fn input_len() -> u32 {
     return params.channels * params.in_height * params.in_width;
@@ -130,20 +136,38 @@ fn maxpool2d_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num
     argmax[o] = w.corner + offset;
 }
 
+// The gradients of output o's window (row-major), for max pooling.
+fn max_window_gradient(o: u32, w: Window) -> vec4<f32> {
+    var g = src[o];
+    if params.relu_mask == 1u {
+        g = select(0.0, g, pooled[o] > 0.0);
+    }
+    let width = params.in_width;
+    let winner = vec4<u32>(argmax[o] - w.corner) == vec4<u32>(0u, 1u, width, width + 1u);
+    return select(vec4<f32>(0.0), vec4<f32>(g), winner);
+}
+
 @compute @workgroup_size(WORKGROUP_SIZE)
 fn maxpool2d_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let o = flat_index(gid, nwg);
     if o >= output_count() {
         return;
     }
-    var g = src[o];
-    if params.relu_mask == 1u {
-        g = select(0.0, g, pooled[o] > 0.0);
+    let w = window_of(o);
+    store_window_gradient(w, max_window_gradient(o, w));
+}
+
+@compute @workgroup_size(WORKGROUP_SIZE)
+fn maxpool2d_backward_even(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let o = flat_index(gid, nwg);
+    if o >= output_count() {
+        return;
     }
     let w = window_of(o);
-    let width = params.in_width;
-    let winner = vec4<u32>(argmax[o] - w.corner) == vec4<u32>(0u, 1u, width, width + 1u);
-    store_window_gradient(w, select(vec4<f32>(0.0), vec4<f32>(g), winner));
+    let g = max_window_gradient(o, w);
+    let top = (w.image_start + w.corner) / 2u;
+    dst2[top] = g.xy;
+    dst2[top + params.in_width / 2u] = g.zw;
 }
 
 @compute @workgroup_size(WORKGROUP_SIZE)

@@ -50,6 +50,8 @@ impl PoolParams {
 pub struct Pool2dKernels {
     max_forward: Kernel,
     max_backward: Kernel,
+    /// For even sizes: stores two floats at a time.
+    max_backward_even: Kernel,
     avg_forward: Kernel,
     avg_backward: Kernel,
 }
@@ -64,6 +66,7 @@ impl Pool2dKernels {
         Pool2dKernels {
             max_forward: kernel("maxpool2d_forward"),
             max_backward: kernel("maxpool2d_backward"),
+            max_backward_even: kernel("maxpool2d_backward_even"),
             avg_forward: kernel("avgpool2d_forward"),
             avg_backward: kernel("avgpool2d_backward"),
         }
@@ -117,7 +120,9 @@ impl Pool2dKernels {
         );
         let relu_mask = relu_before.is_some();
         let params = uniform(ctx, "pool2d params", &PoolParams::new(input, n, relu_mask));
+        let even = input.height % 2 == 0 && input.width % 2 == 0;
         let kernel = match pool {
+            Pool::Max if even => &self.max_backward_even,
             Pool::Max => &self.max_backward,
             Pool::Avg => &self.avg_backward,
         };
@@ -140,7 +145,8 @@ enum Mode {
 }
 
 /// Forward (y, argmax) and backward against the CPU: odd sizes that floor, batch 1, 7 and 33,
-/// inputs with many ties for the first-maximum rule, and the backward that folds in a ReLU's
+/// inputs with many ties for the first-maximum rule (at odd and at even sizes, which max
+/// pooling's backward runs in different kernels), and the backward that folds in a ReLU's
 /// against pooling backward followed by ReLU backward.
 pub fn checks() -> Vec<CrossCheck> {
     let cases = [
@@ -149,6 +155,7 @@ pub fn checks() -> Vec<CrossCheck> {
         (33, Shape::new(3, 5, 7), false),
         (2, Shape::new(1, 2, 2), false),
         (7, Shape::new(5, 9, 6), true),
+        (33, Shape::new(3, 6, 8), true),
     ];
     let modes = [
         ("maxpool2d_forward+backward", Mode::Max),
