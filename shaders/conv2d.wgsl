@@ -75,6 +75,11 @@ struct Conv2dParams {
     chunk_k: u32,
     // Register-blocked backward_input: blocks of BLOCK_ROWS images.
     image_blocks: u32,
+    // conv2d_reduce: sum i goes to dst[i], or past out_split to dst[i + out_skip] (so that one
+    // pass fills dw and a db that follows it after a gap).
+    out_split: u32,
+    out_skip: u32,
+    _pad: vec2<u32>,
 }
 
 @group(0) @binding(0) var<uniform> params: Conv2dParams;
@@ -1268,7 +1273,8 @@ fn conv2d_pack_backward_input_weights(@builtin(global_invocation_id) gid: vec3<u
 
 // ---------------------------------------------------------------------------------------------
 // conv2d_reduce: dst[i] = sum_(c < chunks, in order) src[c * partial_stride + partial_first + i]
-//   for i < params.len: adds up the chunks of partial sums of either variant's weight gradient.
+//   for i < params.len (i + out_skip for i >= out_split): adds up the chunks of partial sums of
+//   either variant's weight gradient (dw, db, or both in one pass).
 //   One invocation per element, 1-D launch (flat_index).
 // conv2d_reduce_split: the same sums for many chunks, where one invocation's chain of dependent
 //   loads would be long: one workgroup per element (2-D launch folded like tile_origin), whose
@@ -1281,6 +1287,10 @@ fn partial_at(c: u32, i: u32) -> f32 {
     return src[c * params.partial_stride + params.partial_first + i];
 }
 
+fn reduced_at(i: u32) -> u32 {
+    return i + select(0u, params.out_skip, i >= params.out_split);
+}
+
 @compute @workgroup_size(WORKGROUP_SIZE)
 fn conv2d_reduce(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = flat_index(gid, nwg);
@@ -1291,7 +1301,7 @@ fn conv2d_reduce(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wor
     for (var c = 0u; c < params.chunks; c++) {
         sum += partial_at(c, i);
     }
-    dst[i] = sum;
+    dst[reduced_at(i)] = sum;
 }
 
 @compute @workgroup_size(WORKGROUP_SIZE)
@@ -1305,6 +1315,6 @@ fn conv2d_reduce_split(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgr
     }
     let total = workgroup_sum(t, sum);
     if i < params.len && t == 0u {
-        dst[i] = total;
+        dst[reduced_at(i)] = total;
     }
 }

@@ -64,6 +64,8 @@ const MIN_TERMS_PER_CHUNK: usize = 64;
 const TILE_K: usize = 16;
 /// Chunks of partial sums past which one workgroup, not one invocation, adds up each element:
 /// a chain of that many dependent loads per invocation takes tens of microseconds on a GPU.
+/// (Not on CPU adapters, where the workgroup's barriers cost more than the chain: the
+/// register-blocked variant always adds one element per invocation.)
 const SPLIT_REDUCE_CHUNKS: usize = 64;
 const MAX_GROUPS_PER_DIM: usize = 65535;
 /// Packed weight slots of one uniform binding (`PACKED_SLOTS`), each the 32 weights of one step
@@ -184,6 +186,10 @@ struct Conv2dParams {
     chunk_k: u32,
     /// Register-blocked input gradient: blocks of `BLOCK_ROWS` images.
     image_blocks: u32,
+    /// Reduction: sums from `out_split` on are stored `out_skip` elements further on.
+    out_split: u32,
+    out_skip: u32,
+    _pad: [u32; 2],
 }
 
 fn u(v: usize) -> u32 {
@@ -321,8 +327,8 @@ pub struct Conv2dKernels {
     register_blocked: RegisterBlockedKernels,
     tiled: TiledKernels,
     /// Add chunks of partial sums (the weight gradient's in both variants, the tiled input
-    /// gradient's): one invocation per element, or one workgroup per element for more than
-    /// `SPLIT_REDUCE_CHUNKS` chunks.
+    /// gradient's): one invocation per element, or (tiled variant) one workgroup per element
+    /// for more than `SPLIT_REDUCE_CHUNKS` chunks.
     reduce: Kernel,
     reduce_split: Kernel,
     /// Bound as the packed weights of the register-blocked kernels that read w from storage:
@@ -615,7 +621,14 @@ impl Conv2dKernels {
                 &[View::whole(&sums), dy, View::whole(&partials), w],
                 workgroups,
             ),
-            self.reduce(ctx, params, &partials, (0, len), dx),
+            self.reduce(
+                ctx,
+                params,
+                &partials,
+                (0, len),
+                (dx, len, 0),
+                Conv2dVariant::Tiled,
+            ),
         ]
     }
 
@@ -627,17 +640,20 @@ impl Conv2dKernels {
         params: Conv2dParams,
         partials: &wgpu::Buffer,
         (first, len): (usize, usize),
-        out: View,
+        (out, split, skip): (View, usize, usize),
+        variant: Conv2dVariant,
     ) -> Dispatch {
         let chunks = params.chunks as usize;
         let params = Conv2dParams {
             len: u(len),
             partial_first: u(first),
+            out_split: u(split),
+            out_skip: u(skip),
             ..params
         };
         let params = uniform(ctx, "conv2d params", &params);
         let buffers = [View::whole(&params), View::whole(partials), out];
-        if chunks > SPLIT_REDUCE_CHUNKS {
+        if chunks > SPLIT_REDUCE_CHUNKS && variant == Conv2dVariant::Tiled {
             self.reduce_split.dispatch(ctx, &buffers, grid(len))
         } else {
             self.reduce.dispatch(ctx, &buffers, grid_1d(len))
@@ -646,7 +662,8 @@ impl Conv2dKernels {
 
     /// dw and db summed over the batch (deterministic order). Returns the dispatches to record in
     /// order: partial sums of dw and db per chunk of row segments into a scratch buffer, then
-    /// the sums of the chunks (in chunk order) into dw, then into db.
+    /// the sums of the chunks (in chunk order) into dw, then into db (into both at once where db
+    /// follows dw in one buffer, as in the parameter buffers; what lies between is untouched).
     #[allow(clippy::too_many_arguments)]
     pub fn backward_weights(
         &self,
@@ -716,19 +733,39 @@ impl Conv2dKernels {
             Conv2dVariant::Tiled => sums.tiles(g.out_channels, tiled_weight_columns(g), chunks),
         };
         let sums = uniform(ctx, "conv2d params", &sums);
-        let reduce = |first: usize, len: usize, out: View| {
-            self.reduce(ctx, base, &partials, (first, len), out)
+        let reduce = |first: usize, len: usize, out: (View, usize, usize)| {
+            self.reduce(ctx, base, &partials, (first, len), out, variant)
         };
-        vec![
-            kernel.dispatch(
-                ctx,
-                &[View::whole(&sums), x, View::whole(&partials), dy],
-                workgroups,
-            ),
-            reduce(0, weight_len(g), dw),
-            reduce(weight_len(g), g.out_channels, db),
-        ]
+        let (weights, channels) = (weight_len(g), g.out_channels);
+        vec![kernel.dispatch(
+            ctx,
+            &[View::whole(&sums), x, View::whole(&partials), dy],
+            workgroups,
+        )]
+        .into_iter()
+        .chain(match spanning(dw, db) {
+            // One pass instead of two where db follows dw in one buffer (the parameter
+            // buffers' layout): lavapipe pays a fixed cost per dispatch.
+            Some((both, gap)) => vec![reduce(0, weights + channels, (both, weights, gap))],
+            None => vec![
+                reduce(0, weights, (dw, weights, 0)),
+                reduce(weights, channels, (db, channels, 0)),
+            ],
+        })
+        .collect()
     }
+}
+
+/// One view from the start of `a` to the end of `b`, and the elements between them, where `b`
+/// follows `a` in the same buffer.
+fn spanning<'a>(a: View<'a>, b: View<'a>) -> Option<(View<'a>, usize)> {
+    let end = a.offset + a.size;
+    let gap = b.offset.checked_sub(end)?;
+    let view = View {
+        size: b.offset + b.size - a.offset,
+        ..a
+    };
+    (a.buffer == b.buffer && gap % 4 == 0).then_some((view, (gap / 4) as usize))
 }
 
 /// How the tiled input gradient splits its sum of `reduction` terms over chunks, for a product
@@ -1081,6 +1118,9 @@ fn check_backward_input(
     Ok(compare(&read_buffer::<f32>(ctx, &dx, 0, len)?, &cpu))
 }
 
+/// dw and db in buffers of their own, then in one buffer as the parameter buffers lay them
+/// out (db at the next bindable offset after dw, which one reduction pass fills): both against
+/// the CPU, and the gap between them, filled with a marker, must be left as it was.
 fn check_backward_weights(
     ctx: &GpuContext,
     kernels: &Conv2dKernels,
@@ -1088,28 +1128,45 @@ fn check_backward_weights(
     case: Case,
 ) -> Result<Comparison> {
     let (g, n, data) = (case.g, case.n, CaseData::new(case));
+    let (weights, channels) = (weight_len(g), g.out_channels);
     let (x, dy) = (
         storage_init(ctx, "x", &data.x)?,
         storage_init(ctx, "dy", &data.dy)?,
     );
-    let dw = storage(ctx, "dw", 4 * weight_len(g) as u64)?;
-    let db = storage(ctx, "db", 4 * g.out_channels as u64)?;
-    let dispatches = kernels.backward_weights(
-        ctx,
-        variant,
-        g,
-        n,
-        (&x).into(),
-        (&dy).into(),
-        (&dw).into(),
-        (&db).into(),
-    );
-    run(ctx, &dispatches.iter().collect::<Vec<_>>());
-    let (mut cpu_dw, mut cpu_db) = (vec![0.0; weight_len(g)], vec![0.0; g.out_channels]);
+    let (mut cpu_dw, mut cpu_db) = (vec![0.0; weights], vec![0.0; channels]);
     conv2d_backward_weights(g, &data.x, &data.dy, &mut cpu_dw, &mut cpu_db);
-    let gpu_dw = read_buffer::<f32>(ctx, &dw, 0, weight_len(g))?;
-    let gpu_db = read_buffer::<f32>(ctx, &db, 0, g.out_channels)?;
-    Ok(compare(&gpu_dw, &cpu_dw).merge(compare(&gpu_db, &cpu_db)))
+    let gradients = |dw: View, db: View| {
+        let dispatches =
+            kernels.backward_weights(ctx, variant, g, n, (&x).into(), (&dy).into(), dw, db);
+        run(ctx, &dispatches.iter().collect::<Vec<_>>());
+    };
+
+    let dw = storage(ctx, "dw", 4 * weights as u64)?;
+    let db = storage(ctx, "db", 4 * channels as u64)?;
+    gradients((&dw).into(), (&db).into());
+    let apart = compare(&read_buffer::<f32>(ctx, &dw, 0, weights)?, &cpu_dw).merge(compare(
+        &read_buffer::<f32>(ctx, &db, 0, channels)?,
+        &cpu_db,
+    ));
+
+    const MARKER: f32 = 12345.0;
+    let align = u64::from(ctx.limits.min_storage_buffer_offset_alignment).max(4);
+    let db_at = (4 * weights as u64).next_multiple_of(align) / 4;
+    let len = db_at as usize + channels;
+    let both = storage_init(ctx, "dw and db", &vec![MARKER; len])?;
+    let view = |offset: u64, elements: usize| View {
+        buffer: &both,
+        offset: 4 * offset,
+        size: 4 * elements as u64,
+    };
+    gradients(view(0, weights), view(db_at, channels));
+    let got = read_buffer::<f32>(ctx, &both, 0, len)?;
+    let (gpu_dw, rest) = got.split_at(weights);
+    let (gap, gpu_db) = rest.split_at(db_at as usize - weights);
+    let together = compare(gpu_dw, &cpu_dw)
+        .merge(compare(gpu_db, &cpu_db))
+        .merge(compare(gap, &vec![MARKER; gap.len()]));
+    Ok(apart.merge(together))
 }
 
 /// Every output of every kernel of `variant`, as bits, from one run on fresh buffers.
