@@ -12,9 +12,11 @@
 // adds the chunks in chunk order.
 //
 // Two variants of each pass (the host's conv2d::Conv2dVariant), with the same bindings:
-//   register-blocked (CPU adapters such as lavapipe): conv2d_forward, conv2d_backward_input,
-//     conv2d_backward_weights, conv2d_backward_weights_narrow. No workgroup memory; each
-//     invocation sums a block of 32 channels x 8 rows x 4 columns in registers.
+//   register-blocked (CPU adapters such as lavapipe): conv2d_forward, conv2d_forward_pool
+//     (with ReLU and 2x2 max pooling fused), conv2d_backward_input, conv2d_backward_weights,
+//     conv2d_backward_weights_narrow, conv2d_backward_weights_k3 (3x3 kernels); the forward
+//     and input-gradient ones also in a *_packed form. No workgroup memory; each invocation
+//     sums a block of 32 channels x 8 rows x 4 columns (or 36 weights) in registers.
 //   tiled (real GPUs): conv2d_forward_tiled, conv2d_backward_input_tiled,
 //     conv2d_backward_weights_tiled. Implicit GEMM: a workgroup computes a tile of outputs,
 //     staging slices of both operands in workgroup memory.
@@ -1268,6 +1270,146 @@ fn conv2d_pack_backward_input_weights(@builtin(global_invocation_id) gid: vec3<u
     let i = flat_index(gid, nwg);
     if i < params.len {
         dst[i] = packed_weight(i, false);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// conv2d_backward_weights_k3: the partial sums of conv2d_backward_weights for k = 3, without
+//   the kx = 3 column that a 3-wide kernel leaves empty in every Tile of the general block (a
+//   quarter of its sums).
+// Block: 32 output channels x the 36 weights (ci, ky, kx) of 4 input channels ci0..ci0+3, in
+//   dw order, 4 per Tile = 9 Tiles; plus the 32 bias sums (stored by ci block 0).
+// Lanes: (chunk, channel block, ci block), ci block fastest; params.len of them.
+// Loop: over the chunk's segments and ox, a 3-wide window over each of the 12 x rows
+//   (ci, oy + ky) slides right one column per ox (one load each); Tile j takes weights 4j..4j+3
+//   from those windows. Loads per position: 12 + 32 for 32 * 36 FMAs.
+// ---------------------------------------------------------------------------------------------
+
+// Input channels of a k3 block (the host mirrors it); the code below is written for 4.
+const K3_BLOCK_CHANNELS: u32 = 4u;
+
+// Stores Tile j of a k3 block (weights 4j..4j+3 from `at`) where some of them are live.
+fn k3_store(t: Tile, at: u32, j: u32, live: u32, co0: u32) {
+    if live > 4u * j {
+        store_tile(t, at + 4u * j, 9u * params.in_channels, params.out_channels - co0, min(live - 4u * j, 4u), false);
+    }
+}
+
+// Slides a 3-wide window one column right: (a, b, c) -> (b, c, next).
+fn slide3(v: vec3<f32>, next: f32) -> vec3<f32> {
+    return vec3<f32>(v.yz, next);
+}
+
+// Where x row (ci0 + i / 3, ky = i % 3) of image 0 starts (channels clamped to the last).
+fn k3_row(ci0: u32, i: u32) -> u32 {
+    return (min(ci0 + i / 3u, params.in_channels - 1u) * params.in_height + i % 3u) * params.in_width;
+}
+
+@compute @workgroup_size(BLOCK_WORKGROUP)
+fn conv2d_backward_weights_k3(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let lane = block_lane(wg, nwg, lid);
+    if lane >= params.len {
+        return;
+    }
+    let ci_blocks = params.row_blocks;
+    let co_blocks = (params.out_channels + BLOCK_CHANNELS - 1u) / BLOCK_CHANNELS;
+    let ci0 = (lane % ci_blocks) * K3_BLOCK_CHANNELS;
+    let co0 = ((lane / ci_blocks) % co_blocks) * BLOCK_CHANNELS;
+    let chunk = lane / (ci_blocks * co_blocks);
+    let last_co = params.out_channels - 1u;
+    let last_col = params.in_width - 1u;
+    let ow = params.out_width;
+    let dy_plane = params.out_height * ow;
+    let r0 = k3_row(ci0, 0u);
+    let r1 = k3_row(ci0, 1u);
+    let r2 = k3_row(ci0, 2u);
+    let r3 = k3_row(ci0, 3u);
+    let r4 = k3_row(ci0, 4u);
+    let r5 = k3_row(ci0, 5u);
+    let r6 = k3_row(ci0, 6u);
+    let r7 = k3_row(ci0, 7u);
+    let r8 = k3_row(ci0, 8u);
+    let r9 = k3_row(ci0, 9u);
+    let r10 = k3_row(ci0, 10u);
+    let r11 = k3_row(ci0, 11u);
+
+    var bias_sum = Channels(mat4x4<f32>(), mat4x4<f32>());
+    let zero = tile_splat(bias_sum);
+    var t0 = zero;
+    var t1 = zero;
+    var t2 = zero;
+    var t3 = zero;
+    var t4 = zero;
+    var t5 = zero;
+    var t6 = zero;
+    var t7 = zero;
+    var t8 = zero;
+
+    let first = chunk * params.chunk_rows;
+    let end = min(first + params.chunk_rows, params.batch * params.out_height);
+    for (var seg = first; seg < end; seg++) {
+        let img = seg / params.out_height;
+        let oy = seg % params.out_height;
+        let row = (img * params.in_channels * params.in_height + oy) * params.in_width;
+        let dy_at_ox0 = (img * params.out_channels * params.out_height + oy) * ow;
+        // Each window holds (unused, x[0], x[1]) before the first slide.
+        var w0 = src_window(row + r0, 0u, last_col).xyz;
+        var w1 = src_window(row + r1, 0u, last_col).xyz;
+        var w2 = src_window(row + r2, 0u, last_col).xyz;
+        var w3 = src_window(row + r3, 0u, last_col).xyz;
+        var w4 = src_window(row + r4, 0u, last_col).xyz;
+        var w5 = src_window(row + r5, 0u, last_col).xyz;
+        var w6 = src_window(row + r6, 0u, last_col).xyz;
+        var w7 = src_window(row + r7, 0u, last_col).xyz;
+        var w8 = src_window(row + r8, 0u, last_col).xyz;
+        var w9 = src_window(row + r9, 0u, last_col).xyz;
+        var w10 = src_window(row + r10, 0u, last_col).xyz;
+        var w11 = src_window(row + r11, 0u, last_col).xyz;
+        for (var ox = 0u; ox < ow; ox++) {
+            // Now each window holds x columns ox .. ox + 2.
+            let next = row + min(ox + 2u, last_col);
+            w0 = slide3(w0, src[next + r0]);
+            w1 = slide3(w1, src[next + r1]);
+            w2 = slide3(w2, src[next + r2]);
+            w3 = slide3(w3, src[next + r3]);
+            w4 = slide3(w4, src[next + r4]);
+            w5 = slide3(w5, src[next + r5]);
+            w6 = slide3(w6, src[next + r6]);
+            w7 = slide3(w7, src[next + r7]);
+            w8 = slide3(w8, src[next + r8]);
+            w9 = slide3(w9, src[next + r9]);
+            w10 = slide3(w10, src[next + r10]);
+            w11 = slide3(w11, src[next + r11]);
+            let d = factor32(dy_at_ox0 + ox, dy_plane, co0, last_co);
+            bias_sum = Channels(bias_sum.lo + d.lo, bias_sum.hi + d.hi);
+            // Weight t of the block is row t / 3, column t % 3.
+            t0 = tile_fma(t0, d, vec4<f32>(w0, w1.x));
+            t1 = tile_fma(t1, d, vec4<f32>(w1.yz, w2.xy));
+            t2 = tile_fma(t2, d, vec4<f32>(w2.z, w3));
+            t3 = tile_fma(t3, d, vec4<f32>(w4, w5.x));
+            t4 = tile_fma(t4, d, vec4<f32>(w5.yz, w6.xy));
+            t5 = tile_fma(t5, d, vec4<f32>(w6.z, w7));
+            t6 = tile_fma(t6, d, vec4<f32>(w8, w9.x));
+            t7 = tile_fma(t7, d, vec4<f32>(w9.yz, w10.xy));
+            t8 = tile_fma(t8, d, vec4<f32>(w10.z, w11));
+        }
+    }
+    // dw[co][ci0 * 9 + t] for the block's weights t < 9 * (in_channels - ci0).
+    let at = chunk * params.partial_stride + co0 * 9u * params.in_channels + ci0 * 9u;
+    let live = 9u * (params.in_channels - ci0);
+    k3_store(t0, at, 0u, live, co0);
+    k3_store(t1, at, 1u, live, co0);
+    k3_store(t2, at, 2u, live, co0);
+    k3_store(t3, at, 3u, live, co0);
+    k3_store(t4, at, 4u, live, co0);
+    k3_store(t5, at, 5u, live, co0);
+    k3_store(t6, at, 6u, live, co0);
+    k3_store(t7, at, 7u, live, co0);
+    k3_store(t8, at, 8u, live, co0);
+    if ci0 == 0u {
+        // Position 0 of a Tile of the bias sums, stored at channel stride 1.
+        let bias_at = chunk * params.partial_stride + params.out_channels * params.in_channels * 9u + co0;
+        store_tile(tile_splat(bias_sum), bias_at, 1u, params.out_channels - co0, 1u, false);
     }
 }
 

@@ -46,6 +46,8 @@ const BLOCK_CHANNELS: usize = 32;
 const BLOCK_ROWS: usize = 8;
 /// Columns (forward, input gradient) or kx (weight gradient) of a block (`BLOCK_COLS`).
 const BLOCK_COLS: usize = 4;
+/// Input channels of a block of the 3x3 weight gradient (`conv2d_backward_weights_k3`).
+const K3_BLOCK_CHANNELS: usize = 4;
 /// The register-blocked weight gradient splits the batch into chunks until about this many
 /// invocations run: more chunks keep more threads busy but make the final sum longer. 192 is 12
 /// workgroups, an even share for lavapipe's threads on 2, 3, 4 or 6 cores.
@@ -307,6 +309,9 @@ struct RegisterBlockedKernels {
     /// The weight gradient with blocks of `BLOCK_ROWS / 2` pairs, for layers with so few
     /// (in channel, ky) pairs that full blocks would be mostly empty.
     backward_weights_narrow: Kernel,
+    /// The weight gradient for 3x3 kernels, with blocks of 4 input channels' 36 weights
+    /// (general blocks of 4 kx leave a quarter of their sums empty at k = 3).
+    backward_weights_k3: Kernel,
 }
 
 /// A register-blocked pass that reads packed weights, and the kernel that packs them.
@@ -374,6 +379,7 @@ impl Conv2dKernels {
                 forward_pool: blocked_kernel("conv2d_forward_pool", blocked_pool),
                 backward_weights: blocked_kernel("conv2d_backward_weights", plain),
                 backward_weights_narrow: blocked_kernel("conv2d_backward_weights_narrow", plain),
+                backward_weights_k3: blocked_kernel("conv2d_backward_weights_k3", plain),
             },
             tiled: TiledKernels {
                 forward: kernel("conv2d_forward_tiled", with_bias),
@@ -686,20 +692,26 @@ impl Conv2dKernels {
         let variant = variant.for_geometry(g);
         let (kernel, per_chunk, target) = match variant {
             Conv2dVariant::RegisterBlocked => {
-                let kx_blocks = g.kernel.div_ceil(BLOCK_COLS);
+                let rb = &self.register_blocked;
+                let co_blocks = g.out_channels.div_ceil(BLOCK_CHANNELS);
                 let pairs = g.input.channels * g.kernel;
-                let (kernel, pairs_per_block) = if pairs <= BLOCK_ROWS / 2 {
-                    (
-                        &self.register_blocked.backward_weights_narrow,
-                        BLOCK_ROWS / 2,
-                    )
+                if g.kernel == 3 && pairs > BLOCK_ROWS / 2 {
+                    let ci_blocks = g.input.channels.div_ceil(K3_BLOCK_CHANNELS);
+                    (base.col_blocks, base.row_blocks) = (1, u(ci_blocks));
+                    let lanes = ci_blocks * co_blocks;
+                    (&rb.backward_weights_k3, lanes, WEIGHT_GRAD_INVOCATIONS)
                 } else {
-                    (&self.register_blocked.backward_weights, BLOCK_ROWS)
-                };
-                let pair_blocks = pairs.div_ceil(pairs_per_block);
-                (base.col_blocks, base.row_blocks) = (u(kx_blocks), u(pair_blocks));
-                let lanes = kx_blocks * pair_blocks * g.out_channels.div_ceil(BLOCK_CHANNELS);
-                (kernel, lanes, WEIGHT_GRAD_INVOCATIONS)
+                    let kx_blocks = g.kernel.div_ceil(BLOCK_COLS);
+                    let (kernel, pairs_per_block) = if pairs <= BLOCK_ROWS / 2 {
+                        (&rb.backward_weights_narrow, BLOCK_ROWS / 2)
+                    } else {
+                        (&rb.backward_weights, BLOCK_ROWS)
+                    };
+                    let pair_blocks = pairs.div_ceil(pairs_per_block);
+                    (base.col_blocks, base.row_blocks) = (u(kx_blocks), u(pair_blocks));
+                    let lanes = kx_blocks * pair_blocks * co_blocks;
+                    (kernel, lanes, WEIGHT_GRAD_INVOCATIONS)
+                }
             }
             Conv2dVariant::Tiled => {
                 let tiles =
@@ -823,11 +835,13 @@ const fn strided(case: Case, stride: usize, pad: usize) -> Case {
 /// channels (a second row tile of one channel), 18 output and 270 input positions, and a
 /// reduction of 2112 for the input gradient; and a batch of 40 has 4000 output positions (31
 /// full column tiles and part of one), a reduction of 36 (2 full steps of 16 and part of one),
-/// 40 output channels, and weight-gradient chunks of 4 rows that end inside images.
+/// 40 output channels, and weight-gradient chunks of 4 rows that end inside images. The last
+/// runs the register-blocked 3x3 weight gradient with a partial block of input channels (6 =
+/// 4 + 2) and of output channels (35), at a batch of 9.
 /// The register-blocked forward and input gradient read packed weights where they fit two
 /// uniform bindings (the second layer fills both) and w itself where not (the k6 case, and the
 /// k8 case's input gradient).
-const CASES: [Case; 8] = [
+const CASES: [Case; 9] = [
     case(1, Shape::new(1, 28, 28), 32, 3),
     case(7, Shape::new(32, 13, 13), 64, 3),
     case(33, Shape::new(3, 7, 17), 5, 2),
@@ -836,6 +850,7 @@ const CASES: [Case; 8] = [
     case(5, Shape::new(2, 4, 4), 1, 1),
     case(3, Shape::new(2, 9, 10), 33, 8),
     case(40, Shape::new(4, 12, 12), 40, 3),
+    case(9, Shape::new(6, 9, 10), 35, 3),
 ];
 
 /// Strides and padding, for the tiled kernels: `same` padding at stride 1 (the k3 second layer
@@ -1263,6 +1278,7 @@ mod tests {
             ("BLOCK_CHANNELS", BLOCK_CHANNELS),
             ("BLOCK_ROWS", BLOCK_ROWS),
             ("BLOCK_COLS", BLOCK_COLS),
+            ("K3_BLOCK_CHANNELS", K3_BLOCK_CHANNELS),
             ("TILE_M", TILE_M),
             ("TILE_N", TILE_N),
             ("TILE_K", TILE_K),
