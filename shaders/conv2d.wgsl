@@ -228,6 +228,12 @@ fn src_window(row: u32, col: u32, last_col: u32) -> vec4<f32> {
     return vec4<f32>(0.0, src[row + min(col, last_col)], src[row + min(col + 1u, last_col)], src[row + min(col + 2u, last_col)]);
 }
 
+// src row `row` at columns col..col+3, each clamped to `last_col` (clamped ones only feed sums
+// never stored).
+fn src_quad(row: u32, col: u32, last_col: u32) -> vec4<f32> {
+    return vec4<f32>(src[row + min(col, last_col)], src[row + min(col + 1u, last_col)], src[row + min(col + 2u, last_col)], src[row + min(col + 3u, last_col)]);
+}
+
 // Slides a window one column right: (v.x, v.y, v.z, v.w) -> (v.y, v.z, v.w, next).
 fn slide(v: vec4<f32>, next: f32) -> vec4<f32> {
     return vec4<f32>(v.yzw, next);
@@ -300,10 +306,12 @@ fn store_tile(t: Tile, at: u32, stride: u32, channels: u32, cols: u32, relu: boo
 // Block: 32 output channels x 8 row segments (image, oy) x 4 columns ox0..ox0+3 = 8 Tiles.
 // Workgroups: (channel block, block_groups of lanes over (row block, column block)), see
 //   block_place; params.len of them.
-// Loop: for each ci and ky, each segment's window over x row oy+ky slides across kx (one load
-//   per segment and kx); the 32 weights w[co0..][ci][ky][kx] are shared by all 32 positions.
-//   Loads per (ci, ky): 8 * (3 + k) + 32 * k for 32 * 32 * k FMAs (packed: 8 uniform vec4
-//   loads per kx instead of the 32 weights).
+// Loop: one flat loop over the taps (ci, ky, kx); each step loads the 4 columns of each
+//   segment's x row oy+ky from ox0+kx and the 32 weights w[co0..][ci][ky][kx], shared by all
+//   32 positions: 32 + 32 loads for 32 * 32 FMAs (packed: 8 uniform vec4 loads instead of the
+//   32 weights). Nested loops over ci, ky and kx with windows that slide along kx load a third
+//   as much, but took 28 ms where this takes 23 (conv2 at batch 128 on lavapipe): there every
+//   loop boundary costs as much as many loads.
 //
 // conv2d_forward_pool, conv2d_forward_pool_packed: the same sums, then ReLU and 2x2 max
 //   pooling (stride 2, odd sizes floor) before anything is stored, as maxpool2d_forward over
@@ -539,48 +547,30 @@ fn forward_sums(place: BlockPlace, rows: Rows, packed: bool) -> Block {
     var t7 = b;
 
     let w_stride = params.in_channels * k * k;
-    for (var ci = 0u; ci < params.in_channels; ci++) {
-        for (var ky = 0u; ky < k; ky++) {
-            let row = ci * plane + ky * params.in_width;
-            let o0 = rows.r0 + row;
-            let o1 = rows.r1 + row;
-            let o2 = rows.r2 + row;
-            let o3 = rows.r3 + row;
-            let o4 = rows.r4 + row;
-            let o5 = rows.r5 + row;
-            let o6 = rows.r6 + row;
-            let o7 = rows.r7 + row;
-            var x0 = src_window(o0, ox0, last_col);
-            var x1 = src_window(o1, ox0, last_col);
-            var x2 = src_window(o2, ox0, last_col);
-            var x3 = src_window(o3, ox0, last_col);
-            var x4 = src_window(o4, ox0, last_col);
-            var x5 = src_window(o5, ox0, last_col);
-            var x6 = src_window(o6, ox0, last_col);
-            var x7 = src_window(o7, ox0, last_col);
-            let w_row = (ci * k + ky) * k;
-            for (var kx = 0u; kx < k; kx++) {
-                // Now each window holds columns ox0 + kx .. ox0 + kx + 3.
-                let next = min(ox0 + kx + 3u, last_col);
-                x0 = slide(x0, src[o0 + next]);
-                x1 = slide(x1, src[o1 + next]);
-                x2 = slide(x2, src[o2 + next]);
-                x3 = slide(x3, src[o3 + next]);
-                x4 = slide(x4, src[o4 + next]);
-                x5 = slide(x5, src[o5 + next]);
-                x6 = slide(x6, src[o6 + next]);
-                x7 = slide(x7, src[o7 + next]);
-                let w = step_weights(packed, slot0 + w_row + kx, w_row + kx, w_stride, co0, last_co);
-                t0 = tile_fma(t0, w, x0);
-                t1 = tile_fma(t1, w, x1);
-                t2 = tile_fma(t2, w, x2);
-                t3 = tile_fma(t3, w, x3);
-                t4 = tile_fma(t4, w, x4);
-                t5 = tile_fma(t5, w, x5);
-                t6 = tile_fma(t6, w, x6);
-                t7 = tile_fma(t7, w, x7);
-            }
-        }
+    let kk = k * k;
+    for (var tap = 0u; tap < params.in_channels * kk; tap++) {
+        let ci = tap / kk;
+        let ky = (tap / k) % k;
+        let kx = tap % k;
+        let row = ci * plane + ky * params.in_width;
+        let c0 = ox0 + kx;
+        let x0 = src_quad(rows.r0 + row, c0, last_col);
+        let x1 = src_quad(rows.r1 + row, c0, last_col);
+        let x2 = src_quad(rows.r2 + row, c0, last_col);
+        let x3 = src_quad(rows.r3 + row, c0, last_col);
+        let x4 = src_quad(rows.r4 + row, c0, last_col);
+        let x5 = src_quad(rows.r5 + row, c0, last_col);
+        let x6 = src_quad(rows.r6 + row, c0, last_col);
+        let x7 = src_quad(rows.r7 + row, c0, last_col);
+        let w = step_weights(packed, slot0 + tap, tap, w_stride, co0, last_co);
+        t0 = tile_fma(t0, w, x0);
+        t1 = tile_fma(t1, w, x1);
+        t2 = tile_fma(t2, w, x2);
+        t3 = tile_fma(t3, w, x3);
+        t4 = tile_fma(t4, w, x4);
+        t5 = tile_fma(t5, w, x5);
+        t6 = tile_fma(t6, w, x6);
+        t7 = tile_fma(t7, w, x7);
     }
     return Block(t0, t1, t2, t3, t4, t5, t6, t7);
 }
@@ -639,14 +629,9 @@ fn dy_at(row: u32, col: u32) -> f32 {
     return select(0.0, v, col < params.out_width);
 }
 
-// The window of dy one slide before columns col..col+3: (col + 1, col + 2, col + 3, unused).
-fn dy_window(row: u32, col: u32) -> vec4<f32> {
-    return vec4<f32>(dy_at(row, col + 1u), dy_at(row, col + 2u), dy_at(row, col + 3u), 0.0);
-}
-
-// Slides a window one column left: (v.x, v.y, v.z, v.w) -> (prev, v.x, v.y, v.z).
-fn slide_left(v: vec4<f32>, prev: f32) -> vec4<f32> {
-    return vec4<f32>(prev, v.xyz);
+// dy at columns col..col+3 of the row at `row` (zeros outside dy).
+fn dy_quad(row: u32, col: u32) -> vec4<f32> {
+    return vec4<f32>(dy_at(row, col), dy_at(row, col + 1u), dy_at(row, col + 2u), dy_at(row, col + 3u));
 }
 
 // Where image `image` (clamped to the last) starts in dy.
@@ -716,41 +701,34 @@ fn backward_input_block(place: InputPlace, packed: bool) {
     var t7 = zero;
 
     let kk = k * k;
-    for (var co = 0u; co < params.out_channels; co++) {
-        for (var ky = ky_lo; ky < ky_hi; ky++) {
-            let row = (co * params.out_height + iy - ky) * params.out_width;
-            let first = ix0 - kx_lo;
-            var d0 = dy_window(i0 + row, first);
-            var d1 = dy_window(i1 + row, first);
-            var d2 = dy_window(i2 + row, first);
-            var d3 = dy_window(i3 + row, first);
-            var d4 = dy_window(i4 + row, first);
-            var d5 = dy_window(i5 + row, first);
-            var d6 = dy_window(i6 + row, first);
-            var d7 = dy_window(i7 + row, first);
-            let w_row = co * params.in_channels * kk + ky * k;
-            for (var kx = kx_lo; kx < kx_hi; kx++) {
-                // Now each window holds dy columns ix0 - kx .. ix0 - kx + 3.
-                let prev = ix0 - kx;
-                d0 = slide_left(d0, dy_at(i0 + row, prev));
-                d1 = slide_left(d1, dy_at(i1 + row, prev));
-                d2 = slide_left(d2, dy_at(i2 + row, prev));
-                d3 = slide_left(d3, dy_at(i3 + row, prev));
-                d4 = slide_left(d4, dy_at(i4 + row, prev));
-                d5 = slide_left(d5, dy_at(i5 + row, prev));
-                d6 = slide_left(d6, dy_at(i6 + row, prev));
-                d7 = slide_left(d7, dy_at(i7 + row, prev));
-                let w = step_weights(packed, slot0 + (co * k + ky) * k + kx, w_row + kx, kk, ci0, last_ci);
-                t0 = tile_fma(t0, w, d0);
-                t1 = tile_fma(t1, w, d1);
-                t2 = tile_fma(t2, w, d2);
-                t3 = tile_fma(t3, w, d3);
-                t4 = tile_fma(t4, w, d4);
-                t5 = tile_fma(t5, w, d5);
-                t6 = tile_fma(t6, w, d6);
-                t7 = tile_fma(t7, w, d7);
-            }
-        }
+    // One flat loop over the taps (co, ky, kx) (see forward_sums).
+    let ky_count = ky_hi - ky_lo;
+    let kx_count = kx_hi - kx_lo;
+    let per_co = ky_count * kx_count;
+    for (var tap = 0u; tap < params.out_channels * per_co; tap++) {
+        let co = tap / per_co;
+        let ky = ky_lo + (tap % per_co) / kx_count;
+        let kx = kx_lo + tap % kx_count;
+        let row = (co * params.out_height + iy - ky) * params.out_width;
+        // dy columns ix0 - kx .. ix0 - kx + 3.
+        let col = ix0 - kx;
+        let d0 = dy_quad(i0 + row, col);
+        let d1 = dy_quad(i1 + row, col);
+        let d2 = dy_quad(i2 + row, col);
+        let d3 = dy_quad(i3 + row, col);
+        let d4 = dy_quad(i4 + row, col);
+        let d5 = dy_quad(i5 + row, col);
+        let d6 = dy_quad(i6 + row, col);
+        let d7 = dy_quad(i7 + row, col);
+        let w = step_weights(packed, slot0 + (co * k + ky) * k + kx, co * params.in_channels * kk + ky * k + kx, kk, ci0, last_ci);
+        t0 = tile_fma(t0, w, d0);
+        t1 = tile_fma(t1, w, d1);
+        t2 = tile_fma(t2, w, d2);
+        t3 = tile_fma(t3, w, d3);
+        t4 = tile_fma(t4, w, d4);
+        t5 = tile_fma(t5, w, d5);
+        t6 = tile_fma(t6, w, d6);
+        t7 = tile_fma(t7, w, d7);
     }
     bwd_input_store(t0, n0, iy, ci0, ix0);
     bwd_input_store(t1, n0 + 1u, iy, ci0, ix0);
