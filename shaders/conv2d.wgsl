@@ -107,11 +107,13 @@ fn outer_acc(acc: mat4x4<f32>, a: vec4<f32>, b: vec4<f32>) -> mat4x4<f32> {
 // block of sums in registers and uses every value it loads many times:
 //   - A `Tile` is 32 channels x 4 positions of sums (eight mat4x4). A step adds the outer
 //     product of 32 channel values (`Channels`) and 4 position values (a vec4): 128 FMAs for
-//     36 loads, fewer where the 4 position values come from a sliding window (below).
+//     36 loads.
 //   - A block is 8 Tiles: 32 channels x 8 rows x 4 columns (for the weight gradient: 32 output
-//     channels x 8 (ci, ky) pairs x 4 kx). The 32 channel values of a step are shared by the
-//     8 rows; each row's 4 values are a window that slides one column per step along kx (or
-//     ox), so it costs one new load per step, not four.
+//     channels x 8 (ci, ky) pairs x 4 kx, or for 3x3 kernels 9 Tiles of 36 weights). The 32
+//     channel values of a step are shared by the 8 rows.
+//   - Loops are few and flat: one loop over the taps (or positions) rather than nested loops
+//     with windows that slide along a row. The nested form loads a third as much but runs
+//     slower: at every loop boundary lavapipe's code pays for the block's 1024 sums.
 // lavapipe unrolls only small innermost loops with constant trip counts, and a private array
 // indexed by a loop counter lives in memory, so the 8 Tiles are named variables and the code
 // over them is written out; the kernel size k stays a runtime value (the windows slide).
@@ -1258,9 +1260,9 @@ fn conv2d_pack_backward_input_weights(@builtin(global_invocation_id) gid: vec3<u
 // Block: 32 output channels x the 36 weights (ci, ky, kx) of 4 input channels ci0..ci0+3, in
 //   dw order, 4 per Tile = 9 Tiles; plus the 32 bias sums (stored by ci block 0).
 // Lanes: (chunk, channel block, ci block), ci block fastest; params.len of them.
-// Loop: over the chunk's segments and ox, a 3-wide window over each of the 12 x rows
-//   (ci, oy + ky) slides right one column per ox (one load each); Tile j takes weights 4j..4j+3
-//   from those windows. Loads per position: 12 + 32 for 32 * 36 FMAs.
+// Loop: one flat loop over the chunk's positions (segment, ox), loading columns ox..ox+2 of
+//   each of the 12 x rows (ci, oy + ky) and the 32 dy values; Tile j takes weights 4j..4j+3
+//   from those rows. Loads per position: 36 + 32 for 32 * 36 FMAs.
 // ---------------------------------------------------------------------------------------------
 
 // Input channels of a k3 block (the host mirrors it); the code below is written for 4.
@@ -1273,9 +1275,9 @@ fn k3_store(t: Tile, at: u32, j: u32, live: u32, co0: u32) {
     }
 }
 
-// Slides a 3-wide window one column right: (a, b, c) -> (b, c, next).
-fn slide3(v: vec3<f32>, next: f32) -> vec3<f32> {
-    return vec3<f32>(v.yz, next);
+// src[at], src[at + 1], src[at + 2] (all inside the row: ox + 2 < in_width for k = 3).
+fn src_triple(at: u32) -> vec3<f32> {
+    return vec3<f32>(src[at], src[at + 1u], src[at + 2u]);
 }
 
 // Where x row (ci0 + i / 3, ky = i % 3) of image 0 starts (channels clamped to the last).
@@ -1323,54 +1325,40 @@ fn conv2d_backward_weights_k3(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num
     var t7 = zero;
     var t8 = zero;
 
-    let first = chunk * params.chunk_rows;
-    let end = min(first + params.chunk_rows, params.batch * params.out_height);
-    for (var seg = first; seg < end; seg++) {
+    // One flat loop over the chunk's positions (segment, ox) (see forward_sums).
+    let first = chunk * params.chunk_rows * ow;
+    let end = min(first + params.chunk_rows * ow, params.batch * params.out_height * ow);
+    for (var pos = first; pos < end; pos++) {
+        let seg = pos / ow;
+        let ox = pos % ow;
         let img = seg / params.out_height;
         let oy = seg % params.out_height;
-        let row = (img * params.in_channels * params.in_height + oy) * params.in_width;
-        let dy_at_ox0 = (img * params.out_channels * params.out_height + oy) * ow;
-        // Each window holds (unused, x[0], x[1]) before the first slide.
-        var w0 = src_window(row + r0, 0u, last_col).xyz;
-        var w1 = src_window(row + r1, 0u, last_col).xyz;
-        var w2 = src_window(row + r2, 0u, last_col).xyz;
-        var w3 = src_window(row + r3, 0u, last_col).xyz;
-        var w4 = src_window(row + r4, 0u, last_col).xyz;
-        var w5 = src_window(row + r5, 0u, last_col).xyz;
-        var w6 = src_window(row + r6, 0u, last_col).xyz;
-        var w7 = src_window(row + r7, 0u, last_col).xyz;
-        var w8 = src_window(row + r8, 0u, last_col).xyz;
-        var w9 = src_window(row + r9, 0u, last_col).xyz;
-        var w10 = src_window(row + r10, 0u, last_col).xyz;
-        var w11 = src_window(row + r11, 0u, last_col).xyz;
-        for (var ox = 0u; ox < ow; ox++) {
-            // Now each window holds x columns ox .. ox + 2.
-            let next = row + min(ox + 2u, last_col);
-            w0 = slide3(w0, src[next + r0]);
-            w1 = slide3(w1, src[next + r1]);
-            w2 = slide3(w2, src[next + r2]);
-            w3 = slide3(w3, src[next + r3]);
-            w4 = slide3(w4, src[next + r4]);
-            w5 = slide3(w5, src[next + r5]);
-            w6 = slide3(w6, src[next + r6]);
-            w7 = slide3(w7, src[next + r7]);
-            w8 = slide3(w8, src[next + r8]);
-            w9 = slide3(w9, src[next + r9]);
-            w10 = slide3(w10, src[next + r10]);
-            w11 = slide3(w11, src[next + r11]);
-            let d = factor32(dy_at_ox0 + ox, dy_plane, co0, last_co);
-            bias_sum = Channels(bias_sum.lo + d.lo, bias_sum.hi + d.hi);
-            // Weight t of the block is row t / 3, column t % 3.
-            t0 = tile_fma(t0, d, vec4<f32>(w0, w1.x));
-            t1 = tile_fma(t1, d, vec4<f32>(w1.yz, w2.xy));
-            t2 = tile_fma(t2, d, vec4<f32>(w2.z, w3));
-            t3 = tile_fma(t3, d, vec4<f32>(w4, w5.x));
-            t4 = tile_fma(t4, d, vec4<f32>(w5.yz, w6.xy));
-            t5 = tile_fma(t5, d, vec4<f32>(w6.z, w7));
-            t6 = tile_fma(t6, d, vec4<f32>(w8, w9.x));
-            t7 = tile_fma(t7, d, vec4<f32>(w9.yz, w10.xy));
-            t8 = tile_fma(t8, d, vec4<f32>(w10.z, w11));
-        }
+        let at = (img * params.in_channels * params.in_height + oy) * params.in_width + ox;
+        // x columns ox .. ox + 2 of each of the 12 rows.
+        let w0 = src_triple(at + r0);
+        let w1 = src_triple(at + r1);
+        let w2 = src_triple(at + r2);
+        let w3 = src_triple(at + r3);
+        let w4 = src_triple(at + r4);
+        let w5 = src_triple(at + r5);
+        let w6 = src_triple(at + r6);
+        let w7 = src_triple(at + r7);
+        let w8 = src_triple(at + r8);
+        let w9 = src_triple(at + r9);
+        let w10 = src_triple(at + r10);
+        let w11 = src_triple(at + r11);
+        let d = factor32((img * params.out_channels * params.out_height + oy) * ow + ox, dy_plane, co0, last_co);
+        bias_sum = Channels(bias_sum.lo + d.lo, bias_sum.hi + d.hi);
+        // Weight t of the block is row t / 3, column t % 3.
+        t0 = tile_fma(t0, d, vec4<f32>(w0, w1.x));
+        t1 = tile_fma(t1, d, vec4<f32>(w1.yz, w2.xy));
+        t2 = tile_fma(t2, d, vec4<f32>(w2.z, w3));
+        t3 = tile_fma(t3, d, vec4<f32>(w4, w5.x));
+        t4 = tile_fma(t4, d, vec4<f32>(w5.yz, w6.xy));
+        t5 = tile_fma(t5, d, vec4<f32>(w6.z, w7));
+        t6 = tile_fma(t6, d, vec4<f32>(w8, w9.x));
+        t7 = tile_fma(t7, d, vec4<f32>(w9.yz, w10.xy));
+        t8 = tile_fma(t8, d, vec4<f32>(w10.z, w11));
     }
     // dw[co][ci0 * 9 + t] for the block's weights t < 9 * (in_channels - ci0).
     let at = chunk * params.partial_stride + co0 * 9u * params.in_channels + ci0 * 9u;
