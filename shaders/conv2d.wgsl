@@ -1254,6 +1254,132 @@ fn conv2d_pack_backward_input_weights(@builtin(global_invocation_id) gid: vec3<u
 }
 
 // ---------------------------------------------------------------------------------------------
+// conv2d_backward_weights_pooled: conv2d_backward_weights_narrow for a convolution whose
+//   output went through ReLU and 2x2 max pooling (conv2d_forward_pool), reading the pooling's
+//   output gradient instead of dy: dy is dpooled at each window's winner where the pooled
+//   value is > 0, and 0 everywhere else (the backward of the pooling and of the ReLU, as
+//   maxpool2d_backward with relu_mask computes it), so the pooling's backward pass and its
+//   4x larger gradient are never needed. For layers without an input gradient (the first).
+// Bindings: src = x, dst = partials, factor = dpooled, (4) pooled_y, (7) pool_argmax.
+// Block and lanes as the narrow kernel (at most 4 (ci, ky) pairs, k <= 4: one kx block), but
+//   chunks of pooled row segments (image, py), params.chunk_rows of them.
+// Loop: one flat loop over the chunk's windows; per window the 32 channels' dpooled, pooled
+//   value and argmax (96 loads) give the dy of its 4 positions, and each position adds
+//   dy (x) the 4 columns of x from its column on each pair's row.
+// ---------------------------------------------------------------------------------------------
+
+@group(0) @binding(4) var<storage, read> pooled_y: array<f32>;
+
+// One channel's pooled gradient at window index `o` (channel c's): (dpooled, which position of
+// the window takes it: 0 to 3 row-major, 4 for none, where the pooled value is not > 0).
+// `window`: the window's top left within channel c of the image of y.
+fn window_grad1(o: u32, c: u32, window: u32) -> vec2<f32> {
+    let w = params.out_width;
+    let rel = pool_argmax[o] - c * params.out_height * w - window;
+    let which = select(select(select(select(4.0, 3.0, rel == w + 1u), 2.0, rel == w), 1.0, rel == 1u), 0.0, rel == 0u);
+    return vec2<f32>(factor[o], select(4.0, which, pooled_y[o] > 0.0));
+}
+
+// window_grad1 of 4 channels c0.. (clamped to the last): columns (dpooled, which).
+fn window_grad4(base: u32, pooled: u32, c0: u32, window: u32) -> mat2x4<f32> {
+    let last = params.out_channels - 1u;
+    let a = window_grad1(base + min(c0, last) * pooled, min(c0, last), window);
+    let b = window_grad1(base + min(c0 + 1u, last) * pooled, min(c0 + 1u, last), window);
+    let c = window_grad1(base + min(c0 + 2u, last) * pooled, min(c0 + 2u, last), window);
+    let d = window_grad1(base + min(c0 + 3u, last) * pooled, min(c0 + 3u, last), window);
+    return mat2x4<f32>(vec4<f32>(a.x, b.x, c.x, d.x), vec4<f32>(a.y, b.y, c.y, d.y));
+}
+
+// The pooled gradient of 32 channels at one window, 4 channels per entry.
+struct WindowGrad {
+    q0: mat2x4<f32>,
+    q1: mat2x4<f32>,
+    q2: mat2x4<f32>,
+    q3: mat2x4<f32>,
+    q4: mat2x4<f32>,
+    q5: mat2x4<f32>,
+    q6: mat2x4<f32>,
+    q7: mat2x4<f32>,
+}
+
+fn window_grad(base: u32, pooled: u32, co: u32, window: u32) -> WindowGrad {
+    return WindowGrad(window_grad4(base, pooled, co, window), window_grad4(base, pooled, co + 4u, window), window_grad4(base, pooled, co + 8u, window), window_grad4(base, pooled, co + 12u, window), window_grad4(base, pooled, co + 16u, window), window_grad4(base, pooled, co + 20u, window), window_grad4(base, pooled, co + 24u, window), window_grad4(base, pooled, co + 28u, window));
+}
+
+fn dy_at_position(q: mat2x4<f32>, position: f32) -> vec4<f32> {
+    return select(vec4<f32>(0.0), q[0], q[1] == vec4<f32>(position));
+}
+
+// The 32 channels' dy at one position (0 to 3) of the window.
+fn window_dy(g: WindowGrad, position: f32) -> Channels {
+    let lo = mat4x4<f32>(dy_at_position(g.q0, position), dy_at_position(g.q1, position), dy_at_position(g.q2, position), dy_at_position(g.q3, position));
+    let hi = mat4x4<f32>(dy_at_position(g.q4, position), dy_at_position(g.q5, position), dy_at_position(g.q6, position), dy_at_position(g.q7, position));
+    return Channels(lo, hi);
+}
+
+// The 4 pairs' Tiles of the pooled weight gradient.
+struct PairTiles {
+    t0: Tile,
+    t1: Tile,
+    t2: Tile,
+    t3: Tile,
+}
+
+// Adds one position's dy (x) the 4 x columns from `col` of each pair's row (`row`: the
+// position's row of the image, channel 0).
+fn pooled_position(t: PairTiles, d: Channels, row: u32, col: u32, p: vec4<u32>) -> PairTiles {
+    let last_col = params.in_width - 1u;
+    return PairTiles(tile_fma(t.t0, d, src_quad(row + p.x, col, last_col)), tile_fma(t.t1, d, src_quad(row + p.y, col, last_col)), tile_fma(t.t2, d, src_quad(row + p.z, col, last_col)), tile_fma(t.t3, d, src_quad(row + p.w, col, last_col)));
+}
+
+@compute @workgroup_size(BLOCK_WORKGROUP)
+fn conv2d_backward_weights_pooled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let lane = block_lane(wg, nwg, lid);
+    if lane >= params.len {
+        return;
+    }
+    let co_blocks = (params.out_channels + BLOCK_CHANNELS - 1u) / BLOCK_CHANNELS;
+    let co0 = (lane % co_blocks) * BLOCK_CHANNELS;
+    let chunk = lane / co_blocks;
+    let ph = params.out_height / 2u;
+    let pw = params.out_width / 2u;
+    let pooled = ph * pw;
+    let pairs = vec4<u32>(pair_origin(0u), pair_origin(1u), pair_origin(2u), pair_origin(3u));
+
+    var bias_sum = Channels(mat4x4<f32>(), mat4x4<f32>());
+    let zero = tile_splat(bias_sum);
+    var t = PairTiles(zero, zero, zero, zero);
+
+    let first = chunk * params.chunk_rows * pw;
+    let end = min(first + params.chunk_rows * pw, params.batch * pooled);
+    for (var w = first; w < end; w++) {
+        let img = w / pooled;
+        let py = (w % pooled) / pw;
+        let px = w % pw;
+        let window = 2u * py * params.out_width + 2u * px;
+        let g = window_grad(img * params.out_channels * pooled + py * pw + px, pooled, co0, window);
+        let top = (img * params.in_channels * params.in_height + 2u * py) * params.in_width;
+        let d0 = window_dy(g, 0.0);
+        let d1 = window_dy(g, 1.0);
+        let d2 = window_dy(g, 2.0);
+        let d3 = window_dy(g, 3.0);
+        bias_sum = Channels(bias_sum.lo + d0.lo + d1.lo + d2.lo + d3.lo, bias_sum.hi + d0.hi + d1.hi + d2.hi + d3.hi);
+        t = pooled_position(t, d0, top, 2u * px, pairs);
+        t = pooled_position(t, d1, top, 2u * px + 1u, pairs);
+        t = pooled_position(t, d2, top + params.in_width, 2u * px, pairs);
+        t = pooled_position(t, d3, top + params.in_width, 2u * px + 1u, pairs);
+    }
+    let chunk_at = chunk * params.partial_stride;
+    bwd_weights_store(t.t0, chunk_at, 0u, co0, 0u);
+    bwd_weights_store(t.t1, chunk_at, 1u, co0, 0u);
+    bwd_weights_store(t.t2, chunk_at, 2u, co0, 0u);
+    bwd_weights_store(t.t3, chunk_at, 3u, co0, 0u);
+    // Position 0 of a Tile of the bias sums, stored at channel stride 1.
+    let at = chunk_at + params.out_channels * params.in_channels * params.kernel * params.kernel + co0;
+    store_tile(tile_splat(bias_sum), at, 1u, params.out_channels - co0, 1u, false);
+}
+
+// ---------------------------------------------------------------------------------------------
 // conv2d_backward_weights_k3: the partial sums of conv2d_backward_weights for k = 3, without
 //   the kx = 3 column that a 3-wide kernel leaves empty in every Tile of the general block (a
 //   quarter of its sums).

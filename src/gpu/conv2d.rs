@@ -32,7 +32,7 @@ use crate::cpu::activation::activation_forward;
 use crate::cpu::conv2d::{
     conv2d_backward_input, conv2d_backward_weights, conv2d_forward, Conv2dGeometry,
 };
-use crate::cpu::pool2d::{maxpool2d_forward, pool2d_output};
+use crate::cpu::pool2d::{maxpool2d_backward, maxpool2d_forward, pool2d_output};
 use crate::model::{Activation, Shape};
 
 pub const SOURCE: &str = include_str!("../../shaders/conv2d.wgsl");
@@ -312,6 +312,8 @@ struct RegisterBlockedKernels {
     /// The weight gradient for 3x3 kernels, with blocks of 4 input channels' 36 weights
     /// (general blocks of 4 kx leave a quarter of their sums empty at k = 3).
     backward_weights_k3: Kernel,
+    /// The narrow weight gradient reading the gradient of a fused ReLU and max pooling.
+    backward_weights_pooled: Kernel,
 }
 
 /// A register-blocked pass that reads packed weights, and the kernel that packs them.
@@ -380,6 +382,10 @@ impl Conv2dKernels {
                 backward_weights: blocked_kernel("conv2d_backward_weights", plain),
                 backward_weights_narrow: blocked_kernel("conv2d_backward_weights_narrow", plain),
                 backward_weights_k3: blocked_kernel("conv2d_backward_weights_k3", plain),
+                backward_weights_pooled: blocked_kernel(
+                    "conv2d_backward_weights_pooled",
+                    blocked_pool,
+                ),
             },
             tiled: TiledKernels {
                 forward: kernel("conv2d_forward_tiled", with_bias),
@@ -719,6 +725,75 @@ impl Conv2dKernels {
                 (&self.tiled.backward_weights, tiles, TILED_WORKGROUPS)
             }
         };
+        let work = (rows, per_chunk, target);
+        self.weight_grad_sums(ctx, (variant, g, base), work, kernel, (x, &[dy]), (dw, db))
+    }
+
+    /// dw and db from the ReLU and 2x2 max pooling that followed the convolution
+    /// (`forward_relu_maxpool`): `dpooled` is the gradient at the pooled output, `pooled` and
+    /// `argmax` what the forward wrote. The same as `Pool2dKernels::backward` with its ReLU
+    /// mask, then `backward_weights`, in one register-blocked pass that never forms dy. `None`
+    /// where `variant` does not run it for this layer (it takes at most 4 (ci, ky) pairs and
+    /// k <= 4, as in a first layer): the caller then runs the two passes.
+    #[allow(clippy::too_many_arguments)]
+    pub fn backward_weights_pooled(
+        &self,
+        ctx: &GpuContext,
+        variant: Conv2dVariant,
+        g: Conv2dGeometry,
+        n: usize,
+        x: View,
+        (dpooled, pooled, argmax): (View, View, View),
+        (dw, db): (View, View),
+    ) -> Option<Vec<Dispatch>> {
+        let out = g.output();
+        let narrow = g.input.channels * g.kernel <= BLOCK_ROWS / 2 && g.kernel <= BLOCK_COLS;
+        let runs = variant.for_geometry(g) == Conv2dVariant::RegisterBlocked;
+        if !(narrow && runs && out.height >= 2 && out.width >= 2) {
+            return None;
+        }
+        let pooled_len = n * g.out_channels * (out.height / 2) * (out.width / 2);
+        expect_elements(&x, n * g.input.len(), "x");
+        expect_elements(&dpooled, pooled_len, "dpooled");
+        expect_elements(&pooled, pooled_len, "pooled");
+        expect_elements(&argmax, pooled_len, "argmax");
+        expect_elements(&dw, weight_len(g), "dw");
+        expect_elements(&db, g.out_channels, "db");
+        let base = Conv2dParams::new(g, n);
+        // Chunks of pooled row segments, one lane per block of output channels.
+        let work = (
+            n * (out.height / 2),
+            g.out_channels.div_ceil(BLOCK_CHANNELS),
+            WEIGHT_GRAD_INVOCATIONS,
+        );
+        let kernel = &self.register_blocked.backward_weights_pooled;
+        let unused = View::whole(&self.unused_packed);
+        let inputs = [dpooled, pooled, unused, unused, argmax];
+        let variant = Conv2dVariant::RegisterBlocked;
+        Some(self.weight_grad_sums(
+            ctx,
+            (variant, g, base),
+            work,
+            kernel,
+            (x, &inputs),
+            (dw, db),
+        ))
+    }
+
+    /// A weight-gradient pass of `kernel` into partial sums over chunks of `rows` row segments,
+    /// `per_chunk` lanes (register-blocked) or tiles (tiled) per chunk and about `target` in
+    /// all, then their reduction into dw and db. The kernel's bindings: params, `x`, the
+    /// partial sums, then `inputs`.
+    #[allow(clippy::too_many_arguments)]
+    fn weight_grad_sums(
+        &self,
+        ctx: &GpuContext,
+        (variant, g, base): (Conv2dVariant, Conv2dGeometry, Conv2dParams),
+        (rows, per_chunk, target): (usize, usize, usize),
+        kernel: &Kernel,
+        (x, inputs): (View, &[View]),
+        (dw, db): (View, View),
+    ) -> Vec<Dispatch> {
         let (mut chunks, mut chunk_rows) = weight_grad_chunks(rows, per_chunk, target);
         // Each chunk holds the partial dw, then the partial db.
         let stride = weight_len(g) + g.out_channels;
@@ -730,7 +805,7 @@ impl Conv2dKernels {
                 storage(ctx, "conv2d partial sums", 4 * stride as u64)
             })
             .expect("conv2d: dw and db fit in one storage binding");
-        base = Conv2dParams {
+        let base = Conv2dParams {
             chunk_rows: u(chunk_rows),
             chunks: u(chunks),
             partial_stride: u(stride),
@@ -749,22 +824,20 @@ impl Conv2dKernels {
             self.reduce(ctx, base, &partials, (first, len), out, variant)
         };
         let (weights, channels) = (weight_len(g), g.out_channels);
-        vec![kernel.dispatch(
-            ctx,
-            &[View::whole(&sums), x, View::whole(&partials), dy],
-            workgroups,
-        )]
-        .into_iter()
-        .chain(match spanning(dw, db) {
-            // One pass instead of two where db follows dw in one buffer (the parameter
-            // buffers' layout): lavapipe pays a fixed cost per dispatch.
-            Some((both, gap)) => vec![reduce(0, weights + channels, (both, weights, gap))],
-            None => vec![
-                reduce(0, weights, (dw, weights, 0)),
-                reduce(weights, channels, (db, channels, 0)),
-            ],
-        })
-        .collect()
+        let mut bindings = vec![View::whole(&sums), x, View::whole(&partials)];
+        bindings.extend_from_slice(inputs);
+        vec![kernel.dispatch(ctx, &bindings, workgroups)]
+            .into_iter()
+            .chain(match spanning(dw, db) {
+                // One pass instead of two where db follows dw in one buffer (the parameter
+                // buffers' layout): lavapipe pays a fixed cost per dispatch.
+                Some((both, gap)) => vec![reduce(0, weights + channels, (both, weights, gap))],
+                None => vec![
+                    reduce(0, weights, (dw, weights, 0)),
+                    reduce(weights, channels, (db, channels, 0)),
+                ],
+            })
+            .collect()
     }
 }
 
@@ -853,6 +926,14 @@ const CASES: [Case; 9] = [
     case(9, Shape::new(6, 9, 10), 35, 3),
 ];
 
+/// More first layers for the weight gradient from a fused ReLU and max pooling: 2 input
+/// channels with a k2 kernel (4 (ci, ky) pairs), 5 output channels and an odd pooled width;
+/// 40 output channels (a second block) at a batch of 33 with an odd width too.
+const POOLED_CASES: [Case; 2] = [
+    case(7, Shape::new(2, 9, 8), 5, 2),
+    case(33, Shape::new(1, 12, 11), 40, 3),
+];
+
 /// Strides and padding, for the tiled kernels: `same` padding at stride 1 (the k3 second layer
 /// of a padded model, and k5 with two zeros a side), stride 2 with and without padding on odd
 /// sizes (the last input rows are never read), and stride 3 with a k2 kernel (inputs between
@@ -881,8 +962,10 @@ struct CheckNames {
     backward_input: &'static str,
     backward_weights: &'static str,
     reproducible: &'static str,
-    /// Where the variant fuses the ReLU and max pooling into the forward.
+    /// Where the variant fuses the ReLU and max pooling into the forward, and their backward
+    /// into the weight gradient.
     forward_relu_maxpool: Option<&'static str>,
+    backward_weights_maxpool: Option<&'static str>,
 }
 
 macro_rules! check_names {
@@ -895,6 +978,11 @@ macro_rules! check_names {
             reproducible: concat!("conv2d[", $variant, "] (bit-reproducible)"),
             forward_relu_maxpool: if $pools {
                 Some(concat!("conv2d_forward+relu+maxpool[", $variant, "]"))
+            } else {
+                None
+            },
+            backward_weights_maxpool: if $pools {
+                Some(concat!("conv2d_backward_weights+maxpool[", $variant, "]"))
             } else {
                 None
             },
@@ -988,6 +1076,22 @@ pub fn checks() -> Vec<CrossCheck> {
             checks.push(CrossCheck::new(name, case_shape(case), move |ctx| {
                 check_forward_relu_maxpool(ctx, &shared.get(ctx), variant, case)
             }));
+        }
+        let narrow = CASES.into_iter().chain(POOLED_CASES).filter(|case| {
+            let out = case.g.output();
+            let (g, k) = (case.g, case.g.kernel);
+            g.input.channels * k <= BLOCK_ROWS / 2
+                && k <= BLOCK_COLS
+                && out.height >= 2
+                && out.width >= 2
+        });
+        if let Some(name) = names.backward_weights_maxpool {
+            for case in narrow {
+                let shared = shared.clone();
+                checks.push(CrossCheck::new(name, case_shape(case), move |ctx| {
+                    check_backward_weights_pooled(ctx, &shared.get(ctx), variant, case)
+                }));
+            }
         }
         let (rerun, shared) = (CASES[1], shared.clone());
         checks.push(CrossCheck::new(
@@ -1182,6 +1286,59 @@ fn check_backward_weights(
         .merge(compare(gpu_db, &cpu_db))
         .merge(compare(gap, &vec![MARKER; gap.len()]));
     Ok(apart.merge(together))
+}
+
+/// The weight gradient from the pooled gradient against the CPU's max pooling backward (masked
+/// by the pooled ReLU outputs), then its weight gradient, with the pooled outputs and argmax of
+/// the CPU's forward.
+fn check_backward_weights_pooled(
+    ctx: &GpuContext,
+    kernels: &Conv2dKernels,
+    variant: Conv2dVariant,
+    case: Case,
+) -> Result<Comparison> {
+    let (g, n, data) = (case.g, case.n, CaseData::new(case));
+    let out = g.output();
+    let len = n * pool2d_output(out).len();
+    let mut y = vec![0.0; n * out.len()];
+    conv2d_forward(g, &data.x, &data.w, &data.b, &mut y);
+    let pre_activation = y.clone();
+    activation_forward(Activation::Relu, &pre_activation, &mut y);
+    let (mut pooled, mut argmax) = (vec![0.0; len], vec![0; len]);
+    maxpool2d_forward(out, &y, &mut pooled, &mut argmax);
+    let dpooled = random_vec(len, len as u64, -1.0, 1.0);
+    let masked: Vec<f32> = dpooled
+        .iter()
+        .zip(&pooled)
+        .map(|(&d, &p)| if p > 0.0 { d } else { 0.0 })
+        .collect();
+    let mut dy = vec![0.0; n * out.len()];
+    maxpool2d_backward(out, &masked, &argmax, &mut dy);
+    let (mut cpu_dw, mut cpu_db) = (vec![0.0; weight_len(g)], vec![0.0; g.out_channels]);
+    conv2d_backward_weights(g, &data.x, &dy, &mut cpu_dw, &mut cpu_db);
+
+    let x = storage_init(ctx, "x", &data.x)?;
+    let (dpooled, pooled) = (
+        storage_init(ctx, "dpooled", &dpooled)?,
+        storage_init(ctx, "pooled", &pooled)?,
+    );
+    let argmax = storage_init(ctx, "argmax", &argmax)?;
+    let dw = storage(ctx, "dw", 4 * weight_len(g) as u64)?;
+    let db = storage(ctx, "db", 4 * g.out_channels as u64)?;
+    let pooling = ((&dpooled).into(), (&pooled).into(), (&argmax).into());
+    let grads = ((&dw).into(), (&db).into());
+    let Some(dispatches) =
+        kernels.backward_weights_pooled(ctx, variant, g, n, (&x).into(), pooling, grads)
+    else {
+        anyhow::bail!(
+            "conv2d: the {} variant does not fold the pooling",
+            variant.name()
+        );
+    };
+    run(ctx, &dispatches.iter().collect::<Vec<_>>());
+    let gpu_dw = read_buffer::<f32>(ctx, &dw, 0, weight_len(g))?;
+    let gpu_db = read_buffer::<f32>(ctx, &db, 0, g.out_channels)?;
+    Ok(compare(&gpu_dw, &cpu_dw).merge(compare(&gpu_db, &cpu_db)))
 }
 
 /// Every output of every kernel of `variant`, as bits, from one run on fresh buffers.

@@ -260,6 +260,14 @@ fn maxpool_fused_into_conv(plan: &Plan, i: usize) -> bool {
         && relu_fused_into_conv(plan, i - 1)
 }
 
+/// The backward of that max pooling and ReLU (see `maxpool_fused_into_conv`) after the first
+/// convolution (step `i`, which needs no input gradient) runs with its weight gradient as one
+/// op, which the register-blocked variant fuses into one kernel that never forms the gradient
+/// at the convolution's output.
+fn maxpool_backward_fused_into_conv(plan: &Plan, i: usize) -> bool {
+    i == 0 && maxpool_fused_into_conv(plan, i + 2)
+}
+
 /// A ReLU right after a convolution runs inside the convolution's kernel.
 fn relu_fused_into_conv(plan: &Plan, i: usize) -> bool {
     plan.steps[i].layer == Layer::Activation(Activation::Relu)
@@ -552,6 +560,33 @@ fn backward_step(
         let dx = (i > 0).then(|| layout.buf(layout.grad[i - 1]));
         let x = layout.input_of(i);
         match step.layer {
+            Layer::Conv2d { .. } if maxpool_backward_fused_into_conv(plan, i) => {
+                let w = step.weight_index.expect("conv has parameters");
+                let (dw, db) = (p.view(&p.grads, w), p.view(&p.grads, w + 1));
+                let g = Conv2dGeometry::of(step);
+                let pool = i + 2;
+                let pooling = (
+                    layout.buf(layout.grad[pool]),
+                    layout.buf(layout.output[pool]),
+                    layout.buf(layout.argmax[pool].expect("max pooling has an argmax")),
+                );
+                let op = "conv2d_backward_weights+maxpool";
+                out.extend(tune_conv(ctx, tuner, op, g, n, |v| {
+                    let grads = (dw, db);
+                    let fused = k
+                        .conv2d
+                        .backward_weights_pooled(ctx, v, g, n, x, pooling, grads);
+                    fused.unwrap_or_else(|| {
+                        let (dpooled, pooled, argmax) = pooling;
+                        let s = g.output();
+                        let relu = (dpooled, argmax, Some(pooled));
+                        let mut apart = vec![k.pool2d.backward(ctx, Pool::Max, s, n, relu, dy)];
+                        apart.extend(k.conv2d.backward_weights(ctx, v, g, n, x, dy, dw, db));
+                        apart
+                    })
+                })?);
+            }
+            Layer::Pool2d(_) if i >= 2 && maxpool_backward_fused_into_conv(plan, i - 2) => {}
             Layer::Conv2d { .. } => {
                 let w = step.weight_index.expect("conv has parameters");
                 let (dw, db) = (p.view(&p.grads, w), p.view(&p.grads, w + 1));
