@@ -236,6 +236,12 @@ fn src_quad(row: u32, col: u32, last_col: u32) -> vec4<f32> {
     return vec4<f32>(src[row + min(col, last_col)], src[row + min(col + 1u, last_col)], src[row + min(col + 2u, last_col)], src[row + min(col + 3u, last_col)]);
 }
 
+// src at the 4 positions of `p` from the row starting at `row` and column `col` (columns
+// clamped to `last_col`).
+fn src_pattern(row: u32, col: u32, p: Pattern, last_col: u32) -> vec4<f32> {
+    return vec4<f32>(src[row + p.row.x + min(col + p.col.x, last_col)], src[row + p.row.y + min(col + p.col.y, last_col)], src[row + p.row.z + min(col + p.col.z, last_col)], src[row + p.row.w + min(col + p.col.w, last_col)]);
+}
+
 // Slides a window one column right: (v.x, v.y, v.z, v.w) -> (v.y, v.z, v.w, next).
 fn slide(v: vec4<f32>, next: f32) -> vec4<f32> {
     return vec4<f32>(v.yzw, next);
@@ -321,9 +327,11 @@ fn store_tile(t: Tile, at: u32, stride: u32, channels: u32, cols: u32, relu: boo
 //   of y (c*h*w space; the first maximum in row-major window order wins ties). y itself is
 //   never written: storing it would cost 4x the pooled stores, and nothing reads it (the
 //   pooling's backward needs only the pooled y and the argmax).
-//   Block rows: 4 pooled row segments (image, py) x their 2 rows 2py, 2py+1; block columns:
-//   2 windows. Row segments number (image, py) as one list; the conv rows and columns that no
-//   window reads (the last of an odd size) are not computed.
+//   Block: 32 output channels x 8 windows, consecutive in (image, py, px) order; a Tile's 4
+//   positions are one window's (top left, top right, bottom left, bottom right). So no sums
+//   are spent on columns past the last window or on the conv rows and columns that no window
+//   reads (the last of an odd size). Workgroups as conv2d_forward's, with blocks of 8 windows
+//   for blocks of rows and one column block.
 // ---------------------------------------------------------------------------------------------
 
 @group(0) @binding(7) var<storage, read_write> pool_argmax: array<u32>;
@@ -336,8 +344,10 @@ fn bias4(first: u32, last: u32) -> vec4<f32> {
     return vec4<f32>(bias[min(first, last)], bias[min(first + 1u, last)], bias[min(first + 2u, last)], bias[min(first + 3u, last)]);
 }
 
-// Where the 8 rows of a forward block read x: image n, channel 0, row oy (+ ky, ci later).
-struct Rows {
+// Where the 8 Tiles of a forward block read x: Tile i's 4 positions are x[n][ci + ...][row
+// + ky][col + kx] at image row start `r<i>` (channel 0) and column `c<i>`, offset by the
+// block's `Pattern`.
+struct Origins {
     r0: u32,
     r1: u32,
     r2: u32,
@@ -346,6 +356,22 @@ struct Rows {
     r5: u32,
     r6: u32,
     r7: u32,
+    c0: u32,
+    c1: u32,
+    c2: u32,
+    c3: u32,
+    c4: u32,
+    c5: u32,
+    c6: u32,
+    c7: u32,
+}
+
+// The 4 positions of a Tile relative to its origin: elements to add to the row start, and
+// columns to add to the column (clamped to the last column: clamped positions only feed sums
+// never stored). Rows: 4 columns of one row; windows: 2 columns of 2 rows.
+struct Pattern {
+    row: vec4<u32>,
+    col: vec4<u32>,
 }
 
 // The 8 Tiles of sums of a forward block, one per row.
@@ -371,8 +397,8 @@ fn fwd_origin(seg: u32) -> u32 {
     return x_row(s / params.out_height, s % params.out_height);
 }
 
-fn fwd_rows(seg0: u32) -> Rows {
-    return Rows(fwd_origin(seg0), fwd_origin(seg0 + 1u), fwd_origin(seg0 + 2u), fwd_origin(seg0 + 3u), fwd_origin(seg0 + 4u), fwd_origin(seg0 + 5u), fwd_origin(seg0 + 6u), fwd_origin(seg0 + 7u));
+fn fwd_origins(seg0: u32, col: u32) -> Origins {
+    return Origins(fwd_origin(seg0), fwd_origin(seg0 + 1u), fwd_origin(seg0 + 2u), fwd_origin(seg0 + 3u), fwd_origin(seg0 + 4u), fwd_origin(seg0 + 5u), fwd_origin(seg0 + 6u), fwd_origin(seg0 + 7u), col, col, col, col, col, col, col, col);
 }
 
 fn fwd_store(t: Tile, seg: u32, co: u32, ox: u32) {
@@ -401,7 +427,7 @@ fn conv2d_forward_packed(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_work
 }
 
 fn forward_block(place: BlockPlace, packed: bool) {
-    let b = forward_sums(place, fwd_rows(place.seg0), packed);
+    let b = forward_sums(place, fwd_origins(place.seg0, place.col0), Pattern(vec4<u32>(0u), vec4<u32>(0u, 1u, 2u, 3u)), packed);
     let co0 = place.channel_block * BLOCK_CHANNELS;
     let seg0 = place.seg0;
     let ox0 = place.col0;
@@ -420,15 +446,25 @@ fn pooled_size() -> vec2<u32> {
     return vec2<u32>(params.out_height / 2u, params.out_width / 2u);
 }
 
-// Where row `half` (0 or 1) of pooled row segment `pseg` (clamped to the last) reads x.
-fn pool_origin(pseg: u32, half: u32) -> u32 {
-    let ph = pooled_size().x;
-    let s = min(pseg, params.batch * ph - 1u);
-    return x_row(s / ph, 2u * (s % ph) + half);
+// Window `w` (clamped to the last) in (image, py, px) order: where its top left reads x
+// (image row start, column), as a vec2.
+fn window_origin(w: u32) -> vec2<u32> {
+    let size = pooled_size();
+    let v = min(w, params.batch * size.x * size.y - 1u);
+    let within = v % (size.x * size.y);
+    return vec2<u32>(x_row(v / (size.x * size.y), 2u * (within / size.y)), 2u * (within % size.y));
 }
 
-fn pool_rows(pseg0: u32) -> Rows {
-    return Rows(pool_origin(pseg0, 0u), pool_origin(pseg0, 1u), pool_origin(pseg0 + 1u, 0u), pool_origin(pseg0 + 1u, 1u), pool_origin(pseg0 + 2u, 0u), pool_origin(pseg0 + 2u, 1u), pool_origin(pseg0 + 3u, 0u), pool_origin(pseg0 + 3u, 1u));
+fn window_origins(w0: u32) -> Origins {
+    let o0 = window_origin(w0);
+    let o1 = window_origin(w0 + 1u);
+    let o2 = window_origin(w0 + 2u);
+    let o3 = window_origin(w0 + 3u);
+    let o4 = window_origin(w0 + 4u);
+    let o5 = window_origin(w0 + 5u);
+    let o6 = window_origin(w0 + 6u);
+    let o7 = window_origin(w0 + 7u);
+    return Origins(o0.x, o1.x, o2.x, o3.x, o4.x, o5.x, o6.x, o7.x, o0.y, o1.y, o2.y, o3.y, o4.y, o5.y, o6.y, o7.y);
 }
 
 // Pools 4 channels over one window, given rectified sums top left, top right, bottom left,
@@ -467,39 +503,35 @@ fn pool_store4(tl: vec4<f32>, tr: vec4<f32>, bl: vec4<f32>, br: vec4<f32>, at: u
     }
 }
 
-// Pools 4 channels' rows (top, bottom; 4 columns each, rectified here) into 2 windows.
-fn pool_quad(top: mat4x4<f32>, bottom: mat4x4<f32>, at: u32, corner: u32, n: u32, windows: u32) {
-    let t = mat4x4<f32>(max(top[0], vec4<f32>(0.0)), max(top[1], vec4<f32>(0.0)), max(top[2], vec4<f32>(0.0)), max(top[3], vec4<f32>(0.0)));
-    let b = mat4x4<f32>(max(bottom[0], vec4<f32>(0.0)), max(bottom[1], vec4<f32>(0.0)), max(bottom[2], vec4<f32>(0.0)), max(bottom[3], vec4<f32>(0.0)));
-    pool_store4(t[0], t[1], b[0], b[1], at, corner, n);
-    if windows > 1u {
-        pool_store4(t[2], t[3], b[2], b[3], at + 1u, corner + 2u, n);
-    }
+// Pools 4 channels' window (4 positions, rectified here) and stores it (see pool_store4).
+fn pool_quad(m: mat4x4<f32>, at: u32, corner: u32, n: u32) {
+    let zero = vec4<f32>(0.0);
+    pool_store4(max(m[0], zero), max(m[1], zero), max(m[2], zero), max(m[3], zero), at, corner, n);
 }
 
-// Pools the two Tiles of rows 2py, 2py+1 of pooled row segment `pseg` into its 32 channels x
-// 2 windows (columns ox0..ox0+3).
-fn pool_store_tiles(top: Tile, bottom: Tile, pseg: u32, co: u32, ox0: u32) {
+// Pools Tile `t`, the sums of window `w` for 32 channels from `co`, and stores it.
+fn pool_store_window(t: Tile, w: u32, co: u32) {
     let size = pooled_size();
-    if pseg >= params.batch * size.x || co >= params.out_channels || ox0 / 2u >= size.y {
+    let pooled = size.x * size.y;
+    if w >= params.batch * pooled || co >= params.out_channels {
         return;
     }
-    let img = pseg / size.x;
-    let py = pseg % size.x;
-    let at = ((img * params.out_channels + co) * size.x + py) * size.y + ox0 / 2u;
-    let corner = (co * params.out_height + 2u * py) * params.out_width + ox0;
-    let pooled_4 = 4u * size.x * size.y;
+    let img = w / pooled;
+    let py = (w % pooled) / size.y;
+    let px = w % size.y;
+    let at = (img * params.out_channels + co) * pooled + py * size.y + px;
+    let corner = (co * params.out_height + 2u * py) * params.out_width + 2u * px;
+    let pooled_4 = 4u * pooled;
     let plane_4 = 4u * params.out_height * params.out_width;
     let n = params.out_channels - co;
-    let windows = min(size.y - ox0 / 2u, 2u);
-    pool_quad(top.q0, bottom.q0, at, corner, n, windows);
-    pool_quad(top.q1, bottom.q1, at + pooled_4, corner + plane_4, max(n, 4u) - 4u, windows);
-    pool_quad(top.q2, bottom.q2, at + 2u * pooled_4, corner + 2u * plane_4, max(n, 8u) - 8u, windows);
-    pool_quad(top.q3, bottom.q3, at + 3u * pooled_4, corner + 3u * plane_4, max(n, 12u) - 12u, windows);
-    pool_quad(top.q4, bottom.q4, at + 4u * pooled_4, corner + 4u * plane_4, max(n, 16u) - 16u, windows);
-    pool_quad(top.q5, bottom.q5, at + 5u * pooled_4, corner + 5u * plane_4, max(n, 20u) - 20u, windows);
-    pool_quad(top.q6, bottom.q6, at + 6u * pooled_4, corner + 6u * plane_4, max(n, 24u) - 24u, windows);
-    pool_quad(top.q7, bottom.q7, at + 7u * pooled_4, corner + 7u * plane_4, max(n, 28u) - 28u, windows);
+    pool_quad(t.q0, at, corner, n);
+    pool_quad(t.q1, at + pooled_4, corner + plane_4, max(n, 4u) - 4u);
+    pool_quad(t.q2, at + 2u * pooled_4, corner + 2u * plane_4, max(n, 8u) - 8u);
+    pool_quad(t.q3, at + 3u * pooled_4, corner + 3u * plane_4, max(n, 12u) - 12u);
+    pool_quad(t.q4, at + 4u * pooled_4, corner + 4u * plane_4, max(n, 16u) - 16u);
+    pool_quad(t.q5, at + 5u * pooled_4, corner + 5u * plane_4, max(n, 20u) - 20u);
+    pool_quad(t.q6, at + 6u * pooled_4, corner + 6u * plane_4, max(n, 24u) - 24u);
+    pool_quad(t.q7, at + 7u * pooled_4, corner + 7u * plane_4, max(n, 28u) - 28u);
 }
 
 @compute @workgroup_size(BLOCK_WORKGROUP)
@@ -516,21 +548,26 @@ fn conv2d_forward_pool_packed(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num
     }
 }
 
-// block_place numbers the block's rows as 8 conv rows; here they are 4 pooled row segments.
+// block_place's 8 row segments are 8 windows here.
 fn forward_pool_block(place: BlockPlace, packed: bool) {
-    let pseg0 = place.seg0 / 2u;
-    let b = forward_sums(place, pool_rows(pseg0), packed);
+    let w0 = place.seg0;
+    let width = params.in_width;
+    let window = Pattern(vec4<u32>(0u, 0u, width, width), vec4<u32>(0u, 1u, 0u, 1u));
+    let b = forward_sums(place, window_origins(w0), window, packed);
     let co0 = place.channel_block * BLOCK_CHANNELS;
-    pool_store_tiles(b.t0, b.t1, pseg0, co0, place.col0);
-    pool_store_tiles(b.t2, b.t3, pseg0 + 1u, co0, place.col0);
-    pool_store_tiles(b.t4, b.t5, pseg0 + 2u, co0, place.col0);
-    pool_store_tiles(b.t6, b.t7, pseg0 + 3u, co0, place.col0);
+    pool_store_window(b.t0, w0, co0);
+    pool_store_window(b.t1, w0 + 1u, co0);
+    pool_store_window(b.t2, w0 + 2u, co0);
+    pool_store_window(b.t3, w0 + 3u, co0);
+    pool_store_window(b.t4, w0 + 4u, co0);
+    pool_store_window(b.t5, w0 + 5u, co0);
+    pool_store_window(b.t6, w0 + 6u, co0);
+    pool_store_window(b.t7, w0 + 7u, co0);
 }
 
-// The sums (bias included) of a forward block whose 8 rows read x at `rows`.
-fn forward_sums(place: BlockPlace, rows: Rows, packed: bool) -> Block {
+// The sums (bias included) of a forward block whose Tiles read x at `o`, in `pattern`.
+fn forward_sums(place: BlockPlace, o: Origins, pattern: Pattern, packed: bool) -> Block {
     let k = params.kernel;
-    let ox0 = place.col0;
     let co0 = place.channel_block * BLOCK_CHANNELS;
     let slot0 = place.channel_block * params.block_steps;
     let last_co = params.out_channels - 1u;
@@ -555,15 +592,14 @@ fn forward_sums(place: BlockPlace, rows: Rows, packed: bool) -> Block {
         let ky = (tap / k) % k;
         let kx = tap % k;
         let row = ci * plane + ky * params.in_width;
-        let c0 = ox0 + kx;
-        let x0 = src_quad(rows.r0 + row, c0, last_col);
-        let x1 = src_quad(rows.r1 + row, c0, last_col);
-        let x2 = src_quad(rows.r2 + row, c0, last_col);
-        let x3 = src_quad(rows.r3 + row, c0, last_col);
-        let x4 = src_quad(rows.r4 + row, c0, last_col);
-        let x5 = src_quad(rows.r5 + row, c0, last_col);
-        let x6 = src_quad(rows.r6 + row, c0, last_col);
-        let x7 = src_quad(rows.r7 + row, c0, last_col);
+        let x0 = src_pattern(o.r0 + row, o.c0 + kx, pattern, last_col);
+        let x1 = src_pattern(o.r1 + row, o.c1 + kx, pattern, last_col);
+        let x2 = src_pattern(o.r2 + row, o.c2 + kx, pattern, last_col);
+        let x3 = src_pattern(o.r3 + row, o.c3 + kx, pattern, last_col);
+        let x4 = src_pattern(o.r4 + row, o.c4 + kx, pattern, last_col);
+        let x5 = src_pattern(o.r5 + row, o.c5 + kx, pattern, last_col);
+        let x6 = src_pattern(o.r6 + row, o.c6 + kx, pattern, last_col);
+        let x7 = src_pattern(o.r7 + row, o.c7 + kx, pattern, last_col);
         let w = step_weights(packed, slot0 + tap, tap, w_stride, co0, last_co);
         t0 = tile_fma(t0, w, x0);
         t1 = tile_fma(t1, w, x1);

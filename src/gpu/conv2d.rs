@@ -550,9 +550,9 @@ impl Conv2dKernels {
             relu: 1,
             ..Conv2dParams::new(g, n)
         };
-        // The conv rows and columns that the windows read: blocks of 8 rows are 4 windows high.
+        // Blocks of 8 windows in (image, py, px) order: "rows" of one window each.
         let steps = g.input.channels * g.kernel * g.kernel;
-        params.channel_blocks(g.out_channels, 2 * height, 2 * width, steps);
+        params.channel_blocks(g.out_channels, height * width, 1, steps);
         let rb = &self.register_blocked;
         let kernels = (&rb.forward_pool_packed, &rb.forward_pool);
         let buffers = [x, pooled, w, b];
