@@ -49,9 +49,20 @@ struct CacheEntry {
     timings_us: BTreeMap<String, f64>,
 }
 
-/// Wall time a timing sample aims for: long enough to swamp the submit overhead.
-const SAMPLE_SECONDS: f64 = 0.02;
-const SAMPLES: usize = 3;
+/// How long and how often the autotuner times a variant: each sample long enough to swamp the
+/// submit overhead, the fastest of a few kept.
+pub const TUNING: Sampling = Sampling {
+    samples: 3,
+    sample_seconds: 0.02,
+};
+
+/// How a run of dispatches is timed: the fastest of `samples` samples, each repeating the run
+/// for about `sample_seconds`.
+#[derive(Clone, Copy)]
+pub struct Sampling {
+    pub samples: usize,
+    pub sample_seconds: f64,
+}
 /// A variant whose first run is this many times slower than the best so far is not sampled
 /// further: it cannot win, and on a CPU adapter a slow variant can take seconds.
 const HOPELESS: f64 = 3.0;
@@ -242,7 +253,7 @@ fn tune<V: Variant>(
     for &v in variants {
         let dispatches = build(v);
         let bound = best.as_ref().map(|(t, ..)| HOPELESS * t);
-        let seconds = time_dispatches(ctx, &dispatches, bound)?;
+        let seconds = time_dispatches(ctx, &dispatches, bound, TUNING)?;
         timings.insert(v.name().to_string(), seconds * 1e6);
         if best.as_ref().is_none_or(|(t, ..)| seconds < *t) {
             best = Some((seconds, v, dispatches));
@@ -252,13 +263,14 @@ fn tune<V: Variant>(
     Ok((v, timings, dispatches))
 }
 
-/// Seconds per run of `dispatches` (recorded back to back in one pass): the fastest of a few
-/// samples, each repeating the run enough times to swamp the submit overhead. Stops after the
-/// first warm run when it is slower than `give_up_after`.
+/// Seconds per run of `dispatches` (recorded back to back in one pass): the fastest of the
+/// samples `sampling` asks for. Stops after the first warm run when it is slower than
+/// `give_up_after`.
 pub fn time_dispatches(
     ctx: &GpuContext,
     dispatches: &[Dispatch],
     give_up_after: Option<f64>,
+    sampling: Sampling,
 ) -> Result<f64> {
     let run = |reps: usize| -> Result<f64> {
         let mut encoder = ctx.device.create_command_encoder(&Default::default());
@@ -283,9 +295,11 @@ pub fn time_dispatches(
     if hopeless(first) {
         return Ok(first);
     }
-    let reps = (SAMPLE_SECONDS / first.max(1e-7)).ceil().clamp(1.0, 1000.0) as usize;
+    let reps = (sampling.sample_seconds / first.max(1e-7))
+        .ceil()
+        .clamp(1.0, 1000.0) as usize;
     let mut fastest = first;
-    for _ in 0..SAMPLES {
+    for _ in 0..sampling.samples {
         fastest = fastest.min(run(reps)?);
     }
     Ok(fastest)
