@@ -1160,6 +1160,20 @@ fn check_forward(
     Ok(compare(&read_buffer::<f32>(ctx, &y, 0, len)?, &cpu))
 }
 
+/// The CPU's max(conv(x, w) + b, 0) for a case, then its 2x2 max pooling and argmax.
+fn cpu_relu_maxpool(case: Case, data: &CaseData) -> (Vec<f32>, Vec<f32>, Vec<u32>) {
+    let (g, n) = (case.g, case.n);
+    let out = g.output();
+    let mut y = vec![0.0; n * out.len()];
+    conv2d_forward(g, &data.x, &data.w, &data.b, &mut y);
+    let pre_activation = y.clone();
+    activation_forward(Activation::Relu, &pre_activation, &mut y);
+    let len = n * pool2d_output(out).len();
+    let (mut pooled, mut argmax) = (vec![0.0; len], vec![0; len]);
+    maxpool2d_forward(out, &y, &mut pooled, &mut argmax);
+    (y, pooled, argmax)
+}
+
 /// The pooled output must match the CPU's conv, ReLU and max pooling, and each argmax must
 /// point at a maximum of its window: the CPU's rectified output there must equal the CPU's
 /// pooled value (within the tolerance, so that a near tie that rounding decides either way
@@ -1193,12 +1207,7 @@ fn check_forward_relu_maxpool(
         anyhow::bail!("conv2d: the {} variant does not pool", variant.name());
     };
     run(ctx, &dispatches.iter().collect::<Vec<_>>());
-    let mut y = vec![0.0; n * out.len()];
-    conv2d_forward(g, &data.x, &data.w, &data.b, &mut y);
-    let pre_activation = y.clone();
-    activation_forward(Activation::Relu, &pre_activation, &mut y);
-    let (mut cpu, mut cpu_argmax) = (vec![0.0; len], vec![0; len]);
-    maxpool2d_forward(out, &y, &mut cpu, &mut cpu_argmax);
+    let (y, cpu, _) = cpu_relu_maxpool(case, &data);
     let gpu_argmax = read_buffer::<u32>(ctx, &argmax, 0, len)?;
     let at_gpu_argmax: Vec<f32> = gpu_argmax
         .iter()
@@ -1300,12 +1309,7 @@ fn check_backward_weights_pooled(
     let (g, n, data) = (case.g, case.n, CaseData::new(case));
     let out = g.output();
     let len = n * pool2d_output(out).len();
-    let mut y = vec![0.0; n * out.len()];
-    conv2d_forward(g, &data.x, &data.w, &data.b, &mut y);
-    let pre_activation = y.clone();
-    activation_forward(Activation::Relu, &pre_activation, &mut y);
-    let (mut pooled, mut argmax) = (vec![0.0; len], vec![0; len]);
-    maxpool2d_forward(out, &y, &mut pooled, &mut argmax);
+    let (_, pooled, argmax) = cpu_relu_maxpool(case, &data);
     let dpooled = random_vec(len, len as u64, -1.0, 1.0);
     let masked: Vec<f32> = dpooled
         .iter()
