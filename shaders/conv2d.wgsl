@@ -49,8 +49,7 @@ struct Conv2dParams {
     // (register-blocked backward_weights); elements (conv2d_reduce, weight packing). The rest
     // return at once.
     len: u32,
-    // Register-blocked forward / backward_input: blocks of BLOCK_COLS columns;
-    // backward_weights: of kx.
+    // Register-blocked forward: blocks of BLOCK_COLS columns; backward_weights: of kx.
     col_blocks: u32,
     // Register-blocked backward_weights: blocks of (in channel, ky) pairs.
     row_blocks: u32,
@@ -75,13 +74,21 @@ struct Conv2dParams {
     // Tiled backward input: terms of the sum (k) per chunk of partial sums, a multiple of
     // TILE_K (one chunk: all of them).
     chunk_k: u32,
-    // Register-blocked backward_input: blocks of BLOCK_ROWS images.
-    image_blocks: u32,
+    // Register-blocked backward_input: row and column runs of input_classes.
+    row_runs: u32,
     // conv2d_reduce: sum i goes to dst[i], or past out_split to dst[i + out_skip] (so that one
     // pass fills dw and a db that follows it after a gap).
     out_split: u32,
     out_skip: u32,
-    _pad: vec2<u32>,
+    col_runs: u32,
+    _pad: u32,
+    // Register-blocked backward_input: row run r is (first iy, rows, first ky, ky count),
+    // column run c (first ix, columns, first kx, kx count); class r * col_runs + c covers
+    // their product in every image and starts at workgroup class_groups[class / 4][class % 4]
+    // of its channel block.
+    row_run: array<vec4<u32>, MAX_RUNS>,
+    col_run: array<vec4<u32>, MAX_RUNS>,
+    class_groups: array<vec4<u32>, 64>,
 }
 
 @group(0) @binding(0) var<uniform> params: Conv2dParams;
@@ -108,9 +115,9 @@ fn outer_acc(acc: mat4x4<f32>, a: vec4<f32>, b: vec4<f32>) -> mat4x4<f32> {
 //   - A `Tile` is 32 channels x 4 positions of sums (eight mat4x4). A step adds the outer
 //     product of 32 channel values (`Channels`) and 4 position values (a vec4): 128 FMAs for
 //     36 loads.
-//   - A block is 8 Tiles: 32 channels x 8 rows x 4 columns (for the weight gradient: 32 output
-//     channels x 8 (ci, ky) pairs x 4 kx, or for 3x3 kernels 9 Tiles of 36 weights). The 32
-//     channel values of a step are shared by the 8 rows.
+//   - A block is 8 Tiles: 32 channels x 8 rows x 4 columns (input gradient: 32 positions; weight
+//     gradient: 32 output channels x 8 (ci, ky) pairs x 4 kx, or for 3x3 kernels 9 Tiles of 36
+//     weights). The 32 channel values of a step are shared by the 8 Tiles.
 //   - Loops are few and flat: one loop over the taps (or positions) rather than nested loops
 //     with windows that slide along a row. The nested form loads a third as much but runs
 //     slower: at every loop boundary lavapipe's code pays for the block's 1024 sums.
@@ -120,8 +127,8 @@ fn outer_acc(acc: mat4x4<f32>, a: vec4<f32>, b: vec4<f32>) -> mat4x4<f32> {
 //
 // Row segments: forward and backward_weights number the (image, row) pairs as one list, so a
 // block of 8 rows can span two images and no rows are wasted on small images. backward_input
-// instead takes 8 images at one row, so that the whole block skips the kernel rows that miss
-// dy (see there).
+// instead numbers the positions of each class of positions that meet dy with the same taps,
+// and a Tile holds 4 consecutive ones (see there).
 // =============================================================================================
 
 // The block of one invocation; the host mirrors these (src/gpu/conv2d.rs).
@@ -619,114 +626,153 @@ fn forward_sums(place: BlockPlace, o: Origins, pattern: Pattern, packed: bool) -
 // Bindings: src = dy, dst = dx, factor = w.
 // conv2d_backward_input_packed: the same, reading the weights packed
 //   (conv2d_pack_backward_input_weights).
-// Block: 32 input channels x 8 images n0..n0+7 at one row iy x 4 columns ix0..ix0+3 = 8 Tiles.
-// Workgroups: (channel block, iy, params.block_groups / in_height workgroups of lanes over
-//   (column block, image block), image block fastest), see input_place.
-// Near the edges only some (ky, kx) meet dy, and the zeros of the rest are much of the work
-//   at these sizes (13 x 13 from 11 x 11 with 4-column blocks: 58% of a padded sum is real).
-//   So the loops run only over the ky that meet dy at row iy and the kx that meet it in some
-//   column the workgroup stores (with at least 16 image blocks, a workgroup is one column
-//   block, and the last, nearly empty one runs one kx of three).
-// Loop: for each co and ky, each image's window over dy row iy-ky (zeros outside dy) slides
-//   left across kx (one load per image and kx); the 32 weights w[co][ci0..][ky][kx] are shared
-//   by all 32 positions. Loads per (co, ky): 8 * (3 + k) + 32 * k for 32 * 32 * k FMAs.
+// Position classes: the dx positions whose taps meet dy in the same (ky, kx) ranges form a
+//   class: a run of rows with one ky range times a run of columns with
+//   one kx range (for 13 x 13 from 11 x 11: rows 0, 1, 2..10, 11, 12 times the same columns).
+//   Each workgroup works on one class, so its loop runs over exactly the taps that meet dy: no
+//   sums on zeros, no bounds checks on dy loads.
+// Block: 32 input channels x 32 positions of one class, consecutive in (image, row, column)
+//   order, as 8 Tiles of 4 positions each (so no sums are spent on columns past the edge, and
+//   a workgroup reads a few neighbouring images).
+// Workgroups: (channel block, params.block_groups over the classes: class c's first is
+//   first_group(c)); lanes past the class's positions store nothing.
+// Loop: one flat loop over the class's taps (co, ky, kx); each step loads the 32 positions' dy
+//   values and the 32 weights w[co][ci0..][ky][kx]: 32 + 32 loads for 32 * 32 FMAs.
 // ---------------------------------------------------------------------------------------------
 
-struct InputPlace {
-    channel_block: u32,
-    // The block's first image; params.batch for lanes past the last block (they store nothing).
-    image0: u32,
-    iy: u32,
-    col0: u32,
-    // The first and the last column that some lane of the workgroup stores. Like iy, they
-    // follow from the workgroup alone, so lavapipe knows that loops bounded by them run alike
-    // in every lane and that the packed weights they index are the same in every lane (one
-    // load, not a gather).
-    group_cols: vec2<u32>,
+// The most row (or column) runs of the input gradient's position classes (see there).
+const MAX_RUNS: u32 = 16u;
+
+fn first_group(c: u32) -> u32 {
+    return params.class_groups[c / 4u][c % 4u];
 }
 
-fn input_place(wg: vec3<u32>, nwg: vec3<u32>, lid: u32) -> InputPlace {
+// Where an input-gradient workgroup works. Every field follows from the workgroup alone, so
+// lavapipe knows that the tap loop runs alike in every lane and that the packed weights it
+// reads are the same in every lane (one load, not a gather).
+struct InputClass {
+    channel_block: u32,
+    // The place's row and column runs.
+    rows: vec4<u32>,
+    cols: vec4<u32>,
+    // The workgroup's first position within the place.
+    first: u32,
+}
+
+fn input_class(wg: vec3<u32>, nwg: vec3<u32>) -> InputClass {
     let group = block_group(wg, nwg);
     let within = group % params.block_groups;
-    let row_groups = params.block_groups / params.in_height;
-    let lanes = params.image_blocks * params.col_blocks;
-    let first_lane = (within % row_groups) * BLOCK_WORKGROUP;
-    let last_lane = min(first_lane + BLOCK_WORKGROUP, lanes) - 1u;
-    let first_col = (first_lane / params.image_blocks) * BLOCK_COLS;
-    let last_col = min((last_lane / params.image_blocks + 1u) * BLOCK_COLS, params.in_width) - 1u;
-    let lane = first_lane + lid;
-    let col_block = min(lane / params.image_blocks, params.col_blocks - 1u);
-    let image0 = select(params.batch, (lane % params.image_blocks) * BLOCK_ROWS, lane < lanes);
-    return InputPlace(group / params.block_groups, image0, within / row_groups, col_block * BLOCK_COLS, vec2<u32>(first_col, last_col));
+    var found = 0u;
+    for (var c = 1u; c < params.row_runs * params.col_runs; c++) {
+        if within >= first_group(c) {
+            found = c;
+        }
+    }
+    let rows = params.row_run[found / params.col_runs];
+    let cols = params.col_run[found % params.col_runs];
+    let first = (within - first_group(found)) * BLOCK_WORKGROUP * BLOCK_POSITIONS;
+    return InputClass(group / params.block_groups, rows, cols, first);
 }
 
-// dy at column `col` of the row at `row`: zero unless col < out_width (columns left of 0 wrap
-// around to huge values).
-fn dy_at(row: u32, col: u32) -> f32 {
-    let v = src[row + min(col, params.out_width - 1u)];
-    return select(0.0, v, col < params.out_width);
+// Positions per invocation: 8 Tiles of 4.
+const BLOCK_POSITIONS: u32 = 32u;
+
+// Where position `p` of a place (clamped to its last) reads dy (image and position, channel
+// 0) and writes dx (image and position, channel 0), as a vec2.
+fn class_position(place: InputClass, p: u32) -> vec2<u32> {
+    let area = place.rows.y * place.cols.y;
+    let q = min(p, params.batch * area - 1u);
+    let image = q / area;
+    let iy = place.rows.x + (q % area) / place.cols.y;
+    let ix = place.cols.x + q % place.cols.y;
+    let dy_at = (image * params.out_channels * params.out_height + iy) * params.out_width + ix;
+    let dx_at = (image * params.in_channels * params.in_height + iy) * params.in_width + ix;
+    return vec2<u32>(dy_at, dx_at);
 }
 
-// dy at columns col..col+3 of the row at `row` (zeros outside dy).
-fn dy_quad(row: u32, col: u32) -> vec4<f32> {
-    return vec4<f32>(dy_at(row, col), dy_at(row, col + 1u), dy_at(row, col + 2u), dy_at(row, col + 3u));
+// The dy and dx offsets of the 4 positions of a Tile from position `p`.
+struct TilePositions {
+    dy: vec4<u32>,
+    dx: vec4<u32>,
 }
 
-// Where image `image` (clamped to the last) starts in dy.
-fn dy_image(image: u32) -> u32 {
-    return min(image, params.batch - 1u) * params.out_channels * params.out_height * params.out_width;
+fn tile_positions(place: InputClass, p: u32) -> TilePositions {
+    let a = class_position(place, p);
+    let b = class_position(place, p + 1u);
+    let c = class_position(place, p + 2u);
+    let d = class_position(place, p + 3u);
+    return TilePositions(vec4<u32>(a.x, b.x, c.x, d.x), vec4<u32>(a.y, b.y, c.y, d.y));
 }
 
-fn bwd_input_store(t: Tile, image: u32, iy: u32, ci: u32, ix: u32) {
-    if image >= params.batch || ci >= params.in_channels {
+// dy at the 4 positions `at` minus `back` elements (the tap's offset back from the position;
+// the place guarantees that it stays in the image, so the wrapping u32 sum is exact).
+fn dy_gather(at: vec4<u32>, back: u32) -> vec4<f32> {
+    return vec4<f32>(src[at.x - back], src[at.y - back], src[at.z - back], src[at.w - back]);
+}
+
+// Stores the 32 channels from ci of a Tile's positions (dx offsets `at`, channel 0) for the
+// first `positions` of them.
+fn bwd_input_store(t: Tile, at: vec4<u32>, ci: u32, positions: u32) {
+    if ci >= params.in_channels {
         return;
     }
+    if positions > 0u {
+        bwd_input_store_position(t, 0u, at.x, ci);
+    }
+    if positions > 1u {
+        bwd_input_store_position(t, 1u, at.y, ci);
+    }
+    if positions > 2u {
+        bwd_input_store_position(t, 2u, at.z, ci);
+    }
+    if positions > 3u {
+        bwd_input_store_position(t, 3u, at.w, ci);
+    }
+}
+
+fn bwd_input_store_position(t: Tile, p: u32, at: u32, ci: u32) {
     let plane = params.in_height * params.in_width;
-    let at = (image * params.in_channels + ci) * plane + iy * params.in_width + ix;
-    store_tile(t, at, plane, params.in_channels - ci, min(params.in_width - ix, BLOCK_COLS), false);
+    let n = params.in_channels - ci;
+    let base = at + ci * plane;
+    let plane_4 = 4u * plane;
+    store_channels(t.q0[p], base, plane, n, false);
+    store_channels(t.q1[p], base + plane_4, plane, max(n, 4u) - 4u, false);
+    store_channels(t.q2[p], base + 2u * plane_4, plane, max(n, 8u) - 8u, false);
+    store_channels(t.q3[p], base + 3u * plane_4, plane, max(n, 12u) - 12u, false);
+    store_channels(t.q4[p], base + 4u * plane_4, plane, max(n, 16u) - 16u, false);
+    store_channels(t.q5[p], base + 5u * plane_4, plane, max(n, 20u) - 20u, false);
+    store_channels(t.q6[p], base + 6u * plane_4, plane, max(n, 24u) - 24u, false);
+    store_channels(t.q7[p], base + 7u * plane_4, plane, max(n, 28u) - 28u, false);
 }
 
 @compute @workgroup_size(BLOCK_WORKGROUP)
 fn conv2d_backward_input(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     if block_group(wg, nwg) < params.len {
-        backward_input_block(input_place(wg, nwg, lid), false);
+        backward_input_block(input_class(wg, nwg), lid, false);
     }
 }
 
 @compute @workgroup_size(BLOCK_WORKGROUP)
 fn conv2d_backward_input_packed(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     if block_group(wg, nwg) < params.len {
-        backward_input_block(input_place(wg, nwg, lid), true);
+        backward_input_block(input_class(wg, nwg), lid, true);
     }
 }
 
-fn backward_input_block(place: InputPlace, packed: bool) {
+fn backward_input_block(place: InputClass, lid: u32, packed: bool) {
     let k = params.kernel;
-    let ix0 = place.col0;
-    let iy = place.iy;
-    let n0 = place.image0;
     let ci0 = place.channel_block * BLOCK_CHANNELS;
     let slot0 = place.channel_block * params.block_steps;
     let last_ci = params.in_channels - 1u;
-    let last_oy = params.out_height - 1u;
-    let last_ox = params.out_width - 1u;
-
-    // dy rows iy - ky in range: ky in [ky_lo, ky_hi). dy columns ix - kx in range for some
-    // column ix the workgroup stores: kx in [kx_lo, kx_hi). (A kx outside a lane's own range
-    // only adds zeros: dy_at is 0 there.)
-    let ky_lo = max(iy, last_oy) - last_oy;
-    let ky_hi = min(iy + 1u, k);
-    let kx_lo = max(place.group_cols.x, last_ox) - last_ox;
-    let kx_hi = min(place.group_cols.y + 1u, k);
-
-    let i0 = dy_image(n0);
-    let i1 = dy_image(n0 + 1u);
-    let i2 = dy_image(n0 + 2u);
-    let i3 = dy_image(n0 + 3u);
-    let i4 = dy_image(n0 + 4u);
-    let i5 = dy_image(n0 + 5u);
-    let i6 = dy_image(n0 + 6u);
-    let i7 = dy_image(n0 + 7u);
+    let p0 = place.first + lid * BLOCK_POSITIONS;
+    let s0 = tile_positions(place, p0);
+    let s1 = tile_positions(place, p0 + 4u);
+    let s2 = tile_positions(place, p0 + 8u);
+    let s3 = tile_positions(place, p0 + 12u);
+    let s4 = tile_positions(place, p0 + 16u);
+    let s5 = tile_positions(place, p0 + 20u);
+    let s6 = tile_positions(place, p0 + 24u);
+    let s7 = tile_positions(place, p0 + 28u);
 
     let zero = tile_splat(Channels(mat4x4<f32>(), mat4x4<f32>()));
     var t0 = zero;
@@ -738,26 +784,31 @@ fn backward_input_block(place: InputPlace, packed: bool) {
     var t6 = zero;
     var t7 = zero;
 
+    // One flat loop over the taps (co, ky, kx) that meet dy (see forward_sums).
     let kk = k * k;
-    // One flat loop over the taps (co, ky, kx) (see forward_sums).
-    let ky_count = ky_hi - ky_lo;
-    let kx_count = kx_hi - kx_lo;
-    let per_co = ky_count * kx_count;
-    for (var tap = 0u; tap < params.out_channels * per_co; tap++) {
+    let ky_lo = place.rows.z;
+    let kx_lo = place.cols.z;
+    let kx_count = place.cols.w;
+    let per_co = place.rows.w * kx_count;
+    let plane = params.out_height * params.out_width;
+    // Lanes past the class's positions run no taps: a SIMD vector of such lanes then skips
+    // the loop (small classes fill only part of a workgroup).
+    let positions = params.batch * place.rows.y * place.cols.y;
+    let taps = select(0u, params.out_channels * per_co, p0 < positions);
+    for (var tap = 0u; tap < taps; tap++) {
         let co = tap / per_co;
         let ky = ky_lo + (tap % per_co) / kx_count;
         let kx = kx_lo + tap % kx_count;
-        let row = (co * params.out_height + iy - ky) * params.out_width;
-        // dy columns ix0 - kx .. ix0 - kx + 3.
-        let col = ix0 - kx;
-        let d0 = dy_quad(i0 + row, col);
-        let d1 = dy_quad(i1 + row, col);
-        let d2 = dy_quad(i2 + row, col);
-        let d3 = dy_quad(i3 + row, col);
-        let d4 = dy_quad(i4 + row, col);
-        let d5 = dy_quad(i5 + row, col);
-        let d6 = dy_quad(i6 + row, col);
-        let d7 = dy_quad(i7 + row, col);
+        // dy[n][co][iy - ky][ix - kx], as an offset back from dy[n][0][iy][ix].
+        let back = ky * params.out_width + kx - co * plane;
+        let d0 = dy_gather(s0.dy, back);
+        let d1 = dy_gather(s1.dy, back);
+        let d2 = dy_gather(s2.dy, back);
+        let d3 = dy_gather(s3.dy, back);
+        let d4 = dy_gather(s4.dy, back);
+        let d5 = dy_gather(s5.dy, back);
+        let d6 = dy_gather(s6.dy, back);
+        let d7 = dy_gather(s7.dy, back);
         let w = step_weights(packed, slot0 + (co * k + ky) * k + kx, co * params.in_channels * kk + ky * k + kx, kk, ci0, last_ci);
         t0 = tile_fma(t0, w, d0);
         t1 = tile_fma(t1, w, d1);
@@ -768,14 +819,16 @@ fn backward_input_block(place: InputPlace, packed: bool) {
         t6 = tile_fma(t6, w, d6);
         t7 = tile_fma(t7, w, d7);
     }
-    bwd_input_store(t0, n0, iy, ci0, ix0);
-    bwd_input_store(t1, n0 + 1u, iy, ci0, ix0);
-    bwd_input_store(t2, n0 + 2u, iy, ci0, ix0);
-    bwd_input_store(t3, n0 + 3u, iy, ci0, ix0);
-    bwd_input_store(t4, n0 + 4u, iy, ci0, ix0);
-    bwd_input_store(t5, n0 + 5u, iy, ci0, ix0);
-    bwd_input_store(t6, n0 + 6u, iy, ci0, ix0);
-    bwd_input_store(t7, n0 + 7u, iy, ci0, ix0);
+    // Positions of the place left from each Tile's first.
+    let left = max(positions, p0) - p0;
+    bwd_input_store(t0, s0.dx, ci0, left);
+    bwd_input_store(t1, s1.dx, ci0, max(left, 4u) - 4u);
+    bwd_input_store(t2, s2.dx, ci0, max(left, 8u) - 8u);
+    bwd_input_store(t3, s3.dx, ci0, max(left, 12u) - 12u);
+    bwd_input_store(t4, s4.dx, ci0, max(left, 16u) - 16u);
+    bwd_input_store(t5, s5.dx, ci0, max(left, 20u) - 20u);
+    bwd_input_store(t6, s6.dx, ci0, max(left, 24u) - 24u);
+    bwd_input_store(t7, s7.dx, ci0, max(left, 28u) - 28u);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -6,8 +6,9 @@
 //! Two variants of every pass ([`Conv2dVariant`]), all compiled by [`Conv2dKernels::new`]; each
 //! call names the one to run, and [`Conv2dVariant::for_adapter`] gives the default:
 //! - register-blocked, for CPU adapters (lavapipe): each invocation owns a block of 32 channels
-//!   x 8 row segments (or (in channel, ky) pairs) x 4 columns (or kx) and reuses every value it
-//!   loads across the block, with no workgroup memory. The forward and input gradient first
+//!   x 8 row segments (or (in channel, ky) pairs) x 4 columns (or kx), or for the input gradient
+//!   32 positions of a class of positions that meet the output with the same taps, and reuses
+//!   every value it loads across the block, with no workgroup memory. The forward and input gradient first
 //!   pack the 32 weights each step multiplies into uniform bindings (where they fit, 1024
 //!   steps), which lavapipe loads once per SIMD group instead of once per lane;
 //! - tiled, for real GPUs: an implicit GEMM in which each workgroup computes a `TILE_M x TILE_N`
@@ -41,11 +42,14 @@ pub const SOURCE: &str = include_str!("../../shaders/conv2d.wgsl");
 const BLOCK_WORKGROUP: usize = 16;
 /// Channels of a block (one `Tile`; `BLOCK_CHANNELS` in the shader).
 const BLOCK_CHANNELS: usize = 32;
-/// Row segments (forward, input gradient) or (in channel, ky) pairs (weight gradient) of a block
-/// (`BLOCK_ROWS`).
+/// Row segments (forward) or (in channel, ky) pairs (weight gradient) of a block (`BLOCK_ROWS`).
 const BLOCK_ROWS: usize = 8;
-/// Columns (forward, input gradient) or kx (weight gradient) of a block (`BLOCK_COLS`).
+/// Columns (forward) or kx (weight gradient) of a block (`BLOCK_COLS`).
 const BLOCK_COLS: usize = 4;
+/// Positions of an input-gradient block (`BLOCK_POSITIONS`).
+const BLOCK_POSITIONS: usize = 32;
+/// The most row (or column) runs of the input gradient's position classes (`MAX_RUNS`).
+const MAX_RUNS: usize = 16;
 /// Input channels of a block of the 3x3 weight gradient (`conv2d_backward_weights_k3`).
 const K3_BLOCK_CHANNELS: usize = 4;
 /// The register-blocked weight gradient splits the batch into chunks until about this many
@@ -161,8 +165,7 @@ struct Conv2dParams {
     /// Workgroups that do work (register-blocked forward and input gradient, tiled);
     /// invocations (register-blocked weight gradient); elements (reduction, weight packing).
     len: u32,
-    /// Register-blocked: blocks of columns per row (forward, input gradient) or of kx (weight
-    /// gradient).
+    /// Register-blocked: blocks of columns per row (forward) or of kx (weight gradient).
     col_blocks: u32,
     /// Register-blocked weight gradient: blocks of (ci, ky) pairs.
     row_blocks: u32,
@@ -186,12 +189,19 @@ struct Conv2dParams {
     /// Tiled input gradient: terms of the sum per chunk of partial sums (a multiple of
     /// `TILE_K`).
     chunk_k: u32,
-    /// Register-blocked input gradient: blocks of `BLOCK_ROWS` images.
-    image_blocks: u32,
+    /// Register-blocked input gradient: row runs of its position classes.
+    row_runs: u32,
     /// Reduction: sums from `out_split` on are stored `out_skip` elements further on.
     out_split: u32,
     out_skip: u32,
-    _pad: [u32; 2],
+    /// Register-blocked input gradient: column runs of its position classes.
+    col_runs: u32,
+    _pad: u32,
+    /// Register-blocked input gradient: the runs, and the first workgroup of each class (see
+    /// [`Conv2dParams::input_classes`]).
+    row_run: [[u32; 4]; MAX_RUNS],
+    col_run: [[u32; 4]; MAX_RUNS],
+    class_groups: [[u32; 4]; MAX_RUNS * MAX_RUNS / 4],
 }
 
 fn u(v: usize) -> u32 {
@@ -229,19 +239,33 @@ impl Conv2dParams {
         (self.block_steps, self.len) = (u(steps), u(blocks * block_groups));
     }
 
-    /// The blocks of a register-blocked input-gradient pass, 8 images at one row each (see
-    /// `input_place` in the shader), each step of which multiplies `steps` weights: sets
-    /// `image_blocks`, `col_blocks`, `block_groups` (workgroups per block of channels: the same
-    /// number for every row), `block_steps` and `len`.
-    fn input_blocks(&mut self, input: Shape, steps: usize) {
-        let image_blocks = (self.batch as usize).div_ceil(BLOCK_ROWS);
-        let col_blocks = input.width.div_ceil(BLOCK_COLS);
-        let row_groups = (image_blocks * col_blocks).div_ceil(BLOCK_WORKGROUP);
-        let block_groups = row_groups * input.height;
-        let blocks = input.channels.div_ceil(BLOCK_CHANNELS);
-        (self.image_blocks, self.col_blocks) = (u(image_blocks), u(col_blocks));
+    /// The blocks of a register-blocked input-gradient pass (see `input_class` in the shader),
+    /// each step of which multiplies `steps` weights: the position classes, `block_groups`
+    /// (workgroups per block of channels), `block_steps` and `len`. None where the input has
+    /// more runs than the params hold (kernels wider than 8).
+    fn input_classes(mut self, g: Conv2dGeometry, steps: usize) -> Option<Conv2dParams> {
+        let out = g.output();
+        let row_runs = input_runs(g.input.height, out.height, g.kernel);
+        let col_runs = input_runs(g.input.width, out.width, g.kernel);
+        if row_runs.len() > MAX_RUNS || col_runs.len() > MAX_RUNS {
+            return None;
+        }
+        let per_group = BLOCK_WORKGROUP * BLOCK_POSITIONS;
+        let mut block_groups = 0;
+        for (r, rows) in row_runs.iter().enumerate() {
+            for (c, cols) in col_runs.iter().enumerate() {
+                let class = r * col_runs.len() + c;
+                self.class_groups[class / 4][class % 4] = u(block_groups);
+                let positions = self.batch as usize * rows[1] as usize * cols[1] as usize;
+                block_groups += positions.div_ceil(per_group);
+            }
+        }
+        self.row_run[..row_runs.len()].copy_from_slice(&row_runs);
+        self.col_run[..col_runs.len()].copy_from_slice(&col_runs);
+        (self.row_runs, self.col_runs) = (u(row_runs.len()), u(col_runs.len()));
         (self.block_groups, self.block_steps) = (u(block_groups), u(steps));
-        self.len = u(blocks * block_groups);
+        self.len = u(g.input.channels.div_ceil(BLOCK_CHANNELS) * block_groups);
+        Some(self)
     }
 
     /// The tiles of a tiled product with `rows x cols` outputs (per chunk): sets `m_tiles` and
@@ -252,6 +276,21 @@ impl Conv2dParams {
         (self.m_tiles, self.n_tiles, self.len) = (u(m_tiles), u(n_tiles), u(groups));
         grid(groups)
     }
+}
+
+/// The runs of input rows (or columns) `0..len` whose kernel taps meet the output in the same
+/// range, for a stride-1 valid convolution with `out` outputs along that axis: (first, count,
+/// first tap, taps). Row `i` meets output rows `i - t` for taps `t` with `0 <= i - t < out`.
+fn input_runs(len: usize, out: usize, k: usize) -> Vec<[u32; 4]> {
+    let mut runs: Vec<[u32; 4]> = Vec::new();
+    for i in 0..len {
+        let (lo, hi) = ((i + 1).saturating_sub(out), (i + 1).min(k));
+        match runs.last_mut() {
+            Some(run) if (run[2], run[3]) == (u(lo), u(hi - lo)) => run[1] += 1,
+            _ => runs.push([u(i), 1, u(lo), u(hi - lo)]),
+        }
+    }
+    runs
 }
 
 /// Elements of the OIHW weight tensor.
@@ -575,10 +614,13 @@ impl Conv2dKernels {
         expect_elements(&dy, n * g.output().len(), "dy");
         expect_elements(&w, weight_len(g), "w");
         expect_elements(&dx, n * g.input.len(), "dx");
-        let mut params = Conv2dParams::new(g, n);
+        let params = Conv2dParams::new(g, n);
         match self.activation_pass_variant(variant, g) {
             Conv2dVariant::RegisterBlocked => {
-                params.input_blocks(g.input, g.out_channels * g.kernel * g.kernel);
+                let steps = g.out_channels * g.kernel * g.kernel;
+                let Some(params) = params.input_classes(g, steps) else {
+                    return self.tiled_backward_input(ctx, params, g, n, (dy, w, dx));
+                };
                 let rb = &self.register_blocked;
                 // Binding 4 (the bias) is unused here.
                 let buffers = [dy, dx, w, w];
@@ -1440,11 +1482,39 @@ mod tests {
             ("BLOCK_ROWS", BLOCK_ROWS),
             ("BLOCK_COLS", BLOCK_COLS),
             ("K3_BLOCK_CHANNELS", K3_BLOCK_CHANNELS),
+            ("BLOCK_POSITIONS", BLOCK_POSITIONS),
+            ("MAX_RUNS", MAX_RUNS),
             ("TILE_M", TILE_M),
             ("TILE_N", TILE_N),
             ("TILE_K", TILE_K),
         ] {
             assert_eq!(shader_const(name), host, "{name}");
+        }
+    }
+
+    #[test]
+    fn input_runs_group_the_rows_that_meet_the_same_taps() {
+        // 13 rows from 11 with k = 3: rows 0 and 1 meet taps 0 and 0..1, 2..10 all three,
+        // 11 and 12 taps 1..2 and 2.
+        let runs = input_runs(13, 11, 3);
+        let expected = [
+            [0, 1, 0, 1],
+            [1, 1, 0, 2],
+            [2, 9, 0, 3],
+            [11, 1, 1, 2],
+            [12, 1, 2, 1],
+        ];
+        assert_eq!(runs, expected);
+        // An output narrower than the kernel: no row meets all k taps.
+        assert_eq!(
+            input_runs(4, 2, 3),
+            [[0, 1, 0, 1], [1, 1, 0, 2], [2, 1, 1, 2], [3, 1, 2, 1]]
+        );
+        // Every row's taps: the runs cover 0..len in order.
+        for (len, out, k) in [(28, 26, 3), (7, 3, 5), (9, 1, 9)] {
+            let runs = input_runs(len, out, k);
+            assert_eq!(runs.iter().map(|r| r[1] as usize).sum::<usize>(), len);
+            assert!(runs.windows(2).all(|w| w[1][0] == w[0][0] + w[0][1]));
         }
     }
 
