@@ -74,7 +74,7 @@ struct Conv2dParams {
     // Tiled backward input: terms of the sum (k) per chunk of partial sums, a multiple of
     // TILE_K (one chunk: all of them).
     chunk_k: u32,
-    // Register-blocked backward_input: row and column runs of input_classes.
+    // Register-blocked backward_input: row and column runs of its position classes.
     row_runs: u32,
     // conv2d_reduce: sum i goes to dst[i], or past out_split to dst[i + out_skip] (so that one
     // pass fills dw and a db that follows it after a gap).
@@ -83,12 +83,11 @@ struct Conv2dParams {
     col_runs: u32,
     _pad: u32,
     // Register-blocked backward_input: row run r is (first iy, rows, first ky, ky count),
-    // column run c (first ix, columns, first kx, kx count); class r * col_runs + c covers
-    // their product in every image and starts at workgroup class_groups[class / 4][class % 4]
-    // of its channel block.
+    // column run c (first ix, columns, first kx, kx count); class i (of row_runs * col_runs)
+    // is (its first lane within the channel block, r, c, unused).
     row_run: array<vec4<u32>, MAX_RUNS>,
     col_run: array<vec4<u32>, MAX_RUNS>,
-    class_groups: array<vec4<u32>, 64>,
+    classes: array<vec4<u32>, MAX_CLASSES>,
 }
 
 @group(0) @binding(0) var<uniform> params: Conv2dParams;
@@ -627,51 +626,47 @@ fn forward_sums(place: BlockPlace, o: Origins, pattern: Pattern, packed: bool) -
 // conv2d_backward_input_packed: the same, reading the weights packed
 //   (conv2d_pack_backward_input_weights).
 // Position classes: the dx positions whose taps meet dy in the same (ky, kx) ranges form a
-//   class: a run of rows with one ky range times a run of columns with
-//   one kx range (for 13 x 13 from 11 x 11: rows 0, 1, 2..10, 11, 12 times the same columns).
-//   Each workgroup works on one class, so its loop runs over exactly the taps that meet dy: no
-//   sums on zeros, no bounds checks on dy loads.
-// Block: 32 input channels x 32 positions of one class, consecutive in (image, row, column)
-//   order, as 8 Tiles of 4 positions each (so no sums are spent on columns past the edge, and
-//   a workgroup reads a few neighbouring images).
-// Workgroups: (channel block, params.block_groups over the classes: class c's first is
-//   first_group(c)); lanes past the class's positions store nothing.
+//   class: a run of rows with one ky range times a run of columns with one kx range (for 13 x
+//   13 from 11 x 11: rows 0, 1, 2..10, 11, 12 times the same columns). Each invocation works
+//   on 32 consecutive positions of one class, in (image, row, column) order, so its loop runs
+//   over exactly the taps that meet dy: no sums on zeros, no bounds checks on dy loads, and a
+//   class of few positions (a corner: one per image) wastes at most one invocation's part.
+//   The host orders the classes by their number of taps, so that the lanes of a SIMD vector
+//   mostly run loops of one length.
+// Block: 32 input channels x 32 positions as 8 Tiles of 4 consecutive positions.
+// Lanes: (channel block, lane within it: class by class, params.classes[i].x the first of
+//   class i); params.block_groups workgroups per channel block, params.len in all.
 // Loop: one flat loop over the class's taps (co, ky, kx); each step loads the 32 positions' dy
 //   values and the 32 weights w[co][ci0..][ky][kx]: 32 + 32 loads for 32 * 32 FMAs.
 // ---------------------------------------------------------------------------------------------
 
-// The most row (or column) runs of the input gradient's position classes (see there).
+// The most row (or column) runs of the input gradient's position classes, and the most
+// classes.
 const MAX_RUNS: u32 = 16u;
+const MAX_CLASSES: u32 = 256u;
 
-fn first_group(c: u32) -> u32 {
-    return params.class_groups[c / 4u][c % 4u];
-}
-
-// Where an input-gradient workgroup works. Every field follows from the workgroup alone, so
-// lavapipe knows that the tap loop runs alike in every lane and that the packed weights it
-// reads are the same in every lane (one load, not a gather).
+// Where an input-gradient invocation works.
 struct InputClass {
     channel_block: u32,
-    // The place's row and column runs.
+    // The class's row and column runs.
     rows: vec4<u32>,
     cols: vec4<u32>,
-    // The workgroup's first position within the place.
+    // The invocation's first position within the class.
     first: u32,
 }
 
-fn input_class(wg: vec3<u32>, nwg: vec3<u32>) -> InputClass {
+fn input_class(wg: vec3<u32>, nwg: vec3<u32>, lid: u32) -> InputClass {
     let group = block_group(wg, nwg);
-    let within = group % params.block_groups;
+    let lane = (group % params.block_groups) * BLOCK_WORKGROUP + lid;
     var found = 0u;
     for (var c = 1u; c < params.row_runs * params.col_runs; c++) {
-        if within >= first_group(c) {
+        if lane >= params.classes[c].x {
             found = c;
         }
     }
-    let rows = params.row_run[found / params.col_runs];
-    let cols = params.col_run[found % params.col_runs];
-    let first = (within - first_group(found)) * BLOCK_WORKGROUP * BLOCK_POSITIONS;
-    return InputClass(group / params.block_groups, rows, cols, first);
+    let class_entry = params.classes[found];
+    let first = (lane - class_entry.x) * BLOCK_POSITIONS;
+    return InputClass(group / params.block_groups, params.row_run[class_entry.y], params.col_run[class_entry.z], first);
 }
 
 // Positions per invocation: 8 Tiles of 4.
@@ -748,23 +743,23 @@ fn bwd_input_store_position(t: Tile, p: u32, at: u32, ci: u32) {
 @compute @workgroup_size(BLOCK_WORKGROUP)
 fn conv2d_backward_input(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     if block_group(wg, nwg) < params.len {
-        backward_input_block(input_class(wg, nwg), lid, false);
+        backward_input_block(input_class(wg, nwg, lid), false);
     }
 }
 
 @compute @workgroup_size(BLOCK_WORKGROUP)
 fn conv2d_backward_input_packed(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     if block_group(wg, nwg) < params.len {
-        backward_input_block(input_class(wg, nwg), lid, true);
+        backward_input_block(input_class(wg, nwg, lid), true);
     }
 }
 
-fn backward_input_block(place: InputClass, lid: u32, packed: bool) {
+fn backward_input_block(place: InputClass, packed: bool) {
     let k = params.kernel;
     let ci0 = place.channel_block * BLOCK_CHANNELS;
     let slot0 = place.channel_block * params.block_steps;
     let last_ci = params.in_channels - 1u;
-    let p0 = place.first + lid * BLOCK_POSITIONS;
+    let p0 = place.first;
     let s0 = tile_positions(place, p0);
     let s1 = tile_positions(place, p0 + 4u);
     let s2 = tile_positions(place, p0 + 8u);
@@ -791,8 +786,7 @@ fn backward_input_block(place: InputClass, lid: u32, packed: bool) {
     let kx_count = place.cols.w;
     let per_co = place.rows.w * kx_count;
     let plane = params.out_height * params.out_width;
-    // Lanes past the class's positions run no taps: a SIMD vector of such lanes then skips
-    // the loop (small classes fill only part of a workgroup).
+    // Lanes past the last class run no taps.
     let positions = params.batch * place.rows.y * place.cols.y;
     let taps = select(0u, params.out_channels * per_co, p0 < positions);
     for (var tap = 0u; tap < taps; tap++) {

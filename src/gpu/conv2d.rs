@@ -48,7 +48,8 @@ const BLOCK_ROWS: usize = 8;
 const BLOCK_COLS: usize = 4;
 /// Positions of an input-gradient block (`BLOCK_POSITIONS`).
 const BLOCK_POSITIONS: usize = 32;
-/// The most row (or column) runs of the input gradient's position classes (`MAX_RUNS`).
+/// The most row (or column) runs of the input gradient's position classes (`MAX_RUNS`; the
+/// shader's `MAX_CLASSES` is its square).
 const MAX_RUNS: usize = 16;
 /// Input channels of a block of the 3x3 weight gradient (`conv2d_backward_weights_k3`).
 const K3_BLOCK_CHANNELS: usize = 4;
@@ -197,11 +198,11 @@ struct Conv2dParams {
     /// Register-blocked input gradient: column runs of its position classes.
     col_runs: u32,
     _pad: u32,
-    /// Register-blocked input gradient: the runs, and the first workgroup of each class (see
+    /// Register-blocked input gradient: the runs, and each class's first lane and runs (see
     /// [`Conv2dParams::input_classes`]).
     row_run: [[u32; 4]; MAX_RUNS],
     col_run: [[u32; 4]; MAX_RUNS],
-    class_groups: [[u32; 4]; MAX_RUNS * MAX_RUNS / 4],
+    classes: [[u32; 4]; MAX_RUNS * MAX_RUNS],
 }
 
 fn u(v: usize) -> u32 {
@@ -240,9 +241,10 @@ impl Conv2dParams {
     }
 
     /// The blocks of a register-blocked input-gradient pass (see `input_class` in the shader),
-    /// each step of which multiplies `steps` weights: the position classes, `block_groups`
-    /// (workgroups per block of channels), `block_steps` and `len`. None where the input has
-    /// more runs than the params hold (kernels wider than 8).
+    /// each step of which multiplies `steps` weights: the position classes, in decreasing
+    /// order of their taps, with `block_groups` (workgroups per block of channels),
+    /// `block_steps` and `len`. None where the input has more runs than the params hold
+    /// (kernels wider than 8).
     fn input_classes(mut self, g: Conv2dGeometry, steps: usize) -> Option<Conv2dParams> {
         let out = g.output();
         let row_runs = input_runs(g.input.height, out.height, g.kernel);
@@ -250,19 +252,21 @@ impl Conv2dParams {
         if row_runs.len() > MAX_RUNS || col_runs.len() > MAX_RUNS {
             return None;
         }
-        let per_group = BLOCK_WORKGROUP * BLOCK_POSITIONS;
-        let mut block_groups = 0;
-        for (r, rows) in row_runs.iter().enumerate() {
-            for (c, cols) in col_runs.iter().enumerate() {
-                let class = r * col_runs.len() + c;
-                self.class_groups[class / 4][class % 4] = u(block_groups);
-                let positions = self.batch as usize * rows[1] as usize * cols[1] as usize;
-                block_groups += positions.div_ceil(per_group);
-            }
+        let mut classes: Vec<(usize, usize)> = (0..row_runs.len())
+            .flat_map(|r| (0..col_runs.len()).map(move |c| (r, c)))
+            .collect();
+        // Stable, so that the order is fixed for a geometry.
+        classes.sort_by_key(|&(r, c)| std::cmp::Reverse(row_runs[r][3] * col_runs[c][3]));
+        let mut lanes = 0;
+        for (i, &(r, c)) in classes.iter().enumerate() {
+            self.classes[i] = [u(lanes), u(r), u(c), 0];
+            let positions = self.batch as usize * (row_runs[r][1] * col_runs[c][1]) as usize;
+            lanes += positions.div_ceil(BLOCK_POSITIONS);
         }
         self.row_run[..row_runs.len()].copy_from_slice(&row_runs);
         self.col_run[..col_runs.len()].copy_from_slice(&col_runs);
         (self.row_runs, self.col_runs) = (u(row_runs.len()), u(col_runs.len()));
+        let block_groups = lanes.div_ceil(BLOCK_WORKGROUP);
         (self.block_groups, self.block_steps) = (u(block_groups), u(steps));
         self.len = u(g.input.channels.div_ceil(BLOCK_CHANNELS) * block_groups);
         Some(self)
@@ -1484,6 +1488,7 @@ mod tests {
             ("K3_BLOCK_CHANNELS", K3_BLOCK_CHANNELS),
             ("BLOCK_POSITIONS", BLOCK_POSITIONS),
             ("MAX_RUNS", MAX_RUNS),
+            ("MAX_CLASSES", MAX_RUNS * MAX_RUNS),
             ("TILE_M", TILE_M),
             ("TILE_N", TILE_N),
             ("TILE_K", TILE_K),
