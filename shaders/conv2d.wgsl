@@ -789,10 +789,13 @@ fn backward_input_block(place: InputClass, packed: bool) {
     // Lanes past the last class run no taps.
     let positions = params.batch * place.rows.y * place.cols.y;
     let taps = select(0u, params.out_channels * per_co, p0 < positions);
+    // The tap's (co, ky, kx), stepped without divisions (lavapipe divides lane by lane).
+    var co = 0u;
+    var ky = ky_lo;
+    var kx = kx_lo;
+    let ky_end = ky_lo + place.rows.w;
+    let kx_end = kx_lo + kx_count;
     for (var tap = 0u; tap < taps; tap++) {
-        let co = tap / per_co;
-        let ky = ky_lo + (tap % per_co) / kx_count;
-        let kx = kx_lo + tap % kx_count;
         // dy[n][co][iy - ky][ix - kx], as an offset back from dy[n][0][iy][ix].
         let back = ky * params.out_width + kx - co * plane;
         let d0 = dy_gather(s0.dy, back);
@@ -812,8 +815,13 @@ fn backward_input_block(place: InputClass, packed: bool) {
         t5 = tile_fma(t5, w, d5);
         t6 = tile_fma(t6, w, d6);
         t7 = tile_fma(t7, w, d7);
+        let next_row = kx + 1u == kx_end;
+        kx = select(kx + 1u, kx_lo, next_row);
+        let next_channel = next_row && ky + 1u == ky_end;
+        ky = select(ky + u32(next_row), ky_lo, next_channel);
+        co += u32(next_channel);
     }
-    // Positions of the place left from each Tile's first.
+    // Positions of the class left from each Tile's first.
     let left = max(positions, p0) - p0;
     bwd_input_store(t0, s0.dx, ci0, left);
     bwd_input_store(t1, s1.dx, ci0, max(left, 4u) - 4u);
