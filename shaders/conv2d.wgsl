@@ -593,10 +593,11 @@ fn forward_sums(place: BlockPlace, o: Origins, pattern: Pattern, packed: bool) -
 
     let w_stride = params.in_channels * k * k;
     let kk = k * k;
+    // The tap's (ci, ky, kx), stepped without divisions (see backward_input_block).
+    var ci = 0u;
+    var ky = 0u;
+    var kx = 0u;
     for (var tap = 0u; tap < params.in_channels * kk; tap++) {
-        let ci = tap / kk;
-        let ky = (tap / k) % k;
-        let kx = tap % k;
         let row = ci * plane + ky * params.in_width;
         let x0 = src_pattern(o.r0 + row, o.c0 + kx, pattern, last_col);
         let x1 = src_pattern(o.r1 + row, o.c1 + kx, pattern, last_col);
@@ -615,6 +616,11 @@ fn forward_sums(place: BlockPlace, o: Origins, pattern: Pattern, packed: bool) -
         t5 = tile_fma(t5, w, x5);
         t6 = tile_fma(t6, w, x6);
         t7 = tile_fma(t7, w, x7);
+        let next_row = kx + 1u == k;
+        kx = select(kx + 1u, 0u, next_row);
+        let next_channel = next_row && ky + 1u == k;
+        ky = select(ky + u32(next_row), 0u, next_channel);
+        ci += u32(next_channel);
     }
     return Block(t0, t1, t2, t3, t4, t5, t6, t7);
 }
