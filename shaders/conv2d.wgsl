@@ -81,7 +81,8 @@ struct Conv2dParams {
     out_split: u32,
     out_skip: u32,
     col_runs: u32,
-    _pad: u32,
+    // Register-blocked forward and backward_input: the first packed slot of packed_hi.
+    packed_split: u32,
     // Register-blocked backward_input: row run r is (first iy, rows, first ky, ky count),
     // column run c (first ix, columns, first kx, kx count); class i (of row_runs * col_runs)
     // is (its first lane within the channel block, r, c, unused).
@@ -213,21 +214,36 @@ fn factor4(base: u32, stride: u32, first: u32, last: u32) -> vec4<f32> {
 // step (co, ky, kx), channels ci). Uniform, because lavapipe loads storage once per lane even
 // when every lane reads the same address, but a uniform address that is the same in every lane
 // once; and 8 vec4 loads per step instead of 32 scalar ones. A uniform binding holds at most
-// 64 KiB, so the slots span two bindings (the host binds one range twice when it suffices).
+// 64 KiB, so the slots span two bindings: packed_lo from slot 0, packed_hi from slot
+// params.packed_split (a multiple of k * k; the host binds one range twice when it suffices).
 const PACKED_SLOTS: u32 = 512u;
 @group(0) @binding(5) var<uniform> packed_lo: array<Channels, PACKED_SLOTS>;
 @group(0) @binding(6) var<uniform> packed_hi: array<Channels, PACKED_SLOTS>;
 
-// The 32 weights of one step: packed slot `slot` when `packed`, else gathered from `factor`
-// (factor32). The entry points pass a constant.
+// The 32 weights of one step from the first binding: packed slot `slot` when `packed`, else
+// gathered from `factor` (factor32). The entry points pass a constant.
 fn step_weights(packed: bool, slot: u32, base: u32, stride: u32, first: u32, last: u32) -> Channels {
     if !packed {
         return factor32(base, stride, first, last);
     }
-    if slot < PACKED_SLOTS {
-        return packed_lo[slot];
-    }
-    return packed_hi[slot - PACKED_SLOTS];
+    return packed_lo[slot];
+}
+
+// The 32 weights of packed slot `slot` from the second binding, which starts at slot
+// params.packed_split. The kernels run the steps of each binding in a loop of their own:
+// lavapipe runs both sides of an `if` whose condition may differ between lanes, and a gather
+// from either binding costs as much as a quarter of a step's sums.
+fn step_weights_hi(slot: u32) -> Channels {
+    return packed_hi[slot - params.packed_split];
+}
+
+// Steps (kx, ky, channel) to the next tap of a flat loop over channels, then ky in
+// [first.y, end.y), then kx in [first.x, end.x), without divisions (lavapipe divides lane by
+// lane).
+fn next_tap(t: vec3<u32>, first: vec2<u32>, end: vec2<u32>) -> vec3<u32> {
+    let next_row = t.x + 1u == end.x;
+    let next_channel = next_row && t.y + 1u == end.y;
+    return vec3<u32>(select(t.x + 1u, first.x, next_row), select(t.y + u32(next_row), first.y, next_channel), t.z + u32(next_channel));
 }
 
 // The window of `src` row `row` one slide before columns col..col+3: (unused, col, col + 1,
@@ -577,52 +593,43 @@ fn forward_sums(place: BlockPlace, o: Origins, pattern: Pattern, packed: bool) -
     let co0 = place.channel_block * BLOCK_CHANNELS;
     let slot0 = place.channel_block * params.block_steps;
     let last_co = params.out_channels - 1u;
-    let last_col = params.in_width - 1u;
-    let plane = params.in_height * params.in_width;
+    let w_stride = params.in_channels * k * k;
 
     // Every sum starts at its channel's bias.
-    let b = tile_splat(Channels(bias16(co0, last_co), bias16(co0 + 16u, last_co)));
-    var t0 = b;
-    var t1 = b;
-    var t2 = b;
-    var t3 = b;
-    var t4 = b;
-    var t5 = b;
-    var t6 = b;
-    var t7 = b;
-
-    let w_stride = params.in_channels * k * k;
-    let kk = k * k;
-    // The tap's (ci, ky, kx), stepped without divisions (see backward_input_block).
-    var ci = 0u;
-    var ky = 0u;
-    var kx = 0u;
-    for (var tap = 0u; tap < params.in_channels * kk; tap++) {
-        let row = ci * plane + ky * params.in_width;
-        let x0 = src_pattern(o.r0 + row, o.c0 + kx, pattern, last_col);
-        let x1 = src_pattern(o.r1 + row, o.c1 + kx, pattern, last_col);
-        let x2 = src_pattern(o.r2 + row, o.c2 + kx, pattern, last_col);
-        let x3 = src_pattern(o.r3 + row, o.c3 + kx, pattern, last_col);
-        let x4 = src_pattern(o.r4 + row, o.c4 + kx, pattern, last_col);
-        let x5 = src_pattern(o.r5 + row, o.c5 + kx, pattern, last_col);
-        let x6 = src_pattern(o.r6 + row, o.c6 + kx, pattern, last_col);
-        let x7 = src_pattern(o.r7 + row, o.c7 + kx, pattern, last_col);
+    let bias = tile_splat(Channels(bias16(co0, last_co), bias16(co0 + 16u, last_co)));
+    var b = Block(bias, bias, bias, bias, bias, bias, bias, bias);
+    // One flat loop over the taps (ci, ky, kx) per binding of packed weights.
+    let taps = params.in_channels * k * k;
+    let lo_taps = select(taps, min(taps, max(params.packed_split, slot0) - slot0), packed);
+    var t = vec3<u32>(0u);
+    let first = vec2<u32>(0u);
+    let end = vec2<u32>(k);
+    for (var tap = 0u; tap < lo_taps; tap++) {
         let w = step_weights(packed, slot0 + tap, tap, w_stride, co0, last_co);
-        t0 = tile_fma(t0, w, x0);
-        t1 = tile_fma(t1, w, x1);
-        t2 = tile_fma(t2, w, x2);
-        t3 = tile_fma(t3, w, x3);
-        t4 = tile_fma(t4, w, x4);
-        t5 = tile_fma(t5, w, x5);
-        t6 = tile_fma(t6, w, x6);
-        t7 = tile_fma(t7, w, x7);
-        let next_row = kx + 1u == k;
-        kx = select(kx + 1u, 0u, next_row);
-        let next_channel = next_row && ky + 1u == k;
-        ky = select(ky + u32(next_row), 0u, next_channel);
-        ci += u32(next_channel);
+        b = forward_tap(b, o, pattern, t, w);
+        t = next_tap(t, first, end);
     }
-    return Block(t0, t1, t2, t3, t4, t5, t6, t7);
+    for (var tap = lo_taps; tap < taps; tap++) {
+        b = forward_tap(b, o, pattern, t, step_weights_hi(slot0 + tap));
+        t = next_tap(t, first, end);
+    }
+    return b;
+}
+
+// Adds tap t = (kx, ky, ci) of a forward block whose Tiles read x at `o`, in `pattern`.
+fn forward_tap(b: Block, o: Origins, pattern: Pattern, t: vec3<u32>, w: Channels) -> Block {
+    let last_col = params.in_width - 1u;
+    let row = (t.z * params.in_height + t.y) * params.in_width;
+    let kx = t.x;
+    let x0 = src_pattern(o.r0 + row, o.c0 + kx, pattern, last_col);
+    let x1 = src_pattern(o.r1 + row, o.c1 + kx, pattern, last_col);
+    let x2 = src_pattern(o.r2 + row, o.c2 + kx, pattern, last_col);
+    let x3 = src_pattern(o.r3 + row, o.c3 + kx, pattern, last_col);
+    let x4 = src_pattern(o.r4 + row, o.c4 + kx, pattern, last_col);
+    let x5 = src_pattern(o.r5 + row, o.c5 + kx, pattern, last_col);
+    let x6 = src_pattern(o.r6 + row, o.c6 + kx, pattern, last_col);
+    let x7 = src_pattern(o.r7 + row, o.c7 + kx, pattern, last_col);
+    return Block(tile_fma(b.t0, w, x0), tile_fma(b.t1, w, x1), tile_fma(b.t2, w, x2), tile_fma(b.t3, w, x3), tile_fma(b.t4, w, x4), tile_fma(b.t5, w, x5), tile_fma(b.t6, w, x6), tile_fma(b.t7, w, x7));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -762,81 +769,67 @@ fn conv2d_backward_input_packed(@builtin(workgroup_id) wg: vec3<u32>, @builtin(n
 
 fn backward_input_block(place: InputClass, packed: bool) {
     let k = params.kernel;
+    let kk = k * k;
     let ci0 = place.channel_block * BLOCK_CHANNELS;
     let slot0 = place.channel_block * params.block_steps;
     let last_ci = params.in_channels - 1u;
     let p0 = place.first;
-    let s0 = tile_positions(place, p0);
-    let s1 = tile_positions(place, p0 + 4u);
-    let s2 = tile_positions(place, p0 + 8u);
-    let s3 = tile_positions(place, p0 + 12u);
-    let s4 = tile_positions(place, p0 + 16u);
-    let s5 = tile_positions(place, p0 + 20u);
-    let s6 = tile_positions(place, p0 + 24u);
-    let s7 = tile_positions(place, p0 + 28u);
+    let s = InputPositions(tile_positions(place, p0), tile_positions(place, p0 + 4u), tile_positions(place, p0 + 8u), tile_positions(place, p0 + 12u), tile_positions(place, p0 + 16u), tile_positions(place, p0 + 20u), tile_positions(place, p0 + 24u), tile_positions(place, p0 + 28u));
 
     let zero = tile_splat(Channels(mat4x4<f32>(), mat4x4<f32>()));
-    var t0 = zero;
-    var t1 = zero;
-    var t2 = zero;
-    var t3 = zero;
-    var t4 = zero;
-    var t5 = zero;
-    var t6 = zero;
-    var t7 = zero;
-
-    // One flat loop over the taps (co, ky, kx) that meet dy (see forward_sums).
-    let kk = k * k;
-    let ky_lo = place.rows.z;
-    let kx_lo = place.cols.z;
-    let kx_count = place.cols.w;
-    let per_co = place.rows.w * kx_count;
-    let plane = params.out_height * params.out_width;
+    var b = Block(zero, zero, zero, zero, zero, zero, zero, zero);
+    // One flat loop over the taps (co, ky, kx) that meet dy (see forward_sums) per binding of
+    // packed weights; a block's slots start at a multiple of k * k, and so does packed_hi, so
+    // the split falls between two output channels.
+    let first = vec2<u32>(place.cols.z, place.rows.z);
+    let end = first + vec2<u32>(place.cols.w, place.rows.w);
+    let per_co = place.rows.w * place.cols.w;
     // Lanes past the last class run no taps.
     let positions = params.batch * place.rows.y * place.cols.y;
     let taps = select(0u, params.out_channels * per_co, p0 < positions);
-    // The tap's (co, ky, kx), stepped without divisions (lavapipe divides lane by lane).
-    var co = 0u;
-    var ky = ky_lo;
-    var kx = kx_lo;
-    let ky_end = ky_lo + place.rows.w;
-    let kx_end = kx_lo + kx_count;
-    for (var tap = 0u; tap < taps; tap++) {
-        // dy[n][co][iy - ky][ix - kx], as an offset back from dy[n][0][iy][ix].
-        let back = ky * params.out_width + kx - co * plane;
-        let d0 = dy_gather(s0.dy, back);
-        let d1 = dy_gather(s1.dy, back);
-        let d2 = dy_gather(s2.dy, back);
-        let d3 = dy_gather(s3.dy, back);
-        let d4 = dy_gather(s4.dy, back);
-        let d5 = dy_gather(s5.dy, back);
-        let d6 = dy_gather(s6.dy, back);
-        let d7 = dy_gather(s7.dy, back);
-        let w = step_weights(packed, slot0 + (co * k + ky) * k + kx, co * params.in_channels * kk + ky * k + kx, kk, ci0, last_ci);
-        t0 = tile_fma(t0, w, d0);
-        t1 = tile_fma(t1, w, d1);
-        t2 = tile_fma(t2, w, d2);
-        t3 = tile_fma(t3, w, d3);
-        t4 = tile_fma(t4, w, d4);
-        t5 = tile_fma(t5, w, d5);
-        t6 = tile_fma(t6, w, d6);
-        t7 = tile_fma(t7, w, d7);
-        let next_row = kx + 1u == kx_end;
-        kx = select(kx + 1u, kx_lo, next_row);
-        let next_channel = next_row && ky + 1u == ky_end;
-        ky = select(ky + u32(next_row), ky_lo, next_channel);
-        co += u32(next_channel);
+    let lo_channels = min(params.out_channels, (max(params.packed_split, slot0) - slot0) / kk);
+    let lo_taps = select(taps, min(taps, lo_channels * per_co), packed);
+    var t = vec3<u32>(first, 0u);
+    for (var tap = 0u; tap < lo_taps; tap++) {
+        let step = (t.z * k + t.y) * k + t.x;
+        let w = step_weights(packed, slot0 + step, t.z * params.in_channels * kk + t.y * k + t.x, kk, ci0, last_ci);
+        b = backward_input_tap(b, s, t, w);
+        t = next_tap(t, first, end);
+    }
+    for (var tap = lo_taps; tap < taps; tap++) {
+        let w = step_weights_hi(slot0 + (t.z * k + t.y) * k + t.x);
+        b = backward_input_tap(b, s, t, w);
+        t = next_tap(t, first, end);
     }
     // Positions of the class left from each Tile's first.
     let left = max(positions, p0) - p0;
-    bwd_input_store(t0, s0.dx, ci0, left);
-    bwd_input_store(t1, s1.dx, ci0, max(left, 4u) - 4u);
-    bwd_input_store(t2, s2.dx, ci0, max(left, 8u) - 8u);
-    bwd_input_store(t3, s3.dx, ci0, max(left, 12u) - 12u);
-    bwd_input_store(t4, s4.dx, ci0, max(left, 16u) - 16u);
-    bwd_input_store(t5, s5.dx, ci0, max(left, 20u) - 20u);
-    bwd_input_store(t6, s6.dx, ci0, max(left, 24u) - 24u);
-    bwd_input_store(t7, s7.dx, ci0, max(left, 28u) - 28u);
+    bwd_input_store(b.t0, s.s0.dx, ci0, left);
+    bwd_input_store(b.t1, s.s1.dx, ci0, max(left, 4u) - 4u);
+    bwd_input_store(b.t2, s.s2.dx, ci0, max(left, 8u) - 8u);
+    bwd_input_store(b.t3, s.s3.dx, ci0, max(left, 12u) - 12u);
+    bwd_input_store(b.t4, s.s4.dx, ci0, max(left, 16u) - 16u);
+    bwd_input_store(b.t5, s.s5.dx, ci0, max(left, 20u) - 20u);
+    bwd_input_store(b.t6, s.s6.dx, ci0, max(left, 24u) - 24u);
+    bwd_input_store(b.t7, s.s7.dx, ci0, max(left, 28u) - 28u);
+}
+
+// The positions of an input-gradient block's 8 Tiles.
+struct InputPositions {
+    s0: TilePositions,
+    s1: TilePositions,
+    s2: TilePositions,
+    s3: TilePositions,
+    s4: TilePositions,
+    s5: TilePositions,
+    s6: TilePositions,
+    s7: TilePositions,
+}
+
+// Adds tap t = (kx, ky, co) of an input-gradient block: dy[n][co][iy - ky][ix - kx] at each
+// position, as an offset back from dy[n][0][iy][ix].
+fn backward_input_tap(b: Block, s: InputPositions, t: vec3<u32>, w: Channels) -> Block {
+    let back = t.y * params.out_width + t.x - t.z * params.out_height * params.out_width;
+    return Block(tile_fma(b.t0, w, dy_gather(s.s0.dy, back)), tile_fma(b.t1, w, dy_gather(s.s1.dy, back)), tile_fma(b.t2, w, dy_gather(s.s2.dy, back)), tile_fma(b.t3, w, dy_gather(s.s3.dy, back)), tile_fma(b.t4, w, dy_gather(s.s4.dy, back)), tile_fma(b.t5, w, dy_gather(s.s5.dy, back)), tile_fma(b.t6, w, dy_gather(s.s6.dy, back)), tile_fma(b.t7, w, dy_gather(s.s7.dy, back)));
 }
 
 // ---------------------------------------------------------------------------------------------

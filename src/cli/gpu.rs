@@ -80,8 +80,9 @@ fn list_adapters_with_limits() -> Result<()> {
             info.driver_info
         );
         println!(
-            "  max storage buffer binding {} MiB, max buffer {} MiB, workgroup storage {} KiB, invocations per workgroup {}, workgroups per dimension {}",
+            "  max storage buffer binding {} MiB, max uniform buffer binding {} KiB, max buffer {} MiB, workgroup storage {} KiB, invocations per workgroup {}, workgroups per dimension {}",
             limits.max_storage_buffer_binding_size >> 20,
+            limits.max_uniform_buffer_binding_size >> 10,
             limits.max_buffer_size >> 20,
             limits.max_compute_workgroup_storage_size >> 10,
             limits.max_compute_invocations_per_workgroup,

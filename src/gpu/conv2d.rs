@@ -197,7 +197,9 @@ struct Conv2dParams {
     out_skip: u32,
     /// Register-blocked input gradient: column runs of its position classes.
     col_runs: u32,
-    _pad: u32,
+    /// Register-blocked forward and input gradient: the first packed slot of the second
+    /// binding ([`packed_split`]).
+    packed_split: u32,
     /// Register-blocked input gradient: the runs, and each class's first lane and runs (see
     /// [`Conv2dParams::input_classes`]).
     row_run: [[u32; 4]; MAX_RUNS],
@@ -295,6 +297,15 @@ fn input_runs(len: usize, out: usize, k: usize) -> Vec<[u32; 4]> {
         }
     }
     runs
+}
+
+/// Where the second uniform binding of packed weights starts, in slots: the most slots that
+/// fill no more than the first binding, are a multiple of `k * k` (so that a block of the input
+/// gradient switches bindings between two output channels) and are even (so that the binding's
+/// offset, 128 bytes a slot, is a multiple of 256, the largest uniform offset alignment).
+fn packed_split(k: usize) -> usize {
+    let step = if (k * k) % 2 == 0 { k * k } else { 2 * k * k };
+    PACKED_SLOTS / step * step
 }
 
 /// Elements of the OIHW weight tensor.
@@ -471,6 +482,11 @@ impl Conv2dKernels {
         let groups = params.len as usize;
         let blocks = groups / params.block_groups.max(1) as usize;
         let slots = blocks * params.block_steps as usize;
+        let split = packed_split(params.kernel as usize);
+        let params = Conv2dParams {
+            packed_split: u(split),
+            ..params
+        };
         let w = buffers[2];
         let run_params = uniform(ctx, "conv2d params", &params);
         let [a, b, c, d] = buffers;
@@ -479,21 +495,27 @@ impl Conv2dKernels {
             all.extend(argmax);
             kernel.dispatch(ctx, &all, grid(groups))
         };
-        if slots > 2 * PACKED_SLOTS {
+        if slots > split + PACKED_SLOTS {
             let unused = View::whole(&self.unused_packed);
             return vec![run(unpacked, unused, unused)];
         }
-        let bindings = slots.div_ceil(PACKED_SLOTS) as u64;
+        // The second binding starts at slot `split` where the slots need it, else it repeats
+        // the first (and is never read).
+        let hi_offset = if slots > split {
+            split as u64 * PACKED_SLOT_BYTES
+        } else {
+            0
+        };
         // Owned by the bind groups of the dispatches below, which keep it alive.
         let packed_weights = ctx.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("conv2d packed weights"),
-            size: bindings * PACKED_BINDING_BYTES,
+            size: hi_offset + PACKED_BINDING_BYTES,
             usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::UNIFORM,
             mapped_at_creation: false,
         });
-        let binding = |i: u64| View {
+        let binding = |offset: u64| View {
             buffer: &packed_weights,
-            offset: i.min(bindings - 1) * PACKED_BINDING_BYTES,
+            offset,
             size: PACKED_BINDING_BYTES,
         };
         let elements = slots * BLOCK_CHANNELS;
@@ -516,7 +538,7 @@ impl Conv2dKernels {
                 ],
                 grid_1d(elements),
             ),
-            run(&packed.run, binding(0), binding(1)),
+            run(&packed.run, binding(0), binding(hi_offset)),
         ]
     }
 
@@ -959,8 +981,10 @@ const fn strided(case: Case, stride: usize, pad: usize) -> Case {
 /// 4 + 2) and of output channels (35), at a batch of 9.
 /// The register-blocked forward and input gradient read packed weights where they fit two
 /// uniform bindings (the second layer fills both) and w itself where not (the k6 case, and the
-/// k8 case's input gradient).
-const CASES: [Case; 9] = [
+/// k8 case's input gradient). The last case has two blocks of input and of output channels, so
+/// that the second block of both passes switches from the first binding to the second
+/// partway (after 16 channels of the input gradient's block).
+const CASES: [Case; 10] = [
     case(1, Shape::new(1, 28, 28), 32, 3),
     case(7, Shape::new(32, 13, 13), 64, 3),
     case(33, Shape::new(3, 7, 17), 5, 2),
@@ -970,6 +994,7 @@ const CASES: [Case; 9] = [
     case(3, Shape::new(2, 9, 10), 33, 8),
     case(40, Shape::new(4, 12, 12), 40, 3),
     case(9, Shape::new(6, 9, 10), 35, 3),
+    case(5, Shape::new(40, 7, 8), 40, 3),
 ];
 
 /// More first layers for the weight gradient from a fused ReLU and max pooling: 2 input
@@ -1520,6 +1545,20 @@ mod tests {
             let runs = input_runs(len, out, k);
             assert_eq!(runs.iter().map(|r| r[1] as usize).sum::<usize>(), len);
             assert!(runs.windows(2).all(|w| w[1][0] == w[0][0] + w[0][1]));
+        }
+    }
+
+    #[test]
+    fn packed_split_is_a_whole_number_of_channels_at_an_aligned_offset() {
+        assert_eq!(packed_split(3), 504);
+        assert_eq!(packed_split(1), 512);
+        assert_eq!(packed_split(5), 500);
+        for k in 1..=16 {
+            let split = packed_split(k);
+            // The largest: the next candidate (at most 2 k^2 further) would not fit.
+            assert!(split <= PACKED_SLOTS && split + 2 * k * k > PACKED_SLOTS);
+            assert_eq!(split % (k * k), 0);
+            assert_eq!((split as u64 * PACKED_SLOT_BYTES) % 256, 0);
         }
     }
 
