@@ -110,8 +110,10 @@ fn outer_acc(acc: mat4x4<f32>, a: vec4<f32>, b: vec4<f32>) -> mat4x4<f32> {
 // Register-blocked variant (CPU adapters: lavapipe/llvmpipe). There a workgroup runs as 8-wide
 // SIMD lanes on one thread, and every storage-buffer load (shared memory too) is a loop over
 // the lanes that costs about as much as 50 FMAs, whether or not the lanes share the address
-// (Mesa 22.3); arithmetic is cheap. So: no shared memory, and each invocation keeps a large
-// block of sums in registers and uses every value it loads many times:
+// (Mesa 22.3); an FMA is a multiply, an add and (in a loop) a blend with the lanes' mask. So:
+// no shared memory, and each invocation keeps a large block of sums in registers (spilled to
+// the stack, which must stay within the L1 cache: blocks of 2048 sums ran slower than 1024) and
+// uses every value it loads many times:
 //   - A `Tile` is 32 channels x 4 positions of sums (eight mat4x4). A step adds the outer
 //     product of 32 channel values (`Channels`) and 4 position values (a vec4): 128 FMAs for
 //     36 loads.
@@ -152,8 +154,7 @@ fn block_group(wg: vec3<u32>, nwg: vec3<u32>) -> u32 {
 // column of its block. Each block of BLOCK_CHANNELS channels has params.block_groups
 // workgroups, whose lanes cover (row block, column block), column block fastest (lanes past
 // the last row block store nothing). So the channel block follows from the workgroup alone,
-// and so do the packed weight slots it reads: lavapipe sees that they are the same in every
-// lane and loads them once.
+// and so do the packed weight slots it reads (the same in every lane).
 struct BlockPlace {
     channel_block: u32,
     seg0: u32,
@@ -211,9 +212,10 @@ fn factor4(base: u32, stride: u32, first: u32, last: u32) -> vec4<f32> {
 // Weights packed for the register-blocked forward and backward input (conv2d_pack_*_weights):
 // slot block * params.block_steps + step holds, as Channels, the 32 weights that step of
 // channel block `block` multiplies (forward: step (ci, ky, kx), channels co; backward input:
-// step (co, ky, kx), channels ci). Uniform, because lavapipe loads storage once per lane even
-// when every lane reads the same address, but a uniform address that is the same in every lane
-// once; and 8 vec4 loads per step instead of 32 scalar ones. A uniform binding holds at most
+// step (co, ky, kx), channels ci). Uniform, because lavapipe (Mesa 22.3) loads storage lane by
+// lane in a loop with a bounds check and branches (about 19 instructions a lane), but gathers
+// from a uniform binding without branches (about 27 instructions for 8 lanes; only a constant
+// index would make it one load). A uniform binding holds at most
 // 64 KiB, so the slots span two bindings: packed_lo from slot 0, packed_hi from slot
 // params.packed_split (a multiple of k * k; the host binds one range twice when it suffices).
 const PACKED_SLOTS: u32 = 512u;

@@ -8,9 +8,10 @@
 //! - register-blocked, for CPU adapters (lavapipe): each invocation owns a block of 32 channels
 //!   x 8 row segments (or (in channel, ky) pairs) x 4 columns (or kx), or for the input gradient
 //!   32 positions of a class of positions that meet the output with the same taps, and reuses
-//!   every value it loads across the block, with no workgroup memory. The forward and input gradient first
-//!   pack the 32 weights each step multiplies into uniform bindings (where they fit, 1024
-//!   steps), which lavapipe loads once per SIMD group instead of once per lane;
+//!   every value it loads across the block, with no workgroup memory. The forward and input
+//!   gradient first pack the 32 weights each step multiplies into two uniform bindings (where
+//!   they fit, about 1000 steps), which lavapipe gathers without the lane-by-lane loop of a
+//!   storage load;
 //! - tiled, for real GPUs: an implicit GEMM in which each workgroup computes a `TILE_M x TILE_N`
 //!   tile of outputs, staging slices of both operands in workgroup memory.
 //!
