@@ -88,10 +88,17 @@ fn list_adapters_with_limits() -> Result<()> {
             limits.max_compute_invocations_per_workgroup,
             limits.max_compute_workgroups_per_dimension
         );
-        let timestamps = adapter.features().contains(wgpu::Features::TIMESTAMP_QUERY);
+        let yes_no = |feature| {
+            if adapter.features().contains(feature) {
+                "yes"
+            } else {
+                "no"
+            }
+        };
         println!(
-            "  timestamp queries: {}",
-            if timestamps { "yes" } else { "no" }
+            "  timestamp queries: {}, subgroups: {}",
+            yes_no(wgpu::Features::TIMESTAMP_QUERY),
+            yes_no(wgpu::Features::SUBGROUP)
         );
     }
     Ok(())
