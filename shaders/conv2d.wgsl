@@ -1503,9 +1503,23 @@ fn k3_row(ci0: u32, i: u32) -> u32 {
     return (min(ci0 + i / 3u, params.in_channels - 1u) * params.in_height + i % 3u) * params.in_width;
 }
 
+// The 32 dy values dy[n][first..first + 31][at] (channel stride `stride`, channels clamped to
+// `last`) of a k3 step. `part` is unused here: in the module that the host builds for adapters
+// with subgroups (src/gpu/conv2d.rs, `SHARED_DY`), the body below is replaced by one in which
+// each of 8 lanes that need the same values loads 4 of them (those of `part`) and the 8 share
+// them, saving 28 of the 32 storage loads (lavapipe loads storage lane by lane).
+fn k3_dy(at: u32, stride: u32, first: u32, last: u32, part: u32) -> Channels {
+    // @k3_dy
+    return factor32(at, stride, first, last);
+}
+
 @compute @workgroup_size(BLOCK_WORKGROUP)
 fn conv2d_backward_weights_k3(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let lane = block_lane(wg, nwg, lid);
+    backward_weights_k3_block(block_lane(wg, nwg, lid), 0u);
+}
+
+// One k3 block; `part` goes to k3_dy.
+fn backward_weights_k3_block(lane: u32, part: u32) {
     if lane >= params.len {
         return;
     }
@@ -1565,7 +1579,7 @@ fn conv2d_backward_weights_k3(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num
         let w9 = src_triple(at + r9);
         let w10 = src_triple(at + r10);
         let w11 = src_triple(at + r11);
-        let d = factor32((img * params.out_channels * params.out_height + oy) * ow + ox, dy_plane, co0, last_co);
+        let d = k3_dy((img * params.out_channels * params.out_height + oy) * ow + ox, dy_plane, co0, last_co, part);
         bias_sum = Channels(bias_sum.lo + d.lo, bias_sum.hi + d.hi);
         // Weight t of the block is row t / 3, column t % 3.
         t0 = tile_fma(t0, d, vec4<f32>(w0, w1.x));

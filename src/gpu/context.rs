@@ -115,11 +115,13 @@ impl GpuContext {
         let shader_checks = ShaderChecks::from_env()?;
         let info = adapter.get_info();
         let limits = adapter.limits();
-        // Timestamps only serve the profiler; take them where the adapter has them.
-        let timestamps = wgpu::Features::TIMESTAMP_QUERY
+        // Timestamps only serve the profiler, subgroups one kernel variant; take them where the
+        // adapter has them.
+        let optional = wgpu::Features::TIMESTAMP_QUERY
             | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS
-            | wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES;
-        let features = adapter.features() & timestamps;
+            | wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES
+            | wgpu::Features::SUBGROUP;
+        let features = adapter.features() & optional;
         let descriptor = wgpu::DeviceDescriptor {
             label: Some("mnist-wgpu"),
             required_features: features,

@@ -300,6 +300,74 @@ fn input_runs(len: usize, out: usize, k: usize) -> Vec<[u32; 4]> {
     runs
 }
 
+/// Lanes that share one load of dy in the k3 weight gradient with shared dy.
+const SHARED_DY_LANES: usize = 8;
+
+/// The body of `k3_dy` in the module for adapters with subgroups: lane `part & 7` of each
+/// aligned group of 8 subgroup lanes loads channels `4 (part & 7) ..` and every lane takes the
+/// 8 quads from its group's lanes.
+const SHARED_DY_BODY: &str = "    let group = part & ~7u;
+    let mine = factor4(at, stride, first + 4u * (part & 7u), last);
+    return Channels(mat4x4<f32>(subgroupShuffle(mine, group), subgroupShuffle(mine, group + 1u), subgroupShuffle(mine, group + 2u), subgroupShuffle(mine, group + 3u)), mat4x4<f32>(subgroupShuffle(mine, group + 4u), subgroupShuffle(mine, group + 5u), subgroupShuffle(mine, group + 6u), subgroupShuffle(mine, group + 7u)));
+";
+
+/// The entry points of that module: the k3 weight gradient whose `part` is the subgroup lane,
+/// and a probe that sets dst[i] to 1 for each invocation i of a blocked workgroup whose
+/// subgroup lane is its local index modulo a subgroup size that is a multiple of 8 (so that the
+/// groups of 8 subgroup lanes are groups of 8 consecutive lanes of the kernel).
+const SHARED_DY_ENTRY_POINTS: &str = "
+@compute @workgroup_size(BLOCK_WORKGROUP)
+fn conv2d_backward_weights_k3_shared(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32, @builtin(subgroup_invocation_id) sid: u32) {
+    backward_weights_k3_block(block_lane(wg, nwg, lid), sid);
+}
+
+@compute @workgroup_size(BLOCK_WORKGROUP)
+fn conv2d_subgroup_probe(@builtin(local_invocation_index) lid: u32, @builtin(subgroup_invocation_id) sid: u32, @builtin(subgroup_size) size: u32) {
+    dst[lid] = select(0.0, 1.0, size % 8u == 0u && sid == lid % size);
+}
+";
+
+/// The conv2d source with `k3_dy` sharing dy across subgroup lanes, and its entry points.
+fn shared_dy_source() -> String {
+    let marker = "    // @k3_dy\n    return factor32(at, stride, first, last);\n";
+    assert!(SOURCE.contains(marker), "conv2d.wgsl has the k3_dy marker");
+    SOURCE.replace(marker, SHARED_DY_BODY) + SHARED_DY_ENTRY_POINTS
+}
+
+/// The k3 weight gradient with shared dy, where the adapter has subgroups and the probe finds
+/// them laid out as the kernel needs; else None (the kernel with a load per lane runs).
+fn shared_dy_kernel(ctx: &GpuContext) -> Option<Kernel> {
+    if !ctx.features.contains(wgpu::Features::SUBGROUP) {
+        return None;
+    }
+    let module = compile_register_blocked(ctx, "conv2d.wgsl (subgroups)", &shared_dy_source());
+    use Access::*;
+    let probe = Kernel::new(
+        ctx,
+        &module,
+        "conv2d_subgroup_probe",
+        &[Uniform, Read, ReadWrite],
+    );
+    let laid_out = || -> Result<bool> {
+        let params = uniform(ctx, "conv2d probe params", &Conv2dParams::zeroed());
+        let src = storage(ctx, "conv2d probe src", 4)?;
+        let dst = storage(ctx, "conv2d probe dst", 4 * BLOCK_WORKGROUP as u64)?;
+        let views = [View::whole(&params), (&src).into(), (&dst).into()];
+        run(ctx, &[&probe.dispatch(ctx, &views, [1, 1, 1])]);
+        let flags: Vec<f32> = read_buffer(ctx, &dst, 0, BLOCK_WORKGROUP)?;
+        Ok(flags.iter().all(|&f| f == 1.0))
+    };
+    match laid_out() {
+        Ok(true) => Some(Kernel::new(
+            ctx,
+            &module,
+            "conv2d_backward_weights_k3_shared",
+            &[Uniform, Read, ReadWrite, Read],
+        )),
+        _ => None,
+    }
+}
+
 /// Where the second uniform binding of packed weights starts, in slots: the most slots that
 /// fill no more than the first binding, are a multiple of `k * k` (so that a block of the input
 /// gradient switches bindings between two output channels) and are even (so that the binding's
@@ -367,6 +435,9 @@ struct RegisterBlockedKernels {
     /// The weight gradient for 3x3 kernels, with blocks of 4 input channels' 36 weights
     /// (general blocks of 4 kx leave a quarter of their sums empty at k = 3).
     backward_weights_k3: Kernel,
+    /// The same with dy shared by the lanes of a subgroup, where the adapter has subgroups laid
+    /// out as it needs (see [`shared_dy_kernel`]).
+    backward_weights_k3_shared: Option<Kernel>,
     /// The narrow weight gradient reading the gradient of a fused ReLU and max pooling.
     backward_weights_pooled: Kernel,
 }
@@ -437,6 +508,7 @@ impl Conv2dKernels {
                 backward_weights: blocked_kernel("conv2d_backward_weights", plain),
                 backward_weights_narrow: blocked_kernel("conv2d_backward_weights_narrow", plain),
                 backward_weights_k3: blocked_kernel("conv2d_backward_weights_k3", plain),
+                backward_weights_k3_shared: shared_dy_kernel(ctx),
                 backward_weights_pooled: blocked_kernel(
                     "conv2d_backward_weights_pooled",
                     blocked_pool,
@@ -774,7 +846,12 @@ impl Conv2dKernels {
                     let ci_blocks = g.input.channels.div_ceil(K3_BLOCK_CHANNELS);
                     (base.col_blocks, base.row_blocks) = (1, u(ci_blocks));
                     let lanes = ci_blocks * co_blocks;
-                    (&rb.backward_weights_k3, lanes, WEIGHT_GRAD_INVOCATIONS)
+                    // Shared dy needs the 8 lanes of a group to be one (chunk, channel block).
+                    let kernel = match &rb.backward_weights_k3_shared {
+                        Some(shared) if ci_blocks % SHARED_DY_LANES == 0 => shared,
+                        _ => &rb.backward_weights_k3,
+                    };
+                    (kernel, lanes, WEIGHT_GRAD_INVOCATIONS)
                 } else {
                     let kx_blocks = g.kernel.div_ceil(BLOCK_COLS);
                     let (kernel, pairs_per_block) = if pairs <= BLOCK_ROWS / 2 {
@@ -1561,6 +1638,29 @@ mod tests {
             assert_eq!(split % (k * k), 0);
             assert_eq!((split as u64 * PACKED_SLOT_BYTES) % 256, 0);
         }
+    }
+
+    #[test]
+    fn the_shared_dy_module_validates_with_subgroups() {
+        let source = super::super::kernel::shader_source(&shared_dy_source());
+        let module = naga::front::wgsl::parse_str(&source).expect("parses");
+        let mut validator = naga::valid::Validator::new(
+            naga::valid::ValidationFlags::all(),
+            naga::valid::Capabilities::SUBGROUP,
+        );
+        validator
+            .subgroup_stages(naga::valid::ShaderStages::COMPUTE)
+            .subgroup_operations(naga::valid::SubgroupOperationSet::all());
+        validator.validate(&module).expect("validates");
+        let names: Vec<&str> = module
+            .entry_points
+            .iter()
+            .map(|e| e.name.as_str())
+            .collect();
+        assert!(names.contains(&"conv2d_backward_weights_k3_shared"));
+        assert!(names.contains(&"conv2d_subgroup_probe"));
+        // The body was replaced, so the module shuffles.
+        assert!(source.contains("subgroupShuffle") && !source.contains("// @k3_dy"));
     }
 
     #[test]
