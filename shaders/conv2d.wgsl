@@ -159,12 +159,14 @@ struct BlockPlace {
     channel_block: u32,
     seg0: u32,
     col0: u32,
+    // The lane's part in sharing the weights (forward_weights); 0 where not shared.
+    part: u32,
 }
 
 fn block_place(wg: vec3<u32>, nwg: vec3<u32>, lid: u32) -> BlockPlace {
     let group = block_group(wg, nwg);
     let lane = (group % params.block_groups) * BLOCK_WORKGROUP + lid;
-    return BlockPlace(group / params.block_groups, (lane / params.col_blocks) * BLOCK_ROWS, (lane % params.col_blocks) * BLOCK_COLS);
+    return BlockPlace(group / params.block_groups, (lane / params.col_blocks) * BLOCK_ROWS, (lane % params.col_blocks) * BLOCK_COLS, 0u);
 }
 
 // 32 channel values: lo[i] holds channels 4i..4i+3, hi[i] channels 16+4i..16+4i+3.
@@ -607,15 +609,29 @@ fn forward_sums(place: BlockPlace, o: Origins, pattern: Pattern, packed: bool) -
     let first = vec2<u32>(0u);
     let end = vec2<u32>(k);
     for (var tap = 0u; tap < lo_taps; tap++) {
-        let w = step_weights(packed, slot0 + tap, tap, w_stride, co0, last_co);
+        let w = forward_weights(packed, slot0 + tap, tap, w_stride, co0, last_co, place.part);
         b = forward_tap(b, o, pattern, t, w);
         t = next_tap(t, first, end);
     }
     for (var tap = lo_taps; tap < taps; tap++) {
-        b = forward_tap(b, o, pattern, t, step_weights_hi(slot0 + tap));
+        b = forward_tap(b, o, pattern, t, forward_weights_hi(slot0 + tap, place.part));
         t = next_tap(t, first, end);
     }
     return b;
+}
+
+// The weights of a forward step, as step_weights and step_weights_hi. `part` is unused here:
+// in the module that the host builds for adapters with subgroups (src/gpu/conv2d.rs,
+// `SHARED_BODIES`), every lane of a workgroup needs the same weights, so each of 8 lanes
+// gathers 4 of the 32 (those of `part`) and the 8 share them (see k3_dy).
+fn forward_weights(packed: bool, slot: u32, base: u32, stride: u32, first: u32, last: u32, part: u32) -> Channels {
+    // @forward_weights
+    return step_weights(packed, slot, base, stride, first, last);
+}
+
+fn forward_weights_hi(slot: u32, part: u32) -> Channels {
+    // @forward_weights_hi
+    return step_weights_hi(slot);
 }
 
 // Adds tap t = (kx, ky, ci) of a forward block whose Tiles read x at `o`, in `pattern`.

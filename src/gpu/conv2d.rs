@@ -303,22 +303,69 @@ fn input_runs(len: usize, out: usize, k: usize) -> Vec<[u32; 4]> {
 /// Lanes that share one load of dy in the k3 weight gradient with shared dy.
 const SHARED_DY_LANES: usize = 8;
 
-/// The body of `k3_dy` in the module for adapters with subgroups: lane `part & 7` of each
-/// aligned group of 8 subgroup lanes loads channels `4 (part & 7) ..` and every lane takes the
-/// 8 quads from its group's lanes.
-const SHARED_DY_BODY: &str = "    let group = part & ~7u;
-    let mine = factor4(at, stride, first + 4u * (part & 7u), last);
-    return Channels(mat4x4<f32>(subgroupShuffle(mine, group), subgroupShuffle(mine, group + 1u), subgroupShuffle(mine, group + 2u), subgroupShuffle(mine, group + 3u)), mat4x4<f32>(subgroupShuffle(mine, group + 4u), subgroupShuffle(mine, group + 5u), subgroupShuffle(mine, group + 6u), subgroupShuffle(mine, group + 7u)));
-";
+/// The bodies that the module for adapters with subgroups puts in place of the default ones
+/// (after each function's marker line): each lane of an aligned group of 8 subgroup lanes loads
+/// an eighth of the 32 values that all 8 need (its `part`), and `share_channels` gives every
+/// lane all of them.
+const SHARED_BODIES: [(&str, &str, &str); 3] = [
+    (
+        "    // @k3_dy\n",
+        "    return factor32(at, stride, first, last);\n",
+        "    return share_channels(factor4(at, stride, first + 4u * (part & 7u), last), part);\n",
+    ),
+    (
+        "    // @forward_weights\n",
+        "    return step_weights(packed, slot, base, stride, first, last);\n",
+        "    if !packed {
+        return factor32(base, stride, first, last);
+    }
+    let q = part & 7u;
+    return share_channels(select(packed_lo[slot].hi[q & 3u], packed_lo[slot].lo[q & 3u], q < 4u), part);
+",
+    ),
+    (
+        "    // @forward_weights_hi\n",
+        "    return step_weights_hi(slot);\n",
+        "    let q = part & 7u;
+    let s = slot - params.packed_split;
+    return share_channels(select(packed_hi[s].hi[q & 3u], packed_hi[s].lo[q & 3u], q < 4u), part);
+",
+    ),
+];
 
-/// The entry points of that module: the k3 weight gradient whose `part` is the subgroup lane,
-/// and a probe that sets dst[i] to 1 for each invocation i of a blocked workgroup whose
-/// subgroup lane is its local index modulo a subgroup size that is a multiple of 8 (so that the
-/// groups of 8 subgroup lanes are groups of 8 consecutive lanes of the kernel).
-const SHARED_DY_ENTRY_POINTS: &str = "
+/// The functions and entry points that only the module for adapters with subgroups has: the
+/// sharing, the kernels whose `part` is the subgroup lane, and a probe that sets dst[i] to 1 for
+/// each invocation i of a blocked workgroup whose subgroup lane is its local index modulo a
+/// subgroup size that is a multiple of 8 (so that groups of 8 subgroup lanes are groups of 8
+/// consecutive lanes of the kernel).
+const SHARED_ENTRY_POINTS: &str = "
+// Channels 4q..4q+3 from the lane of part q in the group of 8 of `part`, for q < 8.
+fn share_channels(mine: vec4<f32>, part: u32) -> Channels {
+    let group = part & ~7u;
+    return Channels(mat4x4<f32>(subgroupShuffle(mine, group), subgroupShuffle(mine, group + 1u), subgroupShuffle(mine, group + 2u), subgroupShuffle(mine, group + 3u)), mat4x4<f32>(subgroupShuffle(mine, group + 4u), subgroupShuffle(mine, group + 5u), subgroupShuffle(mine, group + 6u), subgroupShuffle(mine, group + 7u)));
+}
+
 @compute @workgroup_size(BLOCK_WORKGROUP)
 fn conv2d_backward_weights_k3_shared(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32, @builtin(subgroup_invocation_id) sid: u32) {
     backward_weights_k3_block(block_lane(wg, nwg, lid), sid);
+}
+
+@compute @workgroup_size(BLOCK_WORKGROUP)
+fn conv2d_forward_packed_shared(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32, @builtin(subgroup_invocation_id) sid: u32) {
+    if block_group(wg, nwg) < params.len {
+        var place = block_place(wg, nwg, lid);
+        place.part = sid;
+        forward_block(place, true);
+    }
+}
+
+@compute @workgroup_size(BLOCK_WORKGROUP)
+fn conv2d_forward_pool_packed_shared(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32, @builtin(subgroup_invocation_id) sid: u32) {
+    if block_group(wg, nwg) < params.len {
+        var place = block_place(wg, nwg, lid);
+        place.part = sid;
+        forward_pool_block(place, true);
+    }
 }
 
 @compute @workgroup_size(BLOCK_WORKGROUP)
@@ -327,44 +374,67 @@ fn conv2d_subgroup_probe(@builtin(local_invocation_index) lid: u32, @builtin(sub
 }
 ";
 
-/// The conv2d source with `k3_dy` sharing dy across subgroup lanes, and its entry points.
-fn shared_dy_source() -> String {
-    let marker = "    // @k3_dy\n    return factor32(at, stride, first, last);\n";
-    assert!(SOURCE.contains(marker), "conv2d.wgsl has the k3_dy marker");
-    SOURCE.replace(marker, SHARED_DY_BODY) + SHARED_DY_ENTRY_POINTS
+/// The conv2d source with the shared bodies and entry points.
+fn shared_source() -> String {
+    let mut source = SOURCE.to_string();
+    for (marker, default, shared) in SHARED_BODIES {
+        let body = format!("{marker}{default}");
+        assert!(
+            source.contains(&body),
+            "conv2d.wgsl has the {marker:?} marker"
+        );
+        source = source.replace(&body, shared);
+    }
+    source + SHARED_ENTRY_POINTS
 }
 
-/// The k3 weight gradient with shared dy, where the adapter has subgroups and the probe finds
-/// them laid out as the kernel needs; else None (the kernel with a load per lane runs).
-fn shared_dy_kernel(ctx: &GpuContext) -> Option<Kernel> {
-    if !ctx.features.contains(wgpu::Features::SUBGROUP) {
-        return None;
-    }
-    let module = compile_register_blocked(ctx, "conv2d.wgsl (subgroups)", &shared_dy_source());
-    use Access::*;
-    let probe = Kernel::new(
-        ctx,
-        &module,
-        "conv2d_subgroup_probe",
-        &[Uniform, Read, ReadWrite],
-    );
-    let laid_out = || -> Result<bool> {
-        let params = uniform(ctx, "conv2d probe params", &Conv2dParams::zeroed());
-        let src = storage(ctx, "conv2d probe src", 4)?;
-        let dst = storage(ctx, "conv2d probe dst", 4 * BLOCK_WORKGROUP as u64)?;
-        let views = [View::whole(&params), (&src).into(), (&dst).into()];
-        run(ctx, &[&probe.dispatch(ctx, &views, [1, 1, 1])]);
-        let flags: Vec<f32> = read_buffer(ctx, &dst, 0, BLOCK_WORKGROUP)?;
-        Ok(flags.iter().all(|&f| f == 1.0))
-    };
-    match laid_out() {
-        Ok(true) => Some(Kernel::new(
+/// The kernels that share loads across subgroup lanes.
+struct SubgroupKernels {
+    backward_weights_k3: Kernel,
+    forward_packed: Kernel,
+    forward_pool_packed: Kernel,
+}
+
+impl SubgroupKernels {
+    /// Where the adapter has subgroups and the probe finds them laid out as the kernels need;
+    /// else None (the kernels with a load per lane run).
+    fn new(ctx: &GpuContext) -> Option<SubgroupKernels> {
+        if !ctx.features.contains(wgpu::Features::SUBGROUP) {
+            return None;
+        }
+        let module = compile_register_blocked(ctx, "conv2d.wgsl (subgroups)", &shared_source());
+        use Access::*;
+        let probe = Kernel::new(
             ctx,
             &module,
-            "conv2d_backward_weights_k3_shared",
-            &[Uniform, Read, ReadWrite, Read],
-        )),
-        _ => None,
+            "conv2d_subgroup_probe",
+            &[Uniform, Read, ReadWrite],
+        );
+        let laid_out = || -> Result<bool> {
+            let params = uniform(ctx, "conv2d probe params", &Conv2dParams::zeroed());
+            let src = storage(ctx, "conv2d probe src", 4)?;
+            let dst = storage(ctx, "conv2d probe dst", 4 * BLOCK_WORKGROUP as u64)?;
+            let views = [View::whole(&params), (&src).into(), (&dst).into()];
+            run(ctx, &[&probe.dispatch(ctx, &views, [1, 1, 1])]);
+            let flags: Vec<f32> = read_buffer(ctx, &dst, 0, BLOCK_WORKGROUP)?;
+            Ok(flags.iter().all(|&f| f == 1.0))
+        };
+        if !matches!(laid_out(), Ok(true)) {
+            return None;
+        }
+        let blocked = &[Uniform, Read, ReadWrite, Read, Read, Uniform, Uniform];
+        let blocked_pool = &[
+            Uniform, Read, ReadWrite, Read, Read, Uniform, Uniform, ReadWrite,
+        ];
+        let kernel = |name, bindings| Kernel::new(ctx, &module, name, bindings);
+        Some(SubgroupKernels {
+            backward_weights_k3: kernel(
+                "conv2d_backward_weights_k3_shared",
+                &[Uniform, Read, ReadWrite, Read],
+            ),
+            forward_packed: kernel("conv2d_forward_packed_shared", blocked),
+            forward_pool_packed: kernel("conv2d_forward_pool_packed_shared", blocked_pool),
+        })
     }
 }
 
@@ -436,7 +506,7 @@ struct RegisterBlockedKernels {
     /// (general blocks of 4 kx leave a quarter of their sums empty at k = 3).
     backward_weights_k3: Kernel,
     /// The same with dy shared by the lanes of a subgroup, where the adapter has subgroups laid
-    /// out as it needs (see [`shared_dy_kernel`]).
+    /// out as it needs (see [`SubgroupKernels`]).
     backward_weights_k3_shared: Option<Kernel>,
     /// The narrow weight gradient reading the gradient of a fused ReLU and max pooling.
     backward_weights_pooled: Kernel,
@@ -488,11 +558,20 @@ impl Conv2dKernels {
         ];
         let kernel = |name, bindings| Kernel::new(ctx, &module, name, bindings);
         let blocked_kernel = |name, bindings| Kernel::new(ctx, &blocked_module, name, bindings);
+        // The register-blocked forward and 3x3 weight gradient share loads across subgroup lanes
+        // where the adapter allows.
+        let (mut forward_run, mut forward_pool_run, mut k3_shared) = (None, None, None);
+        if let Some(shared) = SubgroupKernels::new(ctx) {
+            forward_run = Some(shared.forward_packed);
+            forward_pool_run = Some(shared.forward_pool_packed);
+            k3_shared = Some(shared.backward_weights_k3);
+        }
         Conv2dKernels {
             register_blocked: RegisterBlockedKernels {
                 forward_packed: PackedWeightsPass {
                     pack: kernel("conv2d_pack_forward_weights", plain),
-                    run: blocked_kernel("conv2d_forward_packed", blocked),
+                    run: forward_run
+                        .unwrap_or_else(|| blocked_kernel("conv2d_forward_packed", blocked)),
                 },
                 backward_input_packed: PackedWeightsPass {
                     pack: kernel("conv2d_pack_backward_input_weights", plain),
@@ -502,13 +581,15 @@ impl Conv2dKernels {
                 backward_input: blocked_kernel("conv2d_backward_input", blocked),
                 forward_pool_packed: PackedWeightsPass {
                     pack: kernel("conv2d_pack_forward_weights", plain),
-                    run: blocked_kernel("conv2d_forward_pool_packed", blocked_pool),
+                    run: forward_pool_run.unwrap_or_else(|| {
+                        blocked_kernel("conv2d_forward_pool_packed", blocked_pool)
+                    }),
                 },
                 forward_pool: blocked_kernel("conv2d_forward_pool", blocked_pool),
                 backward_weights: blocked_kernel("conv2d_backward_weights", plain),
                 backward_weights_narrow: blocked_kernel("conv2d_backward_weights_narrow", plain),
                 backward_weights_k3: blocked_kernel("conv2d_backward_weights_k3", plain),
-                backward_weights_k3_shared: shared_dy_kernel(ctx),
+                backward_weights_k3_shared: k3_shared,
                 backward_weights_pooled: blocked_kernel(
                     "conv2d_backward_weights_pooled",
                     blocked_pool,
@@ -1641,8 +1722,8 @@ mod tests {
     }
 
     #[test]
-    fn the_shared_dy_module_validates_with_subgroups() {
-        let source = super::super::kernel::shader_source(&shared_dy_source());
+    fn the_shared_module_validates_with_subgroups() {
+        let source = super::super::kernel::shader_source(&shared_source());
         let module = naga::front::wgsl::parse_str(&source).expect("parses");
         let mut validator = naga::valid::Validator::new(
             naga::valid::ValidationFlags::all(),
@@ -1657,10 +1738,18 @@ mod tests {
             .iter()
             .map(|e| e.name.as_str())
             .collect();
-        assert!(names.contains(&"conv2d_backward_weights_k3_shared"));
-        assert!(names.contains(&"conv2d_subgroup_probe"));
-        // The body was replaced, so the module shuffles.
-        assert!(source.contains("subgroupShuffle") && !source.contains("// @k3_dy"));
+        for name in [
+            "conv2d_backward_weights_k3_shared",
+            "conv2d_forward_packed_shared",
+            "conv2d_forward_pool_packed_shared",
+            "conv2d_subgroup_probe",
+        ] {
+            assert!(names.contains(&name), "{name}");
+        }
+        // Every default body was replaced.
+        for (marker, default, _) in SHARED_BODIES {
+            assert!(!source.contains(&format!("{marker}{default}")), "{marker}");
+        }
     }
 
     #[test]
