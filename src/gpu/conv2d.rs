@@ -350,21 +350,24 @@ fn conv2d_backward_weights_k3_shared(@builtin(workgroup_id) wg: vec3<u32>, @buil
     backward_weights_k3_block(block_lane(wg, nwg, lid), sid);
 }
 
+// block_place, with the subgroup lane as the lane's part in sharing the weights.
+fn shared_place(wg: vec3<u32>, nwg: vec3<u32>, lid: u32, sid: u32) -> BlockPlace {
+    var place = block_place(wg, nwg, lid);
+    place.part = sid;
+    return place;
+}
+
 @compute @workgroup_size(BLOCK_WORKGROUP)
 fn conv2d_forward_packed_shared(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32, @builtin(subgroup_invocation_id) sid: u32) {
     if block_group(wg, nwg) < params.len {
-        var place = block_place(wg, nwg, lid);
-        place.part = sid;
-        forward_block(place, true);
+        forward_block(shared_place(wg, nwg, lid, sid), true);
     }
 }
 
 @compute @workgroup_size(BLOCK_WORKGROUP)
 fn conv2d_forward_pool_packed_shared(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32, @builtin(subgroup_invocation_id) sid: u32) {
     if block_group(wg, nwg) < params.len {
-        var place = block_place(wg, nwg, lid);
-        place.part = sid;
-        forward_pool_block(place, true);
+        forward_pool_block(shared_place(wg, nwg, lid, sid), true);
     }
 }
 
