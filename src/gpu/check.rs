@@ -104,6 +104,7 @@ pub fn random_vec(len: usize, seed: u64, lo: f32, hi: f32) -> Vec<f32> {
 pub fn all_checks() -> Vec<CrossCheck> {
     let mut checks = Vec::new();
     checks.extend(super::gather::checks());
+    checks.extend(super::texture::checks());
     checks.extend(super::augment::checks());
     checks.extend(super::conv2d::checks());
     checks.extend(super::activation::checks());

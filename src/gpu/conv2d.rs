@@ -3,7 +3,7 @@
 //! order (gathers, never scatters; the weight gradient adds fixed chunks of partial sums in chunk
 //! order), so results are bit-reproducible.
 //!
-//! Two variants of every pass ([`Conv2dVariant`]), all compiled by [`Conv2dKernels::new`]; each
+//! Three variants of every pass ([`Conv2dVariant`]), all compiled by [`Conv2dKernels::new`]; each
 //! call names the one to run, and [`Conv2dVariant::for_adapter`] gives the default:
 //! - register-blocked, for CPU adapters (lavapipe): each invocation owns a block of 32 channels
 //!   x 8 row segments (or (in channel, ky) pairs) x 4 columns (or kx), or for the input gradient
@@ -12,6 +12,9 @@
 //!   gradient first pack the 32 weights each step multiplies into two uniform bindings (where
 //!   they fit, about 1000 steps), which lavapipe gathers without the lane-by-lane loop of a
 //!   storage load;
+//! - register-blocked-texture: the same kernels reading x and dy from r32float textures that
+//!   `texture_stage` fills before each pass, for lavapipe on CPUs without AVX-512, where every
+//!   storage load stalls once per lane;
 //! - tiled, for real GPUs: an implicit GEMM in which each workgroup computes a `TILE_M x TILE_N`
 //!   tile of outputs, staging slices of both operands in workgroup memory.
 //!
@@ -28,8 +31,9 @@ use super::check::{compare, compare_exact, random_vec, Comparison, CrossCheck};
 use super::context::GpuContext;
 use super::kernel::{
     compile, compile_register_blocked, grid_1d, read_buffer, run, storage, storage_init, uniform,
-    Access, Dispatch, Kernel, View,
+    Access, Dispatch, Kernel, Resource, View,
 };
+use super::texture::{TextureKernels, TEXTURE_WIDTH};
 use crate::cpu::activation::activation_forward;
 use crate::cpu::conv2d::{
     conv2d_backward_input, conv2d_backward_weights, conv2d_forward, Conv2dGeometry,
@@ -91,13 +95,22 @@ pub enum Conv2dVariant {
     /// positions of sums in registers. Fast on CPU adapters (lavapipe), where a workgroup is
     /// SIMD lanes on one CPU thread and every load and barrier is expensive.
     RegisterBlocked,
+    /// The same kernels reading their activations (x, dy) from r32float textures staged from
+    /// the buffers before each pass (`texture_stage`): on lavapipe a texture load costs a
+    /// quarter of a storage load on CPUs without AVX-512, where every storage load stalls on
+    /// store forwarding once per lane (see `shaders/texture.wgsl`).
+    RegisterBlockedTexture,
     /// Implicit GEMM with workgroup tiles of `TILE_M x TILE_N` outputs, both operands staged in
     /// workgroup memory `TILE_K` deep: fast on real GPUs.
     Tiled,
 }
 
 impl Conv2dVariant {
-    pub const ALL: [Conv2dVariant; 2] = [Conv2dVariant::RegisterBlocked, Conv2dVariant::Tiled];
+    pub const ALL: [Conv2dVariant; 3] = [
+        Conv2dVariant::RegisterBlocked,
+        Conv2dVariant::RegisterBlockedTexture,
+        Conv2dVariant::Tiled,
+    ];
 
     /// The variant for an adapter, by a fixed rule: CPU adapters (`wgpu::DeviceType::Cpu`, such
     /// as lavapipe/llvmpipe) get `RegisterBlocked`, everything else `Tiled`.
@@ -111,8 +124,14 @@ impl Conv2dVariant {
     pub fn name(self) -> &'static str {
         match self {
             Conv2dVariant::RegisterBlocked => "register-blocked",
+            Conv2dVariant::RegisterBlockedTexture => "register-blocked-texture",
             Conv2dVariant::Tiled => "tiled",
         }
+    }
+
+    /// Whether this is one of the register-blocked variants (the same kernels and blocks).
+    pub fn is_register_blocked(self) -> bool {
+        self != Conv2dVariant::Tiled
     }
 
     /// The variants that handle `g`: only the tiled kernels take strides and padding.
@@ -391,6 +410,67 @@ fn shared_source() -> String {
     source + SHARED_ENTRY_POINTS
 }
 
+/// `source` (conv2d.wgsl) with `src` and `factor` read from r32float textures, as staged by
+/// `texture_stage`: their declarations become textures with an accessor each (`src_at`,
+/// `factor_at`), and every `src[i]` and `factor[i]` a call of the accessor.
+fn texture_source(source: &str) -> String {
+    let mut source = source.to_string();
+    for (name, binding) in [("src", 1), ("factor", 3)] {
+        let storage =
+            format!("@group(0) @binding({binding}) var<storage, read> {name}: array<f32>;\n");
+        assert!(source.contains(&storage), "conv2d.wgsl declares {name}");
+        let texture = format!(
+            "@group(0) @binding({binding}) var {name}_texture: texture_2d<f32>;\n\
+             fn {name}_at(i: u32) -> f32 {{\n    \
+             return textureLoad({name}_texture, vec2<u32>(i % {TEXTURE_WIDTH}u, i / {TEXTURE_WIDTH}u), 0).x;\n}}\n"
+        );
+        source = calls_for_indexing(&source.replace(&storage, &texture), name);
+    }
+    source
+}
+
+/// `source` with every `name[...]` (where `name` is a whole identifier and the brackets close
+/// on the same line) written `name_at(...)`.
+fn calls_for_indexing(source: &str, name: &str) -> String {
+    let pattern = format!("{name}[");
+    let mut out = String::with_capacity(source.len());
+    let mut rest = source;
+    while let Some(at) = rest.find(&pattern) {
+        let open = at + pattern.len();
+        let whole = !rest[..at]
+            .chars()
+            .next_back()
+            .is_some_and(|c| c.is_alphanumeric() || c == '_' || c == '.');
+        match closing_bracket(&rest[open..]).filter(|_| whole) {
+            Some(len) => {
+                out.push_str(&rest[..at]);
+                out.push_str(&format!("{name}_at({})", &rest[open..open + len]));
+                rest = &rest[open + len + 1..];
+            }
+            None => {
+                out.push_str(&rest[..open]);
+                rest = &rest[open..];
+            }
+        }
+    }
+    out + rest
+}
+
+/// Where the `]` that closes an open `[` lies in `text`, if on its first line.
+fn closing_bracket(text: &str) -> Option<usize> {
+    let mut depth = 0;
+    for (i, c) in text.char_indices() {
+        match c {
+            '[' => depth += 1,
+            ']' if depth == 0 => return Some(i),
+            ']' => depth -= 1,
+            '\n' => return None,
+            _ => {}
+        }
+    }
+    None
+}
+
 /// The kernels that share loads across subgroup lanes.
 struct SubgroupKernels {
     backward_weights_k3: Kernel,
@@ -401,12 +481,19 @@ struct SubgroupKernels {
 impl SubgroupKernels {
     /// Where the adapter has subgroups and the probe finds them laid out as the kernels need;
     /// else None (the kernels with a load per lane run).
-    fn new(ctx: &GpuContext) -> Option<SubgroupKernels> {
+    /// `textures`: read src and factor from textures (`texture_source`).
+    fn new(ctx: &GpuContext, textures: bool) -> Option<SubgroupKernels> {
         if !ctx.features.contains(wgpu::Features::SUBGROUP) {
             return None;
         }
-        let module = compile_register_blocked(ctx, "conv2d.wgsl (subgroups)", &shared_source());
+        let source = if textures {
+            texture_source(&shared_source())
+        } else {
+            shared_source()
+        };
+        let module = compile_register_blocked(ctx, "conv2d.wgsl (subgroups)", &source);
         use Access::*;
+        let s = if textures { Texture } else { Read };
         let probe = Kernel::new(
             ctx,
             &module,
@@ -425,15 +512,13 @@ impl SubgroupKernels {
         if !matches!(laid_out(), Ok(true)) {
             return None;
         }
-        let blocked = &[Uniform, Read, ReadWrite, Read, Read, Uniform, Uniform];
-        let blocked_pool = &[
-            Uniform, Read, ReadWrite, Read, Read, Uniform, Uniform, ReadWrite,
-        ];
+        let blocked = &[Uniform, s, ReadWrite, s, Read, Uniform, Uniform];
+        let blocked_pool = &[Uniform, s, ReadWrite, s, Read, Uniform, Uniform, ReadWrite];
         let kernel = |name, bindings| Kernel::new(ctx, &module, name, bindings);
         Some(SubgroupKernels {
             backward_weights_k3: kernel(
                 "conv2d_backward_weights_k3_shared",
-                &[Uniform, Read, ReadWrite, Read],
+                &[Uniform, s, ReadWrite, s],
             ),
             forward_packed: kernel("conv2d_forward_packed_shared", blocked),
             forward_pool_packed: kernel("conv2d_forward_pool_packed_shared", blocked_pool),
@@ -531,6 +616,10 @@ struct TiledKernels {
 /// Every conv2d kernel of every variant, compiled once per device.
 pub struct Conv2dKernels {
     register_blocked: RegisterBlockedKernels,
+    /// The same reading src and factor from textures (`Conv2dVariant::RegisterBlockedTexture`),
+    /// which `textures` stages.
+    register_blocked_texture: RegisterBlockedKernels,
+    textures: TextureKernels,
     tiled: TiledKernels,
     /// Add chunks of partial sums (the weight gradient's in both variants, the tiled input
     /// gradient's): one invocation per element, or (tiled variant) one workgroup per element
@@ -546,58 +635,79 @@ pub struct Conv2dKernels {
     packed_bindings_fit: bool,
 }
 
-impl Conv2dKernels {
-    pub fn new(ctx: &GpuContext) -> Conv2dKernels {
-        let module = compile(ctx, "conv2d.wgsl", SOURCE);
-        let blocked_module = compile_register_blocked(ctx, "conv2d.wgsl", SOURCE);
+impl RegisterBlockedKernels {
+    /// The register-blocked kernels, reading src (binding 1) and factor (binding 3) from
+    /// storage, or from textures where `textures` (`texture_source`); the weight packing
+    /// kernels come from `module` (storage in both).
+    fn new(
+        ctx: &GpuContext,
+        module: &wgpu::ShaderModule,
+        textures: bool,
+    ) -> RegisterBlockedKernels {
+        let source = if textures {
+            texture_source(SOURCE)
+        } else {
+            SOURCE.to_string()
+        };
+        let blocked_module =
+            compile_register_blocked(ctx, "conv2d.wgsl (register-blocked)", &source);
         use Access::*;
-        let with_bias = &[Uniform, Read, ReadWrite, Read, Read];
-        let plain = &[Uniform, Read, ReadWrite, Read];
+        let s = if textures { Texture } else { Read };
+        let pack = &[Uniform, Read, ReadWrite, Read];
+        // x (or dy), partial sums, dy.
+        let plain = &[Uniform, s, ReadWrite, s];
         // x or dy, y or dx, w, bias (w in the input gradient, which has none), packed weights.
-        let blocked = &[Uniform, Read, ReadWrite, Read, Read, Uniform, Uniform];
+        let blocked = &[Uniform, s, ReadWrite, s, Read, Uniform, Uniform];
         // The same, then the pooling's argmax.
-        let blocked_pool = &[
-            Uniform, Read, ReadWrite, Read, Read, Uniform, Uniform, ReadWrite,
-        ];
-        let kernel = |name, bindings| Kernel::new(ctx, &module, name, bindings);
+        let blocked_pool = &[Uniform, s, ReadWrite, s, Read, Uniform, Uniform, ReadWrite];
+        let pack_kernel = |name| Kernel::new(ctx, module, name, pack);
         let blocked_kernel = |name, bindings| Kernel::new(ctx, &blocked_module, name, bindings);
         // The register-blocked forward and 3x3 weight gradient share loads across subgroup lanes
         // where the adapter allows.
         let (mut forward_run, mut forward_pool_run, mut k3_shared) = (None, None, None);
-        if let Some(shared) = SubgroupKernels::new(ctx) {
+        if let Some(shared) = SubgroupKernels::new(ctx, textures) {
             forward_run = Some(shared.forward_packed);
             forward_pool_run = Some(shared.forward_pool_packed);
             k3_shared = Some(shared.backward_weights_k3);
         }
-        Conv2dKernels {
-            register_blocked: RegisterBlockedKernels {
-                forward_packed: PackedWeightsPass {
-                    pack: kernel("conv2d_pack_forward_weights", plain),
-                    run: forward_run
-                        .unwrap_or_else(|| blocked_kernel("conv2d_forward_packed", blocked)),
-                },
-                backward_input_packed: PackedWeightsPass {
-                    pack: kernel("conv2d_pack_backward_input_weights", plain),
-                    run: blocked_kernel("conv2d_backward_input_packed", blocked),
-                },
-                forward: blocked_kernel("conv2d_forward", blocked),
-                backward_input: blocked_kernel("conv2d_backward_input", blocked),
-                forward_pool_packed: PackedWeightsPass {
-                    pack: kernel("conv2d_pack_forward_weights", plain),
-                    run: forward_pool_run.unwrap_or_else(|| {
-                        blocked_kernel("conv2d_forward_pool_packed", blocked_pool)
-                    }),
-                },
-                forward_pool: blocked_kernel("conv2d_forward_pool", blocked_pool),
-                backward_weights: blocked_kernel("conv2d_backward_weights", plain),
-                backward_weights_narrow: blocked_kernel("conv2d_backward_weights_narrow", plain),
-                backward_weights_k3: blocked_kernel("conv2d_backward_weights_k3", plain),
-                backward_weights_k3_shared: k3_shared,
-                backward_weights_pooled: blocked_kernel(
-                    "conv2d_backward_weights_pooled",
-                    blocked_pool,
-                ),
+        RegisterBlockedKernels {
+            forward_packed: PackedWeightsPass {
+                pack: pack_kernel("conv2d_pack_forward_weights"),
+                run: forward_run
+                    .unwrap_or_else(|| blocked_kernel("conv2d_forward_packed", blocked)),
             },
+            backward_input_packed: PackedWeightsPass {
+                pack: pack_kernel("conv2d_pack_backward_input_weights"),
+                run: blocked_kernel("conv2d_backward_input_packed", blocked),
+            },
+            forward: blocked_kernel("conv2d_forward", blocked),
+            backward_input: blocked_kernel("conv2d_backward_input", blocked),
+            forward_pool_packed: PackedWeightsPass {
+                pack: pack_kernel("conv2d_pack_forward_weights"),
+                run: forward_pool_run
+                    .unwrap_or_else(|| blocked_kernel("conv2d_forward_pool_packed", blocked_pool)),
+            },
+            forward_pool: blocked_kernel("conv2d_forward_pool", blocked_pool),
+            backward_weights: blocked_kernel("conv2d_backward_weights", plain),
+            backward_weights_narrow: blocked_kernel("conv2d_backward_weights_narrow", plain),
+            backward_weights_k3: blocked_kernel("conv2d_backward_weights_k3", plain),
+            backward_weights_k3_shared: k3_shared,
+            backward_weights_pooled: blocked_kernel("conv2d_backward_weights_pooled", blocked_pool),
+        }
+    }
+}
+
+impl Conv2dKernels {
+    pub fn new(ctx: &GpuContext) -> Conv2dKernels {
+        let module = compile(ctx, "conv2d.wgsl", SOURCE);
+        use Access::*;
+        let with_bias = &[Uniform, Read, ReadWrite, Read, Read];
+        let plain = &[Uniform, Read, ReadWrite, Read];
+        let kernel = |name, bindings| Kernel::new(ctx, &module, name, bindings);
+        Conv2dKernels {
+            register_blocked: RegisterBlockedKernels::new(ctx, &module, false),
+            register_blocked_texture: RegisterBlockedKernels::new(ctx, &module, true),
+            textures: TextureKernels::new(ctx),
             tiled: TiledKernels {
                 forward: kernel("conv2d_forward_tiled", with_bias),
                 backward_input: kernel("conv2d_backward_input_tiled", plain),
@@ -618,22 +728,79 @@ impl Conv2dKernels {
     /// The variant that runs a forward or input-gradient pass asked for with `variant`.
     fn activation_pass_variant(&self, variant: Conv2dVariant, g: Conv2dGeometry) -> Conv2dVariant {
         match variant {
-            Conv2dVariant::RegisterBlocked if !self.packed_bindings_fit => Conv2dVariant::Tiled,
+            v if v.is_register_blocked() && !self.packed_bindings_fit => Conv2dVariant::Tiled,
             _ => variant.for_geometry(g),
         }
+    }
+
+    /// The register-blocked kernels of `variant`.
+    fn blocked(&self, variant: Conv2dVariant) -> &RegisterBlockedKernels {
+        match variant {
+            Conv2dVariant::RegisterBlockedTexture => &self.register_blocked_texture,
+            _ => &self.register_blocked,
+        }
+    }
+
+    /// `variant`, or the register-blocked one that reads storage where the texture variant's
+    /// textures would not hold tensors of `lens` elements on this adapter.
+    fn where_textures_fit(
+        ctx: &GpuContext,
+        variant: Conv2dVariant,
+        lens: &[usize],
+    ) -> Conv2dVariant {
+        let fit = lens.iter().all(|&len| TextureKernels::fits(ctx, len));
+        match variant {
+            Conv2dVariant::RegisterBlockedTexture if !fit => Conv2dVariant::RegisterBlocked,
+            v => v,
+        }
+    }
+
+    /// The dispatch of a register-blocked `kernel` with `resources`, whose bindings 1 (src) and
+    /// 3 (factor) hold `lens` elements. For the texture variant, preceded by the dispatches
+    /// that stage them into textures, which it binds there instead (factor `None`: the kernel
+    /// never reads it, and src's texture stands in).
+    fn with_sources(
+        &self,
+        ctx: &GpuContext,
+        variant: Conv2dVariant,
+        kernel: &Kernel,
+        resources: Vec<Resource>,
+        (src_len, factor_len): (usize, Option<usize>),
+        workgroups: [u32; 3],
+    ) -> Vec<Dispatch> {
+        if variant != Conv2dVariant::RegisterBlockedTexture {
+            return vec![kernel.dispatch_resources(ctx, &resources, workgroups)];
+        }
+        let stage = |binding: usize, len: usize| {
+            let Resource::Buffer(view) = resources[binding] else {
+                unreachable!("conv2d binds buffers at 1 and 3 before staging")
+            };
+            let staged = self.textures.stage(ctx, view, len);
+            staged.expect("where_textures_fit checked the size")
+        };
+        let src = stage(1, src_len);
+        let factor = factor_len.map(|len| stage(3, len));
+        let mut bound = resources.clone();
+        bound[1] = Resource::Texture(&src.view);
+        bound[3] = Resource::Texture(factor.as_ref().map_or(&src.view, |f| &f.view));
+        let run = kernel.dispatch_resources(ctx, &bound, workgroups);
+        let mut dispatches = vec![src.dispatch];
+        dispatches.extend(factor.map(|f| f.dispatch));
+        dispatches.push(run);
+        dispatches
     }
 
     /// A register-blocked forward or input-gradient pass as laid out in `params` (see
     /// [`Conv2dParams::channel_blocks`]): packs the weights and runs `packed` when the packed
     /// weights fit the two uniform bindings, else runs `unpacked`, which reads w itself.
-    /// `buffers` are bindings 1 to 4 (binding 3 is w), and `argmax` binding 7 where the
-    /// kernels pool.
+    /// `buffers` are bindings 1 to 4 (binding 3 is w) with the elements of bindings 1 and 3,
+    /// and `argmax` binding 7 where the kernels pool.
     fn register_blocked_pass(
         &self,
         ctx: &GpuContext,
-        params: Conv2dParams,
+        (variant, params): (Conv2dVariant, Conv2dParams),
         (packed, unpacked): (&PackedWeightsPass, &Kernel),
-        buffers: [View; 4],
+        (buffers, (src_len, w_len)): ([View; 4], (usize, usize)),
         argmax: Option<View>,
     ) -> Vec<Dispatch> {
         let groups = params.len as usize;
@@ -647,14 +814,16 @@ impl Conv2dKernels {
         let w = buffers[2];
         let run_params = uniform(ctx, "conv2d params", &params);
         let [a, b, c, d] = buffers;
-        let run = |kernel: &Kernel, lo: View, hi: View| {
+        let run = |kernel: &Kernel, lo: View, hi: View, reads_w: bool| {
             let mut all = vec![View::whole(&run_params), a, b, c, d, lo, hi];
             all.extend(argmax);
-            kernel.dispatch(ctx, &all, grid(groups))
+            let resources = all.into_iter().map(Resource::from).collect();
+            let lens = (src_len, reads_w.then_some(w_len));
+            self.with_sources(ctx, variant, kernel, resources, lens, grid(groups))
         };
         if slots > split + PACKED_SLOTS {
             let unused = View::whole(&self.unused_packed);
-            return vec![run(unpacked, unused, unused)];
+            return run(unpacked, unused, unused, true);
         }
         // The second binding starts at slot `split` where the slots need it, else it repeats
         // the first (and is never read).
@@ -684,19 +853,19 @@ impl Conv2dKernels {
                 ..params
             },
         );
-        vec![
-            packed.pack.dispatch(
-                ctx,
-                &[
-                    View::whole(&pack_params),
-                    w,
-                    View::whole(&packed_weights),
-                    w,
-                ],
-                grid_1d(elements),
-            ),
-            run(&packed.run, binding(0), binding(hi_offset)),
-        ]
+        let pack = packed.pack.dispatch(
+            ctx,
+            &[
+                View::whole(&pack_params),
+                w,
+                View::whole(&packed_weights),
+                w,
+            ],
+            grid_1d(elements),
+        );
+        let mut dispatches = vec![pack];
+        dispatches.extend(run(&packed.run, binding(0), binding(hi_offset), false));
+        dispatches
     }
 
     /// y = conv(x, w) + b for n images, then max(y, 0) when `relu`. Returns the dispatches to
@@ -724,12 +893,13 @@ impl Conv2dKernels {
             ..Conv2dParams::new(g, n)
         };
         match self.activation_pass_variant(variant, g) {
-            Conv2dVariant::RegisterBlocked => {
+            v @ (Conv2dVariant::RegisterBlocked | Conv2dVariant::RegisterBlockedTexture) => {
                 let steps = g.input.channels * g.kernel * g.kernel;
                 params.channel_blocks(g.out_channels, out.height, out.width, steps);
-                let rb = &self.register_blocked;
-                let kernels = (&rb.forward_packed, &rb.forward);
-                self.register_blocked_pass(ctx, params, kernels, [x, y, w, b], None)
+                let lens = (n * g.input.len(), weight_len(g));
+                let v = Self::where_textures_fit(ctx, v, &[lens.0, lens.1]);
+                let kernels = (&self.blocked(v).forward_packed, &self.blocked(v).forward);
+                self.register_blocked_pass(ctx, (v, params), kernels, ([x, y, w, b], lens), None)
             }
             Conv2dVariant::Tiled => {
                 let positions = n * out.height * out.width;
@@ -758,7 +928,8 @@ impl Conv2dKernels {
         (x, w, b): (View, View, View),
         (pooled, argmax): (View, View),
     ) -> Option<Vec<Dispatch>> {
-        if self.activation_pass_variant(variant, g) != Conv2dVariant::RegisterBlocked {
+        let variant = self.activation_pass_variant(variant, g);
+        if !variant.is_register_blocked() {
             return None;
         }
         let out = g.output();
@@ -775,10 +946,12 @@ impl Conv2dKernels {
         // Blocks of 8 windows in (image, py, px) order: "rows" of one window each.
         let steps = g.input.channels * g.kernel * g.kernel;
         params.channel_blocks(g.out_channels, height * width, 1, steps);
-        let rb = &self.register_blocked;
+        let lens = (n * g.input.len(), weight_len(g));
+        let variant = Self::where_textures_fit(ctx, variant, &[lens.0, lens.1]);
+        let rb = self.blocked(variant);
         let kernels = (&rb.forward_pool_packed, &rb.forward_pool);
-        let buffers = [x, pooled, w, b];
-        Some(self.register_blocked_pass(ctx, params, kernels, buffers, Some(argmax)))
+        let buffers = ([x, pooled, w, b], lens);
+        Some(self.register_blocked_pass(ctx, (variant, params), kernels, buffers, Some(argmax)))
     }
 
     /// dx = gradient w.r.t. the input. Returns the dispatches to record in order (the
@@ -799,16 +972,17 @@ impl Conv2dKernels {
         expect_elements(&dx, n * g.input.len(), "dx");
         let params = Conv2dParams::new(g, n);
         match self.activation_pass_variant(variant, g) {
-            Conv2dVariant::RegisterBlocked => {
+            v @ (Conv2dVariant::RegisterBlocked | Conv2dVariant::RegisterBlockedTexture) => {
                 let steps = g.out_channels * g.kernel * g.kernel;
                 let Some(params) = params.input_classes(g, steps) else {
                     return self.tiled_backward_input(ctx, params, g, n, (dy, w, dx));
                 };
-                let rb = &self.register_blocked;
+                let lens = (n * g.output().len(), weight_len(g));
+                let v = Self::where_textures_fit(ctx, v, &[lens.0, lens.1]);
+                let rb = self.blocked(v);
                 // Binding 4 (the bias) is unused here.
-                let buffers = [dy, dx, w, w];
                 let kernels = (&rb.backward_input_packed, &rb.backward_input);
-                self.register_blocked_pass(ctx, params, kernels, buffers, None)
+                self.register_blocked_pass(ctx, (v, params), kernels, ([dy, dx, w, w], lens), None)
             }
             Conv2dVariant::Tiled => self.tiled_backward_input(ctx, params, g, n, (dy, w, dx)),
         }
@@ -920,10 +1094,11 @@ impl Conv2dKernels {
         let rows = n * g.output().height;
         let mut base = Conv2dParams::new(g, n);
         // The kernel, the work of one chunk, and how much work should run in all.
-        let variant = variant.for_geometry(g);
+        let lens = [n * g.input.len(), n * g.output().len()];
+        let variant = Self::where_textures_fit(ctx, variant.for_geometry(g), &lens);
         let (kernel, per_chunk, target) = match variant {
-            Conv2dVariant::RegisterBlocked => {
-                let rb = &self.register_blocked;
+            v @ (Conv2dVariant::RegisterBlocked | Conv2dVariant::RegisterBlockedTexture) => {
+                let rb = self.blocked(v);
                 let co_blocks = g.out_channels.div_ceil(BLOCK_CHANNELS);
                 let pairs = g.input.channels * g.kernel;
                 if g.kernel == 3 && pairs > BLOCK_ROWS / 2 {
@@ -956,7 +1131,8 @@ impl Conv2dKernels {
             }
         };
         let work = (rows, per_chunk, target);
-        self.weight_grad_sums(ctx, (variant, g, base), work, kernel, (x, &[dy]), (dw, db))
+        let sources = (x, &[dy][..], (lens[0], lens[1]));
+        self.weight_grad_sums(ctx, (variant, g, base), work, kernel, sources, (dw, db))
     }
 
     /// dw and db from the ReLU and 2x2 max pooling that followed the convolution
@@ -978,11 +1154,13 @@ impl Conv2dKernels {
     ) -> Option<Vec<Dispatch>> {
         let out = g.output();
         let narrow = g.input.channels * g.kernel <= BLOCK_ROWS / 2 && g.kernel <= BLOCK_COLS;
-        let runs = variant.for_geometry(g) == Conv2dVariant::RegisterBlocked;
+        let pooled_len = n * g.out_channels * (out.height / 2) * (out.width / 2);
+        let lens = [n * g.input.len(), pooled_len];
+        let variant = Self::where_textures_fit(ctx, variant.for_geometry(g), &lens);
+        let runs = variant.is_register_blocked();
         if !(narrow && runs && out.height >= 2 && out.width >= 2) {
             return None;
         }
-        let pooled_len = n * g.out_channels * (out.height / 2) * (out.width / 2);
         expect_elements(&x, n * g.input.len(), "x");
         expect_elements(&dpooled, pooled_len, "dpooled");
         expect_elements(&pooled, pooled_len, "pooled");
@@ -996,18 +1174,11 @@ impl Conv2dKernels {
             g.out_channels.div_ceil(BLOCK_CHANNELS),
             WEIGHT_GRAD_INVOCATIONS,
         );
-        let kernel = &self.register_blocked.backward_weights_pooled;
+        let kernel = &self.blocked(variant).backward_weights_pooled;
         let unused = View::whole(&self.unused_packed);
         let inputs = [dpooled, pooled, unused, unused, argmax];
-        let variant = Conv2dVariant::RegisterBlocked;
-        Some(self.weight_grad_sums(
-            ctx,
-            (variant, g, base),
-            work,
-            kernel,
-            (x, &inputs),
-            (dw, db),
-        ))
+        let sources = (x, &inputs[..], (lens[0], lens[1]));
+        Some(self.weight_grad_sums(ctx, (variant, g, base), work, kernel, sources, (dw, db)))
     }
 
     /// A weight-gradient pass of `kernel` into partial sums over chunks of `rows` row segments,
@@ -1021,7 +1192,7 @@ impl Conv2dKernels {
         (variant, g, base): (Conv2dVariant, Conv2dGeometry, Conv2dParams),
         (rows, per_chunk, target): (usize, usize, usize),
         kernel: &Kernel,
-        (x, inputs): (View, &[View]),
+        (x, inputs, (x_len, factor_len)): (View, &[View], (usize, usize)),
         (dw, db): (View, View),
     ) -> Vec<Dispatch> {
         let (mut chunks, mut chunk_rows) = weight_grad_chunks(rows, per_chunk, target);
@@ -1042,12 +1213,11 @@ impl Conv2dKernels {
             ..base
         };
         let mut sums = base;
-        let workgroups = match variant {
-            Conv2dVariant::RegisterBlocked => {
-                sums.len = u(per_chunk * chunks);
-                block_grid(per_chunk * chunks)
-            }
-            Conv2dVariant::Tiled => sums.tiles(g.out_channels, tiled_weight_columns(g), chunks),
+        let workgroups = if variant.is_register_blocked() {
+            sums.len = u(per_chunk * chunks);
+            block_grid(per_chunk * chunks)
+        } else {
+            sums.tiles(g.out_channels, tiled_weight_columns(g), chunks)
         };
         let sums = uniform(ctx, "conv2d params", &sums);
         let reduce = |first: usize, len: usize, out: (View, usize, usize)| {
@@ -1056,7 +1226,9 @@ impl Conv2dKernels {
         let (weights, channels) = (weight_len(g), g.out_channels);
         let mut bindings = vec![View::whole(&sums), x, View::whole(&partials)];
         bindings.extend_from_slice(inputs);
-        vec![kernel.dispatch(ctx, &bindings, workgroups)]
+        let resources = bindings.into_iter().map(Resource::from).collect();
+        let lens = (x_len, Some(factor_len));
+        self.with_sources(ctx, variant, kernel, resources, lens, workgroups)
             .into_iter()
             .chain(match spanning(dw, db) {
                 // One pass instead of two where db follows dw in one buffer (the parameter
@@ -1226,6 +1398,7 @@ macro_rules! check_names {
 fn check_names(variant: Conv2dVariant) -> CheckNames {
     match variant {
         Conv2dVariant::RegisterBlocked => check_names!("register-blocked", true),
+        Conv2dVariant::RegisterBlockedTexture => check_names!("register-blocked-texture", true),
         Conv2dVariant::Tiled => check_names!("tiled", false),
     }
 }
@@ -1753,6 +1926,34 @@ mod tests {
         for (marker, default, _) in SHARED_BODIES {
             assert!(!source.contains(&format!("{marker}{default}")), "{marker}");
         }
+    }
+
+    #[test]
+    fn the_texture_modules_validate_and_read_no_storage_src_or_factor() {
+        for source in [texture_source(SOURCE), texture_source(&shared_source())] {
+            let source = super::super::kernel::shader_source(&source);
+            let module = naga::front::wgsl::parse_str(&source).expect("parses");
+            let mut validator = naga::valid::Validator::new(
+                naga::valid::ValidationFlags::all(),
+                naga::valid::Capabilities::SUBGROUP,
+            );
+            validator
+                .subgroup_stages(naga::valid::ShaderStages::COMPUTE)
+                .subgroup_operations(naga::valid::SubgroupOperationSet::all());
+            validator.validate(&module).expect("validates");
+            assert!(!source.contains("src[") && !source.contains("factor["));
+            assert!(source.contains("var src_texture: texture_2d<f32>"));
+            assert!(source.contains("var factor_texture: texture_2d<f32>"));
+        }
+    }
+
+    #[test]
+    fn indexing_becomes_calls_of_whole_names_only() {
+        let source = "a = src[i[j] + 1u] * my_src[k] + p.src[k];\n// src[ unclosed\nb = src[m];";
+        assert_eq!(
+            calls_for_indexing(source, "src"),
+            "a = src_at(i[j] + 1u) * my_src[k] + p.src[k];\n// src[ unclosed\nb = src_at(m);"
+        );
     }
 
     #[test]

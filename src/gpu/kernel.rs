@@ -26,12 +26,41 @@ pub struct StepKey {
     pub _pad: [u32; 2],
 }
 
-/// How a kernel sees the buffer at `@binding(i)` of `@group(0)`.
+/// How a kernel sees the resource at `@binding(i)` of `@group(0)`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Access {
     Uniform,
     Read,
     ReadWrite,
+    /// A float texture read with `textureLoad` (`texture_2d<f32>`).
+    Texture,
+    /// An r32float storage texture, written only (`texture_storage_2d<r32float, write>`).
+    WriteTexture,
+}
+
+impl Access {
+    fn binding_type(self) -> wgpu::BindingType {
+        let buffer = |ty| wgpu::BindingType::Buffer {
+            ty,
+            has_dynamic_offset: false,
+            min_binding_size: None,
+        };
+        match self {
+            Access::Uniform => buffer(wgpu::BufferBindingType::Uniform),
+            Access::Read => buffer(wgpu::BufferBindingType::Storage { read_only: true }),
+            Access::ReadWrite => buffer(wgpu::BufferBindingType::Storage { read_only: false }),
+            Access::Texture => wgpu::BindingType::Texture {
+                sample_type: wgpu::TextureSampleType::Float { filterable: false },
+                view_dimension: wgpu::TextureViewDimension::D2,
+                multisampled: false,
+            },
+            Access::WriteTexture => wgpu::BindingType::StorageTexture {
+                access: wgpu::StorageTextureAccess::WriteOnly,
+                format: wgpu::TextureFormat::R32Float,
+                view_dimension: wgpu::TextureViewDimension::D2,
+            },
+        }
+    }
 }
 
 /// The complete WGSL of one shader file: the preamble, then the file.
@@ -148,15 +177,7 @@ impl Kernel {
             .map(|(i, access)| wgpu::BindGroupLayoutEntry {
                 binding: i as u32,
                 visibility: wgpu::ShaderStages::COMPUTE,
-                ty: wgpu::BindingType::Buffer {
-                    ty: match access {
-                        Access::Uniform => wgpu::BufferBindingType::Uniform,
-                        Access::Read => wgpu::BufferBindingType::Storage { read_only: true },
-                        Access::ReadWrite => wgpu::BufferBindingType::Storage { read_only: false },
-                    },
-                    has_dynamic_offset: false,
-                    min_binding_size: None,
-                },
+                ty: access.binding_type(),
                 count: None,
             })
             .collect();
@@ -208,12 +229,26 @@ impl Kernel {
 
     /// A dispatch of this kernel over `workgroups` with `buffers` bound in binding order.
     pub fn dispatch(&self, ctx: &GpuContext, buffers: &[View], workgroups: [u32; 3]) -> Dispatch {
-        let entries: Vec<wgpu::BindGroupEntry> = buffers
+        let resources: Vec<Resource> = buffers.iter().map(|&view| view.into()).collect();
+        self.dispatch_resources(ctx, &resources, workgroups)
+    }
+
+    /// The same with textures among the bindings.
+    pub fn dispatch_resources(
+        &self,
+        ctx: &GpuContext,
+        resources: &[Resource],
+        workgroups: [u32; 3],
+    ) -> Dispatch {
+        let entries: Vec<wgpu::BindGroupEntry> = resources
             .iter()
             .enumerate()
-            .map(|(i, view)| wgpu::BindGroupEntry {
+            .map(|(i, resource)| wgpu::BindGroupEntry {
                 binding: i as u32,
-                resource: view.binding(),
+                resource: match resource {
+                    Resource::Buffer(view) => view.binding(),
+                    Resource::Texture(view) => wgpu::BindingResource::TextureView(view),
+                },
             })
             .collect();
         let bind_group = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
@@ -303,6 +338,19 @@ impl<'a> View<'a> {
             offset: self.offset,
             size: NonZeroU64::new(self.size),
         })
+    }
+}
+
+/// What a dispatch binds at one binding: a range of a buffer, or a texture.
+#[derive(Clone, Copy)]
+pub enum Resource<'a> {
+    Buffer(View<'a>),
+    Texture(&'a wgpu::TextureView),
+}
+
+impl<'a> From<View<'a>> for Resource<'a> {
+    fn from(view: View<'a>) -> Resource<'a> {
+        Resource::Buffer(view)
     }
 }
 

@@ -19,6 +19,7 @@ pub mod optim;
 pub mod pool2d;
 pub mod profile;
 pub mod softmax_xent;
+pub mod texture;
 
 pub use backend::GpuBackend;
 pub use context::GpuContext;
@@ -36,4 +37,5 @@ pub const SHADERS: &[(&str, &str)] = &[
     ("optim.wgsl", optim::SOURCE),
     ("pool2d.wgsl", pool2d::SOURCE),
     ("softmax_xent.wgsl", softmax_xent::SOURCE),
+    ("texture.wgsl", texture::SOURCE),
 ];
