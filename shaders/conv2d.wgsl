@@ -22,7 +22,7 @@
 //     staging slices of both operands in workgroup memory.
 // The register-blocked kernels are also built with src and factor read from r32float textures
 // (the host's texture_source turns each src[i] / factor[i] into src_at(i) / factor_at(i); see
-// shaders/texture.wgsl for why), which the register-blocked-texture variant runs.
+// src/gpu/texture.rs for why), which the register-blocked-texture variant runs.
 // Both write the weight gradient's partial sums in the same layout, added by conv2d_reduce.
 // Each section below describes its scheme.
 //

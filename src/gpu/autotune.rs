@@ -17,7 +17,7 @@ use anyhow::{anyhow, Result};
 use serde::{Deserialize, Serialize};
 
 use super::context::GpuContext;
-use super::kernel::Dispatch;
+use super::kernel::{record_passes, Dispatch};
 use crate::backend::KernelChoice;
 use crate::config::AutotuneMode;
 use crate::fsutil::write_atomic;
@@ -274,12 +274,8 @@ pub fn time_dispatches(
 ) -> Result<f64> {
     let run = |reps: usize| -> Result<f64> {
         let mut encoder = ctx.device.create_command_encoder(&Default::default());
-        {
-            let mut pass = encoder.begin_compute_pass(&Default::default());
-            for _ in 0..reps {
-                dispatches.iter().for_each(|d| d.record(&mut pass));
-            }
-        }
+        let repeated: Vec<&Dispatch> = (0..reps).flat_map(|_| dispatches).collect();
+        record_passes(&mut encoder, &repeated, |pass, _, d| d.record(pass));
         let start = Instant::now();
         ctx.queue.submit([encoder.finish()]);
         ctx.wait()?;

@@ -11,7 +11,9 @@ use super::autotune::Autotuner;
 use super::check::{compare, compare_exact, random_vec, Comparison, CrossCheck};
 use super::context::GpuContext;
 use super::gather::pack_bytes;
-use super::kernel::{read_buffer, storage, storage_init, uniform, StepKey, View};
+use super::kernel::{
+    read_buffer, record_passes, storage, storage_init, uniform, Dispatch, StepKey, View,
+};
 use super::network::{CompiledNet, Kernels, ParamBuffers, Shared};
 use super::optim::OptimStep;
 use super::softmax_xent::GpuStats;
@@ -147,10 +149,8 @@ impl GpuBackend {
     fn submit(&mut self, net_key: (usize, bool)) -> Result<()> {
         let net = &self.nets[&net_key];
         let mut encoder = self.ctx.device.create_command_encoder(&Default::default());
-        {
-            let mut pass = encoder.begin_compute_pass(&Default::default());
-            net.dispatches.iter().for_each(|d| d.record(&mut pass));
-        }
+        let dispatches: Vec<&Dispatch> = net.dispatches.iter().collect();
+        record_passes(&mut encoder, &dispatches, |pass, _, d| d.record(pass));
         self.in_flight
             .push_back(self.ctx.queue.submit([encoder.finish()]));
         while self.in_flight.len() > MAX_IN_FLIGHT {

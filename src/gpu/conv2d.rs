@@ -13,7 +13,7 @@
 //!   they fit, about 1000 steps), which lavapipe gathers without the lane-by-lane loop of a
 //!   storage load;
 //! - register-blocked-texture: the same kernels reading x and dy from r32float textures that
-//!   `texture_stage` fills before each pass, for lavapipe on CPUs without AVX-512, where every
+//!   copied from the buffers before each pass, for lavapipe on CPUs without AVX-512, where every
 //!   storage load stalls once per lane;
 //! - tiled, for real GPUs: an implicit GEMM in which each workgroup computes a `TILE_M x TILE_N`
 //!   tile of outputs, staging slices of both operands in workgroup memory.
@@ -33,7 +33,7 @@ use super::kernel::{
     compile, compile_register_blocked, grid_1d, read_buffer, run, storage, storage_init, uniform,
     Access, Dispatch, Kernel, Resource, View,
 };
-use super::texture::{TextureKernels, TEXTURE_WIDTH};
+use super::texture::{self, TEXTURE_WIDTH};
 use crate::cpu::activation::activation_forward;
 use crate::cpu::conv2d::{
     conv2d_backward_input, conv2d_backward_weights, conv2d_forward, Conv2dGeometry,
@@ -95,10 +95,10 @@ pub enum Conv2dVariant {
     /// positions of sums in registers. Fast on CPU adapters (lavapipe), where a workgroup is
     /// SIMD lanes on one CPU thread and every load and barrier is expensive.
     RegisterBlocked,
-    /// The same kernels reading their activations (x, dy) from r32float textures staged from
-    /// the buffers before each pass (`texture_stage`): on lavapipe a texture load costs a
-    /// quarter of a storage load on CPUs without AVX-512, where every storage load stalls on
-    /// store forwarding once per lane (see `shaders/texture.wgsl`).
+    /// The same kernels reading their activations (x, dy) from r32float textures copied from
+    /// the buffers before each pass: on lavapipe a texture load costs a quarter of a storage
+    /// load on CPUs without AVX-512, where every storage load stalls on store forwarding once
+    /// per lane (see `gpu::texture`).
     RegisterBlockedTexture,
     /// Implicit GEMM with workgroup tiles of `TILE_M x TILE_N` outputs, both operands staged in
     /// workgroup memory `TILE_K` deep: fast on real GPUs.
@@ -410,8 +410,8 @@ fn shared_source() -> String {
     source + SHARED_ENTRY_POINTS
 }
 
-/// `source` (conv2d.wgsl) with `src` and `factor` read from r32float textures, as staged by
-/// `texture_stage`: their declarations become textures with an accessor each (`src_at`,
+/// `source` (conv2d.wgsl) with `src` and `factor` read from r32float textures, as
+/// `texture::stage` lays them out: their declarations become textures with an accessor each (`src_at`,
 /// `factor_at`), and every `src[i]` and `factor[i]` a call of the accessor.
 fn texture_source(source: &str) -> String {
     let mut source = source.to_string();
@@ -616,10 +616,8 @@ struct TiledKernels {
 /// Every conv2d kernel of every variant, compiled once per device.
 pub struct Conv2dKernels {
     register_blocked: RegisterBlockedKernels,
-    /// The same reading src and factor from textures (`Conv2dVariant::RegisterBlockedTexture`),
-    /// which `textures` stages.
+    /// The same reading src and factor from textures (`Conv2dVariant::RegisterBlockedTexture`).
     register_blocked_texture: RegisterBlockedKernels,
-    textures: TextureKernels,
     tiled: TiledKernels,
     /// Add chunks of partial sums (the weight gradient's in both variants, the tiled input
     /// gradient's): one invocation per element, or (tiled variant) one workgroup per element
@@ -707,7 +705,6 @@ impl Conv2dKernels {
         Conv2dKernels {
             register_blocked: RegisterBlockedKernels::new(ctx, &module, false),
             register_blocked_texture: RegisterBlockedKernels::new(ctx, &module, true),
-            textures: TextureKernels::new(ctx),
             tiled: TiledKernels {
                 forward: kernel("conv2d_forward_tiled", with_bias),
                 backward_input: kernel("conv2d_backward_input_tiled", plain),
@@ -748,7 +745,7 @@ impl Conv2dKernels {
         variant: Conv2dVariant,
         lens: &[usize],
     ) -> Conv2dVariant {
-        let fit = lens.iter().all(|&len| TextureKernels::fits(ctx, len));
+        let fit = lens.iter().all(|&len| texture::fits(ctx, len));
         match variant {
             Conv2dVariant::RegisterBlockedTexture if !fit => Conv2dVariant::RegisterBlocked,
             v => v,
@@ -756,9 +753,9 @@ impl Conv2dKernels {
     }
 
     /// The dispatch of a register-blocked `kernel` with `resources`, whose bindings 1 (src) and
-    /// 3 (factor) hold `lens` elements. For the texture variant, preceded by the dispatches
-    /// that stage them into textures, which it binds there instead (factor `None`: the kernel
-    /// never reads it, and src's texture stands in).
+    /// 3 (factor) hold `lens` elements. For the texture variant, it binds textures there
+    /// instead, and copies the buffers into them first (factor `None`: the kernel never reads
+    /// it, and src's texture stands in).
     fn with_sources(
         &self,
         ctx: &GpuContext,
@@ -775,19 +772,17 @@ impl Conv2dKernels {
             let Resource::Buffer(view) = resources[binding] else {
                 unreachable!("conv2d binds buffers at 1 and 3 before staging")
             };
-            let staged = self.textures.stage(ctx, view, len);
-            staged.expect("where_textures_fit checked the size")
+            texture::stage(ctx, view, len).expect("where_textures_fit checked the size")
         };
         let src = stage(1, src_len);
         let factor = factor_len.map(|len| stage(3, len));
         let mut bound = resources.clone();
         bound[1] = Resource::Texture(&src.view);
         bound[3] = Resource::Texture(factor.as_ref().map_or(&src.view, |f| &f.view));
-        let run = kernel.dispatch_resources(ctx, &bound, workgroups);
-        let mut dispatches = vec![src.dispatch];
-        dispatches.extend(factor.map(|f| f.dispatch));
-        dispatches.push(run);
-        dispatches
+        let mut run = kernel.dispatch_resources(ctx, &bound, workgroups);
+        run.copies.push(src.copy);
+        run.copies.extend(factor.map(|f| f.copy));
+        vec![run]
     }
 
     /// A register-blocked forward or input-gradient pass as laid out in `params` (see

@@ -8,6 +8,7 @@ use anyhow::{bail, Result};
 use wgpu::util::DeviceExt;
 
 use super::context::GpuContext;
+use super::texture::TextureCopy;
 use crate::error::bad_input;
 
 /// WGSL shared by every shader file.
@@ -263,6 +264,7 @@ impl Kernel {
             workgroups,
             cost: Cost::default(),
             variant: "",
+            copies: Vec::new(),
         }
     }
 }
@@ -286,6 +288,9 @@ pub struct Dispatch {
     pub cost: Cost,
     /// The kernel variant this dispatch belongs to, for ops that have several (else empty).
     pub variant: &'static str,
+    /// Buffers copied into the textures this dispatch reads, just before it (outside compute
+    /// passes: see [`record_passes`]).
+    pub copies: Vec<TextureCopy>,
 }
 
 impl Dispatch {
@@ -426,13 +431,34 @@ pub fn uniform<T: bytemuck::Pod>(ctx: &GpuContext, label: &str, value: &T) -> wg
         })
 }
 
-/// Records `dispatches` in one compute pass and submits them.
+/// Records `dispatches` in order into compute passes of `encoder`: one pass, except that a
+/// dispatch with texture copies (which cannot be recorded inside a pass) starts a new pass
+/// after them. `each` records dispatch `i` into the open pass.
+pub fn record_passes(
+    encoder: &mut wgpu::CommandEncoder,
+    dispatches: &[&Dispatch],
+    mut each: impl FnMut(&mut wgpu::ComputePass, usize, &Dispatch),
+) {
+    let mut start = 0;
+    while start < dispatches.len() {
+        let end = (start + 1..dispatches.len())
+            .find(|&i| !dispatches[i].copies.is_empty())
+            .unwrap_or(dispatches.len());
+        for copy in &dispatches[start].copies {
+            copy.record(encoder);
+        }
+        let mut pass = encoder.begin_compute_pass(&Default::default());
+        for (i, d) in dispatches.iter().enumerate().take(end).skip(start) {
+            each(&mut pass, i, d);
+        }
+        start = end;
+    }
+}
+
+/// Records `dispatches` (in as few compute passes as their copies allow) and submits them.
 pub fn run(ctx: &GpuContext, dispatches: &[&Dispatch]) {
     let mut encoder = ctx.device.create_command_encoder(&Default::default());
-    {
-        let mut pass = encoder.begin_compute_pass(&Default::default());
-        dispatches.iter().for_each(|d| d.record(&mut pass));
-    }
+    record_passes(&mut encoder, dispatches, |pass, _, d| d.record(pass));
     ctx.queue.submit([encoder.finish()]);
 }
 

@@ -37,5 +37,4 @@ pub const SHADERS: &[(&str, &str)] = &[
     ("optim.wgsl", optim::SOURCE),
     ("pool2d.wgsl", pool2d::SOURCE),
     ("softmax_xent.wgsl", softmax_xent::SOURCE),
-    ("texture.wgsl", texture::SOURCE),
 ];

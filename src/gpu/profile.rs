@@ -10,7 +10,7 @@ use anyhow::{anyhow, bail, Result};
 
 use super::backend::GpuBackend;
 use super::context::GpuContext;
-use super::kernel::{Cost, Dispatch};
+use super::kernel::{record_passes, Cost, Dispatch};
 
 /// How the timings were taken.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -95,14 +95,17 @@ impl Profiler {
         let queries = self.queries.as_ref().expect("created above");
         let mut encoder = ctx.device.create_command_encoder(&Default::default());
         if self.source == TimingSource::TimestampsInsidePass {
-            let mut pass = encoder.begin_compute_pass(&Default::default());
-            for (i, d) in net.dispatches.iter().enumerate() {
+            let dispatches: Vec<&Dispatch> = net.dispatches.iter().collect();
+            record_passes(&mut encoder, &dispatches, |pass, i, d| {
                 pass.write_timestamp(&queries.set, 2 * i as u32);
-                d.record(&mut pass);
+                d.record(pass);
                 pass.write_timestamp(&queries.set, 2 * i as u32 + 1);
-            }
+            });
         } else {
             for (i, d) in net.dispatches.iter().enumerate() {
+                for copy in &d.copies {
+                    copy.record(&mut encoder);
+                }
                 let writes = wgpu::ComputePassTimestampWrites {
                     query_set: &queries.set,
                     beginning_of_pass_write_index: Some(2 * i as u32),
