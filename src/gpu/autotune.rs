@@ -63,7 +63,7 @@ pub struct Sampling {
     pub samples: usize,
     pub sample_seconds: f64,
 }
-/// A variant whose first run is this many times slower than the best so far is not sampled
+/// A variant whose warm run is this many times slower than the best so far is not sampled
 /// further: it cannot win, and on a CPU adapter a slow variant can take seconds.
 const HOPELESS: f64 = 3.0;
 
@@ -241,25 +241,43 @@ fn kernels_hash() -> u64 {
     hasher.finish()
 }
 
-/// Times every variant and returns the fastest, the mean microseconds of each, and the
-/// winner's dispatches.
+/// Times every variant and returns the fastest, the microseconds of each (its fastest
+/// sample), and the winner's dispatches. The samples of the variants are taken in turns, so
+/// that a slow spell of the machine (a CPU adapter shares it with everything else) falls on
+/// all of them rather than on the one being timed.
 fn tune<V: Variant>(
     ctx: &GpuContext,
     variants: &[V],
     build: impl Fn(V) -> Vec<Dispatch>,
 ) -> Result<(V, BTreeMap<String, f64>, Vec<Dispatch>)> {
     let mut timings = BTreeMap::new();
-    let mut best: Option<(f64, V, Vec<Dispatch>)> = None;
+    let mut contenders: Vec<(V, Vec<Dispatch>, Timing)> = Vec::new();
     for &v in variants {
         let dispatches = build(v);
-        let bound = best.as_ref().map(|(t, ..)| HOPELESS * t);
-        let seconds = time_dispatches(ctx, &dispatches, bound, TUNING)?;
-        timings.insert(v.name().to_string(), seconds * 1e6);
-        if best.as_ref().is_none_or(|(t, ..)| seconds < *t) {
-            best = Some((seconds, v, dispatches));
+        let best = contenders.iter().map(|(.., t)| t.fastest).reduce(f64::min);
+        let timing = Timing::warm(ctx, &dispatches, TUNING)?;
+        if best.is_some_and(|best| timing.fastest > HOPELESS * best) {
+            timings.insert(v.name().to_string(), timing.fastest * 1e6);
+        } else {
+            contenders.push((v, dispatches, timing));
         }
     }
-    let (_, v, dispatches) = best.ok_or_else(|| anyhow!("autotune: no variant to time"))?;
+    for _ in 0..TUNING.samples {
+        for (_, dispatches, timing) in &mut contenders {
+            timing.sample(ctx, dispatches)?;
+        }
+    }
+    let mut best: Option<(V, Vec<Dispatch>, Timing)> = None;
+    for (v, dispatches, timing) in contenders {
+        timings.insert(v.name().to_string(), timing.fastest * 1e6);
+        if best
+            .as_ref()
+            .is_none_or(|(.., b)| timing.fastest < b.fastest)
+        {
+            best = Some((v, dispatches, timing));
+        }
+    }
+    let (v, dispatches, _) = best.ok_or_else(|| anyhow!("autotune: no variant to time"))?;
     Ok((v, timings, dispatches))
 }
 
@@ -272,31 +290,53 @@ pub fn time_dispatches(
     give_up_after: Option<f64>,
     sampling: Sampling,
 ) -> Result<f64> {
-    let run = |reps: usize| -> Result<f64> {
-        let mut encoder = ctx.device.create_command_encoder(&Default::default());
-        let repeated: Vec<&Dispatch> = (0..reps).flat_map(|_| dispatches).collect();
-        record_passes(&mut encoder, &repeated, |pass, _, d| d.record(pass));
-        let start = Instant::now();
-        ctx.queue.submit([encoder.finish()]);
-        ctx.wait()?;
-        Ok(start.elapsed().as_secs_f64() / reps as f64)
-    };
-    let hopeless = |seconds: f64| give_up_after.is_some_and(|limit| seconds > limit);
-    // The first run pays for lazy pipeline setup and takes the noise of a machine just
-    // started, so it never decides alone: give up only when a warm run is hopeless too. (On a
-    // fresh lavapipe machine a tuning once kept dense variants 8x slower than the best, 14 ms
-    // of a 168 ms step, until the cache was refreshed.)
-    run(1)?;
-    let first = run(1)?;
-    if hopeless(first) {
-        return Ok(first);
+    let mut timing = Timing::warm(ctx, dispatches, sampling)?;
+    if give_up_after.is_some_and(|limit| timing.fastest > limit) {
+        return Ok(timing.fastest);
     }
-    let reps = (sampling.sample_seconds / first.max(1e-7))
-        .ceil()
-        .clamp(1.0, 1000.0) as usize;
-    let mut fastest = first;
     for _ in 0..sampling.samples {
-        fastest = fastest.min(run(reps)?);
+        timing.sample(ctx, dispatches)?;
     }
-    Ok(fastest)
+    Ok(timing.fastest)
+}
+
+/// A run of dispatches being timed: how many times a sample repeats it, and the fastest
+/// seconds per run seen so far.
+struct Timing {
+    reps: usize,
+    fastest: f64,
+}
+
+impl Timing {
+    /// Runs `dispatches` twice and sizes the samples from the second, warm run. The first run
+    /// pays for lazy pipeline setup and takes the noise of a machine just started, so it never
+    /// decides alone. (On a fresh lavapipe machine a tuning once kept dense variants 8x slower
+    /// than the best, 14 ms of a 168 ms step, until the cache was refreshed.)
+    fn warm(ctx: &GpuContext, dispatches: &[Dispatch], sampling: Sampling) -> Result<Timing> {
+        run_timed(ctx, dispatches, 1)?;
+        let first = run_timed(ctx, dispatches, 1)?;
+        let reps = (sampling.sample_seconds / first.max(1e-7))
+            .ceil()
+            .clamp(1.0, 1000.0) as usize;
+        Ok(Timing {
+            reps,
+            fastest: first,
+        })
+    }
+
+    fn sample(&mut self, ctx: &GpuContext, dispatches: &[Dispatch]) -> Result<()> {
+        self.fastest = self.fastest.min(run_timed(ctx, dispatches, self.reps)?);
+        Ok(())
+    }
+}
+
+/// Seconds per run of `dispatches`, recorded `reps` times back to back in one submit.
+fn run_timed(ctx: &GpuContext, dispatches: &[Dispatch], reps: usize) -> Result<f64> {
+    let mut encoder = ctx.device.create_command_encoder(&Default::default());
+    let repeated: Vec<&Dispatch> = (0..reps).flat_map(|_| dispatches).collect();
+    record_passes(&mut encoder, &repeated, |pass, _, d| d.record(pass));
+    let start = Instant::now();
+    ctx.queue.submit([encoder.finish()]);
+    ctx.wait()?;
+    Ok(start.elapsed().as_secs_f64() / reps as f64)
 }
