@@ -88,6 +88,37 @@ fn choices_are_timed_once_cached_and_reused() {
 }
 
 #[test]
+fn an_entry_without_a_newer_variant_is_timed_again() {
+    let Some(ctx) = common::gpu_context() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("autotune.json");
+    choices(&ctx, AutotuneMode::On, &cache, &[]);
+    // Drop one variant's timing from every entry, as a cache written before that variant
+    // existed would have it.
+    let mut file: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&cache).unwrap()).unwrap();
+    let dropped = MatmulVariant::RegisterBlockedTexture.name();
+    for entries in file["devices"].as_object_mut().unwrap().values_mut() {
+        for entry in entries.as_object_mut().unwrap().values_mut() {
+            let timings = entry["timings_us"].as_object_mut().unwrap();
+            timings.remove(dropped);
+            let other = timings.keys().next().unwrap().clone();
+            if entry["variant"] == dropped {
+                entry["variant"] = other.into();
+            }
+        }
+    }
+    std::fs::write(&cache, serde_json::to_vec(&file).unwrap()).unwrap();
+    let again = choices(&ctx, AutotuneMode::On, &cache, &[]);
+    for c in dense_ops(&again) {
+        assert_eq!(c.source, "tuned", "{c:?}");
+        assert!(c.timings_us.contains_key(dropped), "{c:?}");
+    }
+}
+
+#[test]
 fn a_corrupt_cache_is_replaced() {
     let Some(ctx) = common::gpu_context() else {
         return;

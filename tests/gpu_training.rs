@@ -7,6 +7,7 @@ use common::{bundled_data, run_cli};
 use mnist_wgpu::backend::Backend;
 use mnist_wgpu::config::Optimizer;
 use mnist_wgpu::data::{load_mnist, Mnist};
+use mnist_wgpu::gpu::dense::MatmulVariant;
 use mnist_wgpu::gpu::{GpuBackend, GpuContext};
 use mnist_wgpu::model::{init_params, Arch, Params, Plan, MNIST_INPUT};
 use mnist_wgpu::train::{evaluate, train};
@@ -335,8 +336,9 @@ fn profile_prints_a_kernel_table_and_writes_a_chrome_trace() {
         .iter()
         .find(|e| e["name"].as_str().unwrap().starts_with("dense_matmul"))
         .expect("a dense kernel event");
+    let variant = dense["args"]["variant"].as_str().unwrap();
     assert!(
-        ["tiled", "register-blocked"].contains(&dense["args"]["variant"].as_str().unwrap()),
+        MatmulVariant::ALL.iter().any(|v| v.name() == variant),
         "{dense}"
     );
 }

@@ -138,6 +138,9 @@ impl Autotuner {
         } else if let Some((v, entry)) = self
             .cached(&key)
             .filter(|_| self.mode == AutotuneMode::On)
+            // A variant added since the entry was written (it has no timing there) reopens
+            // the choice.
+            .filter(|e| variants.iter().all(|v| e.timings_us.contains_key(v.name())))
             .and_then(|e| Some((named(&e.variant)?, e)))
         {
             timings = entry.timings_us;

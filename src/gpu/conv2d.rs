@@ -33,7 +33,7 @@ use super::kernel::{
     compile, compile_register_blocked, grid_1d, read_buffer, run, storage, storage_init, uniform,
     Access, Dispatch, Kernel, Resource, View,
 };
-use super::texture::{self, TEXTURE_WIDTH};
+use super::texture::{self, texture_reads, Texel, TEXTURE_WIDTH};
 use crate::cpu::activation::activation_forward;
 use crate::cpu::conv2d::{
     conv2d_backward_input, conv2d_backward_weights, conv2d_forward, Conv2dGeometry,
@@ -424,51 +424,13 @@ fn texture_source(source: &str) -> String {
              fn {name}_at(i: u32) -> f32 {{\n    \
              return textureLoad({name}_texture, vec2<u32>(i % {TEXTURE_WIDTH}u, i / {TEXTURE_WIDTH}u), 0).x;\n}}\n"
         );
-        source = calls_for_indexing(&source.replace(&storage, &texture), name);
+        source = texture_reads(
+            &source.replace(&storage, &texture),
+            name,
+            &format!("{name}_at"),
+        );
     }
     source
-}
-
-/// `source` with every `name[...]` (where `name` is a whole identifier and the brackets close
-/// on the same line) written `name_at(...)`.
-fn calls_for_indexing(source: &str, name: &str) -> String {
-    let pattern = format!("{name}[");
-    let mut out = String::with_capacity(source.len());
-    let mut rest = source;
-    while let Some(at) = rest.find(&pattern) {
-        let open = at + pattern.len();
-        let whole = !rest[..at]
-            .chars()
-            .next_back()
-            .is_some_and(|c| c.is_alphanumeric() || c == '_' || c == '.');
-        match closing_bracket(&rest[open..]).filter(|_| whole) {
-            Some(len) => {
-                out.push_str(&rest[..at]);
-                out.push_str(&format!("{name}_at({})", &rest[open..open + len]));
-                rest = &rest[open + len + 1..];
-            }
-            None => {
-                out.push_str(&rest[..open]);
-                rest = &rest[open..];
-            }
-        }
-    }
-    out + rest
-}
-
-/// Where the `]` that closes an open `[` lies in `text`, if on its first line.
-fn closing_bracket(text: &str) -> Option<usize> {
-    let mut depth = 0;
-    for (i, c) in text.char_indices() {
-        match c {
-            '[' => depth += 1,
-            ']' if depth == 0 => return Some(i),
-            ']' => depth -= 1,
-            '\n' => return None,
-            _ => {}
-        }
-    }
-    None
 }
 
 /// The kernels that share loads across subgroup lanes.
@@ -772,7 +734,8 @@ impl Conv2dKernels {
             let Resource::Buffer(view) = resources[binding] else {
                 unreachable!("conv2d binds buffers at 1 and 3 before staging")
             };
-            texture::stage(ctx, view, len).expect("where_textures_fit checked the size")
+            let staged = texture::stage(ctx, view, len, Texel::F32);
+            staged.expect("where_textures_fit checked the size")
         };
         let src = stage(1, src_len);
         let factor = factor_len.map(|len| stage(3, len));
@@ -1894,16 +1857,8 @@ mod tests {
 
     #[test]
     fn the_shared_module_validates_with_subgroups() {
-        let source = super::super::kernel::shader_source(&shared_source());
-        let module = naga::front::wgsl::parse_str(&source).expect("parses");
-        let mut validator = naga::valid::Validator::new(
-            naga::valid::ValidationFlags::all(),
-            naga::valid::Capabilities::SUBGROUP,
-        );
-        validator
-            .subgroup_stages(naga::valid::ShaderStages::COMPUTE)
-            .subgroup_operations(naga::valid::SubgroupOperationSet::all());
-        validator.validate(&module).expect("validates");
+        let source = shared_source();
+        let module = super::super::kernel::validated(&source);
         let names: Vec<&str> = module
             .entry_points
             .iter()
@@ -1926,29 +1881,11 @@ mod tests {
     #[test]
     fn the_texture_modules_validate_and_read_no_storage_src_or_factor() {
         for source in [texture_source(SOURCE), texture_source(&shared_source())] {
-            let source = super::super::kernel::shader_source(&source);
-            let module = naga::front::wgsl::parse_str(&source).expect("parses");
-            let mut validator = naga::valid::Validator::new(
-                naga::valid::ValidationFlags::all(),
-                naga::valid::Capabilities::SUBGROUP,
-            );
-            validator
-                .subgroup_stages(naga::valid::ShaderStages::COMPUTE)
-                .subgroup_operations(naga::valid::SubgroupOperationSet::all());
-            validator.validate(&module).expect("validates");
+            super::super::kernel::validated(&source);
             assert!(!source.contains("src[") && !source.contains("factor["));
             assert!(source.contains("var src_texture: texture_2d<f32>"));
             assert!(source.contains("var factor_texture: texture_2d<f32>"));
         }
-    }
-
-    #[test]
-    fn indexing_becomes_calls_of_whole_names_only() {
-        let source = "a = src[i[j] + 1u] * my_src[k] + p.src[k];\n// src[ unclosed\nb = src[m];";
-        assert_eq!(
-            calls_for_indexing(source, "src"),
-            "a = src_at(i[j] + 1u) * my_src[k] + p.src[k];\n// src[ unclosed\nb = src_at(m);"
-        );
     }
 
     #[test]

@@ -16,8 +16,9 @@ use super::check::{compare, random_vec, Comparison, CrossCheck};
 use super::context::GpuContext;
 use super::kernel::{
     compile, compile_register_blocked, read_buffer, run, storage, storage_init, uniform, Access,
-    Dispatch, Kernel, View,
+    Dispatch, Kernel, Resource, View,
 };
+use super::texture::{self, texture_reads, Staged, Texel, TEXTURE_WIDTH};
 use crate::cpu::dense::{
     dense_backward_input, dense_backward_weights, dense_forward, DenseGeometry,
 };
@@ -58,10 +59,18 @@ pub enum MatmulVariant {
     /// CPU thread and barriers, workgroup memory and every load are expensive (Mesa 22.3's
     /// llvmpipe loads storage and workgroup memory one lane at a time).
     RegisterBlocked,
+    /// The same kernels reading A and B from rgba32float textures copied from the buffers
+    /// before the pass: on lavapipe without AVX-512 each storage load stalls once per lane
+    /// (see `gpu::texture`).
+    RegisterBlockedTexture,
 }
 
 impl MatmulVariant {
-    pub const ALL: [MatmulVariant; 2] = [MatmulVariant::Tiled, MatmulVariant::RegisterBlocked];
+    pub const ALL: [MatmulVariant; 3] = [
+        MatmulVariant::Tiled,
+        MatmulVariant::RegisterBlocked,
+        MatmulVariant::RegisterBlockedTexture,
+    ];
 
     /// The variant for an adapter, by a fixed rule: CPU adapters (`wgpu::DeviceType::Cpu`, such
     /// as lavapipe/llvmpipe) get `RegisterBlocked`, everything else `Tiled`.
@@ -76,6 +85,7 @@ impl MatmulVariant {
         match self {
             MatmulVariant::Tiled => "tiled",
             MatmulVariant::RegisterBlocked => "register-blocked",
+            MatmulVariant::RegisterBlockedTexture => "register-blocked-texture",
         }
     }
 }
@@ -222,7 +232,9 @@ impl Scheme {
 fn schemes(variant: MatmulVariant) -> &'static [Scheme] {
     match variant {
         MatmulVariant::Tiled => &[Scheme::Split, Scheme::Tiled],
-        MatmulVariant::RegisterBlocked => &[Scheme::Dot, Scheme::Axpy, Scheme::General],
+        MatmulVariant::RegisterBlocked | MatmulVariant::RegisterBlockedTexture => {
+            &[Scheme::Dot, Scheme::Axpy, Scheme::General]
+        }
     }
 }
 
@@ -249,13 +261,53 @@ fn expect_elements(view: &View, elements: usize, name: &str) {
 struct MatmulKernel {
     scheme: Scheme,
     bias: bool,
+    /// Whether it reads A and B from textures (the register-blocked-texture variant).
+    textures: bool,
     kernel: Kernel,
 }
 
 pub struct DenseKernels {
-    /// Every entry point of every scheme.
+    /// Every entry point of every scheme, and the register-blocked ones reading textures.
     matmuls: Vec<MatmulKernel>,
     backward_bias: Kernel,
+}
+
+/// dense.wgsl with A (binding 1) and B (binding 3) read from rgba32float textures, four
+/// consecutive floats a texel (`Texel::Vec4`): each `a4[i]` becomes `a4_at(i)`, a texel, and
+/// each `a[i]` becomes `a_element(i)`, a component of one; likewise for B.
+fn texture_source() -> String {
+    let mut source = SOURCE.to_string();
+    for (name, binding) in [("a", 1), ("b", 3)] {
+        let scalar =
+            format!("@group(0) @binding({binding}) var<storage, read> {name}: array<f32>;\n");
+        let vector = format!(
+            "@group(0) @binding({binding}) var<storage, read> {name}4: array<vec4<f32>>;\n"
+        );
+        assert!(
+            source.contains(&scalar) && source.contains(&vector),
+            "dense.wgsl declares {name} and {name}4"
+        );
+        let texture = format!(
+            "@group(0) @binding({binding}) var {name}_texture: texture_2d<f32>;\n\
+             fn {name}4_at(i: u32) -> vec4<f32> {{\n    \
+             return textureLoad({name}_texture, vec2<u32>(i % {TEXTURE_WIDTH}u, i / {TEXTURE_WIDTH}u), 0);\n}}\n\
+             fn {name}_element(i: u32) -> f32 {{\n    return {name}4_at(i / 4u)[i % 4u];\n}}\n"
+        );
+        source = source.replace(&scalar, "").replace(&vector, &texture);
+        source = texture_reads(&source, &format!("{name}4"), &format!("{name}4_at"));
+        source = texture_reads(&source, name, &format!("{name}_element"));
+    }
+    source
+}
+
+/// The texture holding the whole of `view` as rgba32float texels, and its copy; `None` where
+/// that cannot be (a view that does not start on a texel, or one too large).
+fn staged_vec4(ctx: &GpuContext, view: View) -> Option<Staged> {
+    let texels = view.size.div_ceil(Texel::Vec4.bytes());
+    let inside = view.offset + texels * Texel::Vec4.bytes() <= view.buffer.size();
+    inside
+        .then(|| texture::stage(ctx, view, texels as usize, Texel::Vec4))
+        .flatten()
 }
 
 /// Every scheme with a kernel, each once.
@@ -272,24 +324,31 @@ impl DenseKernels {
     pub fn new(ctx: &GpuContext) -> DenseKernels {
         let module = compile(ctx, "dense.wgsl", SOURCE);
         let blocked_module = compile_register_blocked(ctx, "dense.wgsl", SOURCE);
+        let texture_module =
+            compile_register_blocked(ctx, "dense.wgsl (textures)", &texture_source());
         use Access::*;
         let matmuls = ALL_SCHEMES
             .iter()
             .flat_map(|&scheme| [(scheme, false), (scheme, true)])
-            .filter_map(|(scheme, bias)| {
+            .flat_map(|(scheme, bias)| [(scheme, bias, false), (scheme, bias, true)])
+            .filter_map(|(scheme, bias, textures)| {
                 let name = scheme.entry(bias)?;
-                let bindings: &[Access] = if bias {
-                    &[Uniform, Read, ReadWrite, Read, Read]
-                } else {
-                    &[Uniform, Read, ReadWrite, Read]
+                let module = match (scheme, textures) {
+                    (Scheme::Tiled | Scheme::Split, false) => &module,
+                    (Scheme::Tiled | Scheme::Split, true) => return None,
+                    (_, false) => &blocked_module,
+                    (_, true) => &texture_module,
                 };
-                let module = match scheme {
-                    Scheme::Tiled | Scheme::Split => &module,
-                    Scheme::General | Scheme::Dot | Scheme::Axpy => &blocked_module,
+                let s = if textures { Texture } else { Read };
+                let bindings: &[Access] = if bias {
+                    &[Uniform, s, ReadWrite, s, Read]
+                } else {
+                    &[Uniform, s, ReadWrite, s]
                 };
                 Some(MatmulKernel {
                     scheme,
                     bias,
+                    textures,
                     kernel: Kernel::new(ctx, module, name, bindings),
                 })
             })
@@ -316,18 +375,30 @@ impl DenseKernels {
         bias: Option<View>,
     ) -> Dispatch {
         let scheme = choose(variant, &p, bias.is_some());
+        // The texture variant's textures, or None to read the buffers.
+        let staged = (variant == MatmulVariant::RegisterBlockedTexture)
+            .then(|| Some((staged_vec4(ctx, a)?, staged_vec4(ctx, b)?)))
+            .flatten();
         let m = self
             .matmuls
             .iter()
-            .find(|m| m.scheme == scheme && m.bias == bias.is_some())
+            .find(|m| {
+                m.scheme == scheme && m.bias == bias.is_some() && m.textures == staged.is_some()
+            })
             .expect("dense: every scheme's kernels are compiled");
         let grid = scheme.grid(p.rows as usize, p.cols as usize);
         let params = uniform(ctx, "dense params", &p);
-        let params = View::whole(&params);
-        match bias {
-            Some(bias) => m.kernel.dispatch(ctx, &[params, a, c, b, bias], grid),
-            None => m.kernel.dispatch(ctx, &[params, a, c, b], grid),
-        }
+        let mut resources: Vec<Resource> =
+            vec![View::whole(&params).into(), a.into(), c.into(), b.into()];
+        resources.extend(bias.map(Resource::from));
+        let Some((a, b)) = staged else {
+            return m.kernel.dispatch_resources(ctx, &resources, grid);
+        };
+        resources[1] = Resource::Texture(&a.view);
+        resources[3] = Resource::Texture(&b.view);
+        let mut dispatch = m.kernel.dispatch_resources(ctx, &resources, grid);
+        dispatch.copies = vec![a.copy, b.copy];
+        dispatch
     }
 
     /// `c = a b` for a row-major `rows x inner` A and `inner x cols` B: the calibration
@@ -647,6 +718,17 @@ fn check_backward_weights(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_texture_module_validates_and_reads_no_storage_a_or_b() {
+        let source = texture_source();
+        super::super::kernel::validated(&source);
+        for indexing in [" a[", "(a[", " b[", "(b[", "a4[", "b4["] {
+            assert!(!source.contains(indexing), "{indexing}");
+        }
+        assert!(source.contains("var a_texture: texture_2d<f32>"));
+        assert!(source.contains("var b_texture: texture_2d<f32>"));
+    }
 
     fn shader_const(name: &str) -> usize {
         super::super::kernel::shader_const(SOURCE, name)

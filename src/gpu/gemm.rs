@@ -209,14 +209,8 @@ mod tests {
     #[test]
     fn the_expanded_shader_validates() {
         for rows in ROW_CHOICES {
-            let source = super::super::kernel::shader_source(&expand(rows));
-            let module = naga::front::wgsl::parse_str(&source).expect("parses");
-            naga::valid::Validator::new(
-                naga::valid::ValidationFlags::all(),
-                naga::valid::Capabilities::empty(),
-            )
-            .validate(&module)
-            .expect("validates");
+            let source = expand(rows);
+            super::super::kernel::validated(&source);
             assert!(source.contains(&format!("acc_{}_15", rows - 1)));
         }
     }

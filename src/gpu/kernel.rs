@@ -69,6 +69,20 @@ pub fn shader_source(body: &str) -> String {
     format!("{PREAMBLE}\n{body}")
 }
 
+/// A shader file's WGSL (preamble prepended) parsed and validated by naga, with subgroup
+/// operations allowed: for the tests of the shaders that the host writes or rewrites.
+#[cfg(test)]
+pub fn validated(body: &str) -> naga::Module {
+    use naga::valid::{Capabilities, ShaderStages, SubgroupOperationSet, ValidationFlags};
+    let module = naga::front::wgsl::parse_str(&shader_source(body)).expect("parses");
+    let mut validator = naga::valid::Validator::new(ValidationFlags::all(), Capabilities::SUBGROUP);
+    validator
+        .subgroup_stages(ShaderStages::COMPUTE)
+        .subgroup_operations(SubgroupOperationSet::all());
+    validator.validate(&module).expect("validates");
+    module
+}
+
 /// A shader module with the context's runtime checks.
 pub fn compile(ctx: &GpuContext, label: &str, body: &str) -> wgpu::ShaderModule {
     compile_with(ctx, label, body, ctx.shader_checks)
@@ -375,8 +389,9 @@ fn check_size(ctx: &GpuContext, label: &str, bytes: u64) -> Result<u64> {
             "buffer '{label}' needs {bytes} bytes but the adapter's max_storage_buffer_binding_size is {limit}; use a smaller --batch-size"
         );
     }
-    // Zero-sized bindings are invalid; round up to one element.
-    Ok(bytes.max(4).next_multiple_of(4))
+    // Zero-sized bindings are invalid; round up to one element, and to whole vec4s, so that a
+    // copy into an rgba32float texture (texture::Texel::Vec4) can take the last, partial one.
+    Ok(bytes.max(4).next_multiple_of(16))
 }
 
 const STORAGE_USAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE

@@ -1,11 +1,13 @@
-//! Buffers copied into r32float textures, for kernels that read their inputs many times on
+//! Buffers copied into r32float or rgba32float textures, for kernels that read their inputs many times on
 //! adapters where a texture load is much cheaper than a storage load: lavapipe (Mesa 22.3) loads
 //! storage lane by lane, inserting each value into the SIMD vector through the stack, which on
 //! CPUs without AVX-512 fails store-to-load forwarding once per lane (3.7 ns per float and
-//! lane on a 2-core AMD EPYC, against 1.0 ns through an r32float `textureLoad`). Element `i`
-//! lies at column `i % TEXTURE_WIDTH` of row `i / TEXTURE_WIDTH`; readers find it with a mask
-//! and a shift (conv2d's `src_at` and `factor_at`). A copy, not a kernel, fills the texture:
-//! lavapipe copies with `memcpy`, where a kernel would pay the per-lane loads once more.
+//! lane on a 2-core AMD EPYC, against 1.0 ns through an r32float `textureLoad`, and 1.3 ns for
+//! the four floats of an rgba32float texel). Texel `i` (a float, or four) lies at column
+//! `i % TEXTURE_WIDTH` of row `i / TEXTURE_WIDTH`; readers find it with a mask and a shift
+//! (conv2d's `src_at` and `factor_at`, dense's `a4_at` and `b4_at`, written by
+//! `texture_reads`). A copy, not a kernel, fills the texture: lavapipe copies with `memcpy`,
+//! where a kernel would pay the per-lane loads once more.
 
 use anyhow::Result;
 
@@ -13,16 +15,45 @@ use super::check::{compare_exact, random_vec, Comparison, CrossCheck};
 use super::context::GpuContext;
 use super::kernel::{read_buffer, storage_init, View};
 
-/// Texels per row (`src_at` and `factor_at` in conv2d's texture module divide by it): a power
-/// of two, and 16 KiB a row, a multiple of the 256 bytes a copy's rows must be.
+/// Texels per row (the readers that `texture_reads` writes divide by it): a power of two, and
+/// rows of 16 or 64 KiB, multiples of the 256 bytes a copy's rows must be.
 pub const TEXTURE_WIDTH: usize = 4096;
-const ROW_BYTES: u64 = 4 * TEXTURE_WIDTH as u64;
 
-/// A copy of `len` floats from `buffer` at `offset` into `texture`, row by row.
+/// What a texel holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Texel {
+    /// One float (r32float).
+    F32,
+    /// Four consecutive floats (rgba32float).
+    Vec4,
+}
+
+impl Texel {
+    fn format(self) -> wgpu::TextureFormat {
+        match self {
+            Texel::F32 => wgpu::TextureFormat::R32Float,
+            Texel::Vec4 => wgpu::TextureFormat::Rgba32Float,
+        }
+    }
+
+    pub fn bytes(self) -> u64 {
+        match self {
+            Texel::F32 => 4,
+            Texel::Vec4 => 16,
+        }
+    }
+
+    fn row_bytes(self) -> u64 {
+        self.bytes() * TEXTURE_WIDTH as u64
+    }
+}
+
+/// A copy of `len` texels from `buffer` at `offset` into `texture`, row by row.
 pub struct TextureCopy {
     buffer: wgpu::Buffer,
     offset: u64,
     len: usize,
+    texel: Texel,
     texture: wgpu::Texture,
 }
 
@@ -32,16 +63,16 @@ pub struct Staged {
     pub copy: TextureCopy,
 }
 
-/// Whether `len` elements fit one texture on this adapter.
+/// Whether `len` texels fit one texture on this adapter.
 pub fn fits(ctx: &GpuContext, len: usize) -> bool {
     let most = ctx.limits.max_texture_dimension_2d as usize;
     TEXTURE_WIDTH <= most && len.div_ceil(TEXTURE_WIDTH) <= most
 }
 
-/// A texture for the first `len` elements of `src` and the copy that fills it; `None` where
-/// they do not fit (`fits`).
-pub fn stage(ctx: &GpuContext, src: View, len: usize) -> Option<Staged> {
-    if !fits(ctx, len) {
+/// A texture for the first `len` texels of `src` and the copy that fills it; `None` where they
+/// do not fit (`fits`), or where `src` does not start on a texel (a copy's rule).
+pub fn stage(ctx: &GpuContext, src: View, len: usize, texel: Texel) -> Option<Staged> {
+    if !fits(ctx, len) || src.offset % texel.bytes() != 0 {
         return None;
     }
     let texture = ctx.device.create_texture(&wgpu::TextureDescriptor {
@@ -54,7 +85,7 @@ pub fn stage(ctx: &GpuContext, src: View, len: usize) -> Option<Staged> {
         mip_level_count: 1,
         sample_count: 1,
         dimension: wgpu::TextureDimension::D2,
-        format: wgpu::TextureFormat::R32Float,
+        format: texel.format(),
         usage: wgpu::TextureUsages::TEXTURE_BINDING
             | wgpu::TextureUsages::COPY_DST
             | wgpu::TextureUsages::COPY_SRC,
@@ -65,6 +96,7 @@ pub fn stage(ctx: &GpuContext, src: View, len: usize) -> Option<Staged> {
         buffer: src.buffer.clone(),
         offset: src.offset,
         len,
+        texel,
         texture,
     };
     Some(Staged { view, copy })
@@ -74,6 +106,7 @@ impl TextureCopy {
     /// Records the copy: the full rows in one region, then the last, partial row.
     pub fn record(&self, encoder: &mut wgpu::CommandEncoder) {
         let (rows, rest) = (self.len / TEXTURE_WIDTH, self.len % TEXTURE_WIDTH);
+        let row_bytes = self.texel.row_bytes();
         let region = |first_row: usize, width: usize, height: usize| {
             (first_row, width as u32, height as u32)
         };
@@ -84,8 +117,8 @@ impl TextureCopy {
                 wgpu::TexelCopyBufferInfo {
                     buffer: &self.buffer,
                     layout: wgpu::TexelCopyBufferLayout {
-                        offset: self.offset + first_row as u64 * ROW_BYTES,
-                        bytes_per_row: Some(ROW_BYTES as u32),
+                        offset: self.offset + first_row as u64 * row_bytes,
+                        bytes_per_row: Some(row_bytes as u32),
                         rows_per_image: None,
                     },
                 },
@@ -109,10 +142,10 @@ impl TextureCopy {
     }
 }
 
-/// The texels of `texture` (r32float, `TEXTURE_WIDTH` wide), row by row.
-fn read_texture(ctx: &GpuContext, texture: &wgpu::Texture) -> Result<Vec<f32>> {
+/// The floats of `texture` (`TEXTURE_WIDTH` texels of `texel` a row), row by row.
+fn read_texture(ctx: &GpuContext, texture: &wgpu::Texture, texel: Texel) -> Result<Vec<f32>> {
     let size = texture.size();
-    let bytes = ROW_BYTES * u64::from(size.height);
+    let bytes = texel.row_bytes() * u64::from(size.height);
     let buffer = ctx.device.create_buffer(&wgpu::BufferDescriptor {
         label: Some("texture read-back"),
         size: bytes,
@@ -126,7 +159,7 @@ fn read_texture(ctx: &GpuContext, texture: &wgpu::Texture) -> Result<Vec<f32>> {
             buffer: &buffer,
             layout: wgpu::TexelCopyBufferLayout {
                 offset: 0,
-                bytes_per_row: Some(ROW_BYTES as u32),
+                bytes_per_row: Some(texel.row_bytes() as u32),
                 rows_per_image: None,
             },
         },
@@ -136,37 +169,100 @@ fn read_texture(ctx: &GpuContext, texture: &wgpu::Texture) -> Result<Vec<f32>> {
     read_buffer(ctx, &buffer, 0, bytes as usize / 4)
 }
 
-/// Lengths of 1, 7, 33 (inside the first row), one past a row, and several rows and a bit,
-/// each copied from 3 floats into its buffer (a view that does not start at 0).
+/// Lengths of 1, 7, 33 texels (inside the first row), one past a row, and several rows and a
+/// bit, of both kinds, each copied from a view that starts one texel into its buffer.
 pub fn checks() -> Vec<CrossCheck> {
-    [1usize, 7, 33, TEXTURE_WIDTH + 1, 3 * TEXTURE_WIDTH + 65]
+    [Texel::F32, Texel::Vec4]
         .into_iter()
-        .map(|len| {
-            CrossCheck::new("texture_copy", format!("{len} elements"), move |ctx| {
-                check_copy(ctx, len)
+        .flat_map(|texel| {
+            [1usize, 7, 33, TEXTURE_WIDTH + 1, 3 * TEXTURE_WIDTH + 65].map(move |len| {
+                let name = match texel {
+                    Texel::F32 => "texture_copy[r32float]",
+                    Texel::Vec4 => "texture_copy[rgba32float]",
+                };
+                CrossCheck::new(name, format!("{len} texels"), move |ctx| {
+                    check_copy(ctx, len, texel)
+                })
             })
         })
         .collect()
 }
 
-const CHECK_OFFSET: usize = 3;
-
-fn check_copy(ctx: &GpuContext, len: usize) -> Result<Comparison> {
-    let data = random_vec(CHECK_OFFSET + len, len as u64, -3.0, 3.0);
+fn check_copy(ctx: &GpuContext, len: usize, texel: Texel) -> Result<Comparison> {
+    let per_texel = (texel.bytes() / 4) as usize;
+    let floats = len * per_texel;
+    let data = random_vec(per_texel + floats, len as u64, -3.0, 3.0);
     let src = storage_init(ctx, "texture src", &data)?;
     let view = View {
         buffer: &src,
-        offset: 4 * CHECK_OFFSET as u64,
-        size: 4 * len as u64,
+        offset: texel.bytes(),
+        size: 4 * floats as u64,
     };
-    let staged = stage(ctx, view, len).expect("a few rows fit any adapter's textures");
+    let staged = stage(ctx, view, len, texel).expect("a few rows fit any adapter's textures");
     let mut encoder = ctx.device.create_command_encoder(&Default::default());
     staged.copy.record(&mut encoder);
     ctx.queue.submit([encoder.finish()]);
-    let texels = read_texture(ctx, &staged.copy.texture)?;
+    let texels = read_texture(ctx, &staged.copy.texture, texel)?;
     let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<u32>>();
     Ok(compare_exact(
-        &bits(&texels[..len]),
-        &bits(&data[CHECK_OFFSET..]),
+        &bits(&texels[..floats]),
+        &bits(&data[per_texel..]),
     ))
+}
+
+/// `source` with every `name[...]` (where `name` is a whole identifier and the brackets close
+/// on the same line) written `function(...)`: how the texture forms of a shader read what the
+/// storage form indexes.
+pub fn texture_reads(source: &str, name: &str, function: &str) -> String {
+    let pattern = format!("{name}[");
+    let mut out = String::with_capacity(source.len());
+    let mut rest = source;
+    while let Some(at) = rest.find(&pattern) {
+        let open = at + pattern.len();
+        let whole = !rest[..at]
+            .chars()
+            .next_back()
+            .is_some_and(|c| c.is_alphanumeric() || c == '_' || c == '.');
+        match closing_bracket(&rest[open..]).filter(|_| whole) {
+            Some(len) => {
+                out.push_str(&rest[..at]);
+                out.push_str(&format!("{function}({})", &rest[open..open + len]));
+                rest = &rest[open + len + 1..];
+            }
+            None => {
+                out.push_str(&rest[..open]);
+                rest = &rest[open..];
+            }
+        }
+    }
+    out + rest
+}
+
+/// Where the `]` that closes an open `[` lies in `text`, if on its first line.
+fn closing_bracket(text: &str) -> Option<usize> {
+    let mut depth = 0;
+    for (i, c) in text.char_indices() {
+        match c {
+            '[' => depth += 1,
+            ']' if depth == 0 => return Some(i),
+            ']' => depth -= 1,
+            '\n' => return None,
+            _ => {}
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn indexing_becomes_calls_of_whole_names_only() {
+        let source = "a = src[i[j] + 1u] * my_src[k] + p.src[k];\n// src[ unclosed\nb = src[m];";
+        assert_eq!(
+            texture_reads(source, "src", "src_at"),
+            "a = src_at(i[j] + 1u) * my_src[k] + p.src[k];\n// src[ unclosed\nb = src_at(m);"
+        );
+    }
 }
