@@ -441,24 +441,32 @@ struct SubgroupKernels {
 }
 
 impl SubgroupKernels {
-    /// Where the adapter has subgroups and the probe finds them laid out as the kernels need;
-    /// else None (the kernels with a load per lane run).
-    /// `textures`: read src and factor from textures (`texture_source`).
-    fn new(ctx: &GpuContext, textures: bool) -> Option<SubgroupKernels> {
+    /// The shared kernels reading storage and those reading textures (`texture_source`), where
+    /// the adapter has subgroups and the probe finds them laid out as the kernels need; else
+    /// None (the kernels with a load per lane run).
+    fn both(ctx: &GpuContext) -> Option<(SubgroupKernels, SubgroupKernels)> {
         if !ctx.features.contains(wgpu::Features::SUBGROUP) {
             return None;
         }
-        let source = if textures {
-            texture_source(&shared_source())
-        } else {
-            shared_source()
-        };
-        let module = compile_register_blocked(ctx, "conv2d.wgsl (subgroups)", &source);
+        let module = compile_register_blocked(ctx, "conv2d.wgsl (subgroups)", &shared_source());
+        if !SubgroupKernels::laid_out(ctx, &module) {
+            return None;
+        }
+        let textures = texture_source(&shared_source());
+        let texture_module = compile_register_blocked(ctx, "conv2d.wgsl (subgroups)", &textures);
+        Some((
+            SubgroupKernels::new(ctx, &module, false),
+            SubgroupKernels::new(ctx, &texture_module, true),
+        ))
+    }
+
+    /// Whether the probe in `module` (the storage form) finds every lane of a blocked workgroup
+    /// at subgroup lane = local index modulo a multiple of 8.
+    fn laid_out(ctx: &GpuContext, module: &wgpu::ShaderModule) -> bool {
         use Access::*;
-        let s = if textures { Texture } else { Read };
         let probe = Kernel::new(
             ctx,
-            &module,
+            module,
             "conv2d_subgroup_probe",
             &[Uniform, Read, ReadWrite],
         );
@@ -471,20 +479,25 @@ impl SubgroupKernels {
             let flags: Vec<f32> = read_buffer(ctx, &dst, 0, BLOCK_WORKGROUP)?;
             Ok(flags.iter().all(|&f| f == 1.0))
         };
-        if !matches!(laid_out(), Ok(true)) {
-            return None;
-        }
+        matches!(laid_out(), Ok(true))
+    }
+
+    /// The shared kernels of `module`, which reads src and factor from textures where
+    /// `textures`.
+    fn new(ctx: &GpuContext, module: &wgpu::ShaderModule, textures: bool) -> SubgroupKernels {
+        use Access::*;
+        let s = if textures { Texture } else { Read };
         let blocked = &[Uniform, s, ReadWrite, s, Read, Uniform, Uniform];
         let blocked_pool = &[Uniform, s, ReadWrite, s, Read, Uniform, Uniform, ReadWrite];
-        let kernel = |name, bindings| Kernel::new(ctx, &module, name, bindings);
-        Some(SubgroupKernels {
+        let kernel = |name, bindings| Kernel::new(ctx, module, name, bindings);
+        SubgroupKernels {
             backward_weights_k3: kernel(
                 "conv2d_backward_weights_k3_shared",
                 &[Uniform, s, ReadWrite, s],
             ),
             forward_packed: kernel("conv2d_forward_packed_shared", blocked),
             forward_pool_packed: kernel("conv2d_forward_pool_packed_shared", blocked_pool),
-        })
+        }
     }
 }
 
@@ -598,11 +611,13 @@ pub struct Conv2dKernels {
 impl RegisterBlockedKernels {
     /// The register-blocked kernels, reading src (binding 1) and factor (binding 3) from
     /// storage, or from textures where `textures` (`texture_source`); the weight packing
-    /// kernels come from `module` (storage in both).
+    /// kernels come from `module` (storage in both). `shared`: the subgroup kernels that
+    /// replace some of them, where the adapter allows.
     fn new(
         ctx: &GpuContext,
         module: &wgpu::ShaderModule,
         textures: bool,
+        shared: Option<SubgroupKernels>,
     ) -> RegisterBlockedKernels {
         let source = if textures {
             texture_source(SOURCE)
@@ -625,7 +640,7 @@ impl RegisterBlockedKernels {
         // The register-blocked forward and 3x3 weight gradient share loads across subgroup lanes
         // where the adapter allows.
         let (mut forward_run, mut forward_pool_run, mut k3_shared) = (None, None, None);
-        if let Some(shared) = SubgroupKernels::new(ctx, textures) {
+        if let Some(shared) = shared {
             forward_run = Some(shared.forward_packed);
             forward_pool_run = Some(shared.forward_pool_packed);
             k3_shared = Some(shared.backward_weights_k3);
@@ -664,9 +679,15 @@ impl Conv2dKernels {
         let with_bias = &[Uniform, Read, ReadWrite, Read, Read];
         let plain = &[Uniform, Read, ReadWrite, Read];
         let kernel = |name, bindings| Kernel::new(ctx, &module, name, bindings);
+        let (shared, shared_textures) = SubgroupKernels::both(ctx).unzip();
         Conv2dKernels {
-            register_blocked: RegisterBlockedKernels::new(ctx, &module, false),
-            register_blocked_texture: RegisterBlockedKernels::new(ctx, &module, true),
+            register_blocked: RegisterBlockedKernels::new(ctx, &module, false, shared),
+            register_blocked_texture: RegisterBlockedKernels::new(
+                ctx,
+                &module,
+                true,
+                shared_textures,
+            ),
             tiled: TiledKernels {
                 forward: kernel("conv2d_forward_tiled", with_bias),
                 backward_input: kernel("conv2d_backward_input_tiled", plain),

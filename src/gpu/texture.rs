@@ -13,7 +13,7 @@ use anyhow::Result;
 
 use super::check::{compare_exact, random_vec, Comparison, CrossCheck};
 use super::context::GpuContext;
-use super::kernel::{read_buffer, storage_init, View};
+use super::kernel::{read_buffer, storage, storage_init, View};
 
 /// Texels per row (the readers that `texture_reads` writes divide by it): a power of two, and
 /// rows of 16 or 64 KiB, multiples of the 256 bytes a copy's rows must be.
@@ -146,12 +146,7 @@ impl TextureCopy {
 fn read_texture(ctx: &GpuContext, texture: &wgpu::Texture, texel: Texel) -> Result<Vec<f32>> {
     let size = texture.size();
     let bytes = texel.row_bytes() * u64::from(size.height);
-    let buffer = ctx.device.create_buffer(&wgpu::BufferDescriptor {
-        label: Some("texture read-back"),
-        size: bytes,
-        usage: wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC,
-        mapped_at_creation: false,
-    });
+    let buffer = storage(ctx, "texture read-back", bytes)?;
     let mut encoder = ctx.device.create_command_encoder(&Default::default());
     encoder.copy_texture_to_buffer(
         texture.as_image_copy(),
