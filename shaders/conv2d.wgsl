@@ -1371,7 +1371,8 @@ fn conv2d_pack_backward_input_weights(@builtin(global_invocation_id) gid: vec3<u
 //   value is > 0, and 0 everywhere else (the backward of the pooling and of the ReLU, as
 //   maxpool2d_backward with relu_mask computes it), so the pooling's backward pass and its
 //   4x larger gradient are never needed. For layers without an input gradient (the first).
-// Bindings: src = x, dst = partials, factor = dpooled, (4) pooled_y, (7) pool_argmax.
+// Bindings: src = x, dst = partials, factor = dpooled, (4) pooled_y, (7) pooled_argmax (the
+//   forward's pool_argmax, read only).
 // Block and lanes as the narrow kernel (at most 4 (ci, ky) pairs, k <= 4: one kx block), but
 //   chunks of pooled row segments (image, py), params.chunk_rows of them.
 // Loop: one flat loop over the chunk's windows; per window the 32 channels' dpooled, pooled
@@ -1380,13 +1381,14 @@ fn conv2d_pack_backward_input_weights(@builtin(global_invocation_id) gid: vec3<u
 // ---------------------------------------------------------------------------------------------
 
 @group(0) @binding(4) var<storage, read> pooled_y: array<f32>;
+@group(0) @binding(7) var<storage, read> pooled_argmax: array<u32>;
 
 // One channel's pooled gradient at window index `o` (channel c's): (dpooled, which position of
 // the window takes it: 0 to 3 row-major, 4 for none, where the pooled value is not > 0).
 // `window`: the window's top left within channel c of the image of y.
 fn window_grad1(o: u32, c: u32, window: u32) -> vec2<f32> {
     let w = params.out_width;
-    let rel = pool_argmax[o] - c * params.out_height * w - window;
+    let rel = pooled_argmax[o] - c * params.out_height * w - window;
     let which = select(select(select(select(4.0, 3.0, rel == w + 1u), 2.0, rel == w), 1.0, rel == 1u), 0.0, rel == 0u);
     return vec2<f32>(factor[o], select(4.0, which, pooled_y[o] > 0.0));
 }

@@ -410,18 +410,38 @@ fn shared_source() -> String {
     source + SHARED_ENTRY_POINTS
 }
 
-/// `source` (conv2d.wgsl) with `src` and `factor` read from r32float textures, as
-/// `texture::stage` lays them out: their declarations become textures with an accessor each (`src_at`,
-/// `factor_at`), and every `src[i]` and `factor[i]` a call of the accessor.
+/// The bindings that the texture variant reads from textures: name, binding, texel. src and
+/// factor (x, dy or w) in every register-blocked kernel; the pooled value and argmax in the
+/// pooled weight gradient (`conv2d_backward_weights_pooled`).
+const TEXTURE_BINDINGS: [(&str, usize, Texel); 4] = [
+    ("src", 1, Texel::F32),
+    ("factor", 3, Texel::F32),
+    ("pooled_y", 4, Texel::F32),
+    ("pooled_argmax", 7, Texel::U32),
+];
+
+/// The WGSL type of one element of a scalar `texel`.
+fn wgsl_scalar(texel: Texel) -> &'static str {
+    if texel == Texel::U32 {
+        "u32"
+    } else {
+        "f32"
+    }
+}
+
+/// `source` (conv2d.wgsl) with the `TEXTURE_BINDINGS` read from textures, as `texture::stage`
+/// lays them out: their declarations become textures with an accessor each (`src_at`,
+/// `factor_at`, ...), and every `src[i]`, `factor[i]`, ... a call of the accessor.
 fn texture_source(source: &str) -> String {
     let mut source = source.to_string();
-    for (name, binding) in [("src", 1), ("factor", 3)] {
+    for (name, binding, texel) in TEXTURE_BINDINGS {
+        let scalar = wgsl_scalar(texel);
         let storage =
-            format!("@group(0) @binding({binding}) var<storage, read> {name}: array<f32>;\n");
+            format!("@group(0) @binding({binding}) var<storage, read> {name}: array<{scalar}>;\n");
         assert!(source.contains(&storage), "conv2d.wgsl declares {name}");
         let texture = format!(
-            "@group(0) @binding({binding}) var {name}_texture: texture_2d<f32>;\n\
-             fn {name}_at(i: u32) -> f32 {{\n    \
+            "@group(0) @binding({binding}) var {name}_texture: texture_2d<{scalar}>;\n\
+             fn {name}_at(i: u32) -> {scalar} {{\n    \
              return textureLoad({name}_texture, vec2<u32>(i % {TEXTURE_WIDTH}u, i / {TEXTURE_WIDTH}u), 0).x;\n}}\n"
         );
         source = texture_reads(
@@ -635,6 +655,9 @@ impl RegisterBlockedKernels {
         let blocked = &[Uniform, s, ReadWrite, s, Read, Uniform, Uniform];
         // The same, then the pooling's argmax.
         let blocked_pool = &[Uniform, s, ReadWrite, s, Read, Uniform, Uniform, ReadWrite];
+        // x, partial sums, dpooled, pooled y, (unused packed weights), the pooling's argmax.
+        let argmax = if textures { UintTexture } else { Read };
+        let pooled = &[Uniform, s, ReadWrite, s, s, Uniform, Uniform, argmax];
         let pack_kernel = |name| Kernel::new(ctx, module, name, pack);
         let blocked_kernel = |name, bindings| Kernel::new(ctx, &blocked_module, name, bindings);
         // The register-blocked forward and 3x3 weight gradient share loads across subgroup lanes
@@ -667,7 +690,7 @@ impl RegisterBlockedKernels {
             backward_weights_narrow: blocked_kernel("conv2d_backward_weights_narrow", plain),
             backward_weights_k3: blocked_kernel("conv2d_backward_weights_k3", plain),
             backward_weights_k3_shared: k3_shared,
-            backward_weights_pooled: blocked_kernel("conv2d_backward_weights_pooled", blocked_pool),
+            backward_weights_pooled: blocked_kernel("conv2d_backward_weights_pooled", pooled),
         }
     }
 }
@@ -735,37 +758,49 @@ impl Conv2dKernels {
         }
     }
 
-    /// The dispatch of a register-blocked `kernel` with `resources`, whose bindings 1 (src) and
-    /// 3 (factor) hold `lens` elements. For the texture variant, it binds textures there
-    /// instead, and copies the buffers into them first (factor `None`: the kernel never reads
-    /// it, and src's texture stands in).
+    /// The dispatch of a register-blocked `kernel` with `resources`. For the texture variant,
+    /// it binds textures at the bindings of `staged` ((binding, elements) of `TEXTURE_BINDINGS`)
+    /// instead, and copies the buffers into them first. A kernel that never reads factor
+    /// (binding 3) still declares it: src's texture stands in where `staged` lacks it.
     fn with_sources(
         &self,
         ctx: &GpuContext,
         variant: Conv2dVariant,
         kernel: &Kernel,
         resources: Vec<Resource>,
-        (src_len, factor_len): (usize, Option<usize>),
+        staged: &[(usize, usize)],
         workgroups: [u32; 3],
     ) -> Vec<Dispatch> {
         if variant != Conv2dVariant::RegisterBlockedTexture {
             return vec![kernel.dispatch_resources(ctx, &resources, workgroups)];
         }
-        let stage = |binding: usize, len: usize| {
-            let Resource::Buffer(view) = resources[binding] else {
-                unreachable!("conv2d binds buffers at 1 and 3 before staging")
-            };
-            let staged = texture::stage(ctx, view, len, Texel::F32);
-            staged.expect("where_textures_fit checked the size")
-        };
-        let src = stage(1, src_len);
-        let factor = factor_len.map(|len| stage(3, len));
+        let textures: Vec<(usize, texture::Staged)> = staged
+            .iter()
+            .map(|&(binding, len)| {
+                let Resource::Buffer(view) = resources[binding] else {
+                    unreachable!("conv2d binds buffers before staging")
+                };
+                let (.., texel) = TEXTURE_BINDINGS
+                    .into_iter()
+                    .find(|&(_, b, _)| b == binding)
+                    .expect("conv2d stages only its TEXTURE_BINDINGS");
+                let texture = texture::stage(ctx, view, len, texel);
+                (
+                    binding,
+                    texture.expect("where_textures_fit checked the size"),
+                )
+            })
+            .collect();
         let mut bound = resources.clone();
-        bound[1] = Resource::Texture(&src.view);
-        bound[3] = Resource::Texture(factor.as_ref().map_or(&src.view, |f| &f.view));
+        for (binding, texture) in &textures {
+            bound[*binding] = Resource::Texture(&texture.view);
+        }
+        if !staged.iter().any(|&(binding, _)| binding == 3) {
+            bound[3] = bound[1];
+        }
         let mut run = kernel.dispatch_resources(ctx, &bound, workgroups);
-        run.copies.push(src.copy);
-        run.copies.extend(factor.map(|f| f.copy));
+        run.copies
+            .extend(textures.into_iter().map(|(_, texture)| texture.copy));
         vec![run]
     }
 
@@ -797,8 +832,12 @@ impl Conv2dKernels {
             let mut all = vec![View::whole(&run_params), a, b, c, d, lo, hi];
             all.extend(argmax);
             let resources = all.into_iter().map(Resource::from).collect();
-            let lens = (src_len, reads_w.then_some(w_len));
-            self.with_sources(ctx, variant, kernel, resources, lens, grid(groups))
+            let staged: &[(usize, usize)] = if reads_w {
+                &[(1, src_len), (3, w_len)]
+            } else {
+                &[(1, src_len)]
+            };
+            self.with_sources(ctx, variant, kernel, resources, staged, grid(groups))
         };
         if slots > split + PACKED_SLOTS {
             let unused = View::whole(&self.unused_packed);
@@ -1110,7 +1149,7 @@ impl Conv2dKernels {
             }
         };
         let work = (rows, per_chunk, target);
-        let sources = (x, &[dy][..], (lens[0], lens[1]));
+        let sources = (x, &[dy][..], &[(1, lens[0]), (3, lens[1])][..]);
         self.weight_grad_sums(ctx, (variant, g, base), work, kernel, sources, (dw, db))
     }
 
@@ -1156,14 +1195,21 @@ impl Conv2dKernels {
         let kernel = &self.blocked(variant).backward_weights_pooled;
         let unused = View::whole(&self.unused_packed);
         let inputs = [dpooled, pooled, unused, unused, argmax];
-        let sources = (x, &inputs[..], (lens[0], lens[1]));
+        let staged = [
+            (1, lens[0]),
+            (3, pooled_len),
+            (4, pooled_len),
+            (7, pooled_len),
+        ];
+        let sources = (x, &inputs[..], &staged[..]);
         Some(self.weight_grad_sums(ctx, (variant, g, base), work, kernel, sources, (dw, db)))
     }
 
     /// A weight-gradient pass of `kernel` into partial sums over chunks of `rows` row segments,
     /// `per_chunk` lanes (register-blocked) or tiles (tiled) per chunk and about `target` in
     /// all, then their reduction into dw and db. The kernel's bindings: params, `x`, the
-    /// partial sums, then `inputs`.
+    /// partial sums, then `inputs`; the texture variant stages the (binding, elements) of
+    /// `staged` (see `with_sources`).
     #[allow(clippy::too_many_arguments)]
     fn weight_grad_sums(
         &self,
@@ -1171,7 +1217,7 @@ impl Conv2dKernels {
         (variant, g, base): (Conv2dVariant, Conv2dGeometry, Conv2dParams),
         (rows, per_chunk, target): (usize, usize, usize),
         kernel: &Kernel,
-        (x, inputs, (x_len, factor_len)): (View, &[View], (usize, usize)),
+        (x, inputs, staged): (View, &[View], &[(usize, usize)]),
         (dw, db): (View, View),
     ) -> Vec<Dispatch> {
         let (mut chunks, mut chunk_rows) = weight_grad_chunks(rows, per_chunk, target);
@@ -1206,8 +1252,7 @@ impl Conv2dKernels {
         let mut bindings = vec![View::whole(&sums), x, View::whole(&partials)];
         bindings.extend_from_slice(inputs);
         let resources = bindings.into_iter().map(Resource::from).collect();
-        let lens = (x_len, Some(factor_len));
-        self.with_sources(ctx, variant, kernel, resources, lens, workgroups)
+        self.with_sources(ctx, variant, kernel, resources, staged, workgroups)
             .into_iter()
             .chain(match spanning(dw, db) {
                 // One pass instead of two where db follows dw in one buffer (the parameter
@@ -1900,12 +1945,18 @@ mod tests {
     }
 
     #[test]
-    fn the_texture_modules_validate_and_read_no_storage_src_or_factor() {
+    fn the_texture_modules_validate_and_read_no_staged_binding_from_storage() {
         for source in [texture_source(SOURCE), texture_source(&shared_source())] {
             super::super::kernel::validated(&source);
-            assert!(!source.contains("src[") && !source.contains("factor["));
-            assert!(source.contains("var src_texture: texture_2d<f32>"));
-            assert!(source.contains("var factor_texture: texture_2d<f32>"));
+            for (name, _, texel) in TEXTURE_BINDINGS {
+                assert!(
+                    !source.contains(&format!("{name}[")),
+                    "{name} read from storage"
+                );
+                let scalar = wgsl_scalar(texel);
+                let declared = format!("var {name}_texture: texture_2d<{scalar}>");
+                assert!(source.contains(&declared), "{declared}");
+            }
         }
     }
 

@@ -35,6 +35,8 @@ pub enum Access {
     ReadWrite,
     /// A float texture read with `textureLoad` (`texture_2d<f32>`).
     Texture,
+    /// An unsigned integer texture read with `textureLoad` (`texture_2d<u32>`).
+    UintTexture,
     /// An r32float storage texture, written only (`texture_storage_2d<r32float, write>`).
     WriteTexture,
 }
@@ -52,6 +54,11 @@ impl Access {
             Access::ReadWrite => buffer(wgpu::BufferBindingType::Storage { read_only: false }),
             Access::Texture => wgpu::BindingType::Texture {
                 sample_type: wgpu::TextureSampleType::Float { filterable: false },
+                view_dimension: wgpu::TextureViewDimension::D2,
+                multisampled: false,
+            },
+            Access::UintTexture => wgpu::BindingType::Texture {
+                sample_type: wgpu::TextureSampleType::Uint,
                 view_dimension: wgpu::TextureViewDimension::D2,
                 multisampled: false,
             },

@@ -1,13 +1,13 @@
-//! Buffers copied into r32float or rgba32float textures, for kernels that read their inputs many times on
-//! adapters where a texture load is much cheaper than a storage load: lavapipe (Mesa 22.3) loads
-//! storage lane by lane, inserting each value into the SIMD vector through the stack, which on
-//! CPUs without AVX-512 fails store-to-load forwarding once per lane (3.7 ns per float and
-//! lane on a 2-core AMD EPYC, against 1.0 ns through an r32float `textureLoad`, and 1.3 ns for
-//! the four floats of an rgba32float texel). Texel `i` (a float, or four) lies at column
-//! `i % TEXTURE_WIDTH` of row `i / TEXTURE_WIDTH`; readers find it with a mask and a shift
-//! (conv2d's `src_at` and `factor_at`, dense's `a4_at` and `b4_at`, written by
-//! `texture_reads`). A copy, not a kernel, fills the texture: lavapipe copies with `memcpy`,
-//! where a kernel would pay the per-lane loads once more.
+//! Buffers copied into r32float, r32uint or rgba32float textures, for kernels that read their
+//! inputs many times on adapters where a texture load is much cheaper than a storage load:
+//! lavapipe (Mesa 22.3) loads storage lane by lane, inserting each value into the SIMD vector
+//! through the stack, which on CPUs without AVX-512 fails store-to-load forwarding once per lane
+//! (3.7 ns per float and lane on a 2-core AMD EPYC, against 1.0 ns through an r32float
+//! `textureLoad`, and 1.3 ns for the four floats of an rgba32float texel). Texel `i` (a float or
+//! an integer, or four floats) lies at column `i % TEXTURE_WIDTH` of row `i / TEXTURE_WIDTH`;
+//! readers find it with a mask and a shift (conv2d's `src_at`, `factor_at` and the like, dense's
+//! `a4_at` and `b4_at`, written by `texture_reads`). A copy, not a kernel, fills the texture:
+//! lavapipe copies with `memcpy`, where a kernel would pay the per-lane loads once more.
 
 use anyhow::Result;
 
@@ -24,6 +24,8 @@ pub const TEXTURE_WIDTH: usize = 4096;
 pub enum Texel {
     /// One float (r32float).
     F32,
+    /// One unsigned integer (r32uint).
+    U32,
     /// Four consecutive floats (rgba32float).
     Vec4,
 }
@@ -32,13 +34,14 @@ impl Texel {
     fn format(self) -> wgpu::TextureFormat {
         match self {
             Texel::F32 => wgpu::TextureFormat::R32Float,
+            Texel::U32 => wgpu::TextureFormat::R32Uint,
             Texel::Vec4 => wgpu::TextureFormat::Rgba32Float,
         }
     }
 
     pub fn bytes(self) -> u64 {
         match self {
-            Texel::F32 => 4,
+            Texel::F32 | Texel::U32 => 4,
             Texel::Vec4 => 16,
         }
     }
@@ -167,12 +170,13 @@ fn read_texture(ctx: &GpuContext, texture: &wgpu::Texture, texel: Texel) -> Resu
 /// Lengths of 1, 7, 33 texels (inside the first row), one past a row, and several rows and a
 /// bit, of both kinds, each copied from a view that starts one texel into its buffer.
 pub fn checks() -> Vec<CrossCheck> {
-    [Texel::F32, Texel::Vec4]
+    [Texel::F32, Texel::U32, Texel::Vec4]
         .into_iter()
         .flat_map(|texel| {
             [1usize, 7, 33, TEXTURE_WIDTH + 1, 3 * TEXTURE_WIDTH + 65].map(move |len| {
                 let name = match texel {
                     Texel::F32 => "texture_copy[r32float]",
+                    Texel::U32 => "texture_copy[r32uint]",
                     Texel::Vec4 => "texture_copy[rgba32float]",
                 };
                 CrossCheck::new(name, format!("{len} texels"), move |ctx| {
