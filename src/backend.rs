@@ -114,4 +114,11 @@ pub trait Backend {
     fn kernel_choices(&self) -> Vec<KernelChoice> {
         Vec::new()
     }
+
+    /// Gets ready for steps and inference on batches of `batch_size`, as the first of them
+    /// would otherwise: a GPU compiles its kernels and autotunes the ops it has not timed on
+    /// this adapter before. Nothing to do on the CPU.
+    fn prepare(&mut self, _batch_size: usize) -> Result<()> {
+        Ok(())
+    }
 }

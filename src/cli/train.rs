@@ -1,5 +1,6 @@
 //! `train` and `eval`.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
@@ -504,7 +505,11 @@ fn run(setup: Setup, args: &TrainArgs) -> Result<()> {
         None => RunState::default(),
     };
     let config = RunConfig { device, ..config };
+    let on_gpu = info.backend != "cpu";
     print_start(info, &plan, &config, &mnist, &start);
+    if on_gpu {
+        prepare_kernels(backend.as_mut(), config.train.batch_size)?;
+    }
     let extra = [
         ("seed", config.train.seed.to_string()),
         ("optimizer", format!("{optimizer:?}")),
@@ -581,6 +586,23 @@ fn run(setup: Setup, args: &TrainArgs) -> Result<()> {
 }
 
 const BEST: &str = "best.safetensors";
+
+/// Compiles the GPU kernels before the first step, saying so: on a first run, a CPU adapter
+/// spends a minute or more compiling and autotuning them, which would otherwise pass in silence.
+fn prepare_kernels(backend: &mut dyn Backend, batch_size: usize) -> Result<()> {
+    print!("preparing the GPU kernels (compiled and autotuned once per adapter, then cached)... ");
+    std::io::stdout().flush().context("writing to stdout")?;
+    let start = Instant::now();
+    backend.prepare(batch_size)?;
+    let choices = backend.kernel_choices();
+    let tuned = choices.iter().filter(|c| c.source == "tuned").count();
+    let note = match tuned {
+        0 => String::new(),
+        n => format!(", {n} of {} ops autotuned", choices.len()),
+    };
+    println!("ready in {:.1} s{note}", start.elapsed().as_secs_f64());
+    Ok(())
+}
 
 fn print_start(
     info: BackendInfo,

@@ -318,6 +318,13 @@ impl Backend for GpuBackend {
         self.tuner.choices().to_vec()
     }
 
+    /// Compiles (and autotunes) the training and inference networks for batches of `n`.
+    fn prepare(&mut self, n: usize) -> Result<()> {
+        self.net(n, true)?;
+        self.net(n, false)?;
+        self.ctx.check_errors()
+    }
+
     fn params(&mut self) -> Result<Params<f32>> {
         self.read_tensors(&self.params.params)
     }
@@ -379,14 +386,6 @@ impl GpuBackend {
         self.tuner.pin(pinned);
         // Compiled networks were built with the old choices.
         self.nets.clear();
-    }
-
-    /// Compiles (and autotunes) the training and inference networks for batches of `n`, as
-    /// the first step would.
-    pub fn prepare(&mut self, n: usize) -> Result<()> {
-        self.net(n, true)?;
-        self.net(n, false)?;
-        self.ctx.check_errors()
     }
 
     /// Writes the step's example indices and optimiser uniform and returns the network to
