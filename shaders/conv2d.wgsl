@@ -1499,9 +1499,11 @@ fn conv2d_backward_weights_pooled(@builtin(workgroup_id) wg: vec3<u32>, @builtin
 // Block: 32 output channels x the 36 weights (ci, ky, kx) of 4 input channels ci0..ci0+3, in
 //   dw order, 4 per Tile = 9 Tiles; plus the 32 bias sums (stored by ci block 0).
 // Lanes: (chunk, channel block, ci block), ci block fastest; params.len of them.
-// Loop: one flat loop over the chunk's positions (segment, ox), loading columns ox..ox+2 of
-//   each of the 12 x rows (ci, oy + ky) and the 32 dy values; Tile j takes weights 4j..4j+3
-//   from those rows. Loads per position: 36 + 32 for 32 * 36 FMAs.
+// Loop: over the chunk's row segments (image, oy), then along the row (ox), sliding a window
+//   of x columns ox..ox+2 of the 12 x rows (ci, oy + ky): each position loads column ox + 2
+//   and the 32 dy values, and keeps the two columns before it; Tile j takes weights 4j..4j+3
+//   from the window. Loads per position: 12 + 32 for 32 * 36 FMAs (36 + 32 without the
+//   window: on lavapipe, x's loads were a third of the kernel's time).
 // ---------------------------------------------------------------------------------------------
 
 // Input channels of a k3 block (the host mirrors it); the code below is written for 4.
@@ -1514,9 +1516,50 @@ fn k3_store(t: Tile, at: u32, j: u32, live: u32, co0: u32) {
     }
 }
 
-// src[at], src[at + 1], src[at + 2] (all inside the row: ox + 2 < in_width for k = 3).
-fn src_triple(at: u32) -> vec3<f32> {
-    return vec3<f32>(src[at], src[at + 1u], src[at + 2u]);
+// Column `col` of the 12 x rows of a k3 block (`r`: where each starts, image 0; `at`: where
+// the segment's row starts), 4 rows a vector.
+fn k3_column(r: K3Rows, at: u32) -> K3Column {
+    return K3Column(vec4<f32>(src[at + r.a.x], src[at + r.a.y], src[at + r.a.z], src[at + r.a.w]), vec4<f32>(src[at + r.b.x], src[at + r.b.y], src[at + r.b.z], src[at + r.b.w]), vec4<f32>(src[at + r.c.x], src[at + r.c.y], src[at + r.c.z], src[at + r.c.w]));
+}
+
+// Where the 12 x rows of a k3 block start (image 0), 4 a vector.
+struct K3Rows {
+    a: vec4<u32>,
+    b: vec4<u32>,
+    c: vec4<u32>,
+}
+
+// One x column of the 12 rows.
+struct K3Column {
+    a: vec4<f32>,
+    b: vec4<f32>,
+    c: vec4<f32>,
+}
+
+// The 9 Tiles of a k3 block.
+struct K3Tiles {
+    t0: Tile,
+    t1: Tile,
+    t2: Tile,
+    t3: Tile,
+    t4: Tile,
+    t5: Tile,
+    t6: Tile,
+    t7: Tile,
+    t8: Tile,
+}
+
+// Adds dy (x) the window of columns `x0`, `x1`, `x2` of 4 rows to 3 Tiles: row i's weights
+// are 3i..3i+2 of the Tiles' 12, column-major within a row.
+fn k3_rows_fma(t: array<Tile, 3>, d: Channels, x0: vec4<f32>, x1: vec4<f32>, x2: vec4<f32>) -> array<Tile, 3> {
+    return array<Tile, 3>(tile_fma(t[0], d, vec4<f32>(x0.x, x1.x, x2.x, x0.y)), tile_fma(t[1], d, vec4<f32>(x1.y, x2.y, x0.z, x1.z)), tile_fma(t[2], d, vec4<f32>(x2.z, x0.w, x1.w, x2.w)));
+}
+
+fn k3_fma(t: K3Tiles, d: Channels, x0: K3Column, x1: K3Column, x2: K3Column) -> K3Tiles {
+    let a = k3_rows_fma(array<Tile, 3>(t.t0, t.t1, t.t2), d, x0.a, x1.a, x2.a);
+    let b = k3_rows_fma(array<Tile, 3>(t.t3, t.t4, t.t5), d, x0.b, x1.b, x2.b);
+    let c = k3_rows_fma(array<Tile, 3>(t.t6, t.t7, t.t8), d, x0.c, x1.c, x2.c);
+    return K3Tiles(a[0], a[1], a[2], b[0], b[1], b[2], c[0], c[1], c[2]);
 }
 
 // Where x row (ci0 + i / 3, ky = i % 3) of image 0 starts (channels clamped to the last).
@@ -1550,81 +1593,45 @@ fn backward_weights_k3_block(lane: u32, part: u32) {
     let co0 = ((lane / ci_blocks) % co_blocks) * BLOCK_CHANNELS;
     let chunk = lane / (ci_blocks * co_blocks);
     let last_co = params.out_channels - 1u;
-    let last_col = params.in_width - 1u;
     let ow = params.out_width;
     let dy_plane = params.out_height * ow;
-    let r0 = k3_row(ci0, 0u);
-    let r1 = k3_row(ci0, 1u);
-    let r2 = k3_row(ci0, 2u);
-    let r3 = k3_row(ci0, 3u);
-    let r4 = k3_row(ci0, 4u);
-    let r5 = k3_row(ci0, 5u);
-    let r6 = k3_row(ci0, 6u);
-    let r7 = k3_row(ci0, 7u);
-    let r8 = k3_row(ci0, 8u);
-    let r9 = k3_row(ci0, 9u);
-    let r10 = k3_row(ci0, 10u);
-    let r11 = k3_row(ci0, 11u);
+    let rows = K3Rows(vec4<u32>(k3_row(ci0, 0u), k3_row(ci0, 1u), k3_row(ci0, 2u), k3_row(ci0, 3u)), vec4<u32>(k3_row(ci0, 4u), k3_row(ci0, 5u), k3_row(ci0, 6u), k3_row(ci0, 7u)), vec4<u32>(k3_row(ci0, 8u), k3_row(ci0, 9u), k3_row(ci0, 10u), k3_row(ci0, 11u)));
 
     var bias_sum = Channels(mat4x4<f32>(), mat4x4<f32>());
     let zero = tile_splat(bias_sum);
-    var t0 = zero;
-    var t1 = zero;
-    var t2 = zero;
-    var t3 = zero;
-    var t4 = zero;
-    var t5 = zero;
-    var t6 = zero;
-    var t7 = zero;
-    var t8 = zero;
+    var t = K3Tiles(zero, zero, zero, zero, zero, zero, zero, zero, zero);
 
-    // One flat loop over the chunk's positions (segment, ox) (see forward_sums).
-    let first = chunk * params.chunk_rows * ow;
-    let end = min(first + params.chunk_rows * ow, params.batch * params.out_height * ow);
-    for (var pos = first; pos < end; pos++) {
-        let seg = pos / ow;
-        let ox = pos % ow;
+    // The chunk's row segments (image, oy), each along its row with a sliding window.
+    let first = chunk * params.chunk_rows;
+    let end = min(first + params.chunk_rows, params.batch * params.out_height);
+    for (var seg = first; seg < end; seg++) {
         let img = seg / params.out_height;
         let oy = seg % params.out_height;
-        let at = (img * params.in_channels * params.in_height + oy) * params.in_width + ox;
-        // x columns ox .. ox + 2 of each of the 12 rows.
-        let w0 = src_triple(at + r0);
-        let w1 = src_triple(at + r1);
-        let w2 = src_triple(at + r2);
-        let w3 = src_triple(at + r3);
-        let w4 = src_triple(at + r4);
-        let w5 = src_triple(at + r5);
-        let w6 = src_triple(at + r6);
-        let w7 = src_triple(at + r7);
-        let w8 = src_triple(at + r8);
-        let w9 = src_triple(at + r9);
-        let w10 = src_triple(at + r10);
-        let w11 = src_triple(at + r11);
-        let d = k3_dy((img * params.out_channels * params.out_height + oy) * ow + ox, dy_plane, co0, last_co, part);
-        bias_sum = Channels(bias_sum.lo + d.lo, bias_sum.hi + d.hi);
-        // Weight t of the block is row t / 3, column t % 3.
-        t0 = tile_fma(t0, d, vec4<f32>(w0, w1.x));
-        t1 = tile_fma(t1, d, vec4<f32>(w1.yz, w2.xy));
-        t2 = tile_fma(t2, d, vec4<f32>(w2.z, w3));
-        t3 = tile_fma(t3, d, vec4<f32>(w4, w5.x));
-        t4 = tile_fma(t4, d, vec4<f32>(w5.yz, w6.xy));
-        t5 = tile_fma(t5, d, vec4<f32>(w6.z, w7));
-        t6 = tile_fma(t6, d, vec4<f32>(w8, w9.x));
-        t7 = tile_fma(t7, d, vec4<f32>(w9.yz, w10.xy));
-        t8 = tile_fma(t8, d, vec4<f32>(w10.z, w11));
+        let at = (img * params.in_channels * params.in_height + oy) * params.in_width;
+        let dy_at = (img * params.out_channels * params.out_height + oy) * ow;
+        var x0 = k3_column(rows, at);
+        var x1 = k3_column(rows, at + 1u);
+        for (var ox = 0u; ox < ow; ox++) {
+            let x2 = k3_column(rows, at + ox + 2u);
+            let d = k3_dy(dy_at + ox, dy_plane, co0, last_co, part);
+            bias_sum = Channels(bias_sum.lo + d.lo, bias_sum.hi + d.hi);
+            t = k3_fma(t, d, x0, x1, x2);
+            x0 = x1;
+            x1 = x2;
+        }
     }
     // dw[co][ci0 * 9 + t] for the block's weights t < 9 * (in_channels - ci0).
     let at = chunk * params.partial_stride + co0 * 9u * params.in_channels + ci0 * 9u;
     let live = 9u * (params.in_channels - ci0);
-    k3_store(t0, at, 0u, live, co0);
-    k3_store(t1, at, 1u, live, co0);
-    k3_store(t2, at, 2u, live, co0);
-    k3_store(t3, at, 3u, live, co0);
-    k3_store(t4, at, 4u, live, co0);
-    k3_store(t5, at, 5u, live, co0);
-    k3_store(t6, at, 6u, live, co0);
-    k3_store(t7, at, 7u, live, co0);
-    k3_store(t8, at, 8u, live, co0);
+    k3_store(t.t0, at, 0u, live, co0);
+    k3_store(t.t1, at, 1u, live, co0);
+    k3_store(t.t2, at, 2u, live, co0);
+    k3_store(t.t3, at, 3u, live, co0);
+    k3_store(t.t4, at, 4u, live, co0);
+    k3_store(t.t5, at, 5u, live, co0);
+    k3_store(t.t6, at, 6u, live, co0);
+    k3_store(t.t7, at, 7u, live, co0);
+    k3_store(t.t8, at, 8u, live, co0);
     if ci0 == 0u {
         // Position 0 of a Tile of the bias sums, stored at channel stride 1.
         let bias_at = chunk * params.partial_stride + params.out_channels * params.in_channels * 9u + co0;
