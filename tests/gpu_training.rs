@@ -4,10 +4,11 @@
 mod common;
 
 use common::{bundled_data, run_cli};
-use mnist_wgpu::backend::Backend;
-use mnist_wgpu::config::Optimizer;
+use mnist_wgpu::backend::{Backend, KernelChoice};
+use mnist_wgpu::config::{AutotuneMode, Optimizer};
 use mnist_wgpu::data::{load_mnist, Mnist};
 use mnist_wgpu::gpu::dense::MatmulVariant;
+use mnist_wgpu::gpu::profile::{Profiler, TimingSource, TEXTURE_COPIES};
 use mnist_wgpu::gpu::{GpuBackend, GpuContext};
 use mnist_wgpu::model::{init_params, Arch, Params, Plan, MNIST_INPUT};
 use mnist_wgpu::train::{evaluate, train};
@@ -319,7 +320,10 @@ fn profile_prints_a_kernel_table_and_writes_a_chrome_trace() {
         stdout.contains("conv2d_forward") && stdout.contains("GFLOP/s"),
         "{stdout}"
     );
-    assert!(stdout.contains("step (one submit, wall clock)"), "{stdout}");
+    assert!(
+        stdout.contains("step (one submit, wall clock, timed beside the profiled steps)"),
+        "{stdout}"
+    );
     let json: serde_json::Value = serde_json::from_slice(&std::fs::read(&trace).unwrap()).unwrap();
     let events = json["traceEvents"].as_array().unwrap();
     let kernels: Vec<&serde_json::Value> = events.iter().filter(|e| e["cat"] == "kernel").collect();
@@ -369,4 +373,44 @@ fn every_shader_checks_mode_passes_the_dense_checks_and_a_bad_one_is_refused() {
         &check("fast"),
         "MNIST_WGPU_SHADER_CHECKS: unknown value 'fast' (expected all, bounds or none)",
     );
+}
+
+#[test]
+fn the_profiler_times_the_texture_copies_before_a_pass() {
+    let Some(ctx) = common::gpu_context() else {
+        return;
+    };
+    let profiler = Profiler::new(&ctx);
+    let encoders = wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS;
+    if profiler.source != TimingSource::TimestampsInsidePass || !ctx.features.contains(encoders) {
+        eprintln!("SKIPPED: this adapter cannot write timestamps between passes");
+        return;
+    }
+    // Every conv2d op pinned to the variant that reads textures.
+    let mut backend = backend(&ctx, 1, Optimizer::adam(1e-3));
+    backend.set_autotune(AutotuneMode::Off, None, &[]);
+    backend.prepare(7).unwrap();
+    let pinned: Vec<KernelChoice> = backend
+        .kernel_choices()
+        .into_iter()
+        .filter(|c| c.op.starts_with("conv2d"))
+        .map(|c| KernelChoice {
+            variant: "register-blocked-texture".into(),
+            ..c
+        })
+        .collect();
+    assert!(!pinned.is_empty());
+    backend.set_autotune(AutotuneMode::Off, None, &pinned);
+    backend
+        .set_train_data(&data(7, 1).train)
+        .expect("train data");
+    let mut profiler = profiler;
+    let indices: Vec<u32> = (0..7).collect();
+    let step = profiler.profile_step(&mut backend, &indices).unwrap();
+    let copies: Vec<_> = step.iter().filter(|t| t.kernel == TEXTURE_COPIES).collect();
+    assert!(copies.len() >= 3, "{} timed copies", copies.len());
+    for c in copies {
+        assert_eq!(c.variant, "register-blocked-texture", "{c:?}");
+        assert!(c.cost.bytes > 0 && c.duration_us >= 0.0, "{c:?}");
+    }
 }

@@ -19,7 +19,9 @@ use mnist_wgpu::cpu::CpuBackend;
 use mnist_wgpu::data::load_mnist;
 use mnist_wgpu::error::bad_input;
 use mnist_wgpu::fsutil::write_atomic;
-use mnist_wgpu::gpu::profile::{busy_us_per_step, Profiler, TimingSource};
+use mnist_wgpu::gpu::profile::{
+    busy_us_per_step, profile_beside_timed_steps, Profiler, TimingSource,
+};
 use mnist_wgpu::gpu::{GpuBackend, GpuContext};
 use mnist_wgpu::model::{init_params, Plan};
 
@@ -39,8 +41,9 @@ pub struct BenchArgs {
     data: DataArgs,
 }
 
-/// Training steps the profiler times for the kernel share.
+/// Training steps the profiler times for the kernel share, and the steps timed before each.
 const PROFILED_STEPS: usize = 3;
+const TIMED_STEPS_PER_PROFILED: usize = 3;
 
 enum Device {
     Cpu(Box<CpuBackend>),
@@ -104,7 +107,7 @@ pub fn bench(args: BenchArgs) -> Result<()> {
         Device::Gpu(backend) => {
             let ctx = backend.context().clone();
             log::info!("profiling steps for the share inside kernels");
-            let share = kernel_share(backend, &ctx, batch, step_seconds)?;
+            let share = kernel_share(backend, &ctx, batch)?;
             log::info!("timing the calibration multiplies");
             (share, gpu_bytes(&ctx), gpu_calibration(&ctx)?)
         }
@@ -142,24 +145,21 @@ pub fn bench(args: BenchArgs) -> Result<()> {
     Ok(())
 }
 
-/// The time at least one kernel runs in a profiled step over the steady-state step time, where
-/// GPU timestamps exist.
-fn kernel_share(
-    backend: &mut GpuBackend,
-    ctx: &GpuContext,
-    batch: usize,
-    step_seconds: f64,
-) -> Result<Option<f64>> {
+/// The time at least one kernel runs in a profiled step over the time of the steps timed
+/// beside them (as training runs them), where GPU timestamps exist.
+fn kernel_share(backend: &mut GpuBackend, ctx: &GpuContext, batch: usize) -> Result<Option<f64>> {
     let mut profiler = Profiler::new(ctx);
     if profiler.source == TimingSource::WallClockPerPass {
         return Ok(None);
     }
     let indices: Vec<u32> = (0..batch as u32).collect();
-    let steps = (0..PROFILED_STEPS)
-        .map(|_| profiler.profile_step(backend, &indices))
-        .collect::<Result<Vec<_>>>()?;
-    backend.take_train_stats()?;
-    Ok(Some(busy_us_per_step(&steps) / (step_seconds * 1e6)))
+    let run = profile_beside_timed_steps(
+        &mut profiler,
+        backend,
+        (PROFILED_STEPS, TIMED_STEPS_PER_PROFILED),
+        |_| indices.clone(),
+    )?;
+    Ok(Some(busy_us_per_step(&run.steps) / run.step_us))
 }
 
 fn print_report(r: &BenchReport, plan: &Plan) {

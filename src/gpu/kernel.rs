@@ -331,6 +331,18 @@ impl Dispatch {
         let [x, y, z] = self.workgroups;
         pass.dispatch_workgroups(x, y, z);
     }
+
+    /// Records the texture copies that must come before the dispatch.
+    pub fn record_copies(&self, encoder: &mut wgpu::CommandEncoder) {
+        for copy in &self.copies {
+            copy.record(encoder);
+        }
+    }
+
+    /// Bytes that the texture copies move.
+    pub fn copied_bytes(&self) -> u64 {
+        self.copies.iter().map(|c| c.bytes()).sum()
+    }
 }
 
 /// Workgroups for `n` invocations of a 1-D kernel, folded into 2-D past 65535 groups (the
@@ -459,6 +471,18 @@ pub fn uniform<T: bytemuck::Pod>(ctx: &GpuContext, label: &str, value: &T) -> wg
 pub fn record_passes(
     encoder: &mut wgpu::CommandEncoder,
     dispatches: &[&Dispatch],
+    each: impl FnMut(&mut wgpu::ComputePass, usize, &Dispatch),
+) {
+    let copies = |encoder: &mut wgpu::CommandEncoder, _, d: &Dispatch| d.record_copies(encoder);
+    record_passes_with_copies(encoder, dispatches, copies, each);
+}
+
+/// `record_passes`, with `copies` recording the copies of dispatch `i` (the profiler times
+/// them).
+pub fn record_passes_with_copies(
+    encoder: &mut wgpu::CommandEncoder,
+    dispatches: &[&Dispatch],
+    mut copies: impl FnMut(&mut wgpu::CommandEncoder, usize, &Dispatch),
     mut each: impl FnMut(&mut wgpu::ComputePass, usize, &Dispatch),
 ) {
     let mut start = 0;
@@ -466,8 +490,8 @@ pub fn record_passes(
         let end = (start + 1..dispatches.len())
             .find(|&i| !dispatches[i].copies.is_empty())
             .unwrap_or(dispatches.len());
-        for copy in &dispatches[start].copies {
-            copy.record(encoder);
+        if !dispatches[start].copies.is_empty() {
+            copies(encoder, start, dispatches[start]);
         }
         let mut pass = encoder.begin_compute_pass(&Default::default());
         for (i, d) in dispatches.iter().enumerate().take(end).skip(start) {

@@ -1,5 +1,7 @@
 //! Per-kernel GPU timings of a training step. With `TIMESTAMP_QUERY_INSIDE_PASSES` the step is
-//! recorded as usual (one pass) with a timestamp before and after each dispatch; with plain
+//! recorded as usual (one pass, split where texture copies come between) with a timestamp
+//! before and after each dispatch, and, with `TIMESTAMP_QUERY_INSIDE_ENCODERS`, before and
+//! after each group of copies (reported as `copy_buffer_to_texture`); with plain
 //! `TIMESTAMP_QUERY`, one pass per dispatch with pass timestamps; without timestamps, one
 //! submit-and-wait per dispatch timed by the host clock. The query set and its buffers are
 //! created once and resolved once per step.
@@ -10,7 +12,8 @@ use anyhow::{anyhow, bail, Result};
 
 use super::backend::GpuBackend;
 use super::context::GpuContext;
-use super::kernel::{record_passes, Cost, Dispatch};
+use super::kernel::{record_passes_with_copies, Cost, Dispatch};
+use crate::backend::Backend;
 
 /// How the timings were taken.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -88,7 +91,24 @@ impl Profiler {
         if self.source == TimingSource::WallClockPerPass {
             return wall_clock_per_pass(&ctx, &net.dispatches);
         }
-        let count = 2 * net.dispatches.len() as u32;
+        let n = net.dispatches.len();
+        // The texture copies before a dispatch get a pair of timestamps too, where the adapter
+        // writes timestamps between passes: they are part of the step.
+        let time_copies = self.source == TimingSource::TimestampsInsidePass
+            && ctx
+                .features
+                .contains(wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS);
+        let copy_slots: Vec<Option<usize>> = net
+            .dispatches
+            .iter()
+            .scan(n, |next, d| {
+                let timed = time_copies && !d.copies.is_empty();
+                *next += usize::from(timed);
+                Some(timed.then_some(*next - 1))
+            })
+            .collect();
+        let slots = n + copy_slots.iter().flatten().count();
+        let count = 2 * slots as u32;
         if self.queries.as_ref().is_none_or(|q| q.count < count) {
             self.queries = Some(Queries::new(&ctx, count));
         }
@@ -96,16 +116,22 @@ impl Profiler {
         let mut encoder = ctx.device.create_command_encoder(&Default::default());
         if self.source == TimingSource::TimestampsInsidePass {
             let dispatches: Vec<&Dispatch> = net.dispatches.iter().collect();
-            record_passes(&mut encoder, &dispatches, |pass, i, d| {
+            let copies = |encoder: &mut wgpu::CommandEncoder, i: usize, d: &Dispatch| {
+                let Some(slot) = copy_slots[i] else {
+                    return d.record_copies(encoder);
+                };
+                encoder.write_timestamp(&queries.set, 2 * slot as u32);
+                d.record_copies(encoder);
+                encoder.write_timestamp(&queries.set, 2 * slot as u32 + 1);
+            };
+            record_passes_with_copies(&mut encoder, &dispatches, copies, |pass, i, d| {
                 pass.write_timestamp(&queries.set, 2 * i as u32);
                 d.record(pass);
                 pass.write_timestamp(&queries.set, 2 * i as u32 + 1);
             });
         } else {
             for (i, d) in net.dispatches.iter().enumerate() {
-                for copy in &d.copies {
-                    copy.record(&mut encoder);
-                }
+                d.record_copies(&mut encoder);
                 let writes = wgpu::ComputePassTimestampWrites {
                     query_set: &queries.set,
                     beginning_of_pass_write_index: Some(2 * i as u32),
@@ -129,20 +155,44 @@ impl Profiler {
         ctx.queue.submit([encoder.finish()]);
         let ticks = queries.read(&ctx, count as usize)?;
         let ns_per_tick = f64::from(ctx.queue.get_timestamp_period());
-        let origin = ticks[0];
-        Ok(net
-            .dispatches
-            .iter()
-            .enumerate()
-            .map(|(i, d)| {
-                let (start, end) = (ticks[2 * i], ticks[2 * i + 1]);
-                timing(
-                    d,
-                    start.saturating_sub(origin) as f64 * ns_per_tick / 1e3,
-                    end.saturating_sub(start) as f64 * ns_per_tick / 1e3,
-                )
-            })
-            .collect())
+        let origin = (0..slots).map(|s| ticks[2 * s]).min().unwrap_or(0);
+        // Microseconds from the step's first timestamp to slot s's start, and its duration.
+        let span = |s: usize| {
+            let (start, end) = (ticks[2 * s], ticks[2 * s + 1]);
+            (
+                start.saturating_sub(origin) as f64 * ns_per_tick / 1e3,
+                end.saturating_sub(start) as f64 * ns_per_tick / 1e3,
+            )
+        };
+        let mut timings = Vec::with_capacity(slots);
+        for (i, d) in net.dispatches.iter().enumerate() {
+            if let Some(slot) = copy_slots[i] {
+                let (start, duration) = span(slot);
+                timings.push(copy_timing(d, start, duration));
+            }
+            let (start, duration) = span(i);
+            timings.push(timing(d, start, duration));
+        }
+        Ok(timings)
+    }
+}
+
+/// The name under which the profiler reports the texture copies before a dispatch.
+pub const TEXTURE_COPIES: &str = "copy_buffer_to_texture";
+
+/// The timing of the texture copies that come before `d`.
+fn copy_timing(d: &Dispatch, start_us: f64, duration_us: f64) -> DispatchTiming {
+    DispatchTiming {
+        kernel: TEXTURE_COPIES,
+        variant: d.variant,
+        cost: Cost {
+            shape: d.cost.shape.clone(),
+            flops: 0,
+            bytes: d.copied_bytes(),
+        },
+        workgroups: [0; 3],
+        start_us,
+        duration_us,
     }
 }
 
@@ -226,6 +276,45 @@ impl Queries {
         self.readback.unmap();
         Ok(ticks)
     }
+}
+
+/// Profiled steps and the wall-clock time of the training steps timed beside them.
+pub struct ProfiledRun {
+    pub steps: Vec<Vec<DispatchTiming>>,
+    /// Mean microseconds per timed step (one submit a step, as training runs them).
+    pub step_us: f64,
+}
+
+/// Profiles `steps` training steps, each after a block of `block` steps timed as training runs
+/// them (one submit a step, waiting only after the block), so that the kernel times and the
+/// step time they are compared with come from the same moments: lavapipe on a shared CPU
+/// changes speed by half within minutes, and a step time taken before the profiled steps read
+/// them as 78 to 120% of the step. `batch(i)` gives the examples of the `i`-th step.
+pub fn profile_beside_timed_steps(
+    profiler: &mut Profiler,
+    backend: &mut GpuBackend,
+    (steps, block): (usize, usize),
+    batch: impl Fn(usize) -> Vec<u32>,
+) -> Result<ProfiledRun> {
+    let mut timed_seconds = 0.0;
+    let mut profiled = Vec::with_capacity(steps);
+    let mut next = 0;
+    for _ in 0..steps {
+        let start = Instant::now();
+        for _ in 0..block {
+            backend.train_step(&batch(next))?;
+            next += 1;
+        }
+        backend.take_train_stats()?;
+        timed_seconds += start.elapsed().as_secs_f64();
+        profiled.push(profiler.profile_step(backend, &batch(next))?);
+        next += 1;
+        backend.take_train_stats()?;
+    }
+    Ok(ProfiledRun {
+        steps: profiled,
+        step_us: timed_seconds * 1e6 / (steps * block).max(1) as f64,
+    })
 }
 
 /// Mean kernel time per step, in microseconds: the sum of every dispatch's duration. Where the

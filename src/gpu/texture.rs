@@ -106,6 +106,11 @@ pub fn stage(ctx: &GpuContext, src: View, len: usize, texel: Texel) -> Option<St
 }
 
 impl TextureCopy {
+    /// Bytes copied.
+    pub fn bytes(&self) -> u64 {
+        self.len as u64 * self.texel.bytes()
+    }
+
     /// Records the copy: the full rows in one region, then the last, partial row.
     pub fn record(&self, encoder: &mut wgpu::CommandEncoder) {
         let (rows, rest) = (self.len / TEXTURE_WIDTH, self.len % TEXTURE_WIDTH);
