@@ -115,10 +115,10 @@ pub trait Backend {
         Vec::new()
     }
 
-    /// Gets ready for steps and inference on batches of `batch_size`, as the first of them
-    /// would otherwise: a GPU compiles its kernels and autotunes the ops it has not timed on
-    /// this adapter before. Nothing to do on the CPU.
-    fn prepare(&mut self, _batch_size: usize) -> Result<()> {
+    /// Gets ready for training steps on batches of the sizes in `training` and inference on
+    /// those in `inference`, as the first of each would otherwise: a GPU compiles its kernels
+    /// and autotunes the ops it has not timed on this adapter before. Nothing to do on the CPU.
+    fn prepare(&mut self, _training: &[usize], _inference: &[usize]) -> Result<()> {
         Ok(())
     }
 }

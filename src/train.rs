@@ -321,6 +321,19 @@ pub struct Mistake {
     pub confidence: f64,
 }
 
+/// The sizes of the batches that `len` examples make in batches of `batch` (the last may be
+/// smaller): what a backend must be ready for.
+pub fn batch_sizes(len: usize, batch: usize) -> Vec<usize> {
+    let full = len.min(batch);
+    let rest = if len > batch { len % batch } else { 0 };
+    [full, rest].into_iter().filter(|&n| n > 0).collect()
+}
+
+/// The batch sizes with which [`evaluate`] runs over `len` examples.
+pub fn eval_batch_sizes(len: usize) -> Vec<usize> {
+    batch_sizes(len, EVAL_BATCH)
+}
+
 /// How many mistakes an evaluation keeps.
 const MISTAKES_KEPT: usize = 16;
 
@@ -368,6 +381,16 @@ fn probability_of(logits: &[f32], k: usize) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn batch_sizes_are_the_full_batch_and_the_remainder() {
+        assert_eq!(batch_sizes(60000, 128), vec![128, 96]);
+        assert_eq!(batch_sizes(60000, 32), vec![32]);
+        assert_eq!(batch_sizes(10, 32), vec![10]);
+        assert_eq!(batch_sizes(0, 32), Vec::<usize>::new());
+        assert_eq!(eval_batch_sizes(10000), vec![EVAL_BATCH]);
+        assert_eq!(eval_batch_sizes(2500), vec![EVAL_BATCH, 500]);
+    }
 
     #[test]
     fn epoch_order_is_a_seeded_permutation_that_changes_per_epoch() {

@@ -32,7 +32,7 @@ fn choices(
     )
     .unwrap();
     b.set_autotune(mode, Some(cache.to_path_buf()), pinned);
-    b.prepare(BATCH).unwrap();
+    b.prepare(&[BATCH], &[BATCH]).unwrap();
     b.kernel_choices()
 }
 
@@ -203,6 +203,6 @@ fn a_pinned_variant_that_does_not_exist_is_an_error() {
     )
     .unwrap();
     b.set_autotune(AutotuneMode::On, None, &pin);
-    let err = b.prepare(BATCH).unwrap_err().to_string();
+    let err = b.prepare(&[BATCH], &[BATCH]).unwrap_err().to_string();
     assert!(err.contains("'warp-drive'"), "{err}");
 }

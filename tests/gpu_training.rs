@@ -389,7 +389,7 @@ fn the_profiler_times_the_texture_copies_before_a_pass() {
     // Every conv2d op pinned to the variant that reads textures.
     let mut backend = backend(&ctx, 1, Optimizer::adam(1e-3));
     backend.set_autotune(AutotuneMode::Off, None, &[]);
-    backend.prepare(7).unwrap();
+    backend.prepare(&[7], &[]).unwrap();
     let pinned: Vec<KernelChoice> = backend
         .kernel_choices()
         .into_iter()

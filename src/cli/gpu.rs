@@ -115,7 +115,8 @@ fn print_kernels(args: &InfoArgs) -> Result<()> {
     let mut backend = GpuBackend::new(&ctx, plan, &params, Optimizer::adam(1e-3))?;
     tuning.apply(&mut backend);
     let start = Instant::now();
-    backend.prepare(args.batch_size as usize)?;
+    let n = args.batch_size as usize;
+    backend.prepare(&[n], &[n])?;
     println!(
         "\nkernels for {arch}, batch {}, on {} ({}); ready in {:.2} s",
         args.batch_size,

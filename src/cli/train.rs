@@ -25,7 +25,8 @@ use mnist_wgpu::model::{augments_by_default, init_params, Params, Plan};
 use mnist_wgpu::plots::{write_plots, AugmentedRun};
 use mnist_wgpu::report::MetricsReport;
 use mnist_wgpu::train::{
-    evaluate, hold_out, train_resumable, EpochStats, Evaluation, Resumable, RunState,
+    batch_sizes, eval_batch_sizes, evaluate, hold_out, train_resumable, EpochStats, Evaluation,
+    Resumable, RunState,
 };
 
 #[derive(Args, Debug)]
@@ -508,7 +509,12 @@ fn run(setup: Setup, args: &TrainArgs) -> Result<()> {
     let on_gpu = info.backend != "cpu";
     print_start(info, &plan, &config, &mnist, &start);
     if on_gpu {
-        prepare_kernels(backend.as_mut(), config.train.batch_size)?;
+        let training = batch_sizes(mnist.train.len(), config.train.batch_size);
+        let mut inference = eval_batch_sizes(mnist.test.len());
+        inference.extend(validation.iter().flat_map(|v| eval_batch_sizes(v.len())));
+        inference.sort_unstable();
+        inference.dedup();
+        prepare_kernels(backend.as_mut(), &training, &inference)?;
     }
     let extra = [
         ("seed", config.train.seed.to_string()),
@@ -587,13 +593,19 @@ fn run(setup: Setup, args: &TrainArgs) -> Result<()> {
 
 const BEST: &str = "best.safetensors";
 
-/// Compiles the GPU kernels before the first step, saying so: on a first run, a CPU adapter
-/// spends a minute or more compiling and autotuning them, which would otherwise pass in silence.
-fn prepare_kernels(backend: &mut dyn Backend, batch_size: usize) -> Result<()> {
+/// Compiles the GPU kernels for every batch size the run will see (`training` steps, and
+/// `inference` for the evaluations) before the first step, saying so: on a first run, a CPU
+/// adapter spends a minute or more compiling and autotuning them, which would otherwise pass
+/// in silence (or stall the last step of the first epoch and the first evaluation).
+fn prepare_kernels(
+    backend: &mut dyn Backend,
+    training: &[usize],
+    inference: &[usize],
+) -> Result<()> {
     print!("preparing the GPU kernels (compiled and autotuned once per adapter, then cached)... ");
     std::io::stdout().flush().context("writing to stdout")?;
     let start = Instant::now();
-    backend.prepare(batch_size)?;
+    backend.prepare(training, inference)?;
     let choices = backend.kernel_choices();
     let tuned = choices.iter().filter(|c| c.source == "tuned").count();
     let note = match tuned {

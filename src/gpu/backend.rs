@@ -318,10 +318,14 @@ impl Backend for GpuBackend {
         self.tuner.choices().to_vec()
     }
 
-    /// Compiles (and autotunes) the training and inference networks for batches of `n`.
-    fn prepare(&mut self, n: usize) -> Result<()> {
-        self.net(n, true)?;
-        self.net(n, false)?;
+    /// Compiles (and autotunes) the training and inference networks for those batch sizes.
+    fn prepare(&mut self, training: &[usize], inference: &[usize]) -> Result<()> {
+        for &n in training {
+            self.net(n, true)?;
+        }
+        for &n in inference {
+            self.net(n, false)?;
+        }
         self.ctx.check_errors()
     }
 
