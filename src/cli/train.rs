@@ -701,12 +701,16 @@ pub fn eval(args: EvalArgs) -> Result<()> {
         Optimizer::adam(1e-3),
     )?;
     let info = backend.info();
+    let on_gpu = info.backend != "cpu";
     println!(
         "evaluating {} ({arch}) on {} ({})",
         args.model.display(),
         info.backend,
         info.adapter
     );
+    if on_gpu {
+        prepare_kernels(backend.as_mut(), &[], &eval_batch_sizes(mnist.test.len()))?;
+    }
     report(
         backend.as_mut(),
         &mnist,
