@@ -64,10 +64,13 @@ impl GatherKernels {
         self.gather.dispatch(
             ctx,
             &[View::whole(&params), images, labels, indices, x, labels_out],
-            grid_1d(n * IMAGE_PIXELS),
+            grid_1d(n * IMAGE_PIXELS / 4),
         )
     }
 }
+
+// The kernel writes 4 pixels per invocation, and every image starts on a packed word.
+const _: () = assert!(IMAGE_PIXELS % 4 == 0);
 
 /// Packs bytes into little-endian u32 words, zero-padded to a multiple of 4 (for upload).
 pub fn pack_bytes(bytes: &[u8]) -> Vec<u32> {
