@@ -8,7 +8,7 @@
 //! and a run's choices can be pinned again ([`Autotuner::pin`]) to reproduce it exactly: the
 //! variants of an op may sum in different orders, so they agree only within tolerance.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -17,7 +17,7 @@ use anyhow::{anyhow, Result};
 use serde::{Deserialize, Serialize};
 
 use super::context::GpuContext;
-use super::kernel::{record_passes, Dispatch};
+use super::kernel::{compile_pipelines, record_passes, Dispatch};
 use crate::backend::KernelChoice;
 use crate::config::AutotuneMode;
 use crate::fsutil::write_atomic;
@@ -77,9 +77,6 @@ pub struct Autotuner {
     cache: Option<CacheFile>,
     pinned: BTreeMap<String, String>,
     choices: Vec<KernelChoice>,
-    /// (op, shape without the batch size, variant) already timed in this process: their
-    /// kernels are compiled, so one run tells how fast they are at another batch size.
-    warmed: BTreeSet<(String, String, String)>,
 }
 
 impl Autotuner {
@@ -99,7 +96,6 @@ impl Autotuner {
             cache: None,
             pinned: BTreeMap::new(),
             choices: Vec::new(),
-            warmed: BTreeSet::new(),
         }
     }
 
@@ -121,7 +117,9 @@ impl Autotuner {
 
     /// The dispatches of `op` at `shape`, built by `build` with the chosen variant: a pinned
     /// choice, else `rule` when tuning is off or there is nothing to choose, else the cached
-    /// choice (unless refreshing), else the fastest when timed on `ctx`.
+    /// choice (unless refreshing), else the fastest when timed on `ctx`. Their pipelines are
+    /// compiled before they are returned (see [`compile_pipelines`]), so that a network is
+    /// ready to run once built.
     pub fn choose<V: Variant>(
         &mut self,
         ctx: &GpuContext,
@@ -136,9 +134,9 @@ impl Autotuner {
         let (variant, source, dispatches) = if let Some(name) = self.pinned.get(&key) {
             let v = named(name)
                 .ok_or_else(|| anyhow!("pinned kernel variant '{name}' does not exist for {op}"))?;
-            (v, "pinned", build(v))
+            (v, "pinned", compiled(ctx, build(v))?)
         } else if self.mode == AutotuneMode::Off || variants.len() < 2 {
-            (rule, "rule", build(rule))
+            (rule, "rule", compiled(ctx, build(rule))?)
         } else if let Some((v, entry)) = self
             .cached(&key)
             .filter(|_| self.mode == AutotuneMode::On)
@@ -148,18 +146,9 @@ impl Autotuner {
             .and_then(|e| Some((named(&e.variant)?, e)))
         {
             timings = entry.timings_us;
-            (v, "cache", build(v))
+            (v, "cache", compiled(ctx, build(v))?)
         } else {
-            let family = |v: V| {
-                (
-                    op.to_string(),
-                    without_batch(shape).to_string(),
-                    v.name().into(),
-                )
-            };
-            let compiled = |v: V| self.warmed.contains(&family(v));
-            let (v, times, dispatches) = tune(ctx, variants, compiled, build)?;
-            self.warmed.extend(variants.iter().map(|&v| family(v)));
+            let (v, times, dispatches) = tune(ctx, variants, build)?;
             timings = times;
             self.store(
                 key.clone(),
@@ -239,14 +228,9 @@ fn key(op: &str, shape: &str) -> String {
     format!("{op} | {shape}")
 }
 
-/// A shape without its leading batch size (`n 32, 1600 -> 10` -> `1600 -> 10`): the same
-/// kernels run every batch size of it.
-fn without_batch(shape: &str) -> &str {
-    shape
-        .strip_prefix("n ")
-        .and_then(|rest| rest.split_once(", "))
-        .filter(|(n, _)| n.parse::<usize>().is_ok())
-        .map_or(shape, |(_, rest)| rest)
+fn compiled(ctx: &GpuContext, dispatches: Vec<Dispatch>) -> Result<Vec<Dispatch>> {
+    compile_pipelines(ctx, &dispatches)?;
+    Ok(dispatches)
 }
 
 fn read_cache(path: &Path) -> Result<CacheFile> {
@@ -274,7 +258,6 @@ fn kernels_hash() -> u64 {
 fn tune<V: Variant>(
     ctx: &GpuContext,
     variants: &[V],
-    compiled: impl Fn(V) -> bool,
     build: impl Fn(V) -> Vec<Dispatch>,
 ) -> Result<(V, BTreeMap<String, f64>, Vec<Dispatch>)> {
     let mut timings = BTreeMap::new();
@@ -282,14 +265,7 @@ fn tune<V: Variant>(
     for &v in variants {
         let dispatches = build(v);
         let best = contenders.iter().map(|(.., t)| t.fastest).reduce(f64::min);
-        // A variant already run at another batch size (so compiled: lavapipe compiles at the
-        // first dispatch) is judged by its first run; a hopeless one at batch 1000 costs
-        // seconds a run on a CPU adapter.
-        let timing = if compiled(v) {
-            Timing::first(ctx, &dispatches, TUNING)?
-        } else {
-            Timing::warm(ctx, &dispatches, TUNING)?
-        };
+        let timing = Timing::new(ctx, &dispatches, TUNING)?;
         if best.is_some_and(|best| timing.fastest > HOPELESS * best) {
             timings.insert(v.name().to_string(), timing.fastest * 1e6);
         } else {
@@ -316,7 +292,7 @@ fn tune<V: Variant>(
 }
 
 /// Seconds per run of `dispatches` (recorded back to back in one pass): the fastest of the
-/// samples `sampling` asks for. Stops after the first warm run when it is slower than
+/// samples `sampling` asks for. Stops after the first run when it is slower than
 /// `give_up_after`.
 pub fn time_dispatches(
     ctx: &GpuContext,
@@ -324,7 +300,7 @@ pub fn time_dispatches(
     give_up_after: Option<f64>,
     sampling: Sampling,
 ) -> Result<f64> {
-    let mut timing = Timing::warm(ctx, dispatches, sampling)?;
+    let mut timing = Timing::new(ctx, dispatches, sampling)?;
     if give_up_after.is_some_and(|limit| timing.fastest > limit) {
         return Ok(timing.fastest);
     }
@@ -342,17 +318,14 @@ struct Timing {
 }
 
 impl Timing {
-    /// Runs `dispatches` twice and sizes the samples from the second, warm run. The first run
-    /// pays for lazy pipeline setup and takes the noise of a machine just started, so it never
-    /// decides alone. (On a fresh lavapipe machine a tuning once kept dense variants 8x slower
-    /// than the best, 14 ms of a 168 ms step, until the cache was refreshed.)
-    fn warm(ctx: &GpuContext, dispatches: &[Dispatch], sampling: Sampling) -> Result<Timing> {
-        run_timed(ctx, dispatches, 1)?;
-        Timing::first(ctx, dispatches, sampling)
-    }
-
-    /// One run, which sizes the samples: for kernels that have run before.
-    fn first(ctx: &GpuContext, dispatches: &[Dispatch], sampling: Sampling) -> Result<Timing> {
+    /// Compiles `dispatches` (see [`compile_pipelines`]), then runs them once, which sizes the
+    /// samples and tells a hopeless variant (the caller's test) without more runs. A first run
+    /// that compiled would time the compiler: on a fresh lavapipe machine a tuning once kept
+    /// dense variants 8x slower than the best, and a rule that took a variant run at another
+    /// batch size as compiled judged a texture variant by its recompile (lavapipe's key
+    /// includes texture sizes).
+    fn new(ctx: &GpuContext, dispatches: &[Dispatch], sampling: Sampling) -> Result<Timing> {
+        compile_pipelines(ctx, dispatches)?;
         let first = run_timed(ctx, dispatches, 1)?;
         let reps = (sampling.sample_seconds / first.max(1e-7))
             .ceil()
@@ -378,20 +351,4 @@ fn run_timed(ctx: &GpuContext, dispatches: &[Dispatch], reps: usize) -> Result<f
     ctx.queue.submit([encoder.finish()]);
     ctx.wait()?;
     Ok(start.elapsed().as_secs_f64() / reps as f64)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::without_batch;
-
-    #[test]
-    fn a_shape_without_its_batch_size_is_the_rest() {
-        assert_eq!(without_batch("n 32, 1600 -> 10"), "1600 -> 10");
-        assert_eq!(
-            without_batch("n 1000, 32x13x13 -> 64 k3"),
-            "32x13x13 -> 64 k3"
-        );
-        assert_eq!(without_batch("batch of 32"), "batch of 32");
-        assert_eq!(without_batch("n x, 1600 -> 10"), "n x, 1600 -> 10");
-    }
 }

@@ -332,6 +332,14 @@ impl Dispatch {
         pass.dispatch_workgroups(x, y, z);
     }
 
+    /// Records the dispatch as a single workgroup: enough for a driver that compiles a
+    /// pipeline at its first dispatch (lavapipe) to compile it (see [`compile_pipelines`]).
+    fn record_single_workgroup(&self, pass: &mut wgpu::ComputePass) {
+        pass.set_pipeline(&self.pipeline);
+        pass.set_bind_group(0, &self.bind_group, &[]);
+        pass.dispatch_workgroups(1, 1, 1);
+    }
+
     /// Records the texture copies that must come before the dispatch.
     pub fn record_copies(&self, encoder: &mut wgpu::CommandEncoder) {
         for copy in &self.copies {
@@ -506,6 +514,24 @@ pub fn run(ctx: &GpuContext, dispatches: &[&Dispatch]) {
     let mut encoder = ctx.device.create_command_encoder(&Default::default());
     record_passes(&mut encoder, dispatches, |pass, _, d| d.record(pass));
     ctx.queue.submit([encoder.finish()]);
+}
+
+/// Runs each of `dispatches` as a single workgroup and waits, so that drivers that compile a
+/// pipeline at its first dispatch (lavapipe compiles there, for seconds per large kernel, and
+/// again where a texture's size changes its key) compile now, at a negligible cost in running
+/// time. The dispatches write what one workgroup writes into their outputs: only for
+/// dispatches whose outputs are recomputed before anything reads them (activations and
+/// gradients, never parameters or optimizer state).
+pub fn compile_pipelines(ctx: &GpuContext, dispatches: &[Dispatch]) -> Result<()> {
+    let mut encoder = ctx.device.create_command_encoder(&Default::default());
+    {
+        let mut pass = encoder.begin_compute_pass(&Default::default());
+        for d in dispatches {
+            d.record_single_workgroup(&mut pass);
+        }
+    }
+    ctx.queue.submit([encoder.finish()]);
+    ctx.wait()
 }
 
 /// Copies `count` elements of `T` from `buffer` (starting at byte `offset`) back to the host,
