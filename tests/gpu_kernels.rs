@@ -44,16 +44,50 @@ fn compiling_pipelines_runs_one_workgroup_of_each_dispatch() {
     let len = 3 * WORKGROUP as usize + 5;
     let x = storage_init(&ctx, "x", &vec![2.0f32; len]).unwrap();
     let y = storage_init(&ctx, "y", &vec![-7.0f32; len]).unwrap();
-    let relu = ActivationKernels::new(&ctx).forward(
-        &ctx,
-        Activation::Relu,
-        len,
-        (&x).into(),
-        (&y).into(),
-    );
+    let relu =
+        ActivationKernels::new(&ctx).forward(&ctx, Activation::Relu, len, (&x).into(), (&y).into());
     compile_pipelines(&ctx, &[relu]).unwrap();
     let y = read_buffer::<f32>(&ctx, &y, 0, len).unwrap();
     let (first, rest) = y.split_at(WORKGROUP as usize);
     assert!(first.iter().all(|&v| v == 2.0), "{first:?}");
     assert!(rest.iter().all(|&v| v == -7.0), "{rest:?}");
+}
+
+/// The autotuner judges a variant that may be hopeless by the first part of its workgroups;
+/// that part must do what those workgroups do in the whole dispatch, also where the grid is
+/// folded into rows past 65,535 workgroups.
+#[test]
+fn a_part_of_a_dispatch_does_the_first_part_of_its_work() {
+    use mnist_wgpu::gpu::activation::ActivationKernels;
+    use mnist_wgpu::gpu::kernel::{read_buffer, storage_init, WORKGROUP};
+    use mnist_wgpu::model::Activation;
+
+    let Some(ctx) = common::gpu_context() else {
+        return;
+    };
+    let row = 65_535 * WORKGROUP as usize;
+    for (len, parts, done) in [
+        (3 * WORKGROUP as usize + 5, 2, 2 * WORKGROUP as usize),
+        (2 * row + 100, 2, 2 * row),
+    ] {
+        let x = storage_init(&ctx, "x", &vec![2.0f32; len]).unwrap();
+        let y = storage_init(&ctx, "y", &vec![-7.0f32; len]).unwrap();
+        let relu = ActivationKernels::new(&ctx).forward(
+            &ctx,
+            Activation::Relu,
+            len,
+            (&x).into(),
+            (&y).into(),
+        );
+        let mut encoder = ctx.device.create_command_encoder(&Default::default());
+        relu.record_part(&mut encoder.begin_compute_pass(&Default::default()), parts);
+        ctx.queue.submit([encoder.finish()]);
+        let y = read_buffer::<f32>(&ctx, &y, 0, len).unwrap();
+        let (first, rest) = y.split_at(done);
+        assert!(
+            first.iter().all(|&v| v == 2.0),
+            "len {len}: the part's work"
+        );
+        assert!(rest.iter().all(|&v| v == -7.0), "len {len}: past the part");
+    }
 }

@@ -63,9 +63,12 @@ pub struct Sampling {
     pub samples: usize,
     pub sample_seconds: f64,
 }
-/// A variant whose warm run is this many times slower than the best so far is not sampled
-/// further: it cannot win, and on a CPU adapter a slow variant can take seconds.
+/// A variant whose first run is this many times slower than the best so far is not sampled
+/// further: it cannot win, and on a CPU adapter a slow variant can take seconds a run.
 const HOPELESS: f64 = 3.0;
+/// Where a variant may be hopeless, it first runs this fraction (1 / JUDGE_PARTS) of its
+/// workgroups: when that part alone is too slow, so is the whole, which never runs.
+const JUDGE_PARTS: u32 = 8;
 
 /// Chooses a variant for each (op, shape) and remembers what it chose.
 pub struct Autotuner {
@@ -265,8 +268,9 @@ fn tune<V: Variant>(
     for &v in variants {
         let dispatches = build(v);
         let best = contenders.iter().map(|(.., t)| t.fastest).reduce(f64::min);
-        let timing = Timing::new(ctx, &dispatches, TUNING)?;
-        if best.is_some_and(|best| timing.fastest > HOPELESS * best) {
+        let limit = best.map(|best| HOPELESS * best);
+        let timing = Timing::new(ctx, &dispatches, TUNING, limit)?;
+        if limit.is_some_and(|limit| timing.fastest > limit) {
             timings.insert(v.name().to_string(), timing.fastest * 1e6);
         } else {
             contenders.push((v, dispatches, timing));
@@ -300,7 +304,7 @@ pub fn time_dispatches(
     give_up_after: Option<f64>,
     sampling: Sampling,
 ) -> Result<f64> {
-    let mut timing = Timing::new(ctx, dispatches, sampling)?;
+    let mut timing = Timing::new(ctx, dispatches, sampling, give_up_after)?;
     if give_up_after.is_some_and(|limit| timing.fastest > limit) {
         return Ok(timing.fastest);
     }
@@ -319,13 +323,36 @@ struct Timing {
 
 impl Timing {
     /// Compiles `dispatches` (see [`compile_pipelines`]), then runs them once, which sizes the
-    /// samples and tells a hopeless variant (the caller's test) without more runs. A first run
-    /// that compiled would time the compiler: on a fresh lavapipe machine a tuning once kept
-    /// dense variants 8x slower than the best, and a rule that took a variant run at another
-    /// batch size as compiled judged a texture variant by its recompile (lavapipe's key
-    /// includes texture sizes).
-    fn new(ctx: &GpuContext, dispatches: &[Dispatch], sampling: Sampling) -> Result<Timing> {
+    /// samples and tells a hopeless variant (slower than `limit`, the caller's test) without
+    /// more runs. A first run that compiled would time the compiler: on a fresh lavapipe
+    /// machine a tuning once kept dense variants 8x slower than the best, and a rule that took
+    /// a variant run at another batch size as compiled judged a texture variant by its
+    /// recompile (lavapipe's key includes texture sizes). With a `limit`, a part of the
+    /// workgroups runs first; when the part alone is slower, the whole run is skipped and its
+    /// time estimated from the part's, in proportion to the workgroups (a tiled kernel on
+    /// lavapipe takes seconds a run at batch 1000).
+    fn new(
+        ctx: &GpuContext,
+        dispatches: &[Dispatch],
+        sampling: Sampling,
+        limit: Option<f64>,
+    ) -> Result<Timing> {
         compile_pipelines(ctx, dispatches)?;
+        if let Some(limit) = limit {
+            let part = run_timed_parts(ctx, dispatches, 1, JUDGE_PARTS)?;
+            if part > limit {
+                let workgroups = |w: [u32; 3]| w.iter().map(|&n| u64::from(n)).product::<u64>();
+                let whole: u64 = dispatches.iter().map(|d| workgroups(d.workgroups)).sum();
+                let ran: u64 = dispatches
+                    .iter()
+                    .map(|d| workgroups(d.part(JUDGE_PARTS)))
+                    .sum();
+                return Ok(Timing {
+                    reps: 1,
+                    fastest: part * whole as f64 / ran as f64,
+                });
+            }
+        }
         let first = run_timed(ctx, dispatches, 1)?;
         let reps = (sampling.sample_seconds / first.max(1e-7))
             .ceil()
@@ -344,9 +371,21 @@ impl Timing {
 
 /// Seconds per run of `dispatches`, recorded `reps` times back to back in one submit.
 fn run_timed(ctx: &GpuContext, dispatches: &[Dispatch], reps: usize) -> Result<f64> {
+    run_timed_parts(ctx, dispatches, reps, 1)
+}
+
+/// `run_timed` of the first `1 / parts` of each dispatch's workgroups ([`Dispatch::part`]).
+fn run_timed_parts(
+    ctx: &GpuContext,
+    dispatches: &[Dispatch],
+    reps: usize,
+    parts: u32,
+) -> Result<f64> {
     let mut encoder = ctx.device.create_command_encoder(&Default::default());
     let repeated: Vec<&Dispatch> = (0..reps).flat_map(|_| dispatches).collect();
-    record_passes(&mut encoder, &repeated, |pass, _, d| d.record(pass));
+    record_passes(&mut encoder, &repeated, |pass, _, d| {
+        d.record_part(pass, parts)
+    });
     let start = Instant::now();
     ctx.queue.submit([encoder.finish()]);
     ctx.wait()?;

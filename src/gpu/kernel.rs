@@ -326,18 +326,30 @@ impl Dispatch {
     }
 
     pub fn record(&self, pass: &mut wgpu::ComputePass) {
-        pass.set_pipeline(&self.pipeline);
-        pass.set_bind_group(0, &self.bind_group, &[]);
-        let [x, y, z] = self.workgroups;
-        pass.dispatch_workgroups(x, y, z);
+        self.record_workgroups(pass, self.workgroups);
     }
 
-    /// Records the dispatch as a single workgroup: enough for a driver that compiles a
-    /// pipeline at its first dispatch (lavapipe) to compile it (see [`compile_pipelines`]).
-    fn record_single_workgroup(&self, pass: &mut wgpu::ComputePass) {
+    /// Records the first `1 / parts` of the dispatch's workgroups (see [`Dispatch::part`]).
+    pub fn record_part(&self, pass: &mut wgpu::ComputePass, parts: u32) {
+        self.record_workgroups(pass, self.part(parts));
+    }
+
+    /// The first `1 / parts` of the workgroups, at least one: rows of the grid (y) where it
+    /// has several, else columns (x). The kernels number their workgroups x + y * nwg.x and
+    /// never read nwg.y, so these do what they do in the whole dispatch: a part of its work.
+    pub fn part(&self, parts: u32) -> [u32; 3] {
+        let [x, y, z] = self.workgroups;
+        if y > 1 {
+            [x, y.div_ceil(parts), z]
+        } else {
+            [x.div_ceil(parts), y, z]
+        }
+    }
+
+    fn record_workgroups(&self, pass: &mut wgpu::ComputePass, [x, y, z]: [u32; 3]) {
         pass.set_pipeline(&self.pipeline);
         pass.set_bind_group(0, &self.bind_group, &[]);
-        pass.dispatch_workgroups(1, 1, 1);
+        pass.dispatch_workgroups(x, y, z);
     }
 
     /// Records the texture copies that must come before the dispatch.
@@ -527,7 +539,7 @@ pub fn compile_pipelines(ctx: &GpuContext, dispatches: &[Dispatch]) -> Result<()
     {
         let mut pass = encoder.begin_compute_pass(&Default::default());
         for d in dispatches {
-            d.record_single_workgroup(&mut pass);
+            d.record_workgroups(&mut pass, [1, 1, 1]);
         }
     }
     ctx.queue.submit([encoder.finish()]);
