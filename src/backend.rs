@@ -28,9 +28,14 @@ pub struct KernelChoice {
     pub shape: String,
     pub variant: String,
     pub source: String,
-    /// Mean microseconds per run of each variant timed, when tuned.
+    /// Microseconds per run of each variant timed (its fastest sample; for a variant dropped
+    /// as hopeless, estimated from a part of its workgroups), also when taken from the cache.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub timings_us: BTreeMap<String, f64>,
+    /// Seconds each variant compiled in this run took to compile (its single-workgroup run):
+    /// seconds on a CPU adapter with a cold shader cache, near 0 where a driver cache held it.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub compile_seconds: BTreeMap<String, f64>,
 }
 
 /// Sums over the training steps since the last [`Backend::take_train_stats`].

@@ -62,6 +62,10 @@ fn choices_are_timed_once_cached_and_reused() {
             .min_by(|a, b| a.1.total_cmp(b.1))
             .unwrap();
         assert_eq!(&c.variant, fastest.0, "the fastest variant wins: {c:?}");
+        assert!(
+            c.compile_seconds.keys().eq(c.timings_us.keys()),
+            "every variant timed was compiled first, and says how long that took: {c:?}"
+        );
     }
     let file: serde_json::Value = serde_json::from_slice(&std::fs::read(&cache).unwrap()).unwrap();
     let devices = file["devices"].as_object().unwrap();
@@ -74,6 +78,10 @@ fn choices_are_timed_once_cached_and_reused() {
     for (c, t) in cached.iter().zip(&tuned) {
         assert_eq!((&c.op, &c.shape, &c.variant), (&t.op, &t.shape, &t.variant));
         assert_eq!(c.source, "cache");
+        assert!(
+            c.compile_seconds.keys().eq([&c.variant]),
+            "the cached choice alone is compiled: {c:?}"
+        );
     }
 
     let refreshed = choices(&ctx, AutotuneMode::Refresh, &cache, &[]);

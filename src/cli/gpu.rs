@@ -125,14 +125,17 @@ fn print_kernels(args: &InfoArgs) -> Result<()> {
         start.elapsed().as_secs_f64()
     );
     println!(
-        "{:<24} {:<28} {:<18} {:<7} timings (us per run)",
+        "{:<24} {:<28} {:<18} {:<7} timings (us per run; compile seconds where compiled now)",
         "op", "shape", "variant", "source"
     );
     for c in backend.kernel_choices() {
         let timings: Vec<String> = c
             .timings_us
             .iter()
-            .map(|(variant, us)| format!("{variant} {us:.0}"))
+            .map(|(variant, us)| match c.compile_seconds.get(variant) {
+                Some(s) => format!("{variant} {us:.0} (compiled in {s:.2} s)"),
+                None => format!("{variant} {us:.0}"),
+            })
             .collect();
         println!(
             "{:<24} {:<28} {:<18} {:<7} {}",

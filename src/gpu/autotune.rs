@@ -134,12 +134,18 @@ impl Autotuner {
         let key = key(op, shape);
         let named = |name: &str| variants.iter().copied().find(|v| v.name() == name);
         let mut timings = BTreeMap::new();
+        let mut compile_seconds = BTreeMap::new();
+        let mut compiled = |v: V| -> Result<Vec<Dispatch>> {
+            let dispatches = build(v);
+            compile_seconds.insert(v.name().to_string(), compile_pipelines(ctx, &dispatches)?);
+            Ok(dispatches)
+        };
         let (variant, source, dispatches) = if let Some(name) = self.pinned.get(&key) {
             let v = named(name)
                 .ok_or_else(|| anyhow!("pinned kernel variant '{name}' does not exist for {op}"))?;
-            (v, "pinned", compiled(ctx, build(v))?)
+            (v, "pinned", compiled(v)?)
         } else if self.mode == AutotuneMode::Off || variants.len() < 2 {
-            (rule, "rule", compiled(ctx, build(rule))?)
+            (rule, "rule", compiled(rule)?)
         } else if let Some((v, entry)) = self
             .cached(&key)
             .filter(|_| self.mode == AutotuneMode::On)
@@ -149,10 +155,11 @@ impl Autotuner {
             .and_then(|e| Some((named(&e.variant)?, e)))
         {
             timings = entry.timings_us;
-            (v, "cache", compiled(ctx, build(v))?)
+            (v, "cache", compiled(v)?)
         } else {
-            let (v, times, dispatches) = tune(ctx, variants, build)?;
-            timings = times;
+            let tuned = tune(ctx, variants, build)?;
+            let (v, dispatches) = (tuned.variant, tuned.dispatches);
+            (timings, compile_seconds) = (tuned.timings_us, tuned.compile_seconds);
             self.store(
                 key.clone(),
                 CacheEntry {
@@ -174,6 +181,7 @@ impl Autotuner {
                 variant: variant.name().to_string(),
                 source: source.to_string(),
                 timings_us: timings,
+                compile_seconds,
             });
         }
         Ok(dispatches
@@ -231,11 +239,6 @@ fn key(op: &str, shape: &str) -> String {
     format!("{op} | {shape}")
 }
 
-fn compiled(ctx: &GpuContext, dispatches: Vec<Dispatch>) -> Result<Vec<Dispatch>> {
-    compile_pipelines(ctx, &dispatches)?;
-    Ok(dispatches)
-}
-
 fn read_cache(path: &Path) -> Result<CacheFile> {
     match std::fs::read(path) {
         Ok(bytes) => Ok(serde_json::from_slice(&bytes)?),
@@ -262,14 +265,16 @@ fn tune<V: Variant>(
     ctx: &GpuContext,
     variants: &[V],
     build: impl Fn(V) -> Vec<Dispatch>,
-) -> Result<(V, BTreeMap<String, f64>, Vec<Dispatch>)> {
+) -> Result<Tuned<V>> {
     let mut timings = BTreeMap::new();
+    let mut compile_seconds = BTreeMap::new();
     let mut contenders: Vec<(V, Vec<Dispatch>, Timing)> = Vec::new();
     for &v in variants {
         let dispatches = build(v);
         let best = contenders.iter().map(|(.., t)| t.fastest).reduce(f64::min);
         let limit = best.map(|best| HOPELESS * best);
         let timing = Timing::new(ctx, &dispatches, TUNING, limit)?;
+        compile_seconds.insert(v.name().to_string(), timing.compile_seconds);
         if limit.is_some_and(|limit| timing.fastest > limit) {
             timings.insert(v.name().to_string(), timing.fastest * 1e6);
         } else {
@@ -291,8 +296,22 @@ fn tune<V: Variant>(
             best = Some((v, dispatches, timing));
         }
     }
-    let (v, dispatches, _) = best.ok_or_else(|| anyhow!("autotune: no variant to time"))?;
-    Ok((v, timings, dispatches))
+    let (variant, dispatches, _) = best.ok_or_else(|| anyhow!("autotune: no variant to time"))?;
+    Ok(Tuned {
+        variant,
+        dispatches,
+        timings_us: timings,
+        compile_seconds,
+    })
+}
+
+/// What `tune` found: the fastest variant and its dispatches, and for every variant its
+/// microseconds per run and the seconds it took to compile.
+struct Tuned<V> {
+    variant: V,
+    dispatches: Vec<Dispatch>,
+    timings_us: BTreeMap<String, f64>,
+    compile_seconds: BTreeMap<String, f64>,
 }
 
 /// Seconds per run of `dispatches` (recorded back to back in one pass): the fastest of the
@@ -319,6 +338,7 @@ pub fn time_dispatches(
 struct Timing {
     reps: usize,
     fastest: f64,
+    compile_seconds: f64,
 }
 
 impl Timing {
@@ -337,7 +357,7 @@ impl Timing {
         sampling: Sampling,
         limit: Option<f64>,
     ) -> Result<Timing> {
-        compile_pipelines(ctx, dispatches)?;
+        let compile_seconds = compile_pipelines(ctx, dispatches)?;
         if let Some(limit) = limit {
             let part = run_timed_parts(ctx, dispatches, 1, JUDGE_PARTS)?;
             if part > limit {
@@ -350,6 +370,7 @@ impl Timing {
                 return Ok(Timing {
                     reps: 1,
                     fastest: part * whole as f64 / ran as f64,
+                    compile_seconds,
                 });
             }
         }
@@ -360,6 +381,7 @@ impl Timing {
         Ok(Timing {
             reps,
             fastest: first,
+            compile_seconds,
         })
     }
 

@@ -533,8 +533,10 @@ pub fn run(ctx: &GpuContext, dispatches: &[&Dispatch]) {
 /// again where a texture's size changes its key) compile now, at a negligible cost in running
 /// time. The dispatches write what one workgroup writes into their outputs: only for
 /// dispatches whose outputs are recomputed before anything reads them (activations and
-/// gradients, never parameters or optimizer state).
-pub fn compile_pipelines(ctx: &GpuContext, dispatches: &[Dispatch]) -> Result<()> {
+/// gradients, never parameters or optimizer state). Returns the seconds it took: the
+/// compilation, where the driver compiles there.
+pub fn compile_pipelines(ctx: &GpuContext, dispatches: &[Dispatch]) -> Result<f64> {
+    let start = std::time::Instant::now();
     let mut encoder = ctx.device.create_command_encoder(&Default::default());
     {
         let mut pass = encoder.begin_compute_pass(&Default::default());
@@ -543,7 +545,8 @@ pub fn compile_pipelines(ctx: &GpuContext, dispatches: &[Dispatch]) -> Result<()
         }
     }
     ctx.queue.submit([encoder.finish()]);
-    ctx.wait()
+    ctx.wait()?;
+    Ok(start.elapsed().as_secs_f64())
 }
 
 /// Copies `count` elements of `T` from `buffer` (starting at byte `offset`) back to the host,
