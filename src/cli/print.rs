@@ -1,8 +1,31 @@
 //! Human output: progress bars and the metrics tables.
 
+use std::io::Write;
+
 use indicatif::{ProgressBar, ProgressStyle};
 
 use mnist_wgpu::train::{Evaluation, Progress};
+
+/// Runs `work` behind `message`: on a terminal a spinner with the seconds spent (a first run
+/// on a CPU adapter prepares its kernels for a minute or more), else the message alone on
+/// stdout. Either way the message then stays on stdout, unterminated, for the caller's result.
+pub fn while_working<T>(message: &str, work: impl FnOnce() -> T) -> T {
+    let spinner = ProgressBar::new_spinner();
+    if spinner.is_hidden() {
+        print!("{message} ");
+        // A failed flush only delays the message.
+        let _ = std::io::stdout().flush();
+        return work();
+    }
+    let style = ProgressStyle::with_template("{spinner} {msg} {elapsed}").expect("valid template");
+    spinner.set_style(style);
+    spinner.set_message(message.to_string());
+    spinner.enable_steady_tick(std::time::Duration::from_millis(250));
+    let result = work();
+    spinner.finish_and_clear();
+    print!("{message} ");
+    result
+}
 
 /// One progress bar per epoch (hidden when stderr is not a terminal) and a summary line after.
 pub struct EpochProgress {

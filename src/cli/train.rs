@@ -1,6 +1,5 @@
 //! `train` and `eval`.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
@@ -9,7 +8,7 @@ use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
 use serde::{Deserialize, Serialize};
 
-use super::print::{print_evaluation, EpochProgress};
+use super::print::{print_evaluation, while_working, EpochProgress};
 use super::ArchArgs;
 use super::{make_backend, DataArgs, OptimizerChoice, ScheduleChoice};
 use mnist_wgpu::backend::{Backend, BackendInfo, OptimizerState};
@@ -602,10 +601,10 @@ fn prepare_kernels(
     training: &[usize],
     inference: &[usize],
 ) -> Result<()> {
-    print!("preparing the GPU kernels (compiled and autotuned once per adapter, then cached)... ");
-    std::io::stdout().flush().context("writing to stdout")?;
+    let message =
+        "preparing the GPU kernels (compiled and autotuned once per adapter, then cached)...";
     let start = Instant::now();
-    backend.prepare(training, inference)?;
+    while_working(message, || backend.prepare(training, inference))?;
     let choices = backend.kernel_choices();
     let tuned = choices.iter().filter(|c| c.source == "tuned").count();
     let note = match tuned {
