@@ -70,12 +70,17 @@ const HOPELESS: f64 = 3.0;
 /// workgroups: when that part alone is too slow, so is the whole, which never runs.
 const JUDGE_PARTS: u32 = 8;
 
+/// The tuning procedure's version, part of every cache key: choices made by an older procedure
+/// are timed again. 2: compile runs before timing (version 1 could time a recompile and keep
+/// the wrong variant).
+const PROCEDURE: u32 = 2;
+
 /// Chooses a variant for each (op, shape) and remembers what it chose.
 pub struct Autotuner {
     mode: AutotuneMode,
     cache_path: Option<PathBuf>,
-    /// Adapter, driver, API and a hash of the kernels' source: a cached choice is reused only
-    /// for exactly this combination.
+    /// Adapter, driver, API, a hash of the kernels' source and the tuning procedure: a cached
+    /// choice is reused only for exactly this combination.
     device: String,
     cache: Option<CacheFile>,
     pinned: BTreeMap<String, String>,
@@ -89,7 +94,7 @@ impl Autotuner {
             mode,
             cache_path,
             device: format!(
-                "{} | {} {} | {} | kernels {:016x}",
+                "{} | {} {} | {} | kernels {:016x} | tuning {PROCEDURE}",
                 info.name,
                 info.driver,
                 info.driver_info,
