@@ -8,9 +8,11 @@
 //! and a run's choices can be pinned again ([`Autotuner::pin`]) to reproduce it exactly: the
 //! variants of an op may sum in different orders, so they agree only within tolerance.
 
+use std::collections::btree_map::Entry;
 use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use anyhow::{anyhow, Result};
@@ -75,6 +77,10 @@ const JUDGE_PARTS: u32 = 8;
 /// the wrong variant).
 const PROCEDURE: u32 = 2;
 
+/// The (op, shape, variant) that one of several autotuners compiling side by side has taken
+/// (see [`Autotuner::set_compile_only`]), with the seconds its compilation took.
+pub type Claims = Arc<Mutex<BTreeMap<String, f64>>>;
+
 /// Chooses a variant for each (op, shape) and remembers what it chose.
 pub struct Autotuner {
     mode: AutotuneMode,
@@ -85,6 +91,11 @@ pub struct Autotuner {
     cache: Option<CacheFile>,
     pinned: BTreeMap<String, String>,
     choices: Vec<KernelChoice>,
+    /// Compile-only mode, shared with the other autotuners compiling beside this one.
+    claims: Option<Claims>,
+    /// The seconds each (op, shape, variant) took to compile in an earlier compile-only pass,
+    /// added to its compile seconds (the later compilation only reads the driver's cache).
+    compiled_before: BTreeMap<String, f64>,
 }
 
 impl Autotuner {
@@ -104,6 +115,31 @@ impl Autotuner {
             cache: None,
             pinned: BTreeMap::new(),
             choices: Vec::new(),
+            claims: None,
+            compiled_before: BTreeMap::new(),
+        }
+    }
+
+    /// With `Some`, `choose` only compiles (a single-workgroup run) every variant that no
+    /// holder of the same claims has taken yet, and returns the rule's dispatches, neither
+    /// timed nor recorded; `None` ends that, keeping the claims' compile seconds (call it once
+    /// every holder is done).
+    pub fn set_compile_only(&mut self, claims: Option<Claims>) {
+        if let Some(done) = std::mem::replace(&mut self.claims, claims) {
+            self.compiled_before = done.lock().expect("claims").clone();
+        }
+    }
+
+    /// Whether building networks would time variants with nothing cached for this adapter:
+    /// refreshing, or tuning on an adapter (driver, kernels) never tuned before.
+    pub fn tunes_afresh(&mut self) -> bool {
+        match self.mode {
+            AutotuneMode::Off => false,
+            AutotuneMode::Refresh => true,
+            AutotuneMode::On => {
+                let device = self.device.clone();
+                !self.cache_file().devices.contains_key(&device)
+            }
         }
     }
 
@@ -137,6 +173,23 @@ impl Autotuner {
         build: impl Fn(V) -> Vec<Dispatch>,
     ) -> Result<Vec<Dispatch>> {
         let key = key(op, shape);
+        let claim = |v: V| format!("{key} | {}", v.name());
+        if let Some(claims) = &self.claims {
+            for &v in variants {
+                let mine = match claims.lock().expect("claims").entry(claim(v)) {
+                    Entry::Vacant(slot) => {
+                        slot.insert(0.0);
+                        true
+                    }
+                    Entry::Occupied(_) => false,
+                };
+                if mine {
+                    let seconds = compile_pipelines(ctx, &build(v))?;
+                    claims.lock().expect("claims").insert(claim(v), seconds);
+                }
+            }
+            return Ok(build(rule));
+        }
         let named = |name: &str| variants.iter().copied().find(|v| v.name() == name);
         let mut timings = BTreeMap::new();
         let mut compile_seconds = BTreeMap::new();
@@ -186,7 +239,13 @@ impl Autotuner {
                 variant: variant.name().to_string(),
                 source: source.to_string(),
                 timings_us: timings,
-                compile_seconds,
+                compile_seconds: compile_seconds
+                    .into_iter()
+                    .map(|(v, s)| {
+                        let before = self.compiled_before.get(&format!("{key} | {v}"));
+                        (v, s + before.unwrap_or(&0.0))
+                    })
+                    .collect(),
             });
         }
         Ok(dispatches

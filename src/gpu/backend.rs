@@ -7,7 +7,7 @@ use std::sync::mpsc;
 
 use anyhow::{anyhow, bail, Result};
 
-use super::autotune::Autotuner;
+use super::autotune::{Autotuner, Claims};
 use super::check::{compare, compare_exact, random_vec, Comparison, CrossCheck};
 use super::context::GpuContext;
 use super::gather::pack_bytes;
@@ -320,13 +320,10 @@ impl Backend for GpuBackend {
 
     /// Compiles (and autotunes) the training and inference networks for those batch sizes.
     fn prepare(&mut self, training: &[usize], inference: &[usize]) -> Result<()> {
-        for &n in training {
-            self.net(n, true)?;
+        if self.tuner.tunes_afresh() {
+            self.compile_beside_a_helper(training, inference)?;
         }
-        for &n in inference {
-            self.net(n, false)?;
-        }
-        self.ctx.check_errors()
+        self.build_nets(training, inference)
     }
 
     fn params(&mut self) -> Result<Params<f32>> {
@@ -357,6 +354,52 @@ impl Backend for GpuBackend {
 }
 
 impl GpuBackend {
+    fn build_nets(&mut self, training: &[usize], inference: &[usize]) -> Result<()> {
+        for &n in training {
+            self.net(n, true)?;
+        }
+        for &n in inference {
+            self.net(n, false)?;
+        }
+        self.ctx.check_errors()
+    }
+
+    /// Before a first tuning: compiles every variant of every op of these networks, on this
+    /// device and on a second one of the same adapter in a thread, each taking the variants
+    /// the other has not, so that two cores compile at once (lavapipe compiles each kernel
+    /// with LLVM, for up to 12 s, on one thread, at its first dispatch). The helper's kernels
+    /// reach this device through the driver's disk cache (Mesa's); where there is none, tuning
+    /// compiles them again, as it would have anyway. A helper that fails is only logged.
+    fn compile_beside_a_helper(&mut self, training: &[usize], inference: &[usize]) -> Result<()> {
+        if std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
+            return Ok(());
+        }
+        let claims = Claims::default();
+        let helper = {
+            let (ctx, plan, optimizer) = (self.ctx.clone(), self.plan.clone(), self.optimizer);
+            let (claims, training, inference) =
+                (claims.clone(), training.to_vec(), inference.to_vec());
+            std::thread::spawn(move || -> Result<()> {
+                let ctx = ctx.sibling()?;
+                let params = init_params(&plan, 0);
+                let mut helper = GpuBackend::new(&ctx, plan, &params, optimizer)?;
+                helper.tuner.set_compile_only(Some(claims));
+                helper.build_nets(&training, &inference)
+            })
+        };
+        self.tuner.set_compile_only(Some(claims));
+        let compiled = self.build_nets(training, inference);
+        match helper.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => log::warn!("compiling kernels on a second device failed: {e:#}"),
+            Err(_) => log::warn!("compiling kernels on a second device panicked"),
+        }
+        self.tuner.set_compile_only(None);
+        // Built with the rule's variants; tuning builds them again.
+        self.nets.clear();
+        compiled
+    }
+
     /// One of the flat per-parameter buffers (parameters, moments) split into named tensors.
     fn read_tensors(&self, buffer: &wgpu::Buffer) -> Result<Params<f32>> {
         let flat: Vec<f32> = read_buffer(&self.ctx, buffer, 0, self.params.len)?;

@@ -157,6 +157,16 @@ impl GpuContext {
         })
     }
 
+    /// A second device on the same adapter (its own queue, so its own compiler thread on
+    /// lavapipe).
+    pub fn sibling(&self) -> Result<GpuContext> {
+        let adapter = list_adapters()
+            .into_iter()
+            .find(|a| a.get_info() == self.info)
+            .ok_or_else(|| anyhow::anyhow!("adapter '{}' is gone", self.info.name))?;
+        GpuContext::on_adapter(&adapter)
+    }
+
     /// `vulkan`, `metal`, `dx12` or `gl`.
     pub fn backend_name(&self) -> String {
         self.info.backend.to_str().to_string()
