@@ -8,7 +8,7 @@ use mnist_wgpu::backend::{Backend, KernelChoice};
 use mnist_wgpu::config::{AutotuneMode, Optimizer};
 use mnist_wgpu::data::{load_mnist, Mnist};
 use mnist_wgpu::gpu::dense::MatmulVariant;
-use mnist_wgpu::gpu::profile::{Profiler, TimingSource, TEXTURE_COPIES};
+use mnist_wgpu::gpu::profile::{DispatchTiming, Profiler, TimingSource, TEXTURE_COPIES};
 use mnist_wgpu::gpu::{GpuBackend, GpuContext};
 use mnist_wgpu::model::{init_params, Arch, Params, Plan, MNIST_INPUT};
 use mnist_wgpu::train::{evaluate, train};
@@ -348,6 +348,39 @@ fn profile_prints_a_kernel_table_and_writes_a_chrome_trace() {
 }
 
 #[test]
+fn profile_times_with_the_method_asked_for() {
+    if common::gpu_context().is_none() {
+        return;
+    }
+    let data = bundled_data();
+    let args = [
+        "profile",
+        "--timing",
+        "host-clock",
+        "--steps",
+        "1",
+        "--batch-size",
+        "7",
+        "--data-dir",
+        data.to_str().unwrap(),
+    ];
+    let out = run_cli(&args);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let header = stdout.lines().next().unwrap_or_default();
+    assert!(
+        header.ends_with("steps; host clock, one submit per kernel"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("conv2d_forward"), "{stdout}");
+}
+
+#[test]
 fn every_shader_checks_mode_passes_the_dense_checks_and_a_bad_one_is_refused() {
     if common::gpu_context().is_none() {
         return;
@@ -375,19 +408,10 @@ fn every_shader_checks_mode_passes_the_dense_checks_and_a_bad_one_is_refused() {
     );
 }
 
-#[test]
-fn the_profiler_times_the_texture_copies_before_a_pass() {
-    let Some(ctx) = common::gpu_context() else {
-        return;
-    };
-    let profiler = Profiler::new(&ctx);
-    let encoders = wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS;
-    if profiler.source != TimingSource::TimestampsInsidePass || !ctx.features.contains(encoders) {
-        eprintln!("SKIPPED: this adapter cannot write timestamps between passes");
-        return;
-    }
-    // Every conv2d op pinned to the variant that reads textures.
-    let mut backend = backend(&ctx, 1, Optimizer::adam(1e-3));
+/// A seed-model backend with every conv2d op pinned to the variant that reads textures (so
+/// that its steps have texture copies), on a training set of 7 images.
+fn backend_with_texture_copies(ctx: &GpuContext) -> GpuBackend {
+    let mut backend = backend(ctx, 1, Optimizer::adam(1e-3));
     backend.set_autotune(AutotuneMode::Off, None, &[]);
     backend.prepare(&[7], &[]).unwrap();
     let pinned: Vec<KernelChoice> = backend
@@ -404,7 +428,21 @@ fn the_profiler_times_the_texture_copies_before_a_pass() {
     backend
         .set_train_data(&data(7, 1).train)
         .expect("train data");
-    let mut profiler = profiler;
+    backend
+}
+
+#[test]
+fn the_profiler_times_the_texture_copies_before_a_pass() {
+    let Some(ctx) = common::gpu_context() else {
+        return;
+    };
+    let mut profiler = Profiler::new(&ctx);
+    let encoders = wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS;
+    if profiler.source != TimingSource::TimestampsInsidePass || !ctx.features.contains(encoders) {
+        eprintln!("SKIPPED: this adapter cannot write timestamps between passes");
+        return;
+    }
+    let mut backend = backend_with_texture_copies(&ctx);
     let indices: Vec<u32> = (0..7).collect();
     let step = profiler.profile_step(&mut backend, &indices).unwrap();
     let copies: Vec<_> = step.iter().filter(|t| t.kernel == TEXTURE_COPIES).collect();
@@ -412,5 +450,64 @@ fn the_profiler_times_the_texture_copies_before_a_pass() {
     for c in copies {
         assert_eq!(c.variant, "register-blocked-texture", "{c:?}");
         assert!(c.cost.bytes > 0 && c.duration_us >= 0.0, "{c:?}");
+    }
+}
+
+/// Every method the adapter offers (`profile --timing`) times the same dispatches of a step, in
+/// order, and the timestamp methods the texture copies too where timestamps can go between
+/// passes; the host clock runs the dispatches one after another.
+#[test]
+fn every_timing_method_times_every_dispatch_of_a_step() {
+    let Some(ctx) = common::gpu_context() else {
+        return;
+    };
+    let offered = TimingSource::offered(ctx.features);
+    assert_eq!(offered[0], TimingSource::best(ctx.features));
+    assert_eq!(offered.last(), Some(&TimingSource::WallClockPerPass));
+    let mut backend = backend_with_texture_copies(&ctx);
+    let indices: Vec<u32> = (0..7).collect();
+    let mut steps = Vec::new();
+    for &source in &offered {
+        let step = Profiler::with_source(source)
+            .profile_step(&mut backend, &indices)
+            .unwrap();
+        backend.take_train_stats().unwrap();
+        for t in &step {
+            assert!(t.duration_us.is_finite() && t.duration_us >= 0.0, "{t:?}");
+            assert!(t.start_us.is_finite() && t.start_us >= 0.0, "{t:?}");
+        }
+        assert!(step.iter().any(|t| t.duration_us > 0.0), "{source:?}");
+        let copies = step.iter().filter(|t| t.kernel == TEXTURE_COPIES).count();
+        let timed_copies = source != TimingSource::WallClockPerPass
+            && ctx
+                .features
+                .contains(wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS);
+        assert_eq!(
+            copies >= 3,
+            timed_copies,
+            "{source:?}: {copies} timed copies"
+        );
+        if source == TimingSource::WallClockPerPass {
+            for pair in step.windows(2) {
+                let end = pair[0].start_us + pair[0].duration_us;
+                assert!(pair[1].start_us >= end, "{source:?}: {pair:?}");
+            }
+        }
+        steps.push((source, step));
+    }
+    let names = |step: &[DispatchTiming], with_copies: bool| -> Vec<&str> {
+        step.iter()
+            .map(|t| t.kernel)
+            .filter(|&k| with_copies || k != TEXTURE_COPIES)
+            .collect()
+    };
+    let first = &steps[0].1;
+    // gather, 5 forward, 2 loss, 9+ backward, 1 update.
+    assert!(names(first, false).len() >= 18);
+    for (source, step) in &steps[1..] {
+        assert_eq!(names(step, false), names(first, false), "{source:?}");
+        if *source != TimingSource::WallClockPerPass {
+            assert_eq!(names(step, true), names(first, true), "{source:?}");
+        }
     }
 }

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 
 use anyhow::Result;
-use clap::Args;
+use clap::{Args, ValueEnum};
 
 use super::ArchArgs;
 use super::KernelArgs;
@@ -15,6 +15,7 @@ use mnist_wgpu::error::bad_input;
 use mnist_wgpu::fsutil::write_atomic;
 use mnist_wgpu::gpu::profile::{
     busy_us_per_step, kernel_us_per_step, profile_beside_timed_steps, DispatchTiming, Profiler,
+    TimingSource,
 };
 use mnist_wgpu::gpu::{GpuBackend, GpuContext};
 use mnist_wgpu::model::init_params;
@@ -38,8 +39,67 @@ pub struct ProfileArgs {
     /// Use the GPU adapter whose name contains this text.
     #[arg(long, value_name = "SUBSTRING")]
     adapter: Option<String>,
+    /// How kernels are timed: auto (the best the adapter offers), inside-pass (GPU timestamps
+    /// around each dispatch of the step's passes), per-pass (one pass per dispatch with pass
+    /// timestamps) or host-clock (one submit and wait per dispatch).
+    #[arg(long, value_enum, default_value_t = TimingChoice::Auto)]
+    timing: TimingChoice,
     #[command(flatten)]
     tuning: KernelArgs,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum TimingChoice {
+    Auto,
+    InsidePass,
+    PerPass,
+    HostClock,
+}
+
+impl TimingChoice {
+    /// The method for a device with `features` on `adapter`, or an error naming the flag
+    /// where it lacks what the method needs.
+    fn source(self, features: wgpu::Features, adapter: &str) -> Result<TimingSource> {
+        let wanted = match self {
+            TimingChoice::Auto => return Ok(TimingSource::best(features)),
+            TimingChoice::InsidePass => TimingSource::TimestampsInsidePass,
+            TimingChoice::PerPass => TimingSource::TimestampPerPass,
+            TimingChoice::HostClock => TimingSource::WallClockPerPass,
+        };
+        let offered = TimingSource::offered(features);
+        if offered.contains(&wanted) {
+            return Ok(wanted);
+        }
+        let names: Vec<String> = offered
+            .iter()
+            .map(|&s| TimingChoice::of(s).name())
+            .collect();
+        Err(bad_input(format!(
+            "--timing {}: adapter '{adapter}' has no {}; it offers {}",
+            self.name(),
+            if wanted == TimingSource::TimestampsInsidePass {
+                "timestamp queries inside passes"
+            } else {
+                "timestamp queries"
+            },
+            names.join(", ")
+        )))
+    }
+
+    fn of(source: TimingSource) -> TimingChoice {
+        match source {
+            TimingSource::TimestampsInsidePass => TimingChoice::InsidePass,
+            TimingSource::TimestampPerPass => TimingChoice::PerPass,
+            TimingSource::WallClockPerPass => TimingChoice::HostClock,
+        }
+    }
+
+    fn name(self) -> String {
+        self.to_possible_value()
+            .expect("no variant is skipped")
+            .get_name()
+            .to_string()
+    }
 }
 
 const WARM_UP_STEPS: usize = 2;
@@ -52,6 +112,7 @@ pub fn profile(args: ProfileArgs) -> Result<()> {
     let ctx = GpuContext::new(args.adapter.as_deref())?.ok_or_else(|| {
         bad_input("profile: no GPU adapter found; install mesa-vulkan-drivers for a software one")
     })?;
+    let source = args.timing.source(ctx.features, &ctx.info.name)?;
     let (batch, steps) = (args.batch_size as usize, args.steps as usize);
     let mut train = load_mnist(&args.data_dir)?.train;
     train = train.truncated(batch * (WARM_UP_STEPS + (1 + TIMED_STEPS_PER_PROFILED) * steps));
@@ -78,18 +139,24 @@ pub fn profile(args: ProfileArgs) -> Result<()> {
         backend.train_step(&batch_indices(s))?;
     }
     backend.take_train_stats()?;
-    let mut profiler = Profiler::new(&ctx);
+    let mut profiler = Profiler::with_source(source);
     let run = profile_beside_timed_steps(
         &mut profiler,
         &mut backend,
         (steps, TIMED_STEPS_PER_PROFILED),
         |s| batch_indices(WARM_UP_STEPS + s),
     )?;
+    // Said where the adapter's lack of timestamps, not the user, chose the host clock.
+    let lacking = if args.timing == TimingChoice::Auto && source == TimingSource::WallClockPerPass {
+        "no timestamp queries on this adapter: "
+    } else {
+        ""
+    };
     println!(
-        "{} ({}), {arch}, batch {batch}, {steps} steps; {}",
+        "{} ({}), {arch}, batch {batch}, {steps} steps; {lacking}{}",
         ctx.info.name,
         ctx.backend_name(),
-        profiler.source.describe()
+        source.describe()
     );
     print_table(&run.steps, run.step_us);
     if let Some(path) = &args.trace {
@@ -187,4 +254,52 @@ fn chrome_trace(steps: &[Vec<DispatchTiming>]) -> serde_json::Value {
         origin += end + 10.0;
     }
     serde_json::json!({"traceEvents": events, "displayTimeUnit": "ms"})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_timing_method_the_adapter_lacks_is_refused_naming_what_it_offers() {
+        let (stamps, inside) = (
+            wgpu::Features::TIMESTAMP_QUERY,
+            wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES,
+        );
+        let source = |choice: TimingChoice, features| choice.source(features, "A");
+        assert_eq!(
+            source(TimingChoice::Auto, stamps | inside).unwrap(),
+            TimingSource::TimestampsInsidePass
+        );
+        assert_eq!(
+            source(TimingChoice::Auto, stamps).unwrap(),
+            TimingSource::TimestampPerPass
+        );
+        // Passes' timestamps need the plain feature too.
+        assert_eq!(
+            source(TimingChoice::Auto, inside).unwrap(),
+            TimingSource::WallClockPerPass
+        );
+        assert_eq!(
+            source(TimingChoice::PerPass, stamps | inside).unwrap(),
+            TimingSource::TimestampPerPass
+        );
+        assert_eq!(
+            source(TimingChoice::HostClock, wgpu::Features::empty()).unwrap(),
+            TimingSource::WallClockPerPass
+        );
+        assert_eq!(
+            source(TimingChoice::InsidePass, stamps)
+                .unwrap_err()
+                .to_string(),
+            "--timing inside-pass: adapter 'A' has no timestamp queries inside passes; it \
+             offers per-pass, host-clock"
+        );
+        assert_eq!(
+            source(TimingChoice::PerPass, wgpu::Features::empty())
+                .unwrap_err()
+                .to_string(),
+            "--timing per-pass: adapter 'A' has no timestamp queries; it offers host-clock"
+        );
+    }
 }

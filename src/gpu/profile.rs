@@ -1,10 +1,12 @@
 //! Per-kernel GPU timings of a training step. With `TIMESTAMP_QUERY_INSIDE_PASSES` the step is
 //! recorded as usual (one pass, split where texture copies come between) with a timestamp
-//! before and after each dispatch, and, with `TIMESTAMP_QUERY_INSIDE_ENCODERS`, before and
-//! after each group of copies (reported as `copy_buffer_to_texture`); with plain
-//! `TIMESTAMP_QUERY`, one pass per dispatch with pass timestamps; without timestamps, one
-//! submit-and-wait per dispatch timed by the host clock. The query set and its buffers are
-//! created once and resolved once per step.
+//! before and after each dispatch; with plain `TIMESTAMP_QUERY`, one pass per dispatch with pass
+//! timestamps; without timestamps, one submit-and-wait per dispatch timed by the host clock
+//! (which includes the copies before it and the submit's cost). With
+//! `TIMESTAMP_QUERY_INSIDE_ENCODERS`, both timestamp methods also time each group of texture
+//! copies (reported as `copy_buffer_to_texture`). The best method the device offers is the
+//! default; `Profiler::with_source` takes another (to compare them). The query set and its
+//! buffers are created once and resolved once per step.
 
 use std::time::Instant;
 
@@ -15,7 +17,7 @@ use super::context::GpuContext;
 use super::kernel::{record_passes_with_copies, Cost, Dispatch};
 use crate::backend::Backend;
 
-/// How the timings were taken.
+/// How the timings are taken, best first (`profile --timing` names them).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TimingSource {
     TimestampsInsidePass,
@@ -24,26 +26,45 @@ pub enum TimingSource {
 }
 
 impl TimingSource {
+    pub const ALL: [TimingSource; 3] = [
+        TimingSource::TimestampsInsidePass,
+        TimingSource::TimestampPerPass,
+        TimingSource::WallClockPerPass,
+    ];
+
     pub fn describe(self) -> &'static str {
         match self {
             TimingSource::TimestampsInsidePass => "GPU timestamps inside one pass",
             TimingSource::TimestampPerPass => "GPU timestamps, one pass per kernel",
-            TimingSource::WallClockPerPass => {
-                "no timestamp queries on this adapter: host clock, one submit per kernel"
-            }
+            TimingSource::WallClockPerPass => "host clock, one submit per kernel",
         }
     }
 
-    fn for_context(ctx: &GpuContext) -> TimingSource {
-        let inside =
-            wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES;
-        if ctx.features.contains(inside) {
-            TimingSource::TimestampsInsidePass
-        } else if ctx.features.contains(wgpu::Features::TIMESTAMP_QUERY) {
-            TimingSource::TimestampPerPass
-        } else {
-            TimingSource::WallClockPerPass
+    /// The adapter features this method needs.
+    fn needs(self) -> wgpu::Features {
+        match self {
+            TimingSource::TimestampsInsidePass => {
+                wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES
+            }
+            TimingSource::TimestampPerPass => wgpu::Features::TIMESTAMP_QUERY,
+            TimingSource::WallClockPerPass => wgpu::Features::empty(),
         }
+    }
+
+    /// The best method a device with `features` offers.
+    pub fn best(features: wgpu::Features) -> TimingSource {
+        TimingSource::ALL
+            .into_iter()
+            .find(|s| features.contains(s.needs()))
+            .expect("the host clock needs no feature")
+    }
+
+    /// The methods a device with `features` offers, best first.
+    pub fn offered(features: wgpu::Features) -> Vec<TimingSource> {
+        TimingSource::ALL
+            .into_iter()
+            .filter(|s| features.contains(s.needs()))
+            .collect()
     }
 }
 
@@ -73,9 +94,16 @@ struct Queries {
 }
 
 impl Profiler {
+    /// A profiler with the best method the device offers.
     pub fn new(ctx: &GpuContext) -> Profiler {
+        Profiler::with_source(TimingSource::best(ctx.features))
+    }
+
+    /// A profiler that times with `source`, which the device must offer
+    /// ([`TimingSource::offered`]).
+    pub fn with_source(source: TimingSource) -> Profiler {
         Profiler {
-            source: TimingSource::for_context(ctx),
+            source,
             queries: None,
         }
     }
@@ -94,10 +122,9 @@ impl Profiler {
         let n = net.dispatches.len();
         // The texture copies before a dispatch get a pair of timestamps too, where the adapter
         // writes timestamps between passes: they are part of the step.
-        let time_copies = self.source == TimingSource::TimestampsInsidePass
-            && ctx
-                .features
-                .contains(wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS);
+        let time_copies = ctx
+            .features
+            .contains(wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS);
         let copy_slots: Vec<Option<usize>> = net
             .dispatches
             .iter()
@@ -113,17 +140,17 @@ impl Profiler {
             self.queries = Some(Queries::new(&ctx, count));
         }
         let queries = self.queries.as_ref().expect("created above");
+        let copies = |encoder: &mut wgpu::CommandEncoder, i: usize, d: &Dispatch| {
+            let Some(slot) = copy_slots[i] else {
+                return d.record_copies(encoder);
+            };
+            encoder.write_timestamp(&queries.set, 2 * slot as u32);
+            d.record_copies(encoder);
+            encoder.write_timestamp(&queries.set, 2 * slot as u32 + 1);
+        };
         let mut encoder = ctx.device.create_command_encoder(&Default::default());
         if self.source == TimingSource::TimestampsInsidePass {
             let dispatches: Vec<&Dispatch> = net.dispatches.iter().collect();
-            let copies = |encoder: &mut wgpu::CommandEncoder, i: usize, d: &Dispatch| {
-                let Some(slot) = copy_slots[i] else {
-                    return d.record_copies(encoder);
-                };
-                encoder.write_timestamp(&queries.set, 2 * slot as u32);
-                d.record_copies(encoder);
-                encoder.write_timestamp(&queries.set, 2 * slot as u32 + 1);
-            };
             record_passes_with_copies(&mut encoder, &dispatches, copies, |pass, i, d| {
                 pass.write_timestamp(&queries.set, 2 * i as u32);
                 d.record(pass);
@@ -131,7 +158,7 @@ impl Profiler {
             });
         } else {
             for (i, d) in net.dispatches.iter().enumerate() {
-                d.record_copies(&mut encoder);
+                copies(&mut encoder, i, d);
                 let writes = wgpu::ComputePassTimestampWrites {
                     query_set: &queries.set,
                     beginning_of_pass_write_index: Some(2 * i as u32),
