@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{assert_bad_input, bundled_data, run_cli};
+use common::{assert_bad_input, bundled_data, run_cli, run_cli_ok};
 
 #[test]
 fn bad_flags_are_one_line_errors_with_exit_code_2() {
@@ -129,13 +129,7 @@ fn train_then_eval_writes_a_checkpoint_and_matching_metrics() {
         eval_json.to_str().unwrap(),
     ];
     args.extend(common);
-    let out = run_cli(&args);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_cli_ok(&args);
     let eval: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&eval_json).unwrap()).unwrap();
     assert_eq!(eval["accuracy"], json["accuracy"]);
@@ -217,7 +211,7 @@ fn bench_on_the_cpu_writes_every_field() {
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("bench.json");
     let data = bundled_data();
-    let out = run_cli(&[
+    let stdout = run_cli_ok(&[
         "bench",
         "--backend",
         "cpu",
@@ -228,13 +222,6 @@ fn bench_on_the_cpu_writes_every_field() {
         "--json",
         json.to_str().unwrap(),
     ]);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     assert!(stdout.contains("calibration"), "{stdout}");
     let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
     assert_eq!(r["backend"], "cpu");
@@ -295,14 +282,7 @@ fn summary_prints_the_layer_table_from_a_spec_or_a_file() {
         "# small\nconv8k5-relu-pool2  # one block\n\nflatten\ndense10\n",
     )
     .unwrap();
-    let out = run_cli(&["summary", "--arch-file", file.to_str().unwrap()]);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = run_cli_ok(&["summary", "--arch-file", file.to_str().unwrap()]);
     assert!(
         stdout.starts_with("conv8k5-relu-pool2-flatten-dense10\n"),
         "{stdout}"
@@ -324,7 +304,7 @@ fn optimisers_and_schedules_are_chosen_by_flags_and_recorded() {
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("m.json");
     let data = bundled_data();
-    let out = run_cli(&[
+    let stdout = run_cli_ok(&[
         "train",
         "--backend",
         "cpu",
@@ -349,13 +329,6 @@ fn optimisers_and_schedules_are_chosen_by_flags_and_recorded() {
         "--metrics-json",
         json.to_str().unwrap(),
     ]);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     assert!(
         stdout.contains("adamw (lr 0.004, step schedule)"),
         "{stdout}"
@@ -390,7 +363,7 @@ fn validation_split_keeps_the_best_epoch_and_early_stopping_ends_a_stalled_run()
     let data = bundled_data();
     // A rate so small that no f32 parameter moves: the validation loss never improves after
     // epoch 1, so patience 1 stops the run after epoch 2.
-    let out = run_cli(&[
+    let stdout = run_cli_ok(&[
         "train",
         "--backend",
         "cpu",
@@ -413,13 +386,6 @@ fn validation_split_keeps_the_best_epoch_and_early_stopping_ends_a_stalled_run()
         "--metrics-json",
         json.to_str().unwrap(),
     ]);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     assert!(
         stdout.contains("training conv32k3") && stdout.contains(" on 150 images"),
         "{stdout}"
@@ -456,7 +422,7 @@ fn plots_are_written_as_png_pictures() {
     let dir = tempfile::tempdir().unwrap();
     let plots = dir.path().join("plots");
     let data = bundled_data();
-    let out = run_cli(&[
+    run_cli_ok(&[
         "train",
         "--backend",
         "cpu",
@@ -477,12 +443,6 @@ fn plots_are_written_as_png_pictures() {
         "--augment",
         "on",
     ]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     for (name, size) in [
         ("curves.png", (1000, 420)),
         ("confusion.png", (560, 560)),
@@ -511,7 +471,7 @@ fn augmentation_is_chosen_by_flags_printed_and_recorded() {
     let dir = tempfile::tempdir().unwrap();
     let model = dir.path().join("m.safetensors");
     let data = bundled_data();
-    let out = run_cli(&[
+    let stdout = run_cli_ok(&[
         "train",
         "--backend",
         "cpu",
@@ -530,13 +490,6 @@ fn augmentation_is_chosen_by_flags_printed_and_recorded() {
         "--save",
         model.to_str().unwrap(),
     ]);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     assert!(
         stdout.contains("augmented (shift 2 px, rotation 15 deg, scale 0.1)"),
         "{stdout}"

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{bundled_data, run_cli};
+use common::{bundled_data, run_cli, run_cli_ok};
 use mnist_wgpu::backend::{Backend, KernelChoice};
 use mnist_wgpu::config::{AutotuneMode, Optimizer};
 use mnist_wgpu::data::{load_mnist, Mnist};
@@ -168,13 +168,7 @@ fn cli_on_the_gpu_records_adapter_and_backend() {
         .unwrap();
     args[at] = replay.to_str().unwrap();
     args.extend(["--kernels-from", json.to_str().unwrap()]);
-    let out = run_cli(&args);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_cli_ok(&args);
     let replayed: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&replay).unwrap()).unwrap();
     let replayed = replayed["kernels"].as_array().unwrap();
@@ -190,7 +184,7 @@ fn info_kernels_lists_the_variant_of_every_op() {
     if common::gpu_context().is_none() {
         return;
     }
-    let out = run_cli(&[
+    let stdout = run_cli_ok(&[
         "info",
         "--kernels",
         "--batch-size",
@@ -198,13 +192,6 @@ fn info_kernels_lists_the_variant_of_every_op() {
         "--autotune",
         "off",
     ]);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     for op in [
         "dense_forward",
         "dense_backward_input",
@@ -229,7 +216,7 @@ fn bench_on_the_gpu_writes_every_field() {
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("bench.json");
     let data = bundled_data();
-    let out = run_cli(&[
+    run_cli_ok(&[
         "bench",
         "--backend",
         "gpu",
@@ -242,12 +229,6 @@ fn bench_on_the_gpu_writes_every_field() {
         "--json",
         json.to_str().unwrap(),
     ]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
     let ctx = common::gpu_context().unwrap();
     assert_eq!(r["adapter"], ctx.info.name);
@@ -308,14 +289,7 @@ fn profile_prints_a_kernel_table_and_writes_a_chrome_trace() {
         "--trace",
         trace.to_str().unwrap(),
     ];
-    let out = run_cli(&args);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = run_cli_ok(&args);
     assert!(
         stdout.contains("conv2d_forward") && stdout.contains("GFLOP/s"),
         "{stdout}"
@@ -364,14 +338,7 @@ fn profile_times_with_the_method_asked_for() {
         "--data-dir",
         data.to_str().unwrap(),
     ];
-    let out = run_cli(&args);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = run_cli_ok(&args);
     let header = stdout.lines().next().unwrap_or_default();
     assert!(
         header.ends_with("steps; host clock, one submit per kernel"),

@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{assert_bad_input, bundled_data, run_cli, test_cache_dir};
+use common::{assert_bad_input, bundled_data, run_cli, run_cli_ok, test_cache_dir};
 use mnist_wgpu::backend::{Backend, BackendInfo, OptimizerState, TrainStats};
 use mnist_wgpu::checkpoint::{load_checkpoint, load_training_checkpoint, save_training_checkpoint};
 use mnist_wgpu::config::{Augment, Optimizer, TrainConfig};
@@ -298,17 +298,6 @@ fn a_gpu_run_stopped_mid_epoch_resumes_bit_for_bit() {
 
 // ---------------------------------------------------------------- the command line
 
-fn cli_ok(args: &[&str]) -> String {
-    let out = run_cli(args);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 fn model_bits(path: &Path) -> Vec<(String, Vec<u32>)> {
     bits(&load_checkpoint(path).unwrap().params)
 }
@@ -385,13 +374,13 @@ fn a_killed_run_resumes_to_the_same_bits_as_an_uninterrupted_one() {
     );
     assert!(!a.join("model.safetensors").exists());
 
-    let resume = cli_ok(&["train", "--resume", a.to_str().unwrap(), "--backend", "cpu"]);
+    let resume = run_cli_ok(&["train", "--resume", a.to_str().unwrap(), "--backend", "cpu"]);
     assert!(resume.contains("resuming after epoch 1"), "{resume}");
     assert!(
         !resume.contains("epoch 1/3:") && resume.contains("epoch 3/3:"),
         "{resume}"
     );
-    cli_ok(&args(&b).iter().map(String::as_str).collect::<Vec<_>>());
+    run_cli_ok(&args(&b).iter().map(String::as_str).collect::<Vec<_>>());
     assert_eq!(
         model_bits(&a.join("model.safetensors")),
         model_bits(&b.join("model.safetensors"))
@@ -433,7 +422,7 @@ fn short_run(dir: &Path, epochs: &str) -> Vec<String> {
 }
 
 fn cli_ok_owned(args: &[String]) -> String {
-    cli_ok(&args.iter().map(String::as_str).collect::<Vec<_>>())
+    run_cli_ok(&args.iter().map(String::as_str).collect::<Vec<_>>())
 }
 
 #[test]
@@ -446,7 +435,7 @@ fn epochs_is_the_total_when_resuming() {
         &run_cli(&["train", "--resume", a_str]),
         "the run has finished 2 epochs; pass --epochs N with N > 2",
     );
-    let out = cli_ok(&[
+    let out = run_cli_ok(&[
         "train",
         "--resume",
         a_str,
@@ -465,7 +454,7 @@ fn epochs_is_the_total_when_resuming() {
     );
     assert_eq!(epochs_in_metrics(&a), [1, 2, 3]);
     // The training state loads as a plain model too.
-    cli_ok(&[
+    run_cli_ok(&[
         "eval",
         "--model",
         a.join("last.safetensors").to_str().unwrap(),
@@ -603,7 +592,7 @@ fn ctrl_c_saves_the_position_and_resume_finishes_the_run() {
     let state = last_state(&a).unwrap();
     assert_eq!(state.epochs_done, 0);
     assert!(state.step > 0, "stopped mid-epoch");
-    cli_ok(&["train", "--resume", a.to_str().unwrap(), "--backend", "cpu"]);
+    run_cli_ok(&["train", "--resume", a.to_str().unwrap(), "--backend", "cpu"]);
     cli_ok_owned(&args(&b));
     assert_eq!(
         model_bits(&a.join("model.safetensors")),

@@ -26,6 +26,18 @@ pub fn run_cli(args: &[&str]) -> Output {
         .expect("the binary runs")
 }
 
+/// [`run_cli`], asserting that the command succeeded; its standard output.
+pub fn run_cli_ok(args: &[&str]) -> String {
+    let out = run_cli(args);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// Asserts a bad-input failure: exit code 2, one `error:` line containing `needle`, no panic.
 pub fn assert_bad_input(out: &Output, needle: &str) {
     let stderr = String::from_utf8_lossy(&out.stderr);
