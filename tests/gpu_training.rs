@@ -347,6 +347,47 @@ fn profile_times_with_the_method_asked_for() {
     assert!(stdout.contains("conv2d_forward"), "{stdout}");
 }
 
+/// Before a first tuning, kernels compile on `MNIST_WGPU_COMPILE_THREADS` threads (one per core
+/// by default), each on a device of its own: with one (no helper) or more threads than cores,
+/// every op is still tuned; a count that is not a whole number of at least 1 is refused.
+#[test]
+fn kernels_compile_on_the_threads_asked_for() {
+    if common::gpu_context().is_none() {
+        return;
+    }
+    let info = |threads: &str, cache: &std::path::Path| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_mnist-wgpu"))
+            .args(["info", "--kernels", "--batch-size", "7"])
+            .env("MNIST_WGPU_COMPILE_THREADS", threads)
+            .env("MNIST_WGPU_CACHE_DIR", cache)
+            .env_remove("RUST_LOG")
+            .output()
+            .unwrap()
+    };
+    for threads in ["1", "3"] {
+        let cache = tempfile::tempdir().unwrap();
+        let out = info(threads, cache.path());
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{threads}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let tuned = stdout.lines().filter(|l| l.contains(" tuned ")).count();
+        assert!(tuned >= 8, "{threads} threads: {tuned} ops tuned\n{stdout}");
+    }
+    let cache = tempfile::tempdir().unwrap();
+    for bad in ["0", "two", "-1"] {
+        common::assert_bad_input(
+            &info(bad, cache.path()),
+            &format!(
+                "MNIST_WGPU_COMPILE_THREADS: expected a whole number of at least 1, got '{bad}'"
+            ),
+        );
+    }
+}
+
 #[test]
 fn every_shader_checks_mode_passes_the_dense_checks_and_a_bad_one_is_refused() {
     if common::gpu_context().is_none() {

@@ -21,6 +21,7 @@ use crate::backend::{Backend, BackendInfo, KernelChoice, OptimizerState, TrainSt
 use crate::config::{Augment, AutotuneMode, Optimizer};
 use crate::cpu::CpuBackend;
 use crate::data::{Split, IMAGE_PIXELS};
+use crate::error::bad_input;
 use crate::model::{init_params, Arch, Params, Plan, Tensor, MNIST_INPUT, NUM_CLASSES};
 use crate::train::epoch_order;
 
@@ -29,6 +30,31 @@ use crate::train::epoch_order;
 const MAX_IN_FLIGHT: usize = 3;
 /// Compiled batch sizes kept (training size, last partial batch, inference sizes).
 const MAX_COMPILED: usize = 6;
+/// Threads (each with a device of its own) that compile kernels before a first tuning, at most,
+/// unless `COMPILE_THREADS` says otherwise: a device costs memory on a GPU, and past 8 the
+/// largest kernel alone (12 s of the 90 s that the seed model's variants take on lavapipe)
+/// bounds the time.
+const MAX_COMPILERS: usize = 8;
+const COMPILE_THREADS: &str = "MNIST_WGPU_COMPILE_THREADS";
+
+/// The threads that compile kernels before a first tuning: `$MNIST_WGPU_COMPILE_THREADS`, else
+/// one per core up to [`MAX_COMPILERS`].
+fn compile_threads() -> Result<usize> {
+    let Some(value) = std::env::var_os(COMPILE_THREADS) else {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        return Ok(cores.min(MAX_COMPILERS));
+    };
+    value
+        .to_str()
+        .and_then(|v| v.parse::<usize>().ok())
+        .filter(|&n| n >= 1)
+        .ok_or_else(|| {
+            bad_input(format!(
+                "{COMPILE_THREADS}: expected a whole number of at least 1, got '{}'",
+                value.to_string_lossy()
+            ))
+        })
+}
 
 pub struct GpuBackend {
     ctx: GpuContext,
@@ -320,8 +346,9 @@ impl Backend for GpuBackend {
 
     /// Compiles (and autotunes) the training and inference networks for those batch sizes.
     fn prepare(&mut self, training: &[usize], inference: &[usize]) -> Result<()> {
-        if self.tuner.tunes_afresh() {
-            self.compile_beside_a_helper(training, inference)?;
+        let threads = compile_threads()?;
+        if threads > 1 && self.tuner.tunes_afresh() {
+            self.compile_beside_helpers(threads, training, inference)?;
         }
         self.build_nets(training, inference)
     }
@@ -365,34 +392,40 @@ impl GpuBackend {
     }
 
     /// Before a first tuning: compiles every variant of every op of these networks, on this
-    /// device and on a second one of the same adapter in a thread, each taking the variants
-    /// the other has not, so that two cores compile at once (lavapipe compiles each kernel
-    /// with LLVM, for up to 12 s, on one thread, at its first dispatch). The helper's kernels
-    /// reach this device through the driver's disk cache (Mesa's); where there is none, tuning
-    /// compiles them again, as it would have anyway. A helper that fails is only logged.
-    fn compile_beside_a_helper(&mut self, training: &[usize], inference: &[usize]) -> Result<()> {
-        if std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
-            return Ok(());
-        }
+    /// device and on `threads - 1` helper devices of the same adapter, a thread each, each taking the variants no other has taken, so that the cores
+    /// compile at once (lavapipe compiles each kernel with LLVM, for up to 12 s, on one thread,
+    /// at its first dispatch). The helpers' kernels reach this device through the driver's disk
+    /// cache (Mesa's); where there is none, tuning compiles them again, as it would have anyway.
+    /// A helper that fails is only logged.
+    fn compile_beside_helpers(
+        &mut self,
+        threads: usize,
+        training: &[usize],
+        inference: &[usize],
+    ) -> Result<()> {
         let claims = Claims::default();
-        let helper = {
-            let (ctx, plan, optimizer) = (self.ctx.clone(), self.plan.clone(), self.optimizer);
-            let (claims, training, inference) =
-                (claims.clone(), training.to_vec(), inference.to_vec());
-            std::thread::spawn(move || -> Result<()> {
-                let ctx = ctx.sibling()?;
-                let params = init_params(&plan, 0);
-                let mut helper = GpuBackend::new(&ctx, plan, &params, optimizer)?;
-                helper.tuner.set_compile_only(Some(claims));
-                helper.build_nets(&training, &inference)
+        let helpers: Vec<_> = (1..threads)
+            .map(|_| {
+                let (ctx, plan, optimizer) = (self.ctx.clone(), self.plan.clone(), self.optimizer);
+                let (claims, training, inference) =
+                    (claims.clone(), training.to_vec(), inference.to_vec());
+                std::thread::spawn(move || -> Result<()> {
+                    let ctx = ctx.sibling()?;
+                    let params = init_params(&plan, 0);
+                    let mut helper = GpuBackend::new(&ctx, plan, &params, optimizer)?;
+                    helper.tuner.set_compile_only(Some(claims));
+                    helper.build_nets(&training, &inference)
+                })
             })
-        };
+            .collect();
         self.tuner.set_compile_only(Some(claims));
         let compiled = self.build_nets(training, inference);
-        match helper.join() {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => log::warn!("compiling kernels on a second device failed: {e:#}"),
-            Err(_) => log::warn!("compiling kernels on a second device panicked"),
+        for helper in helpers {
+            match helper.join() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => log::warn!("compiling kernels on a helper device failed: {e:#}"),
+                Err(_) => log::warn!("compiling kernels on a helper device panicked"),
+            }
         }
         self.tuner.set_compile_only(None);
         // Built with the rule's variants; tuning builds them again.
