@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Measures a real GPU in one go, for the README's performance table: adapters, the GPU-vs-CPU
-# cross-checks, bench at batch 128 and 32 (JSON), a profile with a Chrome trace, and a full
+# Measures a real GPU in one go, for the README's performance table: adapters, the first
+# tuning at batch 128 (cold on a fresh machine: it compiles every variant, one thread per core),
+# the GPU-vs-CPU cross-checks, bench at batch 128 and 32 (JSON), a profile with a Chrome trace, and a full
 # 5-epoch training run of the seed model. Each step is time-limited so the whole report fits a
 # short lease; a failing step is logged and the report goes on.
 #   usage: scripts/gpu-report.sh OUT_DIR [BINARY] [CHECK_FILTER]
@@ -25,6 +26,7 @@ step() { # step NAME SECONDS ARGS...: runs the binary, output to report.log and 
 }
 
 step info 30 info
+step cold-kernels 90 info --kernels --batch-size 128
 step check 150 check --only "$check_filter"
 step bench128 90 bench --backend gpu --batch-size 128 --seconds 5 --json "$out/bench128.json"
 step bench32 60 bench --backend gpu --batch-size 32 --seconds 5 --json "$out/bench32.json"
