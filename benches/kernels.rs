@@ -14,13 +14,14 @@ use mnist_wgpu::cpu::conv2d::{
 };
 use mnist_wgpu::cpu::CpuBackend;
 use mnist_wgpu::data::{Split, IMAGE_PIXELS};
-use mnist_wgpu::gpu::check::random_vec;
+use mnist_wgpu::gpu::buffer::{storage_init, View};
 use mnist_wgpu::gpu::conv2d::{Conv2dKernels, Conv2dVariant};
 use mnist_wgpu::gpu::dense::{DenseKernels, MatmulVariant};
 use mnist_wgpu::gpu::gemm::{self, GemmKernel};
-use mnist_wgpu::gpu::kernel::{storage_init, Dispatch, View};
+use mnist_wgpu::gpu::kernel::Dispatch;
 use mnist_wgpu::gpu::{GpuBackend, GpuContext};
 use mnist_wgpu::model::{init_params, Arch, Plan, Shape, MNIST_INPUT};
+use mnist_wgpu::rng::random_vec;
 
 /// The seed model's second convolution, 91% of its work.
 const CONV2: Conv2dGeometry = Conv2dGeometry::new(Shape::new(32, 13, 13), 64, 3);

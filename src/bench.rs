@@ -14,13 +14,14 @@ use crate::cpu::conv2d::Conv2dGeometry;
 use crate::cpu::float::{Float, MatMut, MatRef};
 use crate::data::{Split, IMAGE_PIXELS};
 use crate::gpu::autotune::{time_dispatches, Sampling};
-use crate::gpu::check::random_vec;
+use crate::gpu::buffer::{storage, storage_init, View};
 use crate::gpu::conv2d::{Conv2dKernels, Conv2dVariant};
 use crate::gpu::dense::{DenseKernels, MatmulVariant};
 use crate::gpu::gemm::{self, GemmKernel};
-use crate::gpu::kernel::{storage, storage_init, Dispatch, View};
+use crate::gpu::kernel::Dispatch;
 use crate::gpu::GpuContext;
 use crate::model::Shape;
+use crate::rng::random_vec;
 
 /// What `bench --json` writes. The first thirteen fields are the stable interface.
 #[derive(Clone, Debug, Serialize)]
@@ -217,7 +218,7 @@ fn register_blocked_calibration(ctx: &GpuContext, best: &mut Calibration) -> Res
 /// CPU backend splits its work: the best of three runs at 1024^3.
 pub fn cpu_calibration() -> Calibration {
     const SIZE: usize = 1024;
-    let a = crate::gpu::check::random_vec(SIZE * SIZE, 1, -1.0, 1.0);
+    let a = crate::rng::random_vec(SIZE * SIZE, 1, -1.0, 1.0);
     let mut c = vec![0.0f32; SIZE * SIZE];
     let rows_per_task = SIZE.div_ceil(rayon::current_num_threads()).max(1);
     let mut fastest = f64::INFINITY;

@@ -30,6 +30,14 @@ pub fn random_unit(seed: u32, step: u32, counter: u32) -> f32 {
     (random_u32(seed, step, counter) >> 8) as f32 * (1.0 / 16_777_216.0)
 }
 
+/// Uniform random values in `[lo, hi)`, reproducible from `seed`: inputs for the cross-checks,
+/// gradient checks and benchmarks (not the training run's random numbers, which are above).
+pub fn random_vec(len: usize, seed: u64, lo: f32, hi: f32) -> Vec<f32> {
+    use rand::{RngExt, SeedableRng};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    (0..len).map(|_| rng.random_range(lo..hi)).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

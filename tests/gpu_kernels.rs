@@ -1,19 +1,24 @@
-//! Every GPU kernel against its CPU twin (the same checks `mnist-wgpu check` runs), and every
-//! shader validated by naga, which needs no adapter.
+//! Every GPU kernel against its CPU twin (the same checks `mnist-wgpu check` runs), one test per
+//! op of `gpu::ops::OPS`.
 
 mod common;
 
-use mnist_wgpu::gpu::check::all_checks;
+use mnist_wgpu::gpu::ops::OPS;
 
-#[test]
-fn every_kernel_matches_its_cpu_twin() {
+/// Runs every cross-check of `op` on the test adapter and fails with all that differ.
+fn cross_check(op: &str) {
     let Some(ctx) = common::gpu_context() else {
         return;
     };
+    let op = OPS
+        .iter()
+        .find(|o| o.name == op)
+        .expect("an op of gpu::ops::OPS");
+    let checks = (op.checks)();
+    assert!(!checks.is_empty(), "{} has no cross-checks", op.name);
     let mut failures = Vec::new();
-    for check in all_checks() {
-        let result = (check.run)(&ctx);
-        match result {
+    for check in checks {
+        match (check.run)(&ctx) {
             Ok(c) if c.passed => {}
             Ok(c) => failures.push(format!(
                 "{} [{}]: max abs {:e}, max rel {:e}",
@@ -29,13 +34,52 @@ fn every_kernel_matches_its_cpu_twin() {
     );
 }
 
+/// One test per op, so that `cargo test --release conv2d` runs just that op's checks.
+macro_rules! cross_checks {
+    ($($op:ident),* $(,)?) => {
+        mod cross_check {
+            $(#[test]
+            fn $op() {
+                super::cross_check(stringify!($op));
+            })*
+        }
+        const TESTED: &[&str] = &[$(stringify!($op)),*];
+    };
+}
+
+cross_checks!(
+    gather,
+    texture,
+    augment,
+    conv2d,
+    activation,
+    pool2d,
+    dropout,
+    batchnorm,
+    dense,
+    gemm,
+    softmax_xent,
+    optim,
+    training_step,
+);
+
+#[test]
+fn every_op_has_a_cross_check_test() {
+    let mut listed: Vec<&str> = OPS.iter().map(|o| o.name).collect();
+    let mut tested = TESTED.to_vec();
+    listed.sort();
+    tested.sort();
+    assert_eq!(listed, tested, "add the op to cross_checks! above");
+}
+
 /// The autotuner compiles every chosen kernel by running it as a single workgroup (lavapipe
 /// compiles at the first dispatch); the run must stay that small, or preparing a network would
 /// cost a step per op.
 #[test]
 fn compiling_pipelines_runs_one_workgroup_of_each_dispatch() {
     use mnist_wgpu::gpu::activation::ActivationKernels;
-    use mnist_wgpu::gpu::kernel::{compile_pipelines, read_buffer, storage_init, WORKGROUP};
+    use mnist_wgpu::gpu::buffer::{read_buffer, storage_init};
+    use mnist_wgpu::gpu::kernel::{compile_pipelines, WORKGROUP};
     use mnist_wgpu::model::Activation;
 
     let Some(ctx) = common::gpu_context() else {
@@ -59,7 +103,8 @@ fn compiling_pipelines_runs_one_workgroup_of_each_dispatch() {
 #[test]
 fn a_part_of_a_dispatch_does_the_first_part_of_its_work() {
     use mnist_wgpu::gpu::activation::ActivationKernels;
-    use mnist_wgpu::gpu::kernel::{read_buffer, storage_init, WORKGROUP};
+    use mnist_wgpu::gpu::buffer::{read_buffer, storage_init};
+    use mnist_wgpu::gpu::kernel::WORKGROUP;
     use mnist_wgpu::model::Activation;
 
     let Some(ctx) = common::gpu_context() else {

@@ -1,22 +1,23 @@
 //! Every WGSL file, with the shared preamble, parses and validates with naga: no adapter needed.
 
 use mnist_wgpu::gpu::kernel::shader_source;
-use mnist_wgpu::gpu::SHADERS;
+use mnist_wgpu::gpu::ops;
 
 #[test]
 fn every_shader_validates_with_naga() {
-    let on_disk = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/shaders")).unwrap();
-    let mut files: Vec<String> = on_disk
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.ends_with(".wgsl") && n != "common.wgsl")
-        .collect();
+    let mut files = wgsl_files(std::path::Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/shaders"
+    )));
+    files.retain(|n| n != "common.wgsl");
     files.sort();
-    let listed: Vec<&str> = SHADERS.iter().map(|(name, _)| *name).collect();
+    let mut listed: Vec<&str> = ops::shaders().map(|(name, _)| name).collect();
+    listed.sort();
     assert_eq!(
         files, listed,
-        "every shader file must be listed in gpu::SHADERS"
+        "every shader file (but the preamble) must belong to an op in gpu::ops::OPS"
     );
-    for (name, body) in SHADERS {
+    for (name, body) in ops::shaders() {
         let module = naga::front::wgsl::parse_str(&shader_source(body))
             .unwrap_or_else(|e| panic!("{name}: {}", e.emit_to_string(body)));
         let mut validator = naga::valid::Validator::new(
@@ -36,7 +37,7 @@ fn every_shader_validates_with_naga() {
 /// and never read the grid's height or depth.
 #[test]
 fn no_kernel_reads_the_number_of_workgroups_along_y_or_z() {
-    for (name, body) in SHADERS {
+    for (name, body) in ops::shaders() {
         let source = shader_source(body);
         // The names the builtin goes by: in the entry points and the helpers it is passed to.
         let mut names: Vec<&str> = vec!["nwg", "num_workgroups"];
@@ -56,4 +57,19 @@ fn no_kernel_reads_the_number_of_workgroups_along_y_or_z() {
             }
         }
     }
+}
+
+/// The `.wgsl` files under `dir`, as paths relative to it.
+fn wgsl_files(dir: &std::path::Path) -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if path.is_dir() {
+            found.extend(wgsl_files(&path).into_iter().map(|f| format!("{name}/{f}")));
+        } else if name.ends_with(".wgsl") {
+            found.push(name);
+        }
+    }
+    found
 }

@@ -12,8 +12,9 @@ use super::KernelArgs;
 use mnist_wgpu::backend::Backend;
 use mnist_wgpu::config::Optimizer;
 use mnist_wgpu::error::bad_input;
-use mnist_wgpu::gpu::check::{all_checks, ATOL, RTOL};
+use mnist_wgpu::gpu::check::{ATOL, RTOL};
 use mnist_wgpu::gpu::context::{choose_adapter, list_adapters};
+use mnist_wgpu::gpu::ops::all_checks;
 use mnist_wgpu::gpu::{GpuBackend, GpuContext};
 use mnist_wgpu::model::init_params;
 

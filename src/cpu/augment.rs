@@ -126,7 +126,7 @@ pub fn augment_in_place(augment: &Augment, key: (u32, u32), x: &mut [f32]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gpu::check::random_vec;
+    use crate::rng::random_vec;
     use crate::rng::seed32;
 
     const NONE: Augment = Augment {

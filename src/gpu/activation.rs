@@ -5,14 +5,13 @@
 use anyhow::Result;
 use bytemuck::{Pod, Zeroable};
 
-use super::check::{compare, random_vec, CrossCheck};
+use super::buffer::{read_buffer, storage, storage_init, uniform, View};
+use super::check::{compare, CrossCheck};
 use super::context::GpuContext;
-use super::kernel::{
-    compile, grid_1d, read_buffer, run, storage, storage_init, uniform, Access, Dispatch, Kernel,
-    View,
-};
+use super::kernel::{compile, grid_1d, run, Access, Dispatch, Kernel};
 use crate::cpu::activation::{activation_backward, activation_forward};
 use crate::model::Activation;
+use crate::rng::random_vec;
 
 pub const SOURCE: &str = include_str!("../../shaders/activation.wgsl");
 

@@ -5,15 +5,14 @@
 use anyhow::Result;
 use bytemuck::{Pod, Zeroable};
 
-use super::check::{compare, random_vec, Comparison, CrossCheck};
+use super::buffer::{read_buffer, storage, storage_init, uniform, View};
+use super::check::{compare, Comparison, CrossCheck};
 use super::context::GpuContext;
-use super::kernel::{
-    compile, grid_1d, read_buffer, run, storage, storage_init, uniform, Access, Cost, Dispatch,
-    Kernel, StepKey, View,
-};
+use super::kernel::{compile, grid_1d, run, Access, Cost, Dispatch, Kernel, StepKey};
 use crate::config::Augment;
 use crate::cpu::augment::{augment_batch, AUGMENT_STREAM};
 use crate::data::IMAGE_PIXELS;
+use crate::rng::random_vec;
 use crate::rng::seed32;
 
 pub const SOURCE: &str = include_str!("../../shaders/augment.wgsl");

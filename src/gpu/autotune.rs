@@ -10,7 +10,6 @@
 
 use std::collections::btree_map::Entry;
 use std::collections::BTreeMap;
-use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -105,12 +104,12 @@ impl Autotuner {
             mode,
             cache_path,
             device: format!(
-                "{} | {} {} | {} | kernels {:016x} | tuning {PROCEDURE}",
+                "{} | {} {} | {} | kernels {} | tuning {PROCEDURE}",
                 info.name,
                 info.driver,
                 info.driver_info,
                 ctx.backend_name(),
-                kernels_hash()
+                env!("MNIST_WGPU_SHADERS_HASH")
             ),
             cache: None,
             pinned: BTreeMap::new(),
@@ -309,16 +308,6 @@ fn read_cache(path: &Path) -> Result<CacheFile> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(CacheFile::default()),
         Err(e) => Err(e.into()),
     }
-}
-
-/// Changes whenever a shader changes, so a cache never outlives the kernels it timed.
-fn kernels_hash() -> u64 {
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    super::kernel::PREAMBLE.hash(&mut hasher);
-    for (name, source) in super::SHADERS {
-        (name, source).hash(&mut hasher);
-    }
-    hasher.finish()
 }
 
 /// Times every variant and returns the fastest, the microseconds of each (its fastest

@@ -8,13 +8,13 @@ use std::sync::mpsc;
 use anyhow::{anyhow, bail, Result};
 
 use super::autotune::{Autotuner, Claims};
-use super::check::{compare, compare_exact, random_vec, Comparison, CrossCheck};
+use super::buffer::ParamBuffers;
+use super::buffer::{read_buffer, storage, storage_init, uniform, View};
+use super::check::{compare, compare_exact, Comparison, CrossCheck};
 use super::context::GpuContext;
 use super::gather::pack_bytes;
-use super::kernel::{
-    read_buffer, record_passes, storage, storage_init, uniform, Dispatch, StepKey, View,
-};
-use super::network::{CompiledNet, Kernels, ParamBuffers, Shared};
+use super::kernel::{record_passes, Dispatch, StepKey};
+use super::network::{CompiledNet, Kernels, Shared};
 use super::optim::OptimStep;
 use super::softmax_xent::GpuStats;
 use crate::backend::{Backend, BackendInfo, KernelChoice, OptimizerState, TrainStats};
@@ -23,6 +23,7 @@ use crate::cpu::CpuBackend;
 use crate::data::{Split, IMAGE_PIXELS};
 use crate::error::bad_input;
 use crate::model::{init_params, Arch, Params, Plan, Tensor, MNIST_INPUT, NUM_CLASSES};
+use crate::rng::random_vec;
 use crate::train::epoch_order;
 
 /// Steps queued ahead of the GPU before `train_step` waits: enough to keep it busy, few enough

@@ -6,18 +6,17 @@
 use anyhow::Result;
 use bytemuck::{Pod, Zeroable};
 
-use super::check::{compare, random_vec, Comparison, CrossCheck};
+use super::buffer::ParamBuffers;
+use super::buffer::{read_buffer, storage, storage_init, uniform, View};
+use super::check::{compare, Comparison, CrossCheck};
 use super::context::GpuContext;
-use super::kernel::{
-    compile, grid_1d, read_buffer, run, storage, storage_init, uniform, Access, Dispatch, Kernel,
-    View,
-};
-use super::network::ParamBuffers;
+use super::kernel::{compile, grid_1d, run, Access, Dispatch, Kernel};
 use crate::cpu::batchnorm::{
     batchnorm_backward, batchnorm_forward_inference, batchnorm_forward_training, BatchNormStats,
     EPSILON, MOMENTUM,
 };
 use crate::model::Shape;
+use crate::rng::random_vec;
 
 pub const SOURCE: &str = include_str!("../../shaders/batchnorm.wgsl");
 

@@ -1,13 +1,11 @@
-//! GPU-vs-CPU cross-checks: every kernel run on random inputs next to its CPU twin. The tests
-//! run them all, and so does `mnist-wgpu check` on the user's adapter.
+//! GPU-vs-CPU cross-checks: the comparison a kernel's result must pass against its CPU twin,
+//! and the shape of a check. Each op file lists its own checks; `ops.rs` lists the ops.
 //!
 //! Tolerance: an element passes when `|gpu - cpu| <= RTOL * |cpu| + ATOL * max(1, max |cpu|)`:
 //! relative, with an absolute floor scaled to the tensor (sums of many terms can cancel to
 //! near zero, where only an absolute error is meaningful). Integer outputs must match exactly.
 
 use anyhow::Result;
-use rand::{RngExt, SeedableRng};
-use rand_chacha::ChaCha8Rng;
 
 use super::context::GpuContext;
 
@@ -91,30 +89,4 @@ impl CrossCheck {
             run: Box::new(run),
         }
     }
-}
-
-/// Uniform random values in `[lo, hi)`, reproducible from `seed`.
-pub fn random_vec(len: usize, seed: u64, lo: f32, hi: f32) -> Vec<f32> {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    (0..len).map(|_| rng.random_range(lo..hi)).collect()
-}
-
-/// Every cross-check of every kernel, with awkward sizes (batch 1, 7, 33; channel counts and
-/// spatial sizes that are not multiples of the workgroup size).
-pub fn all_checks() -> Vec<CrossCheck> {
-    let mut checks = Vec::new();
-    checks.extend(super::gather::checks());
-    checks.extend(super::texture::checks());
-    checks.extend(super::augment::checks());
-    checks.extend(super::conv2d::checks());
-    checks.extend(super::activation::checks());
-    checks.extend(super::pool2d::checks());
-    checks.extend(super::dropout::checks());
-    checks.extend(super::batchnorm::checks());
-    checks.extend(super::dense::checks());
-    checks.extend(super::gemm::checks());
-    checks.extend(super::softmax_xent::checks());
-    checks.extend(super::optim::checks());
-    checks.extend(super::backend::checks());
-    checks
 }

@@ -7,7 +7,6 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::{bail, Result};
 
-use super::kernel::ShaderChecks;
 use crate::error::bad_input;
 
 /// A device and queue on the chosen adapter, created with every limit the adapter offers.
@@ -203,4 +202,43 @@ fn first_line(text: &str) -> &str {
         .map(str::trim)
         .find(|l| !l.is_empty())
         .unwrap_or(text)
+}
+
+/// Which of naga's runtime checks the shaders are compiled with, from
+/// `MNIST_WGPU_SHADER_CHECKS`:
+/// - `bounds` (the default): indices clamped into their arrays (where the driver does not
+///   guarantee that itself), but no loop bounds (except in the register-blocked kernels, see
+///   [`super::kernel::compile_register_blocked`]). naga bounds every loop with a counter so that untrusted
+///   shaders cannot hang; on an NVIDIA H200 that counter made the training step 1.9x slower
+///   (it stops the driver from unrolling), and our loops all end.
+/// - `all`: WebGPU's checks, loop bounds included.
+/// - `none`: no checks at all, to measure what the clamping costs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ShaderChecks {
+    All,
+    Bounds,
+    None,
+}
+
+impl ShaderChecks {
+    pub const VARIABLE: &'static str = "MNIST_WGPU_SHADER_CHECKS";
+
+    pub fn from_env() -> Result<ShaderChecks> {
+        match std::env::var(Self::VARIABLE) {
+            Err(std::env::VarError::NotPresent) => Ok(ShaderChecks::Bounds),
+            Ok(value) => match value.as_str() {
+                "all" => Ok(ShaderChecks::All),
+                "bounds" | "" => Ok(ShaderChecks::Bounds),
+                "none" => Ok(ShaderChecks::None),
+                other => Err(bad_input(format!(
+                    "{}: unknown value '{other}' (expected all, bounds or none)",
+                    Self::VARIABLE
+                ))),
+            },
+            Err(_) => Err(bad_input(format!(
+                "{}: the value is not valid UTF-8",
+                Self::VARIABLE
+            ))),
+        }
+    }
 }

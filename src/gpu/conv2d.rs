@@ -27,11 +27,11 @@ use std::rc::Rc;
 use anyhow::Result;
 use bytemuck::{Pod, Zeroable};
 
-use super::check::{compare, compare_exact, random_vec, Comparison, CrossCheck};
+use super::buffer::{read_buffer, storage, storage_init, uniform, View};
+use super::check::{compare, compare_exact, Comparison, CrossCheck};
 use super::context::GpuContext;
 use super::kernel::{
-    compile, compile_register_blocked, grid_1d, read_buffer, run, storage, storage_init, uniform,
-    Access, Dispatch, Kernel, Resource, View,
+    compile, compile_register_blocked, grid_1d, run, Access, Dispatch, Kernel, Resource,
 };
 use super::texture::{self, texture_reads, Texel, TEXTURE_WIDTH};
 use crate::cpu::activation::activation_forward;
@@ -40,6 +40,7 @@ use crate::cpu::conv2d::{
 };
 use crate::cpu::pool2d::{maxpool2d_backward, maxpool2d_forward, pool2d_output};
 use crate::model::{Activation, Shape};
+use crate::rng::random_vec;
 
 pub const SOURCE: &str = include_str!("../../shaders/conv2d.wgsl");
 

@@ -12,17 +12,16 @@
 use anyhow::Result;
 use bytemuck::{Pod, Zeroable};
 
-use super::check::{compare, random_vec, Comparison, CrossCheck};
+use super::buffer::{read_buffer, storage, storage_init, uniform, View};
+use super::check::{compare, Comparison, CrossCheck};
 use super::context::GpuContext;
-use super::kernel::{
-    compile, compile_register_blocked, read_buffer, run, storage, storage_init, uniform, Access,
-    Dispatch, Kernel, Resource, View,
-};
+use super::kernel::{compile, compile_register_blocked, run, Access, Dispatch, Kernel, Resource};
 use super::texture::{self, texture_reads, Staged, Texel, TEXTURE_WIDTH};
 use crate::cpu::dense::{
     dense_backward_input, dense_backward_weights, dense_forward, DenseGeometry,
 };
 use crate::cpu::float::{Float, MatMut, MatRef};
+use crate::rng::random_vec;
 
 pub const SOURCE: &str = include_str!("../../shaders/dense.wgsl");
 

@@ -5,13 +5,12 @@
 use anyhow::Result;
 use bytemuck::{Pod, Zeroable};
 
-use super::check::{compare, random_vec, Comparison, CrossCheck};
+use super::buffer::{read_buffer, storage, storage_init, uniform, View};
+use super::check::{compare, Comparison, CrossCheck};
 use super::context::GpuContext;
-use super::kernel::{
-    compile, grid_1d, read_buffer, run, storage, storage_init, uniform, Access, Dispatch, Kernel,
-    StepKey, View,
-};
+use super::kernel::{compile, grid_1d, run, Access, Dispatch, Kernel, StepKey};
 use crate::cpu::dropout::{dropout_forward, keep_scale, layer_stream, DropoutKey};
+use crate::rng::random_vec;
 
 pub const SOURCE: &str = include_str!("../../shaders/dropout.wgsl");
 

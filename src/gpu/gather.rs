@@ -6,12 +6,10 @@ use bytemuck::{Pod, Zeroable};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+use super::buffer::{read_buffer, storage, storage_init, uniform, View};
 use super::check::{compare, compare_exact, Comparison, CrossCheck};
 use super::context::GpuContext;
-use super::kernel::{
-    compile, grid_1d, read_buffer, run, storage, storage_init, uniform, Access, Dispatch, Kernel,
-    View,
-};
+use super::kernel::{compile, grid_1d, run, Access, Dispatch, Kernel};
 use crate::data::{Split, IMAGE_PIXELS};
 
 pub const SOURCE: &str = include_str!("../../shaders/gather.wgsl");

@@ -7,11 +7,14 @@ use std::fmt::Write;
 use anyhow::{bail, Result};
 use bytemuck::{Pod, Zeroable};
 
-use super::check::{compare, random_vec, Comparison, CrossCheck};
+use super::buffer::View;
+use super::buffer::{read_buffer, storage, storage_init, uniform};
+use super::check::{compare, Comparison, CrossCheck};
 use super::context::GpuContext;
-use super::kernel::{compile_register_blocked, read_buffer, run, storage, storage_init, uniform};
-use super::kernel::{Access, Dispatch, Kernel, View};
+use super::kernel::{compile_register_blocked, run};
+use super::kernel::{Access, Dispatch, Kernel};
 use crate::cpu::gemm::{gemm, pack_column_blocks, BLOCK_COLS};
+use crate::rng::random_vec;
 
 pub const SOURCE: &str = include_str!("../../shaders/gemm.wgsl");
 

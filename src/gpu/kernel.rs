@@ -1,15 +1,12 @@
 //! The host-side plumbing every op shares: shader compilation (with `shaders/common.wgsl`
-//! prepended), compute pipelines with explicit bind-group layouts, prebuilt dispatches, buffers
-//! and blocking read-back.
+//! prepended), compute pipelines with explicit bind-group layouts, and prebuilt dispatches
+//! (buffers and read-back are in `buffer.rs`).
 
-use std::num::NonZeroU64;
+use anyhow::Result;
 
-use anyhow::{bail, Result};
-use wgpu::util::DeviceExt;
-
-use super::context::GpuContext;
+use super::buffer::View;
+use super::context::{GpuContext, ShaderChecks};
 use super::texture::TextureCopy;
-use crate::error::bad_input;
 
 /// WGSL shared by every shader file.
 pub const PREAMBLE: &str = include_str!("../../shaders/common.wgsl");
@@ -132,45 +129,6 @@ fn compile_with(
             ctx.device
                 .create_shader_module_trusted(desc, wgpu::ShaderRuntimeChecks::unchecked())
         },
-    }
-}
-
-/// Which of naga's runtime checks the shaders are compiled with, from
-/// `MNIST_WGPU_SHADER_CHECKS`:
-/// - `bounds` (the default): indices clamped into their arrays (where the driver does not
-///   guarantee that itself), but no loop bounds (except in the register-blocked kernels, see
-///   [`compile_register_blocked`]). naga bounds every loop with a counter so that untrusted
-///   shaders cannot hang; on an NVIDIA H200 that counter made the training step 1.9x slower
-///   (it stops the driver from unrolling), and our loops all end.
-/// - `all`: WebGPU's checks, loop bounds included.
-/// - `none`: no checks at all, to measure what the clamping costs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ShaderChecks {
-    All,
-    Bounds,
-    None,
-}
-
-impl ShaderChecks {
-    pub const VARIABLE: &'static str = "MNIST_WGPU_SHADER_CHECKS";
-
-    pub fn from_env() -> Result<ShaderChecks> {
-        match std::env::var(Self::VARIABLE) {
-            Err(std::env::VarError::NotPresent) => Ok(ShaderChecks::Bounds),
-            Ok(value) => match value.as_str() {
-                "all" => Ok(ShaderChecks::All),
-                "bounds" | "" => Ok(ShaderChecks::Bounds),
-                "none" => Ok(ShaderChecks::None),
-                other => Err(bad_input(format!(
-                    "{}: unknown value '{other}' (expected all, bounds or none)",
-                    Self::VARIABLE
-                ))),
-            },
-            Err(_) => Err(bad_input(format!(
-                "{}: the value is not valid UTF-8",
-                Self::VARIABLE
-            ))),
-        }
     }
 }
 
@@ -373,32 +331,6 @@ pub fn grid_1d(n: usize) -> [u32; 3] {
     [x as u32, groups.div_ceil(x) as u32, 1]
 }
 
-/// A range of a buffer, in bytes, as bound to a kernel.
-#[derive(Clone, Copy)]
-pub struct View<'a> {
-    pub buffer: &'a wgpu::Buffer,
-    pub offset: u64,
-    pub size: u64,
-}
-
-impl<'a> View<'a> {
-    pub fn whole(buffer: &'a wgpu::Buffer) -> View<'a> {
-        View {
-            buffer,
-            offset: 0,
-            size: buffer.size(),
-        }
-    }
-
-    fn binding(&self) -> wgpu::BindingResource<'a> {
-        wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-            buffer: self.buffer,
-            offset: self.offset,
-            size: NonZeroU64::new(self.size),
-        })
-    }
-}
-
 /// What a dispatch binds at one binding: a range of a buffer, or a texture.
 #[derive(Clone, Copy)]
 pub enum Resource<'a> {
@@ -410,79 +342,6 @@ impl<'a> From<View<'a>> for Resource<'a> {
     fn from(view: View<'a>) -> Resource<'a> {
         Resource::Buffer(view)
     }
-}
-
-impl<'a> From<&'a wgpu::Buffer> for View<'a> {
-    fn from(buffer: &'a wgpu::Buffer) -> View<'a> {
-        View::whole(buffer)
-    }
-}
-
-fn check_size(ctx: &GpuContext, label: &str, bytes: u64) -> Result<u64> {
-    let limit = ctx
-        .limits
-        .max_storage_buffer_binding_size
-        .min(ctx.limits.max_buffer_size);
-    if bytes > limit {
-        bail!(
-            "buffer '{label}' needs {bytes} bytes but the adapter's max_storage_buffer_binding_size is {limit}; use a smaller --batch-size"
-        );
-    }
-    // Zero-sized bindings are invalid; round up to one element, and to whole vec4s, so that a
-    // copy into an rgba32float texture (texture::Texel::Vec4) can take the last, partial one.
-    Ok(bytes.max(4).next_multiple_of(16))
-}
-
-const STORAGE_USAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
-    .union(wgpu::BufferUsages::COPY_SRC)
-    .union(wgpu::BufferUsages::COPY_DST);
-
-/// A zeroed storage buffer of `bytes` bytes.
-pub fn storage(ctx: &GpuContext, label: &str, bytes: u64) -> Result<wgpu::Buffer> {
-    let size = check_size(ctx, label, bytes)?;
-    Ok(ctx.device.create_buffer(&wgpu::BufferDescriptor {
-        label: Some(label),
-        size,
-        usage: STORAGE_USAGE,
-        mapped_at_creation: false,
-    }))
-}
-
-/// A storage buffer holding `data`.
-pub fn storage_init<T: bytemuck::Pod>(
-    ctx: &GpuContext,
-    label: &str,
-    data: &[T],
-) -> Result<wgpu::Buffer> {
-    let bytes: &[u8] = bytemuck::cast_slice(data);
-    let size = check_size(ctx, label, bytes.len() as u64)?;
-    if size as usize == bytes.len() {
-        return Ok(ctx
-            .device
-            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                label: Some(label),
-                contents: bytes,
-                usage: STORAGE_USAGE,
-            }));
-    }
-    let buffer = storage(ctx, label, size)?;
-    ctx.queue.write_buffer(&buffer, 0, bytes);
-    Ok(buffer)
-}
-
-/// A uniform buffer holding `value` (WGSL uniform structs are padded to 16 bytes).
-pub fn uniform<T: bytemuck::Pod>(ctx: &GpuContext, label: &str, value: &T) -> wgpu::Buffer {
-    assert_eq!(
-        std::mem::size_of::<T>() % 16,
-        0,
-        "uniform '{label}' must be a multiple of 16 bytes"
-    );
-    ctx.device
-        .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: Some(label),
-            contents: bytemuck::bytes_of(value),
-            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
-        })
 }
 
 /// Records `dispatches` in order into compute passes of `encoder`: one pass, except that a
@@ -547,45 +406,6 @@ pub fn compile_pipelines(ctx: &GpuContext, dispatches: &[Dispatch]) -> Result<f6
     ctx.queue.submit([encoder.finish()]);
     ctx.wait()?;
     Ok(start.elapsed().as_secs_f64())
-}
-
-/// Copies `count` elements of `T` from `buffer` (starting at byte `offset`) back to the host,
-/// waiting for all submitted work first.
-pub fn read_buffer<T: bytemuck::Pod>(
-    ctx: &GpuContext,
-    buffer: &wgpu::Buffer,
-    offset: u64,
-    count: usize,
-) -> Result<Vec<T>> {
-    let bytes = (count * std::mem::size_of::<T>()) as u64;
-    let padded = bytes.max(4).next_multiple_of(4);
-    let staging = ctx.device.create_buffer(&wgpu::BufferDescriptor {
-        label: Some("read-back"),
-        size: padded,
-        usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-        mapped_at_creation: false,
-    });
-    let mut encoder = ctx.device.create_command_encoder(&Default::default());
-    encoder.copy_buffer_to_buffer(buffer, offset, &staging, 0, padded);
-    ctx.queue.submit([encoder.finish()]);
-    let (tx, rx) = std::sync::mpsc::channel();
-    staging.map_async(wgpu::MapMode::Read, .., move |r| {
-        let _ = tx.send(r);
-    });
-    ctx.wait()?;
-    match rx.recv() {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => bail!("GPU read-back failed: {e}"),
-        Err(_) => bail!("GPU read-back was never completed"),
-    }
-    let data = {
-        let view = staging
-            .get_mapped_range(..)
-            .map_err(|e| anyhow::anyhow!("GPU read-back failed: {e}"))?;
-        bytemuck::pod_collect_to_vec::<u8, T>(&view[..bytes as usize])
-    };
-    staging.unmap();
-    Ok(data)
 }
 
 /// The value of `const NAME: u32 = Vu;` in a shader's source, for tests that check the host's

@@ -13,12 +13,13 @@ use super::activation::ActivationKernels;
 use super::augment::AugmentKernels;
 use super::autotune::Autotuner;
 use super::batchnorm::{stats_bytes, BatchNormKernels, BatchNormViews};
+use super::buffer::{storage, ParamBuffers, View};
 use super::context::GpuContext;
 use super::conv2d::{Conv2dKernels, Conv2dVariant};
 use super::dense::{DenseKernels, MatmulVariant};
 use super::dropout::{DropoutKernels, DropoutLayer};
 use super::gather::GatherKernels;
-use super::kernel::{storage, Cost, Dispatch, View};
+use super::kernel::{Cost, Dispatch};
 use super::optim::OptimKernels;
 use super::pool2d::Pool2dKernels;
 use super::softmax_xent::SoftmaxXentKernels;
@@ -56,62 +57,6 @@ impl Kernels {
             softmax_xent: SoftmaxXentKernels::new(ctx),
             optim: OptimKernels::new(ctx),
         }
-    }
-}
-
-/// The parameters, their gradients and optimiser moments, each one flat buffer in which every
-/// tensor starts at an offset the adapter can bind.
-pub struct ParamBuffers {
-    pub params: wgpu::Buffer,
-    pub grads: wgpu::Buffer,
-    pub m: wgpu::Buffer,
-    pub v: wgpu::Buffer,
-    /// Byte offset and element count of each tensor, in `Plan::params` order.
-    pub ranges: Vec<(u64, usize)>,
-    /// Elements in each flat buffer, padding included.
-    pub len: usize,
-}
-
-impl ParamBuffers {
-    pub fn new(ctx: &GpuContext, tensor_lens: &[usize]) -> Result<ParamBuffers> {
-        let align = u64::from(ctx.limits.min_storage_buffer_offset_alignment).max(4);
-        let mut ranges = Vec::with_capacity(tensor_lens.len());
-        let mut offset = 0u64;
-        for &len in tensor_lens {
-            ranges.push((offset, len));
-            offset = (offset + 4 * len as u64).next_multiple_of(align);
-        }
-        let buffer = |label: &str| storage(ctx, label, offset);
-        Ok(ParamBuffers {
-            params: buffer("parameters")?,
-            grads: buffer("gradients")?,
-            m: buffer("optimiser m")?,
-            v: buffer("optimiser v")?,
-            ranges,
-            len: (offset / 4) as usize,
-        })
-    }
-
-    pub fn view<'a>(&self, buffer: &'a wgpu::Buffer, tensor: usize) -> View<'a> {
-        let (offset, len) = self.ranges[tensor];
-        View {
-            buffer,
-            offset,
-            size: 4 * len as u64,
-        }
-    }
-
-    /// One view over tensor `first` and the next one, and the element offset of the second
-    /// from the first.
-    pub fn pair_view<'a>(&self, buffer: &'a wgpu::Buffer, first: usize) -> (View<'a>, usize) {
-        let (offset, _) = self.ranges[first];
-        let (second, len) = self.ranges[first + 1];
-        let view = View {
-            buffer,
-            offset,
-            size: second - offset + 4 * len as u64,
-        };
-        (view, ((second - offset) / 4) as usize)
     }
 }
 

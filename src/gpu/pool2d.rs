@@ -4,17 +4,16 @@
 use anyhow::Result;
 use bytemuck::{Pod, Zeroable};
 
-use super::check::{compare, compare_exact, random_vec, Comparison, CrossCheck};
+use super::buffer::{read_buffer, storage, storage_init, uniform, View};
+use super::check::{compare, compare_exact, Comparison, CrossCheck};
 use super::context::GpuContext;
-use super::kernel::{
-    compile, grid_1d, read_buffer, run, storage, storage_init, uniform, Access, Dispatch, Kernel,
-    View,
-};
+use super::kernel::{compile, grid_1d, run, Access, Dispatch, Kernel};
 use crate::cpu::activation::activation_backward;
 use crate::cpu::pool2d::{
     avgpool2d_backward, avgpool2d_forward, maxpool2d_backward, maxpool2d_forward, pool2d_output,
 };
 use crate::model::{Activation, Pool, Shape};
+use crate::rng::random_vec;
 
 pub const SOURCE: &str = include_str!("../../shaders/pool2d.wgsl");
 

@@ -7,13 +7,12 @@ use bytemuck::{Pod, Zeroable};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use super::check::{compare, compare_exact, random_vec, Comparison, CrossCheck};
+use super::buffer::{read_buffer, storage, storage_init, uniform, View};
+use super::check::{compare, compare_exact, Comparison, CrossCheck};
 use super::context::GpuContext;
-use super::kernel::{
-    compile, grid_1d, read_buffer, run, storage, storage_init, uniform, Access, Dispatch, Kernel,
-    View,
-};
+use super::kernel::{compile, grid_1d, run, Access, Dispatch, Kernel};
 use crate::cpu::softmax_xent::softmax_cross_entropy;
+use crate::rng::random_vec;
 
 pub const SOURCE: &str = include_str!("../../shaders/softmax_xent.wgsl");
 

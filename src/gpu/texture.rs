@@ -11,9 +11,10 @@
 
 use anyhow::Result;
 
-use super::check::{compare_exact, random_vec, Comparison, CrossCheck};
+use super::buffer::{read_buffer, storage, storage_init, View};
+use super::check::{compare_exact, Comparison, CrossCheck};
 use super::context::GpuContext;
-use super::kernel::{read_buffer, storage, storage_init, View};
+use crate::rng::random_vec;
 
 /// Texels per row (the readers that `texture_reads` writes divide by it): a power of two, and
 /// rows of 16 or 64 KiB, multiples of the 256 bytes a copy's rows must be.
