@@ -36,6 +36,19 @@ pub struct EpochStats {
     pub val_accuracy: Option<f64>,
 }
 
+/// A training loss above this many times that of a uniform guess (ln 10 for ten classes) means
+/// the run has blown up while staying finite (Adam at lr 1e6 reaches 1e21 in one epoch); no
+/// run that learns comes near it, even in its first epoch.
+pub const DIVERGED_LOSS_FACTOR: f64 = 10.0;
+
+impl EpochStats {
+    /// Whether the epoch's training loss says the run diverged (finite, but far above chance).
+    pub fn diverged(&self) -> bool {
+        let chance = (crate::model::NUM_CLASSES as f64).ln();
+        self.train_loss > DIVERGED_LOSS_FACTOR * chance
+    }
+}
+
 /// What a training run gives back besides the trained backend.
 #[derive(Debug)]
 pub struct TrainOutcome {

@@ -92,6 +92,15 @@ impl EpochProgress {
                     100.0 * stats.train_accuracy,
                     stats.seconds
                 );
+                if stats.diverged() {
+                    eprintln!(
+                        "warning: epoch {}: the training loss {:.3e} is far above a uniform guess's {:.2}; the run has diverged (learning rate {} at the end of the epoch: try a smaller --lr)",
+                        stats.epoch,
+                        stats.train_loss,
+                        (mnist_wgpu::model::NUM_CLASSES as f64).ln(),
+                        stats.lr
+                    );
+                }
             }
         }
     }

@@ -276,26 +276,63 @@ impl Autotuner {
         })
     }
 
+    /// Adds an entry to the cache and writes it. Other processes may tune on the same machine
+    /// at the same time: under a lock file beside the cache, the entry is merged into the file
+    /// as it is on disk now (not the copy read at start-up, which would drop what they added),
+    /// and the file is replaced atomically.
     fn store(&mut self, key: String, entry: CacheEntry) {
         let device = self.device.clone();
-        self.cache_file()
-            .devices
-            .entry(device)
-            .or_default()
-            .insert(key, entry);
+        let add = |cache: &mut CacheFile| {
+            let entries = cache.devices.entry(device.clone()).or_default();
+            entries.insert(key.clone(), entry.clone());
+        };
+        add(self.cache_file());
         let Some(path) = self.cache_path.clone() else {
             return;
         };
-        let written = serde_json::to_vec_pretty(self.cache_file())
-            .map_err(anyhow::Error::from)
-            .and_then(|json| write_atomic(&path, &json));
-        if let Err(e) = written {
-            log::warn!(
+        let merged = (|| -> Result<CacheFile> {
+            let _lock = lock_beside(&path)?;
+            // A corrupt file is replaced (reported when first read).
+            let mut on_disk = read_cache(&path).unwrap_or_default();
+            add(&mut on_disk);
+            write_atomic(&path, &serde_json::to_vec_pretty(&on_disk)?)?;
+            Ok(on_disk)
+        })();
+        match merged {
+            Ok(on_disk) => {
+                // What the others tuned meanwhile serves this run too.
+                for (device, entries) in on_disk.devices {
+                    let mine = self.cache_file().devices.entry(device).or_default();
+                    for (key, entry) in entries {
+                        mine.entry(key).or_insert(entry);
+                    }
+                }
+            }
+            Err(e) => log::warn!(
                 "could not write the autotune cache {}: {e:#}",
                 path.display()
-            );
+            ),
         }
     }
+}
+
+/// An exclusive lock on `<path>.lock`, held until the file is dropped.
+fn lock_beside(path: &Path) -> Result<std::fs::File> {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".lock");
+    let lock_path = PathBuf::from(name);
+    if let Some(dir) = lock_path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| anyhow!("{}: {e}", lock_path.display()))?;
+    file.lock()
+        .map_err(|e| anyhow!("{}: cannot lock: {e}", lock_path.display()))?;
+    Ok(file)
 }
 
 fn key(op: &str, shape: &str) -> String {

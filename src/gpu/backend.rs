@@ -182,14 +182,10 @@ impl GpuBackend {
             .push_back(self.ctx.queue.submit([encoder.finish()]));
         while self.in_flight.len() > MAX_IN_FLIGHT {
             let oldest = self.in_flight.pop_front().expect("queue is not empty");
-            let wait = wgpu::PollType::Wait {
+            self.ctx.poll(wgpu::PollType::Wait {
                 submission_index: Some(oldest),
                 timeout: None,
-            };
-            if let Err(e) = self.ctx.device.poll(wait) {
-                self.ctx.check_errors()?;
-                bail!("GPU error: {e}");
-            }
+            })?;
         }
         self.ctx.check_errors()
     }
@@ -221,11 +217,7 @@ impl GpuBackend {
         } else {
             wgpu::PollType::Poll
         };
-        if let Err(e) = self.ctx.device.poll(poll) {
-            self.ctx.check_errors()?;
-            bail!("GPU error: {e}");
-        }
-        self.ctx.check_errors()?;
+        self.ctx.poll(poll)?;
         let outcome = if wait {
             read.done
                 .recv()
@@ -347,6 +339,15 @@ impl Backend for GpuBackend {
 
     /// Compiles (and autotunes) the training and inference networks for those batch sizes.
     fn prepare(&mut self, training: &[usize], inference: &[usize]) -> Result<()> {
+        for &n in training {
+            self.check_batch_fits(
+                n,
+                &format!("a training batch of {n} examples (--batch-size)"),
+            )?;
+        }
+        for &n in inference {
+            self.check_batch_fits(n, &format!("an evaluation batch of {n} examples"))?;
+        }
         let threads = compile_threads()?;
         if threads > 1 && self.tuner.tunes_afresh() {
             self.compile_beside_helpers(threads, training, inference)?;
@@ -382,6 +383,33 @@ impl Backend for GpuBackend {
 }
 
 impl GpuBackend {
+    /// Fails with a one-line bad-input error, before any work, where a batch of `n` examples
+    /// needs a buffer larger than the adapter binds (the input batch or the largest
+    /// activation), rather than with a validation error from the device midway.
+    fn check_batch_fits(&self, n: usize, batch: &str) -> Result<()> {
+        let per_example = self
+            .plan
+            .steps
+            .iter()
+            .map(|s| s.output.len())
+            .fold(IMAGE_PIXELS, usize::max) as u64
+            * 4;
+        let limit = self
+            .ctx
+            .limits
+            .max_storage_buffer_binding_size
+            .min(self.ctx.limits.max_buffer_size);
+        let bytes = per_example * n as u64;
+        if bytes > limit {
+            return Err(bad_input(format!(
+                "{batch}: needs a buffer of {bytes} bytes, over the {limit} that adapter '{}' binds; at most {} examples fit in a batch",
+                self.ctx.info.name,
+                limit / per_example
+            )));
+        }
+        Ok(())
+    }
+
     fn build_nets(&mut self, training: &[usize], inference: &[usize]) -> Result<()> {
         for &n in training {
             self.net(n, true)?;

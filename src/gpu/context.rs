@@ -181,7 +181,16 @@ impl GpuContext {
 
     /// Blocks until all submitted work is done.
     pub fn wait(&self) -> Result<()> {
-        if let Err(e) = self.device.poll(wgpu::PollType::wait_indefinitely()) {
+        self.poll(wgpu::PollType::wait_indefinitely())
+    }
+
+    /// Polls the device, failing with the first device error recorded. A failed poll usually
+    /// follows a submission that failed because the device is gone: one more poll lets wgpu
+    /// run the device-lost callback, so that the error says so rather than naming a submission.
+    pub fn poll(&self, poll: wgpu::PollType) -> Result<()> {
+        if let Err(e) = self.device.poll(poll) {
+            self.check_errors()?;
+            let _ = self.device.poll(wgpu::PollType::Poll);
             self.check_errors()?;
             bail!("GPU error on '{}': {e}", self.info.name);
         }

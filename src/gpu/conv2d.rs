@@ -527,7 +527,11 @@ impl SubgroupKernels {
 /// gradient switches bindings between two output channels) and are even (so that the binding's
 /// offset, 128 bytes a slot, is a multiple of 256, the largest uniform offset alignment).
 fn packed_split(k: usize) -> usize {
-    let step = if (k * k) % 2 == 0 { k * k } else { 2 * k * k };
+    let step = if (k * k).is_multiple_of(2) {
+        k * k
+    } else {
+        2 * k * k
+    };
     PACKED_SLOTS / step * step
 }
 
@@ -1126,7 +1130,7 @@ impl Conv2dKernels {
                     let lanes = ci_blocks * co_blocks;
                     // Shared dy needs the 8 lanes of a group to be one (chunk, channel block).
                     let kernel = match &rb.backward_weights_k3_shared {
-                        Some(shared) if ci_blocks % SHARED_DY_LANES == 0 => shared,
+                        Some(shared) if ci_blocks.is_multiple_of(SHARED_DY_LANES) => shared,
                         _ => &rb.backward_weights_k3,
                     };
                     (kernel, lanes, WEIGHT_GRAD_INVOCATIONS)

@@ -186,7 +186,7 @@ impl Scheme {
     /// a time to be contiguous in that direction with every group of four aligned (so each
     /// vec4 lies inside its matrix), and no empty matrix (a vec4 binding needs 16 bytes).
     fn fits(self, p: &MatmulParams) -> bool {
-        let four = |v: u32| v % 4 == 0;
+        let four = |v: u32| v.is_multiple_of(4);
         let nonempty = p.rows > 0 && p.cols > 0 && p.inner > 0;
         match self {
             Scheme::Tiled | Scheme::General => true,

@@ -68,7 +68,7 @@ impl GatherKernels {
 }
 
 // The kernel writes 4 pixels per invocation, and every image starts on a packed word.
-const _: () = assert!(IMAGE_PIXELS % 4 == 0);
+const _: () = assert!(IMAGE_PIXELS.is_multiple_of(4));
 
 /// Packs bytes into little-endian u32 words, zero-padded to a multiple of 4 (for upload).
 pub fn pack_bytes(bytes: &[u8]) -> Vec<u32> {

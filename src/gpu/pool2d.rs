@@ -119,7 +119,7 @@ impl Pool2dKernels {
         );
         let relu_mask = relu_before.is_some();
         let params = uniform(ctx, "pool2d params", &PoolParams::new(input, n, relu_mask));
-        let even = input.height % 2 == 0 && input.width % 2 == 0;
+        let even = input.height.is_multiple_of(2) && input.width.is_multiple_of(2);
         let kernel = match pool {
             Pool::Max if even => &self.max_backward_even,
             Pool::Max => &self.max_backward,

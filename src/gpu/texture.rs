@@ -76,7 +76,7 @@ pub fn fits(ctx: &GpuContext, len: usize) -> bool {
 /// A texture for the first `len` texels of `src` and the copy that fills it; `None` where they
 /// do not fit (`fits`), or where `src` does not start on a texel (a copy's rule).
 pub fn stage(ctx: &GpuContext, src: View, len: usize, texel: Texel) -> Option<Staged> {
-    if !fits(ctx, len) || src.offset % texel.bytes() != 0 {
+    if !fits(ctx, len) || !src.offset.is_multiple_of(texel.bytes()) {
         return None;
     }
     let texture = ctx.device.create_texture(&wgpu::TextureDescriptor {
