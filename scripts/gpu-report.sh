@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Measures a real GPU in one go, for the README's performance table: adapters, the first
+# Measures a real GPU in one go, for the tables in docs/performance.md: adapters, the first
 # tuning at batch 128 (cold on a fresh machine: it compiles every variant, one thread per core),
 # the GPU-vs-CPU cross-checks, bench at batch 128 and 32 (JSON), a profile with a Chrome trace, and a full
 # 5-epoch training run of the seed model. Each step is time-limited so the whole report fits a
