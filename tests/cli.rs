@@ -613,3 +613,30 @@ fn bad_layer_specs_name_the_token() {
         "stride '0'",
     );
 }
+
+#[test]
+fn counts_of_one_are_singular() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = bundled_data();
+    let stdout = run_cli_ok(&[
+        "train",
+        "--backend",
+        "cpu",
+        "--epochs",
+        "1",
+        "--train-limit",
+        "1",
+        "--test-limit",
+        "1",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--run-dir",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert!(stdout.contains(" on 1 image, 1 epoch, batch "), "{stdout}");
+    assert!(stdout.contains("(1 image)"), "{stdout}");
+    assert!(
+        !stdout.contains("1 epochs") && !stdout.contains("1 images"),
+        "{stdout}"
+    );
+}

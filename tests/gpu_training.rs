@@ -341,7 +341,7 @@ fn profile_times_with_the_method_asked_for() {
     let stdout = run_cli_ok(&args);
     let header = stdout.lines().next().unwrap_or_default();
     assert!(
-        header.ends_with("steps; host clock, one submit per kernel"),
+        header.ends_with(", 1 step; host clock, one submit per kernel"),
         "{stdout}"
     );
     assert!(stdout.contains("conv2d_forward"), "{stdout}");

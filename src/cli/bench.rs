@@ -24,6 +24,7 @@ use mnist_wgpu::gpu::profile::{
 };
 use mnist_wgpu::gpu::{GpuBackend, GpuContext};
 use mnist_wgpu::model::{init_params, Plan};
+use mnist_wgpu::text::count;
 
 #[derive(Args, Debug)]
 pub struct BenchArgs {
@@ -68,8 +69,8 @@ pub fn bench(args: BenchArgs) -> Result<()> {
     let batch = args.batch_size as usize;
     if batch > mnist.train.len() {
         return Err(bad_input(format!(
-            "--batch-size {batch}: larger than the {} training images",
-            mnist.train.len()
+            "--batch-size {batch}: larger than the {}",
+            count(mnist.train.len(), "training image")
         )));
     }
     let min_time = Duration::from_secs(args.seconds);
@@ -164,12 +165,12 @@ fn kernel_share(backend: &mut GpuBackend, ctx: &GpuContext, batch: usize) -> Res
 
 fn print_report(r: &BenchReport, plan: &Plan) {
     println!(
-        "training: {:.3} s per step, {:.1} s per epoch of {} images, {:.0} images/s ({} steps timed)",
+        "training: {:.3} s per step, {:.1} s per epoch of {}, {:.0} images/s ({} timed)",
         r.batch_size as f64 / r.train_images_per_second,
         r.seconds_per_epoch,
-        r.epoch_images,
+        count(r.epoch_images, "image"),
         r.train_images_per_second,
-        r.train_steps_timed
+        count(r.train_steps_timed, "step")
     );
     println!("inference: {:.0} images/s", r.inference_images_per_second);
     println!(

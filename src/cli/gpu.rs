@@ -16,6 +16,7 @@ use mnist_wgpu::gpu::check::{all_checks, ATOL, RTOL};
 use mnist_wgpu::gpu::context::{choose_adapter, list_adapters};
 use mnist_wgpu::gpu::{GpuBackend, GpuContext};
 use mnist_wgpu::model::init_params;
+use mnist_wgpu::text::count;
 
 #[derive(Args, Debug)]
 pub struct InfoArgs {
@@ -211,7 +212,11 @@ pub fn check(args: CheckArgs) -> Result<()> {
         );
     }
     if failed > 0 {
-        anyhow::bail!("{failed} GPU kernel check(s) failed on '{}'", ctx.info.name);
+        anyhow::bail!(
+            "{} failed on '{}'",
+            count(failed, "GPU kernel check"),
+            ctx.info.name
+        );
     }
     Ok(())
 }

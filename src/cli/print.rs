@@ -4,6 +4,7 @@ use std::io::Write;
 
 use indicatif::{ProgressBar, ProgressStyle};
 
+use mnist_wgpu::text::count;
 use mnist_wgpu::train::{Evaluation, Progress};
 
 /// Runs `work` behind `message`: on a terminal a spinner with the seconds spent (a first run
@@ -100,10 +101,10 @@ impl EpochProgress {
 pub fn print_evaluation(eval: &Evaluation) {
     let c = &eval.confusion;
     println!(
-        "\ntest accuracy {:.2}%, loss {:.4} ({} images)\n",
+        "\ntest accuracy {:.2}%, loss {:.4} ({})\n",
         100.0 * c.accuracy(),
         eval.loss,
-        c.total()
+        count(c.total(), "image")
     );
     println!(
         "{:>12} {:>9} {:>9} {:>9} {:>8}",

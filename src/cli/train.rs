@@ -23,6 +23,7 @@ use mnist_wgpu::fsutil::write_atomic;
 use mnist_wgpu::model::{augments_by_default, init_params, Params, Plan};
 use mnist_wgpu::plots::{write_plots, AugmentedRun};
 use mnist_wgpu::report::MetricsReport;
+use mnist_wgpu::text::count;
 use mnist_wgpu::train::{
     batch_sizes, eval_batch_sizes, evaluate, hold_out, train_resumable, EpochStats, Evaluation,
     Resumable, RunState,
@@ -442,8 +443,9 @@ fn check_more_to_do(dir: &Path, state: &RunState, epochs: usize) -> Result<()> {
     }
     if done >= epochs {
         return Err(bad_input(format!(
-            "--resume {}: the run has finished {done} epochs; pass --epochs N with N > {done} to train more",
-            dir.display()
+            "--resume {}: the run has finished {}; pass --epochs N with N > {done} to train more",
+            dir.display(),
+            count(done, "epoch")
         )));
     }
     Ok(())
@@ -550,8 +552,8 @@ fn run(setup: Setup, args: &TrainArgs) -> Result<()> {
     if let Some(best) = &outcome.best {
         if outcome.stopped_early {
             println!(
-                "stopped early: no better validation loss for {} epochs",
-                config.train.early_stopping.unwrap_or(0)
+                "stopped early: no better validation loss for {}",
+                count(config.train.early_stopping.unwrap_or(0), "epoch")
             );
         }
         println!(
@@ -609,7 +611,7 @@ fn prepare_kernels(
     let tuned = choices.iter().filter(|c| c.source == "tuned").count();
     let note = match tuned {
         0 => String::new(),
-        n => format!(", {n} of {} ops autotuned", choices.len()),
+        n => format!(", {n} of {} autotuned", count(choices.len(), "op")),
     };
     println!("ready in {:.1} s{note}", start.elapsed().as_secs_f64());
     Ok(())
@@ -631,14 +633,16 @@ fn print_start(
     } = config.train;
     if start.epochs_done > 0 || start.step > 0 {
         println!(
-            "resuming after epoch {} (and {} steps of the next)",
-            start.epochs_done, start.step
+            "resuming after epoch {} (and {} of the next)",
+            start.epochs_done,
+            count(start.step, "step")
         );
     }
     println!(
-        "training {} on {} images, {epochs} epochs, batch {batch_size}, {} (lr {lr}, {} schedule), {}, {} ({})",
+        "training {} on {}, {}, batch {batch_size}, {} (lr {lr}, {} schedule), {}, {} ({})",
         plan.arch,
-        mnist.train.len(),
+        count(mnist.train.len(), "image"),
+        count(epochs, "epoch"),
         config.optimizer.name(),
         schedule.name(),
         augment_label(config.train.augment),
