@@ -39,6 +39,24 @@ fn help_exits_zero() {
 }
 
 #[test]
+fn arch_help_lists_every_preset() {
+    for command in ["train", "summary", "bench"] {
+        let help = run_cli_ok(&[command, "--help"]);
+        let arch = help
+            .split("--arch <ARCH>")
+            .nth(1)
+            .and_then(|rest| rest.split("--arch-file").next())
+            .unwrap_or_else(|| panic!("{command} --help has no --arch: {help}"));
+        for (preset, _) in mnist_wgpu::model::PRESETS {
+            assert!(
+                arch.contains(preset),
+                "{command} --arch help lacks {preset}: {arch}"
+            );
+        }
+    }
+}
+
+#[test]
 fn train_then_eval_writes_a_checkpoint_and_matching_metrics() {
     let dir = tempfile::tempdir().unwrap();
     let model = dir.path().join("model.safetensors");
