@@ -28,6 +28,10 @@ fn bad_flags_are_one_line_errors_with_exit_code_2() {
         &run_cli(&["train", "--arch", "conv8k3-dense10"]),
         "add flatten",
     );
+    assert_bad_input(
+        &run_cli(&["train", "--arch", "seeed"]),
+        "--arch: unknown preset or layer 'seeed'; presets are seed, strong; did you mean 'seed'?",
+    );
     assert_bad_input(&run_cli(&["fly"]), "unrecognized subcommand 'fly'");
 }
 
