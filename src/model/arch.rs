@@ -130,9 +130,10 @@ pub const PRESETS: &[(&str, &str)] = &[
 ];
 
 /// Whether `--augment auto` augments the training images of `--arch preset_or_spec`: only the
-/// `strong` preset, trained long enough for augmentation to pay off, does by default.
+/// `strong` preset, trained long enough for augmentation to pay off, does by default (its
+/// [`Recipe`](crate::config::Recipe) says so).
 pub fn augments_by_default(preset_or_spec: &str) -> bool {
-    preset_or_spec.trim() == "strong"
+    crate::config::Recipe::of_preset(preset_or_spec).is_some_and(|r| r.augment)
 }
 
 impl fmt::Display for Arch {
