@@ -7,6 +7,7 @@ use anyhow::Result;
 use clap::Args;
 use serde::Serialize;
 
+use super::print::align_columns;
 use super::ArchArgs;
 use super::KernelArgs;
 use mnist_wgpu::backend::Backend;
@@ -125,10 +126,9 @@ fn print_kernels(args: &InfoArgs) -> Result<()> {
         ctx.backend_name(),
         start.elapsed().as_secs_f64()
     );
-    println!(
-        "{:<24} {:<28} {:<18} {:<7} timings (us per run; compile seconds where compiled now)",
-        "op", "shape", "variant", "source"
-    );
+    let header = ["op", "shape", "variant", "source"].map(String::from);
+    let timings_header = "timings (us per run; compile seconds where compiled now)";
+    let mut rows = vec![header.into_iter().chain([timings_header.into()]).collect()];
     for c in backend.kernel_choices() {
         let timings: Vec<String> = c
             .timings_us
@@ -138,14 +138,10 @@ fn print_kernels(args: &InfoArgs) -> Result<()> {
                 None => format!("{variant} {us:.0}"),
             })
             .collect();
-        println!(
-            "{:<24} {:<28} {:<18} {:<7} {}",
-            c.op,
-            c.shape,
-            c.variant,
-            c.source,
-            timings.join(", ")
-        );
+        rows.push(vec![c.op, c.shape, c.variant, c.source, timings.join(", ")]);
+    }
+    for line in align_columns(&rows) {
+        println!("{line}");
     }
     Ok(())
 }
