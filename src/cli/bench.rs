@@ -185,7 +185,7 @@ fn print_report(r: &BenchReport, plan: &Plan) {
         r.seconds_per_epoch / bound
     );
     if let Some(share) = r.kernel_share {
-        println!("inside kernels: {:.1}% of the step", 100.0 * share);
+        println!("{}", kernel_share_line(share));
     }
     let mib = |b: Option<u64>| {
         b.map_or("n/a".to_string(), |b| {
@@ -197,4 +197,44 @@ fn print_report(r: &BenchReport, plan: &Plan) {
         mib(r.peak_rss_bytes),
         mib(r.gpu_bytes)
     );
+}
+
+/// The `inside kernels` line of a report; a share over 100 % says how that can be.
+fn kernel_share_line(share: f64) -> String {
+    let line = format!("inside kernels: {:.1}% of the step", 100.0 * share);
+    // Over 100.0 as printed (to a tenth of a percent).
+    if (1000.0 * share).round() > 1000.0 {
+        format!(
+            "{line} (over 100%: the profiled steps and the timed ones are separate runs on a \
+             machine whose speed drifts, and kernel timestamps also count texture copies)"
+        )
+    } else {
+        line
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_kernel_share_over_100_percent_says_why() {
+        assert_eq!(
+            kernel_share_line(0.873),
+            "inside kernels: 87.3% of the step"
+        );
+        // 100.0 % as printed is no excess.
+        assert_eq!(
+            kernel_share_line(1.0004),
+            "inside kernels: 100.0% of the step"
+        );
+        let over = kernel_share_line(1.123);
+        assert!(
+            over.starts_with("inside kernels: 112.3% of the step (over 100%: ")
+                && over.contains("separate runs")
+                && over.contains("texture copies)")
+                && !over.contains('\n'),
+            "{over}"
+        );
+    }
 }
