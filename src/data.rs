@@ -13,6 +13,7 @@ use anyhow::Result;
 use flate2::read::GzDecoder;
 
 use crate::error::bad_input;
+use crate::text::count;
 
 pub const IMAGE_SIDE: usize = 28;
 pub const IMAGE_PIXELS: usize = IMAGE_SIDE * IMAGE_SIDE;
@@ -101,11 +102,11 @@ fn load_split(dir: &Path, prefix: &str) -> Result<Split> {
     let labels = read_labels(&label_path, labels)?;
     if images.len() != labels.len() * IMAGE_PIXELS {
         return Err(bad_input(format!(
-            "{}: has {} images but {} has {} labels",
+            "{}: has {} but {} has {}",
             image_path.display(),
-            images.len() / IMAGE_PIXELS,
+            count(images.len() / IMAGE_PIXELS, "image"),
             label_path.display(),
-            labels.len()
+            count(labels.len(), "label")
         )));
     }
     Ok(Split { images, labels })
@@ -175,8 +176,8 @@ fn read_idx(
         .map_err(io_fail)?;
     if (header.len() as u64) < header_len {
         return Err(fail(format!(
-            "expected a {header_len}-byte IDX header, found {} bytes",
-            header.len()
+            "expected a {header_len}-byte IDX header, found {}",
+            count(header.len(), "byte")
         )));
     }
     let words: Vec<u32> = header

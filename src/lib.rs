@@ -19,4 +19,5 @@ pub mod plots;
 pub mod predict;
 pub mod report;
 pub mod rng;
+pub mod text;
 pub mod train;

@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Once;
 
 use anyhow::{anyhow, Context, Result};
+use plotters::coord::ranged1d::{DefaultFormatting, KeyPointHint};
+use plotters::coord::types::RangedCoordf64;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::{register_font, FontStyle};
@@ -129,26 +131,37 @@ fn draw_curve_charts(left: &Area, right: &Area, history: &[EpochStats]) -> Resul
             points(&|e| e.val_accuracy.map(|a| 100.0 * a)),
         ),
     ];
-    draw_chart(left, "loss", &loss, history.len())?;
-    draw_chart(right, "accuracy (%)", &accuracy, history.len())
+    let epochs = history.len();
+    draw_chart(left, "loss", &loss, epochs, (0.0, f64::INFINITY))?;
+    draw_chart(right, "accuracy (%)", &accuracy, epochs, (0.0, 100.0))
 }
 
-fn draw_chart(area: &Area, title: &str, series: &[Series], epochs: usize) -> Result<()> {
+/// A chart of `series` over `epochs` epochs, its values within `limits`.
+fn draw_chart(
+    area: &Area,
+    title: &str,
+    series: &[Series],
+    epochs: usize,
+    limits: (f64, f64),
+) -> Result<()> {
     let values = series.iter().flat_map(|s| s.2.iter().map(|p| p.1));
-    let (lo, hi) = values.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
-        (lo.min(v), hi.max(v))
-    });
-    let pad = ((hi - lo) * 0.1).max(1e-3);
+    let (lo, hi) = value_range(values, limits);
+    let (y_ticks, decimals) = nice_ticks(lo, hi, Y_TICKS);
     let mut chart = ChartBuilder::on(area)
         .caption(title, (FONT, 20))
         .margin(12)
         .x_label_area_size(36)
         .y_label_area_size(56)
-        .build_cartesian_2d(0.5..epochs as f64 + 0.5, lo - pad..hi + pad)
+        .build_cartesian_2d(
+            Ticked::new(0.5..epochs as f64 + 0.5, epoch_ticks(epochs)),
+            Ticked::new(lo..hi, y_ticks),
+        )
         .map_err(plot_error)?;
     chart
         .configure_mesh()
         .x_desc("epoch")
+        .x_label_formatter(&|x| format!("{x:.0}"))
+        .y_label_formatter(&|y| tick_label(*y, decimals))
         .label_style((FONT, 13))
         .draw()
         .map_err(plot_error)?;
@@ -160,8 +173,16 @@ fn draw_chart(area: &Area, title: &str, series: &[Series], epochs: usize) -> Res
             .label(*name)
             .legend(move |(x, y)| PathElement::new([(x, y), (x + 16, y)], color));
         chart
-            .draw_series(points.iter().map(|&p| Circle::new(p, 3, color.filled())))
+            .draw_series(points.iter().map(|&p| Circle::new(p, 4, color.filled())))
             .map_err(plot_error)?;
+        // A lone point (a one-epoch run) has no line: its value is written beside it.
+        if let [point] = points.as_slice() {
+            let text = tick_label(point.1, decimals + 2);
+            let font = (FONT, 13).into_font().color(&color);
+            chart
+                .draw_series([EmptyElement::at(*point) + Text::new(text, (8, -16), font)])
+                .map_err(plot_error)?;
+        }
     }
     chart
         .configure_series_labels()
@@ -170,6 +191,113 @@ fn draw_chart(area: &Area, title: &str, series: &[Series], epochs: usize) -> Res
         .border_style(BLACK)
         .draw()
         .map_err(plot_error)
+}
+
+/// An axis over an f64 range with the ticks we chose (plotters' own choice puts epochs at
+/// halves, and plotters' `with_key_points` cannot be labelled with a formatter).
+struct Ticked {
+    range: RangedCoordf64,
+    ticks: Vec<f64>,
+}
+
+impl Ticked {
+    fn new(range: std::ops::Range<f64>, ticks: Vec<f64>) -> Ticked {
+        Ticked {
+            range: range.into(),
+            ticks,
+        }
+    }
+}
+
+impl Ranged for Ticked {
+    type FormatOption = DefaultFormatting;
+    type ValueType = f64;
+
+    fn map(&self, value: &f64, limit: (i32, i32)) -> i32 {
+        self.range.map(value, limit)
+    }
+
+    /// Our ticks for the labels and the bold mesh lines, and no light lines between them.
+    fn key_points<Hint: KeyPointHint>(&self, hint: Hint) -> Vec<f64> {
+        if hint.weight().allow_light_points() {
+            Vec::new()
+        } else {
+            self.ticks.clone()
+        }
+    }
+
+    fn range(&self) -> std::ops::Range<f64> {
+        self.range.range()
+    }
+}
+
+/// The most y-axis ticks of a curve chart.
+const Y_TICKS: usize = 8;
+
+/// The epochs labelled on an axis of `epochs` epochs: whole ones only, every one up to ten,
+/// else every 2nd, 5th, 10th, 20th, ... so that at most ten are.
+fn epoch_ticks(epochs: usize) -> Vec<f64> {
+    let step = [1, 2, 5]
+        .iter()
+        .flat_map(|&m| (0..).map(move |p| m * 10usize.pow(p)).take(8))
+        .filter(|step| epochs / step <= 10)
+        .min()
+        .unwrap_or(1);
+    (step..=epochs).step_by(step).map(|e| e as f64).collect()
+}
+
+/// The y range of a chart of `values`: theirs, padded by a tenth of its span and by at least
+/// 5 % of their magnitude (so that one value, or a flat curve, sits in a range of readable
+/// ticks), kept within `limits` (what the values can be); (0, 1) when there are none.
+fn value_range(values: impl Iterator<Item = f64>, limits: (f64, f64)) -> (f64, f64) {
+    let (lo, hi) = values.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
+        (lo.min(v), hi.max(v))
+    });
+    if lo > hi {
+        return (0.0, 1.0);
+    }
+    let magnitude = lo.abs().max(hi.abs());
+    let pad = (0.1 * (hi - lo)).max(0.05 * magnitude).max(1e-3);
+    let (lo, hi) = ((lo - pad).max(limits.0), (hi + pad).min(limits.1));
+    // A value at a limit (100 % accuracy) still gets a range to sit in.
+    if hi - lo < pad {
+        return ((hi - pad).max(limits.0), (lo + pad).min(limits.1));
+    }
+    (lo, hi)
+}
+
+/// At most `max` ticks in [lo, hi]: the multiples of a step of 1, 2 or 5 times a power of ten,
+/// and the decimals that step needs (0.05: 2), so that every label is as short as it can be.
+fn nice_ticks(lo: f64, hi: f64, max: usize) -> (Vec<f64>, usize) {
+    let span = (hi - lo).max(f64::MIN_POSITIVE);
+    let mut power = 10f64.powf((span / max as f64).log10().floor());
+    let step = loop {
+        let fits = [1.0, 2.0, 5.0]
+            .into_iter()
+            .map(|m| m * power)
+            .find(|&step| {
+                let count = (hi / step).floor() - (lo / step).ceil() + 1.0;
+                count <= max as f64
+            });
+        match fits {
+            Some(step) => break step,
+            None => power *= 10.0,
+        }
+    };
+    let decimals = (-step.log10().floor()).max(0.0) as usize;
+    let first = (lo / step).ceil() as i64;
+    let last = (hi / step).floor() as i64;
+    let ticks = (first..=last).map(|k| k as f64 * step).collect();
+    (ticks, decimals)
+}
+
+/// `value` with `decimals` decimals, never as "-0".
+fn tick_label(value: f64, decimals: usize) -> String {
+    let label = format!("{value:.decimals$}");
+    match label.strip_prefix('-') {
+        Some(rest) if rest.chars().all(|c| c == '0' || c == '.') => rest.to_string(),
+        _ => label,
+    }
 }
 
 /// Rows are true classes, columns predictions; each cell is shaded by its share of the row.
@@ -315,4 +443,63 @@ fn draw_digit(area: &Area, origin: (u32, u32), image: &[f32]) -> Result<()> {
         .map_err(plot_error)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn epoch_axes_tick_at_whole_epochs_and_at_most_ten() {
+        assert_eq!(epoch_ticks(1), [1.0]);
+        assert_eq!(epoch_ticks(3), [1.0, 2.0, 3.0]);
+        assert_eq!(epoch_ticks(10).len(), 10);
+        assert_eq!(epoch_ticks(15), [2.0, 4.0, 6.0, 8.0, 10.0, 12.0, 14.0]);
+        for epochs in 1..500 {
+            let ticks = epoch_ticks(epochs);
+            assert!(
+                !ticks.is_empty() && ticks.len() <= 10,
+                "{epochs}: {ticks:?}"
+            );
+            assert!(ticks
+                .iter()
+                .all(|t| t.fract() == 0.0 && *t <= epochs as f64));
+        }
+    }
+
+    #[test]
+    fn a_single_value_gets_a_padded_range_with_short_labels() {
+        // One epoch: loss 2.1996, accuracy 29.67 %.
+        for (value, limits) in [(2.1996, (0.0, f64::INFINITY)), (29.6667, (0.0, 100.0))] {
+            let (lo, hi) = value_range([value].into_iter(), limits);
+            assert!(lo < value && value < hi, "{value}: {lo}..{hi}");
+            assert!(hi - lo > 0.05 * value, "{value}: {lo}..{hi} too narrow");
+            let (ticks, decimals) = nice_ticks(lo, hi, Y_TICKS);
+            assert!(ticks.len() >= 3 && ticks.len() <= Y_TICKS, "{ticks:?}");
+            let labels: Vec<String> = ticks.iter().map(|&t| tick_label(t, decimals)).collect();
+            assert!(labels.iter().all(|l| l.len() <= 5), "{labels:?}");
+            // Distinct labels: the decimals suffice for the step.
+            let mut unique = labels.clone();
+            unique.dedup();
+            assert_eq!(unique, labels);
+        }
+        assert_eq!(value_range([100.0].into_iter(), (0.0, 100.0)).1, 100.0);
+        assert_eq!(value_range([0.5, 0.5].into_iter(), (0.0, 1.0)).0, 0.475);
+        assert_eq!(value_range(std::iter::empty(), (0.0, 100.0)), (0.0, 1.0));
+    }
+
+    #[test]
+    fn ticks_are_round_numbers_with_the_decimals_their_step_needs() {
+        let (ticks, decimals) = nice_ticks(17.4, 71.6, 8);
+        assert_eq!(
+            (ticks, decimals),
+            (vec![20.0, 30.0, 40.0, 50.0, 60.0, 70.0], 0)
+        );
+        let (ticks, decimals) = nice_ticks(2.09, 2.31, 8);
+        let labels: Vec<String> = ticks.iter().map(|&t| tick_label(t, decimals)).collect();
+        assert_eq!(labels, ["2.10", "2.15", "2.20", "2.25", "2.30"]);
+        assert_eq!(nice_ticks(-0.3, 0.3, 8).1, 1);
+        assert_eq!(tick_label(-0.0001, 2), "0.00");
+        assert_eq!(tick_label(-0.5, 1), "-0.5");
+    }
 }

@@ -15,6 +15,7 @@ use crate::cpu::softmax_xent::{argmax, softmax_cross_entropy};
 use crate::data::{Split, IMAGE_PIXELS};
 use crate::metrics::ConfusionMatrix;
 use crate::model::NUM_CLASSES;
+use crate::text::count;
 
 /// How often running loss and accuracy are read back while an epoch runs.
 const STATS_INTERVAL: Duration = Duration::from_millis(250);
@@ -184,8 +185,9 @@ pub fn train_resumable(
     let steps = train.len().div_ceil(config.batch_size);
     anyhow::ensure!(
         run.step < steps,
-        "cannot resume at step {} of an epoch of {steps} steps",
-        run.step
+        "cannot resume at step {} of an epoch of {}",
+        run.step,
+        count(steps, "step")
     );
     backend.set_seed(config.seed);
     backend.set_augmentation(config.augment);

@@ -28,6 +28,10 @@ fn bad_flags_are_one_line_errors_with_exit_code_2() {
         &run_cli(&["train", "--arch", "conv8k3-dense10"]),
         "add flatten",
     );
+    assert_bad_input(
+        &run_cli(&["train", "--arch", "seeed"]),
+        "--arch: unknown preset or layer 'seeed'; presets are seed, strong; did you mean 'seed'?",
+    );
     assert_bad_input(&run_cli(&["fly"]), "unrecognized subcommand 'fly'");
 }
 
@@ -36,6 +40,24 @@ fn help_exits_zero() {
     let out = run_cli(&["train", "--help"]);
     assert_eq!(out.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&out.stdout).contains("--batch-size"));
+}
+
+#[test]
+fn arch_help_lists_every_preset() {
+    for command in ["train", "summary", "bench"] {
+        let help = run_cli_ok(&[command, "--help"]);
+        let arch = help
+            .split("--arch <ARCH>")
+            .nth(1)
+            .and_then(|rest| rest.split("--arch-file").next())
+            .unwrap_or_else(|| panic!("{command} --help has no --arch: {help}"));
+        for (preset, _) in mnist_wgpu::model::PRESETS {
+            assert!(
+                arch.contains(preset),
+                "{command} --arch help lacks {preset}: {arch}"
+            );
+        }
+    }
 }
 
 #[test]
@@ -611,5 +633,118 @@ fn bad_layer_specs_name_the_token() {
     assert_bad_input(
         &run_cli(&["summary", "--arch", "conv8k3s0-flatten-dense10"]),
         "stride '0'",
+    );
+}
+
+#[test]
+fn counts_of_one_are_singular() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = bundled_data();
+    let stdout = run_cli_ok(&[
+        "train",
+        "--backend",
+        "cpu",
+        "--epochs",
+        "1",
+        "--train-limit",
+        "1",
+        "--test-limit",
+        "1",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--run-dir",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert!(stdout.contains(" on 1 image, 1 epoch, batch "), "{stdout}");
+    assert!(stdout.contains("(1 image)"), "{stdout}");
+    assert!(
+        !stdout.contains("1 epochs") && !stdout.contains("1 images"),
+        "{stdout}"
+    );
+}
+
+/// `--arch strong` brings its recipe (batch 128, one-cycle at 3e-3, augmentation), flags
+/// override it, the checkpoint records the result, and a resumed run keeps it.
+#[test]
+fn the_strong_preset_trains_with_its_recipe_unless_flags_say_otherwise() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = bundled_data();
+    let run = dir.path().join("run");
+    let stdout = run_cli_ok(&[
+        "train",
+        "--arch",
+        "strong",
+        "--epochs",
+        "1",
+        "--train-limit",
+        "256",
+        "--test-limit",
+        "20",
+        "--backend",
+        "cpu",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--run-dir",
+        run.to_str().unwrap(),
+    ]);
+    let first = stdout.lines().next().unwrap();
+    assert!(
+        first.starts_with("recipe: strong preset: 15 epochs, batch 128, adam lr 0.003")
+            && first.ends_with("; overridden by --epochs 1"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("1 epoch, batch 128, adam (lr 0.003, onecycle schedule), augmented"),
+        "{stdout}"
+    );
+    let saved = mnist_wgpu::checkpoint::load_checkpoint(&run.join("last.safetensors")).unwrap();
+    let recorded: serde_json::Value = serde_json::from_str(&saved.metadata["run"]).unwrap();
+    assert_eq!(recorded["train"]["batch_size"], 128, "{recorded}");
+    assert_eq!(recorded["train"]["schedule"]["name"], "onecycle");
+    assert!(recorded["train"]["augment"].is_object(), "{recorded}");
+    let metrics: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run.join("metrics.json")).unwrap()).unwrap();
+    // Two steps of 128: the one-cycle rate of the last one is below its 0.003 peak.
+    let lr = metrics["epochs"][0]["lr"].as_f64().unwrap();
+    assert!(lr < 0.003 && lr > 0.0, "{lr}");
+
+    // Resumed, the run keeps its stored recipe (the default --arch is the seed preset).
+    let stdout = run_cli_ok(&[
+        "train",
+        "--resume",
+        run.to_str().unwrap(),
+        "--epochs",
+        "2",
+        "--backend",
+        "cpu",
+    ]);
+    assert!(
+        stdout.contains("2 epochs, batch 128, adam (lr 0.003, onecycle schedule), augmented"),
+        "{stdout}"
+    );
+
+    // A flag wins over the preset.
+    let stdout = run_cli_ok(&[
+        "train",
+        "--arch",
+        "strong",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "64",
+        "--train-limit",
+        "64",
+        "--test-limit",
+        "20",
+        "--backend",
+        "cpu",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--run-dir",
+        dir.path().join("flags").to_str().unwrap(),
+    ]);
+    assert!(
+        stdout.contains("1 epoch, batch 64, adam (lr 0.003"),
+        "{stdout}"
     );
 }

@@ -206,6 +206,29 @@ fn info_kernels_lists_the_variant_of_every_op() {
             "{line}"
         );
     }
+    // The columns line up: each starts where its heading does, after a gap, in every row.
+    let table: Vec<&str> = stdout
+        .lines()
+        .skip_while(|l| !l.starts_with("op "))
+        .collect();
+    let header = table
+        .first()
+        .unwrap_or_else(|| panic!("no table in {stdout}"));
+    let starts: Vec<usize> = ["shape", "variant", "source"]
+        .iter()
+        .map(|h| header.find(&format!("  {h}")).expect("a heading") + 2)
+        .collect();
+    assert!(table.len() > 8, "{stdout}");
+    for line in &table {
+        for &at in &starts {
+            let (before, after) = line.split_at(at);
+            assert!(
+                before.ends_with("  ") && !after.starts_with(' '),
+                "column at {at} misaligned:\n{}",
+                table.join("\n")
+            );
+        }
+    }
 }
 
 #[test]
@@ -341,7 +364,7 @@ fn profile_times_with_the_method_asked_for() {
     let stdout = run_cli_ok(&args);
     let header = stdout.lines().next().unwrap_or_default();
     assert!(
-        header.ends_with("steps; host clock, one submit per kernel"),
+        header.ends_with(", 1 step; host clock, one submit per kernel"),
         "{stdout}"
     );
     assert!(stdout.contains("conv2d_forward"), "{stdout}");

@@ -7,6 +7,7 @@ use anyhow::Result;
 use clap::Args;
 use serde::Serialize;
 
+use super::print::align_columns;
 use super::ArchArgs;
 use super::KernelArgs;
 use mnist_wgpu::backend::Backend;
@@ -17,6 +18,7 @@ use mnist_wgpu::gpu::context::{choose_adapter, list_adapters};
 use mnist_wgpu::gpu::ops::all_checks;
 use mnist_wgpu::gpu::{GpuBackend, GpuContext};
 use mnist_wgpu::model::init_params;
+use mnist_wgpu::text::count;
 
 #[derive(Args, Debug)]
 pub struct InfoArgs {
@@ -125,10 +127,9 @@ fn print_kernels(args: &InfoArgs) -> Result<()> {
         ctx.backend_name(),
         start.elapsed().as_secs_f64()
     );
-    println!(
-        "{:<24} {:<28} {:<18} {:<7} timings (us per run; compile seconds where compiled now)",
-        "op", "shape", "variant", "source"
-    );
+    let header = ["op", "shape", "variant", "source"].map(String::from);
+    let timings_header = "timings (us per run; compile seconds where compiled now)";
+    let mut rows = vec![header.into_iter().chain([timings_header.into()]).collect()];
     for c in backend.kernel_choices() {
         let timings: Vec<String> = c
             .timings_us
@@ -138,14 +139,10 @@ fn print_kernels(args: &InfoArgs) -> Result<()> {
                 None => format!("{variant} {us:.0}"),
             })
             .collect();
-        println!(
-            "{:<24} {:<28} {:<18} {:<7} {}",
-            c.op,
-            c.shape,
-            c.variant,
-            c.source,
-            timings.join(", ")
-        );
+        rows.push(vec![c.op, c.shape, c.variant, c.source, timings.join(", ")]);
+    }
+    for line in align_columns(&rows) {
+        println!("{line}");
     }
     Ok(())
 }
@@ -212,7 +209,11 @@ pub fn check(args: CheckArgs) -> Result<()> {
         );
     }
     if failed > 0 {
-        anyhow::bail!("{failed} GPU kernel check(s) failed on '{}'", ctx.info.name);
+        anyhow::bail!(
+            "{} failed on '{}'",
+            count(failed, "GPU kernel check"),
+            ctx.info.name
+        );
     }
     Ok(())
 }

@@ -85,7 +85,8 @@ pub enum ScheduleChoice {
 /// The model: `--arch` or `--arch-file`.
 #[derive(Args, Debug)]
 pub struct ArchArgs {
-    /// Architecture: a preset (seed) or a spec such as conv32k3-relu-pool2-flatten-dense10.
+    /// Architecture: a preset, seed (the tutorial CNN) or strong (our most accurate, see
+    /// `summary --arch strong`), or a spec such as conv32k3-relu-pool2-flatten-dense10.
     #[arg(long, default_value = "seed")]
     arch: String,
     /// Read the architecture spec from a file: layers joined by '-' or on separate lines,

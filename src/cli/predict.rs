@@ -12,6 +12,7 @@ use mnist_wgpu::config::Optimizer;
 use mnist_wgpu::error::bad_input;
 use mnist_wgpu::model::NUM_CLASSES;
 use mnist_wgpu::predict::{mnist_input, top_classes, ClassProbability};
+use mnist_wgpu::text::count;
 
 /// How many classes each image reports.
 const TOP: usize = 3;
@@ -67,8 +68,8 @@ pub fn predict(args: PredictArgs) -> Result<()> {
     }
     if failed > 0 {
         return Err(bad_input(format!(
-            "{failed} of {} images could not be classified",
-            args.images.len()
+            "{failed} of {} could not be classified",
+            count(args.images.len(), "image")
         )));
     }
     Ok(())

@@ -4,6 +4,7 @@ use std::io::Write;
 
 use indicatif::{ProgressBar, ProgressStyle};
 
+use mnist_wgpu::text::count;
 use mnist_wgpu::train::{Evaluation, Progress};
 
 /// Runs `work` behind `message`: on a terminal a spinner with the seconds spent (a first run
@@ -109,10 +110,10 @@ impl EpochProgress {
 pub fn print_evaluation(eval: &Evaluation) {
     let c = &eval.confusion;
     println!(
-        "\ntest accuracy {:.2}%, loss {:.4} ({} images)\n",
+        "\ntest accuracy {:.2}%, loss {:.4} ({})\n",
         100.0 * c.accuracy(),
         eval.loss,
-        c.total()
+        count(c.total(), "image")
     );
     println!(
         "{:>12} {:>9} {:>9} {:>9} {:>8}",
@@ -144,5 +145,77 @@ pub fn print_evaluation(eval: &Evaluation) {
         print!("{i:>5}");
         row.iter().for_each(|n| print!("{n:>6}"));
         println!();
+    }
+}
+
+/// `rows` of cells as lines whose columns line up: each column but the last is padded to its
+/// widest cell (counted in characters), with two spaces before the next; no line ends in
+/// spaces.
+pub fn align_columns(rows: &[Vec<String>]) -> Vec<String> {
+    let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..columns)
+        .map(|j| {
+            let cells = rows.iter().filter_map(|row| row.get(j));
+            cells.map(|cell| cell.chars().count()).max().unwrap_or(0)
+        })
+        .collect();
+    rows.iter()
+        .map(|row| {
+            let mut line = String::new();
+            for (j, cell) in row.iter().enumerate() {
+                if j + 1 == row.len() {
+                    line.push_str(cell);
+                } else {
+                    line.push_str(&format!("{cell:<width$}  ", width = widths[j]));
+                }
+            }
+            line.trim_end().to_string()
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_column_starts_at_the_same_offset_in_every_row() {
+        let rows: Vec<Vec<String>> = [
+            ["op", "shape", "variant", "source", "timings"],
+            [
+                "conv2d_backward_weights+maxpool",
+                "n 7, 1x28x28 -> 32 k3",
+                "register-blocked",
+                "tuned",
+                "a 1, b 2",
+            ],
+            [
+                "dense_forward",
+                "n 7, 1600 -> 10",
+                "register-blocked-texture",
+                "rule",
+                "",
+            ],
+        ]
+        .iter()
+        .map(|row| row.iter().map(|cell| cell.to_string()).collect())
+        .collect();
+        let lines = align_columns(&rows);
+        let header = &lines[0];
+        let offsets: Vec<usize> = rows[0]
+            .iter()
+            .map(|h| header.find(h.as_str()).unwrap())
+            .collect();
+        for (line, row) in lines.iter().zip(&rows) {
+            for (cell, &offset) in row.iter().zip(&offsets) {
+                let at = line.get(offset..offset + cell.len());
+                assert!(cell.is_empty() || at == Some(cell), "{lines:#?}");
+            }
+            assert!(!line.ends_with(' '), "{line:?}");
+        }
+        for pair in offsets.windows(2) {
+            let gap = |l: &String| l.len() < pair[1] || &l[pair[1] - 2..pair[1]] == "  ";
+            assert!(lines.iter().all(gap), "{lines:#?}");
+        }
     }
 }

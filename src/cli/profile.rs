@@ -19,6 +19,7 @@ use mnist_wgpu::gpu::profile::{
 };
 use mnist_wgpu::gpu::{GpuBackend, GpuContext};
 use mnist_wgpu::model::init_params;
+use mnist_wgpu::text::count;
 
 #[derive(Args, Debug)]
 pub struct ProfileArgs {
@@ -118,8 +119,8 @@ pub fn profile(args: ProfileArgs) -> Result<()> {
     train = train.truncated(batch * (WARM_UP_STEPS + (1 + TIMED_STEPS_PER_PROFILED) * steps));
     if train.len() < batch {
         return Err(bad_input(format!(
-            "--batch-size {batch}: larger than the {} training images",
-            train.len()
+            "--batch-size {batch}: larger than the {}",
+            count(train.len(), "training image")
         )));
     }
     let mut backend = GpuBackend::new(
@@ -153,9 +154,10 @@ pub fn profile(args: ProfileArgs) -> Result<()> {
         ""
     };
     println!(
-        "{} ({}), {arch}, batch {batch}, {steps} steps; {lacking}{}",
+        "{} ({}), {arch}, batch {batch}, {}; {lacking}{}",
         ctx.info.name,
         ctx.backend_name(),
+        count(steps, "step"),
         source.describe()
     );
     print_table(&run.steps, run.step_us);

@@ -6,6 +6,7 @@ use clap::Args;
 
 use super::ArchArgs;
 use mnist_wgpu::model::{ParamSpec, Plan, Step};
+use mnist_wgpu::text::count;
 
 #[derive(Args, Debug)]
 pub struct SummaryArgs {
@@ -42,7 +43,8 @@ pub fn summary(args: SummaryArgs) -> Result<()> {
     }
     let params: usize = plan.params.iter().map(ParamSpec::len).sum();
     println!(
-        "\n{params} parameters ({:.1} KiB as f32); per image: {:.3} MFLOP forward, {:.3} MFLOP training (forward and backward)",
+        "\n{} ({:.1} KiB as f32); per image: {:.3} MFLOP forward, {:.3} MFLOP training (forward and backward)",
+        count(params, "parameter"),
         params as f64 * 4.0 / 1024.0,
         mflop(plan.forward_macs()),
         mflop(plan.training_macs())

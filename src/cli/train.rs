@@ -16,27 +16,32 @@ use mnist_wgpu::checkpoint::{
     load_checkpoint, load_training_checkpoint, save_checkpoint, save_training_checkpoint,
     TrainingCheckpoint,
 };
-use mnist_wgpu::config::{Augment, Optimizer, Schedule, TrainConfig};
+use mnist_wgpu::config::{Augment, Optimizer, Schedule, TrainConfig, SGD_LR};
 use mnist_wgpu::data::{load_mnist, Mnist};
 use mnist_wgpu::error::{bad_input, Interrupted};
 use mnist_wgpu::fsutil::write_atomic;
-use mnist_wgpu::model::{augments_by_default, init_params, Params, Plan};
+use mnist_wgpu::model::{init_params, Params, Plan};
 use mnist_wgpu::plots::{write_plots, AugmentedRun};
 use mnist_wgpu::report::MetricsReport;
+use mnist_wgpu::text::count;
 use mnist_wgpu::train::{
     batch_sizes, eval_batch_sizes, evaluate, hold_out, train_resumable, EpochStats, Evaluation,
     Resumable, RunState,
 };
 
+mod recipe;
+
 #[derive(Args, Debug)]
 pub struct TrainArgs {
     #[command(flatten)]
     arch: ArchArgs,
-    /// Epochs in all; with --resume, the new total [default: 5, or the resumed run's].
+    /// Epochs in all [default: the preset's: 15 for strong, else 5]; with --resume, the new
+    /// total [default: the resumed run's].
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     epochs: Option<u64>,
-    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..=65536))]
-    batch_size: u64,
+    /// Examples per step [default: the preset's: 128 for strong, else 32].
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=65536))]
+    batch_size: Option<u64>,
     #[command(flatten)]
     optim: OptimArgs,
     #[command(flatten)]
@@ -109,7 +114,8 @@ const RESUME_CONFLICTS: &[&str] = &[
 pub struct OptimArgs {
     #[arg(long, value_enum, default_value_t = OptimizerChoice::Adam)]
     optimizer: OptimizerChoice,
-    /// Base learning rate [default: 0.001 for adam and adamw, 0.01 for sgd].
+    /// Base learning rate [default: for adam and adamw the preset's, 0.003 for strong, else
+    /// 0.001; 0.01 for sgd].
     #[arg(long, allow_negative_numbers = true, value_parser = positive_float)]
     lr: Option<f32>,
     /// Weight decay: L2 for adam and sgd, decoupled for adamw [default: 0, 0.01 for adamw].
@@ -121,8 +127,9 @@ pub struct OptimArgs {
     /// SGD with Nesterov momentum.
     #[arg(long)]
     nesterov: bool,
-    #[arg(long, value_enum, default_value_t = ScheduleChoice::Constant)]
-    lr_schedule: ScheduleChoice,
+    /// The learning-rate schedule [default: the preset's: onecycle for strong, else constant].
+    #[arg(long, value_enum)]
+    lr_schedule: Option<ScheduleChoice>,
     /// Step schedule: epochs between decays.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
     lr_step_epochs: u64,
@@ -135,15 +142,16 @@ pub struct OptimArgs {
 }
 
 impl OptimArgs {
-    fn optimizer(&self) -> Result<Optimizer> {
+    /// The optimiser; without --lr, Adam and AdamW run at `adam_lr` (the recipe's).
+    fn optimizer(&self, adam_lr: f32) -> Result<Optimizer> {
         if self.nesterov && self.optimizer != OptimizerChoice::Sgd {
             return Err(bad_input("--nesterov: only with --optimizer sgd"));
         }
         let opt = match self.optimizer {
-            OptimizerChoice::Adam => Optimizer::adam(self.lr.unwrap_or(1e-3)),
-            OptimizerChoice::Adamw => Optimizer::adamw(self.lr.unwrap_or(1e-3), 0.01),
+            OptimizerChoice::Adam => Optimizer::adam(self.lr.unwrap_or(adam_lr)),
+            OptimizerChoice::Adamw => Optimizer::adamw(self.lr.unwrap_or(adam_lr), 0.01),
             OptimizerChoice::Sgd => Optimizer::Sgd {
-                lr: self.lr.unwrap_or(1e-2),
+                lr: self.lr.unwrap_or(SGD_LR),
                 momentum: self.momentum,
                 nesterov: self.nesterov,
                 weight_decay: 0.0,
@@ -155,8 +163,16 @@ impl OptimArgs {
         })
     }
 
-    fn schedule(&self) -> Schedule {
-        match self.lr_schedule {
+    /// The schedule of --lr-schedule, else of the recipe's kind; either way with the
+    /// parameters of the flags (whose defaults are the recipes').
+    fn schedule(&self, recipe: Schedule) -> Schedule {
+        let recipe = match recipe {
+            Schedule::Constant => ScheduleChoice::Constant,
+            Schedule::Step { .. } => ScheduleChoice::Step,
+            Schedule::Cosine => ScheduleChoice::Cosine,
+            Schedule::OneCycle { .. } => ScheduleChoice::Onecycle,
+        };
+        match self.lr_schedule.unwrap_or(recipe) {
             ScheduleChoice::Constant => Schedule::Constant,
             ScheduleChoice::Step => Schedule::Step {
                 epochs: self.lr_step_epochs as usize,
@@ -174,7 +190,7 @@ impl OptimArgs {
 #[derive(Args, Debug)]
 pub struct AugmentArgs {
     /// Warp every training image by a random shift, rotation and scale, drawn from --seed
-    /// (auto: on for the strong preset only).
+    /// (auto: as the preset's recipe says, on for strong only).
     #[arg(long, value_enum, default_value_t = AugmentChoice::Auto)]
     augment: AugmentChoice,
     /// The largest shift along each axis, in pixels, in [0, 28) [default: 2].
@@ -197,12 +213,12 @@ pub enum AugmentChoice {
 }
 
 impl AugmentArgs {
-    /// The augmentation of a run of `arch` (the --arch value; `None` for --arch-file).
-    fn augment(&self, arch: Option<&str>) -> Result<Option<Augment>> {
+    /// The augmentation of a run whose recipe augments (`auto`) or not.
+    fn augment(&self, auto: bool) -> Result<Option<Augment>> {
         let on = match self.augment {
             AugmentChoice::On => true,
             AugmentChoice::Off => false,
-            AugmentChoice::Auto => arch.is_some_and(augments_by_default),
+            AugmentChoice::Auto => auto,
         };
         let overrides = [
             ("--augment-shift", self.augment_shift),
@@ -349,23 +365,19 @@ pub fn train(args: TrainArgs) -> Result<()> {
 
 fn new_setup(args: &TrainArgs) -> Result<Setup> {
     let (_, plan) = args.arch.plan()?;
-    let optimizer = args.optim.optimizer()?;
+    let recipe = recipe::resolve(args)?;
     if args.early_stopping.is_some() && args.val_split.is_none() {
         return Err(bad_input("--early-stopping: needs --val-split"));
     }
+    let optimizer = recipe.optimizer;
     let train = TrainConfig {
-        epochs: args.epochs.unwrap_or(5) as usize,
-        batch_size: args.batch_size as usize,
+        epochs: recipe.epochs,
+        batch_size: recipe.batch_size,
         seed: args.seed,
         lr: optimizer.lr(),
-        schedule: args.optim.schedule(),
+        schedule: recipe.schedule,
         early_stopping: args.early_stopping.map(|p| p as usize),
-        augment: args.augment.augment(
-            args.arch
-                .arch_file
-                .is_none()
-                .then_some(args.arch.arch.as_str()),
-        )?,
+        augment: recipe.augment,
     };
     let run_dir = match (&args.run_dir, &args.save) {
         (Some(dir), _) => dir.clone(),
@@ -385,6 +397,7 @@ fn new_setup(args: &TrainArgs) -> Result<Setup> {
         val_split: args.val_split,
         device: String::new(),
     };
+    println!("{}", recipe.line);
     Ok(Setup {
         run_dir,
         plan,
@@ -442,8 +455,9 @@ fn check_more_to_do(dir: &Path, state: &RunState, epochs: usize) -> Result<()> {
     }
     if done >= epochs {
         return Err(bad_input(format!(
-            "--resume {}: the run has finished {done} epochs; pass --epochs N with N > {done} to train more",
-            dir.display()
+            "--resume {}: the run has finished {}; pass --epochs N with N > {done} to train more",
+            dir.display(),
+            count(done, "epoch")
         )));
     }
     Ok(())
@@ -550,8 +564,8 @@ fn run(setup: Setup, args: &TrainArgs) -> Result<()> {
     if let Some(best) = &outcome.best {
         if outcome.stopped_early {
             println!(
-                "stopped early: no better validation loss for {} epochs",
-                config.train.early_stopping.unwrap_or(0)
+                "stopped early: no better validation loss for {}",
+                count(config.train.early_stopping.unwrap_or(0), "epoch")
             );
         }
         println!(
@@ -609,7 +623,7 @@ fn prepare_kernels(
     let tuned = choices.iter().filter(|c| c.source == "tuned").count();
     let note = match tuned {
         0 => String::new(),
-        n => format!(", {n} of {} ops autotuned", choices.len()),
+        n => format!(", {n} of {} autotuned", count(choices.len(), "op")),
     };
     println!("ready in {:.1} s{note}", start.elapsed().as_secs_f64());
     Ok(())
@@ -631,14 +645,16 @@ fn print_start(
     } = config.train;
     if start.epochs_done > 0 || start.step > 0 {
         println!(
-            "resuming after epoch {} (and {} steps of the next)",
-            start.epochs_done, start.step
+            "resuming after epoch {} (and {} of the next)",
+            start.epochs_done,
+            count(start.step, "step")
         );
     }
     println!(
-        "training {} on {} images, {epochs} epochs, batch {batch_size}, {} (lr {lr}, {} schedule), {}, {} ({})",
+        "training {} on {}, {}, batch {batch_size}, {} (lr {lr}, {} schedule), {}, {} ({})",
         plan.arch,
-        mnist.train.len(),
+        count(mnist.train.len(), "image"),
+        count(epochs, "epoch"),
         config.optimizer.name(),
         schedule.name(),
         augment_label(config.train.augment),

@@ -11,6 +11,7 @@ use crate::backend::{Backend, BackendInfo, OptimizerState, TrainStats};
 use crate::config::{Augment, Optimizer};
 use crate::data::{pixel_value, Split, IMAGE_PIXELS};
 use crate::model::{Params, Plan, Tensor};
+use crate::text::count;
 
 pub struct CpuBackend {
     plan: Plan,
@@ -59,7 +60,7 @@ impl Backend for CpuBackend {
         let threads = rayon::current_num_threads();
         BackendInfo {
             backend: "cpu".into(),
-            adapter: format!("CPU reference ({threads} threads)"),
+            adapter: format!("CPU reference ({})", count(threads, "thread")),
         }
     }
 

@@ -130,9 +130,10 @@ pub const PRESETS: &[(&str, &str)] = &[
 ];
 
 /// Whether `--augment auto` augments the training images of `--arch preset_or_spec`: only the
-/// `strong` preset, trained long enough for augmentation to pay off, does by default.
+/// `strong` preset, trained long enough for augmentation to pay off, does by default (its
+/// [`Recipe`](crate::config::Recipe) says so).
 pub fn augments_by_default(preset_or_spec: &str) -> bool {
-    preset_or_spec.trim() == "strong"
+    crate::config::Recipe::of_preset(preset_or_spec).is_some_and(|r| r.augment)
 }
 
 impl fmt::Display for Arch {
@@ -157,6 +158,10 @@ impl Arch {
             .map_or(spec, |(_, s)| s);
         if expanded.is_empty() {
             return Err("empty architecture spec".into());
+        }
+        // One word that is no layer is most likely a mistyped preset.
+        if !expanded.contains('-') && parse_layer(expanded) == Err(UNKNOWN_LAYER.into()) {
+            return Err(unknown_word(expanded));
         }
         let layers = expanded
             .split('-')
@@ -202,11 +207,47 @@ fn parse_layer(token: &str) -> Result<Layer, String> {
             )),
         };
     }
-    Err(
-        "unknown layer; expected convCkK[sS][same|valid], relu, sigmoid, tanh, pool2, \
-         avgpool2, dropoutR, bn, flatten or denseN"
-            .into(),
-    )
+    Err(UNKNOWN_LAYER.into())
+}
+
+const UNKNOWN_LAYER: &str = "unknown layer; expected convCkK[sS][same|valid], relu, sigmoid, \
+                             tanh, pool2, avgpool2, dropoutR, bn, flatten or denseN";
+
+/// The error for a spec of one word that is neither a preset nor a layer, with the presets
+/// and the closest of them when it is a likely typo.
+fn unknown_word(word: &str) -> String {
+    let names: Vec<&str> = PRESETS.iter().map(|(name, _)| *name).collect();
+    let mut message = format!(
+        "unknown preset or layer '{word}'; presets are {}",
+        names.join(", ")
+    );
+    let lower = word.to_lowercase();
+    let closest = names
+        .iter()
+        .map(|name| (edit_distance(&lower, name), *name))
+        .min();
+    if let Some((distance, name)) = closest {
+        if distance <= (name.len() / 2).min(2) {
+            message += &format!("; did you mean '{name}'?");
+        }
+    }
+    message
+}
+
+/// Levenshtein distance: the fewest insertions, deletions and substitutions of characters
+/// that turn `a` into `b`.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut previous: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut current = vec![i + 1];
+        for (j, &cb) in b.iter().enumerate() {
+            let substitute = previous[j] + usize::from(ca != cb);
+            current.push(substitute.min(previous[j + 1] + 1).min(current[j] + 1));
+        }
+        previous = current;
+    }
+    previous[b.len()]
 }
 
 /// `<C>k<K>[s<S>][same|valid]`, after `conv`.
@@ -285,6 +326,32 @@ mod tests {
         assert!(augments_by_default("strong") && augments_by_default(" strong "));
         assert!(!augments_by_default("seed"));
         assert!(!augments_by_default("conv32k3-relu-pool2-flatten-dense10"));
+    }
+
+    #[test]
+    fn a_single_unknown_word_lists_the_presets_and_suggests_a_close_one() {
+        let err = Arch::parse("seeed").unwrap_err();
+        assert_eq!(
+            err,
+            "unknown preset or layer 'seeed'; presets are seed, strong; did you mean 'seed'?"
+        );
+        assert!(Arch::parse("Strong")
+            .unwrap_err()
+            .ends_with("did you mean 'strong'?"));
+        let err = Arch::parse("resnet").unwrap_err();
+        assert_eq!(
+            err,
+            "unknown preset or layer 'resnet'; presets are seed, strong"
+        );
+        // A layer's own mistakes keep their specific message.
+        assert!(Arch::parse("conv0k3")
+            .unwrap_err()
+            .contains("channel count"));
+        assert!(Arch::parse("seeed-dense10")
+            .unwrap_err()
+            .contains("token 1 'seeed'"));
+        assert_eq!(edit_distance("strnog", "strong"), 2);
+        assert_eq!(edit_distance("", "seed"), 4);
     }
 
     #[test]
