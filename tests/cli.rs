@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{assert_bad_input, bundled_data, run_cli, run_cli_ok};
+use common::{assert_bad_input, assert_usage_error, bundled_data, run_cli, run_cli_ok};
 
 #[test]
 fn bad_flags_are_one_line_errors_with_exit_code_2() {
@@ -19,7 +19,10 @@ fn bad_flags_are_one_line_errors_with_exit_code_2() {
         &run_cli(&["train", "--lr", "NaN"]),
         "is not a positive number",
     );
-    assert_bad_input(&run_cli(&["train", "--optimizer", "adagrad"]), "adagrad");
+    assert_usage_error(
+        &run_cli(&["train", "--optimizer", "adagrad"]),
+        &["'adagrad'", "[possible values: adam, adamw, sgd]"],
+    );
     assert_bad_input(
         &run_cli(&["train", "--arch", "conv32k3-wat"]),
         "--arch: token 2 'wat'",
@@ -36,6 +39,36 @@ fn help_exits_zero() {
     let out = run_cli(&["train", "--help"]);
     assert_eq!(out.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&out.stdout).contains("--batch-size"));
+    let out = run_cli(&["--version"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("mnist-wgpu "));
+}
+
+/// Clap's hints are the useful part of a usage error: they survive, the usage does not.
+#[test]
+fn usage_errors_keep_the_missing_argument_and_the_hints() {
+    assert_usage_error(
+        &run_cli(&["eval"]),
+        &["required arguments were not provided", "--model <PATH>"],
+    );
+    assert_usage_error(
+        &run_cli(&["train", "--backen", "cpu"]),
+        &[
+            "unexpected argument '--backen'",
+            "tip: a similar argument exists: '--backend'",
+        ],
+    );
+    assert_usage_error(
+        &run_cli(&["train", "--backend", "foo"]),
+        &["invalid value 'foo'", "[possible values: auto, cpu, gpu]"],
+    );
+    assert_usage_error(
+        &run_cli(&["trian"]),
+        &[
+            "unrecognized subcommand 'trian'",
+            "tip: a similar subcommand exists: 'train'",
+        ],
+    );
 }
 
 #[test]
@@ -350,7 +383,13 @@ fn optimisers_and_schedules_are_chosen_by_flags_and_recorded() {
         "--nesterov: only with --optimizer sgd",
     );
     assert_bad_input(&run_cli(&["train", "--momentum", "1.5"]), "--momentum");
-    assert_bad_input(&run_cli(&["train", "--lr-schedule", "zigzag"]), "zigzag");
+    assert_usage_error(
+        &run_cli(&["train", "--lr-schedule", "zigzag"]),
+        &[
+            "'zigzag'",
+            "[possible values: constant, step, cosine, onecycle]",
+        ],
+    );
 }
 
 #[test]
@@ -498,7 +537,10 @@ fn augmentation_is_chosen_by_flags_printed_and_recorded() {
     let recorded = &checkpoint.metadata["augment"];
     assert!(recorded.contains("max_rotation: 15.0"), "{recorded}");
 
-    assert_bad_input(&run_cli(&["train", "--augment", "sometimes"]), "sometimes");
+    assert_usage_error(
+        &run_cli(&["train", "--augment", "sometimes"]),
+        &["'sometimes'", "[possible values: auto, on, off]"],
+    );
     assert_bad_input(
         &run_cli(&["train", "--augment-shift", "-1"]),
         "--augment-shift",

@@ -224,7 +224,9 @@ pub fn run(cli: Cli) -> Result<()> {
     }
 }
 
-/// Clap's errors are several lines with usage; we print its first line and a hint.
+/// Clap's errors: the message and its hints (the missing arguments, the possible values, a
+/// similar flag or subcommand), without the blank lines, the usage and the "For more
+/// information" line, which " (see --help)" replaces.
 pub fn report_usage_error(err: clap::Error) -> ExitCode {
     use clap::error::ErrorKind::{
         DisplayHelp, DisplayHelpOnMissingArgumentOrSubcommand, DisplayVersion,
@@ -241,10 +243,22 @@ pub fn report_usage_error(err: clap::Error) -> ExitCode {
         };
         return ExitCode::from(code);
     }
-    let text = err.to_string();
-    let first = text.lines().next().unwrap_or("error: invalid arguments");
-    eprintln!("{first} (see --help)");
+    eprintln!("{}", usage_error_text(&err.to_string()));
     ExitCode::from(2)
+}
+
+/// The lines of a clap error worth keeping, the last one ending with " (see --help)".
+fn usage_error_text(rendered: &str) -> String {
+    let mut lines: Vec<&str> = rendered
+        .lines()
+        .take_while(|l| !l.starts_with("Usage:") && !l.starts_with("For more information"))
+        .map(str::trim_end)
+        .filter(|l| !l.is_empty())
+        .collect();
+    if lines.is_empty() {
+        lines.push("error: invalid arguments");
+    }
+    format!("{} (see --help)", lines.join("\n"))
 }
 
 /// The GPU the flags ask for, or `None` for the CPU: `auto` takes the best adapter and falls back

@@ -55,6 +55,29 @@ pub fn assert_bad_input(out: &Output, needle: &str) {
     );
 }
 
+/// Asserts a usage error from the flag parser: exit code 2, no panic, clap's message starting
+/// with `error:` and keeping its hints (every `needle`), without blank lines or the usage, and
+/// ending with " (see --help)".
+pub fn assert_usage_error(out: &Output, needles: &[&str]) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "exit code; stderr: {stderr}");
+    assert!(
+        !stderr.contains("panicked") && !stderr.contains("backtrace"),
+        "panic: {stderr}"
+    );
+    assert!(stderr.starts_with("error: "), "{stderr}");
+    assert!(stderr.trim_end().ends_with(" (see --help)"), "{stderr}");
+    assert!(
+        stderr
+            .lines()
+            .all(|l| !l.trim().is_empty() && !l.starts_with("Usage:")),
+        "blank or usage lines: {stderr}"
+    );
+    for needle in needles {
+        assert!(stderr.contains(needle), "expected '{needle}' in: {stderr}");
+    }
+}
+
 /// An IDX file: big-endian magic and sizes, then the body.
 pub fn idx(magic: u32, dims: &[u32], body: &[u8]) -> Vec<u8> {
     let mut bytes: Vec<u8> = magic.to_be_bytes().to_vec();
