@@ -655,3 +655,80 @@ fn bad_layer_specs_name_the_token() {
         "stride '0'",
     );
 }
+
+/// Runs the binary with its stdout a pipe whose reader has already gone (`... | head -0`).
+fn with_stdout_closed(args: &[&str]) -> std::process::Output {
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mnist-wgpu"))
+        .args(args)
+        .env_remove("RUST_LOG")
+        .env("MNIST_WGPU_CACHE_DIR", common::test_cache_dir())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the binary runs");
+    drop(child.stdout.take());
+    child.wait_with_output().unwrap()
+}
+
+/// A closed stdout stops no work: train still saves its model, metrics and plots, and both
+/// commands exit 0 without a word (the reader asked for no more).
+#[test]
+fn a_closed_stdout_loses_no_output_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let (run, plots) = (dir.path().join("run"), dir.path().join("plots"));
+    let (train_json, eval_json) = (dir.path().join("train.json"), dir.path().join("eval.json"));
+    let data = bundled_data();
+    let common = [
+        "--backend",
+        "cpu",
+        "--test-limit",
+        "100",
+        "--data-dir",
+        data.to_str().unwrap(),
+    ];
+    let mut args = vec![
+        "train",
+        "--epochs",
+        "1",
+        "--train-limit",
+        "128",
+        "--run-dir",
+        run.to_str().unwrap(),
+        "--plots",
+        plots.to_str().unwrap(),
+        "--metrics-json",
+        train_json.to_str().unwrap(),
+    ];
+    args.extend(common);
+    let out = with_stdout_closed(&args);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.is_empty(), "{stderr}");
+    for file in [
+        run.join("model.safetensors"),
+        run.join("metrics.json"),
+        run.join("curves.png"),
+        run.join("confusion.png"),
+        plots.join("curves.png"),
+        plots.join("confusion.png"),
+        train_json,
+    ] {
+        assert!(file.is_file(), "{} is missing", file.display());
+    }
+
+    let model = run.join("model.safetensors");
+    let mut args = vec![
+        "eval",
+        "--model",
+        model.to_str().unwrap(),
+        "--metrics-json",
+        eval_json.to_str().unwrap(),
+    ];
+    args.extend(common);
+    let out = with_stdout_closed(&args);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.is_empty(), "{stderr}");
+    assert!(eval_json.is_file());
+}

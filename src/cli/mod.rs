@@ -1,5 +1,9 @@
 //! Command-line parsing and the subcommands. The library below knows nothing about this module.
 
+// First: its macros serve the modules below.
+#[macro_use]
+pub mod output;
+
 mod bench;
 mod gpu;
 mod predict;
@@ -243,7 +247,7 @@ pub fn report_usage_error(err: clap::Error) -> ExitCode {
         };
         return ExitCode::from(code);
     }
-    eprintln!("{}", usage_error_text(&err.to_string()));
+    errln!("{}", usage_error_text(&err.to_string()));
     ExitCode::from(2)
 }
 
@@ -273,7 +277,7 @@ fn gpu_context(device: &DeviceArgs) -> Result<Option<GpuContext>> {
             "--backend gpu: no GPU adapter found; {SOFTWARE_ADAPTER_HINT}, or use --backend cpu"
         ))),
         None => {
-            eprintln!("warning: no GPU adapter found, running on the CPU reference path; {SOFTWARE_ADAPTER_HINT}");
+            errln!("warning: no GPU adapter found, running on the CPU reference path; {SOFTWARE_ADAPTER_HINT}");
             Ok(None)
         }
     }

@@ -113,7 +113,7 @@ fn print_outcome(path: &Path, outcome: &Outcome, json: bool) -> Result<()> {
             top: outcome.as_ref().ok().map(Vec::as_slice),
             error: outcome.as_ref().err().map(String::as_str),
         };
-        println!(
+        outln!(
             "{}",
             serde_json::to_string(&line).context("serialising a prediction")?
         );
@@ -125,9 +125,9 @@ fn print_outcome(path: &Path, outcome: &Outcome, json: bool) -> Result<()> {
                 .iter()
                 .map(|c| format!("{} ({:.1}%)", c.class, 100.0 * c.probability))
                 .collect();
-            println!("{file}: {}", classes.join(", "));
+            outln!("{file}: {}", classes.join(", "));
         }
-        Err(why) => eprintln!("error: {file}: {why}"),
+        Err(why) => errln!("error: {file}: {why}"),
     }
     Ok(())
 }

@@ -152,7 +152,7 @@ pub fn profile(args: ProfileArgs) -> Result<()> {
     } else {
         ""
     };
-    println!(
+    outln!(
         "{} ({}), {arch}, batch {batch}, {steps} steps; {lacking}{}",
         ctx.info.name,
         ctx.backend_name(),
@@ -164,7 +164,7 @@ pub fn profile(args: ProfileArgs) -> Result<()> {
             path,
             serde_json::to_string(&chrome_trace(&run.steps))?.as_bytes(),
         )?;
-        println!("wrote trace to {}", path.display());
+        outln!("wrote trace to {}", path.display());
     }
     Ok(())
 }
@@ -193,9 +193,17 @@ fn print_table(steps: &[Vec<DispatchTiming>], step_us: f64) {
     let kw = column_width(rows.iter().map(|(k, _)| k.0), "kernel");
     let vw = column_width(rows.iter().map(|(k, _)| k.1), "variant");
     let sw = column_width(rows.iter().map(|(k, _)| k.2), "shape");
-    println!(
+    outln!(
         "\n{:kw$}  {:vw$}  {:sw$}  {:>5}  {:>10}  {:>10}  {:>6}  {:>8}  {:>7}",
-        "kernel", "variant", "shape", "calls", "total ms", "mean us", "share", "GFLOP/s", "GB/s"
+        "kernel",
+        "variant",
+        "shape",
+        "calls",
+        "total ms",
+        "mean us",
+        "share",
+        "GFLOP/s",
+        "GB/s"
     );
     let all_steps_us = step_us * steps.len() as f64;
     for ((kernel, variant, shape), r) in &rows {
@@ -208,7 +216,7 @@ fn print_table(steps: &[Vec<DispatchTiming>], step_us: f64) {
             }
         };
         let variant = if variant.is_empty() { "-" } else { variant };
-        println!(
+        outln!(
             "{kernel:kw$}  {variant:vw$}  {shape:sw$}  {:>5}  {:>10.3}  {:>10.1}  {:>5.1}%  {:>8}  {:>7}",
             r.calls,
             r.total_us / 1e3,
@@ -219,7 +227,7 @@ fn print_table(steps: &[Vec<DispatchTiming>], step_us: f64) {
         );
     }
     let (kernel_us, busy_us) = (kernel_us_per_step(steps), busy_us_per_step(steps));
-    println!(
+    outln!(
         "\nstep (one submit, wall clock, timed beside the profiled steps): {:.3} ms; kernels and texture copies: {:.3} ms per step summed ({:.1}% of \
          the step), {:.3} ms with at least one running ({:.1}%: overlapping kernels count once)",
         step_us / 1e3,

@@ -495,7 +495,7 @@ fn run(setup: Setup, args: &TrainArgs) -> Result<()> {
         Some((state, optimizer_state)) => {
             backend.set_optimizer_state(&optimizer_state)?;
             if device != config.device {
-                eprintln!(
+                errln!(
                     "warning: the run started on {}, it continues on {device}: the result may differ from an uninterrupted run in the last bits",
                     config.device
                 );
@@ -546,15 +546,15 @@ fn run(setup: Setup, args: &TrainArgs) -> Result<()> {
     }
     let save = (args.save.clone()).unwrap_or_else(|| run_dir.join("model.safetensors"));
     save_checkpoint(&save, &plan, &backend.params()?, &extra)?;
-    println!("saved model to {}", save.display());
+    outln!("saved model to {}", save.display());
     if let Some(best) = &outcome.best {
         if outcome.stopped_early {
-            println!(
+            outln!(
                 "stopped early: no better validation loss for {} epochs",
                 config.train.early_stopping.unwrap_or(0)
             );
         }
-        println!(
+        outln!(
             "saved the best epoch ({}, validation loss {:.4}) to {}",
             best.epoch,
             best.val_loss,
@@ -584,7 +584,7 @@ fn run(setup: Setup, args: &TrainArgs) -> Result<()> {
             train: &mnist.train,
         });
         for path in write_plots(dir, &outcome.history, &evaluation, &mnist.test, augmented)? {
-            println!("wrote {}", path.display());
+            outln!("wrote {}", path.display());
         }
     }
     Ok(())
@@ -611,7 +611,7 @@ fn prepare_kernels(
         0 => String::new(),
         n => format!(", {n} of {} ops autotuned", choices.len()),
     };
-    println!("ready in {:.1} s{note}", start.elapsed().as_secs_f64());
+    outln!("ready in {:.1} s{note}", start.elapsed().as_secs_f64());
     Ok(())
 }
 
@@ -630,12 +630,13 @@ fn print_start(
         ..
     } = config.train;
     if start.epochs_done > 0 || start.step > 0 {
-        println!(
+        outln!(
             "resuming after epoch {} (and {} steps of the next)",
-            start.epochs_done, start.step
+            start.epochs_done,
+            start.step
         );
     }
-    println!(
+    outln!(
         "training {} on {} images, {epochs} epochs, batch {batch_size}, {} (lr {lr}, {} schedule), {}, {} ({})",
         plan.arch,
         mnist.train.len(),
@@ -701,7 +702,7 @@ pub fn eval(args: EvalArgs) -> Result<()> {
     )?;
     let info = backend.info();
     let on_gpu = info.backend != "cpu";
-    println!(
+    outln!(
         "evaluating {} ({arch}) on {} ({})",
         args.model.display(),
         info.backend,
@@ -737,7 +738,7 @@ fn report(
         let json = serde_json::to_vec_pretty(&report).context("serialising metrics")?;
         for path in metrics_json {
             write_atomic(path, &json)?;
-            println!("wrote metrics to {}", path.display());
+            outln!("wrote metrics to {}", path.display());
         }
     }
     Ok(evaluation)
