@@ -732,3 +732,114 @@ fn a_closed_stdout_loses_no_output_files() {
     assert!(stderr.is_empty(), "{stderr}");
     assert!(eval_json.is_file());
 }
+
+/// Output paths that cannot be written are refused before any work, naming the flag and the
+/// path in the way, and nothing is written.
+#[test]
+fn output_paths_are_checked_before_any_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("file");
+    std::fs::write(&file, b"not a directory").unwrap();
+    let (file_str, dir_str) = (file.to_str().unwrap(), dir.path().to_str().unwrap());
+    let under_file = file.join("x.safetensors");
+    let run = dir.path().join("run");
+    let data = bundled_data();
+    let train = |flags: &[&str]| {
+        let mut args = vec![
+            "train",
+            "--backend",
+            "cpu",
+            "--epochs",
+            "1",
+            "--train-limit",
+            "64",
+            "--test-limit",
+            "64",
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--run-dir",
+            run.to_str().unwrap(),
+        ];
+        args.extend(flags);
+        run_cli(&args)
+    };
+    assert_bad_input(
+        &train(&["--metrics-json", dir_str]),
+        &format!("--metrics-json {dir_str}: is a directory"),
+    );
+    assert_bad_input(
+        &train(&["--save", under_file.to_str().unwrap()]),
+        &format!(
+            "--save {}: {file_str} is not a directory",
+            under_file.display()
+        ),
+    );
+    assert_bad_input(
+        &train(&["--plots", file_str]),
+        &format!("--plots {file_str}: is not a directory"),
+    );
+    assert!(!run.exists(), "the refused runs wrote nothing");
+    let out = run_cli(&[
+        "train",
+        "--backend",
+        "cpu",
+        "--train-limit",
+        "64",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--run-dir",
+        file_str,
+    ]);
+    assert_bad_input(&out, &format!("--run-dir {file_str}: is not a directory"));
+    // A directory where the run directory's metrics file goes.
+    std::fs::create_dir_all(run.join("metrics.json")).unwrap();
+    assert_bad_input(
+        &train(&[]),
+        &format!(
+            "--run-dir {}: {}",
+            run.display(),
+            run.join("metrics.json").display()
+        ),
+    );
+    assert!(!run.join("last.safetensors").exists());
+
+    let model = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/seed-model.safetensors");
+    let out = run_cli(&[
+        "eval",
+        "--model",
+        model.to_str().unwrap(),
+        "--backend",
+        "cpu",
+        "--test-limit",
+        "10",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--metrics-json",
+        dir_str,
+    ]);
+    assert_bad_input(&out, &format!("--metrics-json {dir_str}: is a directory"));
+    let json = file.join("bench.json");
+    let out = run_cli(&[
+        "bench",
+        "--backend",
+        "cpu",
+        "--seconds",
+        "1",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert_bad_input(
+        &out,
+        &format!("--json {}: {file_str} is not a directory", json.display()),
+    );
+    // The --trace check comes before the adapter (none here, but on Apple's machines).
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mnist-wgpu"))
+        .args(["profile", "--trace", dir_str])
+        .env("WGPU_BACKEND", "metal")
+        .output()
+        .unwrap();
+    assert_bad_input(&out, &format!("--trace {dir_str}: is a directory"));
+}

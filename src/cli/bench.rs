@@ -8,7 +8,7 @@ use anyhow::Result;
 use clap::Args;
 
 use super::ArchArgs;
-use super::{gpu_context, DataArgs};
+use super::{check_output_file, gpu_context, DataArgs};
 use mnist_wgpu::backend::Backend;
 use mnist_wgpu::bench::{
     cpu_calibration, gpu_bytes, gpu_calibration, peak_rss_bytes, time_inference, time_training,
@@ -60,6 +60,9 @@ impl Device {
 }
 
 pub fn bench(args: BenchArgs) -> Result<()> {
+    if let Some(path) = &args.json {
+        check_output_file("--json", path, path)?;
+    }
     let (arch, plan) = args.arch.plan()?;
     let mut mnist = load_mnist(&args.data.data_dir)?;
     if let Some(n) = args.data.test_limit {

@@ -12,7 +12,7 @@ mod profile;
 mod summary;
 mod train;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Result;
@@ -22,6 +22,7 @@ use mnist_wgpu::backend::{Backend, KernelChoice};
 use mnist_wgpu::config::{AutotuneMode, Optimizer};
 use mnist_wgpu::cpu::CpuBackend;
 use mnist_wgpu::error::bad_input;
+use mnist_wgpu::fsutil::{output_dir_problem, output_file_problem};
 use mnist_wgpu::gpu::autotune::default_cache_path;
 use mnist_wgpu::gpu::{GpuBackend, GpuContext};
 use mnist_wgpu::model::{Arch, Params, Plan, MNIST_INPUT};
@@ -263,6 +264,33 @@ fn usage_error_text(rendered: &str) -> String {
         lines.push("error: invalid arguments");
     }
     format!("{} (see --help)", lines.join("\n"))
+}
+
+/// A bad-input error unless a file can be written at `path`: the value of `flag` or, for a
+/// flag naming a directory, a file in it. Checked before any work, so that a run never fails
+/// at its end for an output path it could have refused at its start.
+pub fn check_output_file(flag: &str, value: &Path, path: &Path) -> Result<()> {
+    output_error(flag, value, output_file_problem(path))
+}
+
+/// A bad-input error unless `value` of `flag` is, or can become, a directory.
+pub fn check_output_dir(flag: &str, value: &Path) -> Result<()> {
+    output_error(flag, value, output_dir_problem(value))
+}
+
+fn output_error(flag: &str, value: &Path, problem: Option<(PathBuf, String)>) -> Result<()> {
+    let Some((path, why)) = problem else {
+        return Ok(());
+    };
+    let culprit = if path == value {
+        String::new()
+    } else {
+        format!("{} ", path.display())
+    };
+    Err(bad_input(format!(
+        "{flag} {}: {culprit}{why}",
+        value.display()
+    )))
 }
 
 /// The GPU the flags ask for, or `None` for the CPU: `auto` takes the best adapter and falls back

@@ -108,6 +108,9 @@ const WARM_UP_STEPS: usize = 2;
 const TIMED_STEPS_PER_PROFILED: usize = 2;
 
 pub fn profile(args: ProfileArgs) -> Result<()> {
+    if let Some(path) = &args.trace {
+        super::check_output_file("--trace", path, path)?;
+    }
     let (arch, plan) = args.arch.plan()?;
     let ctx = GpuContext::new(args.adapter.as_deref())?.ok_or_else(|| {
         bad_input("profile: no GPU adapter found; install mesa-vulkan-drivers for a software one")

@@ -10,7 +10,9 @@ use serde::{Deserialize, Serialize};
 
 use super::print::{print_evaluation, while_working, EpochProgress};
 use super::ArchArgs;
-use super::{make_backend, DataArgs, OptimizerChoice, ScheduleChoice};
+use super::{
+    check_output_dir, check_output_file, make_backend, DataArgs, OptimizerChoice, ScheduleChoice,
+};
 use mnist_wgpu::backend::{Backend, BackendInfo, OptimizerState};
 use mnist_wgpu::checkpoint::{
     load_checkpoint, load_training_checkpoint, save_checkpoint, save_training_checkpoint,
@@ -21,7 +23,7 @@ use mnist_wgpu::data::{load_mnist, Mnist};
 use mnist_wgpu::error::{bad_input, Interrupted};
 use mnist_wgpu::fsutil::write_atomic;
 use mnist_wgpu::model::{augments_by_default, init_params, Params, Plan};
-use mnist_wgpu::plots::{write_plots, AugmentedRun};
+use mnist_wgpu::plots::{write_plots, AugmentedRun, PLOT_FILES};
 use mnist_wgpu::report::MetricsReport;
 use mnist_wgpu::train::{
     batch_sizes, eval_batch_sizes, evaluate, hold_out, train_resumable, EpochStats, Evaluation,
@@ -344,7 +346,39 @@ pub fn train(args: TrainArgs) -> Result<()> {
         Some(dir) => resume_setup(dir, args.epochs)?,
         None => new_setup(&args)?,
     };
+    check_outputs(&setup, &args)?;
     run(setup, &args)
+}
+
+/// Every path the run will write, checked before it starts (see [`check_output_file`]).
+fn check_outputs(setup: &Setup, args: &TrainArgs) -> Result<()> {
+    if let Some(save) = &args.save {
+        check_output_file("--save", save, save)?;
+    }
+    if let Some(path) = &args.metrics_json {
+        check_output_file("--metrics-json", path, path)?;
+    }
+    if let Some(dir) = &args.plots {
+        check_output_dir("--plots", dir)?;
+        for name in PLOT_FILES {
+            check_output_file("--plots", dir, &dir.join(name))?;
+        }
+    }
+    let run_dir = &setup.run_dir;
+    let flag = match (&args.resume, &args.run_dir) {
+        (Some(_), _) => "--resume",
+        (None, Some(_)) => "--run-dir",
+        (None, None) => "run directory",
+    };
+    check_output_dir(flag, run_dir)?;
+    let mut inside = vec![LAST, METRICS];
+    inside.extend(setup.config.val_split.map(|_| BEST));
+    inside.extend(args.save.is_none().then_some(MODEL));
+    inside.extend(PLOT_FILES);
+    for name in inside {
+        check_output_file(flag, run_dir, &run_dir.join(name))?;
+    }
+    Ok(())
 }
 
 fn new_setup(args: &TrainArgs) -> Result<Setup> {
@@ -544,7 +578,7 @@ fn run(setup: Setup, args: &TrainArgs) -> Result<()> {
             run_dir.display()
         ))));
     }
-    let save = (args.save.clone()).unwrap_or_else(|| run_dir.join("model.safetensors"));
+    let save = (args.save.clone()).unwrap_or_else(|| run_dir.join(MODEL));
     save_checkpoint(&save, &plan, &backend.params()?, &extra)?;
     outln!("saved model to {}", save.display());
     if let Some(best) = &outcome.best {
@@ -561,7 +595,7 @@ fn run(setup: Setup, args: &TrainArgs) -> Result<()> {
             run_dir.join(BEST).display()
         );
     }
-    let metrics_json = run_dir.join("metrics.json");
+    let metrics_json = run_dir.join(METRICS);
     let metrics: Vec<&Path> = [Some(metrics_json.as_path()), args.metrics_json.as_deref()]
         .into_iter()
         .flatten()
@@ -591,6 +625,8 @@ fn run(setup: Setup, args: &TrainArgs) -> Result<()> {
 }
 
 const BEST: &str = "best.safetensors";
+const MODEL: &str = "model.safetensors";
+const METRICS: &str = "metrics.json";
 
 /// Compiles the GPU kernels for every batch size the run will see (`training` steps, and
 /// `inference` for the evaluations) before the first step, saying so: on a first run, a CPU
@@ -685,6 +721,9 @@ fn stop_on_ctrl_c() -> Result<&'static AtomicBool> {
 }
 
 pub fn eval(args: EvalArgs) -> Result<()> {
+    if let Some(path) = &args.metrics_json {
+        check_output_file("--metrics-json", path, path)?;
+    }
     let checkpoint = load_checkpoint(&args.model)?;
     let mnist = load_data(&DataSource {
         data_dir: args.data.data_dir.clone(),
