@@ -8,7 +8,7 @@ use anyhow::Result;
 use clap::Args;
 
 use super::ArchArgs;
-use super::{check_output_file, gpu_context, DataArgs};
+use super::{check_output_file, data_dir, gpu_context, load_mnist_from, DataArgs};
 use mnist_wgpu::backend::Backend;
 use mnist_wgpu::bench::{
     cpu_calibration, gpu_bytes, gpu_calibration, peak_rss_bytes, time_inference, time_training,
@@ -16,7 +16,6 @@ use mnist_wgpu::bench::{
 };
 use mnist_wgpu::config::Optimizer;
 use mnist_wgpu::cpu::CpuBackend;
-use mnist_wgpu::data::load_mnist;
 use mnist_wgpu::error::bad_input;
 use mnist_wgpu::fsutil::write_atomic;
 use mnist_wgpu::gpu::profile::{
@@ -64,7 +63,7 @@ pub fn bench(args: BenchArgs) -> Result<()> {
         check_output_file("--json", path, path)?;
     }
     let (arch, plan) = args.arch.plan()?;
-    let mut mnist = load_mnist(&args.data.data_dir)?;
+    let mut mnist = load_mnist_from(data_dir(args.data.data_dir.as_deref())?.as_deref())?;
     if let Some(n) = args.data.test_limit {
         mnist.test = mnist.test.truncated(n as usize);
     }

@@ -21,6 +21,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use mnist_wgpu::backend::{Backend, KernelChoice};
 use mnist_wgpu::config::{AutotuneMode, Optimizer};
 use mnist_wgpu::cpu::CpuBackend;
+use mnist_wgpu::data::{load_bundled_mnist, load_mnist, Mnist};
 use mnist_wgpu::error::bad_input;
 use mnist_wgpu::fsutil::{output_dir_problem, output_file_problem};
 use mnist_wgpu::gpu::autotune::default_cache_path;
@@ -132,9 +133,10 @@ fn spec_from_file(text: &str) -> String {
 /// Flags shared by the commands that read MNIST.
 #[derive(Args, Debug)]
 pub struct DataArgs {
-    /// Directory with the four MNIST IDX files (gzipped or raw).
-    #[arg(long, default_value = "data/mnist")]
-    data_dir: PathBuf,
+    /// Directory with the four MNIST IDX files (gzipped or raw) [default: $MNIST_WGPU_DATA_DIR,
+    /// else the copy of data/mnist built into the program].
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
     /// Use only the first N test images.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     test_limit: Option<u64>,
@@ -264,6 +266,35 @@ fn usage_error_text(rendered: &str) -> String {
         lines.push("error: invalid arguments");
     }
     format!("{} (see --help)", lines.join("\n"))
+}
+
+/// The variable naming the data directory where `--data-dir` is not given.
+pub const DATA_DIR_VAR: &str = "MNIST_WGPU_DATA_DIR";
+
+/// The data directory: `--data-dir`, else `$MNIST_WGPU_DATA_DIR` (set and not empty), else
+/// `None` for the copy of MNIST built into the program. A directory that does not exist is a
+/// bad input naming the flag or the variable.
+pub fn data_dir(flag: Option<&Path>) -> Result<Option<PathBuf>> {
+    let (dir, source) = match (flag, std::env::var_os(DATA_DIR_VAR)) {
+        (Some(dir), _) => (dir.to_path_buf(), "--data-dir "),
+        (None, Some(var)) if !var.is_empty() => (PathBuf::from(var), "MNIST_WGPU_DATA_DIR="),
+        _ => return Ok(None),
+    };
+    if !dir.is_dir() {
+        return Err(bad_input(format!(
+            "{source}{}: data directory not found",
+            dir.display()
+        )));
+    }
+    Ok(Some(dir))
+}
+
+/// MNIST from `dir`, or the copy built into the program (see [`data_dir`]).
+pub fn load_mnist_from(dir: Option<&Path>) -> Result<Mnist> {
+    match dir {
+        Some(dir) => load_mnist(dir),
+        None => load_bundled_mnist(),
+    }
 }
 
 /// A bad-input error unless a file can be written at `path`: the value of `flag` or, for a

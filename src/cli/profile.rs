@@ -7,10 +7,9 @@ use anyhow::Result;
 use clap::{Args, ValueEnum};
 
 use super::ArchArgs;
-use super::KernelArgs;
+use super::{data_dir, load_mnist_from, KernelArgs};
 use mnist_wgpu::backend::Backend;
 use mnist_wgpu::config::Optimizer;
-use mnist_wgpu::data::load_mnist;
 use mnist_wgpu::error::bad_input;
 use mnist_wgpu::fsutil::write_atomic;
 use mnist_wgpu::gpu::profile::{
@@ -33,9 +32,10 @@ pub struct ProfileArgs {
     /// Write a Chrome trace-event JSON file (opens in Perfetto or chrome://tracing).
     #[arg(long, value_name = "PATH")]
     trace: Option<PathBuf>,
-    /// Directory with the MNIST files.
-    #[arg(long, default_value = "data/mnist")]
-    data_dir: PathBuf,
+    /// Directory with the MNIST files [default: $MNIST_WGPU_DATA_DIR, else the copy of
+    /// data/mnist built into the program].
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
     /// Use the GPU adapter whose name contains this text.
     #[arg(long, value_name = "SUBSTRING")]
     adapter: Option<String>,
@@ -117,7 +117,7 @@ pub fn profile(args: ProfileArgs) -> Result<()> {
     })?;
     let source = args.timing.source(ctx.features, &ctx.info.name)?;
     let (batch, steps) = (args.batch_size as usize, args.steps as usize);
-    let mut train = load_mnist(&args.data_dir)?.train;
+    let mut train = load_mnist_from(data_dir(args.data_dir.as_deref())?.as_deref())?.train;
     train = train.truncated(batch * (WARM_UP_STEPS + (1 + TIMED_STEPS_PER_PROFILED) * steps));
     if train.len() < batch {
         return Err(bad_input(format!(

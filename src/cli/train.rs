@@ -11,7 +11,8 @@ use serde::{Deserialize, Serialize};
 use super::print::{print_evaluation, while_working, EpochProgress};
 use super::ArchArgs;
 use super::{
-    check_output_dir, check_output_file, make_backend, DataArgs, OptimizerChoice, ScheduleChoice,
+    check_output_dir, check_output_file, data_dir, load_mnist_from, make_backend, DataArgs,
+    OptimizerChoice, ScheduleChoice,
 };
 use mnist_wgpu::backend::{Backend, BackendInfo, OptimizerState};
 use mnist_wgpu::checkpoint::{
@@ -19,7 +20,7 @@ use mnist_wgpu::checkpoint::{
     TrainingCheckpoint,
 };
 use mnist_wgpu::config::{Augment, Optimizer, Schedule, TrainConfig};
-use mnist_wgpu::data::{load_mnist, Mnist};
+use mnist_wgpu::data::Mnist;
 use mnist_wgpu::error::{bad_input, Interrupted};
 use mnist_wgpu::fsutil::write_atomic;
 use mnist_wgpu::model::{augments_by_default, init_params, Params, Plan};
@@ -289,14 +290,15 @@ fn fraction(text: &str) -> Result<f32, String> {
 /// What a run reads: the files, and how much of them.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 struct DataSource {
-    data_dir: PathBuf,
+    /// `None` (null) for the copy built into the program.
+    data_dir: Option<PathBuf>,
     train_limit: Option<u64>,
     test_limit: Option<u64>,
 }
 
 fn load_data(source: &DataSource) -> Result<Mnist> {
     let start = Instant::now();
-    let mut mnist = load_mnist(&source.data_dir)?;
+    let mut mnist = load_mnist_from(source.data_dir.as_deref())?;
     if let Some(n) = source.train_limit {
         mnist.train = mnist.train.truncated(n as usize);
     }
@@ -307,7 +309,7 @@ fn load_data(source: &DataSource) -> Result<Mnist> {
         "loaded {} training and {} test images from {} in {:.2?}",
         mnist.train.len(),
         mnist.test.len(),
-        source.data_dir.display(),
+        (source.data_dir.as_deref()).map_or("the bundled copy".into(), Path::to_string_lossy),
         start.elapsed()
     );
     Ok(mnist)
@@ -408,7 +410,7 @@ fn new_setup(args: &TrainArgs) -> Result<Setup> {
     };
     let params = init_params(&plan, args.seed);
     let data = DataSource {
-        data_dir: args.data.data_dir.clone(),
+        data_dir: data_dir(args.data.data_dir.as_deref())?,
         train_limit: args.train_limit,
         test_limit: args.data.test_limit,
     };
@@ -456,6 +458,13 @@ fn resume_setup(dir: &Path, epochs: Option<u64>) -> Result<Setup> {
         config.train.epochs = epochs as usize;
     }
     check_more_to_do(dir, &state, config.train.epochs)?;
+    if let Some(data) = config.data.data_dir.as_ref().filter(|d| !d.is_dir()) {
+        return Err(bad_input(format!(
+            "--resume {}: the run's data directory {} is not found",
+            dir.display(),
+            data.display()
+        )));
+    }
     Ok(Setup {
         run_dir: dir.to_path_buf(),
         plan: checkpoint.plan,
@@ -726,7 +735,7 @@ pub fn eval(args: EvalArgs) -> Result<()> {
     }
     let checkpoint = load_checkpoint(&args.model)?;
     let mnist = load_data(&DataSource {
-        data_dir: args.data.data_dir.clone(),
+        data_dir: data_dir(args.data.data_dir.as_deref())?,
         train_limit: None,
         test_limit: args.data.test_limit,
     })?;

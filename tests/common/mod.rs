@@ -16,14 +16,21 @@ pub fn test_cache_dir() -> PathBuf {
     std::env::temp_dir().join(format!("mnist-wgpu-test-cache-{}", std::process::id()))
 }
 
-/// Runs the `mnist-wgpu` binary (with the test process's own autotune cache).
-pub fn run_cli(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_mnist-wgpu"))
+/// The `mnist-wgpu` binary with `args`, the test process's own autotune cache, and none of the
+/// user's settings for logging or the data directory.
+pub fn cli_command(args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_mnist-wgpu"));
+    command
         .args(args)
         .env_remove("RUST_LOG")
-        .env("MNIST_WGPU_CACHE_DIR", test_cache_dir())
-        .output()
-        .expect("the binary runs")
+        .env_remove("MNIST_WGPU_DATA_DIR")
+        .env("MNIST_WGPU_CACHE_DIR", test_cache_dir());
+    command
+}
+
+/// Runs the `mnist-wgpu` binary (see [`cli_command`]).
+pub fn run_cli(args: &[&str]) -> Output {
+    cli_command(args).output().expect("the binary runs")
 }
 
 /// [`run_cli`], asserting that the command succeeded; its standard output.
