@@ -25,6 +25,7 @@ use mnist_wgpu::data::{load_bundled_mnist, load_mnist, Mnist};
 use mnist_wgpu::error::bad_input;
 use mnist_wgpu::fsutil::{output_dir_problem, output_file_problem};
 use mnist_wgpu::gpu::autotune::default_cache_path;
+use mnist_wgpu::gpu::context::list_adapters;
 use mnist_wgpu::gpu::{GpuBackend, GpuContext};
 use mnist_wgpu::model::{Arch, Params, Plan, MNIST_INPUT};
 
@@ -147,14 +148,26 @@ pub struct DataArgs {
 /// Where a model runs: the backend, the adapter and the kernel choices.
 #[derive(Args, Debug)]
 pub struct DeviceArgs {
-    /// Where to run: auto (the best GPU adapter, else the CPU), cpu or gpu.
-    #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
-    backend: BackendChoice,
+    /// Where to run: auto (the best GPU adapter, else the CPU), cpu or gpu [default: auto; with
+    /// train --resume, the device the run trained on].
+    #[arg(long, value_enum)]
+    backend: Option<BackendChoice>,
     /// Use the GPU adapter whose name contains this text (see `mnist-wgpu info`).
     #[arg(long, value_name = "SUBSTRING")]
     adapter: Option<String>,
     #[command(flatten)]
     kernels: KernelArgs,
+}
+
+impl DeviceArgs {
+    fn backend(&self) -> BackendChoice {
+        self.backend.unwrap_or(BackendChoice::Auto)
+    }
+
+    /// Whether the user chose the device (--backend or --adapter).
+    fn chosen(&self) -> bool {
+        self.backend.is_some() || self.adapter.is_some()
+    }
 }
 
 /// How the GPU path picks its kernel variants.
@@ -327,12 +340,12 @@ fn output_error(flag: &str, value: &Path, problem: Option<(PathBuf, String)>) ->
 /// The GPU the flags ask for, or `None` for the CPU: `auto` takes the best adapter and falls back
 /// to the CPU with a warning; `gpu` without an adapter is an error.
 fn gpu_context(device: &DeviceArgs) -> Result<Option<GpuContext>> {
-    if device.backend == BackendChoice::Cpu {
+    if device.backend() == BackendChoice::Cpu {
         return Ok(None);
     }
     match GpuContext::new(device.adapter.as_deref())? {
         Some(ctx) => Ok(Some(ctx)),
-        None if device.backend == BackendChoice::Gpu => Err(bad_input(format!(
+        None if device.backend() == BackendChoice::Gpu => Err(bad_input(format!(
             "--backend gpu: no GPU adapter found; {SOFTWARE_ADAPTER_HINT}, or use --backend cpu"
         ))),
         None => {
@@ -340,6 +353,18 @@ fn gpu_context(device: &DeviceArgs) -> Result<Option<GpuContext>> {
             Ok(None)
         }
     }
+}
+
+/// A context on the adapter named exactly `name` of the GPU API `api` (`vulkan`, `gl`...), or
+/// `None` where there is none or it does not open.
+fn exact_gpu_context(api: &str, name: &str) -> Option<GpuContext> {
+    let adapter = list_adapters().into_iter().find(|a| {
+        let info = a.get_info();
+        info.name == name && info.backend.to_str() == api
+    })?;
+    GpuContext::on_adapter(&adapter)
+        .map_err(|e| log::debug!("{e:#}"))
+        .ok()
 }
 
 /// Builds the backend the user asked for (see [`gpu_context`]).
@@ -350,7 +375,18 @@ fn make_backend(
     optimizer: Optimizer,
 ) -> Result<Box<dyn Backend>> {
     let tuning = device.kernels.load()?;
-    if let Some(ctx) = gpu_context(device)? {
+    backend_on(gpu_context(device)?, &tuning, plan, params, optimizer)
+}
+
+/// The backend on `ctx`, or on the CPU reference path for `None`.
+fn backend_on(
+    ctx: Option<GpuContext>,
+    tuning: &Tuning,
+    plan: Plan,
+    params: Params<f32>,
+    optimizer: Optimizer,
+) -> Result<Box<dyn Backend>> {
+    if let Some(ctx) = ctx {
         let mut backend = GpuBackend::new(&ctx, plan, &params, optimizer)?;
         tuning.apply(&mut backend);
         return Ok(Box::new(backend));

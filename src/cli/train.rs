@@ -11,8 +11,8 @@ use serde::{Deserialize, Serialize};
 use super::print::{print_evaluation, while_working, EpochProgress};
 use super::ArchArgs;
 use super::{
-    check_output_dir, check_output_file, data_dir, load_mnist_from, make_backend, DataArgs,
-    OptimizerChoice, ScheduleChoice,
+    backend_on, check_output_dir, check_output_file, data_dir, exact_gpu_context, gpu_context,
+    load_mnist_from, make_backend, DataArgs, DeviceArgs, OptimizerChoice, ScheduleChoice,
 };
 use mnist_wgpu::backend::{Backend, BackendInfo, OptimizerState};
 use mnist_wgpu::checkpoint::{
@@ -23,6 +23,7 @@ use mnist_wgpu::config::{Augment, Optimizer, Schedule, TrainConfig};
 use mnist_wgpu::data::Mnist;
 use mnist_wgpu::error::{bad_input, Interrupted};
 use mnist_wgpu::fsutil::write_atomic;
+use mnist_wgpu::gpu::GpuContext;
 use mnist_wgpu::model::{augments_by_default, init_params, Params, Plan};
 use mnist_wgpu::plots::{write_plots, AugmentedRun, PLOT_FILES};
 use mnist_wgpu::report::MetricsReport;
@@ -323,9 +324,49 @@ struct RunConfig {
     optimizer: Optimizer,
     data: DataSource,
     val_split: Option<u64>,
-    /// Where the run started (`BackendInfo` as "backend (adapter)"): resuming elsewhere works
-    /// but is not bit for bit.
+    /// Where the run last trained (`BackendInfo` as "backend (adapter)"), for messages.
     device: String,
+    /// The same device as `BackendInfo`'s backend (`cpu`, or the GPU API) and adapter name:
+    /// `--resume` continues there. Absent (`None`) in older checkpoints, which resume on the
+    /// device the flags choose.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    backend: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    adapter: Option<String>,
+}
+
+impl RunConfig {
+    /// Whether a run that trained here continues bit for bit on `info` (the CPU path gives the
+    /// same bits whatever its thread count).
+    fn same_device(&self, info: &BackendInfo) -> bool {
+        match (&self.backend, &self.adapter) {
+            (Some(backend), Some(adapter)) => {
+                *backend == info.backend && (backend == "cpu" || *adapter == info.adapter)
+            }
+            _ => self.device == format!("{} ({})", info.backend, info.adapter),
+        }
+    }
+}
+
+/// Where a resumed run continues: on the device it trained on, unless the flags choose one
+/// (`--backend`, `--adapter`), the checkpoint does not say (older versions), or that device
+/// is not here, when the best one is taken as `--backend auto` would, without its warning.
+/// With the context, why the run may move, if it does.
+fn resumed_device(
+    flags: &DeviceArgs,
+    config: &RunConfig,
+) -> Result<(Option<GpuContext>, Option<&'static str>)> {
+    if flags.chosen() {
+        return Ok((gpu_context(flags)?, Some("as --backend/--adapter ask")));
+    }
+    match (config.backend.as_deref(), config.adapter.as_deref()) {
+        (Some("cpu"), _) => Ok((None, None)),
+        (Some(api), Some(name)) => match exact_gpu_context(api, name) {
+            Some(ctx) => Ok((Some(ctx), None)),
+            None => Ok((GpuContext::new(None)?, Some("as it is not available here"))),
+        },
+        _ => Ok((gpu_context(flags)?, None)),
+    }
 }
 
 /// Metadata keys of `last.safetensors`: the [`RunConfig`] and the [`RunState`], as JSON.
@@ -420,6 +461,8 @@ fn new_setup(args: &TrainArgs) -> Result<Setup> {
         data,
         val_split: args.val_split,
         device: String::new(),
+        backend: None,
+        adapter: None,
     };
     Ok(Setup {
         run_dir,
@@ -531,15 +574,22 @@ fn run(setup: Setup, args: &TrainArgs) -> Result<()> {
         None => None,
     };
     let optimizer = config.optimizer;
-    let mut backend = make_backend(&args.data.device, plan.clone(), params, optimizer)?;
+    let flags = &args.data.device;
+    let tuning = flags.kernels.load()?;
+    let (ctx, why_moved) = match resume {
+        Some(_) => resumed_device(flags, &config)?,
+        None => (gpu_context(flags)?, None),
+    };
+    let mut backend = backend_on(ctx, &tuning, plan.clone(), params, optimizer)?;
     let info = backend.info();
     let device = format!("{} ({})", info.backend, info.adapter);
     let start = match resume {
         Some((state, optimizer_state)) => {
             backend.set_optimizer_state(&optimizer_state)?;
-            if device != config.device {
+            if !config.same_device(&info) {
+                let why = why_moved.map_or(String::new(), |why| format!(" {why}"));
                 errln!(
-                    "warning: the run started on {}, it continues on {device}: the result may differ from an uninterrupted run in the last bits",
+                    "warning: the run trained on {}; it continues on {device}{why}: the result will not be bit for bit the same as an uninterrupted run's",
                     config.device
                 );
             }
@@ -547,7 +597,12 @@ fn run(setup: Setup, args: &TrainArgs) -> Result<()> {
         }
         None => RunState::default(),
     };
-    let config = RunConfig { device, ..config };
+    let config = RunConfig {
+        device,
+        backend: Some(info.backend.clone()),
+        adapter: Some(info.adapter.clone()),
+        ..config
+    };
     let on_gpu = info.backend != "cpu";
     print_start(info, &plan, &config, &mnist, &start);
     if on_gpu {
