@@ -90,15 +90,56 @@ pub fn load_mnist(dir: &Path) -> Result<Mnist> {
             dir.display()
         )));
     }
-    let train = load_split(dir, "train")?;
-    let test = load_split(dir, "t10k")?;
+    let open = |name: &str| open_idx(dir, name);
+    let train = load_split(&open, "train")?;
+    let test = load_split(&open, "t10k")?;
     Ok(Mnist { train, test })
 }
 
-fn load_split(dir: &Path, prefix: &str) -> Result<Split> {
-    let (image_path, images) = open_idx(dir, &format!("{prefix}-images-idx3-ubyte"))?;
+/// The four gzipped files of the repository's `data/mnist`, built into the library so that a
+/// program finds MNIST wherever it runs.
+static BUNDLED: [(&str, &[u8]); 4] = [
+    (
+        "train-images-idx3-ubyte",
+        include_bytes!("../data/mnist/train-images-idx3-ubyte.gz"),
+    ),
+    (
+        "train-labels-idx1-ubyte",
+        include_bytes!("../data/mnist/train-labels-idx1-ubyte.gz"),
+    ),
+    (
+        "t10k-images-idx3-ubyte",
+        include_bytes!("../data/mnist/t10k-images-idx3-ubyte.gz"),
+    ),
+    (
+        "t10k-labels-idx1-ubyte",
+        include_bytes!("../data/mnist/t10k-labels-idx1-ubyte.gz"),
+    ),
+];
+
+/// MNIST from the copy of `data/mnist` built into the library, read and validated like
+/// [`load_mnist`] reads a directory.
+pub fn load_bundled_mnist() -> Result<Mnist> {
+    let open = |name: &str| -> Result<(PathBuf, Box<dyn Read>)> {
+        let (_, bytes) = BUNDLED
+            .iter()
+            .find(|(n, _)| *n == name)
+            .expect("every file is bundled");
+        let path = PathBuf::from(format!("(bundled) {name}.gz"));
+        Ok((path, Box::new(GzDecoder::new(*bytes))))
+    };
+    let train = load_split(&open, "train")?;
+    let test = load_split(&open, "t10k")?;
+    Ok(Mnist { train, test })
+}
+
+/// Opens one of the four files by its name without `.gz`: its path for errors, and its bytes.
+type Open<'a> = dyn Fn(&str) -> Result<(PathBuf, Box<dyn Read>)> + 'a;
+
+fn load_split(open: &Open, prefix: &str) -> Result<Split> {
+    let (image_path, images) = open(&format!("{prefix}-images-idx3-ubyte"))?;
     let images = read_images(&image_path, images)?;
-    let (label_path, labels) = open_idx(dir, &format!("{prefix}-labels-idx1-ubyte"))?;
+    let (label_path, labels) = open(&format!("{prefix}-labels-idx1-ubyte"))?;
     let labels = read_labels(&label_path, labels)?;
     if images.len() != labels.len() * IMAGE_PIXELS {
         return Err(bad_input(format!(

@@ -1,8 +1,9 @@
-//! Atomic file writes: a reader sees the old file or the new one, never half of either.
+//! Atomic file writes: a reader sees the old file or the new one, never half of either; and
+//! checks, before any work, that a path can be written at all.
 
 use std::fs::{self, File};
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
@@ -40,6 +41,53 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     result.with_context(|| format!("{}: cannot write", path.display()))
 }
 
+/// Why [`write_atomic`] could not write a file at `path`, checked without touching the disk:
+/// the path that is in the way and what is wrong with it. `None` when the path is a file or
+/// missing and the nearest existing directory above it is a directory (missing ones are
+/// created).
+pub fn output_file_problem(path: &Path) -> Option<(PathBuf, String)> {
+    if path.file_name().is_none() {
+        return Some((path.to_path_buf(), "is not a file path".into()));
+    }
+    match fs::metadata(path) {
+        Ok(m) if m.is_dir() => Some((path.to_path_buf(), "is a directory, not a file".into())),
+        Ok(_) => None,
+        Err(_) => parent_problem(path),
+    }
+}
+
+/// Why `path` could not be (or become) a directory to write files into, checked without
+/// touching the disk; see [`output_file_problem`].
+pub fn output_dir_problem(path: &Path) -> Option<(PathBuf, String)> {
+    if path.as_os_str().is_empty() {
+        return None; // the current directory
+    }
+    match fs::metadata(path) {
+        Ok(m) if m.is_dir() => None,
+        Ok(_) => Some((path.to_path_buf(), "is not a directory".into())),
+        Err(_) => parent_problem(path),
+    }
+}
+
+/// The nearest existing path above `path`, unless it is a directory.
+fn parent_problem(path: &Path) -> Option<(PathBuf, String)> {
+    for dir in path.ancestors().skip(1) {
+        if dir.as_os_str().is_empty() {
+            return None; // a relative path: the current directory
+        }
+        match fs::metadata(dir) {
+            Ok(m) if m.is_dir() => return None,
+            Ok(_) => return Some((dir.to_path_buf(), "is not a directory".into())),
+            // Missing (created on writing), or under a file: a path further up says which.
+            Err(e)
+                if e.kind() == std::io::ErrorKind::NotFound
+                    || e.kind() == std::io::ErrorKind::NotADirectory => {}
+            Err(e) => return Some((dir.to_path_buf(), format!("cannot be read ({e})"))),
+        }
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -52,5 +100,45 @@ mod tests {
         write_atomic(&path, b"two").unwrap();
         assert_eq!(fs::read(&path).unwrap(), b"two");
         assert_eq!(fs::read_dir(path.parent().unwrap()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn output_paths_in_the_way_are_named_without_touching_the_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("file");
+        fs::write(&file, b"x").unwrap();
+        // Fine: a new file in a new directory, an existing file, an existing directory.
+        let new = dir.path().join("a/b/out.json");
+        assert_eq!(output_file_problem(&new), None);
+        assert_eq!(output_file_problem(&file), None);
+        assert_eq!(output_file_problem(Path::new("out.json")), None);
+        assert_eq!(output_dir_problem(dir.path()), None);
+        assert_eq!(output_dir_problem(&dir.path().join("new/plots")), None);
+        assert_eq!(output_dir_problem(Path::new("")), None);
+        // In the way: a directory for a file, a file for a directory, a file above either.
+        assert_eq!(
+            output_file_problem(dir.path()),
+            Some((
+                dir.path().to_path_buf(),
+                "is a directory, not a file".into()
+            ))
+        );
+        assert_eq!(
+            output_file_problem(&file.join("sub/x.safetensors")),
+            Some((file.clone(), "is not a directory".into()))
+        );
+        assert_eq!(
+            output_dir_problem(&file),
+            Some((file.clone(), "is not a directory".into()))
+        );
+        assert_eq!(
+            output_dir_problem(&file.join("plots")),
+            Some((file.clone(), "is not a directory".into()))
+        );
+        assert_eq!(
+            output_file_problem(&dir.path().join("..")).map(|(_, why)| why),
+            Some("is not a file path".into())
+        );
+        assert!(!new.parent().unwrap().exists(), "nothing is created");
     }
 }

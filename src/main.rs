@@ -1,6 +1,8 @@
-//! The `mnist-wgpu` command line. Errors are one line on stderr; the exit code is 2 for bad
-//! input (a flag, a file, a checkpoint) and 1 for anything else.
+//! The `mnist-wgpu` command line. Errors are one line on stderr (a usage error adds clap's
+//! hints); the exit code is 2 for bad input (a flag, a file, a checkpoint) and 1 for anything
+//! else. A closed stdout (`| head`) stops no work: see `cli::output`.
 
+#[macro_use]
 mod cli;
 
 use std::process::ExitCode;
@@ -19,11 +21,11 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         // An interruption is no error: its message is what to do next.
         Err(err) if err.is::<mnist_wgpu::error::Interrupted>() => {
-            eprintln!("{err}");
+            errln!("{err}");
             ExitCode::from(mnist_wgpu::error::exit_code(&err) as u8)
         }
         Err(err) => {
-            eprintln!("error: {err:#}");
+            errln!("error: {err:#}");
             ExitCode::from(mnist_wgpu::error::exit_code(&err) as u8)
         }
     }

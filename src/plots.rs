@@ -31,6 +31,19 @@ const GRID_COLUMNS: usize = 4;
 const AUGMENTED_DIGITS: usize = 6;
 const AUGMENTED_STEPS: u32 = 5;
 
+/// The files [`write_plots`] may write: the curves, the confusion matrix, the mistakes and the
+/// augmentation.
+pub const PLOT_FILES: [&str; 4] = [
+    "curves.png",
+    "confusion.png",
+    "mistakes.png",
+    "augmented.png",
+];
+const CURVES: &str = PLOT_FILES[0];
+const CONFUSION: &str = PLOT_FILES[1];
+const MISTAKES: &str = PLOT_FILES[2];
+const AUGMENTED: &str = PLOT_FILES[3];
+
 /// A run's augmentation, for its picture: the setting, the run's seed and its training images.
 pub struct AugmentedRun<'a> {
     pub augment: Augment,
@@ -59,21 +72,21 @@ pub fn write_plots(
 ) -> Result<Vec<PathBuf>> {
     register_bundled_font();
     let mut written = Vec::new();
-    let curves = dir.join("curves.png");
+    let curves = dir.join(CURVES);
     draw_curves(&curves, history).with_context(|| format!("{}: cannot draw", curves.display()))?;
     written.push(curves);
-    let confusion = dir.join("confusion.png");
+    let confusion = dir.join(CONFUSION);
     draw_confusion(&confusion, &test.confusion.counts)
         .with_context(|| format!("{}: cannot draw", confusion.display()))?;
     written.push(confusion);
     if !test.mistakes.is_empty() {
-        let mistakes = dir.join("mistakes.png");
+        let mistakes = dir.join(MISTAKES);
         draw_mistakes(&mistakes, test, test_split)
             .with_context(|| format!("{}: cannot draw", mistakes.display()))?;
         written.push(mistakes);
     }
     if let Some(run) = augmented {
-        let path = dir.join("augmented.png");
+        let path = dir.join(AUGMENTED);
         draw_augmented(&path, &run).with_context(|| format!("{}: cannot draw", path.display()))?;
         written.push(path);
     }

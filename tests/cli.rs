@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{assert_bad_input, bundled_data, run_cli, run_cli_ok};
+use common::{assert_bad_input, assert_usage_error, bundled_data, run_cli, run_cli_ok};
 
 #[test]
 fn bad_flags_are_one_line_errors_with_exit_code_2() {
@@ -19,7 +19,10 @@ fn bad_flags_are_one_line_errors_with_exit_code_2() {
         &run_cli(&["train", "--lr", "NaN"]),
         "is not a positive number",
     );
-    assert_bad_input(&run_cli(&["train", "--optimizer", "adagrad"]), "adagrad");
+    assert_usage_error(
+        &run_cli(&["train", "--optimizer", "adagrad"]),
+        &["'adagrad'", "[possible values: adam, adamw, sgd]"],
+    );
     assert_bad_input(
         &run_cli(&["train", "--arch", "conv32k3-wat"]),
         "--arch: token 2 'wat'",
@@ -40,6 +43,36 @@ fn help_exits_zero() {
     let out = run_cli(&["train", "--help"]);
     assert_eq!(out.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&out.stdout).contains("--batch-size"));
+    let out = run_cli(&["--version"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("mnist-wgpu "));
+}
+
+/// Clap's hints are the useful part of a usage error: they survive, the usage does not.
+#[test]
+fn usage_errors_keep_the_missing_argument_and_the_hints() {
+    assert_usage_error(
+        &run_cli(&["eval"]),
+        &["required arguments were not provided", "--model <PATH>"],
+    );
+    assert_usage_error(
+        &run_cli(&["train", "--backen", "cpu"]),
+        &[
+            "unexpected argument '--backen'",
+            "tip: a similar argument exists: '--backend'",
+        ],
+    );
+    assert_usage_error(
+        &run_cli(&["train", "--backend", "foo"]),
+        &["invalid value 'foo'", "[possible values: auto, cpu, gpu]"],
+    );
+    assert_usage_error(
+        &run_cli(&["trian"]),
+        &[
+            "unrecognized subcommand 'trian'",
+            "tip: a similar subcommand exists: 'train'",
+        ],
+    );
 }
 
 #[test]
@@ -372,7 +405,13 @@ fn optimisers_and_schedules_are_chosen_by_flags_and_recorded() {
         "--nesterov: only with --optimizer sgd",
     );
     assert_bad_input(&run_cli(&["train", "--momentum", "1.5"]), "--momentum");
-    assert_bad_input(&run_cli(&["train", "--lr-schedule", "zigzag"]), "zigzag");
+    assert_usage_error(
+        &run_cli(&["train", "--lr-schedule", "zigzag"]),
+        &[
+            "'zigzag'",
+            "[possible values: constant, step, cosine, onecycle]",
+        ],
+    );
 }
 
 #[test]
@@ -520,7 +559,10 @@ fn augmentation_is_chosen_by_flags_printed_and_recorded() {
     let recorded = &checkpoint.metadata["augment"];
     assert!(recorded.contains("max_rotation: 15.0"), "{recorded}");
 
-    assert_bad_input(&run_cli(&["train", "--augment", "sometimes"]), "sometimes");
+    assert_usage_error(
+        &run_cli(&["train", "--augment", "sometimes"]),
+        &["'sometimes'", "[possible values: auto, on, off]"],
+    );
     assert_bad_input(
         &run_cli(&["train", "--augment-shift", "-1"]),
         "--augment-shift",
@@ -747,4 +789,192 @@ fn the_strong_preset_trains_with_its_recipe_unless_flags_say_otherwise() {
         stdout.contains("1 epoch, batch 64, adam (lr 0.003"),
         "{stdout}"
     );
+}
+
+/// Runs the binary with its stdout a pipe whose reader has already gone (`... | head -0`).
+fn with_stdout_closed(args: &[&str]) -> std::process::Output {
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mnist-wgpu"))
+        .args(args)
+        .env_remove("RUST_LOG")
+        .env("MNIST_WGPU_CACHE_DIR", common::test_cache_dir())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the binary runs");
+    drop(child.stdout.take());
+    child.wait_with_output().unwrap()
+}
+
+/// A closed stdout stops no work: train still saves its model, metrics and plots, and both
+/// commands exit 0 without a word (the reader asked for no more).
+#[test]
+fn a_closed_stdout_loses_no_output_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let (run, plots) = (dir.path().join("run"), dir.path().join("plots"));
+    let (train_json, eval_json) = (dir.path().join("train.json"), dir.path().join("eval.json"));
+    let data = bundled_data();
+    let common = [
+        "--backend",
+        "cpu",
+        "--test-limit",
+        "100",
+        "--data-dir",
+        data.to_str().unwrap(),
+    ];
+    let mut args = vec![
+        "train",
+        "--epochs",
+        "1",
+        "--train-limit",
+        "128",
+        "--run-dir",
+        run.to_str().unwrap(),
+        "--plots",
+        plots.to_str().unwrap(),
+        "--metrics-json",
+        train_json.to_str().unwrap(),
+    ];
+    args.extend(common);
+    let out = with_stdout_closed(&args);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.is_empty(), "{stderr}");
+    for file in [
+        run.join("model.safetensors"),
+        run.join("metrics.json"),
+        run.join("curves.png"),
+        run.join("confusion.png"),
+        plots.join("curves.png"),
+        plots.join("confusion.png"),
+        train_json,
+    ] {
+        assert!(file.is_file(), "{} is missing", file.display());
+    }
+
+    let model = run.join("model.safetensors");
+    let mut args = vec![
+        "eval",
+        "--model",
+        model.to_str().unwrap(),
+        "--metrics-json",
+        eval_json.to_str().unwrap(),
+    ];
+    args.extend(common);
+    let out = with_stdout_closed(&args);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.is_empty(), "{stderr}");
+    assert!(eval_json.is_file());
+}
+
+/// Output paths that cannot be written are refused before any work, naming the flag and the
+/// path in the way, and nothing is written.
+#[test]
+fn output_paths_are_checked_before_any_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("file");
+    std::fs::write(&file, b"not a directory").unwrap();
+    let (file_str, dir_str) = (file.to_str().unwrap(), dir.path().to_str().unwrap());
+    let under_file = file.join("x.safetensors");
+    let run = dir.path().join("run");
+    let data = bundled_data();
+    let train = |flags: &[&str]| {
+        let mut args = vec![
+            "train",
+            "--backend",
+            "cpu",
+            "--epochs",
+            "1",
+            "--train-limit",
+            "64",
+            "--test-limit",
+            "64",
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--run-dir",
+            run.to_str().unwrap(),
+        ];
+        args.extend(flags);
+        run_cli(&args)
+    };
+    assert_bad_input(
+        &train(&["--metrics-json", dir_str]),
+        &format!("--metrics-json {dir_str}: is a directory"),
+    );
+    assert_bad_input(
+        &train(&["--save", under_file.to_str().unwrap()]),
+        &format!(
+            "--save {}: {file_str} is not a directory",
+            under_file.display()
+        ),
+    );
+    assert_bad_input(
+        &train(&["--plots", file_str]),
+        &format!("--plots {file_str}: is not a directory"),
+    );
+    assert!(!run.exists(), "the refused runs wrote nothing");
+    let out = run_cli(&[
+        "train",
+        "--backend",
+        "cpu",
+        "--train-limit",
+        "64",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--run-dir",
+        file_str,
+    ]);
+    assert_bad_input(&out, &format!("--run-dir {file_str}: is not a directory"));
+    // A directory where the run directory's metrics file goes.
+    std::fs::create_dir_all(run.join("metrics.json")).unwrap();
+    assert_bad_input(
+        &train(&[]),
+        &format!(
+            "--run-dir {}: {}",
+            run.display(),
+            run.join("metrics.json").display()
+        ),
+    );
+    assert!(!run.join("last.safetensors").exists());
+
+    let model = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/seed-model.safetensors");
+    let out = run_cli(&[
+        "eval",
+        "--model",
+        model.to_str().unwrap(),
+        "--backend",
+        "cpu",
+        "--test-limit",
+        "10",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--metrics-json",
+        dir_str,
+    ]);
+    assert_bad_input(&out, &format!("--metrics-json {dir_str}: is a directory"));
+    let json = file.join("bench.json");
+    let out = run_cli(&[
+        "bench",
+        "--backend",
+        "cpu",
+        "--seconds",
+        "1",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert_bad_input(
+        &out,
+        &format!("--json {}: {file_str} is not a directory", json.display()),
+    );
+    // The --trace check comes before the adapter (none here, but on Apple's machines).
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mnist-wgpu"))
+        .args(["profile", "--trace", dir_str])
+        .env("WGPU_BACKEND", "metal")
+        .output()
+        .unwrap();
+    assert_bad_input(&out, &format!("--trace {dir_str}: is a directory"));
 }

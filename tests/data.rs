@@ -5,8 +5,8 @@ mod common;
 use std::fs;
 use std::path::Path;
 
-use common::{assert_bad_input, bundled_data, gzip, idx, run_cli, write_tiny_dataset};
-use mnist_wgpu::data::load_mnist;
+use common::{assert_bad_input, bundled_data, cli_command, gzip, idx, run_cli, write_tiny_dataset};
+use mnist_wgpu::data::{load_bundled_mnist, load_mnist};
 
 /// Official per-digit counts of the training and test sets.
 const TRAIN_COUNTS: [usize; 10] = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949];
@@ -24,6 +24,11 @@ fn bundled_data_has_the_official_sizes_and_label_counts() {
     assert_eq!((mnist.train.len(), mnist.test.len()), (60000, 10000));
     assert_eq!(label_counts(&mnist.train.labels), TRAIN_COUNTS);
     assert_eq!(label_counts(&mnist.test.labels), TEST_COUNTS);
+}
+
+#[test]
+fn the_copy_built_in_is_the_bundled_directory() {
+    assert!(load_bundled_mnist().unwrap() == load_mnist(&bundled_data()).unwrap());
 }
 
 #[test]
@@ -207,4 +212,105 @@ fn a_file_that_is_not_gzip_is_reported() {
         },
         "train-images-idx3-ubyte.gz: cannot read",
     );
+}
+
+/// Runs the binary in `cwd` with these extra environment variables; exit code, stdout, stderr.
+fn run_in(cwd: &Path, args: &[&str], env: &[(&str, &Path)]) -> std::process::Output {
+    let mut command = cli_command(args);
+    command.current_dir(cwd);
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    command.output().unwrap()
+}
+
+fn stdout_of(out: &std::process::Output) -> String {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Outside the checkout, with no --data-dir, train and eval read the copy of data/mnist built
+/// into the binary (the same images: eval's metrics match those from the directory).
+#[test]
+fn the_binary_runs_from_any_directory_on_its_built_in_data() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    let model = run.join("model.safetensors");
+    let limits = ["--backend", "cpu", "--test-limit", "256"];
+    let mut train = vec!["train", "--epochs", "1", "--train-limit", "256"];
+    train.extend(limits);
+    train.extend(["--run-dir", run.to_str().unwrap()]);
+    let stdout = stdout_of(&run_in(tmp.path(), &train, &[]));
+    assert!(
+        stdout.contains(" on 256 images") && stdout.contains("test accuracy"),
+        "{stdout}"
+    );
+    let (built_in, from_dir) = (tmp.path().join("a.json"), tmp.path().join("b.json"));
+    let data = bundled_data();
+    for (json, data_dir) in [(&built_in, None), (&from_dir, Some(data.to_str().unwrap()))] {
+        let mut eval = vec!["eval", "--model", model.to_str().unwrap()];
+        eval.extend(limits);
+        eval.extend(["--metrics-json", json.to_str().unwrap()]);
+        eval.extend(data_dir.map(|d| ["--data-dir", d]).into_iter().flatten());
+        let stdout = stdout_of(&run_in(tmp.path(), &eval, &[]));
+        assert!(stdout.contains("test accuracy"), "{stdout}");
+    }
+    let read = |path: &Path| -> serde_json::Value {
+        serde_json::from_slice(&fs::read(path).unwrap()).unwrap()
+    };
+    let (a, b) = (read(&built_in), read(&from_dir));
+    assert_eq!(a["confusion"], b["confusion"]);
+    assert_eq!(a["loss"], b["loss"]);
+}
+
+/// MNIST_WGPU_DATA_DIR replaces the built-in data; --data-dir replaces both; a variable naming
+/// no directory is a one-line error that names it.
+#[test]
+fn the_data_directory_variable_is_honoured_and_the_flag_wins() {
+    let tmp = tempfile::tempdir().unwrap();
+    let tiny = tmp.path().join("tiny");
+    fs::create_dir(&tiny).unwrap();
+    write_tiny_dataset(&tiny, 40, 20);
+    let save = tmp.path().join("m.safetensors");
+    let train = [
+        "train",
+        "--backend",
+        "cpu",
+        "--epochs",
+        "1",
+        "--save",
+        save.to_str().unwrap(),
+    ];
+    let var = [("MNIST_WGPU_DATA_DIR", tiny.as_path())];
+    let stdout = stdout_of(&run_in(tmp.path(), &train, &var));
+    assert!(
+        stdout.contains(" on 40 images") && stdout.contains("(20 images)"),
+        "{stdout}"
+    );
+    let data = bundled_data();
+    let mut flag = train.to_vec();
+    flag.extend(["--train-limit", "64", "--test-limit", "30"]);
+    flag.extend(["--data-dir", data.to_str().unwrap()]);
+    let stdout = stdout_of(&run_in(tmp.path(), &flag, &var));
+    assert!(
+        stdout.contains(" on 64 images") && stdout.contains("(30 images)"),
+        "{stdout}"
+    );
+
+    let missing = tmp.path().join("missing");
+    let var = [("MNIST_WGPU_DATA_DIR", missing.as_path())];
+    let needle = format!(
+        "MNIST_WGPU_DATA_DIR={}: data directory not found",
+        missing.display()
+    );
+    assert_bad_input(&run_in(tmp.path(), &train, &var), &needle);
+    let eval = [
+        "eval",
+        "--model",
+        save.to_str().unwrap(),
+        "--backend",
+        "cpu",
+    ];
+    assert_bad_input(&run_in(tmp.path(), &eval, &var), &needle);
 }

@@ -7,7 +7,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use common::{assert_bad_input, run_cli};
+use common::{assert_bad_input, assert_usage_error, run_cli};
 use serde_json::Value;
 
 fn fixtures() -> PathBuf {
@@ -188,8 +188,23 @@ fn a_missing_or_broken_model_is_a_one_line_error() {
 #[test]
 fn predict_needs_an_image() {
     let model = model();
-    assert_bad_input(
+    assert_usage_error(
         &run_cli(&["predict", "--model", model.as_str()]),
-        "the following required arguments were not provided",
+        &[
+            "the following required arguments were not provided",
+            "<IMAGE>",
+        ],
     );
+}
+
+/// One file that fails is one error line, naming the file and what is wrong with it.
+#[test]
+fn a_lone_file_that_fails_is_one_error_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = dir.path().join("digit.txt");
+    std::fs::write(&text, "seven\n").unwrap();
+    let text = text.display().to_string();
+    let out = predict(&["--backend", "cpu"], std::slice::from_ref(&text));
+    assert_bad_input(&out, &format!("{text}: not an image ("));
+    assert!(out.stdout.is_empty());
 }

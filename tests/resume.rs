@@ -599,3 +599,151 @@ fn ctrl_c_saves_the_position_and_resume_finishes_the_run() {
         model_bits(&b.join("model.safetensors"))
     );
 }
+
+/// Rewrites the run configuration (the `run` metadata) of a training checkpoint with `edit`.
+fn edit_run_config(path: &Path, edit: impl FnOnce(&mut serde_json::Value)) {
+    let bytes = std::fs::read(path).unwrap();
+    let (_, header) = SafeTensors::read_metadata(&bytes).unwrap();
+    let mut metadata = header.metadata().clone().unwrap();
+    let mut run: serde_json::Value = serde_json::from_str(&metadata["run"]).unwrap();
+    edit(&mut run);
+    metadata.insert("run".into(), run.to_string());
+    let file = SafeTensors::deserialize(&bytes).unwrap();
+    let views: Vec<_> = file.tensors();
+    std::fs::write(path, safetensors::serialize(views, Some(metadata)).unwrap()).unwrap();
+}
+
+/// A new run directory holding a copy of `from`'s last.safetensors.
+fn copy_of_run(from: &Path, to: &Path) -> String {
+    std::fs::create_dir_all(to).unwrap();
+    std::fs::copy(from.join("last.safetensors"), to.join("last.safetensors")).unwrap();
+    to.to_str().unwrap().to_string()
+}
+
+/// Stdout and stderr of a command that must succeed.
+fn ok_with_stderr(out: std::process::Output) -> (String, String) {
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    (String::from_utf8_lossy(&out.stdout).into_owned(), stderr)
+}
+
+/// A CPU run resumed without device flags continues on the CPU, not on the best adapter that
+/// `--backend auto` would take, silently and to the bits of an uninterrupted run.
+#[test]
+fn a_resumed_run_continues_on_the_device_it_trained_on() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    cli_ok_owned(&short_run(&a, "1"));
+    let run = load_training_checkpoint(&a.join("last.safetensors")).unwrap();
+    let config: serde_json::Value = serde_json::from_str(&run.checkpoint.metadata["run"]).unwrap();
+    assert_eq!(config["backend"], "cpu", "{config}");
+    assert!(config["adapter"].is_string(), "{config}");
+
+    let out = run_cli(&["train", "--resume", a.to_str().unwrap(), "--epochs", "2"]);
+    let (stdout, stderr) = ok_with_stderr(out);
+    assert!(stderr.is_empty(), "{stderr}");
+    assert!(stdout.contains(", cpu (CPU reference"), "{stdout}");
+    cli_ok_owned(&short_run(&b, "2"));
+    assert_eq!(
+        model_bits(&a.join("model.safetensors")),
+        model_bits(&b.join("model.safetensors"))
+    );
+}
+
+/// A run that cannot continue where it trained, or that the flags move, says in one warning
+/// that it will not end bit for bit as an uninterrupted run would. (A GPU run is stood for by
+/// a checkpoint edited to name an adapter that does not exist.)
+#[test]
+fn a_resumed_run_that_moves_warns_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let trained = tmp.path().join("trained");
+    cli_ok_owned(&short_run(&trained, "1"));
+    let on_a_gpu_not_here = |dir: &Path| {
+        let dir = copy_of_run(&trained, dir);
+        edit_run_config(&Path::new(&dir).join("last.safetensors"), |run| {
+            run["backend"] = "vulkan".into();
+            run["adapter"] = "No Such GPU".into();
+            run["device"] = "vulkan (No Such GPU)".into();
+        });
+        dir
+    };
+    let warning = |stderr: &str, why: &str| {
+        let lines: Vec<&str> = stderr.lines().collect();
+        assert_eq!(lines.len(), 1, "{stderr}");
+        assert!(
+            lines[0].starts_with(
+                "warning: the run trained on vulkan (No Such GPU); it continues on cpu (CPU reference"
+            ),
+            "{stderr}"
+        );
+        assert!(
+            lines[0].ends_with(&format!(
+                "{why}: the result will not be bit for bit the same as an uninterrupted run's"
+            )),
+            "{stderr}"
+        );
+    };
+
+    // Not here: the best device there is, with a warning that says why. WGPU_BACKEND=metal
+    // hides every adapter (but on Apple's machines), so that is the CPU.
+    let dir = on_a_gpu_not_here(&tmp.path().join("gone"));
+    let mut resume = common::cli_command(&["train", "--resume", &dir, "--epochs", "2"]);
+    if !cfg!(target_vendor = "apple") {
+        resume.env("WGPU_BACKEND", "metal");
+        let (_, stderr) = ok_with_stderr(resume.output().unwrap());
+        warning(&stderr, "as it is not available here");
+    }
+
+    // Moved by the flags.
+    let dir = on_a_gpu_not_here(&tmp.path().join("moved"));
+    let out = run_cli(&[
+        "train",
+        "--resume",
+        &dir,
+        "--epochs",
+        "2",
+        "--backend",
+        "cpu",
+    ]);
+    let (_, stderr) = ok_with_stderr(out);
+    warning(&stderr, "as --backend/--adapter ask");
+
+    // A checkpoint from before the device was recorded resumes where the flags say, as then.
+    let dir = copy_of_run(&trained, &tmp.path().join("old"));
+    edit_run_config(&Path::new(&dir).join("last.safetensors"), |run| {
+        let run = run.as_object_mut().unwrap();
+        run.remove("backend").unwrap();
+        run.remove("adapter").unwrap();
+    });
+    let out = run_cli(&[
+        "train",
+        "--resume",
+        &dir,
+        "--epochs",
+        "2",
+        "--backend",
+        "cpu",
+    ]);
+    let (stdout, stderr) = ok_with_stderr(out);
+    assert!(stderr.is_empty(), "{stderr}");
+    assert!(stdout.contains("epoch 2/2:"), "{stdout}");
+}
+
+#[test]
+fn a_resumed_run_whose_data_directory_is_gone_is_a_bad_input() {
+    let tmp = tempfile::tempdir().unwrap();
+    let trained = tmp.path().join("trained");
+    cli_ok_owned(&short_run(&trained, "1"));
+    let dir = copy_of_run(&trained, &tmp.path().join("copy"));
+    let missing = tmp.path().join("no-data");
+    edit_run_config(&Path::new(&dir).join("last.safetensors"), |run| {
+        run["data"]["data_dir"] = missing.to_str().unwrap().into();
+    });
+    assert_bad_input(
+        &run_cli(&["train", "--resume", &dir, "--epochs", "2"]),
+        &format!(
+            "--resume {dir}: the run's data directory {} is not found",
+            missing.display()
+        ),
+    );
+}

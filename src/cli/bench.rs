@@ -8,7 +8,7 @@ use anyhow::Result;
 use clap::Args;
 
 use super::ArchArgs;
-use super::{gpu_context, DataArgs};
+use super::{check_output_file, data_dir, gpu_context, load_mnist_from, DataArgs};
 use mnist_wgpu::backend::Backend;
 use mnist_wgpu::bench::{
     cpu_calibration, gpu_bytes, gpu_calibration, peak_rss_bytes, time_inference, time_training,
@@ -16,7 +16,6 @@ use mnist_wgpu::bench::{
 };
 use mnist_wgpu::config::Optimizer;
 use mnist_wgpu::cpu::CpuBackend;
-use mnist_wgpu::data::load_mnist;
 use mnist_wgpu::error::bad_input;
 use mnist_wgpu::fsutil::write_atomic;
 use mnist_wgpu::gpu::profile::{
@@ -61,8 +60,11 @@ impl Device {
 }
 
 pub fn bench(args: BenchArgs) -> Result<()> {
+    if let Some(path) = &args.json {
+        check_output_file("--json", path, path)?;
+    }
     let (arch, plan) = args.arch.plan()?;
-    let mut mnist = load_mnist(&args.data.data_dir)?;
+    let mut mnist = load_mnist_from(data_dir(args.data.data_dir.as_deref())?.as_deref())?;
     if let Some(n) = args.data.test_limit {
         mnist.test = mnist.test.truncated(n as usize);
     }
@@ -89,16 +91,17 @@ pub fn bench(args: BenchArgs) -> Result<()> {
     };
     let backend = device.backend();
     let info = backend.info();
-    println!(
+    outln!(
         "benchmarking {arch}, batch {batch}, on {} ({})",
-        info.adapter, info.backend
+        info.adapter,
+        info.backend
     );
     backend.set_train_data(&mnist.train)?;
     let first: Vec<u32> = (0..batch as u32).collect();
     backend.train_step(&first)?;
     backend.take_train_stats()?;
     let warmup_seconds = start.elapsed().as_secs_f64();
-    println!("warm-up (setup, compilation, autotuning, first step): {warmup_seconds:.2} s");
+    outln!("warm-up (setup, compilation, autotuning, first step): {warmup_seconds:.2} s");
 
     log::info!("timing training steps");
     let (step_seconds, steps) = time_training(backend, &mnist.train, batch, min_time)?;
@@ -141,7 +144,7 @@ pub fn bench(args: BenchArgs) -> Result<()> {
     print_report(&report, &plan);
     if let Some(path) = &args.json {
         write_atomic(path, &serde_json::to_vec_pretty(&report)?)?;
-        println!("wrote {}", path.display());
+        outln!("wrote {}", path.display());
     }
     Ok(())
 }
@@ -164,7 +167,7 @@ fn kernel_share(backend: &mut GpuBackend, ctx: &GpuContext, batch: usize) -> Res
 }
 
 fn print_report(r: &BenchReport, plan: &Plan) {
-    println!(
+    outln!(
         "training: {:.3} s per step, {:.1} s per epoch of {}, {:.0} images/s ({} timed)",
         r.batch_size as f64 / r.train_images_per_second,
         r.seconds_per_epoch,
@@ -172,27 +175,30 @@ fn print_report(r: &BenchReport, plan: &Plan) {
         r.train_images_per_second,
         count(r.train_steps_timed, "step")
     );
-    println!("inference: {:.0} images/s", r.inference_images_per_second);
-    println!(
+    outln!("inference: {:.0} images/s", r.inference_images_per_second);
+    outln!(
         "work: {:.1} GFLOP per epoch, {:.2} GFLOP/s achieved; calibration: {:.2} GFLOP/s ({})",
-        r.epoch_gflop, r.step_gflops, r.calibration_gflops, r.calibration
+        r.epoch_gflop,
+        r.step_gflops,
+        r.calibration_gflops,
+        r.calibration
     );
     // The bound as the issue tracker states it: three times the forward work per epoch.
     let bound =
         6.0 * plan.forward_macs() as f64 * r.epoch_images as f64 / (r.calibration_gflops * 1e9);
-    println!(
+    outln!(
         "calibration bound (3x forward work at calibration speed): {bound:.1} s per epoch; this run is {:.2}x the bound",
         r.seconds_per_epoch / bound
     );
     if let Some(share) = r.kernel_share {
-        println!("{}", kernel_share_line(share));
+        outln!("{}", kernel_share_line(share));
     }
     let mib = |b: Option<u64>| {
         b.map_or("n/a".to_string(), |b| {
             format!("{:.1} MiB", b as f64 / 1048576.0)
         })
     };
-    println!(
+    outln!(
         "memory: peak resident {}, GPU buffers {}",
         mib(r.peak_rss_bytes),
         mib(r.gpu_bytes)

@@ -62,7 +62,7 @@ pub fn info(args: InfoArgs) -> Result<()> {
 fn list_adapters_with_limits() -> Result<()> {
     let adapters = list_adapters();
     if adapters.is_empty() {
-        println!("no GPU adapter found; for a software one install mesa-vulkan-drivers (Vulkan) or libgl1-mesa-dri (GL)");
+        outln!("no GPU adapter found; for a software one install mesa-vulkan-drivers (Vulkan) or libgl1-mesa-dri (GL)");
         return Ok(());
     }
     let chosen = choose_adapter(None)?.map(|a| a.get_info());
@@ -74,15 +74,15 @@ fn list_adapters_with_limits() -> Result<()> {
         } else {
             ""
         };
-        println!("{}{mark}", info.name);
-        println!(
+        outln!("{}{mark}", info.name);
+        outln!(
             "  backend {}, {:?}, driver {} {}",
             info.backend.to_str(),
             info.device_type,
             info.driver,
             info.driver_info
         );
-        println!(
+        outln!(
             "  max storage buffer binding {} MiB, max uniform buffer binding {} KiB, max buffer {} MiB, workgroup storage {} KiB, invocations per workgroup {}, workgroups per dimension {}",
             limits.max_storage_buffer_binding_size >> 20,
             limits.max_uniform_buffer_binding_size >> 10,
@@ -98,7 +98,7 @@ fn list_adapters_with_limits() -> Result<()> {
                 "no"
             }
         };
-        println!(
+        outln!(
             "  timestamp queries: {}, subgroups: {}",
             yes_no(wgpu::Features::TIMESTAMP_QUERY),
             yes_no(wgpu::Features::SUBGROUP)
@@ -120,7 +120,7 @@ fn print_kernels(args: &InfoArgs) -> Result<()> {
     let start = Instant::now();
     let n = args.batch_size as usize;
     backend.prepare(&[n], &[n])?;
-    println!(
+    outln!(
         "\nkernels for {arch}, batch {}, on {} ({}); ready in {:.2} s",
         args.batch_size,
         ctx.info.name,
@@ -142,7 +142,7 @@ fn print_kernels(args: &InfoArgs) -> Result<()> {
         rows.push(vec![c.op, c.shape, c.variant, c.source, timings.join(", ")]);
     }
     for line in align_columns(&rows) {
-        println!("{line}");
+        outln!("{line}");
     }
     Ok(())
 }
@@ -199,10 +199,10 @@ pub fn check(args: CheckArgs) -> Result<()> {
             "adapter": ctx.info.name, "backend": ctx.backend_name(), "rtol": RTOL, "atol": ATOL,
             "passed": failed == 0, "checks": rows,
         });
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        outln!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         print_table(&ctx, &rows);
-        println!(
+        outln!(
             "\n{} passed, {failed} failed ({:.1} s)",
             rows.len() - failed,
             start.elapsed().as_secs_f64()
@@ -219,7 +219,7 @@ pub fn check(args: CheckArgs) -> Result<()> {
 }
 
 fn print_table(ctx: &GpuContext, rows: &[CheckRow]) {
-    println!(
+    outln!(
         "adapter {} ({}); pass: |gpu - cpu| <= {RTOL:e} |cpu| + {ATOL:e} max(1, max |cpu|)\n",
         ctx.info.name,
         ctx.backend_name()
@@ -231,9 +231,12 @@ fn print_table(ctx: &GpuContext, rows: &[CheckRow]) {
         .unwrap_or(6)
         .max(6);
     let shape_width = rows.iter().map(|r| r.shape.len()).max().unwrap_or(5).max(5);
-    println!(
+    outln!(
         "{:width$}  {:shape_width$}  {:>12}  {:>12}  result",
-        "kernel", "shape", "max abs err", "max rel err"
+        "kernel",
+        "shape",
+        "max abs err",
+        "max rel err"
     );
     for r in rows {
         let result = match (&r.error, r.passed) {
@@ -241,9 +244,12 @@ fn print_table(ctx: &GpuContext, rows: &[CheckRow]) {
             (None, true) => "pass".into(),
             (None, false) => "FAIL".into(),
         };
-        println!(
+        outln!(
             "{:width$}  {:shape_width$}  {:>12.3e}  {:>12.3e}  {result}",
-            r.kernel, r.shape, r.max_abs_error, r.max_rel_error
+            r.kernel,
+            r.shape,
+            r.max_abs_error,
+            r.max_rel_error
         );
     }
 }

@@ -1,5 +1,9 @@
 //! Command-line parsing and the subcommands. The library below knows nothing about this module.
 
+// First: its macros serve the modules below.
+#[macro_use]
+pub mod output;
+
 mod bench;
 mod gpu;
 mod predict;
@@ -8,7 +12,7 @@ mod profile;
 mod summary;
 mod train;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Result;
@@ -17,8 +21,11 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use mnist_wgpu::backend::{Backend, KernelChoice};
 use mnist_wgpu::config::{AutotuneMode, Optimizer};
 use mnist_wgpu::cpu::CpuBackend;
+use mnist_wgpu::data::{load_bundled_mnist, load_mnist, Mnist};
 use mnist_wgpu::error::bad_input;
+use mnist_wgpu::fsutil::{output_dir_problem, output_file_problem};
 use mnist_wgpu::gpu::autotune::default_cache_path;
+use mnist_wgpu::gpu::context::list_adapters;
 use mnist_wgpu::gpu::{GpuBackend, GpuContext};
 use mnist_wgpu::model::{Arch, Params, Plan, MNIST_INPUT};
 
@@ -128,9 +135,10 @@ fn spec_from_file(text: &str) -> String {
 /// Flags shared by the commands that read MNIST.
 #[derive(Args, Debug)]
 pub struct DataArgs {
-    /// Directory with the four MNIST IDX files (gzipped or raw).
-    #[arg(long, default_value = "data/mnist")]
-    data_dir: PathBuf,
+    /// Directory with the four MNIST IDX files (gzipped or raw) [default: $MNIST_WGPU_DATA_DIR,
+    /// else the copy of data/mnist built into the program].
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
     /// Use only the first N test images.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     test_limit: Option<u64>,
@@ -141,14 +149,26 @@ pub struct DataArgs {
 /// Where a model runs: the backend, the adapter and the kernel choices.
 #[derive(Args, Debug)]
 pub struct DeviceArgs {
-    /// Where to run: auto (the best GPU adapter, else the CPU), cpu or gpu.
-    #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
-    backend: BackendChoice,
+    /// Where to run: auto (the best GPU adapter, else the CPU), cpu or gpu [default: auto; with
+    /// train --resume, the device the run trained on].
+    #[arg(long, value_enum)]
+    backend: Option<BackendChoice>,
     /// Use the GPU adapter whose name contains this text (see `mnist-wgpu info`).
     #[arg(long, value_name = "SUBSTRING")]
     adapter: Option<String>,
     #[command(flatten)]
     kernels: KernelArgs,
+}
+
+impl DeviceArgs {
+    fn backend(&self) -> BackendChoice {
+        self.backend.unwrap_or(BackendChoice::Auto)
+    }
+
+    /// Whether the user chose the device (--backend or --adapter).
+    fn chosen(&self) -> bool {
+        self.backend.is_some() || self.adapter.is_some()
+    }
 }
 
 /// How the GPU path picks its kernel variants.
@@ -225,7 +245,9 @@ pub fn run(cli: Cli) -> Result<()> {
     }
 }
 
-/// Clap's errors are several lines with usage; we print its first line and a hint.
+/// Clap's errors: the message and its hints (the missing arguments, the possible values, a
+/// similar flag or subcommand), without the blank lines, the usage and the "For more
+/// information" line, which " (see --help)" replaces.
 pub fn report_usage_error(err: clap::Error) -> ExitCode {
     use clap::error::ErrorKind::{
         DisplayHelp, DisplayHelpOnMissingArgumentOrSubcommand, DisplayVersion,
@@ -242,28 +264,108 @@ pub fn report_usage_error(err: clap::Error) -> ExitCode {
         };
         return ExitCode::from(code);
     }
-    let text = err.to_string();
-    let first = text.lines().next().unwrap_or("error: invalid arguments");
-    eprintln!("{first} (see --help)");
+    errln!("{}", usage_error_text(&err.to_string()));
     ExitCode::from(2)
+}
+
+/// The lines of a clap error worth keeping, the last one ending with " (see --help)".
+fn usage_error_text(rendered: &str) -> String {
+    let mut lines: Vec<&str> = rendered
+        .lines()
+        .take_while(|l| !l.starts_with("Usage:") && !l.starts_with("For more information"))
+        .map(str::trim_end)
+        .filter(|l| !l.is_empty())
+        .collect();
+    if lines.is_empty() {
+        lines.push("error: invalid arguments");
+    }
+    format!("{} (see --help)", lines.join("\n"))
+}
+
+/// The variable naming the data directory where `--data-dir` is not given.
+pub const DATA_DIR_VAR: &str = "MNIST_WGPU_DATA_DIR";
+
+/// The data directory: `--data-dir`, else `$MNIST_WGPU_DATA_DIR` (set and not empty), else
+/// `None` for the copy of MNIST built into the program. A directory that does not exist is a
+/// bad input naming the flag or the variable.
+pub fn data_dir(flag: Option<&Path>) -> Result<Option<PathBuf>> {
+    let (dir, source) = match (flag, std::env::var_os(DATA_DIR_VAR)) {
+        (Some(dir), _) => (dir.to_path_buf(), "--data-dir "),
+        (None, Some(var)) if !var.is_empty() => (PathBuf::from(var), "MNIST_WGPU_DATA_DIR="),
+        _ => return Ok(None),
+    };
+    if !dir.is_dir() {
+        return Err(bad_input(format!(
+            "{source}{}: data directory not found",
+            dir.display()
+        )));
+    }
+    Ok(Some(dir))
+}
+
+/// MNIST from `dir`, or the copy built into the program (see [`data_dir`]).
+pub fn load_mnist_from(dir: Option<&Path>) -> Result<Mnist> {
+    match dir {
+        Some(dir) => load_mnist(dir),
+        None => load_bundled_mnist(),
+    }
+}
+
+/// A bad-input error unless a file can be written at `path`: the value of `flag` or, for a
+/// flag naming a directory, a file in it. Checked before any work, so that a run never fails
+/// at its end for an output path it could have refused at its start.
+pub fn check_output_file(flag: &str, value: &Path, path: &Path) -> Result<()> {
+    output_error(flag, value, output_file_problem(path))
+}
+
+/// A bad-input error unless `value` of `flag` is, or can become, a directory.
+pub fn check_output_dir(flag: &str, value: &Path) -> Result<()> {
+    output_error(flag, value, output_dir_problem(value))
+}
+
+fn output_error(flag: &str, value: &Path, problem: Option<(PathBuf, String)>) -> Result<()> {
+    let Some((path, why)) = problem else {
+        return Ok(());
+    };
+    let culprit = if path == value {
+        String::new()
+    } else {
+        format!("{} ", path.display())
+    };
+    Err(bad_input(format!(
+        "{flag} {}: {culprit}{why}",
+        value.display()
+    )))
 }
 
 /// The GPU the flags ask for, or `None` for the CPU: `auto` takes the best adapter and falls back
 /// to the CPU with a warning; `gpu` without an adapter is an error.
 fn gpu_context(device: &DeviceArgs) -> Result<Option<GpuContext>> {
-    if device.backend == BackendChoice::Cpu {
+    if device.backend() == BackendChoice::Cpu {
         return Ok(None);
     }
     match GpuContext::new(device.adapter.as_deref())? {
         Some(ctx) => Ok(Some(ctx)),
-        None if device.backend == BackendChoice::Gpu => Err(bad_input(format!(
+        None if device.backend() == BackendChoice::Gpu => Err(bad_input(format!(
             "--backend gpu: no GPU adapter found; {SOFTWARE_ADAPTER_HINT}, or use --backend cpu"
         ))),
         None => {
-            eprintln!("warning: no GPU adapter found, running on the CPU reference path; {SOFTWARE_ADAPTER_HINT}");
+            errln!("warning: no GPU adapter found, running on the CPU reference path; {SOFTWARE_ADAPTER_HINT}");
             Ok(None)
         }
     }
+}
+
+/// A context on the adapter named exactly `name` of the GPU API `api` (`vulkan`, `gl`...), or
+/// `None` where there is none or it does not open.
+fn exact_gpu_context(api: &str, name: &str) -> Option<GpuContext> {
+    let adapter = list_adapters().into_iter().find(|a| {
+        let info = a.get_info();
+        info.name == name && info.backend.to_str() == api
+    })?;
+    GpuContext::on_adapter(&adapter)
+        .map_err(|e| log::debug!("{e:#}"))
+        .ok()
 }
 
 /// Builds the backend the user asked for (see [`gpu_context`]).
@@ -274,7 +376,18 @@ fn make_backend(
     optimizer: Optimizer,
 ) -> Result<Box<dyn Backend>> {
     let tuning = device.kernels.load()?;
-    if let Some(ctx) = gpu_context(device)? {
+    backend_on(gpu_context(device)?, &tuning, plan, params, optimizer)
+}
+
+/// The backend on `ctx`, or on the CPU reference path for `None`.
+fn backend_on(
+    ctx: Option<GpuContext>,
+    tuning: &Tuning,
+    plan: Plan,
+    params: Params<f32>,
+    optimizer: Optimizer,
+) -> Result<Box<dyn Backend>> {
+    if let Some(ctx) = ctx {
         let mut backend = GpuBackend::new(&ctx, plan, &params, optimizer)?;
         tuning.apply(&mut backend);
         return Ok(Box::new(backend));

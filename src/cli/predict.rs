@@ -36,7 +36,8 @@ pub struct PredictArgs {
 type Outcome = Result<Vec<ClassProbability>, String>;
 
 /// Prints a line per image, in the order given; a file that fails does not stop the others, but
-/// makes the command fail (exit code 2) once every line is out.
+/// makes the command fail (exit code 2) once every line is out. A single failure is the error
+/// itself (one line); several are each printed, then counted.
 pub fn predict(args: PredictArgs) -> Result<()> {
     let checkpoint = load_checkpoint(&args.model)?;
     let inputs: Vec<Result<Vec<u8>, String>> =
@@ -56,15 +57,29 @@ pub fn predict(args: PredictArgs) -> Result<()> {
         backend.predict_logits(&batch)?
     };
     let mut rows = logits.chunks_exact(NUM_CLASSES);
-    let mut failed = 0;
-    for (path, input) in args.images.iter().zip(inputs) {
-        let outcome: Outcome = input.and_then(|_| {
-            rows.next()
-                .map(|row| top_classes(row, TOP))
-                .ok_or_else(|| "the model returned too few logits".to_string())
-        });
-        failed += usize::from(outcome.is_err());
-        print_outcome(path, &outcome, args.json)?;
+    let outcomes: Vec<Outcome> = inputs
+        .into_iter()
+        .map(|input| {
+            input.and_then(|_| {
+                rows.next()
+                    .map(|row| top_classes(row, TOP))
+                    .ok_or_else(|| "the model returned too few logits".to_string())
+            })
+        })
+        .collect();
+    let failed = outcomes.iter().filter(|o| o.is_err()).count();
+    // In text mode a lone failure is reported once, as the command's error.
+    let lone_failure = !args.json && failed == 1;
+    for (path, outcome) in args.images.iter().zip(&outcomes) {
+        if !(lone_failure && outcome.is_err()) {
+            print_outcome(path, outcome, args.json)?;
+        }
+    }
+    if lone_failure {
+        let (path, why) = (args.images.iter().zip(&outcomes))
+            .find_map(|(path, o)| o.as_ref().err().map(|why| (path, why)))
+            .expect("one failure");
+        return Err(bad_input(format!("{}: {why}", path.display())));
     }
     if failed > 0 {
         return Err(bad_input(format!(
@@ -99,7 +114,7 @@ fn print_outcome(path: &Path, outcome: &Outcome, json: bool) -> Result<()> {
             top: outcome.as_ref().ok().map(Vec::as_slice),
             error: outcome.as_ref().err().map(String::as_str),
         };
-        println!(
+        outln!(
             "{}",
             serde_json::to_string(&line).context("serialising a prediction")?
         );
@@ -111,9 +126,9 @@ fn print_outcome(path: &Path, outcome: &Outcome, json: bool) -> Result<()> {
                 .iter()
                 .map(|c| format!("{} ({:.1}%)", c.class, 100.0 * c.probability))
                 .collect();
-            println!("{file}: {}", classes.join(", "));
+            outln!("{file}: {}", classes.join(", "));
         }
-        Err(why) => eprintln!("error: {file}: {why}"),
+        Err(why) => errln!("error: {file}: {why}"),
     }
     Ok(())
 }

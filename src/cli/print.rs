@@ -1,7 +1,5 @@
 //! Human output: progress bars and the metrics tables.
 
-use std::io::Write;
-
 use indicatif::{ProgressBar, ProgressStyle};
 
 use mnist_wgpu::text::count;
@@ -13,9 +11,8 @@ use mnist_wgpu::train::{Evaluation, Progress};
 pub fn while_working<T>(message: &str, work: impl FnOnce() -> T) -> T {
     let spinner = ProgressBar::new_spinner();
     if spinner.is_hidden() {
-        print!("{message} ");
-        // A failed flush only delays the message.
-        let _ = std::io::stdout().flush();
+        out!("{message} ");
+        super::output::flush_out();
         return work();
     }
     let style = ProgressStyle::with_template("{spinner} {msg} {elapsed}").expect("valid template");
@@ -24,7 +21,7 @@ pub fn while_working<T>(message: &str, work: impl FnOnce() -> T) -> T {
     spinner.enable_steady_tick(std::time::Duration::from_millis(250));
     let result = work();
     spinner.finish_and_clear();
-    print!("{message} ");
+    out!("{message} ");
     result
 }
 
@@ -85,7 +82,7 @@ impl EpochProgress {
                     ),
                     _ => String::new(),
                 };
-                println!(
+                outln!(
                     "epoch {}/{}: train loss {:.4}, accuracy {:.2}%, {:.1} s{validation}",
                     stats.epoch,
                     self.epochs,
@@ -94,7 +91,7 @@ impl EpochProgress {
                     stats.seconds
                 );
                 if stats.diverged() {
-                    eprintln!(
+                    errln!(
                         "warning: epoch {}: the training loss {:.3e} is far above a uniform guess's {:.2}; the run has diverged (learning rate {} at the end of the epoch: try a smaller --lr)",
                         stats.epoch,
                         stats.train_loss,
@@ -109,27 +106,35 @@ impl EpochProgress {
 
 pub fn print_evaluation(eval: &Evaluation) {
     let c = &eval.confusion;
-    println!(
+    outln!(
         "\ntest accuracy {:.2}%, loss {:.4} ({})\n",
         100.0 * c.accuracy(),
         eval.loss,
         count(c.total(), "image")
     );
-    println!(
+    outln!(
         "{:>12} {:>9} {:>9} {:>9} {:>8}",
-        "class", "precision", "recall", "f1", "support"
+        "class",
+        "precision",
+        "recall",
+        "f1",
+        "support"
     );
     for m in c.per_class() {
-        println!(
+        outln!(
             "{:>12} {:>9.4} {:>9.4} {:>9.4} {:>8}",
-            m.class, m.precision, m.recall, m.f1, m.support
+            m.class,
+            m.precision,
+            m.recall,
+            m.f1,
+            m.support
         );
     }
     for (name, avg) in [
         ("macro avg", c.macro_average()),
         ("weighted avg", c.weighted_average()),
     ] {
-        println!(
+        outln!(
             "{name:>12} {:>9.4} {:>9.4} {:>9.4} {:>8}",
             avg.precision,
             avg.recall,
@@ -137,14 +142,14 @@ pub fn print_evaluation(eval: &Evaluation) {
             c.total()
         );
     }
-    println!("\nconfusion matrix (rows: true class, columns: predicted)");
-    print!("{:>5}", "");
-    (0..c.counts.len()).for_each(|j| print!("{j:>6}"));
-    println!();
+    outln!("\nconfusion matrix (rows: true class, columns: predicted)");
+    out!("{:>5}", "");
+    (0..c.counts.len()).for_each(|j| out!("{j:>6}"));
+    outln!();
     for (i, row) in c.counts.iter().enumerate() {
-        print!("{i:>5}");
-        row.iter().for_each(|n| print!("{n:>6}"));
-        println!();
+        out!("{i:>5}");
+        row.iter().for_each(|n| out!("{n:>6}"));
+        outln!();
     }
 }
 

@@ -7,10 +7,9 @@ use anyhow::Result;
 use clap::{Args, ValueEnum};
 
 use super::ArchArgs;
-use super::KernelArgs;
+use super::{data_dir, load_mnist_from, KernelArgs};
 use mnist_wgpu::backend::Backend;
 use mnist_wgpu::config::Optimizer;
-use mnist_wgpu::data::load_mnist;
 use mnist_wgpu::error::bad_input;
 use mnist_wgpu::fsutil::write_atomic;
 use mnist_wgpu::gpu::profile::{
@@ -34,9 +33,10 @@ pub struct ProfileArgs {
     /// Write a Chrome trace-event JSON file (opens in Perfetto or chrome://tracing).
     #[arg(long, value_name = "PATH")]
     trace: Option<PathBuf>,
-    /// Directory with the MNIST files.
-    #[arg(long, default_value = "data/mnist")]
-    data_dir: PathBuf,
+    /// Directory with the MNIST files [default: $MNIST_WGPU_DATA_DIR, else the copy of
+    /// data/mnist built into the program].
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
     /// Use the GPU adapter whose name contains this text.
     #[arg(long, value_name = "SUBSTRING")]
     adapter: Option<String>,
@@ -109,13 +109,16 @@ const WARM_UP_STEPS: usize = 2;
 const TIMED_STEPS_PER_PROFILED: usize = 2;
 
 pub fn profile(args: ProfileArgs) -> Result<()> {
+    if let Some(path) = &args.trace {
+        super::check_output_file("--trace", path, path)?;
+    }
     let (arch, plan) = args.arch.plan()?;
     let ctx = GpuContext::new(args.adapter.as_deref())?.ok_or_else(|| {
         bad_input("profile: no GPU adapter found; install mesa-vulkan-drivers for a software one")
     })?;
     let source = args.timing.source(ctx.features, &ctx.info.name)?;
     let (batch, steps) = (args.batch_size as usize, args.steps as usize);
-    let mut train = load_mnist(&args.data_dir)?.train;
+    let mut train = load_mnist_from(data_dir(args.data_dir.as_deref())?.as_deref())?.train;
     train = train.truncated(batch * (WARM_UP_STEPS + (1 + TIMED_STEPS_PER_PROFILED) * steps));
     if train.len() < batch {
         return Err(bad_input(format!(
@@ -153,7 +156,7 @@ pub fn profile(args: ProfileArgs) -> Result<()> {
     } else {
         ""
     };
-    println!(
+    outln!(
         "{} ({}), {arch}, batch {batch}, {}; {lacking}{}",
         ctx.info.name,
         ctx.backend_name(),
@@ -166,7 +169,7 @@ pub fn profile(args: ProfileArgs) -> Result<()> {
             path,
             serde_json::to_string(&chrome_trace(&run.steps))?.as_bytes(),
         )?;
-        println!("wrote trace to {}", path.display());
+        outln!("wrote trace to {}", path.display());
     }
     Ok(())
 }
@@ -195,9 +198,17 @@ fn print_table(steps: &[Vec<DispatchTiming>], step_us: f64) {
     let kw = column_width(rows.iter().map(|(k, _)| k.0), "kernel");
     let vw = column_width(rows.iter().map(|(k, _)| k.1), "variant");
     let sw = column_width(rows.iter().map(|(k, _)| k.2), "shape");
-    println!(
+    outln!(
         "\n{:kw$}  {:vw$}  {:sw$}  {:>5}  {:>10}  {:>10}  {:>6}  {:>8}  {:>7}",
-        "kernel", "variant", "shape", "calls", "total ms", "mean us", "share", "GFLOP/s", "GB/s"
+        "kernel",
+        "variant",
+        "shape",
+        "calls",
+        "total ms",
+        "mean us",
+        "share",
+        "GFLOP/s",
+        "GB/s"
     );
     let all_steps_us = step_us * steps.len() as f64;
     for ((kernel, variant, shape), r) in &rows {
@@ -210,7 +221,7 @@ fn print_table(steps: &[Vec<DispatchTiming>], step_us: f64) {
             }
         };
         let variant = if variant.is_empty() { "-" } else { variant };
-        println!(
+        outln!(
             "{kernel:kw$}  {variant:vw$}  {shape:sw$}  {:>5}  {:>10.3}  {:>10.1}  {:>5.1}%  {:>8}  {:>7}",
             r.calls,
             r.total_us / 1e3,
@@ -221,7 +232,7 @@ fn print_table(steps: &[Vec<DispatchTiming>], step_us: f64) {
         );
     }
     let (kernel_us, busy_us) = (kernel_us_per_step(steps), busy_us_per_step(steps));
-    println!(
+    outln!(
         "\nstep (one submit, wall clock, timed beside the profiled steps): {:.3} ms; kernels and texture copies: {:.3} ms per step summed ({:.1}% of \
          the step), {:.3} ms with at least one running ({:.1}%: overlapping kernels count once)",
         step_us / 1e3,

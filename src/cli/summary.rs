@@ -16,13 +16,17 @@ pub struct SummaryArgs {
 
 pub fn summary(args: SummaryArgs) -> Result<()> {
     let (arch, plan) = args.arch.plan()?;
-    println!("{arch}");
-    println!(
+    outln!("{arch}");
+    outln!(
         "\n{:>3}  {:<12} {:<12} {:>10} {:>14}",
-        "#", "layer", "output", "params", "forward MFLOP"
+        "#",
+        "layer",
+        "output",
+        "params",
+        "forward MFLOP"
     );
     let input = plan.input;
-    println!(
+    outln!(
         "{:>3}  {:<12} {:<12} {:>10} {:>14}",
         "",
         "input",
@@ -32,7 +36,7 @@ pub fn summary(args: SummaryArgs) -> Result<()> {
     );
     for (i, step) in plan.steps.iter().enumerate() {
         let out = step.output;
-        println!(
+        outln!(
             "{:>3}  {:<12} {:<12} {:>10} {:>14.3}",
             i + 1,
             step.layer.to_string(),
@@ -42,7 +46,7 @@ pub fn summary(args: SummaryArgs) -> Result<()> {
         );
     }
     let params: usize = plan.params.iter().map(ParamSpec::len).sum();
-    println!(
+    outln!(
         "\n{} ({:.1} KiB as f32); per image: {:.3} MFLOP forward, {:.3} MFLOP training (forward and backward)",
         count(params, "parameter"),
         params as f64 * 4.0 / 1024.0,

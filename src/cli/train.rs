@@ -10,18 +10,22 @@ use serde::{Deserialize, Serialize};
 
 use super::print::{print_evaluation, while_working, EpochProgress};
 use super::ArchArgs;
-use super::{make_backend, DataArgs, OptimizerChoice, ScheduleChoice};
+use super::{
+    backend_on, check_output_dir, check_output_file, data_dir, exact_gpu_context, gpu_context,
+    load_mnist_from, make_backend, DataArgs, DeviceArgs, OptimizerChoice, ScheduleChoice,
+};
 use mnist_wgpu::backend::{Backend, BackendInfo, OptimizerState};
 use mnist_wgpu::checkpoint::{
     load_checkpoint, load_training_checkpoint, save_checkpoint, save_training_checkpoint,
     TrainingCheckpoint,
 };
 use mnist_wgpu::config::{Augment, Optimizer, Schedule, TrainConfig, SGD_LR};
-use mnist_wgpu::data::{load_mnist, Mnist};
+use mnist_wgpu::data::Mnist;
 use mnist_wgpu::error::{bad_input, Interrupted};
 use mnist_wgpu::fsutil::write_atomic;
+use mnist_wgpu::gpu::GpuContext;
 use mnist_wgpu::model::{init_params, Params, Plan};
-use mnist_wgpu::plots::{write_plots, AugmentedRun};
+use mnist_wgpu::plots::{write_plots, AugmentedRun, PLOT_FILES};
 use mnist_wgpu::report::MetricsReport;
 use mnist_wgpu::text::count;
 use mnist_wgpu::train::{
@@ -303,14 +307,15 @@ fn fraction(text: &str) -> Result<f32, String> {
 /// What a run reads: the files, and how much of them.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 struct DataSource {
-    data_dir: PathBuf,
+    /// `None` (null) for the copy built into the program.
+    data_dir: Option<PathBuf>,
     train_limit: Option<u64>,
     test_limit: Option<u64>,
 }
 
 fn load_data(source: &DataSource) -> Result<Mnist> {
     let start = Instant::now();
-    let mut mnist = load_mnist(&source.data_dir)?;
+    let mut mnist = load_mnist_from(source.data_dir.as_deref())?;
     if let Some(n) = source.train_limit {
         mnist.train = mnist.train.truncated(n as usize);
     }
@@ -321,7 +326,7 @@ fn load_data(source: &DataSource) -> Result<Mnist> {
         "loaded {} training and {} test images from {} in {:.2?}",
         mnist.train.len(),
         mnist.test.len(),
-        source.data_dir.display(),
+        (source.data_dir.as_deref()).map_or("the bundled copy".into(), Path::to_string_lossy),
         start.elapsed()
     );
     Ok(mnist)
@@ -335,9 +340,49 @@ struct RunConfig {
     optimizer: Optimizer,
     data: DataSource,
     val_split: Option<u64>,
-    /// Where the run started (`BackendInfo` as "backend (adapter)"): resuming elsewhere works
-    /// but is not bit for bit.
+    /// Where the run last trained (`BackendInfo` as "backend (adapter)"), for messages.
     device: String,
+    /// The same device as `BackendInfo`'s backend (`cpu`, or the GPU API) and adapter name:
+    /// `--resume` continues there. Absent (`None`) in older checkpoints, which resume on the
+    /// device the flags choose.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    backend: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    adapter: Option<String>,
+}
+
+impl RunConfig {
+    /// Whether a run that trained here continues bit for bit on `info` (the CPU path gives the
+    /// same bits whatever its thread count).
+    fn same_device(&self, info: &BackendInfo) -> bool {
+        match (&self.backend, &self.adapter) {
+            (Some(backend), Some(adapter)) => {
+                *backend == info.backend && (backend == "cpu" || *adapter == info.adapter)
+            }
+            _ => self.device == format!("{} ({})", info.backend, info.adapter),
+        }
+    }
+}
+
+/// Where a resumed run continues: on the device it trained on, unless the flags choose one
+/// (`--backend`, `--adapter`), the checkpoint does not say (older versions), or that device
+/// is not here, when the best one is taken as `--backend auto` would, without its warning.
+/// With the context, why the run may move, if it does.
+fn resumed_device(
+    flags: &DeviceArgs,
+    config: &RunConfig,
+) -> Result<(Option<GpuContext>, Option<&'static str>)> {
+    if flags.chosen() {
+        return Ok((gpu_context(flags)?, Some("as --backend/--adapter ask")));
+    }
+    match (config.backend.as_deref(), config.adapter.as_deref()) {
+        (Some("cpu"), _) => Ok((None, None)),
+        (Some(api), Some(name)) => match exact_gpu_context(api, name) {
+            Some(ctx) => Ok((Some(ctx), None)),
+            None => Ok((GpuContext::new(None)?, Some("as it is not available here"))),
+        },
+        _ => Ok((gpu_context(flags)?, None)),
+    }
 }
 
 /// Metadata keys of `last.safetensors`: the [`RunConfig`] and the [`RunState`], as JSON.
@@ -360,7 +405,39 @@ pub fn train(args: TrainArgs) -> Result<()> {
         Some(dir) => resume_setup(dir, args.epochs)?,
         None => new_setup(&args)?,
     };
+    check_outputs(&setup, &args)?;
     run(setup, &args)
+}
+
+/// Every path the run will write, checked before it starts (see [`check_output_file`]).
+fn check_outputs(setup: &Setup, args: &TrainArgs) -> Result<()> {
+    if let Some(save) = &args.save {
+        check_output_file("--save", save, save)?;
+    }
+    if let Some(path) = &args.metrics_json {
+        check_output_file("--metrics-json", path, path)?;
+    }
+    if let Some(dir) = &args.plots {
+        check_output_dir("--plots", dir)?;
+        for name in PLOT_FILES {
+            check_output_file("--plots", dir, &dir.join(name))?;
+        }
+    }
+    let run_dir = &setup.run_dir;
+    let flag = match (&args.resume, &args.run_dir) {
+        (Some(_), _) => "--resume",
+        (None, Some(_)) => "--run-dir",
+        (None, None) => "run directory",
+    };
+    check_output_dir(flag, run_dir)?;
+    let mut inside = vec![LAST, METRICS];
+    inside.extend(setup.config.val_split.map(|_| BEST));
+    inside.extend(args.save.is_none().then_some(MODEL));
+    inside.extend(PLOT_FILES);
+    for name in inside {
+        check_output_file(flag, run_dir, &run_dir.join(name))?;
+    }
+    Ok(())
 }
 
 fn new_setup(args: &TrainArgs) -> Result<Setup> {
@@ -386,7 +463,7 @@ fn new_setup(args: &TrainArgs) -> Result<Setup> {
     };
     let params = init_params(&plan, args.seed);
     let data = DataSource {
-        data_dir: args.data.data_dir.clone(),
+        data_dir: data_dir(args.data.data_dir.as_deref())?,
         train_limit: args.train_limit,
         test_limit: args.data.test_limit,
     };
@@ -396,8 +473,10 @@ fn new_setup(args: &TrainArgs) -> Result<Setup> {
         data,
         val_split: args.val_split,
         device: String::new(),
+        backend: None,
+        adapter: None,
     };
-    println!("{}", recipe.line);
+    outln!("{}", recipe.line);
     Ok(Setup {
         run_dir,
         plan,
@@ -435,6 +514,13 @@ fn resume_setup(dir: &Path, epochs: Option<u64>) -> Result<Setup> {
         config.train.epochs = epochs as usize;
     }
     check_more_to_do(dir, &state, config.train.epochs)?;
+    if let Some(data) = config.data.data_dir.as_ref().filter(|d| !d.is_dir()) {
+        return Err(bad_input(format!(
+            "--resume {}: the run's data directory {} is not found",
+            dir.display(),
+            data.display()
+        )));
+    }
     Ok(Setup {
         run_dir: dir.to_path_buf(),
         plan: checkpoint.plan,
@@ -502,15 +588,22 @@ fn run(setup: Setup, args: &TrainArgs) -> Result<()> {
         None => None,
     };
     let optimizer = config.optimizer;
-    let mut backend = make_backend(&args.data.device, plan.clone(), params, optimizer)?;
+    let flags = &args.data.device;
+    let tuning = flags.kernels.load()?;
+    let (ctx, why_moved) = match resume {
+        Some(_) => resumed_device(flags, &config)?,
+        None => (gpu_context(flags)?, None),
+    };
+    let mut backend = backend_on(ctx, &tuning, plan.clone(), params, optimizer)?;
     let info = backend.info();
     let device = format!("{} ({})", info.backend, info.adapter);
     let start = match resume {
         Some((state, optimizer_state)) => {
             backend.set_optimizer_state(&optimizer_state)?;
-            if device != config.device {
-                eprintln!(
-                    "warning: the run started on {}, it continues on {device}: the result may differ from an uninterrupted run in the last bits",
+            if !config.same_device(&info) {
+                let why = why_moved.map_or(String::new(), |why| format!(" {why}"));
+                errln!(
+                    "warning: the run trained on {}; it continues on {device}{why}: the result will not be bit for bit the same as an uninterrupted run's",
                     config.device
                 );
             }
@@ -518,7 +611,12 @@ fn run(setup: Setup, args: &TrainArgs) -> Result<()> {
         }
         None => RunState::default(),
     };
-    let config = RunConfig { device, ..config };
+    let config = RunConfig {
+        device,
+        backend: Some(info.backend.clone()),
+        adapter: Some(info.adapter.clone()),
+        ..config
+    };
     let on_gpu = info.backend != "cpu";
     print_start(info, &plan, &config, &mnist, &start);
     if on_gpu {
@@ -558,24 +656,24 @@ fn run(setup: Setup, args: &TrainArgs) -> Result<()> {
             run_dir.display()
         ))));
     }
-    let save = (args.save.clone()).unwrap_or_else(|| run_dir.join("model.safetensors"));
+    let save = (args.save.clone()).unwrap_or_else(|| run_dir.join(MODEL));
     save_checkpoint(&save, &plan, &backend.params()?, &extra)?;
-    println!("saved model to {}", save.display());
+    outln!("saved model to {}", save.display());
     if let Some(best) = &outcome.best {
         if outcome.stopped_early {
-            println!(
+            outln!(
                 "stopped early: no better validation loss for {}",
                 count(config.train.early_stopping.unwrap_or(0), "epoch")
             );
         }
-        println!(
+        outln!(
             "saved the best epoch ({}, validation loss {:.4}) to {}",
             best.epoch,
             best.val_loss,
             run_dir.join(BEST).display()
         );
     }
-    let metrics_json = run_dir.join("metrics.json");
+    let metrics_json = run_dir.join(METRICS);
     let metrics: Vec<&Path> = [Some(metrics_json.as_path()), args.metrics_json.as_deref()]
         .into_iter()
         .flatten()
@@ -598,13 +696,15 @@ fn run(setup: Setup, args: &TrainArgs) -> Result<()> {
             train: &mnist.train,
         });
         for path in write_plots(dir, &outcome.history, &evaluation, &mnist.test, augmented)? {
-            println!("wrote {}", path.display());
+            outln!("wrote {}", path.display());
         }
     }
     Ok(())
 }
 
 const BEST: &str = "best.safetensors";
+const MODEL: &str = "model.safetensors";
+const METRICS: &str = "metrics.json";
 
 /// Compiles the GPU kernels for every batch size the run will see (`training` steps, and
 /// `inference` for the evaluations) before the first step, saying so: on a first run, a CPU
@@ -625,7 +725,7 @@ fn prepare_kernels(
         0 => String::new(),
         n => format!(", {n} of {} autotuned", count(choices.len(), "op")),
     };
-    println!("ready in {:.1} s{note}", start.elapsed().as_secs_f64());
+    outln!("ready in {:.1} s{note}", start.elapsed().as_secs_f64());
     Ok(())
 }
 
@@ -644,13 +744,13 @@ fn print_start(
         ..
     } = config.train;
     if start.epochs_done > 0 || start.step > 0 {
-        println!(
+        outln!(
             "resuming after epoch {} (and {} of the next)",
             start.epochs_done,
             count(start.step, "step")
         );
     }
-    println!(
+    outln!(
         "training {} on {}, {}, batch {batch_size}, {} (lr {lr}, {} schedule), {}, {} ({})",
         plan.arch,
         count(mnist.train.len(), "image"),
@@ -700,9 +800,12 @@ fn stop_on_ctrl_c() -> Result<&'static AtomicBool> {
 }
 
 pub fn eval(args: EvalArgs) -> Result<()> {
+    if let Some(path) = &args.metrics_json {
+        check_output_file("--metrics-json", path, path)?;
+    }
     let checkpoint = load_checkpoint(&args.model)?;
     let mnist = load_data(&DataSource {
-        data_dir: args.data.data_dir.clone(),
+        data_dir: data_dir(args.data.data_dir.as_deref())?,
         train_limit: None,
         test_limit: args.data.test_limit,
     })?;
@@ -717,7 +820,7 @@ pub fn eval(args: EvalArgs) -> Result<()> {
     )?;
     let info = backend.info();
     let on_gpu = info.backend != "cpu";
-    println!(
+    outln!(
         "evaluating {} ({arch}) on {} ({})",
         args.model.display(),
         info.backend,
@@ -753,7 +856,7 @@ fn report(
         let json = serde_json::to_vec_pretty(&report).context("serialising metrics")?;
         for path in metrics_json {
             write_atomic(path, &json)?;
-            println!("wrote metrics to {}", path.display());
+            outln!("wrote metrics to {}", path.display());
         }
     }
     Ok(evaluation)

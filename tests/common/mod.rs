@@ -16,14 +16,21 @@ pub fn test_cache_dir() -> PathBuf {
     std::env::temp_dir().join(format!("mnist-wgpu-test-cache-{}", std::process::id()))
 }
 
-/// Runs the `mnist-wgpu` binary (with the test process's own autotune cache).
-pub fn run_cli(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_mnist-wgpu"))
+/// The `mnist-wgpu` binary with `args`, the test process's own autotune cache, and none of the
+/// user's settings for logging or the data directory.
+pub fn cli_command(args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_mnist-wgpu"));
+    command
         .args(args)
         .env_remove("RUST_LOG")
-        .env("MNIST_WGPU_CACHE_DIR", test_cache_dir())
-        .output()
-        .expect("the binary runs")
+        .env_remove("MNIST_WGPU_DATA_DIR")
+        .env("MNIST_WGPU_CACHE_DIR", test_cache_dir());
+    command
+}
+
+/// Runs the `mnist-wgpu` binary (see [`cli_command`]).
+pub fn run_cli(args: &[&str]) -> Output {
+    cli_command(args).output().expect("the binary runs")
 }
 
 /// [`run_cli`], asserting that the command succeeded; its standard output.
@@ -53,6 +60,29 @@ pub fn assert_bad_input(out: &Output, needle: &str) {
         lines[0].contains(needle),
         "expected '{needle}' in: {stderr}"
     );
+}
+
+/// Asserts a usage error from the flag parser: exit code 2, no panic, clap's message starting
+/// with `error:` and keeping its hints (every `needle`), without blank lines or the usage, and
+/// ending with " (see --help)".
+pub fn assert_usage_error(out: &Output, needles: &[&str]) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "exit code; stderr: {stderr}");
+    assert!(
+        !stderr.contains("panicked") && !stderr.contains("backtrace"),
+        "panic: {stderr}"
+    );
+    assert!(stderr.starts_with("error: "), "{stderr}");
+    assert!(stderr.trim_end().ends_with(" (see --help)"), "{stderr}");
+    assert!(
+        stderr
+            .lines()
+            .all(|l| !l.trim().is_empty() && !l.starts_with("Usage:")),
+        "blank or usage lines: {stderr}"
+    );
+    for needle in needles {
+        assert!(stderr.contains(needle), "expected '{needle}' in: {stderr}");
+    }
 }
 
 /// An IDX file: big-endian magic and sizes, then the body.
