@@ -239,12 +239,54 @@ fn read_idx(
         .take(expected_body + 1)
         .read_to_end(&mut body)
         .map_err(io_fail)?;
-    let mut found = header_len + body.len() as u64;
+    let found = header_len + body.len() as u64;
+    // Nothing past that byte is read: a gzip stream may inflate to gigabytes.
     if found > expected {
-        found += io::copy(&mut reader, &mut io::sink()).map_err(io_fail)?;
+        return Err(fail(format!(
+            "expected {expected} bytes, found more (the data runs past the end its header gives)"
+        )));
     }
     if found != expected {
         return Err(fail(format!("expected {expected} bytes, found {found}")));
     }
     Ok((words[1..].to_vec(), body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+
+    /// A reader that counts the bytes taken from it.
+    struct Counting(Box<dyn Read>, Arc<AtomicU64>);
+
+    impl Read for Counting {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let n = self.0.read(buf)?;
+            self.1.fetch_add(n as u64, Ordering::Relaxed);
+            Ok(n)
+        }
+    }
+
+    /// A file far longer than its header says (a gzip bomb inflates so) is refused after one
+    /// byte past the expected end, never read to its end.
+    #[test]
+    fn data_past_the_header_s_end_is_not_read() {
+        let mut header = Vec::new();
+        for word in [IMAGES_MAGIC, 2, 28, 28] {
+            header.extend(word.to_be_bytes());
+        }
+        let taken = Arc::new(AtomicU64::new(0));
+        let endless = io::Cursor::new(header).chain(io::repeat(0).take(1 << 30));
+        let reader = Box::new(Counting(Box::new(endless), taken.clone()));
+        let err = read_images(Path::new("bomb"), reader).unwrap_err();
+        assert!(format!("{err}").contains("found more"), "{err}");
+        let expected = 16 + 2 * 784;
+        assert!(
+            taken.load(Ordering::Relaxed) <= expected + 64 * 1024,
+            "read {} bytes",
+            taken.load(Ordering::Relaxed)
+        );
+    }
 }
