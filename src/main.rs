@@ -1,6 +1,6 @@
 //! The `mnist-wgpu` command line. Errors are one line on stderr (a usage error adds clap's
-//! hints); the exit code is 2 for bad input (a flag, a file, a checkpoint) and 1 for anything
-//! else. A closed stdout (`| head`) stops no work: see `cli::output`.
+//! hints); the exit code is 2 for bad input (a flag, a file, a checkpoint), 130 for a run
+//! stopped by Ctrl-C and 1 for anything else. A closed stdout (`| head`) stops no work: see `cli::output`.
 
 #[macro_use]
 mod cli;

@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use clap::Args;
 
-use super::ArchArgs;
-use super::{check_output_file, data_dir, gpu_context, load_mnist_from, DataArgs};
+use super::args::ArchArgs;
+use super::args::{check_output_file, data_dir, gpu_context, load_mnist_from, DataArgs};
 use mnist_wgpu::backend::Backend;
 use mnist_wgpu::bench::{
     cpu_calibration, gpu_bytes, gpu_calibration, peak_rss_bytes, time_inference, time_training,

@@ -7,9 +7,9 @@ use anyhow::Result;
 use clap::Args;
 use serde::Serialize;
 
+use super::args::ArchArgs;
+use super::args::KernelArgs;
 use super::print::align_columns;
-use super::ArchArgs;
-use super::KernelArgs;
 use mnist_wgpu::backend::Backend;
 use mnist_wgpu::config::Optimizer;
 use mnist_wgpu::error::bad_input;

@@ -1,9 +1,11 @@
-//! Command-line parsing and the subcommands. The library below knows nothing about this module.
+//! Command-line parsing and the subcommands, one file each; `args.rs` holds the argument
+//! groups they share. The library below knows nothing about this module.
 
 // First: its macros serve the modules below.
 #[macro_use]
 pub mod output;
 
+mod args;
 mod bench;
 mod gpu;
 mod predict;
@@ -12,22 +14,10 @@ mod profile;
 mod summary;
 mod train;
 
-use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Result;
-use clap::{Args, Parser, Subcommand, ValueEnum};
-
-use mnist_wgpu::backend::{Backend, KernelChoice};
-use mnist_wgpu::config::{AutotuneMode, Optimizer};
-use mnist_wgpu::cpu::CpuBackend;
-use mnist_wgpu::data::{load_bundled_mnist, load_mnist, Mnist};
-use mnist_wgpu::error::bad_input;
-use mnist_wgpu::fsutil::{output_dir_problem, output_file_problem};
-use mnist_wgpu::gpu::autotune::default_cache_path;
-use mnist_wgpu::gpu::context::list_adapters;
-use mnist_wgpu::gpu::{GpuBackend, GpuContext};
-use mnist_wgpu::model::{Arch, Params, Plan, MNIST_INPUT};
+use clap::{Parser, Subcommand};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -59,177 +49,6 @@ enum Command {
     Summary(summary::SummaryArgs),
     /// Classify image files (PNG, JPEG, ...) of single digits with a saved model.
     Predict(predict::PredictArgs),
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum BackendChoice {
-    /// The GPU when an adapter exists, else the CPU reference path.
-    Auto,
-    Cpu,
-    Gpu,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum OptimizerChoice {
-    Adam,
-    /// Adam with decoupled weight decay.
-    Adamw,
-    /// SGD with momentum.
-    Sgd,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum ScheduleChoice {
-    Constant,
-    /// Multiply by --lr-gamma every --lr-step-epochs epochs.
-    Step,
-    /// Cosine down to 0 over the run.
-    Cosine,
-    /// Linear warm-up over --warmup-fraction of the run, then cosine down (PyTorch OneCycleLR).
-    Onecycle,
-}
-
-/// The model: `--arch` or `--arch-file`.
-#[derive(Args, Debug)]
-pub struct ArchArgs {
-    /// Architecture: a preset, seed (the tutorial CNN) or strong (our most accurate, see
-    /// `summary --arch strong`), or a spec such as conv32k3-relu-pool2-flatten-dense10.
-    #[arg(long, default_value = "seed")]
-    arch: String,
-    /// Read the architecture spec from a file: layers joined by '-' or on separate lines,
-    /// '#' starts a comment.
-    #[arg(long, value_name = "PATH", conflicts_with = "arch")]
-    arch_file: Option<PathBuf>,
-}
-
-impl ArchArgs {
-    /// The parsed architecture and its plan on MNIST, or a bad-input error naming the flag.
-    fn plan(&self) -> Result<(Arch, Plan)> {
-        let (spec, source) = match &self.arch_file {
-            Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .map_err(|e| bad_input(format!("--arch-file {}: {e}", path.display())))?;
-                (
-                    spec_from_file(&text),
-                    format!("--arch-file {}", path.display()),
-                )
-            }
-            None => (self.arch.clone(), "--arch".to_string()),
-        };
-        let fail = |e: String| bad_input(format!("{source}: {e}"));
-        let arch = Arch::parse(&spec).map_err(fail)?;
-        let plan = Plan::new(&arch, MNIST_INPUT).map_err(fail)?;
-        Ok((arch, plan))
-    }
-}
-
-/// A spec file's layers joined into one spec string: comments dropped, lines joined by '-'.
-fn spec_from_file(text: &str) -> String {
-    text.lines()
-        .map(|line| line.split('#').next().unwrap_or("").trim())
-        .filter(|line| !line.is_empty())
-        .collect::<Vec<_>>()
-        .join("-")
-}
-
-/// Flags shared by the commands that read MNIST.
-#[derive(Args, Debug)]
-pub struct DataArgs {
-    /// Directory with the four MNIST IDX files (gzipped or raw) [default: $MNIST_WGPU_DATA_DIR,
-    /// else the copy of data/mnist built into the program].
-    #[arg(long, value_name = "DIR")]
-    data_dir: Option<PathBuf>,
-    /// Use only the first N test images.
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
-    test_limit: Option<u64>,
-    #[command(flatten)]
-    device: DeviceArgs,
-}
-
-/// Where a model runs: the backend, the adapter and the kernel choices.
-#[derive(Args, Debug)]
-pub struct DeviceArgs {
-    /// Where to run: auto (the best GPU adapter, else the CPU), cpu or gpu [default: auto; with
-    /// train --resume, the device the run trained on].
-    #[arg(long, value_enum)]
-    backend: Option<BackendChoice>,
-    /// Use the GPU adapter whose name contains this text (see `mnist-wgpu info`).
-    #[arg(long, value_name = "SUBSTRING")]
-    adapter: Option<String>,
-    #[command(flatten)]
-    kernels: KernelArgs,
-}
-
-impl DeviceArgs {
-    fn backend(&self) -> BackendChoice {
-        self.backend.unwrap_or(BackendChoice::Auto)
-    }
-
-    /// Whether the user chose the device (--backend or --adapter).
-    fn chosen(&self) -> bool {
-        self.backend.is_some() || self.adapter.is_some()
-    }
-}
-
-/// How the GPU path picks its kernel variants.
-#[derive(Args, Debug, Clone)]
-pub struct KernelArgs {
-    /// on: reuse cached choices, time what is new; off: fixed rule, no timing; refresh: time
-    /// everything again.
-    #[arg(long, value_enum, default_value_t = AutotuneChoice::On)]
-    autotune: AutotuneChoice,
-    /// Run the kernel variants recorded in this metrics JSON (reproduces that run exactly).
-    #[arg(long, value_name = "METRICS_JSON")]
-    kernels_from: Option<PathBuf>,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum AutotuneChoice {
-    On,
-    Off,
-    Refresh,
-}
-
-impl KernelArgs {
-    /// Reads `--kernels-from` (whatever the backend, so a bad file is always reported).
-    fn load(&self) -> Result<Tuning> {
-        let mode = match self.autotune {
-            AutotuneChoice::On => AutotuneMode::On,
-            AutotuneChoice::Off => AutotuneMode::Off,
-            AutotuneChoice::Refresh => AutotuneMode::Refresh,
-        };
-        let pinned = match &self.kernels_from {
-            Some(path) => read_kernel_choices(path)?,
-            None => Vec::new(),
-        };
-        Ok(Tuning { mode, pinned })
-    }
-}
-
-/// The kernel flags, read.
-struct Tuning {
-    mode: AutotuneMode,
-    pinned: Vec<KernelChoice>,
-}
-
-impl Tuning {
-    /// The autotune mode with the user's cache, and any pinned choices.
-    fn apply(&self, backend: &mut GpuBackend) {
-        backend.set_autotune(self.mode, default_cache_path(), &self.pinned);
-    }
-}
-
-/// The `kernels` list of a metrics JSON.
-fn read_kernel_choices(path: &std::path::Path) -> Result<Vec<KernelChoice>> {
-    #[derive(serde::Deserialize)]
-    struct Recorded {
-        kernels: Vec<KernelChoice>,
-    }
-    let fail = |why: String| bad_input(format!("--kernels-from {}: {why}", path.display()));
-    let bytes = std::fs::read(path).map_err(|e| fail(e.to_string()))?;
-    let recorded: Recorded = serde_json::from_slice(&bytes)
-        .map_err(|e| fail(format!("not a metrics JSON with a kernels list ({e})")))?;
-    Ok(recorded.kernels)
 }
 
 pub fn run(cli: Cli) -> Result<()> {
@@ -281,120 +100,3 @@ fn usage_error_text(rendered: &str) -> String {
     }
     format!("{} (see --help)", lines.join("\n"))
 }
-
-/// The variable naming the data directory where `--data-dir` is not given.
-pub const DATA_DIR_VAR: &str = "MNIST_WGPU_DATA_DIR";
-
-/// The data directory: `--data-dir`, else `$MNIST_WGPU_DATA_DIR` (set and not empty), else
-/// `None` for the copy of MNIST built into the program. A directory that does not exist is a
-/// bad input naming the flag or the variable.
-pub fn data_dir(flag: Option<&Path>) -> Result<Option<PathBuf>> {
-    let (dir, source) = match (flag, std::env::var_os(DATA_DIR_VAR)) {
-        (Some(dir), _) => (dir.to_path_buf(), "--data-dir "),
-        (None, Some(var)) if !var.is_empty() => (PathBuf::from(var), "MNIST_WGPU_DATA_DIR="),
-        _ => return Ok(None),
-    };
-    if !dir.is_dir() {
-        return Err(bad_input(format!(
-            "{source}{}: data directory not found",
-            dir.display()
-        )));
-    }
-    Ok(Some(dir))
-}
-
-/// MNIST from `dir`, or the copy built into the program (see [`data_dir`]).
-pub fn load_mnist_from(dir: Option<&Path>) -> Result<Mnist> {
-    match dir {
-        Some(dir) => load_mnist(dir),
-        None => load_bundled_mnist(),
-    }
-}
-
-/// A bad-input error unless a file can be written at `path`: the value of `flag` or, for a
-/// flag naming a directory, a file in it. Checked before any work, so that a run never fails
-/// at its end for an output path it could have refused at its start.
-pub fn check_output_file(flag: &str, value: &Path, path: &Path) -> Result<()> {
-    output_error(flag, value, output_file_problem(path))
-}
-
-/// A bad-input error unless `value` of `flag` is, or can become, a directory.
-pub fn check_output_dir(flag: &str, value: &Path) -> Result<()> {
-    output_error(flag, value, output_dir_problem(value))
-}
-
-fn output_error(flag: &str, value: &Path, problem: Option<(PathBuf, String)>) -> Result<()> {
-    let Some((path, why)) = problem else {
-        return Ok(());
-    };
-    let culprit = if path == value {
-        String::new()
-    } else {
-        format!("{} ", path.display())
-    };
-    Err(bad_input(format!(
-        "{flag} {}: {culprit}{why}",
-        value.display()
-    )))
-}
-
-/// The GPU the flags ask for, or `None` for the CPU: `auto` takes the best adapter and falls back
-/// to the CPU with a warning; `gpu` without an adapter is an error.
-fn gpu_context(device: &DeviceArgs) -> Result<Option<GpuContext>> {
-    if device.backend() == BackendChoice::Cpu {
-        return Ok(None);
-    }
-    match GpuContext::new(device.adapter.as_deref())? {
-        Some(ctx) => Ok(Some(ctx)),
-        None if device.backend() == BackendChoice::Gpu => Err(bad_input(format!(
-            "--backend gpu: no GPU adapter found; {SOFTWARE_ADAPTER_HINT}, or use --backend cpu"
-        ))),
-        None => {
-            errln!("warning: no GPU adapter found, running on the CPU reference path; {SOFTWARE_ADAPTER_HINT}");
-            Ok(None)
-        }
-    }
-}
-
-/// A context on the adapter named exactly `name` of the GPU API `api` (`vulkan`, `gl`...), or
-/// `None` where there is none or it does not open.
-fn exact_gpu_context(api: &str, name: &str) -> Option<GpuContext> {
-    let adapter = list_adapters().into_iter().find(|a| {
-        let info = a.get_info();
-        info.name == name && info.backend.to_str() == api
-    })?;
-    GpuContext::on_adapter(&adapter)
-        .map_err(|e| log::debug!("{e:#}"))
-        .ok()
-}
-
-/// Builds the backend the user asked for (see [`gpu_context`]).
-fn make_backend(
-    device: &DeviceArgs,
-    plan: Plan,
-    params: Params<f32>,
-    optimizer: Optimizer,
-) -> Result<Box<dyn Backend>> {
-    let tuning = device.kernels.load()?;
-    backend_on(gpu_context(device)?, &tuning, plan, params, optimizer)
-}
-
-/// The backend on `ctx`, or on the CPU reference path for `None`.
-fn backend_on(
-    ctx: Option<GpuContext>,
-    tuning: &Tuning,
-    plan: Plan,
-    params: Params<f32>,
-    optimizer: Optimizer,
-) -> Result<Box<dyn Backend>> {
-    if let Some(ctx) = ctx {
-        let mut backend = GpuBackend::new(&ctx, plan, &params, optimizer)?;
-        tuning.apply(&mut backend);
-        return Ok(Box::new(backend));
-    }
-    log::debug!("backend: CPU reference path");
-    Ok(Box::new(CpuBackend::new(plan, params, optimizer)))
-}
-
-const SOFTWARE_ADAPTER_HINT: &str =
-    "for a software Vulkan adapter install Mesa's drivers (apt-get install mesa-vulkan-drivers libvulkan1)";

@@ -6,7 +6,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 use serde::Serialize;
 
-use super::{make_backend, DeviceArgs};
+use super::args::{make_backend, DeviceArgs};
 use mnist_wgpu::checkpoint::load_checkpoint;
 use mnist_wgpu::config::Optimizer;
 use mnist_wgpu::error::bad_input;

@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::{Args, ValueEnum};
 
-use super::ArchArgs;
-use super::{data_dir, load_mnist_from, KernelArgs};
+use super::args::ArchArgs;
+use super::args::{data_dir, load_mnist_from, KernelArgs};
 use mnist_wgpu::backend::Backend;
 use mnist_wgpu::config::Optimizer;
 use mnist_wgpu::error::bad_input;
@@ -110,7 +110,7 @@ const TIMED_STEPS_PER_PROFILED: usize = 2;
 
 pub fn profile(args: ProfileArgs) -> Result<()> {
     if let Some(path) = &args.trace {
-        super::check_output_file("--trace", path, path)?;
+        super::args::check_output_file("--trace", path, path)?;
     }
     let (arch, plan) = args.arch.plan()?;
     let ctx = GpuContext::new(args.adapter.as_deref())?.ok_or_else(|| {

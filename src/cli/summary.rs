@@ -4,7 +4,7 @@
 use anyhow::Result;
 use clap::Args;
 
-use super::ArchArgs;
+use super::args::ArchArgs;
 use mnist_wgpu::model::{ParamSpec, Plan, Step};
 use mnist_wgpu::text::count;
 

@@ -5,21 +5,19 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use clap::{Args, ValueEnum};
 use serde::{Deserialize, Serialize};
 
-use super::print::{print_evaluation, while_working, EpochProgress};
-use super::ArchArgs;
-use super::{
+use super::args::{
     backend_on, check_output_dir, check_output_file, data_dir, exact_gpu_context, gpu_context,
-    load_mnist_from, make_backend, DataArgs, DeviceArgs, OptimizerChoice, ScheduleChoice,
+    load_mnist_from, make_backend, DeviceArgs,
 };
+use super::print::{print_evaluation, while_working, EpochProgress};
 use mnist_wgpu::backend::{Backend, BackendInfo, OptimizerState};
 use mnist_wgpu::checkpoint::{
     load_checkpoint, load_training_checkpoint, save_checkpoint, save_training_checkpoint,
     TrainingCheckpoint,
 };
-use mnist_wgpu::config::{Augment, Optimizer, Schedule, TrainConfig, SGD_LR};
+use mnist_wgpu::config::{Augment, Optimizer, TrainConfig};
 use mnist_wgpu::data::Mnist;
 use mnist_wgpu::error::{bad_input, Interrupted};
 use mnist_wgpu::fsutil::write_atomic;
@@ -33,218 +31,10 @@ use mnist_wgpu::train::{
     Resumable, RunState,
 };
 
+mod args;
 mod recipe;
 
-#[derive(Args, Debug)]
-pub struct TrainArgs {
-    #[command(flatten)]
-    arch: ArchArgs,
-    /// Epochs in all [default: the preset's: 15 for strong, else 5]; with --resume, the new
-    /// total [default: the resumed run's].
-    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
-    epochs: Option<u64>,
-    /// Examples per step [default: the preset's: 128 for strong, else 32].
-    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=65536))]
-    batch_size: Option<u64>,
-    #[command(flatten)]
-    optim: OptimArgs,
-    #[command(flatten)]
-    augment: AugmentArgs,
-    /// Seed for initialisation and shuffling.
-    #[arg(long, default_value_t = 42)]
-    seed: u64,
-    /// Train on the first N training images only.
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
-    train_limit: Option<u64>,
-    /// Hold out N training images (chosen by --seed) to validate on after every epoch; the
-    /// best epoch's model is saved as best.safetensors in the run directory.
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
-    val_split: Option<u64>,
-    /// Stop when the validation loss has not improved for this many epochs (needs --val-split).
-    #[arg(long, value_name = "PATIENCE", value_parser = clap::value_parser!(u64).range(1..))]
-    early_stopping: Option<u64>,
-    /// The run's directory: last.safetensors (the training state after every epoch and on
-    /// Ctrl-C), best.safetensors (with --val-split), metrics.json and plots [default: the
-    /// directory of --save, else runs/<timestamp>].
-    #[arg(long, value_name = "DIR")]
-    run_dir: Option<PathBuf>,
-    /// Continue the run in DIR from its last.safetensors, with its stored settings; only
-    /// --epochs (the new total), the device flags and the output flags may be given.
-    #[arg(long, value_name = "DIR", conflicts_with_all = RESUME_CONFLICTS)]
-    resume: Option<PathBuf>,
-    /// Where to write the trained model [default: <run dir>/model.safetensors].
-    #[arg(long, value_name = "PATH")]
-    save: Option<PathBuf>,
-    /// Also write test metrics and the training history as JSON here.
-    #[arg(long, value_name = "PATH")]
-    metrics_json: Option<PathBuf>,
-    /// Also write the PNG plots here: loss and accuracy curves, the confusion matrix, the most
-    /// confident mistakes.
-    #[arg(long, value_name = "DIR")]
-    plots: Option<PathBuf>,
-    #[command(flatten)]
-    data: DataArgs,
-}
-
-/// The flags a resumed run takes from its checkpoint instead.
-const RESUME_CONFLICTS: &[&str] = &[
-    "arch",
-    "arch_file",
-    "batch_size",
-    "optimizer",
-    "lr",
-    "weight_decay",
-    "momentum",
-    "nesterov",
-    "lr_schedule",
-    "lr_step_epochs",
-    "lr_gamma",
-    "warmup_fraction",
-    "augment",
-    "augment_shift",
-    "augment_rotation",
-    "augment_scale",
-    "seed",
-    "train_limit",
-    "val_split",
-    "early_stopping",
-    "run_dir",
-    "data_dir",
-    "test_limit",
-];
-
-/// The optimiser and its learning-rate schedule.
-#[derive(Args, Debug)]
-pub struct OptimArgs {
-    #[arg(long, value_enum, default_value_t = OptimizerChoice::Adam)]
-    optimizer: OptimizerChoice,
-    /// Base learning rate [default: for adam and adamw the preset's, 0.003 for strong, else
-    /// 0.001; 0.01 for sgd].
-    #[arg(long, allow_negative_numbers = true, value_parser = positive_float)]
-    lr: Option<f32>,
-    /// Weight decay: L2 for adam and sgd, decoupled for adamw [default: 0, 0.01 for adamw].
-    #[arg(long, allow_negative_numbers = true, value_parser = non_negative_float)]
-    weight_decay: Option<f32>,
-    /// SGD momentum, in [0, 1).
-    #[arg(long, default_value_t = 0.9, allow_negative_numbers = true, value_parser = fraction)]
-    momentum: f32,
-    /// SGD with Nesterov momentum.
-    #[arg(long)]
-    nesterov: bool,
-    /// The learning-rate schedule [default: the preset's: onecycle for strong, else constant].
-    #[arg(long, value_enum)]
-    lr_schedule: Option<ScheduleChoice>,
-    /// Step schedule: epochs between decays.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
-    lr_step_epochs: u64,
-    /// Step schedule: the factor of each decay, in (0, 1).
-    #[arg(long, default_value_t = 0.5, allow_negative_numbers = true, value_parser = fraction)]
-    lr_gamma: f32,
-    /// One-cycle schedule: the fraction of the run spent warming up, in (0, 1).
-    #[arg(long, default_value_t = 0.3, allow_negative_numbers = true, value_parser = fraction)]
-    warmup_fraction: f32,
-}
-
-impl OptimArgs {
-    /// The optimiser; without --lr, Adam and AdamW run at `adam_lr` (the recipe's).
-    fn optimizer(&self, adam_lr: f32) -> Result<Optimizer> {
-        if self.nesterov && self.optimizer != OptimizerChoice::Sgd {
-            return Err(bad_input("--nesterov: only with --optimizer sgd"));
-        }
-        let opt = match self.optimizer {
-            OptimizerChoice::Adam => Optimizer::adam(self.lr.unwrap_or(adam_lr)),
-            OptimizerChoice::Adamw => Optimizer::adamw(self.lr.unwrap_or(adam_lr), 0.01),
-            OptimizerChoice::Sgd => Optimizer::Sgd {
-                lr: self.lr.unwrap_or(SGD_LR),
-                momentum: self.momentum,
-                nesterov: self.nesterov,
-                weight_decay: 0.0,
-            },
-        };
-        Ok(match self.weight_decay {
-            Some(wd) => opt.with_weight_decay(wd),
-            None => opt,
-        })
-    }
-
-    /// The schedule of --lr-schedule, else of the recipe's kind; either way with the
-    /// parameters of the flags (whose defaults are the recipes').
-    fn schedule(&self, recipe: Schedule) -> Schedule {
-        let recipe = match recipe {
-            Schedule::Constant => ScheduleChoice::Constant,
-            Schedule::Step { .. } => ScheduleChoice::Step,
-            Schedule::Cosine => ScheduleChoice::Cosine,
-            Schedule::OneCycle { .. } => ScheduleChoice::Onecycle,
-        };
-        match self.lr_schedule.unwrap_or(recipe) {
-            ScheduleChoice::Constant => Schedule::Constant,
-            ScheduleChoice::Step => Schedule::Step {
-                epochs: self.lr_step_epochs as usize,
-                gamma: self.lr_gamma,
-            },
-            ScheduleChoice::Cosine => Schedule::Cosine,
-            ScheduleChoice::Onecycle => Schedule::OneCycle {
-                warmup: self.warmup_fraction,
-            },
-        }
-    }
-}
-
-/// Random affine augmentation of the training images.
-#[derive(Args, Debug)]
-pub struct AugmentArgs {
-    /// Warp every training image by a random shift, rotation and scale, drawn from --seed
-    /// (auto: as the preset's recipe says, on for strong only).
-    #[arg(long, value_enum, default_value_t = AugmentChoice::Auto)]
-    augment: AugmentChoice,
-    /// The largest shift along each axis, in pixels, in [0, 28) [default: 2].
-    #[arg(long, value_name = "PX", allow_negative_numbers = true, value_parser = shift_pixels)]
-    augment_shift: Option<f32>,
-    /// The largest rotation either way, in degrees, in [0, 180] [default: 10].
-    #[arg(long, value_name = "DEG", allow_negative_numbers = true, value_parser = rotation_degrees)]
-    augment_rotation: Option<f32>,
-    /// The largest change of size, in [0, 1): the scale is in [1 - s, 1 + s] [default: 0.1].
-    #[arg(long, value_name = "FRACTION", allow_negative_numbers = true, value_parser = fraction)]
-    augment_scale: Option<f32>,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum AugmentChoice {
-    /// On for the strong preset, off otherwise.
-    Auto,
-    On,
-    Off,
-}
-
-impl AugmentArgs {
-    /// The augmentation of a run whose recipe augments (`auto`) or not.
-    fn augment(&self, auto: bool) -> Result<Option<Augment>> {
-        let on = match self.augment {
-            AugmentChoice::On => true,
-            AugmentChoice::Off => false,
-            AugmentChoice::Auto => auto,
-        };
-        let overrides = [
-            ("--augment-shift", self.augment_shift),
-            ("--augment-rotation", self.augment_rotation),
-            ("--augment-scale", self.augment_scale),
-        ];
-        if !on {
-            if let Some((flag, _)) = overrides.iter().find(|(_, v)| v.is_some()) {
-                return Err(bad_input(format!(
-                    "{flag}: augmentation is off (add --augment on)"
-                )));
-            }
-            return Ok(None);
-        }
-        let default = Augment::mnist();
-        Ok(Some(Augment {
-            max_shift: self.augment_shift.unwrap_or(default.max_shift),
-            max_rotation: self.augment_rotation.unwrap_or(default.max_rotation),
-            max_scale: self.augment_scale.unwrap_or(default.max_scale),
-        }))
-    }
-}
+pub use args::{EvalArgs, TrainArgs};
 
 /// How the `training ...` line describes the augmentation.
 fn augment_label(augment: Option<Augment>) -> String {
@@ -254,53 +44,6 @@ fn augment_label(augment: Option<Augment>) -> String {
             a.max_shift, a.max_rotation, a.max_scale
         ),
         None => "not augmented".into(),
-    }
-}
-
-#[derive(Args, Debug)]
-pub struct EvalArgs {
-    /// A checkpoint written by `train`.
-    #[arg(long, value_name = "PATH")]
-    model: PathBuf,
-    /// Write the test metrics as JSON.
-    #[arg(long, value_name = "PATH")]
-    metrics_json: Option<PathBuf>,
-    #[command(flatten)]
-    data: DataArgs,
-}
-
-fn positive_float(text: &str) -> Result<f32, String> {
-    match text.parse::<f32>() {
-        Ok(x) if x.is_finite() && x > 0.0 => Ok(x),
-        _ => Err(format!("'{text}' is not a positive number")),
-    }
-}
-
-fn non_negative_float(text: &str) -> Result<f32, String> {
-    match text.parse::<f32>() {
-        Ok(x) if x.is_finite() && x >= 0.0 => Ok(x),
-        _ => Err(format!("'{text}' is not a number >= 0")),
-    }
-}
-
-fn shift_pixels(text: &str) -> Result<f32, String> {
-    match text.parse::<f32>() {
-        Ok(x) if (0.0..28.0).contains(&x) => Ok(x),
-        _ => Err(format!("'{text}' is not a number of pixels in [0, 28)")),
-    }
-}
-
-fn rotation_degrees(text: &str) -> Result<f32, String> {
-    match text.parse::<f32>() {
-        Ok(x) if (0.0..=180.0).contains(&x) => Ok(x),
-        _ => Err(format!("'{text}' is not a number of degrees in [0, 180]")),
-    }
-}
-
-fn fraction(text: &str) -> Result<f32, String> {
-    match text.parse::<f32>() {
-        Ok(x) if (0.0..1.0).contains(&x) => Ok(x),
-        _ => Err(format!("'{text}' is not a number in [0, 1)")),
     }
 }
 

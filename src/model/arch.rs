@@ -115,7 +115,7 @@ pub struct Arch {
 
 /// The names `--arch` accepts besides spec strings: `seed`, the tutorial CNN, and `strong`,
 /// our best small model for MNIST (pairs of 3x3 conv-bn-relu blocks, dropout after each pool
-/// and before the classifier; trained with augmentation, see the README for its figures).
+/// and before the classifier; trained with augmentation, its recipe is `config::Recipe::STRONG`, its figures in docs/performance.md).
 pub const PRESETS: &[(&str, &str)] = &[
     (
         "seed",
@@ -128,13 +128,6 @@ pub const PRESETS: &[(&str, &str)] = &[
          flatten-dense128-bn-relu-dropout0.5-dense10",
     ),
 ];
-
-/// Whether `--augment auto` augments the training images of `--arch preset_or_spec`: only the
-/// `strong` preset, trained long enough for augmentation to pay off, does by default (its
-/// [`Recipe`](crate::config::Recipe) says so).
-pub fn augments_by_default(preset_or_spec: &str) -> bool {
-    crate::config::Recipe::of_preset(preset_or_spec).is_some_and(|r| r.augment)
-}
 
 impl fmt::Display for Arch {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -319,13 +312,6 @@ mod tests {
         );
         assert_eq!(Arch::parse(&printed).unwrap(), arch);
         assert!(arch.has_batch_norm() && !Arch::seed().has_batch_norm());
-    }
-
-    #[test]
-    fn only_the_strong_preset_augments_by_default() {
-        assert!(augments_by_default("strong") && augments_by_default(" strong "));
-        assert!(!augments_by_default("seed"));
-        assert!(!augments_by_default("conv32k3-relu-pool2-flatten-dense10"));
     }
 
     #[test]

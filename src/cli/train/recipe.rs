@@ -4,7 +4,8 @@
 use anyhow::Result;
 use clap::ValueEnum;
 
-use super::{AugmentChoice, OptimizerChoice, TrainArgs};
+use super::args::{AugmentChoice, TrainArgs};
+use crate::cli::args::OptimizerChoice;
 use mnist_wgpu::config::{Augment, Optimizer, Recipe, Schedule};
 
 /// A new run's training settings, and the line that says where they come from.
