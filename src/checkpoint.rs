@@ -113,15 +113,23 @@ fn write_tensors(
 /// Reads a checkpoint and checks every tensor's name, dtype and shape against its architecture.
 /// The optimiser tensors of a training checkpoint are allowed and skipped.
 pub fn load_checkpoint(path: &Path) -> Result<Checkpoint> {
-    let bytes = read(path)?;
-    Ok(parse(path, &bytes)?.0)
+    parse_checkpoint(path, &read(path)?)
 }
 
 /// Reads a checkpoint written by [`save_training_checkpoint`], checking the moments like the
 /// parameters.
 pub fn load_training_checkpoint(path: &Path) -> Result<TrainingCheckpoint> {
-    let bytes = read(path)?;
-    let (checkpoint, file) = parse(path, &bytes)?;
+    parse_training_checkpoint(path, &read(path)?)
+}
+
+/// [`load_checkpoint`] of a file's bytes; `path` names it in errors.
+pub fn parse_checkpoint(path: &Path, bytes: &[u8]) -> Result<Checkpoint> {
+    Ok(parse(path, bytes)?.0)
+}
+
+/// [`load_training_checkpoint`] of a file's bytes; `path` names it in errors.
+pub fn parse_training_checkpoint(path: &Path, bytes: &[u8]) -> Result<TrainingCheckpoint> {
+    let (checkpoint, file) = parse(path, bytes)?;
     let fail = |why: String| fail(path, why);
     let metadata = &checkpoint.metadata;
     if metadata.get(TRAINING_FORMAT_KEY).map(String::as_str) != Some(TRAINING_FORMAT) {

@@ -173,6 +173,23 @@ fn open_idx(dir: &Path, name: &str) -> Result<(PathBuf, Box<dyn Read>)> {
     }
 }
 
+/// One IDX file's images (each 28 x 28 bytes, in order) or, with `labels`, its labels, from the
+/// file's bytes, gzipped (by the gzip magic) or raw, checked as the loader checks them; `path`
+/// names it in errors. For the fuzzer and the tests.
+pub fn parse_idx(path: &Path, bytes: &[u8], labels: bool) -> Result<Vec<u8>> {
+    let bytes = io::Cursor::new(bytes.to_vec());
+    let reader: Box<dyn Read> = if bytes.get_ref().starts_with(&[0x1f, 0x8b]) {
+        Box::new(GzDecoder::new(bytes))
+    } else {
+        Box::new(bytes)
+    };
+    if labels {
+        read_labels(path, reader)
+    } else {
+        read_images(path, reader)
+    }
+}
+
 fn read_images(path: &Path, reader: Box<dyn Read>) -> Result<Vec<u8>> {
     let (_, body) = read_idx(path, reader, IMAGES_MAGIC, 3, |dims| {
         if dims[1..] != [IMAGE_SIDE as u32, IMAGE_SIDE as u32] {

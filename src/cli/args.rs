@@ -15,7 +15,7 @@ use mnist_wgpu::fsutil::{output_dir_problem, output_file_problem};
 use mnist_wgpu::gpu::autotune::default_cache_path;
 use mnist_wgpu::gpu::context::list_adapters;
 use mnist_wgpu::gpu::{GpuBackend, GpuContext};
-use mnist_wgpu::model::{Arch, Params, Plan, MNIST_INPUT};
+use mnist_wgpu::model::{spec_from_file, Arch, Params, Plan, MNIST_INPUT};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum BackendChoice {
@@ -77,15 +77,6 @@ impl ArchArgs {
         let plan = Plan::new(&arch, MNIST_INPUT).map_err(fail)?;
         Ok((arch, plan))
     }
-}
-
-/// A spec file's layers joined into one spec string: comments dropped, lines joined by '-'.
-pub fn spec_from_file(text: &str) -> String {
-    text.lines()
-        .map(|line| line.split('#').next().unwrap_or("").trim())
-        .filter(|line| !line.is_empty())
-        .collect::<Vec<_>>()
-        .join("-")
 }
 
 /// Flags shared by the commands that read MNIST.

@@ -339,9 +339,19 @@ fn key(op: &str, shape: &str) -> String {
     format!("{op} | {shape}")
 }
 
+/// The entries of an autotune cache file's bytes, as a run reads them (for the fuzzer).
+pub fn parse_cache(bytes: &[u8]) -> Result<usize> {
+    let cache = cache_from_bytes(bytes)?;
+    Ok(cache.devices.values().map(BTreeMap::len).sum())
+}
+
+fn cache_from_bytes(bytes: &[u8]) -> Result<CacheFile> {
+    Ok(serde_json::from_slice(bytes)?)
+}
+
 fn read_cache(path: &Path) -> Result<CacheFile> {
     match std::fs::read(path) {
-        Ok(bytes) => Ok(serde_json::from_slice(&bytes)?),
+        Ok(bytes) => cache_from_bytes(&bytes),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(CacheFile::default()),
         Err(e) => Err(e.into()),
     }

@@ -129,6 +129,15 @@ pub const PRESETS: &[(&str, &str)] = &[
     ),
 ];
 
+/// A spec file's layers joined into one spec string: comments dropped, lines joined by '-'.
+pub fn spec_from_file(text: &str) -> String {
+    text.lines()
+        .map(|line| line.split('#').next().unwrap_or("").trim())
+        .filter(|line| !line.is_empty())
+        .collect::<Vec<_>>()
+        .join("-")
+}
+
 impl fmt::Display for Arch {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let tokens: Vec<String> = self.layers.iter().map(Layer::to_string).collect();
