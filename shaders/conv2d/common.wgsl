@@ -14,12 +14,14 @@
 //
 // A module is this file, one of reads_storage.wgsl / reads_texture.wgsl (how src, factor,
 // pooled_y and pooled_argmax are read: src_at(i), ...), then the files of one variant family:
-//   tiled.wgsl                          tiled kernels (real GPUs)
+//   tiled.wgsl                          the tiled variant (real GPUs)
 //   reduce.wgsl, pack.wgsl              the chunk sums and the weight packing (every variant)
 //   register_blocked*.wgsl, then share_per_lane.wgsl or subgroup.wgsl
-//                                       register-blocked kernels (CPU adapters); the last file
-//                                       says how lanes get the values that all of them need
-// The host lists them (src/gpu/conv2d/mod.rs, `modules`); no text is rewritten.
+//                                       the register-blocked variants (CPU adapters); the last
+//                                       file says how lanes get the values that all of them
+//                                       need (subgroup.wgsl: the *-subgroup variants), and
+//                                       reads_texture.wgsl makes the *-texture ones
+// The host lists them (src/gpu/conv2d/mod.rs, `MODULES`); no text is rewritten.
 //
 // Bindings (group 0; each entry point uses a subset):
 //   0 params: uniform Conv2dParams

@@ -126,7 +126,7 @@ fn print_kernels(args: &InfoArgs) -> Result<()> {
         start.elapsed().as_secs_f64()
     );
     println!(
-        "{:<24} {:<28} {:<18} {:<7} timings (us per run; compile seconds where compiled now)",
+        "{:<24} {:<28} {:<33} {:<7} timings (us per run; compile seconds where compiled now)",
         "op", "shape", "variant", "source"
     );
     for c in backend.kernel_choices() {
@@ -139,7 +139,7 @@ fn print_kernels(args: &InfoArgs) -> Result<()> {
             })
             .collect();
         println!(
-            "{:<24} {:<28} {:<18} {:<7} {}",
+            "{:<24} {:<28} {:<33} {:<7} {}",
             c.op,
             c.shape,
             c.variant,
@@ -172,6 +172,8 @@ pub fn check(args: CheckArgs) -> Result<()> {
                 .as_ref()
                 .is_none_or(|only| check.kernel.contains(only.as_str()))
         })
+        // Kernels this adapter does not run (it lacks a feature they need) are left out.
+        .filter(|check| check.applies(&ctx))
         .collect();
     if selected.is_empty() {
         return Err(bad_input(format!(

@@ -24,6 +24,7 @@ pub mod pool2d;
 pub mod profile;
 pub mod softmax_xent;
 pub mod texture;
+pub mod variant;
 
 pub use backend::GpuBackend;
 pub use context::GpuContext;

@@ -8,7 +8,7 @@ use std::rc::Rc;
 use anyhow::Result;
 
 use super::register_blocked::{BLOCK_COLS, BLOCK_ROWS};
-use super::{weight_len, Conv2dKernels, Conv2dVariant};
+use super::{weight_len, Conv2dKernels, Conv2dPass, Conv2dVariant};
 use crate::cpu::activation::activation_forward;
 use crate::cpu::conv2d::{
     conv2d_backward_input, conv2d_backward_weights, conv2d_forward, Conv2dGeometry,
@@ -109,6 +109,17 @@ enum Pass {
     BackwardWeights,
 }
 
+impl Pass {
+    /// The op's pass that this check runs.
+    fn of_op(self) -> Conv2dPass {
+        match self {
+            Pass::Forward | Pass::ForwardRelu => Conv2dPass::Forward,
+            Pass::BackwardInput => Conv2dPass::BackwardInput,
+            Pass::BackwardWeights => Conv2dPass::BackwardWeights,
+        }
+    }
+}
+
 /// The check names of one variant, one per pass (`CrossCheck::kernel` is a static name).
 struct CheckNames {
     forward: &'static str,
@@ -148,6 +159,10 @@ fn check_names(variant: Conv2dVariant) -> CheckNames {
     match variant {
         Conv2dVariant::RegisterBlocked => check_names!("register-blocked", true),
         Conv2dVariant::RegisterBlockedTexture => check_names!("register-blocked-texture", true),
+        Conv2dVariant::RegisterBlockedSubgroup => check_names!("register-blocked-subgroup", true),
+        Conv2dVariant::RegisterBlockedTextureSubgroup => {
+            check_names!("register-blocked-texture-subgroup", true)
+        }
         Conv2dVariant::Tiled => check_names!("tiled", false),
     }
 }
@@ -195,6 +210,17 @@ pub fn checks() -> Vec<CrossCheck> {
     let mut checks = Vec::new();
     for variant in Conv2dVariant::ALL {
         let names = check_names(variant);
+        // A subgroup variant differs from its per-lane form only in some passes: it is checked
+        // in those, on adapters that run it.
+        let shares = variant.shares_subgroups();
+        let runs = |pass: Conv2dPass, case: &Case| !shares || pass.shares_loads(case.g, true);
+        let mut push = |check: CrossCheck| {
+            let shared = shared.clone();
+            checks.push(match shares {
+                true => check.only_where(move |ctx| shared.get(ctx).has_subgroups()),
+                false => check,
+            })
+        };
         let strided = STRIDED_CASES
             .into_iter()
             .filter(|case| Conv2dVariant::candidates(case.g).contains(&variant));
@@ -205,8 +231,11 @@ pub fn checks() -> Vec<CrossCheck> {
                 (names.backward_input, Pass::BackwardInput),
                 (names.backward_weights, Pass::BackwardWeights),
             ] {
+                if !runs(pass.of_op(), &case) {
+                    continue;
+                }
                 let shared = shared.clone();
-                checks.push(CrossCheck::new(name, case_shape(case), move |ctx| {
+                push(CrossCheck::new(name, case_shape(case), move |ctx| {
                     let kernels = &shared.get(ctx);
                     match pass {
                         Pass::Forward => check_forward(ctx, kernels, variant, case, false),
@@ -221,14 +250,14 @@ pub fn checks() -> Vec<CrossCheck> {
         }
         let pooled_cases = CASES.into_iter().filter(|case| {
             let out = case.g.output();
-            out.height >= 2 && out.width >= 2
+            out.height >= 2 && out.width >= 2 && runs(Conv2dPass::ForwardReluMaxpool, case)
         });
         for case in pooled_cases.filter(|_| names.forward_relu_maxpool.is_some()) {
             let (name, shared) = (
                 names.forward_relu_maxpool.unwrap_or_default(),
                 shared.clone(),
             );
-            checks.push(CrossCheck::new(name, case_shape(case), move |ctx| {
+            push(CrossCheck::new(name, case_shape(case), move |ctx| {
                 check_forward_relu_maxpool(ctx, &shared.get(ctx), variant, case)
             }));
         }
@@ -239,20 +268,21 @@ pub fn checks() -> Vec<CrossCheck> {
                 && k <= BLOCK_COLS
                 && out.height >= 2
                 && out.width >= 2
+                && runs(Conv2dPass::BackwardWeightsMaxpool, case)
         });
         if let Some(name) = names.backward_weights_maxpool {
             for case in narrow {
                 let shared = shared.clone();
-                checks.push(CrossCheck::new(name, case_shape(case), move |ctx| {
+                push(CrossCheck::new(name, case_shape(case), move |ctx| {
                     check_backward_weights_pooled(ctx, &shared.get(ctx), variant, case)
                 }));
             }
         }
-        let (rerun, shared) = (CASES[1], shared.clone());
-        checks.push(CrossCheck::new(
+        let (rerun, kernels) = (CASES[1], shared.clone());
+        push(CrossCheck::new(
             names.reproducible,
             format!("{}, twice", case_shape(rerun)),
-            move |ctx| check_reproducible(ctx, &shared.get(ctx), variant, rerun),
+            move |ctx| check_reproducible(ctx, &kernels.get(ctx), variant, rerun),
         ));
     }
     checks

@@ -3,19 +3,21 @@
 //! order (gathers, never scatters; the weight gradient adds fixed chunks of partial sums in chunk
 //! order), so results are bit-reproducible.
 //!
-//! Three variants of every pass ([`Conv2dVariant`]), all compiled by [`Conv2dKernels::new`]; each
-//! call names the one to run, and [`Conv2dVariant::for_adapter`] gives the default:
+//! Three families of variants of every pass ([`Conv2dVariant`]), all compiled by
+//! [`Conv2dKernels::new`]; each call names the one to run, and [`Conv2dKernels::offer`] says
+//! which a pass offers the autotuner, and the default:
 //! - register-blocked (`register_blocked.rs`), for CPU adapters (lavapipe): each invocation
 //!   owns a block of 32 channels x 8 row segments (or (in channel, ky) pairs) x 4 columns (or
 //!   kx), or for the input gradient 32 positions of a class of positions that meet the output
 //!   with the same taps, and reuses every value it loads across the block, with no workgroup
 //!   memory. The forward and input gradient first pack the 32 weights each step multiplies into
 //!   two uniform bindings (where they fit, about 1000 steps), which lavapipe gathers without the
-//!   lane-by-lane loop of a storage load; where the adapter has subgroups, the lanes of the
-//!   forward and 3x3 weight gradient share those loads (`subgroup.rs`);
-//! - register-blocked-texture: the same kernels reading x and dy from r32float textures that
-//!   copied from the buffers before each pass, for lavapipe on CPUs without AVX-512, where every
-//!   storage load stalls once per lane;
+//!   lane-by-lane loop of a storage load; register-blocked-subgroup, where the adapter has
+//!   subgroups, has the lanes of the forward and 3x3 weight gradient share those loads
+//!   (`subgroup.rs`);
+//! - register-blocked-texture (and register-blocked-texture-subgroup): the same kernels reading
+//!   x and dy from r32float textures copied from the buffers before each pass, for lavapipe on
+//!   CPUs without AVX-512, where every storage load stalls once per lane;
 //! - tiled (`tiled.rs`), for real GPUs: an implicit GEMM in which each workgroup computes a
 //!   `TILE_M x TILE_N` tile of outputs, staging slices of both operands in workgroup memory.
 //!
@@ -33,6 +35,7 @@ use bytemuck::{Pod, Zeroable};
 use super::buffer::{storage, uniform, View};
 use super::context::GpuContext;
 use super::kernel::{grid_1d, Access, Dispatch, Kernel, ShaderFile, WgslModule};
+use super::variant::Offer;
 use crate::cpu::conv2d::Conv2dGeometry;
 use crate::shader_file;
 pub use checks::checks;
@@ -153,15 +156,24 @@ pub enum Conv2dVariant {
     /// load on CPUs without AVX-512, where every storage load stalls on store forwarding once
     /// per lane (see `gpu::texture`).
     RegisterBlockedTexture,
+    /// `RegisterBlocked` with the values every lane needs (the packed forward's weights, the
+    /// 3x3 weight gradient's dy) loaded once per 8 subgroup lanes and shared (`subgroup.wgsl`):
+    /// the same sums in the same order. Offered only where the adapter has subgroups laid out
+    /// as the kernels need, and only for the passes it changes (`Conv2dPass::shares_loads`).
+    RegisterBlockedSubgroup,
+    /// `RegisterBlockedTexture` sharing loads the same way.
+    RegisterBlockedTextureSubgroup,
     /// Implicit GEMM with workgroup tiles of `TILE_M x TILE_N` outputs, both operands staged in
     /// workgroup memory `TILE_K` deep: fast on real GPUs.
     Tiled,
 }
 
 impl Conv2dVariant {
-    pub const ALL: [Conv2dVariant; 3] = [
+    pub const ALL: [Conv2dVariant; 5] = [
         Conv2dVariant::RegisterBlocked,
         Conv2dVariant::RegisterBlockedTexture,
+        Conv2dVariant::RegisterBlockedSubgroup,
+        Conv2dVariant::RegisterBlockedTextureSubgroup,
         Conv2dVariant::Tiled,
     ];
 
@@ -178,6 +190,8 @@ impl Conv2dVariant {
         match self {
             Conv2dVariant::RegisterBlocked => "register-blocked",
             Conv2dVariant::RegisterBlockedTexture => "register-blocked-texture",
+            Conv2dVariant::RegisterBlockedSubgroup => "register-blocked-subgroup",
+            Conv2dVariant::RegisterBlockedTextureSubgroup => "register-blocked-texture-subgroup",
             Conv2dVariant::Tiled => "tiled",
         }
     }
@@ -185,6 +199,44 @@ impl Conv2dVariant {
     /// Whether this is one of the register-blocked variants (the same kernels and blocks).
     pub fn is_register_blocked(self) -> bool {
         self != Conv2dVariant::Tiled
+    }
+
+    /// Whether the register-blocked kernels read x and dy from textures.
+    pub fn reads_textures(self) -> bool {
+        use Conv2dVariant::*;
+        matches!(
+            self,
+            RegisterBlockedTexture | RegisterBlockedTextureSubgroup
+        )
+    }
+
+    /// Whether lanes share loads across subgroup lanes.
+    pub fn shares_subgroups(self) -> bool {
+        use Conv2dVariant::*;
+        matches!(
+            self,
+            RegisterBlockedSubgroup | RegisterBlockedTextureSubgroup
+        )
+    }
+
+    /// The form of this variant that shares loads across subgroup lanes (itself if it has none).
+    pub fn with_subgroups(self) -> Conv2dVariant {
+        use Conv2dVariant::*;
+        match self {
+            RegisterBlocked => RegisterBlockedSubgroup,
+            RegisterBlockedTexture => RegisterBlockedTextureSubgroup,
+            v => v,
+        }
+    }
+
+    /// The form of this variant whose lanes load for themselves (itself if it shares nothing).
+    pub fn per_lane(self) -> Conv2dVariant {
+        use Conv2dVariant::*;
+        match self {
+            RegisterBlockedSubgroup => RegisterBlocked,
+            RegisterBlockedTextureSubgroup => RegisterBlockedTexture,
+            v => v,
+        }
     }
 
     /// The variants that handle `g`: only the tiled kernels take strides and padding.
@@ -211,7 +263,7 @@ impl Conv2dVariant {
     }
 }
 
-impl super::autotune::Variant for Conv2dVariant {
+impl super::variant::Variant for Conv2dVariant {
     fn name(self) -> &'static str {
         Conv2dVariant::name(self)
     }
@@ -220,6 +272,43 @@ impl super::autotune::Variant for Conv2dVariant {
 impl std::fmt::Display for Conv2dVariant {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.name())
+    }
+}
+
+/// A pass of the op, as the autotuner chooses its variant (`Conv2dKernels::offer`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Conv2dPass {
+    /// `forward`, with or without the fused ReLU.
+    Forward,
+    /// `forward_relu_maxpool` (or, where it returns None, the forward and the pooling apart).
+    ForwardReluMaxpool,
+    BackwardInput,
+    BackwardWeights,
+    /// `backward_weights_pooled` (or, where it returns None, the pooling's backward and
+    /// `backward_weights`).
+    BackwardWeightsMaxpool,
+}
+
+impl Conv2dPass {
+    /// Whether the register-blocked kernels of this pass at `g` share loads across subgroup
+    /// lanes in the subgroup variants (elsewhere those run the per-lane kernels): the forward
+    /// where its weights are packed, and the 3x3 weight gradient where its blocks of input
+    /// channels come in groups of 8. `packed_bindings_fit`: whether the adapter binds the
+    /// packed weights (else the forward runs tiled).
+    pub fn shares_loads(self, g: Conv2dGeometry, packed_bindings_fit: bool) -> bool {
+        if !g.is_dense() {
+            return false;
+        }
+        match self {
+            Conv2dPass::Forward | Conv2dPass::ForwardReluMaxpool => {
+                packed_bindings_fit && register_blocked::packs_weights(g)
+            }
+            Conv2dPass::BackwardInput => false,
+            Conv2dPass::BackwardWeights => subgroup::shares_dy(g),
+            Conv2dPass::BackwardWeightsMaxpool => {
+                !register_blocked::pools_weight_grad(g) && subgroup::shares_dy(g)
+            }
+        }
     }
 }
 
@@ -354,6 +443,9 @@ pub struct Conv2dKernels {
     register_blocked: RegisterBlockedKernels,
     /// The same reading src and factor from textures (`Conv2dVariant::RegisterBlockedTexture`).
     register_blocked_texture: RegisterBlockedKernels,
+    /// The kernels that share loads across subgroup lanes, reading storage and textures, where
+    /// the adapter has subgroups laid out as they need (the subgroup variants).
+    subgroups: Option<(SubgroupKernels, SubgroupKernels)>,
     tiled: TiledKernels,
     /// Add chunks of partial sums (the weight gradient's in both variants, the tiled input
     /// gradient's): one invocation per element, or (tiled variant) one workgroup per element
@@ -374,15 +466,10 @@ impl Conv2dKernels {
         let sums = SUMS_MODULE.compile(ctx);
         use Access::*;
         let kernel = |name, bindings| Kernel::new(ctx, &sums, name, bindings);
-        let (shared, shared_textures) = SubgroupKernels::both(ctx).unzip();
         Conv2dKernels {
-            register_blocked: RegisterBlockedKernels::new(ctx, &sums, false, shared),
-            register_blocked_texture: RegisterBlockedKernels::new(
-                ctx,
-                &sums,
-                true,
-                shared_textures,
-            ),
+            register_blocked: RegisterBlockedKernels::new(ctx, &sums, false),
+            register_blocked_texture: RegisterBlockedKernels::new(ctx, &sums, true),
+            subgroups: SubgroupKernels::both(ctx),
             tiled: TiledKernels::new(ctx),
             reduce: kernel("conv2d_reduce", &[Uniform, Read, ReadWrite]),
             reduce_split: kernel("conv2d_reduce_split", &[Uniform, Read, ReadWrite]),
@@ -397,6 +484,38 @@ impl Conv2dKernels {
         }
     }
 
+    /// The variants of `pass` at `g` on this adapter, and the rule's choice among them. Where
+    /// the subgroup variants change the pass, the autotuner times them in place of the per-lane
+    /// forms, and the rule takes them: the per-lane forms ran slower on lavapipe (conv2 at batch
+    /// 128: forward with pooling 19 against 16.8 ms, 3x3 weight gradient 25.8 against 21.0),
+    /// and each would cost a first run seconds of compiling. A pin may still name them.
+    pub fn offer(
+        &self,
+        info: &wgpu::AdapterInfo,
+        pass: Conv2dPass,
+        g: Conv2dGeometry,
+    ) -> Offer<Conv2dVariant> {
+        let rule = Conv2dVariant::for_adapter(info).for_geometry(g);
+        let per_lane: Vec<Conv2dVariant> = Conv2dVariant::candidates(g)
+            .iter()
+            .copied()
+            .filter(|v| !v.shares_subgroups())
+            .collect();
+        if self.subgroups.is_none() || !pass.shares_loads(g, self.packed_bindings_fit) {
+            return Offer::all(per_lane, rule);
+        }
+        Offer {
+            variants: Conv2dVariant::candidates(g).to_vec(),
+            timed: per_lane.iter().map(|v| v.with_subgroups()).collect(),
+            rule: rule.with_subgroups(),
+        }
+    }
+
+    /// Whether the subgroup variants run here (else they run the per-lane kernels).
+    pub fn has_subgroups(&self) -> bool {
+        self.subgroups.is_some()
+    }
+
     /// The variant that runs a forward or input-gradient pass asked for with `variant`.
     fn activation_pass_variant(&self, variant: Conv2dVariant, g: Conv2dGeometry) -> Conv2dVariant {
         match variant {
@@ -407,9 +526,20 @@ impl Conv2dKernels {
 
     /// The register-blocked kernels of `variant`.
     fn blocked(&self, variant: Conv2dVariant) -> &RegisterBlockedKernels {
+        if variant.reads_textures() {
+            &self.register_blocked_texture
+        } else {
+            &self.register_blocked
+        }
+    }
+
+    /// The kernels of `variant` that share loads across subgroup lanes, where it has them.
+    fn shared(&self, variant: Conv2dVariant) -> Option<&SubgroupKernels> {
+        let (storage, textures) = self.subgroups.as_ref()?;
         match variant {
-            Conv2dVariant::RegisterBlockedTexture => &self.register_blocked_texture,
-            _ => &self.register_blocked,
+            Conv2dVariant::RegisterBlockedSubgroup => Some(storage),
+            Conv2dVariant::RegisterBlockedTextureSubgroup => Some(textures),
+            _ => None,
         }
     }
 
@@ -558,7 +688,9 @@ impl Conv2dKernels {
         let variant = Self::where_textures_fit(ctx, variant.for_geometry(g), &lens);
         let (kernel, per_chunk, target) = match variant {
             Conv2dVariant::Tiled => self.tiled.weight_grad_work(g),
-            v => self.blocked(v).weight_grad_work(g, &mut base),
+            v => self
+                .blocked(v)
+                .weight_grad_work(g, &mut base, self.shared(v)),
         };
         let work = (rows, per_chunk, target);
         let sources = (x, &[dy][..], &[(1, lens[0]), (3, lens[1])][..]);
@@ -687,6 +819,45 @@ mod tests {
         {
             let (chunks, chunk_rows) = weight_grad_chunks(rows, per_chunk, target);
             assert!(chunks * chunk_rows >= rows && (chunks - 1) * chunk_rows < rows);
+        }
+    }
+
+    /// The subgroup variants change the packed forward and the 3x3 weight gradient of the seed
+    /// model's second layer (whose 32 input channels make 8 blocks of 4), and nothing else.
+    #[test]
+    fn subgroups_change_the_packed_forward_and_the_grouped_k3_weight_gradient() {
+        use crate::model::Shape;
+        use Conv2dPass::*;
+        let conv1 = Conv2dGeometry::new(Shape::new(1, 28, 28), 32, 3);
+        let conv2 = Conv2dGeometry::new(Shape::new(32, 13, 13), 64, 3);
+        let odd = Conv2dGeometry::new(Shape::new(40, 7, 8), 40, 3);
+        let strided = Conv2dGeometry { stride: 2, ..conv2 };
+        for (g, pass, shares) in [
+            (conv1, Forward, true),
+            (conv1, ForwardReluMaxpool, true),
+            (conv1, BackwardWeightsMaxpool, false),
+            (conv2, Forward, true),
+            (conv2, ForwardReluMaxpool, true),
+            (conv2, BackwardInput, false),
+            (conv2, BackwardWeights, true),
+            (odd, BackwardWeights, false),
+            (strided, Forward, false),
+        ] {
+            assert_eq!(pass.shares_loads(g, true), shares, "{pass:?} {g:?}");
+        }
+        assert!(!Forward.shares_loads(conv2, false));
+    }
+
+    #[test]
+    fn variant_forms_pair_up() {
+        for v in Conv2dVariant::ALL {
+            assert_eq!(v.with_subgroups().per_lane(), v.per_lane());
+            assert_eq!(v.with_subgroups().reads_textures(), v.reads_textures());
+            assert!(!v.per_lane().shares_subgroups());
+            assert_eq!(
+                v.with_subgroups().shares_subgroups(),
+                v.is_register_blocked()
+            );
         }
     }
 

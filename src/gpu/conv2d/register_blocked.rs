@@ -72,9 +72,6 @@ pub(super) struct RegisterBlockedKernels {
     /// The weight gradient for 3x3 kernels, with blocks of 4 input channels' 36 weights
     /// (general blocks of 4 kx leave a quarter of their sums empty at k = 3).
     backward_weights_k3: Kernel,
-    /// The same with dy shared by the lanes of a subgroup, where the adapter has subgroups laid
-    /// out as it needs (see [`SubgroupKernels`]).
-    backward_weights_k3_shared: Option<Kernel>,
     /// The narrow weight gradient reading the gradient of a fused ReLU and max pooling.
     pub(super) backward_weights_pooled: Kernel,
 }
@@ -88,13 +85,11 @@ struct PackedWeightsPass {
 impl RegisterBlockedKernels {
     /// The register-blocked kernels, reading src (binding 1) and factor (binding 3) from
     /// storage, or from textures where `textures`; the weight packing kernels come from `sums`
-    /// (storage in both). `shared`: the subgroup kernels that replace some of them, where the
-    /// adapter allows.
+    /// (storage in both).
     pub(super) fn new(
         ctx: &GpuContext,
         sums: &wgpu::ShaderModule,
         textures: bool,
-        shared: Option<SubgroupKernels>,
     ) -> RegisterBlockedKernels {
         let blocked_module = if textures {
             REGISTER_BLOCKED_TEXTURE_MODULE
@@ -116,19 +111,10 @@ impl RegisterBlockedKernels {
         let pooled = &[Uniform, s, ReadWrite, s, s, Uniform, Uniform, argmax];
         let pack_kernel = |name| Kernel::new(ctx, sums, name, pack);
         let blocked_kernel = |name, bindings| Kernel::new(ctx, &blocked_module, name, bindings);
-        // The register-blocked forward and 3x3 weight gradient share loads across subgroup lanes
-        // where the adapter allows.
-        let (mut forward_run, mut forward_pool_run, mut k3_shared) = (None, None, None);
-        if let Some(shared) = shared {
-            forward_run = Some(shared.forward_packed);
-            forward_pool_run = Some(shared.forward_pool_packed);
-            k3_shared = Some(shared.backward_weights_k3);
-        }
         RegisterBlockedKernels {
             forward_packed: PackedWeightsPass {
                 pack: pack_kernel("conv2d_pack_forward_weights"),
-                run: forward_run
-                    .unwrap_or_else(|| blocked_kernel("conv2d_forward_packed", blocked)),
+                run: blocked_kernel("conv2d_forward_packed", blocked),
             },
             backward_input_packed: PackedWeightsPass {
                 pack: pack_kernel("conv2d_pack_backward_input_weights"),
@@ -138,34 +124,33 @@ impl RegisterBlockedKernels {
             backward_input: blocked_kernel("conv2d_backward_input", blocked),
             forward_pool_packed: PackedWeightsPass {
                 pack: pack_kernel("conv2d_pack_forward_weights"),
-                run: forward_pool_run
-                    .unwrap_or_else(|| blocked_kernel("conv2d_forward_pool_packed", blocked_pool)),
+                run: blocked_kernel("conv2d_forward_pool_packed", blocked_pool),
             },
             forward_pool: blocked_kernel("conv2d_forward_pool", blocked_pool),
             backward_weights: blocked_kernel("conv2d_backward_weights", plain),
             backward_weights_narrow: blocked_kernel("conv2d_backward_weights_narrow", plain),
             backward_weights_k3: blocked_kernel("conv2d_backward_weights_k3", plain),
-            backward_weights_k3_shared: k3_shared,
             backward_weights_pooled: blocked_kernel("conv2d_backward_weights_pooled", pooled),
         }
     }
 
     /// The weight-gradient kernel for `g` (setting the blocks in `base`), the lanes of one
-    /// chunk, and about how many lanes should run in all.
-    pub(super) fn weight_grad_work(
-        &self,
+    /// chunk, and about how many lanes should run in all. `shared`: the subgroup variant's
+    /// kernels, whose 3x3 kernel runs where it can.
+    pub(super) fn weight_grad_work<'a>(
+        &'a self,
         g: Conv2dGeometry,
         base: &mut Conv2dParams,
-    ) -> (&Kernel, usize, usize) {
+        shared: Option<&'a SubgroupKernels>,
+    ) -> (&'a Kernel, usize, usize) {
         let co_blocks = g.out_channels.div_ceil(BLOCK_CHANNELS);
         let pairs = g.input.channels * g.kernel;
-        if g.kernel == 3 && pairs > BLOCK_ROWS / 2 {
+        if runs_k3(g) {
             let ci_blocks = g.input.channels.div_ceil(K3_BLOCK_CHANNELS);
             (base.col_blocks, base.row_blocks) = (1, u(ci_blocks));
             let lanes = ci_blocks * co_blocks;
-            // Shared dy needs the 8 lanes of a group to be one (chunk, channel block).
-            let kernel = match &self.backward_weights_k3_shared {
-                Some(shared) if ci_blocks % super::subgroup::SHARED_DY_LANES == 0 => shared,
+            let kernel = match shared {
+                Some(shared) if super::subgroup::shares_dy(g) => &shared.backward_weights_k3,
                 _ => &self.backward_weights_k3,
             };
             (kernel, lanes, WEIGHT_GRAD_INVOCATIONS)
@@ -182,6 +167,19 @@ impl RegisterBlockedKernels {
             (kernel, lanes, WEIGHT_GRAD_INVOCATIONS)
         }
     }
+}
+
+/// Whether the register-blocked weight gradient of `g` runs the 3x3 kernel: k = 3, with more
+/// (in channel, ky) pairs than the narrow kernel takes.
+pub(super) fn runs_k3(g: Conv2dGeometry) -> bool {
+    g.kernel == 3 && g.input.channels * g.kernel > BLOCK_ROWS / 2
+}
+
+/// Whether the register-blocked forward of `g` reads its weights packed into the two uniform
+/// bindings (`register_blocked_pass`), where the adapter binds them.
+pub(super) fn packs_weights(g: Conv2dGeometry) -> bool {
+    let slots = g.out_channels.div_ceil(BLOCK_CHANNELS) * g.input.channels * g.kernel * g.kernel;
+    slots <= packed_split(g.kernel) + PACKED_SLOTS
 }
 
 /// Whether the weight gradient from a fused ReLU and max pooling runs in one register-blocked
@@ -291,7 +289,11 @@ impl Conv2dKernels {
         params.channel_blocks(g.out_channels, out.height, out.width, steps);
         let lens = (n * g.input.len(), weight_len(g));
         let v = Self::where_textures_fit(ctx, variant, &[lens.0, lens.1]);
-        let kernels = (&self.blocked(v).forward_packed, &self.blocked(v).forward);
+        let rb = self.blocked(v);
+        let packed = self
+            .shared(v)
+            .map_or(&rb.forward_packed.run, |s| &s.forward_packed);
+        let kernels = (&rb.forward_packed.pack, packed, &rb.forward);
         self.register_blocked_pass(ctx, (v, params), kernels, ([x, y, w, b], lens), None)
     }
 
@@ -313,7 +315,9 @@ impl Conv2dKernels {
         let lens = (n * g.input.len(), weight_len(g));
         let variant = Self::where_textures_fit(ctx, variant, &[lens.0, lens.1]);
         let rb = self.blocked(variant);
-        let kernels = (&rb.forward_pool_packed, &rb.forward_pool);
+        let shared = self.shared(variant);
+        let packed = shared.map_or(&rb.forward_pool_packed.run, |s| &s.forward_pool_packed);
+        let kernels = (&rb.forward_pool_packed.pack, packed, &rb.forward_pool);
         let buffers = (buffers, lens);
         self.register_blocked_pass(ctx, (variant, params), kernels, buffers, Some(argmax))
     }
@@ -334,7 +338,8 @@ impl Conv2dKernels {
         let v = Self::where_textures_fit(ctx, variant, &[lens.0, lens.1]);
         let rb = self.blocked(v);
         // Binding 4 (the bias) is unused here.
-        let kernels = (&rb.backward_input_packed, &rb.backward_input);
+        let packed = &rb.backward_input_packed;
+        let kernels = (&packed.pack, &packed.run, &rb.backward_input);
         let buffers = ([dy, dx, w, w], lens);
         Some(self.register_blocked_pass(ctx, (v, params), kernels, buffers, None))
     }
@@ -349,6 +354,9 @@ impl Conv2dKernels {
         let fit = lens.iter().all(|&len| texture::fits(ctx, len));
         match variant {
             Conv2dVariant::RegisterBlockedTexture if !fit => Conv2dVariant::RegisterBlocked,
+            Conv2dVariant::RegisterBlockedTextureSubgroup if !fit => {
+                Conv2dVariant::RegisterBlockedSubgroup
+            }
             v => v,
         }
     }
@@ -366,7 +374,7 @@ impl Conv2dKernels {
         staged: &[(usize, usize)],
         workgroups: [u32; 3],
     ) -> Vec<Dispatch> {
-        if variant != Conv2dVariant::RegisterBlockedTexture {
+        if !variant.reads_textures() {
             return vec![kernel.dispatch_resources(ctx, &resources, workgroups)];
         }
         let textures: Vec<(usize, texture::Staged)> = staged
@@ -400,15 +408,16 @@ impl Conv2dKernels {
     }
 
     /// A register-blocked forward or input-gradient pass as laid out in `params` (see
-    /// [`Conv2dParams::channel_blocks`]): packs the weights and runs `packed` when the packed
-    /// weights fit the two uniform bindings, else runs `unpacked`, which reads w itself.
+    /// [`Conv2dParams::channel_blocks`]): packs the weights with `pack` and runs `packed` when
+    /// the packed weights fit the two uniform bindings ([`packs_weights`]), else runs
+    /// `unpacked`, which reads w itself.
     /// `buffers` are bindings 1 to 4 (binding 3 is w) with the elements of bindings 1 and 3,
     /// and `argmax` binding 7 where the kernels pool.
     fn register_blocked_pass(
         &self,
         ctx: &GpuContext,
         (variant, params): (Conv2dVariant, Conv2dParams),
-        (packed, unpacked): (&PackedWeightsPass, &Kernel),
+        (pack, packed, unpacked): (&Kernel, &Kernel, &Kernel),
         (buffers, (src_len, w_len)): ([View; 4], (usize, usize)),
         argmax: Option<View>,
     ) -> Vec<Dispatch> {
@@ -466,7 +475,7 @@ impl Conv2dKernels {
                 ..params
             },
         );
-        let pack = packed.pack.dispatch(
+        let pack = pack.dispatch(
             ctx,
             &[
                 View::whole(&pack_params),
@@ -477,7 +486,7 @@ impl Conv2dKernels {
             grid_1d(elements),
         );
         let mut dispatches = vec![pack];
-        dispatches.extend(run(&packed.run, binding(0), binding(hi_offset), false));
+        dispatches.extend(run(packed, binding(0), binding(hi_offset), false));
         dispatches
     }
 }
@@ -572,6 +581,28 @@ mod tests {
             let runs = input_runs(len, out, k);
             assert_eq!(runs.iter().map(|r| r[1] as usize).sum::<usize>(), len);
             assert!(runs.windows(2).all(|w| w[1][0] == w[0][0] + w[0][1]));
+        }
+    }
+
+    /// `packs_weights`, which says where the subgroup variants change the forward, agrees with
+    /// the forward's own choice (`register_blocked_pass`).
+    #[test]
+    fn packs_weights_agrees_with_the_forward_pass() {
+        use crate::model::Shape;
+        for (input, out_channels, kernel, packs) in [
+            (Shape::new(1, 28, 28), 32, 3, true),
+            (Shape::new(32, 13, 13), 64, 3, true),
+            (Shape::new(35, 11, 14), 37, 6, false),
+            (Shape::new(56, 9, 9), 64, 3, true),
+            (Shape::new(57, 9, 9), 64, 3, false),
+        ] {
+            let g = Conv2dGeometry::new(input, out_channels, kernel);
+            let (mut p, out) = (Conv2dParams::new(g, 7), g.output());
+            let steps = g.input.channels * g.kernel * g.kernel;
+            p.channel_blocks(g.out_channels, out.height, out.width, steps);
+            let slots = (p.len / p.block_groups) as usize * p.block_steps as usize;
+            let pass_packs = slots <= packed_split(g.kernel) + PACKED_SLOTS;
+            assert_eq!((packs_weights(g), pass_packs), (packs, packs), "{input:?}");
         }
     }
 

@@ -5,15 +5,24 @@
 
 use bytemuck::Zeroable;
 
-use super::register_blocked::BLOCK_WORKGROUP;
+use super::register_blocked::{self, BLOCK_WORKGROUP, K3_BLOCK_CHANNELS};
 use super::{Conv2dParams, SUBGROUP_MODULE, SUBGROUP_TEXTURE_MODULE};
+use crate::cpu::conv2d::Conv2dGeometry;
 use crate::gpu::buffer::{read_buffer, storage, uniform, View};
 use crate::gpu::context::GpuContext;
 use crate::gpu::kernel::{run, Access, Kernel};
 use anyhow::Result;
 
 /// Lanes that share one load of dy in the k3 weight gradient with shared dy.
-pub(super) const SHARED_DY_LANES: usize = 8;
+const SHARED_DY_LANES: usize = 8;
+
+/// Whether the 3x3 weight gradient of `g` runs with shared dy: where it runs the k3 kernel and
+/// its blocks of input channels come in whole groups of 8, so that the 8 lanes of a group are
+/// one (chunk, channel block).
+pub(super) fn shares_dy(g: Conv2dGeometry) -> bool {
+    let ci_blocks = g.input.channels.div_ceil(K3_BLOCK_CHANNELS);
+    register_blocked::runs_k3(g) && ci_blocks % SHARED_DY_LANES == 0
+}
 
 /// The kernels that share loads across subgroup lanes.
 pub(super) struct SubgroupKernels {
@@ -24,8 +33,8 @@ pub(super) struct SubgroupKernels {
 
 impl SubgroupKernels {
     /// The shared kernels reading storage and those reading textures, where the adapter has
-    /// subgroups and the probe finds them laid out as the kernels need; else None (the kernels
-    /// with a load per lane run).
+    /// subgroups and the probe finds them laid out as the kernels need; else None (the
+    /// subgroup variants are not offered, and run the kernels with a load per lane).
     pub(super) fn both(ctx: &GpuContext) -> Option<(SubgroupKernels, SubgroupKernels)> {
         if !ctx.features.contains(wgpu::Features::SUBGROUP) {
             return None;
