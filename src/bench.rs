@@ -15,7 +15,7 @@ use crate::cpu::float::{Float, MatMut, MatRef};
 use crate::data::{Split, IMAGE_PIXELS};
 use crate::gpu::autotune::{time_dispatches, Sampling};
 use crate::gpu::buffer::{storage, storage_init, View};
-use crate::gpu::conv2d::{Conv2dKernels, Conv2dVariant};
+use crate::gpu::conv2d::{Conv2dKernels, Conv2dPass};
 use crate::gpu::dense::{DenseKernels, MatmulVariant};
 use crate::gpu::gemm::{self, GemmKernel};
 use crate::gpu::kernel::Dispatch;
@@ -163,7 +163,8 @@ pub fn gpu_calibration(ctx: &GpuContext) -> Result<Calibration> {
             let d = dense.matmul_row_major(ctx, v, (size, size, size), (a, b, c));
             candidates.push((format!("dense matmul ({v})"), vec![d]));
         }
-        for v in Conv2dVariant::ALL {
+        // The variants the autotuner would time for this forward.
+        for v in conv.offer(&ctx.info, Conv2dPass::Forward, g).timed {
             let d = conv.forward(ctx, v, g, 1, false, b, a, bias, c);
             candidates.push((format!("conv2d 1x1 forward ({v})"), d));
         }

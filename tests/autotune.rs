@@ -214,3 +214,45 @@ fn a_pinned_variant_that_does_not_exist_is_an_error() {
     let err = b.prepare(&[BATCH], &[BATCH]).unwrap_err().to_string();
     assert!(err.contains("'warp-drive'"), "{err}");
 }
+
+/// The subgroup variants are offered only where the adapter runs them and they change the pass,
+/// and there the autotuner times them in place of the per-lane forms (which a pin may name).
+#[test]
+fn subgroup_variants_are_offered_only_where_they_change_the_pass() {
+    use mnist_wgpu::cpu::conv2d::Conv2dGeometry;
+    use mnist_wgpu::gpu::conv2d::{Conv2dKernels, Conv2dPass, Conv2dVariant};
+    use mnist_wgpu::model::Shape;
+
+    let Some(ctx) = common::gpu_context() else {
+        return;
+    };
+    let kernels = Conv2dKernels::new(&ctx);
+    let conv2 = Conv2dGeometry::new(Shape::new(32, 13, 13), 64, 3);
+    let names = |vs: &[Conv2dVariant]| vs.iter().map(|v| v.name()).collect::<Vec<_>>();
+    let input = kernels.offer(&ctx.info, Conv2dPass::BackwardInput, conv2);
+    assert_eq!(
+        names(&input.variants),
+        ["register-blocked", "register-blocked-texture", "tiled"]
+    );
+    assert_eq!(input.timed, input.variants);
+    for pass in [
+        Conv2dPass::Forward,
+        Conv2dPass::ForwardReluMaxpool,
+        Conv2dPass::BackwardWeights,
+    ] {
+        let offer = kernels.offer(&ctx.info, pass, conv2);
+        if !kernels.has_subgroups() {
+            assert_eq!(offer, input, "{pass:?}");
+            continue;
+        }
+        assert_eq!(offer.variants, Conv2dVariant::ALL, "{pass:?}");
+        let timed = [
+            "register-blocked-subgroup",
+            "register-blocked-texture-subgroup",
+            "tiled",
+        ];
+        assert_eq!(names(&offer.timed), timed, "{pass:?}");
+        let rule = Conv2dVariant::for_adapter(&ctx.info).with_subgroups();
+        assert_eq!(offer.rule, rule, "{pass:?}");
+    }
+}

@@ -1,33 +1,47 @@
-//! Every WGSL file, with the shared preamble, parses and validates with naga: no adapter needed.
+//! Every WGSL file belongs to an op, and every shader module (the preamble, then a list of an
+//! op's files) parses and validates with naga: no adapter needed.
 
-use mnist_wgpu::gpu::kernel::shader_source;
 use mnist_wgpu::gpu::ops;
 
 #[test]
-fn every_shader_validates_with_naga() {
+fn every_shader_file_belongs_to_an_op() {
     let mut files = wgsl_files(std::path::Path::new(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/shaders"
     )));
     files.retain(|n| n != "common.wgsl");
     files.sort();
-    let mut listed: Vec<&str> = ops::shaders().map(|(name, _)| name).collect();
+    let mut listed: Vec<&str> = ops::files().iter().map(|f| f.path).collect();
     listed.sort();
     assert_eq!(
         files, listed,
-        "every shader file (but the preamble) must belong to an op in gpu::ops::OPS"
+        "every shader file (but the preamble) must be in a module of an op in gpu::ops::OPS"
     );
-    for (name, body) in ops::shaders() {
-        let module = naga::front::wgsl::parse_str(&shader_source(body))
-            .unwrap_or_else(|e| panic!("{name}: {}", e.emit_to_string(body)));
-        let mut validator = naga::valid::Validator::new(
-            naga::valid::ValidationFlags::all(),
-            naga::valid::Capabilities::empty(),
-        );
-        if let Err(e) = validator.validate(&module) {
+}
+
+/// Each module as a whole: a file alone need not validate (it may call functions that another
+/// file of its module provides). Modules that use subgroup operations validate with them, and
+/// only those may.
+#[test]
+fn every_shader_module_validates_with_naga() {
+    use naga::valid::{Capabilities, ShaderStages, SubgroupOperationSet, ValidationFlags};
+    for module in ops::modules() {
+        let (name, source) = (module.label, module.source());
+        let parsed = naga::front::wgsl::parse_str(&source)
+            .unwrap_or_else(|e| panic!("{name}: {}", e.emit_to_string(&source)));
+        let capabilities = if module.subgroups {
+            Capabilities::SUBGROUP
+        } else {
+            Capabilities::empty()
+        };
+        let mut validator = naga::valid::Validator::new(ValidationFlags::all(), capabilities);
+        validator
+            .subgroup_stages(ShaderStages::COMPUTE)
+            .subgroup_operations(SubgroupOperationSet::all());
+        if let Err(e) = validator.validate(&parsed) {
             panic!("{name}: {e:?}");
         }
-        assert!(!module.entry_points.is_empty(), "{name} has no entry point");
+        assert!(!parsed.entry_points.is_empty(), "{name} has no entry point");
     }
 }
 
@@ -37,8 +51,8 @@ fn every_shader_validates_with_naga() {
 /// and never read the grid's height or depth.
 #[test]
 fn no_kernel_reads_the_number_of_workgroups_along_y_or_z() {
-    for (name, body) in ops::shaders() {
-        let source = shader_source(body);
+    for module in ops::modules() {
+        let (name, source) = (module.label, module.source());
         // The names the builtin goes by: in the entry points and the helpers it is passed to.
         let mut names: Vec<&str> = vec!["nwg", "num_workgroups"];
         for (at, _) in source.match_indices("@builtin(num_workgroups)") {

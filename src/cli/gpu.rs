@@ -169,6 +169,8 @@ pub fn check(args: CheckArgs) -> Result<()> {
                 .as_ref()
                 .is_none_or(|only| check.kernel.contains(only.as_str()))
         })
+        // Kernels this adapter does not run (it lacks a feature they need) are left out.
+        .filter(|check| check.applies(&ctx))
         .collect();
     if selected.is_empty() {
         return Err(bad_input(format!(

@@ -19,14 +19,10 @@ use serde::{Deserialize, Serialize};
 
 use super::context::GpuContext;
 use super::kernel::{compile_pipelines, record_passes, Dispatch};
+use super::variant::{Offer, Variant};
 use crate::backend::KernelChoice;
 use crate::config::AutotuneMode;
 use crate::fsutil::write_atomic;
-
-/// A kernel variant of one op (e.g. tiled or register-blocked), named as users see it.
-pub trait Variant: Copy + PartialEq + 'static {
-    fn name(self) -> &'static str;
-}
 
 /// Where the cache lives: `$MNIST_WGPU_CACHE_DIR/autotune.json`, else
 /// `<user cache dir>/mnist-wgpu/autotune.json`; `None` when the platform has no cache dir.
@@ -158,19 +154,19 @@ impl Autotuner {
         &self.choices
     }
 
-    /// The dispatches of `op` at `shape`, built by `build` with the chosen variant: a pinned
-    /// choice, else `rule` when tuning is off or there is nothing to choose, else the cached
-    /// choice (unless refreshing), else the fastest when timed on `ctx`. Their pipelines are
-    /// compiled before they are returned (see [`compile_pipelines`]), so that a network is
-    /// ready to run once built.
+    /// The dispatches of `op` at `shape`, built by `build` with the chosen variant of `offer`:
+    /// a pinned choice (any offered variant), else the offer's rule when tuning is off or there
+    /// is nothing to choose, else the cached choice (unless refreshing), else the fastest of the
+    /// offer's timed variants when timed on `ctx`. Their pipelines are compiled before they are
+    /// returned (see [`compile_pipelines`]), so that a network is ready to run once built.
     pub fn choose<V: Variant>(
         &mut self,
         ctx: &GpuContext,
         (op, shape): (&str, &str),
-        variants: &[V],
-        rule: V,
+        offer: &Offer<V>,
         build: impl Fn(V) -> Vec<Dispatch>,
     ) -> Result<Vec<Dispatch>> {
+        let (variants, rule) = (&offer.timed[..], offer.rule);
         let key = key(op, shape);
         let claim = |v: V| format!("{key} | {}", v.name());
         if let Some(claims) = &self.claims {
@@ -189,7 +185,7 @@ impl Autotuner {
             }
             return Ok(build(rule));
         }
-        let named = |name: &str| variants.iter().copied().find(|v| v.name() == name);
+        let timed = |name: &str| variants.iter().copied().find(|v| v.name() == name);
         let mut timings = BTreeMap::new();
         let mut compile_seconds = BTreeMap::new();
         let mut compiled = |v: V| -> Result<Vec<Dispatch>> {
@@ -198,8 +194,14 @@ impl Autotuner {
             Ok(dispatches)
         };
         let (variant, source, dispatches) = if let Some(name) = self.pinned.get(&key) {
-            let v = named(name)
-                .ok_or_else(|| anyhow!("pinned kernel variant '{name}' does not exist for {op}"))?;
+            let v = offer.named(name).ok_or_else(|| {
+                let offered: Vec<&str> = offer.variants.iter().map(|v| v.name()).collect();
+                anyhow!(
+                    "pinned kernel variant '{name}' does not exist for {op} ({shape}) on this \
+                     adapter; it offers {}",
+                    offered.join(", ")
+                )
+            })?;
             (v, "pinned", compiled(v)?)
         } else if self.mode == AutotuneMode::Off || variants.len() < 2 {
             (rule, "rule", compiled(rule)?)
@@ -209,7 +211,7 @@ impl Autotuner {
             // A variant added since the entry was written (it has no timing there) reopens
             // the choice.
             .filter(|e| variants.iter().all(|v| e.timings_us.contains_key(v.name())))
-            .and_then(|e| Some((named(&e.variant)?, e)))
+            .and_then(|e| Some((timed(&e.variant)?, e)))
         {
             timings = entry.timings_us;
             (v, "cache", compiled(v)?)

@@ -70,11 +70,16 @@ pub fn compare_exact(gpu: &[u32], cpu: &[u32]) -> Comparison {
 /// Runs a comparison on a device.
 pub type CheckFn = Box<dyn Fn(&GpuContext) -> Result<Comparison>>;
 
+/// Whether a check's kernel runs on a device.
+type AppliesFn = Box<dyn Fn(&GpuContext) -> bool>;
+
 /// One comparison: a kernel (or a fixed sequence of kernels) on one shape.
 pub struct CrossCheck {
     pub kernel: &'static str,
     pub shape: String,
     pub run: CheckFn,
+    /// Whether the kernel runs on an adapter (None: on every one).
+    applies: Option<AppliesFn>,
 }
 
 impl CrossCheck {
@@ -87,6 +92,21 @@ impl CrossCheck {
             kernel,
             shape,
             run: Box::new(run),
+            applies: None,
         }
+    }
+
+    /// The same check, for the adapters where `applies` holds only (a kernel that needs an
+    /// adapter feature): elsewhere it is left out, not passed.
+    pub fn only_where(self, applies: impl Fn(&GpuContext) -> bool + 'static) -> Self {
+        CrossCheck {
+            applies: Some(Box::new(applies)),
+            ..self
+        }
+    }
+
+    /// Whether the check's kernel runs on the adapter of `ctx`.
+    pub fn applies(&self, ctx: &GpuContext) -> bool {
+        self.applies.as_ref().is_none_or(|f| f(ctx))
     }
 }

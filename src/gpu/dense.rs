@@ -89,7 +89,7 @@ impl MatmulVariant {
     }
 }
 
-impl super::autotune::Variant for MatmulVariant {
+impl super::variant::Variant for MatmulVariant {
     fn name(self) -> &'static str {
         MatmulVariant::name(self)
     }

@@ -73,6 +73,59 @@ pub fn shader_source(body: &str) -> String {
     format!("{PREAMBLE}\n{body}")
 }
 
+/// One WGSL file: its path under `shaders/` and its text.
+#[derive(Clone, Copy, Debug)]
+pub struct ShaderFile {
+    pub path: &'static str,
+    pub text: &'static str,
+}
+
+/// A `ShaderFile` for a path under `shaders/`, its text included at build time.
+#[macro_export]
+macro_rules! shader_file {
+    ($path:literal) => {
+        $crate::gpu::kernel::ShaderFile {
+            path: $path,
+            text: include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/shaders/", $path)),
+        }
+    };
+}
+
+/// The WGSL of one shader module: the preamble, then `files` in order. The one way modules are
+/// put together: a variant is a list of files (its kernels, and the files that provide the
+/// functions they call), never text rewritten.
+#[derive(Clone, Copy, Debug)]
+pub struct WgslModule {
+    pub label: &'static str,
+    pub files: &'static [ShaderFile],
+    /// Whether it uses subgroup operations (validated with them; compiled only where the
+    /// adapter has them).
+    pub subgroups: bool,
+}
+
+impl WgslModule {
+    /// The files, in order, without the preamble.
+    pub fn body(&self) -> String {
+        let texts: Vec<&str> = self.files.iter().map(|f| f.text).collect();
+        texts.join("\n")
+    }
+
+    /// The whole module: the preamble, then the files.
+    pub fn source(&self) -> String {
+        shader_source(&self.body())
+    }
+
+    /// A shader module with the context's runtime checks (see [`compile`]).
+    pub fn compile(&self, ctx: &GpuContext) -> wgpu::ShaderModule {
+        compile(ctx, self.label, &self.body())
+    }
+
+    /// The same with naga's loop bounds kept (see [`compile_register_blocked`]).
+    pub fn compile_register_blocked(&self, ctx: &GpuContext) -> wgpu::ShaderModule {
+        compile_register_blocked(ctx, self.label, &self.body())
+    }
+}
+
 /// A shader file's WGSL (preamble prepended) parsed and validated by naga, with subgroup
 /// operations allowed: for the tests of the shaders that the host writes or rewrites.
 #[cfg(test)]

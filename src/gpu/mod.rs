@@ -1,5 +1,7 @@
 //! The GPU path: WGSL kernels through wgpu. One op family per file, named like its shader
-//! (`shaders/pool2d.wgsl`) and its CPU twin (`cpu/pool2d.rs`); `ops.rs` lists the ops.
+//! (`shaders/pool2d.wgsl`) and its CPU twin (`cpu/pool2d.rs`), or, for ops with several kernel
+//! variants, per directory (`conv2d/`, `shaders/conv2d/`: a file per variant family); `ops.rs`
+//! lists the ops and their shader modules.
 
 pub mod activation;
 pub mod augment;
@@ -22,6 +24,7 @@ pub mod pool2d;
 pub mod profile;
 pub mod softmax_xent;
 pub mod texture;
+pub mod variant;
 
 pub use backend::GpuBackend;
 pub use context::GpuContext;

@@ -15,7 +15,7 @@ use super::autotune::Autotuner;
 use super::batchnorm::{stats_bytes, BatchNormKernels, BatchNormViews};
 use super::buffer::{storage, ParamBuffers, View};
 use super::context::GpuContext;
-use super::conv2d::{Conv2dKernels, Conv2dVariant};
+use super::conv2d::{Conv2dKernels, Conv2dPass, Conv2dVariant};
 use super::dense::{DenseKernels, MatmulVariant};
 use super::dropout::{DropoutKernels, DropoutLayer};
 use super::gather::GatherKernels;
@@ -23,6 +23,7 @@ use super::kernel::{Cost, Dispatch};
 use super::optim::OptimKernels;
 use super::pool2d::Pool2dKernels;
 use super::softmax_xent::SoftmaxXentKernels;
+use super::variant::Offer;
 use crate::config::{Augment, Optimizer};
 use crate::cpu::conv2d::Conv2dGeometry;
 use crate::cpu::dense::DenseGeometry;
@@ -271,8 +272,11 @@ impl CompiledNet {
                         layout.buf(layout.output[i + 2]),
                         layout.buf(layout.argmax[i + 2].expect("max pooling has an argmax")),
                     );
-                    let op = "conv2d_forward+relu+maxpool";
-                    dispatches.extend(tune_conv(ctx, tuner, op, g, n, |v| {
+                    let op = (
+                        "conv2d_forward+relu+maxpool",
+                        Conv2dPass::ForwardReluMaxpool,
+                    );
+                    dispatches.extend(tune_conv(ctx, (tuner, &k.conv2d), op, g, n, |v| {
                         let views = ((x, wv, bv), (pooled, argmax));
                         k.conv2d
                             .forward_relu_maxpool(ctx, v, g, n, views.0, views.1)
@@ -303,7 +307,8 @@ impl CompiledNet {
                     } else {
                         "conv2d_forward"
                     };
-                    dispatches.extend(tune_conv(ctx, tuner, op, g, n, |v| {
+                    let op = (op, Conv2dPass::Forward);
+                    dispatches.extend(tune_conv(ctx, (tuner, &k.conv2d), op, g, n, |v| {
                         k.conv2d.forward(ctx, v, g, n, relu, x, wv, bv, y)
                     })?);
                 }
@@ -465,14 +470,16 @@ fn tune_dense(
 ) -> Result<Vec<Dispatch>> {
     let shape = format!("n {n}, {} -> {}", g.inputs, g.outputs);
     let rule = MatmulVariant::for_adapter(&ctx.info);
-    tuner.choose(ctx, (op, &shape), &MatmulVariant::ALL, rule, build)
+    let offer = Offer::all(MatmulVariant::ALL.to_vec(), rule);
+    tuner.choose(ctx, (op, &shape), &offer, build)
 }
 
-/// The dispatches of a conv2d pass `op` in the variant `tuner` picks.
+/// The dispatches of a conv2d pass `op` in the variant `tuner` picks among those that `conv`
+/// offers for the pass.
 fn tune_conv(
     ctx: &GpuContext,
-    tuner: &mut Autotuner,
-    op: &str,
+    (tuner, conv): (&mut Autotuner, &Conv2dKernels),
+    (op, pass): (&str, Conv2dPass),
     g: Conv2dGeometry,
     n: usize,
     build: impl Fn(Conv2dVariant) -> Vec<Dispatch>,
@@ -485,8 +492,8 @@ fn tune_conv(
     if !g.is_dense() {
         shape += &format!(" s{} p{}", g.stride, g.pad);
     }
-    let rule = Conv2dVariant::for_adapter(&ctx.info).for_geometry(g);
-    tuner.choose(ctx, (op, &shape), Conv2dVariant::candidates(g), rule, build)
+    let offer = conv.offer(&ctx.info, pass, g);
+    tuner.choose(ctx, (op, &shape), &offer, build)
 }
 
 /// The backward dispatches of step `i`.
@@ -515,8 +522,11 @@ fn backward_step(
                     layout.buf(layout.output[pool]),
                     layout.buf(layout.argmax[pool].expect("max pooling has an argmax")),
                 );
-                let op = "conv2d_backward_weights+maxpool";
-                out.extend(tune_conv(ctx, tuner, op, g, n, |v| {
+                let op = (
+                    "conv2d_backward_weights+maxpool",
+                    Conv2dPass::BackwardWeightsMaxpool,
+                );
+                out.extend(tune_conv(ctx, (tuner, &k.conv2d), op, g, n, |v| {
                     let grads = (dw, db);
                     let fused = k
                         .conv2d
@@ -536,17 +546,14 @@ fn backward_step(
                 let w = step.weight_index.expect("conv has parameters");
                 let (dw, db) = (p.view(&p.grads, w), p.view(&p.grads, w + 1));
                 let g = Conv2dGeometry::of(step);
-                out.extend(tune_conv(
-                    ctx,
-                    tuner,
-                    "conv2d_backward_weights",
-                    g,
-                    n,
-                    |v| k.conv2d.backward_weights(ctx, v, g, n, x, dy, dw, db),
-                )?);
+                let op = ("conv2d_backward_weights", Conv2dPass::BackwardWeights);
+                out.extend(tune_conv(ctx, (tuner, &k.conv2d), op, g, n, |v| {
+                    k.conv2d.backward_weights(ctx, v, g, n, x, dy, dw, db)
+                })?);
                 if let Some(dx) = dx {
                     let wv = p.view(&p.params, w);
-                    out.extend(tune_conv(ctx, tuner, "conv2d_backward_input", g, n, |v| {
+                    let op = ("conv2d_backward_input", Conv2dPass::BackwardInput);
+                    out.extend(tune_conv(ctx, (tuner, &k.conv2d), op, g, n, |v| {
                         k.conv2d.backward_input(ctx, v, g, n, dy, wv, dx)
                     })?);
                 }

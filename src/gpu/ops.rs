@@ -3,6 +3,7 @@
 //! tests (`tests/gpu_kernels.rs`) all read it; nothing in `src/gpu` imports it back.
 
 use super::check::CrossCheck;
+use super::kernel::{ShaderFile, WgslModule};
 use super::{
     activation, augment, backend, batchnorm, conv2d, dense, dropout, gather, gemm, optim, pool2d,
     softmax_xent, texture,
@@ -12,58 +13,88 @@ use super::{
 /// (or the CPU code named in the host file's header).
 pub struct Op {
     pub name: &'static str,
-    /// The op's WGSL files (path under `shaders/`, text), without the preamble.
-    pub shaders: &'static [(&'static str, &'static str)],
+    /// The op's shader modules: each the preamble, then a list of its WGSL files.
+    pub modules: &'static [WgslModule],
     /// Its cross-checks on awkward sizes (batch 1, 7, 33; sizes off the workgroup's multiples).
     pub checks: fn() -> Vec<CrossCheck>,
 }
 
+/// The module of an op with one shader file.
+macro_rules! one_file {
+    ($path:literal, $text:expr) => {
+        &[WgslModule {
+            label: $path,
+            files: &[ShaderFile {
+                path: $path,
+                text: $text,
+            }],
+            subgroups: false,
+        }]
+    };
+}
+
 /// Every op, in the order `check` runs them (cheapest first).
 pub const OPS: &[Op] = &[
-    op("gather", &[("gather.wgsl", gather::SOURCE)], gather::checks),
+    op(
+        "gather",
+        one_file!("gather.wgsl", gather::SOURCE),
+        gather::checks,
+    ),
     op("texture", &[], texture::checks),
     op(
         "augment",
-        &[("augment.wgsl", augment::SOURCE)],
+        one_file!("augment.wgsl", augment::SOURCE),
         augment::checks,
     ),
-    op("conv2d", &[("conv2d.wgsl", conv2d::SOURCE)], conv2d::checks),
+    op("conv2d", conv2d::MODULES, conv2d::checks),
     op(
         "activation",
-        &[("activation.wgsl", activation::SOURCE)],
+        one_file!("activation.wgsl", activation::SOURCE),
         activation::checks,
     ),
-    op("pool2d", &[("pool2d.wgsl", pool2d::SOURCE)], pool2d::checks),
+    op(
+        "pool2d",
+        one_file!("pool2d.wgsl", pool2d::SOURCE),
+        pool2d::checks,
+    ),
     op(
         "dropout",
-        &[("dropout.wgsl", dropout::SOURCE)],
+        one_file!("dropout.wgsl", dropout::SOURCE),
         dropout::checks,
     ),
     op(
         "batchnorm",
-        &[("batchnorm.wgsl", batchnorm::SOURCE)],
+        one_file!("batchnorm.wgsl", batchnorm::SOURCE),
         batchnorm::checks,
     ),
-    op("dense", &[("dense.wgsl", dense::SOURCE)], dense::checks),
-    op("gemm", &[("gemm.wgsl", gemm::SOURCE)], gemm::checks),
+    op(
+        "dense",
+        one_file!("dense.wgsl", dense::SOURCE),
+        dense::checks,
+    ),
+    op("gemm", one_file!("gemm.wgsl", gemm::SOURCE), gemm::checks),
     op(
         "softmax_xent",
-        &[("softmax_xent.wgsl", softmax_xent::SOURCE)],
+        one_file!("softmax_xent.wgsl", softmax_xent::SOURCE),
         softmax_xent::checks,
     ),
-    op("optim", &[("optim.wgsl", optim::SOURCE)], optim::checks),
+    op(
+        "optim",
+        one_file!("optim.wgsl", optim::SOURCE),
+        optim::checks,
+    ),
     // Whole training and inference steps against the CPU backend.
     op("training_step", &[], backend::checks),
 ];
 
 const fn op(
     name: &'static str,
-    shaders: &'static [(&'static str, &'static str)],
+    modules: &'static [WgslModule],
     checks: fn() -> Vec<CrossCheck>,
 ) -> Op {
     Op {
         name,
-        shaders,
+        modules,
         checks,
     }
 }
@@ -73,7 +104,18 @@ pub fn all_checks() -> Vec<CrossCheck> {
     OPS.iter().flat_map(|op| (op.checks)()).collect()
 }
 
-/// Every shader file of every op (path under `shaders/`, text).
-pub fn shaders() -> impl Iterator<Item = (&'static str, &'static str)> {
-    OPS.iter().flat_map(|op| op.shaders.iter().copied())
+/// Every shader module of every op.
+pub fn modules() -> impl Iterator<Item = WgslModule> {
+    OPS.iter().flat_map(|op| op.modules.iter().copied())
+}
+
+/// Every shader file of every op, each once (path under `shaders/`, text).
+pub fn files() -> Vec<ShaderFile> {
+    let mut files: Vec<ShaderFile> = Vec::new();
+    for file in modules().flat_map(|m| m.files.iter().copied()) {
+        if !files.iter().any(|f| f.path == file.path) {
+            files.push(file);
+        }
+    }
+    files
 }

@@ -5,8 +5,8 @@
 //! (3.7 ns per float and lane on a 2-core AMD EPYC, against 1.0 ns through an r32float
 //! `textureLoad`, and 1.3 ns for the four floats of an rgba32float texel). Texel `i` (a float or
 //! an integer, or four floats) lies at column `i % TEXTURE_WIDTH` of row `i / TEXTURE_WIDTH`;
-//! readers find it with a mask and a shift (conv2d's `src_at`, `factor_at` and the like, dense's
-//! `a4_at` and `b4_at`, written by `texture_reads`). A copy, not a kernel, fills the texture:
+//! readers find it with a mask and a shift (conv2d's `src_at`, `factor_at` and the like in
+//! `shaders/conv2d/reads_texture.wgsl`; dense's `a4_at` and `b4_at`, written by `texture_reads`). A copy, not a kernel, fills the texture:
 //! lavapipe copies with `memcpy`, where a kernel would pay the per-lane loads once more.
 
 use anyhow::Result;

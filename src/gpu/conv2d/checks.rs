@@ -1,0 +1,625 @@
+//! The conv2d cross-checks: every variant's passes against the CPU twin (`cpu/conv2d.rs`) on
+//! awkward sizes (batch 1, 7, 33; partial blocks and tiles everywhere), and every kernel run
+//! twice for the same bits.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use anyhow::Result;
+
+use super::register_blocked::{BLOCK_COLS, BLOCK_ROWS};
+use super::{weight_len, Conv2dKernels, Conv2dPass, Conv2dVariant};
+use crate::cpu::activation::activation_forward;
+use crate::cpu::conv2d::{
+    conv2d_backward_input, conv2d_backward_weights, conv2d_forward, Conv2dGeometry,
+};
+use crate::cpu::pool2d::{maxpool2d_backward, maxpool2d_forward, pool2d_output};
+use crate::gpu::buffer::{read_buffer, storage, storage_init, View};
+use crate::gpu::check::{compare, compare_exact, Comparison, CrossCheck};
+use crate::gpu::context::GpuContext;
+use crate::gpu::kernel::run;
+use crate::model::{Activation, Shape};
+use crate::rng::random_vec;
+
+/// One cross-check geometry: a batch of `n` images through `g`.
+#[derive(Clone, Copy)]
+struct Case {
+    n: usize,
+    g: Conv2dGeometry,
+}
+
+const fn case(n: usize, input: Shape, out_channels: usize, kernel: usize) -> Case {
+    Case {
+        n,
+        g: Conv2dGeometry::new(input, out_channels, kernel),
+    }
+}
+
+/// A case with a stride and padding (tiled kernels only).
+const fn strided(case: Case, stride: usize, pad: usize) -> Case {
+    Case {
+        g: Conv2dGeometry {
+            stride,
+            pad,
+            ..case.g
+        },
+        ..case
+    }
+}
+
+/// The real first and second layers (the first takes the narrow register-blocked weight-gradient
+/// kernel), then odd sizes: a small k2 on a non-square image with a batch of 33 (5 blocks of
+/// images times 5 of columns: the register-blocked input gradient needs two workgroups per row,
+/// the second partly idle), a k5 kernel
+/// nearly as large as its 6x5 input, partial blocks everywhere (35 in and 37 out channels: a full
+/// block of 32 and a partial one; 18 row segments; widths 9 and 14; 210 (ci, ky) pairs; a k6
+/// kernel spanning two kx blocks), and a 1x1 kernel with one output channel. The last two stress
+/// the tiled kernels' edges: a k8 kernel on 2 channels has 128 weights per output channel, so
+/// the bias column of the weight gradient is alone in a second column tile, with 33 output
+/// channels (a second row tile of one channel), 18 output and 270 input positions, and a
+/// reduction of 2112 for the input gradient; and a batch of 40 has 4000 output positions (31
+/// full column tiles and part of one), a reduction of 36 (2 full steps of 16 and part of one),
+/// 40 output channels, and weight-gradient chunks of 4 rows that end inside images. The last
+/// runs the register-blocked 3x3 weight gradient with a partial block of input channels (6 =
+/// 4 + 2) and of output channels (35), at a batch of 9.
+/// The register-blocked forward and input gradient read packed weights where they fit two
+/// uniform bindings (the second layer fills both) and w itself where not (the k6 case, and the
+/// k8 case's input gradient). The last case has two blocks of input and of output channels, so
+/// that the second block of both passes switches from the first binding to the second
+/// partway (after 16 channels of the input gradient's block).
+const CASES: [Case; 10] = [
+    case(1, Shape::new(1, 28, 28), 32, 3),
+    case(7, Shape::new(32, 13, 13), 64, 3),
+    case(33, Shape::new(3, 7, 17), 5, 2),
+    case(2, Shape::new(5, 6, 5), 3, 5),
+    case(3, Shape::new(35, 11, 14), 37, 6),
+    case(5, Shape::new(2, 4, 4), 1, 1),
+    case(3, Shape::new(2, 9, 10), 33, 8),
+    case(40, Shape::new(4, 12, 12), 40, 3),
+    case(9, Shape::new(6, 9, 10), 35, 3),
+    case(5, Shape::new(40, 7, 8), 40, 3),
+];
+
+/// More first layers for the weight gradient from a fused ReLU and max pooling: 2 input
+/// channels with a k2 kernel (4 (ci, ky) pairs), 5 output channels and an odd pooled width;
+/// 40 output channels (a second block) at a batch of 33 with an odd width too.
+const POOLED_CASES: [Case; 2] = [
+    case(7, Shape::new(2, 9, 8), 5, 2),
+    case(33, Shape::new(1, 12, 11), 40, 3),
+];
+
+/// Strides and padding, for the tiled kernels: `same` padding at stride 1 (the k3 second layer
+/// of a padded model, and k5 with two zeros a side), stride 2 with and without padding on odd
+/// sizes (the last input rows are never read), and stride 3 with a k2 kernel (inputs between
+/// windows are never read, so their gradient is 0).
+const STRIDED_CASES: [Case; 5] = [
+    strided(case(7, Shape::new(32, 14, 14), 64, 3), 1, 1),
+    strided(case(1, Shape::new(3, 9, 8), 5, 5), 1, 2),
+    strided(case(33, Shape::new(8, 13, 11), 16, 3), 2, 1),
+    strided(case(3, Shape::new(5, 10, 9), 7, 3), 2, 0),
+    strided(case(2, Shape::new(4, 11, 11), 9, 2), 3, 0),
+];
+
+/// What one cross-check runs.
+#[derive(Clone, Copy)]
+enum Pass {
+    Forward,
+    ForwardRelu,
+    BackwardInput,
+    BackwardWeights,
+}
+
+impl Pass {
+    /// The op's pass that this check runs.
+    fn of_op(self) -> Conv2dPass {
+        match self {
+            Pass::Forward | Pass::ForwardRelu => Conv2dPass::Forward,
+            Pass::BackwardInput => Conv2dPass::BackwardInput,
+            Pass::BackwardWeights => Conv2dPass::BackwardWeights,
+        }
+    }
+}
+
+/// The check names of one variant, one per pass (`CrossCheck::kernel` is a static name).
+struct CheckNames {
+    forward: &'static str,
+    forward_relu: &'static str,
+    backward_input: &'static str,
+    backward_weights: &'static str,
+    reproducible: &'static str,
+    /// Where the variant fuses the ReLU and max pooling into the forward, and their backward
+    /// into the weight gradient.
+    forward_relu_maxpool: Option<&'static str>,
+    backward_weights_maxpool: Option<&'static str>,
+}
+
+macro_rules! check_names {
+    ($variant:literal, $pools:literal) => {
+        CheckNames {
+            forward: concat!("conv2d_forward[", $variant, "]"),
+            forward_relu: concat!("conv2d_forward+relu[", $variant, "]"),
+            backward_input: concat!("conv2d_backward_input[", $variant, "]"),
+            backward_weights: concat!("conv2d_backward_weights+bias[", $variant, "]"),
+            reproducible: concat!("conv2d[", $variant, "] (bit-reproducible)"),
+            forward_relu_maxpool: if $pools {
+                Some(concat!("conv2d_forward+relu+maxpool[", $variant, "]"))
+            } else {
+                None
+            },
+            backward_weights_maxpool: if $pools {
+                Some(concat!("conv2d_backward_weights+maxpool[", $variant, "]"))
+            } else {
+                None
+            },
+        }
+    };
+}
+
+fn check_names(variant: Conv2dVariant) -> CheckNames {
+    match variant {
+        Conv2dVariant::RegisterBlocked => check_names!("register-blocked", true),
+        Conv2dVariant::RegisterBlockedTexture => check_names!("register-blocked-texture", true),
+        Conv2dVariant::RegisterBlockedSubgroup => check_names!("register-blocked-subgroup", true),
+        Conv2dVariant::RegisterBlockedTextureSubgroup => {
+            check_names!("register-blocked-texture-subgroup", true)
+        }
+        Conv2dVariant::Tiled => check_names!("tiled", false),
+    }
+}
+
+fn case_shape(case: Case) -> String {
+    let g = case.g;
+    let mut shape = format!(
+        "n {}, {}x{}x{} -> {} k{}",
+        case.n, g.input.channels, g.input.height, g.input.width, g.out_channels, g.kernel
+    );
+    if !g.is_dense() {
+        shape += &format!(" s{} p{}", g.stride, g.pad);
+    }
+    shape
+}
+
+/// The kernels the cross-checks share, compiled once per device: compiling every variant's
+/// pipelines for each check would take most of `check`'s time on lavapipe.
+#[derive(Clone, Default)]
+struct SharedKernels(Rc<RefCell<Option<CompiledFor>>>);
+
+/// Kernels and the device they were compiled for.
+type CompiledFor = (wgpu::Device, Rc<Conv2dKernels>);
+
+impl SharedKernels {
+    fn get(&self, ctx: &GpuContext) -> Rc<Conv2dKernels> {
+        let mut slot = self.0.borrow_mut();
+        if let Some((device, kernels)) = slot.as_ref() {
+            if *device == ctx.device {
+                return kernels.clone();
+            }
+        }
+        let kernels = Rc::new(Conv2dKernels::new(ctx));
+        *slot = Some((ctx.device.clone(), kernels.clone()));
+        kernels
+    }
+}
+
+/// For every variant: forward (with and without the fused ReLU), backward input, and backward
+/// weights and bias against the CPU, for every case; the forward with ReLU and max pooling
+/// fused where the variant has it, for every case with a pooled output; then every kernel run
+/// twice on the second layer must give the same bits.
+pub fn checks() -> Vec<CrossCheck> {
+    let shared = SharedKernels::default();
+    let mut checks = Vec::new();
+    for variant in Conv2dVariant::ALL {
+        let names = check_names(variant);
+        // A subgroup variant differs from its per-lane form only in some passes: it is checked
+        // in those, on adapters that run it.
+        let shares = variant.shares_subgroups();
+        let runs = |pass: Conv2dPass, case: &Case| !shares || pass.shares_loads(case.g, true);
+        let mut push = |check: CrossCheck| {
+            let shared = shared.clone();
+            checks.push(match shares {
+                true => check.only_where(move |ctx| shared.get(ctx).has_subgroups()),
+                false => check,
+            })
+        };
+        let strided = STRIDED_CASES
+            .into_iter()
+            .filter(|case| Conv2dVariant::candidates(case.g).contains(&variant));
+        for case in CASES.into_iter().chain(strided) {
+            for (name, pass) in [
+                (names.forward, Pass::Forward),
+                (names.forward_relu, Pass::ForwardRelu),
+                (names.backward_input, Pass::BackwardInput),
+                (names.backward_weights, Pass::BackwardWeights),
+            ] {
+                if !runs(pass.of_op(), &case) {
+                    continue;
+                }
+                let shared = shared.clone();
+                push(CrossCheck::new(name, case_shape(case), move |ctx| {
+                    let kernels = &shared.get(ctx);
+                    match pass {
+                        Pass::Forward => check_forward(ctx, kernels, variant, case, false),
+                        Pass::ForwardRelu => check_forward(ctx, kernels, variant, case, true),
+                        Pass::BackwardInput => check_backward_input(ctx, kernels, variant, case),
+                        Pass::BackwardWeights => {
+                            check_backward_weights(ctx, kernels, variant, case)
+                        }
+                    }
+                }));
+            }
+        }
+        let pooled_cases = CASES.into_iter().filter(|case| {
+            let out = case.g.output();
+            out.height >= 2 && out.width >= 2 && runs(Conv2dPass::ForwardReluMaxpool, case)
+        });
+        for case in pooled_cases.filter(|_| names.forward_relu_maxpool.is_some()) {
+            let (name, shared) = (
+                names.forward_relu_maxpool.unwrap_or_default(),
+                shared.clone(),
+            );
+            push(CrossCheck::new(name, case_shape(case), move |ctx| {
+                check_forward_relu_maxpool(ctx, &shared.get(ctx), variant, case)
+            }));
+        }
+        let narrow = CASES.into_iter().chain(POOLED_CASES).filter(|case| {
+            let out = case.g.output();
+            let (g, k) = (case.g, case.g.kernel);
+            g.input.channels * k <= BLOCK_ROWS / 2
+                && k <= BLOCK_COLS
+                && out.height >= 2
+                && out.width >= 2
+                && runs(Conv2dPass::BackwardWeightsMaxpool, case)
+        });
+        if let Some(name) = names.backward_weights_maxpool {
+            for case in narrow {
+                let shared = shared.clone();
+                push(CrossCheck::new(name, case_shape(case), move |ctx| {
+                    check_backward_weights_pooled(ctx, &shared.get(ctx), variant, case)
+                }));
+            }
+        }
+        let (rerun, kernels) = (CASES[1], shared.clone());
+        push(CrossCheck::new(
+            names.reproducible,
+            format!("{}, twice", case_shape(rerun)),
+            move |ctx| check_reproducible(ctx, &kernels.get(ctx), variant, rerun),
+        ));
+    }
+    checks
+}
+
+/// Random tensors in [-1, 1) for one case, reproducible from its shape.
+struct CaseData {
+    x: Vec<f32>,
+    w: Vec<f32>,
+    b: Vec<f32>,
+    dy: Vec<f32>,
+}
+
+impl CaseData {
+    fn new(case: Case) -> CaseData {
+        let (g, n) = (case.g, case.n);
+        let seed = (n * 1_000_003 + g.input.len() * 101 + g.out_channels * 7 + g.kernel) as u64;
+        CaseData {
+            x: random_vec(n * g.input.len(), seed, -1.0, 1.0),
+            w: random_vec(weight_len(g), seed + 1, -1.0, 1.0),
+            b: random_vec(g.out_channels, seed + 2, -1.0, 1.0),
+            dy: random_vec(n * g.output().len(), seed + 3, -1.0, 1.0),
+        }
+    }
+}
+
+fn check_forward(
+    ctx: &GpuContext,
+    kernels: &Conv2dKernels,
+    variant: Conv2dVariant,
+    case: Case,
+    relu: bool,
+) -> Result<Comparison> {
+    let (g, n, data) = (case.g, case.n, CaseData::new(case));
+    let len = n * g.output().len();
+    let (x, w, b) = (
+        storage_init(ctx, "x", &data.x)?,
+        storage_init(ctx, "w", &data.w)?,
+        storage_init(ctx, "b", &data.b)?,
+    );
+    let y = storage(ctx, "y", 4 * len as u64)?;
+    let dispatches = kernels.forward(
+        ctx,
+        variant,
+        g,
+        n,
+        relu,
+        (&x).into(),
+        (&w).into(),
+        (&b).into(),
+        (&y).into(),
+    );
+    run(ctx, &dispatches.iter().collect::<Vec<_>>());
+    let mut cpu = vec![0.0; len];
+    conv2d_forward(g, &data.x, &data.w, &data.b, &mut cpu);
+    if relu {
+        let pre_activation = cpu.clone();
+        activation_forward(Activation::Relu, &pre_activation, &mut cpu);
+    }
+    Ok(compare(&read_buffer::<f32>(ctx, &y, 0, len)?, &cpu))
+}
+
+/// The CPU's max(conv(x, w) + b, 0) for a case, then its 2x2 max pooling and argmax.
+fn cpu_relu_maxpool(case: Case, data: &CaseData) -> (Vec<f32>, Vec<f32>, Vec<u32>) {
+    let (g, n) = (case.g, case.n);
+    let out = g.output();
+    let mut y = vec![0.0; n * out.len()];
+    conv2d_forward(g, &data.x, &data.w, &data.b, &mut y);
+    let pre_activation = y.clone();
+    activation_forward(Activation::Relu, &pre_activation, &mut y);
+    let len = n * pool2d_output(out).len();
+    let (mut pooled, mut argmax) = (vec![0.0; len], vec![0; len]);
+    maxpool2d_forward(out, &y, &mut pooled, &mut argmax);
+    (y, pooled, argmax)
+}
+
+/// The pooled output must match the CPU's conv, ReLU and max pooling, and each argmax must
+/// point at a maximum of its window: the CPU's rectified output there must equal the CPU's
+/// pooled value (within the tolerance, so that a near tie that rounding decides either way
+/// passes, and a wrong index does not).
+fn check_forward_relu_maxpool(
+    ctx: &GpuContext,
+    kernels: &Conv2dKernels,
+    variant: Conv2dVariant,
+    case: Case,
+) -> Result<Comparison> {
+    let (g, n, data) = (case.g, case.n, CaseData::new(case));
+    let out = g.output();
+    let pooled_shape = pool2d_output(out);
+    let len = n * pooled_shape.len();
+    let (x, w, b) = (
+        storage_init(ctx, "x", &data.x)?,
+        storage_init(ctx, "w", &data.w)?,
+        storage_init(ctx, "b", &data.b)?,
+    );
+    let pooled = storage(ctx, "pooled", 4 * len as u64)?;
+    let argmax = storage(ctx, "argmax", 4 * len as u64)?;
+    let views = ((&x).into(), (&w).into(), (&b).into());
+    let Some(dispatches) = kernels.forward_relu_maxpool(
+        ctx,
+        variant,
+        g,
+        n,
+        views,
+        ((&pooled).into(), (&argmax).into()),
+    ) else {
+        anyhow::bail!("conv2d: the {} variant does not pool", variant.name());
+    };
+    run(ctx, &dispatches.iter().collect::<Vec<_>>());
+    let (y, cpu, _) = cpu_relu_maxpool(case, &data);
+    let gpu_argmax = read_buffer::<u32>(ctx, &argmax, 0, len)?;
+    let at_gpu_argmax: Vec<f32> = gpu_argmax
+        .iter()
+        .enumerate()
+        .map(|(o, &i)| {
+            let (image, i) = (o / pooled_shape.len() * out.len(), i as usize);
+            if i < out.len() {
+                y[image + i]
+            } else {
+                f32::NAN
+            }
+        })
+        .collect();
+    let values = compare(&read_buffer::<f32>(ctx, &pooled, 0, len)?, &cpu);
+    Ok(values.merge(compare(&at_gpu_argmax, &cpu)))
+}
+
+fn check_backward_input(
+    ctx: &GpuContext,
+    kernels: &Conv2dKernels,
+    variant: Conv2dVariant,
+    case: Case,
+) -> Result<Comparison> {
+    let (g, n, data) = (case.g, case.n, CaseData::new(case));
+    let len = n * g.input.len();
+    let (dy, w) = (
+        storage_init(ctx, "dy", &data.dy)?,
+        storage_init(ctx, "w", &data.w)?,
+    );
+    let dx = storage(ctx, "dx", 4 * len as u64)?;
+    let dispatches =
+        kernels.backward_input(ctx, variant, g, n, (&dy).into(), (&w).into(), (&dx).into());
+    run(ctx, &dispatches.iter().collect::<Vec<_>>());
+    let mut cpu = vec![0.0; len];
+    conv2d_backward_input(g, &data.dy, &data.w, &mut cpu);
+    Ok(compare(&read_buffer::<f32>(ctx, &dx, 0, len)?, &cpu))
+}
+
+/// dw and db in buffers of their own, then in one buffer as the parameter buffers lay them
+/// out (db at the next bindable offset after dw, which one reduction pass fills): both against
+/// the CPU, and the gap between them, filled with a marker, must be left as it was.
+fn check_backward_weights(
+    ctx: &GpuContext,
+    kernels: &Conv2dKernels,
+    variant: Conv2dVariant,
+    case: Case,
+) -> Result<Comparison> {
+    let (g, n, data) = (case.g, case.n, CaseData::new(case));
+    let (weights, channels) = (weight_len(g), g.out_channels);
+    let (x, dy) = (
+        storage_init(ctx, "x", &data.x)?,
+        storage_init(ctx, "dy", &data.dy)?,
+    );
+    let (mut cpu_dw, mut cpu_db) = (vec![0.0; weights], vec![0.0; channels]);
+    conv2d_backward_weights(g, &data.x, &data.dy, &mut cpu_dw, &mut cpu_db);
+    let gradients = |dw: View, db: View| {
+        let dispatches =
+            kernels.backward_weights(ctx, variant, g, n, (&x).into(), (&dy).into(), dw, db);
+        run(ctx, &dispatches.iter().collect::<Vec<_>>());
+    };
+
+    let dw = storage(ctx, "dw", 4 * weights as u64)?;
+    let db = storage(ctx, "db", 4 * channels as u64)?;
+    gradients((&dw).into(), (&db).into());
+    let apart = compare(&read_buffer::<f32>(ctx, &dw, 0, weights)?, &cpu_dw).merge(compare(
+        &read_buffer::<f32>(ctx, &db, 0, channels)?,
+        &cpu_db,
+    ));
+
+    const MARKER: f32 = 12345.0;
+    let align = u64::from(ctx.limits.min_storage_buffer_offset_alignment).max(4);
+    let db_at = (4 * weights as u64).next_multiple_of(align) / 4;
+    let len = db_at as usize + channels;
+    let both = storage_init(ctx, "dw and db", &vec![MARKER; len])?;
+    let view = |offset: u64, elements: usize| View {
+        buffer: &both,
+        offset: 4 * offset,
+        size: 4 * elements as u64,
+    };
+    gradients(view(0, weights), view(db_at, channels));
+    let got = read_buffer::<f32>(ctx, &both, 0, len)?;
+    let (gpu_dw, rest) = got.split_at(weights);
+    let (gap, gpu_db) = rest.split_at(db_at as usize - weights);
+    let together = compare(gpu_dw, &cpu_dw)
+        .merge(compare(gpu_db, &cpu_db))
+        .merge(compare(gap, &vec![MARKER; gap.len()]));
+    Ok(apart.merge(together))
+}
+
+/// The weight gradient from the pooled gradient against the CPU's max pooling backward (masked
+/// by the pooled ReLU outputs), then its weight gradient, with the pooled outputs and argmax of
+/// the CPU's forward.
+fn check_backward_weights_pooled(
+    ctx: &GpuContext,
+    kernels: &Conv2dKernels,
+    variant: Conv2dVariant,
+    case: Case,
+) -> Result<Comparison> {
+    let (g, n, data) = (case.g, case.n, CaseData::new(case));
+    let out = g.output();
+    let len = n * pool2d_output(out).len();
+    let (_, pooled, argmax) = cpu_relu_maxpool(case, &data);
+    let dpooled = random_vec(len, len as u64, -1.0, 1.0);
+    let masked: Vec<f32> = dpooled
+        .iter()
+        .zip(&pooled)
+        .map(|(&d, &p)| if p > 0.0 { d } else { 0.0 })
+        .collect();
+    let mut dy = vec![0.0; n * out.len()];
+    maxpool2d_backward(out, &masked, &argmax, &mut dy);
+    let (mut cpu_dw, mut cpu_db) = (vec![0.0; weight_len(g)], vec![0.0; g.out_channels]);
+    conv2d_backward_weights(g, &data.x, &dy, &mut cpu_dw, &mut cpu_db);
+
+    let x = storage_init(ctx, "x", &data.x)?;
+    let (dpooled, pooled) = (
+        storage_init(ctx, "dpooled", &dpooled)?,
+        storage_init(ctx, "pooled", &pooled)?,
+    );
+    let argmax = storage_init(ctx, "argmax", &argmax)?;
+    let dw = storage(ctx, "dw", 4 * weight_len(g) as u64)?;
+    let db = storage(ctx, "db", 4 * g.out_channels as u64)?;
+    let pooling = ((&dpooled).into(), (&pooled).into(), (&argmax).into());
+    let grads = ((&dw).into(), (&db).into());
+    let Some(dispatches) =
+        kernels.backward_weights_pooled(ctx, variant, g, n, (&x).into(), pooling, grads)
+    else {
+        anyhow::bail!(
+            "conv2d: the {} variant does not fold the pooling",
+            variant.name()
+        );
+    };
+    run(ctx, &dispatches.iter().collect::<Vec<_>>());
+    let gpu_dw = read_buffer::<f32>(ctx, &dw, 0, weight_len(g))?;
+    let gpu_db = read_buffer::<f32>(ctx, &db, 0, g.out_channels)?;
+    Ok(compare(&gpu_dw, &cpu_dw).merge(compare(&gpu_db, &cpu_db)))
+}
+
+/// Every output of every kernel of `variant`, as bits, from one run on fresh buffers.
+fn run_all_bits(
+    ctx: &GpuContext,
+    kernels: &Conv2dKernels,
+    variant: Conv2dVariant,
+    case: Case,
+    data: &CaseData,
+) -> Result<Vec<u32>> {
+    let (g, n) = (case.g, case.n);
+    let (x, w, b, dy) = (
+        storage_init(ctx, "x", &data.x)?,
+        storage_init(ctx, "w", &data.w)?,
+        storage_init(ctx, "b", &data.b)?,
+        storage_init(ctx, "dy", &data.dy)?,
+    );
+    let y_len = n * g.output().len();
+    let y = storage(ctx, "y", 4 * y_len as u64)?;
+    let dx = storage(ctx, "dx", 4 * (n * g.input.len()) as u64)?;
+    let dw = storage(ctx, "dw", 4 * weight_len(g) as u64)?;
+    let db = storage(ctx, "db", 4 * g.out_channels as u64)?;
+    let mut dispatches = kernels.forward(
+        ctx,
+        variant,
+        g,
+        n,
+        true,
+        (&x).into(),
+        (&w).into(),
+        (&b).into(),
+        (&y).into(),
+    );
+    dispatches.extend(kernels.backward_input(
+        ctx,
+        variant,
+        g,
+        n,
+        (&dy).into(),
+        (&w).into(),
+        (&dx).into(),
+    ));
+    dispatches.extend(kernels.backward_weights(
+        ctx,
+        variant,
+        g,
+        n,
+        (&x).into(),
+        (&dy).into(),
+        (&dw).into(),
+        (&db).into(),
+    ));
+    run(ctx, &dispatches.iter().collect::<Vec<_>>());
+    let mut bits = Vec::new();
+    for (buffer, len) in [
+        (&y, y_len),
+        (&dx, n * g.input.len()),
+        (&dw, weight_len(g)),
+        (&db, g.out_channels),
+    ] {
+        bits.extend(
+            read_buffer::<f32>(ctx, buffer, 0, len)?
+                .iter()
+                .map(|v| v.to_bits()),
+        );
+    }
+    Ok(bits)
+}
+
+fn check_reproducible(
+    ctx: &GpuContext,
+    kernels: &Conv2dKernels,
+    variant: Conv2dVariant,
+    case: Case,
+) -> Result<Comparison> {
+    let data = CaseData::new(case);
+    let first = run_all_bits(ctx, kernels, variant, case, &data)?;
+    let second = run_all_bits(ctx, kernels, variant, case, &data)?;
+    Ok(compare_exact(&second, &first))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn variant_names_round_trip() {
+        for variant in Conv2dVariant::ALL {
+            assert_eq!(Conv2dVariant::from_name(variant.name()), Some(variant));
+            assert_eq!(variant.to_string(), variant.name());
+            assert!(check_names(variant).forward.contains(variant.name()));
+        }
+        assert_eq!(Conv2dVariant::from_name("blocked"), None);
+    }
+}

@@ -1,0 +1,626 @@
+//! The register-blocked conv2d kernels (`shaders/conv2d/register_blocked*.wgsl`), for CPU
+//! adapters such as lavapipe: each invocation owns a block of 32 channels x 8 row segments
+//! (or (in channel, ky) pairs) x 4 columns (or kx), or for the input gradient 32 positions of a
+//! class of positions that meet the output with the same taps, and reuses every value it loads
+//! across the block, with no workgroup memory. Two variants run them: reading x, dy (and the
+//! pooling's outputs) from storage, or from r32float textures copied from the buffers before
+//! each pass (`reads_texture.wgsl`; see `gpu::texture` for why). Twin: `cpu/conv2d.rs`.
+
+use super::subgroup::SubgroupKernels;
+use super::{
+    grid, u, weight_len, Conv2dKernels, Conv2dParams, Conv2dVariant, REGISTER_BLOCKED_MODULE,
+    REGISTER_BLOCKED_TEXTURE_MODULE,
+};
+use crate::cpu::conv2d::Conv2dGeometry;
+use crate::gpu::buffer::{uniform, View};
+use crate::gpu::context::GpuContext;
+use crate::gpu::kernel::{grid_1d, Access, Dispatch, Kernel, Resource};
+use crate::gpu::texture::{self, Texel};
+
+/// Invocations per workgroup of the blocked kernels (`BLOCK_WORKGROUP` in the shader).
+pub(super) const BLOCK_WORKGROUP: usize = 16;
+/// Channels of a block (one `Tile`; `BLOCK_CHANNELS` in the shader).
+pub(super) const BLOCK_CHANNELS: usize = 32;
+/// Row segments (forward) or (in channel, ky) pairs (weight gradient) of a block (`BLOCK_ROWS`).
+pub(super) const BLOCK_ROWS: usize = 8;
+/// Columns (forward) or kx (weight gradient) of a block (`BLOCK_COLS`).
+pub(super) const BLOCK_COLS: usize = 4;
+/// Positions of an input-gradient block (`BLOCK_POSITIONS`).
+const BLOCK_POSITIONS: usize = 32;
+/// The most row (or column) runs of the input gradient's position classes (`MAX_RUNS`; the
+/// shader's `MAX_CLASSES` is its square).
+pub(super) const MAX_RUNS: usize = 16;
+/// Input channels of a block of the 3x3 weight gradient (`conv2d_backward_weights_k3`).
+pub(super) const K3_BLOCK_CHANNELS: usize = 4;
+/// The register-blocked weight gradient splits the batch into chunks until about this many
+/// invocations run: more chunks keep more threads busy but make the final sum longer. 192 is 12
+/// workgroups, an even share for lavapipe's threads on 2, 3, 4 or 6 cores.
+pub(super) const WEIGHT_GRAD_INVOCATIONS: usize = 192;
+/// Packed weight slots of one uniform binding (`PACKED_SLOTS`), each the 32 weights of one step
+/// of a channel block; the register-blocked forward and backward input have two bindings.
+const PACKED_SLOTS: usize = 512;
+const PACKED_SLOT_BYTES: u64 = 4 * BLOCK_CHANNELS as u64;
+pub(super) const PACKED_BINDING_BYTES: u64 = PACKED_SLOTS as u64 * PACKED_SLOT_BYTES;
+
+/// The bindings that the texture variant reads from textures: binding and texel, by the name
+/// the shaders' accessors read them by (`src_at`, ...). src and factor (x, dy or w) in every
+/// register-blocked kernel; the pooled value and argmax in the pooled weight gradient
+/// (`conv2d_backward_weights_pooled`).
+const TEXTURE_BINDINGS: [(&str, usize, Texel); 4] = [
+    ("src", 1, Texel::F32),
+    ("factor", 3, Texel::F32),
+    ("pooled_y", 4, Texel::F32),
+    ("pooled_argmax", 7, Texel::U32),
+];
+
+/// The register-blocked entry points.
+pub(super) struct RegisterBlockedKernels {
+    /// Forward and input gradient that read the weights packed in uniform bindings, with the
+    /// kernels that pack them; and the same passes reading w from storage, for layers whose
+    /// packed weights do not fit the bindings.
+    forward_packed: PackedWeightsPass,
+    backward_input_packed: PackedWeightsPass,
+    forward: Kernel,
+    backward_input: Kernel,
+    /// The forward with ReLU and 2x2 max pooling fused (packed weights, and w from storage).
+    forward_pool_packed: PackedWeightsPass,
+    forward_pool: Kernel,
+    backward_weights: Kernel,
+    /// The weight gradient with blocks of `BLOCK_ROWS / 2` pairs, for layers with so few
+    /// (in channel, ky) pairs that full blocks would be mostly empty.
+    backward_weights_narrow: Kernel,
+    /// The weight gradient for 3x3 kernels, with blocks of 4 input channels' 36 weights
+    /// (general blocks of 4 kx leave a quarter of their sums empty at k = 3).
+    backward_weights_k3: Kernel,
+    /// The narrow weight gradient reading the gradient of a fused ReLU and max pooling.
+    pub(super) backward_weights_pooled: Kernel,
+}
+
+/// A register-blocked pass that reads packed weights, and the kernel that packs them.
+struct PackedWeightsPass {
+    pack: Kernel,
+    run: Kernel,
+}
+
+impl RegisterBlockedKernels {
+    /// The register-blocked kernels, reading src (binding 1) and factor (binding 3) from
+    /// storage, or from textures where `textures`; the weight packing kernels come from `sums`
+    /// (storage in both).
+    pub(super) fn new(
+        ctx: &GpuContext,
+        sums: &wgpu::ShaderModule,
+        textures: bool,
+    ) -> RegisterBlockedKernels {
+        let blocked_module = if textures {
+            REGISTER_BLOCKED_TEXTURE_MODULE
+        } else {
+            REGISTER_BLOCKED_MODULE
+        }
+        .compile_register_blocked(ctx);
+        use Access::*;
+        let s = if textures { Texture } else { Read };
+        let pack = &[Uniform, Read, ReadWrite, Read];
+        // x (or dy), partial sums, dy.
+        let plain = &[Uniform, s, ReadWrite, s];
+        // x or dy, y or dx, w, bias (w in the input gradient, which has none), packed weights.
+        let blocked = &[Uniform, s, ReadWrite, s, Read, Uniform, Uniform];
+        // The same, then the pooling's argmax.
+        let blocked_pool = &[Uniform, s, ReadWrite, s, Read, Uniform, Uniform, ReadWrite];
+        // x, partial sums, dpooled, pooled y, (unused packed weights), the pooling's argmax.
+        let argmax = if textures { UintTexture } else { Read };
+        let pooled = &[Uniform, s, ReadWrite, s, s, Uniform, Uniform, argmax];
+        let pack_kernel = |name| Kernel::new(ctx, sums, name, pack);
+        let blocked_kernel = |name, bindings| Kernel::new(ctx, &blocked_module, name, bindings);
+        RegisterBlockedKernels {
+            forward_packed: PackedWeightsPass {
+                pack: pack_kernel("conv2d_pack_forward_weights"),
+                run: blocked_kernel("conv2d_forward_packed", blocked),
+            },
+            backward_input_packed: PackedWeightsPass {
+                pack: pack_kernel("conv2d_pack_backward_input_weights"),
+                run: blocked_kernel("conv2d_backward_input_packed", blocked),
+            },
+            forward: blocked_kernel("conv2d_forward", blocked),
+            backward_input: blocked_kernel("conv2d_backward_input", blocked),
+            forward_pool_packed: PackedWeightsPass {
+                pack: pack_kernel("conv2d_pack_forward_weights"),
+                run: blocked_kernel("conv2d_forward_pool_packed", blocked_pool),
+            },
+            forward_pool: blocked_kernel("conv2d_forward_pool", blocked_pool),
+            backward_weights: blocked_kernel("conv2d_backward_weights", plain),
+            backward_weights_narrow: blocked_kernel("conv2d_backward_weights_narrow", plain),
+            backward_weights_k3: blocked_kernel("conv2d_backward_weights_k3", plain),
+            backward_weights_pooled: blocked_kernel("conv2d_backward_weights_pooled", pooled),
+        }
+    }
+
+    /// The weight-gradient kernel for `g` (setting the blocks in `base`), the lanes of one
+    /// chunk, and about how many lanes should run in all. `shared`: the subgroup variant's
+    /// kernels, whose 3x3 kernel runs where it can.
+    pub(super) fn weight_grad_work<'a>(
+        &'a self,
+        g: Conv2dGeometry,
+        base: &mut Conv2dParams,
+        shared: Option<&'a SubgroupKernels>,
+    ) -> (&'a Kernel, usize, usize) {
+        let co_blocks = g.out_channels.div_ceil(BLOCK_CHANNELS);
+        let pairs = g.input.channels * g.kernel;
+        if runs_k3(g) {
+            let ci_blocks = g.input.channels.div_ceil(K3_BLOCK_CHANNELS);
+            (base.col_blocks, base.row_blocks) = (1, u(ci_blocks));
+            let lanes = ci_blocks * co_blocks;
+            let kernel = match shared {
+                Some(shared) if super::subgroup::shares_dy(g) => &shared.backward_weights_k3,
+                _ => &self.backward_weights_k3,
+            };
+            (kernel, lanes, WEIGHT_GRAD_INVOCATIONS)
+        } else {
+            let kx_blocks = g.kernel.div_ceil(BLOCK_COLS);
+            let (kernel, pairs_per_block) = if pairs <= BLOCK_ROWS / 2 {
+                (&self.backward_weights_narrow, BLOCK_ROWS / 2)
+            } else {
+                (&self.backward_weights, BLOCK_ROWS)
+            };
+            let pair_blocks = pairs.div_ceil(pairs_per_block);
+            (base.col_blocks, base.row_blocks) = (u(kx_blocks), u(pair_blocks));
+            let lanes = kx_blocks * pair_blocks * co_blocks;
+            (kernel, lanes, WEIGHT_GRAD_INVOCATIONS)
+        }
+    }
+}
+
+/// Whether the register-blocked weight gradient of `g` runs the 3x3 kernel: k = 3, with more
+/// (in channel, ky) pairs than the narrow kernel takes.
+pub(super) fn runs_k3(g: Conv2dGeometry) -> bool {
+    g.kernel == 3 && g.input.channels * g.kernel > BLOCK_ROWS / 2
+}
+
+/// Whether the register-blocked forward of `g` reads its weights packed into the two uniform
+/// bindings (`register_blocked_pass`), where the adapter binds them.
+pub(super) fn packs_weights(g: Conv2dGeometry) -> bool {
+    let slots = g.out_channels.div_ceil(BLOCK_CHANNELS) * g.input.channels * g.kernel * g.kernel;
+    slots <= packed_split(g.kernel) + PACKED_SLOTS
+}
+
+/// Whether the weight gradient from a fused ReLU and max pooling runs in one register-blocked
+/// pass for `g` (`conv2d_backward_weights_pooled`): at most 4 (ci, ky) pairs and k <= 4, as in
+/// a first layer, and an output that pools.
+pub(super) fn pools_weight_grad(g: Conv2dGeometry) -> bool {
+    let out = g.output();
+    let narrow = g.input.channels * g.kernel <= BLOCK_ROWS / 2 && g.kernel <= BLOCK_COLS;
+    narrow && out.height >= 2 && out.width >= 2
+}
+
+impl Conv2dParams {
+    /// The blocks of a register-blocked forward pass whose output has
+    /// `channels` channels of `height x width` per image, each step of which multiplies
+    /// `steps` weights: sets `col_blocks`, `block_groups`, `block_steps` and `len` (the
+    /// workgroups: `block_groups` per block of channels).
+    pub(super) fn channel_blocks(
+        &mut self,
+        channels: usize,
+        height: usize,
+        width: usize,
+        steps: usize,
+    ) {
+        let col_blocks = width.div_ceil(BLOCK_COLS);
+        let row_blocks = (self.batch as usize * height).div_ceil(BLOCK_ROWS);
+        let block_groups = (col_blocks * row_blocks).div_ceil(BLOCK_WORKGROUP);
+        let blocks = channels.div_ceil(BLOCK_CHANNELS);
+        (self.col_blocks, self.block_groups) = (u(col_blocks), u(block_groups));
+        (self.block_steps, self.len) = (u(steps), u(blocks * block_groups));
+    }
+
+    /// The blocks of a register-blocked input-gradient pass (see `input_class` in the shader),
+    /// each step of which multiplies `steps` weights: the position classes, in decreasing
+    /// order of their taps, with `block_groups` (workgroups per block of channels),
+    /// `block_steps` and `len`. None where the input has more runs than the params hold
+    /// (kernels wider than 8).
+    pub(super) fn input_classes(mut self, g: Conv2dGeometry, steps: usize) -> Option<Conv2dParams> {
+        let out = g.output();
+        let row_runs = input_runs(g.input.height, out.height, g.kernel);
+        let col_runs = input_runs(g.input.width, out.width, g.kernel);
+        if row_runs.len() > MAX_RUNS || col_runs.len() > MAX_RUNS {
+            return None;
+        }
+        let mut classes: Vec<(usize, usize)> = (0..row_runs.len())
+            .flat_map(|r| (0..col_runs.len()).map(move |c| (r, c)))
+            .collect();
+        // Stable, so that the order is fixed for a geometry.
+        classes.sort_by_key(|&(r, c)| std::cmp::Reverse(row_runs[r][3] * col_runs[c][3]));
+        let mut lanes = 0;
+        for (i, &(r, c)) in classes.iter().enumerate() {
+            self.classes[i] = [u(lanes), u(r), u(c), 0];
+            let positions = self.batch as usize * (row_runs[r][1] * col_runs[c][1]) as usize;
+            lanes += positions.div_ceil(BLOCK_POSITIONS);
+        }
+        self.row_run[..row_runs.len()].copy_from_slice(&row_runs);
+        self.col_run[..col_runs.len()].copy_from_slice(&col_runs);
+        (self.row_runs, self.col_runs) = (u(row_runs.len()), u(col_runs.len()));
+        let block_groups = lanes.div_ceil(BLOCK_WORKGROUP);
+        (self.block_groups, self.block_steps) = (u(block_groups), u(steps));
+        self.len = u(g.input.channels.div_ceil(BLOCK_CHANNELS) * block_groups);
+        Some(self)
+    }
+}
+
+/// The runs of input rows (or columns) `0..len` whose kernel taps meet the output in the same
+/// range, for a stride-1 valid convolution with `out` outputs along that axis: (first, count,
+/// first tap, taps). Row `i` meets output rows `i - t` for taps `t` with `0 <= i - t < out`.
+fn input_runs(len: usize, out: usize, k: usize) -> Vec<[u32; 4]> {
+    let mut runs: Vec<[u32; 4]> = Vec::new();
+    for i in 0..len {
+        let (lo, hi) = ((i + 1).saturating_sub(out), (i + 1).min(k));
+        match runs.last_mut() {
+            Some(run) if (run[2], run[3]) == (u(lo), u(hi - lo)) => run[1] += 1,
+            _ => runs.push([u(i), 1, u(lo), u(hi - lo)]),
+        }
+    }
+    runs
+}
+
+/// Where the second uniform binding of packed weights starts, in slots: the most slots that
+/// fill no more than the first binding, are a multiple of `k * k` (so that a block of the input
+/// gradient switches bindings between two output channels) and are even (so that the binding's
+/// offset, 128 bytes a slot, is a multiple of 256, the largest uniform offset alignment).
+fn packed_split(k: usize) -> usize {
+    let step = if (k * k).is_multiple_of(2) {
+        k * k
+    } else {
+        2 * k * k
+    };
+    PACKED_SLOTS / step * step
+}
+
+/// Workgroups for `lanes` invocations of a register-blocked kernel.
+pub(super) fn block_grid(lanes: usize) -> [u32; 3] {
+    grid(lanes.div_ceil(BLOCK_WORKGROUP))
+}
+
+impl Conv2dKernels {
+    /// The register-blocked forward, laid out by `Conv2dParams::channel_blocks`: `buffers` are
+    /// x, y, w and b.
+    pub(super) fn register_blocked_forward(
+        &self,
+        ctx: &GpuContext,
+        (variant, mut params): (Conv2dVariant, Conv2dParams),
+        g: Conv2dGeometry,
+        n: usize,
+        [x, y, w, b]: [View; 4],
+    ) -> Vec<Dispatch> {
+        let out = g.output();
+        let steps = g.input.channels * g.kernel * g.kernel;
+        params.channel_blocks(g.out_channels, out.height, out.width, steps);
+        let lens = (n * g.input.len(), weight_len(g));
+        let v = Self::where_textures_fit(ctx, variant, &[lens.0, lens.1]);
+        let rb = self.blocked(v);
+        let packed = self
+            .shared(v)
+            .map_or(&rb.forward_packed.run, |s| &s.forward_packed);
+        let kernels = (&rb.forward_packed.pack, packed, &rb.forward);
+        self.register_blocked_pass(ctx, (v, params), kernels, ([x, y, w, b], lens), None)
+    }
+
+    /// The register-blocked forward with ReLU and 2x2 max pooling fused: `buffers` are x, the
+    /// pooled y, w and b, then the argmax.
+    pub(super) fn register_blocked_forward_pool(
+        &self,
+        ctx: &GpuContext,
+        (variant, mut params): (Conv2dVariant, Conv2dParams),
+        g: Conv2dGeometry,
+        n: usize,
+        (buffers, argmax): ([View; 4], View),
+    ) -> Vec<Dispatch> {
+        let out = g.output();
+        let (height, width) = (out.height / 2, out.width / 2);
+        // Blocks of 8 windows in (image, py, px) order: "rows" of one window each.
+        let steps = g.input.channels * g.kernel * g.kernel;
+        params.channel_blocks(g.out_channels, height * width, 1, steps);
+        let lens = (n * g.input.len(), weight_len(g));
+        let variant = Self::where_textures_fit(ctx, variant, &[lens.0, lens.1]);
+        let rb = self.blocked(variant);
+        let shared = self.shared(variant);
+        let packed = shared.map_or(&rb.forward_pool_packed.run, |s| &s.forward_pool_packed);
+        let kernels = (&rb.forward_pool_packed.pack, packed, &rb.forward_pool);
+        let buffers = (buffers, lens);
+        self.register_blocked_pass(ctx, (variant, params), kernels, buffers, Some(argmax))
+    }
+
+    /// The register-blocked input gradient (`buffers`: dy, dx and w), or None where the input
+    /// has more position classes than the params hold (kernels wider than 8).
+    pub(super) fn register_blocked_backward_input(
+        &self,
+        ctx: &GpuContext,
+        (variant, params): (Conv2dVariant, Conv2dParams),
+        g: Conv2dGeometry,
+        n: usize,
+        [dy, dx, w]: [View; 3],
+    ) -> Option<Vec<Dispatch>> {
+        let steps = g.out_channels * g.kernel * g.kernel;
+        let params = params.input_classes(g, steps)?;
+        let lens = (n * g.output().len(), weight_len(g));
+        let v = Self::where_textures_fit(ctx, variant, &[lens.0, lens.1]);
+        let rb = self.blocked(v);
+        // Binding 4 (the bias) is unused here.
+        let packed = &rb.backward_input_packed;
+        let kernels = (&packed.pack, &packed.run, &rb.backward_input);
+        let buffers = ([dy, dx, w, w], lens);
+        Some(self.register_blocked_pass(ctx, (v, params), kernels, buffers, None))
+    }
+
+    /// `variant`, or the register-blocked one that reads storage where the texture variant's
+    /// textures would not hold tensors of `lens` elements on this adapter.
+    pub(super) fn where_textures_fit(
+        ctx: &GpuContext,
+        variant: Conv2dVariant,
+        lens: &[usize],
+    ) -> Conv2dVariant {
+        let fit = lens.iter().all(|&len| texture::fits(ctx, len));
+        match variant {
+            Conv2dVariant::RegisterBlockedTexture if !fit => Conv2dVariant::RegisterBlocked,
+            Conv2dVariant::RegisterBlockedTextureSubgroup if !fit => {
+                Conv2dVariant::RegisterBlockedSubgroup
+            }
+            v => v,
+        }
+    }
+
+    /// The dispatch of a register-blocked `kernel` with `resources`. For the texture variant,
+    /// it binds textures at the bindings of `staged` ((binding, elements) of `TEXTURE_BINDINGS`)
+    /// instead, and copies the buffers into them first. A kernel that never reads factor
+    /// (binding 3) still declares it: src's texture stands in where `staged` lacks it.
+    pub(super) fn with_sources(
+        &self,
+        ctx: &GpuContext,
+        variant: Conv2dVariant,
+        kernel: &Kernel,
+        resources: Vec<Resource>,
+        staged: &[(usize, usize)],
+        workgroups: [u32; 3],
+    ) -> Vec<Dispatch> {
+        if !variant.reads_textures() {
+            return vec![kernel.dispatch_resources(ctx, &resources, workgroups)];
+        }
+        let textures: Vec<(usize, texture::Staged)> = staged
+            .iter()
+            .map(|&(binding, len)| {
+                let Resource::Buffer(view) = resources[binding] else {
+                    unreachable!("conv2d binds buffers before staging")
+                };
+                let (.., texel) = TEXTURE_BINDINGS
+                    .into_iter()
+                    .find(|&(_, b, _)| b == binding)
+                    .expect("conv2d stages only its TEXTURE_BINDINGS");
+                let texture = texture::stage(ctx, view, len, texel);
+                (
+                    binding,
+                    texture.expect("where_textures_fit checked the size"),
+                )
+            })
+            .collect();
+        let mut bound = resources.clone();
+        for (binding, texture) in &textures {
+            bound[*binding] = Resource::Texture(&texture.view);
+        }
+        if !staged.iter().any(|&(binding, _)| binding == 3) {
+            bound[3] = bound[1];
+        }
+        let mut run = kernel.dispatch_resources(ctx, &bound, workgroups);
+        run.copies
+            .extend(textures.into_iter().map(|(_, texture)| texture.copy));
+        vec![run]
+    }
+
+    /// A register-blocked forward or input-gradient pass as laid out in `params` (see
+    /// [`Conv2dParams::channel_blocks`]): packs the weights with `pack` and runs `packed` when
+    /// the packed weights fit the two uniform bindings ([`packs_weights`]), else runs
+    /// `unpacked`, which reads w itself.
+    /// `buffers` are bindings 1 to 4 (binding 3 is w) with the elements of bindings 1 and 3,
+    /// and `argmax` binding 7 where the kernels pool.
+    fn register_blocked_pass(
+        &self,
+        ctx: &GpuContext,
+        (variant, params): (Conv2dVariant, Conv2dParams),
+        (pack, packed, unpacked): (&Kernel, &Kernel, &Kernel),
+        (buffers, (src_len, w_len)): ([View; 4], (usize, usize)),
+        argmax: Option<View>,
+    ) -> Vec<Dispatch> {
+        let groups = params.len as usize;
+        let blocks = groups / params.block_groups.max(1) as usize;
+        let slots = blocks * params.block_steps as usize;
+        let split = packed_split(params.kernel as usize);
+        let params = Conv2dParams {
+            packed_split: u(split),
+            ..params
+        };
+        let w = buffers[2];
+        let run_params = uniform(ctx, "conv2d params", &params);
+        let [a, b, c, d] = buffers;
+        let run = |kernel: &Kernel, lo: View, hi: View, reads_w: bool| {
+            let mut all = vec![View::whole(&run_params), a, b, c, d, lo, hi];
+            all.extend(argmax);
+            let resources = all.into_iter().map(Resource::from).collect();
+            let staged: &[(usize, usize)] = if reads_w {
+                &[(1, src_len), (3, w_len)]
+            } else {
+                &[(1, src_len)]
+            };
+            self.with_sources(ctx, variant, kernel, resources, staged, grid(groups))
+        };
+        if slots > split + PACKED_SLOTS {
+            let unused = View::whole(&self.unused_packed);
+            return run(unpacked, unused, unused, true);
+        }
+        // The second binding starts at slot `split` where the slots need it, else it repeats
+        // the first (and is never read).
+        let hi_offset = if slots > split {
+            split as u64 * PACKED_SLOT_BYTES
+        } else {
+            0
+        };
+        // Owned by the bind groups of the dispatches below, which keep it alive.
+        let packed_weights = ctx.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("conv2d packed weights"),
+            size: hi_offset + PACKED_BINDING_BYTES,
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::UNIFORM,
+            mapped_at_creation: false,
+        });
+        let binding = |offset: u64| View {
+            buffer: &packed_weights,
+            offset,
+            size: PACKED_BINDING_BYTES,
+        };
+        let elements = slots * BLOCK_CHANNELS;
+        let pack_params = uniform(
+            ctx,
+            "conv2d params",
+            &Conv2dParams {
+                len: u(elements),
+                ..params
+            },
+        );
+        let pack = pack.dispatch(
+            ctx,
+            &[
+                View::whole(&pack_params),
+                w,
+                View::whole(&packed_weights),
+                w,
+            ],
+            grid_1d(elements),
+        );
+        let mut dispatches = vec![pack];
+        dispatches.extend(run(packed, binding(0), binding(hi_offset), false));
+        dispatches
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{
+        RB_BACKWARD_INPUT, RB_BACKWARD_WEIGHTS, RB_FORWARD, READS_STORAGE, READS_TEXTURE,
+        REGISTER_BLOCKED, SHARE_PER_LANE, SUBGROUP,
+    };
+    use super::*;
+    use crate::gpu::kernel::shader_const;
+
+    #[test]
+    fn host_block_sizes_match_the_shaders() {
+        let source = REGISTER_BLOCKED_MODULE.body();
+        for (name, host) in [
+            ("BLOCK_WORKGROUP", BLOCK_WORKGROUP),
+            ("BLOCK_CHANNELS", BLOCK_CHANNELS),
+            ("BLOCK_ROWS", BLOCK_ROWS),
+            ("BLOCK_COLS", BLOCK_COLS),
+            ("K3_BLOCK_CHANNELS", K3_BLOCK_CHANNELS),
+            ("BLOCK_POSITIONS", BLOCK_POSITIONS),
+            ("MAX_RUNS", MAX_RUNS),
+            ("MAX_CLASSES", MAX_RUNS * MAX_RUNS),
+            ("PACKED_SLOTS", PACKED_SLOTS),
+        ] {
+            assert_eq!(shader_const(&source, name), host, "{name}");
+        }
+        let width = shader_const(READS_TEXTURE.text, "TEXTURE_WIDTH");
+        assert_eq!(width, texture::TEXTURE_WIDTH);
+    }
+
+    /// Whether `text` indexes `name` (`name[`, `name` a whole identifier).
+    fn indexes(text: &str, name: &str) -> bool {
+        text.match_indices(&format!("{name}[")).any(|(at, _)| {
+            let before = text[..at].chars().next_back();
+            !before.is_some_and(|c| c.is_alphanumeric() || c == '_' || c == '.')
+        })
+    }
+
+    /// The register-blocked kernels read their inputs only through the accessors, which both
+    /// reads files define over the bindings the host stages.
+    #[test]
+    fn the_register_blocked_kernels_read_only_through_the_accessors() {
+        let kernels = [
+            REGISTER_BLOCKED,
+            RB_FORWARD,
+            RB_BACKWARD_INPUT,
+            RB_BACKWARD_WEIGHTS,
+            SHARE_PER_LANE,
+            SUBGROUP,
+        ];
+        for (name, binding, texel) in TEXTURE_BINDINGS {
+            for file in kernels {
+                assert!(!indexes(file.text, name), "{} indexes {name}", file.path);
+            }
+            let scalar = if texel == Texel::U32 { "u32" } else { "f32" };
+            let accessor = format!("fn {name}_at(i: u32) -> {scalar} {{");
+            let storage = format!(
+                "@group(0) @binding({binding}) var<storage, read> {name}: array<{scalar}>;"
+            );
+            let texture =
+                format!("@group(0) @binding({binding}) var {name}_texture: texture_2d<{scalar}>;");
+            for (file, declared) in [(READS_STORAGE, storage), (READS_TEXTURE, texture)] {
+                assert!(file.text.contains(&accessor), "{}: {accessor}", file.path);
+                assert!(file.text.contains(&declared), "{}: {declared}", file.path);
+            }
+        }
+    }
+
+    #[test]
+    fn input_runs_group_the_rows_that_meet_the_same_taps() {
+        // 13 rows from 11 with k = 3: rows 0 and 1 meet taps 0 and 0..1, 2..10 all three,
+        // 11 and 12 taps 1..2 and 2.
+        let runs = input_runs(13, 11, 3);
+        let expected = [
+            [0, 1, 0, 1],
+            [1, 1, 0, 2],
+            [2, 9, 0, 3],
+            [11, 1, 1, 2],
+            [12, 1, 2, 1],
+        ];
+        assert_eq!(runs, expected);
+        // An output narrower than the kernel: no row meets all k taps.
+        assert_eq!(
+            input_runs(4, 2, 3),
+            [[0, 1, 0, 1], [1, 1, 0, 2], [2, 1, 1, 2], [3, 1, 2, 1]]
+        );
+        // Every row's taps: the runs cover 0..len in order.
+        for (len, out, k) in [(28, 26, 3), (7, 3, 5), (9, 1, 9)] {
+            let runs = input_runs(len, out, k);
+            assert_eq!(runs.iter().map(|r| r[1] as usize).sum::<usize>(), len);
+            assert!(runs.windows(2).all(|w| w[1][0] == w[0][0] + w[0][1]));
+        }
+    }
+
+    /// `packs_weights`, which says where the subgroup variants change the forward, agrees with
+    /// the forward's own choice (`register_blocked_pass`).
+    #[test]
+    fn packs_weights_agrees_with_the_forward_pass() {
+        use crate::model::Shape;
+        for (input, out_channels, kernel, packs) in [
+            (Shape::new(1, 28, 28), 32, 3, true),
+            (Shape::new(32, 13, 13), 64, 3, true),
+            (Shape::new(35, 11, 14), 37, 6, false),
+            (Shape::new(56, 9, 9), 64, 3, true),
+            (Shape::new(57, 9, 9), 64, 3, false),
+        ] {
+            let g = Conv2dGeometry::new(input, out_channels, kernel);
+            let (mut p, out) = (Conv2dParams::new(g, 7), g.output());
+            let steps = g.input.channels * g.kernel * g.kernel;
+            p.channel_blocks(g.out_channels, out.height, out.width, steps);
+            let slots = (p.len / p.block_groups) as usize * p.block_steps as usize;
+            let pass_packs = slots <= packed_split(g.kernel) + PACKED_SLOTS;
+            assert_eq!((packs_weights(g), pass_packs), (packs, packs), "{input:?}");
+        }
+    }
+
+    #[test]
+    fn packed_split_is_a_whole_number_of_channels_at_an_aligned_offset() {
+        assert_eq!(packed_split(3), 504);
+        assert_eq!(packed_split(1), 512);
+        assert_eq!(packed_split(5), 500);
+        for k in 1..=16 {
+            let split = packed_split(k);
+            // The largest: the next candidate (at most 2 k^2 further) would not fit.
+            assert!(split <= PACKED_SLOTS && split + 2 * k * k > PACKED_SLOTS);
+            assert_eq!(split % (k * k), 0);
+            assert_eq!((split as u64 * PACKED_SLOT_BYTES) % 256, 0);
+        }
+    }
+}

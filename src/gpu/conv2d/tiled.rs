@@ -1,0 +1,184 @@
+//! The tiled conv2d kernels (`shaders/conv2d/tiled.wgsl`), for real GPUs: each pass is an
+//! implicit GEMM in which a workgroup computes a `TILE_M x TILE_N` tile of outputs, staging
+//! slices of both operands in workgroup memory. The only kernels that take strides and padding.
+//! Twin: `cpu/conv2d.rs`.
+
+use anyhow::Result;
+
+use super::{grid, u, Conv2dKernels, Conv2dParams, Conv2dVariant, TILED_MODULE};
+use crate::cpu::conv2d::Conv2dGeometry;
+use crate::gpu::buffer::{storage, uniform, View};
+use crate::gpu::context::GpuContext;
+use crate::gpu::kernel::{Access, Dispatch, Kernel};
+
+/// Rows (channels) and columns (positions, or weights) of the product tile of one workgroup
+/// (`TILE_M`, `TILE_N`).
+const TILE_M: usize = 32;
+const TILE_N: usize = 128;
+/// Terms of the sum staged per step (`TILE_K`).
+const TILE_K: usize = 16;
+/// The tiled weight and input gradients split their sums into chunks until about this many
+/// workgroups run: 2 per multiprocessor of a 132-SM H200 (the 256 that these passes once used)
+/// are too few to hide the loads' latency. The input gradient keeps at least
+/// `MIN_TERMS_PER_CHUNK` terms in each chunk.
+const TILED_WORKGROUPS: usize = 1024;
+const MIN_TERMS_PER_CHUNK: usize = 64;
+
+/// The tiled entry points.
+pub(super) struct TiledKernels {
+    forward: Kernel,
+    backward_input: Kernel,
+    backward_weights: Kernel,
+}
+
+impl TiledKernels {
+    pub(super) fn new(ctx: &GpuContext) -> TiledKernels {
+        let module = TILED_MODULE.compile(ctx);
+        use Access::*;
+        let with_bias = &[Uniform, Read, ReadWrite, Read, Read];
+        let plain = &[Uniform, Read, ReadWrite, Read];
+        let kernel = |name, bindings| Kernel::new(ctx, &module, name, bindings);
+        TiledKernels {
+            forward: kernel("conv2d_forward_tiled", with_bias),
+            backward_input: kernel("conv2d_backward_input_tiled", plain),
+            backward_weights: kernel("conv2d_backward_weights_tiled", plain),
+        }
+    }
+
+    /// The tiled forward of `params` (bias and ReLU included).
+    pub(super) fn forward(
+        &self,
+        ctx: &GpuContext,
+        mut params: Conv2dParams,
+        g: Conv2dGeometry,
+        n: usize,
+        (x, w, b, y): (View, View, View, View),
+    ) -> Vec<Dispatch> {
+        let out = g.output();
+        let positions = n * out.height * out.width;
+        let workgroups = params.tiles(g.out_channels, positions, 1);
+        let params = uniform(ctx, "conv2d params", &params);
+        vec![self
+            .forward
+            .dispatch(ctx, &[View::whole(&params), x, y, w, b], workgroups)]
+    }
+
+    /// The weight-gradient kernel, the tiles of one chunk, and about how many workgroups
+    /// should run in all.
+    pub(super) fn weight_grad_work(&self, g: Conv2dGeometry) -> (&Kernel, usize, usize) {
+        let tiles = g.out_channels.div_ceil(TILE_M) * weight_columns(g).div_ceil(TILE_N);
+        (&self.backward_weights, tiles, TILED_WORKGROUPS)
+    }
+}
+
+impl Conv2dParams {
+    /// The tiles of a tiled product with `rows x cols` outputs (per chunk): sets `m_tiles` and
+    /// `n_tiles`, and `len` for `chunks` chunks. Returns the workgroups to launch.
+    pub(super) fn tiles(&mut self, rows: usize, cols: usize, chunks: usize) -> [u32; 3] {
+        let (m_tiles, n_tiles) = (rows.div_ceil(TILE_M), cols.div_ceil(TILE_N));
+        let groups = m_tiles * n_tiles * chunks;
+        (self.m_tiles, self.n_tiles, self.len) = (u(m_tiles), u(n_tiles), u(groups));
+        grid(groups)
+    }
+}
+
+impl Conv2dKernels {
+    /// The tiled input gradient: one pass straight into dx, or, where its tiles are too few to
+    /// fill a large GPU, chunks of the sum into partial sums, then their sum into dx.
+    pub(super) fn tiled_backward_input(
+        &self,
+        ctx: &GpuContext,
+        mut params: Conv2dParams,
+        g: Conv2dGeometry,
+        n: usize,
+        (dy, w, dx): (View, View, View),
+    ) -> Vec<Dispatch> {
+        let positions = n * g.input.height * g.input.width;
+        let reduction = g.out_channels * g.kernel * g.kernel;
+        let tiles = g.input.channels.div_ceil(TILE_M) * positions.div_ceil(TILE_N);
+        let (chunks, chunk_k) = input_grad_chunks(tiles, reduction);
+        let len = n * g.input.len();
+        // Owned by the bind groups of the dispatches below, which keep it alive.
+        let partials = (chunks > 1)
+            .then(|| {
+                storage(
+                    ctx,
+                    "conv2d input-gradient partial sums",
+                    (4 * chunks * len) as u64,
+                )
+            })
+            .and_then(Result::ok);
+        let Some(partials) = partials else {
+            params.chunk_k = u(reduction.max(1));
+            let workgroups = params.tiles(g.input.channels, positions, 1);
+            let params = uniform(ctx, "conv2d params", &params);
+            return vec![self.tiled.backward_input.dispatch(
+                ctx,
+                &[View::whole(&params), dy, dx, w],
+                workgroups,
+            )];
+        };
+        (params.chunk_k, params.chunks, params.partial_stride) = (u(chunk_k), u(chunks), u(len));
+        let workgroups = params.tiles(g.input.channels, positions, chunks);
+        let sums = uniform(ctx, "conv2d params", &params);
+        vec![
+            self.tiled.backward_input.dispatch(
+                ctx,
+                &[View::whole(&sums), dy, View::whole(&partials), w],
+                workgroups,
+            ),
+            self.reduce(
+                ctx,
+                params,
+                &partials,
+                (0, len),
+                (dx, len, 0),
+                Conv2dVariant::Tiled,
+            ),
+        ]
+    }
+}
+
+/// How the tiled input gradient splits its sum of `reduction` terms over chunks, for a product
+/// of `tiles` output tiles: `(chunks, terms per chunk)`, the terms a multiple of `TILE_K`. It
+/// splits until about `TILED_WORKGROUPS` workgroups run, keeping at least
+/// `MIN_TERMS_PER_CHUNK` terms in each chunk. Depends only on the geometry (deterministic).
+fn input_grad_chunks(tiles: usize, reduction: usize) -> (usize, usize) {
+    let most = (reduction / MIN_TERMS_PER_CHUNK).max(1);
+    let wanted = TILED_WORKGROUPS.div_ceil(tiles.max(1)).clamp(1, most);
+    let chunk_k = reduction.div_ceil(wanted).div_ceil(TILE_K).max(1) * TILE_K;
+    (reduction.div_ceil(chunk_k).max(1), chunk_k)
+}
+
+/// Columns of the tiled weight gradient's product: one per weight of an output channel
+/// (ci, ky, kx), then one for the bias.
+pub(super) fn weight_columns(g: Conv2dGeometry) -> usize {
+    g.input.channels * g.kernel * g.kernel + 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_tile_sizes_match_the_shader() {
+        for (name, host) in [("TILE_M", TILE_M), ("TILE_N", TILE_N), ("TILE_K", TILE_K)] {
+            let shader = crate::gpu::kernel::shader_const(super::super::TILED.text, name);
+            assert_eq!(shader, host, "{name}");
+        }
+    }
+
+    #[test]
+    fn input_gradient_chunks_cover_every_term_once_in_whole_steps() {
+        // (tiles, terms): the seed model's second layer at batch 128, 32 and 7, a case too
+        // short to split, and one with a single tile.
+        for (tiles, reduction) in [(169, 576), (43, 576), (10, 576), (400, 20), (1, 4000)] {
+            let (chunks, chunk_k) = input_grad_chunks(tiles, reduction);
+            assert_eq!(chunk_k % TILE_K, 0);
+            assert!(chunks * chunk_k >= reduction && (chunks - 1) * chunk_k < reduction);
+            assert!(chunks == 1 || chunk_k >= MIN_TERMS_PER_CHUNK);
+        }
+        // Batch 128 splits the second layer's 576 terms six ways: 1014 workgroups.
+        assert_eq!(input_grad_chunks(169, 576), (6, 96));
+    }
+}
