@@ -15,8 +15,8 @@ use mnist_wgpu::cpu::conv2d::{
 use mnist_wgpu::cpu::CpuBackend;
 use mnist_wgpu::data::{Split, IMAGE_PIXELS};
 use mnist_wgpu::gpu::buffer::{storage_init, View};
-use mnist_wgpu::gpu::conv2d::{Conv2dKernels, Conv2dPass, Conv2dVariant};
-use mnist_wgpu::gpu::dense::{DenseKernels, MatmulVariant};
+use mnist_wgpu::gpu::conv2d::{self, Conv2dKernels, Conv2dPass};
+use mnist_wgpu::gpu::dense::{self, DenseKernels};
 use mnist_wgpu::gpu::gemm::{self, GemmKernel};
 use mnist_wgpu::gpu::kernel::Dispatch;
 use mnist_wgpu::gpu::{GpuBackend, GpuContext};
@@ -92,7 +92,7 @@ fn gpu_conv2(c: &mut Criterion) {
     let v = View::whole;
     let mut group = c.benchmark_group("gpu conv2 n32");
     group.sample_size(10);
-    for variant in Conv2dVariant::ALL {
+    for variant in conv2d::VARIANTS {
         let passes = [
             (
                 "forward",
@@ -138,7 +138,7 @@ fn gpu_matmul(c: &mut Criterion) {
         let buffers: Vec<wgpu::Buffer> = (0..3)
             .map(|_| storage_init(&ctx, "matmul operand", &data).unwrap())
             .collect();
-        for variant in MatmulVariant::ALL {
+        for variant in dense::VARIANTS {
             let views = (
                 View::whole(&buffers[0]),
                 View::whole(&buffers[1]),

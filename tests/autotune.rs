@@ -11,7 +11,8 @@ use mnist_wgpu::config::{AutotuneMode, Optimizer};
 use mnist_wgpu::cpu::CpuBackend;
 use mnist_wgpu::data::load_mnist;
 use mnist_wgpu::gpu::check::compare;
-use mnist_wgpu::gpu::dense::MatmulVariant;
+use mnist_wgpu::gpu::dense;
+use mnist_wgpu::gpu::variant::Variant;
 use mnist_wgpu::gpu::{GpuBackend, GpuContext};
 use mnist_wgpu::model::{init_params, Arch, Plan, MNIST_INPUT};
 
@@ -87,7 +88,7 @@ fn choices_are_timed_once_cached_and_reused() {
     let refreshed = choices(&ctx, AutotuneMode::Refresh, &cache, &[]);
     assert!(refreshed.iter().all(|c| c.source == "tuned"));
 
-    let rule = MatmulVariant::for_adapter(&ctx.info).name();
+    let rule = Variant::for_adapter(&ctx.info).name();
     let off = choices(&ctx, AutotuneMode::Off, &cache, &[]);
     for c in dense_ops(&off) {
         assert_eq!((c.source.as_str(), c.variant.as_str()), ("rule", rule));
@@ -107,7 +108,7 @@ fn an_entry_without_a_newer_variant_is_timed_again() {
     // existed would have it.
     let mut file: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&cache).unwrap()).unwrap();
-    let dropped = MatmulVariant::RegisterBlockedTexture.name();
+    let dropped = Variant::RegisterBlockedTexture.name();
     for entries in file["devices"].as_object_mut().unwrap().values_mut() {
         for entry in entries.as_object_mut().unwrap().values_mut() {
             let timings = entry["timings_us"].as_object_mut().unwrap();
@@ -141,9 +142,9 @@ fn a_corrupt_cache_is_replaced() {
 }
 
 /// The variant the rule would not pick on this adapter.
-fn other_variant(ctx: &GpuContext) -> MatmulVariant {
-    let rule = MatmulVariant::for_adapter(&ctx.info);
-    *MatmulVariant::ALL.iter().find(|&&v| v != rule).unwrap()
+fn other_variant(ctx: &GpuContext) -> Variant {
+    let rule = Variant::for_adapter(&ctx.info);
+    *dense::VARIANTS.iter().find(|&&v| v != rule).unwrap()
 }
 
 #[test]
@@ -220,7 +221,7 @@ fn a_pinned_variant_that_does_not_exist_is_an_error() {
 #[test]
 fn subgroup_variants_are_offered_only_where_they_change_the_pass() {
     use mnist_wgpu::cpu::conv2d::Conv2dGeometry;
-    use mnist_wgpu::gpu::conv2d::{Conv2dKernels, Conv2dPass, Conv2dVariant};
+    use mnist_wgpu::gpu::conv2d::{self, Conv2dKernels, Conv2dPass};
     use mnist_wgpu::model::Shape;
 
     let Some(ctx) = common::gpu_context() else {
@@ -228,7 +229,7 @@ fn subgroup_variants_are_offered_only_where_they_change_the_pass() {
     };
     let kernels = Conv2dKernels::new(&ctx);
     let conv2 = Conv2dGeometry::new(Shape::new(32, 13, 13), 64, 3);
-    let names = |vs: &[Conv2dVariant]| vs.iter().map(|v| v.name()).collect::<Vec<_>>();
+    let names = |vs: &[Variant]| vs.iter().map(|v| v.name()).collect::<Vec<_>>();
     let input = kernels.offer(&ctx.info, Conv2dPass::BackwardInput, conv2);
     assert_eq!(
         names(&input.variants),
@@ -245,14 +246,14 @@ fn subgroup_variants_are_offered_only_where_they_change_the_pass() {
             assert_eq!(offer, input, "{pass:?}");
             continue;
         }
-        assert_eq!(offer.variants, Conv2dVariant::ALL, "{pass:?}");
+        assert_eq!(offer.variants, conv2d::VARIANTS, "{pass:?}");
         let timed = [
             "register-blocked-subgroup",
             "register-blocked-texture-subgroup",
             "tiled",
         ];
         assert_eq!(names(&offer.timed), timed, "{pass:?}");
-        let rule = Conv2dVariant::for_adapter(&ctx.info).with_subgroups();
+        let rule = Variant::for_adapter(&ctx.info).with_subgroups();
         assert_eq!(offer.rule, rule, "{pass:?}");
     }
 }

@@ -159,16 +159,16 @@ impl Autotuner {
     /// is nothing to choose, else the cached choice (unless refreshing), else the fastest of the
     /// offer's timed variants when timed on `ctx`. Their pipelines are compiled before they are
     /// returned (see [`compile_pipelines`]), so that a network is ready to run once built.
-    pub fn choose<V: Variant>(
+    pub fn choose(
         &mut self,
         ctx: &GpuContext,
         (op, shape): (&str, &str),
-        offer: &Offer<V>,
-        build: impl Fn(V) -> Vec<Dispatch>,
+        offer: &Offer,
+        build: impl Fn(Variant) -> Vec<Dispatch>,
     ) -> Result<Vec<Dispatch>> {
         let (variants, rule) = (&offer.timed[..], offer.rule);
         let key = key(op, shape);
-        let claim = |v: V| format!("{key} | {}", v.name());
+        let claim = |v: Variant| format!("{key} | {}", v.name());
         if let Some(claims) = &self.claims {
             for &v in variants {
                 let mine = match claims.lock().expect("claims").entry(claim(v)) {
@@ -188,7 +188,7 @@ impl Autotuner {
         let timed = |name: &str| variants.iter().copied().find(|v| v.name() == name);
         let mut timings = BTreeMap::new();
         let mut compile_seconds = BTreeMap::new();
-        let mut compiled = |v: V| -> Result<Vec<Dispatch>> {
+        let mut compiled = |v: Variant| -> Result<Vec<Dispatch>> {
             let dispatches = build(v);
             compile_seconds.insert(v.name().to_string(), compile_pipelines(ctx, &dispatches)?);
             Ok(dispatches)
@@ -363,14 +363,14 @@ fn read_cache(path: &Path) -> Result<CacheFile> {
 /// sample), and the winner's dispatches. The samples of the variants are taken in turns, so
 /// that a slow spell of the machine (a CPU adapter shares it with everything else) falls on
 /// all of them rather than on the one being timed.
-fn tune<V: Variant>(
+fn tune(
     ctx: &GpuContext,
-    variants: &[V],
-    build: impl Fn(V) -> Vec<Dispatch>,
-) -> Result<Tuned<V>> {
+    variants: &[Variant],
+    build: impl Fn(Variant) -> Vec<Dispatch>,
+) -> Result<Tuned> {
     let mut timings = BTreeMap::new();
     let mut compile_seconds = BTreeMap::new();
-    let mut contenders: Vec<(V, Vec<Dispatch>, Timing)> = Vec::new();
+    let mut contenders: Vec<(Variant, Vec<Dispatch>, Timing)> = Vec::new();
     for &v in variants {
         let dispatches = build(v);
         let best = contenders.iter().map(|(.., t)| t.fastest).reduce(f64::min);
@@ -388,7 +388,7 @@ fn tune<V: Variant>(
             timing.sample(ctx, dispatches)?;
         }
     }
-    let mut best: Option<(V, Vec<Dispatch>, Timing)> = None;
+    let mut best: Option<(Variant, Vec<Dispatch>, Timing)> = None;
     for (v, dispatches, timing) in contenders {
         timings.insert(v.name().to_string(), timing.fastest * 1e6);
         if best
@@ -409,8 +409,8 @@ fn tune<V: Variant>(
 
 /// What `tune` found: the fastest variant and its dispatches, and for every variant its
 /// microseconds per run and the seconds it took to compile.
-struct Tuned<V> {
-    variant: V,
+struct Tuned {
+    variant: Variant,
     dispatches: Vec<Dispatch>,
     timings_us: BTreeMap<String, f64>,
     compile_seconds: BTreeMap<String, f64>,

@@ -1,7 +1,8 @@
 //! The GPU path: WGSL kernels through wgpu. One op family per file, named like its shader
 //! (`shaders/pool2d.wgsl`) and its CPU twin (`cpu/pool2d.rs`), or, for ops with several kernel
-//! variants, per directory (`conv2d/`, `shaders/conv2d/`: a file per variant family); `ops.rs`
-//! lists the ops and their shader modules.
+//! variants, per directory (`conv2d/` and `shaders/conv2d/`, `dense/` and `shaders/dense/`: a
+//! file per variant family; `variant.rs` names the variants); `ops.rs` lists the ops and their
+//! shader modules.
 
 pub mod activation;
 pub mod augment;

@@ -15,15 +15,15 @@ use super::autotune::Autotuner;
 use super::batchnorm::{stats_bytes, BatchNormKernels, BatchNormViews};
 use super::buffer::{storage, ParamBuffers, View};
 use super::context::GpuContext;
-use super::conv2d::{Conv2dKernels, Conv2dPass, Conv2dVariant};
-use super::dense::{DenseKernels, MatmulVariant};
+use super::conv2d::{Conv2dKernels, Conv2dPass};
+use super::dense::DenseKernels;
 use super::dropout::{DropoutKernels, DropoutLayer};
 use super::gather::GatherKernels;
 use super::kernel::{Cost, Dispatch};
 use super::optim::OptimKernels;
 use super::pool2d::Pool2dKernels;
 use super::softmax_xent::SoftmaxXentKernels;
-use super::variant::Offer;
+use super::variant::Variant;
 use crate::config::{Augment, Optimizer};
 use crate::cpu::conv2d::Conv2dGeometry;
 use crate::cpu::dense::DenseGeometry;
@@ -316,9 +316,14 @@ impl CompiledNet {
                     let w = step.weight_index.expect("dense has parameters");
                     let (wv, bv) = (p.view(&p.params, w), p.view(&p.params, w + 1));
                     let g = DenseGeometry::of(step);
-                    dispatches.extend(tune_dense(ctx, tuner, "dense_forward", g, n, |v| {
-                        vec![k.dense.forward(ctx, v, g, n, x, wv, bv, y)]
-                    })?);
+                    dispatches.extend(tune_dense(
+                        ctx,
+                        (tuner, &k.dense),
+                        "dense_forward",
+                        g,
+                        n,
+                        |v| vec![k.dense.forward(ctx, v, g, n, x, wv, bv, y)],
+                    )?);
                 }
                 Layer::Activation(a) if !relu_fused_into_conv(plan, i) => {
                     let len = n * step.output.len();
@@ -459,18 +464,18 @@ fn multiplies(kernel: &str) -> bool {
         .any(|part| kernel.contains(part))
 }
 
-/// The dispatches of a dense pass `op` in the variant `tuner` picks.
+/// The dispatches of a dense pass `op` in the variant `tuner` picks among those that `dense`
+/// offers.
 fn tune_dense(
     ctx: &GpuContext,
-    tuner: &mut Autotuner,
+    (tuner, dense): (&mut Autotuner, &DenseKernels),
     op: &str,
     g: DenseGeometry,
     n: usize,
-    build: impl Fn(MatmulVariant) -> Vec<Dispatch>,
+    build: impl Fn(Variant) -> Vec<Dispatch>,
 ) -> Result<Vec<Dispatch>> {
     let shape = format!("n {n}, {} -> {}", g.inputs, g.outputs);
-    let rule = MatmulVariant::for_adapter(&ctx.info);
-    let offer = Offer::all(MatmulVariant::ALL.to_vec(), rule);
+    let offer = dense.offer(&ctx.info);
     tuner.choose(ctx, (op, &shape), &offer, build)
 }
 
@@ -482,7 +487,7 @@ fn tune_conv(
     (op, pass): (&str, Conv2dPass),
     g: Conv2dGeometry,
     n: usize,
-    build: impl Fn(Conv2dVariant) -> Vec<Dispatch>,
+    build: impl Fn(Variant) -> Vec<Dispatch>,
 ) -> Result<Vec<Dispatch>> {
     let i = g.input;
     let mut shape = format!(
@@ -564,7 +569,7 @@ fn backward_step(
                 let g = DenseGeometry::of(step);
                 out.extend(tune_dense(
                     ctx,
-                    tuner,
+                    (tuner, &k.dense),
                     "dense_backward_weights",
                     g,
                     n,
@@ -572,9 +577,14 @@ fn backward_step(
                 )?);
                 if let Some(dx) = dx {
                     let wv = p.view(&p.params, w);
-                    out.extend(tune_dense(ctx, tuner, "dense_backward_input", g, n, |v| {
-                        vec![k.dense.backward_input(ctx, v, g, n, dy, wv, dx)]
-                    })?);
+                    out.extend(tune_dense(
+                        ctx,
+                        (tuner, &k.dense),
+                        "dense_backward_input",
+                        g,
+                        n,
+                        |v| vec![k.dense.backward_input(ctx, v, g, n, dy, wv, dx)],
+                    )?);
                 }
             }
             Layer::BatchNorm => {

@@ -67,11 +67,7 @@ pub const OPS: &[Op] = &[
         one_file!("batchnorm.wgsl", batchnorm::SOURCE),
         batchnorm::checks,
     ),
-    op(
-        "dense",
-        one_file!("dense.wgsl", dense::SOURCE),
-        dense::checks,
-    ),
+    op("dense", dense::MODULES, dense::checks),
     op("gemm", one_file!("gemm.wgsl", gemm::SOURCE), gemm::checks),
     op(
         "softmax_xent",

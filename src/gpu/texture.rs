@@ -5,8 +5,8 @@
 //! (3.7 ns per float and lane on a 2-core AMD EPYC, against 1.0 ns through an r32float
 //! `textureLoad`, and 1.3 ns for the four floats of an rgba32float texel). Texel `i` (a float or
 //! an integer, or four floats) lies at column `i % TEXTURE_WIDTH` of row `i / TEXTURE_WIDTH`;
-//! readers find it with a mask and a shift (conv2d's `src_at`, `factor_at` and the like in
-//! `shaders/conv2d/reads_texture.wgsl`; dense's `a4_at` and `b4_at`, written by `texture_reads`). A copy, not a kernel, fills the texture:
+//! readers find it with a mask and a shift (the accessors of `shaders/conv2d/reads_texture.wgsl`
+//! and `shaders/dense/reads_texture.wgsl`). A copy, not a kernel, fills the texture:
 //! lavapipe copies with `memcpy`, where a kernel would pay the per-lane loads once more.
 
 use anyhow::Result;
@@ -16,8 +16,8 @@ use super::check::{compare_exact, Comparison, CrossCheck};
 use super::context::GpuContext;
 use crate::rng::random_vec;
 
-/// Texels per row (the readers that `texture_reads` writes divide by it): a power of two, and
-/// rows of 16 or 64 KiB, multiples of the 256 bytes a copy's rows must be.
+/// Texels per row (`TEXTURE_WIDTH` in the shaders that read textures): a power of two, and rows
+/// of 16 or 64 KiB, multiples of the 256 bytes a copy's rows must be.
 pub const TEXTURE_WIDTH: usize = 4096;
 
 /// What a texel holds.
@@ -213,61 +213,4 @@ fn check_copy(ctx: &GpuContext, len: usize, texel: Texel) -> Result<Comparison> 
         &bits(&texels[..floats]),
         &bits(&data[per_texel..]),
     ))
-}
-
-/// `source` with every `name[...]` (where `name` is a whole identifier and the brackets close
-/// on the same line) written `function(...)`: how the texture forms of a shader read what the
-/// storage form indexes.
-pub fn texture_reads(source: &str, name: &str, function: &str) -> String {
-    let pattern = format!("{name}[");
-    let mut out = String::with_capacity(source.len());
-    let mut rest = source;
-    while let Some(at) = rest.find(&pattern) {
-        let open = at + pattern.len();
-        let whole = !rest[..at]
-            .chars()
-            .next_back()
-            .is_some_and(|c| c.is_alphanumeric() || c == '_' || c == '.');
-        match closing_bracket(&rest[open..]).filter(|_| whole) {
-            Some(len) => {
-                out.push_str(&rest[..at]);
-                out.push_str(&format!("{function}({})", &rest[open..open + len]));
-                rest = &rest[open + len + 1..];
-            }
-            None => {
-                out.push_str(&rest[..open]);
-                rest = &rest[open..];
-            }
-        }
-    }
-    out + rest
-}
-
-/// Where the `]` that closes an open `[` lies in `text`, if on its first line.
-fn closing_bracket(text: &str) -> Option<usize> {
-    let mut depth = 0;
-    for (i, c) in text.char_indices() {
-        match c {
-            '[' => depth += 1,
-            ']' if depth == 0 => return Some(i),
-            ']' => depth -= 1,
-            '\n' => return None,
-            _ => {}
-        }
-    }
-    None
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn indexing_becomes_calls_of_whole_names_only() {
-        let source = "a = src[i[j] + 1u] * my_src[k] + p.src[k];\n// src[ unclosed\nb = src[m];";
-        assert_eq!(
-            texture_reads(source, "src", "src_at"),
-            "a = src_at(i[j] + 1u) * my_src[k] + p.src[k];\n// src[ unclosed\nb = src_at(m);"
-        );
-    }
 }

@@ -3,7 +3,7 @@
 //! order (gathers, never scatters; the weight gradient adds fixed chunks of partial sums in chunk
 //! order), so results are bit-reproducible.
 //!
-//! Three families of variants of every pass ([`Conv2dVariant`]), all compiled by
+//! Three families of variants of every pass ([`Variant`]), all compiled by
 //! [`Conv2dKernels::new`]; each call names the one to run, and [`Conv2dKernels::offer`] says
 //! which a pass offers the autotuner, and the default:
 //! - register-blocked (`register_blocked.rs`), for CPU adapters (lavapipe): each invocation
@@ -23,19 +23,21 @@
 //!
 //! Each variant is a list of WGSL files ([`MODULES`]); the block and tile shapes are fixed in
 //! the shaders, and the host counts the blocks or tiles of a geometry (the shaders' header
-//! comments describe each kernel's scheme). The cross-checks are in `checks.rs`.
+//! comments describe each kernel's scheme). The weight gradient's chunk sums, which every
+//! variant shares, are in `sums.rs`; the cross-checks in `checks.rs`.
 
 mod checks;
 mod register_blocked;
 mod subgroup;
+mod sums;
 mod tiled;
 
 use bytemuck::{Pod, Zeroable};
 
-use super::buffer::{storage, uniform, View};
+use super::buffer::View;
 use super::context::GpuContext;
-use super::kernel::{grid_1d, Access, Dispatch, Kernel, ShaderFile, WgslModule};
-use super::variant::Offer;
+use super::kernel::{Access, Dispatch, Kernel, ShaderFile, WgslModule};
+use super::variant::{Offer, Variant};
 use crate::cpu::conv2d::Conv2dGeometry;
 use crate::shader_file;
 pub use checks::checks;
@@ -135,143 +137,41 @@ pub const MODULES: &[WgslModule] = &[
     SUBGROUP_TEXTURE_MODULE,
 ];
 
-/// Chunks of partial sums past which one workgroup, not one invocation, adds up each element:
-/// a chain of that many dependent loads per invocation takes tens of microseconds on a GPU.
-/// (Not on CPU adapters, where the workgroup's barriers cost more than the chain: the
-/// register-blocked variant always adds one element per invocation.)
-const SPLIT_REDUCE_CHUNKS: usize = 64;
 const MAX_GROUPS_PER_DIM: usize = 65535;
 
-/// Which kernels compute a convolution pass. Every variant sums each output in a fixed order in
-/// one invocation (the weight gradient over fixed chunks, then the chunks in order), so a
-/// variant gives the same bits on every run on one adapter; the variants round differently.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Conv2dVariant {
-    /// No workgroup memory or barriers: each invocation keeps a block of 32 channels x 32
-    /// positions of sums in registers. Fast on CPU adapters (lavapipe), where a workgroup is
-    /// SIMD lanes on one CPU thread and every load and barrier is expensive.
-    RegisterBlocked,
-    /// The same kernels reading their activations (x, dy) from r32float textures copied from
-    /// the buffers before each pass: on lavapipe a texture load costs a quarter of a storage
-    /// load on CPUs without AVX-512, where every storage load stalls on store forwarding once
-    /// per lane (see `gpu::texture`).
-    RegisterBlockedTexture,
-    /// `RegisterBlocked` with the values every lane needs (the packed forward's weights, the
-    /// 3x3 weight gradient's dy) loaded once per 8 subgroup lanes and shared (`subgroup.wgsl`):
-    /// the same sums in the same order. Offered only where the adapter has subgroups laid out
-    /// as the kernels need, and only for the passes it changes (`Conv2dPass::shares_loads`).
-    RegisterBlockedSubgroup,
-    /// `RegisterBlockedTexture` sharing loads the same way.
-    RegisterBlockedTextureSubgroup,
-    /// Implicit GEMM with workgroup tiles of `TILE_M x TILE_N` outputs, both operands staged in
-    /// workgroup memory `TILE_K` deep: fast on real GPUs.
-    Tiled,
-}
+/// The variants conv2d implements (`gpu::variant` describes each), in the order the autotuner
+/// times them:
+/// - `RegisterBlocked`: blocks of 32 channels x 32 positions of sums per invocation;
+/// - `RegisterBlockedTexture`: the same reading x and dy from r32float textures;
+/// - `RegisterBlockedSubgroup`, `RegisterBlockedTextureSubgroup`: the same sharing the packed
+///   forward's weights and the 3x3 weight gradient's dy across subgroup lanes, where the adapter
+///   has subgroups laid out as the kernels need, for the passes it changes
+///   ([`Conv2dPass::shares_loads`]);
+/// - `Tiled`: implicit GEMM with workgroup tiles of `TILE_M x TILE_N` outputs, both operands
+///   staged in workgroup memory `TILE_K` deep; the only one with strides and padding.
+pub const VARIANTS: [Variant; 5] = [
+    Variant::RegisterBlocked,
+    Variant::RegisterBlockedTexture,
+    Variant::RegisterBlockedSubgroup,
+    Variant::RegisterBlockedTextureSubgroup,
+    Variant::Tiled,
+];
 
-impl Conv2dVariant {
-    pub const ALL: [Conv2dVariant; 5] = [
-        Conv2dVariant::RegisterBlocked,
-        Conv2dVariant::RegisterBlockedTexture,
-        Conv2dVariant::RegisterBlockedSubgroup,
-        Conv2dVariant::RegisterBlockedTextureSubgroup,
-        Conv2dVariant::Tiled,
-    ];
-
-    /// The variant for an adapter, by a fixed rule: CPU adapters (`wgpu::DeviceType::Cpu`, such
-    /// as lavapipe/llvmpipe) get `RegisterBlocked`, everything else `Tiled`.
-    pub fn for_adapter(info: &wgpu::AdapterInfo) -> Conv2dVariant {
-        match info.device_type {
-            wgpu::DeviceType::Cpu => Conv2dVariant::RegisterBlocked,
-            _ => Conv2dVariant::Tiled,
-        }
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Conv2dVariant::RegisterBlocked => "register-blocked",
-            Conv2dVariant::RegisterBlockedTexture => "register-blocked-texture",
-            Conv2dVariant::RegisterBlockedSubgroup => "register-blocked-subgroup",
-            Conv2dVariant::RegisterBlockedTextureSubgroup => "register-blocked-texture-subgroup",
-            Conv2dVariant::Tiled => "tiled",
-        }
-    }
-
-    /// Whether this is one of the register-blocked variants (the same kernels and blocks).
-    pub fn is_register_blocked(self) -> bool {
-        self != Conv2dVariant::Tiled
-    }
-
-    /// Whether the register-blocked kernels read x and dy from textures.
-    pub fn reads_textures(self) -> bool {
-        use Conv2dVariant::*;
-        matches!(
-            self,
-            RegisterBlockedTexture | RegisterBlockedTextureSubgroup
-        )
-    }
-
-    /// Whether lanes share loads across subgroup lanes.
-    pub fn shares_subgroups(self) -> bool {
-        use Conv2dVariant::*;
-        matches!(
-            self,
-            RegisterBlockedSubgroup | RegisterBlockedTextureSubgroup
-        )
-    }
-
-    /// The form of this variant that shares loads across subgroup lanes (itself if it has none).
-    pub fn with_subgroups(self) -> Conv2dVariant {
-        use Conv2dVariant::*;
-        match self {
-            RegisterBlocked => RegisterBlockedSubgroup,
-            RegisterBlockedTexture => RegisterBlockedTextureSubgroup,
-            v => v,
-        }
-    }
-
-    /// The form of this variant whose lanes load for themselves (itself if it shares nothing).
-    pub fn per_lane(self) -> Conv2dVariant {
-        use Conv2dVariant::*;
-        match self {
-            RegisterBlockedSubgroup => RegisterBlocked,
-            RegisterBlockedTextureSubgroup => RegisterBlockedTexture,
-            v => v,
-        }
-    }
-
-    /// The variants that handle `g`: only the tiled kernels take strides and padding.
-    pub fn candidates(g: Conv2dGeometry) -> &'static [Conv2dVariant] {
-        if g.is_dense() {
-            &Conv2dVariant::ALL
-        } else {
-            &[Conv2dVariant::Tiled]
-        }
-    }
-
-    /// This variant if it handles `g`, else the tiled one.
-    pub fn for_geometry(self, g: Conv2dGeometry) -> Conv2dVariant {
-        if Conv2dVariant::candidates(g).contains(&self) {
-            self
-        } else {
-            Conv2dVariant::Tiled
-        }
-    }
-
-    /// The variant whose [`name`](Conv2dVariant::name) is `name`.
-    pub fn from_name(name: &str) -> Option<Conv2dVariant> {
-        Conv2dVariant::ALL.into_iter().find(|v| v.name() == name)
+/// The variants that handle `g`: only the tiled kernels take strides and padding.
+pub fn candidates(g: Conv2dGeometry) -> &'static [Variant] {
+    if g.is_dense() {
+        &VARIANTS
+    } else {
+        &[Variant::Tiled]
     }
 }
 
-impl super::variant::Variant for Conv2dVariant {
-    fn name(self) -> &'static str {
-        Conv2dVariant::name(self)
-    }
-}
-
-impl std::fmt::Display for Conv2dVariant {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
+/// `variant` if it handles `g`, else the tiled one.
+fn for_geometry(variant: Variant, g: Conv2dGeometry) -> Variant {
+    if candidates(g).contains(&variant) {
+        variant
+    } else {
+        Variant::Tiled
     }
 }
 
@@ -414,34 +314,10 @@ fn grid(groups: usize) -> [u32; 3] {
     [u(x), u(groups.div_ceil(x)), 1]
 }
 
-/// How the weight gradient splits its sum over the `rows` row segments of a batch: `chunks`
-/// chunks of `chunk_rows` each (the last may be shorter), so that about `target` units of work
-/// (invocations or workgroups) run when each chunk takes `per_chunk`. Depends only on the
-/// geometry and the variant, so the summation order, and with it every bit of the result, is
-/// the same on every run.
-fn weight_grad_chunks(rows: usize, per_chunk: usize, target: usize) -> (usize, usize) {
-    let rows = rows.max(1);
-    let wanted = target.div_ceil(per_chunk.max(1)).clamp(1, rows);
-    let chunk_rows = rows.div_ceil(wanted);
-    (rows.div_ceil(chunk_rows), chunk_rows)
-}
-
-/// One view from the start of `a` to the end of `b`, and the elements between them, where `b`
-/// follows `a` in the same buffer.
-fn spanning<'a>(a: View<'a>, b: View<'a>) -> Option<(View<'a>, usize)> {
-    let end = a.offset + a.size;
-    let gap = b.offset.checked_sub(end)?;
-    let view = View {
-        size: b.offset + b.size - a.offset,
-        ..a
-    };
-    (a.buffer == b.buffer && gap % 4 == 0).then_some((view, (gap / 4) as usize))
-}
-
 /// Every conv2d kernel of every variant, compiled once per device.
 pub struct Conv2dKernels {
     register_blocked: RegisterBlockedKernels,
-    /// The same reading src and factor from textures (`Conv2dVariant::RegisterBlockedTexture`).
+    /// The same reading src and factor from textures (`Variant::RegisterBlockedTexture`).
     register_blocked_texture: RegisterBlockedKernels,
     /// The kernels that share loads across subgroup lanes, reading storage and textures, where
     /// the adapter has subgroups laid out as they need (the subgroup variants).
@@ -489,23 +365,18 @@ impl Conv2dKernels {
     /// forms, and the rule takes them: the per-lane forms ran slower on lavapipe (conv2 at batch
     /// 128: forward with pooling 19 against 16.8 ms, 3x3 weight gradient 25.8 against 21.0),
     /// and each would cost a first run seconds of compiling. A pin may still name them.
-    pub fn offer(
-        &self,
-        info: &wgpu::AdapterInfo,
-        pass: Conv2dPass,
-        g: Conv2dGeometry,
-    ) -> Offer<Conv2dVariant> {
-        let rule = Conv2dVariant::for_adapter(info).for_geometry(g);
-        let per_lane: Vec<Conv2dVariant> = Conv2dVariant::candidates(g)
+    pub fn offer(&self, info: &wgpu::AdapterInfo, pass: Conv2dPass, g: Conv2dGeometry) -> Offer {
+        let rule = for_geometry(Variant::for_adapter(info), g);
+        let per_lane: Vec<Variant> = candidates(g)
             .iter()
             .copied()
             .filter(|v| !v.shares_subgroups())
             .collect();
         if self.subgroups.is_none() || !pass.shares_loads(g, self.packed_bindings_fit) {
-            return Offer::all(per_lane, rule);
+            return Offer::all(&per_lane, rule);
         }
         Offer {
-            variants: Conv2dVariant::candidates(g).to_vec(),
+            variants: candidates(g).to_vec(),
             timed: per_lane.iter().map(|v| v.with_subgroups()).collect(),
             rule: rule.with_subgroups(),
         }
@@ -517,15 +388,15 @@ impl Conv2dKernels {
     }
 
     /// The variant that runs a forward or input-gradient pass asked for with `variant`.
-    fn activation_pass_variant(&self, variant: Conv2dVariant, g: Conv2dGeometry) -> Conv2dVariant {
+    fn activation_pass_variant(&self, variant: Variant, g: Conv2dGeometry) -> Variant {
         match variant {
-            v if v.is_register_blocked() && !self.packed_bindings_fit => Conv2dVariant::Tiled,
-            _ => variant.for_geometry(g),
+            v if v.is_register_blocked() && !self.packed_bindings_fit => Variant::Tiled,
+            _ => for_geometry(variant, g),
         }
     }
 
     /// The register-blocked kernels of `variant`.
-    fn blocked(&self, variant: Conv2dVariant) -> &RegisterBlockedKernels {
+    fn blocked(&self, variant: Variant) -> &RegisterBlockedKernels {
         if variant.reads_textures() {
             &self.register_blocked_texture
         } else {
@@ -534,11 +405,11 @@ impl Conv2dKernels {
     }
 
     /// The kernels of `variant` that share loads across subgroup lanes, where it has them.
-    fn shared(&self, variant: Conv2dVariant) -> Option<&SubgroupKernels> {
+    fn shared(&self, variant: Variant) -> Option<&SubgroupKernels> {
         let (storage, textures) = self.subgroups.as_ref()?;
         match variant {
-            Conv2dVariant::RegisterBlockedSubgroup => Some(storage),
-            Conv2dVariant::RegisterBlockedTextureSubgroup => Some(textures),
+            Variant::RegisterBlockedSubgroup => Some(storage),
+            Variant::RegisterBlockedTextureSubgroup => Some(textures),
             _ => None,
         }
     }
@@ -549,7 +420,7 @@ impl Conv2dKernels {
     pub fn forward(
         &self,
         ctx: &GpuContext,
-        variant: Conv2dVariant,
+        variant: Variant,
         g: Conv2dGeometry,
         n: usize,
         relu: bool,
@@ -568,7 +439,7 @@ impl Conv2dKernels {
             ..Conv2dParams::new(g, n)
         };
         match self.activation_pass_variant(variant, g) {
-            Conv2dVariant::Tiled => self.tiled.forward(ctx, params, g, n, (x, w, b, y)),
+            Variant::Tiled => self.tiled.forward(ctx, params, g, n, (x, w, b, y)),
             v => self.register_blocked_forward(ctx, (v, params), g, n, [x, y, w, b]),
         }
     }
@@ -581,7 +452,7 @@ impl Conv2dKernels {
     pub fn forward_relu_maxpool(
         &self,
         ctx: &GpuContext,
-        variant: Conv2dVariant,
+        variant: Variant,
         g: Conv2dGeometry,
         n: usize,
         (x, w, b): (View, View, View),
@@ -612,7 +483,7 @@ impl Conv2dKernels {
     pub fn backward_input(
         &self,
         ctx: &GpuContext,
-        variant: Conv2dVariant,
+        variant: Variant,
         g: Conv2dGeometry,
         n: usize,
         dy: View,
@@ -625,39 +496,11 @@ impl Conv2dKernels {
         let params = Conv2dParams::new(g, n);
         let tiled = || self.tiled_backward_input(ctx, params, g, n, (dy, w, dx));
         match self.activation_pass_variant(variant, g) {
-            Conv2dVariant::Tiled => tiled(),
+            Variant::Tiled => tiled(),
             v => self
                 .register_blocked_backward_input(ctx, (v, params), g, n, [dy, dx, w])
                 // Kernels wider than the position classes allow run tiled.
                 .unwrap_or_else(tiled),
-        }
-    }
-
-    /// The dispatch that adds `params.chunks` chunks (`params.partial_stride` apart) of the
-    /// `len` partial sums from `first` into `out`.
-    fn reduce(
-        &self,
-        ctx: &GpuContext,
-        params: Conv2dParams,
-        partials: &wgpu::Buffer,
-        (first, len): (usize, usize),
-        (out, split, skip): (View, usize, usize),
-        variant: Conv2dVariant,
-    ) -> Dispatch {
-        let chunks = params.chunks as usize;
-        let params = Conv2dParams {
-            len: u(len),
-            partial_first: u(first),
-            out_split: u(split),
-            out_skip: u(skip),
-            ..params
-        };
-        let params = uniform(ctx, "conv2d params", &params);
-        let buffers = [View::whole(&params), View::whole(partials), out];
-        if chunks > SPLIT_REDUCE_CHUNKS && variant == Conv2dVariant::Tiled {
-            self.reduce_split.dispatch(ctx, &buffers, grid(len))
-        } else {
-            self.reduce.dispatch(ctx, &buffers, grid_1d(len))
         }
     }
 
@@ -669,7 +512,7 @@ impl Conv2dKernels {
     pub fn backward_weights(
         &self,
         ctx: &GpuContext,
-        variant: Conv2dVariant,
+        variant: Variant,
         g: Conv2dGeometry,
         n: usize,
         x: View,
@@ -685,9 +528,9 @@ impl Conv2dKernels {
         let mut base = Conv2dParams::new(g, n);
         // The kernel, the work of one chunk, and how much work should run in all.
         let lens = [n * g.input.len(), n * g.output().len()];
-        let variant = Self::where_textures_fit(ctx, variant.for_geometry(g), &lens);
+        let variant = Self::where_textures_fit(ctx, for_geometry(variant, g), &lens);
         let (kernel, per_chunk, target) = match variant {
-            Conv2dVariant::Tiled => self.tiled.weight_grad_work(g),
+            Variant::Tiled => self.tiled.weight_grad_work(g),
             v => self
                 .blocked(v)
                 .weight_grad_work(g, &mut base, self.shared(v)),
@@ -707,7 +550,7 @@ impl Conv2dKernels {
     pub fn backward_weights_pooled(
         &self,
         ctx: &GpuContext,
-        variant: Conv2dVariant,
+        variant: Variant,
         g: Conv2dGeometry,
         n: usize,
         x: View,
@@ -717,7 +560,7 @@ impl Conv2dKernels {
         let out = g.output();
         let pooled_len = n * g.out_channels * (out.height / 2) * (out.width / 2);
         let lens = [n * g.input.len(), pooled_len];
-        let variant = Self::where_textures_fit(ctx, variant.for_geometry(g), &lens);
+        let variant = Self::where_textures_fit(ctx, for_geometry(variant, g), &lens);
         if !(register_blocked::pools_weight_grad(g) && variant.is_register_blocked()) {
             return None;
         }
@@ -746,81 +589,11 @@ impl Conv2dKernels {
         let sources = (x, &inputs[..], &staged[..]);
         Some(self.weight_grad_sums(ctx, (variant, g, base), work, kernel, sources, (dw, db)))
     }
-
-    /// A weight-gradient pass of `kernel` into partial sums over chunks of `rows` row segments,
-    /// `per_chunk` lanes (register-blocked) or tiles (tiled) per chunk and about `target` in
-    /// all, then their reduction into dw and db. The kernel's bindings: params, `x`, the
-    /// partial sums, then `inputs`; the texture variant stages the (binding, elements) of
-    /// `staged` (see `with_sources`).
-    #[allow(clippy::too_many_arguments)]
-    fn weight_grad_sums(
-        &self,
-        ctx: &GpuContext,
-        (variant, g, base): (Conv2dVariant, Conv2dGeometry, Conv2dParams),
-        (rows, per_chunk, target): (usize, usize, usize),
-        kernel: &Kernel,
-        (x, inputs, staged): (View, &[View], &[(usize, usize)]),
-        (dw, db): (View, View),
-    ) -> Vec<Dispatch> {
-        let (mut chunks, mut chunk_rows) = weight_grad_chunks(rows, per_chunk, target);
-        // Each chunk holds the partial dw, then the partial db.
-        let stride = weight_len(g) + g.out_channels;
-        // Owned by the bind groups of the dispatches below, which keep it alive. If the chunks do
-        // not fit in one binding, one chunk (the size of dw and db) does.
-        let partials = storage(ctx, "conv2d partial sums", (4 * chunks * stride) as u64)
-            .or_else(|_| {
-                (chunks, chunk_rows) = (1, rows.max(1));
-                storage(ctx, "conv2d partial sums", 4 * stride as u64)
-            })
-            .expect("conv2d: dw and db fit in one storage binding");
-        let base = Conv2dParams {
-            chunk_rows: u(chunk_rows),
-            chunks: u(chunks),
-            partial_stride: u(stride),
-            ..base
-        };
-        let mut sums = base;
-        let workgroups = if variant.is_register_blocked() {
-            sums.len = u(per_chunk * chunks);
-            register_blocked::block_grid(per_chunk * chunks)
-        } else {
-            sums.tiles(g.out_channels, tiled::weight_columns(g), chunks)
-        };
-        let sums = uniform(ctx, "conv2d params", &sums);
-        let reduce = |first: usize, len: usize, out: (View, usize, usize)| {
-            self.reduce(ctx, base, &partials, (first, len), out, variant)
-        };
-        let (weights, channels) = (weight_len(g), g.out_channels);
-        let mut bindings = vec![View::whole(&sums), x, View::whole(&partials)];
-        bindings.extend_from_slice(inputs);
-        let resources = bindings.into_iter().map(Into::into).collect();
-        self.with_sources(ctx, variant, kernel, resources, staged, workgroups)
-            .into_iter()
-            .chain(match spanning(dw, db) {
-                // One pass instead of two where db follows dw in one buffer (the parameter
-                // buffers' layout): lavapipe pays a fixed cost per dispatch.
-                Some((both, gap)) => vec![reduce(0, weights + channels, (both, weights, gap))],
-                None => vec![
-                    reduce(0, weights, (dw, weights, 0)),
-                    reduce(weights, channels, (db, channels, 0)),
-                ],
-            })
-            .collect()
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn weight_gradient_chunks_cover_every_row_once() {
-        for (rows, per_chunk, target) in [(1, 1, 192), (352, 6, 256), (3328, 1, 256), (400, 2, 256)]
-        {
-            let (chunks, chunk_rows) = weight_grad_chunks(rows, per_chunk, target);
-            assert!(chunks * chunk_rows >= rows && (chunks - 1) * chunk_rows < rows);
-        }
-    }
 
     /// The subgroup variants change the packed forward and the 3x3 weight gradient of the seed
     /// model's second layer (whose 32 input channels make 8 blocks of 4), and nothing else.
@@ -846,19 +619,6 @@ mod tests {
             assert_eq!(pass.shares_loads(g, true), shares, "{pass:?} {g:?}");
         }
         assert!(!Forward.shares_loads(conv2, false));
-    }
-
-    #[test]
-    fn variant_forms_pair_up() {
-        for v in Conv2dVariant::ALL {
-            assert_eq!(v.with_subgroups().per_lane(), v.per_lane());
-            assert_eq!(v.with_subgroups().reads_textures(), v.reads_textures());
-            assert!(!v.per_lane().shares_subgroups());
-            assert_eq!(
-                v.with_subgroups().shares_subgroups(),
-                v.is_register_blocked()
-            );
-        }
     }
 
     /// Every module validates (with subgroup operations where it uses them) and has the entry

@@ -8,7 +8,7 @@
 
 use super::subgroup::SubgroupKernels;
 use super::{
-    grid, u, weight_len, Conv2dKernels, Conv2dParams, Conv2dVariant, REGISTER_BLOCKED_MODULE,
+    grid, u, weight_len, Conv2dKernels, Conv2dParams, Variant, REGISTER_BLOCKED_MODULE,
     REGISTER_BLOCKED_TEXTURE_MODULE,
 };
 use crate::cpu::conv2d::Conv2dGeometry;
@@ -283,7 +283,7 @@ impl Conv2dKernels {
     pub(super) fn register_blocked_forward(
         &self,
         ctx: &GpuContext,
-        (variant, mut params): (Conv2dVariant, Conv2dParams),
+        (variant, mut params): (Variant, Conv2dParams),
         g: Conv2dGeometry,
         n: usize,
         [x, y, w, b]: [View; 4],
@@ -306,7 +306,7 @@ impl Conv2dKernels {
     pub(super) fn register_blocked_forward_pool(
         &self,
         ctx: &GpuContext,
-        (variant, mut params): (Conv2dVariant, Conv2dParams),
+        (variant, mut params): (Variant, Conv2dParams),
         g: Conv2dGeometry,
         n: usize,
         (buffers, argmax): ([View; 4], View),
@@ -331,7 +331,7 @@ impl Conv2dKernels {
     pub(super) fn register_blocked_backward_input(
         &self,
         ctx: &GpuContext,
-        (variant, params): (Conv2dVariant, Conv2dParams),
+        (variant, params): (Variant, Conv2dParams),
         g: Conv2dGeometry,
         n: usize,
         [dy, dx, w]: [View; 3],
@@ -352,15 +352,13 @@ impl Conv2dKernels {
     /// textures would not hold tensors of `lens` elements on this adapter.
     pub(super) fn where_textures_fit(
         ctx: &GpuContext,
-        variant: Conv2dVariant,
+        variant: Variant,
         lens: &[usize],
-    ) -> Conv2dVariant {
+    ) -> Variant {
         let fit = lens.iter().all(|&len| texture::fits(ctx, len));
         match variant {
-            Conv2dVariant::RegisterBlockedTexture if !fit => Conv2dVariant::RegisterBlocked,
-            Conv2dVariant::RegisterBlockedTextureSubgroup if !fit => {
-                Conv2dVariant::RegisterBlockedSubgroup
-            }
+            Variant::RegisterBlockedTexture if !fit => Variant::RegisterBlocked,
+            Variant::RegisterBlockedTextureSubgroup if !fit => Variant::RegisterBlockedSubgroup,
             v => v,
         }
     }
@@ -372,7 +370,7 @@ impl Conv2dKernels {
     pub(super) fn with_sources(
         &self,
         ctx: &GpuContext,
-        variant: Conv2dVariant,
+        variant: Variant,
         kernel: &Kernel,
         resources: Vec<Resource>,
         staged: &[(usize, usize)],
@@ -420,7 +418,7 @@ impl Conv2dKernels {
     fn register_blocked_pass(
         &self,
         ctx: &GpuContext,
-        (variant, params): (Conv2dVariant, Conv2dParams),
+        (variant, params): (Variant, Conv2dParams),
         (pack, packed, unpacked): (&Kernel, &Kernel, &Kernel),
         (buffers, (src_len, w_len)): ([View; 4], (usize, usize)),
         argmax: Option<View>,

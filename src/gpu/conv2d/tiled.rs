@@ -5,7 +5,7 @@
 
 use anyhow::Result;
 
-use super::{grid, u, Conv2dKernels, Conv2dParams, Conv2dVariant, TILED_MODULE};
+use super::{grid, u, Conv2dKernels, Conv2dParams, Variant, TILED_MODULE};
 use crate::cpu::conv2d::Conv2dGeometry;
 use crate::gpu::buffer::{storage, uniform, View};
 use crate::gpu::context::GpuContext;
@@ -133,7 +133,7 @@ impl Conv2dKernels {
                 &partials,
                 (0, len),
                 (dx, len, 0),
-                Conv2dVariant::Tiled,
+                Variant::Tiled,
             ),
         ]
     }

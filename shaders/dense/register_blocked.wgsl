@@ -1,36 +1,11 @@
-// Dense layer passes as matrix multiplies (twin of src/cpu/dense.rs).
-//
-// Every matmul entry point computes  c[m][p] = sum_k A(m, k) * B(k, p)  (+ bias[p] in the
-// *_bias entries), with A as rows x inner, B as inner x cols and c row-major rows x cols.
-// A and B are read through (row, column) strides in elements, so a transposed operand costs
-// nothing: forward is x w^T (+ b), backward input is dy w, backward weights is dy^T x, and the
-// bias gradient is the row sums of the same A = dy^T.
-//
-// Bindings (group 0), shared by every entry point (each uses a subset):
-//   0 params: uniform MatmulParams
-//   1 a: read            (also viewed as a4: array<vec4<f32>>)
-//   2 c: read_write      (also viewed as c4: array<vec4<f32>>)
-//   3 b: read            (also viewed as b4: array<vec4<f32>>)
-//   4 bias: read         (the *_bias entries only)
-//
-// Two variants of the matmul (the host's dense::MatmulVariant); each sums every output in a
-// fixed order, without atomics, so results are reproducible:
-//
-// Tiled (real GPUs): one TILE x TILE workgroup per output tile (2-D launch, x: columns, y: rows)
-// staging TILE x TILE tiles of A and B in workgroup memory; each output summed over k in
-// increasing order by one invocation.
-//   dense_matmul, dense_matmul_bias
-// For products with few outputs and a long k (the forward of a small classifier layer), where
-// a handful of tiles would each walk k alone, the tiled variant splits k instead: one workgroup
-// of WORKGROUP_SIZE per output element (2-D launch (cols, rows)); invocation t sums
-// k = t, t + WORKGROUP_SIZE, ... in order, and workgroup_sum adds those in a fixed tree.
-//   dense_matmul_split, dense_matmul_bias_split
-//
-// Register-blocked (CPU adapters such as lavapipe, where a workgroup is SIMD lanes on one CPU
-// thread, and shared memory, barriers and every load instruction are expensive): no workgroup
-// memory; each invocation keeps a block of outputs in registers and loads 4 floats per load
-// where the layout allows. Out-of-range rows and columns of a block are clamped to the last
-// one for loading (no divergent branches in the k loop) and skipped when storing.
+// Dense, register-blocked (CPU adapters such as lavapipe, where a workgroup is SIMD lanes on one
+// CPU thread, and shared memory, barriers and every load instruction are expensive): no
+// workgroup memory; each invocation keeps a block of outputs in registers and loads 4 floats
+// per load where the layout allows. Out-of-range rows and columns of a block are clamped to the
+// last one for loading (no divergent branches in the k loop) and skipped when storing. A and B
+// are read only through the accessors of reads_storage.wgsl (register-blocked) or
+// reads_texture.wgsl (register-blocked-texture). Bindings: 0 params, 1 a, 2 c (and c4), 3 b,
+// 4 bias (the *_bias entries). Entry points:
 //   dense_matmul_rb, dense_matmul_bias_rb   any strides. Block RB_M rows x RB_N columns; a
 //       workgroup is RB_LANES invocations along rows sharing one column block.
 //       Launch (ceil(cols / RB_N), ceil(rows / (RB_M * RB_LANES))).
@@ -44,138 +19,6 @@
 //       4 * AXPY_V columns; a workgroup is AXPY_LANES invocations along columns sharing one
 //       row block, so they all read A at the same addresses.
 //       Launch (ceil(cols / (4 * AXPY_V * AXPY_LANES)), ceil(rows / AXPY_M)).
-//
-// dense_backward_bias: c[m] = sum_k A(m, k), one workgroup per row of A (folded into 2-D past
-// 65535 workgroups; the extra ones return), split over k like dense_matmul_split.
-
-struct MatmulParams {
-    rows: u32,
-    cols: u32,
-    inner: u32,
-    _pad: u32,
-    // (row stride, column stride) in elements of each operand.
-    a_strides: vec2<u32>,
-    b_strides: vec2<u32>,
-}
-
-@group(0) @binding(0) var<uniform> params: MatmulParams;
-@group(0) @binding(1) var<storage, read> a: array<f32>;
-@group(0) @binding(2) var<storage, read_write> c: array<f32>;
-@group(0) @binding(3) var<storage, read> b: array<f32>;
-@group(0) @binding(4) var<storage, read> bias: array<f32>;
-
-// The same buffers, four floats at a time (the dot and axpy kernels only). Every vec4 they
-// touch lies inside the matrix, so a binding that is not a multiple of 16 bytes is fine.
-@group(0) @binding(1) var<storage, read> a4: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read_write> c4: array<vec4<f32>>;
-@group(0) @binding(3) var<storage, read> b4: array<vec4<f32>>;
-
-fn a_at(row: u32, k: u32) -> f32 {
-    return a[row * params.a_strides.x + k * params.a_strides.y];
-}
-
-fn b_at(k: u32, col: u32) -> f32 {
-    return b[k * params.b_strides.x + col * params.b_strides.y];
-}
-
-// The last row and column of c, which clamped loads fall back to (0 for an empty matrix).
-fn last_row() -> u32 {
-    return max(params.rows, 1u) - 1u;
-}
-
-fn last_col() -> u32 {
-    return max(params.cols, 1u) - 1u;
-}
-
-// ---- Tiled ----
-
-// Side of the square output tile of a workgroup (the host's dense::TILE).
-const TILE: u32 = 16u;
-
-var<workgroup> a_tile: array<array<f32, TILE>, TILE>;
-var<workgroup> b_tile: array<array<f32, TILE>, TILE>;
-
-// A(row, k), or 0 past the edges of A.
-fn a_or_zero(row: u32, k: u32) -> f32 {
-    if row < params.rows && k < params.inner {
-        return a_at(row, k);
-    }
-    return 0.0;
-}
-
-// B(k, col), or 0 past the edges of B.
-fn b_or_zero(k: u32, col: u32) -> f32 {
-    if k < params.inner && col < params.cols {
-        return b_at(k, col);
-    }
-    return 0.0;
-}
-
-// sum_k A(row, k) * B(k, col) for this invocation's element of the workgroup's tile. Positions
-// past the edges load as 0, which leaves in-range sums unchanged. Every invocation must call it
-// (it holds barriers), even those whose element lies outside c.
-fn tiled_dot(local: vec2<u32>, row: u32, col: u32) -> f32 {
-    var sum = 0.0;
-    for (var k0 = 0u; k0 < params.inner; k0 += TILE) {
-        // a_tile[i][j] = A(tile row i, k0 + j); b_tile[i][j] = B(k0 + i, tile column j).
-        a_tile[local.y][local.x] = a_or_zero(row, k0 + local.x);
-        b_tile[local.y][local.x] = b_or_zero(k0 + local.y, col);
-        workgroupBarrier();
-        for (var j = 0u; j < TILE; j++) {
-            sum += a_tile[local.y][j] * b_tile[j][local.x];
-        }
-        workgroupBarrier();
-    }
-    return sum;
-}
-
-@compute @workgroup_size(TILE, TILE)
-fn dense_matmul(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
-    let row = wid.y * TILE + lid.y;
-    let col = wid.x * TILE + lid.x;
-    let sum = tiled_dot(lid.xy, row, col);
-    if row < params.rows && col < params.cols {
-        c[row * params.cols + col] = sum;
-    }
-}
-
-@compute @workgroup_size(TILE, TILE)
-fn dense_matmul_bias(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
-    let row = wid.y * TILE + lid.y;
-    let col = wid.x * TILE + lid.x;
-    let sum = tiled_dot(lid.xy, row, col);
-    if row < params.rows && col < params.cols {
-        c[row * params.cols + col] = sum + bias[col];
-    }
-}
-
-// ---- Split k ----
-
-// sum_k A(row, k) * B(k, col): invocation t's share of k, then the workgroup's fixed tree.
-// Every invocation must call it (it holds barriers).
-fn split_dot(t: u32, row: u32, col: u32) -> f32 {
-    var sum = 0.0;
-    for (var k = t; k < params.inner; k += WORKGROUP_SIZE) {
-        sum += a_at(row, k) * b_at(k, col);
-    }
-    return workgroup_sum(t, sum);
-}
-
-@compute @workgroup_size(WORKGROUP_SIZE)
-fn dense_matmul_split(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) t: u32) {
-    let total = split_dot(t, wid.y, wid.x);
-    if t == 0u {
-        c[wid.y * params.cols + wid.x] = total;
-    }
-}
-
-@compute @workgroup_size(WORKGROUP_SIZE)
-fn dense_matmul_bias_split(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) t: u32) {
-    let total = split_dot(t, wid.y, wid.x);
-    if t == 0u {
-        c[wid.y * params.cols + wid.x] = total + bias[wid.x];
-    }
-}
 
 // ---- Register-blocked, any strides ----
 
@@ -268,7 +111,7 @@ const DOT_LANES: u32 = 8u;
 
 alias DotBlock = array<array<f32, DOT_N>, DOT_M>;
 
-// A(row, k) = a4[row * a_strides.x / 4 + k / 4][k % 4]; B(k, col) likewise with b_strides.y.
+// A(row, k) = a4_at(row * a_strides.x / 4 + k / 4)[k % 4]; B(k, col) likewise with b_strides.y.
 fn dot_sums(row0: u32, col0: u32) -> DotBlock {
     var a_rows: array<u32, DOT_M>;
     for (var i = 0u; i < DOT_M; i++) {
@@ -282,10 +125,10 @@ fn dot_sums(row0: u32, col0: u32) -> DotBlock {
     for (var k4 = 0u; k4 < params.inner / 4u; k4++) {
         var bk: array<vec4<f32>, DOT_N>;
         for (var j = 0u; j < DOT_N; j++) {
-            bk[j] = b4[b_cols[j] + k4];
+            bk[j] = b4_at(b_cols[j] + k4);
         }
         for (var i = 0u; i < DOT_M; i++) {
-            let ak = a4[a_rows[i] + k4];
+            let ak = a4_at(a_rows[i] + k4);
             for (var j = 0u; j < DOT_N; j++) {
                 var s = acc[i][j];
                 s += ak.x * bk[j].x;
@@ -358,7 +201,7 @@ fn dense_matmul_axpy(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(work
     for (var k = 0u; k < params.inner; k++) {
         var bk: array<vec4<f32>, AXPY_V>;
         for (var j = 0u; j < AXPY_V; j++) {
-            bk[j] = b4[k * b_row + b_vecs[j]];
+            bk[j] = b4_at(k * b_row + b_vecs[j]);
         }
         for (var i = 0u; i < AXPY_M; i++) {
             let ak = a_at(rows[i], k);
@@ -375,22 +218,5 @@ fn dense_matmul_axpy(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(work
                 c4[row * vecs + v] = acc[i][j];
             }
         }
-    }
-}
-
-// ---- Bias gradient ----
-
-@compute @workgroup_size(WORKGROUP_SIZE)
-fn dense_backward_bias(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
-    let row = wid.x + wid.y * nwg.x;
-    var sum = 0.0;
-    if row < params.rows {
-        for (var k = t; k < params.inner; k += WORKGROUP_SIZE) {
-            sum += a_at(row, k);
-        }
-    }
-    let total = workgroup_sum(t, sum);
-    if row < params.rows && t == 0u {
-        c[row] = total;
     }
 }

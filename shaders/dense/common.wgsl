@@ -1,0 +1,60 @@
+// Dense layer passes as matrix multiplies (twin of src/cpu/dense.rs; the host is
+// src/gpu/dense/): the part of every module of the op.
+//
+// Every matmul entry point computes  c[m][p] = sum_k A(m, k) * B(k, p)  (+ bias[p] in the
+// *_bias entries), with A as rows x inner, B as inner x cols and c row-major rows x cols.
+// A and B are read through (row, column) strides in elements, so a transposed operand costs
+// nothing: forward is x w^T (+ b), backward input is dy w, backward weights is dy^T x, and the
+// bias gradient is the row sums of the same A = dy^T.
+//
+// A module is this file, one of reads_storage.wgsl / reads_texture.wgsl (how A and B are read:
+// a_element(i) and a4_at(i), likewise for b), then the files of one variant family:
+//   tiled.wgsl, backward_bias.wgsl      the tiled variant (real GPUs), and the bias gradient
+//                                       that every variant runs
+//   register_blocked.wgsl               the register-blocked variants (CPU adapters; with
+//                                       reads_texture.wgsl, register-blocked-texture)
+// The host lists them (src/gpu/dense/mod.rs, `MODULES`). Each sums every output in a fixed
+// order, without atomics, so results are reproducible.
+//
+// Bindings (group 0), shared by every entry point (each uses a subset):
+//   0 params: uniform MatmulParams
+//   1 a: read            (also viewed as a4: array<vec4<f32>>; see the reads files)
+//   2 c: read_write      (also viewed as c4: array<vec4<f32>>)
+//   3 b: read            (also viewed as b4: array<vec4<f32>>; see the reads files)
+//   4 bias: read         (the *_bias entries only)
+
+struct MatmulParams {
+    rows: u32,
+    cols: u32,
+    inner: u32,
+    _pad: u32,
+    // (row stride, column stride) in elements of each operand.
+    a_strides: vec2<u32>,
+    b_strides: vec2<u32>,
+}
+
+@group(0) @binding(0) var<uniform> params: MatmulParams;
+@group(0) @binding(2) var<storage, read_write> c: array<f32>;
+@group(0) @binding(4) var<storage, read> bias: array<f32>;
+
+// c four floats at a time (the axpy kernel only). Every vec4 it touches lies inside the
+// matrix, so a binding that is not a multiple of 16 bytes is fine.
+@group(0) @binding(2) var<storage, read_write> c4: array<vec4<f32>>;
+
+fn a_at(row: u32, k: u32) -> f32 {
+    return a_element(row * params.a_strides.x + k * params.a_strides.y);
+}
+
+fn b_at(k: u32, col: u32) -> f32 {
+    return b_element(k * params.b_strides.x + col * params.b_strides.y);
+}
+
+// The last row and column of c, which clamped loads fall back to (0 for an empty matrix).
+fn last_row() -> u32 {
+    return max(params.rows, 1u) - 1u;
+}
+
+fn last_col() -> u32 {
+    return max(params.cols, 1u) - 1u;
+}
+

@@ -1,0 +1,145 @@
+//! The weight gradient's partial sums and their reduction (`shaders/conv2d/reduce.wgsl`),
+//! shared by every variant: each variant's kernel sums fixed chunks of the batch into partial
+//! sums, and `conv2d_reduce` adds the chunks in chunk order, so the bits never depend on the
+//! machine's timing. Twin: `cpu/conv2d.rs`.
+
+use super::{grid, register_blocked, tiled, u, weight_len, Conv2dKernels, Conv2dParams, Variant};
+use crate::cpu::conv2d::Conv2dGeometry;
+use crate::gpu::buffer::{storage, uniform, View};
+use crate::gpu::context::GpuContext;
+use crate::gpu::kernel::{grid_1d, Dispatch, Kernel};
+
+/// Chunks of partial sums past which one workgroup, not one invocation, adds up each element:
+/// a chain of that many dependent loads per invocation takes tens of microseconds on a GPU.
+/// (Not on CPU adapters, where the workgroup's barriers cost more than the chain: the
+/// register-blocked variant always adds one element per invocation.)
+const SPLIT_REDUCE_CHUNKS: usize = 64;
+
+/// How the weight gradient splits its sum over the `rows` row segments of a batch: `chunks`
+/// chunks of `chunk_rows` each (the last may be shorter), so that about `target` units of work
+/// (invocations or workgroups) run when each chunk takes `per_chunk`. Depends only on the
+/// geometry and the variant, so the summation order, and with it every bit of the result, is
+/// the same on every run.
+fn weight_grad_chunks(rows: usize, per_chunk: usize, target: usize) -> (usize, usize) {
+    let rows = rows.max(1);
+    let wanted = target.div_ceil(per_chunk.max(1)).clamp(1, rows);
+    let chunk_rows = rows.div_ceil(wanted);
+    (rows.div_ceil(chunk_rows), chunk_rows)
+}
+
+/// One view from the start of `a` to the end of `b`, and the elements between them, where `b`
+/// follows `a` in the same buffer.
+fn spanning<'a>(a: View<'a>, b: View<'a>) -> Option<(View<'a>, usize)> {
+    let end = a.offset + a.size;
+    let gap = b.offset.checked_sub(end)?;
+    let view = View {
+        size: b.offset + b.size - a.offset,
+        ..a
+    };
+    (a.buffer == b.buffer && gap % 4 == 0).then_some((view, (gap / 4) as usize))
+}
+
+impl Conv2dKernels {
+    /// The dispatch that adds `params.chunks` chunks (`params.partial_stride` apart) of the
+    /// `len` partial sums from `first` into `out`.
+    pub(super) fn reduce(
+        &self,
+        ctx: &GpuContext,
+        params: Conv2dParams,
+        partials: &wgpu::Buffer,
+        (first, len): (usize, usize),
+        (out, split, skip): (View, usize, usize),
+        variant: Variant,
+    ) -> Dispatch {
+        let chunks = params.chunks as usize;
+        let params = Conv2dParams {
+            len: u(len),
+            partial_first: u(first),
+            out_split: u(split),
+            out_skip: u(skip),
+            ..params
+        };
+        let params = uniform(ctx, "conv2d params", &params);
+        let buffers = [View::whole(&params), View::whole(partials), out];
+        if chunks > SPLIT_REDUCE_CHUNKS && variant == Variant::Tiled {
+            self.reduce_split.dispatch(ctx, &buffers, grid(len))
+        } else {
+            self.reduce.dispatch(ctx, &buffers, grid_1d(len))
+        }
+    }
+
+    /// A weight-gradient pass of `kernel` into partial sums over chunks of `rows` row segments,
+    /// `per_chunk` lanes (register-blocked) or tiles (tiled) per chunk and about `target` in
+    /// all, then their reduction into dw and db. The kernel's bindings: params, `x`, the
+    /// partial sums, then `inputs`; the texture variant stages the (binding, elements) of
+    /// `staged` (see `with_sources`).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn weight_grad_sums(
+        &self,
+        ctx: &GpuContext,
+        (variant, g, base): (Variant, Conv2dGeometry, Conv2dParams),
+        (rows, per_chunk, target): (usize, usize, usize),
+        kernel: &Kernel,
+        (x, inputs, staged): (View, &[View], &[(usize, usize)]),
+        (dw, db): (View, View),
+    ) -> Vec<Dispatch> {
+        let (mut chunks, mut chunk_rows) = weight_grad_chunks(rows, per_chunk, target);
+        // Each chunk holds the partial dw, then the partial db.
+        let stride = weight_len(g) + g.out_channels;
+        // Owned by the bind groups of the dispatches below, which keep it alive. If the chunks do
+        // not fit in one binding, one chunk (the size of dw and db) does.
+        let partials = storage(ctx, "conv2d partial sums", (4 * chunks * stride) as u64)
+            .or_else(|_| {
+                (chunks, chunk_rows) = (1, rows.max(1));
+                storage(ctx, "conv2d partial sums", 4 * stride as u64)
+            })
+            .expect("conv2d: dw and db fit in one storage binding");
+        let base = Conv2dParams {
+            chunk_rows: u(chunk_rows),
+            chunks: u(chunks),
+            partial_stride: u(stride),
+            ..base
+        };
+        let mut sums = base;
+        let workgroups = if variant.is_register_blocked() {
+            sums.len = u(per_chunk * chunks);
+            register_blocked::block_grid(per_chunk * chunks)
+        } else {
+            sums.tiles(g.out_channels, tiled::weight_columns(g), chunks)
+        };
+        let sums = uniform(ctx, "conv2d params", &sums);
+        let reduce = |first: usize, len: usize, out: (View, usize, usize)| {
+            self.reduce(ctx, base, &partials, (first, len), out, variant)
+        };
+        let (weights, channels) = (weight_len(g), g.out_channels);
+        let mut bindings = vec![View::whole(&sums), x, View::whole(&partials)];
+        bindings.extend_from_slice(inputs);
+        let resources = bindings.into_iter().map(Into::into).collect();
+        self.with_sources(ctx, variant, kernel, resources, staged, workgroups)
+            .into_iter()
+            .chain(match spanning(dw, db) {
+                // One pass instead of two where db follows dw in one buffer (the parameter
+                // buffers' layout): lavapipe pays a fixed cost per dispatch.
+                Some((both, gap)) => vec![reduce(0, weights + channels, (both, weights, gap))],
+                None => vec![
+                    reduce(0, weights, (dw, weights, 0)),
+                    reduce(weights, channels, (db, channels, 0)),
+                ],
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn weight_gradient_chunks_cover_every_row_once() {
+        for (rows, per_chunk, target) in [(1, 1, 192), (352, 6, 256), (3328, 1, 256), (400, 2, 256)]
+        {
+            let (chunks, chunk_rows) = weight_grad_chunks(rows, per_chunk, target);
+            assert!(chunks * chunk_rows >= rows && (chunks - 1) * chunk_rows < rows);
+        }
+    }
+}
