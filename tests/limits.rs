@@ -119,6 +119,22 @@ fn data_dir_with(dir: &Path, train_images: &[u8], name: &str) {
     }
 }
 
+/// `train` on the data set in `dir` (its run directory inside) fails small, naming `file`.
+fn assert_training_fails_small(dir: &Path, file: &str) {
+    let run = dir.join("run");
+    let (dir, run) = (dir.to_str().unwrap(), run.to_str().unwrap());
+    let args = [
+        "train",
+        "--backend",
+        "cpu",
+        "--data-dir",
+        dir,
+        "--run-dir",
+        run,
+    ];
+    assert_fails_small(&args, file);
+}
+
 #[test]
 fn a_gzip_stream_that_inflates_to_gigabytes() {
     let tmp = tempfile::tempdir().unwrap();
@@ -134,19 +150,7 @@ fn a_gzip_stream_that_inflates_to_gigabytes() {
         &bomb.finish().unwrap(),
         "train-images-idx3-ubyte.gz",
     );
-    let run = tmp.path().join("run");
-    assert_fails_small(
-        &[
-            "train",
-            "--backend",
-            "cpu",
-            "--data-dir",
-            tmp.path().to_str().unwrap(),
-            "--run-dir",
-            run.to_str().unwrap(),
-        ],
-        "train-images-idx3-ubyte.gz",
-    );
+    assert_training_fails_small(tmp.path(), "train-images-idx3-ubyte.gz");
 }
 
 #[test]
@@ -154,19 +158,7 @@ fn an_idx_header_claiming_2_pow_32_images() {
     let tmp = tempfile::tempdir().unwrap();
     let images = gzip(&idx(0x803, &[u32::MAX, 28, 28], &[0u8; 784]));
     data_dir_with(tmp.path(), &images, "train-images-idx3-ubyte.gz");
-    let run = tmp.path().join("run");
-    assert_fails_small(
-        &[
-            "train",
-            "--backend",
-            "cpu",
-            "--data-dir",
-            tmp.path().to_str().unwrap(),
-            "--run-dir",
-            run.to_str().unwrap(),
-        ],
-        "train-images-idx3-ubyte.gz",
-    );
+    assert_training_fails_small(tmp.path(), "train-images-idx3-ubyte.gz");
 }
 
 #[test]
