@@ -106,8 +106,40 @@ fn write_tensors(
             ))
         })
         .collect::<Result<Vec<_>, safetensors::SafeTensorError>>()?;
-    let bytes = safetensors::serialize(views, Some(metadata))?;
+    let mut bytes = safetensors::serialize(views, Some(metadata))?;
+    sort_header(&mut bytes);
     write_atomic(path, &bytes)
+}
+
+/// Rewrites a serialised file's JSON header with its keys sorted. safetensors writes the
+/// metadata map in hash order, which changes from one process to the next, so two identical
+/// runs would save files with the same tensors but different bytes (and checksums). The
+/// sorted header has the same length (the same compact JSON, keys reordered), so the tensor
+/// offsets that follow it stay valid; the padding spaces are kept.
+fn sort_header(bytes: &mut [u8]) {
+    let Some(len) = bytes
+        .get(..8)
+        .map(|b| u64::from_le_bytes(b.try_into().unwrap()))
+    else {
+        return;
+    };
+    let Some(header) = bytes.get_mut(8..8 + len as usize) else {
+        return;
+    };
+    let Ok(text) = std::str::from_utf8(header) else {
+        return;
+    };
+    // serde_json's maps are ordered by key (no `preserve_order` feature).
+    let Ok(value) = serde_json::from_str::<serde_json::Value>(text.trim_end()) else {
+        return;
+    };
+    let Ok(sorted) = serde_json::to_vec(&value) else {
+        return;
+    };
+    if sorted.len() <= header.len() {
+        header[..sorted.len()].copy_from_slice(&sorted);
+        header[sorted.len()..].fill(b' ');
+    }
 }
 
 /// Reads a checkpoint and checks every tensor's name, dtype and shape against its architecture.

@@ -39,6 +39,30 @@ fn round_trip_keeps_parameters_architecture_and_metadata() {
     );
 }
 
+#[test]
+fn the_same_model_saves_to_the_same_bytes() {
+    // The metadata is a hash map; its order must not reach the file, or two identical runs
+    // save files with different checksums.
+    let dir = tempfile::tempdir().unwrap();
+    let plan = seed_plan();
+    let params = init_params(&plan, 3);
+    let extra: Vec<(&str, String)> = ["seed", "optimizer", "schedule", "augment", "epochs", "lr"]
+        .into_iter()
+        .map(|k| (k, format!("value of {k}")))
+        .collect();
+    let files: Vec<Vec<u8>> = (0..4)
+        .map(|i| {
+            let path = dir.path().join(format!("{i}.safetensors"));
+            save_checkpoint(&path, &plan, &params, &extra).unwrap();
+            std::fs::read(&path).unwrap()
+        })
+        .collect();
+    assert!(files.windows(2).all(|w| w[0] == w[1]));
+    let loaded = load_checkpoint(&dir.path().join("0.safetensors")).unwrap();
+    assert_eq!(loaded.metadata["lr"], "value of lr");
+    assert_eq!(loaded.params, params);
+}
+
 /// Writes the seed model's tensors, letting `edit` change the list before serialising.
 fn write_edited(
     path: &Path,
