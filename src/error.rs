@@ -32,6 +32,19 @@ impl fmt::Display for Interrupted {
 
 impl std::error::Error for Interrupted {}
 
+/// The GPU device went away (a driver reset, an unplugged GPU, `Device::destroy`): work on it
+/// cannot go on, but what was saved before can be resumed.
+#[derive(Debug)]
+pub struct DeviceLost(pub String);
+
+impl fmt::Display for DeviceLost {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for DeviceLost {}
+
 /// 2 when any error in the chain is [`BadInput`], 130 when it is [`Interrupted`], else 1.
 pub fn exit_code(err: &anyhow::Error) -> i32 {
     if err.chain().any(|e| e.is::<BadInput>()) {

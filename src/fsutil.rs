@@ -41,42 +41,56 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     result.with_context(|| format!("{}: cannot write", path.display()))
 }
 
-/// Why [`write_atomic`] could not write a file at `path`, checked without touching the disk:
-/// the path that is in the way and what is wrong with it. `None` when the path is a file or
-/// missing and the nearest existing directory above it is a directory (missing ones are
-/// created).
+/// Why [`write_atomic`] could not write a file at `path`: the path that is in the way and
+/// what is wrong with it. `None` when the path is a file or missing and the nearest existing
+/// directory above it is a directory this process can write in (missing ones are created).
+/// Nothing is written but one empty probe file, removed at once.
 pub fn output_file_problem(path: &Path) -> Option<(PathBuf, String)> {
     if path.file_name().is_none() {
         return Some((path.to_path_buf(), "is not a file path".into()));
     }
     match fs::metadata(path) {
         Ok(m) if m.is_dir() => Some((path.to_path_buf(), "is a directory, not a file".into())),
-        Ok(_) => None,
-        Err(_) => parent_problem(path),
+        // An existing file is replaced by a rename in its directory: what counts is that.
+        Ok(_) | Err(_) => parent_problem(path),
     }
 }
 
-/// Why `path` could not be (or become) a directory to write files into, checked without
-/// touching the disk; see [`output_file_problem`].
+/// Why `path` could not be (or become) a directory to write files into; see
+/// [`output_file_problem`].
 pub fn output_dir_problem(path: &Path) -> Option<(PathBuf, String)> {
     if path.as_os_str().is_empty() {
-        return None; // the current directory
+        return write_problem(Path::new(".")); // the current directory
     }
     match fs::metadata(path) {
-        Ok(m) if m.is_dir() => None,
+        Ok(m) if m.is_dir() => write_problem(path),
         Ok(_) => Some((path.to_path_buf(), "is not a directory".into())),
         Err(_) => parent_problem(path),
     }
 }
 
-/// The nearest existing path above `path`, unless it is a directory.
+/// Why no file can be created in the directory `dir` (read-only, not ours, a read-only file
+/// system), found by creating an empty probe file there and removing it: permissions alone
+/// do not tell (root, ACLs, read-only mounts).
+fn write_problem(dir: &Path) -> Option<(PathBuf, String)> {
+    let probe = dir.join(format!(".mnist-wgpu-probe-{}", std::process::id()));
+    match File::create(&probe) {
+        Ok(_) => {
+            let _ = fs::remove_file(&probe);
+            None
+        }
+        Err(e) => Some((dir.to_path_buf(), format!("cannot be written in ({e})"))),
+    }
+}
+
+/// The nearest existing path above `path`, unless it is a directory we can write in.
 fn parent_problem(path: &Path) -> Option<(PathBuf, String)> {
     for dir in path.ancestors().skip(1) {
         if dir.as_os_str().is_empty() {
-            return None; // a relative path: the current directory
+            return write_problem(Path::new(".")); // a relative path: the current directory
         }
         match fs::metadata(dir) {
-            Ok(m) if m.is_dir() => return None,
+            Ok(m) if m.is_dir() => return write_problem(dir),
             Ok(_) => return Some((dir.to_path_buf(), "is not a directory".into())),
             // Missing (created on writing), or under a file: a path further up says which.
             Err(e)
@@ -103,7 +117,7 @@ mod tests {
     }
 
     #[test]
-    fn output_paths_in_the_way_are_named_without_touching_the_disk() {
+    fn output_paths_in_the_way_are_named_before_any_write() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("file");
         fs::write(&file, b"x").unwrap();
@@ -140,5 +154,7 @@ mod tests {
             Some("is not a file path".into())
         );
         assert!(!new.parent().unwrap().exists(), "nothing is created");
+        let left: Vec<_> = fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(left.len(), 1, "no probe file is left: {left:?}");
     }
 }

@@ -9,13 +9,8 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{assert_bad_input, bundled_data, run_cli, run_cli_ok, test_cache_dir};
-use mnist_wgpu::backend::Backend;
-use mnist_wgpu::checkpoint::{load_checkpoint, load_training_checkpoint, save_training_checkpoint};
-use mnist_wgpu::config::{Optimizer, TrainConfig};
-use mnist_wgpu::data::load_mnist;
-use mnist_wgpu::gpu::GpuBackend;
-use mnist_wgpu::model::{init_params, Arch, Plan, MNIST_INPUT};
-use mnist_wgpu::train::{train_resumable, Resumable, RunState};
+use mnist_wgpu::checkpoint::{load_checkpoint, load_training_checkpoint};
+use mnist_wgpu::train::RunState;
 use rand::{RngExt, SeedableRng};
 
 fn strings(args: &[&str]) -> Vec<String> {
@@ -206,65 +201,98 @@ fn a_checkpoint_write_that_fails_part_way_keeps_the_previous_checkpoint() {
         .collect();
     assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
 
-    // Root ignores directory permissions, so a read-only run directory only fails for others.
-    if unsafe { libc::geteuid() } == 0 {
-        eprintln!("*** SKIPPED the read-only run directory case: running as root ***");
-        return;
-    }
+    // A read-only run directory. Root ignores directory permissions, so as root the resume
+    // runs as `nobody`, for whom the directory is as read-only as for any user.
     use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o555)).unwrap();
-    let out = run_cli(&["train", "--resume", dir.to_str().unwrap(), "--epochs", "2"]);
+    let mut resume =
+        common::cli_command(&["train", "--resume", dir.to_str().unwrap(), "--epochs", "2"]);
+    if unsafe { libc::geteuid() } == 0 {
+        use std::os::unix::process::CommandExt;
+        let home = tmp.path().join("home");
+        std::fs::create_dir(&home).unwrap();
+        std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o777)).unwrap();
+        resume
+            .uid(65534)
+            .gid(65534)
+            .env("HOME", &home)
+            .env("MNIST_WGPU_CACHE_DIR", home.join("cache"));
+    }
+    let out = resume.output().unwrap();
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_ne!(out.status.code(), Some(0), "{stderr}");
-    assert!(stderr.contains(dir.to_str().unwrap()), "{stderr}");
+    // Found before the first step, so no epoch's work is lost to it.
+    assert_bad_input(&out, &format!("{}: cannot be written in", dir.display()));
     assert_eq!(std::fs::read(&last).unwrap(), before);
 }
 
+/// A short GPU run of three epochs on a small model, in `dir`.
+fn short_gpu_run(dir: &Path) -> Vec<String> {
+    let data = bundled_data();
+    let mut args = strings(&[
+        "train",
+        "--backend",
+        "gpu",
+        "--arch",
+        "conv4k3-relu-pool2-flatten-dense10",
+        "--train-limit",
+        "256",
+        "--test-limit",
+        "50",
+        "--epochs",
+        "3",
+        "--data-dir",
+    ]);
+    args.extend([data.display().to_string(), "--run-dir".into()]);
+    args.push(dir.display().to_string());
+    args
+}
+
 #[test]
-fn a_lost_gpu_device_is_an_error_and_the_last_checkpoint_stays() {
-    let Some(ctx) = common::gpu_context() else {
+fn a_lost_gpu_device_is_an_error_that_says_how_to_resume() {
+    if common::gpu_context().is_none() {
         return;
-    };
-    let plan = Plan::new(
-        &Arch::parse("conv4k3-relu-pool2-flatten-dense10").unwrap(),
-        MNIST_INPUT,
-    )
-    .unwrap();
-    let train = load_mnist(&bundled_data()).unwrap().train.truncated(128);
-    let mut backend = GpuBackend::new(
-        &ctx,
-        plan.clone(),
-        &init_params(&plan, 1),
-        Optimizer::adam(1e-3),
-    )
-    .unwrap();
-    let config: TrainConfig = common::config(3, 32, 1, 1e-3);
+    }
     let tmp = tempfile::tempdir().unwrap();
-    let path = tmp.path().join("last.safetensors");
-    let device = ctx.device.clone();
-    let mut on_checkpoint = |b: &mut dyn Backend, state: &RunState| {
-        let json = serde_json::to_string(state)?;
-        let optimizer = b.optimizer_state()?;
-        save_training_checkpoint(&path, &plan, &b.params()?, &optimizer, &[("state", json)])?;
-        // The device goes away after the first epoch's checkpoint, as in a driver reset.
-        device.destroy();
-        Ok(())
-    };
-    let stop = std::sync::atomic::AtomicBool::new(false);
-    let resumable = Resumable {
-        start: RunState::default(),
-        on_checkpoint: &mut on_checkpoint,
-        stop: &stop,
-    };
-    let result = train_resumable(&mut backend, &train, None, &config, &mut |_| {}, resumable);
-    let err = format!("{:#}", result.expect_err("training on a lost device fails"));
-    assert!(err.contains("epoch 2"), "says where: {err}");
-    assert!(err.contains("lost"), "says what: {err}");
-    assert!(!err.contains('\n'), "one line: {err}");
-    let saved = load_training_checkpoint(&path).unwrap();
-    let state: RunState = serde_json::from_str(&saved.checkpoint.metadata["state"]).unwrap();
-    assert_eq!(state.epochs_done, 1);
+    let whole = tmp.path().join("whole");
+    run_cli_ok(&as_strs(&short_gpu_run(&whole)));
+
+    // The device goes away after the first epoch's checkpoint, as in a driver reset.
+    let dir = tmp.path().join("lost");
+    let out = common::cli_command(&as_strs(&short_gpu_run(&dir)))
+        .env("MNIST_WGPU_LOSE_DEVICE_AFTER_EPOCH", "1")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.contains("error")).collect();
+    assert_eq!(errors.len(), 1, "one error line: {stderr}");
+    let error = errors[0];
+    assert!(error.contains("epoch 2"), "says where: {error}");
+    assert!(error.contains("lost"), "says what: {error}");
+    assert!(
+        error.contains("after 1 epoch:"),
+        "says what is kept: {error}"
+    );
+    assert_eq!(last_epoch(&dir), Some(1));
+
+    // The command it gives finishes the run, bit for bit as if nothing had happened.
+    let (_, command) = error
+        .split_once("resume with ")
+        .expect("says how to resume");
+    let command = command.split(" (").next().unwrap();
+    let args: Vec<&str> = command.split(' ').collect();
+    assert_eq!(args[..3], ["mnist-wgpu", "train", "--resume"], "{error}");
+    run_cli_ok(&args[1..]);
+    assert_eq!(
+        model_bits(&dir.join("model.safetensors")),
+        model_bits(&whole.join("model.safetensors"))
+    );
+}
+
+fn as_strs(args: &[String]) -> Vec<&str> {
+    args.iter().map(String::as_str).collect()
 }
 
 #[test]

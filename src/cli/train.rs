@@ -19,7 +19,7 @@ use mnist_wgpu::checkpoint::{
 };
 use mnist_wgpu::config::{Augment, Optimizer, TrainConfig};
 use mnist_wgpu::data::Mnist;
-use mnist_wgpu::error::{bad_input, Interrupted};
+use mnist_wgpu::error::{bad_input, DeviceLost, Interrupted};
 use mnist_wgpu::fsutil::write_atomic;
 use mnist_wgpu::gpu::GpuContext;
 use mnist_wgpu::model::{init_params, Params, Plan};
@@ -337,6 +337,7 @@ fn run(setup: Setup, args: &TrainArgs) -> Result<()> {
         Some(_) => resumed_device(flags, &config)?,
         None => (gpu_context(flags)?, None),
     };
+    let lose_device = lose_device_after_epoch()?.zip(ctx.as_ref().map(|c| c.device.clone()));
     let mut backend = backend_on(ctx, &tuning, plan.clone(), params, optimizer)?;
     let info = backend.info();
     let device = format!("{} ({})", info.backend, info.adapter);
@@ -377,8 +378,18 @@ fn run(setup: Setup, args: &TrainArgs) -> Result<()> {
         ("augment", format!("{:?}", config.train.augment)),
     ];
     let run_json = serde_json::to_string(&config).context("serialising the run")?;
+    // The epochs in the run directory's last checkpoint, for the message of a failed run.
+    let saved_epochs = std::cell::Cell::new(start.epochs_done);
     let mut on_checkpoint = |backend: &mut dyn Backend, state: &RunState| {
-        save_state(&run_dir, &plan, backend, state, &extra, &run_json)
+        save_state(&run_dir, &plan, backend, state, &extra, &run_json)?;
+        saved_epochs.set(state.epochs_done);
+        if let Some((_, device)) = lose_device
+            .as_ref()
+            .filter(|(n, _)| *n == state.epochs_done)
+        {
+            device.destroy();
+        }
+        Ok(())
     };
     let mut progress = EpochProgress::new(config.train.epochs);
     let outcome = train_resumable(
@@ -392,7 +403,8 @@ fn run(setup: Setup, args: &TrainArgs) -> Result<()> {
             on_checkpoint: &mut on_checkpoint,
             stop,
         },
-    )?;
+    )
+    .map_err(|e| with_resume_hint(e, &run_dir, saved_epochs.get()))?;
     if outcome.interrupted {
         return Err(anyhow::Error::new(Interrupted(format!(
             "interrupted: resume with mnist-wgpu train --resume {}",
@@ -443,6 +455,34 @@ fn run(setup: Setup, args: &TrainArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// A lost GPU device ends the run, but the epochs saved before it can go on, on this device
+/// once it is back or on another: the error says how.
+fn with_resume_hint(err: anyhow::Error, run_dir: &Path, saved_epochs: usize) -> anyhow::Error {
+    if saved_epochs == 0 || !err.chain().any(|e| e.is::<DeviceLost>()) {
+        return err;
+    }
+    let hint = format!(
+        "{err:#}; the run directory keeps the checkpoint after {}: resume with mnist-wgpu train --resume {} (add --backend to move to another device)",
+        count(saved_epochs, "epoch"),
+        run_dir.display()
+    );
+    anyhow::Error::new(DeviceLost(hint))
+}
+
+/// `MNIST_WGPU_LOSE_DEVICE_AFTER_EPOCH=N` destroys the GPU device right after epoch N's
+/// checkpoint, as a driver reset would: the fault tests use it to lose the device of a real
+/// run (tests/faults.rs). Unset in normal use.
+fn lose_device_after_epoch() -> Result<Option<usize>> {
+    const VAR: &str = "MNIST_WGPU_LOSE_DEVICE_AFTER_EPOCH";
+    match std::env::var(VAR) {
+        Err(_) => Ok(None),
+        Ok(v) => v
+            .parse()
+            .map(Some)
+            .map_err(|_| bad_input(format!("{VAR}={v}: expected an epoch number"))),
+    }
 }
 
 const BEST: &str = "best.safetensors";

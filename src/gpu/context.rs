@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::{bail, Result};
 
-use crate::error::bad_input;
+use crate::error::{bad_input, DeviceLost};
 
 /// A device and queue on the chosen adapter, created with every limit the adapter offers.
 /// Cloning shares the device.
@@ -20,7 +20,13 @@ pub struct GpuContext {
     pub features: wgpu::Features,
     /// The runtime checks every shader is compiled with.
     pub shader_checks: ShaderChecks,
-    errors: Arc<Mutex<Option<String>>>,
+    errors: Arc<Mutex<Option<DeviceError>>>,
+}
+
+/// The first error the device reported, and whether it was the device's loss.
+struct DeviceError {
+    message: String,
+    lost: bool,
 }
 
 /// Mesa's window-system code prints "XDG_RUNTIME_DIR is invalid or not set" even for compute.
@@ -133,10 +139,16 @@ impl GpuContext {
         };
         let errors = Arc::new(Mutex::new(None));
         let sink = errors.clone();
-        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| record(&sink, e.to_string())));
+        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+            record(&sink, e.to_string(), false)
+        }));
         let sink = errors.clone();
         device.set_device_lost_callback(move |_, message| {
-            record(&sink, format!("the GPU device was lost: {message}"))
+            let why = match message.trim() {
+                "" => String::new(),
+                message => format!(": {message}"),
+            };
+            record(&sink, format!("the GPU device was lost{why}"), true)
         });
         log::debug!(
             "GPU adapter: {} ({:?}, {:?}, driver {})",
@@ -174,7 +186,17 @@ impl GpuContext {
     /// Fails with the first device error recorded since the context was made.
     pub fn check_errors(&self) -> Result<()> {
         match self.errors.lock().expect("error slot").as_ref() {
-            Some(e) => bail!("GPU error on '{}': {}", self.info.name, first_line(e)),
+            Some(e) => {
+                let message = format!(
+                    "GPU error on '{}': {}",
+                    self.info.name,
+                    first_line(&e.message)
+                );
+                match e.lost {
+                    true => Err(anyhow::Error::new(DeviceLost(message))),
+                    false => bail!(message),
+                }
+            }
             None => Ok(()),
         }
     }
@@ -198,11 +220,14 @@ impl GpuContext {
     }
 }
 
-fn record(slot: &Mutex<Option<String>>, message: String) {
+fn record(slot: &Mutex<Option<DeviceError>>, message: String, lost: bool) {
     log::debug!("GPU: {message}");
     let mut slot = slot.lock().expect("error slot");
-    if slot.is_none() {
-        *slot = Some(message);
+    // The first error is the cause; a loss that follows it is still a loss, so that the user
+    // hears the run can be resumed.
+    match slot.as_mut() {
+        None => *slot = Some(DeviceError { message, lost }),
+        Some(first) => first.lost |= lost,
     }
 }
 
