@@ -5,40 +5,6 @@ mod common;
 use common::{assert_bad_input, assert_usage_error, bundled_data, run_cli, run_cli_ok};
 
 #[test]
-fn bad_flags_are_one_line_errors_with_exit_code_2() {
-    assert_bad_input(
-        &run_cli(&["train", "--frobnicate"]),
-        "unexpected argument '--frobnicate'",
-    );
-    assert_bad_input(&run_cli(&["train", "--epochs", "0"]), "--epochs");
-    assert_bad_input(
-        &run_cli(&["train", "--lr", "-1"]),
-        "is not a positive number",
-    );
-    assert_bad_input(
-        &run_cli(&["train", "--lr", "NaN"]),
-        "is not a positive number",
-    );
-    assert_usage_error(
-        &run_cli(&["train", "--optimizer", "adagrad"]),
-        &["'adagrad'", "[possible values: adam, adamw, sgd]"],
-    );
-    assert_bad_input(
-        &run_cli(&["train", "--arch", "conv32k3-wat"]),
-        "--arch: token 2 'wat'",
-    );
-    assert_bad_input(
-        &run_cli(&["train", "--arch", "conv8k3-dense10"]),
-        "add flatten",
-    );
-    assert_bad_input(
-        &run_cli(&["train", "--arch", "seeed"]),
-        "--arch: unknown preset or layer 'seeed'; presets are seed, strong; did you mean 'seed'?",
-    );
-    assert_bad_input(&run_cli(&["fly"]), "unrecognized subcommand 'fly'");
-}
-
-#[test]
 fn help_exits_zero() {
     let out = run_cli(&["train", "--help"]);
     assert_eq!(out.status.code(), Some(0));

@@ -1,0 +1,291 @@
+//! Bad input across every subcommand, flag family and file format, as one table: each case
+//! must end with exit code 2 and one line that names the flag or file and says what is wrong
+//! (or, for the flag parser's usage errors, clap's message with its hints), and never a panic.
+//! Other test files check each format in depth; this one checks that nothing is missed.
+
+mod common;
+
+use std::path::Path;
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+use common::{assert_bad_input, assert_usage_error, cli_command, gzip, write_tiny_dataset};
+use mnist_wgpu::checkpoint::save_checkpoint;
+use mnist_wgpu::model::{init_params, Arch, Plan, MNIST_INPUT};
+
+/// What a case must print: a one-line error containing the text, or a usage error from the
+/// flag parser containing it.
+#[derive(Clone, Copy, Debug)]
+enum Expect {
+    Line(&'static str),
+    Usage(&'static str),
+}
+use Expect::{Line, Usage};
+
+/// A case: environment variables, the arguments (`T` in them is the fixture directory), and
+/// what it must print (`T` replaced likewise).
+struct Case {
+    env: &'static [(&'static str, &'static str)],
+    args: &'static [&'static str],
+    expect: Expect,
+}
+
+const fn case(args: &'static [&'static str], expect: Expect) -> Case {
+    Case {
+        env: &[],
+        args,
+        expect,
+    }
+}
+
+#[rustfmt::skip]
+const CASES: &[Case] = &[
+    // The command line itself.
+    case(&["fly"], Line("unrecognized subcommand 'fly'")),
+    case(&["train", "--frobnicate"], Line("unexpected argument '--frobnicate'")),
+    case(&["eval"], Usage("--model <PATH>")),
+    case(&["train", "--epochs"], Line("a value is required for '--epochs <EPOCHS>'")),
+    case(&["train", "--epochs", "three"], Line("invalid value 'three' for '--epochs <EPOCHS>'")),
+    case(&["train", "--optimizer", "adagrad"], Usage("[possible values: adam, adamw, sgd]")),
+    case(&["train", "--backend", "tpu"], Usage("[possible values: auto, cpu, gpu]")),
+    case(&["profile", "--timing", "sometimes"], Usage("'sometimes'")),
+    case(&["summary", "--arch", "seed", "--arch-file", "T/arch.txt"], Line("cannot be used with")),
+    // train: numbers out of range.
+    case(&["train", "--epochs", "0"], Line("--epochs")),
+    case(&["train", "--batch-size", "0"], Line("--batch-size")),
+    case(&["train", "--lr", "-1"], Line("'-1' is not a positive number")),
+    case(&["train", "--lr", "NaN"], Line("'NaN' is not a positive number")),
+    case(&["train", "--momentum", "1.5"], Line("--momentum")),
+    case(&["train", "--weight-decay", "-1"], Line("--weight-decay")),
+    case(&["train", "--warmup-fraction", "2"], Line("--warmup-fraction")),
+    case(&["train", "--augment", "on", "--augment-shift", "28"], Line("--augment-shift")),
+    case(&["train", "--augment", "on", "--augment-rotation", "500"], Line("--augment-rotation")),
+    case(&["train", "--augment", "on", "--augment-scale", "1"], Line("--augment-scale")),
+    case(&["train", "--train-limit", "0"], Line("--train-limit")),
+    case(&["train", "--val-split", "64"], Line("--val-split 64: leaves no training images")),
+    case(&["train", "--early-stopping", "2"], Line("--early-stopping")),
+    // train: the architecture.
+    case(&["train", "--arch", "conv32k3-wat"], Line("--arch: token 2 'wat'")),
+    case(&["train", "--arch", "conv8k3-dense10"], Line("add flatten")),
+    case(&["train", "--arch", "seeed"], Line("--arch: unknown preset or layer 'seeed'; presets are seed, strong; did you mean 'seed'?")),
+    case(&["train", "--arch", "conv32k40-relu-flatten-dense10"], Line("--arch")),
+    case(&["train", "--arch-file", "T/missing.txt"], Line("T/missing.txt")),
+    case(&["train", "--arch-file", "T/arch-bad.txt"], Line("T/arch-bad.txt")),
+    case(&["train", "--arch-file", "T/empty"], Line("T/empty")),
+    case(&["train", "--arch-file", "T/dir"], Line("T/dir")),
+    // train: the data set.
+    case(&["train", "--data-dir", "T/missing"], Line("T/missing: data directory not found")),
+    case(&["train", "--data-dir", "T/data-empty"], Line("train-images-idx3-ubyte")),
+    case(&["train", "--data-dir", "T/data-magic"], Line("train-images-idx3-ubyte")),
+    case(&["train", "--data-dir", "T/data-short"], Line("train-images-idx3-ubyte")),
+    case(&["train", "--data-dir", "T/data-count"], Line("train-labels-idx1-ubyte")),
+    case(&["train", "--data-dir", "T/data-label"], Line("train-labels-idx1-ubyte")),
+    case(&["train", "--data-dir", "T/data-gzip"], Line("train-images-idx3-ubyte.gz")),
+    case(&["train", "--data-dir", "T/data-size"], Line("t10k-images-idx3-ubyte")),
+    Case { env: &[("MNIST_WGPU_DATA_DIR", "T/missing")], args: &["train"], expect: Line("MNIST_WGPU_DATA_DIR") },
+    // train: where the results go.
+    case(&["train", "--save", "T/dir"], Line("--save T/dir: is a directory")),
+    case(&["train", "--save", "T/file/x.safetensors"], Line("T/file is not a directory")),
+    case(&["train", "--metrics-json", "T/dir"], Line("--metrics-json T/dir: is a directory")),
+    case(&["train", "--plots", "T/file"], Line("--plots T/file: is not a directory")),
+    case(&["train", "--run-dir", "T/file"], Line("--run-dir T/file: is not a directory")),
+    case(&["train", "--resume", "T/missing"], Line("T/missing")),
+    case(&["train", "--resume", "T/dir"], Line("last.safetensors")),
+    case(&["train", "--resume", "T/model-run"], Line("not a training checkpoint")),
+    case(&["train", "--kernels-from", "T/missing.json"], Line("T/missing.json")),
+    case(&["train", "--kernels-from", "T/text.txt"], Line("T/text.txt")),
+    case(&["train", "--kernels-from", "T/kernels-wrong.json"], Line("T/kernels-wrong.json")),
+    case(&["train", "--backend", "auto", "--adapter", "no-such-gpu-anywhere"], Line("--adapter no-such-gpu-anywhere")),
+    // eval: the checkpoint.
+    case(&["eval", "--model", "T/missing.safetensors"], Line("T/missing.safetensors: cannot read checkpoint")),
+    case(&["eval", "--model", "T/text.txt"], Line("T/text.txt: not a safetensors checkpoint")),
+    case(&["eval", "--model", "T/empty"], Line("T/empty: not a safetensors checkpoint")),
+    case(&["eval", "--model", "T/half.safetensors"], Line("T/half.safetensors")),
+    case(&["eval", "--model", "T/dir"], Line("T/dir")),
+    case(&["eval", "--model", "T/model.safetensors", "--test-limit", "0"], Line("--test-limit")),
+    case(&["eval", "--model", "T/model.safetensors", "--metrics-json", "T/dir"], Line("--metrics-json T/dir: is a directory")),
+    case(&["eval", "--model", "T/model.safetensors", "--data-dir", "T/data-magic"], Line("T/data-magic")),
+    // predict: the images.
+    case(&["predict", "--model", "T/model.safetensors"], Usage("<IMAGE>...")),
+    case(&["predict", "--model", "T/model.safetensors", "T/missing.png"], Line("T/missing.png")),
+    case(&["predict", "--model", "T/model.safetensors", "T/text.txt"], Line("T/text.txt: not an image")),
+    case(&["predict", "--model", "T/model.safetensors", "T/broken.png"], Line("T/broken.png")),
+    case(&["predict", "--model", "T/model.safetensors", "T/empty"], Line("T/empty")),
+    case(&["predict", "--model", "T/model.safetensors", "T/dir"], Line("T/dir")),
+    case(&["predict", "--model", "T/text.txt", "T/digit.png"], Line("T/text.txt: not a safetensors checkpoint")),
+    // The other subcommands.
+    case(&["info", "--kernels", "--arch", "banana"], Line("--arch")),
+    case(&["info", "--kernels", "--batch-size", "0"], Line("--batch-size")),
+    case(&["summary", "--arch-file", "T/empty"], Line("T/empty")),
+    case(&["summary", "--arch", "conv32k3-relu-pool9-flatten-dense10"], Line("--arch")),
+    case(&["profile", "--steps", "0"], Line("--steps")),
+    case(&["profile", "--batch-size", "0"], Line("--batch-size")),
+    case(&["profile", "--trace", "T/dir"], Line("--trace T/dir: is a directory")),
+    case(&["bench", "--seconds", "0"], Line("--seconds")),
+    case(&["bench", "--batch-size", "0"], Line("--batch-size")),
+    case(&["bench", "--json", "T/dir"], Line("--json T/dir: is a directory")),
+    case(&["check", "--only", "no-such-kernel"], Line("--only no-such-kernel")),
+    case(&["check", "--adapter", "no-such-gpu-anywhere"], Line("--adapter no-such-gpu-anywhere")),
+    // The environment.
+    Case { env: &[("MNIST_WGPU_SHADER_CHECKS", "some")], args: &["check"], expect: Line("MNIST_WGPU_SHADER_CHECKS") },
+    Case { env: &[("MNIST_WGPU_COMPILE_THREADS", "0")], args: &["info", "--kernels"], expect: Line("MNIST_WGPU_COMPILE_THREADS") },
+];
+
+/// Flags that keep a case short should its error not come first: it must fail before any
+/// work, but a bug must not turn it into a full training run.
+fn short_run_flags(subcommand: &str) -> &'static [(&'static str, &'static str)] {
+    match subcommand {
+        "train" => &[
+            ("--backend", "cpu"),
+            ("--epochs", "1"),
+            ("--train-limit", "64"),
+            ("--test-limit", "10"),
+        ],
+        "eval" => &[("--backend", "cpu"), ("--test-limit", "10")],
+        "bench" => &[("--backend", "cpu"), ("--seconds", "1")],
+        _ => &[],
+    }
+}
+
+fn fixtures(t: &Path) {
+    let plan = Plan::new(&Arch::seed(), MNIST_INPUT).unwrap();
+    save_checkpoint(
+        &t.join("model.safetensors"),
+        &plan,
+        &init_params(&plan, 1),
+        &[],
+    )
+    .unwrap();
+    let model = std::fs::read(t.join("model.safetensors")).unwrap();
+    std::fs::write(t.join("half.safetensors"), &model[..model.len() / 2]).unwrap();
+    // A run directory whose last checkpoint is a plain model, without the run's state.
+    std::fs::create_dir(t.join("model-run")).unwrap();
+    std::fs::write(t.join("model-run/last.safetensors"), &model).unwrap();
+
+    std::fs::create_dir(t.join("dir")).unwrap();
+    std::fs::write(t.join("file"), b"a file\n").unwrap();
+    std::fs::write(t.join("empty"), b"").unwrap();
+    std::fs::write(t.join("text.txt"), b"hello\n").unwrap();
+    std::fs::write(t.join("arch.txt"), b"seed\n").unwrap();
+    std::fs::write(t.join("arch-bad.txt"), b"conv32k3-relu-banana\n").unwrap();
+    std::fs::write(t.join("kernels-wrong.json"), br#"{"kernels": 3}"#).unwrap();
+
+    let digit = image::GrayImage::from_fn(28, 28, |x, y| image::Luma([((x * y) % 256) as u8]));
+    digit.save(t.join("digit.png")).unwrap();
+    let png = std::fs::read(t.join("digit.png")).unwrap();
+    std::fs::write(t.join("broken.png"), &png[..png.len() / 2]).unwrap();
+
+    let data = |name: &str, damage: &dyn Fn(&Path)| {
+        let dir = t.join(name);
+        std::fs::create_dir(&dir).unwrap();
+        write_tiny_dataset(&dir, 64, 16);
+        damage(&dir);
+    };
+    let train_images = |d: &Path| d.join("train-images-idx3-ubyte");
+    let train_labels = |d: &Path| d.join("train-labels-idx1-ubyte");
+    data("data-empty", &|d| {
+        for entry in std::fs::read_dir(d).unwrap() {
+            std::fs::remove_file(entry.unwrap().path()).unwrap();
+        }
+    });
+    data("data-magic", &|d| {
+        let mut bytes = std::fs::read(train_images(d)).unwrap();
+        bytes[2] = 0x07;
+        std::fs::write(train_images(d), bytes).unwrap();
+        let test = d.join("t10k-images-idx3-ubyte");
+        let mut bytes = std::fs::read(&test).unwrap();
+        bytes[2] = 0x07;
+        std::fs::write(test, bytes).unwrap();
+    });
+    data("data-short", &|d| {
+        let bytes = std::fs::read(train_images(d)).unwrap();
+        std::fs::write(train_images(d), &bytes[..bytes.len() - 100]).unwrap();
+    });
+    data("data-count", &|d| {
+        std::fs::write(train_labels(d), common::idx(0x801, &[63], &[1; 63])).unwrap();
+    });
+    data("data-label", &|d| {
+        std::fs::write(train_labels(d), common::idx(0x801, &[64], &[11; 64])).unwrap();
+    });
+    data("data-gzip", &|d| {
+        std::fs::remove_file(train_images(d)).unwrap();
+        std::fs::write(d.join("train-images-idx3-ubyte.gz"), b"not gzip at all").unwrap();
+    });
+    data("data-size", &|d| {
+        // 16 images of 27 x 27 pixels in the test set.
+        let body = vec![0u8; 16 * 27 * 27];
+        let file = common::idx(0x803, &[16, 27, 27], &body);
+        std::fs::write(d.join("t10k-images-idx3-ubyte"), &file).unwrap();
+        std::fs::write(d.join("t10k-images-idx3-ubyte.gz"), gzip(&file)).unwrap();
+        std::fs::remove_file(d.join("t10k-images-idx3-ubyte")).unwrap();
+    });
+}
+
+/// Runs the binary, failing the test if it takes more than two minutes (a case that started
+/// the work it should have refused).
+fn run_within_limit(args: &[String], env: &[(&str, String)]) -> Output {
+    let strs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut command = cli_command(&strs);
+    command
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = command.spawn().unwrap();
+    let start = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > Duration::from_secs(120) {
+            child.kill().unwrap();
+            panic!("{args:?} still ran after two minutes");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn every_bad_input_is_one_clear_line_with_exit_code_2() {
+    assert!(CASES.len() >= 50, "{} cases", CASES.len());
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path().to_str().unwrap().to_string();
+    fixtures(tmp.path());
+    let fill = |s: &str| match s {
+        "T" => t.clone(),
+        _ if s.starts_with("T/") => format!("{t}{}", &s[1..]),
+        _ => s.replace(" T/", &format!(" {t}/")),
+    };
+    let mut failures = Vec::new();
+    for (i, case) in CASES.iter().enumerate() {
+        let mut args: Vec<String> = case.args.iter().map(|a| fill(a)).collect();
+        // A resumed run takes its sizes from the run directory.
+        let resumes = case.args.contains(&"--resume");
+        for (flag, value) in short_run_flags(case.args[0]) {
+            if !case.args.contains(flag) && !resumes {
+                args.extend([flag.to_string(), value.to_string()]);
+            }
+        }
+        if case.args[0] == "train" && !case.args.contains(&"--run-dir") && !resumes {
+            args.extend(["--run-dir".into(), format!("{t}/runs/{i}")]);
+        }
+        let env: Vec<(&str, String)> = case.env.iter().map(|(k, v)| (*k, fill(v))).collect();
+        let out = run_within_limit(&args, &env);
+        let check = std::panic::catch_unwind(|| match case.expect {
+            Line(needle) => assert_bad_input(&out, &fill(needle)),
+            Usage(needle) => assert_usage_error(&out, &[&fill(needle)]),
+        });
+        if let Err(e) = check {
+            let why = e
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            failures.push(format!("{args:?}: {why}"));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases failed:\n{}",
+        failures.len(),
+        CASES.len(),
+        failures.join("\n")
+    );
+}
