@@ -19,5 +19,6 @@ pub mod plots;
 pub mod predict;
 pub mod report;
 pub mod rng;
+pub mod search;
 pub mod text;
 pub mod train;
