@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../fuzz"
 seconds=${1:-60}
-targets=(idx checkpoint arch image autotune_cache)
+targets=(idx checkpoint arch image autotune_cache search_space)
 cargo +nightly fuzz build -O
 for t in "${targets[@]}"; do
   log=$(mktemp)

@@ -126,6 +126,21 @@ const CASES: &[Case] = &[
     case(&["bench", "--json", "T/dir"], Line("--json T/dir: is a directory")),
     case(&["check", "--only", "no-such-kernel"], Line("--only no-such-kernel")),
     case(&["check", "--adapter", "no-such-gpu-anywhere"], Line("--adapter no-such-gpu-anywhere")),
+    // search: the space file and its flags.
+    case(&["search"], Usage("--space <PATH>")),
+    case(&["search", "--space", "T/missing.toml"], Line("--space T/missing.toml")),
+    case(&["search", "--space", "T/space-unknown.toml"], Line("unknown key 'lrr'; known keys: ")),
+    case(&["search", "--space", "T/space-syntax.toml"], Line("--space T/space-syntax.toml: line 2")),
+    case(&["search", "--space", "T/space-empty-choice.toml"], Line("batch_size: the choice list is empty")),
+    case(&["search", "--space", "T/space-reversed.toml"], Line("lr: bounds [0.01, 0.0001] are not increasing")),
+    case(&["search", "--space", "T/space-log-zero.toml"], Line("lr: log_uniform bounds must be positive")),
+    case(&["search", "--space", "T/space-range.toml", "--strategy", "grid"], Line("lr: a grid needs a fixed value or a choice list")),
+    case(&["search", "--space", "T/space-bad-lr.toml"], Line("trial 0 (lr -1): invalid value '-1' for '--lr <LR>'")),
+    case(&["search", "--space", "T/space-epochs.toml"], Line("unknown key 'epochs'")),
+    case(&["search", "--space", "T/space-grid.toml", "--strategy", "grid", "--trials", "3"], Line("--trials 3: the grid of")),
+    case(&["search", "--space", "T/space-grid.toml", "--out", "T/file"], Line("--out T/file: is not a directory")),
+    case(&["search", "--space", "T/space-grid.toml", "--eta", "1"], Line("--eta")),
+    case(&["search", "--resume", "T/dir"], Line("search.json")),
     // The environment.
     Case { env: &[("MNIST_WGPU_SHADER_CHECKS", "some")], args: &["check"], expect: Line("MNIST_WGPU_SHADER_CHECKS") },
     Case { env: &[("MNIST_WGPU_COMPILE_THREADS", "0")], args: &["info", "--kernels"], expect: Line("MNIST_WGPU_COMPILE_THREADS") },
@@ -143,6 +158,13 @@ fn short_run_flags(subcommand: &str) -> &'static [(&'static str, &'static str)] 
         ],
         "eval" => &[("--backend", "cpu"), ("--test-limit", "10")],
         "bench" => &[("--backend", "cpu"), ("--seconds", "1")],
+        "search" => &[
+            ("--backend", "cpu"),
+            ("--max-epochs", "1"),
+            ("--trials", "2"),
+            ("--val-split", "64"),
+            ("--test-limit", "10"),
+        ],
         _ => &[],
     }
 }
@@ -169,6 +191,19 @@ fn fixtures(t: &Path) {
     std::fs::write(t.join("arch.txt"), b"seed\n").unwrap();
     std::fs::write(t.join("arch-bad.txt"), b"conv32k3-relu-banana\n").unwrap();
     std::fs::write(t.join("kernels-wrong.json"), br#"{"kernels": 3}"#).unwrap();
+    for (name, text) in [
+        ("space-unknown.toml", "lrr = 0.1\n"),
+        ("space-syntax.toml", "train_limit = 64\nlr = { log_uniform = [1e-4, \n"),
+        ("space-empty-choice.toml", "batch_size = { choice = [] }\n"),
+        ("space-reversed.toml", "lr = { log_uniform = [1e-2, 1e-4] }\n"),
+        ("space-log-zero.toml", "lr = { log_uniform = [0, 1e-4] }\n"),
+        ("space-range.toml", "lr = { uniform = [1e-4, 1e-2] }\n"),
+        ("space-bad-lr.toml", "lr = -1\n"),
+        ("space-epochs.toml", "epochs = 3\n"),
+        ("space-grid.toml", "train_limit = 64\nlr = { choice = [0.001, 0.002] }\nbatch_size = { choice = [32, 64] }\n"),
+    ] {
+        std::fs::write(t.join(name), text).unwrap();
+    }
 
     let digit = image::GrayImage::from_fn(28, 28, |x, y| image::Luma([((x * y) % 256) as u8]));
     digit.save(t.join("digit.png")).unwrap();
@@ -265,6 +300,9 @@ fn every_bad_input_is_one_clear_line_with_exit_code_2() {
         }
         if case.args[0] == "train" && !case.args.contains(&"--run-dir") && !resumes {
             args.extend(["--run-dir".into(), format!("{t}/runs/{i}")]);
+        }
+        if case.args[0] == "search" && !case.args.contains(&"--out") && !resumes {
+            args.extend(["--out".into(), format!("{t}/searches/{i}")]);
         }
         let env: Vec<(&str, String)> = case.env.iter().map(|(k, v)| (*k, fill(v))).collect();
         let out = run_within_limit(&args, &env);

@@ -94,3 +94,30 @@ fn autotune_cache_corpus() {
         }
     }
 }
+
+#[test]
+fn search_space_corpus() {
+    const KEYS: &[&str] = &[
+        "arch",
+        "batch_size",
+        "dropout",
+        "lr",
+        "nesterov",
+        "optimizer",
+        "seed",
+    ];
+    let mut parsed = 0;
+    for (_, data) in corpus("search_space") {
+        let Ok(text) = std::str::from_utf8(&data) else {
+            continue;
+        };
+        if let Ok(space) = mnist_wgpu::search::Space::parse(text, KEYS) {
+            parsed += 1;
+            if space.grid_size() <= 4096 {
+                let _ = space.grid();
+            }
+            let _ = space.sample(4, 1);
+        }
+    }
+    assert!(parsed >= 3, "the seeds parse");
+}

@@ -93,6 +93,36 @@ pub struct DataArgs {
     pub device: DeviceArgs,
 }
 
+impl DataArgs {
+    /// These flags as a command line would give them (a search passes them to its trials).
+    pub fn to_flags(&self) -> Vec<String> {
+        let mut flags = Vec::new();
+        let mut push = |flag: &str, value: String| flags.extend([flag.to_string(), value]);
+        if let Some(dir) = &self.data_dir {
+            push("--data-dir", dir.display().to_string());
+        }
+        if let Some(n) = self.test_limit {
+            push("--test-limit", n.to_string());
+        }
+        let device = &self.device;
+        let name = |v: &dyn Fn() -> Option<clap::builder::PossibleValue>| {
+            v().map_or(String::new(), |v| v.get_name().to_string())
+        };
+        if let Some(backend) = device.backend {
+            push("--backend", name(&|| backend.to_possible_value()));
+        }
+        if let Some(adapter) = &device.adapter {
+            push("--adapter", adapter.clone());
+        }
+        let autotune = device.kernels.autotune;
+        push("--autotune", name(&|| autotune.to_possible_value()));
+        if let Some(path) = &device.kernels.kernels_from {
+            push("--kernels-from", path.display().to_string());
+        }
+        flags
+    }
+}
+
 /// Where a model runs: the backend, the adapter and the kernel choices.
 #[derive(Args, Debug)]
 pub struct DeviceArgs {

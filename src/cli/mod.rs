@@ -11,6 +11,7 @@ mod gpu;
 mod predict;
 mod print;
 mod profile;
+mod search;
 mod summary;
 mod train;
 
@@ -49,12 +50,15 @@ enum Command {
     Summary(summary::SummaryArgs),
     /// Classify image files (PNG, JPEG, ...) of single digits with a saved model.
     Predict(predict::PredictArgs),
+    /// Search hyperparameters (grid, random, successive halving) over training runs.
+    Search(Box<search::SearchArgs>),
 }
 
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Train(args) => train::train(*args),
         Command::Eval(args) => train::eval(args),
+        Command::Search(args) => search::search(*args),
         Command::Info(args) => gpu::info(args),
         Command::Check(args) => gpu::check(args),
         Command::Profile(args) => profile::profile(args),

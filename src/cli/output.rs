@@ -10,10 +10,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 static STDOUT_GONE: AtomicBool = AtomicBool::new(false);
 static STDERR_GONE: AtomicBool = AtomicBool::new(false);
+static QUIET: AtomicBool = AtomicBool::new(false);
 
-/// Writes to stdout unless an earlier write failed.
+/// Silences (or restores) standard output, not errors or warnings: a search's trials print
+/// nothing of their own, the search prints a line for each.
+pub fn set_quiet(quiet: bool) {
+    QUIET.store(quiet, Ordering::Relaxed);
+}
+
+/// Writes to stdout unless an earlier write failed or output is quiet.
 pub fn write_out(args: fmt::Arguments) {
-    if STDOUT_GONE.load(Ordering::Relaxed) {
+    if STDOUT_GONE.load(Ordering::Relaxed) || QUIET.load(Ordering::Relaxed) {
         return;
     }
     if let Err(e) = io::stdout().lock().write_fmt(args) {

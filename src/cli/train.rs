@@ -144,6 +144,11 @@ struct Setup {
 }
 
 pub fn train(args: TrainArgs) -> Result<()> {
+    train_run(args).map(|_| ())
+}
+
+/// [`train`], returning the run's history (every epoch, the resumed ones too).
+pub fn train_run(args: TrainArgs) -> Result<Vec<EpochStats>> {
     let setup = match &args.resume {
         Some(dir) => resume_setup(dir, args.epochs)?,
         None => new_setup(&args)?,
@@ -305,7 +310,7 @@ fn default_run_dir() -> PathBuf {
     dir
 }
 
-fn run(setup: Setup, args: &TrainArgs) -> Result<()> {
+fn run(setup: Setup, args: &TrainArgs) -> Result<Vec<EpochStats>> {
     let Setup {
         run_dir,
         plan,
@@ -428,6 +433,9 @@ fn run(setup: Setup, args: &TrainArgs) -> Result<()> {
             run_dir.join(BEST).display()
         );
     }
+    if args.trial {
+        return Ok(outcome.history);
+    }
     let metrics_json = run_dir.join(METRICS);
     let metrics: Vec<&Path> = [Some(metrics_json.as_path()), args.metrics_json.as_deref()]
         .into_iter()
@@ -454,7 +462,7 @@ fn run(setup: Setup, args: &TrainArgs) -> Result<()> {
             outln!("wrote {}", path.display());
         }
     }
-    Ok(())
+    Ok(outcome.history)
 }
 
 /// A lost GPU device ends the run, but the epochs saved before it can go on, on this device
@@ -573,13 +581,20 @@ fn save_state(
 /// step and saves; a second one quits at once.
 fn stop_on_ctrl_c() -> Result<&'static AtomicBool> {
     static STOP: AtomicBool = AtomicBool::new(false);
-    ctrlc::set_handler(|| {
-        if STOP.swap(true, Ordering::SeqCst) {
-            std::process::exit(130);
-        }
-    })
-    .context("installing the Ctrl-C handler")?;
-    Ok(&STOP)
+    // Installed once per process: a search trains many runs in one.
+    static INSTALLED: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    let installed = INSTALLED.get_or_init(|| {
+        ctrlc::set_handler(|| {
+            if STOP.swap(true, Ordering::SeqCst) {
+                std::process::exit(130);
+            }
+        })
+        .map_err(|e| e.to_string())
+    });
+    match installed {
+        Ok(()) => Ok(&STOP),
+        Err(e) => anyhow::bail!("installing the Ctrl-C handler: {e}"),
+    }
 }
 
 pub fn eval(args: EvalArgs) -> Result<()> {

@@ -147,12 +147,14 @@ impl Space {
                     Distribution::Choice(values) => {
                         values[rng.random_range(0..values.len())].clone()
                     }
-                    Distribution::Uniform(lo, hi) => {
-                        Value::Float(significant(lo + (hi - lo) * rng.random::<f64>()))
-                    }
+                    // Rounding may step past a bound that has more digits than it keeps.
+                    Distribution::Uniform(lo, hi) => Value::Float(
+                        significant(lo + (hi - lo) * rng.random::<f64>()).clamp(*lo, *hi),
+                    ),
                     Distribution::LogUniform(lo, hi) => {
                         let (a, b) = (lo.ln(), hi.ln());
-                        Value::Float(significant((a + (b - a) * rng.random::<f64>()).exp()))
+                        let x = (a + (b - a) * rng.random::<f64>()).exp();
+                        Value::Float(significant(x).clamp(*lo, *hi))
                     }
                     Distribution::IntUniform(lo, hi) => Value::Int(rng.random_range(*lo..=*hi)),
                 };
@@ -333,6 +335,12 @@ mod tests {
             assert!((1e-4..=1e-2).contains(&lr), "{lr}");
             assert_eq!(lr, significant(lr), "four significant digits: {lr}");
             assert!(matches!(t["batch_size"], Value::Int(1..=3)));
+        }
+        // Bounds with more digits than a draw keeps still bound it.
+        let odd = Space::parse("lr = { uniform = [0.0123449, 0.0123461] }", KNOWN).unwrap();
+        for t in odd.sample(500, 1) {
+            let lr = t["lr"].as_f64().unwrap();
+            assert!((0.0123449..=0.0123461).contains(&lr), "{lr}");
         }
         // Both decades are drawn about equally often on a log scale.
         let low = a

@@ -58,6 +58,10 @@ pub struct TrainArgs {
     pub plots: Option<PathBuf>,
     #[command(flatten)]
     pub data: DataArgs,
+    /// A trial of `search`: the test set is not touched (the search evaluates its best model
+    /// once, at the end) and nothing but the run directory is written.
+    #[arg(skip)]
+    pub trial: bool,
 }
 
 /// The flags a resumed run takes from its checkpoint instead.
