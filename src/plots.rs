@@ -22,7 +22,7 @@ use crate::fsutil::write_atomic;
 use crate::rng::seed32;
 use crate::train::{EpochStats, Evaluation};
 
-const FONT: &str = "sans-serif";
+pub(crate) const FONT: &str = "sans-serif";
 static FONT_BYTES: &[u8] = include_bytes!("../assets/fonts/DejaVuSans.ttf");
 /// Pixels per MNIST pixel in the mistakes grid.
 const DIGIT_SCALE: u32 = 4;
@@ -51,7 +51,7 @@ pub struct AugmentedRun<'a> {
     pub train: &'a Split,
 }
 
-fn register_bundled_font() {
+pub(crate) fn register_bundled_font() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
         // The bundled file is a valid font (the plots test draws with it).
@@ -93,14 +93,18 @@ pub fn write_plots(
     Ok(written)
 }
 
-fn plot_error<E: std::fmt::Debug>(e: E) -> anyhow::Error {
+pub(crate) fn plot_error<E: std::fmt::Debug>(e: E) -> anyhow::Error {
     anyhow!("{e:?}")
 }
 
-type Area<'a> = DrawingArea<BitMapBackend<'a>, Shift>;
+pub(crate) type Area<'a> = DrawingArea<BitMapBackend<'a>, Shift>;
 
 /// Draws a `size` picture with `draw` and writes it to `path` as PNG, atomically.
-fn render_png(path: &Path, size: (u32, u32), draw: impl FnOnce(&Area) -> Result<()>) -> Result<()> {
+pub(crate) fn render_png(
+    path: &Path,
+    size: (u32, u32),
+    draw: impl FnOnce(&Area) -> Result<()>,
+) -> Result<()> {
     let mut pixels = vec![0u8; 3 * size.0 as usize * size.1 as usize];
     {
         let root = BitMapBackend::with_buffer(&mut pixels, size).into_drawing_area();
@@ -208,13 +212,13 @@ fn draw_chart(
 
 /// An axis over an f64 range with the ticks we chose (plotters' own choice puts epochs at
 /// halves, and plotters' `with_key_points` cannot be labelled with a formatter).
-struct Ticked {
+pub(crate) struct Ticked {
     range: RangedCoordf64,
     ticks: Vec<f64>,
 }
 
 impl Ticked {
-    fn new(range: std::ops::Range<f64>, ticks: Vec<f64>) -> Ticked {
+    pub(crate) fn new(range: std::ops::Range<f64>, ticks: Vec<f64>) -> Ticked {
         Ticked {
             range: range.into(),
             ticks,
@@ -262,7 +266,7 @@ fn epoch_ticks(epochs: usize) -> Vec<f64> {
 /// The y range of a chart of `values`: theirs, padded by a tenth of its span and by at least
 /// 5 % of their magnitude (so that one value, or a flat curve, sits in a range of readable
 /// ticks), kept within `limits` (what the values can be); (0, 1) when there are none.
-fn value_range(values: impl Iterator<Item = f64>, limits: (f64, f64)) -> (f64, f64) {
+pub(crate) fn value_range(values: impl Iterator<Item = f64>, limits: (f64, f64)) -> (f64, f64) {
     let (lo, hi) = values.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
         (lo.min(v), hi.max(v))
     });
@@ -281,7 +285,7 @@ fn value_range(values: impl Iterator<Item = f64>, limits: (f64, f64)) -> (f64, f
 
 /// At most `max` ticks in [lo, hi]: the multiples of a step of 1, 2 or 5 times a power of ten,
 /// and the decimals that step needs (0.05: 2), so that every label is as short as it can be.
-fn nice_ticks(lo: f64, hi: f64, max: usize) -> (Vec<f64>, usize) {
+pub(crate) fn nice_ticks(lo: f64, hi: f64, max: usize) -> (Vec<f64>, usize) {
     let span = (hi - lo).max(f64::MIN_POSITIVE);
     let mut power = 10f64.powf((span / max as f64).log10().floor());
     let step = loop {
@@ -305,7 +309,7 @@ fn nice_ticks(lo: f64, hi: f64, max: usize) -> (Vec<f64>, usize) {
 }
 
 /// `value` with `decimals` decimals, never as "-0".
-fn tick_label(value: f64, decimals: usize) -> String {
+pub(crate) fn tick_label(value: f64, decimals: usize) -> String {
     let label = format!("{value:.decimals$}");
     match label.strip_prefix('-') {
         Some(rest) if rest.chars().all(|c| c == '0' || c == '.') => rest.to_string(),

@@ -111,6 +111,8 @@ fn a_grid_runs_exactly_its_product_and_touches_the_test_set_once() {
         serde_json::from_slice(&std::fs::read(out.join("best-metrics.json")).unwrap()).unwrap();
     assert_eq!(best["confusion"].as_array().unwrap().len(), 10);
     assert!(out.join("best.safetensors").exists());
+    let plot = image::open(out.join("search.png")).unwrap();
+    assert_eq!((plot.width(), plot.height()), (1000, 420));
 
     // A grid larger than --trials is refused before any work.
     let small = tmp.path().join("small");

@@ -19,6 +19,7 @@ use super::train::{eval, train_run, EvalArgs, TrainArgs};
 use mnist_wgpu::error::{bad_input, Interrupted};
 use mnist_wgpu::fsutil::write_atomic;
 use mnist_wgpu::model::{Arch, Layer};
+use mnist_wgpu::search::plot::write_search_plot;
 use mnist_wgpu::search::{best, promoted, rungs, Metric, Params, Space, Status, TrialResult};
 use mnist_wgpu::text::count;
 
@@ -557,10 +558,13 @@ fn write_results(out: &Path, results: &[TrialResult], metric: Metric) -> Result<
 /// The results files, the best model, and its one evaluation on the test set.
 fn finish(settings: &Settings, out: &Path, results: &[TrialResult]) -> Result<()> {
     write_results(out, results, settings.metric)?;
+    let plot = out.join("search.png");
+    write_search_plot(&plot, results, settings.metric)?;
     outln!(
-        "wrote {} and {}",
+        "wrote {}, {} and {}",
         out.join("results.json").display(),
-        out.join("results.csv").display()
+        out.join("results.csv").display(),
+        plot.display()
     );
     let Some(best) = best(results, settings.metric) else {
         anyhow::bail!("no trial finished: see {}", out.join(JOURNAL).display());

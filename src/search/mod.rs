@@ -9,6 +9,7 @@
 //!   first rung's epochs; the best 1/eta of them continue from their own checkpoints to the
 //!   next rung, and so on up to `max_epochs`.
 
+pub mod plot;
 pub mod space;
 
 use serde::{Deserialize, Serialize};
