@@ -141,6 +141,7 @@ const CASES: &[Case] = &[
     case(&["search", "--space", "T/space-grid.toml", "--out", "T/file"], Line("--out T/file: is not a directory")),
     case(&["search", "--space", "T/space-grid.toml", "--eta", "1"], Line("--eta")),
     case(&["search", "--resume", "T/dir"], Line("search.json")),
+    case(&["search", "--space", "T/space-grid.toml", "--backend", "auto", "--parallel", "2"], Line("--parallel 2: only with --backend cpu")),
     // The environment.
     Case { env: &[("MNIST_WGPU_SHADER_CHECKS", "some")], args: &["check"], expect: Line("MNIST_WGPU_SHADER_CHECKS") },
     Case { env: &[("MNIST_WGPU_COMPILE_THREADS", "0")], args: &["info", "--kernels"], expect: Line("MNIST_WGPU_COMPILE_THREADS") },

@@ -123,7 +123,7 @@ fn a_grid_runs_exactly_its_product_and_touches_the_test_set_once() {
 }
 
 #[test]
-fn the_same_seed_gives_the_same_search() {
+fn the_same_seed_gives_the_same_search_one_trial_at_a_time_or_two() {
     let runs: Vec<Value> = (0..2)
         .map(|_| {
             let tmp = tempfile::tempdir().unwrap();
@@ -138,6 +138,11 @@ fn the_same_seed_gives_the_same_search() {
         .collect();
     assert_eq!(runs[0], runs[1]);
     assert_eq!(runs[0].as_array().unwrap().len(), 3);
+    // Trials trained two at once, on a thread each, give the same bits.
+    let tmp = tempfile::tempdir().unwrap();
+    let args = ["--trials", "3", "--max-epochs", "1", "--parallel", "2"];
+    run_cli_ok(&strs(&search_flags(tmp.path(), RANDOM_SPACE, &args)));
+    assert_eq!(results_without_seconds(&tmp.path().join("out")), runs[0]);
     let tmp = tempfile::tempdir().unwrap();
     let flags = search_flags(
         tmp.path(),

@@ -25,7 +25,16 @@ pub fn while_working<T>(message: &str, work: impl FnOnce() -> T) -> T {
     result
 }
 
-/// One progress bar per epoch (hidden when stderr is not a terminal) and a summary line after.
+static PROGRESS_BARS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+/// Turns the epochs' progress bars off (trials of a search training at once would draw over
+/// each other) or back on.
+pub fn set_progress_bars(on: bool) {
+    PROGRESS_BARS.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// One progress bar per epoch (hidden when stderr is not a terminal, or turned off) and a
+/// summary line after.
 pub struct EpochProgress {
     epochs: usize,
     bar: Option<ProgressBar>,
@@ -44,7 +53,10 @@ impl EpochProgress {
     pub fn update(&mut self, progress: Progress) {
         match progress {
             Progress::EpochStart { epoch, steps } => {
-                let bar = ProgressBar::new(steps as u64);
+                let bar = match PROGRESS_BARS.load(std::sync::atomic::Ordering::Relaxed) {
+                    true => ProgressBar::new(steps as u64),
+                    false => ProgressBar::hidden(),
+                };
                 let style = ProgressStyle::with_template(
                     "epoch {prefix} [{bar:30}] {pos}/{len} {msg} ETA {eta}",
                 )

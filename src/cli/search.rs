@@ -77,6 +77,10 @@ pub struct SearchArgs {
         "out", "data_dir", "test_limit", "backend", "adapter", "autotune", "kernels_from",
     ])]
     pub resume: Option<PathBuf>,
+    /// Trials to train at once, each on its share of the threads (CPU path only); the results
+    /// are the same bits as one at a time.
+    #[arg(long, value_name = "K", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=256))]
+    pub parallel: u64,
     #[command(flatten)]
     pub data: DataArgs,
 }
@@ -159,21 +163,90 @@ pub fn search(args: SearchArgs) -> Result<()> {
             format!("; {} already done", count(results.len(), "trial rung"))
         }
     );
+    let parallel = parallel_trials(&args, &settings)?;
     let mut running: Vec<usize> = (0..trials.len()).collect();
     for (rung, &epochs) in rung_epochs.iter().enumerate() {
-        for &trial in &running {
-            if results.iter().any(|r| r.trial == trial && r.rung == rung) {
-                continue;
+        let pending: Vec<usize> = (running.iter().copied())
+            .filter(|&t| !results.iter().any(|r| r.trial == t && r.rung == rung))
+            .collect();
+        for batch in pending.chunks(parallel) {
+            let outcomes = run_batch(&settings, &out, &trials, batch, rung, epochs, parallel);
+            // Finished trials are journalled in trial order, whatever order they ended in.
+            let mut interrupted = None;
+            for outcome in outcomes {
+                match outcome {
+                    Ok(result) => {
+                        append_journal(&out, &result)?;
+                        print_result(&result, &results, settings.metric, trials.len());
+                        results.push(result);
+                    }
+                    Err(e) => interrupted = interrupted.or(Some(e)),
+                }
             }
-            let result = run_trial(&settings, &out, &trials[trial], trial, rung, epochs)?;
-            append_journal(&out, &result)?;
-            print_result(&result, &results, settings.metric, trials.len());
-            results.push(result);
+            if let Some(e) = interrupted {
+                return Err(e);
+            }
         }
         let this_rung: Vec<&TrialResult> = results.iter().filter(|r| r.rung == rung).collect();
         running = promoted(&this_rung, settings.metric, settings.eta);
     }
     finish(&settings, &out, &results)
+}
+
+/// How many trials train at once: `--parallel`, on the CPU path only (a GPU runs one at a
+/// time), with the machine's threads split between them.
+fn parallel_trials(args: &SearchArgs, settings: &Settings) -> Result<usize> {
+    let k = args.parallel as usize;
+    let on_cpu = (settings.flags.windows(2)).any(|w| w[0] == "--backend" && w[1] == "cpu");
+    if k > 1 && !on_cpu {
+        return Err(bad_input(format!(
+            "--parallel {k}: only with --backend cpu (a GPU trains one trial at a time)"
+        )));
+    }
+    Ok(k)
+}
+
+/// Trains `batch` (at most `parallel` trials) at once, each on its share of the threads, with
+/// the trials' own output off; the outcomes in the batch's order.
+fn run_batch(
+    settings: &Settings,
+    out: &Path,
+    trials: &[Params],
+    batch: &[usize],
+    rung: usize,
+    epochs: u64,
+    parallel: usize,
+) -> Vec<Result<TrialResult>> {
+    super::output::set_quiet(true);
+    super::print::set_progress_bars(parallel == 1);
+    let outcomes = if parallel == 1 {
+        (batch.iter())
+            .map(|&t| run_trial(settings, out, &trials[t], t, rung, epochs))
+            .collect()
+    } else {
+        let threads = (rayon::current_num_threads() / parallel).max(1);
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = (batch.iter())
+                .map(|&t| {
+                    scope.spawn(move || {
+                        let pool = rayon::ThreadPoolBuilder::new()
+                            .num_threads(threads)
+                            .build()?;
+                        pool.install(|| run_trial(settings, out, &trials[t], t, rung, epochs))
+                    })
+                })
+                .collect();
+            (handles.into_iter())
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err(anyhow::anyhow!("a trial panicked")))
+                })
+                .collect()
+        })
+    };
+    super::output::set_quiet(false);
+    super::print::set_progress_bars(true);
+    outcomes
 }
 
 /// The keys a space may use: every train flag the search does not set itself, and `dropout`.
@@ -383,9 +456,7 @@ fn run_trial(
     let mut args = parse_train(&flags)?;
     args.trial = true;
     let start = Instant::now();
-    super::output::set_quiet(true);
     let outcome = train_run(args);
-    super::output::set_quiet(false);
     let seconds = start.elapsed().as_secs_f64();
     let mut result = TrialResult {
         trial,
