@@ -29,23 +29,27 @@ fn model_bits(path: &Path) -> Vec<Vec<u32>> {
 /// A short CPU run of six epochs of ten steps: a checkpoint every few hundred milliseconds, so
 /// that random kills land in steps, in evaluation and in checkpoint writes.
 fn short_run(dir: &Path) -> Vec<String> {
-    let data = bundled_data();
-    let mut args = strings(&[
-        "train",
-        "--backend",
-        "cpu",
-        "--train-limit",
-        "320",
-        "--test-limit",
-        "50",
-        "--epochs",
-        "6",
-        "--lr-schedule",
-        "cosine",
-        "--data-dir",
-    ]);
-    args.extend([data.display().to_string(), "--run-dir".into()]);
-    args.push(dir.display().to_string());
+    train_in(
+        dir,
+        &[
+            "--backend",
+            "cpu",
+            "--train-limit",
+            "320",
+            "--epochs",
+            "6",
+            "--lr-schedule",
+            "cosine",
+        ],
+    )
+}
+
+/// `train` with `flags`, the bundled data, 50 test images and `dir` as the run directory.
+fn train_in(dir: &Path, flags: &[&str]) -> Vec<String> {
+    let mut args = strings(&["train", "--test-limit", "50"]);
+    args.extend(strings(flags));
+    args.extend(["--data-dir".into(), bundled_data().display().to_string()]);
+    args.extend(["--run-dir".into(), dir.display().to_string()]);
     args
 }
 
@@ -228,24 +232,20 @@ fn a_checkpoint_write_that_fails_part_way_keeps_the_previous_checkpoint() {
 
 /// A short GPU run of three epochs on a small model, in `dir`.
 fn short_gpu_run(dir: &Path) -> Vec<String> {
-    let data = bundled_data();
-    let mut args = strings(&[
-        "train",
-        "--backend",
-        "gpu",
-        "--arch",
-        "conv4k3-relu-pool2-flatten-dense10",
-        "--train-limit",
-        "256",
-        "--test-limit",
-        "50",
-        "--epochs",
-        "3",
-        "--data-dir",
-    ]);
-    args.extend([data.display().to_string(), "--run-dir".into()]);
-    args.push(dir.display().to_string());
-    args
+    let small = "conv4k3-relu-pool2-flatten-dense10";
+    train_in(
+        dir,
+        &[
+            "--backend",
+            "gpu",
+            "--arch",
+            small,
+            "--train-limit",
+            "256",
+            "--epochs",
+            "3",
+        ],
+    )
 }
 
 #[test]

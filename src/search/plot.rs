@@ -119,14 +119,7 @@ fn draw_by_trial(area: &Area, points: &[Point], metric: Metric, label: &str) -> 
                 .map(|p| Circle::new((p.trial as f64, p.score), 4, PALETTE[0].filled())),
         )
         .map_err(plot_error)?;
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::LowerRight)
-        .label_font((FONT, 13))
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .draw()
-        .map_err(plot_error)
+    draw_labels(&mut chart)
 }
 
 fn better(metric: Metric, a: f64, b: f64) -> bool {
@@ -286,6 +279,13 @@ fn legend<'a>(
             .label(format!("{key} {value}"))
             .legend(move |(x, y)| Circle::new((x + 8, y), 4, colour.filled()));
     }
+    draw_labels(chart)
+}
+
+/// The chart's series labels, in its lower right corner (where accuracy rarely is).
+fn draw_labels<'a>(
+    chart: &mut ChartContext<'a, BitMapBackend<'a>, Cartesian2d<Ticked, Ticked>>,
+) -> Result<()> {
     chart
         .configure_series_labels()
         .position(SeriesLabelPosition::LowerRight)
