@@ -131,7 +131,8 @@ proptest! {
         plan in small_plan(),
         seed in any::<u64>(),
         values in prop::collection::vec(any::<u32>(), 1..64),
-        metadata in prop::collection::vec(("[a-z_]{1,12}", "\\PC{0,40}"), 0..6),
+        // A map: one value a key, as metadata is.
+        metadata in prop::collection::btree_map("[a-z_]{1,12}", "\\PC{0,40}", 0..6),
     ) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("model.safetensors");
