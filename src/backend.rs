@@ -103,7 +103,10 @@ pub trait Backend {
         self.take_train_stats().map(Some)
     }
 
-    /// Logits (`n x 10`) for `n` raw images (`n x 784` bytes).
+    /// The classes the model tells apart, its output width (the plan's `classes`).
+    fn classes(&self) -> usize;
+
+    /// Logits (`n x classes`) for `n` raw images (`n x 784` bytes).
     fn predict_logits(&mut self, images: &[u8]) -> Result<Vec<f32>>;
 
     /// The current parameters.

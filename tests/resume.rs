@@ -146,6 +146,9 @@ impl Backend for StopAfter<'_> {
     fn take_train_stats(&mut self) -> anyhow::Result<TrainStats> {
         self.inner.take_train_stats()
     }
+    fn classes(&self) -> usize {
+        self.inner.classes()
+    }
     fn predict_logits(&mut self, images: &[u8]) -> anyhow::Result<Vec<f32>> {
         self.inner.predict_logits(images)
     }

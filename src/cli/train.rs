@@ -18,7 +18,7 @@ use mnist_wgpu::checkpoint::{
     TrainingCheckpoint,
 };
 use mnist_wgpu::config::{Augment, Optimizer, TrainConfig};
-use mnist_wgpu::data::Mnist;
+use mnist_wgpu::data::{check_labels, labels_file, Mnist};
 use mnist_wgpu::error::{bad_input, DeviceLost, Interrupted};
 use mnist_wgpu::fsutil::write_atomic;
 use mnist_wgpu::gpu::GpuContext;
@@ -54,11 +54,49 @@ struct DataSource {
     data_dir: Option<PathBuf>,
     train_limit: Option<u64>,
     test_limit: Option<u64>,
+    /// `--classes`: the labels kept, relabelled by their position (absent in older runs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    classes: Option<Vec<u8>>,
+    /// `--per-class-limit`: training images kept per class.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    per_class_limit: Option<u64>,
 }
 
-fn load_data(source: &DataSource) -> Result<Mnist> {
+/// The data of `source` for a model of `classes` outputs: the classes chosen, the limits
+/// applied, and every label checked to be below `classes` (a one-line error naming the file);
+/// for `training`, or else only for the test split (which is all `eval` reads).
+fn load_data(source: &DataSource, classes: usize, training: bool) -> Result<Mnist> {
     let start = Instant::now();
-    let mut mnist = load_mnist_from(source.data_dir.as_deref())?;
+    let dir = source.data_dir.as_deref();
+    let mut mnist = load_mnist_from(dir)?;
+    if let Some(list) = &source.classes {
+        if list.len() != classes {
+            return Err(bad_input(format!(
+                "--classes: lists {} classes but the model has {classes} outputs (end the arch in dense{})",
+                list.len(),
+                list.len()
+            )));
+        }
+        let (checked, which) = match training {
+            true => (&mnist.train, "training"),
+            false => (&mnist.test, "test"),
+        };
+        if let Some(missing) = list.iter().find(|&&c| !checked.labels.contains(&c)) {
+            return Err(bad_input(format!(
+                "--classes: no {which} image has label {missing} in {}",
+                labels_file(dir, training).display()
+            )));
+        }
+        mnist.train = mnist.train.select_classes(list);
+        mnist.test = mnist.test.select_classes(list);
+    }
+    if let Some(n) = source.per_class_limit {
+        mnist.train = mnist.train.per_class_limit(n as usize);
+    }
+    if training {
+        check_labels(&mnist.train, classes, &labels_file(dir, true))?;
+    }
+    check_labels(&mnist.test, classes, &labels_file(dir, false))?;
     if let Some(n) = source.train_limit {
         mnist.train = mnist.train.truncated(n as usize);
     }
@@ -214,6 +252,8 @@ fn new_setup(args: &TrainArgs) -> Result<Setup> {
         data_dir: data_dir(args.data.data_dir.as_deref())?,
         train_limit: args.train_limit,
         test_limit: args.data.test_limit,
+        classes: args.classes.clone().map(|c| c.0),
+        per_class_limit: args.per_class_limit,
     };
     let config = RunConfig {
         train,
@@ -320,7 +360,7 @@ fn run(setup: Setup, args: &TrainArgs) -> Result<Vec<EpochStats>> {
     } = setup;
     // First, so that a Ctrl-C while the data loads already stops at the first step.
     let stop = stop_on_ctrl_c()?;
-    let mut mnist = load_data(&config.data)?;
+    let mut mnist = load_data(&config.data, plan.classes(), true)?;
     let validation = match config.val_split {
         Some(n) if n as usize >= mnist.train.len() => {
             return Err(bad_input(format!(
@@ -396,7 +436,7 @@ fn run(setup: Setup, args: &TrainArgs) -> Result<Vec<EpochStats>> {
         }
         Ok(())
     };
-    let mut progress = EpochProgress::new(config.train.epochs);
+    let mut progress = EpochProgress::new(config.train.epochs, plan.classes());
     let outcome = train_resumable(
         backend.as_mut(),
         &mnist.train,
@@ -602,11 +642,17 @@ pub fn eval(args: EvalArgs) -> Result<()> {
         check_output_file("--metrics-json", path, path)?;
     }
     let checkpoint = load_checkpoint(&args.model)?;
-    let mnist = load_data(&DataSource {
-        data_dir: data_dir(args.data.data_dir.as_deref())?,
-        train_limit: None,
-        test_limit: args.data.test_limit,
-    })?;
+    let mnist = load_data(
+        &DataSource {
+            data_dir: data_dir(args.data.data_dir.as_deref())?,
+            train_limit: None,
+            test_limit: args.data.test_limit,
+            classes: args.classes.clone().map(|c| c.0),
+            per_class_limit: None,
+        },
+        checkpoint.plan.classes(),
+        false,
+    )?;
     let arch = checkpoint.plan.arch.to_string();
     let seed = checkpoint.metadata.get("seed").and_then(|s| s.parse().ok());
     // Evaluation never steps the optimiser; any choice will do.

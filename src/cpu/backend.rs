@@ -130,6 +130,10 @@ impl Backend for CpuBackend {
         Ok(std::mem::take(&mut self.stats))
     }
 
+    fn classes(&self) -> usize {
+        self.plan.classes()
+    }
+
     fn predict_logits(&mut self, images: &[u8]) -> Result<Vec<f32>> {
         let x: Vec<f32> = images.iter().map(|&p| pixel_value(p)).collect();
         debug_assert_eq!(x.len() % IMAGE_PIXELS, 0);

@@ -22,7 +22,7 @@ use crate::config::{Augment, AutotuneMode, Optimizer};
 use crate::cpu::CpuBackend;
 use crate::data::{Split, IMAGE_PIXELS};
 use crate::error::bad_input;
-use crate::model::{init_params, Arch, Params, Plan, Tensor, MNIST_INPUT, NUM_CLASSES};
+use crate::model::{init_params, Arch, Params, Plan, Tensor, MNIST_INPUT};
 use crate::rng::random_vec;
 use crate::train::epoch_order;
 
@@ -313,6 +313,10 @@ impl Backend for GpuBackend {
         Ok(stats)
     }
 
+    fn classes(&self) -> usize {
+        self.plan.classes()
+    }
+
     fn predict_logits(&mut self, images: &[u8]) -> Result<Vec<f32>> {
         let n = images.len() / IMAGE_PIXELS;
         self.net(n, false)?;
@@ -329,7 +333,7 @@ impl Backend for GpuBackend {
             &self.ctx,
             &self.nets[&(n, false)].logits,
             0,
-            n * NUM_CLASSES,
+            n * self.plan.classes(),
         )
     }
 

@@ -28,7 +28,7 @@ use crate::config::{Augment, Optimizer};
 use crate::cpu::conv2d::Conv2dGeometry;
 use crate::cpu::dense::DenseGeometry;
 use crate::data::IMAGE_PIXELS;
-use crate::model::{Activation, Layer, Plan, Pool, Step, NUM_CLASSES};
+use crate::model::{Activation, Layer, Plan, Pool, Step};
 
 /// Every kernel, compiled once per backend.
 pub struct Kernels {
@@ -362,10 +362,11 @@ impl CompiledNet {
             let correct = storage(ctx, "per-example correct", 4 * n as u64)?;
             let (logits, dlogits) = (layout.buf(logits_id), layout.buf(layout.grad[last]));
             let sx = &k.softmax_xent;
+            let classes = plan.classes();
             let (lv, cv) = (View::whole(&losses), View::whole(&correct));
             dispatches.push(sx.forward_backward(
                 ctx,
-                NUM_CLASSES,
+                classes,
                 n,
                 logits,
                 View::whole(&labels),
@@ -375,9 +376,9 @@ impl CompiledNet {
             ));
             dispatches.push(sx.accumulate(ctx, n, lv, cv, shared.stats));
             let loss_cost = Cost {
-                shape: format!("n {n}, {NUM_CLASSES} classes"),
+                shape: format!("n {n}, {classes} classes"),
                 flops: 0,
-                bytes: (4 * n * (2 * NUM_CLASSES + 3)) as u64,
+                bytes: (4 * n * (2 * classes + 3)) as u64,
             };
             let at = dispatches.len() - 2;
             dispatches[at..]

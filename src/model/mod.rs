@@ -6,4 +6,4 @@ mod plan;
 
 pub use arch::{spec_from_file, Activation, Arch, Layer, Padding, Pool, PRESETS};
 pub use params::{init_params, Params, Tensor};
-pub use plan::{conv_padding, Init, ParamSpec, Plan, Shape, Step, MNIST_INPUT, NUM_CLASSES};
+pub use plan::{conv_padding, Init, ParamSpec, Plan, Shape, Step, MAX_CLASSES, MNIST_INPUT};
