@@ -90,8 +90,11 @@ fn batchnorm_statistics(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_in
         stats[c] = mean;
         stats[channels + c] = variance;
         stats[2u * channels + c] = 1.0 / sqrt(variance + params.epsilon);
-        running[c] = params.keep * running[c] + params.momentum * mean;
-        running[pair + c] = params.keep * running[pair + c] + params.momentum * (variance * params.unbias);
+        // A momentum of 0 marks a frozen layer: its running statistics stay, bit for bit.
+        if params.momentum != 0.0 {
+            running[c] = params.keep * running[c] + params.momentum * mean;
+            running[pair + c] = params.keep * running[pair + c] + params.momentum * (variance * params.unbias);
+        }
     }
 }
 

@@ -90,6 +90,13 @@ pub trait Backend {
     /// The learning rate of the following steps (a schedule sets it before every step).
     fn set_learning_rate(&mut self, lr: f32);
 
+    /// Which parameter tensors (one flag per tensor, in the plan's order) the following steps
+    /// leave exactly as they are: the optimiser never touches them (their moments stay zero)
+    /// and a frozen batch norm's running statistics do not move. It still normalises by the
+    /// batch's statistics while training, unlike Keras, which runs a frozen batch norm in
+    /// inference mode.
+    fn set_frozen(&mut self, frozen: &[bool]) -> Result<()>;
+
     /// One optimiser step on the training examples at `indices`. May run asynchronously.
     fn train_step(&mut self, indices: &[u32]) -> Result<()>;
 

@@ -70,6 +70,14 @@ const CASES: &[Case] = &[
     case(&["train", "--classes", "2,300"], Line("'300' in '2,300' is not a label 0-255")),
     case(&["train", "--classes", "0,1,2"], Line("--classes: lists 3 classes but the model has 10 outputs")),
     case(&["train", "--arch", "conv4k3-relu-flatten-dense5"], Line("train-labels-idx1-ubyte.gz: label 5 at index 0")),
+    // train: transfer learning.
+    case(&["train", "--freeze", "conv9"], Line("--freeze: 'conv9' is not a layer of 'conv32k3-relu-pool2-conv64k3-relu-pool2-flatten-dense10'; its layers are conv1, conv2, fc")),
+    case(&["train", "--freeze", "conv1,conv2,fc"], Line("--freeze conv1,conv2,fc: freezes every layer")),
+    case(&["train", "--reinit", "fc"], Line("--reinit: needs --init-from")),
+    case(&["train", "--init-from", "T/model.safetensors", "--reinit", "dense"], Line("--reinit: 'dense' is not a layer")),
+    case(&["train", "--init-from", "T/missing.safetensors"], Line("T/missing.safetensors: cannot read checkpoint")),
+    case(&["train", "--init-from", "T/text.txt"], Line("T/text.txt: not a safetensors checkpoint")),
+    case(&["train", "--resume", "T/dir", "--freeze", "conv1"], Line("cannot be used with")),
     // train: the architecture.
     case(&["train", "--arch", "conv32k3-wat"], Line("--arch: token 2 'wat'")),
     case(&["train", "--arch", "conv8k3-dense10"], Line("add flatten")),

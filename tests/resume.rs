@@ -136,6 +136,9 @@ impl Backend for StopAfter<'_> {
     fn set_learning_rate(&mut self, lr: f32) {
         self.inner.set_learning_rate(lr)
     }
+    fn set_frozen(&mut self, frozen: &[bool]) -> anyhow::Result<()> {
+        self.inner.set_frozen(frozen)
+    }
     fn train_step(&mut self, indices: &[u32]) -> anyhow::Result<()> {
         self.steps = self.steps.saturating_sub(1);
         if self.steps == 0 {

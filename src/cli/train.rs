@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::args::{
     backend_on, check_output_dir, check_output_file, data_dir, exact_gpu_context, gpu_context,
-    load_mnist_from, make_backend, DeviceArgs,
+    make_backend, DeviceArgs,
 };
 use super::print::{print_evaluation, while_working, EpochProgress};
 use mnist_wgpu::backend::{Backend, BackendInfo, OptimizerState};
@@ -18,10 +18,11 @@ use mnist_wgpu::checkpoint::{
     TrainingCheckpoint,
 };
 use mnist_wgpu::config::{Augment, Optimizer, TrainConfig};
-use mnist_wgpu::data::{check_labels, labels_file, Mnist};
+use mnist_wgpu::data::Mnist;
 use mnist_wgpu::error::{bad_input, DeviceLost, Interrupted};
 use mnist_wgpu::fsutil::write_atomic;
 use mnist_wgpu::gpu::GpuContext;
+use mnist_wgpu::model::transfer::{check_layer_names, describe_origins, frozen_mask, init_from};
 use mnist_wgpu::model::{init_params, Params, Plan};
 use mnist_wgpu::plots::{write_plots, AugmentedRun, PLOT_FILES};
 use mnist_wgpu::report::MetricsReport;
@@ -32,7 +33,10 @@ use mnist_wgpu::train::{
 };
 
 mod args;
+mod data;
 mod recipe;
+
+use data::{load_data, DataSource};
 
 pub use args::{EvalArgs, TrainArgs};
 
@@ -45,72 +49,6 @@ fn augment_label(augment: Option<Augment>) -> String {
         ),
         None => "not augmented".into(),
     }
-}
-
-/// What a run reads: the files, and how much of them.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-struct DataSource {
-    /// `None` (null) for the copy built into the program.
-    data_dir: Option<PathBuf>,
-    train_limit: Option<u64>,
-    test_limit: Option<u64>,
-    /// `--classes`: the labels kept, relabelled by their position (absent in older runs).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    classes: Option<Vec<u8>>,
-    /// `--per-class-limit`: training images kept per class.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    per_class_limit: Option<u64>,
-}
-
-/// The data of `source` for a model of `classes` outputs: the classes chosen, the limits
-/// applied, and every label checked to be below `classes` (a one-line error naming the file);
-/// for `training`, or else only for the test split (which is all `eval` reads).
-fn load_data(source: &DataSource, classes: usize, training: bool) -> Result<Mnist> {
-    let start = Instant::now();
-    let dir = source.data_dir.as_deref();
-    let mut mnist = load_mnist_from(dir)?;
-    if let Some(list) = &source.classes {
-        if list.len() != classes {
-            return Err(bad_input(format!(
-                "--classes: lists {} classes but the model has {classes} outputs (end the arch in dense{})",
-                list.len(),
-                list.len()
-            )));
-        }
-        let (checked, which) = match training {
-            true => (&mnist.train, "training"),
-            false => (&mnist.test, "test"),
-        };
-        if let Some(missing) = list.iter().find(|&&c| !checked.labels.contains(&c)) {
-            return Err(bad_input(format!(
-                "--classes: no {which} image has label {missing} in {}",
-                labels_file(dir, training).display()
-            )));
-        }
-        mnist.train = mnist.train.select_classes(list);
-        mnist.test = mnist.test.select_classes(list);
-    }
-    if let Some(n) = source.per_class_limit {
-        mnist.train = mnist.train.per_class_limit(n as usize);
-    }
-    if training {
-        check_labels(&mnist.train, classes, &labels_file(dir, true))?;
-    }
-    check_labels(&mnist.test, classes, &labels_file(dir, false))?;
-    if let Some(n) = source.train_limit {
-        mnist.train = mnist.train.truncated(n as usize);
-    }
-    if let Some(n) = source.test_limit {
-        mnist.test = mnist.test.truncated(n as usize);
-    }
-    log::debug!(
-        "loaded {} training and {} test images from {} in {:.2?}",
-        mnist.train.len(),
-        mnist.test.len(),
-        (source.data_dir.as_deref()).map_or("the bundled copy".into(), Path::to_string_lossy),
-        start.elapsed()
-    );
-    Ok(mnist)
 }
 
 /// Everything a run was started with: stored in its checkpoints so that `--resume` can rebuild
@@ -130,6 +68,15 @@ struct RunConfig {
     backend: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     adapter: Option<String>,
+    /// `--init-from` and `--reinit`: how the run started (for the record; the parameters are
+    /// in the checkpoint).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    init_from: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    reinit: Vec<String>,
+    /// `--freeze`: the layers no step updates, kept by `--resume`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    freeze: Vec<String>,
 }
 
 impl RunConfig {
@@ -247,7 +194,7 @@ fn new_setup(args: &TrainArgs) -> Result<Setup> {
         (None, Some(save)) => save.parent().map_or_else(PathBuf::new, Path::to_path_buf),
         (None, None) => default_run_dir(),
     };
-    let params = init_params(&plan, args.seed);
+    let params = initial_params(args, &plan)?;
     let data = DataSource {
         data_dir: data_dir(args.data.data_dir.as_deref())?,
         train_limit: args.train_limit,
@@ -263,6 +210,9 @@ fn new_setup(args: &TrainArgs) -> Result<Setup> {
         device: String::new(),
         backend: None,
         adapter: None,
+        init_from: args.init_from.clone(),
+        reinit: args.reinit.clone(),
+        freeze: args.freeze.clone(),
     };
     outln!("{}", recipe.line);
     Ok(Setup {
@@ -272,6 +222,36 @@ fn new_setup(args: &TrainArgs) -> Result<Setup> {
         params,
         resume: None,
     })
+}
+
+/// A new run's parameters: initialised by the seed, or loaded from --init-from where names
+/// and shapes match (saying which); --freeze and --reinit checked against the layers.
+fn initial_params(args: &TrainArgs, plan: &Plan) -> Result<Params<f32>> {
+    for (flag, names) in [("--freeze", &args.freeze), ("--reinit", &args.reinit)] {
+        check_layer_names(plan, names).map_err(|e| bad_input(format!("{flag}: {e}")))?;
+    }
+    let frozen = frozen_mask(plan, &args.freeze);
+    let trains = (plan.params.iter().zip(&frozen)).any(|(spec, &f)| spec.trainable && !f);
+    if !trains {
+        return Err(bad_input(format!(
+            "--freeze {}: freezes every layer; nothing would train",
+            args.freeze.join(",")
+        )));
+    }
+    let Some(path) = &args.init_from else {
+        if !args.reinit.is_empty() {
+            return Err(bad_input("--reinit: needs --init-from"));
+        }
+        return Ok(init_params(plan, args.seed));
+    };
+    let pretrained = load_checkpoint(path)?;
+    let (params, origins) = init_from(plan, args.seed, &pretrained.params, &args.reinit);
+    outln!(
+        "--init-from {}: {}",
+        path.display(),
+        describe_origins(&origins)
+    );
+    Ok(params)
 }
 
 /// Reads `dir/last.safetensors`; `epochs`, if given, is the run's new total.
@@ -384,6 +364,7 @@ fn run(setup: Setup, args: &TrainArgs) -> Result<Vec<EpochStats>> {
     };
     let lose_device = lose_device_after_epoch()?.zip(ctx.as_ref().map(|c| c.device.clone()));
     let mut backend = backend_on(ctx, &tuning, plan.clone(), params, optimizer)?;
+    backend.set_frozen(&frozen_mask(&plan, &config.freeze))?;
     let info = backend.info();
     let device = format!("{} ({})", info.backend, info.adapter);
     let start = match resume {
@@ -592,6 +573,12 @@ fn print_start(
         info.backend,
         info.adapter
     );
+    if !config.freeze.is_empty() {
+        outln!(
+            "frozen: {} (never updated; a frozen batch norm keeps its running statistics)",
+            config.freeze.join(", ")
+        );
+    }
 }
 
 /// Writes the training state as `last.safetensors` in `run_dir`, and after a new best epoch

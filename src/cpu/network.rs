@@ -152,9 +152,17 @@ fn running_statistics<'a, T>(params: &'a Params<T>, step: &Step) -> (&'a [T], &'
 }
 
 /// Moves every batch-norm layer's running statistics toward the last training batch's.
-pub fn update_running_statistics<T: Float>(plan: &Plan, params: &mut Params<T>, ws: &Workspace<T>) {
+pub fn update_running_statistics<T: Float>(
+    plan: &Plan,
+    params: &mut Params<T>,
+    ws: &Workspace<T>,
+    frozen: &[bool],
+) {
     for (step, stats) in plan.steps.iter().zip(&ws.batch_norm) {
         if let (Some(i), Some(stats)) = (step.stats_index, stats) {
+            if frozen.get(i).copied().unwrap_or(false) {
+                continue;
+            }
             let [mean, var] = &mut params.tensors[i..i + 2] else {
                 unreachable!("the running variance follows the mean")
             };

@@ -44,6 +44,18 @@ pub struct TrainArgs {
     /// Stop when the validation loss has not improved for this many epochs (needs --val-split).
     #[arg(long, value_name = "PATIENCE", value_parser = clap::value_parser!(u64).range(1..))]
     pub early_stopping: Option<u64>,
+    /// Start from this checkpoint's parameters: each tensor with the same name and shape is
+    /// loaded, the others initialised by --seed (transfer learning).
+    #[arg(long, value_name = "CKPT")]
+    pub init_from: Option<PathBuf>,
+    /// Layers (conv1, bn1, fc, ...: the checkpoint's tensor name prefixes) to keep exactly as
+    /// they start: never updated; a frozen batch norm keeps its running statistics.
+    #[arg(long, value_name = "LAYER,...", value_delimiter = ',')]
+    pub freeze: Vec<String>,
+    /// Layers to initialise by --seed even where --init-from has matching tensors (a new
+    /// head of the same shape).
+    #[arg(long, value_name = "LAYER,...", value_delimiter = ',')]
+    pub reinit: Vec<String>,
     /// The run's directory: last.safetensors (the training state after every epoch and on
     /// Ctrl-C), best.safetensors (with --val-split), metrics.json and plots [default: the
     /// directory of --save, else runs/<timestamp>].
@@ -93,6 +105,9 @@ const RESUME_CONFLICTS: &[&str] = &[
     "train_limit",
     "classes",
     "per_class_limit",
+    "init_from",
+    "freeze",
+    "reinit",
     "val_split",
     "early_stopping",
     "run_dir",
