@@ -1,6 +1,7 @@
 //! Transfer learning through the command line, on the CPU: `--init-from` loads what matches,
 //! `--reinit` and `--freeze` do what they say (and `--resume` keeps the frozen layers), bad
-//! layer names are one line. (The GPU's frozen steps are checked bit for bit against the CPU's by the
+//! layer names are one line, and features learnt on digits 0-4 help to learn 5-9 from 50
+//! images each. (The GPU's frozen steps are checked bit for bit against the CPU's by the
 //! `training_step` cross-checks of tests/gpu_kernels.rs.)
 
 mod common;
@@ -23,6 +24,12 @@ fn params(path: &Path) -> Params<f32> {
 fn bits(p: &Params<f32>, name: &str) -> Vec<u32> {
     let tensor = p.get(name).unwrap_or_else(|| panic!("no {name}"));
     tensor.data.iter().map(|x| x.to_bits()).collect()
+}
+
+fn accuracy(run: &Path) -> f64 {
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run.join("metrics.json")).unwrap()).unwrap();
+    json["accuracy"].as_f64().unwrap()
 }
 
 /// Trains on digits `classes` with `extra` flags into `run`; its standard output.
@@ -165,4 +172,58 @@ fn bad_transfer_flags_are_one_line() {
         "missing.safetensors",
     );
     assert!(!tmp.path().join("run/last.safetensors").exists());
+}
+
+/// Features learnt on digits 0-4 (10,000 images, 2 epochs) help to learn 5-9 from 50 images of
+/// each: the convolutions frozen and a new head, against the same model from scratch, both
+/// with the same recipe (5 epochs of batch 32, Adam at 1e-3), over three seeds. The gap depends
+/// on that budget: with 10 epochs each, scratch catches up to within about 2 points (mean of
+/// the same three seeds, 91.98% against 90.27%, measured 2026-12-07).
+#[test]
+fn pretraining_on_0_to_4_beats_scratch_on_5_to_9_from_50_images_each() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (mut transfer, mut scratch) = (Vec::new(), Vec::new());
+    for seed in 1..=3 {
+        let dir = tmp.path().join(seed.to_string());
+        let pre = dir.join("pre");
+        let pre_flags = [
+            "--epochs",
+            "2",
+            "--train-limit",
+            "10000",
+            "--test-limit",
+            "10",
+        ];
+        train(&pre, FIRST, seed, &pre_flags);
+        let model = pre.join("model.safetensors");
+        let small = ["--per-class-limit", "50"];
+        let from = ["--init-from", model.to_str().unwrap(), "--reinit", "fc"];
+        let freeze = ["--freeze", "conv1,conv2"];
+        train(
+            &dir.join("transfer"),
+            SECOND,
+            seed,
+            &[&small[..], &from, &freeze].concat(),
+        );
+        train(&dir.join("scratch"), SECOND, seed, &small);
+        transfer.push(accuracy(&dir.join("transfer")));
+        scratch.push(accuracy(&dir.join("scratch")));
+        eprintln!(
+            "seed {seed}: test accuracy on digits 5-9: transfer {:.2}%, scratch {:.2}%",
+            100.0 * transfer.last().unwrap(),
+            100.0 * scratch.last().unwrap()
+        );
+    }
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+    let (t, s) = (mean(&transfer), mean(&scratch));
+    eprintln!(
+        "mean of 3 seeds: transfer {:.2}%, scratch {:.2}%, difference {:.2} points",
+        100.0 * t,
+        100.0 * s,
+        100.0 * (t - s)
+    );
+    assert!(
+        t - s >= 0.05,
+        "transfer {t:.4} does not beat scratch {s:.4} by 5 points"
+    );
 }
