@@ -140,6 +140,7 @@ const CASES: &[Case] = &[
     case(&["bench", "--seconds", "0"], Line("--seconds")),
     case(&["bench", "--batch-size", "0"], Line("--batch-size")),
     case(&["bench", "--json", "T/dir"], Line("--json T/dir: is a directory")),
+    case(&["bench", "--arch", "conv4k3-relu-flatten-dense5"], Line("train-labels-idx1-ubyte.gz: label 5 at index 0")),
     case(&["check", "--only", "no-such-kernel"], Line("--only no-such-kernel")),
     case(&["check", "--adapter", "no-such-gpu-anywhere"], Line("--adapter no-such-gpu-anywhere")),
     // search: the space file and its flags.

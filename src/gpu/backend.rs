@@ -576,15 +576,16 @@ pub fn checks() -> Vec<CrossCheck> {
         (nesterov, 7, EVERY_LAYER, None, none),
         (Optimizer::adam(1e-3), 7, "seed", None, &["conv1", "conv2"]),
         (nesterov, 7, EVERY_LAYER, None, &["conv1", "bn1", "fc1"]),
+        (Optimizer::adam(1e-3), 7, FIVE_CLASSES, None, &["conv1"]),
     ]
     .into_iter()
     .map(|(opt, batch, arch, augment, frozen)| {
         let shape = format!(
             "{} model, {TRAIN_CHECK_STEPS} steps of {batch}, {}{}{}",
-            if arch == "seed" {
-                "seed"
-            } else {
-                "every-layer"
+            match arch {
+                "seed" => "seed",
+                FIVE_CLASSES => "five-class",
+                _ => "every-layer",
             },
             opt.name(),
             if augment.is_some() { ", augmented" } else { "" },
@@ -604,10 +605,13 @@ pub fn checks() -> Vec<CrossCheck> {
 const EVERY_LAYER: &str =
     "conv8k3same-bn-relu-conv6k3s2-tanh-avgpool2-dropout0.25-flatten-dense16-bn-sigmoid-dense10";
 
+/// A model of five classes (labels 0-4), as for a subset of the digits.
+const FIVE_CLASSES: &str = "conv8k3-relu-pool2-conv8k3-relu-pool2-flatten-dense5";
+
 const TRAIN_CHECK_STEPS: usize = 20;
 
-/// Synthetic digits: blurry random strokes, labels cycling through 0-9.
-fn synthetic_split(len: usize) -> Split {
+/// Synthetic digits: blurry random strokes, labels cycling through 0 to `classes` - 1.
+fn synthetic_split(len: usize, classes: usize) -> Split {
     let noise = random_vec(len * IMAGE_PIXELS, 99, 0.0, 1.0);
     let images = noise
         .iter()
@@ -615,7 +619,7 @@ fn synthetic_split(len: usize) -> Split {
         .collect();
     Split {
         images,
-        labels: (0..len).map(|i| (i % 10) as u8).collect(),
+        labels: (0..len).map(|i| (i % classes) as u8).collect(),
     }
 }
 
@@ -632,7 +636,7 @@ fn check_training(
     let init = init_params(&plan, 1);
     let frozen: Vec<String> = frozen.iter().map(|f| f.to_string()).collect();
     let frozen = frozen_mask(&plan, &frozen);
-    let data = synthetic_split(batch * 4 + 3);
+    let data = synthetic_split(batch * 4 + 3, plan.classes());
     let mut cpu = CpuBackend::new(plan.clone(), init.clone(), optimizer);
     let mut gpu = GpuBackend::new(ctx, plan, &init, optimizer)?;
     for backend in [&mut cpu as &mut dyn Backend, &mut gpu] {
