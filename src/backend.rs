@@ -91,10 +91,9 @@ pub trait Backend {
     fn set_learning_rate(&mut self, lr: f32);
 
     /// Which parameter tensors (one flag per tensor, in the plan's order) the following steps
-    /// leave exactly as they are: the optimiser never touches them (their moments stay zero)
-    /// and a frozen batch norm's running statistics do not move. It still normalises by the
-    /// batch's statistics while training, unlike Keras, which runs a frozen batch norm in
-    /// inference mode.
+    /// leave exactly as they are: the optimiser never touches them (their moments stay zero),
+    /// and a frozen batch norm trains in inference mode, as Keras runs one: it normalises by
+    /// its running statistics, which do not move and which its backward takes as constants.
     fn set_frozen(&mut self, frozen: &[bool]) -> Result<()>;
 
     /// One optimiser step on the training examples at `indices`. May run asynchronously.

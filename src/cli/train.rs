@@ -575,7 +575,7 @@ fn print_start(
     );
     if !config.freeze.is_empty() {
         outln!(
-            "frozen: {} (never updated; a frozen batch norm keeps its running statistics)",
+            "frozen: {} (never updated; a frozen batch norm trains in inference mode)",
             config.freeze.join(", ")
         );
     }

@@ -92,6 +92,10 @@ impl Backend for CpuBackend {
             count(self.params.tensors.len(), "tensor")
         );
         self.frozen = frozen.to_vec();
+        // A frozen batch norm trains in inference mode, on its running statistics.
+        self.workspace.frozen_batch_norm = (self.plan.steps.iter())
+            .map(|step| step.stats_index.is_some_and(|i| frozen[i]))
+            .collect();
         Ok(())
     }
 

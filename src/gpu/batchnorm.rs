@@ -48,24 +48,24 @@ pub struct BatchNormViews<'a> {
     pub stats: View<'a>,
 }
 
-/// What a forward pass does with the running statistics.
+/// Which statistics a pass uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RunningStats {
-    /// Inference: normalise by them.
+    /// Inference, and the training of a frozen layer (as Keras trains a frozen batch norm):
+    /// normalise by the running statistics, left as they are and, backward, taken as
+    /// constants.
     Read,
     /// Training: normalise by the batch's statistics and move the running ones toward them.
     Update,
-    /// Training a frozen layer: normalise by the batch's statistics, leave the running ones.
-    Keep,
 }
 
 impl RunningStats {
-    /// The training mode of batch-norm `step`, whose running statistics may be `frozen`
-    /// (one flag per parameter tensor).
+    /// The training mode of batch-norm `step`, whose tensors may be `frozen` (one flag per
+    /// parameter tensor).
     pub fn from_frozen(frozen: &[bool], step: &crate::model::Step) -> RunningStats {
         let stats = step.stats_index.expect("batch norm has running statistics");
         match frozen[stats] {
-            true => RunningStats::Keep,
+            true => RunningStats::Read,
             false => RunningStats::Update,
         }
     }
@@ -112,11 +112,7 @@ impl BatchNormKernels {
         } else {
             1.0
         };
-        // A momentum of 0 tells the statistics kernel to leave the running statistics.
-        let momentum = match running {
-            RunningStats::Keep => 0.0,
-            _ => MOMENTUM as f32,
-        };
+        let momentum = MOMENTUM as f32;
         let params = BatchNormParams {
             n: n as u32,
             channels: shape.channels as u32,
@@ -162,19 +158,21 @@ impl BatchNormKernels {
     }
 
     /// The scale and shift gradients into `daffine` (a pair view of the gradient buffer) and,
-    /// when `dx` is given, the input gradient, from the training statistics of the forward.
+    /// when `dx` is given, the input gradient, from the statistics of the forward (`running`
+    /// as it was there: `Read` for a frozen layer).
     #[allow(clippy::too_many_arguments)]
     pub fn backward(
         &self,
         ctx: &GpuContext,
         shape: Shape,
         n: usize,
+        running: RunningStats,
         v: BatchNormViews,
         (x, dy): (View, View),
         daffine: View,
         dx: Option<View>,
     ) -> Vec<Dispatch> {
-        let params = Self::params(ctx, shape, n, v.pair_stride, RunningStats::Update);
+        let params = Self::params(ctx, shape, n, v.pair_stride, running);
         let p = View::whole(&params);
         // The sums bind `out` without touching it: without dx, the (writable) statistics
         // buffer stands in, since a buffer may not be both read-only and writable in a dispatch.
@@ -263,6 +261,7 @@ fn check_batchnorm(ctx: &GpuContext, n: usize, shape: Shape) -> Result<Compariso
         ctx,
         shape,
         n,
+        RunningStats::Update,
         views,
         ((&x_buf).into(), (&dy_buf).into()),
         daffine,

@@ -611,7 +611,9 @@ fn backward_step(
                 let w = step.weight_index.expect("batch norm has parameters");
                 let daffine = p.pair_view(&p.grads, w).0;
                 let s = step.input;
-                out.extend(k.batchnorm.backward(ctx, s, n, views, (x, dy), daffine, dx));
+                let running = RunningStats::from_frozen(shared.frozen, step);
+                let bn = &k.batchnorm;
+                out.extend(bn.backward(ctx, s, n, running, views, (x, dy), daffine, dx));
             }
             _ if dx.is_none() => {}
             Layer::Activation(_) if relu_backward_in_pool(plan, i) => {}

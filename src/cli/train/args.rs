@@ -49,7 +49,8 @@ pub struct TrainArgs {
     #[arg(long, value_name = "CKPT")]
     pub init_from: Option<PathBuf>,
     /// Layers (conv1, bn1, fc, ...: the checkpoint's tensor name prefixes) to keep exactly as
-    /// they start: never updated; a frozen batch norm keeps its running statistics.
+    /// they start: never updated; a frozen batch norm trains in inference mode, on its running
+    /// statistics.
     #[arg(long, value_name = "LAYER,...", value_delimiter = ',')]
     pub freeze: Vec<String>,
     /// Layers to initialise by --seed even where --init-from has matching tensors (a new
