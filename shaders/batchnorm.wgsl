@@ -134,8 +134,13 @@ fn batchnorm_backward_input(@builtin(global_invocation_id) gid: vec3<u32>, @buil
         return;
     }
     let c = channel_of(i);
-    let m = f32(count());
     let inv_std = stats[2u * params.channels + c];
+    // A frozen layer trains in inference mode: its statistics are constants.
+    if params.training == 0u {
+        out[i] = affine[c] * inv_std * dy[i];
+        return;
+    }
+    let m = f32(count());
     let scale = affine[c] * inv_std / m;
     let xhat = (x[i] - stats[c]) * inv_std;
     out[i] = scale * (m * dy[i] - daffine[params.pair_stride + c] - xhat * daffine[c]);

@@ -90,6 +90,12 @@ pub trait Backend {
     /// The learning rate of the following steps (a schedule sets it before every step).
     fn set_learning_rate(&mut self, lr: f32);
 
+    /// Which parameter tensors (one flag per tensor, in the plan's order) the following steps
+    /// leave exactly as they are: the optimiser never touches them (their moments stay zero),
+    /// and a frozen batch norm trains in inference mode, as Keras runs one: it normalises by
+    /// its running statistics, which do not move and which its backward takes as constants.
+    fn set_frozen(&mut self, frozen: &[bool]) -> Result<()>;
+
     /// One optimiser step on the training examples at `indices`. May run asynchronously.
     fn train_step(&mut self, indices: &[u32]) -> Result<()>;
 
@@ -103,7 +109,10 @@ pub trait Backend {
         self.take_train_stats().map(Some)
     }
 
-    /// Logits (`n x 10`) for `n` raw images (`n x 784` bytes).
+    /// The classes the model tells apart, its output width (the plan's `classes`).
+    fn classes(&self) -> usize;
+
+    /// Logits (`n x classes`) for `n` raw images (`n x 784` bytes).
     fn predict_logits(&mut self, images: &[u8]) -> Result<Vec<f32>>;
 
     /// The current parameters.

@@ -2,7 +2,8 @@
 //!
 //! Our own reader rather than the `mnist` crate: that crate panics on bad input and reads only
 //! uncompressed files from a path, while every check below (magic number, 28x28, item count,
-//! exact byte length, labels 0-9) must become a one-line error. Allocation is bounded by the
+//! exact byte length; labels below the model's output width, checked by [`check_labels`] once
+//! the model is known) must become a one-line error. Allocation is bounded by the
 //! bytes actually present, never by what a header claims.
 
 use std::fs::File;
@@ -58,6 +59,37 @@ impl Split {
                 .collect(),
             labels: indices.iter().map(|&i| self.labels[i as usize]).collect(),
         }
+    }
+
+    /// The examples whose label is in `classes`, relabelled by their position there (the
+    /// first class listed becomes 0), in the original order.
+    pub fn select_classes(&self, classes: &[u8]) -> Split {
+        let mut map = [None; 256];
+        for (new, &class) in classes.iter().enumerate() {
+            map[usize::from(class)] = Some(new as u8);
+        }
+        let kept: Vec<u32> = (0..self.len() as u32)
+            .filter(|&i| map[usize::from(self.labels[i as usize])].is_some())
+            .collect();
+        let mut split = self.subset(&kept);
+        for label in &mut split.labels {
+            *label = map[usize::from(*label)].expect("kept labels are mapped");
+        }
+        split
+    }
+
+    /// The first `n` examples of each label (all of a label that has fewer), in the original
+    /// order.
+    pub fn per_class_limit(&self, n: usize) -> Split {
+        let mut seen = [0usize; 256];
+        let kept: Vec<u32> = (0..self.len() as u32)
+            .filter(|&i| {
+                let count = &mut seen[usize::from(self.labels[i as usize])];
+                *count += 1;
+                *count <= n
+            })
+            .collect();
+        self.subset(&kept)
     }
 
     /// Copies the examples at `indices` into `x` (scaled to [0, 1]) and `labels`.
@@ -203,16 +235,36 @@ fn read_images(path: &Path, reader: Box<dyn Read>) -> Result<Vec<u8>> {
     Ok(body)
 }
 
+/// Any byte is a label here: which are valid depends on the model ([`check_labels`]).
 fn read_labels(path: &Path, reader: Box<dyn Read>) -> Result<Vec<u8>> {
     let (_, body) = read_idx(path, reader, LABELS_MAGIC, 1, |dims| Ok(u64::from(dims[0])))?;
-    if let Some(i) = body.iter().position(|&l| l > 9) {
-        return Err(bad_input(format!(
-            "{}: label {} at index {i} is not a digit 0-9",
-            path.display(),
-            body[i]
-        )));
-    }
     Ok(body)
+}
+
+/// A bad-input error naming `file` (the labels' file, see [`labels_file`]) unless every label
+/// of `split` is below `classes`, the output width of the model that will see it.
+pub fn check_labels(split: &Split, classes: usize, file: &Path) -> Result<()> {
+    match split.labels.iter().position(|&l| usize::from(l) >= classes) {
+        None => Ok(()),
+        Some(i) => Err(bad_input(format!(
+            "{}: label {} at index {i} is not below the model's {classes} outputs (labels must be 0 to {}; the arch ends in dense{classes})",
+            file.display(),
+            split.labels[i],
+            classes - 1
+        ))),
+    }
+}
+
+/// The labels file of the `train` (or else test) split as [`load_mnist`] reads it from `dir`
+/// (`NAME.gz`, else `NAME`), or as the bundled copy is named with `None`: for messages.
+pub fn labels_file(dir: Option<&Path>, train: bool) -> PathBuf {
+    let prefix = if train { "train" } else { "t10k" };
+    let name = format!("{prefix}-labels-idx1-ubyte");
+    match dir {
+        None => PathBuf::from(format!("(bundled) {name}.gz")),
+        Some(dir) if dir.join(format!("{name}.gz")).is_file() => dir.join(format!("{name}.gz")),
+        Some(dir) => dir.join(name),
+    }
 }
 
 /// Reads an IDX header (magic, then `ndims` big-endian u32 sizes) and exactly the body length
@@ -272,6 +324,40 @@ fn read_idx(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn split_of(labels: &[u8]) -> Split {
+        Split {
+            images: labels.iter().flat_map(|&l| [l; IMAGE_PIXELS]).collect(),
+            labels: labels.to_vec(),
+        }
+    }
+
+    #[test]
+    fn selected_classes_are_relabelled_in_the_order_given() {
+        let split = split_of(&[5, 1, 9, 7, 5, 0, 9]);
+        let picked = split.select_classes(&[9, 5]);
+        assert_eq!(picked.labels, [1, 0, 1, 0]);
+        // Images follow: the original labels were 5, 9, 5, 9.
+        let firsts: Vec<u8> = (0..picked.len()).map(|i| picked.image(i)[0]).collect();
+        assert_eq!(firsts, [5, 9, 5, 9]);
+    }
+
+    #[test]
+    fn per_class_limit_keeps_the_first_of_each_label() {
+        let split = split_of(&[1, 2, 1, 1, 3, 2, 2, 1]);
+        assert_eq!(split.per_class_limit(2).labels, [1, 2, 1, 3, 2]);
+        assert_eq!(split.per_class_limit(9).labels, split.labels);
+    }
+
+    #[test]
+    fn labels_at_or_above_the_output_width_are_refused() {
+        let split = split_of(&[0, 4, 7, 2]);
+        assert!(check_labels(&split, 8, Path::new("f")).is_ok());
+        let err = check_labels(&split, 5, Path::new("f"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("f: label 7 at index 2 "), "{err}");
+    }
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::sync::Arc;
 

@@ -14,7 +14,6 @@ use crate::config::TrainConfig;
 use crate::cpu::softmax_xent::{argmax, softmax_cross_entropy};
 use crate::data::{Split, IMAGE_PIXELS};
 use crate::metrics::ConfusionMatrix;
-use crate::model::NUM_CLASSES;
 use crate::text::count;
 
 /// How often running loss and accuracy are read back while an epoch runs.
@@ -37,17 +36,22 @@ pub struct EpochStats {
     pub val_accuracy: Option<f64>,
 }
 
-/// A training loss above this many times that of a uniform guess (ln 10 for ten classes) means
+/// A training loss above this many times that of a uniform guess (ln K for K classes) means
 /// the run has blown up while staying finite (Adam at lr 1e6 reaches 1e21 in one epoch); no
 /// run that learns comes near it, even in its first epoch.
 pub const DIVERGED_LOSS_FACTOR: f64 = 10.0;
 
 impl EpochStats {
-    /// Whether the epoch's training loss says the run diverged (finite, but far above chance).
-    pub fn diverged(&self) -> bool {
-        let chance = (crate::model::NUM_CLASSES as f64).ln();
-        self.train_loss > DIVERGED_LOSS_FACTOR * chance
+    /// Whether the epoch's training loss says a run over `classes` classes diverged (finite,
+    /// but far above chance).
+    pub fn diverged(&self, classes: usize) -> bool {
+        self.train_loss > DIVERGED_LOSS_FACTOR * chance_loss(classes)
     }
+}
+
+/// The loss of a uniform guess over `classes` classes: ln K.
+pub fn chance_loss(classes: usize) -> f64 {
+    (classes as f64).ln()
 }
 
 /// What a training run gives back besides the trained backend.
@@ -352,8 +356,10 @@ pub fn eval_batch_sizes(len: usize) -> Vec<usize> {
 /// How many mistakes an evaluation keeps.
 const MISTAKES_KEPT: usize = 16;
 
+/// Evaluates the model on `split`, whose labels must be below its [`Backend::classes`].
 pub fn evaluate(backend: &mut dyn Backend, split: &Split) -> Result<Evaluation> {
-    let mut confusion = ConfusionMatrix::new(NUM_CLASSES);
+    let classes = backend.classes();
+    let mut confusion = ConfusionMatrix::new(classes);
     let mut loss_sum = 0.0;
     let mut mistakes = Vec::new();
     for (batch, (images, labels)) in split
@@ -363,8 +369,14 @@ pub fn evaluate(backend: &mut dyn Backend, split: &Split) -> Result<Evaluation> 
         .enumerate()
     {
         let logits = backend.predict_logits(images)?;
-        loss_sum += softmax_cross_entropy(NUM_CLASSES, &logits, labels, None).loss_sum;
-        for (i, (row, &label)) in logits.chunks_exact(NUM_CLASSES).zip(labels).enumerate() {
+        anyhow::ensure!(
+            logits.len() == labels.len() * classes,
+            "the model returned {} logits for {} images of {classes} classes",
+            logits.len(),
+            labels.len()
+        );
+        loss_sum += softmax_cross_entropy(classes, &logits, labels, None).loss_sum;
+        for (i, (row, &label)) in logits.chunks_exact(classes).zip(labels).enumerate() {
             let predicted = argmax(row);
             confusion.add(usize::from(label), predicted);
             if predicted != usize::from(label) {

@@ -64,6 +64,20 @@ const CASES: &[Case] = &[
     case(&["train", "--train-limit", "0"], Line("--train-limit")),
     case(&["train", "--val-split", "64"], Line("--val-split 64: leaves no training images")),
     case(&["train", "--early-stopping", "2"], Line("--early-stopping")),
+    case(&["train", "--per-class-limit", "0"], Line("--per-class-limit")),
+    case(&["train", "--classes", "1,1"], Line("'1,1' lists 1 twice")),
+    case(&["train", "--classes", "3"], Line("a classifier needs at least two")),
+    case(&["train", "--classes", "2,300"], Line("'300' in '2,300' is not a label 0-255")),
+    case(&["train", "--classes", "0,1,2"], Line("--classes: lists 3 classes but the model has 10 outputs")),
+    case(&["train", "--arch", "conv4k3-relu-flatten-dense5"], Line("train-labels-idx1-ubyte.gz: label 5 at index 0")),
+    // train: transfer learning.
+    case(&["train", "--freeze", "conv9"], Line("--freeze: 'conv9' is not a layer of 'conv32k3-relu-pool2-conv64k3-relu-pool2-flatten-dense10'; its layers are conv1, conv2, fc")),
+    case(&["train", "--freeze", "conv1,conv2,fc"], Line("--freeze conv1,conv2,fc: freezes every layer")),
+    case(&["train", "--reinit", "fc"], Line("--reinit: needs --init-from")),
+    case(&["train", "--init-from", "T/model.safetensors", "--reinit", "dense"], Line("--reinit: 'dense' is not a layer")),
+    case(&["train", "--init-from", "T/missing.safetensors"], Line("T/missing.safetensors: cannot read checkpoint")),
+    case(&["train", "--init-from", "T/text.txt"], Line("T/text.txt: not a safetensors checkpoint")),
+    case(&["train", "--resume", "T/dir", "--freeze", "conv1"], Line("cannot be used with")),
     // train: the architecture.
     case(&["train", "--arch", "conv32k3-wat"], Line("--arch: token 2 'wat'")),
     case(&["train", "--arch", "conv8k3-dense10"], Line("add flatten")),
@@ -105,6 +119,8 @@ const CASES: &[Case] = &[
     case(&["eval", "--model", "T/model.safetensors", "--test-limit", "0"], Line("--test-limit")),
     case(&["eval", "--model", "T/model.safetensors", "--metrics-json", "T/dir"], Line("--metrics-json T/dir: is a directory")),
     case(&["eval", "--model", "T/model.safetensors", "--data-dir", "T/data-magic"], Line("T/data-magic")),
+    case(&["eval", "--model", "T/model.safetensors", "--classes", "4,x"], Line("'x' in '4,x' is not a label 0-255")),
+    case(&["eval", "--model", "T/model.safetensors", "--classes", "4,5"], Line("--classes: lists 2 classes but the model has 10 outputs")),
     // predict: the images.
     case(&["predict", "--model", "T/model.safetensors"], Usage("<IMAGE>...")),
     case(&["predict", "--model", "T/model.safetensors", "T/missing.png"], Line("T/missing.png")),
@@ -124,6 +140,7 @@ const CASES: &[Case] = &[
     case(&["bench", "--seconds", "0"], Line("--seconds")),
     case(&["bench", "--batch-size", "0"], Line("--batch-size")),
     case(&["bench", "--json", "T/dir"], Line("--json T/dir: is a directory")),
+    case(&["bench", "--arch", "conv4k3-relu-flatten-dense5"], Line("train-labels-idx1-ubyte.gz: label 5 at index 0")),
     case(&["check", "--only", "no-such-kernel"], Line("--only no-such-kernel")),
     case(&["check", "--adapter", "no-such-gpu-anywhere"], Line("--adapter no-such-gpu-anywhere")),
     // search: the space file and its flags.

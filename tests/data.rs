@@ -133,13 +133,13 @@ fn wrong_magic_number_is_reported() {
 }
 
 #[test]
-fn label_outside_0_to_9_is_reported() {
+fn label_at_or_above_the_output_width_is_reported() {
     expect_data_error(
         |d| {
             let labels: Vec<u8> = (0..10).map(|i| if i == 4 { 11 } else { 1 }).collect();
             fs::write(d.join("t10k-labels-idx1-ubyte"), idx(0x801, &[10], &labels)).unwrap();
         },
-        "t10k-labels-idx1-ubyte: label 11 at index 4 is not a digit 0-9",
+        "t10k-labels-idx1-ubyte: label 11 at index 4 is not below the model's 10 outputs",
     );
 }
 

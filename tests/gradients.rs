@@ -282,7 +282,7 @@ fn whole_network_gradients_match_finite_differences() {
         softmax_cross_entropy(10, &logits, &labels, None).loss_sum / n as f64
     };
     let key = StepKey { seed: 1, step: 1 };
-    check_network(&plan, &params, (&x, &labels), key, loss_of);
+    check_network(&plan, &params, (&x, &labels), key, &[], loss_of);
 }
 
 /// Batch norm (after a conv and after a dense layer), dropout, average pooling, sigmoid, tanh
@@ -316,22 +316,59 @@ fn training_mode_network_gradients_match_finite_differences() {
         let mut ws = Workspace::new(&plan);
         gradients(&plan, params, (x, &labels), key, None, &mut ws).loss_sum / n as f64
     };
-    check_network(&plan, &params, (&x, &labels), key, loss_of);
+    check_network(&plan, &params, (&x, &labels), key, &[], loss_of);
+}
+
+/// A frozen batch norm trains in inference mode (as Keras runs one): the training loss through
+/// its running statistics, taken as constants, with the other batch norm on batch statistics.
+#[test]
+fn a_frozen_batch_norm_s_gradients_match_finite_differences() {
+    let arch = Arch::parse("conv3k3s2same-bn-tanh-flatten-dense6-bn-relu-dense10").unwrap();
+    let plan = Plan::new(&arch, Shape::new(1, 10, 9)).unwrap();
+    let mut params = init_params(&plan, 6).map(f64::from);
+    for (t, spec) in plan.params.iter().enumerate() {
+        if spec.name.starts_with("bn") {
+            let noise = random(spec.len(), 50 + t as u64);
+            let tensor = params.tensors[t].data.iter_mut().zip(noise);
+            // Keep the running variances positive.
+            tensor.for_each(|(p, v)| *p += 0.3 * v.abs());
+        }
+    }
+    // Step 1 is the first batch norm.
+    let frozen: Vec<bool> = (0..plan.steps.len()).map(|i| i == 1).collect();
+    let n = 10;
+    let x: Vec<f64> = random(n * 90, 19).into_iter().map(|v| v.abs()).collect();
+    let labels = [1u8, 7, 4, 0, 9, 2, 2, 5, 3, 8];
+    let key = StepKey { seed: 7, step: 2 };
+    let loss_of = |params: &Params<f64>, x: &[f64]| {
+        let mut ws = Workspace::new(&plan);
+        ws.frozen_batch_norm.clone_from(&frozen);
+        gradients(&plan, params, (x, &labels), key, None, &mut ws).loss_sum / n as f64
+    };
+    check_network(&plan, &params, (&x, &labels), key, &frozen, loss_of);
 }
 
 /// Every parameter gradient and the input gradient of `gradients` against finite differences
-/// of `loss_of(params, x)`.
+/// of `loss_of(params, x)`, with `frozen_batch_norm` (by step) in inference mode; the running
+/// statistics, which have no gradient, are left out when some are.
 fn check_network(
     plan: &Plan,
     params: &Params<f64>,
     (x, labels): (&[f64], &[u8]),
     key: StepKey,
+    frozen_batch_norm: &[bool],
     loss_of: impl Fn(&Params<f64>, &[f64]) -> f64,
 ) {
     let mut ws = Workspace::new(plan);
+    if !frozen_batch_norm.is_empty() {
+        ws.frozen_batch_norm = frozen_batch_norm.to_vec();
+    }
     let mut dx = vec![0.0; x.len()];
     gradients(plan, params, (x, labels), key, Some(&mut dx), &mut ws);
     for (t, tensor) in params.tensors.iter().enumerate() {
+        if !frozen_batch_norm.is_empty() && !plan.params[t].trainable {
+            continue;
+        }
         check(
             &tensor.name,
             &tensor.data,

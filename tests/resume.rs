@@ -136,6 +136,9 @@ impl Backend for StopAfter<'_> {
     fn set_learning_rate(&mut self, lr: f32) {
         self.inner.set_learning_rate(lr)
     }
+    fn set_frozen(&mut self, frozen: &[bool]) -> anyhow::Result<()> {
+        self.inner.set_frozen(frozen)
+    }
     fn train_step(&mut self, indices: &[u32]) -> anyhow::Result<()> {
         self.steps = self.steps.saturating_sub(1);
         if self.steps == 0 {
@@ -145,6 +148,9 @@ impl Backend for StopAfter<'_> {
     }
     fn take_train_stats(&mut self) -> anyhow::Result<TrainStats> {
         self.inner.take_train_stats()
+    }
+    fn classes(&self) -> usize {
+        self.inner.classes()
     }
     fn predict_logits(&mut self, images: &[u8]) -> anyhow::Result<Vec<f32>> {
         self.inner.predict_logits(images)

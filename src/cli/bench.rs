@@ -16,6 +16,7 @@ use mnist_wgpu::bench::{
 };
 use mnist_wgpu::config::Optimizer;
 use mnist_wgpu::cpu::CpuBackend;
+use mnist_wgpu::data::{check_labels, labels_file};
 use mnist_wgpu::error::bad_input;
 use mnist_wgpu::fsutil::write_atomic;
 use mnist_wgpu::gpu::profile::{
@@ -64,7 +65,18 @@ pub fn bench(args: BenchArgs) -> Result<()> {
         check_output_file("--json", path, path)?;
     }
     let (arch, plan) = args.arch.plan()?;
-    let mut mnist = load_mnist_from(data_dir(args.data.data_dir.as_deref())?.as_deref())?;
+    let dir = data_dir(args.data.data_dir.as_deref())?;
+    let mut mnist = load_mnist_from(dir.as_deref())?;
+    check_labels(
+        &mnist.train,
+        plan.classes(),
+        &labels_file(dir.as_deref(), true),
+    )?;
+    check_labels(
+        &mnist.test,
+        plan.classes(),
+        &labels_file(dir.as_deref(), false),
+    )?;
     if let Some(n) = args.data.test_limit {
         mnist.test = mnist.test.truncated(n as usize);
     }

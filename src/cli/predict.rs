@@ -10,7 +10,6 @@ use super::args::{make_backend, DeviceArgs};
 use mnist_wgpu::checkpoint::load_checkpoint;
 use mnist_wgpu::config::Optimizer;
 use mnist_wgpu::error::bad_input;
-use mnist_wgpu::model::NUM_CLASSES;
 use mnist_wgpu::predict::{mnist_input, top_classes, ClassProbability};
 use mnist_wgpu::text::count;
 
@@ -43,6 +42,7 @@ pub fn predict(args: PredictArgs) -> Result<()> {
     let inputs: Vec<Result<Vec<u8>, String>> =
         args.images.iter().map(|path| read_input(path)).collect();
     let batch: Vec<u8> = inputs.iter().flatten().flatten().copied().collect();
+    let classes = checkpoint.plan.classes();
     let logits = if batch.is_empty() {
         Vec::new()
     } else {
@@ -56,7 +56,7 @@ pub fn predict(args: PredictArgs) -> Result<()> {
         log::debug!("predicting on {:?}", backend.info());
         backend.predict_logits(&batch)?
     };
-    let mut rows = logits.chunks_exact(NUM_CLASSES);
+    let mut rows = logits.chunks_exact(classes);
     let outcomes: Vec<Outcome> = inputs
         .into_iter()
         .map(|input| {

@@ -37,14 +37,17 @@ pub fn set_progress_bars(on: bool) {
 /// summary line after.
 pub struct EpochProgress {
     epochs: usize,
+    /// The model's classes, for the divergence warning's uniform guess.
+    classes: usize,
     bar: Option<ProgressBar>,
     start: std::time::Instant,
 }
 
 impl EpochProgress {
-    pub fn new(epochs: usize) -> Self {
+    pub fn new(epochs: usize, classes: usize) -> Self {
         EpochProgress {
             epochs,
+            classes,
             bar: None,
             start: std::time::Instant::now(),
         }
@@ -102,12 +105,12 @@ impl EpochProgress {
                     100.0 * stats.train_accuracy,
                     stats.seconds
                 );
-                if stats.diverged() {
+                if stats.diverged(self.classes) {
                     errln!(
                         "warning: epoch {}: the training loss {:.3e} is far above a uniform guess's {:.2}; the run has diverged (learning rate {} at the end of the epoch: try a smaller --lr)",
                         stats.epoch,
                         stats.train_loss,
-                        (mnist_wgpu::model::NUM_CLASSES as f64).ln(),
+                        mnist_wgpu::train::chance_loss(self.classes),
                         stats.lr
                     );
                 }

@@ -10,6 +10,7 @@ use super::args::ArchArgs;
 use super::args::{data_dir, load_mnist_from, KernelArgs};
 use mnist_wgpu::backend::Backend;
 use mnist_wgpu::config::Optimizer;
+use mnist_wgpu::data::{check_labels, labels_file};
 use mnist_wgpu::error::bad_input;
 use mnist_wgpu::fsutil::write_atomic;
 use mnist_wgpu::gpu::profile::{
@@ -118,7 +119,9 @@ pub fn profile(args: ProfileArgs) -> Result<()> {
     })?;
     let source = args.timing.source(ctx.features, &ctx.info.name)?;
     let (batch, steps) = (args.batch_size as usize, args.steps as usize);
-    let mut train = load_mnist_from(data_dir(args.data_dir.as_deref())?.as_deref())?.train;
+    let dir = data_dir(args.data_dir.as_deref())?;
+    let mut train = load_mnist_from(dir.as_deref())?.train;
+    check_labels(&train, plan.classes(), &labels_file(dir.as_deref(), true))?;
     train = train.truncated(batch * (WARM_UP_STEPS + (1 + TIMED_STEPS_PER_PROFILED) * steps));
     if train.len() < batch {
         return Err(bad_input(format!(

@@ -117,6 +117,8 @@ const RESERVED: &[&str] = &[
     "plots",
     "data_dir",
     "test_limit",
+    "classes",
+    "per_class_limit",
     "backend",
     "adapter",
     "autotune",

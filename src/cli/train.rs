@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::args::{
     backend_on, check_output_dir, check_output_file, data_dir, exact_gpu_context, gpu_context,
-    load_mnist_from, make_backend, DeviceArgs,
+    make_backend, DeviceArgs,
 };
 use super::print::{print_evaluation, while_working, EpochProgress};
 use mnist_wgpu::backend::{Backend, BackendInfo, OptimizerState};
@@ -22,6 +22,7 @@ use mnist_wgpu::data::Mnist;
 use mnist_wgpu::error::{bad_input, DeviceLost, Interrupted};
 use mnist_wgpu::fsutil::write_atomic;
 use mnist_wgpu::gpu::GpuContext;
+use mnist_wgpu::model::transfer::{check_layer_names, describe_origins, frozen_mask, init_from};
 use mnist_wgpu::model::{init_params, Params, Plan};
 use mnist_wgpu::plots::{write_plots, AugmentedRun, PLOT_FILES};
 use mnist_wgpu::report::MetricsReport;
@@ -32,7 +33,10 @@ use mnist_wgpu::train::{
 };
 
 mod args;
+mod data;
 mod recipe;
+
+use data::{load_data, DataSource};
 
 pub use args::{EvalArgs, TrainArgs};
 
@@ -45,34 +49,6 @@ fn augment_label(augment: Option<Augment>) -> String {
         ),
         None => "not augmented".into(),
     }
-}
-
-/// What a run reads: the files, and how much of them.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-struct DataSource {
-    /// `None` (null) for the copy built into the program.
-    data_dir: Option<PathBuf>,
-    train_limit: Option<u64>,
-    test_limit: Option<u64>,
-}
-
-fn load_data(source: &DataSource) -> Result<Mnist> {
-    let start = Instant::now();
-    let mut mnist = load_mnist_from(source.data_dir.as_deref())?;
-    if let Some(n) = source.train_limit {
-        mnist.train = mnist.train.truncated(n as usize);
-    }
-    if let Some(n) = source.test_limit {
-        mnist.test = mnist.test.truncated(n as usize);
-    }
-    log::debug!(
-        "loaded {} training and {} test images from {} in {:.2?}",
-        mnist.train.len(),
-        mnist.test.len(),
-        (source.data_dir.as_deref()).map_or("the bundled copy".into(), Path::to_string_lossy),
-        start.elapsed()
-    );
-    Ok(mnist)
 }
 
 /// Everything a run was started with: stored in its checkpoints so that `--resume` can rebuild
@@ -92,6 +68,15 @@ struct RunConfig {
     backend: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     adapter: Option<String>,
+    /// `--init-from` and `--reinit`: how the run started (for the record; the parameters are
+    /// in the checkpoint).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    init_from: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    reinit: Vec<String>,
+    /// `--freeze`: the layers no step updates, kept by `--resume`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    freeze: Vec<String>,
 }
 
 impl RunConfig {
@@ -209,11 +194,13 @@ fn new_setup(args: &TrainArgs) -> Result<Setup> {
         (None, Some(save)) => save.parent().map_or_else(PathBuf::new, Path::to_path_buf),
         (None, None) => default_run_dir(),
     };
-    let params = init_params(&plan, args.seed);
+    let params = initial_params(args, &plan)?;
     let data = DataSource {
         data_dir: data_dir(args.data.data_dir.as_deref())?,
         train_limit: args.train_limit,
         test_limit: args.data.test_limit,
+        classes: args.classes.clone().map(|c| c.0),
+        per_class_limit: args.per_class_limit,
     };
     let config = RunConfig {
         train,
@@ -223,6 +210,9 @@ fn new_setup(args: &TrainArgs) -> Result<Setup> {
         device: String::new(),
         backend: None,
         adapter: None,
+        init_from: args.init_from.clone(),
+        reinit: args.reinit.clone(),
+        freeze: args.freeze.clone(),
     };
     outln!("{}", recipe.line);
     Ok(Setup {
@@ -232,6 +222,36 @@ fn new_setup(args: &TrainArgs) -> Result<Setup> {
         params,
         resume: None,
     })
+}
+
+/// A new run's parameters: initialised by the seed, or loaded from --init-from where names
+/// and shapes match (saying which); --freeze and --reinit checked against the layers.
+fn initial_params(args: &TrainArgs, plan: &Plan) -> Result<Params<f32>> {
+    for (flag, names) in [("--freeze", &args.freeze), ("--reinit", &args.reinit)] {
+        check_layer_names(plan, names).map_err(|e| bad_input(format!("{flag}: {e}")))?;
+    }
+    let frozen = frozen_mask(plan, &args.freeze);
+    let trains = (plan.params.iter().zip(&frozen)).any(|(spec, &f)| spec.trainable && !f);
+    if !trains {
+        return Err(bad_input(format!(
+            "--freeze {}: freezes every layer; nothing would train",
+            args.freeze.join(",")
+        )));
+    }
+    let Some(path) = &args.init_from else {
+        if !args.reinit.is_empty() {
+            return Err(bad_input("--reinit: needs --init-from"));
+        }
+        return Ok(init_params(plan, args.seed));
+    };
+    let pretrained = load_checkpoint(path)?;
+    let (params, origins) = init_from(plan, args.seed, &pretrained.params, &args.reinit);
+    outln!(
+        "--init-from {}: {}",
+        path.display(),
+        describe_origins(&origins)
+    );
+    Ok(params)
 }
 
 /// Reads `dir/last.safetensors`; `epochs`, if given, is the run's new total.
@@ -320,7 +340,7 @@ fn run(setup: Setup, args: &TrainArgs) -> Result<Vec<EpochStats>> {
     } = setup;
     // First, so that a Ctrl-C while the data loads already stops at the first step.
     let stop = stop_on_ctrl_c()?;
-    let mut mnist = load_data(&config.data)?;
+    let mut mnist = load_data(&config.data, plan.classes(), true)?;
     let validation = match config.val_split {
         Some(n) if n as usize >= mnist.train.len() => {
             return Err(bad_input(format!(
@@ -344,6 +364,7 @@ fn run(setup: Setup, args: &TrainArgs) -> Result<Vec<EpochStats>> {
     };
     let lose_device = lose_device_after_epoch()?.zip(ctx.as_ref().map(|c| c.device.clone()));
     let mut backend = backend_on(ctx, &tuning, plan.clone(), params, optimizer)?;
+    backend.set_frozen(&frozen_mask(&plan, &config.freeze))?;
     let info = backend.info();
     let device = format!("{} ({})", info.backend, info.adapter);
     let start = match resume {
@@ -396,7 +417,7 @@ fn run(setup: Setup, args: &TrainArgs) -> Result<Vec<EpochStats>> {
         }
         Ok(())
     };
-    let mut progress = EpochProgress::new(config.train.epochs);
+    let mut progress = EpochProgress::new(config.train.epochs, plan.classes());
     let outcome = train_resumable(
         backend.as_mut(),
         &mnist.train,
@@ -552,6 +573,12 @@ fn print_start(
         info.backend,
         info.adapter
     );
+    if !config.freeze.is_empty() {
+        outln!(
+            "frozen: {} (never updated; a frozen batch norm trains in inference mode)",
+            config.freeze.join(", ")
+        );
+    }
 }
 
 /// Writes the training state as `last.safetensors` in `run_dir`, and after a new best epoch
@@ -602,11 +629,17 @@ pub fn eval(args: EvalArgs) -> Result<()> {
         check_output_file("--metrics-json", path, path)?;
     }
     let checkpoint = load_checkpoint(&args.model)?;
-    let mnist = load_data(&DataSource {
-        data_dir: data_dir(args.data.data_dir.as_deref())?,
-        train_limit: None,
-        test_limit: args.data.test_limit,
-    })?;
+    let mnist = load_data(
+        &DataSource {
+            data_dir: data_dir(args.data.data_dir.as_deref())?,
+            train_limit: None,
+            test_limit: args.data.test_limit,
+            classes: args.classes.clone().map(|c| c.0),
+            per_class_limit: None,
+        },
+        checkpoint.plan.classes(),
+        false,
+    )?;
     let arch = checkpoint.plan.arch.to_string();
     let seed = checkpoint.metadata.get("seed").and_then(|s| s.parse().ok());
     // Evaluation never steps the optimiser; any choice will do.

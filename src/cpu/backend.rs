@@ -18,6 +18,8 @@ pub struct CpuBackend {
     params: Params<f32>,
     optimizer: Optimizer,
     state: Vec<OptimState>,
+    /// Per tensor: left alone by every step (see [`Backend::set_frozen`]).
+    frozen: Vec<bool>,
     step: u32,
     /// The run's [`crate::rng::seed32`], for dropout and augmentation.
     seed: u32,
@@ -39,6 +41,7 @@ impl CpuBackend {
             .collect();
         let workspace = Workspace::new(&plan);
         CpuBackend {
+            frozen: vec![false; params.tensors.len()],
             plan,
             params,
             optimizer,
@@ -81,6 +84,21 @@ impl Backend for CpuBackend {
         self.optimizer = self.optimizer.with_lr(lr);
     }
 
+    fn set_frozen(&mut self, frozen: &[bool]) -> Result<()> {
+        anyhow::ensure!(
+            frozen.len() == self.params.tensors.len(),
+            "{} frozen flags for {}",
+            frozen.len(),
+            count(self.params.tensors.len(), "tensor")
+        );
+        self.frozen = frozen.to_vec();
+        // A frozen batch norm trains in inference mode, on its running statistics.
+        self.workspace.frozen_batch_norm = (self.plan.steps.iter())
+            .map(|step| step.stats_index.is_some_and(|i| frozen[i]))
+            .collect();
+        Ok(())
+    }
+
     fn train_step(&mut self, indices: &[u32]) -> Result<()> {
         self.train.gather(indices, &mut self.x, &mut self.labels);
         // Step numbers start at 1, as in the GPU's step key.
@@ -106,7 +124,9 @@ impl Backend for CpuBackend {
                 sums.loss_sum
             );
         }
-        let trainable = self.plan.params.iter().map(|spec| spec.trainable);
+        let frozen = &self.frozen;
+        let trainable =
+            (self.plan.params.iter().zip(frozen)).map(|(spec, &f)| spec.trainable && !f);
         for (((p, g), s), trainable) in self
             .params
             .tensors
@@ -119,7 +139,7 @@ impl Backend for CpuBackend {
                 optimizer_update(self.optimizer, self.step, &mut p.data, &g.data, s);
             }
         }
-        update_running_statistics(&self.plan, &mut self.params, &self.workspace);
+        update_running_statistics(&self.plan, &mut self.params, &self.workspace, frozen);
         self.stats.loss_sum += sums.loss_sum;
         self.stats.correct += sums.correct as u64;
         self.stats.examples += indices.len() as u64;
@@ -128,6 +148,10 @@ impl Backend for CpuBackend {
 
     fn take_train_stats(&mut self) -> Result<TrainStats> {
         Ok(std::mem::take(&mut self.stats))
+    }
+
+    fn classes(&self) -> usize {
+        self.plan.classes()
     }
 
     fn predict_logits(&mut self, images: &[u8]) -> Result<Vec<f32>> {

@@ -47,6 +47,9 @@ pub struct BatchNormStats<T> {
     pub dgamma: Vec<T>,
     /// Values per channel: `n x H x W`.
     pub count: usize,
+    /// The running statistics of a frozen layer, which trains in inference mode (as Keras
+    /// runs a frozen batch norm): constants, so the input gradient is `dy * gamma * inv_std`.
+    pub fixed: bool,
 }
 
 impl<T: Float> BatchNormStats<T> {
@@ -62,6 +65,24 @@ impl<T: Float> BatchNormStats<T> {
             dbeta: Vec::new(),
             dgamma: Vec::new(),
             count,
+            fixed: false,
+        }
+    }
+
+    /// A frozen layer's running statistics, used as constants while training.
+    pub fn fixed(running_mean: &[T], running_var: &[T]) -> BatchNormStats<T> {
+        let eps = T::from_f64_lossy(EPSILON);
+        BatchNormStats {
+            mean: running_mean.to_vec(),
+            inv_std: running_var
+                .iter()
+                .map(|&v| T::one() / (v + eps).sqrt())
+                .collect(),
+            var: running_var.to_vec(),
+            dbeta: Vec::new(),
+            dgamma: Vec::new(),
+            count: 0,
+            fixed: true,
         }
     }
 
@@ -158,6 +179,18 @@ pub fn batchnorm_backward_input<T: Float>(
     dx: &mut [T],
 ) {
     let plane = shape.height * shape.width;
+    if stats.fixed {
+        for (p, (dy, dx)) in dy
+            .chunks_exact(plane)
+            .zip(dx.chunks_exact_mut(plane))
+            .enumerate()
+        {
+            let c = p % shape.channels;
+            let scale = gamma[c] * stats.inv_std[c];
+            dx.iter_mut().zip(dy).for_each(|(dx, &dy)| *dx = scale * dy);
+        }
+        return;
+    }
     let m = T::from_f64_lossy(stats.count as f64);
     let planes = x.chunks_exact(plane).zip(dy.chunks_exact(plane));
     for (p, ((x, dy), dx)) in planes.zip(dx.chunks_exact_mut(plane)).enumerate() {

@@ -47,6 +47,9 @@ pub struct Workspace<T> {
     pub grads: Params<T>,
     /// The batch statistics of each batch-norm step in the last [`gradients`] call, by step.
     pub batch_norm: Vec<Option<BatchNormStats<T>>>,
+    /// By step: a frozen batch norm, which trains in inference mode, on its running
+    /// statistics ([`BatchNormStats::fixed`]). All false unless set.
+    pub frozen_batch_norm: Vec<bool>,
     /// Each chunk's parameter gradients, summed over its images.
     chunk_grads: Vec<Params<T>>,
     /// Training with batch norm: one set of buffers per chunk, kept from the forward to the
@@ -61,6 +64,7 @@ impl<T: Float> Workspace<T> {
         Workspace {
             grads: Params::zeros(&plan.params),
             batch_norm: vec![None; plan.steps.len()],
+            frozen_batch_norm: vec![false; plan.steps.len()],
             chunk_grads: Vec::new(),
             chunks: Vec::new(),
             pool: Mutex::default(),
@@ -152,9 +156,17 @@ fn running_statistics<'a, T>(params: &'a Params<T>, step: &Step) -> (&'a [T], &'
 }
 
 /// Moves every batch-norm layer's running statistics toward the last training batch's.
-pub fn update_running_statistics<T: Float>(plan: &Plan, params: &mut Params<T>, ws: &Workspace<T>) {
+pub fn update_running_statistics<T: Float>(
+    plan: &Plan,
+    params: &mut Params<T>,
+    ws: &Workspace<T>,
+    frozen: &[bool],
+) {
     for (step, stats) in plan.steps.iter().zip(&ws.batch_norm) {
         if let (Some(i), Some(stats)) = (step.stats_index, stats) {
+            if frozen.get(i).copied().unwrap_or(false) {
+                continue;
+            }
             let [mean, var] = &mut params.tensors[i..i + 2] else {
                 unreachable!("the running variance follows the mean")
             };
@@ -243,6 +255,7 @@ pub fn gradients<T: Float>(
     let Workspace {
         grads,
         batch_norm,
+        frozen_batch_norm,
         chunk_grads,
         chunks: scratches,
         pool,
@@ -265,7 +278,14 @@ pub fn gradients<T: Float>(
                 grads,
             })
             .collect();
-        run_segments(plan, params, key, n, &mut jobs, batch_norm)
+        run_segments(
+            plan,
+            params,
+            key,
+            n,
+            &mut jobs,
+            (batch_norm, frozen_batch_norm),
+        )
     } else {
         // Without batch norm, chunks never wait for each other: each borrows buffers from the
         // pool for its whole pass, so memory grows with the threads, not the batch.
@@ -320,7 +340,7 @@ fn run_segments<T: Float>(
     key: StepKey,
     n: usize,
     jobs: &mut [Job<T>],
-    batch_norm: &mut [Option<BatchNormStats<T>>],
+    (batch_norm, frozen): (&mut [Option<BatchNormStats<T>>], &[bool]),
 ) -> LossSums {
     let segments = segments(plan);
     let last = segments.len() - 1;
@@ -333,7 +353,14 @@ fn run_segments<T: Float>(
     let mut loss = LossSums::default();
     for (s, seg) in segments.iter().enumerate() {
         if starts_with_bn(seg) {
-            batch_norm[seg.start] = Some(batch_statistics(plan, seg.start, jobs));
+            let i = seg.start;
+            batch_norm[i] = Some(match frozen[i] {
+                true => {
+                    let (mean, var) = running_statistics(params, &plan.steps[i]);
+                    BatchNormStats::fixed(mean, var)
+                }
+                false => batch_statistics(plan, i, jobs),
+            });
         }
         let net = Net::training(plan, params, key, batch_norm);
         if s < last {

@@ -22,7 +22,8 @@ use crate::config::{Augment, AutotuneMode, Optimizer};
 use crate::cpu::CpuBackend;
 use crate::data::{Split, IMAGE_PIXELS};
 use crate::error::bad_input;
-use crate::model::{init_params, Arch, Params, Plan, Tensor, MNIST_INPUT, NUM_CLASSES};
+use crate::model::transfer::frozen_mask;
+use crate::model::{init_params, Arch, Params, Plan, Tensor, MNIST_INPUT};
 use crate::rng::random_vec;
 use crate::train::epoch_order;
 
@@ -61,6 +62,8 @@ pub struct GpuBackend {
     ctx: GpuContext,
     plan: Plan,
     optimizer: Optimizer,
+    /// Per parameter tensor: left alone by training steps (see [`Backend::set_frozen`]).
+    frozen: Vec<bool>,
     kernels: Kernels,
     tuner: Autotuner,
     params: ParamBuffers,
@@ -105,6 +108,7 @@ impl GpuBackend {
         let stats = storage(&ctx, "train stats", std::mem::size_of::<GpuStats>() as u64)?;
         let empty = storage(&ctx, "no training data", 4)?;
         let backend = GpuBackend {
+            frozen: vec![false; lens.len()],
             kernels,
             tuner: Autotuner::new(&ctx, AutotuneMode::Off, None),
             params: buffers,
@@ -152,6 +156,7 @@ impl GpuBackend {
                 step_key: &self.step_key,
                 stats: View::whole(&self.stats),
                 optimizer: self.optimizer,
+                frozen: &self.frozen,
                 augment: self.augment,
             };
             let mut net =
@@ -280,6 +285,21 @@ impl Backend for GpuBackend {
         self.optimizer = self.optimizer.with_lr(lr);
     }
 
+    fn set_frozen(&mut self, frozen: &[bool]) -> Result<()> {
+        anyhow::ensure!(
+            frozen.len() == self.frozen.len(),
+            "{} frozen flags for {} tensors",
+            frozen.len(),
+            self.frozen.len()
+        );
+        if frozen != self.frozen {
+            self.frozen = frozen.to_vec();
+            // Compiled training networks update (or skip) each tensor.
+            self.nets.retain(|&(_, train), _| !train);
+        }
+        Ok(())
+    }
+
     fn train_step(&mut self, indices: &[u32]) -> Result<()> {
         self.prepare_train_step(indices)?;
         self.submit((indices.len(), true))
@@ -313,6 +333,10 @@ impl Backend for GpuBackend {
         Ok(stats)
     }
 
+    fn classes(&self) -> usize {
+        self.plan.classes()
+    }
+
     fn predict_logits(&mut self, images: &[u8]) -> Result<Vec<f32>> {
         let n = images.len() / IMAGE_PIXELS;
         self.net(n, false)?;
@@ -329,7 +353,7 @@ impl Backend for GpuBackend {
             &self.ctx,
             &self.nets[&(n, false)].logits,
             0,
-            n * NUM_CLASSES,
+            n * self.plan.classes(),
         )
     }
 
@@ -538,26 +562,40 @@ pub fn checks() -> Vec<CrossCheck> {
         nesterov: true,
         weight_decay: 1e-4,
     };
+    let none: &[&str] = &[];
     [
-        (Optimizer::adam(1e-3), 7usize, "seed", None),
-        (Optimizer::sgd(0.01), 33, "seed", None),
-        (Optimizer::adam(1e-3), 7, "seed", Some(Augment::mnist())),
-        (nesterov, 7, EVERY_LAYER, None),
+        (Optimizer::adam(1e-3), 7usize, "seed", None, none),
+        (Optimizer::sgd(0.01), 33, "seed", None, none),
+        (
+            Optimizer::adam(1e-3),
+            7,
+            "seed",
+            Some(Augment::mnist()),
+            none,
+        ),
+        (nesterov, 7, EVERY_LAYER, None, none),
+        (Optimizer::adam(1e-3), 7, "seed", None, &["conv1", "conv2"]),
+        (nesterov, 7, EVERY_LAYER, None, &["conv1", "bn1", "fc1"]),
+        (Optimizer::adam(1e-3), 7, FIVE_CLASSES, None, &["conv1"]),
     ]
     .into_iter()
-    .map(|(opt, batch, arch, augment)| {
+    .map(|(opt, batch, arch, augment, frozen)| {
         let shape = format!(
-            "{} model, {TRAIN_CHECK_STEPS} steps of {batch}, {}{}",
-            if arch == "seed" {
-                "seed"
-            } else {
-                "every-layer"
+            "{} model, {TRAIN_CHECK_STEPS} steps of {batch}, {}{}{}",
+            match arch {
+                "seed" => "seed",
+                FIVE_CLASSES => "five-class",
+                _ => "every-layer",
             },
             opt.name(),
-            if augment.is_some() { ", augmented" } else { "" }
+            if augment.is_some() { ", augmented" } else { "" },
+            match frozen.is_empty() {
+                true => String::new(),
+                false => format!(", {} frozen", frozen.join(", ")),
+            }
         );
         CrossCheck::new("train_step", shape, move |ctx| {
-            check_training(ctx, arch, opt, batch, augment)
+            check_training(ctx, arch, opt, batch, augment, frozen)
         })
     })
     .collect()
@@ -567,10 +605,13 @@ pub fn checks() -> Vec<CrossCheck> {
 const EVERY_LAYER: &str =
     "conv8k3same-bn-relu-conv6k3s2-tanh-avgpool2-dropout0.25-flatten-dense16-bn-sigmoid-dense10";
 
+/// A model of five classes (labels 0-4), as for a subset of the digits.
+const FIVE_CLASSES: &str = "conv8k3-relu-pool2-conv8k3-relu-pool2-flatten-dense5";
+
 const TRAIN_CHECK_STEPS: usize = 20;
 
-/// Synthetic digits: blurry random strokes, labels cycling through 0-9.
-fn synthetic_split(len: usize) -> Split {
+/// Synthetic digits: blurry random strokes, labels cycling through 0 to `classes` - 1.
+fn synthetic_split(len: usize, classes: usize) -> Split {
     let noise = random_vec(len * IMAGE_PIXELS, 99, 0.0, 1.0);
     let images = noise
         .iter()
@@ -578,7 +619,7 @@ fn synthetic_split(len: usize) -> Split {
         .collect();
     Split {
         images,
-        labels: (0..len).map(|i| (i % 10) as u8).collect(),
+        labels: (0..len).map(|i| (i % classes) as u8).collect(),
     }
 }
 
@@ -588,17 +629,21 @@ fn check_training(
     optimizer: Optimizer,
     batch: usize,
     augment: Option<Augment>,
+    frozen: &[&str],
 ) -> Result<Comparison> {
     let arch = Arch::parse(arch).map_err(|e| anyhow!(e))?;
     let plan = Plan::new(&arch, MNIST_INPUT).map_err(|e| anyhow!(e))?;
     let init = init_params(&plan, 1);
-    let data = synthetic_split(batch * 4 + 3);
+    let frozen: Vec<String> = frozen.iter().map(|f| f.to_string()).collect();
+    let frozen = frozen_mask(&plan, &frozen);
+    let data = synthetic_split(batch * 4 + 3, plan.classes());
     let mut cpu = CpuBackend::new(plan.clone(), init.clone(), optimizer);
     let mut gpu = GpuBackend::new(ctx, plan, &init, optimizer)?;
     for backend in [&mut cpu as &mut dyn Backend, &mut gpu] {
         backend.set_train_data(&data)?;
         backend.set_seed(5);
         backend.set_augmentation(augment);
+        backend.set_frozen(&frozen)?;
         for step in 0..TRAIN_CHECK_STEPS {
             let order = epoch_order(data.len(), 5, step / 4 + 1);
             let start = (step % 4) * batch;
@@ -614,6 +659,13 @@ fn check_training(
     ));
     for (g, c) in gpu_params.tensors.iter().zip(&cpu_params.tensors) {
         result = result.merge(compare(&g.data, &c.data));
+    }
+    // Frozen tensors (running statistics included) keep their bits on both devices.
+    let bits = |t: &Tensor<f32>| t.data.iter().map(|x| x.to_bits()).collect::<Vec<u32>>();
+    for (i, _) in frozen.iter().enumerate().filter(|(_, &f)| f) {
+        let start = bits(&init.tensors[i]);
+        result = result.merge(compare_exact(&bits(&gpu_params.tensors[i]), &start));
+        result = result.merge(compare_exact(&bits(&cpu_params.tensors[i]), &start));
     }
     let images = &data.images[..batch * IMAGE_PIXELS];
     let (cpu_logits, gpu_logits) = (cpu.predict_logits(images)?, gpu.predict_logits(images)?);

@@ -48,6 +48,29 @@ pub struct BatchNormViews<'a> {
     pub stats: View<'a>,
 }
 
+/// Which statistics a pass uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RunningStats {
+    /// Inference, and the training of a frozen layer (as Keras trains a frozen batch norm):
+    /// normalise by the running statistics, left as they are and, backward, taken as
+    /// constants.
+    Read,
+    /// Training: normalise by the batch's statistics and move the running ones toward them.
+    Update,
+}
+
+impl RunningStats {
+    /// The training mode of batch-norm `step`, whose tensors may be `frozen` (one flag per
+    /// parameter tensor).
+    pub fn from_frozen(frozen: &[bool], step: &crate::model::Step) -> RunningStats {
+        let stats = step.stats_index.expect("batch norm has running statistics");
+        match frozen[stats] {
+            true => RunningStats::Read,
+            false => RunningStats::Update,
+        }
+    }
+}
+
 /// Bytes of one layer's statistics buffer.
 pub fn stats_bytes(channels: usize) -> u64 {
     (3 * 4 * channels) as u64
@@ -81,7 +104,7 @@ impl BatchNormKernels {
         shape: Shape,
         n: usize,
         pair: usize,
-        training: bool,
+        running: RunningStats,
     ) -> wgpu::Buffer {
         let count = n * shape.height * shape.width;
         let unbias = if count > 1 {
@@ -99,26 +122,26 @@ impl BatchNormKernels {
             momentum,
             keep: 1.0 - momentum,
             unbias,
-            training: u32::from(training),
+            training: u32::from(running != RunningStats::Read),
             _pad: [0; 3],
         };
         uniform(ctx, "batchnorm params", &params)
     }
 
-    /// Statistics (batch ones, moving the running ones, when `training`; else the running
-    /// ones) and `y` from `x`, for `n` images of `shape`.
+    /// Statistics (the batch's when training, else the running ones; see [`RunningStats`])
+    /// and `y` from `x`, for `n` images of `shape`.
     #[allow(clippy::too_many_arguments)]
     pub fn forward(
         &self,
         ctx: &GpuContext,
         shape: Shape,
         n: usize,
-        training: bool,
+        running: RunningStats,
         v: BatchNormViews,
         x: View,
         y: View,
     ) -> Vec<Dispatch> {
-        let params = Self::params(ctx, shape, n, v.pair_stride, training);
+        let params = Self::params(ctx, shape, n, v.pair_stride, running);
         let p = View::whole(&params);
         vec![
             self.statistics.dispatch(
@@ -135,19 +158,21 @@ impl BatchNormKernels {
     }
 
     /// The scale and shift gradients into `daffine` (a pair view of the gradient buffer) and,
-    /// when `dx` is given, the input gradient, from the training statistics of the forward.
+    /// when `dx` is given, the input gradient, from the statistics of the forward (`running`
+    /// as it was there: `Read` for a frozen layer).
     #[allow(clippy::too_many_arguments)]
     pub fn backward(
         &self,
         ctx: &GpuContext,
         shape: Shape,
         n: usize,
+        running: RunningStats,
         v: BatchNormViews,
         (x, dy): (View, View),
         daffine: View,
         dx: Option<View>,
     ) -> Vec<Dispatch> {
-        let params = Self::params(ctx, shape, n, v.pair_stride, true);
+        let params = Self::params(ctx, shape, n, v.pair_stride, running);
         let p = View::whole(&params);
         // The sums bind `out` without touching it: without dx, the (writable) statistics
         // buffer stands in, since a buffer may not be both read-only and writable in a dispatch.
@@ -223,12 +248,20 @@ fn check_batchnorm(ctx: &GpuContext, n: usize, shape: Shape) -> Result<Compariso
     };
     let daffine = p.pair_view(&p.grads, 0).0;
     let kernels = BatchNormKernels::new(ctx);
-    let mut dispatches =
-        kernels.forward(ctx, shape, n, true, views, (&x_buf).into(), (&y_buf).into());
+    let mut dispatches = kernels.forward(
+        ctx,
+        shape,
+        n,
+        RunningStats::Update,
+        views,
+        (&x_buf).into(),
+        (&y_buf).into(),
+    );
     dispatches.extend(kernels.backward(
         ctx,
         shape,
         n,
+        RunningStats::Update,
         views,
         ((&x_buf).into(), (&dy_buf).into()),
         daffine,
@@ -242,7 +275,7 @@ fn check_batchnorm(ctx: &GpuContext, n: usize, shape: Shape) -> Result<Compariso
         ctx,
         shape,
         n,
-        false,
+        RunningStats::Read,
         inference,
         (&x_buf).into(),
         (&y2_buf).into(),

@@ -12,7 +12,7 @@ use anyhow::Result;
 use super::activation::ActivationKernels;
 use super::augment::AugmentKernels;
 use super::autotune::Autotuner;
-use super::batchnorm::{stats_bytes, BatchNormKernels, BatchNormViews};
+use super::batchnorm::{stats_bytes, BatchNormKernels, BatchNormViews, RunningStats};
 use super::buffer::{storage, ParamBuffers, View};
 use super::context::GpuContext;
 use super::conv2d::{Conv2dKernels, Conv2dPass};
@@ -28,7 +28,7 @@ use crate::config::{Augment, Optimizer};
 use crate::cpu::conv2d::Conv2dGeometry;
 use crate::cpu::dense::DenseGeometry;
 use crate::data::IMAGE_PIXELS;
-use crate::model::{Activation, Layer, Plan, Pool, Step, NUM_CLASSES};
+use crate::model::{Activation, Layer, Plan, Pool, Step};
 
 /// Every kernel, compiled once per backend.
 pub struct Kernels {
@@ -74,6 +74,9 @@ pub struct Shared<'a> {
     pub step_key: &'a wgpu::Buffer,
     pub stats: View<'a>,
     pub optimizer: Optimizer,
+    /// Per parameter tensor: frozen, so the optimiser skips it and, for batch norm's running
+    /// statistics, the statistics kernel leaves them be.
+    pub frozen: &'a [bool],
     /// Training networks warp each gathered batch with these ranges; inference never does.
     pub augment: Option<Augment>,
 }
@@ -341,7 +344,11 @@ impl CompiledNet {
                 Layer::BatchNorm => {
                     let views = batchnorm_views(p, &layout, step, i);
                     let (s, n) = (step.input, n);
-                    dispatches.extend(k.batchnorm.forward(ctx, s, n, train, views, x, y));
+                    let running = match train {
+                        true => RunningStats::from_frozen(shared.frozen, step),
+                        false => RunningStats::Read,
+                    };
+                    dispatches.extend(k.batchnorm.forward(ctx, s, n, running, views, x, y));
                 }
                 Layer::Activation(_) | Layer::Dropout { .. } | Layer::Flatten => {}
             }
@@ -362,10 +369,11 @@ impl CompiledNet {
             let correct = storage(ctx, "per-example correct", 4 * n as u64)?;
             let (logits, dlogits) = (layout.buf(logits_id), layout.buf(layout.grad[last]));
             let sx = &k.softmax_xent;
+            let classes = plan.classes();
             let (lv, cv) = (View::whole(&losses), View::whole(&correct));
             dispatches.push(sx.forward_backward(
                 ctx,
-                NUM_CLASSES,
+                classes,
                 n,
                 logits,
                 View::whole(&labels),
@@ -375,45 +383,56 @@ impl CompiledNet {
             ));
             dispatches.push(sx.accumulate(ctx, n, lv, cv, shared.stats));
             let loss_cost = Cost {
-                shape: format!("n {n}, {NUM_CLASSES} classes"),
+                shape: format!("n {n}, {classes} classes"),
                 flops: 0,
-                bytes: (4 * n * (2 * NUM_CLASSES + 3)) as u64,
+                bytes: (4 * n * (2 * classes + 3)) as u64,
             };
             let at = dispatches.len() - 2;
             dispatches[at..]
                 .iter_mut()
                 .for_each(|d| d.cost = loss_cost.clone());
             backward(ctx, plan, shared, tuner, &layout, n, &mut dispatches)?;
-            // Running statistics come after every trainable tensor; the optimiser stops there.
-            let len = plan
-                .params
-                .iter()
-                .position(|spec| !spec.trainable)
-                .map_or(p.len, |first| (p.ranges[first].0 / 4) as usize);
-            let (pv, gv, mv, vv) = (
-                View::whole(&p.params),
-                View::whole(&p.grads),
-                View::whole(&p.m),
-                View::whole(&p.v),
-            );
-            dispatches.push(k.optim.update(
-                ctx,
-                shared.optimizer,
-                len,
-                shared.optim_step,
-                pv,
-                gv,
-                mv,
-                vv,
-                shared.stats,
-            ));
-            // Reads params, grads and moments and writes three of them back.
-            let optim_cost = Cost {
-                shape: format!("{len} parameters"),
-                flops: 0,
-                bytes: (4 * len * 7) as u64,
-            };
-            dispatches.last_mut().expect("just pushed").cost = optim_cost;
+            // Running statistics come after every trainable tensor, where the optimiser
+            // stops; it skips frozen tensors too: one update per run of tensors that train.
+            let trains = |t: usize| plan.params[t].trainable && !shared.frozen[t];
+            let mut t = 0;
+            while t < plan.params.len() {
+                if !trains(t) {
+                    t += 1;
+                    continue;
+                }
+                let first = t;
+                while t < plan.params.len() && trains(t) {
+                    t += 1;
+                }
+                let offset = p.ranges[first].0;
+                let (last_offset, last_len) = p.ranges[t - 1];
+                let size = last_offset + 4 * last_len as u64 - offset;
+                let len = (size / 4) as usize;
+                let view = |buffer| View {
+                    buffer,
+                    offset,
+                    size,
+                };
+                dispatches.push(k.optim.update(
+                    ctx,
+                    shared.optimizer,
+                    len,
+                    shared.optim_step,
+                    view(&p.params),
+                    view(&p.grads),
+                    view(&p.m),
+                    view(&p.v),
+                    shared.stats,
+                ));
+                // Reads params, grads and moments and writes three of them back.
+                let optim_cost = Cost {
+                    shape: format!("{len} parameters"),
+                    flops: 0,
+                    bytes: (4 * len * 7) as u64,
+                };
+                dispatches.last_mut().expect("just pushed").cost = optim_cost;
+            }
             buffers.extend([losses, correct]);
         }
         buffers.push(labels);
@@ -592,7 +611,9 @@ fn backward_step(
                 let w = step.weight_index.expect("batch norm has parameters");
                 let daffine = p.pair_view(&p.grads, w).0;
                 let s = step.input;
-                out.extend(k.batchnorm.backward(ctx, s, n, views, (x, dy), daffine, dx));
+                let running = RunningStats::from_frozen(shared.frozen, step);
+                let bn = &k.batchnorm;
+                out.extend(bn.backward(ctx, s, n, running, views, (x, dy), daffine, dx));
             }
             _ if dx.is_none() => {}
             Layer::Activation(_) if relu_backward_in_pool(plan, i) => {}

@@ -3,7 +3,8 @@
 mod arch;
 mod params;
 mod plan;
+pub mod transfer;
 
 pub use arch::{spec_from_file, Activation, Arch, Layer, Padding, Pool, PRESETS};
 pub use params::{init_params, Params, Tensor};
-pub use plan::{conv_padding, Init, ParamSpec, Plan, Shape, Step, MNIST_INPUT, NUM_CLASSES};
+pub use plan::{conv_padding, Init, ParamSpec, Plan, Shape, Step, MAX_CLASSES, MNIST_INPUT};

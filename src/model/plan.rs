@@ -36,7 +36,8 @@ impl Shape {
 
 /// One MNIST image.
 pub const MNIST_INPUT: Shape = Shape::new(1, 28, 28);
-pub const NUM_CLASSES: usize = 10;
+/// Labels are bytes, so a model classifies into at most this many classes.
+pub const MAX_CLASSES: usize = 256;
 
 /// How a parameter tensor starts: Keras defaults.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -88,7 +89,8 @@ pub struct Plan {
 }
 
 impl Plan {
-    /// Infers every shape; the last layer must produce `NUM_CLASSES` flat logits.
+    /// Infers every shape; the last layer must produce flat logits, one per class (2 to
+    /// [`MAX_CLASSES`]): an arch ending in `denseK` classifies K classes.
     pub fn new(arch: &Arch, input: Shape) -> Result<Plan, String> {
         let denses = arch
             .layers
@@ -164,9 +166,9 @@ impl Plan {
                 });
             }
         }
-        if shape != Shape::new(NUM_CLASSES, 1, 1) {
+        if !shape.is_flat() || !(2..=MAX_CLASSES).contains(&shape.channels) {
             return Err(format!(
-                "'{arch}' ends with {}x{}x{} outputs; it must end with dense{NUM_CLASSES}",
+                "'{arch}' ends with {}x{}x{} outputs; it must end with denseK, one output per class (K from 2 to {MAX_CLASSES}: dense10 for digits)",
                 shape.channels, shape.height, shape.width
             ));
         }
@@ -180,6 +182,11 @@ impl Plan {
 
     pub fn output(&self) -> Shape {
         self.steps.last().map_or(self.input, |s| s.output)
+    }
+
+    /// The classes the model tells apart: its output width (labels are 0 to this - 1).
+    pub fn classes(&self) -> usize {
+        self.output().len()
     }
 
     /// Elements of the trainable tensors, which come first in [`Plan::params`].
@@ -351,8 +358,12 @@ mod tests {
         );
         let err = Plan::new(&Arch::parse("conv8k3-dense10").unwrap(), MNIST_INPUT).unwrap_err();
         assert!(err.contains("add flatten"), "{err}");
-        let err = Plan::new(&Arch::parse("flatten-dense7").unwrap(), MNIST_INPUT).unwrap_err();
-        assert!(err.contains("must end with dense10"), "{err}");
+        let err = Plan::new(&Arch::parse("flatten-dense1").unwrap(), MNIST_INPUT).unwrap_err();
+        assert!(err.contains("must end with denseK"), "{err}");
+        let err = Plan::new(&Arch::parse("conv2k3").unwrap(), MNIST_INPUT).unwrap_err();
+        assert!(err.contains("must end with denseK"), "{err}");
+        let plan = Plan::new(&Arch::parse("flatten-dense7").unwrap(), MNIST_INPUT).unwrap();
+        assert_eq!(plan.classes(), 7);
     }
 
     #[test]

@@ -27,9 +27,16 @@ pub struct TrainArgs {
     /// Seed for initialisation and shuffling.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
-    /// Train on the first N training images only.
+    /// Train on the first N training images only (after --classes and --per-class-limit).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub train_limit: Option<u64>,
+    /// Train and test on these labels only, relabelled 0, 1, ... in the order given (the arch
+    /// must end in dense K for K labels), e.g. 5,6,7,8,9.
+    #[arg(long, value_name = "LIST", value_parser = class_list)]
+    pub classes: Option<ClassList>,
+    /// Train on the first N training images of each class only (a small labelled set).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub per_class_limit: Option<u64>,
     /// Hold out N training images (chosen by --seed) to validate on after every epoch; the
     /// best epoch's model is saved as best.safetensors in the run directory.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
@@ -37,6 +44,19 @@ pub struct TrainArgs {
     /// Stop when the validation loss has not improved for this many epochs (needs --val-split).
     #[arg(long, value_name = "PATIENCE", value_parser = clap::value_parser!(u64).range(1..))]
     pub early_stopping: Option<u64>,
+    /// Start from this checkpoint's parameters: each tensor with the same name and shape is
+    /// loaded, the others initialised by --seed (transfer learning).
+    #[arg(long, value_name = "CKPT")]
+    pub init_from: Option<PathBuf>,
+    /// Layers (conv1, bn1, fc, ...: the checkpoint's tensor name prefixes) to keep exactly as
+    /// they start: never updated; a frozen batch norm trains in inference mode, on its running
+    /// statistics.
+    #[arg(long, value_name = "LAYER,...", value_delimiter = ',')]
+    pub freeze: Vec<String>,
+    /// Layers to initialise by --seed even where --init-from has matching tensors (a new
+    /// head of the same shape).
+    #[arg(long, value_name = "LAYER,...", value_delimiter = ',')]
+    pub reinit: Vec<String>,
     /// The run's directory: last.safetensors (the training state after every epoch and on
     /// Ctrl-C), best.safetensors (with --val-split), metrics.json and plots [default: the
     /// directory of --save, else runs/<timestamp>].
@@ -84,6 +104,11 @@ const RESUME_CONFLICTS: &[&str] = &[
     "augment_scale",
     "seed",
     "train_limit",
+    "classes",
+    "per_class_limit",
+    "init_from",
+    "freeze",
+    "reinit",
     "val_split",
     "early_stopping",
     "run_dir",
@@ -232,8 +257,37 @@ pub struct EvalArgs {
     /// Write the test metrics as JSON.
     #[arg(long, value_name = "PATH")]
     pub metrics_json: Option<PathBuf>,
+    /// Test on these labels only, relabelled 0, 1, ... in the order given, as the model was
+    /// trained with train --classes.
+    #[arg(long, value_name = "LIST", value_parser = class_list)]
+    pub classes: Option<ClassList>,
     #[command(flatten)]
     pub data: DataArgs,
+}
+
+/// The labels of `--classes`, in the order given: label `classes[k]` becomes class k.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClassList(pub Vec<u8>);
+
+/// "5,6,7,8,9": at least two distinct labels 0-255.
+fn class_list(text: &str) -> Result<ClassList, String> {
+    let mut classes = Vec::new();
+    for item in text.split(',') {
+        let item = item.trim();
+        let class: u8 = item
+            .parse()
+            .map_err(|_| format!("'{item}' in '{text}' is not a label 0-255"))?;
+        if classes.contains(&class) {
+            return Err(format!("'{text}' lists {class} twice"));
+        }
+        classes.push(class);
+    }
+    if classes.len() < 2 {
+        return Err(format!(
+            "'{text}' lists one class; a classifier needs at least two"
+        ));
+    }
+    Ok(ClassList(classes))
 }
 
 fn positive_float(text: &str) -> Result<f32, String> {
@@ -268,5 +322,18 @@ fn fraction(text: &str) -> Result<f32, String> {
     match text.parse::<f32>() {
         Ok(x) if (0.0..1.0).contains(&x) => Ok(x),
         _ => Err(format!("'{text}' is not a number in [0, 1)")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn class_lists_are_distinct_labels_in_order() {
+        assert_eq!(class_list("5,6, 9,7"), Ok(ClassList(vec![5, 6, 9, 7])));
+        for bad in ["", "3", "1,1", "1,256", "1,,2", "a,b", "-1,2"] {
+            assert!(class_list(bad).is_err(), "{bad}");
+        }
     }
 }
