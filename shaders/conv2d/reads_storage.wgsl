@@ -2,7 +2,7 @@
 // register-blocked kernel reads them through (reads_texture.wgsl has the same accessors over
 // textures). The tiled kernels, the chunk sums and the weight packing index the buffers
 // directly; their modules always take this file.
-// Bindings: 1 src, 3 factor, 4 pooled_y, 7 pooled_argmax (see common.wgsl).
+// Bindings: 1 src, 3 factor, 4 pooled_y, 7 pooled_argmax (see products.wgsl).
 
 @group(0) @binding(1) var<storage, read> src: array<f32>;
 @group(0) @binding(3) var<storage, read> factor: array<f32>;

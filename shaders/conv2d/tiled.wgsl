@@ -1,7 +1,8 @@
 // Conv2d, tiled (real GPUs). Entry points: conv2d_forward_tiled, conv2d_backward_input_tiled,
 // conv2d_backward_weights_tiled. Bindings: 0 params, 1 src (x, or dy for the input gradient),
 // 2 dst (y, dx, or partial sums), 3 factor (w, or dy for the weight gradient), 4 bias (forward).
-// Module: common.wgsl, reads_storage.wgsl (src and factor are indexed directly), this file.
+// Module: common.wgsl, products.wgsl, reads_storage.wgsl (src and factor are indexed directly),
+// this file.
 //
 // Each pass is an implicit GEMM, C (M x N) = A (M x K) B (K x N),
 // with A and B read straight from the tensors (nothing is lowered to columns in memory):

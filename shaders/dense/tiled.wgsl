@@ -1,7 +1,7 @@
 // Dense, tiled (real GPUs). Entry points: dense_matmul, dense_matmul_bias (one TILE x TILE
 // workgroup per output tile), dense_matmul_split, dense_matmul_bias_split (a workgroup per
 // output, splitting k). Bindings: 0 params, 1 a, 2 c, 3 b, 4 bias (the *_bias entries).
-// Module: common.wgsl, reads_storage.wgsl, this file, backward_bias.wgsl.
+// Module: common.wgsl, reads_storage.wgsl, this file.
 //
 // One TILE x TILE workgroup per output tile (2-D launch, x: columns, y: rows) staging TILE x TILE
 // tiles of A and B in workgroup memory; each output summed over k in increasing order by one

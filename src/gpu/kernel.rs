@@ -461,6 +461,22 @@ pub fn compile_pipelines(ctx: &GpuContext, dispatches: &[Dispatch]) -> Result<f6
     Ok(start.elapsed().as_secs_f64())
 }
 
+/// The size in bytes of the WGSL struct `name` in `module` (for tests that check a host
+/// mirror's layout against the shader's).
+#[cfg(test)]
+pub(crate) fn struct_size(module: &naga::Module, name: &str) -> usize {
+    module
+        .types
+        .iter()
+        .find_map(|(_, ty)| match ty.inner {
+            naga::TypeInner::Struct { span, .. } if ty.name.as_deref() == Some(name) => {
+                Some(span as usize)
+            }
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("the shader has no struct {name}"))
+}
+
 /// The value of `const NAME: u32 = Vu;` in a shader's source, for tests that check the host's
 /// copies of a shader's constants.
 #[cfg(test)]

@@ -46,6 +46,7 @@ use subgroup::SubgroupKernels;
 use tiled::TiledKernels;
 
 const COMMON: ShaderFile = shader_file!("conv2d/common.wgsl");
+const PRODUCTS: ShaderFile = shader_file!("conv2d/products.wgsl");
 const READS_STORAGE: ShaderFile = shader_file!("conv2d/reads_storage.wgsl");
 const READS_TEXTURE: ShaderFile = shader_file!("conv2d/reads_texture.wgsl");
 const TILED: ShaderFile = shader_file!("conv2d/tiled.wgsl");
@@ -62,13 +63,13 @@ const SUBGROUP: ShaderFile = shader_file!("conv2d/subgroup.wgsl");
 /// The tiled kernels.
 const TILED_MODULE: WgslModule = WgslModule {
     label: "conv2d tiled",
-    files: &[COMMON, READS_STORAGE, TILED],
+    files: &[COMMON, PRODUCTS, READS_STORAGE, TILED],
     subgroups: false,
 };
 /// The chunk sums and the weight packing, which every variant runs beside its products.
 const SUMS_MODULE: WgslModule = WgslModule {
     label: "conv2d sums",
-    files: &[COMMON, READS_STORAGE, REDUCE, PACK],
+    files: &[COMMON, REDUCE, PACK],
     subgroups: false,
 };
 /// The register-blocked kernels, reading storage or textures, each lane loading for itself.
@@ -76,6 +77,7 @@ const REGISTER_BLOCKED_MODULE: WgslModule = WgslModule {
     label: "conv2d register-blocked",
     files: &[
         COMMON,
+        PRODUCTS,
         READS_STORAGE,
         REGISTER_BLOCKED,
         RB_FORWARD,
@@ -89,6 +91,7 @@ const REGISTER_BLOCKED_TEXTURE_MODULE: WgslModule = WgslModule {
     label: "conv2d register-blocked-texture",
     files: &[
         COMMON,
+        PRODUCTS,
         READS_TEXTURE,
         REGISTER_BLOCKED,
         RB_FORWARD,
@@ -104,6 +107,7 @@ const SUBGROUP_MODULE: WgslModule = WgslModule {
     label: "conv2d register-blocked (subgroups)",
     files: &[
         COMMON,
+        PRODUCTS,
         READS_STORAGE,
         REGISTER_BLOCKED,
         RB_FORWARD,
@@ -117,6 +121,7 @@ const SUBGROUP_TEXTURE_MODULE: WgslModule = WgslModule {
     label: "conv2d register-blocked-texture (subgroups)",
     files: &[
         COMMON,
+        PRODUCTS,
         READS_TEXTURE,
         REGISTER_BLOCKED,
         RB_FORWARD,
@@ -226,7 +231,7 @@ struct Conv2dParams {
     kernel: u32,
     relu: u32,
     /// Workgroups that do work (register-blocked forward and input gradient, tiled);
-    /// invocations (register-blocked weight gradient); elements (reduction, weight packing).
+    /// invocations (register-blocked weight gradient).
     len: u32,
     /// Register-blocked: blocks of columns per row (forward) or of kx (weight gradient).
     col_blocks: u32,
@@ -234,10 +239,8 @@ struct Conv2dParams {
     row_blocks: u32,
     /// Weight gradient: row segments (image, output row) per chunk of partial sums.
     chunk_rows: u32,
-    /// Weight gradient and reduction: chunks of partial sums.
+    /// Weight gradient: chunks of partial sums, and the elements per chunk.
     chunks: u32,
-    /// Reduction: where the summed elements start in each chunk, and the elements per chunk.
-    partial_first: u32,
     partial_stride: u32,
     /// Tiled: tiles along the rows (`TILE_M`) and the columns (`TILE_N`) of the product.
     m_tiles: u32,
@@ -254,14 +257,13 @@ struct Conv2dParams {
     chunk_k: u32,
     /// Register-blocked input gradient: row runs of its position classes.
     row_runs: u32,
-    /// Reduction: sums from `out_split` on are stored `out_skip` elements further on.
-    out_split: u32,
-    out_skip: u32,
     /// Register-blocked input gradient: column runs of its position classes.
     col_runs: u32,
     /// Register-blocked forward and input gradient: the first packed slot of the second
     /// binding ([`packed_split`]).
     packed_split: u32,
+    /// The arrays start on 16 bytes, as in the shader.
+    _pad: [u32; 3],
     /// Register-blocked input gradient: the runs, and each class's first lane and runs (see
     /// [`Conv2dParams::input_classes`]).
     row_run: [[u32; 4]; MAX_RUNS],
@@ -347,6 +349,7 @@ impl Conv2dKernels {
             register_blocked_texture: RegisterBlockedKernels::new(ctx, &sums, true),
             subgroups: SubgroupKernels::both(ctx),
             tiled: TiledKernels::new(ctx),
+            // Reduce params, partial sums, sums.
             reduce: kernel("conv2d_reduce", &[Uniform, Read, ReadWrite]),
             reduce_split: kernel("conv2d_reduce_split", &[Uniform, Read, ReadWrite]),
             unused_packed: ctx.device.create_buffer(&wgpu::BufferDescriptor {
@@ -619,6 +622,30 @@ mod tests {
             assert_eq!(pass.shares_loads(g, true), shares, "{pass:?} {g:?}");
         }
         assert!(!Forward.shares_loads(conv2, false));
+    }
+
+    /// The host's mirrors of the uniforms have the shaders' sizes (the fields are in the same
+    /// order; a size that differs means a field or a gap is missing).
+    #[test]
+    fn the_uniform_mirrors_match_the_shaders() {
+        use super::super::kernel::{struct_size, validated};
+        let products = validated(&REGISTER_BLOCKED_MODULE.body());
+        let sums = validated(&SUMS_MODULE.body());
+        for (module, name, host) in [
+            (
+                &products,
+                "Conv2dParams",
+                std::mem::size_of::<Conv2dParams>(),
+            ),
+            (&sums, "Conv2dReduceParams", sums::REDUCE_PARAMS_BYTES),
+            (
+                &sums,
+                "Conv2dPackParams",
+                register_blocked::PACK_PARAMS_BYTES,
+            ),
+        ] {
+            assert_eq!(struct_size(module, name), host, "{name}");
+        }
     }
 
     /// Every module validates (with subgroup operations where it uses them) and has the entry

@@ -6,6 +6,8 @@
 //! pooling's outputs) from storage, or from r32float textures copied from the buffers before
 //! each pass (`reads_texture.wgsl`; see `gpu::texture` for why). Twin: `cpu/conv2d.rs`.
 
+use bytemuck::{Pod, Zeroable};
+
 use super::subgroup::SubgroupKernels;
 use super::{
     grid, u, weight_len, Conv2dKernels, Conv2dParams, Variant, REGISTER_BLOCKED_MODULE,
@@ -53,6 +55,23 @@ const TEXTURE_BINDINGS: [(&str, usize, Texel); 4] = [
     ("pooled_argmax", 7, Texel::U32),
 ];
 
+/// Mirrors `Conv2dPackParams` in `pack.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct PackParams {
+    /// Elements to write: slots * `BLOCK_CHANNELS`.
+    len: u32,
+    in_channels: u32,
+    out_channels: u32,
+    kernel: u32,
+    /// Slots (steps) per block of `BLOCK_CHANNELS` channels.
+    block_steps: u32,
+    _pad: [u32; 3],
+}
+
+#[cfg(test)]
+pub(super) const PACK_PARAMS_BYTES: usize = std::mem::size_of::<PackParams>();
+
 /// The register-blocked entry points.
 pub(super) struct RegisterBlockedKernels {
     /// Forward and input gradient that read the weights packed in uniform bindings, with the
@@ -99,7 +118,8 @@ impl RegisterBlockedKernels {
         .compile_register_blocked(ctx);
         use Access::*;
         let s = if textures { Texture } else { Read };
-        let pack = &[Uniform, Read, ReadWrite, Read];
+        // Pack params, w, packed weights.
+        let pack = &[Uniform, Read, ReadWrite];
         // x (or dy), partial sums, dy.
         let plain = &[Uniform, s, ReadWrite, s];
         // x or dy, y or dx, w, bias (w in the input gradient, which has none), packed weights.
@@ -469,22 +489,18 @@ impl Conv2dKernels {
             size: PACKED_BINDING_BYTES,
         };
         let elements = slots * BLOCK_CHANNELS;
-        let pack_params = uniform(
-            ctx,
-            "conv2d params",
-            &Conv2dParams {
-                len: u(elements),
-                ..params
-            },
-        );
+        let pack_params = PackParams {
+            len: u(elements),
+            in_channels: params.in_channels,
+            out_channels: params.out_channels,
+            kernel: params.kernel,
+            block_steps: params.block_steps,
+            _pad: [0; 3],
+        };
+        let pack_params = uniform(ctx, "conv2d pack params", &pack_params);
         let pack = pack.dispatch(
             ctx,
-            &[
-                View::whole(&pack_params),
-                w,
-                View::whole(&packed_weights),
-                w,
-            ],
+            &[View::whole(&pack_params), w, View::whole(&packed_weights)],
             grid_1d(elements),
         );
         let mut dispatches = vec![pack];

@@ -3,12 +3,10 @@
 //! and without the fused pooling) and the 3x3 weight gradient, where every lane of a workgroup
 //! (or of a group of 8) needs the same 32 values. Twin: `cpu/conv2d.rs`.
 
-use bytemuck::Zeroable;
-
 use super::register_blocked::{self, BLOCK_WORKGROUP, K3_BLOCK_CHANNELS};
-use super::{Conv2dParams, SUBGROUP_MODULE, SUBGROUP_TEXTURE_MODULE};
+use super::{SUBGROUP_MODULE, SUBGROUP_TEXTURE_MODULE};
 use crate::cpu::conv2d::Conv2dGeometry;
-use crate::gpu::buffer::{read_buffer, storage, uniform, View};
+use crate::gpu::buffer::{read_buffer, storage};
 use crate::gpu::context::GpuContext;
 use crate::gpu::kernel::{run, Access, Kernel};
 use anyhow::Result;
@@ -53,20 +51,11 @@ impl SubgroupKernels {
     /// Whether the probe in `module` (the storage form) finds every lane of a blocked workgroup
     /// at subgroup lane = local index modulo a multiple of 8.
     fn laid_out(ctx: &GpuContext, module: &wgpu::ShaderModule) -> bool {
-        use Access::*;
-        let probe = Kernel::new(
-            ctx,
-            module,
-            "conv2d_subgroup_probe",
-            &[Uniform, Read, ReadWrite],
-        );
+        let probe = Kernel::new(ctx, module, "conv2d_subgroup_probe", &[Access::ReadWrite]);
         let laid_out = || -> Result<bool> {
-            let params = uniform(ctx, "conv2d probe params", &Conv2dParams::zeroed());
-            let src = storage(ctx, "conv2d probe src", 4)?;
-            let dst = storage(ctx, "conv2d probe dst", 4 * BLOCK_WORKGROUP as u64)?;
-            let views = [View::whole(&params), (&src).into(), (&dst).into()];
-            run(ctx, &[&probe.dispatch(ctx, &views, [1, 1, 1])]);
-            let flags: Vec<f32> = read_buffer(ctx, &dst, 0, BLOCK_WORKGROUP)?;
+            let flags = storage(ctx, "conv2d probe flags", 4 * BLOCK_WORKGROUP as u64)?;
+            run(ctx, &[&probe.dispatch(ctx, &[(&flags).into()], [1, 1, 1])]);
+            let flags: Vec<f32> = read_buffer(ctx, &flags, 0, BLOCK_WORKGROUP)?;
             Ok(flags.iter().all(|&f| f == 1.0))
         };
         matches!(laid_out(), Ok(true))

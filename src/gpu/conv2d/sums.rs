@@ -3,6 +3,8 @@
 //! sums, and `conv2d_reduce` adds the chunks in chunk order, so the bits never depend on the
 //! machine's timing. Twin: `cpu/conv2d.rs`.
 
+use bytemuck::{Pod, Zeroable};
+
 use super::{grid, register_blocked, tiled, u, weight_len, Conv2dKernels, Conv2dParams, Variant};
 use crate::cpu::conv2d::Conv2dGeometry;
 use crate::gpu::buffer::{storage, uniform, View};
@@ -14,6 +16,25 @@ use crate::gpu::kernel::{grid_1d, Dispatch, Kernel};
 /// (Not on CPU adapters, where the workgroup's barriers cost more than the chain: the
 /// register-blocked variant always adds one element per invocation.)
 const SPLIT_REDUCE_CHUNKS: usize = 64;
+
+/// Mirrors `Conv2dReduceParams` in `reduce.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct ReduceParams {
+    /// Sums to form.
+    len: u32,
+    /// Chunks of partial sums, `stride` elements apart; the summed ones start at `first`.
+    chunks: u32,
+    stride: u32,
+    first: u32,
+    /// Sums from `split` on are stored `skip` elements further on.
+    split: u32,
+    skip: u32,
+    _pad: [u32; 2],
+}
+
+#[cfg(test)]
+pub(super) const REDUCE_PARAMS_BYTES: usize = std::mem::size_of::<ReduceParams>();
 
 /// How the weight gradient splits its sum over the `rows` row segments of a batch: `chunks`
 /// chunks of `chunk_rows` each (the last may be shorter), so that about `target` units of work
@@ -40,26 +61,27 @@ fn spanning<'a>(a: View<'a>, b: View<'a>) -> Option<(View<'a>, usize)> {
 }
 
 impl Conv2dKernels {
-    /// The dispatch that adds `params.chunks` chunks (`params.partial_stride` apart) of the
-    /// `len` partial sums from `first` into `out`.
+    /// The dispatch that adds `chunks` chunks (`stride` elements apart) of the `len` partial
+    /// sums from `first` into `out` (sums from `split` on `skip` elements further on).
     pub(super) fn reduce(
         &self,
         ctx: &GpuContext,
-        params: Conv2dParams,
+        (chunks, stride): (usize, usize),
         partials: &wgpu::Buffer,
         (first, len): (usize, usize),
         (out, split, skip): (View, usize, usize),
         variant: Variant,
     ) -> Dispatch {
-        let chunks = params.chunks as usize;
-        let params = Conv2dParams {
+        let params = ReduceParams {
             len: u(len),
-            partial_first: u(first),
-            out_split: u(split),
-            out_skip: u(skip),
-            ..params
+            chunks: u(chunks),
+            stride: u(stride),
+            first: u(first),
+            split: u(split),
+            skip: u(skip),
+            _pad: [0; 2],
         };
-        let params = uniform(ctx, "conv2d params", &params);
+        let params = uniform(ctx, "conv2d reduce params", &params);
         let buffers = [View::whole(&params), View::whole(partials), out];
         if chunks > SPLIT_REDUCE_CHUNKS && variant == Variant::Tiled {
             self.reduce_split.dispatch(ctx, &buffers, grid(len))
@@ -109,7 +131,7 @@ impl Conv2dKernels {
         };
         let sums = uniform(ctx, "conv2d params", &sums);
         let reduce = |first: usize, len: usize, out: (View, usize, usize)| {
-            self.reduce(ctx, base, &partials, (first, len), out, variant)
+            self.reduce(ctx, (chunks, stride), &partials, (first, len), out, variant)
         };
         let (weights, channels) = (weight_len(g), g.out_channels);
         let mut bindings = vec![View::whole(&sums), x, View::whole(&partials)];

@@ -129,7 +129,7 @@ impl Conv2dKernels {
             ),
             self.reduce(
                 ctx,
-                params,
+                (chunks, len),
                 &partials,
                 (0, len),
                 (dx, len, 0),

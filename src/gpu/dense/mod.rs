@@ -33,10 +33,16 @@ const TILED: ShaderFile = shader_file!("dense/tiled.wgsl");
 const BACKWARD_BIAS: ShaderFile = shader_file!("dense/backward_bias.wgsl");
 const REGISTER_BLOCKED: ShaderFile = shader_file!("dense/register_blocked.wgsl");
 
-/// The tiled and split kernels, and the bias gradient that every variant runs.
+/// The tiled and split kernels.
 const TILED_MODULE: WgslModule = WgslModule {
     label: "dense tiled",
-    files: &[COMMON, READS_STORAGE, TILED, BACKWARD_BIAS],
+    files: &[COMMON, READS_STORAGE, TILED],
+    subgroups: false,
+};
+/// The bias gradient, which every variant runs.
+const BACKWARD_BIAS_MODULE: WgslModule = WgslModule {
+    label: "dense backward bias",
+    files: &[BACKWARD_BIAS],
     subgroups: false,
 };
 /// The register-blocked kernels, reading A and B from storage.
@@ -55,6 +61,7 @@ const REGISTER_BLOCKED_TEXTURE_MODULE: WgslModule = WgslModule {
 /// Every module of the op (for the shader tests and `gpu::ops`).
 pub const MODULES: &[WgslModule] = &[
     TILED_MODULE,
+    BACKWARD_BIAS_MODULE,
     REGISTER_BLOCKED_MODULE,
     REGISTER_BLOCKED_TEXTURE_MODULE,
 ];
@@ -97,6 +104,15 @@ struct MatmulParams {
     _pad: u32,
     a_strides: Strides,
     b_strides: Strides,
+}
+
+/// Mirrors `BiasGradParams` in `backward_bias.wgsl`: `db[o]` sums `batch` rows of `dy`.
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct BiasGradParams {
+    outputs: u32,
+    batch: u32,
+    dy_strides: Strides,
 }
 
 impl MatmulParams {
@@ -187,9 +203,10 @@ impl DenseKernels {
             .collect();
         DenseKernels {
             matmuls,
+            // Params, dy, db.
             backward_bias: Kernel::new(
                 ctx,
-                &module,
+                &BACKWARD_BIAS_MODULE.compile(ctx),
                 "dense_backward_bias",
                 &[Uniform, Read, ReadWrite],
             ),
@@ -309,7 +326,7 @@ impl DenseKernels {
     }
 
     /// `dw = dy^T x` and `db` = the batch sum of `dy`. Returns the dispatches to record (they are
-    /// independent: one writes dw, the other db). Both read `dy^T` through the same params.
+    /// independent: one writes dw, the other db). Both read `dy^T` through the same strides.
     #[allow(clippy::too_many_arguments)]
     pub fn backward_weights(
         &self,
@@ -333,7 +350,12 @@ impl DenseKernels {
             transposed(g.outputs),
             row_major(g.inputs),
         );
-        let bias_params = uniform(ctx, "dense params", &params);
+        let bias_params = BiasGradParams {
+            outputs: params.rows,
+            batch: params.inner,
+            dy_strides: params.a_strides,
+        };
+        let bias_params = uniform(ctx, "dense bias-gradient params", &bias_params);
         vec![
             self.matmul(ctx, variant, params, (dy, x, dw), None),
             self.backward_bias.dispatch(
@@ -356,6 +378,18 @@ fn row_groups(rows: usize) -> [u32; 3] {
 mod tests {
     use super::*;
 
+    /// The host's mirrors of the uniforms have the shaders' sizes.
+    #[test]
+    fn the_uniform_mirrors_match_the_shaders() {
+        use super::super::kernel::{struct_size, validated};
+        let matmul = validated(&TILED_MODULE.body());
+        let bias = validated(&BACKWARD_BIAS_MODULE.body());
+        let matmul_size = std::mem::size_of::<MatmulParams>();
+        assert_eq!(struct_size(&matmul, "MatmulParams"), matmul_size);
+        let bias_size = std::mem::size_of::<BiasGradParams>();
+        assert_eq!(struct_size(&bias, "BiasGradParams"), bias_size);
+    }
+
     /// Every module validates and has the entry points the host creates kernels of.
     #[test]
     fn every_module_validates_with_its_entry_points() {
@@ -369,11 +403,11 @@ mod tests {
                 .flatten()
                 .collect()
         };
-        let mut tiled = entries(vec![&Scheme::Tiled, &Scheme::Split]);
-        tiled.push("dense_backward_bias");
+        let tiled = entries(vec![&Scheme::Tiled, &Scheme::Split]);
         let blocked = entries(register_blocked.collect());
         for (module, mut expected) in [
             (TILED_MODULE, tiled),
+            (BACKWARD_BIAS_MODULE, vec!["dense_backward_bias"]),
             (REGISTER_BLOCKED_MODULE, blocked.clone()),
             (REGISTER_BLOCKED_TEXTURE_MODULE, blocked),
         ] {
