@@ -104,6 +104,15 @@ pub struct WgslModule {
 }
 
 impl WgslModule {
+    /// A module of `files` that uses no subgroup operations.
+    pub const fn new(label: &'static str, files: &'static [ShaderFile]) -> WgslModule {
+        WgslModule {
+            label,
+            files,
+            subgroups: false,
+        }
+    }
+
     /// The files, in order, without the preamble.
     pub fn body(&self) -> String {
         let texts: Vec<&str> = self.files.iter().map(|f| f.text).collect();

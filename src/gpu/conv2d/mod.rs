@@ -61,76 +61,59 @@ const SHARE_PER_LANE: ShaderFile = shader_file!("conv2d/share_per_lane.wgsl");
 const SUBGROUP: ShaderFile = shader_file!("conv2d/subgroup.wgsl");
 
 /// The tiled kernels.
-const TILED_MODULE: WgslModule = WgslModule {
-    label: "conv2d tiled",
-    files: &[COMMON, PRODUCTS, READS_STORAGE, TILED],
-    subgroups: false,
-};
+const TILED_MODULE: WgslModule =
+    WgslModule::new("conv2d tiled", &[COMMON, PRODUCTS, READS_STORAGE, TILED]);
 /// The chunk sums and the weight packing, which every variant runs beside its products.
-const SUMS_MODULE: WgslModule = WgslModule {
-    label: "conv2d sums",
-    files: &[COMMON, REDUCE, PACK],
-    subgroups: false,
-};
+const SUMS_MODULE: WgslModule = WgslModule::new("conv2d sums", &[COMMON, REDUCE, PACK]);
+
+/// A register-blocked module: the kernels reading their inputs as `$reads` says, and getting
+/// the values all lanes need as `$share` says.
+macro_rules! register_blocked_module {
+    ($label:literal, $reads:expr, $share:expr, $subgroups:literal) => {
+        WgslModule {
+            label: $label,
+            files: &[
+                COMMON,
+                PRODUCTS,
+                $reads,
+                REGISTER_BLOCKED,
+                RB_FORWARD,
+                RB_BACKWARD_INPUT,
+                RB_BACKWARD_WEIGHTS,
+                $share,
+            ],
+            subgroups: $subgroups,
+        }
+    };
+}
+
 /// The register-blocked kernels, reading storage or textures, each lane loading for itself.
-const REGISTER_BLOCKED_MODULE: WgslModule = WgslModule {
-    label: "conv2d register-blocked",
-    files: &[
-        COMMON,
-        PRODUCTS,
-        READS_STORAGE,
-        REGISTER_BLOCKED,
-        RB_FORWARD,
-        RB_BACKWARD_INPUT,
-        RB_BACKWARD_WEIGHTS,
-        SHARE_PER_LANE,
-    ],
-    subgroups: false,
-};
-const REGISTER_BLOCKED_TEXTURE_MODULE: WgslModule = WgslModule {
-    label: "conv2d register-blocked-texture",
-    files: &[
-        COMMON,
-        PRODUCTS,
-        READS_TEXTURE,
-        REGISTER_BLOCKED,
-        RB_FORWARD,
-        RB_BACKWARD_INPUT,
-        RB_BACKWARD_WEIGHTS,
-        SHARE_PER_LANE,
-    ],
-    subgroups: false,
-};
+const REGISTER_BLOCKED_MODULE: WgslModule = register_blocked_module!(
+    "conv2d register-blocked",
+    READS_STORAGE,
+    SHARE_PER_LANE,
+    false
+);
+const REGISTER_BLOCKED_TEXTURE_MODULE: WgslModule = register_blocked_module!(
+    "conv2d register-blocked-texture",
+    READS_TEXTURE,
+    SHARE_PER_LANE,
+    false
+);
 /// The same with loads shared across subgroup lanes (and the probe that tells whether the
 /// adapter's subgroups are laid out as they need).
-const SUBGROUP_MODULE: WgslModule = WgslModule {
-    label: "conv2d register-blocked (subgroups)",
-    files: &[
-        COMMON,
-        PRODUCTS,
-        READS_STORAGE,
-        REGISTER_BLOCKED,
-        RB_FORWARD,
-        RB_BACKWARD_INPUT,
-        RB_BACKWARD_WEIGHTS,
-        SUBGROUP,
-    ],
-    subgroups: true,
-};
-const SUBGROUP_TEXTURE_MODULE: WgslModule = WgslModule {
-    label: "conv2d register-blocked-texture (subgroups)",
-    files: &[
-        COMMON,
-        PRODUCTS,
-        READS_TEXTURE,
-        REGISTER_BLOCKED,
-        RB_FORWARD,
-        RB_BACKWARD_INPUT,
-        RB_BACKWARD_WEIGHTS,
-        SUBGROUP,
-    ],
-    subgroups: true,
-};
+const SUBGROUP_MODULE: WgslModule = register_blocked_module!(
+    "conv2d register-blocked (subgroups)",
+    READS_STORAGE,
+    SUBGROUP,
+    true
+);
+const SUBGROUP_TEXTURE_MODULE: WgslModule = register_blocked_module!(
+    "conv2d register-blocked-texture (subgroups)",
+    READS_TEXTURE,
+    SUBGROUP,
+    true
+);
 
 /// Every module of the op (for the shader tests and `gpu::ops`).
 pub const MODULES: &[WgslModule] = &[

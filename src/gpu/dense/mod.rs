@@ -34,29 +34,19 @@ const BACKWARD_BIAS: ShaderFile = shader_file!("dense/backward_bias.wgsl");
 const REGISTER_BLOCKED: ShaderFile = shader_file!("dense/register_blocked.wgsl");
 
 /// The tiled and split kernels.
-const TILED_MODULE: WgslModule = WgslModule {
-    label: "dense tiled",
-    files: &[COMMON, READS_STORAGE, TILED],
-    subgroups: false,
-};
+const TILED_MODULE: WgslModule = WgslModule::new("dense tiled", &[COMMON, READS_STORAGE, TILED]);
 /// The bias gradient, which every variant runs.
-const BACKWARD_BIAS_MODULE: WgslModule = WgslModule {
-    label: "dense backward bias",
-    files: &[BACKWARD_BIAS],
-    subgroups: false,
-};
-/// The register-blocked kernels, reading A and B from storage.
-const REGISTER_BLOCKED_MODULE: WgslModule = WgslModule {
-    label: "dense register-blocked",
-    files: &[COMMON, READS_STORAGE, REGISTER_BLOCKED],
-    subgroups: false,
-};
-/// The same reading A and B from rgba32float textures, four consecutive floats a texel.
-const REGISTER_BLOCKED_TEXTURE_MODULE: WgslModule = WgslModule {
-    label: "dense register-blocked-texture",
-    files: &[COMMON, READS_TEXTURE, REGISTER_BLOCKED],
-    subgroups: false,
-};
+const BACKWARD_BIAS_MODULE: WgslModule = WgslModule::new("dense backward bias", &[BACKWARD_BIAS]);
+/// The register-blocked kernels, reading A and B from storage, or from rgba32float textures,
+/// four consecutive floats a texel.
+const REGISTER_BLOCKED_MODULE: WgslModule = WgslModule::new(
+    "dense register-blocked",
+    &[COMMON, READS_STORAGE, REGISTER_BLOCKED],
+);
+const REGISTER_BLOCKED_TEXTURE_MODULE: WgslModule = WgslModule::new(
+    "dense register-blocked-texture",
+    &[COMMON, READS_TEXTURE, REGISTER_BLOCKED],
+);
 
 /// Every module of the op (for the shader tests and `gpu::ops`).
 pub const MODULES: &[WgslModule] = &[
@@ -116,21 +106,34 @@ struct BiasGradParams {
 }
 
 impl MatmulParams {
-    fn new(
-        rows: usize,
-        cols: usize,
-        inner: usize,
-        a_strides: Strides,
-        b_strides: Strides,
-    ) -> MatmulParams {
+    /// `C = A B` for `rows x inner` A and `inner x cols` B read through `strides` (A's, B's).
+    fn new((rows, inner, cols): (usize, usize, usize), strides: [Strides; 2]) -> MatmulParams {
         MatmulParams {
             rows: u(rows),
             cols: u(cols),
             inner: u(inner),
             _pad: 0,
-            a_strides,
-            b_strides,
+            a_strides: strides[0],
+            b_strides: strides[1],
         }
+    }
+
+    /// `y = x w^T` for `n` rows of x.
+    fn forward(g: DenseGeometry, n: usize) -> MatmulParams {
+        let strides = [row_major(g.inputs), transposed(g.inputs)];
+        MatmulParams::new((n, g.inputs, g.outputs), strides)
+    }
+
+    /// `dx = dy w`.
+    fn backward_input(g: DenseGeometry, n: usize) -> MatmulParams {
+        let strides = [row_major(g.outputs), row_major(g.inputs)];
+        MatmulParams::new((n, g.outputs, g.inputs), strides)
+    }
+
+    /// `dw = dy^T x`; the bias gradient reads dy^T through the same A strides.
+    fn backward_weights(g: DenseGeometry, n: usize) -> MatmulParams {
+        let strides = [transposed(g.outputs), row_major(g.inputs)];
+        MatmulParams::new((g.outputs, n, g.inputs), strides)
     }
 }
 
@@ -269,7 +272,7 @@ impl DenseKernels {
         expect_elements(&a, rows * inner, "a");
         expect_elements(&b, inner * cols, "b");
         expect_elements(&c, rows * cols, "c");
-        let p = MatmulParams::new(rows, cols, inner, row_major(inner), row_major(cols));
+        let p = MatmulParams::new((rows, inner, cols), [row_major(inner), row_major(cols)]);
         self.matmul(ctx, variant, p, (a, b, c), None)
     }
 
@@ -290,13 +293,7 @@ impl DenseKernels {
         expect_elements(&w, g.outputs * g.inputs, "w");
         expect_elements(&b, g.outputs, "b");
         expect_elements(&y, n * g.outputs, "y");
-        let params = MatmulParams::new(
-            n,
-            g.outputs,
-            g.inputs,
-            row_major(g.inputs),
-            transposed(g.inputs),
-        );
+        let params = MatmulParams::forward(g, n);
         self.matmul(ctx, variant, params, (x, w, y), Some(b))
     }
 
@@ -315,13 +312,7 @@ impl DenseKernels {
         expect_elements(&dy, n * g.outputs, "dy");
         expect_elements(&w, g.outputs * g.inputs, "w");
         expect_elements(&dx, n * g.inputs, "dx");
-        let params = MatmulParams::new(
-            n,
-            g.inputs,
-            g.outputs,
-            row_major(g.outputs),
-            row_major(g.inputs),
-        );
+        let params = MatmulParams::backward_input(g, n);
         self.matmul(ctx, variant, params, (dy, w, dx), None)
     }
 
@@ -343,13 +334,7 @@ impl DenseKernels {
         expect_elements(&dy, n * g.outputs, "dy");
         expect_elements(&dw, g.outputs * g.inputs, "dw");
         expect_elements(&db, g.outputs, "db");
-        let params = MatmulParams::new(
-            g.outputs,
-            g.inputs,
-            n,
-            transposed(g.outputs),
-            row_major(g.inputs),
-        );
+        let params = MatmulParams::backward_weights(g, n);
         let bias_params = BiasGradParams {
             outputs: params.rows,
             batch: params.inner,
