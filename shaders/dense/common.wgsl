@@ -49,6 +49,13 @@ fn b_at(k: u32, col: u32) -> f32 {
     return b_element(k * params.b_strides.x + col * params.b_strides.y);
 }
 
+// c[row][col] = v where (row, col) lies inside c (blocks and tiles past its edges skip it).
+fn store_c(row: u32, col: u32, v: f32) {
+    if row < params.rows && col < params.cols {
+        c[row * params.cols + col] = v;
+    }
+}
+
 // The last row and column of c, which clamped loads fall back to (0 for an empty matrix).
 fn last_row() -> u32 {
     return max(params.rows, 1u) - 1u;
