@@ -470,11 +470,13 @@ pub fn compile_pipelines(ctx: &GpuContext, dispatches: &[Dispatch]) -> Result<f6
     Ok(start.elapsed().as_secs_f64())
 }
 
-/// The size in bytes of the WGSL struct `name` in `module` (for tests that check a host
-/// mirror's layout against the shader's).
+/// Checks that a host mirror of the WGSL struct `name` in `module` (a uniform) has the
+/// shader's size, `host` bytes: the fields are in the same order, so a size that differs means
+/// a field or a gap is missing.
 #[cfg(test)]
-pub(crate) fn struct_size(module: &naga::Module, name: &str) -> usize {
-    module
+pub(crate) fn assert_struct_size(module: WgslModule, name: &str, host: usize) {
+    let validated = validated(&module.body());
+    let size = validated
         .types
         .iter()
         .find_map(|(_, ty)| match ty.inner {
@@ -483,7 +485,8 @@ pub(crate) fn struct_size(module: &naga::Module, name: &str) -> usize {
             }
             _ => None,
         })
-        .unwrap_or_else(|| panic!("the shader has no struct {name}"))
+        .unwrap_or_else(|| panic!("{} has no struct {name}", module.label));
+    assert_eq!(size, host, "{name}: shader against host bytes");
 }
 
 /// The value of `const NAME: u32 = Vu;` in a shader's source, for tests that check the host's

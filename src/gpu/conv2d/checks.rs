@@ -7,8 +7,9 @@ use std::rc::Rc;
 
 use anyhow::Result;
 
+use super::kernels::{candidates, Conv2dKernels, Conv2dPass, VARIANTS};
 use super::register_blocked::{BLOCK_COLS, BLOCK_ROWS};
-use super::{weight_len, Conv2dKernels, Conv2dPass, Variant};
+use super::weight_len;
 use crate::cpu::activation::activation_forward;
 use crate::cpu::conv2d::{
     conv2d_backward_input, conv2d_backward_weights, conv2d_forward, Conv2dGeometry,
@@ -18,6 +19,7 @@ use crate::gpu::buffer::{read_buffer, storage, storage_init, View};
 use crate::gpu::check::{compare, compare_exact, Comparison, CrossCheck};
 use crate::gpu::context::GpuContext;
 use crate::gpu::kernel::{run, Dispatch};
+use crate::gpu::variant::Variant;
 use crate::model::{Activation, Shape};
 use crate::rng::random_vec;
 
@@ -208,7 +210,7 @@ impl SharedKernels {
 pub fn checks() -> Vec<CrossCheck> {
     let shared = SharedKernels::default();
     let mut checks = Vec::new();
-    for variant in super::VARIANTS {
+    for variant in VARIANTS {
         let names = check_names(variant);
         // A subgroup variant differs from its per-lane form only in some passes: it is checked
         // in those, on adapters that run it.
@@ -223,7 +225,7 @@ pub fn checks() -> Vec<CrossCheck> {
         };
         let strided = STRIDED_CASES
             .into_iter()
-            .filter(|case| super::candidates(case.g).contains(&variant));
+            .filter(|case| candidates(case.g).contains(&variant));
         for case in CASES.into_iter().chain(strided) {
             for (name, pass) in [
                 (names.forward, Pass::Forward),
@@ -570,7 +572,7 @@ mod tests {
 
     #[test]
     fn check_names_name_their_variant() {
-        for variant in super::super::VARIANTS {
+        for variant in VARIANTS {
             assert!(check_names(variant).forward.contains(variant.name()));
             assert!(check_names(variant).reproducible.contains(variant.name()));
         }

@@ -5,7 +5,8 @@
 
 use anyhow::Result;
 
-use super::{grid, u, Conv2dKernels, Conv2dParams, Variant, TILED_MODULE};
+use super::sums::SumsKernels;
+use super::{grid, u, Conv2dParams, TILED_MODULE};
 use crate::cpu::conv2d::Conv2dGeometry;
 use crate::gpu::buffer::{storage, uniform, View};
 use crate::gpu::context::GpuContext;
@@ -63,11 +64,28 @@ impl TiledKernels {
             .dispatch(ctx, &[View::whole(&params), x, y, w, b], workgroups)]
     }
 
-    /// The weight-gradient kernel, the tiles of one chunk, and about how many workgroups
-    /// should run in all.
-    pub(super) fn weight_grad_work(&self, g: Conv2dGeometry) -> (&Kernel, usize, usize) {
+    /// The weight gradient's tiles of one chunk, and about how many workgroups should run in
+    /// all.
+    pub(super) fn weight_grad_work(&self, g: Conv2dGeometry) -> (usize, usize) {
         let tiles = g.out_channels.div_ceil(TILE_M) * weight_columns(g).div_ceil(TILE_N);
-        (&self.backward_weights, tiles, TILED_WORKGROUPS)
+        (tiles, TILED_WORKGROUPS)
+    }
+
+    /// The weight gradient's partial sums of `params.chunks` chunks (see
+    /// `SumsKernels::weight_grad`).
+    pub(super) fn weight_grad(
+        &self,
+        ctx: &GpuContext,
+        g: Conv2dGeometry,
+        mut params: Conv2dParams,
+        (x, dy): (View, View),
+        partials: View,
+    ) -> Vec<Dispatch> {
+        let chunks = params.chunks as usize;
+        let workgroups = params.tiles(g.out_channels, weight_columns(g), chunks);
+        let params = uniform(ctx, "conv2d params", &params);
+        let buffers = [View::whole(&params), x, partials, dy];
+        vec![self.backward_weights.dispatch(ctx, &buffers, workgroups)]
     }
 }
 
@@ -82,15 +100,15 @@ impl Conv2dParams {
     }
 }
 
-impl Conv2dKernels {
+impl TiledKernels {
     /// The tiled input gradient: one pass straight into dx, or, where its tiles are too few to
-    /// fill a large GPU, chunks of the sum into partial sums, then their sum into dx.
-    pub(super) fn tiled_backward_input(
+    /// fill a large GPU, chunks of the sum into partial sums, then their sum into dx (`sums`).
+    pub(super) fn backward_input(
         &self,
         ctx: &GpuContext,
+        sums: &SumsKernels,
         mut params: Conv2dParams,
-        g: Conv2dGeometry,
-        n: usize,
+        (g, n): (Conv2dGeometry, usize),
         (dy, w, dx): (View, View, View),
     ) -> Vec<Dispatch> {
         let positions = n * g.input.height * g.input.width;
@@ -112,7 +130,7 @@ impl Conv2dKernels {
             params.chunk_k = u(reduction.max(1));
             let workgroups = params.tiles(g.input.channels, positions, 1);
             let params = uniform(ctx, "conv2d params", &params);
-            return vec![self.tiled.backward_input.dispatch(
+            return vec![self.backward_input.dispatch(
                 ctx,
                 &[View::whole(&params), dy, dx, w],
                 workgroups,
@@ -120,21 +138,14 @@ impl Conv2dKernels {
         };
         (params.chunk_k, params.chunks, params.partial_stride) = (u(chunk_k), u(chunks), u(len));
         let workgroups = params.tiles(g.input.channels, positions, chunks);
-        let sums = uniform(ctx, "conv2d params", &params);
+        let chunk_params = uniform(ctx, "conv2d params", &params);
         vec![
-            self.tiled.backward_input.dispatch(
+            self.backward_input.dispatch(
                 ctx,
-                &[View::whole(&sums), dy, View::whole(&partials), w],
+                &[View::whole(&chunk_params), dy, View::whole(&partials), w],
                 workgroups,
             ),
-            self.reduce(
-                ctx,
-                (chunks, len),
-                &partials,
-                (0, len),
-                (dx, len, 0),
-                Variant::Tiled,
-            ),
+            sums.reduce(ctx, (chunks, len), &partials, (0, len), (dx, len, 0), true),
         ]
     }
 }

@@ -11,7 +11,7 @@
 //! (`scheme.rs`). Each variant is a list of WGSL files ([`MODULES`]). The cross-checks
 //! (`checks.rs`) run every case through every variant.
 
-mod checks;
+pub mod checks;
 mod scheme;
 
 use bytemuck::{Pod, Zeroable};
@@ -23,8 +23,7 @@ use super::texture::{self, Staged, Texel};
 use super::variant::{Offer, Variant};
 use crate::cpu::dense::DenseGeometry;
 use crate::shader_file;
-pub use checks::checks;
-use scheme::{choose, Scheme, ALL_SCHEMES};
+use scheme::{choose, row_major, MatmulParams, Scheme, Strides, ALL_SCHEMES, MAX_GROUPS_PER_DIM};
 
 const COMMON: ShaderFile = shader_file!("dense/common.wgsl");
 const READS_STORAGE: ShaderFile = shader_file!("dense/reads_storage.wgsl");
@@ -64,38 +63,6 @@ pub const VARIANTS: [Variant; 3] = [
     Variant::RegisterBlockedTexture,
 ];
 
-const MAX_GROUPS_PER_DIM: usize = 65535;
-
-/// (row stride, column stride) in elements of a matrix as the kernel reads it.
-type Strides = [u32; 2];
-
-/// A row-major matrix with `cols` columns.
-fn row_major(cols: usize) -> Strides {
-    [u(cols), 1]
-}
-
-/// The transpose of a row-major matrix with `cols` columns.
-fn transposed(cols: usize) -> Strides {
-    [1, u(cols)]
-}
-
-fn u(v: usize) -> u32 {
-    u32::try_from(v).expect("dense: size fits in u32")
-}
-
-/// Mirrors `MatmulParams` in the shader: `C = A B` with `A` as `rows x inner`, `B` as
-/// `inner x cols`, and `C` row-major.
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct MatmulParams {
-    rows: u32,
-    cols: u32,
-    inner: u32,
-    _pad: u32,
-    a_strides: Strides,
-    b_strides: Strides,
-}
-
 /// Mirrors `BiasGradParams` in `backward_bias.wgsl`: `db[o]` sums `batch` rows of `dy`.
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
@@ -103,38 +70,6 @@ struct BiasGradParams {
     outputs: u32,
     batch: u32,
     dy_strides: Strides,
-}
-
-impl MatmulParams {
-    /// `C = A B` for `rows x inner` A and `inner x cols` B read through `strides` (A's, B's).
-    fn new((rows, inner, cols): (usize, usize, usize), strides: [Strides; 2]) -> MatmulParams {
-        MatmulParams {
-            rows: u(rows),
-            cols: u(cols),
-            inner: u(inner),
-            _pad: 0,
-            a_strides: strides[0],
-            b_strides: strides[1],
-        }
-    }
-
-    /// `y = x w^T` for `n` rows of x.
-    fn forward(g: DenseGeometry, n: usize) -> MatmulParams {
-        let strides = [row_major(g.inputs), transposed(g.inputs)];
-        MatmulParams::new((n, g.inputs, g.outputs), strides)
-    }
-
-    /// `dx = dy w`.
-    fn backward_input(g: DenseGeometry, n: usize) -> MatmulParams {
-        let strides = [row_major(g.outputs), row_major(g.inputs)];
-        MatmulParams::new((n, g.outputs, g.inputs), strides)
-    }
-
-    /// `dw = dy^T x`; the bias gradient reads dy^T through the same A strides.
-    fn backward_weights(g: DenseGeometry, n: usize) -> MatmulParams {
-        let strides = [transposed(g.outputs), row_major(g.inputs)];
-        MatmulParams::new((g.outputs, n, g.inputs), strides)
-    }
 }
 
 /// Catches a view that is too small for its tensor (the shader would read or write garbage).
@@ -363,16 +298,13 @@ fn row_groups(rows: usize) -> [u32; 3] {
 mod tests {
     use super::*;
 
-    /// The host's mirrors of the uniforms have the shaders' sizes.
     #[test]
     fn the_uniform_mirrors_match_the_shaders() {
-        use super::super::kernel::{struct_size, validated};
-        let matmul = validated(&TILED_MODULE.body());
-        let bias = validated(&BACKWARD_BIAS_MODULE.body());
-        let matmul_size = std::mem::size_of::<MatmulParams>();
-        assert_eq!(struct_size(&matmul, "MatmulParams"), matmul_size);
-        let bias_size = std::mem::size_of::<BiasGradParams>();
-        assert_eq!(struct_size(&bias, "BiasGradParams"), bias_size);
+        use super::super::kernel::assert_struct_size;
+        let matmul = std::mem::size_of::<MatmulParams>();
+        assert_struct_size(TILED_MODULE, "MatmulParams", matmul);
+        let bias = std::mem::size_of::<BiasGradParams>();
+        assert_struct_size(BACKWARD_BIAS_MODULE, "BiasGradParams", bias);
     }
 
     /// Every module validates and has the entry points the host creates kernels of.

@@ -1,8 +1,77 @@
 //! The dense matmul kernels of each variant (`Scheme`): which entry points a variant runs, where
 //! each fits and how many workgroups it launches. Twin: `cpu/dense.rs`.
 
-use super::{MatmulParams, MAX_GROUPS_PER_DIM};
+use bytemuck::{Pod, Zeroable};
+
+use crate::cpu::dense::DenseGeometry;
 use crate::gpu::variant::Variant;
+
+pub(super) const MAX_GROUPS_PER_DIM: usize = 65535;
+
+/// (row stride, column stride) in elements of a matrix as the kernel reads it.
+pub(super) type Strides = [u32; 2];
+
+/// A row-major matrix with `cols` columns.
+pub(super) fn row_major(cols: usize) -> Strides {
+    [u(cols), 1]
+}
+
+/// The transpose of a row-major matrix with `cols` columns.
+pub(super) fn transposed(cols: usize) -> Strides {
+    [1, u(cols)]
+}
+
+pub(super) fn u(v: usize) -> u32 {
+    u32::try_from(v).expect("dense: size fits in u32")
+}
+
+/// Mirrors `MatmulParams` in the shader: `C = A B` with `A` as `rows x inner`, `B` as
+/// `inner x cols`, and `C` row-major.
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+pub(super) struct MatmulParams {
+    pub(super) rows: u32,
+    pub(super) cols: u32,
+    pub(super) inner: u32,
+    _pad: u32,
+    pub(super) a_strides: Strides,
+    pub(super) b_strides: Strides,
+}
+
+impl MatmulParams {
+    /// `C = A B` for `rows x inner` A and `inner x cols` B read through `strides` (A's, B's).
+    pub(super) fn new(
+        (rows, inner, cols): (usize, usize, usize),
+        strides: [Strides; 2],
+    ) -> MatmulParams {
+        MatmulParams {
+            rows: u(rows),
+            cols: u(cols),
+            inner: u(inner),
+            _pad: 0,
+            a_strides: strides[0],
+            b_strides: strides[1],
+        }
+    }
+
+    /// `y = x w^T` for `n` rows of x.
+    pub(super) fn forward(g: DenseGeometry, n: usize) -> MatmulParams {
+        let strides = [row_major(g.inputs), transposed(g.inputs)];
+        MatmulParams::new((n, g.inputs, g.outputs), strides)
+    }
+
+    /// `dx = dy w`.
+    pub(super) fn backward_input(g: DenseGeometry, n: usize) -> MatmulParams {
+        let strides = [row_major(g.outputs), row_major(g.inputs)];
+        MatmulParams::new((n, g.outputs, g.inputs), strides)
+    }
+
+    /// `dw = dy^T x`; the bias gradient reads dy^T through the same A strides.
+    pub(super) fn backward_weights(g: DenseGeometry, n: usize) -> MatmulParams {
+        let strides = [transposed(g.outputs), row_major(g.inputs)];
+        MatmulParams::new((g.outputs, n, g.inputs), strides)
+    }
+}
 
 /// Side of the square output tile one workgroup of the tiled kernel computes (`TILE`).
 const TILE: usize = 16;
@@ -146,14 +215,16 @@ pub(super) const ALL_SCHEMES: [Scheme; 5] = [
 
 #[cfg(test)]
 mod tests {
-    use super::super::{REGISTER_BLOCKED, TILED};
     use super::*;
-    use crate::cpu::dense::DenseGeometry;
     use crate::gpu::kernel::shader_const;
 
     #[test]
     fn host_block_sizes_match_the_shaders() {
-        let source = [TILED.text, REGISTER_BLOCKED.text].concat();
+        let (tiled, blocked) = (
+            crate::shader_file!("dense/tiled.wgsl"),
+            crate::shader_file!("dense/register_blocked.wgsl"),
+        );
+        let source = [tiled.text, blocked.text].concat();
         assert_eq!(shader_const(&source, "TILE"), TILE);
         for (name, block, cols) in [("RB", RB, "N"), ("DOT", DOT, "N"), ("AXPY", AXPY, "V")] {
             for (suffix, host) in [
