@@ -15,10 +15,11 @@
 // This file declares no bindings: constants and helpers only. A module is this file, then
 //   reduce.wgsl, pack.wgsl              the chunk sums and the weight packing (every variant),
 //                                       each with its own params and bindings; or
-//   products.wgsl (the product kernels' params and bindings), one of reads_storage.wgsl /
-//   reads_texture.wgsl (how src, factor, pooled_y and pooled_argmax are read: src_at(i), ...),
-//   then the files of one variant family:
-//   tiled.wgsl                          the tiled variant (real GPUs)
+//   tiled.wgsl                          the tiled variant (real GPUs), with its own params
+//                                       and bindings; or
+//   products.wgsl (the register-blocked kernels' params and bindings), one of
+//   reads_storage.wgsl / reads_texture.wgsl (how src, factor, pooled_y and pooled_argmax are
+//   read: src_at(i), ...), then
 //   register_blocked*.wgsl, then share_per_lane.wgsl or subgroup.wgsl
 //                                       the register-blocked variants (CPU adapters); the last
 //                                       file says how lanes get the values that all of them

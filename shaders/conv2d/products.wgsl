@@ -1,7 +1,6 @@
-// Conv2d: the uniform and the bindings that the product kernels (tiled.wgsl and the
-// register-blocked files) still share; the chunk sums and the weight packing (reduce.wgsl,
-// pack.wgsl) and the subgroup probe declare their own. Module: common.wgsl, this file, a reads
-// file, then the family's files.
+// Conv2d, register-blocked: the uniform and the bindings that the register-blocked kernels of
+// every pass still share (tiled.wgsl, reduce.wgsl, pack.wgsl and the subgroup probe declare
+// their own). Module: common.wgsl, this file, a reads file, then the family's files.
 // Bindings (group 0; each entry point uses a subset):
 //   0 params: uniform Conv2dParams
 //   1 src: read              forward, backward weights: x     backward input: dy
@@ -30,42 +29,29 @@ struct Conv2dParams {
     out_width: u32,
     kernel: u32,
     relu: u32,
-    // Workgroups that do work (register-blocked forward / backward_input, tiled); invocations
-    // (register-blocked backward_weights). The rest return at once.
+    // Workgroups that do work (forward / backward_input); invocations (backward_weights). The
+    // rest return at once.
     len: u32,
-    // Register-blocked forward: blocks of BLOCK_COLS columns; backward_weights: of kx.
+    // Forward: blocks of BLOCK_COLS columns; backward_weights: of kx.
     col_blocks: u32,
-    // Register-blocked backward_weights: blocks of (in channel, ky) pairs.
+    // Backward_weights: blocks of (in channel, ky) pairs.
     row_blocks: u32,
     // Backward weights: row segments (image, output row) per chunk of partial sums.
     chunk_rows: u32,
-    // Backward weights: chunks of partial sums, and the elements per chunk.
-    chunks: u32,
+    // Backward weights: the elements per chunk of partial sums.
     partial_stride: u32,
-    // Tiled: tiles along the rows (TILE_M) and the columns (TILE_N) of the product.
-    m_tiles: u32,
-    n_tiles: u32,
-    // Register-blocked forward / backward_input: workgroups per block of BLOCK_CHANNELS
+    // Forward / backward_input: workgroups per block of BLOCK_CHANNELS
     // channels, and steps (packed weight slots) per block: (ci, ky, kx) or (co, ky, kx).
     block_groups: u32,
     block_steps: u32,
-    // Tiled: the stride, and the zeros on every side of the input (the register-blocked
-    // kernels take stride 1 and no padding only).
-    stride: u32,
-    pad: u32,
-    // Tiled backward input: terms of the sum (k) per chunk of partial sums, a multiple of
-    // TILE_K (one chunk: all of them).
-    chunk_k: u32,
-    // Register-blocked backward_input: row and column runs of its position classes.
+    // Backward_input: row and column runs of its position classes.
     row_runs: u32,
     col_runs: u32,
-    // Register-blocked forward and backward_input: the first packed slot of packed_hi.
+    // Forward and backward_input: the first packed slot of packed_hi.
     packed_split: u32,
     // The arrays start on 16 bytes (the host's mirror spells the gap out).
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
-    // Register-blocked backward_input: row run r is (first iy, rows, first ky, ky count),
+    _pad: u32,
+    // Backward_input: row run r is (first iy, rows, first ky, ky count),
     // column run c (first ix, columns, first kx, kx count); class i (of row_runs * col_runs)
     // is (its first lane within the channel block, r, c, unused).
     row_run: array<vec4<u32>, MAX_RUNS>,

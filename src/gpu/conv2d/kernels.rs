@@ -216,13 +216,13 @@ impl Conv2dKernels {
         expect_elements(&w, weight_len(g), "w");
         expect_elements(&b, g.out_channels, "b");
         expect_elements(&y, n * out.len(), "y");
-        let params = Conv2dParams {
-            relu: u32::from(relu),
-            ..Conv2dParams::new(g, n)
-        };
         match self.activation_pass_variant(variant, g) {
-            Variant::Tiled => self.tiled.forward(ctx, params, g, n, (x, w, b, y)),
+            Variant::Tiled => self.tiled.forward(ctx, relu, (g, n), (x, w, b, y)),
             v => {
+                let params = Conv2dParams {
+                    relu: u32::from(relu),
+                    ..Conv2dParams::new(g, n)
+                };
                 let lens = [n * g.input.len(), weight_len(g)];
                 let (rb, shared) = self.blocked_where_textures_fit(ctx, v, &lens);
                 rb.forward(ctx, shared, params, (g, n), ([x, y, w, b], None))
@@ -281,18 +281,16 @@ impl Conv2dKernels {
         expect_elements(&dy, n * g.output().len(), "dy");
         expect_elements(&w, weight_len(g), "w");
         expect_elements(&dx, n * g.input.len(), "dx");
-        let params = Conv2dParams::new(g, n);
         let tiled = || {
             let sums = &self.sums;
-            self.tiled
-                .backward_input(ctx, sums, params, (g, n), (dy, w, dx))
+            self.tiled.backward_input(ctx, sums, (g, n), (dy, w, dx))
         };
         match self.activation_pass_variant(variant, g) {
             Variant::Tiled => tiled(),
             v => {
                 let lens = [n * g.output().len(), weight_len(g)];
                 let (rb, _) = self.blocked_where_textures_fit(ctx, v, &lens);
-                rb.backward_input(ctx, params, (g, n), [dy, dx, w])
+                rb.backward_input(ctx, Conv2dParams::new(g, n), (g, n), [dy, dx, w])
                     // Kernels wider than the position classes allow run tiled.
                     .unwrap_or_else(tiled)
             }
@@ -320,27 +318,30 @@ impl Conv2dKernels {
         expect_elements(&dw, weight_len(g), "dw");
         expect_elements(&db, g.out_channels, "db");
         let rows = n * g.output().height;
-        let mut base = Conv2dParams::new(g, n);
-        // The kernel, the work of one chunk, and how much work should run in all.
         let lens = [n * g.input.len(), n * g.output().len()];
         let sums = &self.sums;
         match for_geometry(variant, g) {
             Variant::Tiled => {
                 let (per_chunk, target) = self.tiled.weight_grad_work(g);
-                let partial_sums =
-                    |p, partials: View| self.tiled.weight_grad(ctx, g, p, (x, dy), partials);
+                let partial_sums = |chunks, partials: View| {
+                    self.tiled
+                        .weight_grad(ctx, (g, n), chunks, (x, dy), partials)
+                };
                 let work = (rows, per_chunk, target);
-                sums.weight_grad(ctx, (g, base), work, partial_sums, (dw, db), true)
+                sums.weight_grad(ctx, g, work, partial_sums, (dw, db), true)
             }
             v => {
                 let (rb, shared) = self.blocked_where_textures_fit(ctx, v, &lens);
+                // The kernel, the work of one chunk, and how much work should run in all.
+                let mut base = Conv2dParams::new(g, n);
                 let (kernel, per_chunk, target) = rb.weight_grad_work(g, &mut base, shared);
                 let staged = [(1, lens[0]), (3, lens[1])];
-                let partial_sums = |p, partials: View| {
-                    rb.weight_grad(ctx, kernel, (p, per_chunk), (x, partials, &[dy]), &staged)
+                let partial_sums = |chunks, partials: View| {
+                    let work = (base, per_chunk, chunks);
+                    rb.weight_grad(ctx, kernel, work, (x, partials, &[dy]), &staged)
                 };
                 let work = (rows, per_chunk, target);
-                sums.weight_grad(ctx, (g, base), work, partial_sums, (dw, db), false)
+                sums.weight_grad(ctx, g, work, partial_sums, (dw, db), false)
             }
         }
     }
@@ -393,12 +394,13 @@ impl Conv2dKernels {
             (7, pooled_len),
         ];
         let per_chunk = work.1;
-        let partial_sums = |p, partials: View| {
-            rb.weight_grad(ctx, kernel, (p, per_chunk), (x, partials, &inputs), &staged)
+        let partial_sums = |chunks, partials: View| {
+            let work = (base, per_chunk, chunks);
+            rb.weight_grad(ctx, kernel, work, (x, partials, &inputs), &staged)
         };
         Some(
             self.sums
-                .weight_grad(ctx, (g, base), work, partial_sums, (dw, db), false),
+                .weight_grad(ctx, g, work, partial_sums, (dw, db), false),
         )
     }
 }

@@ -61,8 +61,7 @@ const SHARE_PER_LANE: ShaderFile = shader_file!("conv2d/share_per_lane.wgsl");
 const SUBGROUP: ShaderFile = shader_file!("conv2d/subgroup.wgsl");
 
 /// The tiled kernels.
-const TILED_MODULE: WgslModule =
-    WgslModule::new("conv2d tiled", &[COMMON, PRODUCTS, READS_STORAGE, TILED]);
+const TILED_MODULE: WgslModule = WgslModule::new("conv2d tiled", &[COMMON, TILED]);
 /// The chunk sums and the weight packing, which every variant runs beside its products.
 const SUMS_MODULE: WgslModule = WgslModule::new("conv2d sums", &[COMMON, REDUCE, PACK]);
 
@@ -131,7 +130,8 @@ const MAX_GROUPS_PER_DIM: usize = 65535;
 /// (`MAX_RUNS` in `products.wgsl`; its `MAX_CLASSES` is the square), which size the uniform.
 const MAX_RUNS: usize = 16;
 
-/// Mirrors `Conv2dParams` in the shader (`products.wgsl`).
+/// Mirrors `Conv2dParams` in the shader (`products.wgsl`): the register-blocked kernels' uniform
+/// (the tiled kernels have their own, `tiled::TiledParams`).
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
 struct Conv2dParams {
@@ -144,41 +144,30 @@ struct Conv2dParams {
     out_width: u32,
     kernel: u32,
     relu: u32,
-    /// Workgroups that do work (register-blocked forward and input gradient, tiled);
-    /// invocations (register-blocked weight gradient).
+    /// Workgroups that do work (forward and input gradient); invocations (weight gradient).
     len: u32,
-    /// Register-blocked: blocks of columns per row (forward) or of kx (weight gradient).
+    /// Forward: blocks of columns per row (forward) or of kx (weight gradient).
     col_blocks: u32,
-    /// Register-blocked weight gradient: blocks of (ci, ky) pairs.
+    /// Weight gradient: blocks of (ci, ky) pairs.
     row_blocks: u32,
     /// Weight gradient: row segments (image, output row) per chunk of partial sums.
     chunk_rows: u32,
-    /// Weight gradient: chunks of partial sums, and the elements per chunk.
-    chunks: u32,
+    /// Weight gradient: the elements per chunk of partial sums.
     partial_stride: u32,
-    /// Tiled: tiles along the rows (`TILE_M`) and the columns (`TILE_N`) of the product.
-    m_tiles: u32,
-    n_tiles: u32,
-    /// Register-blocked forward and input gradient: workgroups per block of channels, and the
+    /// Forward and input gradient: workgroups per block of channels, and the
     /// steps (packed weight slots) of a block.
     block_groups: u32,
     block_steps: u32,
-    /// Tiled: the stride and the zeros on every side of the input.
-    stride: u32,
-    pad: u32,
-    /// Tiled input gradient: terms of the sum per chunk of partial sums (a multiple of
-    /// `TILE_K`).
-    chunk_k: u32,
-    /// Register-blocked input gradient: row runs of its position classes.
+    /// Input gradient: row runs of its position classes.
     row_runs: u32,
-    /// Register-blocked input gradient: column runs of its position classes.
+    /// Input gradient: column runs of its position classes.
     col_runs: u32,
-    /// Register-blocked forward and input gradient: the first packed slot of the second
+    /// Forward and input gradient: the first packed slot of the second
     /// binding ([`packed_split`]).
     packed_split: u32,
     /// The arrays start on 16 bytes, as in the shader.
-    _pad: [u32; 3],
-    /// Register-blocked input gradient: the runs, and each class's first lane and runs (see
+    _pad: u32,
+    /// Input gradient: the runs, and each class's first lane and runs (see
     /// [`Conv2dParams::input_classes`]).
     row_run: [[u32; 4]; MAX_RUNS],
     col_run: [[u32; 4]; MAX_RUNS],
@@ -201,8 +190,6 @@ impl Conv2dParams {
             out_height: u(out.height),
             out_width: u(out.width),
             kernel: u(g.kernel),
-            stride: u(g.stride),
-            pad: u(g.pad),
             ..Zeroable::zeroed()
         }
     }

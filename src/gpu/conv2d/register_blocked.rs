@@ -8,6 +8,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
+use super::sums::Chunks;
 use super::{
     grid, u, weight_len, Conv2dParams, MAX_RUNS, REGISTER_BLOCKED_MODULE,
     REGISTER_BLOCKED_TEXTURE_MODULE,
@@ -374,18 +375,19 @@ impl RegisterBlockedKernels {
         Some(self.pass(ctx, params, kernels, ([dy, dx, w, w], lens), None))
     }
 
-    /// The weight gradient's partial sums of `params.chunks` chunks of `per_chunk` lanes each
+    /// The weight gradient's partial sums of `chunks` of `per_chunk` lanes each
     /// (see `SumsKernels::weight_grad`) with `kernel`: its bindings are the params, `x`, the
     /// partial sums, then `inputs`; `staged` as in `with_sources`.
     pub(super) fn weight_grad(
         &self,
         ctx: &GpuContext,
         kernel: &Kernel,
-        (mut params, per_chunk): (Conv2dParams, usize),
+        (mut params, per_chunk, chunks): (Conv2dParams, usize, Chunks),
         (x, partials, inputs): (View, View, &[View]),
         staged: &[(usize, usize)],
     ) -> Vec<Dispatch> {
-        let lanes = per_chunk * params.chunks as usize;
+        let lanes = per_chunk * chunks.count;
+        (params.chunk_rows, params.partial_stride) = (u(chunks.rows), u(chunks.stride));
         params.len = u(lanes);
         let params = uniform(ctx, "conv2d params", &params);
         let mut bindings = vec![View::whole(&params), x, partials];

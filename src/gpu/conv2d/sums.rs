@@ -5,7 +5,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use super::{grid, u, weight_len, Conv2dParams};
+use super::{grid, u, weight_len};
 use crate::cpu::conv2d::Conv2dGeometry;
 use crate::gpu::buffer::{storage, uniform, View};
 use crate::gpu::context::GpuContext;
@@ -17,6 +17,15 @@ use crate::gpu::kernel::{grid_1d, Access, Dispatch, Kernel};
 pub(super) struct SumsKernels {
     reduce: Kernel,
     reduce_split: Kernel,
+}
+
+/// How a weight gradient is cut: `count` chunks of `rows` row segments (image, output row),
+/// whose partial sums lie `stride` elements apart (dw's, then db's).
+#[derive(Clone, Copy)]
+pub(super) struct Chunks {
+    pub(super) rows: usize,
+    pub(super) count: usize,
+    pub(super) stride: usize,
 }
 
 /// Chunks of partial sums past which one workgroup, not one invocation, adds up each element:
@@ -107,16 +116,16 @@ impl SumsKernels {
         }
     }
 
-    /// A weight gradient: `partial_sums` (given the params with the chunks set, and the
-    /// partial sums to write) sums chunks of `rows` row segments, `per_chunk` lanes
-    /// (register-blocked) or tiles (tiled) per chunk and about `target` in all; then their
-    /// reduction into dw and db (see `reduce` for `may_split`).
+    /// A weight gradient: `partial_sums` (given the chunks and the partial sums to write) sums
+    /// chunks of `rows` row segments, `per_chunk` lanes (register-blocked) or tiles (tiled)
+    /// per chunk and about `target` in all; then their reduction into dw and db (see `reduce`
+    /// for `may_split`).
     pub(super) fn weight_grad(
         &self,
         ctx: &GpuContext,
-        (g, base): (Conv2dGeometry, Conv2dParams),
+        g: Conv2dGeometry,
         (rows, per_chunk, target): (usize, usize, usize),
-        partial_sums: impl FnOnce(Conv2dParams, View) -> Vec<Dispatch>,
+        partial_sums: impl FnOnce(Chunks, View) -> Vec<Dispatch>,
         (dw, db): (View, View),
         may_split: bool,
     ) -> Vec<Dispatch> {
@@ -131,11 +140,10 @@ impl SumsKernels {
                 storage(ctx, "conv2d partial sums", 4 * stride as u64)
             })
             .expect("conv2d: dw and db fit in one storage binding");
-        let base = Conv2dParams {
-            chunk_rows: u(chunk_rows),
-            chunks: u(chunks),
-            partial_stride: u(stride),
-            ..base
+        let chunking = Chunks {
+            rows: chunk_rows,
+            count: chunks,
+            stride,
         };
         let reduce = |first: usize, len: usize, out: (View, usize, usize)| {
             self.reduce(
@@ -148,7 +156,7 @@ impl SumsKernels {
             )
         };
         let (weights, channels) = (weight_len(g), g.out_channels);
-        partial_sums(base, View::whole(&partials))
+        partial_sums(chunking, View::whole(&partials))
             .into_iter()
             .chain(match spanning(dw, db) {
                 // One pass instead of two where db follows dw in one buffer (the parameter
