@@ -15,7 +15,7 @@ use mnist_wgpu::cpu::conv2d::{
 use mnist_wgpu::cpu::CpuBackend;
 use mnist_wgpu::data::{Split, IMAGE_PIXELS};
 use mnist_wgpu::gpu::buffer::{storage_init, View};
-use mnist_wgpu::gpu::conv2d::{self, Conv2dKernels, Conv2dPass};
+use mnist_wgpu::gpu::conv2d::kernels::{self as conv2d, Conv2dKernels, Conv2dPass};
 use mnist_wgpu::gpu::dense::{self, DenseKernels};
 use mnist_wgpu::gpu::gemm::{self, GemmKernel};
 use mnist_wgpu::gpu::kernel::Dispatch;

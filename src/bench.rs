@@ -15,7 +15,7 @@ use crate::cpu::float::{Float, MatMut, MatRef};
 use crate::data::{Split, IMAGE_PIXELS};
 use crate::gpu::autotune::{time_dispatches, Sampling};
 use crate::gpu::buffer::{storage, storage_init, View};
-use crate::gpu::conv2d::{Conv2dKernels, Conv2dPass};
+use crate::gpu::conv2d::kernels::{Conv2dKernels, Conv2dPass};
 use crate::gpu::dense::DenseKernels;
 use crate::gpu::gemm::{self, GemmKernel};
 use crate::gpu::kernel::Dispatch;

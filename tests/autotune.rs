@@ -221,7 +221,7 @@ fn a_pinned_variant_that_does_not_exist_is_an_error() {
 #[test]
 fn subgroup_variants_are_offered_only_where_they_change_the_pass() {
     use mnist_wgpu::cpu::conv2d::Conv2dGeometry;
-    use mnist_wgpu::gpu::conv2d::{self, Conv2dKernels, Conv2dPass};
+    use mnist_wgpu::gpu::conv2d::kernels::{self as conv2d, Conv2dKernels, Conv2dPass};
     use mnist_wgpu::model::Shape;
 
     let Some(ctx) = common::gpu_context() else {

@@ -3,7 +3,13 @@
 //!
 //! The import graph is read from the text (no compiler): an edge runs from a file to every
 //! module file that one of its paths names (`crate::…`, `super::…`, `self::…`, `mnist_wgpu::…`,
-//! or a child module's name used bare, as `mod.rs` files do in re-exports and lists).
+//! or a child module's name used bare, as `mod.rs` files do in re-exports and lists). A
+//! `mod child;` declaration is no edge: it says where a file sits in the tree, not what the
+//! parent uses, so a `mod.rs` may declare children that import it. Anything else a `mod.rs`
+//! names of a child (a re-export, a list of the children's values) is an edge like any other,
+//! so such a `mod.rs` must not be imported back: an op directory keeps what its files share
+//! in `mod.rs` and has its children re-exported by no one, or keeps its lists in a child.
+//! Every file counts on its own, those inside an op's directory (`src/gpu/conv2d/`) too.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -30,15 +36,30 @@ fn module_of(path: &str) -> Module {
     (krate.to_string(), parts)
 }
 
-/// Removes `//` comments (line and doc comments) so that paths named in prose are no edges.
+/// Removes `//` comments (line and doc comments) so that paths named in prose are no edges,
+/// and `mod name;` declarations (see the header).
 fn strip_comments(text: &str) -> String {
     text.lines()
         .map(|line| match line.find("//") {
             Some(at) => &line[..at],
             None => line,
         })
+        .map(|line| match is_mod_declaration(line) {
+            true => "",
+            false => line,
+        })
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+/// Whether `line` is a `mod name;` declaration (with any visibility), not an inline module.
+fn is_mod_declaration(line: &str) -> bool {
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let after_visibility = match words.first() {
+        Some(w) if w.starts_with("pub") => &words[1..],
+        _ => &words[..],
+    };
+    matches!(after_visibility, ["mod", name] if name.ends_with(';'))
 }
 
 /// The paths a text names: each `head::a::b`, with brace groups `head::{a::x, b}` expanded one
@@ -255,37 +276,13 @@ fn source_files(dir: &str) -> BTreeMap<String, String> {
     files
 }
 
-/// The graph's node of a file: the file, except that an op's directory under `src/gpu/` (one
-/// op whose variant families are split into files, as its `impl` blocks are) is one node.
-/// Cycles inside such a directory are not checked yet; cycles through it are.
-fn node(path: &str) -> String {
-    match path.split('/').collect::<Vec<_>>()[..] {
-        ["gpu", op, _] => format!("gpu/{op}/"),
-        _ => path.to_string(),
-    }
-}
-
-/// The edges between nodes (see [`node`]).
-fn node_edges(edges: &BTreeMap<String, BTreeSet<String>>) -> BTreeMap<String, BTreeSet<String>> {
-    let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    for (from, tos) in edges {
-        for to in tos {
-            let (a, b) = (node(from), node(to));
-            if a != b {
-                out.entry(a).or_default().insert(b);
-            }
-        }
-    }
-    out
-}
-
 #[test]
 fn no_import_cycles_in_src() {
     let files: BTreeMap<String, String> = source_files("src")
         .into_iter()
         .filter(|(p, _)| p.ends_with(".rs"))
         .collect();
-    let edges = node_edges(&import_edges(&files));
+    let edges = import_edges(&files);
     let cycles = import_cycles(&edges);
     // Each cycle with the imports inside it, to show where to cut.
     let listed: Vec<String> = cycles
@@ -355,19 +352,38 @@ fn the_cycle_checker_finds_cycles() {
         import_edges(&reexport)["gpu/b.rs"],
         BTreeSet::from(["gpu/a.rs".to_string()])
     );
-    // An op's directory is one node: a cycle through it counts, one inside it does not yet.
+    // Inside an op's directory every file counts: a family file that imports what mod.rs
+    // declares is a cycle where mod.rs names the family (here a list of its values), and none
+    // where mod.rs only declares it.
     let op_dir = tree(&[
         (
             "gpu/conv2d/mod.rs",
-            "mod tiled; use tiled::T; use super::kernel::K;",
+            "mod tiled;\npub struct Conv2d;\npub const ALL: &[u32] = &[tiled::T];",
         ),
-        ("gpu/conv2d/tiled.rs", "use super::Conv2d;"),
+        (
+            "gpu/conv2d/tiled.rs",
+            "use super::Conv2d; pub const T: u32 = 1;",
+        ),
         ("gpu/kernel.rs", "use super::conv2d::Conv2d;"),
     ]);
     assert_eq!(
-        import_cycles(&node_edges(&import_edges(&op_dir))),
-        vec![vec!["gpu/conv2d/".to_string(), "gpu/kernel.rs".to_string()]]
+        import_cycles(&import_edges(&op_dir)),
+        vec![vec![
+            "gpu/conv2d/mod.rs".to_string(),
+            "gpu/conv2d/tiled.rs".to_string()
+        ]]
     );
+    let declared_only = tree(&[
+        (
+            "gpu/conv2d/mod.rs",
+            "pub mod tiled;\nmod checks;\npub struct Conv2d;",
+        ),
+        ("gpu/conv2d/tiled.rs", "use super::Conv2d;"),
+        ("gpu/conv2d/checks.rs", "use super::tiled::T;"),
+    ]);
+    assert!(import_cycles(&import_edges(&declared_only)).is_empty());
+    assert!(is_mod_declaration("pub(super) mod register_blocked;"));
+    assert!(!is_mod_declaration("mod tests {"));
 }
 
 /// One variant, one file: no source or shader file grows past what a reader takes in at once.

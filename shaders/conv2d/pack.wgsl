@@ -1,43 +1,60 @@
 // Conv2d: the weight packing of the register-blocked variants.
 // conv2d_pack_forward_weights, conv2d_pack_backward_input_weights: packs w for the
-//   register-blocked *_packed kernels: dst[slot * 32 + c] = the weight of channel c of slot
-//   `slot` (see step_weights), 0 for channels past the last, for the params.len elements.
-// Bindings: 0 params, 1 src = w (unused), 2 dst = packed weights, 3 factor = w (always from
-// storage: one read of each weight would not pay for a texture copy). 1-D launch (flat_index).
-// Module: common.wgsl, reads_storage.wgsl, reduce.wgsl, this file.
+//   register-blocked *_packed kernels: packed[slot * 32 + c] = the weight of channel c of slot
+//   `slot` (see step_weights), 0 for channels past the last, for the pack_params.len elements.
+// Bindings: 0 pack_params, 1 w (always from storage: one read of each weight would not pay for
+// a texture copy), 2 packed. 1-D launch (flat_index).
+// Module: common.wgsl, reduce.wgsl, this file.
+
+struct Conv2dPackParams {
+    // Elements to write: slots * BLOCK_CHANNELS.
+    len: u32,
+    in_channels: u32,
+    out_channels: u32,
+    kernel: u32,
+    // Slots (steps) per block of BLOCK_CHANNELS channels.
+    block_steps: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+}
+
+@group(0) @binding(0) var<uniform> pack_params: Conv2dPackParams;
+@group(0) @binding(1) var<storage, read> w: array<f32>;
+@group(0) @binding(2) var<storage, read_write> packed: array<f32>;
 
 fn packed_weight(i: u32, forward: bool) -> f32 {
-    let kk = params.kernel * params.kernel;
+    let kk = pack_params.kernel * pack_params.kernel;
     let slot = i / BLOCK_CHANNELS;
-    let step = slot % params.block_steps;
-    let channel = (slot / params.block_steps) * BLOCK_CHANNELS + i % BLOCK_CHANNELS;
+    let step = slot % pack_params.block_steps;
+    let channel = (slot / pack_params.block_steps) * BLOCK_CHANNELS + i % BLOCK_CHANNELS;
     if forward {
         // w[co = channel][(ci, ky, kx) = step]
-        if channel >= params.out_channels {
+        if channel >= pack_params.out_channels {
             return 0.0;
         }
-        return factor[channel * params.in_channels * kk + step];
+        return w[channel * pack_params.in_channels * kk + step];
     }
     // w[co][ci = channel][ky][kx] with (co, ky, kx) = step
-    if channel >= params.in_channels {
+    if channel >= pack_params.in_channels {
         return 0.0;
     }
-    return factor[((step / kk) * params.in_channels + channel) * kk + step % kk];
+    return w[((step / kk) * pack_params.in_channels + channel) * kk + step % kk];
 }
 
 @compute @workgroup_size(WORKGROUP_SIZE)
 fn conv2d_pack_forward_weights(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = flat_index(gid, nwg);
-    if i < params.len {
-        dst[i] = packed_weight(i, true);
+    if i < pack_params.len {
+        packed[i] = packed_weight(i, true);
     }
 }
 
 @compute @workgroup_size(WORKGROUP_SIZE)
 fn conv2d_pack_backward_input_weights(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = flat_index(gid, nwg);
-    if i < params.len {
-        dst[i] = packed_weight(i, false);
+    if i < pack_params.len {
+        packed[i] = packed_weight(i, false);
     }
 }
 

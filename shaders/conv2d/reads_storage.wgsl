@@ -1,8 +1,8 @@
 // Conv2d's inputs read from storage buffers: the bindings, and the accessors every
 // register-blocked kernel reads them through (reads_texture.wgsl has the same accessors over
-// textures). The tiled kernels, the chunk sums and the weight packing index the buffers
-// directly; their modules always take this file.
-// Bindings: 1 src, 3 factor, 4 pooled_y, 7 pooled_argmax (see common.wgsl).
+// textures). Only the register-blocked modules take a reads file: the tiled kernels, the chunk
+// sums and the weight packing declare and index their own bindings.
+// Bindings: 1 src, 3 factor, 4 pooled_y, 7 pooled_argmax (see products.wgsl).
 
 @group(0) @binding(1) var<storage, read> src: array<f32>;
 @group(0) @binding(3) var<storage, read> factor: array<f32>;

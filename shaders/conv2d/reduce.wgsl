@@ -1,49 +1,68 @@
 // Conv2d: the sums of the weight gradient's (and the tiled input gradient's) chunks of partial
 // sums, for every variant. Entry points: conv2d_reduce, conv2d_reduce_split.
-// Module: common.wgsl, reads_storage.wgsl, this file, pack.wgsl.
+// Module: common.wgsl, this file, pack.wgsl.
 //
-// conv2d_reduce: dst[i] = sum_(c < chunks, in order) src[c * partial_stride + partial_first + i]
-//   for i < params.len (i + out_skip for i >= out_split): adds up the chunks of partial sums of
-//   either variant's weight gradient (dw, db, or both in one pass).
+// conv2d_reduce: sums[i] = sum_(c < chunks, in order) partial_sums[c * stride + first + i]
+//   for i < len (i + skip for i >= split): adds up the chunks of partial sums of any variant's
+//   weight gradient (dw, db, or both in one pass) or of the tiled input gradient (dx).
 //   One invocation per element, 1-D launch (flat_index).
 // conv2d_reduce_split: the same sums for many chunks, where one invocation's chain of dependent
 //   loads would be long: one workgroup per element (2-D launch folded like tile_origin), whose
 //   invocation t adds chunks t, t + WORKGROUP_SIZE, ... in order, then workgroup_sum adds those
 //   in a fixed tree. Deterministic too; it rounds differently from conv2d_reduce.
-// Bindings: 0 params, 1 src = partial sums, 2 dst = dw or db.
+// Bindings: 0 reduce_params, 1 partial_sums, 2 sums (dw, db, dw and db, or dx).
+
+struct Conv2dReduceParams {
+    // Sums to form.
+    len: u32,
+    // Chunks of partial sums, stride elements apart; the summed ones start at first in each.
+    chunks: u32,
+    stride: u32,
+    first: u32,
+    // Sum i goes to sums[i], or from split on to sums[i + skip] (so that one pass fills dw and
+    // a db that follows it after a gap).
+    split: u32,
+    skip: u32,
+    _pad0: u32,
+    _pad1: u32,
+}
+
+@group(0) @binding(0) var<uniform> reduce_params: Conv2dReduceParams;
+@group(0) @binding(1) var<storage, read> partial_sums: array<f32>;
+@group(0) @binding(2) var<storage, read_write> sums: array<f32>;
 
 fn partial_at(c: u32, i: u32) -> f32 {
-    return src[c * params.partial_stride + params.partial_first + i];
+    return partial_sums[c * reduce_params.stride + reduce_params.first + i];
 }
 
 fn reduced_at(i: u32) -> u32 {
-    return i + select(0u, params.out_skip, i >= params.out_split);
+    return i + select(0u, reduce_params.skip, i >= reduce_params.split);
 }
 
 @compute @workgroup_size(WORKGROUP_SIZE)
 fn conv2d_reduce(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = flat_index(gid, nwg);
-    if i >= params.len {
+    if i >= reduce_params.len {
         return;
     }
     var sum = 0.0;
-    for (var c = 0u; c < params.chunks; c++) {
+    for (var c = 0u; c < reduce_params.chunks; c++) {
         sum += partial_at(c, i);
     }
-    dst[reduced_at(i)] = sum;
+    sums[reduced_at(i)] = sum;
 }
 
 @compute @workgroup_size(WORKGROUP_SIZE)
 fn conv2d_reduce_split(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
     let i = wg.x + wg.y * nwg.x;
     var sum = 0.0;
-    if i < params.len {
-        for (var c = t; c < params.chunks; c += WORKGROUP_SIZE) {
+    if i < reduce_params.len {
+        for (var c = t; c < reduce_params.chunks; c += WORKGROUP_SIZE) {
             sum += partial_at(c, i);
         }
     }
     let total = workgroup_sum(t, sum);
-    if i < params.len && t == 0u {
-        dst[reduced_at(i)] = total;
+    if i < reduce_params.len && t == 0u {
+        sums[reduced_at(i)] = total;
     }
 }

@@ -4,7 +4,7 @@
 // src, factor, pooled_y and pooled_argmax only through the accessors of reads_storage.wgsl or
 // reads_texture.wgsl, and take how lanes get shared values (forward_weights,
 // forward_weights_hi, k3_dy) from share_per_lane.wgsl or subgroup.wgsl.
-// Bindings: as in common.wgsl; 5 packed_lo, 6 packed_hi (uniform, declared here).
+// Bindings: as in products.wgsl; 5 packed_lo, 6 packed_hi (uniform, declared here).
 //
 // Why this shape (CPU adapters: lavapipe/llvmpipe): there a workgroup runs as 8-wide
 // SIMD lanes on one thread, and every storage-buffer load (shared memory too) is a loop over

@@ -8,7 +8,7 @@
 // conv2d_backward_weights_k3_shared (as the per-lane kernels of the same names without
 // _shared), and conv2d_subgroup_probe, which the host runs once before offering the others.
 // Bindings: as register_blocked_forward.wgsl and register_blocked_backward_weights.wgsl say;
-// the probe writes dst.
+// the probe's only binding is 0 probe_flags (a read_write array of BLOCK_WORKGROUP f32).
 
 // Channels 4q..4q+3 from the lane of part q in the group of 8 of `part`, for q < 8.
 fn share_channels(mine: vec4<f32>, part: u32) -> Channels {
@@ -66,10 +66,12 @@ fn conv2d_forward_pool_packed_shared(@builtin(workgroup_id) wg: vec3<u32>, @buil
     }
 }
 
-// Sets dst[i] to 1 for each invocation i of a blocked workgroup whose subgroup lane is its
+@group(0) @binding(0) var<storage, read_write> probe_flags: array<f32>;
+
+// Sets probe_flags[i] to 1 for each invocation i of a blocked workgroup whose subgroup lane is its
 // local index modulo a subgroup size that is a multiple of 8 (so that groups of 8 subgroup
 // lanes are groups of 8 consecutive lanes of the kernels above), else to 0.
 @compute @workgroup_size(BLOCK_WORKGROUP)
 fn conv2d_subgroup_probe(@builtin(local_invocation_index) lid: u32, @builtin(subgroup_invocation_id) sid: u32, @builtin(subgroup_size) size: u32) {
-    dst[lid] = select(0.0, 1.0, size % 8u == 0u && sid == lid % size);
+    probe_flags[lid] = select(0.0, 1.0, size % 8u == 0u && sid == lid % size);
 }

@@ -1,7 +1,9 @@
 // Conv2d, tiled (real GPUs). Entry points: conv2d_forward_tiled, conv2d_backward_input_tiled,
-// conv2d_backward_weights_tiled. Bindings: 0 params, 1 src (x, or dy for the input gradient),
-// 2 dst (y, dx, or partial sums), 3 factor (w, or dy for the weight gradient), 4 bias (forward).
-// Module: common.wgsl, reads_storage.wgsl (src and factor are indexed directly), this file.
+// conv2d_backward_weights_tiled. Bindings: 0 tiled_params (Conv2dTiledParams), 1 src (B's
+// tensor: x, or dy for the input gradient), 2 dst (C's: y, dx, or partial sums), 3 factor (A's:
+// w, or dy for the weight gradient), 4 bias (forward). One module of three entry points that
+// share the product code, so the operands keep the product's names.
+// Module: common.wgsl, this file.
 //
 // Each pass is an implicit GEMM, C (M x N) = A (M x K) B (K x N),
 // with A and B read straight from the tensors (nothing is lowered to columns in memory):
@@ -10,11 +12,11 @@
 // padding reads 0.
 //   conv2d_forward_tiled           M: out channels co   N: output positions (n, oy, ox)
 //       K: (ci, ky, kx)            A = w[co][ci][ky][kx], B = x[n][ci] at that position;
-//       C starts at the bias and is rectified on store when params.relu == 1; stored as y.
+//       C starts at the bias and is rectified on store when tiled_params.relu == 1; stored as y.
 //   conv2d_backward_input_tiled    M: in channels ci    N: input positions (n, iy, ix)
 //       K: (co, ky, kx)            A = w[co][ci][ky][kx], B = dy[n][co] at the output position
 //       whose tap (ky, kx) reads (iy, ix) (0 where there is none); stored as dx, or, where
-//       the host splits K into chunks of params.chunk_k terms (a small N fills too few
+//       the host splits K into chunks of tiled_params.chunk_k terms (a small N fills too few
 //       workgroups to keep a large GPU busy), as chunk c's partial dx at c * partial_stride,
 //       which conv2d_reduce adds in chunk order.
 //   conv2d_backward_weights_tiled  M: out channels co   N: weights (ci, ky, kx), then one more
@@ -34,8 +36,44 @@
 // TILE_THREADS k (neighbours take neighbouring positions, next to each other in x and dy).
 // Each output is summed over k in increasing order by one invocation: deterministic.
 // Workgroups: (chunk, m tile, n tile), n tile fastest, folded into 2-D past 65535
-// (tile_index); params.len of them do work (chunks: backward weights and input only).
+// (tile_index); tiled_params.len of them do work (chunks: backward weights and input only).
 // Workgroup memory: TILE_K x (TILE_M + 1) + TILE_K x TILE_N floats = 10,304 bytes.
+
+struct Conv2dTiledParams {
+    batch: u32,
+    in_channels: u32,
+    in_height: u32,
+    in_width: u32,
+    out_channels: u32,
+    out_height: u32,
+    out_width: u32,
+    kernel: u32,
+    // The stride, and the zeros on every side of the input.
+    stride: u32,
+    pad: u32,
+    // Forward: max(., 0) on store when 1.
+    relu: u32,
+    // Workgroups that do work (the rest return at once), and the tiles along the rows
+    // (TILE_M) and the columns (TILE_N) of the product.
+    len: u32,
+    m_tiles: u32,
+    n_tiles: u32,
+    // Backward weights: row segments (image, output row) per chunk of partial sums; backward
+    // input: terms of the sum (k) per chunk, a multiple of TILE_K (one chunk: all of them).
+    chunk_rows: u32,
+    chunk_k: u32,
+    // Elements per chunk of partial sums.
+    partial_stride: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+}
+
+@group(0) @binding(0) var<uniform> tiled_params: Conv2dTiledParams;
+@group(0) @binding(1) var<storage, read> src: array<f32>;
+@group(0) @binding(2) var<storage, read_write> dst: array<f32>;
+@group(0) @binding(3) var<storage, read> factor: array<f32>;
+@group(0) @binding(4) var<storage, read> bias: array<f32>;
 
 // The tile of one workgroup and its invocations; the host mirrors TILE_M and TILE_N.
 const TILE_M: u32 = 32u;
@@ -61,9 +99,9 @@ const GEMM_BACKWARD_WEIGHTS: u32 = 2u;
 // M of the product.
 fn gemm_rows(gemm: u32) -> u32 {
     if gemm == GEMM_BACKWARD_INPUT {
-        return params.in_channels;
+        return tiled_params.in_channels;
     }
-    return params.out_channels;
+    return tiled_params.out_channels;
 }
 
 // The workgroup's place: its index in the launch and the first row, column and chunk of its
@@ -77,8 +115,8 @@ struct TileOrigin {
 
 fn tile_origin(wg: vec3<u32>, nwg: vec3<u32>) -> TileOrigin {
     let t = wg.x + wg.y * nwg.x;
-    let m_tile = (t / params.n_tiles) % params.m_tiles;
-    return TileOrigin(t, m_tile * TILE_M, (t % params.n_tiles) * TILE_N, t / (params.n_tiles * params.m_tiles));
+    let m_tile = (t / tiled_params.n_tiles) % tiled_params.m_tiles;
+    return TileOrigin(t, m_tile * TILE_M, (t % tiled_params.n_tiles) * TILE_N, t / (tiled_params.n_tiles * tiled_params.m_tiles));
 }
 
 // What loading column n of B takes for every k, worked out once per invocation.
@@ -97,23 +135,23 @@ struct Column {
 }
 
 fn b_column(gemm: u32, n: u32) -> Column {
-    let ks = params.kernel;
-    let in_plane = params.in_height * params.in_width;
-    let out_plane = params.out_height * params.out_width;
+    let ks = tiled_params.kernel;
+    let in_plane = tiled_params.in_height * tiled_params.in_width;
+    let out_plane = tiled_params.out_height * tiled_params.out_width;
     if gemm == GEMM_FORWARD {
         let img = n / out_plane;
         let p = n % out_plane;
-        let at = img * params.in_channels * in_plane;
-        return Column(at, p / params.out_width, p % params.out_width, n < params.batch * out_plane, false);
+        let at = img * tiled_params.in_channels * in_plane;
+        return Column(at, p / tiled_params.out_width, p % tiled_params.out_width, n < tiled_params.batch * out_plane, false);
     }
     if gemm == GEMM_BACKWARD_INPUT {
         let img = n / in_plane;
-        let iy = (n % in_plane) / params.in_width;
-        let ix = n % params.in_width;
-        let at = img * params.out_channels * out_plane;
-        return Column(at, iy, ix, n < params.batch * in_plane, false);
+        let iy = (n % in_plane) / tiled_params.in_width;
+        let ix = n % tiled_params.in_width;
+        let at = img * tiled_params.out_channels * out_plane;
+        return Column(at, iy, ix, n < tiled_params.batch * in_plane, false);
     }
-    let weights = params.in_channels * ks * ks;
+    let weights = tiled_params.in_channels * ks * ks;
     let ci = n / (ks * ks);
     let ky = (n % (ks * ks)) / ks;
     return Column(ci * in_plane, ky, n % ks, n < weights, n == weights);
@@ -122,29 +160,29 @@ fn b_column(gemm: u32, n: u32) -> Column {
 // The input offset (row * in_width + column) under kernel tap (ky, kx) of output position
 // (oy, ox), or -1 where that tap falls on the padding.
 fn input_offset(oy: u32, ox: u32, ky: u32, kx: u32) -> i32 {
-    let iy = i32(oy * params.stride + ky) - i32(params.pad);
-    let ix = i32(ox * params.stride + kx) - i32(params.pad);
-    if iy < 0 || ix < 0 || iy >= i32(params.in_height) || ix >= i32(params.in_width) {
+    let iy = i32(oy * tiled_params.stride + ky) - i32(tiled_params.pad);
+    let ix = i32(ox * tiled_params.stride + kx) - i32(tiled_params.pad);
+    if iy < 0 || ix < 0 || iy >= i32(tiled_params.in_height) || ix >= i32(tiled_params.in_width) {
         return -1;
     }
-    return iy * i32(params.in_width) + ix;
+    return iy * i32(tiled_params.in_width) + ix;
 }
 
 // The output offset (oy * out_width + ox) whose tap (ky, kx) reads input position (iy, ix), or
 // -1 where there is none (outside the output, or between strides).
 fn output_offset(iy: u32, ix: u32, ky: u32, kx: u32) -> i32 {
-    let ty = i32(iy + params.pad) - i32(ky);
-    let tx = i32(ix + params.pad) - i32(kx);
-    let s = i32(params.stride);
+    let ty = i32(iy + tiled_params.pad) - i32(ky);
+    let tx = i32(ix + tiled_params.pad) - i32(kx);
+    let s = i32(tiled_params.stride);
     if ty < 0 || tx < 0 || ty % s != 0 || tx % s != 0 {
         return -1;
     }
     let oy = ty / s;
     let ox = tx / s;
-    if oy >= i32(params.out_height) || ox >= i32(params.out_width) {
+    if oy >= i32(tiled_params.out_height) || ox >= i32(tiled_params.out_width) {
         return -1;
     }
-    return oy * i32(params.out_width) + ox;
+    return oy * i32(tiled_params.out_width) + ox;
 }
 
 // A(m, k), or 0 past the edges of A and outside [0, k_end).
@@ -152,18 +190,18 @@ fn a_at(gemm: u32, m: u32, k: u32, k_end: u32) -> f32 {
     if m >= gemm_rows(gemm) || k >= k_end {
         return 0.0;
     }
-    let kk = params.kernel * params.kernel;
+    let kk = tiled_params.kernel * tiled_params.kernel;
     if gemm == GEMM_FORWARD {
         // w[co = m][(ci, ky, kx) = k]
-        return factor[m * params.in_channels * kk + k];
+        return factor[m * tiled_params.in_channels * kk + k];
     }
     if gemm == GEMM_BACKWARD_INPUT {
         // w[co][ci = m][ky][kx] with (co, ky, kx) = k
-        return factor[((k / kk) * params.in_channels + m) * kk + k % kk];
+        return factor[((k / kk) * tiled_params.in_channels + m) * kk + k % kk];
     }
     // dy[n][co = m][oy][ox] with (n, oy, ox) = k
-    let out_plane = params.out_height * params.out_width;
-    return factor[((k / out_plane) * params.out_channels + m) * out_plane + k % out_plane];
+    let out_plane = tiled_params.out_height * tiled_params.out_width;
+    return factor[((k / out_plane) * tiled_params.out_channels + m) * out_plane + k % out_plane];
 }
 
 // B(k, column), or 0 past the edges of B, outside [0, k_end) and on the padding.
@@ -177,17 +215,17 @@ fn b_at(gemm: u32, column: Column, k: u32, k_end: u32) -> f32 {
     if !column.live {
         return 0.0;
     }
-    let ks = params.kernel;
-    let in_plane = params.in_height * params.in_width;
+    let ks = tiled_params.kernel;
+    let in_plane = tiled_params.in_height * tiled_params.in_width;
     if gemm == GEMM_BACKWARD_WEIGHTS {
         // x[n][ci][oy * stride + ky - pad][ox * stride + kx - pad] with (n, oy, ox) = k
-        let out_plane = params.out_height * params.out_width;
+        let out_plane = tiled_params.out_height * tiled_params.out_width;
         let p = k % out_plane;
-        let offset = input_offset(p / params.out_width, p % params.out_width, column.y, column.x);
+        let offset = input_offset(p / tiled_params.out_width, p % tiled_params.out_width, column.y, column.x);
         if offset < 0 {
             return 0.0;
         }
-        return src[column.at + (k / out_plane) * params.in_channels * in_plane + u32(offset)];
+        return src[column.at + (k / out_plane) * tiled_params.in_channels * in_plane + u32(offset)];
     }
     let c = k / (ks * ks);
     let ky = (k % (ks * ks)) / ks;
@@ -205,7 +243,7 @@ fn b_at(gemm: u32, column: Column, k: u32, k_end: u32) -> f32 {
     if offset < 0 {
         return 0.0;
     }
-    return src[column.at + c * params.out_height * params.out_width + u32(offset)];
+    return src[column.at + c * tiled_params.out_height * tiled_params.out_width + u32(offset)];
 }
 
 // The 4 x 4 outputs of invocation `tid` in the tile at (m0, n0) of the product `gemm`:
@@ -245,7 +283,7 @@ fn store_activation_tile(acc: mat4x4<f32>, tile: TileOrigin, tid: vec2<u32>, cha
     var sums = acc;
     for (var j = 0u; j < 4u; j++) {
         let n = tile.n0 + tid.x + j * TILE_THREADS_N;
-        if n >= params.batch * plane {
+        if n >= tiled_params.batch * plane {
             break;
         }
         let at = base + (n / plane) * channels * plane + n % plane;
@@ -262,47 +300,47 @@ fn store_activation_tile(acc: mat4x4<f32>, tile: TileOrigin, tid: vec2<u32>, cha
 @compute @workgroup_size(TILE_THREADS_N, TILE_THREADS_M)
 fn conv2d_forward_tiled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     let tile = tile_origin(wg, nwg);
-    if tile.index >= params.len {
+    if tile.index >= tiled_params.len {
         return;
     }
     // Every sum starts at its channel's bias.
-    let last = params.out_channels - 1u;
+    let last = tiled_params.out_channels - 1u;
     let m = tile.m0 + lid.y;
     let b = vec4<f32>(bias[min(m, last)], bias[min(m + TILE_THREADS_M, last)], bias[min(m + 2u * TILE_THREADS_M, last)], bias[min(m + 3u * TILE_THREADS_M, last)]);
-    let reduction = params.in_channels * params.kernel * params.kernel;
+    let reduction = tiled_params.in_channels * tiled_params.kernel * tiled_params.kernel;
     let acc = tiled_product(GEMM_FORWARD, lid.xy, tile.m0, tile.n0, 0u, reduction, splat4(b));
-    store_activation_tile(acc, tile, lid.xy, params.out_channels, params.out_height * params.out_width, params.relu == 1u, 0u);
+    store_activation_tile(acc, tile, lid.xy, tiled_params.out_channels, tiled_params.out_height * tiled_params.out_width, tiled_params.relu == 1u, 0u);
 }
 
 @compute @workgroup_size(TILE_THREADS_N, TILE_THREADS_M)
 fn conv2d_backward_input_tiled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     let tile = tile_origin(wg, nwg);
-    if tile.index >= params.len {
+    if tile.index >= tiled_params.len {
         return;
     }
-    // Chunk c sums its params.chunk_k terms into its partial dx at c * partial_stride.
-    let reduction = params.out_channels * params.kernel * params.kernel;
-    let k_begin = tile.chunk * params.chunk_k;
-    let k_end = min(k_begin + params.chunk_k, reduction);
+    // Chunk c sums its tiled_params.chunk_k terms into its partial dx at c * partial_stride.
+    let reduction = tiled_params.out_channels * tiled_params.kernel * tiled_params.kernel;
+    let k_begin = tile.chunk * tiled_params.chunk_k;
+    let k_end = min(k_begin + tiled_params.chunk_k, reduction);
     let acc = tiled_product(GEMM_BACKWARD_INPUT, lid.xy, tile.m0, tile.n0, k_begin, k_end, mat4x4<f32>());
-    store_activation_tile(acc, tile, lid.xy, params.in_channels, params.in_height * params.in_width, false, tile.chunk * params.partial_stride);
+    store_activation_tile(acc, tile, lid.xy, tiled_params.in_channels, tiled_params.in_height * tiled_params.in_width, false, tile.chunk * tiled_params.partial_stride);
 }
 
 @compute @workgroup_size(TILE_THREADS_N, TILE_THREADS_M)
 fn conv2d_backward_weights_tiled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     let tile = tile_origin(wg, nwg);
-    if tile.index >= params.len {
+    if tile.index >= tiled_params.len {
         return;
     }
     // The chunk's row segments, as a range of output positions.
-    let first = tile.chunk * params.chunk_rows;
-    let end = min(first + params.chunk_rows, params.batch * params.out_height);
-    let sums = tiled_product(GEMM_BACKWARD_WEIGHTS, lid.xy, tile.m0, tile.n0, first * params.out_width, end * params.out_width, mat4x4<f32>());
+    let first = tile.chunk * tiled_params.chunk_rows;
+    let end = min(first + tiled_params.chunk_rows, tiled_params.batch * tiled_params.out_height);
+    let sums = tiled_product(GEMM_BACKWARD_WEIGHTS, lid.xy, tile.m0, tile.n0, first * tiled_params.out_width, end * tiled_params.out_width, mat4x4<f32>());
 
     // Column `weights` (the bias column) goes to the chunk's db, the others to its dw.
     var acc = sums;
-    let weights = params.in_channels * params.kernel * params.kernel;
-    let chunk_at = tile.chunk * params.partial_stride;
+    let weights = tiled_params.in_channels * tiled_params.kernel * tiled_params.kernel;
+    let chunk_at = tile.chunk * tiled_params.partial_stride;
     for (var j = 0u; j < 4u; j++) {
         let n = tile.n0 + lid.x + j * TILE_THREADS_N;
         if n > weights {
@@ -310,8 +348,8 @@ fn conv2d_backward_weights_tiled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(
         }
         for (var i = 0u; i < 4u; i++) {
             let co = tile.m0 + lid.y + i * TILE_THREADS_M;
-            if co < params.out_channels {
-                let at = select(co * weights + n, params.out_channels * weights + co, n == weights);
+            if co < tiled_params.out_channels {
+                let at = select(co * weights + n, tiled_params.out_channels * weights + co, n == weights);
                 dst[chunk_at + at] = acc[j][i];
             }
         }

@@ -1,20 +1,33 @@
-// Dense: the bias gradient, which every variant runs (it is not a product). Entry point:
-// dense_backward_bias: c[m] = sum_k A(m, k), one workgroup per row of A (folded into 2-D past
-// 65535 workgroups; the extra ones return), split over k like dense_matmul_split.
-// Bindings: 0 params, 1 a (dy, read through A's strides), 2 c (db).
-// Module: common.wgsl, reads_storage.wgsl, tiled.wgsl, this file.
+// Dense: the bias gradient, which every variant runs (it is not a product), a module of its own
+// (this file after the preamble). Entry point:
+// dense_backward_bias: db[o] = sum_n dy(n, o) over the rows n < batch of dy, read through
+//   dy_strides, one workgroup per output o (folded into 2-D past 65535 workgroups; the extra
+//   ones return), invocation t summing n = t, t + WORKGROUP_SIZE, ... in order, then
+//   workgroup_sum adding those in a fixed tree (as dense_matmul_split).
+// Bindings: 0 bias_params, 1 dy, 2 db.
+
+struct BiasGradParams {
+    outputs: u32,
+    batch: u32,
+    // (output stride, row stride) of dy in elements.
+    dy_strides: vec2<u32>,
+}
+
+@group(0) @binding(0) var<uniform> bias_params: BiasGradParams;
+@group(0) @binding(1) var<storage, read> dy: array<f32>;
+@group(0) @binding(2) var<storage, read_write> db: array<f32>;
 
 @compute @workgroup_size(WORKGROUP_SIZE)
 fn dense_backward_bias(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
-    let row = wid.x + wid.y * nwg.x;
+    let o = wid.x + wid.y * nwg.x;
     var sum = 0.0;
-    if row < params.rows {
-        for (var k = t; k < params.inner; k += WORKGROUP_SIZE) {
-            sum += a_at(row, k);
+    if o < bias_params.outputs {
+        for (var n = t; n < bias_params.batch; n += WORKGROUP_SIZE) {
+            sum += dy[o * bias_params.dy_strides.x + n * bias_params.dy_strides.y];
         }
     }
     let total = workgroup_sum(t, sum);
-    if row < params.rows && t == 0u {
-        c[row] = total;
+    if o < bias_params.outputs && t == 0u {
+        db[o] = total;
     }
 }

@@ -4,19 +4,19 @@
 // Every matmul entry point computes  c[m][p] = sum_k A(m, k) * B(k, p)  (+ bias[p] in the
 // *_bias entries), with A as rows x inner, B as inner x cols and c row-major rows x cols.
 // A and B are read through (row, column) strides in elements, so a transposed operand costs
-// nothing: forward is x w^T (+ b), backward input is dy w, backward weights is dy^T x, and the
-// bias gradient is the row sums of the same A = dy^T.
+// nothing: forward is x w^T (+ b), backward input is dy w, backward weights is dy^T x. The
+// bias gradient, the row sums of the same dy^T, is a module of its own (backward_bias.wgsl,
+// with its own params and bindings), which every variant runs.
 //
 // A module is this file, one of reads_storage.wgsl / reads_texture.wgsl (how A and B are read:
 // a_element(i) and a4_at(i), likewise for b), then the files of one variant family:
-//   tiled.wgsl, backward_bias.wgsl      the tiled variant (real GPUs), and the bias gradient
-//                                       that every variant runs
+//   tiled.wgsl                          the tiled variant (real GPUs)
 //   register_blocked.wgsl               the register-blocked variants (CPU adapters; with
 //                                       reads_texture.wgsl, register-blocked-texture)
 // The host lists them (src/gpu/dense/mod.rs, `MODULES`). Each sums every output in a fixed
 // order, without atomics, so results are reproducible.
 //
-// Bindings (group 0), shared by every entry point (each uses a subset):
+// Bindings (group 0), shared by every matmul entry point (each uses a subset):
 //   0 params: uniform MatmulParams
 //   1 a: read            (also viewed as a4: array<vec4<f32>>; see the reads files)
 //   2 c: read_write      (also viewed as c4: array<vec4<f32>>)
@@ -47,6 +47,13 @@ fn a_at(row: u32, k: u32) -> f32 {
 
 fn b_at(k: u32, col: u32) -> f32 {
     return b_element(k * params.b_strides.x + col * params.b_strides.y);
+}
+
+// c[row][col] = v where (row, col) lies inside c (blocks and tiles past its edges skip it).
+fn store_c(row: u32, col: u32, v: f32) {
+    if row < params.rows && col < params.cols {
+        c[row * params.cols + col] = v;
+    }
 }
 
 // The last row and column of c, which clamped loads fall back to (0 for an empty matrix).

@@ -20,14 +20,36 @@
 //       row block, so they all read A at the same addresses.
 //       Launch (ceil(cols / (4 * AXPY_V * AXPY_LANES)), ceil(rows / AXPY_M)).
 
+// s + a.x * b.x + a.y * b.y + a.z * b.z + a.w * b.w, added in that order (the k order).
+fn add_products4(s: f32, a: vec4<f32>, b: vec4<f32>) -> f32 {
+    var sum = s;
+    sum += a.x * b.x;
+    sum += a.y * b.y;
+    sum += a.z * b.z;
+    sum += a.w * b.w;
+    return sum;
+}
+
 // ---- Register-blocked, any strides ----
 
-// Block of one invocation and invocations per workgroup (the host's dense::RB_*).
+// Block of one invocation and invocations per workgroup (the host's `RB` in src/gpu/dense/scheme.rs).
 const RB_M: u32 = 4u;
 const RB_N: u32 = 4u;
 const RB_LANES: u32 = 8u;
 
 alias RbBlock = array<array<f32, RB_N>, RB_M>;
+
+// The bias of a block's columns (col0.., clamped to the last), for blocks of up to 8 columns
+// (RB_N, DOT_N); zeros (BlockBias()) for the kernels without a bias.
+alias BlockBias = array<f32, 8>;
+
+fn block_bias(col0: u32) -> BlockBias {
+    var add: BlockBias;
+    for (var j = 0u; j < 8u; j++) {
+        add[j] = bias[min(col0 + j, last_col())];
+    }
+    return add;
+}
 
 fn rb_sums(row0: u32, col0: u32) -> RbBlock {
     var rows: array<u32, RB_M>;
@@ -51,12 +73,7 @@ fn rb_sums(row0: u32, col0: u32) -> RbBlock {
             let row = rows[i];
             let ak = vec4(a_at(row, k), a_at(row, k + 1u), a_at(row, k + 2u), a_at(row, k + 3u));
             for (var j = 0u; j < RB_N; j++) {
-                var s = acc[i][j];
-                s += ak.x * bk[j].x;
-                s += ak.y * bk[j].y;
-                s += ak.z * bk[j].z;
-                s += ak.w * bk[j].w;
-                acc[i][j] = s;
+                acc[i][j] = add_products4(acc[i][j], ak, bk[j]);
             }
         }
     }
@@ -71,40 +88,34 @@ fn rb_sums(row0: u32, col0: u32) -> RbBlock {
     return acc;
 }
 
-fn rb_store(row0: u32, col0: u32, acc: RbBlock, add: array<f32, RB_N>) {
+fn rb_store(row0: u32, col0: u32, acc: RbBlock, add: BlockBias) {
     for (var i = 0u; i < RB_M; i++) {
-        let row = row0 + i;
         for (var j = 0u; j < RB_N; j++) {
-            let col = col0 + j;
-            if row < params.rows && col < params.cols {
-                c[row * params.cols + col] = acc[i][j] + add[j];
-            }
+            store_c(row0 + i, col0 + j, acc[i][j] + add[j]);
         }
     }
 }
 
+// The block's first row and column: lanes along rows share a column block.
+fn rb_origin(lane: u32, wid: vec3<u32>) -> vec2<u32> {
+    return vec2<u32>((wid.y * RB_LANES + lane) * RB_M, wid.x * RB_N);
+}
+
 @compute @workgroup_size(RB_LANES)
 fn dense_matmul_rb(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
-    let row0 = (wid.y * RB_LANES + lid.x) * RB_M;
-    let col0 = wid.x * RB_N;
-    var zero: array<f32, RB_N>;
-    rb_store(row0, col0, rb_sums(row0, col0), zero);
+    let o = rb_origin(lid.x, wid);
+    rb_store(o.x, o.y, rb_sums(o.x, o.y), BlockBias());
 }
 
 @compute @workgroup_size(RB_LANES)
 fn dense_matmul_bias_rb(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
-    let row0 = (wid.y * RB_LANES + lid.x) * RB_M;
-    let col0 = wid.x * RB_N;
-    var add: array<f32, RB_N>;
-    for (var j = 0u; j < RB_N; j++) {
-        add[j] = bias[min(col0 + j, last_col())];
-    }
-    rb_store(row0, col0, rb_sums(row0, col0), add);
+    let o = rb_origin(lid.x, wid);
+    rb_store(o.x, o.y, rb_sums(o.x, o.y), block_bias(o.y));
 }
 
 // ---- Register-blocked, A and B contiguous along k ----
 
-// Block of one invocation and invocations per workgroup (the host's dense::DOT_*).
+// Block of one invocation and invocations per workgroup (the host's `DOT` in src/gpu/dense/scheme.rs).
 const DOT_M: u32 = 4u;
 const DOT_N: u32 = 8u;
 const DOT_LANES: u32 = 8u;
@@ -130,53 +141,41 @@ fn dot_sums(row0: u32, col0: u32) -> DotBlock {
         for (var i = 0u; i < DOT_M; i++) {
             let ak = a4_at(a_rows[i] + k4);
             for (var j = 0u; j < DOT_N; j++) {
-                var s = acc[i][j];
-                s += ak.x * bk[j].x;
-                s += ak.y * bk[j].y;
-                s += ak.z * bk[j].z;
-                s += ak.w * bk[j].w;
-                acc[i][j] = s;
+                acc[i][j] = add_products4(acc[i][j], ak, bk[j]);
             }
         }
     }
     return acc;
 }
 
-fn dot_store(row0: u32, col0: u32, acc: DotBlock, add: array<f32, DOT_N>) {
+fn dot_store(row0: u32, col0: u32, acc: DotBlock, add: BlockBias) {
     for (var i = 0u; i < DOT_M; i++) {
-        let row = row0 + i;
         for (var j = 0u; j < DOT_N; j++) {
-            let col = col0 + j;
-            if row < params.rows && col < params.cols {
-                c[row * params.cols + col] = acc[i][j] + add[j];
-            }
+            store_c(row0 + i, col0 + j, acc[i][j] + add[j]);
         }
     }
 }
 
+fn dot_origin(lane: u32, wid: vec3<u32>) -> vec2<u32> {
+    return vec2<u32>((wid.y * DOT_LANES + lane) * DOT_M, wid.x * DOT_N);
+}
+
 @compute @workgroup_size(DOT_LANES)
 fn dense_matmul_dot(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
-    let row0 = (wid.y * DOT_LANES + lid.x) * DOT_M;
-    let col0 = wid.x * DOT_N;
-    var zero: array<f32, DOT_N>;
-    dot_store(row0, col0, dot_sums(row0, col0), zero);
+    let o = dot_origin(lid.x, wid);
+    dot_store(o.x, o.y, dot_sums(o.x, o.y), BlockBias());
 }
 
 @compute @workgroup_size(DOT_LANES)
 fn dense_matmul_bias_dot(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
-    let row0 = (wid.y * DOT_LANES + lid.x) * DOT_M;
-    let col0 = wid.x * DOT_N;
-    var add: array<f32, DOT_N>;
-    for (var j = 0u; j < DOT_N; j++) {
-        add[j] = bias[min(col0 + j, last_col())];
-    }
-    dot_store(row0, col0, dot_sums(row0, col0), add);
+    let o = dot_origin(lid.x, wid);
+    dot_store(o.x, o.y, dot_sums(o.x, o.y), block_bias(o.y));
 }
 
 // ---- Register-blocked, B and c contiguous along columns ----
 
 // Block of one invocation (AXPY_M rows x AXPY_V vec4s of columns) and invocations per
-// workgroup (the host's dense::AXPY_*).
+// workgroup (the host's `AXPY` in src/gpu/dense/scheme.rs).
 const AXPY_M: u32 = 4u;
 const AXPY_V: u32 = 4u;
 const AXPY_LANES: u32 = 8u;

@@ -1,7 +1,7 @@
 // Dense, tiled (real GPUs). Entry points: dense_matmul, dense_matmul_bias (one TILE x TILE
 // workgroup per output tile), dense_matmul_split, dense_matmul_bias_split (a workgroup per
 // output, splitting k). Bindings: 0 params, 1 a, 2 c, 3 b, 4 bias (the *_bias entries).
-// Module: common.wgsl, reads_storage.wgsl, this file, backward_bias.wgsl.
+// Module: common.wgsl, reads_storage.wgsl, this file.
 //
 // One TILE x TILE workgroup per output tile (2-D launch, x: columns, y: rows) staging TILE x TILE
 // tiles of A and B in workgroup memory; each output summed over k in increasing order by one
@@ -52,24 +52,17 @@ fn tiled_dot(local: vec2<u32>, row: u32, col: u32) -> f32 {
     return sum;
 }
 
+// at = (column, row) of this invocation's element of c.
 @compute @workgroup_size(TILE, TILE)
 fn dense_matmul(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
-    let row = wid.y * TILE + lid.y;
-    let col = wid.x * TILE + lid.x;
-    let sum = tiled_dot(lid.xy, row, col);
-    if row < params.rows && col < params.cols {
-        c[row * params.cols + col] = sum;
-    }
+    let at = wid.xy * TILE + lid.xy;
+    store_c(at.y, at.x, tiled_dot(lid.xy, at.y, at.x));
 }
 
 @compute @workgroup_size(TILE, TILE)
 fn dense_matmul_bias(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
-    let row = wid.y * TILE + lid.y;
-    let col = wid.x * TILE + lid.x;
-    let sum = tiled_dot(lid.xy, row, col);
-    if row < params.rows && col < params.cols {
-        c[row * params.cols + col] = sum + bias[col];
-    }
+    let at = wid.xy * TILE + lid.xy;
+    store_c(at.y, at.x, tiled_dot(lid.xy, at.y, at.x) + bias[min(at.x, last_col())]);
 }
 
 // ---- Split k ----
@@ -88,7 +81,7 @@ fn split_dot(t: u32, row: u32, col: u32) -> f32 {
 fn dense_matmul_split(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) t: u32) {
     let total = split_dot(t, wid.y, wid.x);
     if t == 0u {
-        c[wid.y * params.cols + wid.x] = total;
+        store_c(wid.y, wid.x, total);
     }
 }
 
@@ -96,6 +89,6 @@ fn dense_matmul_split(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invo
 fn dense_matmul_bias_split(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) t: u32) {
     let total = split_dot(t, wid.y, wid.x);
     if t == 0u {
-        c[wid.y * params.cols + wid.x] = total + bias[wid.x];
+        store_c(wid.y, wid.x, total + bias[wid.x]);
     }
 }

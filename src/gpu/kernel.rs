@@ -104,6 +104,15 @@ pub struct WgslModule {
 }
 
 impl WgslModule {
+    /// A module of `files` that uses no subgroup operations.
+    pub const fn new(label: &'static str, files: &'static [ShaderFile]) -> WgslModule {
+        WgslModule {
+            label,
+            files,
+            subgroups: false,
+        }
+    }
+
     /// The files, in order, without the preamble.
     pub fn body(&self) -> String {
         let texts: Vec<&str> = self.files.iter().map(|f| f.text).collect();
@@ -459,6 +468,25 @@ pub fn compile_pipelines(ctx: &GpuContext, dispatches: &[Dispatch]) -> Result<f6
     ctx.queue.submit([encoder.finish()]);
     ctx.wait()?;
     Ok(start.elapsed().as_secs_f64())
+}
+
+/// Checks that a host mirror of the WGSL struct `name` in `module` (a uniform) has the
+/// shader's size, `host` bytes: the fields are in the same order, so a size that differs means
+/// a field or a gap is missing.
+#[cfg(test)]
+pub(crate) fn assert_struct_size(module: WgslModule, name: &str, host: usize) {
+    let validated = validated(&module.body());
+    let size = validated
+        .types
+        .iter()
+        .find_map(|(_, ty)| match ty.inner {
+            naga::TypeInner::Struct { span, .. } if ty.name.as_deref() == Some(name) => {
+                Some(span as usize)
+            }
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("{} has no struct {name}", module.label));
+    assert_eq!(size, host, "{name}: shader against host bytes");
 }
 
 /// The value of `const NAME: u32 = Vu;` in a shader's source, for tests that check the host's

@@ -15,7 +15,7 @@ use super::autotune::Autotuner;
 use super::batchnorm::{stats_bytes, BatchNormKernels, BatchNormViews, RunningStats};
 use super::buffer::{storage, ParamBuffers, View};
 use super::context::GpuContext;
-use super::conv2d::{Conv2dKernels, Conv2dPass};
+use super::conv2d::kernels::{Conv2dKernels, Conv2dPass};
 use super::dense::DenseKernels;
 use super::dropout::{DropoutKernels, DropoutLayer};
 use super::gather::GatherKernels;

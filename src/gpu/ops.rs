@@ -46,7 +46,7 @@ pub const OPS: &[Op] = &[
         one_file!("augment.wgsl", augment::SOURCE),
         augment::checks,
     ),
-    op("conv2d", conv2d::MODULES, conv2d::checks),
+    op("conv2d", conv2d::MODULES, conv2d::checks::checks),
     op(
         "activation",
         one_file!("activation.wgsl", activation::SOURCE),
@@ -67,7 +67,7 @@ pub const OPS: &[Op] = &[
         one_file!("batchnorm.wgsl", batchnorm::SOURCE),
         batchnorm::checks,
     ),
-    op("dense", dense::MODULES, dense::checks),
+    op("dense", dense::MODULES, dense::checks::checks),
     op("gemm", one_file!("gemm.wgsl", gemm::SOURCE), gemm::checks),
     op(
         "softmax_xent",

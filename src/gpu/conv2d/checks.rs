@@ -7,8 +7,9 @@ use std::rc::Rc;
 
 use anyhow::Result;
 
+use super::kernels::{candidates, Conv2dKernels, Conv2dPass, VARIANTS};
 use super::register_blocked::{BLOCK_COLS, BLOCK_ROWS};
-use super::{weight_len, Conv2dKernels, Conv2dPass, Variant};
+use super::weight_len;
 use crate::cpu::activation::activation_forward;
 use crate::cpu::conv2d::{
     conv2d_backward_input, conv2d_backward_weights, conv2d_forward, Conv2dGeometry,
@@ -17,7 +18,8 @@ use crate::cpu::pool2d::{maxpool2d_backward, maxpool2d_forward, pool2d_output};
 use crate::gpu::buffer::{read_buffer, storage, storage_init, View};
 use crate::gpu::check::{compare, compare_exact, Comparison, CrossCheck};
 use crate::gpu::context::GpuContext;
-use crate::gpu::kernel::run;
+use crate::gpu::kernel::{run, Dispatch};
+use crate::gpu::variant::Variant;
 use crate::model::{Activation, Shape};
 use crate::rng::random_vec;
 
@@ -208,7 +210,7 @@ impl SharedKernels {
 pub fn checks() -> Vec<CrossCheck> {
     let shared = SharedKernels::default();
     let mut checks = Vec::new();
-    for variant in super::VARIANTS {
+    for variant in VARIANTS {
         let names = check_names(variant);
         // A subgroup variant differs from its per-lane form only in some passes: it is checked
         // in those, on adapters that run it.
@@ -223,7 +225,7 @@ pub fn checks() -> Vec<CrossCheck> {
         };
         let strided = STRIDED_CASES
             .into_iter()
-            .filter(|case| super::candidates(case.g).contains(&variant));
+            .filter(|case| candidates(case.g).contains(&variant));
         for case in CASES.into_iter().chain(strided) {
             for (name, pass) in [
                 (names.forward, Pass::Forward),
@@ -234,18 +236,16 @@ pub fn checks() -> Vec<CrossCheck> {
                 if !runs(pass.of_op(), &case) {
                     continue;
                 }
-                let shared = shared.clone();
-                push(CrossCheck::new(name, case_shape(case), move |ctx| {
-                    let kernels = &shared.get(ctx);
-                    match pass {
-                        Pass::Forward => check_forward(ctx, kernels, variant, case, false),
-                        Pass::ForwardRelu => check_forward(ctx, kernels, variant, case, true),
-                        Pass::BackwardInput => check_backward_input(ctx, kernels, variant, case),
-                        Pass::BackwardWeights => {
-                            check_backward_weights(ctx, kernels, variant, case)
-                        }
-                    }
-                }));
+                push(CrossCheck::new(
+                    name,
+                    case_shape(case),
+                    on_gpu(&shared, variant, case, move |gpu| match pass {
+                        Pass::Forward => check_forward(gpu, false),
+                        Pass::ForwardRelu => check_forward(gpu, true),
+                        Pass::BackwardInput => check_backward_input(gpu),
+                        Pass::BackwardWeights => check_backward_weights(gpu),
+                    }),
+                ));
             }
         }
         let pooled_cases = CASES.into_iter().filter(|case| {
@@ -253,13 +253,9 @@ pub fn checks() -> Vec<CrossCheck> {
             out.height >= 2 && out.width >= 2 && runs(Conv2dPass::ForwardReluMaxpool, case)
         });
         for case in pooled_cases.filter(|_| names.forward_relu_maxpool.is_some()) {
-            let (name, shared) = (
-                names.forward_relu_maxpool.unwrap_or_default(),
-                shared.clone(),
-            );
-            push(CrossCheck::new(name, case_shape(case), move |ctx| {
-                check_forward_relu_maxpool(ctx, &shared.get(ctx), variant, case)
-            }));
+            let name = names.forward_relu_maxpool.unwrap_or_default();
+            let check = on_gpu(&shared, variant, case, check_forward_relu_maxpool);
+            push(CrossCheck::new(name, case_shape(case), check));
         }
         let narrow = CASES.into_iter().chain(POOLED_CASES).filter(|case| {
             let out = case.g.output();
@@ -272,20 +268,29 @@ pub fn checks() -> Vec<CrossCheck> {
         });
         if let Some(name) = names.backward_weights_maxpool {
             for case in narrow {
-                let shared = shared.clone();
-                push(CrossCheck::new(name, case_shape(case), move |ctx| {
-                    check_backward_weights_pooled(ctx, &shared.get(ctx), variant, case)
-                }));
+                let check = on_gpu(&shared, variant, case, check_backward_weights_pooled);
+                push(CrossCheck::new(name, case_shape(case), check));
             }
         }
-        let (rerun, kernels) = (CASES[1], shared.clone());
+        let rerun = CASES[1];
         push(CrossCheck::new(
             names.reproducible,
             format!("{}, twice", case_shape(rerun)),
-            move |ctx| check_reproducible(ctx, &kernels.get(ctx), variant, rerun),
+            on_gpu(&shared, variant, rerun, check_reproducible),
         ));
     }
     checks
+}
+
+/// A check of `case` on `variant`'s kernels, run on the inputs `OnGpu` makes.
+fn on_gpu(
+    shared: &SharedKernels,
+    variant: Variant,
+    case: Case,
+    check: impl Fn(&OnGpu) -> Result<Comparison> + 'static,
+) -> impl Fn(&GpuContext) -> Result<Comparison> + 'static {
+    let shared = shared.clone();
+    move |ctx| check(&OnGpu::new(ctx, &shared.get(ctx), variant, case)?)
 }
 
 /// Random tensors in [-1, 1) for one case, reproducible from its shape.
@@ -309,33 +314,68 @@ impl CaseData {
     }
 }
 
-fn check_forward(
-    ctx: &GpuContext,
-    kernels: &Conv2dKernels,
+/// A case's random inputs, on the CPU and the GPU, and the passes of one variant over them.
+struct OnGpu<'a> {
+    ctx: &'a GpuContext,
+    kernels: &'a Conv2dKernels,
     variant: Variant,
     case: Case,
-    relu: bool,
-) -> Result<Comparison> {
-    let (g, n, data) = (case.g, case.n, CaseData::new(case));
+    data: CaseData,
+    x: wgpu::Buffer,
+    w: wgpu::Buffer,
+    b: wgpu::Buffer,
+    dy: wgpu::Buffer,
+}
+
+impl<'a> OnGpu<'a> {
+    fn new(
+        ctx: &'a GpuContext,
+        kernels: &'a Conv2dKernels,
+        variant: Variant,
+        case: Case,
+    ) -> Result<OnGpu<'a>> {
+        let data = CaseData::new(case);
+        Ok(OnGpu {
+            ctx,
+            kernels,
+            variant,
+            case,
+            x: storage_init(ctx, "x", &data.x)?,
+            w: storage_init(ctx, "w", &data.w)?,
+            b: storage_init(ctx, "b", &data.b)?,
+            dy: storage_init(ctx, "dy", &data.dy)?,
+            data,
+        })
+    }
+
+    fn forward(&self, relu: bool, y: &wgpu::Buffer) -> Vec<Dispatch> {
+        let (x, w, b) = ((&self.x).into(), (&self.w).into(), (&self.b).into());
+        let (g, n) = (self.case.g, self.case.n);
+        let k = self.kernels;
+        k.forward(self.ctx, self.variant, g, n, relu, x, w, b, y.into())
+    }
+
+    fn backward_input(&self, dx: &wgpu::Buffer) -> Vec<Dispatch> {
+        let (dy, w) = ((&self.dy).into(), (&self.w).into());
+        let (g, n) = (self.case.g, self.case.n);
+        let k = self.kernels;
+        k.backward_input(self.ctx, self.variant, g, n, dy, w, dx.into())
+    }
+
+    fn backward_weights(&self, dw: View, db: View) -> Vec<Dispatch> {
+        let (x, dy) = ((&self.x).into(), (&self.dy).into());
+        let (g, n) = (self.case.g, self.case.n);
+        let k = self.kernels;
+        k.backward_weights(self.ctx, self.variant, g, n, x, dy, dw, db)
+    }
+}
+
+fn check_forward(gpu: &OnGpu, relu: bool) -> Result<Comparison> {
+    let (ctx, case) = (gpu.ctx, gpu.case);
+    let (g, n, data) = (case.g, case.n, &gpu.data);
     let len = n * g.output().len();
-    let (x, w, b) = (
-        storage_init(ctx, "x", &data.x)?,
-        storage_init(ctx, "w", &data.w)?,
-        storage_init(ctx, "b", &data.b)?,
-    );
     let y = storage(ctx, "y", 4 * len as u64)?;
-    let dispatches = kernels.forward(
-        ctx,
-        variant,
-        g,
-        n,
-        relu,
-        (&x).into(),
-        (&w).into(),
-        (&b).into(),
-        (&y).into(),
-    );
-    run(ctx, &dispatches.iter().collect::<Vec<_>>());
+    run(ctx, &gpu.forward(relu, &y).iter().collect::<Vec<_>>());
     let mut cpu = vec![0.0; len];
     conv2d_forward(g, &data.x, &data.w, &data.b, &mut cpu);
     if relu {
@@ -363,36 +403,22 @@ fn cpu_relu_maxpool(case: Case, data: &CaseData) -> (Vec<f32>, Vec<f32>, Vec<u32
 /// point at a maximum of its window: the CPU's rectified output there must equal the CPU's
 /// pooled value (within the tolerance, so that a near tie that rounding decides either way
 /// passes, and a wrong index does not).
-fn check_forward_relu_maxpool(
-    ctx: &GpuContext,
-    kernels: &Conv2dKernels,
-    variant: Variant,
-    case: Case,
-) -> Result<Comparison> {
-    let (g, n, data) = (case.g, case.n, CaseData::new(case));
+fn check_forward_relu_maxpool(gpu: &OnGpu) -> Result<Comparison> {
+    let (ctx, case) = (gpu.ctx, gpu.case);
+    let (g, n, data) = (case.g, case.n, &gpu.data);
     let out = g.output();
     let pooled_shape = pool2d_output(out);
     let len = n * pooled_shape.len();
-    let (x, w, b) = (
-        storage_init(ctx, "x", &data.x)?,
-        storage_init(ctx, "w", &data.w)?,
-        storage_init(ctx, "b", &data.b)?,
-    );
     let pooled = storage(ctx, "pooled", 4 * len as u64)?;
     let argmax = storage(ctx, "argmax", 4 * len as u64)?;
-    let views = ((&x).into(), (&w).into(), (&b).into());
-    let Some(dispatches) = kernels.forward_relu_maxpool(
-        ctx,
-        variant,
-        g,
-        n,
-        views,
-        ((&pooled).into(), (&argmax).into()),
-    ) else {
+    let views = ((&gpu.x).into(), (&gpu.w).into(), (&gpu.b).into());
+    let outputs = ((&pooled).into(), (&argmax).into());
+    let (kernels, variant) = (gpu.kernels, gpu.variant);
+    let Some(dispatches) = kernels.forward_relu_maxpool(ctx, variant, g, n, views, outputs) else {
         anyhow::bail!("conv2d: the {} variant does not pool", variant.name());
     };
     run(ctx, &dispatches.iter().collect::<Vec<_>>());
-    let (y, cpu, _) = cpu_relu_maxpool(case, &data);
+    let (y, cpu, _) = cpu_relu_maxpool(case, data);
     let gpu_argmax = read_buffer::<u32>(ctx, &argmax, 0, len)?;
     let at_gpu_argmax: Vec<f32> = gpu_argmax
         .iter()
@@ -410,22 +436,12 @@ fn check_forward_relu_maxpool(
     Ok(values.merge(compare(&at_gpu_argmax, &cpu)))
 }
 
-fn check_backward_input(
-    ctx: &GpuContext,
-    kernels: &Conv2dKernels,
-    variant: Variant,
-    case: Case,
-) -> Result<Comparison> {
-    let (g, n, data) = (case.g, case.n, CaseData::new(case));
+fn check_backward_input(gpu: &OnGpu) -> Result<Comparison> {
+    let (ctx, case) = (gpu.ctx, gpu.case);
+    let (g, n, data) = (case.g, case.n, &gpu.data);
     let len = n * g.input.len();
-    let (dy, w) = (
-        storage_init(ctx, "dy", &data.dy)?,
-        storage_init(ctx, "w", &data.w)?,
-    );
     let dx = storage(ctx, "dx", 4 * len as u64)?;
-    let dispatches =
-        kernels.backward_input(ctx, variant, g, n, (&dy).into(), (&w).into(), (&dx).into());
-    run(ctx, &dispatches.iter().collect::<Vec<_>>());
+    run(ctx, &gpu.backward_input(&dx).iter().collect::<Vec<_>>());
     let mut cpu = vec![0.0; len];
     conv2d_backward_input(g, &data.dy, &data.w, &mut cpu);
     Ok(compare(&read_buffer::<f32>(ctx, &dx, 0, len)?, &cpu))
@@ -434,24 +450,17 @@ fn check_backward_input(
 /// dw and db in buffers of their own, then in one buffer as the parameter buffers lay them
 /// out (db at the next bindable offset after dw, which one reduction pass fills): both against
 /// the CPU, and the gap between them, filled with a marker, must be left as it was.
-fn check_backward_weights(
-    ctx: &GpuContext,
-    kernels: &Conv2dKernels,
-    variant: Variant,
-    case: Case,
-) -> Result<Comparison> {
-    let (g, n, data) = (case.g, case.n, CaseData::new(case));
+fn check_backward_weights(gpu: &OnGpu) -> Result<Comparison> {
+    let (ctx, case) = (gpu.ctx, gpu.case);
+    let (g, data) = (case.g, &gpu.data);
     let (weights, channels) = (weight_len(g), g.out_channels);
-    let (x, dy) = (
-        storage_init(ctx, "x", &data.x)?,
-        storage_init(ctx, "dy", &data.dy)?,
-    );
     let (mut cpu_dw, mut cpu_db) = (vec![0.0; weights], vec![0.0; channels]);
     conv2d_backward_weights(g, &data.x, &data.dy, &mut cpu_dw, &mut cpu_db);
     let gradients = |dw: View, db: View| {
-        let dispatches =
-            kernels.backward_weights(ctx, variant, g, n, (&x).into(), (&dy).into(), dw, db);
-        run(ctx, &dispatches.iter().collect::<Vec<_>>());
+        run(
+            ctx,
+            &gpu.backward_weights(dw, db).iter().collect::<Vec<_>>(),
+        );
     };
 
     let dw = storage(ctx, "dw", 4 * weights as u64)?;
@@ -485,16 +494,12 @@ fn check_backward_weights(
 /// The weight gradient from the pooled gradient against the CPU's max pooling backward (masked
 /// by the pooled ReLU outputs), then its weight gradient, with the pooled outputs and argmax of
 /// the CPU's forward.
-fn check_backward_weights_pooled(
-    ctx: &GpuContext,
-    kernels: &Conv2dKernels,
-    variant: Variant,
-    case: Case,
-) -> Result<Comparison> {
-    let (g, n, data) = (case.g, case.n, CaseData::new(case));
+fn check_backward_weights_pooled(gpu: &OnGpu) -> Result<Comparison> {
+    let (ctx, case) = (gpu.ctx, gpu.case);
+    let (g, n, data) = (case.g, case.n, &gpu.data);
     let out = g.output();
     let len = n * pool2d_output(out).len();
-    let (_, pooled, argmax) = cpu_relu_maxpool(case, &data);
+    let (_, pooled, argmax) = cpu_relu_maxpool(case, data);
     let dpooled = random_vec(len, len as u64, -1.0, 1.0);
     let masked: Vec<f32> = dpooled
         .iter()
@@ -506,7 +511,6 @@ fn check_backward_weights_pooled(
     let (mut cpu_dw, mut cpu_db) = (vec![0.0; weight_len(g)], vec![0.0; g.out_channels]);
     conv2d_backward_weights(g, &data.x, &dy, &mut cpu_dw, &mut cpu_db);
 
-    let x = storage_init(ctx, "x", &data.x)?;
     let (dpooled, pooled) = (
         storage_init(ctx, "dpooled", &dpooled)?,
         storage_init(ctx, "pooled", &pooled)?,
@@ -516,8 +520,8 @@ fn check_backward_weights_pooled(
     let db = storage(ctx, "db", 4 * g.out_channels as u64)?;
     let pooling = ((&dpooled).into(), (&pooled).into(), (&argmax).into());
     let grads = ((&dw).into(), (&db).into());
-    let Some(dispatches) =
-        kernels.backward_weights_pooled(ctx, variant, g, n, (&x).into(), pooling, grads)
+    let (kernels, variant, x) = (gpu.kernels, gpu.variant, (&gpu.x).into());
+    let Some(dispatches) = kernels.backward_weights_pooled(ctx, variant, g, n, x, pooling, grads)
     else {
         anyhow::bail!(
             "conv2d: the {} variant does not fold the pooling",
@@ -530,64 +534,23 @@ fn check_backward_weights_pooled(
     Ok(compare(&gpu_dw, &cpu_dw).merge(compare(&gpu_db, &cpu_db)))
 }
 
-/// Every output of every kernel of `variant`, as bits, from one run on fresh buffers.
-fn run_all_bits(
-    ctx: &GpuContext,
-    kernels: &Conv2dKernels,
-    variant: Variant,
-    case: Case,
-    data: &CaseData,
-) -> Result<Vec<u32>> {
-    let (g, n) = (case.g, case.n);
-    let (x, w, b, dy) = (
-        storage_init(ctx, "x", &data.x)?,
-        storage_init(ctx, "w", &data.w)?,
-        storage_init(ctx, "b", &data.b)?,
-        storage_init(ctx, "dy", &data.dy)?,
-    );
-    let y_len = n * g.output().len();
-    let y = storage(ctx, "y", 4 * y_len as u64)?;
-    let dx = storage(ctx, "dx", 4 * (n * g.input.len()) as u64)?;
-    let dw = storage(ctx, "dw", 4 * weight_len(g) as u64)?;
-    let db = storage(ctx, "db", 4 * g.out_channels as u64)?;
-    let mut dispatches = kernels.forward(
-        ctx,
-        variant,
-        g,
-        n,
-        true,
-        (&x).into(),
-        (&w).into(),
-        (&b).into(),
-        (&y).into(),
-    );
-    dispatches.extend(kernels.backward_input(
-        ctx,
-        variant,
-        g,
-        n,
-        (&dy).into(),
-        (&w).into(),
-        (&dx).into(),
-    ));
-    dispatches.extend(kernels.backward_weights(
-        ctx,
-        variant,
-        g,
-        n,
-        (&x).into(),
-        (&dy).into(),
-        (&dw).into(),
-        (&db).into(),
-    ));
+/// Every output of every pass, as bits, from one run into fresh output buffers.
+fn run_all_bits(gpu: &OnGpu) -> Result<Vec<u32>> {
+    let (ctx, case, g) = (gpu.ctx, gpu.case, gpu.case.g);
+    let outputs = [
+        case.n * g.output().len(),
+        case.n * g.input.len(),
+        weight_len(g),
+        g.out_channels,
+    ];
+    let [y, dx, dw, db] = outputs.map(|len| storage(ctx, "output", 4 * len as u64));
+    let [y, dx, dw, db] = [y?, dx?, dw?, db?];
+    let mut dispatches = gpu.forward(true, &y);
+    dispatches.extend(gpu.backward_input(&dx));
+    dispatches.extend(gpu.backward_weights((&dw).into(), (&db).into()));
     run(ctx, &dispatches.iter().collect::<Vec<_>>());
     let mut bits = Vec::new();
-    for (buffer, len) in [
-        (&y, y_len),
-        (&dx, n * g.input.len()),
-        (&dw, weight_len(g)),
-        (&db, g.out_channels),
-    ] {
+    for (buffer, len) in [y, dx, dw, db].iter().zip(outputs) {
         bits.extend(
             read_buffer::<f32>(ctx, buffer, 0, len)?
                 .iter()
@@ -597,15 +560,9 @@ fn run_all_bits(
     Ok(bits)
 }
 
-fn check_reproducible(
-    ctx: &GpuContext,
-    kernels: &Conv2dKernels,
-    variant: Variant,
-    case: Case,
-) -> Result<Comparison> {
-    let data = CaseData::new(case);
-    let first = run_all_bits(ctx, kernels, variant, case, &data)?;
-    let second = run_all_bits(ctx, kernels, variant, case, &data)?;
+fn check_reproducible(gpu: &OnGpu) -> Result<Comparison> {
+    let first = run_all_bits(gpu)?;
+    let second = run_all_bits(gpu)?;
     Ok(compare_exact(&second, &first))
 }
 
@@ -615,7 +572,7 @@ mod tests {
 
     #[test]
     fn check_names_name_their_variant() {
-        for variant in super::super::VARIANTS {
+        for variant in VARIANTS {
             assert!(check_names(variant).forward.contains(variant.name()));
             assert!(check_names(variant).reproducible.contains(variant.name()));
         }

@@ -6,9 +6,11 @@
 //! pooling's outputs) from storage, or from r32float textures copied from the buffers before
 //! each pass (`reads_texture.wgsl`; see `gpu::texture` for why). Twin: `cpu/conv2d.rs`.
 
-use super::subgroup::SubgroupKernels;
+use bytemuck::{Pod, Zeroable};
+
+use super::sums::Chunks;
 use super::{
-    grid, u, weight_len, Conv2dKernels, Conv2dParams, Variant, REGISTER_BLOCKED_MODULE,
+    grid, u, weight_len, Conv2dParams, MAX_RUNS, REGISTER_BLOCKED_MODULE,
     REGISTER_BLOCKED_TEXTURE_MODULE,
 };
 use crate::cpu::conv2d::Conv2dGeometry;
@@ -27,9 +29,6 @@ pub(super) const BLOCK_ROWS: usize = 8;
 pub(super) const BLOCK_COLS: usize = 4;
 /// Positions of an input-gradient block (`BLOCK_POSITIONS`).
 const BLOCK_POSITIONS: usize = 32;
-/// The most row (or column) runs of the input gradient's position classes (`MAX_RUNS`; the
-/// shader's `MAX_CLASSES` is its square).
-pub(super) const MAX_RUNS: usize = 16;
 /// Input channels of a block of the 3x3 weight gradient (`conv2d_backward_weights_k3`).
 pub(super) const K3_BLOCK_CHANNELS: usize = 4;
 /// The register-blocked weight gradient splits the batch into chunks until about this many
@@ -53,8 +52,47 @@ const TEXTURE_BINDINGS: [(&str, usize, Texel); 4] = [
     ("pooled_argmax", 7, Texel::U32),
 ];
 
+/// Mirrors `Conv2dPackParams` in `pack.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct PackParams {
+    /// Elements to write: slots * `BLOCK_CHANNELS`.
+    len: u32,
+    in_channels: u32,
+    out_channels: u32,
+    kernel: u32,
+    /// Slots (steps) per block of `BLOCK_CHANNELS` channels.
+    block_steps: u32,
+    _pad: [u32; 3],
+}
+
+/// The register-blocked kernels whose lanes share loads across subgroup lanes (built by
+/// `subgroup.rs` where the adapter has subgroups laid out as they need): the packed forward
+/// (with and without the fused pooling) and the 3x3 weight gradient.
+pub(super) struct SharedLoads {
+    pub(super) backward_weights_k3: Kernel,
+    pub(super) forward_packed: Kernel,
+    pub(super) forward_pool_packed: Kernel,
+}
+
+/// Lanes that share one load of dy in the k3 weight gradient with shared dy.
+const SHARED_DY_LANES: usize = 8;
+
+/// Whether the 3x3 weight gradient of `g` runs with shared dy: where it runs the k3 kernel and
+/// its blocks of input channels come in whole groups of 8, so that the 8 lanes of a group are
+/// one (chunk, channel block).
+pub(super) fn shares_dy(g: Conv2dGeometry) -> bool {
+    let ci_blocks = g.input.channels.div_ceil(K3_BLOCK_CHANNELS);
+    runs_k3(g) && ci_blocks.is_multiple_of(SHARED_DY_LANES)
+}
+
 /// The register-blocked entry points.
 pub(super) struct RegisterBlockedKernels {
+    /// Whether they read src and factor (and the pooling's outputs) from textures.
+    textures: bool,
+    /// Bound as the packed weights of the kernels that read w from storage: they share code
+    /// with the packed ones, so they declare those bindings too.
+    pub(super) unused_packed: wgpu::Buffer,
     /// Forward and input gradient that read the weights packed in uniform bindings, with the
     /// kernels that pack them; and the same passes reading w from storage, for layers whose
     /// packed weights do not fit the bindings.
@@ -99,7 +137,8 @@ impl RegisterBlockedKernels {
         .compile_register_blocked(ctx);
         use Access::*;
         let s = if textures { Texture } else { Read };
-        let pack = &[Uniform, Read, ReadWrite, Read];
+        // Pack params, w, packed weights.
+        let pack = &[Uniform, Read, ReadWrite];
         // x (or dy), partial sums, dy.
         let plain = &[Uniform, s, ReadWrite, s];
         // x or dy, y or dx, w, bias (w in the input gradient, which has none), packed weights.
@@ -112,6 +151,13 @@ impl RegisterBlockedKernels {
         let pack_kernel = |name| Kernel::new(ctx, sums, name, pack);
         let blocked_kernel = |name, bindings| Kernel::new(ctx, &blocked_module, name, bindings);
         RegisterBlockedKernels {
+            textures,
+            unused_packed: ctx.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("conv2d unused packed weights"),
+                size: PACKED_BINDING_BYTES,
+                usage: wgpu::BufferUsages::UNIFORM,
+                mapped_at_creation: false,
+            }),
             forward_packed: PackedWeightsPass {
                 pack: pack_kernel("conv2d_pack_forward_weights"),
                 run: blocked_kernel("conv2d_forward_packed", blocked),
@@ -141,7 +187,7 @@ impl RegisterBlockedKernels {
         &'a self,
         g: Conv2dGeometry,
         base: &mut Conv2dParams,
-        shared: Option<&'a SubgroupKernels>,
+        shared: Option<&'a SharedLoads>,
     ) -> (&'a Kernel, usize, usize) {
         let co_blocks = g.out_channels.div_ceil(BLOCK_CHANNELS);
         let pairs = g.input.channels * g.kernel;
@@ -150,7 +196,7 @@ impl RegisterBlockedKernels {
             (base.col_blocks, base.row_blocks) = (1, u(ci_blocks));
             let lanes = ci_blocks * co_blocks;
             let kernel = match shared {
-                Some(shared) if super::subgroup::shares_dy(g) => &shared.backward_weights_k3,
+                Some(shared) if shares_dy(g) => &shared.backward_weights_k3,
                 _ => &self.backward_weights_k3,
             };
             (kernel, lanes, WEIGHT_GRAD_INVOCATIONS)
@@ -176,7 +222,7 @@ pub(super) fn runs_k3(g: Conv2dGeometry) -> bool {
 }
 
 /// Whether the register-blocked forward of `g` reads its weights packed into the two uniform
-/// bindings (`register_blocked_pass`), where the adapter binds them.
+/// bindings (`RegisterBlockedKernels::pass`), where the adapter binds them.
 pub(super) fn packs_weights(g: Conv2dGeometry) -> bool {
     let slots = g.out_channels.div_ceil(BLOCK_CHANNELS) * g.input.channels * g.kernel * g.kernel;
     slots <= packed_split(g.kernel) + PACKED_SLOTS
@@ -277,106 +323,92 @@ pub(super) fn block_grid(lanes: usize) -> [u32; 3] {
     grid(lanes.div_ceil(BLOCK_WORKGROUP))
 }
 
-impl Conv2dKernels {
-    /// The register-blocked forward, laid out by `Conv2dParams::channel_blocks`: `buffers` are
-    /// x, y, w and b.
-    pub(super) fn register_blocked_forward(
+impl RegisterBlockedKernels {
+    /// The forward, laid out by `Conv2dParams::channel_blocks`: `buffers` are x, y, w and b;
+    /// with `argmax`, ReLU and 2x2 max pooling fused: y is then the pooled y, and it writes
+    /// the pooling's argmax. `shared`: the kernels that share the packed weights across
+    /// subgroup lanes, where they run.
+    pub(super) fn forward(
         &self,
         ctx: &GpuContext,
-        (variant, mut params): (Variant, Conv2dParams),
-        g: Conv2dGeometry,
-        n: usize,
-        [x, y, w, b]: [View; 4],
+        shared: Option<&SharedLoads>,
+        mut params: Conv2dParams,
+        (g, n): (Conv2dGeometry, usize),
+        (buffers, argmax): ([View; 4], Option<View>),
     ) -> Vec<Dispatch> {
         let out = g.output();
         let steps = g.input.channels * g.kernel * g.kernel;
-        params.channel_blocks(g.out_channels, out.height, out.width, steps);
+        let (pass, shared, unpacked) = match argmax {
+            None => {
+                params.channel_blocks(g.out_channels, out.height, out.width, steps);
+                let shared = shared.map(|s| &s.forward_packed);
+                (&self.forward_packed, shared, &self.forward)
+            }
+            // Blocks of 8 windows in (image, py, px) order: "rows" of one window each.
+            Some(_) => {
+                let windows = (out.height / 2) * (out.width / 2);
+                params.channel_blocks(g.out_channels, windows, 1, steps);
+                let shared = shared.map(|s| &s.forward_pool_packed);
+                (&self.forward_pool_packed, shared, &self.forward_pool)
+            }
+        };
         let lens = (n * g.input.len(), weight_len(g));
-        let v = Self::where_textures_fit(ctx, variant, &[lens.0, lens.1]);
-        let rb = self.blocked(v);
-        let packed = self
-            .shared(v)
-            .map_or(&rb.forward_packed.run, |s| &s.forward_packed);
-        let kernels = (&rb.forward_packed.pack, packed, &rb.forward);
-        self.register_blocked_pass(ctx, (v, params), kernels, ([x, y, w, b], lens), None)
-    }
-
-    /// The register-blocked forward with ReLU and 2x2 max pooling fused: `buffers` are x, the
-    /// pooled y, w and b, then the argmax.
-    pub(super) fn register_blocked_forward_pool(
-        &self,
-        ctx: &GpuContext,
-        (variant, mut params): (Variant, Conv2dParams),
-        g: Conv2dGeometry,
-        n: usize,
-        (buffers, argmax): ([View; 4], View),
-    ) -> Vec<Dispatch> {
-        let out = g.output();
-        let (height, width) = (out.height / 2, out.width / 2);
-        // Blocks of 8 windows in (image, py, px) order: "rows" of one window each.
-        let steps = g.input.channels * g.kernel * g.kernel;
-        params.channel_blocks(g.out_channels, height * width, 1, steps);
-        let lens = (n * g.input.len(), weight_len(g));
-        let variant = Self::where_textures_fit(ctx, variant, &[lens.0, lens.1]);
-        let rb = self.blocked(variant);
-        let shared = self.shared(variant);
-        let packed = shared.map_or(&rb.forward_pool_packed.run, |s| &s.forward_pool_packed);
-        let kernels = (&rb.forward_pool_packed.pack, packed, &rb.forward_pool);
-        let buffers = (buffers, lens);
-        self.register_blocked_pass(ctx, (variant, params), kernels, buffers, Some(argmax))
+        let kernels = (&pass.pack, shared.unwrap_or(&pass.run), unpacked);
+        self.pass(ctx, params, kernels, (buffers, lens), argmax)
     }
 
     /// The register-blocked input gradient (`buffers`: dy, dx and w), or None where the input
     /// has more position classes than the params hold (kernels wider than 8).
-    pub(super) fn register_blocked_backward_input(
+    pub(super) fn backward_input(
         &self,
         ctx: &GpuContext,
-        (variant, params): (Variant, Conv2dParams),
-        g: Conv2dGeometry,
-        n: usize,
+        params: Conv2dParams,
+        (g, n): (Conv2dGeometry, usize),
         [dy, dx, w]: [View; 3],
     ) -> Option<Vec<Dispatch>> {
         let steps = g.out_channels * g.kernel * g.kernel;
         let params = params.input_classes(g, steps)?;
         let lens = (n * g.output().len(), weight_len(g));
-        let v = Self::where_textures_fit(ctx, variant, &[lens.0, lens.1]);
-        let rb = self.blocked(v);
         // Binding 4 (the bias) is unused here.
-        let packed = &rb.backward_input_packed;
-        let kernels = (&packed.pack, &packed.run, &rb.backward_input);
-        let buffers = ([dy, dx, w, w], lens);
-        Some(self.register_blocked_pass(ctx, (v, params), kernels, buffers, None))
+        let packed = &self.backward_input_packed;
+        let kernels = (&packed.pack, &packed.run, &self.backward_input);
+        Some(self.pass(ctx, params, kernels, ([dy, dx, w, w], lens), None))
     }
 
-    /// `variant`, or the register-blocked one that reads storage where the texture variant's
-    /// textures would not hold tensors of `lens` elements on this adapter.
-    pub(super) fn where_textures_fit(
+    /// The weight gradient's partial sums of `chunks` of `per_chunk` lanes each
+    /// (see `SumsKernels::weight_grad`) with `kernel`: its bindings are the params, `x`, the
+    /// partial sums, then `inputs`; `staged` as in `with_sources`.
+    pub(super) fn weight_grad(
+        &self,
         ctx: &GpuContext,
-        variant: Variant,
-        lens: &[usize],
-    ) -> Variant {
-        let fit = lens.iter().all(|&len| texture::fits(ctx, len));
-        match variant {
-            Variant::RegisterBlockedTexture if !fit => Variant::RegisterBlocked,
-            Variant::RegisterBlockedTextureSubgroup if !fit => Variant::RegisterBlockedSubgroup,
-            v => v,
-        }
+        kernel: &Kernel,
+        (mut params, per_chunk, chunks): (Conv2dParams, usize, Chunks),
+        (x, partials, inputs): (View, View, &[View]),
+        staged: &[(usize, usize)],
+    ) -> Vec<Dispatch> {
+        let lanes = per_chunk * chunks.count;
+        (params.chunk_rows, params.partial_stride) = (u(chunks.rows), u(chunks.stride));
+        params.len = u(lanes);
+        let params = uniform(ctx, "conv2d params", &params);
+        let mut bindings = vec![View::whole(&params), x, partials];
+        bindings.extend_from_slice(inputs);
+        let resources = bindings.into_iter().map(Into::into).collect();
+        self.with_sources(ctx, kernel, resources, staged, block_grid(lanes))
     }
 
-    /// The dispatch of a register-blocked `kernel` with `resources`. For the texture variant,
+    /// The dispatch of `kernel` with `resources`. Where these kernels read textures,
     /// it binds textures at the bindings of `staged` ((binding, elements) of `TEXTURE_BINDINGS`)
     /// instead, and copies the buffers into them first. A kernel that never reads factor
     /// (binding 3) still declares it: src's texture stands in where `staged` lacks it.
-    pub(super) fn with_sources(
+    fn with_sources(
         &self,
         ctx: &GpuContext,
-        variant: Variant,
         kernel: &Kernel,
         resources: Vec<Resource>,
         staged: &[(usize, usize)],
         workgroups: [u32; 3],
     ) -> Vec<Dispatch> {
-        if !variant.reads_textures() {
+        if !self.textures {
             return vec![kernel.dispatch_resources(ctx, &resources, workgroups)];
         }
         let textures: Vec<(usize, texture::Staged)> = staged
@@ -415,10 +447,10 @@ impl Conv2dKernels {
     /// `unpacked`, which reads w itself.
     /// `buffers` are bindings 1 to 4 (binding 3 is w) with the elements of bindings 1 and 3,
     /// and `argmax` binding 7 where the kernels pool.
-    fn register_blocked_pass(
+    fn pass(
         &self,
         ctx: &GpuContext,
-        (variant, params): (Variant, Conv2dParams),
+        params: Conv2dParams,
         (pack, packed, unpacked): (&Kernel, &Kernel, &Kernel),
         (buffers, (src_len, w_len)): ([View; 4], (usize, usize)),
         argmax: Option<View>,
@@ -443,7 +475,7 @@ impl Conv2dKernels {
             } else {
                 &[(1, src_len)]
             };
-            self.with_sources(ctx, variant, kernel, resources, staged, grid(groups))
+            self.with_sources(ctx, kernel, resources, staged, grid(groups))
         };
         if slots > split + PACKED_SLOTS {
             let unused = View::whole(&self.unused_packed);
@@ -469,22 +501,18 @@ impl Conv2dKernels {
             size: PACKED_BINDING_BYTES,
         };
         let elements = slots * BLOCK_CHANNELS;
-        let pack_params = uniform(
-            ctx,
-            "conv2d params",
-            &Conv2dParams {
-                len: u(elements),
-                ..params
-            },
-        );
+        let pack_params = PackParams {
+            len: u(elements),
+            in_channels: params.in_channels,
+            out_channels: params.out_channels,
+            kernel: params.kernel,
+            block_steps: params.block_steps,
+            _pad: [0; 3],
+        };
+        let pack_params = uniform(ctx, "conv2d pack params", &pack_params);
         let pack = pack.dispatch(
             ctx,
-            &[
-                View::whole(&pack_params),
-                w,
-                View::whole(&packed_weights),
-                w,
-            ],
+            &[View::whole(&pack_params), w, View::whole(&packed_weights)],
             grid_1d(elements),
         );
         let mut dispatches = vec![pack];
@@ -500,7 +528,13 @@ mod tests {
         REGISTER_BLOCKED, SHARE_PER_LANE, SUBGROUP,
     };
     use super::*;
-    use crate::gpu::kernel::shader_const;
+    use crate::gpu::kernel::{assert_struct_size, shader_const};
+
+    #[test]
+    fn the_uniform_mirror_matches_the_shader() {
+        let host = std::mem::size_of::<PackParams>();
+        assert_struct_size(super::super::SUMS_MODULE, "Conv2dPackParams", host);
+    }
 
     #[test]
     fn host_block_sizes_match_the_shaders() {
@@ -587,7 +621,7 @@ mod tests {
     }
 
     /// `packs_weights`, which says where the subgroup variants change the forward, agrees with
-    /// the forward's own choice (`register_blocked_pass`).
+    /// the forward's own choice (`RegisterBlockedKernels::pass`).
     #[test]
     fn packs_weights_agrees_with_the_forward_pass() {
         use crate::model::Shape;

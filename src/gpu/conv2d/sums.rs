@@ -3,17 +3,52 @@
 //! sums, and `conv2d_reduce` adds the chunks in chunk order, so the bits never depend on the
 //! machine's timing. Twin: `cpu/conv2d.rs`.
 
-use super::{grid, register_blocked, tiled, u, weight_len, Conv2dKernels, Conv2dParams, Variant};
+use bytemuck::{Pod, Zeroable};
+
+use super::{grid, u, weight_len};
 use crate::cpu::conv2d::Conv2dGeometry;
 use crate::gpu::buffer::{storage, uniform, View};
 use crate::gpu::context::GpuContext;
-use crate::gpu::kernel::{grid_1d, Dispatch, Kernel};
+use crate::gpu::kernel::{grid_1d, Access, Dispatch, Kernel};
+
+/// The kernels that add chunks of partial sums (the weight gradient's in every variant, the
+/// tiled input gradient's): one invocation per element, or (where the caller allows it, the
+/// tiled variant) one workgroup per element for more than `SPLIT_REDUCE_CHUNKS` chunks.
+pub(super) struct SumsKernels {
+    reduce: Kernel,
+    reduce_split: Kernel,
+}
+
+/// How a weight gradient is cut: `count` chunks of `rows` row segments (image, output row),
+/// whose partial sums lie `stride` elements apart (dw's, then db's).
+#[derive(Clone, Copy)]
+pub(super) struct Chunks {
+    pub(super) rows: usize,
+    pub(super) count: usize,
+    pub(super) stride: usize,
+}
 
 /// Chunks of partial sums past which one workgroup, not one invocation, adds up each element:
 /// a chain of that many dependent loads per invocation takes tens of microseconds on a GPU.
 /// (Not on CPU adapters, where the workgroup's barriers cost more than the chain: the
 /// register-blocked variant always adds one element per invocation.)
 const SPLIT_REDUCE_CHUNKS: usize = 64;
+
+/// Mirrors `Conv2dReduceParams` in `reduce.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct ReduceParams {
+    /// Sums to form.
+    len: u32,
+    /// Chunks of partial sums, `stride` elements apart; the summed ones start at `first`.
+    chunks: u32,
+    stride: u32,
+    first: u32,
+    /// Sums from `split` on are stored `skip` elements further on.
+    split: u32,
+    skip: u32,
+    _pad: [u32; 2],
+}
 
 /// How the weight gradient splits its sum over the `rows` row segments of a batch: `chunks`
 /// chunks of `chunk_rows` each (the last may be shorter), so that about `target` units of work
@@ -39,49 +74,60 @@ fn spanning<'a>(a: View<'a>, b: View<'a>) -> Option<(View<'a>, usize)> {
     (a.buffer == b.buffer && gap % 4 == 0).then_some((view, (gap / 4) as usize))
 }
 
-impl Conv2dKernels {
-    /// The dispatch that adds `params.chunks` chunks (`params.partial_stride` apart) of the
-    /// `len` partial sums from `first` into `out`.
+impl SumsKernels {
+    /// The reductions of the sums module (`conv2d sums`).
+    pub(super) fn new(ctx: &GpuContext, module: &wgpu::ShaderModule) -> SumsKernels {
+        use Access::*;
+        // Reduce params, partial sums, sums.
+        let kernel = |name| Kernel::new(ctx, module, name, &[Uniform, Read, ReadWrite]);
+        SumsKernels {
+            reduce: kernel("conv2d_reduce"),
+            reduce_split: kernel("conv2d_reduce_split"),
+        }
+    }
+
+    /// The dispatch that adds `chunks` chunks (`stride` elements apart) of the `len` partial
+    /// sums from `first` into `out` (sums from `split` on `skip` elements further on), one
+    /// workgroup per sum where `may_split` and the chunks are many.
     pub(super) fn reduce(
         &self,
         ctx: &GpuContext,
-        params: Conv2dParams,
+        (chunks, stride): (usize, usize),
         partials: &wgpu::Buffer,
         (first, len): (usize, usize),
         (out, split, skip): (View, usize, usize),
-        variant: Variant,
+        may_split: bool,
     ) -> Dispatch {
-        let chunks = params.chunks as usize;
-        let params = Conv2dParams {
+        let params = ReduceParams {
             len: u(len),
-            partial_first: u(first),
-            out_split: u(split),
-            out_skip: u(skip),
-            ..params
+            chunks: u(chunks),
+            stride: u(stride),
+            first: u(first),
+            split: u(split),
+            skip: u(skip),
+            _pad: [0; 2],
         };
-        let params = uniform(ctx, "conv2d params", &params);
+        let params = uniform(ctx, "conv2d reduce params", &params);
         let buffers = [View::whole(&params), View::whole(partials), out];
-        if chunks > SPLIT_REDUCE_CHUNKS && variant == Variant::Tiled {
+        if chunks > SPLIT_REDUCE_CHUNKS && may_split {
             self.reduce_split.dispatch(ctx, &buffers, grid(len))
         } else {
             self.reduce.dispatch(ctx, &buffers, grid_1d(len))
         }
     }
 
-    /// A weight-gradient pass of `kernel` into partial sums over chunks of `rows` row segments,
-    /// `per_chunk` lanes (register-blocked) or tiles (tiled) per chunk and about `target` in
-    /// all, then their reduction into dw and db. The kernel's bindings: params, `x`, the
-    /// partial sums, then `inputs`; the texture variant stages the (binding, elements) of
-    /// `staged` (see `with_sources`).
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn weight_grad_sums(
+    /// A weight gradient: `partial_sums` (given the chunks and the partial sums to write) sums
+    /// chunks of `rows` row segments, `per_chunk` lanes (register-blocked) or tiles (tiled)
+    /// per chunk and about `target` in all; then their reduction into dw and db (see `reduce`
+    /// for `may_split`).
+    pub(super) fn weight_grad(
         &self,
         ctx: &GpuContext,
-        (variant, g, base): (Variant, Conv2dGeometry, Conv2dParams),
+        g: Conv2dGeometry,
         (rows, per_chunk, target): (usize, usize, usize),
-        kernel: &Kernel,
-        (x, inputs, staged): (View, &[View], &[(usize, usize)]),
+        partial_sums: impl FnOnce(Chunks, View) -> Vec<Dispatch>,
         (dw, db): (View, View),
+        may_split: bool,
     ) -> Vec<Dispatch> {
         let (mut chunks, mut chunk_rows) = weight_grad_chunks(rows, per_chunk, target);
         // Each chunk holds the partial dw, then the partial db.
@@ -94,28 +140,23 @@ impl Conv2dKernels {
                 storage(ctx, "conv2d partial sums", 4 * stride as u64)
             })
             .expect("conv2d: dw and db fit in one storage binding");
-        let base = Conv2dParams {
-            chunk_rows: u(chunk_rows),
-            chunks: u(chunks),
-            partial_stride: u(stride),
-            ..base
+        let chunking = Chunks {
+            rows: chunk_rows,
+            count: chunks,
+            stride,
         };
-        let mut sums = base;
-        let workgroups = if variant.is_register_blocked() {
-            sums.len = u(per_chunk * chunks);
-            register_blocked::block_grid(per_chunk * chunks)
-        } else {
-            sums.tiles(g.out_channels, tiled::weight_columns(g), chunks)
-        };
-        let sums = uniform(ctx, "conv2d params", &sums);
         let reduce = |first: usize, len: usize, out: (View, usize, usize)| {
-            self.reduce(ctx, base, &partials, (first, len), out, variant)
+            self.reduce(
+                ctx,
+                (chunks, stride),
+                &partials,
+                (first, len),
+                out,
+                may_split,
+            )
         };
         let (weights, channels) = (weight_len(g), g.out_channels);
-        let mut bindings = vec![View::whole(&sums), x, View::whole(&partials)];
-        bindings.extend_from_slice(inputs);
-        let resources = bindings.into_iter().map(Into::into).collect();
-        self.with_sources(ctx, variant, kernel, resources, staged, workgroups)
+        partial_sums(chunking, View::whole(&partials))
             .into_iter()
             .chain(match spanning(dw, db) {
                 // One pass instead of two where db follows dw in one buffer (the parameter
@@ -133,6 +174,13 @@ impl Conv2dKernels {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_uniform_mirror_matches_the_shader() {
+        let host = std::mem::size_of::<ReduceParams>();
+        let sums = super::super::SUMS_MODULE;
+        crate::gpu::kernel::assert_struct_size(sums, "Conv2dReduceParams", host);
+    }
 
     #[test]
     fn weight_gradient_chunks_cover_every_row_once() {

@@ -4,8 +4,10 @@
 //! Twin: `cpu/conv2d.rs`.
 
 use anyhow::Result;
+use bytemuck::{Pod, Zeroable};
 
-use super::{grid, u, Conv2dKernels, Conv2dParams, Variant, TILED_MODULE};
+use super::sums::{Chunks, SumsKernels};
+use super::{grid, u, TILED_MODULE};
 use crate::cpu::conv2d::Conv2dGeometry;
 use crate::gpu::buffer::{storage, uniform, View};
 use crate::gpu::context::GpuContext;
@@ -31,6 +33,64 @@ pub(super) struct TiledKernels {
     backward_weights: Kernel,
 }
 
+/// Mirrors `Conv2dTiledParams` in `tiled.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct TiledParams {
+    batch: u32,
+    in_channels: u32,
+    in_height: u32,
+    in_width: u32,
+    out_channels: u32,
+    out_height: u32,
+    out_width: u32,
+    kernel: u32,
+    stride: u32,
+    pad: u32,
+    /// Forward: max(., 0) on store when 1.
+    relu: u32,
+    /// Workgroups that do work, and the tiles along the rows (`TILE_M`) and the columns
+    /// (`TILE_N`) of the product (see [`TiledParams::tiles`]).
+    len: u32,
+    m_tiles: u32,
+    n_tiles: u32,
+    /// Weight gradient: row segments per chunk of partial sums; input gradient: terms of the
+    /// sum per chunk (a multiple of `TILE_K`).
+    chunk_rows: u32,
+    chunk_k: u32,
+    /// Elements per chunk of partial sums.
+    partial_stride: u32,
+    _pad: [u32; 3],
+}
+
+impl TiledParams {
+    fn new(g: Conv2dGeometry, n: usize) -> TiledParams {
+        let out = g.output();
+        TiledParams {
+            batch: u(n),
+            in_channels: u(g.input.channels),
+            in_height: u(g.input.height),
+            in_width: u(g.input.width),
+            out_channels: u(g.out_channels),
+            out_height: u(out.height),
+            out_width: u(out.width),
+            kernel: u(g.kernel),
+            stride: u(g.stride),
+            pad: u(g.pad),
+            ..Zeroable::zeroed()
+        }
+    }
+
+    /// The tiles of a product with `rows x cols` outputs (per chunk): sets `m_tiles` and
+    /// `n_tiles`, and `len` for `chunks` chunks. Returns the workgroups to launch.
+    fn tiles(&mut self, rows: usize, cols: usize, chunks: usize) -> [u32; 3] {
+        let (m_tiles, n_tiles) = (rows.div_ceil(TILE_M), cols.div_ceil(TILE_N));
+        let groups = m_tiles * n_tiles * chunks;
+        (self.m_tiles, self.n_tiles, self.len) = (u(m_tiles), u(n_tiles), u(groups));
+        grid(groups)
+    }
+}
+
 impl TiledKernels {
     pub(super) fn new(ctx: &GpuContext) -> TiledKernels {
         let module = TILED_MODULE.compile(ctx);
@@ -45,15 +105,18 @@ impl TiledKernels {
         }
     }
 
-    /// The tiled forward of `params` (bias and ReLU included).
+    /// The forward: bias, then ReLU where `relu`.
     pub(super) fn forward(
         &self,
         ctx: &GpuContext,
-        mut params: Conv2dParams,
-        g: Conv2dGeometry,
-        n: usize,
+        relu: bool,
+        (g, n): (Conv2dGeometry, usize),
         (x, w, b, y): (View, View, View, View),
     ) -> Vec<Dispatch> {
+        let mut params = TiledParams {
+            relu: u32::from(relu),
+            ..TiledParams::new(g, n)
+        };
         let out = g.output();
         let positions = n * out.height * out.width;
         let workgroups = params.tiles(g.out_channels, positions, 1);
@@ -63,36 +126,45 @@ impl TiledKernels {
             .dispatch(ctx, &[View::whole(&params), x, y, w, b], workgroups)]
     }
 
-    /// The weight-gradient kernel, the tiles of one chunk, and about how many workgroups
-    /// should run in all.
-    pub(super) fn weight_grad_work(&self, g: Conv2dGeometry) -> (&Kernel, usize, usize) {
+    /// The weight gradient's tiles of one chunk, and about how many workgroups should run in
+    /// all.
+    pub(super) fn weight_grad_work(&self, g: Conv2dGeometry) -> (usize, usize) {
         let tiles = g.out_channels.div_ceil(TILE_M) * weight_columns(g).div_ceil(TILE_N);
-        (&self.backward_weights, tiles, TILED_WORKGROUPS)
+        (tiles, TILED_WORKGROUPS)
     }
-}
 
-impl Conv2dParams {
-    /// The tiles of a tiled product with `rows x cols` outputs (per chunk): sets `m_tiles` and
-    /// `n_tiles`, and `len` for `chunks` chunks. Returns the workgroups to launch.
-    pub(super) fn tiles(&mut self, rows: usize, cols: usize, chunks: usize) -> [u32; 3] {
-        let (m_tiles, n_tiles) = (rows.div_ceil(TILE_M), cols.div_ceil(TILE_N));
-        let groups = m_tiles * n_tiles * chunks;
-        (self.m_tiles, self.n_tiles, self.len) = (u(m_tiles), u(n_tiles), u(groups));
-        grid(groups)
-    }
-}
-
-impl Conv2dKernels {
-    /// The tiled input gradient: one pass straight into dx, or, where its tiles are too few to
-    /// fill a large GPU, chunks of the sum into partial sums, then their sum into dx.
-    pub(super) fn tiled_backward_input(
+    /// The weight gradient's partial sums of `chunks` (see `SumsKernels::weight_grad`).
+    pub(super) fn weight_grad(
         &self,
         ctx: &GpuContext,
-        mut params: Conv2dParams,
-        g: Conv2dGeometry,
-        n: usize,
+        (g, n): (Conv2dGeometry, usize),
+        chunks: Chunks,
+        (x, dy): (View, View),
+        partials: View,
+    ) -> Vec<Dispatch> {
+        let mut params = TiledParams {
+            chunk_rows: u(chunks.rows),
+            partial_stride: u(chunks.stride),
+            ..TiledParams::new(g, n)
+        };
+        let workgroups = params.tiles(g.out_channels, weight_columns(g), chunks.count);
+        let params = uniform(ctx, "conv2d params", &params);
+        let buffers = [View::whole(&params), x, partials, dy];
+        vec![self.backward_weights.dispatch(ctx, &buffers, workgroups)]
+    }
+}
+
+impl TiledKernels {
+    /// The tiled input gradient: one pass straight into dx, or, where its tiles are too few to
+    /// fill a large GPU, chunks of the sum into partial sums, then their sum into dx (`sums`).
+    pub(super) fn backward_input(
+        &self,
+        ctx: &GpuContext,
+        sums: &SumsKernels,
+        (g, n): (Conv2dGeometry, usize),
         (dy, w, dx): (View, View, View),
     ) -> Vec<Dispatch> {
+        let mut params = TiledParams::new(g, n);
         let positions = n * g.input.height * g.input.width;
         let reduction = g.out_channels * g.kernel * g.kernel;
         let tiles = g.input.channels.div_ceil(TILE_M) * positions.div_ceil(TILE_N);
@@ -112,29 +184,22 @@ impl Conv2dKernels {
             params.chunk_k = u(reduction.max(1));
             let workgroups = params.tiles(g.input.channels, positions, 1);
             let params = uniform(ctx, "conv2d params", &params);
-            return vec![self.tiled.backward_input.dispatch(
+            return vec![self.backward_input.dispatch(
                 ctx,
                 &[View::whole(&params), dy, dx, w],
                 workgroups,
             )];
         };
-        (params.chunk_k, params.chunks, params.partial_stride) = (u(chunk_k), u(chunks), u(len));
+        (params.chunk_k, params.partial_stride) = (u(chunk_k), u(len));
         let workgroups = params.tiles(g.input.channels, positions, chunks);
-        let sums = uniform(ctx, "conv2d params", &params);
+        let chunk_params = uniform(ctx, "conv2d params", &params);
         vec![
-            self.tiled.backward_input.dispatch(
+            self.backward_input.dispatch(
                 ctx,
-                &[View::whole(&sums), dy, View::whole(&partials), w],
+                &[View::whole(&chunk_params), dy, View::whole(&partials), w],
                 workgroups,
             ),
-            self.reduce(
-                ctx,
-                params,
-                &partials,
-                (0, len),
-                (dx, len, 0),
-                Variant::Tiled,
-            ),
+            sums.reduce(ctx, (chunks, len), &partials, (0, len), (dx, len, 0), true),
         ]
     }
 }
@@ -159,6 +224,12 @@ pub(super) fn weight_columns(g: Conv2dGeometry) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_uniform_mirror_matches_the_shader() {
+        let host = std::mem::size_of::<TiledParams>();
+        crate::gpu::kernel::assert_struct_size(TILED_MODULE, "Conv2dTiledParams", host);
+    }
 
     #[test]
     fn host_tile_sizes_match_the_shader() {

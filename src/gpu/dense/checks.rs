@@ -136,28 +136,32 @@ fn output(ctx: &GpuContext, label: &str, len: usize) -> Result<wgpu::Buffer> {
     storage(ctx, label, 4 * len as u64)
 }
 
+/// A case's inputs on the GPU.
+struct Inputs {
+    x: wgpu::Buffer,
+    w: wgpu::Buffer,
+    b: wgpu::Buffer,
+    dy: wgpu::Buffer,
+}
+
+impl Inputs {
+    fn upload(ctx: &GpuContext, data: &CaseData) -> Result<Inputs> {
+        Ok(Inputs {
+            x: storage_init(ctx, "x", &data.x)?,
+            w: storage_init(ctx, "w", &data.w)?,
+            b: storage_init(ctx, "b", &data.b)?,
+            dy: storage_init(ctx, "dy", &data.dy)?,
+        })
+    }
+}
+
 fn check_forward(ctx: &GpuContext, variant: Variant, case: Case) -> Result<Comparison> {
     let (g, n, data) = (case.g, case.n, CaseData::new(case));
-    let (x, w, b) = (
-        storage_init(ctx, "x", &data.x)?,
-        storage_init(ctx, "w", &data.w)?,
-        storage_init(ctx, "b", &data.b)?,
-    );
+    let gpu = Inputs::upload(ctx, &data)?;
     let y = output(ctx, "y", n * g.outputs)?;
-    let kernels = DenseKernels::new(ctx);
-    run(
-        ctx,
-        &[&kernels.forward(
-            ctx,
-            variant,
-            g,
-            n,
-            (&x).into(),
-            (&w).into(),
-            (&b).into(),
-            (&y).into(),
-        )],
-    );
+    let (x, w, b) = ((&gpu.x).into(), (&gpu.w).into(), (&gpu.b).into());
+    let forward = DenseKernels::new(ctx).forward(ctx, variant, g, n, x, w, b, (&y).into());
+    run(ctx, &[&forward]);
     let mut cpu = vec![0.0; n * g.outputs];
     dense_forward(g, &data.x, &data.w, &data.b, &mut cpu);
     Ok(compare(&read_buffer(ctx, &y, 0, cpu.len())?, &cpu))
@@ -165,16 +169,11 @@ fn check_forward(ctx: &GpuContext, variant: Variant, case: Case) -> Result<Compa
 
 fn check_backward_input(ctx: &GpuContext, variant: Variant, case: Case) -> Result<Comparison> {
     let (g, n, data) = (case.g, case.n, CaseData::new(case));
-    let (dy, w) = (
-        storage_init(ctx, "dy", &data.dy)?,
-        storage_init(ctx, "w", &data.w)?,
-    );
+    let gpu = Inputs::upload(ctx, &data)?;
     let dx = output(ctx, "dx", n * g.inputs)?;
-    let kernels = DenseKernels::new(ctx);
-    run(
-        ctx,
-        &[&kernels.backward_input(ctx, variant, g, n, (&dy).into(), (&w).into(), (&dx).into())],
-    );
+    let (dy, w) = ((&gpu.dy).into(), (&gpu.w).into());
+    let backward = DenseKernels::new(ctx).backward_input(ctx, variant, g, n, dy, w, (&dx).into());
+    run(ctx, &[&backward]);
     let mut cpu = vec![0.0; n * g.inputs];
     dense_backward_input(g, &data.dy, &data.w, &mut cpu);
     Ok(compare(&read_buffer(ctx, &dx, 0, cpu.len())?, &cpu))
@@ -182,25 +181,15 @@ fn check_backward_input(ctx: &GpuContext, variant: Variant, case: Case) -> Resul
 
 fn check_backward_weights(ctx: &GpuContext, variant: Variant, case: Case) -> Result<Comparison> {
     let (g, n, data) = (case.g, case.n, CaseData::new(case));
-    let (x, dy) = (
-        storage_init(ctx, "x", &data.x)?,
-        storage_init(ctx, "dy", &data.dy)?,
-    );
+    let gpu = Inputs::upload(ctx, &data)?;
     let (dw, db) = (
         output(ctx, "dw", g.outputs * g.inputs)?,
         output(ctx, "db", g.outputs)?,
     );
+    let (x, dy) = ((&gpu.x).into(), (&gpu.dy).into());
+    let grads = ((&dw).into(), (&db).into());
     let kernels = DenseKernels::new(ctx);
-    let dispatches = kernels.backward_weights(
-        ctx,
-        variant,
-        g,
-        n,
-        (&x).into(),
-        (&dy).into(),
-        (&dw).into(),
-        (&db).into(),
-    );
+    let dispatches = kernels.backward_weights(ctx, variant, g, n, x, dy, grads.0, grads.1);
     run(ctx, &dispatches.iter().collect::<Vec<_>>());
     let (mut cpu_dw, mut cpu_db) = (vec![0.0; g.outputs * g.inputs], vec![0.0; g.outputs]);
     dense_backward_weights(g, &data.x, &data.dy, &mut cpu_dw, &mut cpu_db);

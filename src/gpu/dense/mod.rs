@@ -11,7 +11,7 @@
 //! (`scheme.rs`). Each variant is a list of WGSL files ([`MODULES`]). The cross-checks
 //! (`checks.rs`) run every case through every variant.
 
-mod checks;
+pub mod checks;
 mod scheme;
 
 use bytemuck::{Pod, Zeroable};
@@ -23,8 +23,7 @@ use super::texture::{self, Staged, Texel};
 use super::variant::{Offer, Variant};
 use crate::cpu::dense::DenseGeometry;
 use crate::shader_file;
-pub use checks::checks;
-use scheme::{choose, Scheme, ALL_SCHEMES};
+use scheme::{choose, row_major, MatmulParams, Scheme, Strides, ALL_SCHEMES, MAX_GROUPS_PER_DIM};
 
 const COMMON: ShaderFile = shader_file!("dense/common.wgsl");
 const READS_STORAGE: ShaderFile = shader_file!("dense/reads_storage.wgsl");
@@ -33,28 +32,25 @@ const TILED: ShaderFile = shader_file!("dense/tiled.wgsl");
 const BACKWARD_BIAS: ShaderFile = shader_file!("dense/backward_bias.wgsl");
 const REGISTER_BLOCKED: ShaderFile = shader_file!("dense/register_blocked.wgsl");
 
-/// The tiled and split kernels, and the bias gradient that every variant runs.
-const TILED_MODULE: WgslModule = WgslModule {
-    label: "dense tiled",
-    files: &[COMMON, READS_STORAGE, TILED, BACKWARD_BIAS],
-    subgroups: false,
-};
-/// The register-blocked kernels, reading A and B from storage.
-const REGISTER_BLOCKED_MODULE: WgslModule = WgslModule {
-    label: "dense register-blocked",
-    files: &[COMMON, READS_STORAGE, REGISTER_BLOCKED],
-    subgroups: false,
-};
-/// The same reading A and B from rgba32float textures, four consecutive floats a texel.
-const REGISTER_BLOCKED_TEXTURE_MODULE: WgslModule = WgslModule {
-    label: "dense register-blocked-texture",
-    files: &[COMMON, READS_TEXTURE, REGISTER_BLOCKED],
-    subgroups: false,
-};
+/// The tiled and split kernels.
+const TILED_MODULE: WgslModule = WgslModule::new("dense tiled", &[COMMON, READS_STORAGE, TILED]);
+/// The bias gradient, which every variant runs.
+const BACKWARD_BIAS_MODULE: WgslModule = WgslModule::new("dense backward bias", &[BACKWARD_BIAS]);
+/// The register-blocked kernels, reading A and B from storage, or from rgba32float textures,
+/// four consecutive floats a texel.
+const REGISTER_BLOCKED_MODULE: WgslModule = WgslModule::new(
+    "dense register-blocked",
+    &[COMMON, READS_STORAGE, REGISTER_BLOCKED],
+);
+const REGISTER_BLOCKED_TEXTURE_MODULE: WgslModule = WgslModule::new(
+    "dense register-blocked-texture",
+    &[COMMON, READS_TEXTURE, REGISTER_BLOCKED],
+);
 
 /// Every module of the op (for the shader tests and `gpu::ops`).
 pub const MODULES: &[WgslModule] = &[
     TILED_MODULE,
+    BACKWARD_BIAS_MODULE,
     REGISTER_BLOCKED_MODULE,
     REGISTER_BLOCKED_TEXTURE_MODULE,
 ];
@@ -67,55 +63,13 @@ pub const VARIANTS: [Variant; 3] = [
     Variant::RegisterBlockedTexture,
 ];
 
-const MAX_GROUPS_PER_DIM: usize = 65535;
-
-/// (row stride, column stride) in elements of a matrix as the kernel reads it.
-type Strides = [u32; 2];
-
-/// A row-major matrix with `cols` columns.
-fn row_major(cols: usize) -> Strides {
-    [u(cols), 1]
-}
-
-/// The transpose of a row-major matrix with `cols` columns.
-fn transposed(cols: usize) -> Strides {
-    [1, u(cols)]
-}
-
-fn u(v: usize) -> u32 {
-    u32::try_from(v).expect("dense: size fits in u32")
-}
-
-/// Mirrors `MatmulParams` in the shader: `C = A B` with `A` as `rows x inner`, `B` as
-/// `inner x cols`, and `C` row-major.
+/// Mirrors `BiasGradParams` in `backward_bias.wgsl`: `db[o]` sums `batch` rows of `dy`.
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
-struct MatmulParams {
-    rows: u32,
-    cols: u32,
-    inner: u32,
-    _pad: u32,
-    a_strides: Strides,
-    b_strides: Strides,
-}
-
-impl MatmulParams {
-    fn new(
-        rows: usize,
-        cols: usize,
-        inner: usize,
-        a_strides: Strides,
-        b_strides: Strides,
-    ) -> MatmulParams {
-        MatmulParams {
-            rows: u(rows),
-            cols: u(cols),
-            inner: u(inner),
-            _pad: 0,
-            a_strides,
-            b_strides,
-        }
-    }
+struct BiasGradParams {
+    outputs: u32,
+    batch: u32,
+    dy_strides: Strides,
 }
 
 /// Catches a view that is too small for its tensor (the shader would read or write garbage).
@@ -187,9 +141,10 @@ impl DenseKernels {
             .collect();
         DenseKernels {
             matmuls,
+            // Params, dy, db.
             backward_bias: Kernel::new(
                 ctx,
-                &module,
+                &BACKWARD_BIAS_MODULE.compile(ctx),
                 "dense_backward_bias",
                 &[Uniform, Read, ReadWrite],
             ),
@@ -252,7 +207,7 @@ impl DenseKernels {
         expect_elements(&a, rows * inner, "a");
         expect_elements(&b, inner * cols, "b");
         expect_elements(&c, rows * cols, "c");
-        let p = MatmulParams::new(rows, cols, inner, row_major(inner), row_major(cols));
+        let p = MatmulParams::new((rows, inner, cols), [row_major(inner), row_major(cols)]);
         self.matmul(ctx, variant, p, (a, b, c), None)
     }
 
@@ -273,13 +228,7 @@ impl DenseKernels {
         expect_elements(&w, g.outputs * g.inputs, "w");
         expect_elements(&b, g.outputs, "b");
         expect_elements(&y, n * g.outputs, "y");
-        let params = MatmulParams::new(
-            n,
-            g.outputs,
-            g.inputs,
-            row_major(g.inputs),
-            transposed(g.inputs),
-        );
+        let params = MatmulParams::forward(g, n);
         self.matmul(ctx, variant, params, (x, w, y), Some(b))
     }
 
@@ -298,18 +247,12 @@ impl DenseKernels {
         expect_elements(&dy, n * g.outputs, "dy");
         expect_elements(&w, g.outputs * g.inputs, "w");
         expect_elements(&dx, n * g.inputs, "dx");
-        let params = MatmulParams::new(
-            n,
-            g.inputs,
-            g.outputs,
-            row_major(g.outputs),
-            row_major(g.inputs),
-        );
+        let params = MatmulParams::backward_input(g, n);
         self.matmul(ctx, variant, params, (dy, w, dx), None)
     }
 
     /// `dw = dy^T x` and `db` = the batch sum of `dy`. Returns the dispatches to record (they are
-    /// independent: one writes dw, the other db). Both read `dy^T` through the same params.
+    /// independent: one writes dw, the other db). Both read `dy^T` through the same strides.
     #[allow(clippy::too_many_arguments)]
     pub fn backward_weights(
         &self,
@@ -326,14 +269,13 @@ impl DenseKernels {
         expect_elements(&dy, n * g.outputs, "dy");
         expect_elements(&dw, g.outputs * g.inputs, "dw");
         expect_elements(&db, g.outputs, "db");
-        let params = MatmulParams::new(
-            g.outputs,
-            g.inputs,
-            n,
-            transposed(g.outputs),
-            row_major(g.inputs),
-        );
-        let bias_params = uniform(ctx, "dense params", &params);
+        let params = MatmulParams::backward_weights(g, n);
+        let bias_params = BiasGradParams {
+            outputs: params.rows,
+            batch: params.inner,
+            dy_strides: params.a_strides,
+        };
+        let bias_params = uniform(ctx, "dense bias-gradient params", &bias_params);
         vec![
             self.matmul(ctx, variant, params, (dy, x, dw), None),
             self.backward_bias.dispatch(
@@ -356,6 +298,15 @@ fn row_groups(rows: usize) -> [u32; 3] {
 mod tests {
     use super::*;
 
+    #[test]
+    fn the_uniform_mirrors_match_the_shaders() {
+        use super::super::kernel::assert_struct_size;
+        let matmul = std::mem::size_of::<MatmulParams>();
+        assert_struct_size(TILED_MODULE, "MatmulParams", matmul);
+        let bias = std::mem::size_of::<BiasGradParams>();
+        assert_struct_size(BACKWARD_BIAS_MODULE, "BiasGradParams", bias);
+    }
+
     /// Every module validates and has the entry points the host creates kernels of.
     #[test]
     fn every_module_validates_with_its_entry_points() {
@@ -369,11 +320,11 @@ mod tests {
                 .flatten()
                 .collect()
         };
-        let mut tiled = entries(vec![&Scheme::Tiled, &Scheme::Split]);
-        tiled.push("dense_backward_bias");
+        let tiled = entries(vec![&Scheme::Tiled, &Scheme::Split]);
         let blocked = entries(register_blocked.collect());
         for (module, mut expected) in [
             (TILED_MODULE, tiled),
+            (BACKWARD_BIAS_MODULE, vec!["dense_backward_bias"]),
             (REGISTER_BLOCKED_MODULE, blocked.clone()),
             (REGISTER_BLOCKED_TEXTURE_MODULE, blocked),
         ] {

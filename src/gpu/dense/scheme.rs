@@ -1,22 +1,104 @@
 //! The dense matmul kernels of each variant (`Scheme`): which entry points a variant runs, where
 //! each fits and how many workgroups it launches. Twin: `cpu/dense.rs`.
 
-use super::{MatmulParams, MAX_GROUPS_PER_DIM};
+use bytemuck::{Pod, Zeroable};
+
+use crate::cpu::dense::DenseGeometry;
 use crate::gpu::variant::Variant;
+
+pub(super) const MAX_GROUPS_PER_DIM: usize = 65535;
+
+/// (row stride, column stride) in elements of a matrix as the kernel reads it.
+pub(super) type Strides = [u32; 2];
+
+/// A row-major matrix with `cols` columns.
+pub(super) fn row_major(cols: usize) -> Strides {
+    [u(cols), 1]
+}
+
+/// The transpose of a row-major matrix with `cols` columns.
+pub(super) fn transposed(cols: usize) -> Strides {
+    [1, u(cols)]
+}
+
+pub(super) fn u(v: usize) -> u32 {
+    u32::try_from(v).expect("dense: size fits in u32")
+}
+
+/// Mirrors `MatmulParams` in the shader: `C = A B` with `A` as `rows x inner`, `B` as
+/// `inner x cols`, and `C` row-major.
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+pub(super) struct MatmulParams {
+    pub(super) rows: u32,
+    pub(super) cols: u32,
+    pub(super) inner: u32,
+    _pad: u32,
+    pub(super) a_strides: Strides,
+    pub(super) b_strides: Strides,
+}
+
+impl MatmulParams {
+    /// `C = A B` for `rows x inner` A and `inner x cols` B read through `strides` (A's, B's).
+    pub(super) fn new(
+        (rows, inner, cols): (usize, usize, usize),
+        strides: [Strides; 2],
+    ) -> MatmulParams {
+        MatmulParams {
+            rows: u(rows),
+            cols: u(cols),
+            inner: u(inner),
+            _pad: 0,
+            a_strides: strides[0],
+            b_strides: strides[1],
+        }
+    }
+
+    /// `y = x w^T` for `n` rows of x.
+    pub(super) fn forward(g: DenseGeometry, n: usize) -> MatmulParams {
+        let strides = [row_major(g.inputs), transposed(g.inputs)];
+        MatmulParams::new((n, g.inputs, g.outputs), strides)
+    }
+
+    /// `dx = dy w`.
+    pub(super) fn backward_input(g: DenseGeometry, n: usize) -> MatmulParams {
+        let strides = [row_major(g.outputs), row_major(g.inputs)];
+        MatmulParams::new((n, g.outputs, g.inputs), strides)
+    }
+
+    /// `dw = dy^T x`; the bias gradient reads dy^T through the same A strides.
+    pub(super) fn backward_weights(g: DenseGeometry, n: usize) -> MatmulParams {
+        let strides = [transposed(g.outputs), row_major(g.inputs)];
+        MatmulParams::new((g.outputs, n, g.inputs), strides)
+    }
+}
 
 /// Side of the square output tile one workgroup of the tiled kernel computes (`TILE`).
 const TILE: usize = 16;
-/// Register-blocked kernels: rows x columns of the block one invocation owns and invocations per
-/// workgroup, as in the shader. `AXPY_V` counts vec4s of columns.
-const RB_M: usize = 4;
-const RB_N: usize = 4;
-const RB_LANES: usize = 8;
-const DOT_M: usize = 4;
-const DOT_N: usize = 8;
-const DOT_LANES: usize = 8;
-const AXPY_M: usize = 4;
-const AXPY_V: usize = 4;
-const AXPY_LANES: usize = 8;
+/// What one invocation of a register-blocked kernel owns, and the invocations of a workgroup,
+/// as in the shader (`<NAME>_M`, `<NAME>_N` or, for axpy, `AXPY_V`, and `<NAME>_LANES`).
+#[derive(Clone, Copy)]
+struct Block {
+    rows: usize,
+    /// Columns; for axpy, vec4s of columns.
+    cols: usize,
+    lanes: usize,
+}
+const RB: Block = Block {
+    rows: 4,
+    cols: 4,
+    lanes: 8,
+};
+const DOT: Block = Block {
+    rows: 4,
+    cols: 8,
+    lanes: 8,
+};
+const AXPY: Block = Block {
+    rows: 4,
+    cols: 4,
+    lanes: 8,
+};
 /// The tiled variant splits k (a workgroup per output) for products of at most this many
 /// outputs with at least `SPLIT_MIN_INNER` terms each: there the output tiles are too few to
 /// fill a GPU, and each would walk the long k alone (the seed model's classifier: 1280
@@ -85,11 +167,11 @@ impl Scheme {
         let (x, y) = match self {
             Scheme::Tiled => (cols.div_ceil(TILE), rows.div_ceil(TILE)),
             Scheme::Split => (cols, rows),
-            Scheme::General => (cols.div_ceil(RB_N), rows.div_ceil(RB_M * RB_LANES)),
-            Scheme::Dot => (cols.div_ceil(DOT_N), rows.div_ceil(DOT_M * DOT_LANES)),
+            Scheme::General => (cols.div_ceil(RB.cols), rows.div_ceil(RB.rows * RB.lanes)),
+            Scheme::Dot => (cols.div_ceil(DOT.cols), rows.div_ceil(DOT.rows * DOT.lanes)),
             Scheme::Axpy => (
-                cols.div_ceil(4 * AXPY_V * AXPY_LANES),
-                rows.div_ceil(AXPY_M),
+                cols.div_ceil(4 * AXPY.cols * AXPY.lanes),
+                rows.div_ceil(AXPY.rows),
             ),
         };
         let (x, y) = (x.max(1), y.max(1));
@@ -133,26 +215,26 @@ pub(super) const ALL_SCHEMES: [Scheme; 5] = [
 
 #[cfg(test)]
 mod tests {
-    use super::super::{row_major, transposed, REGISTER_BLOCKED, TILED};
     use super::*;
     use crate::gpu::kernel::shader_const;
 
     #[test]
     fn host_block_sizes_match_the_shaders() {
-        let source = [TILED.text, REGISTER_BLOCKED.text].concat();
-        for (name, host) in [
-            ("TILE", TILE),
-            ("RB_M", RB_M),
-            ("RB_N", RB_N),
-            ("RB_LANES", RB_LANES),
-            ("DOT_M", DOT_M),
-            ("DOT_N", DOT_N),
-            ("DOT_LANES", DOT_LANES),
-            ("AXPY_M", AXPY_M),
-            ("AXPY_V", AXPY_V),
-            ("AXPY_LANES", AXPY_LANES),
-        ] {
-            assert_eq!(shader_const(&source, name), host, "{name}");
+        let (tiled, blocked) = (
+            crate::shader_file!("dense/tiled.wgsl"),
+            crate::shader_file!("dense/register_blocked.wgsl"),
+        );
+        let source = [tiled.text, blocked.text].concat();
+        assert_eq!(shader_const(&source, "TILE"), TILE);
+        for (name, block, cols) in [("RB", RB, "N"), ("DOT", DOT, "N"), ("AXPY", AXPY, "V")] {
+            for (suffix, host) in [
+                ("M", block.rows),
+                (cols, block.cols),
+                ("LANES", block.lanes),
+            ] {
+                let name = format!("{name}_{suffix}");
+                assert_eq!(shader_const(&source, &name), host, "{name}");
+            }
         }
     }
 
@@ -160,9 +242,13 @@ mod tests {
     fn the_real_layer_uses_the_vec4_and_split_schemes() {
         use Variant::*;
         // n = 32, 1600 -> 10, with the params forward, backward_input and backward_weights build.
-        let forward = MatmulParams::new(32, 10, 1600, row_major(1600), transposed(1600));
-        let input = MatmulParams::new(32, 1600, 10, row_major(10), row_major(1600));
-        let weights = MatmulParams::new(10, 1600, 32, transposed(10), row_major(1600));
+        let g = DenseGeometry {
+            inputs: 1600,
+            outputs: 10,
+        };
+        let forward = MatmulParams::forward(g, 32);
+        let input = MatmulParams::backward_input(g, 32);
+        let weights = MatmulParams::backward_weights(g, 32);
         assert_eq!(choose(RegisterBlocked, &forward, true), Scheme::Dot);
         assert_eq!(choose(RegisterBlocked, &input, false), Scheme::Axpy);
         assert_eq!(choose(RegisterBlocked, &weights, false), Scheme::Axpy);
@@ -171,10 +257,22 @@ mod tests {
         assert_eq!(choose(Tiled, &forward, true), Scheme::Split);
         assert_eq!(choose(Tiled, &input, false), Scheme::Tiled);
         assert_eq!(choose(Tiled, &weights, false), Scheme::Tiled);
-        let awkward = MatmulParams::new(33, 7, 300, row_major(300), transposed(300));
+        let awkward = MatmulParams::forward(
+            DenseGeometry {
+                inputs: 300,
+                outputs: 7,
+            },
+            33,
+        );
         assert_eq!(choose(Tiled, &awkward, true), Scheme::Split);
         // 33 inputs: nothing is aligned, so the general kernel runs.
-        let odd = MatmulParams::new(7, 17, 33, row_major(33), transposed(33));
+        let odd = MatmulParams::forward(
+            DenseGeometry {
+                inputs: 33,
+                outputs: 17,
+            },
+            7,
+        );
         assert_eq!(choose(RegisterBlocked, &odd, true), Scheme::General);
         assert_eq!(choose(RegisterBlocked, &odd, false), Scheme::General);
     }
