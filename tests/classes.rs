@@ -5,9 +5,9 @@
 
 mod common;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use common::{assert_bad_input, idx, run_cli, run_cli_ok};
+use common::{assert_bad_input, run_cli, run_cli_ok, write_split};
 
 const SMALL: &str = "conv4k3-relu-pool2-flatten-dense";
 
@@ -28,17 +28,16 @@ fn write_dataset(dir: &Path, train: u32, test: u32, label: impl Fn(u32) -> u8) {
                 });
             }
         }
-        std::fs::write(
-            dir.join(format!("{prefix}-images-idx3-ubyte")),
-            idx(0x803, &[n, 28, 28], &images),
-        )
-        .unwrap();
-        std::fs::write(
-            dir.join(format!("{prefix}-labels-idx1-ubyte")),
-            idx(0x801, &[n], &labels),
-        )
-        .unwrap();
+        write_split(dir, prefix, &images, &labels);
     }
+}
+
+/// A `data` directory in `tmp` holding [`write_dataset`]'s files.
+fn dataset_in(tmp: &Path, train: u32, test: u32, label: impl Fn(u32) -> u8) -> PathBuf {
+    let data = tmp.join("data");
+    std::fs::create_dir(&data).unwrap();
+    write_dataset(&data, train, test, label);
+    data
 }
 
 fn metrics(path: &Path) -> serde_json::Value {
@@ -66,9 +65,7 @@ fn train_args<'a>(data: &'a str, run: &'a str, arch: &'a str) -> Vec<&'a str> {
 #[test]
 fn a_five_class_data_set_trains_evaluates_and_predicts_with_five_outputs() {
     let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
-    std::fs::create_dir(&data).unwrap();
-    write_dataset(&data, 400, 100, |i| (i % 5) as u8);
+    let data = dataset_in(tmp.path(), 400, 100, |i| (i % 5) as u8);
     let (d, run) = (data.to_str().unwrap(), tmp.path().join("run"));
     let arch = format!("{SMALL}5");
     run_cli_ok(&train_args(d, run.to_str().unwrap(), &arch));
@@ -126,9 +123,7 @@ fn a_five_class_data_set_trains_evaluates_and_predicts_with_five_outputs() {
 #[test]
 fn a_label_the_model_cannot_output_is_one_line_naming_the_file_and_label() {
     let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
-    std::fs::create_dir(&data).unwrap();
-    write_dataset(&data, 40, 10, |i| (i % 10) as u8);
+    let data = dataset_in(tmp.path(), 40, 10, |i| (i % 10) as u8);
     let (d, run) = (data.to_str().unwrap(), tmp.path().join("run"));
     let arch = format!("{SMALL}5");
     let out = run_cli(&train_args(d, run.to_str().unwrap(), &arch));
@@ -142,9 +137,7 @@ fn a_label_the_model_cannot_output_is_one_line_naming_the_file_and_label() {
 #[test]
 fn classes_picks_a_subset_and_relabels_it_in_the_order_given() {
     let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
-    std::fs::create_dir(&data).unwrap();
-    write_dataset(&data, 600, 200, |i| (i % 10) as u8);
+    let data = dataset_in(tmp.path(), 600, 200, |i| (i % 10) as u8);
     let (d, run) = (data.to_str().unwrap(), tmp.path().join("run"));
     let arch = format!("{SMALL}3");
     let mut args = train_args(d, run.to_str().unwrap(), &arch);
@@ -187,9 +180,7 @@ fn classes_picks_a_subset_and_relabels_it_in_the_order_given() {
 #[test]
 fn a_bad_class_list_is_one_line() {
     let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
-    std::fs::create_dir(&data).unwrap();
-    write_dataset(&data, 40, 10, |i| (i % 4) as u8);
+    let data = dataset_in(tmp.path(), 40, 10, |i| (i % 4) as u8);
     let (d, run) = (data.to_str().unwrap(), tmp.path().join("run"));
     let arch3 = format!("{SMALL}3");
     let base = train_args(d, run.to_str().unwrap(), &arch3);

@@ -104,17 +104,17 @@ pub fn write_tiny_dataset(dir: &Path, train: u32, test: u32) {
     for (prefix, n) in [("train", train), ("t10k", test)] {
         let images: Vec<u8> = (0..n as usize * 784).map(|i| (i * 7 % 256) as u8).collect();
         let labels: Vec<u8> = (0..n).map(|i| (i % 10) as u8).collect();
-        std::fs::write(
-            dir.join(format!("{prefix}-images-idx3-ubyte")),
-            idx(0x803, &[n, 28, 28], &images),
-        )
-        .unwrap();
-        std::fs::write(
-            dir.join(format!("{prefix}-labels-idx1-ubyte")),
-            idx(0x801, &[n], &labels),
-        )
-        .unwrap();
+        write_split(dir, prefix, &images, &labels);
     }
+}
+
+/// The raw IDX files of one split (`prefix` train or t10k) of 28x28 `images` and `labels`.
+pub fn write_split(dir: &Path, prefix: &str, images: &[u8], labels: &[u8]) {
+    let n = labels.len() as u32;
+    let images_file = dir.join(format!("{prefix}-images-idx3-ubyte"));
+    std::fs::write(images_file, idx(0x803, &[n, 28, 28], images)).unwrap();
+    let labels_file = dir.join(format!("{prefix}-labels-idx1-ubyte"));
+    std::fs::write(labels_file, idx(0x801, &[n], labels)).unwrap();
 }
 
 /// A GPU context, or `None` (with a loud message) when this machine has no adapter. With
