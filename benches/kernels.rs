@@ -15,8 +15,9 @@ use mnist_wgpu::cpu::conv2d::{
 use mnist_wgpu::cpu::CpuBackend;
 use mnist_wgpu::data::{Split, IMAGE_PIXELS};
 use mnist_wgpu::gpu::buffer::{storage_init, View};
-use mnist_wgpu::gpu::conv2d::kernels::{self as conv2d, Conv2dKernels, Conv2dPass};
-use mnist_wgpu::gpu::dense::{self, DenseKernels};
+use mnist_wgpu::gpu::conv2d::kernels::{Conv2dKernels, VARIANTS as CONV2D_VARIANTS};
+use mnist_wgpu::gpu::conv2d::Conv2dPass;
+use mnist_wgpu::gpu::dense::kernels::DenseKernels;
 use mnist_wgpu::gpu::gemm::{self, GemmKernel};
 use mnist_wgpu::gpu::kernel::Dispatch;
 use mnist_wgpu::gpu::{GpuBackend, GpuContext};
@@ -92,7 +93,7 @@ fn gpu_conv2(c: &mut Criterion) {
     let v = View::whole;
     let mut group = c.benchmark_group("gpu conv2 n32");
     group.sample_size(10);
-    for variant in conv2d::VARIANTS {
+    for variant in CONV2D_VARIANTS.iter().map(|r| r.variant) {
         let passes = [
             (
                 "forward",
@@ -112,12 +113,8 @@ fn gpu_conv2(c: &mut Criterion) {
             Conv2dPass::BackwardInput,
             Conv2dPass::BackwardWeights,
         ]) {
-            // Only where the variant runs as named (a subgroup variant changes some passes).
-            if !kernels
-                .offer(&ctx.info, of_op, g)
-                .variants
-                .contains(&variant)
-            {
+            // Only where the variant runs the pass itself (a subgroup variant changes some).
+            if !kernels.runs(variant, of_op, g) {
                 continue;
             }
             group.bench_function(BenchmarkId::new(pass, variant.name()), |bench| {
@@ -138,7 +135,7 @@ fn gpu_matmul(c: &mut Criterion) {
         let buffers: Vec<wgpu::Buffer> = (0..3)
             .map(|_| storage_init(&ctx, "matmul operand", &data).unwrap())
             .collect();
-        for variant in dense::VARIANTS {
+        for variant in kernels.variants() {
             let views = (
                 View::whole(&buffers[0]),
                 View::whole(&buffers[1]),

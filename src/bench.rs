@@ -15,8 +15,9 @@ use crate::cpu::float::{Float, MatMut, MatRef};
 use crate::data::{Split, IMAGE_PIXELS};
 use crate::gpu::autotune::{time_dispatches, Sampling};
 use crate::gpu::buffer::{storage, storage_init, View};
-use crate::gpu::conv2d::kernels::{Conv2dKernels, Conv2dPass};
-use crate::gpu::dense::DenseKernels;
+use crate::gpu::conv2d::kernels::Conv2dKernels;
+use crate::gpu::conv2d::Conv2dPass;
+use crate::gpu::dense::kernels::DenseKernels;
 use crate::gpu::gemm::{self, GemmKernel};
 use crate::gpu::kernel::Dispatch;
 use crate::gpu::GpuContext;
@@ -159,7 +160,7 @@ pub fn gpu_calibration(ctx: &GpuContext) -> Result<Calibration> {
         // C (size x size) = A (size x size) B (size channels of a 32-wide image).
         let g = Conv2dGeometry::new(Shape::new(size, size / 32, 32), size, 1);
         let mut candidates: Vec<(String, Vec<Dispatch>)> = Vec::new();
-        for v in crate::gpu::dense::VARIANTS {
+        for v in dense.variants() {
             let d = dense.matmul_row_major(ctx, v, (size, size, size), (a, b, c));
             candidates.push((format!("dense matmul ({v})"), vec![d]));
         }

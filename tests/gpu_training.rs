@@ -7,7 +7,7 @@ use common::{bundled_data, run_cli, run_cli_ok};
 use mnist_wgpu::backend::{Backend, KernelChoice};
 use mnist_wgpu::config::{AutotuneMode, Optimizer};
 use mnist_wgpu::data::{load_mnist, Mnist};
-use mnist_wgpu::gpu::dense;
+use mnist_wgpu::gpu::dense::kernels::VARIANTS as DENSE_VARIANTS;
 use mnist_wgpu::gpu::profile::{DispatchTiming, Profiler, TimingSource, TEXTURE_COPIES};
 use mnist_wgpu::gpu::{GpuBackend, GpuContext};
 use mnist_wgpu::model::{init_params, Arch, Params, Plan, MNIST_INPUT};
@@ -339,7 +339,7 @@ fn profile_prints_a_kernel_table_and_writes_a_chrome_trace() {
         .expect("a dense kernel event");
     let variant = dense["args"]["variant"].as_str().unwrap();
     assert!(
-        dense::VARIANTS.iter().any(|v| v.name() == variant),
+        DENSE_VARIANTS.iter().any(|r| r.variant.name() == variant),
         "{dense}"
     );
 }

@@ -149,7 +149,7 @@ fn print_kernels(args: &InfoArgs) -> Result<()> {
 
 #[derive(Serialize)]
 struct CheckRow {
-    kernel: &'static str,
+    kernel: String,
     shape: String,
     max_abs_error: f64,
     max_rel_error: f64,

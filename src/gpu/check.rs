@@ -75,7 +75,7 @@ type AppliesFn = Box<dyn Fn(&GpuContext) -> bool>;
 
 /// One comparison: a kernel (or a fixed sequence of kernels) on one shape.
 pub struct CrossCheck {
-    pub kernel: &'static str,
+    pub kernel: String,
     pub shape: String,
     pub run: CheckFn,
     /// Whether the kernel runs on an adapter (None: on every one).
@@ -84,12 +84,12 @@ pub struct CrossCheck {
 
 impl CrossCheck {
     pub fn new(
-        kernel: &'static str,
+        kernel: impl Into<String>,
         shape: String,
         run: impl Fn(&GpuContext) -> Result<Comparison> + 'static,
     ) -> Self {
         CrossCheck {
-            kernel,
+            kernel: kernel.into(),
             shape,
             run: Box::new(run),
             applies: None,

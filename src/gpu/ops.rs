@@ -14,7 +14,7 @@ use super::{
 pub struct Op {
     pub name: &'static str,
     /// The op's shader modules: each the preamble, then a list of its WGSL files.
-    pub modules: &'static [WgslModule],
+    pub modules: fn() -> Vec<WgslModule>,
     /// Its cross-checks on awkward sizes (batch 1, 7, 33; sizes off the workgroup's multiples).
     pub checks: fn() -> Vec<CrossCheck>,
 }
@@ -22,14 +22,16 @@ pub struct Op {
 /// The module of an op with one shader file.
 macro_rules! one_file {
     ($path:literal, $text:expr) => {
-        &[WgslModule {
-            label: $path,
-            files: &[ShaderFile {
-                path: $path,
-                text: $text,
-            }],
-            subgroups: false,
-        }]
+        || {
+            vec![WgslModule {
+                label: $path,
+                files: &[ShaderFile {
+                    path: $path,
+                    text: $text,
+                }],
+                subgroups: false,
+            }]
+        }
     };
 }
 
@@ -40,13 +42,13 @@ pub const OPS: &[Op] = &[
         one_file!("gather.wgsl", gather::SOURCE),
         gather::checks,
     ),
-    op("texture", &[], texture::checks),
+    op("texture", Vec::new, texture::checks),
     op(
         "augment",
         one_file!("augment.wgsl", augment::SOURCE),
         augment::checks,
     ),
-    op("conv2d", conv2d::MODULES, conv2d::checks::checks),
+    op("conv2d", conv2d::kernels::modules, conv2d::checks::checks),
     op(
         "activation",
         one_file!("activation.wgsl", activation::SOURCE),
@@ -67,7 +69,7 @@ pub const OPS: &[Op] = &[
         one_file!("batchnorm.wgsl", batchnorm::SOURCE),
         batchnorm::checks,
     ),
-    op("dense", dense::MODULES, dense::checks::checks),
+    op("dense", dense::kernels::modules, dense::checks::checks),
     op("gemm", one_file!("gemm.wgsl", gemm::SOURCE), gemm::checks),
     op(
         "softmax_xent",
@@ -80,12 +82,12 @@ pub const OPS: &[Op] = &[
         optim::checks,
     ),
     // Whole training and inference steps against the CPU backend.
-    op("training_step", &[], backend::checks),
+    op("training_step", Vec::new, backend::checks),
 ];
 
 const fn op(
     name: &'static str,
-    modules: &'static [WgslModule],
+    modules: fn() -> Vec<WgslModule>,
     checks: fn() -> Vec<CrossCheck>,
 ) -> Op {
     Op {
@@ -102,7 +104,7 @@ pub fn all_checks() -> Vec<CrossCheck> {
 
 /// Every shader module of every op.
 pub fn modules() -> impl Iterator<Item = WgslModule> {
-    OPS.iter().flat_map(|op| op.modules.iter().copied())
+    OPS.iter().flat_map(|op| (op.modules)())
 }
 
 /// Every shader file of every op, each once (path under `shaders/`, text).

@@ -1,105 +1,48 @@
-//! Kernel variants: one enum for every op that has several (conv2d and dense), and what an op
-//! offers the autotuner for one pass at one shape.
+//! Kernel variants: the one registration shape of every op that has several (conv2d and
+//! dense), and what an op offers the autotuner for one pass at one shape.
 //!
-//! An op registers its variants the same way everywhere: `VARIANTS` lists those it implements
-//! (in the order the autotuner times them), `offer` says which of them run a pass at a shape on
-//! an adapter (and the fixed rule's choice), and every pass takes the [`Variant`] to run. A
-//! variant is a list of WGSL files (the op's `MODULES`); its name is what users see in
-//! `info --kernels`, the metrics JSON, `--kernels-from` and the autotune cache, so the names
-//! never change.
+//! An op registers its variants in one list, a [`Registration`] each: the variant's name, its
+//! WGSL modules and the function that builds its kernels on a device. The op keeps the ones its
+//! adapter can run ([`Registered`]), says which of them run a pass at a shape (its `offer`, with
+//! the fixed rule's choice), and every pass takes the [`Variant`] to run. A variant's name is
+//! what users see in `info --kernels`, the metrics JSON, `--kernels-from` and the autotune
+//! cache, so names never change.
 
-/// Which kernels compute a pass. Every variant sums each output in a fixed order, so it gives
-/// the same bits on every run on one adapter; different variants may round differently.
+use super::context::GpuContext;
+use super::kernel::WgslModule;
+
+/// Which kernels compute a pass, by name. Every variant sums each output in a fixed order, so
+/// it gives the same bits on every run on one adapter; different variants may round
+/// differently. The op's registry says what each name runs (`conv2d/kernels.rs`,
+/// `dense/mod.rs`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Variant {
-    /// Workgroup tiles staged in workgroup memory: fast on real GPUs.
-    Tiled,
+pub struct Variant(&'static str);
+
+impl Variant {
+    /// Workgroup tiles staged in workgroup memory: fast on real GPUs, and the variant that runs
+    /// every pass of every shape (where another declines one, this runs it).
+    pub const TILED: Variant = Variant("tiled");
     /// No workgroup memory or barriers: each invocation keeps a block of outputs in registers
     /// and reuses every value it loads across the block. Fast on CPU adapters (lavapipe), where
     /// a workgroup is SIMD lanes on one CPU thread and every load and barrier is expensive.
-    RegisterBlocked,
-    /// The same kernels reading their inputs from textures copied from the buffers before each
-    /// pass: on lavapipe without AVX-512 every storage load stalls on store forwarding once per
-    /// lane, a texture load does not (see `gpu::texture`).
-    RegisterBlockedTexture,
-    /// `RegisterBlocked` with the values every lane needs loaded once per 8 subgroup lanes and
-    /// shared through subgroup shuffles: the same sums in the same order. Only where the adapter
-    /// has subgroups laid out as the kernels need, and only for the passes it changes.
-    RegisterBlockedSubgroup,
-    /// `RegisterBlockedTexture` sharing loads the same way.
-    RegisterBlockedTextureSubgroup,
-}
+    pub const REGISTER_BLOCKED: Variant = Variant("register-blocked");
 
-impl Variant {
-    pub const ALL: [Variant; 5] = [
-        Variant::Tiled,
-        Variant::RegisterBlocked,
-        Variant::RegisterBlockedTexture,
-        Variant::RegisterBlockedSubgroup,
-        Variant::RegisterBlockedTextureSubgroup,
-    ];
+    /// The variant named `name` (a registration's name).
+    pub const fn named(name: &'static str) -> Variant {
+        Variant(name)
+    }
 
     /// The variant for an adapter, by a fixed rule: CPU adapters (`wgpu::DeviceType::Cpu`, such
-    /// as lavapipe/llvmpipe) get `RegisterBlocked`, everything else `Tiled`.
+    /// as lavapipe/llvmpipe) get `register-blocked`, everything else `tiled`.
     pub fn for_adapter(info: &wgpu::AdapterInfo) -> Variant {
         match info.device_type {
-            wgpu::DeviceType::Cpu => Variant::RegisterBlocked,
-            _ => Variant::Tiled,
+            wgpu::DeviceType::Cpu => Variant::REGISTER_BLOCKED,
+            _ => Variant::TILED,
         }
     }
 
     pub fn name(self) -> &'static str {
-        match self {
-            Variant::Tiled => "tiled",
-            Variant::RegisterBlocked => "register-blocked",
-            Variant::RegisterBlockedTexture => "register-blocked-texture",
-            Variant::RegisterBlockedSubgroup => "register-blocked-subgroup",
-            Variant::RegisterBlockedTextureSubgroup => "register-blocked-texture-subgroup",
-        }
-    }
-
-    /// The variant whose [`name`](Variant::name) is `name`.
-    pub fn from_name(name: &str) -> Option<Variant> {
-        Variant::ALL.into_iter().find(|v| v.name() == name)
-    }
-
-    /// Whether this is one of the register-blocked variants (the same kernels and blocks).
-    pub fn is_register_blocked(self) -> bool {
-        self != Variant::Tiled
-    }
-
-    /// Whether the register-blocked kernels read their inputs from textures.
-    pub fn reads_textures(self) -> bool {
-        matches!(
-            self,
-            Variant::RegisterBlockedTexture | Variant::RegisterBlockedTextureSubgroup
-        )
-    }
-
-    /// Whether lanes share loads across subgroup lanes.
-    pub fn shares_subgroups(self) -> bool {
-        matches!(
-            self,
-            Variant::RegisterBlockedSubgroup | Variant::RegisterBlockedTextureSubgroup
-        )
-    }
-
-    /// The form of this variant that shares loads across subgroup lanes (itself if it has none).
-    pub fn with_subgroups(self) -> Variant {
-        match self {
-            Variant::RegisterBlocked => Variant::RegisterBlockedSubgroup,
-            Variant::RegisterBlockedTexture => Variant::RegisterBlockedTextureSubgroup,
-            v => v,
-        }
-    }
-
-    /// The form of this variant whose lanes load for themselves (itself if it shares nothing).
-    pub fn per_lane(self) -> Variant {
-        match self {
-            Variant::RegisterBlockedSubgroup => Variant::RegisterBlocked,
-            Variant::RegisterBlockedTextureSubgroup => Variant::RegisterBlockedTexture,
-            v => v,
-        }
+        self.0
     }
 }
 
@@ -109,14 +52,111 @@ impl std::fmt::Display for Variant {
     }
 }
 
+/// One variant of an op: its name, its WGSL modules (validated by `tests/shaders.rs`, listed
+/// by `gpu::ops`), and how it builds its kernels on a device: `None` where the adapter cannot
+/// run it (then it is neither offered nor checked there). `K` is the op's trait of passes,
+/// `S` what the op's variants share, built once per device (conv2d's chunk sums).
+pub struct Registration<K: ?Sized, S> {
+    pub variant: Variant,
+    pub modules: &'static [WgslModule],
+    pub build: fn(&GpuContext, &S) -> Option<Box<K>>,
+    /// The variant that runs what this one declines (a pass, a shape, or tensors too large for
+    /// its textures): `tiled` unless said otherwise, which runs everything.
+    pub fallback: Variant,
+}
+
+impl<K: ?Sized, S> Registration<K, S> {
+    pub const fn new(
+        name: &'static str,
+        modules: &'static [WgslModule],
+        build: fn(&GpuContext, &S) -> Option<Box<K>>,
+    ) -> Registration<K, S> {
+        Registration {
+            variant: Variant::named(name),
+            modules,
+            build,
+            fallback: Variant::TILED,
+        }
+    }
+
+    /// The same, with what it declines run by `fallback`.
+    pub const fn falls_back_to(self, fallback: Variant) -> Registration<K, S> {
+        Registration { fallback, ..self }
+    }
+}
+
+/// The variants of a registry that an adapter runs, built, in registry order.
+pub struct Registered<K: ?Sized> {
+    built: Vec<(Variant, Box<K>)>,
+    /// Every registered variant's fallback, built or not.
+    fallbacks: Vec<(Variant, Variant)>,
+}
+
+impl<K: ?Sized> Registered<K> {
+    /// Builds every variant of `registry` that the adapter of `ctx` runs.
+    pub fn build<S>(ctx: &GpuContext, registry: &[Registration<K, S>], shared: &S) -> Self {
+        let built = registry
+            .iter()
+            .filter_map(|r| Some((r.variant, (r.build)(ctx, shared)?)))
+            .collect();
+        let fallbacks = registry.iter().map(|r| (r.variant, r.fallback)).collect();
+        Registered { built, fallbacks }
+    }
+
+    /// What `pass` gives on `variant`, or where that variant declines it (or is not built
+    /// here), on its fallback, and so on down the chain; None where every one declines.
+    pub fn first<T>(&self, variant: Variant, pass: impl Fn(&K) -> Option<T>) -> Option<T> {
+        let mut v = variant;
+        // A chain visits each registered variant at most once (each registry's test checks
+        // that every chain ends at `tiled`).
+        for _ in 0..=self.fallbacks.len() {
+            if let Some(done) = self.get(v).and_then(&pass) {
+                return Some(done);
+            }
+            match self.fallbacks.iter().find(|&&(from, _)| from == v) {
+                Some(&(_, next)) if next != v => v = next,
+                _ => return None,
+            }
+        }
+        None
+    }
+
+    /// The kernels of `variant`, where the adapter runs it.
+    pub fn get(&self, variant: Variant) -> Option<&K> {
+        self.built
+            .iter()
+            .find(|(v, _)| *v == variant)
+            .map(|(_, k)| &**k)
+    }
+
+    /// Every variant built, in registry order, with its kernels.
+    pub fn iter(&self) -> impl Iterator<Item = (Variant, &K)> {
+        self.built.iter().map(|(v, k)| (*v, &**k))
+    }
+}
+
+/// Every module of a registry, and `shared` (the modules every variant uses), each once.
+pub fn modules<K: ?Sized, S>(
+    shared: &[WgslModule],
+    registry: &[Registration<K, S>],
+) -> Vec<WgslModule> {
+    let mut modules: Vec<WgslModule> = shared.to_vec();
+    for module in registry.iter().flat_map(|r| r.modules.iter().copied()) {
+        if !modules.iter().any(|m| m.label == module.label) {
+            modules.push(module);
+        }
+    }
+    modules
+}
+
 /// The variants an op offers for one pass at one shape on one adapter.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Offer {
     /// Every variant that runs the pass here as its name says (a pinned choice must be one).
     pub variants: Vec<Variant>,
-    /// Those the autotuner times: all of `variants` but those another one replaces here (the
-    /// per-lane forms of kernels whose subgroup form runs), whose compilation a first run on a
-    /// CPU adapter would pay for nothing.
+    /// Those the autotuner times: all of `variants` but those another one stands in for here
+    /// (the per-lane forms of kernels whose subgroup form runs), whose compilation a first run
+    /// on a CPU adapter would pay for nothing.
     pub timed: Vec<Variant>,
     /// The variant of the fixed rule (tuning off, or nothing to time).
     pub rule: Variant,
@@ -143,18 +183,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn names_round_trip_and_forms_pair_up() {
-        for v in Variant::ALL {
-            assert_eq!(Variant::from_name(v.name()), Some(v));
-            assert_eq!(v.to_string(), v.name());
-            assert_eq!(v.with_subgroups().per_lane(), v.per_lane());
-            assert_eq!(v.with_subgroups().reads_textures(), v.reads_textures());
-            assert!(!v.per_lane().shares_subgroups());
-            assert_eq!(
-                v.with_subgroups().shares_subgroups(),
-                v.is_register_blocked()
-            );
-        }
-        assert_eq!(Variant::from_name("blocked"), None);
+    fn names_print_as_themselves() {
+        assert_eq!(Variant::TILED.to_string(), "tiled");
+        assert_eq!(
+            Variant::named("register-blocked"),
+            Variant::REGISTER_BLOCKED
+        );
+        assert_ne!(Variant::named("blocked"), Variant::REGISTER_BLOCKED);
     }
 }

@@ -7,9 +7,9 @@ use std::rc::Rc;
 
 use anyhow::Result;
 
-use super::kernels::{candidates, Conv2dKernels, Conv2dPass, VARIANTS};
-use super::register_blocked::{BLOCK_COLS, BLOCK_ROWS};
+use super::kernels::{Conv2dKernels, VARIANTS};
 use super::weight_len;
+use super::Conv2dPass;
 use crate::cpu::activation::activation_forward;
 use crate::cpu::conv2d::{
     conv2d_backward_input, conv2d_backward_weights, conv2d_forward, Conv2dGeometry,
@@ -122,50 +122,29 @@ impl Pass {
     }
 }
 
-/// The check names of one variant, one per pass (`CrossCheck::kernel` is a static name).
+/// The check names of one variant, one per pass.
 struct CheckNames {
-    forward: &'static str,
-    forward_relu: &'static str,
-    backward_input: &'static str,
-    backward_weights: &'static str,
-    reproducible: &'static str,
-    /// Where the variant fuses the ReLU and max pooling into the forward, and their backward
-    /// into the weight gradient.
-    forward_relu_maxpool: Option<&'static str>,
-    backward_weights_maxpool: Option<&'static str>,
+    forward: String,
+    forward_relu: String,
+    backward_input: String,
+    backward_weights: String,
+    reproducible: String,
+    forward_relu_maxpool: String,
+    backward_weights_maxpool: String,
 }
 
-macro_rules! check_names {
-    ($variant:literal, $pools:literal) => {
+impl CheckNames {
+    fn of(variant: Variant) -> CheckNames {
+        let named = |pass: &str| format!("conv2d_{pass}[{variant}]");
         CheckNames {
-            forward: concat!("conv2d_forward[", $variant, "]"),
-            forward_relu: concat!("conv2d_forward+relu[", $variant, "]"),
-            backward_input: concat!("conv2d_backward_input[", $variant, "]"),
-            backward_weights: concat!("conv2d_backward_weights+bias[", $variant, "]"),
-            reproducible: concat!("conv2d[", $variant, "] (bit-reproducible)"),
-            forward_relu_maxpool: if $pools {
-                Some(concat!("conv2d_forward+relu+maxpool[", $variant, "]"))
-            } else {
-                None
-            },
-            backward_weights_maxpool: if $pools {
-                Some(concat!("conv2d_backward_weights+maxpool[", $variant, "]"))
-            } else {
-                None
-            },
+            forward: named("forward"),
+            forward_relu: named("forward+relu"),
+            backward_input: named("backward_input"),
+            backward_weights: named("backward_weights+bias"),
+            reproducible: format!("conv2d[{variant}] (bit-reproducible)"),
+            forward_relu_maxpool: named("forward+relu+maxpool"),
+            backward_weights_maxpool: named("backward_weights+maxpool"),
         }
-    };
-}
-
-fn check_names(variant: Variant) -> CheckNames {
-    match variant {
-        Variant::RegisterBlocked => check_names!("register-blocked", true),
-        Variant::RegisterBlockedTexture => check_names!("register-blocked-texture", true),
-        Variant::RegisterBlockedSubgroup => check_names!("register-blocked-subgroup", true),
-        Variant::RegisterBlockedTextureSubgroup => {
-            check_names!("register-blocked-texture-subgroup", true)
-        }
-        Variant::Tiled => check_names!("tiled", false),
     }
 }
 
@@ -203,81 +182,71 @@ impl SharedKernels {
     }
 }
 
-/// For every variant: forward (with and without the fused ReLU), backward input, and backward
-/// weights and bias against the CPU, for every case; the forward with ReLU and max pooling
-/// fused where the variant has it, for every case with a pooled output; then every kernel run
-/// twice on the second layer must give the same bits.
+/// For every registered variant: forward (with and without the fused ReLU), backward input,
+/// and backward weights and bias against the CPU, for every case where the variant runs the
+/// pass itself (on adapters that build it); the forward with ReLU and max pooling fused, and
+/// the weight gradient through them, where it has those kernels; then every kernel run twice on
+/// the second layer must give the same bits.
 pub fn checks() -> Vec<CrossCheck> {
     let shared = SharedKernels::default();
     let mut checks = Vec::new();
-    for variant in VARIANTS {
-        let names = check_names(variant);
-        // A subgroup variant differs from its per-lane form only in some passes: it is checked
-        // in those, on adapters that run it.
-        let shares = variant.shares_subgroups();
-        let runs = |pass: Conv2dPass, case: &Case| !shares || pass.shares_loads(case.g, true);
-        let mut push = |check: CrossCheck| {
+    for variant in VARIANTS.iter().map(|r| r.variant) {
+        let names = CheckNames::of(variant);
+        // Left out where the adapter does not run this variant's own kernels for the pass.
+        let mut push = |check: CrossCheck, runs: Option<(Conv2dPass, Conv2dGeometry, bool)>| {
             let shared = shared.clone();
-            checks.push(match shares {
-                true => check.only_where(move |ctx| shared.get(ctx).has_subgroups()),
-                false => check,
-            })
-        };
-        let strided = STRIDED_CASES
-            .into_iter()
-            .filter(|case| candidates(case.g).contains(&variant));
-        for case in CASES.into_iter().chain(strided) {
-            for (name, pass) in [
-                (names.forward, Pass::Forward),
-                (names.forward_relu, Pass::ForwardRelu),
-                (names.backward_input, Pass::BackwardInput),
-                (names.backward_weights, Pass::BackwardWeights),
-            ] {
-                if !runs(pass.of_op(), &case) {
-                    continue;
+            checks.push(check.only_where(move |ctx| {
+                let kernels = shared.get(ctx);
+                match runs {
+                    None => kernels.builds(variant),
+                    Some((pass, g, false)) => kernels.runs(variant, pass, g),
+                    Some((pass, g, true)) => kernels.fuses(variant, pass, g),
                 }
-                push(CrossCheck::new(
-                    name,
-                    case_shape(case),
-                    on_gpu(&shared, variant, case, move |gpu| match pass {
-                        Pass::Forward => check_forward(gpu, false),
-                        Pass::ForwardRelu => check_forward(gpu, true),
-                        Pass::BackwardInput => check_backward_input(gpu),
-                        Pass::BackwardWeights => check_backward_weights(gpu),
-                    }),
-                ));
+            }))
+        };
+        for case in CASES.into_iter().chain(STRIDED_CASES) {
+            for (name, pass) in [
+                (&names.forward, Pass::Forward),
+                (&names.forward_relu, Pass::ForwardRelu),
+                (&names.backward_input, Pass::BackwardInput),
+                (&names.backward_weights, Pass::BackwardWeights),
+            ] {
+                let check = on_gpu(&shared, variant, case, move |gpu| match pass {
+                    Pass::Forward => check_forward(gpu, false),
+                    Pass::ForwardRelu => check_forward(gpu, true),
+                    Pass::BackwardInput => check_backward_input(gpu),
+                    Pass::BackwardWeights => check_backward_weights(gpu),
+                });
+                let check = CrossCheck::new(name.as_str(), case_shape(case), check);
+                push(check, Some((pass.of_op(), case.g, false)));
             }
         }
         let pooled_cases = CASES.into_iter().filter(|case| {
             let out = case.g.output();
-            out.height >= 2 && out.width >= 2 && runs(Conv2dPass::ForwardReluMaxpool, case)
+            out.height >= 2 && out.width >= 2
         });
-        for case in pooled_cases.filter(|_| names.forward_relu_maxpool.is_some()) {
-            let name = names.forward_relu_maxpool.unwrap_or_default();
+        for case in pooled_cases {
             let check = on_gpu(&shared, variant, case, check_forward_relu_maxpool);
-            push(CrossCheck::new(name, case_shape(case), check));
+            let name = names.forward_relu_maxpool.as_str();
+            let check = CrossCheck::new(name, case_shape(case), check);
+            push(check, Some((Conv2dPass::ForwardReluMaxpool, case.g, true)));
         }
-        let narrow = CASES.into_iter().chain(POOLED_CASES).filter(|case| {
-            let out = case.g.output();
-            let (g, k) = (case.g, case.g.kernel);
-            g.input.channels * k <= BLOCK_ROWS / 2
-                && k <= BLOCK_COLS
-                && out.height >= 2
-                && out.width >= 2
-                && runs(Conv2dPass::BackwardWeightsMaxpool, case)
-        });
-        if let Some(name) = names.backward_weights_maxpool {
-            for case in narrow {
-                let check = on_gpu(&shared, variant, case, check_backward_weights_pooled);
-                push(CrossCheck::new(name, case_shape(case), check));
-            }
+        for case in CASES.into_iter().chain(POOLED_CASES) {
+            let check = on_gpu(&shared, variant, case, check_backward_weights_pooled);
+            let name = names.backward_weights_maxpool.as_str();
+            let check = CrossCheck::new(name, case_shape(case), check);
+            push(
+                check,
+                Some((Conv2dPass::BackwardWeightsMaxpool, case.g, true)),
+            );
         }
         let rerun = CASES[1];
-        push(CrossCheck::new(
-            names.reproducible,
-            format!("{}, twice", case_shape(rerun)),
-            on_gpu(&shared, variant, rerun, check_reproducible),
-        ));
+        let check = on_gpu(&shared, variant, rerun, check_reproducible);
+        let shape = format!("{}, twice", case_shape(rerun));
+        push(
+            CrossCheck::new(names.reproducible.as_str(), shape, check),
+            None,
+        );
     }
     checks
 }
@@ -572,9 +541,11 @@ mod tests {
 
     #[test]
     fn check_names_name_their_variant() {
-        for variant in VARIANTS {
-            assert!(check_names(variant).forward.contains(variant.name()));
-            assert!(check_names(variant).reproducible.contains(variant.name()));
+        for variant in VARIANTS.iter().map(|r| r.variant) {
+            assert!(CheckNames::of(variant).forward.contains(variant.name()));
+            assert!(CheckNames::of(variant)
+                .reproducible
+                .contains(variant.name()));
         }
     }
 }

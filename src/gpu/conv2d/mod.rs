@@ -1,84 +1,52 @@
-//! Conv2d on the GPU (`shaders/conv2d/`), twin of `cpu/conv2d.rs`: stride 1, valid padding,
-//! NCHW activations, OIHW weights. Every output element is summed by one invocation in a fixed
-//! order (gathers, never scatters; the weight gradient adds fixed chunks of partial sums in chunk
-//! order), so results are bit-reproducible.
+//! Conv2d on the GPU (`shaders/conv2d/`), twin of `cpu/conv2d.rs`: NCHW activations, OIHW
+//! weights; strides and padding in the tiled variant (the others take stride 1, valid
+//! padding). Every output element is summed by one invocation in a fixed order (gathers, never
+//! scatters; the weight gradient adds fixed chunks of partial sums in chunk order), so results
+//! are bit-reproducible.
 //!
-//! Three families of variants of every pass ([`Variant`](crate::gpu::variant::Variant)), all compiled by
-//! [`kernels::Conv2dKernels::new`]; each call names the one to run, and [`kernels::Conv2dKernels::offer`] says
-//! which a pass offers the autotuner, and the default:
-//! - register-blocked (`register_blocked.rs`), for CPU adapters (lavapipe): each invocation
-//!   owns a block of 32 channels x 8 row segments (or (in channel, ky) pairs) x 4 columns (or
-//!   kx), or for the input gradient 32 positions of a class of positions that meet the output
-//!   with the same taps, and reuses every value it loads across the block, with no workgroup
-//!   memory. The forward and input gradient first pack the 32 weights each step multiplies into
-//!   two uniform bindings (where they fit, about 1000 steps), which lavapipe gathers without the
-//!   lane-by-lane loop of a storage load; register-blocked-subgroup, where the adapter has
-//!   subgroups, has the lanes of the forward and 3x3 weight gradient share those loads
-//!   (`subgroup.rs`);
-//! - register-blocked-texture (and register-blocked-texture-subgroup): the same kernels reading
-//!   x and dy from r32float textures copied from the buffers before each pass, for lavapipe on
-//!   CPUs without AVX-512, where every storage load stalls once per lane;
-//! - tiled (`tiled.rs`), for real GPUs: an implicit GEMM in which each workgroup computes a
-//!   `TILE_M x TILE_N` tile of outputs, staging slices of both operands in workgroup memory.
+//! A variant is a way to run the op's passes ([`Conv2dVariant`]), registered in one line of
+//! `kernels.rs` (`VARIANTS`), with a host file per family:
+//! - `register_blocked.rs`, for CPU adapters (lavapipe): each invocation owns a block of 32
+//!   channels x 8 row segments (or (in channel, ky) pairs) x 4 columns (or kx), or for the
+//!   input gradient 32 positions of a class of positions that meet the output with the same
+//!   taps, and reuses every value it loads across the block, with no workgroup memory. The
+//!   forward and input gradient first pack the 32 weights each step multiplies into two uniform
+//!   bindings (where they fit, about 1000 steps), which lavapipe gathers without the
+//!   lane-by-lane loop of a storage load. `register-blocked` reads x and dy from storage,
+//!   `register-blocked-texture` from r32float textures copied from the buffers before each
+//!   pass, for lavapipe on CPUs without AVX-512, where every storage load stalls once per lane;
+//! - `subgroup.rs`: `register-blocked-subgroup` and `register-blocked-texture-subgroup`, where
+//!   the adapter has subgroups, have the lanes of the packed forward and the 3x3 weight gradient
+//!   share their loads (the other passes fall back to the per-lane forms);
+//! - `tiled.rs`, for real GPUs: an implicit GEMM in which each workgroup computes a
+//!   `TILE_M x TILE_N` tile of outputs, staging slices of both operands in workgroup memory;
+//!   the only one with strides and padding, and the fallback of every other.
 //!
-//! Each variant is a list of WGSL files ([`MODULES`]); the block and tile shapes are fixed in
-//! the shaders, and the host counts the blocks or tiles of a geometry (the shaders' header
-//! comments describe each kernel's scheme). The weight gradient's chunk sums, which every
-//! variant shares, are in `sums.rs`; the cross-checks in `checks.rs`.
+//! A variant is a list of WGSL files (its registration's modules); the block and tile shapes
+//! are fixed in the shaders, and the host counts the blocks or tiles of a geometry (the shaders'
+//! header comments describe each kernel's scheme). What every variant shares (the weight
+//! gradient's chunk sums, the weight packing) is in `sums.rs` and `shared.rs`; the cross-checks
+//! are in `checks.rs`.
 //!
-//! This file holds what the family files share (the shader files and modules, the products'
-//! uniform and the grid); `kernels.rs` compiles every family and runs each pass with the
-//! variant asked for. Imports run one way: the family files import this file, `kernels.rs`
-//! imports the families, and nothing here imports `kernels.rs` or `checks.rs`.
-
-pub mod checks;
-pub mod kernels;
-mod register_blocked;
-mod subgroup;
-mod sums;
-mod tiled;
-
-use bytemuck::{Pod, Zeroable};
-
-use super::buffer::View;
-use super::kernel::{ShaderFile, WgslModule};
-use crate::cpu::conv2d::Conv2dGeometry;
-use crate::shader_file;
-
-const COMMON: ShaderFile = shader_file!("conv2d/common.wgsl");
-const PRODUCTS: ShaderFile = shader_file!("conv2d/products.wgsl");
-const READS_STORAGE: ShaderFile = shader_file!("conv2d/reads_storage.wgsl");
-const READS_TEXTURE: ShaderFile = shader_file!("conv2d/reads_texture.wgsl");
-const TILED: ShaderFile = shader_file!("conv2d/tiled.wgsl");
-const REDUCE: ShaderFile = shader_file!("conv2d/reduce.wgsl");
-const PACK: ShaderFile = shader_file!("conv2d/pack.wgsl");
-const REGISTER_BLOCKED: ShaderFile = shader_file!("conv2d/register_blocked.wgsl");
-const RB_FORWARD: ShaderFile = shader_file!("conv2d/register_blocked_forward.wgsl");
-const RB_BACKWARD_INPUT: ShaderFile = shader_file!("conv2d/register_blocked_backward_input.wgsl");
-const RB_BACKWARD_WEIGHTS: ShaderFile =
-    shader_file!("conv2d/register_blocked_backward_weights.wgsl");
-const SHARE_PER_LANE: ShaderFile = shader_file!("conv2d/share_per_lane.wgsl");
-const SUBGROUP: ShaderFile = shader_file!("conv2d/subgroup.wgsl");
-
-/// The tiled kernels.
-const TILED_MODULE: WgslModule = WgslModule::new("conv2d tiled", &[COMMON, TILED]);
-/// The chunk sums and the weight packing, which every variant runs beside its products.
-const SUMS_MODULE: WgslModule = WgslModule::new("conv2d sums", &[COMMON, REDUCE, PACK]);
+//! This file holds what the family files share: the shader files, the variant trait, the
+//! passes' names and the grid. Imports run one way: the family files import this file,
+//! `sums.rs` and `shared.rs`; `kernels.rs` imports the families; nothing imports `kernels.rs`
+//! or `checks.rs` back.
 
 /// A register-blocked module: the kernels reading their inputs as `$reads` says, and getting
-/// the values all lanes need as `$share` says.
+/// the values all lanes need as `$share` says (`register_blocked.rs`, `subgroup.rs`).
 macro_rules! register_blocked_module {
     ($label:literal, $reads:expr, $share:expr, $subgroups:literal) => {
         WgslModule {
             label: $label,
             files: &[
-                COMMON,
-                PRODUCTS,
+                $crate::gpu::conv2d::COMMON,
+                $crate::gpu::conv2d::PRODUCTS,
                 $reads,
-                REGISTER_BLOCKED,
-                RB_FORWARD,
-                RB_BACKWARD_INPUT,
-                RB_BACKWARD_WEIGHTS,
+                $crate::gpu::conv2d::REGISTER_BLOCKED,
+                $crate::gpu::conv2d::RB_FORWARD,
+                $crate::gpu::conv2d::RB_BACKWARD_INPUT,
+                $crate::gpu::conv2d::RB_BACKWARD_WEIGHTS,
                 $share,
             ],
             subgroups: $subgroups,
@@ -86,113 +54,123 @@ macro_rules! register_blocked_module {
     };
 }
 
-/// The register-blocked kernels, reading storage or textures, each lane loading for itself.
-const REGISTER_BLOCKED_MODULE: WgslModule = register_blocked_module!(
-    "conv2d register-blocked",
-    READS_STORAGE,
-    SHARE_PER_LANE,
-    false
-);
-const REGISTER_BLOCKED_TEXTURE_MODULE: WgslModule = register_blocked_module!(
-    "conv2d register-blocked-texture",
-    READS_TEXTURE,
-    SHARE_PER_LANE,
-    false
-);
-/// The same with loads shared across subgroup lanes (and the probe that tells whether the
-/// adapter's subgroups are laid out as they need).
-const SUBGROUP_MODULE: WgslModule = register_blocked_module!(
-    "conv2d register-blocked (subgroups)",
-    READS_STORAGE,
-    SUBGROUP,
-    true
-);
-const SUBGROUP_TEXTURE_MODULE: WgslModule = register_blocked_module!(
-    "conv2d register-blocked-texture (subgroups)",
-    READS_TEXTURE,
-    SUBGROUP,
-    true
-);
+pub mod checks;
+pub mod kernels;
+mod products;
+mod register_blocked;
+mod shared;
+mod subgroup;
+mod sums;
+mod tiled;
 
-/// Every module of the op (for the shader tests and `gpu::ops`).
-pub const MODULES: &[WgslModule] = &[
-    TILED_MODULE,
-    SUMS_MODULE,
-    REGISTER_BLOCKED_MODULE,
-    REGISTER_BLOCKED_TEXTURE_MODULE,
-    SUBGROUP_MODULE,
-    SUBGROUP_TEXTURE_MODULE,
-];
+use super::buffer::View;
+use super::context::GpuContext;
+use super::kernel::{Dispatch, ShaderFile};
+use crate::cpu::conv2d::Conv2dGeometry;
+use crate::shader_file;
+
+const COMMON: ShaderFile = shader_file!("conv2d/common.wgsl");
+const PRODUCTS: ShaderFile = shader_file!("conv2d/products.wgsl");
+const READS_STORAGE: ShaderFile = shader_file!("conv2d/reads_storage.wgsl");
+const READS_TEXTURE: ShaderFile = shader_file!("conv2d/reads_texture.wgsl");
+const REGISTER_BLOCKED: ShaderFile = shader_file!("conv2d/register_blocked.wgsl");
+const RB_FORWARD: ShaderFile = shader_file!("conv2d/register_blocked_forward.wgsl");
+const RB_BACKWARD_INPUT: ShaderFile = shader_file!("conv2d/register_blocked_backward_input.wgsl");
+const RB_BACKWARD_WEIGHTS: ShaderFile =
+    shader_file!("conv2d/register_blocked_backward_weights.wgsl");
+
+/// A pass of the op, as the autotuner chooses its variant (`Conv2dKernels::offer`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Conv2dPass {
+    /// `forward`, with or without the fused ReLU.
+    Forward,
+    /// `forward_relu_maxpool` (or, where every variant declines it, the forward and the pooling
+    /// apart).
+    ForwardReluMaxpool,
+    BackwardInput,
+    BackwardWeights,
+    /// `backward_weights_pooled` (or, where every variant declines it, the pooling's backward
+    /// and `backward_weights`).
+    BackwardWeightsMaxpool,
+}
+
+/// What a conv2d variant implements: a method per pass, each returning the pass's dispatches in
+/// order, or None where the variant declines the pass at that shape on this adapter (its
+/// registration's fallback then runs it; `tiled` runs every plain pass). `(g, n)`: the geometry
+/// and the batch; the callers (`kernels.rs`) have checked the buffers' sizes.
+pub trait Conv2dVariant {
+    /// Whether it runs `pass` at `g` itself, as its name says: what the autotuner may time and
+    /// a pin may name.
+    fn offers(&self, pass: Conv2dPass, g: Conv2dGeometry) -> bool;
+
+    /// Whether it runs the fused `pass` (`ForwardReluMaxpool`, `BackwardWeightsMaxpool`) at
+    /// `g` as one pass of its own (where textures fit); elsewhere those run as two.
+    fn fuses(&self, _pass: Conv2dPass, _g: Conv2dGeometry) -> bool {
+        false
+    }
+
+    /// The variant whose kernels this one's replace where it offers a pass: the autotuner times
+    /// this one in its place (`Offer::timed`). None for most.
+    fn stands_in_for(&self) -> Option<crate::gpu::variant::Variant> {
+        None
+    }
+
+    /// y = conv(x, w) + b, then max(y, 0) where `relu`.
+    fn forward(
+        &self,
+        ctx: &GpuContext,
+        work: (Conv2dGeometry, usize),
+        relu: bool,
+        tensors: [View; 4],
+    ) -> Option<Vec<Dispatch>>;
+
+    /// pooled = maxpool2x2(max(conv(x, w) + b, 0)) and the pooling's argmax (as
+    /// `maxpool2d_forward` writes it), in one pass that never stores the convolution's output.
+    fn forward_relu_maxpool(
+        &self,
+        _ctx: &GpuContext,
+        _work: (Conv2dGeometry, usize),
+        _inputs: [View; 3],
+        _outputs: [View; 2],
+    ) -> Option<Vec<Dispatch>> {
+        None
+    }
+
+    /// dx = the gradient w.r.t. the input, from dy and w.
+    fn backward_input(
+        &self,
+        ctx: &GpuContext,
+        work: (Conv2dGeometry, usize),
+        tensors: [View; 3],
+    ) -> Option<Vec<Dispatch>>;
+
+    /// dw and db summed over the batch from x and dy, in a fixed order.
+    fn backward_weights(
+        &self,
+        ctx: &GpuContext,
+        work: (Conv2dGeometry, usize),
+        inputs: [View; 2],
+        grads: [View; 2],
+    ) -> Option<Vec<Dispatch>>;
+
+    /// dw and db from the gradient at a fused ReLU and max pooling's output (`dpooled`, with
+    /// the `pooled` output and `argmax` the forward wrote), in one pass that never forms dy.
+    fn backward_weights_pooled(
+        &self,
+        _ctx: &GpuContext,
+        _work: (Conv2dGeometry, usize),
+        _x: View,
+        _pooling: [View; 3],
+        _grads: [View; 2],
+    ) -> Option<Vec<Dispatch>> {
+        None
+    }
+}
 
 const MAX_GROUPS_PER_DIM: usize = 65535;
 
-/// The most row (or column) runs of the register-blocked input gradient's position classes
-/// (`MAX_RUNS` in `products.wgsl`; its `MAX_CLASSES` is the square), which size the uniform.
-const MAX_RUNS: usize = 16;
-
-/// Mirrors `Conv2dParams` in the shader (`products.wgsl`): the register-blocked kernels' uniform
-/// (the tiled kernels have their own, `tiled::TiledParams`).
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct Conv2dParams {
-    batch: u32,
-    in_channels: u32,
-    in_height: u32,
-    in_width: u32,
-    out_channels: u32,
-    out_height: u32,
-    out_width: u32,
-    kernel: u32,
-    relu: u32,
-    /// Workgroups that do work (forward and input gradient); invocations (weight gradient).
-    len: u32,
-    /// Forward: blocks of columns per row (forward) or of kx (weight gradient).
-    col_blocks: u32,
-    /// Weight gradient: blocks of (ci, ky) pairs.
-    row_blocks: u32,
-    /// Weight gradient: row segments (image, output row) per chunk of partial sums.
-    chunk_rows: u32,
-    /// Weight gradient: the elements per chunk of partial sums.
-    partial_stride: u32,
-    /// Forward and input gradient: workgroups per block of channels, and the
-    /// steps (packed weight slots) of a block.
-    block_groups: u32,
-    block_steps: u32,
-    /// Input gradient: row runs of its position classes.
-    row_runs: u32,
-    /// Input gradient: column runs of its position classes.
-    col_runs: u32,
-    /// Forward and input gradient: the first packed slot of the second
-    /// binding ([`packed_split`]).
-    packed_split: u32,
-    /// The arrays start on 16 bytes, as in the shader.
-    _pad: u32,
-    /// Input gradient: the runs, and each class's first lane and runs (see
-    /// [`Conv2dParams::input_classes`]).
-    row_run: [[u32; 4]; MAX_RUNS],
-    col_run: [[u32; 4]; MAX_RUNS],
-    classes: [[u32; 4]; MAX_RUNS * MAX_RUNS],
-}
-
 fn u(v: usize) -> u32 {
     u32::try_from(v).expect("conv2d: size fits in u32")
-}
-
-impl Conv2dParams {
-    fn new(g: Conv2dGeometry, n: usize) -> Conv2dParams {
-        let out = g.output();
-        Conv2dParams {
-            batch: u(n),
-            in_channels: u(g.input.channels),
-            in_height: u(g.input.height),
-            in_width: u(g.input.width),
-            out_channels: u(g.out_channels),
-            out_height: u(out.height),
-            out_width: u(out.width),
-            kernel: u(g.kernel),
-            ..Zeroable::zeroed()
-        }
-    }
 }
 
 /// Elements of the OIHW weight tensor.
@@ -215,73 +193,4 @@ fn grid(groups: usize) -> [u32; 3] {
     let groups = groups.max(1);
     let x = groups.min(MAX_GROUPS_PER_DIM);
     [u(x), u(groups.div_ceil(x)), 1]
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_uniform_mirror_matches_the_shader() {
-        let host = std::mem::size_of::<Conv2dParams>();
-        let module = REGISTER_BLOCKED_MODULE;
-        super::super::kernel::assert_struct_size(module, "Conv2dParams", host);
-    }
-
-    /// Every module validates (with subgroup operations where it uses them) and has the entry
-    /// points the host creates kernels of.
-    #[test]
-    fn every_module_validates_with_its_entry_points() {
-        let register_blocked = [
-            "conv2d_forward",
-            "conv2d_forward_pool",
-            "conv2d_backward_input",
-            "conv2d_backward_input_packed",
-            "conv2d_backward_weights",
-            "conv2d_backward_weights_narrow",
-            "conv2d_backward_weights_pooled",
-        ];
-        let per_lane = [
-            "conv2d_forward_packed",
-            "conv2d_forward_pool_packed",
-            "conv2d_backward_weights_k3",
-        ];
-        let shared = [
-            "conv2d_forward_packed_shared",
-            "conv2d_forward_pool_packed_shared",
-            "conv2d_backward_weights_k3_shared",
-            "conv2d_subgroup_probe",
-        ];
-        let tiled = [
-            "conv2d_forward_tiled",
-            "conv2d_backward_input_tiled",
-            "conv2d_backward_weights_tiled",
-        ];
-        let sums = [
-            "conv2d_reduce",
-            "conv2d_reduce_split",
-            "conv2d_pack_forward_weights",
-            "conv2d_pack_backward_input_weights",
-        ];
-        let rb = |last: &[&'static str]| [&register_blocked[..], last].concat();
-        for (module, entry_points) in [
-            (TILED_MODULE, tiled.to_vec()),
-            (SUMS_MODULE, sums.to_vec()),
-            (REGISTER_BLOCKED_MODULE, rb(&per_lane)),
-            (REGISTER_BLOCKED_TEXTURE_MODULE, rb(&per_lane)),
-            (SUBGROUP_MODULE, rb(&shared)),
-            (SUBGROUP_TEXTURE_MODULE, rb(&shared)),
-        ] {
-            let validated = super::super::kernel::validated(&module.body());
-            let mut names: Vec<&str> = validated
-                .entry_points
-                .iter()
-                .map(|e| e.name.as_str())
-                .collect();
-            names.sort();
-            let mut expected = entry_points.clone();
-            expected.sort();
-            assert_eq!(names, expected, "{}", module.label);
-        }
-    }
 }

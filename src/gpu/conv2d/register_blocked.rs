@@ -2,44 +2,293 @@
 //! adapters such as lavapipe: each invocation owns a block of 32 channels x 8 row segments
 //! (or (in channel, ky) pairs) x 4 columns (or kx), or for the input gradient 32 positions of a
 //! class of positions that meet the output with the same taps, and reuses every value it loads
-//! across the block, with no workgroup memory. Two variants run them: reading x, dy (and the
-//! pooling's outputs) from storage, or from r32float textures copied from the buffers before
-//! each pass (`reads_texture.wgsl`; see `gpu::texture` for why). Twin: `cpu/conv2d.rs`.
+//! across the block, with no workgroup memory. Two variants run them: `register-blocked` reads
+//! x, dy (and the pooling's outputs) from storage, `register-blocked-texture` from r32float
+//! textures copied from the buffers before each pass (`reads_texture.wgsl`; see `gpu::texture`
+//! for why). The subgroup variants (`subgroup.rs`) are this family with some kernels replaced.
+//! Twin: `cpu/conv2d.rs`.
+
+use std::rc::Rc;
 
 use bytemuck::{Pod, Zeroable};
 
-use super::sums::Chunks;
-use super::{
-    grid, u, weight_len, Conv2dParams, MAX_RUNS, REGISTER_BLOCKED_MODULE,
-    REGISTER_BLOCKED_TEXTURE_MODULE,
+use super::products::{
+    input_classes_fit, packed_split, packs_weights, pools_weight_grad, runs_k3, shares_dy,
+    Conv2dParams, BLOCK_CHANNELS, BLOCK_COLS, BLOCK_ROWS, BLOCK_WORKGROUP, K3_BLOCK_CHANNELS,
+    PACKED_BINDING_BYTES, PACKED_SLOTS, PACKED_SLOT_BYTES, WEIGHT_GRAD_INVOCATIONS,
 };
+use super::shared::Conv2dShared;
+use super::sums::{Chunks, SumsKernels};
+use super::{grid, u, weight_len, Conv2dPass, Conv2dVariant, READS_STORAGE, READS_TEXTURE};
 use crate::cpu::conv2d::Conv2dGeometry;
 use crate::gpu::buffer::{uniform, View};
 use crate::gpu::context::GpuContext;
-use crate::gpu::kernel::{grid_1d, Access, Dispatch, Kernel, Resource};
+use crate::gpu::kernel::{grid_1d, Access, Dispatch, Kernel, Resource, ShaderFile, WgslModule};
 use crate::gpu::texture::{self, Texel};
+use crate::gpu::variant::Variant;
+use crate::shader_file;
 
-/// Invocations per workgroup of the blocked kernels (`BLOCK_WORKGROUP` in the shader).
-pub(super) const BLOCK_WORKGROUP: usize = 16;
-/// Channels of a block (one `Tile`; `BLOCK_CHANNELS` in the shader).
-pub(super) const BLOCK_CHANNELS: usize = 32;
-/// Row segments (forward) or (in channel, ky) pairs (weight gradient) of a block (`BLOCK_ROWS`).
-pub(super) const BLOCK_ROWS: usize = 8;
-/// Columns (forward) or kx (weight gradient) of a block (`BLOCK_COLS`).
-pub(super) const BLOCK_COLS: usize = 4;
-/// Positions of an input-gradient block (`BLOCK_POSITIONS`).
-const BLOCK_POSITIONS: usize = 32;
-/// Input channels of a block of the 3x3 weight gradient (`conv2d_backward_weights_k3`).
-pub(super) const K3_BLOCK_CHANNELS: usize = 4;
-/// The register-blocked weight gradient splits the batch into chunks until about this many
-/// invocations run: more chunks keep more threads busy but make the final sum longer. 192 is 12
-/// workgroups, an even share for lavapipe's threads on 2, 3, 4 or 6 cores.
-pub(super) const WEIGHT_GRAD_INVOCATIONS: usize = 192;
-/// Packed weight slots of one uniform binding (`PACKED_SLOTS`), each the 32 weights of one step
-/// of a channel block; the register-blocked forward and backward input have two bindings.
-const PACKED_SLOTS: usize = 512;
-const PACKED_SLOT_BYTES: u64 = 4 * BLOCK_CHANNELS as u64;
-pub(super) const PACKED_BINDING_BYTES: u64 = PACKED_SLOTS as u64 * PACKED_SLOT_BYTES;
+/// Each lane loads the values every lane of its block needs itself (`subgroup.wgsl` shares
+/// them across subgroup lanes instead).
+pub(super) const SHARE_PER_LANE: ShaderFile = shader_file!("conv2d/share_per_lane.wgsl");
+pub(super) const STORAGE_MODULE: WgslModule = register_blocked_module!(
+    "conv2d register-blocked",
+    READS_STORAGE,
+    SHARE_PER_LANE,
+    false
+);
+pub(super) const TEXTURE_MODULE: WgslModule = register_blocked_module!(
+    "conv2d register-blocked-texture",
+    READS_TEXTURE,
+    SHARE_PER_LANE,
+    false
+);
+
+/// `register-blocked`: the kernels reading storage.
+pub(super) fn storage(ctx: &GpuContext, shared: &Conv2dShared) -> Option<Box<dyn Conv2dVariant>> {
+    let kernels = per_lane_kernels(ctx, shared, false);
+    Some(Box::new(RegisterBlocked::new(kernels, None, shared)))
+}
+
+/// `register-blocked-texture`: the kernels reading textures.
+pub(super) fn texture(ctx: &GpuContext, shared: &Conv2dShared) -> Option<Box<dyn Conv2dVariant>> {
+    let kernels = per_lane_kernels(ctx, shared, true);
+    Some(Box::new(RegisterBlocked::new(kernels, None, shared)))
+}
+
+/// The per-lane kernels reading storage, or textures where `textures`, compiled once per device
+/// (the subgroup variants run them too).
+pub(super) fn per_lane_kernels(
+    ctx: &GpuContext,
+    shared: &Conv2dShared,
+    textures: bool,
+) -> Rc<RegisterBlockedKernels> {
+    let make = || RegisterBlockedKernels::new(ctx, &shared.sums_module, textures);
+    match textures {
+        false => shared.once("conv2d register-blocked kernels", make),
+        true => shared.once("conv2d register-blocked-texture kernels", make),
+    }
+}
+
+/// A register-blocked variant: the per-lane kernels, and, in a subgroup variant, the kernels
+/// that replace some of them (it declines every pass they do not change, which its
+/// registration's fallback, the per-lane form, then runs).
+pub(super) struct RegisterBlocked {
+    kernels: Rc<RegisterBlockedKernels>,
+    /// The subgroup variant's kernels, and the per-lane variant they stand in for.
+    shares: Option<(SharedLoads, Variant)>,
+    sums: Rc<SumsKernels>,
+    /// Whether the adapter binds the 64 KiB uniform ranges that every register-blocked forward
+    /// and input-gradient kernel declares (WebGPU's default limit; wgpu's downlevel limits have
+    /// 16 KiB). Where it does not, this family declines those passes.
+    packed_bindings_fit: bool,
+}
+
+impl RegisterBlocked {
+    pub(super) fn new(
+        kernels: Rc<RegisterBlockedKernels>,
+        shares: Option<(SharedLoads, Variant)>,
+        shared: &Conv2dShared,
+    ) -> RegisterBlocked {
+        RegisterBlocked {
+            kernels,
+            shares,
+            sums: shared.sums.clone(),
+            packed_bindings_fit: shared.max_uniform_binding >= PACKED_BINDING_BYTES,
+        }
+    }
+
+    /// The kernels that share loads across subgroup lanes, in a subgroup variant.
+    fn shared_loads(&self) -> Option<&SharedLoads> {
+        self.shares.as_ref().map(|(loads, _)| loads)
+    }
+
+    /// Whether this variant's textures (where it reads textures) hold tensors of `lens`
+    /// elements on this adapter; where not, it declines the pass (the storage form runs it).
+    fn textures_fit(&self, ctx: &GpuContext, lens: &[usize]) -> bool {
+        !self.kernels.textures || lens.iter().all(|&len| texture::fits(ctx, len))
+    }
+}
+
+/// Whether the subgroup kernels change `pass` at `g` (the forward where its weights are packed
+/// and the adapter binds them, the 3x3 weight gradient where its blocks of input channels come
+/// in groups of 8).
+fn shares_loads(pass: Conv2dPass, g: Conv2dGeometry, packed_bindings_fit: bool) -> bool {
+    match pass {
+        Conv2dPass::Forward | Conv2dPass::ForwardReluMaxpool => {
+            packed_bindings_fit && packs_weights(g)
+        }
+        Conv2dPass::BackwardInput => false,
+        Conv2dPass::BackwardWeights => shares_dy(g),
+        Conv2dPass::BackwardWeightsMaxpool => !pools_weight_grad(g) && shares_dy(g),
+    }
+}
+
+impl Conv2dVariant for RegisterBlocked {
+    /// Stride 1, valid padding; the forward and input gradient where the packed-weight
+    /// bindings fit, the input gradient where the position classes fit the uniform. A subgroup
+    /// variant: only where its kernels change the pass.
+    fn offers(&self, pass: Conv2dPass, g: Conv2dGeometry) -> bool {
+        if !g.is_dense() {
+            return false;
+        }
+        if self.shares.is_some() {
+            return shares_loads(pass, g, self.packed_bindings_fit);
+        }
+        match pass {
+            Conv2dPass::Forward | Conv2dPass::ForwardReluMaxpool => self.packed_bindings_fit,
+            Conv2dPass::BackwardInput => self.packed_bindings_fit && input_classes_fit(g),
+            Conv2dPass::BackwardWeights | Conv2dPass::BackwardWeightsMaxpool => true,
+        }
+    }
+
+    /// The forward with pooling wherever it offers it; the weight gradient through the pooling
+    /// at most 4 (ci, ky) pairs and k <= 4, as in a first layer ([`pools_weight_grad`]), in the
+    /// per-lane forms (the subgroup forms change nothing there).
+    fn fuses(&self, pass: Conv2dPass, g: Conv2dGeometry) -> bool {
+        let out = g.output();
+        let pools = out.height >= 2 && out.width >= 2 && self.offers(pass, g);
+        match pass {
+            Conv2dPass::ForwardReluMaxpool => pools,
+            Conv2dPass::BackwardWeightsMaxpool => {
+                pools && self.shares.is_none() && pools_weight_grad(g)
+            }
+            _ => false,
+        }
+    }
+
+    fn stands_in_for(&self) -> Option<Variant> {
+        self.shares.as_ref().map(|&(_, per_lane)| per_lane)
+    }
+
+    fn forward(
+        &self,
+        ctx: &GpuContext,
+        (g, n): (Conv2dGeometry, usize),
+        relu: bool,
+        [x, w, b, y]: [View; 4],
+    ) -> Option<Vec<Dispatch>> {
+        let lens = [n * g.input.len(), weight_len(g)];
+        let runs = self.offers(Conv2dPass::Forward, g) && self.textures_fit(ctx, &lens);
+        let params = Conv2dParams {
+            relu: u32::from(relu),
+            ..Conv2dParams::new(g, n)
+        };
+        let shared = self.shared_loads();
+        runs.then(|| {
+            self.kernels
+                .forward(ctx, shared, params, (g, n), ([x, y, w, b], None))
+        })
+    }
+
+    fn forward_relu_maxpool(
+        &self,
+        ctx: &GpuContext,
+        (g, n): (Conv2dGeometry, usize),
+        [x, w, b]: [View; 3],
+        [pooled, argmax]: [View; 2],
+    ) -> Option<Vec<Dispatch>> {
+        let lens = [n * g.input.len(), weight_len(g)];
+        let pass = Conv2dPass::ForwardReluMaxpool;
+        if !(self.fuses(pass, g) && self.textures_fit(ctx, &lens)) {
+            return None;
+        }
+        let params = Conv2dParams {
+            relu: 1,
+            ..Conv2dParams::new(g, n)
+        };
+        let buffers = ([x, pooled, w, b], Some(argmax));
+        Some(
+            self.kernels
+                .forward(ctx, self.shared_loads(), params, (g, n), buffers),
+        )
+    }
+
+    fn backward_input(
+        &self,
+        ctx: &GpuContext,
+        (g, n): (Conv2dGeometry, usize),
+        [dy, w, dx]: [View; 3],
+    ) -> Option<Vec<Dispatch>> {
+        let lens = [n * g.output().len(), weight_len(g)];
+        if !(self.offers(Conv2dPass::BackwardInput, g) && self.textures_fit(ctx, &lens)) {
+            return None;
+        }
+        let params = Conv2dParams::new(g, n);
+        self.kernels
+            .backward_input(ctx, params, (g, n), [dy, dx, w])
+    }
+
+    fn backward_weights(
+        &self,
+        ctx: &GpuContext,
+        (g, n): (Conv2dGeometry, usize),
+        [x, dy]: [View; 2],
+        [dw, db]: [View; 2],
+    ) -> Option<Vec<Dispatch>> {
+        let lens = [n * g.input.len(), n * g.output().len()];
+        if !(self.offers(Conv2dPass::BackwardWeights, g) && self.textures_fit(ctx, &lens)) {
+            return None;
+        }
+        // The kernel, the work of one chunk, and how much work should run in all.
+        let mut base = Conv2dParams::new(g, n);
+        let rb = &self.kernels;
+        let (kernel, per_chunk, target) = rb.weight_grad_work(g, &mut base, self.shared_loads());
+        let staged = [(1, lens[0]), (3, lens[1])];
+        let partial_sums = |chunks, partials: View| {
+            let work = (base, per_chunk, chunks);
+            rb.weight_grad(ctx, kernel, work, (x, partials, &[dy]), &staged)
+        };
+        let work = (n * g.output().height, per_chunk, target);
+        Some(
+            self.sums
+                .weight_grad(ctx, g, work, partial_sums, (dw, db), false),
+        )
+    }
+
+    fn backward_weights_pooled(
+        &self,
+        ctx: &GpuContext,
+        (g, n): (Conv2dGeometry, usize),
+        x: View,
+        [dpooled, pooled, argmax]: [View; 3],
+        [dw, db]: [View; 2],
+    ) -> Option<Vec<Dispatch>> {
+        let out = g.output();
+        let pooled_len = n * g.out_channels * (out.height / 2) * (out.width / 2);
+        let lens = [n * g.input.len(), pooled_len];
+        let pass = Conv2dPass::BackwardWeightsMaxpool;
+        if !(self.fuses(pass, g) && self.textures_fit(ctx, &lens)) {
+            return None;
+        }
+        let base = Conv2dParams::new(g, n);
+        // Chunks of pooled row segments, one lane per block of output channels.
+        let work = (
+            n * (out.height / 2),
+            g.out_channels.div_ceil(BLOCK_CHANNELS),
+            WEIGHT_GRAD_INVOCATIONS,
+        );
+        let rb = &self.kernels;
+        let kernel = &rb.backward_weights_pooled;
+        let unused = View::whole(&rb.unused_packed);
+        let inputs = [dpooled, pooled, unused, unused, argmax];
+        let staged = [
+            (1, lens[0]),
+            (3, pooled_len),
+            (4, pooled_len),
+            (7, pooled_len),
+        ];
+        let per_chunk = work.1;
+        let partial_sums = |chunks, partials: View| {
+            let work = (base, per_chunk, chunks);
+            rb.weight_grad(ctx, kernel, work, (x, partials, &inputs), &staged)
+        };
+        Some(
+            self.sums
+                .weight_grad(ctx, g, work, partial_sums, (dw, db), false),
+        )
+    }
+}
 
 /// The bindings that the texture variant reads from textures: binding and texel, by the name
 /// the shaders' accessors read them by (`src_at`, ...). src and factor (x, dy or w) in every
@@ -75,24 +324,13 @@ pub(super) struct SharedLoads {
     pub(super) forward_pool_packed: Kernel,
 }
 
-/// Lanes that share one load of dy in the k3 weight gradient with shared dy.
-const SHARED_DY_LANES: usize = 8;
-
-/// Whether the 3x3 weight gradient of `g` runs with shared dy: where it runs the k3 kernel and
-/// its blocks of input channels come in whole groups of 8, so that the 8 lanes of a group are
-/// one (chunk, channel block).
-pub(super) fn shares_dy(g: Conv2dGeometry) -> bool {
-    let ci_blocks = g.input.channels.div_ceil(K3_BLOCK_CHANNELS);
-    runs_k3(g) && ci_blocks.is_multiple_of(SHARED_DY_LANES)
-}
-
 /// The register-blocked entry points.
 pub(super) struct RegisterBlockedKernels {
     /// Whether they read src and factor (and the pooling's outputs) from textures.
     textures: bool,
     /// Bound as the packed weights of the kernels that read w from storage: they share code
     /// with the packed ones, so they declare those bindings too.
-    pub(super) unused_packed: wgpu::Buffer,
+    unused_packed: wgpu::Buffer,
     /// Forward and input gradient that read the weights packed in uniform bindings, with the
     /// kernels that pack them; and the same passes reading w from storage, for layers whose
     /// packed weights do not fit the bindings.
@@ -111,7 +349,7 @@ pub(super) struct RegisterBlockedKernels {
     /// (general blocks of 4 kx leave a quarter of their sums empty at k = 3).
     backward_weights_k3: Kernel,
     /// The narrow weight gradient reading the gradient of a fused ReLU and max pooling.
-    pub(super) backward_weights_pooled: Kernel,
+    backward_weights_pooled: Kernel,
 }
 
 /// A register-blocked pass that reads packed weights, and the kernel that packs them.
@@ -130,9 +368,9 @@ impl RegisterBlockedKernels {
         textures: bool,
     ) -> RegisterBlockedKernels {
         let blocked_module = if textures {
-            REGISTER_BLOCKED_TEXTURE_MODULE
+            TEXTURE_MODULE
         } else {
-            REGISTER_BLOCKED_MODULE
+            STORAGE_MODULE
         }
         .compile_register_blocked(ctx);
         use Access::*;
@@ -183,7 +421,7 @@ impl RegisterBlockedKernels {
     /// The weight-gradient kernel for `g` (setting the blocks in `base`), the lanes of one
     /// chunk, and about how many lanes should run in all. `shared`: the subgroup variant's
     /// kernels, whose 3x3 kernel runs where it can.
-    pub(super) fn weight_grad_work<'a>(
+    fn weight_grad_work<'a>(
         &'a self,
         g: Conv2dGeometry,
         base: &mut Conv2dParams,
@@ -215,109 +453,6 @@ impl RegisterBlockedKernels {
     }
 }
 
-/// Whether the register-blocked weight gradient of `g` runs the 3x3 kernel: k = 3, with more
-/// (in channel, ky) pairs than the narrow kernel takes.
-pub(super) fn runs_k3(g: Conv2dGeometry) -> bool {
-    g.kernel == 3 && g.input.channels * g.kernel > BLOCK_ROWS / 2
-}
-
-/// Whether the register-blocked forward of `g` reads its weights packed into the two uniform
-/// bindings (`RegisterBlockedKernels::pass`), where the adapter binds them.
-pub(super) fn packs_weights(g: Conv2dGeometry) -> bool {
-    let slots = g.out_channels.div_ceil(BLOCK_CHANNELS) * g.input.channels * g.kernel * g.kernel;
-    slots <= packed_split(g.kernel) + PACKED_SLOTS
-}
-
-/// Whether the weight gradient from a fused ReLU and max pooling runs in one register-blocked
-/// pass for `g` (`conv2d_backward_weights_pooled`): at most 4 (ci, ky) pairs and k <= 4, as in
-/// a first layer, and an output that pools.
-pub(super) fn pools_weight_grad(g: Conv2dGeometry) -> bool {
-    let out = g.output();
-    let narrow = g.input.channels * g.kernel <= BLOCK_ROWS / 2 && g.kernel <= BLOCK_COLS;
-    narrow && out.height >= 2 && out.width >= 2
-}
-
-impl Conv2dParams {
-    /// The blocks of a register-blocked forward pass whose output has
-    /// `channels` channels of `height x width` per image, each step of which multiplies
-    /// `steps` weights: sets `col_blocks`, `block_groups`, `block_steps` and `len` (the
-    /// workgroups: `block_groups` per block of channels).
-    pub(super) fn channel_blocks(
-        &mut self,
-        channels: usize,
-        height: usize,
-        width: usize,
-        steps: usize,
-    ) {
-        let col_blocks = width.div_ceil(BLOCK_COLS);
-        let row_blocks = (self.batch as usize * height).div_ceil(BLOCK_ROWS);
-        let block_groups = (col_blocks * row_blocks).div_ceil(BLOCK_WORKGROUP);
-        let blocks = channels.div_ceil(BLOCK_CHANNELS);
-        (self.col_blocks, self.block_groups) = (u(col_blocks), u(block_groups));
-        (self.block_steps, self.len) = (u(steps), u(blocks * block_groups));
-    }
-
-    /// The blocks of a register-blocked input-gradient pass (see `input_class` in the shader),
-    /// each step of which multiplies `steps` weights: the position classes, in decreasing
-    /// order of their taps, with `block_groups` (workgroups per block of channels),
-    /// `block_steps` and `len`. None where the input has more runs than the params hold
-    /// (kernels wider than 8).
-    pub(super) fn input_classes(mut self, g: Conv2dGeometry, steps: usize) -> Option<Conv2dParams> {
-        let out = g.output();
-        let row_runs = input_runs(g.input.height, out.height, g.kernel);
-        let col_runs = input_runs(g.input.width, out.width, g.kernel);
-        if row_runs.len() > MAX_RUNS || col_runs.len() > MAX_RUNS {
-            return None;
-        }
-        let mut classes: Vec<(usize, usize)> = (0..row_runs.len())
-            .flat_map(|r| (0..col_runs.len()).map(move |c| (r, c)))
-            .collect();
-        // Stable, so that the order is fixed for a geometry.
-        classes.sort_by_key(|&(r, c)| std::cmp::Reverse(row_runs[r][3] * col_runs[c][3]));
-        let mut lanes = 0;
-        for (i, &(r, c)) in classes.iter().enumerate() {
-            self.classes[i] = [u(lanes), u(r), u(c), 0];
-            let positions = self.batch as usize * (row_runs[r][1] * col_runs[c][1]) as usize;
-            lanes += positions.div_ceil(BLOCK_POSITIONS);
-        }
-        self.row_run[..row_runs.len()].copy_from_slice(&row_runs);
-        self.col_run[..col_runs.len()].copy_from_slice(&col_runs);
-        (self.row_runs, self.col_runs) = (u(row_runs.len()), u(col_runs.len()));
-        let block_groups = lanes.div_ceil(BLOCK_WORKGROUP);
-        (self.block_groups, self.block_steps) = (u(block_groups), u(steps));
-        self.len = u(g.input.channels.div_ceil(BLOCK_CHANNELS) * block_groups);
-        Some(self)
-    }
-}
-
-/// The runs of input rows (or columns) `0..len` whose kernel taps meet the output in the same
-/// range, for a stride-1 valid convolution with `out` outputs along that axis: (first, count,
-/// first tap, taps). Row `i` meets output rows `i - t` for taps `t` with `0 <= i - t < out`.
-fn input_runs(len: usize, out: usize, k: usize) -> Vec<[u32; 4]> {
-    let mut runs: Vec<[u32; 4]> = Vec::new();
-    for i in 0..len {
-        let (lo, hi) = ((i + 1).saturating_sub(out), (i + 1).min(k));
-        match runs.last_mut() {
-            Some(run) if (run[2], run[3]) == (u(lo), u(hi - lo)) => run[1] += 1,
-            _ => runs.push([u(i), 1, u(lo), u(hi - lo)]),
-        }
-    }
-    runs
-}
-
-/// Where the second uniform binding of packed weights starts, in slots: the most slots that
-/// fill no more than the first binding, are a multiple of `k * k` (so that a block of the input
-/// gradient switches bindings between two output channels) and are even (so that the binding's
-/// offset, 128 bytes a slot, is a multiple of 256, the largest uniform offset alignment).
-fn packed_split(k: usize) -> usize {
-    let step = if (k * k).is_multiple_of(2) {
-        k * k
-    } else {
-        2 * k * k
-    };
-    PACKED_SLOTS / step * step
-}
-
 /// Workgroups for `lanes` invocations of a register-blocked kernel.
 pub(super) fn block_grid(lanes: usize) -> [u32; 3] {
     grid(lanes.div_ceil(BLOCK_WORKGROUP))
@@ -328,7 +463,7 @@ impl RegisterBlockedKernels {
     /// with `argmax`, ReLU and 2x2 max pooling fused: y is then the pooled y, and it writes
     /// the pooling's argmax. `shared`: the kernels that share the packed weights across
     /// subgroup lanes, where they run.
-    pub(super) fn forward(
+    fn forward(
         &self,
         ctx: &GpuContext,
         shared: Option<&SharedLoads>,
@@ -359,7 +494,7 @@ impl RegisterBlockedKernels {
 
     /// The register-blocked input gradient (`buffers`: dy, dx and w), or None where the input
     /// has more position classes than the params hold (kernels wider than 8).
-    pub(super) fn backward_input(
+    fn backward_input(
         &self,
         ctx: &GpuContext,
         params: Conv2dParams,
@@ -378,7 +513,7 @@ impl RegisterBlockedKernels {
     /// The weight gradient's partial sums of `chunks` of `per_chunk` lanes each
     /// (see `SumsKernels::weight_grad`) with `kernel`: its bindings are the params, `x`, the
     /// partial sums, then `inputs`; `staged` as in `with_sources`.
-    pub(super) fn weight_grad(
+    fn weight_grad(
         &self,
         ctx: &GpuContext,
         kernel: &Kernel,
@@ -523,37 +658,42 @@ impl RegisterBlockedKernels {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{
-        RB_BACKWARD_INPUT, RB_BACKWARD_WEIGHTS, RB_FORWARD, READS_STORAGE, READS_TEXTURE,
-        REGISTER_BLOCKED, SHARE_PER_LANE, SUBGROUP,
-    };
+    use super::super::sums::SUMS_MODULE;
+    use super::super::{RB_BACKWARD_INPUT, RB_BACKWARD_WEIGHTS, RB_FORWARD, REGISTER_BLOCKED};
     use super::*;
-    use crate::gpu::kernel::{assert_struct_size, shader_const};
+    use crate::gpu::kernel::assert_struct_size;
 
     #[test]
     fn the_uniform_mirror_matches_the_shader() {
         let host = std::mem::size_of::<PackParams>();
-        assert_struct_size(super::super::SUMS_MODULE, "Conv2dPackParams", host);
+        assert_struct_size(SUMS_MODULE, "Conv2dPackParams", host);
     }
 
+    /// The subgroup variants change the packed forward and the 3x3 weight gradient of the seed
+    /// model's second layer (whose 32 input channels make 8 blocks of 4), and nothing else.
     #[test]
-    fn host_block_sizes_match_the_shaders() {
-        let source = REGISTER_BLOCKED_MODULE.body();
-        for (name, host) in [
-            ("BLOCK_WORKGROUP", BLOCK_WORKGROUP),
-            ("BLOCK_CHANNELS", BLOCK_CHANNELS),
-            ("BLOCK_ROWS", BLOCK_ROWS),
-            ("BLOCK_COLS", BLOCK_COLS),
-            ("K3_BLOCK_CHANNELS", K3_BLOCK_CHANNELS),
-            ("BLOCK_POSITIONS", BLOCK_POSITIONS),
-            ("MAX_RUNS", MAX_RUNS),
-            ("MAX_CLASSES", MAX_RUNS * MAX_RUNS),
-            ("PACKED_SLOTS", PACKED_SLOTS),
+    fn subgroups_change_the_packed_forward_and_the_grouped_k3_weight_gradient() {
+        use crate::model::Shape;
+        use Conv2dPass::*;
+        let conv1 = Conv2dGeometry::new(Shape::new(1, 28, 28), 32, 3);
+        let conv2 = Conv2dGeometry::new(Shape::new(32, 13, 13), 64, 3);
+        let odd = Conv2dGeometry::new(Shape::new(40, 7, 8), 40, 3);
+        for (g, pass, shares) in [
+            (conv1, Forward, true),
+            (conv1, ForwardReluMaxpool, true),
+            (conv1, BackwardWeightsMaxpool, false),
+            (conv2, Forward, true),
+            (conv2, ForwardReluMaxpool, true),
+            (conv2, BackwardInput, false),
+            (conv2, BackwardWeights, true),
+            (odd, BackwardWeights, false),
         ] {
-            assert_eq!(shader_const(&source, name), host, "{name}");
+            assert_eq!(shares_loads(pass, g, true), shares, "{pass:?} {g:?}");
         }
-        let width = shader_const(READS_TEXTURE.text, "TEXTURE_WIDTH");
-        assert_eq!(width, texture::TEXTURE_WIDTH);
+        assert!(!shares_loads(Forward, conv2, false));
+        assert!(input_classes_fit(conv2));
+        let wide = Conv2dGeometry::new(Shape::new(3, 40, 40), 8, 9);
+        assert!(!input_classes_fit(wide));
     }
 
     /// Whether `text` indexes `name` (`name[`, `name` a whole identifier).
@@ -574,7 +714,7 @@ mod tests {
             RB_BACKWARD_INPUT,
             RB_BACKWARD_WEIGHTS,
             SHARE_PER_LANE,
-            SUBGROUP,
+            shader_file!("conv2d/subgroup.wgsl"),
         ];
         for (name, binding, texel) in TEXTURE_BINDINGS {
             for file in kernels {
@@ -591,68 +731,6 @@ mod tests {
                 assert!(file.text.contains(&accessor), "{}: {accessor}", file.path);
                 assert!(file.text.contains(&declared), "{}: {declared}", file.path);
             }
-        }
-    }
-
-    #[test]
-    fn input_runs_group_the_rows_that_meet_the_same_taps() {
-        // 13 rows from 11 with k = 3: rows 0 and 1 meet taps 0 and 0..1, 2..10 all three,
-        // 11 and 12 taps 1..2 and 2.
-        let runs = input_runs(13, 11, 3);
-        let expected = [
-            [0, 1, 0, 1],
-            [1, 1, 0, 2],
-            [2, 9, 0, 3],
-            [11, 1, 1, 2],
-            [12, 1, 2, 1],
-        ];
-        assert_eq!(runs, expected);
-        // An output narrower than the kernel: no row meets all k taps.
-        assert_eq!(
-            input_runs(4, 2, 3),
-            [[0, 1, 0, 1], [1, 1, 0, 2], [2, 1, 1, 2], [3, 1, 2, 1]]
-        );
-        // Every row's taps: the runs cover 0..len in order.
-        for (len, out, k) in [(28, 26, 3), (7, 3, 5), (9, 1, 9)] {
-            let runs = input_runs(len, out, k);
-            assert_eq!(runs.iter().map(|r| r[1] as usize).sum::<usize>(), len);
-            assert!(runs.windows(2).all(|w| w[1][0] == w[0][0] + w[0][1]));
-        }
-    }
-
-    /// `packs_weights`, which says where the subgroup variants change the forward, agrees with
-    /// the forward's own choice (`RegisterBlockedKernels::pass`).
-    #[test]
-    fn packs_weights_agrees_with_the_forward_pass() {
-        use crate::model::Shape;
-        for (input, out_channels, kernel, packs) in [
-            (Shape::new(1, 28, 28), 32, 3, true),
-            (Shape::new(32, 13, 13), 64, 3, true),
-            (Shape::new(35, 11, 14), 37, 6, false),
-            (Shape::new(56, 9, 9), 64, 3, true),
-            (Shape::new(57, 9, 9), 64, 3, false),
-        ] {
-            let g = Conv2dGeometry::new(input, out_channels, kernel);
-            let (mut p, out) = (Conv2dParams::new(g, 7), g.output());
-            let steps = g.input.channels * g.kernel * g.kernel;
-            p.channel_blocks(g.out_channels, out.height, out.width, steps);
-            let slots = (p.len / p.block_groups) as usize * p.block_steps as usize;
-            let pass_packs = slots <= packed_split(g.kernel) + PACKED_SLOTS;
-            assert_eq!((packs_weights(g), pass_packs), (packs, packs), "{input:?}");
-        }
-    }
-
-    #[test]
-    fn packed_split_is_a_whole_number_of_channels_at_an_aligned_offset() {
-        assert_eq!(packed_split(3), 504);
-        assert_eq!(packed_split(1), 512);
-        assert_eq!(packed_split(5), 500);
-        for k in 1..=16 {
-            let split = packed_split(k);
-            // The largest: the next candidate (at most 2 k^2 further) would not fit.
-            assert!(split <= PACKED_SLOTS && split + 2 * k * k > PACKED_SLOTS);
-            assert_eq!(split % (k * k), 0);
-            assert_eq!((split as u64 * PACKED_SLOT_BYTES) % 256, 0);
         }
     }
 }

@@ -1,39 +1,76 @@
-//! The register-blocked conv2d kernels whose lanes share loads across subgroup lanes
-//! (`shaders/conv2d/subgroup.wgsl`, in place of `share_per_lane.wgsl`): the packed forward (with
-//! and without the fused pooling) and the 3x3 weight gradient, where every lane of a workgroup
-//! (or of a group of 8) needs the same 32 values. Twin: `cpu/conv2d.rs`.
+//! The register-blocked conv2d variants whose lanes share loads across subgroup lanes
+//! (`shaders/conv2d/subgroup.wgsl`, in place of `share_per_lane.wgsl`):
+//! `register-blocked-subgroup` and `register-blocked-texture-subgroup`. They change the packed
+//! forward (with and without the fused pooling) and the 3x3 weight gradient, where every lane
+//! of a workgroup (or of a group of 8) needs the same 32 values, and decline every other pass,
+//! which their per-lane form runs. Built only where the adapter has subgroups laid out as the
+//! kernels need. Twin: `cpu/conv2d.rs`.
 
-use super::register_blocked::{SharedLoads, BLOCK_WORKGROUP};
-use super::{SUBGROUP_MODULE, SUBGROUP_TEXTURE_MODULE};
-use crate::gpu::buffer::{read_buffer, storage};
+use super::products::BLOCK_WORKGROUP;
+use super::register_blocked::{per_lane_kernels, RegisterBlocked, SharedLoads};
+use super::shared::Conv2dShared;
+use super::{Conv2dVariant, READS_STORAGE, READS_TEXTURE};
+use crate::gpu::buffer::{read_buffer, storage as storage_buffer};
 use crate::gpu::context::GpuContext;
-use crate::gpu::kernel::{run, Access, Kernel};
+use crate::gpu::kernel::{run, Access, Kernel, ShaderFile, WgslModule};
+use crate::gpu::variant::Variant;
+use crate::shader_file;
 use anyhow::Result;
 
-/// The kernels sharing loads, reading storage and reading textures, where the adapter has
-/// subgroups and the probe finds them laid out as the kernels need; else None (the subgroup
-/// variants are not offered, and run the kernels with a load per lane).
-pub(super) fn shared_loads(ctx: &GpuContext) -> Option<(SharedLoads, SharedLoads)> {
+pub(super) const SUBGROUP: ShaderFile = shader_file!("conv2d/subgroup.wgsl");
+pub(super) const STORAGE_MODULE: WgslModule = register_blocked_module!(
+    "conv2d register-blocked (subgroups)",
+    READS_STORAGE,
+    SUBGROUP,
+    true
+);
+pub(super) const TEXTURE_MODULE: WgslModule = register_blocked_module!(
+    "conv2d register-blocked-texture (subgroups)",
+    READS_TEXTURE,
+    SUBGROUP,
+    true
+);
+
+/// `register-blocked-subgroup`: reading storage, standing in for `register-blocked`.
+pub(super) fn storage(ctx: &GpuContext, shared: &Conv2dShared) -> Option<Box<dyn Conv2dVariant>> {
+    build(ctx, shared, false)
+}
+
+/// `register-blocked-texture-subgroup`: reading textures, standing in for
+/// `register-blocked-texture`.
+pub(super) fn texture(ctx: &GpuContext, shared: &Conv2dShared) -> Option<Box<dyn Conv2dVariant>> {
+    build(ctx, shared, true)
+}
+
+fn build(
+    ctx: &GpuContext,
+    shared: &Conv2dShared,
+    textures: bool,
+) -> Option<Box<dyn Conv2dVariant>> {
     if !ctx.features.contains(wgpu::Features::SUBGROUP) {
         return None;
     }
-    let module = SUBGROUP_MODULE.compile_register_blocked(ctx);
-    if !laid_out(ctx, &module) {
+    let probed = shared.once("conv2d subgroup probe", || laid_out(ctx));
+    if !*probed {
         return None;
     }
-    let texture_module = SUBGROUP_TEXTURE_MODULE.compile_register_blocked(ctx);
-    Some((
-        kernels(ctx, &module, false),
-        kernels(ctx, &texture_module, true),
-    ))
+    let (module, per_lane) = match textures {
+        false => (STORAGE_MODULE, Variant::REGISTER_BLOCKED),
+        true => (TEXTURE_MODULE, Variant::named("register-blocked-texture")),
+    };
+    let loads = kernels(ctx, &module.compile_register_blocked(ctx), textures);
+    let kernels = per_lane_kernels(ctx, shared, textures);
+    let variant = RegisterBlocked::new(kernels, Some((loads, per_lane)), shared);
+    Some(Box::new(variant))
 }
 
-/// Whether the probe in `module` (the storage form) finds every lane of a blocked workgroup at
+/// Whether the probe (in the storage module) finds every lane of a blocked workgroup at
 /// subgroup lane = local index modulo a multiple of 8.
-fn laid_out(ctx: &GpuContext, module: &wgpu::ShaderModule) -> bool {
-    let probe = Kernel::new(ctx, module, "conv2d_subgroup_probe", &[Access::ReadWrite]);
+fn laid_out(ctx: &GpuContext) -> bool {
+    let module = STORAGE_MODULE.compile_register_blocked(ctx);
+    let probe = Kernel::new(ctx, &module, "conv2d_subgroup_probe", &[Access::ReadWrite]);
     let laid_out = || -> Result<bool> {
-        let flags = storage(ctx, "conv2d probe flags", 4 * BLOCK_WORKGROUP as u64)?;
+        let flags = storage_buffer(ctx, "conv2d probe flags", 4 * BLOCK_WORKGROUP as u64)?;
         run(ctx, &[&probe.dispatch(ctx, &[(&flags).into()], [1, 1, 1])]);
         let flags: Vec<f32> = read_buffer(ctx, &flags, 0, BLOCK_WORKGROUP)?;
         Ok(flags.iter().all(|&f| f == 1.0))

@@ -5,11 +5,23 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use super::{grid, u, weight_len};
+use super::{grid, u, weight_len, COMMON};
 use crate::cpu::conv2d::Conv2dGeometry;
 use crate::gpu::buffer::{storage, uniform, View};
 use crate::gpu::context::GpuContext;
-use crate::gpu::kernel::{grid_1d, Access, Dispatch, Kernel};
+use crate::gpu::kernel::{grid_1d, Access, Dispatch, Kernel, WgslModule};
+use crate::shader_file;
+
+/// The chunk sums and the weight packing (`pack.wgsl`, run by the register-blocked variants),
+/// which the variants share (`shared.rs` compiles it once).
+pub(super) const SUMS_MODULE: WgslModule = WgslModule::new(
+    "conv2d sums",
+    &[
+        COMMON,
+        shader_file!("conv2d/reduce.wgsl"),
+        shader_file!("conv2d/pack.wgsl"),
+    ],
+);
 
 /// The kernels that add chunks of partial sums (the weight gradient's in every variant, the
 /// tiled input gradient's): one invocation per element, or (where the caller allows it, the
@@ -178,7 +190,7 @@ mod tests {
     #[test]
     fn the_uniform_mirror_matches_the_shader() {
         let host = std::mem::size_of::<ReduceParams>();
-        let sums = super::super::SUMS_MODULE;
+        let sums = SUMS_MODULE;
         crate::gpu::kernel::assert_struct_size(sums, "Conv2dReduceParams", host);
     }
 

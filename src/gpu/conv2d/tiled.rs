@@ -3,15 +3,22 @@
 //! slices of both operands in workgroup memory. The only kernels that take strides and padding.
 //! Twin: `cpu/conv2d.rs`.
 
+use std::rc::Rc;
+
 use anyhow::Result;
 use bytemuck::{Pod, Zeroable};
 
+use super::shared::Conv2dShared;
 use super::sums::{Chunks, SumsKernels};
-use super::{grid, u, TILED_MODULE};
+use super::{grid, u, Conv2dPass, Conv2dVariant, COMMON};
 use crate::cpu::conv2d::Conv2dGeometry;
 use crate::gpu::buffer::{storage, uniform, View};
 use crate::gpu::context::GpuContext;
-use crate::gpu::kernel::{Access, Dispatch, Kernel};
+use crate::gpu::kernel::{Access, Dispatch, Kernel, ShaderFile, WgslModule};
+use crate::shader_file;
+
+const TILED: ShaderFile = shader_file!("conv2d/tiled.wgsl");
+pub(super) const MODULE: WgslModule = WgslModule::new("conv2d tiled", &[COMMON, TILED]);
 
 /// Rows (channels) and columns (positions, or weights) of the product tile of one workgroup
 /// (`TILE_M`, `TILE_N`).
@@ -26,11 +33,71 @@ const TILE_K: usize = 16;
 const TILED_WORKGROUPS: usize = 1024;
 const MIN_TERMS_PER_CHUNK: usize = 64;
 
-/// The tiled entry points.
-pub(super) struct TiledKernels {
+/// The tiled entry points, and the chunk sums its gradients end with.
+struct Tiled {
     forward: Kernel,
     backward_input: Kernel,
     backward_weights: Kernel,
+    sums: Rc<SumsKernels>,
+}
+
+/// The tiled variant: every adapter runs it.
+pub(super) fn build(ctx: &GpuContext, shared: &Conv2dShared) -> Option<Box<dyn Conv2dVariant>> {
+    let module = MODULE.compile(ctx);
+    use Access::*;
+    let with_bias = &[Uniform, Read, ReadWrite, Read, Read];
+    let plain = &[Uniform, Read, ReadWrite, Read];
+    let kernel = |name, bindings| Kernel::new(ctx, &module, name, bindings);
+    Some(Box::new(Tiled {
+        forward: kernel("conv2d_forward_tiled", with_bias),
+        backward_input: kernel("conv2d_backward_input_tiled", plain),
+        backward_weights: kernel("conv2d_backward_weights_tiled", plain),
+        sums: shared.sums.clone(),
+    }))
+}
+
+impl Conv2dVariant for Tiled {
+    /// Every pass at every geometry (the fused ones as the plain pass and the pooling apart).
+    fn offers(&self, _: Conv2dPass, _: Conv2dGeometry) -> bool {
+        true
+    }
+
+    fn forward(
+        &self,
+        ctx: &GpuContext,
+        work: (Conv2dGeometry, usize),
+        relu: bool,
+        [x, w, b, y]: [View; 4],
+    ) -> Option<Vec<Dispatch>> {
+        Some(self.forward_pass(ctx, relu, work, (x, w, b, y)))
+    }
+
+    fn backward_input(
+        &self,
+        ctx: &GpuContext,
+        work: (Conv2dGeometry, usize),
+        [dy, w, dx]: [View; 3],
+    ) -> Option<Vec<Dispatch>> {
+        Some(self.input_grad(ctx, work, (dy, w, dx)))
+    }
+
+    fn backward_weights(
+        &self,
+        ctx: &GpuContext,
+        (g, n): (Conv2dGeometry, usize),
+        [x, dy]: [View; 2],
+        grads: [View; 2],
+    ) -> Option<Vec<Dispatch>> {
+        let tiles = g.out_channels.div_ceil(TILE_M) * weight_columns(g).div_ceil(TILE_N);
+        let partial_sums =
+            |chunks, partials: View| self.weight_grad(ctx, (g, n), chunks, (x, dy), partials);
+        let work = (n * g.output().height, tiles, TILED_WORKGROUPS);
+        let (dw, db) = (grads[0], grads[1]);
+        Some(
+            self.sums
+                .weight_grad(ctx, g, work, partial_sums, (dw, db), true),
+        )
+    }
 }
 
 /// Mirrors `Conv2dTiledParams` in `tiled.wgsl`.
@@ -91,22 +158,9 @@ impl TiledParams {
     }
 }
 
-impl TiledKernels {
-    pub(super) fn new(ctx: &GpuContext) -> TiledKernels {
-        let module = TILED_MODULE.compile(ctx);
-        use Access::*;
-        let with_bias = &[Uniform, Read, ReadWrite, Read, Read];
-        let plain = &[Uniform, Read, ReadWrite, Read];
-        let kernel = |name, bindings| Kernel::new(ctx, &module, name, bindings);
-        TiledKernels {
-            forward: kernel("conv2d_forward_tiled", with_bias),
-            backward_input: kernel("conv2d_backward_input_tiled", plain),
-            backward_weights: kernel("conv2d_backward_weights_tiled", plain),
-        }
-    }
-
+impl Tiled {
     /// The forward: bias, then ReLU where `relu`.
-    pub(super) fn forward(
+    fn forward_pass(
         &self,
         ctx: &GpuContext,
         relu: bool,
@@ -126,15 +180,8 @@ impl TiledKernels {
             .dispatch(ctx, &[View::whole(&params), x, y, w, b], workgroups)]
     }
 
-    /// The weight gradient's tiles of one chunk, and about how many workgroups should run in
-    /// all.
-    pub(super) fn weight_grad_work(&self, g: Conv2dGeometry) -> (usize, usize) {
-        let tiles = g.out_channels.div_ceil(TILE_M) * weight_columns(g).div_ceil(TILE_N);
-        (tiles, TILED_WORKGROUPS)
-    }
-
     /// The weight gradient's partial sums of `chunks` (see `SumsKernels::weight_grad`).
-    pub(super) fn weight_grad(
+    fn weight_grad(
         &self,
         ctx: &GpuContext,
         (g, n): (Conv2dGeometry, usize),
@@ -154,13 +201,12 @@ impl TiledKernels {
     }
 }
 
-impl TiledKernels {
+impl Tiled {
     /// The tiled input gradient: one pass straight into dx, or, where its tiles are too few to
-    /// fill a large GPU, chunks of the sum into partial sums, then their sum into dx (`sums`).
-    pub(super) fn backward_input(
+    /// fill a large GPU, chunks of the sum into partial sums, then their sum into dx.
+    fn input_grad(
         &self,
         ctx: &GpuContext,
-        sums: &SumsKernels,
         (g, n): (Conv2dGeometry, usize),
         (dy, w, dx): (View, View, View),
     ) -> Vec<Dispatch> {
@@ -199,7 +245,8 @@ impl TiledKernels {
                 &[View::whole(&chunk_params), dy, View::whole(&partials), w],
                 workgroups,
             ),
-            sums.reduce(ctx, (chunks, len), &partials, (0, len), (dx, len, 0), true),
+            self.sums
+                .reduce(ctx, (chunks, len), &partials, (0, len), (dx, len, 0), true),
         ]
     }
 }
@@ -217,7 +264,7 @@ fn input_grad_chunks(tiles: usize, reduction: usize) -> (usize, usize) {
 
 /// Columns of the tiled weight gradient's product: one per weight of an output channel
 /// (ci, ky, kx), then one for the bias.
-pub(super) fn weight_columns(g: Conv2dGeometry) -> usize {
+fn weight_columns(g: Conv2dGeometry) -> usize {
     g.input.channels * g.kernel * g.kernel + 1
 }
 
@@ -228,13 +275,13 @@ mod tests {
     #[test]
     fn the_uniform_mirror_matches_the_shader() {
         let host = std::mem::size_of::<TiledParams>();
-        crate::gpu::kernel::assert_struct_size(TILED_MODULE, "Conv2dTiledParams", host);
+        crate::gpu::kernel::assert_struct_size(MODULE, "Conv2dTiledParams", host);
     }
 
     #[test]
     fn host_tile_sizes_match_the_shader() {
         for (name, host) in [("TILE_M", TILE_M), ("TILE_N", TILE_N), ("TILE_K", TILE_K)] {
-            let shader = crate::gpu::kernel::shader_const(super::super::TILED.text, name);
+            let shader = crate::gpu::kernel::shader_const(TILED.text, name);
             assert_eq!(shader, host, "{name}");
         }
     }

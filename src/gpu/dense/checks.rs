@@ -3,7 +3,7 @@
 
 use anyhow::Result;
 
-use super::{DenseKernels, VARIANTS};
+use super::kernels::{DenseKernels, VARIANTS};
 use crate::cpu::dense::{
     dense_backward_input, dense_backward_weights, dense_forward, DenseGeometry,
 };
@@ -49,16 +49,17 @@ const CALIBRATION_CASES: [(usize, usize, usize); 2] = [(37, 29, 45), (64, 128, 9
 /// Forward, backward input, and backward weights and bias against the CPU, for every case and
 /// both matmul variants (the shape names the variant); then the calibration multiply.
 pub fn checks() -> Vec<CrossCheck> {
-    let calibration = VARIANTS.into_iter().flat_map(|variant| {
+    let variants = || VARIANTS.iter().map(|r| r.variant);
+    let calibration = variants().flat_map(|variant| {
         CALIBRATION_CASES.into_iter().map(move |(m, k, n)| {
             let shape = format!("{m}x{k} times {k}x{n}, {variant}");
             CrossCheck::new("dense_matmul (calibration)", shape, move |ctx| {
                 check_calibration(ctx, variant, (m, k, n))
             })
+            .only_where(move |ctx| runs(ctx, variant))
         })
     });
-    VARIANTS
-        .into_iter()
+    variants()
         .flat_map(|variant| CASES.into_iter().map(move |case| (variant, case)))
         .flat_map(|(variant, case)| {
             let shape = format!(
@@ -76,9 +77,16 @@ pub fn checks() -> Vec<CrossCheck> {
                     check_backward_weights(ctx, variant, case)
                 }),
             ]
+            .map(|check| check.only_where(move |ctx| runs(ctx, variant)))
         })
         .chain(calibration)
         .collect()
+}
+
+/// Whether the adapter of `ctx` builds `variant` (else its checks are left out: a pass asked
+/// of it would run on its fallback).
+fn runs(ctx: &GpuContext, variant: Variant) -> bool {
+    DenseKernels::new(ctx).variants().contains(&variant)
 }
 
 fn check_calibration(

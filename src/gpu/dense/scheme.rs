@@ -1,10 +1,11 @@
-//! The dense matmul kernels of each variant (`Scheme`): which entry points a variant runs, where
-//! each fits and how many workgroups it launches. Twin: `cpu/dense.rs`.
+//! The dense matmul kernels (`Scheme`) that the variants run: their entry points, where each
+//! fits, how many workgroups it launches, and the products' uniform. Twin: `cpu/dense.rs`.
 
 use bytemuck::{Pod, Zeroable};
 
 use crate::cpu::dense::DenseGeometry;
-use crate::gpu::variant::Variant;
+use crate::gpu::context::GpuContext;
+use crate::gpu::kernel::{Access, Kernel};
 
 pub(super) const MAX_GROUPS_PER_DIM: usize = 65535;
 
@@ -29,7 +30,7 @@ pub(super) fn u(v: usize) -> u32 {
 /// `inner x cols`, and `C` row-major.
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
-pub(super) struct MatmulParams {
+pub struct MatmulParams {
     pub(super) rows: u32,
     pub(super) cols: u32,
     pub(super) inner: u32,
@@ -183,35 +184,55 @@ impl Scheme {
     }
 }
 
-/// The schemes a variant uses, most preferred first (the last of each list fits every product).
-/// Every register-blocked variant runs the same kernels (the subgroup ones, which dense does not
-/// offer, would run them too).
-fn schemes(variant: Variant) -> &'static [Scheme] {
-    if variant.is_register_blocked() {
-        &[Scheme::Dot, Scheme::Axpy, Scheme::General]
-    } else {
-        &[Scheme::Split, Scheme::Tiled]
-    }
-}
-
-/// The scheme that runs `p` (with a bias when `bias`): the variant's first that has the entry
-/// point and fits.
-pub(super) fn choose(variant: Variant, p: &MatmulParams, bias: bool) -> Scheme {
-    schemes(variant)
+/// The scheme that runs `p` (with a bias when `bias`): the first of a variant's `schemes`
+/// (most preferred first) that has the entry point and fits.
+pub(super) fn choose(schemes: &[Scheme], p: &MatmulParams, bias: bool) -> Scheme {
+    schemes
         .iter()
         .copied()
         .find(|s| s.entry(bias).is_some() && s.fits(p))
         .expect("dense: every variant ends with a scheme that fits any product")
 }
 
-/// Every scheme with a kernel, each once.
-pub(super) const ALL_SCHEMES: [Scheme; 5] = [
-    Scheme::Tiled,
-    Scheme::Split,
-    Scheme::General,
-    Scheme::Dot,
-    Scheme::Axpy,
-];
+/// The kernels of a variant's schemes, with and without the bias, from one module.
+pub(super) struct SchemeKernels(Vec<(Scheme, bool, Kernel)>);
+
+impl SchemeKernels {
+    /// The entry points of `schemes` in `module`, reading A and B from textures where
+    /// `textures`.
+    pub(super) fn new(
+        ctx: &GpuContext,
+        module: &wgpu::ShaderModule,
+        schemes: &[Scheme],
+        textures: bool,
+    ) -> SchemeKernels {
+        use Access::*;
+        let s = if textures { Texture } else { Read };
+        let kernels = schemes
+            .iter()
+            .flat_map(|&scheme| [(scheme, false), (scheme, true)])
+            .filter_map(|(scheme, bias)| {
+                let bindings: &[Access] = if bias {
+                    &[Uniform, s, ReadWrite, s, Read]
+                } else {
+                    &[Uniform, s, ReadWrite, s]
+                };
+                let kernel = Kernel::new(ctx, module, scheme.entry(bias)?, bindings);
+                Some((scheme, bias, kernel))
+            })
+            .collect();
+        SchemeKernels(kernels)
+    }
+
+    /// The kernel of `scheme`, with the bias where `bias`.
+    pub(super) fn get(&self, scheme: Scheme, bias: bool) -> &Kernel {
+        self.0
+            .iter()
+            .find(|(s, b, _)| (*s, *b) == (scheme, bias))
+            .map(|(.., kernel)| kernel)
+            .expect("dense: a variant runs only its own schemes")
+    }
+}
 
 #[cfg(test)]
 mod tests {
@@ -236,44 +257,5 @@ mod tests {
                 assert_eq!(shader_const(&source, &name), host, "{name}");
             }
         }
-    }
-
-    #[test]
-    fn the_real_layer_uses_the_vec4_and_split_schemes() {
-        use Variant::*;
-        // n = 32, 1600 -> 10, with the params forward, backward_input and backward_weights build.
-        let g = DenseGeometry {
-            inputs: 1600,
-            outputs: 10,
-        };
-        let forward = MatmulParams::forward(g, 32);
-        let input = MatmulParams::backward_input(g, 32);
-        let weights = MatmulParams::backward_weights(g, 32);
-        assert_eq!(choose(RegisterBlocked, &forward, true), Scheme::Dot);
-        assert_eq!(choose(RegisterBlocked, &input, false), Scheme::Axpy);
-        assert_eq!(choose(RegisterBlocked, &weights, false), Scheme::Axpy);
-        // The forward has 320 outputs of 1600 terms: the tiled variant splits k, so the
-        // cross-checks' cases with 1600 inputs run dense_matmul_bias_split.
-        assert_eq!(choose(Tiled, &forward, true), Scheme::Split);
-        assert_eq!(choose(Tiled, &input, false), Scheme::Tiled);
-        assert_eq!(choose(Tiled, &weights, false), Scheme::Tiled);
-        let awkward = MatmulParams::forward(
-            DenseGeometry {
-                inputs: 300,
-                outputs: 7,
-            },
-            33,
-        );
-        assert_eq!(choose(Tiled, &awkward, true), Scheme::Split);
-        // 33 inputs: nothing is aligned, so the general kernel runs.
-        let odd = MatmulParams::forward(
-            DenseGeometry {
-                inputs: 33,
-                outputs: 17,
-            },
-            7,
-        );
-        assert_eq!(choose(RegisterBlocked, &odd, true), Scheme::General);
-        assert_eq!(choose(RegisterBlocked, &odd, false), Scheme::General);
     }
 }

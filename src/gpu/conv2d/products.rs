@@ -1,0 +1,330 @@
+//! How the register-blocked conv2d kernels cut a pass into blocks: their block shapes (as the
+//! shaders fix them), their uniform `Conv2dParams` (mirroring `shaders/conv2d/products.wgsl`),
+//! and which kernels run at a geometry. The kernels themselves are in `register_blocked.rs`
+//! and `subgroup.rs`. Twin: `cpu/conv2d.rs`.
+
+use bytemuck::{Pod, Zeroable};
+
+use super::u;
+use crate::cpu::conv2d::Conv2dGeometry;
+
+/// Invocations per workgroup of the blocked kernels (`BLOCK_WORKGROUP` in the shader).
+pub(super) const BLOCK_WORKGROUP: usize = 16;
+/// Channels of a block (one `Tile`; `BLOCK_CHANNELS` in the shader).
+pub(super) const BLOCK_CHANNELS: usize = 32;
+/// Row segments (forward) or (in channel, ky) pairs (weight gradient) of a block (`BLOCK_ROWS`).
+pub(super) const BLOCK_ROWS: usize = 8;
+/// Columns (forward) or kx (weight gradient) of a block (`BLOCK_COLS`).
+pub(super) const BLOCK_COLS: usize = 4;
+/// Positions of an input-gradient block (`BLOCK_POSITIONS`).
+pub(super) const BLOCK_POSITIONS: usize = 32;
+/// Input channels of a block of the 3x3 weight gradient (`conv2d_backward_weights_k3`).
+pub(super) const K3_BLOCK_CHANNELS: usize = 4;
+/// The register-blocked weight gradient splits the batch into chunks until about this many
+/// invocations run: more chunks keep more threads busy but make the final sum longer. 192 is 12
+/// workgroups, an even share for lavapipe's threads on 2, 3, 4 or 6 cores.
+pub(super) const WEIGHT_GRAD_INVOCATIONS: usize = 192;
+/// Packed weight slots of one uniform binding (`PACKED_SLOTS`), each the 32 weights of one step
+/// of a channel block; the register-blocked forward and backward input have two bindings.
+pub(super) const PACKED_SLOTS: usize = 512;
+pub(super) const PACKED_SLOT_BYTES: u64 = 4 * BLOCK_CHANNELS as u64;
+pub(super) const PACKED_BINDING_BYTES: u64 = PACKED_SLOTS as u64 * PACKED_SLOT_BYTES;
+
+/// The most row (or column) runs of the register-blocked input gradient's position classes
+/// (`MAX_RUNS` in `products.wgsl`; its `MAX_CLASSES` is the square), which size the uniform.
+pub(super) const MAX_RUNS: usize = 16;
+
+/// Mirrors `Conv2dParams` in the shader (`products.wgsl`): the register-blocked kernels' uniform
+/// (the tiled kernels have their own, `tiled::TiledParams`).
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+pub(super) struct Conv2dParams {
+    pub(super) batch: u32,
+    pub(super) in_channels: u32,
+    pub(super) in_height: u32,
+    pub(super) in_width: u32,
+    pub(super) out_channels: u32,
+    pub(super) out_height: u32,
+    pub(super) out_width: u32,
+    pub(super) kernel: u32,
+    pub(super) relu: u32,
+    /// Workgroups that do work (forward and input gradient); invocations (weight gradient).
+    pub(super) len: u32,
+    /// Forward: blocks of columns per row (forward) or of kx (weight gradient).
+    pub(super) col_blocks: u32,
+    /// Weight gradient: blocks of (ci, ky) pairs.
+    pub(super) row_blocks: u32,
+    /// Weight gradient: row segments (image, output row) per chunk of partial sums.
+    pub(super) chunk_rows: u32,
+    /// Weight gradient: the elements per chunk of partial sums.
+    pub(super) partial_stride: u32,
+    /// Forward and input gradient: workgroups per block of channels, and the
+    /// steps (packed weight slots) of a block.
+    pub(super) block_groups: u32,
+    pub(super) block_steps: u32,
+    /// Input gradient: row runs of its position classes.
+    pub(super) row_runs: u32,
+    /// Input gradient: column runs of its position classes.
+    pub(super) col_runs: u32,
+    /// Forward and input gradient: the first packed slot of the second
+    /// binding ([`packed_split`]).
+    pub(super) packed_split: u32,
+    /// The arrays start on 16 bytes, as in the shader.
+    pub(super) _pad: u32,
+    /// Input gradient: the runs, and each class's first lane and runs (see
+    /// [`Conv2dParams::input_classes`]).
+    pub(super) row_run: [[u32; 4]; MAX_RUNS],
+    pub(super) col_run: [[u32; 4]; MAX_RUNS],
+    pub(super) classes: [[u32; 4]; MAX_RUNS * MAX_RUNS],
+}
+
+impl Conv2dParams {
+    pub(super) fn new(g: Conv2dGeometry, n: usize) -> Conv2dParams {
+        let out = g.output();
+        Conv2dParams {
+            batch: u(n),
+            in_channels: u(g.input.channels),
+            in_height: u(g.input.height),
+            in_width: u(g.input.width),
+            out_channels: u(g.out_channels),
+            out_height: u(out.height),
+            out_width: u(out.width),
+            kernel: u(g.kernel),
+            ..Zeroable::zeroed()
+        }
+    }
+}
+
+/// Lanes that share one load of dy in the k3 weight gradient with shared dy.
+pub(super) const SHARED_DY_LANES: usize = 8;
+
+/// Whether the 3x3 weight gradient of `g` runs with shared dy: where it runs the k3 kernel and
+/// its blocks of input channels come in whole groups of 8, so that the 8 lanes of a group are
+/// one (chunk, channel block).
+pub(super) fn shares_dy(g: Conv2dGeometry) -> bool {
+    let ci_blocks = g.input.channels.div_ceil(K3_BLOCK_CHANNELS);
+    runs_k3(g) && ci_blocks.is_multiple_of(SHARED_DY_LANES)
+}
+
+/// Whether the register-blocked weight gradient of `g` runs the 3x3 kernel: k = 3, with more
+/// (in channel, ky) pairs than the narrow kernel takes.
+pub(super) fn runs_k3(g: Conv2dGeometry) -> bool {
+    g.kernel == 3 && g.input.channels * g.kernel > BLOCK_ROWS / 2
+}
+
+/// Whether the register-blocked forward of `g` reads its weights packed into the two uniform
+/// bindings (`RegisterBlockedKernels::pass`), where the adapter binds them.
+pub(super) fn packs_weights(g: Conv2dGeometry) -> bool {
+    let slots = g.out_channels.div_ceil(BLOCK_CHANNELS) * g.input.channels * g.kernel * g.kernel;
+    slots <= packed_split(g.kernel) + PACKED_SLOTS
+}
+
+/// Whether the weight gradient from a fused ReLU and max pooling runs in one register-blocked
+/// pass for `g` (`conv2d_backward_weights_pooled`): at most 4 (ci, ky) pairs and k <= 4, as in
+/// a first layer, and an output that pools.
+pub(super) fn pools_weight_grad(g: Conv2dGeometry) -> bool {
+    let out = g.output();
+    let narrow = g.input.channels * g.kernel <= BLOCK_ROWS / 2 && g.kernel <= BLOCK_COLS;
+    narrow && out.height >= 2 && out.width >= 2
+}
+
+impl Conv2dParams {
+    /// The blocks of a register-blocked forward pass whose output has
+    /// `channels` channels of `height x width` per image, each step of which multiplies
+    /// `steps` weights: sets `col_blocks`, `block_groups`, `block_steps` and `len` (the
+    /// workgroups: `block_groups` per block of channels).
+    pub(super) fn channel_blocks(
+        &mut self,
+        channels: usize,
+        height: usize,
+        width: usize,
+        steps: usize,
+    ) {
+        let col_blocks = width.div_ceil(BLOCK_COLS);
+        let row_blocks = (self.batch as usize * height).div_ceil(BLOCK_ROWS);
+        let block_groups = (col_blocks * row_blocks).div_ceil(BLOCK_WORKGROUP);
+        let blocks = channels.div_ceil(BLOCK_CHANNELS);
+        (self.col_blocks, self.block_groups) = (u(col_blocks), u(block_groups));
+        (self.block_steps, self.len) = (u(steps), u(blocks * block_groups));
+    }
+
+    /// The blocks of a register-blocked input-gradient pass (see `input_class` in the shader),
+    /// each step of which multiplies `steps` weights: the position classes, in decreasing
+    /// order of their taps, with `block_groups` (workgroups per block of channels),
+    /// `block_steps` and `len`. None where the input has more runs than the params hold
+    /// (kernels wider than 8).
+    pub(super) fn input_classes(mut self, g: Conv2dGeometry, steps: usize) -> Option<Conv2dParams> {
+        let out = g.output();
+        let row_runs = input_runs(g.input.height, out.height, g.kernel);
+        let col_runs = input_runs(g.input.width, out.width, g.kernel);
+        if row_runs.len() > MAX_RUNS || col_runs.len() > MAX_RUNS {
+            return None;
+        }
+        let mut classes: Vec<(usize, usize)> = (0..row_runs.len())
+            .flat_map(|r| (0..col_runs.len()).map(move |c| (r, c)))
+            .collect();
+        // Stable, so that the order is fixed for a geometry.
+        classes.sort_by_key(|&(r, c)| std::cmp::Reverse(row_runs[r][3] * col_runs[c][3]));
+        let mut lanes = 0;
+        for (i, &(r, c)) in classes.iter().enumerate() {
+            self.classes[i] = [u(lanes), u(r), u(c), 0];
+            let positions = self.batch as usize * (row_runs[r][1] * col_runs[c][1]) as usize;
+            lanes += positions.div_ceil(BLOCK_POSITIONS);
+        }
+        self.row_run[..row_runs.len()].copy_from_slice(&row_runs);
+        self.col_run[..col_runs.len()].copy_from_slice(&col_runs);
+        (self.row_runs, self.col_runs) = (u(row_runs.len()), u(col_runs.len()));
+        let block_groups = lanes.div_ceil(BLOCK_WORKGROUP);
+        (self.block_groups, self.block_steps) = (u(block_groups), u(steps));
+        self.len = u(g.input.channels.div_ceil(BLOCK_CHANNELS) * block_groups);
+        Some(self)
+    }
+}
+
+/// The runs of input rows (or columns) `0..len` whose kernel taps meet the output in the same
+/// range, for a stride-1 valid convolution with `out` outputs along that axis: (first, count,
+/// first tap, taps). Row `i` meets output rows `i - t` for taps `t` with `0 <= i - t < out`.
+pub(super) fn input_runs(len: usize, out: usize, k: usize) -> Vec<[u32; 4]> {
+    let mut runs: Vec<[u32; 4]> = Vec::new();
+    for i in 0..len {
+        let (lo, hi) = ((i + 1).saturating_sub(out), (i + 1).min(k));
+        match runs.last_mut() {
+            Some(run) if (run[2], run[3]) == (u(lo), u(hi - lo)) => run[1] += 1,
+            _ => runs.push([u(i), 1, u(lo), u(hi - lo)]),
+        }
+    }
+    runs
+}
+
+/// Where the second uniform binding of packed weights starts, in slots: the most slots that
+/// fill no more than the first binding, are a multiple of `k * k` (so that a block of the input
+/// gradient switches bindings between two output channels) and are even (so that the binding's
+/// offset, 128 bytes a slot, is a multiple of 256, the largest uniform offset alignment).
+pub(super) fn packed_split(k: usize) -> usize {
+    let step = if (k * k).is_multiple_of(2) {
+        k * k
+    } else {
+        2 * k * k
+    };
+    PACKED_SLOTS / step * step
+}
+
+/// Whether the input gradient's position classes of `g` fit the uniform (kernels up to 8 wide;
+/// [`Conv2dParams::input_classes`]).
+pub(super) fn input_classes_fit(g: Conv2dGeometry) -> bool {
+    let out = g.output();
+    let rows = input_runs(g.input.height, out.height, g.kernel);
+    let cols = input_runs(g.input.width, out.width, g.kernel);
+    rows.len() <= MAX_RUNS && cols.len() <= MAX_RUNS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{
+        COMMON, PRODUCTS, RB_BACKWARD_INPUT, RB_BACKWARD_WEIGHTS, RB_FORWARD, READS_TEXTURE,
+        REGISTER_BLOCKED,
+    };
+    use super::*;
+    use crate::gpu::kernel::{assert_struct_size, shader_const, WgslModule};
+    use crate::gpu::texture;
+
+    #[test]
+    fn the_uniform_mirror_matches_the_shader() {
+        let module = WgslModule::new("products", &[COMMON, PRODUCTS]);
+        assert_struct_size(module, "Conv2dParams", std::mem::size_of::<Conv2dParams>());
+    }
+
+    #[test]
+    fn host_block_sizes_match_the_shaders() {
+        let files = [
+            COMMON,
+            PRODUCTS,
+            REGISTER_BLOCKED,
+            RB_FORWARD,
+            RB_BACKWARD_INPUT,
+        ];
+        let texts: Vec<&str> = files
+            .iter()
+            .chain([&RB_BACKWARD_WEIGHTS])
+            .map(|f| f.text)
+            .collect();
+        let source = texts.join("\n");
+        for (name, host) in [
+            ("BLOCK_WORKGROUP", BLOCK_WORKGROUP),
+            ("BLOCK_CHANNELS", BLOCK_CHANNELS),
+            ("BLOCK_ROWS", BLOCK_ROWS),
+            ("BLOCK_COLS", BLOCK_COLS),
+            ("K3_BLOCK_CHANNELS", K3_BLOCK_CHANNELS),
+            ("BLOCK_POSITIONS", BLOCK_POSITIONS),
+            ("MAX_RUNS", MAX_RUNS),
+            ("MAX_CLASSES", MAX_RUNS * MAX_RUNS),
+            ("PACKED_SLOTS", PACKED_SLOTS),
+        ] {
+            assert_eq!(shader_const(&source, name), host, "{name}");
+        }
+        let width = shader_const(READS_TEXTURE.text, "TEXTURE_WIDTH");
+        assert_eq!(width, texture::TEXTURE_WIDTH);
+    }
+
+    #[test]
+    fn input_runs_group_the_rows_that_meet_the_same_taps() {
+        // 13 rows from 11 with k = 3: rows 0 and 1 meet taps 0 and 0..1, 2..10 all three,
+        // 11 and 12 taps 1..2 and 2.
+        let runs = input_runs(13, 11, 3);
+        let expected = [
+            [0, 1, 0, 1],
+            [1, 1, 0, 2],
+            [2, 9, 0, 3],
+            [11, 1, 1, 2],
+            [12, 1, 2, 1],
+        ];
+        assert_eq!(runs, expected);
+        // An output narrower than the kernel: no row meets all k taps.
+        assert_eq!(
+            input_runs(4, 2, 3),
+            [[0, 1, 0, 1], [1, 1, 0, 2], [2, 1, 1, 2], [3, 1, 2, 1]]
+        );
+        // Every row's taps: the runs cover 0..len in order.
+        for (len, out, k) in [(28, 26, 3), (7, 3, 5), (9, 1, 9)] {
+            let runs = input_runs(len, out, k);
+            assert_eq!(runs.iter().map(|r| r[1] as usize).sum::<usize>(), len);
+            assert!(runs.windows(2).all(|w| w[1][0] == w[0][0] + w[0][1]));
+        }
+    }
+
+    /// `packs_weights`, which says where the subgroup variants change the forward, agrees with
+    /// the forward's own choice (`RegisterBlockedKernels::pass`).
+    #[test]
+    fn packs_weights_agrees_with_the_forward_pass() {
+        use crate::model::Shape;
+        for (input, out_channels, kernel, packs) in [
+            (Shape::new(1, 28, 28), 32, 3, true),
+            (Shape::new(32, 13, 13), 64, 3, true),
+            (Shape::new(35, 11, 14), 37, 6, false),
+            (Shape::new(56, 9, 9), 64, 3, true),
+            (Shape::new(57, 9, 9), 64, 3, false),
+        ] {
+            let g = Conv2dGeometry::new(input, out_channels, kernel);
+            let (mut p, out) = (Conv2dParams::new(g, 7), g.output());
+            let steps = g.input.channels * g.kernel * g.kernel;
+            p.channel_blocks(g.out_channels, out.height, out.width, steps);
+            let slots = (p.len / p.block_groups) as usize * p.block_steps as usize;
+            let pass_packs = slots <= packed_split(g.kernel) + PACKED_SLOTS;
+            assert_eq!((packs_weights(g), pass_packs), (packs, packs), "{input:?}");
+        }
+    }
+
+    #[test]
+    fn packed_split_is_a_whole_number_of_channels_at_an_aligned_offset() {
+        assert_eq!(packed_split(3), 504);
+        assert_eq!(packed_split(1), 512);
+        assert_eq!(packed_split(5), 500);
+        for k in 1..=16 {
+            let split = packed_split(k);
+            // The largest: the next candidate (at most 2 k^2 further) would not fit.
+            assert!(split <= PACKED_SLOTS && split + 2 * k * k > PACKED_SLOTS);
+            assert_eq!(split % (k * k), 0);
+            assert_eq!((split as u64 * PACKED_SLOT_BYTES) % 256, 0);
+        }
+    }
+}
