@@ -12,20 +12,8 @@
 //   in a fixed tree. Deterministic too; it rounds differently from conv2d_reduce.
 // Bindings: 0 reduce_params, 1 partial_sums, 2 sums (dw, db, dw and db, or dx).
 
-struct Conv2dReduceParams {
-    // Sums to form.
-    len: u32,
-    // Chunks of partial sums, stride elements apart; the summed ones start at first in each.
-    chunks: u32,
-    stride: u32,
-    first: u32,
-    // Sum i goes to sums[i], or from split on to sums[i + skip] (so that one pass fills dw and
-    // a db that follows it after a gap).
-    split: u32,
-    skip: u32,
-    _pad0: u32,
-    _pad1: u32,
-}
+// Conv2dReduceParams: the uniform, declared by the host (src/gpu/conv2d/sums.rs) with the
+// fields' meaning, and listed before this file.
 
 @group(0) @binding(0) var<uniform> reduce_params: Conv2dReduceParams;
 @group(0) @binding(1) var<storage, read> partial_sums: array<f32>;

@@ -39,35 +39,8 @@
 // (tile_index); tiled_params.len of them do work (chunks: backward weights and input only).
 // Workgroup memory: TILE_K x (TILE_M + 1) + TILE_K x TILE_N floats = 10,304 bytes.
 
-struct Conv2dTiledParams {
-    batch: u32,
-    in_channels: u32,
-    in_height: u32,
-    in_width: u32,
-    out_channels: u32,
-    out_height: u32,
-    out_width: u32,
-    kernel: u32,
-    // The stride, and the zeros on every side of the input.
-    stride: u32,
-    pad: u32,
-    // Forward: max(., 0) on store when 1.
-    relu: u32,
-    // Workgroups that do work (the rest return at once), and the tiles along the rows
-    // (TILE_M) and the columns (TILE_N) of the product.
-    len: u32,
-    m_tiles: u32,
-    n_tiles: u32,
-    // Backward weights: row segments (image, output row) per chunk of partial sums; backward
-    // input: terms of the sum (k) per chunk, a multiple of TILE_K (one chunk: all of them).
-    chunk_rows: u32,
-    chunk_k: u32,
-    // Elements per chunk of partial sums.
-    partial_stride: u32,
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
-}
+// Conv2dTiledParams: the uniform, declared by the host (src/gpu/conv2d/tiled.rs) with the
+// fields' meaning, and listed before this file.
 
 @group(0) @binding(0) var<uniform> tiled_params: Conv2dTiledParams;
 @group(0) @binding(1) var<storage, read> src: array<f32>;

@@ -6,12 +6,8 @@
 //   workgroup_sum adding those in a fixed tree (as dense_matmul_split).
 // Bindings: 0 bias_params, 1 dy, 2 db.
 
-struct BiasGradParams {
-    outputs: u32,
-    batch: u32,
-    // (output stride, row stride) of dy in elements.
-    dy_strides: vec2<u32>,
-}
+// BiasGradParams: the uniform, declared by the host (src/gpu/dense/kernels.rs) with the
+// fields' meaning, and listed before this file.
 
 @group(0) @binding(0) var<uniform> bias_params: BiasGradParams;
 @group(0) @binding(1) var<storage, read> dy: array<f32>;

@@ -23,15 +23,8 @@
 //   3 b: read            (also viewed as b4: array<vec4<f32>>; see the reads files)
 //   4 bias: read         (the *_bias entries only)
 
-struct MatmulParams {
-    rows: u32,
-    cols: u32,
-    inner: u32,
-    _pad: u32,
-    // (row stride, column stride) in elements of each operand.
-    a_strides: vec2<u32>,
-    b_strides: vec2<u32>,
-}
+// MatmulParams: the uniform, declared by the host (src/gpu/dense/scheme.rs) with the fields'
+// meaning, and listed before this file.
 
 @group(0) @binding(0) var<uniform> params: MatmulParams;
 @group(0) @binding(2) var<storage, read_write> c: array<f32>;

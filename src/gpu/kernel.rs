@@ -73,11 +73,19 @@ pub fn shader_source(body: &str) -> String {
     format!("{PREAMBLE}\n{body}")
 }
 
-/// One WGSL file: its path under `shaders/` and its text.
+/// One WGSL file: its path under `shaders/` and its text (or a struct the host declares,
+/// `wgsl_struct!`).
 #[derive(Clone, Copy, Debug)]
 pub struct ShaderFile {
     pub path: &'static str,
     pub text: &'static str,
+}
+
+impl ShaderFile {
+    /// Whether it is a file under `shaders/` (not a struct the host declares).
+    pub fn is_file(&self) -> bool {
+        self.path.ends_with(".wgsl")
+    }
 }
 
 /// A `ShaderFile` for a path under `shaders/`, its text included at build time.
@@ -88,6 +96,54 @@ macro_rules! shader_file {
             path: $path,
             text: include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/shaders/", $path)),
         }
+    };
+}
+
+/// A uniform struct declared once, for both sides: defines the `#[repr(C)]`, `Pod` Rust struct
+/// and `NAME::WGSL`, a [`ShaderFile`] holding `struct NAME { ... }` with the same fields in the
+/// same order, which the op's modules list before the files that use it (so the host's mirror
+/// and the shader's struct cannot drift). A field's WGSL type is its Rust type's name unless
+/// given after `=` (`a_strides: [u32; 2] = "vec2<u32>"`).
+#[macro_export]
+macro_rules! wgsl_struct {
+    (
+        $(#[$meta:meta])*
+        $vis:vis struct $name:ident {
+            $( $(#[$field_meta:meta])* $field_vis:vis $field:ident : $ty:ty $(= $wgsl:literal)? ),*
+            $(,)?
+        }
+    ) => {
+        $(#[$meta])*
+        #[repr(C)]
+        #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+        $vis struct $name {
+            $( $(#[$field_meta])* $field_vis $field: $ty ),*
+        }
+
+        impl $name {
+            /// The shader's declaration of this struct (see `wgsl_struct!`).
+            #[allow(dead_code)]
+            pub const WGSL: $crate::gpu::kernel::ShaderFile = $crate::gpu::kernel::ShaderFile {
+                path: concat!("(declared by the host) ", stringify!($name)),
+                text: concat!(
+                    "struct ", stringify!($name), " {\n",
+                    $( "    ", stringify!($field), ": ", $crate::wgsl_type!($ty $(, $wgsl)?), ",\n", )*
+                    "}\n"
+                ),
+            };
+        }
+    };
+}
+
+/// The WGSL type of a `wgsl_struct!` field: the one given, else the Rust type's name.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! wgsl_type {
+    ($ty:ty) => {
+        stringify!($ty)
+    };
+    ($ty:ty, $wgsl:literal) => {
+        $wgsl
     };
 }
 

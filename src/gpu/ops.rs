@@ -110,7 +110,8 @@ pub fn modules() -> impl Iterator<Item = WgslModule> {
 /// Every shader file of every op, each once (path under `shaders/`, text).
 pub fn files() -> Vec<ShaderFile> {
     let mut files: Vec<ShaderFile> = Vec::new();
-    for file in modules().flat_map(|m| m.files.iter().copied()) {
+    let listed = modules().flat_map(|m| m.files.iter().copied());
+    for file in listed.filter(ShaderFile::is_file) {
         if !files.iter().any(|f| f.path == file.path) {
             files.push(file);
         }

@@ -3,14 +3,14 @@
 //! sums, and `conv2d_reduce` adds the chunks in chunk order, so the bits never depend on the
 //! machine's timing. Twin: `cpu/conv2d.rs`.
 
-use bytemuck::{Pod, Zeroable};
+use bytemuck::Zeroable;
 
 use super::{grid, u, weight_len, COMMON};
 use crate::cpu::conv2d::Conv2dGeometry;
 use crate::gpu::buffer::{storage, uniform, View};
 use crate::gpu::context::GpuContext;
 use crate::gpu::kernel::{grid_1d, Access, Dispatch, Kernel, WgslModule};
-use crate::shader_file;
+use crate::{shader_file, wgsl_struct};
 
 /// The chunk sums and the weight packing (`pack.wgsl`, run by the register-blocked variants),
 /// which the variants share (`shared.rs` compiles it once).
@@ -18,6 +18,7 @@ pub(super) const SUMS_MODULE: WgslModule = WgslModule::new(
     "conv2d sums",
     &[
         COMMON,
+        Conv2dReduceParams::WGSL,
         shader_file!("conv2d/reduce.wgsl"),
         shader_file!("conv2d/pack.wgsl"),
     ],
@@ -46,20 +47,23 @@ pub(super) struct Chunks {
 /// register-blocked variant always adds one element per invocation.)
 const SPLIT_REDUCE_CHUNKS: usize = 64;
 
-/// Mirrors `Conv2dReduceParams` in `reduce.wgsl`.
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct ReduceParams {
-    /// Sums to form.
-    len: u32,
-    /// Chunks of partial sums, `stride` elements apart; the summed ones start at `first`.
-    chunks: u32,
-    stride: u32,
-    first: u32,
-    /// Sums from `split` on are stored `skip` elements further on.
-    split: u32,
-    skip: u32,
-    _pad: [u32; 2],
+wgsl_struct! {
+    /// The chunk sums' uniform (`reduce_params` in `reduce.wgsl`).
+    struct Conv2dReduceParams {
+        /// Sums to form.
+        len: u32,
+        /// Chunks of partial sums, `stride` elements apart; the summed ones start at `first` in
+        /// each.
+        chunks: u32,
+        stride: u32,
+        first: u32,
+        /// Sum i goes to `sums[i]`, or from `split` on to `sums[i + skip]` (so that one pass
+        /// fills dw and a db that follows it after a gap).
+        split: u32,
+        skip: u32,
+        _pad0: u32,
+        _pad1: u32,
+    }
 }
 
 /// How the weight gradient splits its sum over the `rows` row segments of a batch: `chunks`
@@ -110,14 +114,14 @@ impl SumsKernels {
         (out, split, skip): (View, usize, usize),
         may_split: bool,
     ) -> Dispatch {
-        let params = ReduceParams {
+        let params = Conv2dReduceParams {
             len: u(len),
             chunks: u(chunks),
             stride: u(stride),
             first: u(first),
             split: u(split),
             skip: u(skip),
-            _pad: [0; 2],
+            ..Zeroable::zeroed()
         };
         let params = uniform(ctx, "conv2d reduce params", &params);
         let buffers = [View::whole(&params), View::whole(partials), out];
@@ -189,7 +193,7 @@ mod tests {
 
     #[test]
     fn the_uniform_mirror_matches_the_shader() {
-        let host = std::mem::size_of::<ReduceParams>();
+        let host = std::mem::size_of::<Conv2dReduceParams>();
         let sums = SUMS_MODULE;
         crate::gpu::kernel::assert_struct_size(sums, "Conv2dReduceParams", host);
     }

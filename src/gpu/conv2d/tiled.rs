@@ -6,7 +6,7 @@
 use std::rc::Rc;
 
 use anyhow::Result;
-use bytemuck::{Pod, Zeroable};
+use bytemuck::Zeroable;
 
 use super::shared::Conv2dShared;
 use super::sums::{Chunks, SumsKernels};
@@ -15,10 +15,11 @@ use crate::cpu::conv2d::Conv2dGeometry;
 use crate::gpu::buffer::{storage, uniform, View};
 use crate::gpu::context::GpuContext;
 use crate::gpu::kernel::{Access, Dispatch, Kernel, ShaderFile, WgslModule};
-use crate::shader_file;
+use crate::{shader_file, wgsl_struct};
 
 const TILED: ShaderFile = shader_file!("conv2d/tiled.wgsl");
-pub(super) const MODULE: WgslModule = WgslModule::new("conv2d tiled", &[COMMON, TILED]);
+pub(super) const MODULE: WgslModule =
+    WgslModule::new("conv2d tiled", &[COMMON, Conv2dTiledParams::WGSL, TILED]);
 
 /// Rows (channels) and columns (positions, or weights) of the product tile of one workgroup
 /// (`TILE_M`, `TILE_N`).
@@ -100,40 +101,43 @@ impl Conv2dVariant for Tiled {
     }
 }
 
-/// Mirrors `Conv2dTiledParams` in `tiled.wgsl`.
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct TiledParams {
-    batch: u32,
-    in_channels: u32,
-    in_height: u32,
-    in_width: u32,
-    out_channels: u32,
-    out_height: u32,
-    out_width: u32,
-    kernel: u32,
-    stride: u32,
-    pad: u32,
-    /// Forward: max(., 0) on store when 1.
-    relu: u32,
-    /// Workgroups that do work, and the tiles along the rows (`TILE_M`) and the columns
-    /// (`TILE_N`) of the product (see [`TiledParams::tiles`]).
-    len: u32,
-    m_tiles: u32,
-    n_tiles: u32,
-    /// Weight gradient: row segments per chunk of partial sums; input gradient: terms of the
-    /// sum per chunk (a multiple of `TILE_K`).
-    chunk_rows: u32,
-    chunk_k: u32,
-    /// Elements per chunk of partial sums.
-    partial_stride: u32,
-    _pad: [u32; 3],
+wgsl_struct! {
+    /// The tiled kernels' uniform (`tiled_params` in `tiled.wgsl`).
+    struct Conv2dTiledParams {
+        batch: u32,
+        in_channels: u32,
+        in_height: u32,
+        in_width: u32,
+        out_channels: u32,
+        out_height: u32,
+        out_width: u32,
+        kernel: u32,
+        /// The stride, and the zeros on every side of the input.
+        stride: u32,
+        pad: u32,
+        /// Forward: max(., 0) on store when 1.
+        relu: u32,
+        /// Workgroups that do work (the rest return at once), and the tiles along the rows
+        /// (`TILE_M`) and the columns (`TILE_N`) of the product ([`Conv2dTiledParams::tiles`]).
+        len: u32,
+        m_tiles: u32,
+        n_tiles: u32,
+        /// Weight gradient: row segments (image, output row) per chunk of partial sums; input
+        /// gradient: terms of the sum (k) per chunk, a multiple of `TILE_K` (one chunk: all).
+        chunk_rows: u32,
+        chunk_k: u32,
+        /// Elements per chunk of partial sums.
+        partial_stride: u32,
+        _pad0: u32,
+        _pad1: u32,
+        _pad2: u32,
+    }
 }
 
-impl TiledParams {
-    fn new(g: Conv2dGeometry, n: usize) -> TiledParams {
+impl Conv2dTiledParams {
+    fn new(g: Conv2dGeometry, n: usize) -> Conv2dTiledParams {
         let out = g.output();
-        TiledParams {
+        Conv2dTiledParams {
             batch: u(n),
             in_channels: u(g.input.channels),
             in_height: u(g.input.height),
@@ -167,9 +171,9 @@ impl Tiled {
         (g, n): (Conv2dGeometry, usize),
         (x, w, b, y): (View, View, View, View),
     ) -> Vec<Dispatch> {
-        let mut params = TiledParams {
+        let mut params = Conv2dTiledParams {
             relu: u32::from(relu),
-            ..TiledParams::new(g, n)
+            ..Conv2dTiledParams::new(g, n)
         };
         let out = g.output();
         let positions = n * out.height * out.width;
@@ -189,10 +193,10 @@ impl Tiled {
         (x, dy): (View, View),
         partials: View,
     ) -> Vec<Dispatch> {
-        let mut params = TiledParams {
+        let mut params = Conv2dTiledParams {
             chunk_rows: u(chunks.rows),
             partial_stride: u(chunks.stride),
-            ..TiledParams::new(g, n)
+            ..Conv2dTiledParams::new(g, n)
         };
         let workgroups = params.tiles(g.out_channels, weight_columns(g), chunks.count);
         let params = uniform(ctx, "conv2d params", &params);
@@ -210,7 +214,7 @@ impl Tiled {
         (g, n): (Conv2dGeometry, usize),
         (dy, w, dx): (View, View, View),
     ) -> Vec<Dispatch> {
-        let mut params = TiledParams::new(g, n);
+        let mut params = Conv2dTiledParams::new(g, n);
         let positions = n * g.input.height * g.input.width;
         let reduction = g.out_channels * g.kernel * g.kernel;
         let tiles = g.input.channels.div_ceil(TILE_M) * positions.div_ceil(TILE_N);
@@ -274,7 +278,7 @@ mod tests {
 
     #[test]
     fn the_uniform_mirror_matches_the_shader() {
-        let host = std::mem::size_of::<TiledParams>();
+        let host = std::mem::size_of::<Conv2dTiledParams>();
         crate::gpu::kernel::assert_struct_size(MODULE, "Conv2dTiledParams", host);
     }
 

@@ -2,8 +2,6 @@
 //! op's passes: each takes the variant to run and hands its multiply to that variant (or, where
 //! it declines, to its fallback); the bias gradient, which every variant shares, is here.
 
-use bytemuck::{Pod, Zeroable};
-
 use super::scheme::{row_major, MatmulParams, Strides, MAX_GROUPS_PER_DIM};
 use super::{expect_elements, register_blocked, tiled, DenseMatmul};
 use crate::cpu::dense::DenseGeometry;
@@ -11,7 +9,7 @@ use crate::gpu::buffer::{uniform, View};
 use crate::gpu::context::GpuContext;
 use crate::gpu::kernel::{Access, Dispatch, Kernel, WgslModule};
 use crate::gpu::variant::{self, Offer, Registered, Registration, Variant};
-use crate::shader_file;
+use crate::{shader_file, wgsl_struct};
 
 /// Every dense variant, in the order the autotuner times them (`gpu::variant` says what a
 /// registration holds; `docs/design.md` where each wins).
@@ -33,7 +31,10 @@ pub const VARIANTS: &[Registration<dyn DenseMatmul, ()>] = &[
 /// The bias gradient, which every variant runs.
 const BACKWARD_BIAS_MODULE: WgslModule = WgslModule::new(
     "dense backward bias",
-    &[shader_file!("dense/backward_bias.wgsl")],
+    &[
+        BiasGradParams::WGSL,
+        shader_file!("dense/backward_bias.wgsl"),
+    ],
 );
 
 /// Every module of the op (for the shader tests and `gpu::ops`).
@@ -41,13 +42,15 @@ pub fn modules() -> Vec<WgslModule> {
     variant::modules(&[BACKWARD_BIAS_MODULE], VARIANTS)
 }
 
-/// Mirrors `BiasGradParams` in `backward_bias.wgsl`: `db[o]` sums `batch` rows of `dy`.
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct BiasGradParams {
-    outputs: u32,
-    batch: u32,
-    dy_strides: Strides,
+wgsl_struct! {
+    /// The bias gradient's uniform (`bias_params` in `backward_bias.wgsl`): `db[o]` sums
+    /// `batch` rows of `dy`.
+    struct BiasGradParams {
+        outputs: u32,
+        batch: u32,
+        /// (output stride, row stride) of dy in elements.
+        dy_strides: Strides = "vec2<u32>",
+    }
 }
 
 pub struct DenseKernels {
@@ -266,7 +269,8 @@ mod tests {
                 !before.is_some_and(|c| c.is_alphanumeric() || c == '_' || c == '.')
             })
         };
-        let blocked = register_blocked::STORAGE_MODULE.files[2];
+        let files = register_blocked::STORAGE_MODULE.files.iter();
+        let blocked = *files.last().expect("the register-blocked kernels come last");
         for name in ["a", "b", "a4", "b4"] {
             for file in [COMMON, blocked] {
                 assert!(!indexes(file.text, name), "{} indexes {name}", file.path);

@@ -15,11 +15,11 @@ use crate::shader_file;
 const REGISTER_BLOCKED: ShaderFile = shader_file!("dense/register_blocked.wgsl");
 pub(super) const STORAGE_MODULE: WgslModule = WgslModule::new(
     "dense register-blocked",
-    &[COMMON, READS_STORAGE, REGISTER_BLOCKED],
+    &[MatmulParams::WGSL, COMMON, READS_STORAGE, REGISTER_BLOCKED],
 );
 pub(super) const TEXTURE_MODULE: WgslModule = WgslModule::new(
     "dense register-blocked-texture",
-    &[COMMON, READS_TEXTURE, REGISTER_BLOCKED],
+    &[MatmulParams::WGSL, COMMON, READS_TEXTURE, REGISTER_BLOCKED],
 );
 
 /// Its schemes, most preferred first (the last fits every product).

@@ -1,11 +1,10 @@
 //! The dense matmul kernels (`Scheme`) that the variants run: their entry points, where each
 //! fits, how many workgroups it launches, and the products' uniform. Twin: `cpu/dense.rs`.
 
-use bytemuck::{Pod, Zeroable};
-
 use crate::cpu::dense::DenseGeometry;
 use crate::gpu::context::GpuContext;
 use crate::gpu::kernel::{Access, Kernel};
+use crate::wgsl_struct;
 
 pub(super) const MAX_GROUPS_PER_DIM: usize = 65535;
 
@@ -26,17 +25,18 @@ pub(super) fn u(v: usize) -> u32 {
     u32::try_from(v).expect("dense: size fits in u32")
 }
 
-/// Mirrors `MatmulParams` in the shader: `C = A B` with `A` as `rows x inner`, `B` as
-/// `inner x cols`, and `C` row-major.
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-pub struct MatmulParams {
-    pub(super) rows: u32,
-    pub(super) cols: u32,
-    pub(super) inner: u32,
-    _pad: u32,
-    pub(super) a_strides: Strides,
-    pub(super) b_strides: Strides,
+wgsl_struct! {
+    /// The matmuls' uniform (`params` in `common.wgsl`): `C = A B` with `A` as `rows x inner`,
+    /// `B` as `inner x cols`, and `C` row-major.
+    pub struct MatmulParams {
+        pub(super) rows: u32,
+        pub(super) cols: u32,
+        pub(super) inner: u32,
+        _pad: u32,
+        /// (row stride, column stride) in elements of each operand.
+        pub(super) a_strides: Strides = "vec2<u32>",
+        pub(super) b_strides: Strides = "vec2<u32>",
+    }
 }
 
 impl MatmulParams {

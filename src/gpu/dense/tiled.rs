@@ -11,7 +11,12 @@ use crate::shader_file;
 
 pub(super) const MODULE: WgslModule = WgslModule::new(
     "dense tiled",
-    &[COMMON, READS_STORAGE, shader_file!("dense/tiled.wgsl")],
+    &[
+        MatmulParams::WGSL,
+        COMMON,
+        READS_STORAGE,
+        shader_file!("dense/tiled.wgsl"),
+    ],
 );
 
 /// Its schemes, most preferred first (the last fits every product).
