@@ -97,15 +97,15 @@ fn gpu_conv2(c: &mut Criterion) {
         let passes = [
             (
                 "forward",
-                kernels.forward(&ctx, variant, g, n, true, v(&x), v(&w), v(&b), v(&y)),
+                kernels.forward(&ctx, variant, (g, n), true, [v(&x), v(&w), v(&b), v(&y)]),
             ),
             (
                 "backward_input",
-                kernels.backward_input(&ctx, variant, g, n, v(&y), v(&w), v(&dx)),
+                kernels.backward_input(&ctx, variant, (g, n), [v(&y), v(&w), v(&dx)]),
             ),
             (
                 "backward_weights",
-                kernels.backward_weights(&ctx, variant, g, n, v(&x), v(&y), v(&dw), v(&db)),
+                kernels.backward_weights(&ctx, variant, (g, n), [v(&x), v(&y)], [v(&dw), v(&db)]),
             ),
         ];
         for ((pass, dispatches), of_op) in passes.into_iter().zip([

@@ -166,7 +166,7 @@ pub fn gpu_calibration(ctx: &GpuContext) -> Result<Calibration> {
         }
         // The variants the autotuner would time for this forward.
         for v in conv.offer(&ctx.info, Conv2dPass::Forward, g).timed {
-            let d = conv.forward(ctx, v, g, 1, false, b, a, bias, c);
+            let d = conv.forward(ctx, v, (g, 1), false, [b, a, bias, c]);
             candidates.push((format!("conv2d 1x1 forward ({v})"), d));
         }
         let mut fastest_run = f64::INFINITY;

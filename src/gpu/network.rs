@@ -281,11 +281,12 @@ impl CompiledNet {
                         Conv2dPass::ForwardReluMaxpool,
                     );
                     dispatches.extend(tune_conv(ctx, (tuner, &k.conv2d), op, g, n, |v| {
-                        let views = ((x, wv, bv), (pooled, argmax));
+                        let views = ([x, wv, bv], [pooled, argmax]);
                         k.conv2d
-                            .forward_relu_maxpool(ctx, v, g, n, views.0, views.1)
+                            .forward_relu_maxpool(ctx, v, (g, n), views.0, views.1)
                             .unwrap_or_else(|| {
-                                let mut apart = k.conv2d.forward(ctx, v, g, n, true, x, wv, bv, y);
+                                let mut apart =
+                                    k.conv2d.forward(ctx, v, (g, n), true, [x, wv, bv, y]);
                                 let s = g.output();
                                 apart.push(k.pool2d.forward(
                                     ctx,
@@ -313,7 +314,7 @@ impl CompiledNet {
                     };
                     let op = (op, Conv2dPass::Forward);
                     dispatches.extend(tune_conv(ctx, (tuner, &k.conv2d), op, g, n, |v| {
-                        k.conv2d.forward(ctx, v, g, n, relu, x, wv, bv, y)
+                        k.conv2d.forward(ctx, v, (g, n), relu, [x, wv, bv, y])
                     })?);
                 }
                 Layer::Dense { .. } => {
@@ -326,7 +327,7 @@ impl CompiledNet {
                         "dense_forward",
                         g,
                         n,
-                        |v| vec![k.dense.forward(ctx, v, g, n, x, wv, bv, y)],
+                        |v| vec![k.dense.forward(ctx, v, (g, n), [x, wv, bv, y])],
                     )?);
                 }
                 Layer::Activation(a) if !relu_fused_into_conv(plan, i) => {
@@ -542,26 +543,26 @@ fn backward_step(
                 let (dw, db) = (p.view(&p.grads, w), p.view(&p.grads, w + 1));
                 let g = Conv2dGeometry::of(step);
                 let pool = i + 2;
-                let pooling = (
+                let pooling = [
                     layout.buf(layout.grad[pool]),
                     layout.buf(layout.output[pool]),
                     layout.buf(layout.argmax[pool].expect("max pooling has an argmax")),
-                );
+                ];
                 let op = (
                     "conv2d_backward_weights+maxpool",
                     Conv2dPass::BackwardWeightsMaxpool,
                 );
                 out.extend(tune_conv(ctx, (tuner, &k.conv2d), op, g, n, |v| {
-                    let grads = (dw, db);
+                    let grads = [dw, db];
                     let fused = k
                         .conv2d
-                        .backward_weights_pooled(ctx, v, g, n, x, pooling, grads);
+                        .backward_weights_pooled(ctx, v, (g, n), x, pooling, grads);
                     fused.unwrap_or_else(|| {
-                        let (dpooled, pooled, argmax) = pooling;
+                        let [dpooled, pooled, argmax] = pooling;
                         let s = g.output();
                         let relu = (dpooled, argmax, Some(pooled));
                         let mut apart = vec![k.pool2d.backward(ctx, Pool::Max, s, n, relu, dy)];
-                        apart.extend(k.conv2d.backward_weights(ctx, v, g, n, x, dy, dw, db));
+                        apart.extend(k.conv2d.backward_weights(ctx, v, (g, n), [x, dy], [dw, db]));
                         apart
                     })
                 })?);
@@ -573,13 +574,13 @@ fn backward_step(
                 let g = Conv2dGeometry::of(step);
                 let op = ("conv2d_backward_weights", Conv2dPass::BackwardWeights);
                 out.extend(tune_conv(ctx, (tuner, &k.conv2d), op, g, n, |v| {
-                    k.conv2d.backward_weights(ctx, v, g, n, x, dy, dw, db)
+                    k.conv2d.backward_weights(ctx, v, (g, n), [x, dy], [dw, db])
                 })?);
                 if let Some(dx) = dx {
                     let wv = p.view(&p.params, w);
                     let op = ("conv2d_backward_input", Conv2dPass::BackwardInput);
                     out.extend(tune_conv(ctx, (tuner, &k.conv2d), op, g, n, |v| {
-                        k.conv2d.backward_input(ctx, v, g, n, dy, wv, dx)
+                        k.conv2d.backward_input(ctx, v, (g, n), [dy, wv, dx])
                     })?);
                 }
             }
@@ -593,7 +594,7 @@ fn backward_step(
                     "dense_backward_weights",
                     g,
                     n,
-                    |v| k.dense.backward_weights(ctx, v, g, n, x, dy, dw, db),
+                    |v| k.dense.backward_weights(ctx, v, (g, n), [x, dy], [dw, db]),
                 )?);
                 if let Some(dx) = dx {
                     let wv = p.view(&p.params, w);
@@ -603,7 +604,7 @@ fn backward_step(
                         "dense_backward_input",
                         g,
                         n,
-                        |v| vec![k.dense.backward_input(ctx, v, g, n, dy, wv, dx)],
+                        |v| vec![k.dense.backward_input(ctx, v, (g, n), [dy, wv, dx])],
                     )?);
                 }
             }

@@ -321,21 +321,21 @@ impl<'a> OnGpu<'a> {
         let (x, w, b) = ((&self.x).into(), (&self.w).into(), (&self.b).into());
         let (g, n) = (self.case.g, self.case.n);
         let k = self.kernels;
-        k.forward(self.ctx, self.variant, g, n, relu, x, w, b, y.into())
+        k.forward(self.ctx, self.variant, (g, n), relu, [x, w, b, y.into()])
     }
 
     fn backward_input(&self, dx: &wgpu::Buffer) -> Vec<Dispatch> {
         let (dy, w) = ((&self.dy).into(), (&self.w).into());
         let (g, n) = (self.case.g, self.case.n);
         let k = self.kernels;
-        k.backward_input(self.ctx, self.variant, g, n, dy, w, dx.into())
+        k.backward_input(self.ctx, self.variant, (g, n), [dy, w, dx.into()])
     }
 
     fn backward_weights(&self, dw: View, db: View) -> Vec<Dispatch> {
         let (x, dy) = ((&self.x).into(), (&self.dy).into());
         let (g, n) = (self.case.g, self.case.n);
         let k = self.kernels;
-        k.backward_weights(self.ctx, self.variant, g, n, x, dy, dw, db)
+        k.backward_weights(self.ctx, self.variant, (g, n), [x, dy], [dw, db])
     }
 }
 
@@ -380,10 +380,11 @@ fn check_forward_relu_maxpool(gpu: &OnGpu) -> Result<Comparison> {
     let len = n * pooled_shape.len();
     let pooled = storage(ctx, "pooled", 4 * len as u64)?;
     let argmax = storage(ctx, "argmax", 4 * len as u64)?;
-    let views = ((&gpu.x).into(), (&gpu.w).into(), (&gpu.b).into());
-    let outputs = ((&pooled).into(), (&argmax).into());
+    let views = [(&gpu.x).into(), (&gpu.w).into(), (&gpu.b).into()];
+    let outputs = [(&pooled).into(), (&argmax).into()];
     let (kernels, variant) = (gpu.kernels, gpu.variant);
-    let Some(dispatches) = kernels.forward_relu_maxpool(ctx, variant, g, n, views, outputs) else {
+    let Some(dispatches) = kernels.forward_relu_maxpool(ctx, variant, (g, n), views, outputs)
+    else {
         anyhow::bail!("conv2d: the {} variant does not pool", variant.name());
     };
     run(ctx, &dispatches.iter().collect::<Vec<_>>());
@@ -487,10 +488,10 @@ fn check_backward_weights_pooled(gpu: &OnGpu) -> Result<Comparison> {
     let argmax = storage_init(ctx, "argmax", &argmax)?;
     let dw = storage(ctx, "dw", 4 * weight_len(g) as u64)?;
     let db = storage(ctx, "db", 4 * g.out_channels as u64)?;
-    let pooling = ((&dpooled).into(), (&pooled).into(), (&argmax).into());
-    let grads = ((&dw).into(), (&db).into());
+    let pooling = [(&dpooled).into(), (&pooled).into(), (&argmax).into()];
+    let grads = [(&dw).into(), (&db).into()];
     let (kernels, variant, x) = (gpu.kernels, gpu.variant, (&gpu.x).into());
-    let Some(dispatches) = kernels.backward_weights_pooled(ctx, variant, g, n, x, pooling, grads)
+    let Some(dispatches) = kernels.backward_weights_pooled(ctx, variant, (g, n), x, pooling, grads)
     else {
         anyhow::bail!(
             "conv2d: the {} variant does not fold the pooling",

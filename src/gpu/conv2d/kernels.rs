@@ -121,18 +121,13 @@ impl Conv2dKernels {
 
     /// y = conv(x, w) + b for n images, then max(y, 0) when `relu`. Returns the dispatches to
     /// record in order (the register-blocked variants first pack the weights).
-    #[allow(clippy::too_many_arguments)]
     pub fn forward(
         &self,
         ctx: &GpuContext,
         variant: Variant,
-        g: Conv2dGeometry,
-        n: usize,
+        (g, n): (Conv2dGeometry, usize),
         relu: bool,
-        x: View,
-        w: View,
-        b: View,
-        y: View,
+        [x, w, b, y]: [View; 4],
     ) -> Vec<Dispatch> {
         expect_elements(&x, n * g.input.len(), "x");
         expect_elements(&w, weight_len(g), "w");
@@ -147,15 +142,13 @@ impl Conv2dKernels {
     /// `maxpool2d_forward` writes it), in one pass that never stores the convolution's own
     /// output. `None` where `variant` and its fallbacks decline it: the caller then runs the
     /// forward and the pooling apart.
-    #[allow(clippy::too_many_arguments)]
     pub fn forward_relu_maxpool(
         &self,
         ctx: &GpuContext,
         variant: Variant,
-        g: Conv2dGeometry,
-        n: usize,
-        (x, w, b): (View, View, View),
-        (pooled, argmax): (View, View),
+        (g, n): (Conv2dGeometry, usize),
+        [x, w, b]: [View; 3],
+        [pooled, argmax]: [View; 2],
     ) -> Option<Vec<Dispatch>> {
         let out = g.output();
         let pooled_len = n * g.out_channels * (out.height / 2) * (out.width / 2);
@@ -172,16 +165,12 @@ impl Conv2dKernels {
 
     /// dx = gradient w.r.t. the input. Returns the dispatches to record in order (the
     /// register-blocked variants first pack the weights).
-    #[allow(clippy::too_many_arguments)]
     pub fn backward_input(
         &self,
         ctx: &GpuContext,
         variant: Variant,
-        g: Conv2dGeometry,
-        n: usize,
-        dy: View,
-        w: View,
-        dx: View,
+        (g, n): (Conv2dGeometry, usize),
+        [dy, w, dx]: [View; 3],
     ) -> Vec<Dispatch> {
         expect_elements(&dy, n * g.output().len(), "dy");
         expect_elements(&w, weight_len(g), "w");
@@ -195,17 +184,13 @@ impl Conv2dKernels {
     /// order: partial sums of dw and db per chunk of row segments into a scratch buffer, then
     /// the sums of the chunks (in chunk order) into dw, then into db (into both at once where db
     /// follows dw in one buffer, as in the parameter buffers; what lies between is untouched).
-    #[allow(clippy::too_many_arguments)]
     pub fn backward_weights(
         &self,
         ctx: &GpuContext,
         variant: Variant,
-        g: Conv2dGeometry,
-        n: usize,
-        x: View,
-        dy: View,
-        dw: View,
-        db: View,
+        (g, n): (Conv2dGeometry, usize),
+        [x, dy]: [View; 2],
+        [dw, db]: [View; 2],
     ) -> Vec<Dispatch> {
         expect_elements(&x, n * g.input.len(), "x");
         expect_elements(&dy, n * g.output().len(), "dy");
@@ -223,16 +208,14 @@ impl Conv2dKernels {
     /// `argmax` what the forward wrote. The same as `Pool2dKernels::backward` with its ReLU
     /// mask, then `backward_weights`, in one pass that never forms dy. `None` where `variant`
     /// and its fallbacks decline it: the caller then runs the two passes.
-    #[allow(clippy::too_many_arguments)]
     pub fn backward_weights_pooled(
         &self,
         ctx: &GpuContext,
         variant: Variant,
-        g: Conv2dGeometry,
-        n: usize,
+        (g, n): (Conv2dGeometry, usize),
         x: View,
-        (dpooled, pooled, argmax): (View, View, View),
-        (dw, db): (View, View),
+        [dpooled, pooled, argmax]: [View; 3],
+        [dw, db]: [View; 2],
     ) -> Option<Vec<Dispatch>> {
         let out = g.output();
         let pooled_len = n * g.out_channels * (out.height / 2) * (out.width / 2);

@@ -168,7 +168,7 @@ fn check_forward(ctx: &GpuContext, variant: Variant, case: Case) -> Result<Compa
     let gpu = Inputs::upload(ctx, &data)?;
     let y = output(ctx, "y", n * g.outputs)?;
     let (x, w, b) = ((&gpu.x).into(), (&gpu.w).into(), (&gpu.b).into());
-    let forward = DenseKernels::new(ctx).forward(ctx, variant, g, n, x, w, b, (&y).into());
+    let forward = DenseKernels::new(ctx).forward(ctx, variant, (g, n), [x, w, b, (&y).into()]);
     run(ctx, &[&forward]);
     let mut cpu = vec![0.0; n * g.outputs];
     dense_forward(g, &data.x, &data.w, &data.b, &mut cpu);
@@ -180,7 +180,8 @@ fn check_backward_input(ctx: &GpuContext, variant: Variant, case: Case) -> Resul
     let gpu = Inputs::upload(ctx, &data)?;
     let dx = output(ctx, "dx", n * g.inputs)?;
     let (dy, w) = ((&gpu.dy).into(), (&gpu.w).into());
-    let backward = DenseKernels::new(ctx).backward_input(ctx, variant, g, n, dy, w, (&dx).into());
+    let backward =
+        DenseKernels::new(ctx).backward_input(ctx, variant, (g, n), [dy, w, (&dx).into()]);
     run(ctx, &[&backward]);
     let mut cpu = vec![0.0; n * g.inputs];
     dense_backward_input(g, &data.dy, &data.w, &mut cpu);
@@ -197,7 +198,7 @@ fn check_backward_weights(ctx: &GpuContext, variant: Variant, case: Case) -> Res
     let (x, dy) = ((&gpu.x).into(), (&gpu.dy).into());
     let grads = ((&dw).into(), (&db).into());
     let kernels = DenseKernels::new(ctx);
-    let dispatches = kernels.backward_weights(ctx, variant, g, n, x, dy, grads.0, grads.1);
+    let dispatches = kernels.backward_weights(ctx, variant, (g, n), [x, dy], [grads.0, grads.1]);
     run(ctx, &dispatches.iter().collect::<Vec<_>>());
     let (mut cpu_dw, mut cpu_db) = (vec![0.0; g.outputs * g.inputs], vec![0.0; g.outputs]);
     dense_backward_weights(g, &data.x, &data.dy, &mut cpu_dw, &mut cpu_db);

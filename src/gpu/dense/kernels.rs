@@ -3,7 +3,7 @@
 //! it declines, to its fallback); the bias gradient, which every variant shares, is here.
 
 use super::scheme::{row_major, MatmulParams, Strides, MAX_GROUPS_PER_DIM};
-use super::{expect_elements, register_blocked, tiled, DenseMatmul};
+use super::{expect_elements, register_blocked, tiled, DenseMatmul, Product};
 use crate::cpu::dense::DenseGeometry;
 use crate::gpu::buffer::{uniform, View};
 use crate::gpu::context::GpuContext;
@@ -86,16 +86,9 @@ impl DenseKernels {
     }
 
     /// A dispatch of `c = a b` (`+ bias[col]` when given) on `variant` (or its fallback).
-    fn matmul(
-        &self,
-        ctx: &GpuContext,
-        variant: Variant,
-        p: MatmulParams,
-        operands: (View, View, View),
-        bias: Option<View>,
-    ) -> Dispatch {
+    fn matmul(&self, ctx: &GpuContext, variant: Variant, product: Product) -> Dispatch {
         self.variants
-            .first(variant, |v| v.matmul(ctx, &p, operands, bias))
+            .first(variant, |v| v.matmul(ctx, &product))
             .expect("dense: the tiled variant runs every product")
     }
 
@@ -112,62 +105,50 @@ impl DenseKernels {
         expect_elements(&b, inner * cols, "b");
         expect_elements(&c, rows * cols, "c");
         let p = MatmulParams::new((rows, inner, cols), [row_major(inner), row_major(cols)]);
-        self.matmul(ctx, variant, p, (a, b, c), None)
+        self.matmul(ctx, variant, Product::new(p, (a, b, c)))
     }
 
     /// `y = x w^T + b` for `n` rows of `x`.
-    #[allow(clippy::too_many_arguments)]
     pub fn forward(
         &self,
         ctx: &GpuContext,
         variant: Variant,
-        g: DenseGeometry,
-        n: usize,
-        x: View,
-        w: View,
-        b: View,
-        y: View,
+        (g, n): (DenseGeometry, usize),
+        [x, w, b, y]: [View; 4],
     ) -> Dispatch {
         expect_elements(&x, n * g.inputs, "x");
         expect_elements(&w, g.outputs * g.inputs, "w");
         expect_elements(&b, g.outputs, "b");
         expect_elements(&y, n * g.outputs, "y");
         let params = MatmulParams::forward(g, n);
-        self.matmul(ctx, variant, params, (x, w, y), Some(b))
+        let product = Product::new(params, (x, w, y)).with_bias(b);
+        self.matmul(ctx, variant, product)
     }
 
     /// `dx = dy w`.
-    #[allow(clippy::too_many_arguments)]
     pub fn backward_input(
         &self,
         ctx: &GpuContext,
         variant: Variant,
-        g: DenseGeometry,
-        n: usize,
-        dy: View,
-        w: View,
-        dx: View,
+        (g, n): (DenseGeometry, usize),
+        [dy, w, dx]: [View; 3],
     ) -> Dispatch {
         expect_elements(&dy, n * g.outputs, "dy");
         expect_elements(&w, g.outputs * g.inputs, "w");
         expect_elements(&dx, n * g.inputs, "dx");
         let params = MatmulParams::backward_input(g, n);
-        self.matmul(ctx, variant, params, (dy, w, dx), None)
+        self.matmul(ctx, variant, Product::new(params, (dy, w, dx)))
     }
 
     /// `dw = dy^T x` and `db` = the batch sum of `dy`. Returns the dispatches to record (they are
     /// independent: one writes dw, the other db). Both read `dy^T` through the same strides.
-    #[allow(clippy::too_many_arguments)]
     pub fn backward_weights(
         &self,
         ctx: &GpuContext,
         variant: Variant,
-        g: DenseGeometry,
-        n: usize,
-        x: View,
-        dy: View,
-        dw: View,
-        db: View,
+        (g, n): (DenseGeometry, usize),
+        [x, dy]: [View; 2],
+        [dw, db]: [View; 2],
     ) -> Vec<Dispatch> {
         expect_elements(&x, n * g.inputs, "x");
         expect_elements(&dy, n * g.outputs, "dy");
@@ -181,7 +162,7 @@ impl DenseKernels {
         };
         let bias_params = uniform(ctx, "dense bias-gradient params", &bias_params);
         vec![
-            self.matmul(ctx, variant, params, (dy, x, dw), None),
+            self.matmul(ctx, variant, Product::new(params, (dy, x, dw))),
             self.backward_bias.dispatch(
                 ctx,
                 &[View::whole(&bias_params), dy, db],
@@ -270,7 +251,9 @@ mod tests {
             })
         };
         let files = register_blocked::STORAGE_MODULE.files.iter();
-        let blocked = *files.last().expect("the register-blocked kernels come last");
+        let blocked = *files
+            .last()
+            .expect("the register-blocked kernels come last");
         for name in ["a", "b", "a4", "b4"] {
             for file in [COMMON, blocked] {
                 assert!(!indexes(file.text, name), "{} indexes {name}", file.path);

@@ -33,37 +33,61 @@ const READS_TEXTURE: ShaderFile = shader_file!("dense/reads_texture.wgsl");
 
 /// What a dense variant implements: the matrix multiply that every pass is.
 pub trait DenseMatmul {
-    /// The dispatch of `c = a b` (`+ bias[col]` where given) for the product `p` (A, B and C
-    /// laid out as `p` says), or None where this variant declines it (its registration's
+    /// The dispatch of `product`, or None where this variant declines it (its registration's
     /// fallback then runs it).
-    fn matmul(
-        &self,
-        ctx: &GpuContext,
-        p: &MatmulParams,
-        operands: (View, View, View),
-        bias: Option<View>,
-    ) -> Option<Dispatch>;
+    fn matmul(&self, ctx: &GpuContext, product: &Product) -> Option<Dispatch>;
 }
 
-/// The dispatch of a matmul `kernel` on `workgroups`: its bindings are `p`, A, C, B and the
-/// bias where given (`common.wgsl`); `textures` stand in for A and B where the variant reads
-/// them from textures.
-fn matmul_dispatch(
-    ctx: &GpuContext,
-    kernel: &Kernel,
-    (p, workgroups): (&MatmulParams, [u32; 3]),
-    (a, b, c): (View, View, View),
-    bias: Option<View>,
-    textures: Option<(&wgpu::TextureView, &wgpu::TextureView)>,
-) -> Dispatch {
-    let params = uniform(ctx, "dense params", p);
-    let mut resources: Vec<Resource> =
-        vec![View::whole(&params).into(), a.into(), c.into(), b.into()];
-    resources.extend(bias.map(Resource::from));
-    if let Some((a, b)) = textures {
-        (resources[1], resources[3]) = (Resource::Texture(a), Resource::Texture(b));
+/// One multiply: `c = a b` (`+ bias[col]` where given), A, B and C laid out as `params` says.
+pub struct Product<'a> {
+    params: MatmulParams,
+    a: View<'a>,
+    b: View<'a>,
+    c: View<'a>,
+    bias: Option<View<'a>>,
+}
+
+impl<'a> Product<'a> {
+    fn new(params: MatmulParams, (a, b, c): (View<'a>, View<'a>, View<'a>)) -> Self {
+        Product {
+            params,
+            a,
+            b,
+            c,
+            bias: None,
+        }
     }
-    kernel.dispatch_resources(ctx, &resources, workgroups)
+
+    /// The same plus `bias[col]`.
+    fn with_bias(self, bias: View<'a>) -> Self {
+        Product {
+            bias: Some(bias),
+            ..self
+        }
+    }
+
+    /// The dispatch of a matmul `kernel` on `workgroups`: its bindings are the params, A, C, B
+    /// and the bias where given (`common.wgsl`); `textures` stand in for A and B where the
+    /// variant reads them from textures.
+    fn dispatch(
+        &self,
+        ctx: &GpuContext,
+        (kernel, workgroups): (&Kernel, [u32; 3]),
+        textures: Option<(&wgpu::TextureView, &wgpu::TextureView)>,
+    ) -> Dispatch {
+        let params = uniform(ctx, "dense params", &self.params);
+        let mut resources: Vec<Resource> = vec![
+            View::whole(&params).into(),
+            self.a.into(),
+            self.c.into(),
+            self.b.into(),
+        ];
+        resources.extend(self.bias.map(Resource::from));
+        if let Some((a, b)) = textures {
+            (resources[1], resources[3]) = (Resource::Texture(a), Resource::Texture(b));
+        }
+        kernel.dispatch_resources(ctx, &resources, workgroups)
+    }
 }
 
 /// Catches a view that is too small for its tensor (the shader would read or write garbage).

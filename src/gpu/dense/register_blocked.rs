@@ -5,7 +5,7 @@
 //! buffers before each pass (see `gpu::texture` for why). Twin: `cpu/dense.rs`.
 
 use super::scheme::{choose, MatmulParams, Scheme, SchemeKernels};
-use super::{matmul_dispatch, DenseMatmul, COMMON, READS_STORAGE, READS_TEXTURE};
+use super::{DenseMatmul, Product, COMMON, READS_STORAGE, READS_TEXTURE};
 use crate::gpu::buffer::View;
 use crate::gpu::context::GpuContext;
 use crate::gpu::kernel::{Dispatch, ShaderFile, WgslModule};
@@ -63,24 +63,18 @@ fn staged_vec4(ctx: &GpuContext, view: View) -> Option<Staged> {
 
 impl DenseMatmul for RegisterBlocked {
     /// Declines, reading textures, operands that no texture holds (the storage form runs them).
-    fn matmul(
-        &self,
-        ctx: &GpuContext,
-        p: &MatmulParams,
-        (a, b, c): (View, View, View),
-        bias: Option<View>,
-    ) -> Option<Dispatch> {
-        let scheme = choose(SCHEMES, p, bias.is_some());
-        let kernel = self.kernels.get(scheme, bias.is_some());
+    fn matmul(&self, ctx: &GpuContext, product: &Product) -> Option<Dispatch> {
+        let (p, bias) = (&product.params, product.bias.is_some());
+        let scheme = choose(SCHEMES, p, bias);
         let grid = scheme.grid(p.rows as usize, p.cols as usize);
-        let work = (p, grid);
+        let work = (self.kernels.get(scheme, bias), grid);
         if !self.textures {
-            return Some(matmul_dispatch(ctx, kernel, work, (a, b, c), bias, None));
+            return Some(product.dispatch(ctx, work, None));
         }
-        let (ta, tb) = (staged_vec4(ctx, a)?, staged_vec4(ctx, b)?);
-        let views = Some((&ta.view, &tb.view));
-        let mut dispatch = matmul_dispatch(ctx, kernel, work, (a, b, c), bias, views);
-        dispatch.copies = vec![ta.copy, tb.copy];
+        let a = staged_vec4(ctx, product.a)?;
+        let b = staged_vec4(ctx, product.b)?;
+        let mut dispatch = product.dispatch(ctx, work, Some((&a.view, &b.view)));
+        dispatch.copies = vec![a.copy, b.copy];
         Some(dispatch)
     }
 }

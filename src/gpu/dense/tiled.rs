@@ -3,8 +3,7 @@
 //! with a long k, a workgroup per output splitting k. Twin: `cpu/dense.rs`.
 
 use super::scheme::{choose, MatmulParams, Scheme, SchemeKernels};
-use super::{matmul_dispatch, DenseMatmul, COMMON, READS_STORAGE};
-use crate::gpu::buffer::View;
+use super::{DenseMatmul, Product, COMMON, READS_STORAGE};
 use crate::gpu::context::GpuContext;
 use crate::gpu::kernel::{Dispatch, WgslModule};
 use crate::shader_file;
@@ -32,23 +31,10 @@ pub(super) fn build(ctx: &GpuContext, _: &()) -> Option<Box<dyn DenseMatmul>> {
 }
 
 impl DenseMatmul for Tiled {
-    fn matmul(
-        &self,
-        ctx: &GpuContext,
-        p: &MatmulParams,
-        operands: (View, View, View),
-        bias: Option<View>,
-    ) -> Option<Dispatch> {
-        let scheme = choose(SCHEMES, p, bias.is_some());
-        let kernel = self.0.get(scheme, bias.is_some());
+    fn matmul(&self, ctx: &GpuContext, product: &Product) -> Option<Dispatch> {
+        let (p, bias) = (&product.params, product.bias.is_some());
+        let scheme = choose(SCHEMES, p, bias);
         let grid = scheme.grid(p.rows as usize, p.cols as usize);
-        Some(matmul_dispatch(
-            ctx,
-            kernel,
-            (p, grid),
-            operands,
-            bias,
-            None,
-        ))
+        Some(product.dispatch(ctx, (self.0.get(scheme, bias), grid), None))
     }
 }
