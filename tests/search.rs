@@ -292,3 +292,95 @@ fn a_diverging_trial_fails_alone() {
     );
     assert!(stdout.contains("best: trial 0"), "{stdout}");
 }
+
+/// The tensors of a checkpoint as bits, by name.
+fn tensor_bits(path: &Path) -> Vec<(String, Vec<u32>)> {
+    let checkpoint = mnist_wgpu::checkpoint::load_checkpoint(path).unwrap();
+    (checkpoint.params.tensors.iter())
+        .map(|t| (t.name.clone(), t.data.iter().map(|x| x.to_bits()).collect()))
+        .collect()
+}
+
+/// A search's flags on the GPU with the rule's kernels (`--autotune off`: no timing, so every
+/// process picks the same variants).
+fn gpu_search_flags(dir: &Path, space: &str) -> Vec<String> {
+    let mut flags = search_flags(dir, space, &["--strategy", "grid", "--max-epochs", "1"]);
+    let backend = flags.iter().position(|f| f == "--backend").unwrap();
+    flags[backend + 1] = "gpu".into();
+    flags.extend(["--autotune", "off"].map(String::from));
+    flags
+}
+
+/// Runs a search, returning how many compute pipelines it created (`kernel.rs` logs each
+/// creation at debug level).
+fn pipelines_created(flags: &[String]) -> usize {
+    let out = cli_command(&strs(flags))
+        .env("RUST_LOG", "mnist_wgpu::gpu::kernel=debug")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    stderr.matches("created the pipeline of").count()
+}
+
+#[test]
+fn a_gpu_search_compiles_each_pipeline_once_and_trains_each_trial_as_it_would_alone() {
+    if common::gpu_context().is_none() {
+        return;
+    }
+    const ARCH: &str = "conv4k3-relu-pool2-flatten-dense10";
+    let space =
+        |lr: &str| format!("train_limit = 256\nbatch_size = 32\narch = '{ARCH}'\nlr = {lr}\n");
+    let one = tempfile::tempdir().unwrap();
+    let alone = pipelines_created(&gpu_search_flags(one.path(), &space("0.001")));
+    let two = tempfile::tempdir().unwrap();
+    let both = pipelines_created(&gpu_search_flags(
+        two.path(),
+        &space("{ choice = [0.001, 0.002] }"),
+    ));
+    // The second trial (and the final evaluation) reuse the first one's pipelines: a search of
+    // two trials of one batch size creates what a search of one does. Each trial built its own
+    // before, so two trials created nearly twice as many.
+    assert!(alone > 0, "no pipeline creation was logged");
+    assert_eq!(
+        both, alone,
+        "pipelines created by a search of two trials and of one"
+    );
+
+    // Each trial is what `train` gives alone, bit for bit.
+    let trial = |dir: &Path, t: usize| dir.join(format!("out/trials/{t:03}/model.safetensors"));
+    for (t, lr) in [(0, "0.001"), (1, "0.002")] {
+        let run = two.path().join(format!("alone-{t}"));
+        run_cli_ok(&[
+            "train",
+            "--backend",
+            "gpu",
+            "--autotune",
+            "off",
+            "--arch",
+            ARCH,
+            "--lr",
+            lr,
+            "--batch-size",
+            "32",
+            "--train-limit",
+            "256",
+            "--seed",
+            "42",
+            "--epochs",
+            "1",
+            "--val-split",
+            "64",
+            "--test-limit",
+            "100",
+            "--run-dir",
+            run.to_str().unwrap(),
+        ]);
+        let alone = tensor_bits(&run.join("model.safetensors"));
+        assert!(
+            tensor_bits(&trial(two.path(), t)) == alone,
+            "trial {t} differs from its run alone"
+        );
+    }
+    assert!(tensor_bits(&trial(one.path(), 0)) == tensor_bits(&trial(two.path(), 0)));
+}

@@ -14,7 +14,7 @@ use anyhow::{Context, Result};
 use clap::{Args, FromArgMatches, ValueEnum};
 use serde::{Deserialize, Serialize};
 
-use super::args::{check_output_dir, DataArgs};
+use super::args::{check_output_dir, share_gpu_context, DataArgs};
 use super::train::{eval, train_run, EvalArgs, TrainArgs};
 use mnist_wgpu::error::{bad_input, Interrupted};
 use mnist_wgpu::fsutil::write_atomic;
@@ -126,6 +126,15 @@ const RESERVED: &[&str] = &[
 ];
 
 pub fn search(args: SearchArgs) -> Result<()> {
+    // One GPU context for every trial and the final evaluation, so that the kernels are
+    // compiled (and, on a first run, tuned) once per batch size, not once per trial.
+    share_gpu_context(true);
+    let searched = search_shared(args);
+    share_gpu_context(false);
+    searched
+}
+
+fn search_shared(args: SearchArgs) -> Result<()> {
     let (out, settings) = match &args.resume {
         Some(dir) => (dir.clone(), read_settings(dir)?),
         None => new_search(&args)?,
