@@ -384,3 +384,87 @@ fn a_gpu_search_compiles_each_pipeline_once_and_trains_each_trial_as_it_would_al
     }
     assert!(tensor_bits(&trial(one.path(), 0)) == tensor_bits(&trial(two.path(), 0)));
 }
+
+#[test]
+fn transfer_flags_vary_in_a_space_and_frozen_trials_keep_the_init_tensors() {
+    let tmp = tempfile::tempdir().unwrap();
+    const ARCH: &str = "conv4k3-relu-pool2-flatten-dense10";
+    let init = tmp.path().join("init");
+    run_cli_ok(&[
+        "train",
+        "--backend",
+        "cpu",
+        "--arch",
+        ARCH,
+        "--train-limit",
+        "192",
+        "--epochs",
+        "1",
+        "--run-dir",
+        init.to_str().unwrap(),
+    ]);
+    let init = init.join("model.safetensors");
+    // `freeze` drawn from a choice ("" for none), `init_from` and `reinit` fixed.
+    let space = format!(
+        "train_limit = 192\narch = '{ARCH}'\ninit_from = '{}'\nreinit = 'fc'\n\
+         freeze = {{ choice = ['conv1', ''] }}\n",
+        init.display()
+    );
+    let flags = search_flags(
+        tmp.path(),
+        &space,
+        &["--strategy", "grid", "--max-epochs", "1"],
+    );
+    run_cli_ok(&strs(&flags));
+    let out = tmp.path().join("out");
+    let lines = journal(&out);
+    assert_eq!(lines.len(), 2);
+    for (line, freeze) in lines.iter().zip(["conv1", ""]) {
+        assert_eq!(line["status"], "ok", "{line}");
+        assert_eq!(line["params"]["freeze"], freeze, "{line}");
+        assert_eq!(line["params"]["reinit"], "fc", "{line}");
+        assert_eq!(
+            line["params"]["init_from"],
+            init.to_str().unwrap(),
+            "{line}"
+        );
+    }
+    let init = tensor_bits(&init);
+    let tensor = |t: usize, name: &str| -> Vec<u32> {
+        let model = out.join(format!("trials/{t:03}/model.safetensors"));
+        (tensor_bits(&model).into_iter())
+            .find(|(n, _)| n == name)
+            .unwrap()
+            .1
+    };
+    let of_init = |name: &str| init.iter().find(|(n, _)| n == name).unwrap().1.clone();
+    for name in ["conv1.weight", "conv1.bias"] {
+        assert!(
+            tensor(0, name) == of_init(name),
+            "trial 0 (frozen) changed {name}"
+        );
+        assert!(
+            tensor(1, name) != of_init(name),
+            "trial 1 (not frozen) kept {name}"
+        );
+    }
+    // The head started afresh (--reinit fc) and trained in both.
+    assert!(tensor(0, "fc.weight") != of_init("fc.weight"));
+    // Each trial's run kept its transfer flags (for --resume).
+    let last = out.join("trials/000/last.safetensors");
+    let last = mnist_wgpu::checkpoint::load_checkpoint(&last).unwrap();
+    let run: Value = serde_json::from_str(&last.metadata["run"]).unwrap();
+    assert_eq!(run["freeze"], serde_json::json!(["conv1"]));
+    assert_eq!(run["reinit"], serde_json::json!(["fc"]));
+
+    // A layer that is not there stops the search before any trial trains.
+    let bad = tmp.path().join("bad");
+    std::fs::create_dir(&bad).unwrap();
+    let space = space.replace("'conv1'", "'conv9'");
+    let flags = search_flags(&bad, &space, &["--strategy", "grid"]);
+    common::assert_bad_input(
+        &run_cli(&strs(&flags)),
+        "trial 0 (arch conv4k3-relu-pool2-flatten-dense10, freeze conv9, init_from",
+    );
+    assert!(!bad.join("out/trials").exists());
+}

@@ -15,7 +15,8 @@ use clap::{Args, FromArgMatches, ValueEnum};
 use serde::{Deserialize, Serialize};
 
 use super::args::{check_output_dir, share_gpu_context, DataArgs};
-use super::train::{eval, train_run, EvalArgs, TrainArgs};
+use super::train::{check_transfer_flags, eval, train_run, EvalArgs, TrainArgs};
+use mnist_wgpu::checkpoint::load_checkpoint;
 use mnist_wgpu::error::{bad_input, Interrupted};
 use mnist_wgpu::fsutil::write_atomic;
 use mnist_wgpu::model::{Arch, Layer};
@@ -152,9 +153,13 @@ fn search_shared(args: SearchArgs) -> Result<()> {
     for (i, params) in trials.iter().enumerate() {
         let args = parse_train(&trial_flags(params, &settings, 1, &out, i)?)
             .map_err(|e| space_error(&settings, i, params, &e))?;
-        args.arch
-            .plan()
-            .map_err(|e| space_error(&settings, i, params, &e))?;
+        let (_, plan) = (args.arch.plan()).map_err(|e| space_error(&settings, i, params, &e))?;
+        // The transfer flags too (a layer that is not there, a checkpoint that does not
+        // load), so that a bad one stops the search before any trial, not as each one starts.
+        check_transfer_flags(&args, &plan).map_err(|e| space_error(&settings, i, params, &e))?;
+        if let Some(path) = &args.init_from {
+            load_checkpoint(path).map_err(|e| space_error(&settings, i, params, &e))?;
+        }
     }
     if args.resume.is_none() {
         let json = serde_json::to_vec_pretty(&settings).context("serialising the search")?;
@@ -387,7 +392,10 @@ fn trial_flags(
         let flag = format!("--{}", key.replace('_', "-"));
         match value {
             mnist_wgpu::search::Value::Bool(true) => flags.push(flag),
+            // false and "" leave the flag out: `freeze = { choice = ["conv1,conv2", ""] }`
+            // has trials with frozen convolutions and trials without.
             mnist_wgpu::search::Value::Bool(false) => {}
+            mnist_wgpu::search::Value::Str(s) if s.is_empty() => {}
             v => flags.extend([flag, v.to_string()]),
         }
     }

@@ -226,9 +226,10 @@ fn new_setup(args: &TrainArgs) -> Result<Setup> {
     })
 }
 
-/// A new run's parameters: initialised by the seed, or loaded from --init-from where names
-/// and shapes match (saying which); --freeze and --reinit checked against the layers.
-fn initial_params(args: &TrainArgs, plan: &Plan) -> Result<Params<f32>> {
+/// The transfer flags of a new run checked against its model, before any work: --freeze and
+/// --reinit name its layers, something is left to train, --reinit comes with --init-from.
+/// A search checks every trial's this way before its first trial trains.
+pub fn check_transfer_flags(args: &TrainArgs, plan: &Plan) -> Result<()> {
     for (flag, names) in [("--freeze", &args.freeze), ("--reinit", &args.reinit)] {
         check_layer_names(plan, names).map_err(|e| bad_input(format!("{flag}: {e}")))?;
     }
@@ -240,10 +241,17 @@ fn initial_params(args: &TrainArgs, plan: &Plan) -> Result<Params<f32>> {
             args.freeze.join(",")
         )));
     }
+    if args.init_from.is_none() && !args.reinit.is_empty() {
+        return Err(bad_input("--reinit: needs --init-from"));
+    }
+    Ok(())
+}
+
+/// A new run's parameters: initialised by the seed, or loaded from --init-from where names
+/// and shapes match (saying which); --freeze and --reinit checked against the layers.
+fn initial_params(args: &TrainArgs, plan: &Plan) -> Result<Params<f32>> {
+    check_transfer_flags(args, plan)?;
     let Some(path) = &args.init_from else {
-        if !args.reinit.is_empty() {
-            return Err(bad_input("--reinit: needs --init-from"));
-        }
         return Ok(init_params(plan, args.seed));
     };
     let pretrained = load_checkpoint(path)?;
