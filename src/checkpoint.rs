@@ -1,7 +1,9 @@
 //! Checkpoints in safetensors, with PyTorch's names and layouts so the file loads into the
 //! equivalent `torch.nn` model: `conv1.weight` `[32, 1, 3, 3]` (OIHW), `conv1.bias`, ...,
 //! `fc.weight` `[10, 1600]` whose input order is PyTorch's `Flatten` of NCHW (channel, row,
-//! column). The metadata holds the architecture spec (`arch`) and what produced the file.
+//! column). The metadata holds the architecture spec (`arch`) and what produced the file, and
+//! for a model trained on a subset of the labels (`--classes`) the label of each output
+//! (`classes`).
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -15,12 +17,48 @@ use crate::fsutil::write_atomic;
 use crate::model::{Arch, Params, Plan, Tensor, MNIST_INPUT};
 
 const FORMAT: &str = "mnist-wgpu/1";
+/// Metadata key of the label of each output, as `--classes` writes them: "5,6,7,8,9".
+pub const CLASSES_KEY: &str = "classes";
+
+/// The value of [`CLASSES_KEY`] for `labels`.
+pub fn classes_metadata(labels: &[u8]) -> String {
+    let labels: Vec<String> = labels.iter().map(u8::to_string).collect();
+    labels.join(",")
+}
+
+/// The labels of a model of `outputs` outputs from its metadata, or why they are bad.
+fn read_labels(
+    metadata: &HashMap<String, String>,
+    outputs: usize,
+) -> std::result::Result<Vec<usize>, String> {
+    let Some(text) = metadata.get(CLASSES_KEY) else {
+        return Ok((0..outputs).collect());
+    };
+    let bad = |why: String| format!("bad '{CLASSES_KEY}' metadata '{text}': {why}");
+    let labels = (text.split(','))
+        .map(|l| l.trim().parse::<u8>().map(usize::from))
+        .collect::<std::result::Result<Vec<usize>, _>>()
+        .map_err(|_| bad("expected labels 0-255 separated by commas".into()))?;
+    if labels.len() != outputs {
+        return Err(bad(format!(
+            "{} labels for {outputs} outputs",
+            labels.len()
+        )));
+    }
+    if let Some((i, l)) = (labels.iter().enumerate()).find(|(i, l)| labels[..*i].contains(l)) {
+        return Err(bad(format!("label {l} twice (output {i})")));
+    }
+    Ok(labels)
+}
 
 /// A model read back from disk.
 pub struct Checkpoint {
     pub plan: Plan,
     pub params: Params<f32>,
     pub metadata: HashMap<String, String>,
+    /// The data set's label of each output, in output order: the `classes` metadata, or
+    /// 0, 1, ... for a model without it (one trained on every label, or an older file).
+    pub labels: Vec<usize>,
 }
 
 /// A training checkpoint: a model plus the optimiser state that continues its run.
@@ -217,10 +255,12 @@ fn parse<'a>(path: &Path, bytes: &'a [u8]) -> Result<(Checkpoint, SafeTensors<'a
             "unexpected tensor '{extra}' for arch '{arch}'"
         )));
     }
+    let labels = read_labels(&metadata, plan.classes()).map_err(fail)?;
     let checkpoint = Checkpoint {
         plan,
         params,
         metadata,
+        labels,
     };
     Ok((checkpoint, file))
 }

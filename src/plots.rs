@@ -69,25 +69,29 @@ pub fn write_plots(
     test: &Evaluation,
     test_split: &Split,
     augmented: Option<AugmentedRun>,
+    labels: &[usize],
 ) -> Result<Vec<PathBuf>> {
+    // Classes are named by the data set's labels (`--classes 5,6,7,8,9`: 5 to 9, not 0 to 4).
+    let label = |class: usize| labels.get(class).copied().unwrap_or(class);
     register_bundled_font();
     let mut written = Vec::new();
     let curves = dir.join(CURVES);
     draw_curves(&curves, history).with_context(|| format!("{}: cannot draw", curves.display()))?;
     written.push(curves);
     let confusion = dir.join(CONFUSION);
-    draw_confusion(&confusion, &test.confusion.counts)
+    draw_confusion(&confusion, &test.confusion.counts, &label)
         .with_context(|| format!("{}: cannot draw", confusion.display()))?;
     written.push(confusion);
     if !test.mistakes.is_empty() {
         let mistakes = dir.join(MISTAKES);
-        draw_mistakes(&mistakes, test, test_split)
+        draw_mistakes(&mistakes, test, test_split, &label)
             .with_context(|| format!("{}: cannot draw", mistakes.display()))?;
         written.push(mistakes);
     }
     if let Some(run) = augmented {
         let path = dir.join(AUGMENTED);
-        draw_augmented(&path, &run).with_context(|| format!("{}: cannot draw", path.display()))?;
+        draw_augmented(&path, &run, &label)
+            .with_context(|| format!("{}: cannot draw", path.display()))?;
         written.push(path);
     }
     Ok(written)
@@ -318,11 +322,11 @@ pub(crate) fn tick_label(value: f64, decimals: usize) -> String {
 }
 
 /// Rows are true classes, columns predictions; each cell is shaded by its share of the row.
-fn draw_confusion(path: &Path, counts: &[Vec<u64>]) -> Result<()> {
-    render_png(path, (560, 560), |root| draw_heatmap(root, counts))
+fn draw_confusion(path: &Path, counts: &[Vec<u64>], label: &dyn Fn(usize) -> usize) -> Result<()> {
+    render_png(path, (560, 560), |root| draw_heatmap(root, counts, label))
 }
 
-fn draw_heatmap(root: &Area, counts: &[Vec<u64>]) -> Result<()> {
+fn draw_heatmap(root: &Area, counts: &[Vec<u64>], label: &dyn Fn(usize) -> usize) -> Result<()> {
     let n = counts.len();
     // Cell (col, row) spans col +- 0.5, so the ticks at whole numbers label the cells.
     let span = -0.5..n as f64 - 0.5;
@@ -341,9 +345,9 @@ fn draw_heatmap(root: &Area, counts: &[Vec<u64>]) -> Result<()> {
         .y_desc("true")
         .x_labels(n)
         .y_labels(n)
-        .x_label_formatter(&|x| class(*x).to_string())
+        .x_label_formatter(&|x| label(class(*x)).to_string())
         // Row 0 at the top, as in the printed table.
-        .y_label_formatter(&|y| (n - 1).saturating_sub(class(*y)).to_string())
+        .y_label_formatter(&|y| label((n - 1).saturating_sub(class(*y))).to_string())
         .label_style((FONT, 13))
         .draw()
         .map_err(plot_error)?;
@@ -376,15 +380,20 @@ fn draw_heatmap(root: &Area, counts: &[Vec<u64>]) -> Result<()> {
 type DigitCell = (String, Vec<f32>);
 
 /// The mistakes as a grid of enlarged digits, each captioned "true -> predicted (confidence)".
-fn draw_mistakes(path: &Path, test: &Evaluation, split: &Split) -> Result<()> {
+fn draw_mistakes(
+    path: &Path,
+    test: &Evaluation,
+    split: &Split,
+    label: &dyn Fn(usize) -> usize,
+) -> Result<()> {
     let cells: Vec<DigitCell> = test
         .mistakes
         .iter()
         .map(|m| {
             let caption = format!(
                 "{} -> {} ({:.0}%)",
-                m.label,
-                m.predicted,
+                label(usize::from(m.label)),
+                label(usize::from(m.predicted)),
                 100.0 * m.confidence
             );
             (caption, pixels(split, m.index))
@@ -396,13 +405,13 @@ fn draw_mistakes(path: &Path, test: &Evaluation, split: &Split) -> Result<()> {
 
 /// The first training digits (first column) and warps that training drew: digit `i` under the
 /// maps of batch position `i` in steps 1, 2, ... of this run.
-fn draw_augmented(path: &Path, run: &AugmentedRun) -> Result<()> {
+fn draw_augmented(path: &Path, run: &AugmentedRun, label: &dyn Fn(usize) -> usize) -> Result<()> {
     let columns = 1 + AUGMENTED_STEPS as usize;
     let mut cells: Vec<DigitCell> = Vec::new();
     for index in 0..AUGMENTED_DIGITS.min(run.train.len()) {
         let original = pixels(run.train, index);
         cells.push((
-            format!("digit {}", run.train.labels[index]),
+            format!("digit {}", label(usize::from(run.train.labels[index]))),
             original.clone(),
         ));
         for step in 1..=AUGMENTED_STEPS {

@@ -8,6 +8,8 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use common::{assert_bad_input, run_cli, run_cli_ok, write_split};
+use mnist_wgpu::checkpoint::{classes_metadata, load_checkpoint, save_checkpoint};
+use mnist_wgpu::model::{init_params, Arch, Plan, MNIST_INPUT};
 
 const SMALL: &str = "conv4k3-relu-pool2-flatten-dense";
 
@@ -171,9 +173,176 @@ fn classes_picks_a_subset_and_relabels_it_in_the_order_given() {
     ];
     let out = run_cli_ok(&[&eval[..], &["--classes", "7,2,9"]].concat());
     assert!(out.contains("accuracy"), "{out}");
+    // Without --classes, eval takes the list the model was trained on; another is an error.
+    assert_eq!(run_cli_ok(&eval), out);
     assert_bad_input(
-        &run_cli(&eval),
-        "t10k-labels-idx1-ubyte: label 3 at index 3",
+        &run_cli(&[&eval[..], &["--classes", "2,7,9"]].concat()),
+        "--classes 2,7,9: ",
+    );
+}
+
+/// The first line of the confusion matrix's table: its column labels.
+fn confusion_header(out: &str) -> Vec<String> {
+    let mut lines = out
+        .lines()
+        .skip_while(|l| !l.starts_with("confusion matrix"));
+    let header = lines
+        .nth(1)
+        .unwrap_or_else(|| panic!("no confusion matrix: {out}"));
+    header.split_whitespace().map(String::from).collect()
+}
+
+#[test]
+fn a_model_of_classes_5_to_9_predicts_and_evaluates_by_those_labels() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = dataset_in(tmp.path(), 600, 200, |i| (i % 10) as u8);
+    let (d, run) = (data.to_str().unwrap(), tmp.path().join("run"));
+    let arch = format!("{SMALL}5");
+    let mut args = train_args(d, run.to_str().unwrap(), &arch);
+    args.extend(["--classes", "5,6,7,8,9"]);
+    let out = run_cli_ok(&args);
+    let labels = ["5", "6", "7", "8", "9"];
+    assert_eq!(confusion_header(&out), labels, "{out}");
+
+    // The list is in every checkpoint's metadata, and the metrics name the classes by it.
+    for file in ["model.safetensors", "last.safetensors"] {
+        let checkpoint = load_checkpoint(&run.join(file)).unwrap();
+        assert_eq!(checkpoint.labels, [5, 6, 7, 8, 9], "{file}");
+        assert_eq!(checkpoint.metadata["classes"], "5,6,7,8,9", "{file}");
+    }
+    let m = metrics(&run.join("metrics.json"));
+    assert_eq!(m["classes"], serde_json::json!([5, 6, 7, 8, 9]));
+    let per_class: Vec<u64> = (m["per_class"].as_array().unwrap().iter())
+        .map(|c| c["class"].as_u64().unwrap())
+        .collect();
+    assert_eq!(per_class, [5, 6, 7, 8, 9]);
+
+    let model = run.join("model.safetensors");
+    let model = model.to_str().unwrap();
+    let eval = [
+        "eval",
+        "--backend",
+        "cpu",
+        "--model",
+        model,
+        "--data-dir",
+        d,
+    ];
+    let out = run_cli_ok(&eval);
+    assert_eq!(confusion_header(&out), labels, "{out}");
+
+    let square = |x: u32, y: u32| (8..18).contains(&x) && (6..20).contains(&y);
+    let digit = image::GrayImage::from_fn(28, 28, |x, y| image::Luma([square(x, y) as u8 * 255]));
+    let png = tmp.path().join("bar.png");
+    digit.save(&png).unwrap();
+    let png = png.to_str().unwrap();
+    let predict = ["predict", "--backend", "cpu", "--model", model, png];
+    let out = run_cli_ok(&[&predict[..], &["--json"]].concat());
+    let line: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let mut top: Vec<u64> = (line["top"].as_array().unwrap().iter())
+        .map(|c| c["class"].as_u64().unwrap())
+        .collect();
+    top.sort_unstable();
+    top.dedup();
+    assert_eq!(top.len(), 3, "{out}");
+    assert!(top.iter().all(|c| (5..=9).contains(c)), "{out}");
+    let out = run_cli_ok(&predict);
+    let classes: Vec<&str> = (out.trim().split(": ").nth(1).unwrap().split(", "))
+        .map(|c| c.split(' ').next().unwrap())
+        .collect();
+    assert!(classes.iter().all(|c| labels.contains(c)), "{out}");
+}
+
+#[test]
+fn the_class_list_round_trips_and_older_models_count_from_zero() {
+    let tmp = tempfile::tempdir().unwrap();
+    let plan = |spec: &str| Plan::new(&Arch::parse(spec).unwrap(), MNIST_INPUT).unwrap();
+    let five = plan(&format!("{SMALL}5"));
+    let params = init_params(&five, 1);
+    let path = tmp.path().join("five.safetensors");
+    let classes = ("classes", classes_metadata(&[9, 3, 5, 0, 7]));
+    save_checkpoint(&path, &five, &params, &[classes]).unwrap();
+    let back = load_checkpoint(&path).unwrap();
+    assert_eq!(back.labels, [9, 3, 5, 0, 7]);
+    assert_eq!(back.params.tensors, params.tensors);
+    // The header stays sorted with the new key (the same run, the same bytes).
+    let bytes = std::fs::read(&path).unwrap();
+    let len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header = std::str::from_utf8(&bytes[8..8 + len]).unwrap();
+    let (arch, classes) = (
+        header.find("\"arch\"").unwrap(),
+        header.find("\"classes\"").unwrap(),
+    );
+    assert!(
+        arch < classes && classes < header.find("\"format\"").unwrap(),
+        "{header}"
+    );
+
+    // A model saved before the key existed (the committed seed model) counts from 0.
+    let fixture =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/seed-model.safetensors");
+    let old = load_checkpoint(&fixture).unwrap();
+    assert!(!old.metadata.contains_key("classes"));
+    assert_eq!(old.labels, (0..10).collect::<Vec<_>>());
+
+    // A list that does not fit the model is a one-line error naming the file.
+    for (bad, why) in [
+        ("1,2", "2 labels for 5 outputs"),
+        ("1,2,3,4,1", "label 1 twice"),
+        ("1,2,3,4,x", "expected labels 0-255"),
+    ] {
+        let path = tmp.path().join("bad.safetensors");
+        save_checkpoint(&path, &five, &params, &[("classes", bad.into())]).unwrap();
+        let err = load_checkpoint(&path).err().expect("refused").to_string();
+        assert!(
+            err.contains("bad.safetensors") && err.contains(why),
+            "{err}"
+        );
+        assert_eq!(err.lines().count(), 1, "{err}");
+    }
+}
+
+#[test]
+fn init_from_a_model_of_other_classes_saves_the_new_list_and_warns_of_a_loaded_head() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = dataset_in(tmp.path(), 400, 100, |i| (i % 10) as u8);
+    let d = data.to_str().unwrap();
+    let arch = format!("{SMALL}5");
+    let first = tmp.path().join("first");
+    let mut args = train_args(d, first.to_str().unwrap(), &arch);
+    args.extend(["--classes", "0,1,2,3,4"]);
+    run_cli_ok(&args);
+    let from = first.join("model.safetensors");
+    let from = from.to_str().unwrap();
+    let second = |name: &str, extra: &[&str]| {
+        let run = tmp.path().join(name);
+        let mut args = train_args(d, run.to_str().unwrap(), &arch);
+        args.extend(["--classes", "5,6,7,8,9", "--init-from", from]);
+        args.extend(extra);
+        let out = run_cli(&args);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            load_checkpoint(&run.join("model.safetensors"))
+                .unwrap()
+                .labels,
+            [5, 6, 7, 8, 9]
+        );
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    // The head re-initialised: nothing to say.
+    assert_eq!(second("reinit", &["--reinit", "fc"]), "");
+    // The head loaded: its outputs meant 0-4 and now mean 5-9, which the run says once.
+    let stderr = second("loaded", &[]);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.starts_with("warning: --init-from ")
+            && stderr.contains("its head 'fc' was trained on the labels 0,1,2,3,4, this run's are 5,6,7,8,9; add --reinit fc"),
+        "{stderr}"
     );
 }
 

@@ -292,3 +292,179 @@ fn a_diverging_trial_fails_alone() {
     );
     assert!(stdout.contains("best: trial 0"), "{stdout}");
 }
+
+/// The tensors of a checkpoint as bits, by name.
+fn tensor_bits(path: &Path) -> Vec<(String, Vec<u32>)> {
+    let checkpoint = mnist_wgpu::checkpoint::load_checkpoint(path).unwrap();
+    (checkpoint.params.tensors.iter())
+        .map(|t| (t.name.clone(), t.data.iter().map(|x| x.to_bits()).collect()))
+        .collect()
+}
+
+/// A search's flags on the GPU with the rule's kernels (`--autotune off`: no timing, so every
+/// process picks the same variants).
+fn gpu_search_flags(dir: &Path, space: &str) -> Vec<String> {
+    let mut flags = search_flags(dir, space, &["--strategy", "grid", "--max-epochs", "1"]);
+    let backend = flags.iter().position(|f| f == "--backend").unwrap();
+    flags[backend + 1] = "gpu".into();
+    flags.extend(["--autotune", "off"].map(String::from));
+    flags
+}
+
+/// Runs a search, returning how many compute pipelines it created (`kernel.rs` logs each
+/// creation at debug level).
+fn pipelines_created(flags: &[String]) -> usize {
+    let out = cli_command(&strs(flags))
+        .env("RUST_LOG", "mnist_wgpu::gpu::kernel=debug")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    stderr.matches("created the pipeline of").count()
+}
+
+#[test]
+fn a_gpu_search_compiles_each_pipeline_once_and_trains_each_trial_as_it_would_alone() {
+    if common::gpu_context().is_none() {
+        return;
+    }
+    const ARCH: &str = "conv4k3-relu-pool2-flatten-dense10";
+    let space =
+        |lr: &str| format!("train_limit = 256\nbatch_size = 32\narch = '{ARCH}'\nlr = {lr}\n");
+    let one = tempfile::tempdir().unwrap();
+    let alone = pipelines_created(&gpu_search_flags(one.path(), &space("0.001")));
+    let two = tempfile::tempdir().unwrap();
+    let both = pipelines_created(&gpu_search_flags(
+        two.path(),
+        &space("{ choice = [0.001, 0.002] }"),
+    ));
+    // The second trial (and the final evaluation) reuse the first one's pipelines: a search of
+    // two trials of one batch size creates what a search of one does. Each trial built its own
+    // before, so two trials created nearly twice as many.
+    assert!(alone > 0, "no pipeline creation was logged");
+    assert_eq!(
+        both, alone,
+        "pipelines created by a search of two trials and of one"
+    );
+
+    // Each trial is what `train` gives alone, bit for bit.
+    let trial = |dir: &Path, t: usize| dir.join(format!("out/trials/{t:03}/model.safetensors"));
+    for (t, lr) in [(0, "0.001"), (1, "0.002")] {
+        let run = two.path().join(format!("alone-{t}"));
+        run_cli_ok(&[
+            "train",
+            "--backend",
+            "gpu",
+            "--autotune",
+            "off",
+            "--arch",
+            ARCH,
+            "--lr",
+            lr,
+            "--batch-size",
+            "32",
+            "--train-limit",
+            "256",
+            "--seed",
+            "42",
+            "--epochs",
+            "1",
+            "--val-split",
+            "64",
+            "--test-limit",
+            "100",
+            "--run-dir",
+            run.to_str().unwrap(),
+        ]);
+        let alone = tensor_bits(&run.join("model.safetensors"));
+        assert!(
+            tensor_bits(&trial(two.path(), t)) == alone,
+            "trial {t} differs from its run alone"
+        );
+    }
+    assert!(tensor_bits(&trial(one.path(), 0)) == tensor_bits(&trial(two.path(), 0)));
+}
+
+#[test]
+fn transfer_flags_vary_in_a_space_and_frozen_trials_keep_the_init_tensors() {
+    let tmp = tempfile::tempdir().unwrap();
+    const ARCH: &str = "conv4k3-relu-pool2-flatten-dense10";
+    let init = tmp.path().join("init");
+    run_cli_ok(&[
+        "train",
+        "--backend",
+        "cpu",
+        "--arch",
+        ARCH,
+        "--train-limit",
+        "192",
+        "--epochs",
+        "1",
+        "--run-dir",
+        init.to_str().unwrap(),
+    ]);
+    let init = init.join("model.safetensors");
+    // `freeze` drawn from a choice ("" for none), `init_from` and `reinit` fixed.
+    let space = format!(
+        "train_limit = 192\narch = '{ARCH}'\ninit_from = '{}'\nreinit = 'fc'\n\
+         freeze = {{ choice = ['conv1', ''] }}\n",
+        init.display()
+    );
+    let flags = search_flags(
+        tmp.path(),
+        &space,
+        &["--strategy", "grid", "--max-epochs", "1"],
+    );
+    run_cli_ok(&strs(&flags));
+    let out = tmp.path().join("out");
+    let lines = journal(&out);
+    assert_eq!(lines.len(), 2);
+    for (line, freeze) in lines.iter().zip(["conv1", ""]) {
+        assert_eq!(line["status"], "ok", "{line}");
+        assert_eq!(line["params"]["freeze"], freeze, "{line}");
+        assert_eq!(line["params"]["reinit"], "fc", "{line}");
+        assert_eq!(
+            line["params"]["init_from"],
+            init.to_str().unwrap(),
+            "{line}"
+        );
+    }
+    let init = tensor_bits(&init);
+    let tensor = |t: usize, name: &str| -> Vec<u32> {
+        let model = out.join(format!("trials/{t:03}/model.safetensors"));
+        (tensor_bits(&model).into_iter())
+            .find(|(n, _)| n == name)
+            .unwrap()
+            .1
+    };
+    let of_init = |name: &str| init.iter().find(|(n, _)| n == name).unwrap().1.clone();
+    for name in ["conv1.weight", "conv1.bias"] {
+        assert!(
+            tensor(0, name) == of_init(name),
+            "trial 0 (frozen) changed {name}"
+        );
+        assert!(
+            tensor(1, name) != of_init(name),
+            "trial 1 (not frozen) kept {name}"
+        );
+    }
+    // The head started afresh (--reinit fc) and trained in both.
+    assert!(tensor(0, "fc.weight") != of_init("fc.weight"));
+    // Each trial's run kept its transfer flags (for --resume).
+    let last = out.join("trials/000/last.safetensors");
+    let last = mnist_wgpu::checkpoint::load_checkpoint(&last).unwrap();
+    let run: Value = serde_json::from_str(&last.metadata["run"]).unwrap();
+    assert_eq!(run["freeze"], serde_json::json!(["conv1"]));
+    assert_eq!(run["reinit"], serde_json::json!(["fc"]));
+
+    // A layer that is not there stops the search before any trial trains.
+    let bad = tmp.path().join("bad");
+    std::fs::create_dir(&bad).unwrap();
+    let space = space.replace("'conv1'", "'conv9'");
+    let flags = search_flags(&bad, &space, &["--strategy", "grid"]);
+    common::assert_bad_input(
+        &run_cli(&strs(&flags)),
+        "trial 0 (arch conv4k3-relu-pool2-flatten-dense10, freeze conv9, init_from",
+    );
+    assert!(!bad.join("out/trials").exists());
+}

@@ -2,6 +2,7 @@
 //! choice), and what they resolve to: the data set, the backend, checked output paths.
 
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use anyhow::Result;
 use clap::{Args, ValueEnum};
@@ -271,7 +272,11 @@ pub fn gpu_context(device: &DeviceArgs) -> Result<Option<GpuContext>> {
     if device.backend() == BackendChoice::Cpu {
         return Ok(None);
     }
-    match GpuContext::new(device.adapter.as_deref())? {
+    let adapter = device.adapter.as_deref();
+    let fits = |ctx: &GpuContext| {
+        adapter.is_none_or(|name| (ctx.info.name.to_lowercase()).contains(&name.to_lowercase()))
+    };
+    match shared_or_open(fits, || GpuContext::new(adapter))? {
         Some(ctx) => Ok(Some(ctx)),
         None if device.backend() == BackendChoice::Gpu => Err(bad_input(format!(
             "--backend gpu: no GPU adapter found; {SOFTWARE_ADAPTER_HINT}, or use --backend cpu"
@@ -286,13 +291,55 @@ pub fn gpu_context(device: &DeviceArgs) -> Result<Option<GpuContext>> {
 /// A context on the adapter named exactly `name` of the GPU API `api` (`vulkan`, `gl`...), or
 /// `None` where there is none or it does not open.
 pub fn exact_gpu_context(api: &str, name: &str) -> Option<GpuContext> {
-    let adapter = list_adapters().into_iter().find(|a| {
-        let info = a.get_info();
-        info.name == name && info.backend.to_str() == api
-    })?;
-    GpuContext::on_adapter(&adapter)
-        .map_err(|e| log::debug!("{e:#}"))
-        .ok()
+    let fits = |ctx: &GpuContext| ctx.info.name == name && ctx.backend_name() == api;
+    let open = || {
+        let adapter = list_adapters().into_iter().find(|a| {
+            let info = a.get_info();
+            info.name == name && info.backend.to_str() == api
+        });
+        let ctx = adapter.and_then(|adapter| {
+            (GpuContext::on_adapter(&adapter))
+                .map_err(|e| log::debug!("{e:#}"))
+                .ok()
+        });
+        Ok(ctx)
+    };
+    shared_or_open(fits, open).ok().flatten()
+}
+
+/// While a search runs, the GPU context its trials share: `None` when not sharing, `Some(None)`
+/// until a trial opens one. The compiled kernels live in the context
+/// ([`GpuContext::built_once`]), so sharing it compiles each pipeline once for the whole
+/// search rather than once per trial (each trial still builds its own backend: buffers,
+/// parameters, optimiser state, so it computes what it would alone, bit for bit).
+static SHARED_GPU: Mutex<Option<Option<GpuContext>>> = Mutex::new(None);
+
+/// Shares one GPU context between the runs of this process from now on (a search's trials),
+/// or stops and lets it go.
+pub fn share_gpu_context(on: bool) {
+    *SHARED_GPU.lock().expect("the shared GPU context") = on.then_some(None);
+}
+
+/// The shared context where one is shared, `fits` and has reported no error (a trial that
+/// lost or broke the device leaves it to no other); else `open`'s, shared from then on.
+fn shared_or_open(
+    fits: impl Fn(&GpuContext) -> bool,
+    open: impl FnOnce() -> Result<Option<GpuContext>>,
+) -> Result<Option<GpuContext>> {
+    let mut shared = SHARED_GPU.lock().expect("the shared GPU context");
+    let Some(slot) = shared.as_mut() else {
+        drop(shared);
+        return open();
+    };
+    if let Some(ctx) = (slot.as_ref()).filter(|ctx| fits(ctx) && ctx.check_errors().is_ok()) {
+        log::debug!("reusing the search's GPU context and its compiled kernels");
+        return Ok(Some(ctx.clone()));
+    }
+    let ctx = open()?;
+    if let Some(ctx) = &ctx {
+        *slot = Some(ctx.clone());
+    }
+    Ok(ctx)
 }
 
 /// Builds the backend the user asked for (see [`gpu_context`]).

@@ -43,6 +43,8 @@ pub fn predict(args: PredictArgs) -> Result<()> {
         args.images.iter().map(|path| read_input(path)).collect();
     let batch: Vec<u8> = inputs.iter().flatten().flatten().copied().collect();
     let classes = checkpoint.plan.classes();
+    // A model trained with --classes names its outputs by the data set's labels.
+    let labels = checkpoint.labels.clone();
     let logits = if batch.is_empty() {
         Vec::new()
     } else {
@@ -62,7 +64,11 @@ pub fn predict(args: PredictArgs) -> Result<()> {
         .map(|input| {
             input.and_then(|_| {
                 rows.next()
-                    .map(|row| top_classes(row, TOP))
+                    .map(|row| {
+                        let mut top = top_classes(row, TOP);
+                        top.iter_mut().for_each(|c| c.class = labels[c.class]);
+                        top
+                    })
                     .ok_or_else(|| "the model returned too few logits".to_string())
             })
         })

@@ -119,7 +119,10 @@ impl EpochProgress {
     }
 }
 
-pub fn print_evaluation(eval: &Evaluation) {
+/// The metrics tables, each class named by `labels[class]` (the data set's label: a model
+/// trained on `--classes 5,6,7,8,9` reports 5 to 9, not 0 to 4).
+pub fn print_evaluation(eval: &Evaluation, labels: &[usize]) {
+    let label = |class: usize| labels.get(class).copied().unwrap_or(class);
     let c = &eval.confusion;
     outln!(
         "\ntest accuracy {:.2}%, loss {:.4} ({})\n",
@@ -138,7 +141,7 @@ pub fn print_evaluation(eval: &Evaluation) {
     for m in c.per_class() {
         outln!(
             "{:>12} {:>9.4} {:>9.4} {:>9.4} {:>8}",
-            m.class,
+            label(m.class),
             m.precision,
             m.recall,
             m.f1,
@@ -159,10 +162,10 @@ pub fn print_evaluation(eval: &Evaluation) {
     }
     outln!("\nconfusion matrix (rows: true class, columns: predicted)");
     out!("{:>5}", "");
-    (0..c.counts.len()).for_each(|j| out!("{j:>6}"));
+    (0..c.counts.len()).for_each(|j| out!("{:>6}", label(j)));
     outln!();
     for (i, row) in c.counts.iter().enumerate() {
-        out!("{i:>5}");
+        out!("{:>5}", label(i));
         row.iter().for_each(|n| out!("{n:>6}"));
         outln!();
     }

@@ -14,8 +14,9 @@ use anyhow::{Context, Result};
 use clap::{Args, FromArgMatches, ValueEnum};
 use serde::{Deserialize, Serialize};
 
-use super::args::{check_output_dir, DataArgs};
-use super::train::{eval, train_run, EvalArgs, TrainArgs};
+use super::args::{check_output_dir, share_gpu_context, DataArgs};
+use super::train::{check_transfer_flags, eval, train_run, EvalArgs, TrainArgs};
+use mnist_wgpu::checkpoint::load_checkpoint;
 use mnist_wgpu::error::{bad_input, Interrupted};
 use mnist_wgpu::fsutil::write_atomic;
 use mnist_wgpu::model::{Arch, Layer};
@@ -126,6 +127,15 @@ const RESERVED: &[&str] = &[
 ];
 
 pub fn search(args: SearchArgs) -> Result<()> {
+    // One GPU context for every trial and the final evaluation, so that the kernels are
+    // compiled (and, on a first run, tuned) once per batch size, not once per trial.
+    share_gpu_context(true);
+    let searched = search_shared(args);
+    share_gpu_context(false);
+    searched
+}
+
+fn search_shared(args: SearchArgs) -> Result<()> {
     let (out, settings) = match &args.resume {
         Some(dir) => (dir.clone(), read_settings(dir)?),
         None => new_search(&args)?,
@@ -143,9 +153,13 @@ pub fn search(args: SearchArgs) -> Result<()> {
     for (i, params) in trials.iter().enumerate() {
         let args = parse_train(&trial_flags(params, &settings, 1, &out, i)?)
             .map_err(|e| space_error(&settings, i, params, &e))?;
-        args.arch
-            .plan()
-            .map_err(|e| space_error(&settings, i, params, &e))?;
+        let (_, plan) = (args.arch.plan()).map_err(|e| space_error(&settings, i, params, &e))?;
+        // The transfer flags too (a layer that is not there, a checkpoint that does not
+        // load), so that a bad one stops the search before any trial, not as each one starts.
+        check_transfer_flags(&args, &plan).map_err(|e| space_error(&settings, i, params, &e))?;
+        if let Some(path) = &args.init_from {
+            load_checkpoint(path).map_err(|e| space_error(&settings, i, params, &e))?;
+        }
     }
     if args.resume.is_none() {
         let json = serde_json::to_vec_pretty(&settings).context("serialising the search")?;
@@ -378,7 +392,10 @@ fn trial_flags(
         let flag = format!("--{}", key.replace('_', "-"));
         match value {
             mnist_wgpu::search::Value::Bool(true) => flags.push(flag),
+            // false and "" leave the flag out: `freeze = { choice = ["conv1,conv2", ""] }`
+            // has trials with frozen convolutions and trials without.
             mnist_wgpu::search::Value::Bool(false) => {}
+            mnist_wgpu::search::Value::Str(s) if s.is_empty() => {}
             v => flags.extend([flag, v.to_string()]),
         }
     }

@@ -14,15 +14,17 @@ use super::args::{
 use super::print::{print_evaluation, while_working, EpochProgress};
 use mnist_wgpu::backend::{Backend, BackendInfo, OptimizerState};
 use mnist_wgpu::checkpoint::{
-    load_checkpoint, load_training_checkpoint, save_checkpoint, save_training_checkpoint,
-    TrainingCheckpoint,
+    classes_metadata, load_checkpoint, load_training_checkpoint, save_checkpoint,
+    save_training_checkpoint, Checkpoint, TrainingCheckpoint, CLASSES_KEY,
 };
 use mnist_wgpu::config::{Augment, Optimizer, TrainConfig};
 use mnist_wgpu::data::Mnist;
 use mnist_wgpu::error::{bad_input, DeviceLost, Interrupted};
 use mnist_wgpu::fsutil::write_atomic;
 use mnist_wgpu::gpu::GpuContext;
-use mnist_wgpu::model::transfer::{check_layer_names, describe_origins, frozen_mask, init_from};
+use mnist_wgpu::model::transfer::{
+    check_layer_names, describe_origins, frozen_mask, init_from, layer_of, Origin,
+};
 use mnist_wgpu::model::{init_params, Params, Plan};
 use mnist_wgpu::plots::{write_plots, AugmentedRun, PLOT_FILES};
 use mnist_wgpu::report::MetricsReport;
@@ -36,7 +38,7 @@ mod args;
 mod data;
 mod recipe;
 
-use data::{load_data, DataSource};
+use data::{labels_of, load_data, DataSource};
 
 pub use args::{EvalArgs, TrainArgs};
 
@@ -224,9 +226,10 @@ fn new_setup(args: &TrainArgs) -> Result<Setup> {
     })
 }
 
-/// A new run's parameters: initialised by the seed, or loaded from --init-from where names
-/// and shapes match (saying which); --freeze and --reinit checked against the layers.
-fn initial_params(args: &TrainArgs, plan: &Plan) -> Result<Params<f32>> {
+/// The transfer flags of a new run checked against its model, before any work: --freeze and
+/// --reinit name its layers, something is left to train, --reinit comes with --init-from.
+/// A search checks every trial's this way before its first trial trains.
+pub fn check_transfer_flags(args: &TrainArgs, plan: &Plan) -> Result<()> {
     for (flag, names) in [("--freeze", &args.freeze), ("--reinit", &args.reinit)] {
         check_layer_names(plan, names).map_err(|e| bad_input(format!("{flag}: {e}")))?;
     }
@@ -238,10 +241,17 @@ fn initial_params(args: &TrainArgs, plan: &Plan) -> Result<Params<f32>> {
             args.freeze.join(",")
         )));
     }
+    if args.init_from.is_none() && !args.reinit.is_empty() {
+        return Err(bad_input("--reinit: needs --init-from"));
+    }
+    Ok(())
+}
+
+/// A new run's parameters: initialised by the seed, or loaded from --init-from where names
+/// and shapes match (saying which); --freeze and --reinit checked against the layers.
+fn initial_params(args: &TrainArgs, plan: &Plan) -> Result<Params<f32>> {
+    check_transfer_flags(args, plan)?;
     let Some(path) = &args.init_from else {
-        if !args.reinit.is_empty() {
-            return Err(bad_input("--reinit: needs --init-from"));
-        }
         return Ok(init_params(plan, args.seed));
     };
     let pretrained = load_checkpoint(path)?;
@@ -251,6 +261,25 @@ fn initial_params(args: &TrainArgs, plan: &Plan) -> Result<Params<f32>> {
         path.display(),
         describe_origins(&origins)
     );
+    // The new run's labels are the ones saved with it. A head loaded from a model of other
+    // labels keeps its old outputs' weights under the new labels: rarely what is meant.
+    let labels: Vec<usize> = match &args.classes {
+        Some(list) => list.0.iter().map(|&l| usize::from(l)).collect(),
+        None => (0..plan.classes()).collect(),
+    };
+    let head = (plan.params.iter().rev().find(|p| p.trainable)).map(|p| layer_of(&p.name));
+    let head_loaded = (origins.iter())
+        .any(|(name, origin)| Some(layer_of(name)) == head && *origin == Origin::Loaded);
+    if head_loaded && pretrained.labels != labels {
+        let list = |l: &[usize]| l.iter().map(usize::to_string).collect::<Vec<_>>().join(",");
+        errln!(
+            "warning: --init-from {}: its head '{}' was trained on the labels {}, this run's are {}; add --reinit {1} to start the head afresh",
+            path.display(),
+            head.unwrap_or_default(),
+            list(&pretrained.labels),
+            list(&labels)
+        );
+    }
     Ok(params)
 }
 
@@ -397,12 +426,17 @@ fn run(setup: Setup, args: &TrainArgs) -> Result<Vec<EpochStats>> {
         inference.dedup();
         prepare_kernels(backend.as_mut(), &training, &inference)?;
     }
-    let extra = [
+    let mut extra = vec![
         ("seed", config.train.seed.to_string()),
         ("optimizer", format!("{optimizer:?}")),
         ("schedule", format!("{:?}", config.train.schedule)),
         ("augment", format!("{:?}", config.train.augment)),
     ];
+    // So that predict and eval name the outputs by the labels they were trained on.
+    if let Some(classes) = &config.data.classes {
+        extra.push((CLASSES_KEY, classes_metadata(classes)));
+    }
+    let labels = labels_of(&config.data, plan.classes());
     let run_json = serde_json::to_string(&config).context("serialising the run")?;
     // The epochs in the run directory's last checkpoint, for the message of a failed run.
     let saved_epochs = std::cell::Cell::new(start.epochs_done);
@@ -468,6 +502,7 @@ fn run(setup: Setup, args: &TrainArgs) -> Result<Vec<EpochStats>> {
         &outcome.history,
         plan.arch.to_string(),
         Some(config.train.seed),
+        &labels,
         &metrics,
     )?;
     for dir in [Some(run_dir.as_path()), args.plots.as_deref()]
@@ -479,7 +514,15 @@ fn run(setup: Setup, args: &TrainArgs) -> Result<Vec<EpochStats>> {
             seed: config.train.seed,
             train: &mnist.train,
         });
-        for path in write_plots(dir, &outcome.history, &evaluation, &mnist.test, augmented)? {
+        let written = write_plots(
+            dir,
+            &outcome.history,
+            &evaluation,
+            &mnist.test,
+            augmented,
+            &labels,
+        )?;
+        for path in written {
             outln!("wrote {}", path.display());
         }
     }
@@ -629,17 +672,16 @@ pub fn eval(args: EvalArgs) -> Result<()> {
         check_output_file("--metrics-json", path, path)?;
     }
     let checkpoint = load_checkpoint(&args.model)?;
-    let mnist = load_data(
-        &DataSource {
-            data_dir: data_dir(args.data.data_dir.as_deref())?,
-            train_limit: None,
-            test_limit: args.data.test_limit,
-            classes: args.classes.clone().map(|c| c.0),
-            per_class_limit: None,
-        },
-        checkpoint.plan.classes(),
-        false,
-    )?;
+    let classes = eval_classes(&args, &checkpoint)?;
+    let source = DataSource {
+        data_dir: data_dir(args.data.data_dir.as_deref())?,
+        train_limit: None,
+        test_limit: args.data.test_limit,
+        classes,
+        per_class_limit: None,
+    };
+    let labels = labels_of(&source, checkpoint.plan.classes());
+    let mnist = load_data(&source, checkpoint.plan.classes(), false)?;
     let arch = checkpoint.plan.arch.to_string();
     let seed = checkpoint.metadata.get("seed").and_then(|s| s.parse().ok());
     // Evaluation never steps the optimiser; any choice will do.
@@ -666,9 +708,29 @@ pub fn eval(args: EvalArgs) -> Result<()> {
         &[],
         arch,
         seed,
+        &labels,
         &args.metrics_json.as_deref().into_iter().collect::<Vec<_>>(),
     )
     .map(drop)
+}
+
+/// The labels `eval` keeps: a model trained with `--classes` stored its list, which is the
+/// default; a different `--classes` would score its outputs against labels they never meant,
+/// so it is an error. A model without the list takes `--classes` as before.
+fn eval_classes(args: &EvalArgs, checkpoint: &Checkpoint) -> Result<Option<Vec<u8>>> {
+    let flag = args.classes.clone().map(|c| c.0);
+    let Some(stored) = checkpoint.metadata.get(CLASSES_KEY) else {
+        return Ok(flag);
+    };
+    let stored_list: Vec<u8> = (checkpoint.labels.iter()).map(|&l| l as u8).collect();
+    match flag {
+        Some(list) if list != stored_list => Err(bad_input(format!(
+            "--classes {}: {} was trained on the labels {stored}, in that order",
+            classes_metadata(&list),
+            args.model.display()
+        ))),
+        _ => Ok(Some(stored_list)),
+    }
 }
 
 fn report(
@@ -677,13 +739,14 @@ fn report(
     history: &[EpochStats],
     arch: String,
     seed: Option<u64>,
+    labels: &[usize],
     metrics_json: &[&Path],
 ) -> Result<Evaluation> {
     let evaluation = evaluate(backend, &mnist.test)?;
-    print_evaluation(&evaluation);
+    print_evaluation(&evaluation, labels);
     if !metrics_json.is_empty() {
         let device = (&backend.info(), backend.kernel_choices());
-        let report = MetricsReport::new(&evaluation, history, device, arch, seed);
+        let report = MetricsReport::new(&evaluation, history, device, arch, seed, labels);
         let json = serde_json::to_vec_pretty(&report).context("serialising metrics")?;
         for path in metrics_json {
             write_atomic(path, &json)?;

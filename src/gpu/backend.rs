@@ -64,7 +64,8 @@ pub struct GpuBackend {
     optimizer: Optimizer,
     /// Per parameter tensor: left alone by training steps (see [`Backend::set_frozen`]).
     frozen: Vec<bool>,
-    kernels: Kernels,
+    /// The context's kernels, shared with every backend built on it.
+    kernels: std::sync::Arc<Kernels>,
     tuner: Autotuner,
     params: ParamBuffers,
     optim_step: wgpu::Buffer,
@@ -96,7 +97,7 @@ impl GpuBackend {
         optimizer: Optimizer,
     ) -> Result<GpuBackend> {
         let ctx = ctx.clone();
-        let kernels = Kernels::new(&ctx);
+        let kernels = ctx.built_once(|| Kernels::new(&ctx));
         let lens: Vec<usize> = params.tensors.iter().map(|t| t.data.len()).collect();
         let buffers = ParamBuffers::new(&ctx, &lens)?;
         for (tensor, &(offset, _)) in params.tensors.iter().zip(&buffers.ranges) {

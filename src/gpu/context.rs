@@ -3,6 +3,8 @@
 //! the APIs searched. Device errors are recorded, never panicked on, and surface as one-line
 //! errors at the next read-back.
 
+use std::any::{Any, TypeId};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use anyhow::{bail, Result};
@@ -21,6 +23,9 @@ pub struct GpuContext {
     /// The runtime checks every shader is compiled with.
     pub shader_checks: ShaderChecks,
     errors: Arc<Mutex<Option<DeviceError>>>,
+    /// What [`GpuContext::built_once`] keeps, one value per type, for as long as any clone of
+    /// the context lives.
+    built: Arc<Mutex<HashMap<TypeId, Arc<dyn Any + Send + Sync>>>>,
 }
 
 /// The first error the device reported, and whether it was the device's loss.
@@ -165,7 +170,21 @@ impl GpuContext {
             features,
             shader_checks,
             errors,
+            built: Arc::default(),
         })
+    }
+
+    /// The value of type `T` built on this device, built by `build` the first time it is
+    /// asked for. The compiled kernels live here: building them means compiling every shader
+    /// module (and, at the first dispatch, each pipeline), so backends made one after another
+    /// on one context (a search's trials) share them, and compile each pipeline once. They die
+    /// with the last clone of the context, never outliving the device.
+    pub fn built_once<T: Any + Send + Sync>(&self, build: impl FnOnce() -> T) -> Arc<T> {
+        let mut built = self.built.lock().expect("the built values");
+        let value = (built.entry(TypeId::of::<T>()))
+            .or_insert_with(|| Arc::new(build()) as Arc<dyn Any + Send + Sync>)
+            .clone();
+        value.downcast().expect("stored under its own type")
     }
 
     /// A second device on the same adapter (its own queue, so its own compiler thread on

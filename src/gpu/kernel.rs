@@ -250,15 +250,17 @@ fn compile_with(
     }
 }
 
-/// One entry point of a shader, ready to dispatch. Created once per backend; its pipeline is
-/// compiled on the first dispatch, because a driver compiles at pipeline creation (lavapipe
-/// takes seconds for the largest entry points) and a run uses only the variants it picked.
+/// One entry point of a shader, ready to dispatch. Created once per device (see
+/// [`GpuContext::built_once`]); its pipeline is compiled on the first dispatch, because a driver
+/// compiles at pipeline creation (lavapipe takes seconds for the largest entry points) and a
+/// run uses only the variants it picked.
 pub struct Kernel {
     pub name: &'static str,
     module: wgpu::ShaderModule,
     layout: wgpu::BindGroupLayout,
     pipeline_layout: wgpu::PipelineLayout,
-    pipeline: std::cell::OnceCell<wgpu::ComputePipeline>,
+    /// A lock, not a cell, so that the kernels can be kept in the context and shared.
+    pipeline: std::sync::OnceLock<wgpu::ComputePipeline>,
 }
 
 impl Kernel {
@@ -297,7 +299,7 @@ impl Kernel {
             module: module.clone(),
             layout,
             pipeline_layout,
-            pipeline: std::cell::OnceCell::new(),
+            pipeline: std::sync::OnceLock::new(),
         }
     }
 

@@ -31,7 +31,8 @@ use crate::cpu::dense::DenseGeometry;
 use crate::data::IMAGE_PIXELS;
 use crate::model::{Activation, Layer, Plan, Pool, Step};
 
-/// Every kernel, compiled once per backend.
+/// Every kernel, compiled once per device: the context keeps them (`GpuContext::built_once`) for
+/// every backend built on it, a search's trials one after another.
 pub struct Kernels {
     pub gather: GatherKernels,
     pub augment: AugmentKernels,

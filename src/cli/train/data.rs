@@ -76,3 +76,12 @@ pub(super) fn load_data(source: &DataSource, classes: usize, training: bool) -> 
     );
     Ok(mnist)
 }
+
+/// The data set's label of each of a model's `outputs` outputs: `--classes` in its order, else
+/// the outputs' own numbers.
+pub(super) fn labels_of(source: &DataSource, outputs: usize) -> Vec<usize> {
+    match &source.classes {
+        Some(list) => list.iter().map(|&l| usize::from(l)).collect(),
+        None => (0..outputs).collect(),
+    }
+}
