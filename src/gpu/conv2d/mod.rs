@@ -98,7 +98,7 @@ pub enum Conv2dPass {
 /// order, or None where the variant declines the pass at that shape on this adapter (its
 /// registration's fallback then runs it; `tiled` runs every plain pass). `(g, n)`: the geometry
 /// and the batch; the callers (`kernels.rs`) have checked the buffers' sizes.
-pub trait Conv2dVariant {
+pub trait Conv2dVariant: Send + Sync {
     /// Whether it runs `pass` at `g` itself, as its name says: what the autotuner may time and
     /// a pin may name.
     fn offers(&self, pass: Conv2dPass, g: Conv2dGeometry) -> bool;

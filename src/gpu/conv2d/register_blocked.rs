@@ -8,7 +8,7 @@
 //! for why). The subgroup variants (`subgroup.rs`) are this family with some kernels replaced.
 //! Twin: `cpu/conv2d.rs`.
 
-use std::rc::Rc;
+use std::sync::Arc;
 
 use bytemuck::{Pod, Zeroable};
 
@@ -62,7 +62,7 @@ pub(super) fn per_lane_kernels(
     ctx: &GpuContext,
     shared: &Conv2dShared,
     textures: bool,
-) -> Rc<RegisterBlockedKernels> {
+) -> Arc<RegisterBlockedKernels> {
     let make = || RegisterBlockedKernels::new(ctx, &shared.sums_module, textures);
     match textures {
         false => shared.once("conv2d register-blocked kernels", make),
@@ -74,10 +74,10 @@ pub(super) fn per_lane_kernels(
 /// that replace some of them (it declines every pass they do not change, which its
 /// registration's fallback, the per-lane form, then runs).
 pub(super) struct RegisterBlocked {
-    kernels: Rc<RegisterBlockedKernels>,
+    kernels: Arc<RegisterBlockedKernels>,
     /// The subgroup variant's kernels, and the per-lane variant they stand in for.
     shares: Option<(SharedLoads, Variant)>,
-    sums: Rc<SumsKernels>,
+    sums: Arc<SumsKernels>,
     /// Whether the adapter binds the 64 KiB uniform ranges that every register-blocked forward
     /// and input-gradient kernel declares (WebGPU's default limit; wgpu's downlevel limits have
     /// 16 KiB). Where it does not, this family declines those passes.
@@ -86,7 +86,7 @@ pub(super) struct RegisterBlocked {
 
 impl RegisterBlocked {
     pub(super) fn new(
-        kernels: Rc<RegisterBlockedKernels>,
+        kernels: Arc<RegisterBlockedKernels>,
         shares: Option<(SharedLoads, Variant)>,
         shared: &Conv2dShared,
     ) -> RegisterBlocked {

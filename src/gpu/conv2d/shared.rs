@@ -5,43 +5,45 @@
 //! per-lane form) compile them once.
 
 use std::any::Any;
-use std::cell::RefCell;
-use std::rc::Rc;
+use std::sync::{Arc, Mutex};
 
 use super::sums::{SumsKernels, SUMS_MODULE};
 use crate::gpu::context::GpuContext;
 
 pub struct Conv2dShared {
-    pub(super) sums: Rc<SumsKernels>,
+    pub(super) sums: Arc<SumsKernels>,
     /// The compiled `conv2d sums` module (its weight-packing kernels).
     pub(super) sums_module: wgpu::ShaderModule,
     /// The adapter's largest uniform binding, in bytes.
     pub(super) max_uniform_binding: u64,
-    memo: RefCell<Vec<(&'static str, Rc<dyn Any>)>>,
+    memo: Mutex<Vec<(&'static str, Arc<dyn Any + Send + Sync>)>>,
 }
 
 impl Conv2dShared {
     pub(super) fn new(ctx: &GpuContext) -> Conv2dShared {
         let sums_module = SUMS_MODULE.compile(ctx);
         Conv2dShared {
-            sums: Rc::new(SumsKernels::new(ctx, &sums_module)),
+            sums: Arc::new(SumsKernels::new(ctx, &sums_module)),
             sums_module,
             max_uniform_binding: ctx.limits.max_uniform_buffer_binding_size,
-            memo: RefCell::new(Vec::new()),
+            memo: Mutex::new(Vec::new()),
         }
     }
 
     /// What `make` makes, made once per `key` (a key names one type).
-    pub(super) fn once<T: 'static>(&self, key: &'static str, make: impl FnOnce() -> T) -> Rc<T> {
-        let found = self
-            .memo
-            .borrow()
+    pub(super) fn once<T: Send + Sync + 'static>(
+        &self,
+        key: &'static str,
+        make: impl FnOnce() -> T,
+    ) -> Arc<T> {
+        let memo = || self.memo.lock().expect("the conv2d memo");
+        let found = memo()
             .iter()
             .find(|(k, _)| *k == key)
             .map(|(_, v)| v.clone());
         let value = found.unwrap_or_else(|| {
-            let value: Rc<dyn Any> = Rc::new(make());
-            self.memo.borrow_mut().push((key, value.clone()));
+            let value: Arc<dyn Any + Send + Sync> = Arc::new(make());
+            memo().push((key, value.clone()));
             value
         });
         value

@@ -3,7 +3,7 @@
 //! slices of both operands in workgroup memory. The only kernels that take strides and padding.
 //! Twin: `cpu/conv2d.rs`.
 
-use std::rc::Rc;
+use std::sync::Arc;
 
 use anyhow::Result;
 use bytemuck::Zeroable;
@@ -39,7 +39,7 @@ struct Tiled {
     forward: Kernel,
     backward_input: Kernel,
     backward_weights: Kernel,
-    sums: Rc<SumsKernels>,
+    sums: Arc<SumsKernels>,
 }
 
 /// The tiled variant: every adapter runs it.

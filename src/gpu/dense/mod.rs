@@ -32,7 +32,7 @@ const READS_STORAGE: ShaderFile = shader_file!("dense/reads_storage.wgsl");
 const READS_TEXTURE: ShaderFile = shader_file!("dense/reads_texture.wgsl");
 
 /// What a dense variant implements: the matrix multiply that every pass is.
-pub trait DenseMatmul {
+pub trait DenseMatmul: Send + Sync {
     /// The dispatch of `product`, or None where this variant declines it (its registration's
     /// fallback then runs it).
     fn matmul(&self, ctx: &GpuContext, product: &Product) -> Option<Dispatch>;
