@@ -400,3 +400,49 @@ fn no_source_file_is_over_800_lines() {
     }
     assert!(long.is_empty(), "split these files:\n{}", long.join("\n"));
 }
+
+/// A variant is registered by one line: every `Registration` a host file of an op declares is
+/// listed in the op's `VARIANTS` (`kernels.rs`), and every line there names one, so that a
+/// variant neither goes unregistered nor is listed from elsewhere (docs/design.md, "Adding a
+/// kernel variant").
+#[test]
+fn every_variant_registration_is_one_line_of_its_ops_registry() {
+    let files = source_files("src/gpu");
+    for op in ["conv2d", "dense"] {
+        let registry = &files[&format!("{op}/kernels.rs")];
+        let start = registry
+            .find("pub const VARIANTS")
+            .unwrap_or_else(|| panic!("{op}/kernels.rs has no VARIANTS"));
+        let end = start + registry[start..].find("];").expect("VARIANTS ends");
+        let mut listed: Vec<String> = registry[start..end]
+            .lines()
+            .skip(1)
+            .map(|l| l.trim().trim_end_matches(',').to_string())
+            .filter(|l| !l.is_empty())
+            .collect();
+        let mut declared = Vec::new();
+        for (path, text) in &files {
+            let Some(file) = path.strip_prefix(&format!("{op}/")) else {
+                continue;
+            };
+            let stem = file.trim_end_matches(".rs");
+            for line in text.lines() {
+                let Some(rest) = line.strip_prefix("pub(super) const ") else {
+                    continue;
+                };
+                if let Some((name, ty)) = rest.split_once(':') {
+                    if ty.trim_start().starts_with("Registration<") {
+                        declared.push(format!("{stem}::{name}"));
+                    }
+                }
+            }
+        }
+        listed.sort();
+        declared.sort();
+        assert!(listed.len() >= 2, "{op}: {listed:?}");
+        assert_eq!(
+            listed, declared,
+            "{op}: VARIANTS against the host files' registrations"
+        );
+    }
+}

@@ -25,7 +25,8 @@
 //                                       file says how lanes get the values that all of them
 //                                       need (subgroup.wgsl: the *-subgroup variants), and
 //                                       reads_texture.wgsl makes the *-texture ones
-// The host lists them (src/gpu/conv2d/mod.rs, `MODULES`); no text is rewritten.
+// Each host file lists its module's files (src/gpu/conv2d/<family>.rs, `*_MODULE`), uniform
+// structs included (declared by the host, wgsl_struct!); no text is rewritten.
 //
 // Channels of a register-blocked block, and of a packed weight slot (conv2d_pack_*_weights);
 // the host mirrors it (src/gpu/conv2d/register_blocked.rs).

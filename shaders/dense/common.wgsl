@@ -8,13 +8,14 @@
 // bias gradient, the row sums of the same dy^T, is a module of its own (backward_bias.wgsl,
 // with its own params and bindings), which every variant runs.
 //
-// A module is this file, one of reads_storage.wgsl / reads_texture.wgsl (how A and B are read:
+// A module is MatmulParams (declared by the host, src/gpu/dense/scheme.rs), this file, one of
+// reads_storage.wgsl / reads_texture.wgsl (how A and B are read:
 // a_element(i) and a4_at(i), likewise for b), then the files of one variant family:
 //   tiled.wgsl                          the tiled variant (real GPUs)
 //   register_blocked.wgsl               the register-blocked variants (CPU adapters; with
 //                                       reads_texture.wgsl, register-blocked-texture)
-// The host lists them (src/gpu/dense/mod.rs, `MODULES`). Each sums every output in a fixed
-// order, without atomics, so results are reproducible.
+// Each host file lists its module's files (src/gpu/dense/tiled.rs, register_blocked.rs). Each
+// sums every output in a fixed order, without atomics, so results are reproducible.
 //
 // Bindings (group 0), shared by every matmul entry point (each uses a subset):
 //   0 params: uniform MatmulParams

@@ -13,8 +13,8 @@ use super::kernel::WgslModule;
 
 /// Which kernels compute a pass, by name. Every variant sums each output in a fixed order, so
 /// it gives the same bits on every run on one adapter; different variants may round
-/// differently. The op's registry says what each name runs (`conv2d/kernels.rs`,
-/// `dense/mod.rs`).
+/// differently. The op's registry says what each name runs (`VARIANTS` in `conv2d/kernels.rs`
+/// and `dense/kernels.rs`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Variant(&'static str);
 

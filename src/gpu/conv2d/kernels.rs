@@ -18,30 +18,11 @@ use crate::gpu::variant::{self, Offer, Registered, Registration, Variant};
 /// that runs what it declines: the subgroup forms to their per-lane forms, the texture forms
 /// to the storage ones, all in the end to `tiled`.
 pub const VARIANTS: &[Registration<dyn Conv2dVariant, Conv2dShared>] = &[
-    Registration::new(
-        "register-blocked",
-        &[register_blocked::STORAGE_MODULE],
-        register_blocked::storage,
-    ),
-    Registration::new(
-        "register-blocked-texture",
-        &[register_blocked::TEXTURE_MODULE],
-        register_blocked::texture,
-    )
-    .falls_back_to(Variant::REGISTER_BLOCKED),
-    Registration::new(
-        "register-blocked-subgroup",
-        &[subgroup::STORAGE_MODULE],
-        subgroup::storage,
-    )
-    .falls_back_to(Variant::REGISTER_BLOCKED),
-    Registration::new(
-        "register-blocked-texture-subgroup",
-        &[subgroup::TEXTURE_MODULE],
-        subgroup::texture,
-    )
-    .falls_back_to(Variant::named("register-blocked-texture")),
-    Registration::new("tiled", &[tiled::MODULE], tiled::build),
+    register_blocked::STORAGE,
+    register_blocked::TEXTURE,
+    subgroup::STORAGE,
+    subgroup::TEXTURE,
+    tiled::VARIANT,
 ];
 
 /// Every module of the op (for the shader tests and `gpu::ops`).

@@ -25,7 +25,7 @@ use crate::gpu::buffer::{uniform, View};
 use crate::gpu::context::GpuContext;
 use crate::gpu::kernel::{grid_1d, Access, Dispatch, Kernel, Resource, ShaderFile, WgslModule};
 use crate::gpu::texture::{self, Texel};
-use crate::gpu::variant::Variant;
+use crate::gpu::variant::{Registration, Variant};
 use crate::shader_file;
 
 /// Each lane loads the values every lane of its block needs itself (`subgroup.wgsl` shares
@@ -45,13 +45,20 @@ pub(super) const TEXTURE_MODULE: WgslModule = register_blocked_module!(
 );
 
 /// `register-blocked`: the kernels reading storage.
-pub(super) fn storage(ctx: &GpuContext, shared: &Conv2dShared) -> Option<Box<dyn Conv2dVariant>> {
+pub(super) const STORAGE: Registration<dyn Conv2dVariant, Conv2dShared> =
+    Registration::new("register-blocked", &[STORAGE_MODULE], storage);
+/// `register-blocked-texture`: the kernels reading textures; where a tensor is too large for
+/// them, `register-blocked` runs the pass.
+pub(super) const TEXTURE: Registration<dyn Conv2dVariant, Conv2dShared> =
+    Registration::new("register-blocked-texture", &[TEXTURE_MODULE], texture)
+        .falls_back_to(Variant::REGISTER_BLOCKED);
+
+fn storage(ctx: &GpuContext, shared: &Conv2dShared) -> Option<Box<dyn Conv2dVariant>> {
     let kernels = per_lane_kernels(ctx, shared, false);
     Some(Box::new(RegisterBlocked::new(kernels, None, shared)))
 }
 
-/// `register-blocked-texture`: the kernels reading textures.
-pub(super) fn texture(ctx: &GpuContext, shared: &Conv2dShared) -> Option<Box<dyn Conv2dVariant>> {
+fn texture(ctx: &GpuContext, shared: &Conv2dShared) -> Option<Box<dyn Conv2dVariant>> {
     let kernels = per_lane_kernels(ctx, shared, true);
     Some(Box::new(RegisterBlocked::new(kernels, None, shared)))
 }

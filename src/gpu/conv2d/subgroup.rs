@@ -13,7 +13,7 @@ use super::{Conv2dVariant, READS_STORAGE, READS_TEXTURE};
 use crate::gpu::buffer::{read_buffer, storage as storage_buffer};
 use crate::gpu::context::GpuContext;
 use crate::gpu::kernel::{run, Access, Kernel, ShaderFile, WgslModule};
-use crate::gpu::variant::Variant;
+use crate::gpu::variant::{Registration, Variant};
 use crate::shader_file;
 use anyhow::Result;
 
@@ -31,14 +31,25 @@ pub(super) const TEXTURE_MODULE: WgslModule = register_blocked_module!(
     true
 );
 
-/// `register-blocked-subgroup`: reading storage, standing in for `register-blocked`.
-pub(super) fn storage(ctx: &GpuContext, shared: &Conv2dShared) -> Option<Box<dyn Conv2dVariant>> {
+/// `register-blocked-subgroup`: reading storage, standing in for `register-blocked` (which
+/// runs what it declines).
+pub(super) const STORAGE: Registration<dyn Conv2dVariant, Conv2dShared> =
+    Registration::new("register-blocked-subgroup", &[STORAGE_MODULE], storage)
+        .falls_back_to(Variant::REGISTER_BLOCKED);
+/// `register-blocked-texture-subgroup`: reading textures, standing in for
+/// `register-blocked-texture`.
+pub(super) const TEXTURE: Registration<dyn Conv2dVariant, Conv2dShared> = Registration::new(
+    "register-blocked-texture-subgroup",
+    &[TEXTURE_MODULE],
+    texture,
+)
+.falls_back_to(Variant::named("register-blocked-texture"));
+
+fn storage(ctx: &GpuContext, shared: &Conv2dShared) -> Option<Box<dyn Conv2dVariant>> {
     build(ctx, shared, false)
 }
 
-/// `register-blocked-texture-subgroup`: reading textures, standing in for
-/// `register-blocked-texture`.
-pub(super) fn texture(ctx: &GpuContext, shared: &Conv2dShared) -> Option<Box<dyn Conv2dVariant>> {
+fn texture(ctx: &GpuContext, shared: &Conv2dShared) -> Option<Box<dyn Conv2dVariant>> {
     build(ctx, shared, true)
 }
 

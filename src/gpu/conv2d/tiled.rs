@@ -15,6 +15,7 @@ use crate::cpu::conv2d::Conv2dGeometry;
 use crate::gpu::buffer::{storage, uniform, View};
 use crate::gpu::context::GpuContext;
 use crate::gpu::kernel::{Access, Dispatch, Kernel, ShaderFile, WgslModule};
+use crate::gpu::variant::Registration;
 use crate::{shader_file, wgsl_struct};
 
 const TILED: ShaderFile = shader_file!("conv2d/tiled.wgsl");
@@ -42,8 +43,11 @@ struct Tiled {
     sums: Arc<SumsKernels>,
 }
 
-/// The tiled variant: every adapter runs it.
-pub(super) fn build(ctx: &GpuContext, shared: &Conv2dShared) -> Option<Box<dyn Conv2dVariant>> {
+/// `tiled`: every adapter runs it, and it runs what the others decline.
+pub(super) const VARIANT: Registration<dyn Conv2dVariant, Conv2dShared> =
+    Registration::new("tiled", &[MODULE], build);
+
+fn build(ctx: &GpuContext, shared: &Conv2dShared) -> Option<Box<dyn Conv2dVariant>> {
     let module = MODULE.compile(ctx);
     use Access::*;
     let with_bias = &[Uniform, Read, ReadWrite, Read, Read];

@@ -14,18 +14,9 @@ use crate::{shader_file, wgsl_struct};
 /// Every dense variant, in the order the autotuner times them (`gpu::variant` says what a
 /// registration holds; `docs/design.md` where each wins).
 pub const VARIANTS: &[Registration<dyn DenseMatmul, ()>] = &[
-    Registration::new("tiled", &[tiled::MODULE], tiled::build),
-    Registration::new(
-        "register-blocked",
-        &[register_blocked::STORAGE_MODULE],
-        register_blocked::storage,
-    ),
-    Registration::new(
-        "register-blocked-texture",
-        &[register_blocked::TEXTURE_MODULE],
-        register_blocked::texture,
-    )
-    .falls_back_to(Variant::REGISTER_BLOCKED),
+    tiled::VARIANT,
+    register_blocked::STORAGE,
+    register_blocked::TEXTURE,
 ];
 
 /// The bias gradient, which every variant runs.

@@ -10,6 +10,7 @@ use crate::gpu::buffer::View;
 use crate::gpu::context::GpuContext;
 use crate::gpu::kernel::{Dispatch, ShaderFile, WgslModule};
 use crate::gpu::texture::{self, Staged, Texel};
+use crate::gpu::variant::{Registration, Variant};
 use crate::shader_file;
 
 const REGISTER_BLOCKED: ShaderFile = shader_file!("dense/register_blocked.wgsl");
@@ -31,8 +32,16 @@ struct RegisterBlocked {
     textures: bool,
 }
 
-/// The kernels reading A and B from storage.
-pub(super) fn storage(ctx: &GpuContext, _: &()) -> Option<Box<dyn DenseMatmul>> {
+/// `register-blocked`: reading A and B from storage.
+pub(super) const STORAGE: Registration<dyn DenseMatmul, ()> =
+    Registration::new("register-blocked", &[STORAGE_MODULE], storage);
+/// `register-blocked-texture`: reading them from textures; where an operand is too large for
+/// one, `register-blocked` runs the product.
+pub(super) const TEXTURE: Registration<dyn DenseMatmul, ()> =
+    Registration::new("register-blocked-texture", &[TEXTURE_MODULE], texture)
+        .falls_back_to(Variant::REGISTER_BLOCKED);
+
+fn storage(ctx: &GpuContext, _: &()) -> Option<Box<dyn DenseMatmul>> {
     let module = STORAGE_MODULE.compile_register_blocked(ctx);
     let kernels = SchemeKernels::new(ctx, &module, SCHEMES, false);
     Some(Box::new(RegisterBlocked {
@@ -41,8 +50,7 @@ pub(super) fn storage(ctx: &GpuContext, _: &()) -> Option<Box<dyn DenseMatmul>> 
     }))
 }
 
-/// The kernels reading A and B from textures.
-pub(super) fn texture(ctx: &GpuContext, _: &()) -> Option<Box<dyn DenseMatmul>> {
+fn texture(ctx: &GpuContext, _: &()) -> Option<Box<dyn DenseMatmul>> {
     let module = TEXTURE_MODULE.compile_register_blocked(ctx);
     let kernels = SchemeKernels::new(ctx, &module, SCHEMES, true);
     Some(Box::new(RegisterBlocked {

@@ -6,6 +6,7 @@ use super::scheme::{choose, MatmulParams, Scheme, SchemeKernels};
 use super::{DenseMatmul, Product, COMMON, READS_STORAGE};
 use crate::gpu::context::GpuContext;
 use crate::gpu::kernel::{Dispatch, WgslModule};
+use crate::gpu::variant::Registration;
 use crate::shader_file;
 
 pub(super) const MODULE: WgslModule = WgslModule::new(
@@ -23,7 +24,11 @@ pub(super) const SCHEMES: &[Scheme] = &[Scheme::Split, Scheme::Tiled];
 
 struct Tiled(SchemeKernels);
 
-pub(super) fn build(ctx: &GpuContext, _: &()) -> Option<Box<dyn DenseMatmul>> {
+/// `tiled`: every adapter runs it.
+pub(super) const VARIANT: Registration<dyn DenseMatmul, ()> =
+    Registration::new("tiled", &[MODULE], build);
+
+fn build(ctx: &GpuContext, _: &()) -> Option<Box<dyn DenseMatmul>> {
     let module = MODULE.compile(ctx);
     Some(Box::new(Tiled(SchemeKernels::new(
         ctx, &module, SCHEMES, false,
