@@ -135,6 +135,29 @@ impl<K: ?Sized> Registered<K> {
     }
 }
 
+/// The registered variants whose fallbacks do not end at `tiled` (which runs every pass), each
+/// with where its chain stopped: empty for a sound registry (each op's tests check theirs).
+pub fn stray_fallbacks<K: ?Sized, S>(registry: &[Registration<K, S>]) -> Vec<(Variant, Variant)> {
+    let fallback = |v: Variant| registry.iter().find(|r| r.variant == v).map(|r| r.fallback);
+    let ends = |start: Variant| {
+        let mut v = start;
+        for _ in 0..registry.len() {
+            match fallback(v) {
+                Some(next) if v != Variant::TILED => v = next,
+                _ => break,
+            }
+        }
+        v
+    };
+    let ends: Vec<(Variant, Variant)> = registry
+        .iter()
+        .map(|r| (r.variant, ends(r.variant)))
+        .collect();
+    ends.into_iter()
+        .filter(|&(_, end)| end != Variant::TILED)
+        .collect()
+}
+
 /// Every module of a registry, and `shared` (the modules every variant uses), each once.
 pub fn modules<K: ?Sized, S>(
     shared: &[WgslModule],
@@ -181,6 +204,22 @@ impl Offer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A chain that loops, or ends at a variant that is not registered, is found.
+    #[test]
+    fn stray_fallbacks_are_found() {
+        fn build(_: &GpuContext, _: &()) -> Option<Box<()>> {
+            None
+        }
+        let tiled = Registration::new("tiled", &[], build);
+        let a = Registration::new("a", &[], build).falls_back_to(Variant::named("b"));
+        let b = Registration::new("b", &[], build).falls_back_to(Variant::named("a"));
+        let c = Registration::new("c", &[], build).falls_back_to(Variant::named("gone"));
+        let sound = Registration::new("d", &[], build).falls_back_to(Variant::named("tiled"));
+        let strays = stray_fallbacks(&[tiled, a, b, c, sound]);
+        let names: Vec<&str> = strays.iter().map(|(v, _)| v.name()).collect();
+        assert_eq!(names, ["a", "b", "c"]);
+    }
 
     #[test]
     fn names_print_as_themselves() {
