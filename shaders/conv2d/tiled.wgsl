@@ -39,8 +39,8 @@
 // (tile_index); tiled_params.len of them do work (chunks: backward weights and input only).
 // Workgroup memory: TILE_K x (TILE_M + 1) + TILE_K x TILE_N floats = 10,304 bytes.
 
-// Conv2dTiledParams: the uniform, declared by the host (src/gpu/conv2d/tiled.rs) with the
-// fields' meaning, and listed before this file.
+// Conv2dTiledParams (its first member a Conv2dShape): the uniform, declared by the host
+// (src/gpu/conv2d/tiled.rs and mod.rs) with the fields' meaning, and listed before this file.
 
 @group(0) @binding(0) var<uniform> tiled_params: Conv2dTiledParams;
 @group(0) @binding(1) var<storage, read> src: array<f32>;
@@ -72,9 +72,9 @@ const GEMM_BACKWARD_WEIGHTS: u32 = 2u;
 // M of the product.
 fn gemm_rows(gemm: u32) -> u32 {
     if gemm == GEMM_BACKWARD_INPUT {
-        return tiled_params.in_channels;
+        return tiled_params.shape.in_channels;
     }
-    return tiled_params.out_channels;
+    return tiled_params.shape.out_channels;
 }
 
 // The workgroup's place: its index in the launch and the first row, column and chunk of its
@@ -108,23 +108,23 @@ struct Column {
 }
 
 fn b_column(gemm: u32, n: u32) -> Column {
-    let ks = tiled_params.kernel;
-    let in_plane = tiled_params.in_height * tiled_params.in_width;
-    let out_plane = tiled_params.out_height * tiled_params.out_width;
+    let ks = tiled_params.shape.kernel;
+    let in_plane = tiled_params.shape.in_height * tiled_params.shape.in_width;
+    let out_plane = tiled_params.shape.out_height * tiled_params.shape.out_width;
     if gemm == GEMM_FORWARD {
         let img = n / out_plane;
         let p = n % out_plane;
-        let at = img * tiled_params.in_channels * in_plane;
-        return Column(at, p / tiled_params.out_width, p % tiled_params.out_width, n < tiled_params.batch * out_plane, false);
+        let at = img * tiled_params.shape.in_channels * in_plane;
+        return Column(at, p / tiled_params.shape.out_width, p % tiled_params.shape.out_width, n < tiled_params.shape.batch * out_plane, false);
     }
     if gemm == GEMM_BACKWARD_INPUT {
         let img = n / in_plane;
-        let iy = (n % in_plane) / tiled_params.in_width;
-        let ix = n % tiled_params.in_width;
-        let at = img * tiled_params.out_channels * out_plane;
-        return Column(at, iy, ix, n < tiled_params.batch * in_plane, false);
+        let iy = (n % in_plane) / tiled_params.shape.in_width;
+        let ix = n % tiled_params.shape.in_width;
+        let at = img * tiled_params.shape.out_channels * out_plane;
+        return Column(at, iy, ix, n < tiled_params.shape.batch * in_plane, false);
     }
-    let weights = tiled_params.in_channels * ks * ks;
+    let weights = tiled_params.shape.in_channels * ks * ks;
     let ci = n / (ks * ks);
     let ky = (n % (ks * ks)) / ks;
     return Column(ci * in_plane, ky, n % ks, n < weights, n == weights);
@@ -135,10 +135,10 @@ fn b_column(gemm: u32, n: u32) -> Column {
 fn input_offset(oy: u32, ox: u32, ky: u32, kx: u32) -> i32 {
     let iy = i32(oy * tiled_params.stride + ky) - i32(tiled_params.pad);
     let ix = i32(ox * tiled_params.stride + kx) - i32(tiled_params.pad);
-    if iy < 0 || ix < 0 || iy >= i32(tiled_params.in_height) || ix >= i32(tiled_params.in_width) {
+    if iy < 0 || ix < 0 || iy >= i32(tiled_params.shape.in_height) || ix >= i32(tiled_params.shape.in_width) {
         return -1;
     }
-    return iy * i32(tiled_params.in_width) + ix;
+    return iy * i32(tiled_params.shape.in_width) + ix;
 }
 
 // The output offset (oy * out_width + ox) whose tap (ky, kx) reads input position (iy, ix), or
@@ -152,10 +152,10 @@ fn output_offset(iy: u32, ix: u32, ky: u32, kx: u32) -> i32 {
     }
     let oy = ty / s;
     let ox = tx / s;
-    if oy >= i32(tiled_params.out_height) || ox >= i32(tiled_params.out_width) {
+    if oy >= i32(tiled_params.shape.out_height) || ox >= i32(tiled_params.shape.out_width) {
         return -1;
     }
-    return oy * i32(tiled_params.out_width) + ox;
+    return oy * i32(tiled_params.shape.out_width) + ox;
 }
 
 // A(m, k), or 0 past the edges of A and outside [0, k_end).
@@ -163,18 +163,18 @@ fn a_at(gemm: u32, m: u32, k: u32, k_end: u32) -> f32 {
     if m >= gemm_rows(gemm) || k >= k_end {
         return 0.0;
     }
-    let kk = tiled_params.kernel * tiled_params.kernel;
+    let kk = tiled_params.shape.kernel * tiled_params.shape.kernel;
     if gemm == GEMM_FORWARD {
         // w[co = m][(ci, ky, kx) = k]
-        return factor[m * tiled_params.in_channels * kk + k];
+        return factor[m * tiled_params.shape.in_channels * kk + k];
     }
     if gemm == GEMM_BACKWARD_INPUT {
         // w[co][ci = m][ky][kx] with (co, ky, kx) = k
-        return factor[((k / kk) * tiled_params.in_channels + m) * kk + k % kk];
+        return factor[((k / kk) * tiled_params.shape.in_channels + m) * kk + k % kk];
     }
     // dy[n][co = m][oy][ox] with (n, oy, ox) = k
-    let out_plane = tiled_params.out_height * tiled_params.out_width;
-    return factor[((k / out_plane) * tiled_params.out_channels + m) * out_plane + k % out_plane];
+    let out_plane = tiled_params.shape.out_height * tiled_params.shape.out_width;
+    return factor[((k / out_plane) * tiled_params.shape.out_channels + m) * out_plane + k % out_plane];
 }
 
 // B(k, column), or 0 past the edges of B, outside [0, k_end) and on the padding.
@@ -188,17 +188,17 @@ fn b_at(gemm: u32, column: Column, k: u32, k_end: u32) -> f32 {
     if !column.live {
         return 0.0;
     }
-    let ks = tiled_params.kernel;
-    let in_plane = tiled_params.in_height * tiled_params.in_width;
+    let ks = tiled_params.shape.kernel;
+    let in_plane = tiled_params.shape.in_height * tiled_params.shape.in_width;
     if gemm == GEMM_BACKWARD_WEIGHTS {
         // x[n][ci][oy * stride + ky - pad][ox * stride + kx - pad] with (n, oy, ox) = k
-        let out_plane = tiled_params.out_height * tiled_params.out_width;
+        let out_plane = tiled_params.shape.out_height * tiled_params.shape.out_width;
         let p = k % out_plane;
-        let offset = input_offset(p / tiled_params.out_width, p % tiled_params.out_width, column.y, column.x);
+        let offset = input_offset(p / tiled_params.shape.out_width, p % tiled_params.shape.out_width, column.y, column.x);
         if offset < 0 {
             return 0.0;
         }
-        return src[column.at + (k / out_plane) * tiled_params.in_channels * in_plane + u32(offset)];
+        return src[column.at + (k / out_plane) * tiled_params.shape.in_channels * in_plane + u32(offset)];
     }
     let c = k / (ks * ks);
     let ky = (k % (ks * ks)) / ks;
@@ -216,7 +216,7 @@ fn b_at(gemm: u32, column: Column, k: u32, k_end: u32) -> f32 {
     if offset < 0 {
         return 0.0;
     }
-    return src[column.at + c * tiled_params.out_height * tiled_params.out_width + u32(offset)];
+    return src[column.at + c * tiled_params.shape.out_height * tiled_params.shape.out_width + u32(offset)];
 }
 
 // The 4 x 4 outputs of invocation `tid` in the tile at (m0, n0) of the product `gemm`:
@@ -256,7 +256,7 @@ fn store_activation_tile(acc: mat4x4<f32>, tile: TileOrigin, tid: vec2<u32>, cha
     var sums = acc;
     for (var j = 0u; j < 4u; j++) {
         let n = tile.n0 + tid.x + j * TILE_THREADS_N;
-        if n >= tiled_params.batch * plane {
+        if n >= tiled_params.shape.batch * plane {
             break;
         }
         let at = base + (n / plane) * channels * plane + n % plane;
@@ -277,12 +277,12 @@ fn conv2d_forward_tiled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workg
         return;
     }
     // Every sum starts at its channel's bias.
-    let last = tiled_params.out_channels - 1u;
+    let last = tiled_params.shape.out_channels - 1u;
     let m = tile.m0 + lid.y;
     let b = vec4<f32>(bias[min(m, last)], bias[min(m + TILE_THREADS_M, last)], bias[min(m + 2u * TILE_THREADS_M, last)], bias[min(m + 3u * TILE_THREADS_M, last)]);
-    let reduction = tiled_params.in_channels * tiled_params.kernel * tiled_params.kernel;
+    let reduction = tiled_params.shape.in_channels * tiled_params.shape.kernel * tiled_params.shape.kernel;
     let acc = tiled_product(GEMM_FORWARD, lid.xy, tile.m0, tile.n0, 0u, reduction, splat4(b));
-    store_activation_tile(acc, tile, lid.xy, tiled_params.out_channels, tiled_params.out_height * tiled_params.out_width, tiled_params.relu == 1u, 0u);
+    store_activation_tile(acc, tile, lid.xy, tiled_params.shape.out_channels, tiled_params.shape.out_height * tiled_params.shape.out_width, tiled_params.relu == 1u, 0u);
 }
 
 @compute @workgroup_size(TILE_THREADS_N, TILE_THREADS_M)
@@ -292,11 +292,11 @@ fn conv2d_backward_input_tiled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(nu
         return;
     }
     // Chunk c sums its tiled_params.chunk_k terms into its partial dx at c * partial_stride.
-    let reduction = tiled_params.out_channels * tiled_params.kernel * tiled_params.kernel;
+    let reduction = tiled_params.shape.out_channels * tiled_params.shape.kernel * tiled_params.shape.kernel;
     let k_begin = tile.chunk * tiled_params.chunk_k;
     let k_end = min(k_begin + tiled_params.chunk_k, reduction);
     let acc = tiled_product(GEMM_BACKWARD_INPUT, lid.xy, tile.m0, tile.n0, k_begin, k_end, mat4x4<f32>());
-    store_activation_tile(acc, tile, lid.xy, tiled_params.in_channels, tiled_params.in_height * tiled_params.in_width, false, tile.chunk * tiled_params.partial_stride);
+    store_activation_tile(acc, tile, lid.xy, tiled_params.shape.in_channels, tiled_params.shape.in_height * tiled_params.shape.in_width, false, tile.chunk * tiled_params.partial_stride);
 }
 
 @compute @workgroup_size(TILE_THREADS_N, TILE_THREADS_M)
@@ -307,12 +307,12 @@ fn conv2d_backward_weights_tiled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(
     }
     // The chunk's row segments, as a range of output positions.
     let first = tile.chunk * tiled_params.chunk_rows;
-    let end = min(first + tiled_params.chunk_rows, tiled_params.batch * tiled_params.out_height);
-    let sums = tiled_product(GEMM_BACKWARD_WEIGHTS, lid.xy, tile.m0, tile.n0, first * tiled_params.out_width, end * tiled_params.out_width, mat4x4<f32>());
+    let end = min(first + tiled_params.chunk_rows, tiled_params.shape.batch * tiled_params.shape.out_height);
+    let sums = tiled_product(GEMM_BACKWARD_WEIGHTS, lid.xy, tile.m0, tile.n0, first * tiled_params.shape.out_width, end * tiled_params.shape.out_width, mat4x4<f32>());
 
     // Column `weights` (the bias column) goes to the chunk's db, the others to its dw.
     var acc = sums;
-    let weights = tiled_params.in_channels * tiled_params.kernel * tiled_params.kernel;
+    let weights = tiled_params.shape.in_channels * tiled_params.shape.kernel * tiled_params.shape.kernel;
     let chunk_at = tile.chunk * tiled_params.partial_stride;
     for (var j = 0u; j < 4u; j++) {
         let n = tile.n0 + lid.x + j * TILE_THREADS_N;
@@ -321,8 +321,8 @@ fn conv2d_backward_weights_tiled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(
         }
         for (var i = 0u; i < 4u; i++) {
             let co = tile.m0 + lid.y + i * TILE_THREADS_M;
-            if co < tiled_params.out_channels {
-                let at = select(co * weights + n, tiled_params.out_channels * weights + co, n == weights);
+            if co < tiled_params.shape.out_channels {
+                let at = select(co * weights + n, tiled_params.shape.out_channels * weights + co, n == weights);
                 dst[chunk_at + at] = acc[j][i];
             }
         }

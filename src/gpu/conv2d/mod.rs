@@ -67,7 +67,7 @@ use super::buffer::View;
 use super::context::GpuContext;
 use super::kernel::{Dispatch, ShaderFile};
 use crate::cpu::conv2d::Conv2dGeometry;
-use crate::shader_file;
+use crate::{shader_file, wgsl_struct};
 
 const COMMON: ShaderFile = shader_file!("conv2d/common.wgsl");
 const PRODUCTS: ShaderFile = shader_file!("conv2d/products.wgsl");
@@ -78,6 +78,37 @@ const RB_FORWARD: ShaderFile = shader_file!("conv2d/register_blocked_forward.wgs
 const RB_BACKWARD_INPUT: ShaderFile = shader_file!("conv2d/register_blocked_backward_input.wgsl");
 const RB_BACKWARD_WEIGHTS: ShaderFile =
     shader_file!("conv2d/register_blocked_backward_weights.wgsl");
+
+wgsl_struct! {
+    /// A convolution's sizes as its kernels read them: the first member of a pass's uniform.
+    pub(super) struct Conv2dShape {
+        batch: u32,
+        in_channels: u32,
+        in_height: u32,
+        in_width: u32,
+        out_channels: u32,
+        out_height: u32,
+        out_width: u32,
+        kernel: u32,
+    }
+}
+
+impl Conv2dShape {
+    /// The sizes of `g` for a batch of `n`.
+    fn new(g: Conv2dGeometry, n: usize) -> Conv2dShape {
+        let out = g.output();
+        Conv2dShape {
+            batch: u(n),
+            in_channels: u(g.input.channels),
+            in_height: u(g.input.height),
+            in_width: u(g.input.width),
+            out_channels: u(g.out_channels),
+            out_height: u(out.height),
+            out_width: u(out.width),
+            kernel: u(g.kernel),
+        }
+    }
+}
 
 /// A pass of the op, as the autotuner chooses its variant (`Conv2dKernels::offer`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -10,7 +10,7 @@ use bytemuck::Zeroable;
 
 use super::shared::Conv2dShared;
 use super::sums::{Chunks, SumsKernels};
-use super::{grid, u, Conv2dPass, Conv2dVariant, COMMON};
+use super::{grid, u, Conv2dPass, Conv2dShape, Conv2dVariant, COMMON};
 use crate::cpu::conv2d::Conv2dGeometry;
 use crate::gpu::buffer::{storage, uniform, View};
 use crate::gpu::context::GpuContext;
@@ -19,8 +19,10 @@ use crate::gpu::variant::Registration;
 use crate::{shader_file, wgsl_struct};
 
 const TILED: ShaderFile = shader_file!("conv2d/tiled.wgsl");
-pub(super) const MODULE: WgslModule =
-    WgslModule::new("conv2d tiled", &[COMMON, Conv2dTiledParams::WGSL, TILED]);
+pub(super) const MODULE: WgslModule = WgslModule::new(
+    "conv2d tiled",
+    &[COMMON, Conv2dShape::WGSL, Conv2dTiledParams::WGSL, TILED],
+);
 
 /// Rows (channels) and columns (positions, or weights) of the product tile of one workgroup
 /// (`TILE_M`, `TILE_N`).
@@ -108,14 +110,7 @@ impl Conv2dVariant for Tiled {
 wgsl_struct! {
     /// The tiled kernels' uniform (`tiled_params` in `tiled.wgsl`).
     struct Conv2dTiledParams {
-        batch: u32,
-        in_channels: u32,
-        in_height: u32,
-        in_width: u32,
-        out_channels: u32,
-        out_height: u32,
-        out_width: u32,
-        kernel: u32,
+        shape: Conv2dShape,
         /// The stride, and the zeros on every side of the input.
         stride: u32,
         pad: u32,
@@ -140,16 +135,8 @@ wgsl_struct! {
 
 impl Conv2dTiledParams {
     fn new(g: Conv2dGeometry, n: usize) -> Conv2dTiledParams {
-        let out = g.output();
         Conv2dTiledParams {
-            batch: u(n),
-            in_channels: u(g.input.channels),
-            in_height: u(g.input.height),
-            in_width: u(g.input.width),
-            out_channels: u(g.out_channels),
-            out_height: u(out.height),
-            out_width: u(out.width),
-            kernel: u(g.kernel),
+            shape: Conv2dShape::new(g, n),
             stride: u(g.stride),
             pad: u(g.pad),
             ..Zeroable::zeroed()
