@@ -528,6 +528,21 @@ pub fn compile_pipelines(ctx: &GpuContext, dispatches: &[Dispatch]) -> Result<f6
     Ok(start.elapsed().as_secs_f64())
 }
 
+/// Checks that `module` validates and has exactly the entry points `expected` (any order).
+#[cfg(test)]
+pub(crate) fn assert_entry_points(module: WgslModule, expected: &[&str]) {
+    let validated = validated(&module.body());
+    let mut names: Vec<&str> = validated
+        .entry_points
+        .iter()
+        .map(|e| e.name.as_str())
+        .collect();
+    let mut expected = expected.to_vec();
+    names.sort();
+    expected.sort();
+    assert_eq!(names, expected, "{}", module.label);
+}
+
 /// Checks that a host mirror of the WGSL struct `name` in `module` (a uniform) has the
 /// shader's size, `host` bytes: the fields are in the same order, so a size that differs means
 /// a field or a gap is missing.

@@ -216,7 +216,7 @@ impl Conv2dKernels {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gpu::kernel::validated;
+    use crate::gpu::kernel::assert_entry_points;
 
     /// Every variant's fallbacks end at the tiled one, which runs every plain pass.
     #[test]
@@ -273,16 +273,7 @@ mod tests {
         ];
         assert_eq!(modules().len(), expected.len());
         for (module, entry_points) in expected {
-            let validated = validated(&module.body());
-            let mut names: Vec<&str> = validated
-                .entry_points
-                .iter()
-                .map(|e| e.name.as_str())
-                .collect();
-            names.sort();
-            let mut expected = entry_points.clone();
-            expected.sort();
-            assert_eq!(names, expected, "{}", module.label);
+            assert_entry_points(module, &entry_points);
         }
     }
 }

@@ -175,7 +175,7 @@ mod tests {
     use super::super::scheme::Scheme;
     use super::super::{COMMON, READS_STORAGE, READS_TEXTURE};
     use super::*;
-    use crate::gpu::kernel::{assert_struct_size, shader_const, validated};
+    use crate::gpu::kernel::{assert_entry_points, assert_struct_size, shader_const};
     use crate::gpu::texture;
 
     #[test]
@@ -198,21 +198,13 @@ mod tests {
                 .collect()
         };
         let (tiled, blocked) = (entries(tiled::SCHEMES), entries(register_blocked::SCHEMES));
-        for (module, mut expected) in [
+        for (module, expected) in [
             (tiled::MODULE, tiled),
             (BACKWARD_BIAS_MODULE, vec!["dense_backward_bias"]),
             (register_blocked::STORAGE_MODULE, blocked.clone()),
             (register_blocked::TEXTURE_MODULE, blocked),
         ] {
-            let validated = validated(&module.body());
-            let mut names: Vec<&str> = validated
-                .entry_points
-                .iter()
-                .map(|e| e.name.as_str())
-                .collect();
-            names.sort();
-            expected.sort();
-            assert_eq!(names, expected, "{}", module.label);
+            assert_entry_points(module, &expected);
         }
         assert_eq!(modules().len(), 4);
     }
