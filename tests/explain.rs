@@ -8,6 +8,7 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use common::run_cli_ok;
+use image::GenericImageView;
 use mnist_wgpu::checkpoint::{load_checkpoint, Checkpoint};
 use mnist_wgpu::cpu::input_gradient::logit_gradients;
 use mnist_wgpu::cpu::network::{logits, Workspace};
@@ -377,6 +378,13 @@ fn explain_writes_a_json_line_and_a_figure_per_image_and_method() {
     assert_eq!(
         stdout.lines().filter(|l| l.starts_with("test-")).count(),
         12
+    );
+    // The grid: a row per image, a column per method and one for the digit.
+    let grid = image::open(out.join("all-methods.png")).unwrap();
+    assert!(
+        grid.width() > 7 * 112 && grid.height() > 2 * 112,
+        "{:?}",
+        grid.dimensions()
     );
 
     // An image file, explained for a class other than the one predicted.

@@ -15,7 +15,7 @@ use mnist_wgpu::checkpoint::load_checkpoint;
 use mnist_wgpu::cpu::network::{logits, Workspace};
 use mnist_wgpu::data::{pixel_value, IMAGE_PIXELS, IMAGE_SIDE};
 use mnist_wgpu::error::bad_input;
-use mnist_wgpu::explain::figure::draw_explanation;
+use mnist_wgpu::explain::figure::{draw_explanation, draw_grid, GridRow};
 use mnist_wgpu::explain::{
     convolution_step, convolutions, explain as run_method, mean_image, Baseline, Explanation,
     Method, Settings,
@@ -23,6 +23,10 @@ use mnist_wgpu::explain::{
 use mnist_wgpu::fsutil::write_atomic;
 use mnist_wgpu::predict::{mnist_input, softmax};
 use mnist_wgpu::text::count;
+
+/// With `--method all`, the grid of every image by every method, beside the single figures
+/// (whose names always end in `-<method>`, so they never take this one).
+const GRID_FILE: &str = "all-methods.png";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum MethodChoice {
@@ -209,7 +213,8 @@ pub fn explain(args: ExplainArgs) -> Result<()> {
 
     let mut json = String::new();
     let mut figures = 0;
-    for method in methods {
+    let mut all = Vec::new();
+    for &method in &methods {
         let explanations = run_method(plan, params, &x, &targets, method, &settings)
             .map_err(|why| bad_input(format!("--method {}: {why}", method.name())))?;
         for (k, (input, e)) in inputs.iter().zip(&explanations).enumerate() {
@@ -240,6 +245,26 @@ pub fn explain(args: ExplainArgs) -> Result<()> {
                 json.push('\n');
             }
         }
+        all.push(explanations);
+    }
+    if let (Some(dir), true) = (&args.out, methods.len() > 1) {
+        let rows: Vec<GridRow> = inputs
+            .iter()
+            .enumerate()
+            .map(|(k, input)| GridRow {
+                caption: format!(
+                    "{}: {} ({:.1}%)",
+                    input.name,
+                    labels[predicted[k]],
+                    100.0 * probabilities[k][predicted[k]]
+                ),
+                image: &input.pixels,
+                maps: all.iter().map(|e| e[k].attribution.as_slice()).collect(),
+            })
+            .collect();
+        let names: Vec<&str> = methods.iter().map(|m| m.name()).collect();
+        draw_grid(&dir.join(GRID_FILE), &names, &rows, IMAGE_SIDE)?;
+        figures += 1;
     }
     if let Some(path) = &args.json {
         write_atomic(path, json.as_bytes())?;

@@ -1,7 +1,8 @@
-//! The PNG figure of one explanation: the digit, and its attribution over it in a diverging
-//! colour map (blue for negative, white for zero, red for positive, symmetric about zero so the
-//! colour of zero never moves), with a colour bar and a title. Drawn like the training plots
-//! ([`crate::plots`]): plotters, the bundled font, written atomically.
+//! The PNG figures of explanations: one explanation (the digit, and its attribution over it in a
+//! diverging colour map: blue for negative, white for zero, red for positive, symmetric about
+//! zero so the colour of zero never moves, with a colour bar and a title), and a grid of images
+//! by methods. Drawn like the training plots ([`crate::plots`]): plotters, the bundled font,
+//! written atomically.
 
 use std::path::Path;
 
@@ -32,14 +33,6 @@ fn rgb((r, g, b): (f64, f64, f64)) -> RGBColor {
     RGBColor(c(r), c(g), c(b))
 }
 
-/// A square of input pixel `p` (of a `side`-wide image) drawn from `origin`.
-fn pixel_square(origin: (i32, i32), p: usize, side: usize) -> [(i32, i32); 2] {
-    let (x, y) = ((p % side) as i32, (p / side) as i32);
-    let s = SCALE as i32;
-    let top_left = (origin.0 + x * s, origin.1 + y * s);
-    [top_left, (top_left.0 + s, top_left.1 + s)]
-}
-
 /// Draws `image` (values in [0, 1], `side` wide, dark ink on white) and `attribution` over it to
 /// `path`, titled `title`.
 pub fn draw_explanation(
@@ -62,29 +55,107 @@ pub fn draw_explanation(
 
 fn draw_panels(area: &Area, image: &[f32], attribution: &[f32], side: usize) -> Result<()> {
     let panel = (side as u32 * SCALE) as i32;
-    let digit_at = (10, 10);
-    let heat_at = (panel + 30, 10);
-    // Symmetric about zero; an all-zero map gets a unit range rather than a division by zero.
+    draw_map(area, (10, 10), SCALE, image, None, side)?;
+    let range = symmetric_range(attribution);
+    draw_map(
+        area,
+        (panel + 30, 10),
+        SCALE,
+        image,
+        Some((attribution, range)),
+        side,
+    )?;
+    draw_colour_bar(area, (2 * panel + 50, 10), panel, range)
+}
+
+/// The largest |value|: the colour map is symmetric about zero. An all-zero map gets a unit
+/// range rather than a division by zero.
+fn symmetric_range(attribution: &[f32]) -> f64 {
     let largest = attribution
         .iter()
         .fold(0.0f64, |m, &a| m.max((a as f64).abs()));
-    let range = if largest > 0.0 { largest } else { 1.0 };
-    for (p, (&v, &a)) in image.iter().zip(attribution).enumerate() {
-        let ink = 255.0 * (1.0 - v.clamp(0.0, 1.0) as f64);
-        area.draw(&Rectangle::new(
-            pixel_square(digit_at, p, side),
-            rgb((ink, ink, ink)).filled(),
-        ))
-        .map_err(plot_error)?;
-        let (r, g, b) = diverging(a as f64 / range);
-        let blend = |c: f64| (1.0 - DIGIT_SHOW) * c + DIGIT_SHOW * ink;
-        area.draw(&Rectangle::new(
-            pixel_square(heat_at, p, side),
-            rgb((blend(r), blend(g), blend(b))).filled(),
-        ))
-        .map_err(plot_error)?;
+    if largest > 0.0 {
+        largest
+    } else {
+        1.0
     }
-    draw_colour_bar(area, (2 * panel + 50, 10), panel, range)
+}
+
+/// The digit (dark ink on white), or with `heat` its attribution over it, `scale` screen pixels
+/// per input pixel, from `origin`.
+fn draw_map(
+    area: &Area,
+    origin: (i32, i32),
+    scale: u32,
+    image: &[f32],
+    heat: Option<(&[f32], f64)>,
+    side: usize,
+) -> Result<()> {
+    for (p, &v) in image.iter().enumerate() {
+        let ink = 255.0 * (1.0 - v.clamp(0.0, 1.0) as f64);
+        let colour = match heat {
+            None => (ink, ink, ink),
+            Some((attribution, range)) => {
+                let (r, g, b) = diverging(attribution[p] as f64 / range);
+                let blend = |c: f64| (1.0 - DIGIT_SHOW) * c + DIGIT_SHOW * ink;
+                (blend(r), blend(g), blend(b))
+            }
+        };
+        let (x, y) = ((p % side) as i32, (p / side) as i32);
+        let s = scale as i32;
+        let top_left = (origin.0 + x * s, origin.1 + y * s);
+        let square = [top_left, (top_left.0 + s, top_left.1 + s)];
+        area.draw(&Rectangle::new(square, rgb(colour).filled()))
+            .map_err(plot_error)?;
+    }
+    Ok(())
+}
+
+/// One row of the grid: the row's caption, its digit, and one map per column.
+pub struct GridRow<'a> {
+    pub caption: String,
+    pub image: &'a [f32],
+    pub maps: Vec<&'a [f32]>,
+}
+
+/// Screen pixels per input pixel in the grid.
+const GRID_SCALE: u32 = 4;
+
+/// A grid of one row per image and one column per method (`columns` names them), the digit
+/// first; each map scaled to its own largest |value|, as the maps of different methods differ in
+/// units.
+pub fn draw_grid(path: &Path, columns: &[&str], rows: &[GridRow], side: usize) -> Result<()> {
+    register_bundled_font();
+    let panel = side as u32 * GRID_SCALE;
+    let cell = (panel + 24, panel + 30);
+    let size = (
+        cell.0 * (columns.len() as u32 + 1) + 10,
+        cell.1 * rows.len() as u32 + 70,
+    );
+    render_png(path, size, |root| {
+        let (heading, body) = root.split_vertically(44);
+        let title = "explanations (blue negative, red positive; each map scaled to its own largest |value|)";
+        heading.titled(title, (FONT, 15)).map_err(plot_error)?;
+        let font = || (FONT, 13).into_font();
+        for (c, name) in std::iter::once(&"digit").chain(columns).enumerate() {
+            let at = (10 + c as i32 * cell.0 as i32, 4);
+            body.draw(&Text::new(name.to_string(), at, font()))
+                .map_err(plot_error)?;
+        }
+        for (r, row) in rows.iter().enumerate() {
+            let y = 22 + r as i32 * cell.1 as i32;
+            draw_map(&body, (10, y), GRID_SCALE, row.image, None, side)?;
+            let caption = Text::new(row.caption.clone(), (10, y + panel as i32 + 4), font());
+            body.draw(&caption).map_err(plot_error)?;
+            for (c, map) in row.maps.iter().enumerate() {
+                let x = 10 + (c as i32 + 1) * cell.0 as i32;
+                let heat = Some((*map, symmetric_range(map)));
+                draw_map(&body, (x, y), GRID_SCALE, row.image, heat, side)?;
+            }
+        }
+        Ok(())
+    })
+    .with_context(|| format!("{}: cannot draw", path.display()))
 }
 
 /// A vertical bar from `-range` (bottom) to `+range` (top), labelled at both ends and zero.
