@@ -2,7 +2,8 @@
 //! the network as one batch; sums run in f64.
 
 use super::quadrature::gauss_legendre;
-use super::{blur, upsample_bilinear, Baseline, Method, Settings, BLUR_SIGMA};
+use super::resample::{blur, upsample_bilinear};
+use super::settings::{Baseline, Method, Settings, BLUR_SIGMA};
 use crate::cpu::input_gradient::logit_gradients;
 use crate::cpu::network::{logits, Workspace};
 use crate::model::{Params, Plan};
