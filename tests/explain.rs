@@ -216,6 +216,76 @@ fn the_completeness_error_falls_geometrically_with_steps_on_a_smooth_model() {
     assert!(errors[3] < 1e-4, "{errors:?}");
 }
 
+/// On a linear model (one dense layer) the methods have closed forms: the gradient of logit t
+/// is row t of the weights, so input x gradient is `x * w_t`, integrated gradients from black
+/// is the same for any number of steps, and occluding one pixel drops the logit by `x_p w_tp`.
+#[test]
+fn on_a_linear_model_the_methods_agree_with_their_closed_forms() {
+    let plan = Plan::new(&Arch::parse("flatten-dense10").unwrap(), MNIST_INPUT).unwrap();
+    let params = init_params(&plan, 4);
+    let weights = &params.tensors[0].data;
+    let x = test_digits(2);
+    let targets = vec![3, 8];
+    let mut settings = Settings::defaults(&plan);
+    settings.steps = 3;
+    settings.window = 1;
+    settings.stride = 1;
+    let run = |method| explain(&plan, &params, &x, &targets, method, &settings).unwrap();
+    let (ixg, ig, occlusion, saliency) = (
+        run(Method::InputXGradient),
+        run(Method::IntegratedGradients),
+        run(Method::Occlusion),
+        run(Method::Saliency),
+    );
+    for (i, &t) in targets.iter().enumerate() {
+        let w = &weights[t * IMAGE_PIXELS..][..IMAGE_PIXELS];
+        let image = &x[i * IMAGE_PIXELS..][..IMAGE_PIXELS];
+        for p in 0..IMAGE_PIXELS {
+            let exact = image[p] * w[p];
+            let close = |a: f32, what: &str| {
+                assert!(
+                    (a - exact).abs() <= 1e-5 * exact.abs() + 1e-6,
+                    "{what}, image {i}, pixel {p}: {a} vs {exact}"
+                )
+            };
+            close(ixg[i].attribution[p], "input x gradient");
+            close(ig[i].attribution[p], "integrated gradients");
+            close(occlusion[i].attribution[p], "occlusion");
+            assert_eq!(saliency[i].attribution[p], w[p].abs());
+        }
+        assert!(ig[i].completeness_error.unwrap().abs() < 1e-4);
+    }
+}
+
+#[test]
+fn smoothgrad_without_noise_is_saliency_and_with_noise_depends_on_the_seed_alone() {
+    let checkpoint = seed_model();
+    let (plan, params) = (&checkpoint.plan, &checkpoint.params);
+    let x = test_digits(3);
+    let targets = predicted(plan, params, &x);
+    let mut settings = Settings::defaults(plan);
+    settings.samples = 4;
+    let run = |settings: &Settings, x: &[f32], targets: &[usize], method| {
+        explain(plan, params, x, targets, method, settings).unwrap()
+    };
+    let saliency = run(&settings, &x, &targets, Method::Saliency);
+    settings.noise = 0.0;
+    assert_eq!(run(&settings, &x, &targets, Method::SmoothGrad), saliency);
+    settings.noise = 0.15;
+    let noisy = run(&settings, &x, &targets, Method::SmoothGrad);
+    assert_ne!(noisy, saliency);
+    // The same seed gives the same map, whichever images come with it; another seed another.
+    let alone = run(
+        &settings,
+        &x[IMAGE_PIXELS..2 * IMAGE_PIXELS],
+        &targets[1..2],
+        Method::SmoothGrad,
+    );
+    assert_eq!(alone[0], noisy[1]);
+    settings.seed += 1;
+    assert_ne!(run(&settings, &x, &targets, Method::SmoothGrad), noisy);
+}
+
 /// Spearman's rank correlation, ties ranked by their mean rank; 0 where either has no spread.
 fn spearman(a: &[f32], b: &[f32]) -> f64 {
     let ranks = |v: &[f32]| -> Vec<f64> {
