@@ -74,19 +74,20 @@ pub fn logit_gradients<T: Float>(
         input: vec![T::zero(); x.len()],
         tap: tap.map(|_| (vec![T::zero(); n * tap_len], vec![T::zero(); n * tap_len])),
     };
-    let (tap_outputs, tap_grads) = match &mut out.tap {
-        Some((o, g)) => (
-            o.chunks_mut((CHUNK * tap_len).max(1)).map(Some).collect(),
-            g.chunks_mut((CHUNK * tap_len).max(1)).map(Some).collect(),
-        ),
-        None => (Vec::new(), Vec::new()),
+    let LogitGradients {
+        logits: all_logits,
+        input: all_input,
+        tap: tapped,
+    } = &mut out;
+    // One (output, gradient) pair of slices per chunk, or none per chunk.
+    let taps: Vec<Option<(&mut [T], &mut [T])>> = match tapped {
+        Some((o, g)) => o
+            .chunks_mut(CHUNK * tap_len)
+            .zip(g.chunks_mut(CHUNK * tap_len))
+            .map(Some)
+            .collect(),
+        None => (0..n.div_ceil(CHUNK)).map(|_| None).collect(),
     };
-    let mut taps: Vec<Option<(&mut [T], &mut [T])>> = tap_outputs
-        .into_iter()
-        .zip(tap_grads)
-        .map(|(o, g): (Option<&mut [T]>, Option<&mut [T]>)| o.zip(g))
-        .collect();
-    taps.resize_with(n.div_ceil(CHUNK), || None);
     let pool: Mutex<Vec<Scratch<T>>> = Mutex::default();
     // The backward pass sums no parameter gradients, so it needs no tensors to sum them in.
     let no_grads = Params {
@@ -95,8 +96,8 @@ pub fn logit_gradients<T: Float>(
     let steps = plan.steps.len();
     x.par_chunks(CHUNK * plan.input.len())
         .zip(seed.par_chunks(CHUNK * classes))
-        .zip(out.logits.par_chunks_mut(CHUNK * classes))
-        .zip(out.input.par_chunks_mut(CHUNK * plan.input.len()))
+        .zip(all_logits.par_chunks_mut(CHUNK * classes))
+        .zip(all_input.par_chunks_mut(CHUNK * plan.input.len()))
         .zip(taps.into_par_iter())
         .enumerate()
         .for_each(|(c, ((((x, seed), logits), input_grad), tap_out))| {

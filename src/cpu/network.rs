@@ -207,11 +207,13 @@ pub fn logits<T: Float>(plan: &Plan, params: &Params<T>, x: &[T], ws: &Workspace
     logits
 }
 
-/// One chunk of a training batch and its buffers.
+/// One chunk of a training batch and its buffers (or of an explanation's batch, see
+/// `input_gradient.rs`).
 pub(super) struct Job<'a, T> {
     /// The batch position of the chunk's first image.
     pub(super) first: usize,
     pub(super) x: &'a [T],
+    /// Empty where no loss is taken: explanations seed the logits' gradient themselves.
     pub(super) labels: &'a [u8],
     pub(super) input_grad: Option<&'a mut [T]>,
     pub(super) scratch: &'a mut Scratch<T>,
