@@ -11,6 +11,7 @@ pub mod config;
 pub mod cpu;
 pub mod data;
 pub mod error;
+pub mod explain;
 pub mod fsutil;
 pub mod gpu;
 pub mod metrics;

@@ -129,6 +129,22 @@ const CASES: &[Case] = &[
     case(&["predict", "--model", "T/model.safetensors", "T/empty"], Line("T/empty")),
     case(&["predict", "--model", "T/model.safetensors", "T/dir"], Line("T/dir")),
     case(&["predict", "--model", "T/text.txt", "T/digit.png"], Line("T/text.txt: not a safetensors checkpoint")),
+    // explain: the method, its settings and the inputs.
+    case(&["explain", "--model", "T/model.safetensors", "--test-index", "0", "--method", "magic"], Usage("[possible values: saliency, input-x-gradient, integrated-gradients, smoothgrad, gradcam, occlusion, all]")),
+    case(&["explain", "--model", "T/model.safetensors", "--method", "saliency"], Usage("<IMAGE>")),
+    case(&["explain", "--model", "T/model.safetensors", "--test-index", "0", "--method", "gradcam", "--layer", "fc"], Line("--layer 'fc' is not a convolution of the model; its convolutions are conv1, conv2")),
+    case(&["explain", "--model", "T/model.safetensors", "--test-index", "0", "--method", "saliency", "--target", "10"], Line("--target 10: not a class of the model; its classes are 0-9")),
+    case(&["explain", "--model", "T/model.safetensors", "--test-index", "0", "--method", "integrated-gradients", "--steps", "0"], Line("--steps")),
+    case(&["explain", "--model", "T/model.safetensors", "--test-index", "0", "--method", "smoothgrad", "--samples", "0"], Line("--samples")),
+    case(&["explain", "--model", "T/model.safetensors", "--test-index", "0", "--method", "smoothgrad", "--noise", "-1"], Line("'-1' is not a number in [0, 10]")),
+    case(&["explain", "--model", "T/model.safetensors", "--test-index", "0", "--method", "occlusion", "--window", "0"], Line("--window")),
+    case(&["explain", "--model", "T/model.safetensors", "--test-index", "10000", "--method", "saliency"], Line("--test-index 10000: the test set has 10000 images (0-9999)")),
+    case(&["explain", "--model", "T/model.safetensors", "--method", "saliency", "T/text.txt"], Line("T/text.txt: not an image")),
+    case(&["explain", "--model", "T/model.safetensors", "--method", "saliency", "T/missing.png"], Line("T/missing.png: cannot read")),
+    case(&["explain", "--model", "T/text.txt", "--method", "saliency", "T/digit.png"], Line("T/text.txt: not a safetensors checkpoint")),
+    case(&["explain", "--model", "T/model.safetensors", "--test-index", "0", "--method", "saliency", "--out", "T/file"], Line("--out T/file: is not a directory")),
+    case(&["explain", "--model", "T/model.safetensors", "--test-index", "0", "--method", "saliency", "--json", "T/dir"], Line("--json T/dir: is a directory")),
+    case(&["explain", "--model", "T/dense.safetensors", "--test-index", "0", "--method", "gradcam"], Line("--method gradcam: Grad-CAM needs a convolution, and the model has none")),
     // The other subcommands.
     case(&["info", "--kernels", "--arch", "banana"], Line("--arch")),
     case(&["info", "--kernels", "--batch-size", "0"], Line("--batch-size")),
@@ -196,6 +212,10 @@ fn fixtures(t: &Path) {
         &[],
     )
     .unwrap();
+    // A model without convolutions, which Grad-CAM cannot explain.
+    let dense = Plan::new(&Arch::parse("flatten-dense10").unwrap(), MNIST_INPUT).unwrap();
+    let dense_params = init_params(&dense, 1);
+    save_checkpoint(&t.join("dense.safetensors"), &dense, &dense_params, &[]).unwrap();
     let model = std::fs::read(t.join("model.safetensors")).unwrap();
     std::fs::write(t.join("half.safetensors"), &model[..model.len() / 2]).unwrap();
     // A run directory whose last checkpoint is a plain model, without the run's state.

@@ -32,6 +32,7 @@ const OTHER_TOOLS: &[(&str, &str)] = &[
     ("cargo", "--no-run"),      // cargo test --no-run
     ("cargo", "--all-targets"), // cargo clippy --all-targets
     ("cargo", "--check"),       // cargo fmt --check
+    ("cargo", "--ignored"),     // cargo test -- --ignored
 ];
 
 /// What the binary's help lists.

@@ -7,6 +7,7 @@ pub mod output;
 
 mod args;
 mod bench;
+mod explain;
 mod gpu;
 mod predict;
 mod print;
@@ -50,6 +51,9 @@ enum Command {
     Summary(summary::SummaryArgs),
     /// Classify image files (PNG, JPEG, ...) of single digits with a saved model.
     Predict(predict::PredictArgs),
+    /// Show which pixels moved a model's answer: saliency, integrated gradients, SmoothGrad,
+    /// Grad-CAM, occlusion (on the CPU path).
+    Explain(explain::ExplainArgs),
     /// Search hyperparameters (grid, random, successive halving) over training runs.
     Search(Box<search::SearchArgs>),
 }
@@ -65,6 +69,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Bench(args) => bench::bench(args),
         Command::Summary(args) => summary::summary(args),
         Command::Predict(args) => predict::predict(args),
+        Command::Explain(args) => explain::explain(args),
     }
 }
 

@@ -10,6 +10,7 @@ pub mod dense;
 pub mod dropout;
 pub mod float;
 pub mod gemm;
+pub mod input_gradient;
 pub mod network;
 pub mod optim;
 pub mod pool2d;

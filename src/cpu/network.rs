@@ -31,7 +31,7 @@ use crate::model::{Layer, Params, Plan, Pool, Step};
 
 /// Images per task. Fixed, never derived from the thread count, so that the rounding of the
 /// gradient sums is reproducible.
-const CHUNK: usize = 4;
+pub(super) const CHUNK: usize = 4;
 
 /// What keys a training step's random numbers (dropout masks): the run's
 /// [`crate::rng::seed32`] and the step number, from 1.
@@ -85,19 +85,19 @@ impl<T: Float> Workspace<T> {
 }
 
 /// What one chunk needs while it runs, sized for [`CHUNK`] images.
-struct Scratch<T> {
+pub(super) struct Scratch<T> {
     /// `outputs[i]` is the output of step `i`; the last one is the logits.
-    outputs: Vec<Vec<T>>,
+    pub(super) outputs: Vec<Vec<T>>,
     /// Winning input indices of each max-pool step (empty for other steps).
     argmax: Vec<Vec<u32>>,
     /// The gradient flowing back: a step's output gradient (`dy`) becomes its input gradient
     /// (`dx`), and the two swap before the next step.
-    dy: Vec<T>,
+    pub(super) dy: Vec<T>,
     dx: Vec<T>,
 }
 
 impl<T: Float> Scratch<T> {
-    fn new(plan: &Plan) -> Scratch<T> {
+    pub(super) fn new(plan: &Plan) -> Scratch<T> {
         let output_len = |s: &Step| CHUNK * s.output.len();
         let largest = plan.steps.iter().map(output_len).max().unwrap_or(0);
         Scratch {
@@ -121,7 +121,7 @@ impl<T: Float> Scratch<T> {
 }
 
 /// Runs `f` on a scratch set taken from `pool` (or made, when all are in use) and puts it back.
-fn with_scratch<T: Float, R>(
+pub(super) fn with_scratch<T: Float, R>(
     pool: &Mutex<Vec<Scratch<T>>>,
     plan: &Plan,
     f: impl FnOnce(&mut Scratch<T>) -> R,
@@ -150,7 +150,7 @@ fn weight_and_bias_grads<'a, T>(
 }
 
 /// A batch-norm step's running mean and variance.
-fn running_statistics<'a, T>(params: &'a Params<T>, step: &Step) -> (&'a [T], &'a [T]) {
+pub(super) fn running_statistics<'a, T>(params: &'a Params<T>, step: &Step) -> (&'a [T], &'a [T]) {
     let i = step.stats_index.expect("batch norm has running statistics");
     (&params.tensors[i].data, &params.tensors[i + 1].data)
 }
@@ -176,7 +176,7 @@ pub fn update_running_statistics<T: Float>(
 }
 
 /// The number of images in `x`.
-fn images<T>(plan: &Plan, x: &[T]) -> usize {
+pub(super) fn images<T>(plan: &Plan, x: &[T]) -> usize {
     let n = x.len() / plan.input.len();
     assert_eq!(x.len(), n * plan.input.len(), "network: input length");
     n
@@ -192,6 +192,7 @@ pub fn logits<T: Float>(plan: &Plan, params: &Params<T>, x: &[T], ws: &Workspace
         params,
         key: None,
         batch_norm: &[],
+        parameter_gradients: false,
     };
     x.par_chunks(CHUNK * plan.input.len())
         .zip(logits.par_chunks_mut(CHUNK * classes))
@@ -206,15 +207,17 @@ pub fn logits<T: Float>(plan: &Plan, params: &Params<T>, x: &[T], ws: &Workspace
     logits
 }
 
-/// One chunk of a training batch and its buffers.
-struct Job<'a, T> {
+/// One chunk of a training batch and its buffers (or of an explanation's batch, see
+/// `input_gradient.rs`).
+pub(super) struct Job<'a, T> {
     /// The batch position of the chunk's first image.
-    first: usize,
-    x: &'a [T],
-    labels: &'a [u8],
-    input_grad: Option<&'a mut [T]>,
-    scratch: &'a mut Scratch<T>,
-    grads: &'a mut Params<T>,
+    pub(super) first: usize,
+    pub(super) x: &'a [T],
+    /// Empty where no loss is taken: explanations seed the logits' gradient themselves.
+    pub(super) labels: &'a [u8],
+    pub(super) input_grad: Option<&'a mut [T]>,
+    pub(super) scratch: &'a mut Scratch<T>,
+    pub(super) grads: &'a mut Params<T>,
 }
 
 impl<T> Job<'_, T> {
@@ -486,12 +489,16 @@ fn batch_norm_gradient_sums<T: Float>(
 }
 
 /// A plan with its parameters, in inference mode (`key` is `None`) or training mode.
-struct Net<'a, T> {
-    plan: &'a Plan,
-    params: &'a Params<T>,
-    key: Option<StepKey>,
-    /// Training: the batch statistics of each batch-norm step computed so far.
-    batch_norm: &'a [Option<BatchNormStats<T>>],
+pub(super) struct Net<'a, T> {
+    pub(super) plan: &'a Plan,
+    pub(super) params: &'a Params<T>,
+    pub(super) key: Option<StepKey>,
+    /// Training: the batch statistics of each batch-norm step computed so far. Explanations:
+    /// every batch norm's running statistics, as fixed constants.
+    pub(super) batch_norm: &'a [Option<BatchNormStats<T>>],
+    /// Whether the backward pass sums parameter gradients: explanations want the input
+    /// gradient alone, and skip the weight gradients' work.
+    pub(super) parameter_gradients: bool,
 }
 
 impl<'a, T: Float> Net<'a, T> {
@@ -506,6 +513,7 @@ impl<'a, T: Float> Net<'a, T> {
             params,
             key: Some(key),
             batch_norm,
+            parameter_gradients: true,
         }
     }
 
@@ -520,7 +528,13 @@ impl<'a, T: Float> Net<'a, T> {
 
     /// Runs `steps` on the images of `x` (the first at batch position `first`), leaving the
     /// outputs in `scratch`.
-    fn forward(&self, steps: Range<usize>, first: usize, x: &[T], scratch: &mut Scratch<T>) {
+    pub(super) fn forward(
+        &self,
+        steps: Range<usize>,
+        first: usize,
+        x: &[T],
+        scratch: &mut Scratch<T>,
+    ) {
         let count = images(self.plan, x);
         for i in steps {
             let step = &self.plan.steps[i];
@@ -572,8 +586,8 @@ impl<'a, T: Float> Net<'a, T> {
     /// Walks `steps` in reverse for the chunk, from the gradient at the last step's output in
     /// its `dy`: parameter gradients go into its `grads`, and the gradient at the first step's
     /// input is left in `dy` (for step 0: in `input_grad`, when asked for).
-    fn backward(&self, steps: Range<usize>, job: &mut Job<T>) {
-        let count = job.labels.len();
+    pub(super) fn backward(&self, steps: Range<usize>, job: &mut Job<T>) {
+        let count = images(self.plan, job.x);
         let Job {
             x,
             input_grad,
@@ -629,18 +643,22 @@ impl<'a, T: Float> Net<'a, T> {
         match step.layer {
             Layer::Conv2d { .. } => {
                 let (w, _) = weight_and_bias(self.params, step);
-                let (dw, db) = weight_and_bias_grads(grads, step);
                 let g = Conv2dGeometry::of(step);
-                conv2d_backward_weights(g, activations.input, dy, dw, db);
+                if self.parameter_gradients {
+                    let (dw, db) = weight_and_bias_grads(grads, step);
+                    conv2d_backward_weights(g, activations.input, dy, dw, db);
+                }
                 if need_dx {
                     conv2d_backward_input(g, dy, w, dx);
                 }
             }
             Layer::Dense { .. } => {
                 let (w, _) = weight_and_bias(self.params, step);
-                let (dw, db) = weight_and_bias_grads(grads, step);
                 let g = DenseGeometry::of(step);
-                dense_backward_weights(g, activations.input, dy, dw, db);
+                if self.parameter_gradients {
+                    let (dw, db) = weight_and_bias_grads(grads, step);
+                    dense_backward_weights(g, activations.input, dy, dw, db);
+                }
                 if need_dx {
                     dense_backward_input(g, dy, w, dx);
                 }
@@ -652,12 +670,11 @@ impl<'a, T: Float> Net<'a, T> {
                 maxpool2d_backward(step.input, dy, argmax, dx)
             }
             Layer::Pool2d(Pool::Avg) => avgpool2d_backward(step.input, dy, dx),
-            Layer::Dropout { rate } => {
-                let key = self
-                    .dropout_key(i, activations.first)
-                    .expect("backward passes train");
-                dropout_forward(rate, &key, step.input.len(), dy, dx)
-            }
+            // Without a key (explanations, in inference mode) dropout is the identity.
+            Layer::Dropout { rate } => match self.dropout_key(i, activations.first) {
+                Some(key) => dropout_forward(rate, &key, step.input.len(), dy, dx),
+                None => dx.copy_from_slice(dy),
+            },
             Layer::BatchNorm => {
                 let (gamma, _) = weight_and_bias(self.params, step);
                 let stats = self.batch_norm[i].as_ref().expect("batch statistics");
