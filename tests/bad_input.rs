@@ -145,6 +145,11 @@ const CASES: &[Case] = &[
     case(&["explain", "--model", "T/model.safetensors", "--test-index", "0", "--method", "saliency", "--out", "T/file"], Line("--out T/file: is not a directory")),
     case(&["explain", "--model", "T/model.safetensors", "--test-index", "0", "--method", "saliency", "--json", "T/dir"], Line("--json T/dir: is a directory")),
     case(&["explain", "--model", "T/dense.safetensors", "--test-index", "0", "--method", "gradcam"], Line("--method gradcam: Grad-CAM needs a convolution, and the model has none")),
+    case(&["explain", "--model", "T/model.safetensors", "--evaluate", "0", "--method", "saliency"], Line("invalid value '0' for '--evaluate <N>'")),
+    case(&["explain", "--model", "T/model.safetensors", "--evaluate", "10001", "--method", "saliency"], Line("invalid value '10001' for '--evaluate <N>'")),
+    case(&["explain", "--model", "T/model.safetensors", "--evaluate", "5", "--test-index", "0", "--method", "saliency"], Line("cannot be used with")),
+    case(&["explain", "--model", "T/model.safetensors", "--evaluate", "5", "--target", "3", "--method", "saliency"], Line("cannot be used with")),
+    case(&["explain", "--model", "T/model.safetensors", "--evaluate", "5", "--method", "saliency", "--out", "T/file"], Line("--out T/file: is not a directory")),
     // The other subcommands.
     case(&["info", "--kernels", "--arch", "banana"], Line("--arch")),
     case(&["info", "--kernels", "--batch-size", "0"], Line("--batch-size")),

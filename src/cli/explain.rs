@@ -11,6 +11,7 @@ use clap::{Args, ValueEnum};
 use serde::Serialize;
 
 use super::args::{check_output_dir, check_output_file, data_dir, load_mnist_from};
+use super::explain_evaluate::{evaluate, Evaluation};
 use mnist_wgpu::checkpoint::load_checkpoint;
 use mnist_wgpu::cpu::network::{logits, Workspace};
 use mnist_wgpu::data::{pixel_value, IMAGE_PIXELS, IMAGE_SIDE};
@@ -64,18 +65,22 @@ pub struct ExplainArgs {
     /// Images of one digit each, prepared as `predict` prepares them.
     #[arg(
         value_name = "IMAGE",
-        required_unless_present = "test_index",
-        conflicts_with = "test_index"
+        required_unless_present_any = ["test_index", "evaluate"],
+        conflicts_with_all = ["test_index", "evaluate"]
     )]
     images: Vec<PathBuf>,
     /// Test-set digits by index (0-based), e.g. `--test-index 0,1,2` or `--test-index 0 1 2`.
-    #[arg(long, value_name = "I", num_args = 1.., value_delimiter = ',')]
+    #[arg(long, value_name = "I", num_args = 1.., value_delimiter = ',', conflicts_with = "evaluate")]
     test_index: Vec<usize>,
+    /// Score the maps of the first N test digits by deletion and insertion curves against a
+    /// random pixel order, and time each method; instead of images.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=10000))]
+    evaluate: Option<u64>,
     /// The explanation method.
     #[arg(long, value_enum)]
     method: MethodChoice,
     /// The class whose logit is explained, by label [default: the predicted class].
-    #[arg(long, value_name = "CLASS")]
+    #[arg(long, value_name = "CLASS", conflicts_with = "evaluate")]
     target: Option<usize>,
     /// Integrated gradients: quadrature nodes on the path.
     #[arg(long, value_name = "N", default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=4096))]
@@ -89,7 +94,7 @@ pub struct ExplainArgs {
     /// SmoothGrad: the noise's standard deviation (pixels are in [0, 1]).
     #[arg(long, value_name = "SIGMA", default_value_t = 0.15, allow_negative_numbers = true, value_parser = noise_sigma)]
     noise: f32,
-    /// SmoothGrad: the seed of the noise.
+    /// SmoothGrad: the seed of the noise; --evaluate: the seed of the random order.
     #[arg(long, default_value_t = 42)]
     seed: u64,
     /// Occlusion: the side of the square window blacked out, in pixels.
@@ -205,6 +210,18 @@ pub fn explain(args: ExplainArgs) -> Result<()> {
     };
 
     let x: Vec<f32> = inputs.iter().flat_map(|i| i.pixels.clone()).collect();
+    if args.evaluate.is_some() {
+        return evaluate(Evaluation {
+            plan,
+            params,
+            x: &x,
+            methods: &methods,
+            settings: &settings,
+            seed: args.seed,
+            out: args.out.as_deref(),
+            json: args.json.as_deref(),
+        });
+    }
     let classes = plan.output().len();
     let all_logits = logits(plan, params, &x, &Workspace::new(plan));
     let probabilities: Vec<Vec<f64>> = all_logits.chunks_exact(classes).map(softmax).collect();
@@ -358,9 +375,20 @@ fn read_inputs(args: &ExplainArgs) -> Result<Vec<Input>> {
             pixels,
         });
     }
-    if !args.test_index.is_empty() {
+    // --evaluate N takes the first N test digits.
+    let indices: Vec<usize> = match args.evaluate {
+        Some(n) => (0..n as usize).collect(),
+        None => args.test_index.clone(),
+    };
+    if !indices.is_empty() {
         let test = load_mnist_from(data_dir(args.data_dir.as_deref())?.as_deref())?.test;
-        for &index in &args.test_index {
+        if let Some(n) = args.evaluate.filter(|&n| n as usize > test.len()) {
+            return Err(bad_input(format!(
+                "--evaluate {n}: the test set has {}",
+                count(test.len(), "image")
+            )));
+        }
+        for &index in &indices {
             if index >= test.len() {
                 return Err(bad_input(format!(
                     "--test-index {index}: the test set has {} (0-{})",

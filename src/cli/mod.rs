@@ -8,6 +8,7 @@ pub mod output;
 mod args;
 mod bench;
 mod explain;
+mod explain_evaluate;
 mod gpu;
 mod predict;
 mod print;

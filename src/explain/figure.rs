@@ -184,3 +184,105 @@ fn draw_colour_bar(area: &Area, (x, y): (i32, i32), height: i32, range: f64) -> 
     }
     Ok(())
 }
+
+/// One line of the faithfulness chart: its name and mean deletion and insertion curves.
+pub struct CurveSeries<'a> {
+    pub name: &'a str,
+    pub deletion: &'a [f64],
+    pub insertion: &'a [f64],
+}
+
+/// Line colours for the methods in turn; the random order is drawn in grey, dashed.
+const SERIES_COLOURS: [RGBColor; 6] = [
+    RGBColor(31, 119, 180),
+    RGBColor(255, 127, 14),
+    RGBColor(44, 160, 44),
+    RGBColor(214, 39, 40),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+];
+
+/// Two charts side by side, deletion and insertion: the mean target probability against the
+/// fraction of pixels removed (or inserted), one line per method and the random order's.
+pub fn draw_faithfulness(
+    path: &Path,
+    methods: &[CurveSeries],
+    random: &CurveSeries,
+    images: usize,
+) -> Result<()> {
+    register_bundled_font();
+    render_png(path, (1000, 440), |root| {
+        let (left, right) = root.split_horizontally(500);
+        let pick = |s: &CurveSeries, deletion: bool| match deletion {
+            true => s.deletion.to_vec(),
+            false => s.insertion.to_vec(),
+        };
+        for (area, deletion) in [(&left, true), (&right, false)] {
+            let title = match deletion {
+                true => format!("deletion (lower is better), {images} images"),
+                false => format!("insertion (higher is better), {images} images"),
+            };
+            let mut chart = ChartBuilder::on(area)
+                .caption(title, (FONT, 17))
+                .margin(12)
+                .x_label_area_size(36)
+                .y_label_area_size(48)
+                .build_cartesian_2d(0.0f64..1.0, 0.0f64..1.0)
+                .map_err(plot_error)?;
+            let x_desc = match deletion {
+                true => "fraction of pixels deleted",
+                false => "fraction of pixels inserted",
+            };
+            chart
+                .configure_mesh()
+                .x_desc(x_desc)
+                .y_desc("target probability")
+                .label_style((FONT, 13))
+                .draw()
+                .map_err(plot_error)?;
+            let xy = |curve: Vec<f64>| -> Vec<(f64, f64)> {
+                let last = (curve.len().max(2) - 1) as f64;
+                curve
+                    .into_iter()
+                    .enumerate()
+                    .map(|(k, v)| (k as f64 / last, v))
+                    .collect()
+            };
+            for (k, series) in methods.iter().enumerate() {
+                let colour = SERIES_COLOURS[k % SERIES_COLOURS.len()];
+                chart
+                    .draw_series(LineSeries::new(
+                        xy(pick(series, deletion)),
+                        colour.stroke_width(2),
+                    ))
+                    .map_err(plot_error)?
+                    .label(series.name)
+                    .legend(move |(x, y)| PathElement::new([(x, y), (x + 16, y)], colour));
+            }
+            let grey = RGBColor(120, 120, 120);
+            chart
+                .draw_series(DashedLineSeries::new(
+                    xy(pick(random, deletion)),
+                    6,
+                    4,
+                    grey.stroke_width(2),
+                ))
+                .map_err(plot_error)?
+                .label(random.name)
+                .legend(move |(x, y)| PathElement::new([(x, y), (x + 16, y)], grey));
+            chart
+                .configure_series_labels()
+                .label_font((FONT, 12))
+                .position(match deletion {
+                    true => SeriesLabelPosition::UpperRight,
+                    false => SeriesLabelPosition::LowerRight,
+                })
+                .background_style(WHITE.mix(0.8))
+                .border_style(BLACK)
+                .draw()
+                .map_err(plot_error)?;
+        }
+        Ok(())
+    })
+    .with_context(|| format!("{}: cannot draw", path.display()))
+}

@@ -16,7 +16,10 @@
 //!   upsampled bilinearly to the input;
 //! - occlusion: per pixel, the mean drop `F(x) - F(x with a window blacked out)` over the
 //!   windows that cover it.
+//!
+//! [`faithfulness`] scores a map by the deletion and insertion curves of RISE.
 
+pub mod faithfulness;
 pub mod figure;
 mod methods;
 pub mod quadrature;
