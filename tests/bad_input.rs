@@ -129,6 +129,11 @@ const CASES: &[Case] = &[
     case(&["predict", "--model", "T/model.safetensors", "T/empty"], Line("T/empty")),
     case(&["predict", "--model", "T/model.safetensors", "T/dir"], Line("T/dir")),
     case(&["predict", "--model", "T/text.txt", "T/digit.png"], Line("T/text.txt: not a safetensors checkpoint")),
+    case(&["predict", "--model", "T/model.safetensors", "T/digit.png", "--explain", "magic", "--out", "T/figures"], Usage("[possible values: saliency, input-x-gradient, integrated-gradients, smoothgrad, gradcam, occlusion, all]")),
+    case(&["predict", "--model", "T/model.safetensors", "T/digit.png", "--explain", "saliency"], Line("--explain needs --out DIR for its figures")),
+    case(&["predict", "--model", "T/model.safetensors", "T/digit.png", "--out", "T/figures"], Line("--out: predict writes figures only with --explain METHOD")),
+    case(&["predict", "--model", "T/model.safetensors", "T/digit.png", "--explain", "saliency", "--out", "T/file"], Line("--out T/file: is not a directory")),
+    case(&["predict", "--model", "T/dense.safetensors", "T/digit.png", "--explain", "gradcam", "--out", "T/figures"], Line("--explain gradcam: Grad-CAM needs a convolution, and the model has none")),
     // explain: the method, its settings and the inputs.
     case(&["explain", "--model", "T/model.safetensors", "--test-index", "0", "--method", "magic"], Usage("[possible values: saliency, input-x-gradient, integrated-gradients, smoothgrad, gradcam, occlusion, all]")),
     case(&["explain", "--model", "T/model.safetensors", "--method", "saliency"], Usage("<IMAGE>")),

@@ -208,3 +208,35 @@ fn a_lone_file_that_fails_is_one_error_line() {
     assert_bad_input(&out, &format!("{text}: not an image ("));
     assert!(out.stdout.is_empty());
 }
+
+#[test]
+fn explain_draws_the_figures_of_explain_for_the_images_that_were_read() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (out, alone) = (tmp.path().join("figures"), tmp.path().join("alone"));
+    let files = [digit("3_ink.png"), not_an_image(), digit("7_chalk.png")];
+    let flags = ["--backend", "cpu", "--explain", "all", "--out"];
+    let mut args: Vec<&str> = flags.to_vec();
+    args.push(out.to_str().unwrap());
+    let result = predict(&args, &files);
+    // The file that is no image still fails the command, after the others are explained.
+    assert_bad_input(&result, "not an image");
+    let mut written: Vec<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    written.sort();
+    // Six methods for each of the two digits, and the grid.
+    assert_eq!(written.len(), 13, "{written:?}");
+    assert!(written.contains(&"all-methods.png".to_string()));
+    // The same figure, bit for bit, as `explain` draws for the same file and method.
+    let model = model();
+    let explain = [
+        "explain", "--model", &model, &files[2], "--method", "saliency", "--out",
+    ];
+    let mut args = explain.to_vec();
+    args.push(alone.to_str().unwrap());
+    let status = run_cli(&args).status;
+    assert_eq!(status.code(), Some(0));
+    let read = |dir: &Path| std::fs::read(dir.join("7_chalk-saliency.png")).unwrap();
+    assert_eq!(read(&out), read(&alone));
+}

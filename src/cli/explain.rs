@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use super::args::{check_output_dir, check_output_file, data_dir, load_mnist_from};
 use super::explain_evaluate::{evaluate, Evaluation};
-use mnist_wgpu::checkpoint::load_checkpoint;
+use mnist_wgpu::checkpoint::{load_checkpoint, Checkpoint};
 use mnist_wgpu::cpu::network::{logits, Workspace};
 use mnist_wgpu::data::{pixel_value, IMAGE_PIXELS, IMAGE_SIDE};
 use mnist_wgpu::error::bad_input;
@@ -22,6 +22,7 @@ use mnist_wgpu::explain::{
     Method, Settings,
 };
 use mnist_wgpu::fsutil::write_atomic;
+use mnist_wgpu::model::{Params, Plan};
 use mnist_wgpu::predict::{mnist_input, softmax};
 use mnist_wgpu::text::count;
 
@@ -30,7 +31,7 @@ use mnist_wgpu::text::count;
 const GRID_FILE: &str = "all-methods.png";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-enum MethodChoice {
+pub(super) enum MethodChoice {
     /// |d logit / d pixel| (Captum's Saliency, abs=True).
     Saliency,
     /// pixel x d logit / d pixel.
@@ -45,6 +46,20 @@ enum MethodChoice {
     Occlusion,
     /// Every method above.
     All,
+}
+
+impl MethodChoice {
+    pub(super) fn methods(self) -> Vec<Method> {
+        match self {
+            MethodChoice::Saliency => vec![Method::Saliency],
+            MethodChoice::InputXGradient => vec![Method::InputXGradient],
+            MethodChoice::IntegratedGradients => vec![Method::IntegratedGradients],
+            MethodChoice::Smoothgrad => vec![Method::SmoothGrad],
+            MethodChoice::Gradcam => vec![Method::GradCam],
+            MethodChoice::Occlusion => vec![Method::Occlusion],
+            MethodChoice::All => Method::ALL.to_vec(),
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -125,15 +140,15 @@ fn noise_sigma(text: &str) -> Result<f32, String> {
 }
 
 /// An explained input: its name in the output, the JSON's identifying field, and its pixels.
-struct Input {
-    name: String,
-    source: Source,
-    pixels: Vec<f32>,
+pub(super) struct Input {
+    pub name: String,
+    pub source: Source,
+    pub pixels: Vec<f32>,
 }
 
 #[derive(Clone, Serialize)]
 #[serde(untagged)]
-enum Source {
+pub(super) enum Source {
     File { file: String },
     Index { index: usize },
 }
@@ -161,24 +176,13 @@ pub fn explain(args: ExplainArgs) -> Result<()> {
     }
     let checkpoint = load_checkpoint(&args.model)?;
     let (plan, params, labels) = (&checkpoint.plan, &checkpoint.params, &checkpoint.labels);
-    let methods: Vec<Method> = match args.method {
-        MethodChoice::Saliency => vec![Method::Saliency],
-        MethodChoice::InputXGradient => vec![Method::InputXGradient],
-        MethodChoice::IntegratedGradients => vec![Method::IntegratedGradients],
-        MethodChoice::Smoothgrad => vec![Method::SmoothGrad],
-        MethodChoice::Gradcam => vec![Method::GradCam],
-        MethodChoice::Occlusion => vec![Method::Occlusion],
-        MethodChoice::All => Method::ALL.to_vec(),
-    };
+    let methods = args.method.methods();
     let mut settings = Settings::defaults(plan);
     if let Some(name) = &args.layer {
         settings.layer =
             convolution_step(plan, name).map_err(|why| bad_input(format!("--layer {why}")))?;
-    } else if methods.contains(&Method::GradCam) && convolutions(plan).is_empty() {
-        return Err(bad_input(format!(
-            "--method {}: Grad-CAM needs a convolution, and the model has none",
-            Method::GradCam.name()
-        )));
+    } else {
+        check_grad_cam(plan, &methods, "--method")?;
     }
     let target = match args.target {
         Some(label) => Some(labels.iter().position(|&l| l == label).ok_or_else(|| {
@@ -222,10 +226,10 @@ pub fn explain(args: ExplainArgs) -> Result<()> {
             json: args.json.as_deref(),
         });
     }
-    let classes = plan.output().len();
-    let all_logits = logits(plan, params, &x, &Workspace::new(plan));
-    let probabilities: Vec<Vec<f64>> = all_logits.chunks_exact(classes).map(softmax).collect();
-    let predicted: Vec<usize> = probabilities.iter().map(|p| argmax(p)).collect();
+    let Answers {
+        probabilities,
+        predicted,
+    } = Answers::of(plan, params, &x);
     let targets: Vec<usize> = predicted.iter().map(|&p| target.unwrap_or(p)).collect();
 
     let mut json = String::new();
@@ -265,22 +269,11 @@ pub fn explain(args: ExplainArgs) -> Result<()> {
         all.push(explanations);
     }
     if let (Some(dir), true) = (&args.out, methods.len() > 1) {
-        let rows: Vec<GridRow> = inputs
-            .iter()
-            .enumerate()
-            .map(|(k, input)| GridRow {
-                caption: format!(
-                    "{}: {} ({:.1}%)",
-                    input.name,
-                    labels[predicted[k]],
-                    100.0 * probabilities[k][predicted[k]]
-                ),
-                image: &input.pixels,
-                maps: all.iter().map(|e| e[k].attribution.as_slice()).collect(),
-            })
-            .collect();
-        let names: Vec<&str> = methods.iter().map(|m| m.name()).collect();
-        draw_grid(&dir.join(GRID_FILE), &names, &rows, IMAGE_SIDE)?;
+        let answers = Answers {
+            probabilities,
+            predicted,
+        };
+        write_grid(dir, &methods, &inputs, labels, &answers, &all)?;
         figures += 1;
     }
     if let Some(path) = &args.json {
@@ -291,6 +284,110 @@ pub fn explain(args: ExplainArgs) -> Result<()> {
         outln!("wrote {} to {}", count(figures, "figure"), dir.display());
     }
     Ok(())
+}
+
+/// A model's answers for a batch: each image's class probabilities and its most probable class
+/// (output indices).
+struct Answers {
+    probabilities: Vec<Vec<f64>>,
+    predicted: Vec<usize>,
+}
+
+impl Answers {
+    fn of(plan: &Plan, params: &Params<f32>, x: &[f32]) -> Answers {
+        let classes = plan.output().len();
+        let all_logits = logits(plan, params, x, &Workspace::new(plan));
+        let probabilities: Vec<Vec<f64>> = all_logits.chunks_exact(classes).map(softmax).collect();
+        let predicted = probabilities.iter().map(|p| argmax(p)).collect();
+        Answers {
+            probabilities,
+            predicted,
+        }
+    }
+}
+
+/// A bad-input error naming `flag` if `methods` take Grad-CAM's default layer, the last
+/// convolution, from a model without one.
+pub(super) fn check_grad_cam(plan: &Plan, methods: &[Method], flag: &str) -> Result<()> {
+    if methods.contains(&Method::GradCam) && convolutions(plan).is_empty() {
+        return Err(bad_input(format!(
+            "{flag} {}: Grad-CAM needs a convolution, and the model has none",
+            Method::GradCam.name()
+        )));
+    }
+    Ok(())
+}
+
+/// `DIR/all-methods.png`: a row per input, captioned with its answer, and a column per method.
+fn write_grid(
+    dir: &Path,
+    methods: &[Method],
+    inputs: &[Input],
+    labels: &[usize],
+    answers: &Answers,
+    all: &[Vec<Explanation>],
+) -> Result<()> {
+    let rows: Vec<GridRow> = inputs
+        .iter()
+        .enumerate()
+        .map(|(k, input)| {
+            let p = answers.predicted[k];
+            GridRow {
+                caption: format!(
+                    "{}: {} ({:.1}%)",
+                    input.name,
+                    labels[p],
+                    100.0 * answers.probabilities[k][p]
+                ),
+                image: &input.pixels,
+                maps: all.iter().map(|e| e[k].attribution.as_slice()).collect(),
+            }
+        })
+        .collect();
+    let names: Vec<&str> = methods.iter().map(|m| m.name()).collect();
+    draw_grid(&dir.join(GRID_FILE), &names, &rows, IMAGE_SIDE)
+}
+
+/// `predict --explain`: the figures `explain --out` draws, one per input and method (and with
+/// several methods the grid), each explaining the predicted class with the default settings.
+/// Returns how many it wrote.
+pub(super) fn draw_figures(
+    checkpoint: &Checkpoint,
+    inputs: &[Input],
+    choice: MethodChoice,
+    dir: &Path,
+) -> Result<usize> {
+    let (plan, params, labels) = (&checkpoint.plan, &checkpoint.params, &checkpoint.labels);
+    let methods = choice.methods();
+    check_grad_cam(plan, &methods, "--explain")?;
+    let settings = Settings::defaults(plan);
+    let x: Vec<f32> = inputs.iter().flat_map(|i| i.pixels.clone()).collect();
+    let answers = Answers::of(plan, params, &x);
+    let mut figures = 0;
+    let mut all = Vec::new();
+    for &method in &methods {
+        let explanations = run_method(plan, params, &x, &answers.predicted, method, &settings)
+            .map_err(|why| bad_input(format!("--explain {}: {why}", method.name())))?;
+        for (k, (input, e)) in inputs.iter().zip(&explanations).enumerate() {
+            let p = answers.predicted[k];
+            let answer = (labels[p], answers.probabilities[k][p]);
+            let summary = Summary {
+                predicted: answer,
+                target: answer,
+                method,
+            };
+            let path = dir.join(format!("{}-{}.png", input.name, method.name()));
+            let title = format!("{}: {}", input.name, summary.title());
+            draw_explanation(&path, &input.pixels, &e.attribution, IMAGE_SIDE, &title)?;
+            figures += 1;
+        }
+        all.push(explanations);
+    }
+    if methods.len() > 1 {
+        write_grid(dir, &methods, inputs, labels, &answers, &all)?;
+        figures += 1;
+    }
+    Ok(figures)
 }
 
 /// What one line of output and a figure's title say.
@@ -345,30 +442,42 @@ fn class_list(labels: &[usize]) -> String {
     }
 }
 
-/// The images to explain, all read before any work: an unreadable file is a one-line error
-/// naming it, as is an index past the test set.
-fn read_inputs(args: &ExplainArgs) -> Result<Vec<Input>> {
-    let mut inputs = Vec::new();
-    let mut names = HashSet::new();
-    // Two files of the same name in different directories get distinct figure names.
-    let mut unique = |base: String| -> String {
+/// Figure names, each given once: two files of the same name in different directories get
+/// distinct names (`digit`, `digit-2`).
+#[derive(Default)]
+pub(super) struct Names(HashSet<String>);
+
+impl Names {
+    pub(super) fn unique(&mut self, base: String) -> String {
         let mut name = base.clone();
         let mut k = 2;
-        while !names.insert(name.clone()) {
+        while !self.0.insert(name.clone()) {
             name = format!("{base}-{k}");
             k += 1;
         }
         name
-    };
-    for path in &args.images {
-        let pixels =
-            read_image(path).map_err(|why| bad_input(format!("{}: {why}", path.display())))?;
+    }
+
+    /// The name of a file's figures: its stem, made unique.
+    pub(super) fn of_file(&mut self, path: &Path) -> String {
         let stem = path
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_else(|| "image".into());
+        self.unique(stem)
+    }
+}
+
+/// The images to explain, all read before any work: an unreadable file is a one-line error
+/// naming it, as is an index past the test set.
+fn read_inputs(args: &ExplainArgs) -> Result<Vec<Input>> {
+    let mut inputs = Vec::new();
+    let mut names = Names::default();
+    for path in &args.images {
+        let pixels =
+            read_image(path).map_err(|why| bad_input(format!("{}: {why}", path.display())))?;
         inputs.push(Input {
-            name: unique(stem),
+            name: names.of_file(path),
             source: Source::File {
                 file: path.display().to_string(),
             },
@@ -398,7 +507,7 @@ fn read_inputs(args: &ExplainArgs) -> Result<Vec<Input>> {
             }
             let pixels = test.image(index).iter().map(|&p| pixel_value(p)).collect();
             inputs.push(Input {
-                name: unique(format!("test-{index}")),
+                name: names.unique(format!("test-{index}")),
                 source: Source::Index { index },
                 pixels,
             });

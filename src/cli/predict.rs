@@ -6,9 +6,11 @@ use anyhow::{Context, Result};
 use clap::Args;
 use serde::Serialize;
 
-use super::args::{make_backend, DeviceArgs};
-use mnist_wgpu::checkpoint::load_checkpoint;
+use super::args::{check_output_dir, make_backend, DeviceArgs};
+use super::explain::{check_grad_cam, draw_figures, Input, MethodChoice, Names, Source};
+use mnist_wgpu::checkpoint::{load_checkpoint, Checkpoint};
 use mnist_wgpu::config::Optimizer;
+use mnist_wgpu::data::pixel_value;
 use mnist_wgpu::error::bad_input;
 use mnist_wgpu::predict::{mnist_input, top_classes, ClassProbability};
 use mnist_wgpu::text::count;
@@ -27,6 +29,13 @@ pub struct PredictArgs {
     /// Print one JSON object per image and line.
     #[arg(long)]
     json: bool,
+    /// Also explain each prediction by this method (as `explain --method`), a figure per
+    /// image in --out, on the CPU path.
+    #[arg(long, value_enum, value_name = "METHOD")]
+    explain: Option<MethodChoice>,
+    /// With --explain: the directory of the figures.
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
     #[command(flatten)]
     device: DeviceArgs,
 }
@@ -38,7 +47,29 @@ type Outcome = Result<Vec<ClassProbability>, String>;
 /// makes the command fail (exit code 2) once every line is out. A single failure is the error
 /// itself (one line); several are each printed, then counted.
 pub fn predict(args: PredictArgs) -> Result<()> {
+    // The figures' flags go together, and their directory is checked before any work.
+    match (&args.explain, &args.out) {
+        (Some(_), None) => return Err(bad_input("--explain needs --out DIR for its figures")),
+        (None, Some(_)) => {
+            return Err(bad_input(
+                "--out: predict writes figures only with --explain METHOD",
+            ))
+        }
+        (Some(_), Some(dir)) => check_output_dir("--out", dir)?,
+        (None, None) => {}
+    }
     let checkpoint = load_checkpoint(&args.model)?;
+    if let Some(choice) = args.explain {
+        check_grad_cam(&checkpoint.plan, &choice.methods(), "--explain")?;
+    }
+    // Explanations run on the CPU path from the checkpoint's weights, kept before the backend
+    // takes them.
+    let explained = args.explain.map(|_| Checkpoint {
+        plan: checkpoint.plan.clone(),
+        params: checkpoint.params.clone(),
+        metadata: checkpoint.metadata.clone(),
+        labels: checkpoint.labels.clone(),
+    });
     let inputs: Vec<Result<Vec<u8>, String>> =
         args.images.iter().map(|path| read_input(path)).collect();
     let batch: Vec<u8> = inputs.iter().flatten().flatten().copied().collect();
@@ -60,9 +91,9 @@ pub fn predict(args: PredictArgs) -> Result<()> {
     };
     let mut rows = logits.chunks_exact(classes);
     let outcomes: Vec<Outcome> = inputs
-        .into_iter()
+        .iter()
         .map(|input| {
-            input.and_then(|_| {
+            input.as_ref().map_err(String::clone).and_then(|_| {
                 rows.next()
                     .map(|row| {
                         let mut top = top_classes(row, TOP);
@@ -79,6 +110,34 @@ pub fn predict(args: PredictArgs) -> Result<()> {
     for (path, outcome) in args.images.iter().zip(&outcomes) {
         if !(lone_failure && outcome.is_err()) {
             print_outcome(path, outcome, args.json)?;
+        }
+    }
+    if let (Some(choice), Some(checkpoint), Some(dir)) = (args.explain, &explained, &args.out) {
+        // The images that were read, named as `explain` names them.
+        let mut names = Names::default();
+        let inputs: Vec<Input> = (args.images.iter().zip(&inputs))
+            .filter_map(|(path, input)| {
+                let pixels = input
+                    .as_ref()
+                    .ok()?
+                    .iter()
+                    .map(|&p| pixel_value(p))
+                    .collect();
+                Some(Input {
+                    name: names.of_file(path),
+                    source: Source::File {
+                        file: path.display().to_string(),
+                    },
+                    pixels,
+                })
+            })
+            .collect();
+        if !inputs.is_empty() {
+            let figures = draw_figures(checkpoint, &inputs, choice, dir)?;
+            // In JSON mode stdout holds only the JSON lines.
+            if !args.json {
+                outln!("wrote {} to {}", count(figures, "figure"), dir.display());
+            }
         }
     }
     if lone_failure {
