@@ -6,9 +6,8 @@ use anyhow::{Context, Result};
 use clap::Args;
 use serde::Serialize;
 
-use super::args::{make_backend, DeviceArgs};
-use mnist_wgpu::checkpoint::load_checkpoint;
-use mnist_wgpu::config::Optimizer;
+use super::args::{inference_backend, DeviceArgs};
+use mnist_wgpu::checkpoint_int8::load_any_checkpoint;
 use mnist_wgpu::error::bad_input;
 use mnist_wgpu::predict::{mnist_input, top_classes, ClassProbability};
 use mnist_wgpu::text::count;
@@ -18,7 +17,7 @@ const TOP: usize = 3;
 
 #[derive(Args, Debug)]
 pub struct PredictArgs {
-    /// A checkpoint written by `train`.
+    /// A checkpoint written by `train`, or by `quantize` (int8, run on the CPU).
     #[arg(long, value_name = "PATH")]
     model: PathBuf,
     /// Images of one digit each (PNG, JPEG, GIF, BMP, WebP), any size and colours.
@@ -38,23 +37,17 @@ type Outcome = Result<Vec<ClassProbability>, String>;
 /// makes the command fail (exit code 2) once every line is out. A single failure is the error
 /// itself (one line); several are each printed, then counted.
 pub fn predict(args: PredictArgs) -> Result<()> {
-    let checkpoint = load_checkpoint(&args.model)?;
+    let checkpoint = load_any_checkpoint(&args.model)?;
     let inputs: Vec<Result<Vec<u8>, String>> =
         args.images.iter().map(|path| read_input(path)).collect();
     let batch: Vec<u8> = inputs.iter().flatten().flatten().copied().collect();
-    let classes = checkpoint.plan.classes();
+    let classes = checkpoint.plan().classes();
     // A model trained with --classes names its outputs by the data set's labels.
-    let labels = checkpoint.labels.clone();
+    let labels = checkpoint.labels().to_vec();
     let logits = if batch.is_empty() {
         Vec::new()
     } else {
-        // Inference never steps the optimiser; any choice will do.
-        let mut backend = make_backend(
-            &args.device,
-            checkpoint.plan,
-            checkpoint.params,
-            Optimizer::adam(1e-3),
-        )?;
+        let mut backend = inference_backend(&args.device, checkpoint)?;
         log::debug!("predicting on {:?}", backend.info());
         backend.predict_logits(&batch)?
     };
