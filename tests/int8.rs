@@ -87,7 +87,7 @@ fn the_bundled_seed_model_quantises_within_the_issue_criteria() {
 }
 
 #[test]
-#[ignore = "trains the seed model for 5 epochs on the CPU path (5 to 10 minutes on 2 cores)"]
+#[ignore = "trains the seed model for 5 epochs on the CPU path (about 3 minutes on 2 cores)"]
 fn the_seed_model_after_5_epochs_quantises_within_the_issue_criteria() {
     let mnist = load_mnist(&bundled_data()).unwrap();
     let plan = Plan::new(&Arch::seed(), MNIST_INPUT).unwrap();
