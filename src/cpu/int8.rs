@@ -242,3 +242,90 @@ pub fn layer_inputs(plan: &Plan, params: &Params<f32>, images: &[u8]) -> Vec<Vec
         .map(|l| chunks.iter().flat_map(|c| c[l].iter().copied()).collect())
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::quant::QuantizedLayer;
+    use crate::model::{Arch, MNIST_INPUT};
+    use crate::rng::random_u32;
+
+    /// `len` int8 values in [-127, 127] from a counter-based generator.
+    fn int8s(len: usize, seed: u32) -> Vec<i8> {
+        (0..len as u32)
+            .map(|i| (random_u32(seed, 0, i) % 255) as i32 - 127)
+            .map(|q| q as i8)
+            .collect()
+    }
+
+    fn layer(weight: Vec<i8>, shape: Vec<usize>, bias: Vec<i32>) -> QuantizedLayer {
+        QuantizedLayer {
+            name: "l".into(),
+            weight_scale: vec![1.0; shape[0]],
+            shape,
+            weight,
+            input_scale: 1.0,
+            bias,
+        }
+    }
+
+    /// The integer sums equal the float reference's conv and dense on the same integers in
+    /// f64 (exact there too), with stride, `same` padding and odd sizes.
+    #[test]
+    fn integer_layers_match_the_float_reference_on_integers() {
+        let spec = "conv5k3s2same-relu-conv4k4-avgpool2-flatten-dense7";
+        let plan = Plan::new(&Arch::parse(spec).unwrap(), MNIST_INPUT).unwrap();
+        let as_f64 = |q: &[i8]| q.iter().map(|&q| f64::from(q)).collect::<Vec<f64>>();
+        for (i, step) in plan.steps.iter().enumerate() {
+            let Some(at) = step.weight_index else {
+                continue;
+            };
+            let shape = plan.params[at].shape.clone();
+            let x = int8s(step.input.len(), 3 + i as u32);
+            let w = int8s(shape.iter().product(), 50 + i as u32);
+            let bias: Vec<i32> = (0..shape[0] as i32).map(|o| 1000 * o - 2500).collect();
+            let acc = accumulate(step, &layer(w.clone(), shape, bias.clone()), &x);
+            let b: Vec<f64> = bias.iter().map(|&b| f64::from(b)).collect();
+            let mut y = vec![0f64; step.output.len()];
+            match step.layer {
+                Layer::Conv2d { .. } => conv2d_forward(
+                    Conv2dGeometry::of(step),
+                    &as_f64(&x),
+                    &as_f64(&w),
+                    &b,
+                    &mut y,
+                ),
+                _ => dense_forward(
+                    DenseGeometry::of(step),
+                    &as_f64(&x),
+                    &as_f64(&w),
+                    &b,
+                    &mut y,
+                ),
+            }
+            let acc: Vec<f64> = acc.iter().map(|&a| f64::from(a)).collect();
+            assert_eq!(acc, y, "step {i} '{}'", step.layer);
+        }
+    }
+
+    #[test]
+    fn int8_pooling_is_the_float_pooling_rounded() {
+        let input = Shape::new(3, 7, 5);
+        let x = int8s(input.len(), 9);
+        let xf: Vec<f32> = x.iter().map(|&q| f32::from(q)).collect();
+        let mut max = vec![0f32; pool2d_output(input).len()];
+        let mut argmax = vec![0u32; max.len()];
+        maxpool2d_forward(input, &xf, &mut max, &mut argmax);
+        let got: Vec<f32> = (pool_int8(Pool::Max, input, &x).iter())
+            .map(|&q| f32::from(q))
+            .collect();
+        assert_eq!(got, max);
+        let mut avg = vec![0f32; max.len()];
+        avgpool2d_forward(input, &xf, &mut avg);
+        let rounded: Vec<i8> = avg.iter().map(|a| a.round_ties_even() as i8).collect();
+        assert_eq!(pool_int8(Pool::Avg, input, &x), rounded);
+        // A tie: (1 + 2 + 2 + 0) / 4 = 1.25 -> 1; (1 + 1 + 0 + 0) / 4 = 0.5 -> 0 (even).
+        let tie = pool_int8(Pool::Avg, Shape::new(2, 2, 2), &[1, 2, 2, 0, 1, 1, 0, 0]);
+        assert_eq!(tie, [1, 0]);
+    }
+}
