@@ -16,7 +16,10 @@ use crate::error::bad_input;
 use crate::fsutil::write_atomic;
 use crate::model::{Arch, Params, Plan, Tensor, MNIST_INPUT};
 
-const FORMAT: &str = "mnist-wgpu/1";
+pub(crate) const FORMAT: &str = "mnist-wgpu/1";
+/// Metadata key that marks an int8 checkpoint (see `checkpoint_int8`): its JSON names the
+/// scheme. A float reader refuses such a file by this key, before any tensor.
+pub const QUANTIZATION_KEY: &str = "quantization";
 /// Metadata key of the label of each output, as `--classes` writes them: "5,6,7,8,9".
 pub const CLASSES_KEY: &str = "classes";
 
@@ -27,7 +30,7 @@ pub fn classes_metadata(labels: &[u8]) -> String {
 }
 
 /// The labels of a model of `outputs` outputs from its metadata, or why they are bad.
-fn read_labels(
+pub(crate) fn read_labels(
     metadata: &HashMap<String, String>,
     outputs: usize,
 ) -> std::result::Result<Vec<usize>, String> {
@@ -108,7 +111,7 @@ fn moment_name(moment: &str, tensor: &str) -> String {
     format!("optimizer.{moment}.{tensor}")
 }
 
-fn metadata(plan: &Plan, extra: &[(&str, String)]) -> HashMap<String, String> {
+pub(crate) fn metadata(plan: &Plan, extra: &[(&str, String)]) -> HashMap<String, String> {
     let mut metadata: HashMap<String, String> = extra
         .iter()
         .map(|(k, v)| (k.to_string(), v.clone()))
@@ -154,7 +157,7 @@ fn write_tensors(
 /// runs would save files with the same tensors but different bytes (and checksums). The
 /// sorted header has the same length (the same compact JSON, keys reordered), so the tensor
 /// offsets that follow it stay valid; the padding spaces are kept.
-fn sort_header(bytes: &mut [u8]) {
+pub(crate) fn sort_header(bytes: &mut [u8]) {
     let Some(len) = bytes
         .get(..8)
         .map(|b| u64::from_le_bytes(b.try_into().unwrap()))
@@ -222,11 +225,11 @@ pub fn parse_training_checkpoint(path: &Path, bytes: &[u8]) -> Result<TrainingCh
     })
 }
 
-fn fail(path: &Path, why: String) -> anyhow::Error {
+pub(crate) fn fail(path: &Path, why: String) -> anyhow::Error {
     bad_input(format!("{}: {why}", path.display()))
 }
 
-fn read(path: &Path) -> Result<Vec<u8>> {
+pub(crate) fn read(path: &Path) -> Result<Vec<u8>> {
     std::fs::read(path).map_err(|e| fail(path, format!("cannot read checkpoint: {e}")))
 }
 
@@ -236,6 +239,11 @@ fn parse<'a>(path: &Path, bytes: &'a [u8]) -> Result<(Checkpoint, SafeTensors<'a
     let (_, header) = SafeTensors::read_metadata(bytes)
         .map_err(|e| fail(format!("not a safetensors checkpoint: {e}")))?;
     let metadata = header.metadata().clone().unwrap_or_default();
+    if metadata.contains_key(QUANTIZATION_KEY) {
+        return Err(fail(
+            "an int8 checkpoint (written by quantize); this needs a float model".into(),
+        ));
+    }
     let spec = metadata
         .get("arch")
         .ok_or_else(|| fail("no 'arch' in the metadata".into()))?;

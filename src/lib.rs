@@ -7,6 +7,7 @@
 pub mod backend;
 pub mod bench;
 pub mod checkpoint;
+pub mod checkpoint_int8;
 pub mod config;
 pub mod cpu;
 pub mod data;
@@ -18,6 +19,7 @@ pub mod metrics;
 pub mod model;
 pub mod plots;
 pub mod predict;
+pub mod quantize;
 pub mod report;
 pub mod rng;
 pub mod search;

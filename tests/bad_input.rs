@@ -11,7 +11,11 @@ use std::time::{Duration, Instant};
 
 use common::{assert_bad_input, assert_usage_error, cli_command, gzip, write_tiny_dataset};
 use mnist_wgpu::checkpoint::save_checkpoint;
+use mnist_wgpu::checkpoint_int8::save_int8_checkpoint;
+use mnist_wgpu::model::quant::QuantizedModel;
 use mnist_wgpu::model::{init_params, Arch, Plan, MNIST_INPUT};
+use mnist_wgpu::quantize::{quantize, Calibration, QuantizeOptions};
+use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 
 /// What a case must print: a one-line error containing the text, or a usage error from the
 /// flag parser containing it.
@@ -134,6 +138,23 @@ const CASES: &[Case] = &[
     case(&["predict", "--model", "T/model.safetensors", "T/digit.png", "--out", "T/figures"], Line("--out: predict writes figures only with --explain METHOD")),
     case(&["predict", "--model", "T/model.safetensors", "T/digit.png", "--explain", "saliency", "--out", "T/file"], Line("--out T/file: is not a directory")),
     case(&["predict", "--model", "T/dense.safetensors", "T/digit.png", "--explain", "gradcam", "--out", "T/figures"], Line("--explain gradcam: Grad-CAM needs a convolution, and the model has none")),
+    // quantize, and int8 checkpoints wherever a model is read.
+    case(&["quantize", "--model", "T/model.safetensors"], Usage("--out <PATH>")),
+    case(&["quantize", "--model", "T/model.safetensors", "--out", "T/dir"], Line("--out T/dir: is a directory")),
+    case(&["quantize", "--model", "T/model.safetensors", "--out", "T/q.safetensors", "--calibration", "0"], Line("--calibration")),
+    case(&["quantize", "--model", "T/model.safetensors", "--out", "T/q.safetensors", "--calibration", "60001"], Line("--calibration 60001: the training set has only 60000 images")),
+    case(&["quantize", "--model", "T/model.safetensors", "--out", "T/q.safetensors", "--calibrate", "percentile:0"], Line("'percentile:0' is not minmax or percentile:P")),
+    case(&["quantize", "--model", "T/tanh.safetensors", "--out", "T/q.safetensors"], Line("T/tanh.safetensors: cannot quantise: layer 2 'tanh'")),
+    case(&["quantize", "--model", "T/int8.safetensors", "--out", "T/q.safetensors"], Line("T/int8.safetensors: an int8 checkpoint")),
+    case(&["train", "--init-from", "T/int8.safetensors"], Line("T/int8.safetensors: an int8 checkpoint")),
+    case(&["explain", "--model", "T/int8.safetensors", "--test-index", "0", "--method", "saliency"], Line("T/int8.safetensors: an int8 checkpoint")),
+    case(&["eval", "--model", "T/int8.safetensors", "--backend", "gpu"], Line("--backend gpu: int8 models run on the CPU path")),
+    case(&["eval", "--model", "T/int8-half.safetensors"], Line("T/int8-half.safetensors: not a safetensors checkpoint")),
+    case(&["eval", "--model", "T/int8-dtype.safetensors"], Line("tensor 'conv1.weight' is F32, expected I8")),
+    case(&["eval", "--model", "T/int8-zero.safetensors"], Line("tensor 'conv2.weight_scale' holds the scale 0 at 3; scales must be positive and finite")),
+    case(&["eval", "--model", "T/int8-nan.safetensors"], Line("tensor 'fc.input_scale' holds the scale NaN")),
+    case(&["predict", "--model", "T/int8-negative.safetensors", "T/digit.png"], Line("tensor 'conv1.weight_scale' holds the scale -0.5 at 0")),
+    case(&["predict", "--model", "T/int8.safetensors", "T/digit.png", "--explain", "saliency", "--out", "T/figures"], Line("T/int8.safetensors: an int8 checkpoint; --explain needs the float model")),
     // explain: the method, its settings and the inputs.
     case(&["explain", "--model", "T/model.safetensors", "--test-index", "0", "--method", "magic"], Usage("[possible values: saliency, input-x-gradient, integrated-gradients, smoothgrad, gradcam, occlusion, all]")),
     case(&["explain", "--model", "T/model.safetensors", "--method", "saliency"], Usage("<IMAGE>")),
@@ -201,6 +222,7 @@ fn short_run_flags(subcommand: &str) -> &'static [(&'static str, &'static str)] 
             ("--test-limit", "10"),
         ],
         "eval" => &[("--backend", "cpu"), ("--test-limit", "10")],
+        "quantize" => &[("--calibration", "2")],
         "bench" => &[("--backend", "cpu"), ("--seconds", "1")],
         "search" => &[
             ("--backend", "cpu"),
@@ -228,6 +250,19 @@ fn fixtures(t: &Path) {
     save_checkpoint(&t.join("dense.safetensors"), &dense, &dense_params, &[]).unwrap();
     let model = std::fs::read(t.join("model.safetensors")).unwrap();
     std::fs::write(t.join("half.safetensors"), &model[..model.len() / 2]).unwrap();
+    int8_fixtures(t);
+    let tanh = Plan::new(
+        &Arch::parse("conv4k3-tanh-flatten-dense10").unwrap(),
+        MNIST_INPUT,
+    )
+    .unwrap();
+    save_checkpoint(
+        &t.join("tanh.safetensors"),
+        &tanh,
+        &init_params(&tanh, 1),
+        &[],
+    )
+    .unwrap();
     // A run directory whose last checkpoint is a plain model, without the run's state.
     std::fs::create_dir(t.join("model-run")).unwrap();
     std::fs::write(t.join("model-run/last.safetensors"), &model).unwrap();
@@ -302,6 +337,54 @@ fn fixtures(t: &Path) {
         std::fs::write(d.join("t10k-images-idx3-ubyte.gz"), gzip(&file)).unwrap();
         std::fs::remove_file(d.join("t10k-images-idx3-ubyte")).unwrap();
     });
+}
+
+/// An int8 model of the seed arch (untrained: only the file matters) and damaged copies.
+fn int8_fixtures(t: &Path) {
+    let plan = Plan::new(&Arch::seed(), MNIST_INPUT).unwrap();
+    let images = vec![128u8; 2 * 784];
+    let options = QuantizeOptions {
+        calibration: Calibration::MinMax,
+        per_tensor: false,
+    };
+    let model = quantize(&plan, &init_params(&plan, 1), &images, options).unwrap();
+    save_int8_checkpoint(&t.join("int8.safetensors"), &model, &[]).unwrap();
+    let bytes = std::fs::read(t.join("int8.safetensors")).unwrap();
+    std::fs::write(t.join("int8-half.safetensors"), &bytes[..bytes.len() / 2]).unwrap();
+    let damaged = |name: &str, damage: &dyn Fn(&mut QuantizedModel)| {
+        let mut m = model.clone();
+        damage(&mut m);
+        save_int8_checkpoint(&t.join(name), &m, &[]).unwrap();
+    };
+    damaged("int8-zero.safetensors", &|m| {
+        m.layers[1].weight_scale[3] = 0.0
+    });
+    damaged("int8-nan.safetensors", &|m| {
+        m.layers[2].input_scale = f32::NAN
+    });
+    damaged("int8-negative.safetensors", &|m| {
+        m.layers[0].weight_scale[0] = -0.5
+    });
+    // conv1.weight stored as F32 instead of I8, the rest as written.
+    let file = SafeTensors::deserialize(&bytes).unwrap();
+    let (_, header) = SafeTensors::read_metadata(&bytes).unwrap();
+    let float_weight: Vec<u8> = (file.tensor("conv1.weight").unwrap().data().iter())
+        .flat_map(|&q| f32::from(q as i8).to_le_bytes())
+        .collect();
+    let views: Vec<(String, TensorView)> = (file.tensors().into_iter())
+        .map(|(name, view)| match name.as_str() {
+            "conv1.weight" => {
+                let shape = view.shape().to_vec();
+                (
+                    name,
+                    TensorView::new(Dtype::F32, shape, &float_weight).unwrap(),
+                )
+            }
+            _ => (name, view),
+        })
+        .collect();
+    let out = safetensors::serialize(views, header.metadata().clone()).unwrap();
+    std::fs::write(t.join("int8-dtype.safetensors"), out).unwrap();
 }
 
 /// Runs the binary, failing the test if it takes more than two minutes (a case that started

@@ -6,9 +6,11 @@ use mnist_wgpu::backend::OptimizerState;
 use mnist_wgpu::checkpoint::{
     load_checkpoint, load_training_checkpoint, save_checkpoint, save_training_checkpoint,
 };
+use mnist_wgpu::checkpoint_int8::{load_int8_checkpoint, save_int8_checkpoint};
 use mnist_wgpu::model::{
     init_params, spec_from_file, Activation, Arch, Layer, Padding, Params, Plan, Pool, MNIST_INPUT,
 };
+use mnist_wgpu::quantize::{quantize, Calibration, QuantizeOptions};
 use proptest::prelude::*;
 
 fn layer() -> impl Strategy<Value = Layer> {
@@ -173,5 +175,45 @@ proptest! {
         prop_assert_eq!(loaded.optimizer.step, step);
         prop_assert_eq!(bits(&loaded.optimizer.m), bits(&optimizer.m));
         prop_assert_eq!(bits(&loaded.optimizer.v), bits(&optimizer.v));
+    }
+
+    #[test]
+    fn an_int8_checkpoint_reads_back_what_was_written(
+        plan in small_plan().prop_filter("int8 needs relu networks", |p| {
+            !p.arch.layers.contains(&Layer::Activation(Activation::Tanh))
+        }),
+        seed in any::<u64>(),
+        values in prop::collection::vec(any::<u32>(), 1..64),
+        classes in any::<bool>(),
+    ) {
+        let images: Vec<u8> = (0..2 * 784).map(|i| values[i % values.len()] as u8).collect();
+        let options = QuantizeOptions { calibration: Calibration::MinMax, per_tensor: false };
+        let mut model = quantize(&plan, &init_params(&plan, seed), &images, options).unwrap();
+        // Any values the format allows: weights in [-127, 127], positive finite scales,
+        // biases within 2^30.
+        let mut next = {
+            let mut i = 0usize;
+            move || { i += 1; values[i % values.len()].wrapping_mul(i as u32 * 2654435761) }
+        };
+        let scale = |bits: u32| {
+            let s = f32::from_bits(bits & 0x7fff_ffff);
+            if s.is_finite() && s > 0.0 { s } else { 1.5 }
+        };
+        for l in &mut model.layers {
+            l.weight.iter_mut().for_each(|q| *q = ((next() % 255) as i32 - 127) as i8);
+            l.bias.iter_mut().for_each(|b| *b = (next() % (1 << 31)) as i32 - (1 << 30));
+            l.weight_scale.iter_mut().for_each(|s| *s = scale(next()));
+            l.input_scale = scale(next());
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("int8.safetensors");
+        let extra = match classes {
+            true => vec![("classes", "9,1,2,3,4,5,6,7,8,0".to_string())],
+            false => vec![],
+        };
+        save_int8_checkpoint(&path, &model, &extra).unwrap();
+        let loaded = load_int8_checkpoint(&path).unwrap();
+        prop_assert_eq!(&loaded.model, &model);
+        prop_assert_eq!(loaded.labels[0], if classes { 9 } else { 0 });
     }
 }

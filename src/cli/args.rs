@@ -8,8 +8,9 @@ use anyhow::Result;
 use clap::{Args, ValueEnum};
 
 use mnist_wgpu::backend::{Backend, KernelChoice};
+use mnist_wgpu::checkpoint_int8::AnyCheckpoint;
 use mnist_wgpu::config::{AutotuneMode, Optimizer};
-use mnist_wgpu::cpu::CpuBackend;
+use mnist_wgpu::cpu::{CpuBackend, Int8Backend};
 use mnist_wgpu::data::{load_bundled_mnist, load_mnist, Mnist};
 use mnist_wgpu::error::bad_input;
 use mnist_wgpu::fsutil::{output_dir_problem, output_file_problem};
@@ -351,6 +352,33 @@ pub fn make_backend(
 ) -> Result<Box<dyn Backend>> {
     let tuning = device.kernels.load()?;
     backend_on(gpu_context(device)?, &tuning, plan, params, optimizer)
+}
+
+/// The backend that runs a saved model for inference (`eval`, `predict`). An int8 model runs
+/// on the CPU's integer path: there are no int8 GPU kernels yet, so asking for the GPU (or an
+/// adapter) is a bad-input error rather than a silent change of device.
+pub fn inference_backend(
+    device: &DeviceArgs,
+    checkpoint: AnyCheckpoint,
+) -> Result<Box<dyn Backend>> {
+    match checkpoint {
+        // Inference never steps the optimiser; any choice will do.
+        AnyCheckpoint::Float(c) => make_backend(device, c.plan, c.params, Optimizer::adam(1e-3)),
+        AnyCheckpoint::Int8(c) => {
+            let flag = match (device.backend, &device.adapter) {
+                (Some(BackendChoice::Gpu), _) => Some("--backend gpu"),
+                (_, Some(_)) => Some("--adapter"),
+                _ => None,
+            };
+            if let Some(flag) = flag {
+                return Err(bad_input(format!(
+                    "{flag}: int8 models run on the CPU path for now (no int8 GPU kernels yet); use --backend cpu or auto"
+                )));
+            }
+            log::debug!("backend: CPU int8 path");
+            Ok(Box::new(Int8Backend::new(c.model)))
+        }
+    }
 }
 
 /// The backend on `ctx`, or on the CPU reference path for `None`.

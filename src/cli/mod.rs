@@ -13,6 +13,7 @@ mod gpu;
 mod predict;
 mod print;
 mod profile;
+mod quantize;
 mod search;
 mod summary;
 mod train;
@@ -55,6 +56,9 @@ enum Command {
     /// Show which pixels moved a model's answer: saliency, integrated gradients, SmoothGrad,
     /// Grad-CAM, occlusion (on the CPU path).
     Explain(explain::ExplainArgs),
+    /// Quantise a float model to int8 (post-training, calibrated on training images) and
+    /// compare their test accuracy.
+    Quantize(quantize::QuantizeArgs),
     /// Search hyperparameters (grid, random, successive halving) over training runs.
     Search(Box<search::SearchArgs>),
 }
@@ -71,6 +75,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Summary(args) => summary::summary(args),
         Command::Predict(args) => predict::predict(args),
         Command::Explain(args) => explain::explain(args),
+        Command::Quantize(args) => quantize::quantize(args),
     }
 }
 

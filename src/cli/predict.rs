@@ -6,10 +6,10 @@ use anyhow::{Context, Result};
 use clap::Args;
 use serde::Serialize;
 
-use super::args::{check_output_dir, make_backend, DeviceArgs};
+use super::args::{check_output_dir, inference_backend, DeviceArgs};
 use super::explain::{check_grad_cam, draw_figures, Input, MethodChoice, Names, Source};
-use mnist_wgpu::checkpoint::{load_checkpoint, Checkpoint};
-use mnist_wgpu::config::Optimizer;
+use mnist_wgpu::checkpoint::Checkpoint;
+use mnist_wgpu::checkpoint_int8::{load_any_checkpoint, AnyCheckpoint};
 use mnist_wgpu::data::pixel_value;
 use mnist_wgpu::error::bad_input;
 use mnist_wgpu::predict::{mnist_input, top_classes, ClassProbability};
@@ -20,7 +20,7 @@ const TOP: usize = 3;
 
 #[derive(Args, Debug)]
 pub struct PredictArgs {
-    /// A checkpoint written by `train`.
+    /// A checkpoint written by `train`, or by `quantize` (int8, run on the CPU).
     #[arg(long, value_name = "PATH")]
     model: PathBuf,
     /// Images of one digit each (PNG, JPEG, GIF, BMP, WebP), any size and colours.
@@ -58,34 +58,37 @@ pub fn predict(args: PredictArgs) -> Result<()> {
         (Some(_), Some(dir)) => check_output_dir("--out", dir)?,
         (None, None) => {}
     }
-    let checkpoint = load_checkpoint(&args.model)?;
-    if let Some(choice) = args.explain {
-        check_grad_cam(&checkpoint.plan, &choice.methods(), "--explain")?;
-    }
-    // Explanations run on the CPU path from the checkpoint's weights, kept before the backend
-    // takes them.
-    let explained = args.explain.map(|_| Checkpoint {
-        plan: checkpoint.plan.clone(),
-        params: checkpoint.params.clone(),
-        metadata: checkpoint.metadata.clone(),
-        labels: checkpoint.labels.clone(),
-    });
+    let checkpoint = load_any_checkpoint(&args.model)?;
+    // Explanations run on the CPU path from a float checkpoint's weights, kept before the
+    // backend takes them.
+    let explained = match (args.explain, &checkpoint) {
+        (None, _) => None,
+        (Some(choice), AnyCheckpoint::Float(c)) => {
+            check_grad_cam(&c.plan, &choice.methods(), "--explain")?;
+            Some(Checkpoint {
+                plan: c.plan.clone(),
+                params: c.params.clone(),
+                metadata: c.metadata.clone(),
+                labels: c.labels.clone(),
+            })
+        }
+        (Some(_), AnyCheckpoint::Int8(_)) => {
+            return Err(bad_input(format!(
+                "{}: an int8 checkpoint; --explain needs the float model",
+                args.model.display()
+            )))
+        }
+    };
     let inputs: Vec<Result<Vec<u8>, String>> =
         args.images.iter().map(|path| read_input(path)).collect();
     let batch: Vec<u8> = inputs.iter().flatten().flatten().copied().collect();
-    let classes = checkpoint.plan.classes();
+    let classes = checkpoint.plan().classes();
     // A model trained with --classes names its outputs by the data set's labels.
-    let labels = checkpoint.labels.clone();
+    let labels = checkpoint.labels().to_vec();
     let logits = if batch.is_empty() {
         Vec::new()
     } else {
-        // Inference never steps the optimiser; any choice will do.
-        let mut backend = make_backend(
-            &args.device,
-            checkpoint.plan,
-            checkpoint.params,
-            Optimizer::adam(1e-3),
-        )?;
+        let mut backend = inference_backend(&args.device, checkpoint)?;
         log::debug!("predicting on {:?}", backend.info());
         backend.predict_logits(&batch)?
     };

@@ -1,5 +1,6 @@
 //! `train` and `eval`.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
@@ -9,14 +10,15 @@ use serde::{Deserialize, Serialize};
 
 use super::args::{
     backend_on, check_output_dir, check_output_file, data_dir, exact_gpu_context, gpu_context,
-    make_backend, DeviceArgs,
+    inference_backend, DeviceArgs,
 };
 use super::print::{print_evaluation, while_working, EpochProgress};
 use mnist_wgpu::backend::{Backend, BackendInfo, OptimizerState};
 use mnist_wgpu::checkpoint::{
     classes_metadata, load_checkpoint, load_training_checkpoint, save_checkpoint,
-    save_training_checkpoint, Checkpoint, TrainingCheckpoint, CLASSES_KEY,
+    save_training_checkpoint, TrainingCheckpoint, CLASSES_KEY,
 };
+use mnist_wgpu::checkpoint_int8::load_any_checkpoint;
 use mnist_wgpu::config::{Augment, Optimizer, TrainConfig};
 use mnist_wgpu::data::Mnist;
 use mnist_wgpu::error::{bad_input, DeviceLost, Interrupted};
@@ -671,8 +673,8 @@ pub fn eval(args: EvalArgs) -> Result<()> {
     if let Some(path) = &args.metrics_json {
         check_output_file("--metrics-json", path, path)?;
     }
-    let checkpoint = load_checkpoint(&args.model)?;
-    let classes = eval_classes(&args, &checkpoint)?;
+    let checkpoint = load_any_checkpoint(&args.model)?;
+    let classes = eval_classes(&args, checkpoint.metadata(), checkpoint.labels())?;
     let source = DataSource {
         data_dir: data_dir(args.data.data_dir.as_deref())?,
         train_limit: None,
@@ -680,17 +682,13 @@ pub fn eval(args: EvalArgs) -> Result<()> {
         classes,
         per_class_limit: None,
     };
-    let labels = labels_of(&source, checkpoint.plan.classes());
-    let mnist = load_data(&source, checkpoint.plan.classes(), false)?;
-    let arch = checkpoint.plan.arch.to_string();
-    let seed = checkpoint.metadata.get("seed").and_then(|s| s.parse().ok());
-    // Evaluation never steps the optimiser; any choice will do.
-    let mut backend = make_backend(
-        &args.data.device,
-        checkpoint.plan,
-        checkpoint.params,
-        Optimizer::adam(1e-3),
-    )?;
+    let plan = checkpoint.plan();
+    let labels = labels_of(&source, plan.classes());
+    let mnist = load_data(&source, plan.classes(), false)?;
+    let arch = plan.arch.to_string();
+    let metadata = checkpoint.metadata();
+    let seed = metadata.get("seed").and_then(|s| s.parse().ok());
+    let mut backend = inference_backend(&args.data.device, checkpoint)?;
     let info = backend.info();
     let on_gpu = info.backend != "cpu";
     outln!(
@@ -717,12 +715,16 @@ pub fn eval(args: EvalArgs) -> Result<()> {
 /// The labels `eval` keeps: a model trained with `--classes` stored its list, which is the
 /// default; a different `--classes` would score its outputs against labels they never meant,
 /// so it is an error. A model without the list takes `--classes` as before.
-fn eval_classes(args: &EvalArgs, checkpoint: &Checkpoint) -> Result<Option<Vec<u8>>> {
+fn eval_classes(
+    args: &EvalArgs,
+    metadata: &HashMap<String, String>,
+    labels: &[usize],
+) -> Result<Option<Vec<u8>>> {
     let flag = args.classes.clone().map(|c| c.0);
-    let Some(stored) = checkpoint.metadata.get(CLASSES_KEY) else {
+    let Some(stored) = metadata.get(CLASSES_KEY) else {
         return Ok(flag);
     };
-    let stored_list: Vec<u8> = (checkpoint.labels.iter()).map(|&l| l as u8).collect();
+    let stored_list: Vec<u8> = labels.iter().map(|&l| l as u8).collect();
     match flag {
         Some(list) if list != stored_list => Err(bad_input(format!(
             "--classes {}: {} was trained on the labels {stored}, in that order",

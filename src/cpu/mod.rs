@@ -11,6 +11,8 @@ pub mod dropout;
 pub mod float;
 pub mod gemm;
 pub mod input_gradient;
+pub mod int8;
+mod int8_backend;
 pub mod network;
 pub mod optim;
 pub mod pool2d;
@@ -18,3 +20,4 @@ pub mod softmax_xent;
 
 pub use backend::CpuBackend;
 pub use float::Float;
+pub use int8_backend::Int8Backend;

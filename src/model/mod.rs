@@ -3,6 +3,7 @@
 mod arch;
 mod params;
 mod plan;
+pub mod quant;
 pub mod transfer;
 
 pub use arch::{spec_from_file, Activation, Arch, Layer, Padding, Pool, PRESETS};

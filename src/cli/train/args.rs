@@ -251,7 +251,7 @@ impl AugmentArgs {
 
 #[derive(Args, Debug)]
 pub struct EvalArgs {
-    /// A checkpoint written by `train`.
+    /// A checkpoint written by `train`, or by `quantize` (int8, run on the CPU).
     #[arg(long, value_name = "PATH")]
     pub model: PathBuf,
     /// Write the test metrics as JSON.
