@@ -213,11 +213,23 @@ impl Kernel {
         name: &'static str,
         bindings: &[Access],
     ) -> Kernel {
+        let numbered: Vec<(u32, Access)> = (0..).zip(bindings.iter().copied()).collect();
+        Kernel::numbered(ctx, module, name, &numbered)
+    }
+
+    /// The same with each binding's number given, `(n, access)` for `@group(0) @binding(n)`:
+    /// for a kernel whose numbers have gaps. Its dispatches bind exactly these
+    /// ([`Kernel::dispatch_numbered`]).
+    pub fn numbered(
+        ctx: &GpuContext,
+        module: &wgpu::ShaderModule,
+        name: &'static str,
+        bindings: &[(u32, Access)],
+    ) -> Kernel {
         let entries: Vec<wgpu::BindGroupLayoutEntry> = bindings
             .iter()
-            .enumerate()
-            .map(|(i, access)| wgpu::BindGroupLayoutEntry {
-                binding: i as u32,
+            .map(|&(binding, access)| wgpu::BindGroupLayoutEntry {
+                binding,
                 visibility: wgpu::ShaderStages::COMPUTE,
                 ty: access.binding_type(),
                 count: None,
@@ -282,11 +294,21 @@ impl Kernel {
         resources: &[Resource],
         workgroups: [u32; 3],
     ) -> Dispatch {
+        let numbered: Vec<(u32, Resource)> = (0..).zip(resources.iter().copied()).collect();
+        self.dispatch_numbered(ctx, &numbered, workgroups)
+    }
+
+    /// The same with each resource's binding number given (see [`Kernel::numbered`]).
+    pub fn dispatch_numbered(
+        &self,
+        ctx: &GpuContext,
+        resources: &[(u32, Resource)],
+        workgroups: [u32; 3],
+    ) -> Dispatch {
         let entries: Vec<wgpu::BindGroupEntry> = resources
             .iter()
-            .enumerate()
-            .map(|(i, resource)| wgpu::BindGroupEntry {
-                binding: i as u32,
+            .map(|&(binding, resource)| wgpu::BindGroupEntry {
+                binding,
                 resource: match resource {
                     Resource::Buffer(view) => view.binding(),
                     Resource::Texture(view) => wgpu::BindingResource::TextureView(view),
