@@ -6,7 +6,7 @@
 //! which their per-lane form runs. Built only where the adapter has subgroups laid out as the
 //! kernels need. Twin: `cpu/conv2d.rs`.
 
-use super::products::BLOCK_WORKGROUP;
+use super::products::{forward_bindings, weight_grad_bindings, BLOCK_WORKGROUP};
 use super::register_blocked::{per_lane_kernels, RegisterBlocked, SharedLoads};
 use super::shared::Conv2dShared;
 use super::{Conv2dVariant, READS_STORAGE, READS_TEXTURE};
@@ -78,19 +78,17 @@ fn laid_out(ctx: &GpuContext) -> bool {
     matches!(laid_out(), Ok(true))
 }
 
-/// The shared kernels of `module`, which reads src and factor from textures where `textures`.
+/// The shared kernels of `module`, which reads x and dy from textures where `textures`; their
+/// bindings are those of the per-lane kernels they replace.
 fn kernels(ctx: &GpuContext, module: &wgpu::ShaderModule, textures: bool) -> SharedLoads {
-    use Access::*;
-    let s = if textures { Texture } else { Read };
-    let blocked = &[Uniform, s, ReadWrite, s, Read, Uniform, Uniform];
-    let blocked_pool = &[Uniform, s, ReadWrite, s, Read, Uniform, Uniform, ReadWrite];
-    let kernel = |name, bindings| Kernel::new(ctx, module, name, bindings);
+    let kernel = |name, bindings: &[(u32, Access)]| Kernel::numbered(ctx, module, name, bindings);
+    let forward = |name, pool| kernel(name, &forward_bindings(textures, true, pool));
     SharedLoads {
         backward_weights_k3: kernel(
             "conv2d_backward_weights_k3_shared",
-            &[Uniform, s, ReadWrite, s],
+            &weight_grad_bindings(textures),
         ),
-        forward_packed: kernel("conv2d_forward_packed_shared", blocked),
-        forward_pool_packed: kernel("conv2d_forward_pool_packed_shared", blocked_pool),
+        forward_packed: forward("conv2d_forward_packed_shared", false),
+        forward_pool_packed: forward("conv2d_forward_pool_packed_shared", true),
     }
 }
