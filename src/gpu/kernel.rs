@@ -139,14 +139,20 @@ impl WgslModule {
 /// operations allowed: for the tests of the shaders that the host writes or rewrites.
 #[cfg(test)]
 pub fn validated(body: &str) -> naga::Module {
+    validated_with_info(body).0
+}
+
+/// The same with naga's analysis (which globals each entry point uses).
+#[cfg(test)]
+pub fn validated_with_info(body: &str) -> (naga::Module, naga::valid::ModuleInfo) {
     use naga::valid::{Capabilities, ShaderStages, SubgroupOperationSet, ValidationFlags};
     let module = naga::front::wgsl::parse_str(&shader_source(body)).expect("parses");
     let mut validator = naga::valid::Validator::new(ValidationFlags::all(), Capabilities::SUBGROUP);
     validator
         .subgroup_stages(ShaderStages::COMPUTE)
         .subgroup_operations(SubgroupOperationSet::all());
-    validator.validate(&module).expect("validates");
-    module
+    let info = validator.validate(&module).expect("validates");
+    (module, info)
 }
 
 /// A shader module with the context's runtime checks.

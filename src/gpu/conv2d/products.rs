@@ -69,47 +69,44 @@ pub(super) const TEXTURE_BINDINGS: [(&str, u32, Texel); 6] = [
     ("pooled_argmax", binding::POOLED_ARGMAX, Texel::U32),
 ];
 
-/// The bindings of a forward kernel: the params, x, w or (`packed`) the two packed-weight
-/// bindings, b, and y or (`pool`) the pooled y and its argmax; x and w from textures where
-/// `textures`.
-pub(super) fn forward_bindings(textures: bool, packed: bool, pool: bool) -> Vec<(u32, Access)> {
+/// The bindings of the register-blocked entry point `name` (or of its subgroup form, `name`
+/// with `_shared`), exactly those it declares (`kernels.rs` checks them against naga): the
+/// params, its inputs (x, dy and w from textures where `textures`; w, or in the kernels named
+/// `_packed` the two packed-weight bindings) and its outputs.
+pub(super) fn kernel_bindings(name: &str, textures: bool) -> Vec<(u32, Access)> {
+    use binding::*;
     use Access::*;
     let s = if textures { Texture } else { Read };
-    let mut bindings = vec![(binding::PARAMS, Uniform), (binding::X, s)];
-    bindings.extend(weight_bindings(textures, packed));
-    bindings.push((binding::B, Read));
-    match pool {
-        false => bindings.push((binding::OUT, ReadWrite)),
-        true => bindings.extend([
-            (binding::POOLED_Y, ReadWrite),
-            (binding::POOLED_ARGMAX, ReadWrite),
-        ]),
-    }
-    bindings
-}
-
-/// w, or (`packed`) the two packed-weight bindings.
-pub(super) fn weight_bindings(textures: bool, packed: bool) -> Vec<(u32, Access)> {
-    use Access::*;
-    match (packed, textures) {
-        (true, _) => vec![(binding::PACKED_LO, Uniform), (binding::PACKED_HI, Uniform)],
-        (false, true) => vec![(binding::W, Texture)],
-        (false, false) => vec![(binding::W, Read)],
-    }
-}
-
-/// The bindings of a weight-gradient kernel (but the pooled one): the params, x, dy and the
-/// partial sums.
-pub(super) fn weight_grad_bindings(textures: bool) -> Vec<(u32, Access)> {
-    use Access::*;
-    let s = if textures { Texture } else { Read };
-    let out = (binding::OUT, ReadWrite);
-    vec![
-        (binding::PARAMS, Uniform),
-        (binding::X, s),
-        (binding::DY, s),
-        out,
-    ]
+    let argmax = if textures { UintTexture } else { Read };
+    let base = name.trim_end_matches("_shared");
+    let (base, weights) = match base.strip_suffix("_packed") {
+        Some(base) => (base, vec![(PACKED_LO, Uniform), (PACKED_HI, Uniform)]),
+        None => (base, vec![(W, s)]),
+    };
+    let (inputs, outputs) = match base {
+        "conv2d_forward" => (vec![(X, s), (B, Read)], vec![(OUT, ReadWrite)]),
+        "conv2d_forward_pool" => (
+            vec![(X, s), (B, Read)],
+            vec![(POOLED_Y, ReadWrite), (POOLED_ARGMAX, ReadWrite)],
+        ),
+        "conv2d_backward_input" => (vec![(DY, s)], vec![(OUT, ReadWrite)]),
+        "conv2d_backward_weights"
+        | "conv2d_backward_weights_narrow"
+        | "conv2d_backward_weights_k3" => {
+            return vec![(PARAMS, Uniform), (X, s), (DY, s), (OUT, ReadWrite)];
+        }
+        "conv2d_backward_weights_pooled" => {
+            let pooling = [(DY, s), (POOLED_Y, s), (POOLED_ARGMAX, argmax)];
+            return [
+                &[(PARAMS, Uniform), (X, s)][..],
+                &pooling,
+                &[(OUT, ReadWrite)],
+            ]
+            .concat();
+        }
+        _ => panic!("conv2d: no register-blocked entry point {name}"),
+    };
+    [vec![(PARAMS, Uniform)], inputs, weights, outputs].concat()
 }
 
 /// Mirrors `Conv2dShape` in the shader (`products.wgsl`): the geometry and batch that every

@@ -13,11 +13,11 @@ use std::rc::Rc;
 use bytemuck::{Pod, Zeroable};
 
 use super::products::{
-    binding, forward_bindings, input_classes_fit, packed_split, packs_weights, pools_weight_grad,
-    runs_k3, shares_dy, weight_bindings, weight_grad_bindings, Conv2dForwardParams,
-    Conv2dInputGradParams, Conv2dShape, Conv2dWeightGradParams, PacksWeights, BLOCK_CHANNELS,
-    BLOCK_COLS, BLOCK_ROWS, BLOCK_WORKGROUP, K3_BLOCK_CHANNELS, PACKED_BINDING_BYTES, PACKED_SLOTS,
-    PACKED_SLOT_BYTES, TEXTURE_BINDINGS, WEIGHT_GRAD_INVOCATIONS,
+    binding, input_classes_fit, kernel_bindings, packed_split, packs_weights, pools_weight_grad,
+    runs_k3, shares_dy, Conv2dForwardParams, Conv2dInputGradParams, Conv2dShape,
+    Conv2dWeightGradParams, PacksWeights, BLOCK_CHANNELS, BLOCK_COLS, BLOCK_ROWS, BLOCK_WORKGROUP,
+    K3_BLOCK_CHANNELS, PACKED_BINDING_BYTES, PACKED_SLOTS, PACKED_SLOT_BYTES, TEXTURE_BINDINGS,
+    WEIGHT_GRAD_INVOCATIONS,
 };
 use super::shared::Conv2dShared;
 use super::sums::{Chunks, SumsKernels};
@@ -80,9 +80,10 @@ pub(super) struct RegisterBlocked {
     /// The subgroup variant's kernels, and the per-lane variant they stand in for.
     shares: Option<(SharedLoads, Variant)>,
     sums: Rc<SumsKernels>,
-    /// Whether the adapter binds the 64 KiB uniform ranges that every register-blocked forward
-    /// and input-gradient kernel declares (WebGPU's default limit; wgpu's downlevel limits have
-    /// 16 KiB). Where it does not, this family declines those passes.
+    /// Whether the adapter binds the 64 KiB uniform ranges of the packed forward and
+    /// input-gradient kernels, which run wherever the weights fit them (WebGPU's default limit;
+    /// wgpu's downlevel limits have 16 KiB). Where it does not, this family declines those
+    /// passes.
     packed_bindings_fit: bool,
 }
 
@@ -363,54 +364,33 @@ impl RegisterBlockedKernels {
         }
         .compile_register_blocked(ctx);
         use Access::*;
-        let s = if textures { Texture } else { Read };
-        let argmax = if textures { UintTexture } else { Read };
-        let params = (binding::PARAMS, Uniform);
-        let out = (binding::OUT, ReadWrite);
-        // Params, dy, w or the packed weights, dx.
-        let input_grad = |packed| {
-            let mut bindings = vec![params, (binding::DY, s)];
-            bindings.extend(weight_bindings(textures, packed));
-            bindings.push(out);
-            bindings
-        };
-        // Params, x, dpooled, the pooled y and its argmax, partial sums.
-        let pooled = [
-            params,
-            (binding::X, s),
-            (binding::DY, s),
-            (binding::POOLED_Y, s),
-            (binding::POOLED_ARGMAX, argmax),
-            out,
-        ];
-        let weight_grad = weight_grad_bindings(textures);
         // Pack params, w, packed weights.
         let pack_kernel = |name| Kernel::new(ctx, sums, name, &[Uniform, Read, ReadWrite]);
-        let kernel = |name, bindings: &[(u32, Access)]| {
-            Kernel::numbered(ctx, &blocked_module, name, bindings)
+        let kernel = |name| {
+            let bindings = kernel_bindings(name, textures);
+            Kernel::numbered(ctx, &blocked_module, name, &bindings)
         };
-        let forward = |name, packed, pool| kernel(name, &forward_bindings(textures, packed, pool));
         RegisterBlockedKernels {
             textures,
             forward_packed: PackedWeightsPass {
                 pack: pack_kernel("conv2d_pack_forward_weights"),
-                run: forward("conv2d_forward_packed", true, false),
+                run: kernel("conv2d_forward_packed"),
             },
             backward_input_packed: PackedWeightsPass {
                 pack: pack_kernel("conv2d_pack_backward_input_weights"),
-                run: kernel("conv2d_backward_input_packed", &input_grad(true)),
+                run: kernel("conv2d_backward_input_packed"),
             },
-            forward: forward("conv2d_forward", false, false),
-            backward_input: kernel("conv2d_backward_input", &input_grad(false)),
+            forward: kernel("conv2d_forward"),
+            backward_input: kernel("conv2d_backward_input"),
             forward_pool_packed: PackedWeightsPass {
                 pack: pack_kernel("conv2d_pack_forward_weights"),
-                run: forward("conv2d_forward_pool_packed", true, true),
+                run: kernel("conv2d_forward_pool_packed"),
             },
-            forward_pool: forward("conv2d_forward_pool", false, true),
-            backward_weights: kernel("conv2d_backward_weights", &weight_grad),
-            backward_weights_narrow: kernel("conv2d_backward_weights_narrow", &weight_grad),
-            backward_weights_k3: kernel("conv2d_backward_weights_k3", &weight_grad),
-            backward_weights_pooled: kernel("conv2d_backward_weights_pooled", &pooled),
+            forward_pool: kernel("conv2d_forward_pool"),
+            backward_weights: kernel("conv2d_backward_weights"),
+            backward_weights_narrow: kernel("conv2d_backward_weights_narrow"),
+            backward_weights_k3: kernel("conv2d_backward_weights_k3"),
+            backward_weights_pooled: kernel("conv2d_backward_weights_pooled"),
         }
     }
 

@@ -6,7 +6,7 @@
 //! which their per-lane form runs. Built only where the adapter has subgroups laid out as the
 //! kernels need. Twin: `cpu/conv2d.rs`.
 
-use super::products::{forward_bindings, weight_grad_bindings, BLOCK_WORKGROUP};
+use super::products::{kernel_bindings, BLOCK_WORKGROUP};
 use super::register_blocked::{per_lane_kernels, RegisterBlocked, SharedLoads};
 use super::shared::Conv2dShared;
 use super::{Conv2dVariant, READS_STORAGE, READS_TEXTURE};
@@ -81,14 +81,10 @@ fn laid_out(ctx: &GpuContext) -> bool {
 /// The shared kernels of `module`, which reads x and dy from textures where `textures`; their
 /// bindings are those of the per-lane kernels they replace.
 fn kernels(ctx: &GpuContext, module: &wgpu::ShaderModule, textures: bool) -> SharedLoads {
-    let kernel = |name, bindings: &[(u32, Access)]| Kernel::numbered(ctx, module, name, bindings);
-    let forward = |name, pool| kernel(name, &forward_bindings(textures, true, pool));
+    let kernel = |name| Kernel::numbered(ctx, module, name, &kernel_bindings(name, textures));
     SharedLoads {
-        backward_weights_k3: kernel(
-            "conv2d_backward_weights_k3_shared",
-            &weight_grad_bindings(textures),
-        ),
-        forward_packed: forward("conv2d_forward_packed_shared", false),
-        forward_pool_packed: forward("conv2d_forward_pool_packed_shared", true),
+        backward_weights_k3: kernel("conv2d_backward_weights_k3_shared"),
+        forward_packed: kernel("conv2d_forward_packed_shared"),
+        forward_pool_packed: kernel("conv2d_forward_pool_packed_shared"),
     }
 }
