@@ -8,7 +8,8 @@
 // here).
 //
 // conv2d_backward_weights: partial sums of the weight and bias gradients over chunks of the
-//   output row segments (image, oy), weight_grad_params.chunk_rows segments per chunk (W = weight count):
+//   output row segments (image, oy), weight_grad_params.chunk_rows segments per chunk
+//   (W = weight count):
 //     partial[chunk][co][ci][ky][kx] = sum_(segments of the chunk, ox) dy[n][co][oy][ox]
 //       * x[n][ci][oy+ky][ox+kx]
 //     partial[chunk][W + co] = sum_(segments of the chunk, ox) dy[n][co][oy][ox]
@@ -17,7 +18,8 @@
 //   (the first layer), where 8-pair blocks would be mostly empty.
 // Block: 32 output channels x 8 (or 4) (ci, ky) pairs x 4 kx (kx0..kx0+3; a Tile's positions
 //   are kx) = 8 (or 4) Tiles, plus the 32 bias sums (stored by pair block 0, kx block 0).
-// Lanes: (chunk, channel block, pair block, kx block), kx block fastest; weight_grad_params.len of them.
+// Lanes: (chunk, channel block, pair block, kx block), kx block fastest;
+//   weight_grad_params.len of them.
 // Loop: over the chunk's segments and ox, each pair's window over x row oy+ky slides right one
 //   column per ox (one load); the 32 dy values dy[n][co0..][oy][ox] are shared by all pairs.
 //   Loads per position: 8 + 32 for 32 * 8 * 4 FMAs.
