@@ -449,13 +449,13 @@ impl RegisterBlockedKernels {
     ) -> Vec<Dispatch> {
         let out = g.output();
         let steps = g.input.channels * g.kernel * g.kernel;
-        let (params, pass, shared, unpacked, outputs) = match argmax {
+        let (params, pass, shared, unpacked, rest) = match argmax {
             None => {
                 let blocks = (g.out_channels, out.height, out.width);
                 let params = Conv2dForwardParams::new((g, n), relu, blocks, steps);
                 let shared = shared.map(|s| &s.forward_packed);
-                let outputs = vec![(binding::B, b), (binding::OUT, y)];
-                (params, &self.forward_packed, shared, &self.forward, outputs)
+                let rest = vec![(binding::B, b), (binding::OUT, y)];
+                (params, &self.forward_packed, shared, &self.forward, rest)
             }
             // Blocks of 8 windows in (image, py, px) order: "rows" of one window each.
             Some(argmax) => {
@@ -463,7 +463,7 @@ impl RegisterBlockedKernels {
                 let blocks = (g.out_channels, windows, 1);
                 let params = Conv2dForwardParams::new((g, n), true, blocks, steps);
                 let shared = shared.map(|s| &s.forward_pool_packed);
-                let outputs = vec![
+                let rest = vec![
                     (binding::B, b),
                     (binding::POOLED_Y, y),
                     (binding::POOLED_ARGMAX, argmax),
@@ -473,14 +473,14 @@ impl RegisterBlockedKernels {
                     &self.forward_pool_packed,
                     shared,
                     &self.forward_pool,
-                    outputs,
+                    rest,
                 )
             }
         };
         let kernels = (&pass.pack, shared.unwrap_or(&pass.run), unpacked);
         let input = (binding::X, x, n * g.input.len());
         let w = (w, weight_len(g));
-        self.pass(ctx, params, kernels, (input, w), &outputs)
+        self.pass(ctx, params, kernels, (input, w), &rest)
     }
 
     /// The register-blocked input gradient (`buffers`: dy, dx and w), or None where the input
@@ -497,8 +497,8 @@ impl RegisterBlockedKernels {
         let kernels = (&packed.pack, &packed.run, &self.backward_input);
         let input = (binding::DY, dy, n * g.output().len());
         let w = (w, weight_len(g));
-        let outputs = [(binding::OUT, dx)];
-        Some(self.pass(ctx, params, kernels, (input, w), &outputs))
+        let rest = [(binding::OUT, dx)];
+        Some(self.pass(ctx, params, kernels, (input, w), &rest))
     }
 
     /// The weight gradient's partial sums of `chunks` of `per_chunk` lanes each
@@ -571,14 +571,15 @@ impl RegisterBlockedKernels {
     /// [`Conv2dForwardParams::new`]): packs the weights with `pack` and runs `packed` when
     /// the packed weights fit the two uniform bindings ([`packs_weights`]), else runs
     /// `unpacked`, which reads w itself. `input`: the binding, buffer and elements of x (or
-    /// dy), `w` the weights and their elements, `outputs` the other bindings (binding, buffer).
+    /// dy), `w` the weights and their elements, `rest` the kernel's other bindings (binding,
+    /// buffer): b and the outputs.
     fn pass<P: PacksWeights>(
         &self,
         ctx: &GpuContext,
         params: P,
         (pack, packed, unpacked): (&Kernel, &Kernel, &Kernel),
         ((at, input, input_len), (w, w_len)): ((u32, View, usize), (View, usize)),
-        outputs: &[(u32, View)],
+        rest: &[(u32, View)],
     ) -> Vec<Dispatch> {
         let (groups, block_groups, block_steps) = params.blocks();
         let groups = groups as usize;
@@ -590,7 +591,7 @@ impl RegisterBlockedKernels {
         let run = |kernel: &Kernel, weights: &[(u32, View)], staged: &[(u32, usize)]| {
             let mut bound = vec![(binding::PARAMS, View::whole(&run_params)), (at, input)];
             bound.extend_from_slice(weights);
-            bound.extend_from_slice(outputs);
+            bound.extend_from_slice(rest);
             self.with_sources(ctx, kernel, &bound, staged, grid(groups))
         };
         if slots > split + PACKED_SLOTS {
