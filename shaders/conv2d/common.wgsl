@@ -17,9 +17,9 @@
 //                                       each with its own params and bindings; or
 //   tiled.wgsl                          the tiled variant (real GPUs), with its own params
 //                                       and bindings; or
-//   products.wgsl (the register-blocked kernels' params and bindings), one of
-//   reads_storage.wgsl / reads_texture.wgsl (how src, factor, pooled_y and pooled_argmax are
-//   read: src_at(i), ...), then
+//   products.wgsl (the register-blocked passes' uniforms and binding numbers), one of
+//   reads_storage.wgsl / reads_texture.wgsl (how x, dy, dpooled, w, pooled_y and
+//   pooled_argmax are read: x_at(i), ...), then
 //   register_blocked*.wgsl, then share_per_lane.wgsl or subgroup.wgsl
 //                                       the register-blocked variants (CPU adapters); the last
 //                                       file says how lanes get the values that all of them

@@ -1,7 +1,7 @@
 // Conv2d: the weight packing of the register-blocked variants.
 // conv2d_pack_forward_weights, conv2d_pack_backward_input_weights: packs w for the
 //   register-blocked *_packed kernels: packed[slot * 32 + c] = the weight of channel c of slot
-//   `slot` (see step_weights), 0 for channels past the last, for the pack_params.len elements.
+//   `slot` (see packed_weights), 0 for channels past the last, for the pack_params.len elements.
 // Bindings: 0 pack_params, 1 w (always from storage: one read of each weight would not pay for
 // a texture copy), 2 packed. 1-D launch (flat_index).
 // Module: common.wgsl, reduce.wgsl, this file.

@@ -2,19 +2,29 @@
 // register-blocked kernel reads them through (reads_texture.wgsl has the same accessors over
 // textures). Only the register-blocked modules take a reads file: the tiled kernels, the chunk
 // sums and the weight packing declare and index their own bindings.
-// Bindings: 1 src, 3 factor, 4 pooled_y, 7 pooled_argmax (see products.wgsl).
+// Bindings (see products.wgsl): 1 x, 2 dy or dpooled, 3 w, 7 pooled_y, 8 pooled_argmax.
 
-@group(0) @binding(1) var<storage, read> src: array<f32>;
-@group(0) @binding(3) var<storage, read> factor: array<f32>;
-@group(0) @binding(4) var<storage, read> pooled_y: array<f32>;
-@group(0) @binding(7) var<storage, read> pooled_argmax: array<u32>;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read> dy: array<f32>;
+@group(0) @binding(2) var<storage, read> dpooled: array<f32>;
+@group(0) @binding(3) var<storage, read> w: array<f32>;
+@group(0) @binding(7) var<storage, read> pooled_y: array<f32>;
+@group(0) @binding(8) var<storage, read> pooled_argmax: array<u32>;
 
-fn src_at(i: u32) -> f32 {
-    return src[i];
+fn x_at(i: u32) -> f32 {
+    return x[i];
 }
 
-fn factor_at(i: u32) -> f32 {
-    return factor[i];
+fn dy_at(i: u32) -> f32 {
+    return dy[i];
+}
+
+fn dpooled_at(i: u32) -> f32 {
+    return dpooled[i];
+}
+
+fn w_at(i: u32) -> f32 {
+    return w[i];
 }
 
 fn pooled_y_at(i: u32) -> f32 {

@@ -3,22 +3,33 @@
 // host fills by copying the buffers before each pass (src/gpu/texture.rs says why: on lavapipe
 // without AVX-512 a texture load costs a quarter of a storage load). Element i lies at texel
 // (i % TEXTURE_WIDTH, i / TEXTURE_WIDTH), as texture::stage lays it out.
-// Bindings: 1 src_texture, 3 factor_texture, 4 pooled_y_texture, 7 pooled_argmax_texture.
+// Bindings (see products.wgsl): 1 x_texture, 2 dy_texture or dpooled_texture, 3 w_texture,
+// 7 pooled_y_texture, 8 pooled_argmax_texture.
 
 // Texels per row: the host's texture::TEXTURE_WIDTH, a power of two (a mask and a shift).
 const TEXTURE_WIDTH: u32 = 4096u;
 
-@group(0) @binding(1) var src_texture: texture_2d<f32>;
-@group(0) @binding(3) var factor_texture: texture_2d<f32>;
-@group(0) @binding(4) var pooled_y_texture: texture_2d<f32>;
-@group(0) @binding(7) var pooled_argmax_texture: texture_2d<u32>;
+@group(0) @binding(1) var x_texture: texture_2d<f32>;
+@group(0) @binding(2) var dy_texture: texture_2d<f32>;
+@group(0) @binding(2) var dpooled_texture: texture_2d<f32>;
+@group(0) @binding(3) var w_texture: texture_2d<f32>;
+@group(0) @binding(7) var pooled_y_texture: texture_2d<f32>;
+@group(0) @binding(8) var pooled_argmax_texture: texture_2d<u32>;
 
-fn src_at(i: u32) -> f32 {
-    return textureLoad(src_texture, vec2<u32>(i % TEXTURE_WIDTH, i / TEXTURE_WIDTH), 0).x;
+fn x_at(i: u32) -> f32 {
+    return textureLoad(x_texture, vec2<u32>(i % TEXTURE_WIDTH, i / TEXTURE_WIDTH), 0).x;
 }
 
-fn factor_at(i: u32) -> f32 {
-    return textureLoad(factor_texture, vec2<u32>(i % TEXTURE_WIDTH, i / TEXTURE_WIDTH), 0).x;
+fn dy_at(i: u32) -> f32 {
+    return textureLoad(dy_texture, vec2<u32>(i % TEXTURE_WIDTH, i / TEXTURE_WIDTH), 0).x;
+}
+
+fn dpooled_at(i: u32) -> f32 {
+    return textureLoad(dpooled_texture, vec2<u32>(i % TEXTURE_WIDTH, i / TEXTURE_WIDTH), 0).x;
+}
+
+fn w_at(i: u32) -> f32 {
+    return textureLoad(w_texture, vec2<u32>(i % TEXTURE_WIDTH, i / TEXTURE_WIDTH), 0).x;
 }
 
 fn pooled_y_at(i: u32) -> f32 {

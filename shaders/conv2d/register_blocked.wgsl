@@ -1,10 +1,12 @@
 // Conv2d, register-blocked: what every register-blocked kernel shares (blocks, Tiles, weight
-// loads, stores). The kernels are in register_blocked_forward.wgsl,
+// loads). The kernels are in register_blocked_forward.wgsl,
 // register_blocked_backward_input.wgsl and register_blocked_backward_weights.wgsl, which read
-// src, factor, pooled_y and pooled_argmax only through the accessors of reads_storage.wgsl or
-// reads_texture.wgsl, and take how lanes get shared values (forward_weights,
-// forward_weights_hi, k3_dy) from share_per_lane.wgsl or subgroup.wgsl.
-// Bindings: as in products.wgsl; 5 packed_lo, 6 packed_hi (uniform, declared here).
+// x, dy, dpooled, w, pooled_y and pooled_argmax only through the accessors of
+// reads_storage.wgsl or reads_texture.wgsl (x_at, ...), and take how lanes get shared values
+// (forward_weights, forward_weights_hi, k3_dy) from share_per_lane.wgsl or subgroup.wgsl. Each
+// pass reads its own uniform (products.wgsl) and writes its own output (declared in its
+// file); the helpers here read neither, so a kernel declares only what it uses.
+// Bindings: 4 packed_lo, 5 packed_hi (uniform, declared here); the rest as products.wgsl says.
 //
 // Why this shape (CPU adapters: lavapipe/llvmpipe): there a workgroup runs as 8-wide
 // SIMD lanes on one thread, and every storage-buffer load (shared memory too) is a loop over
@@ -48,25 +50,6 @@ fn block_group(wg: vec3<u32>, nwg: vec3<u32>) -> u32 {
     return wg.x + wg.y * nwg.x;
 }
 
-// Where a forward or backward-input invocation works: the first channel, row segment and
-// column of its block. Each block of BLOCK_CHANNELS channels has params.block_groups
-// workgroups, whose lanes cover (row block, column block), column block fastest (lanes past
-// the last row block store nothing). So the channel block follows from the workgroup alone,
-// and so do the packed weight slots it reads (the same in every lane).
-struct BlockPlace {
-    channel_block: u32,
-    seg0: u32,
-    col0: u32,
-    // The lane's part in sharing the weights (forward_weights); 0 where not shared.
-    part: u32,
-}
-
-fn block_place(wg: vec3<u32>, nwg: vec3<u32>, lid: u32) -> BlockPlace {
-    let group = block_group(wg, nwg);
-    let lane = (group % params.block_groups) * BLOCK_WORKGROUP + lid;
-    return BlockPlace(group / params.block_groups, (lane / params.col_blocks) * BLOCK_ROWS, (lane % params.col_blocks) * BLOCK_COLS, 0u);
-}
-
 // 32 channel values: lo[i] holds channels 4i..4i+3, hi[i] channels 16+4i..16+4i+3.
 struct Channels {
     lo: mat4x4<f32>,
@@ -95,48 +78,58 @@ fn tile_fma(t: Tile, a: Channels, b: vec4<f32>) -> Tile {
     return Tile(outer_acc(t.q0, a.lo[0], b), outer_acc(t.q1, a.lo[1], b), outer_acc(t.q2, a.lo[2], b), outer_acc(t.q3, a.lo[3], b), outer_acc(t.q4, a.hi[0], b), outer_acc(t.q5, a.hi[1], b), outer_acc(t.q6, a.hi[2], b), outer_acc(t.q7, a.hi[3], b));
 }
 
-// factor_at(base + c * stride) for the 32 channels c = first.., each clamped to `last` (clamped
+// w_at(base + c * stride) for the 32 channels c = first.., each clamped to `last` (clamped
 // channels only feed sums that are never stored).
-fn factor32(base: u32, stride: u32, first: u32, last: u32) -> Channels {
-    return Channels(factor16(base, stride, first, last), factor16(base, stride, first + 16u, last));
+fn w32(base: u32, stride: u32, first: u32, last: u32) -> Channels {
+    return Channels(w16(base, stride, first, last), w16(base, stride, first + 16u, last));
 }
 
-fn factor16(base: u32, stride: u32, first: u32, last: u32) -> mat4x4<f32> {
-    return mat4x4<f32>(factor4(base, stride, first, last), factor4(base, stride, first + 4u, last), factor4(base, stride, first + 8u, last), factor4(base, stride, first + 12u, last));
+fn w16(base: u32, stride: u32, first: u32, last: u32) -> mat4x4<f32> {
+    return mat4x4<f32>(w4(base, stride, first, last), w4(base, stride, first + 4u, last), w4(base, stride, first + 8u, last), w4(base, stride, first + 12u, last));
 }
 
-fn factor4(base: u32, stride: u32, first: u32, last: u32) -> vec4<f32> {
-    return vec4<f32>(factor_at(base + min(first, last) * stride), factor_at(base + min(first + 1u, last) * stride), factor_at(base + min(first + 2u, last) * stride), factor_at(base + min(first + 3u, last) * stride));
+fn w4(base: u32, stride: u32, first: u32, last: u32) -> vec4<f32> {
+    return vec4<f32>(w_at(base + min(first, last) * stride), w_at(base + min(first + 1u, last) * stride), w_at(base + min(first + 2u, last) * stride), w_at(base + min(first + 3u, last) * stride));
+}
+
+// The same for dy (dy_at).
+fn dy32(base: u32, stride: u32, first: u32, last: u32) -> Channels {
+    return Channels(dy16(base, stride, first, last), dy16(base, stride, first + 16u, last));
+}
+
+fn dy16(base: u32, stride: u32, first: u32, last: u32) -> mat4x4<f32> {
+    return mat4x4<f32>(dy4(base, stride, first, last), dy4(base, stride, first + 4u, last), dy4(base, stride, first + 8u, last), dy4(base, stride, first + 12u, last));
+}
+
+fn dy4(base: u32, stride: u32, first: u32, last: u32) -> vec4<f32> {
+    return vec4<f32>(dy_at(base + min(first, last) * stride), dy_at(base + min(first + 1u, last) * stride), dy_at(base + min(first + 2u, last) * stride), dy_at(base + min(first + 3u, last) * stride));
 }
 
 // Weights packed for the register-blocked forward and backward input (conv2d_pack_*_weights):
-// slot block * params.block_steps + step holds, as Channels, the 32 weights that step of
-// channel block `block` multiplies (forward: step (ci, ky, kx), channels co; backward input:
-// step (co, ky, kx), channels ci). Uniform, because lavapipe (Mesa 22.3) loads storage lane by
-// lane in a loop with a bounds check and branches (about 19 instructions a lane), but gathers
-// from a uniform binding without branches (about 27 instructions for 8 lanes; only a constant
-// index would make it one load). A uniform binding holds at most
-// 64 KiB, so the slots span two bindings: packed_lo from slot 0, packed_hi from slot
-// params.packed_split (a multiple of k * k; the host binds one range twice when it suffices).
+// slot block * block_steps + step holds, as Channels, the 32 weights that step of channel
+// block `block` multiplies (forward: step (ci, ky, kx), channels co; backward input: step
+// (co, ky, kx), channels ci). Uniform, because lavapipe (Mesa 22.3) loads storage lane by lane
+// in a loop with a bounds check and branches (about 19 instructions a lane), but gathers from
+// a uniform binding without branches (about 27 instructions for 8 lanes; only a constant index
+// would make it one load). A uniform binding holds at most 64 KiB, so the slots span two
+// bindings: packed_lo from slot 0, packed_hi from the pass's packed_split (a multiple of
+// k * k; the host binds one range twice when it suffices). The kernels whose weights do not
+// fit read w itself (w32) and declare neither binding.
 const PACKED_SLOTS: u32 = 512u;
-@group(0) @binding(5) var<uniform> packed_lo: array<Channels, PACKED_SLOTS>;
-@group(0) @binding(6) var<uniform> packed_hi: array<Channels, PACKED_SLOTS>;
+@group(0) @binding(4) var<uniform> packed_lo: array<Channels, PACKED_SLOTS>;
+@group(0) @binding(5) var<uniform> packed_hi: array<Channels, PACKED_SLOTS>;
 
-// The 32 weights of one step from the first binding: packed slot `slot` when `packed`, else
-// gathered from factor (factor32). The entry points pass a constant.
-fn step_weights(packed: bool, slot: u32, base: u32, stride: u32, first: u32, last: u32) -> Channels {
-    if !packed {
-        return factor32(base, stride, first, last);
-    }
+// The 32 weights of packed slot `slot` from the first binding.
+fn packed_weights(slot: u32) -> Channels {
     return packed_lo[slot];
 }
 
-// The 32 weights of packed slot `slot` from the second binding, which starts at slot
-// params.packed_split. The kernels run the steps of each binding in a loop of their own:
+// The 32 weights of packed slot `slot` from the second binding, which starts at slot `split`
+// (the pass's packed_split). The kernels run the steps of each binding in a loop of their own:
 // lavapipe runs both sides of an `if` whose condition may differ between lanes, and a gather
 // from either binding costs as much as a quarter of a step's sums.
-fn step_weights_hi(slot: u32) -> Channels {
-    return packed_hi[slot - params.packed_split];
+fn packed_weights_hi(slot: u32, split: u32) -> Channels {
+    return packed_hi[slot - split];
 }
 
 // Steps (kx, ky, channel) to the next tap of a flat loop over channels, then ky in
@@ -148,85 +141,25 @@ fn next_tap(t: vec3<u32>, first: vec2<u32>, end: vec2<u32>) -> vec3<u32> {
     return vec3<u32>(select(t.x + 1u, first.x, next_row), select(t.y + u32(next_row), first.y, next_channel), t.z + u32(next_channel));
 }
 
-// The window of `src` row `row` one slide before columns col..col+3: (unused, col, col + 1,
+// The window of x row `row` one slide before columns col..col+3: (unused, col, col + 1,
 // col + 2). Columns are clamped to `last_col`: clamped ones only feed sums never stored.
-fn src_window(row: u32, col: u32, last_col: u32) -> vec4<f32> {
-    return vec4<f32>(0.0, src_at(row + min(col, last_col)), src_at(row + min(col + 1u, last_col)), src_at(row + min(col + 2u, last_col)));
+fn x_window(row: u32, col: u32, last_col: u32) -> vec4<f32> {
+    return vec4<f32>(0.0, x_at(row + min(col, last_col)), x_at(row + min(col + 1u, last_col)), x_at(row + min(col + 2u, last_col)));
 }
 
-// src row `row` at columns col..col+3, each clamped to `last_col` (clamped ones only feed sums
+// x row `row` at columns col..col+3, each clamped to `last_col` (clamped ones only feed sums
 // never stored).
-fn src_quad(row: u32, col: u32, last_col: u32) -> vec4<f32> {
-    return vec4<f32>(src_at(row + min(col, last_col)), src_at(row + min(col + 1u, last_col)), src_at(row + min(col + 2u, last_col)), src_at(row + min(col + 3u, last_col)));
+fn x_quad(row: u32, col: u32, last_col: u32) -> vec4<f32> {
+    return vec4<f32>(x_at(row + min(col, last_col)), x_at(row + min(col + 1u, last_col)), x_at(row + min(col + 2u, last_col)), x_at(row + min(col + 3u, last_col)));
 }
 
-// src at the 4 positions of `p` from the row starting at `row` and column `col` (columns
+// x at the 4 positions of `p` from the row starting at `row` and column `col` (columns
 // clamped to `last_col`).
-fn src_pattern(row: u32, col: u32, p: Pattern, last_col: u32) -> vec4<f32> {
-    return vec4<f32>(src_at(row + p.row.x + min(col + p.col.x, last_col)), src_at(row + p.row.y + min(col + p.col.y, last_col)), src_at(row + p.row.z + min(col + p.col.z, last_col)), src_at(row + p.row.w + min(col + p.col.w, last_col)));
+fn x_pattern(row: u32, col: u32, p: Pattern, last_col: u32) -> vec4<f32> {
+    return vec4<f32>(x_at(row + p.row.x + min(col + p.col.x, last_col)), x_at(row + p.row.y + min(col + p.col.y, last_col)), x_at(row + p.row.z + min(col + p.col.z, last_col)), x_at(row + p.row.w + min(col + p.col.w, last_col)));
 }
 
 // Slides a window one column right: (v.x, v.y, v.z, v.w) -> (v.y, v.z, v.w, next).
 fn slide(v: vec4<f32>, next: f32) -> vec4<f32> {
     return vec4<f32>(v.yzw, next);
 }
-
-// Stores r[i] at dst[at + i * stride] for the first `n` of its 4 channels.
-fn store_channels(r: vec4<f32>, at: u32, stride: u32, n: u32, relu: bool) {
-    let v = select(r, max(r, vec4<f32>(0.0)), relu);
-    if n > 0u {
-        dst[at] = v.x;
-    }
-    if n > 1u {
-        dst[at + stride] = v.y;
-    }
-    if n > 2u {
-        dst[at + 2u * stride] = v.z;
-    }
-    if n > 3u {
-        dst[at + 3u * stride] = v.w;
-    }
-}
-
-// Stores m[p] (4 channels at position p) at dst[at + channel * stride + p] for the first `n`
-// channels and `cols` positions.
-fn store_quad(m: mat4x4<f32>, at: u32, stride: u32, n: u32, cols: u32, relu: bool) {
-    store_channels(m[0], at, stride, n, relu);
-    if cols > 1u {
-        store_channels(m[1], at + 1u, stride, n, relu);
-    }
-    if cols > 2u {
-        store_channels(m[2], at + 2u, stride, n, relu);
-    }
-    if cols > 3u {
-        store_channels(m[3], at + 3u, stride, n, relu);
-    }
-}
-
-// Stores a Tile at dst[at + channel * stride + position] for the first `channels` (at most 32
-// are stored) and `cols` positions, rectified when `relu`.
-fn store_tile(t: Tile, at: u32, stride: u32, channels: u32, cols: u32, relu: bool) {
-    store_quad(t.q0, at, stride, min(channels, 4u), cols, relu);
-    if channels > 4u {
-        store_quad(t.q1, at + 4u * stride, stride, min(channels - 4u, 4u), cols, relu);
-    }
-    if channels > 8u {
-        store_quad(t.q2, at + 8u * stride, stride, min(channels - 8u, 4u), cols, relu);
-    }
-    if channels > 12u {
-        store_quad(t.q3, at + 12u * stride, stride, min(channels - 12u, 4u), cols, relu);
-    }
-    if channels > 16u {
-        store_quad(t.q4, at + 16u * stride, stride, min(channels - 16u, 4u), cols, relu);
-    }
-    if channels > 20u {
-        store_quad(t.q5, at + 20u * stride, stride, min(channels - 20u, 4u), cols, relu);
-    }
-    if channels > 24u {
-        store_quad(t.q6, at + 24u * stride, stride, min(channels - 24u, 4u), cols, relu);
-    }
-    if channels > 28u {
-        store_quad(t.q7, at + 28u * stride, stride, min(channels - 28u, 4u), cols, relu);
-    }
-}
-

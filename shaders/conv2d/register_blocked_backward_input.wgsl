@@ -1,6 +1,7 @@
 // Conv2d, register-blocked input gradient (see register_blocked.wgsl for the family).
-// Entry points: conv2d_backward_input, conv2d_backward_input_packed.
-// Bindings: 0 params, 1 src = dy, 2 dst = dx, 3 factor = w, 5, 6 packed weights.
+// Entry points: conv2d_backward_input (reading w), conv2d_backward_input_packed.
+// Bindings (see products.wgsl): 0 input_grad_params, 2 dy, 3 w (conv2d_backward_input) or
+// 4, 5 packed_lo, packed_hi (conv2d_backward_input_packed), 9 dx (declared here).
 //
 // conv2d_backward_input: dx[n][ci][iy][ix] = sum_(co,ky,kx) dy[n][co][iy-ky][ix-kx]
 //   * w[co][ci][ky][kx] over the in-range dy positions (a gather, never a scatter).
@@ -15,10 +16,14 @@
 //   The host orders the classes by their number of taps, so that the lanes of a SIMD vector
 //   mostly run loops of one length.
 // Block: 32 input channels x 32 positions as 8 Tiles of 4 consecutive positions.
-// Lanes: (channel block, lane within it: class by class, params.classes[i].x the first of
-//   class i); params.block_groups workgroups per channel block, params.len in all.
-// Loop: one flat loop over the class's taps (co, ky, kx); each step loads the 32 positions' dy
-//   values and the 32 weights w[co][ci0..][ky][kx]: 32 + 32 loads for 32 * 32 FMAs.
+// Lanes: (channel block, lane within it: class by class, input_grad_params.classes[i].x the
+//   first of class i); input_grad_params.block_groups workgroups per channel block,
+//   input_grad_params.len in all.
+// Loop: one flat loop over the class's taps (co, ky, kx) (packed: one per binding of packed
+//   weights); each step loads the 32 positions' dy values and the 32 weights
+//   w[co][ci0..][ky][kx]: 32 + 32 loads for 32 * 32 FMAs.
+
+@group(0) @binding(9) var<storage, read_write> dx: array<f32>;
 
 // Where an input-gradient invocation works.
 struct InputClass {
@@ -32,16 +37,16 @@ struct InputClass {
 
 fn input_class(wg: vec3<u32>, nwg: vec3<u32>, lid: u32) -> InputClass {
     let group = block_group(wg, nwg);
-    let lane = (group % params.block_groups) * BLOCK_WORKGROUP + lid;
+    let lane = (group % input_grad_params.block_groups) * BLOCK_WORKGROUP + lid;
     var found = 0u;
-    for (var c = 1u; c < params.row_runs * params.col_runs; c++) {
-        if lane >= params.classes[c].x {
+    for (var c = 1u; c < input_grad_params.row_runs * input_grad_params.col_runs; c++) {
+        if lane >= input_grad_params.classes[c].x {
             found = c;
         }
     }
-    let class_entry = params.classes[found];
+    let class_entry = input_grad_params.classes[found];
     let first = (lane - class_entry.x) * BLOCK_POSITIONS;
-    return InputClass(group / params.block_groups, params.row_run[class_entry.y], params.col_run[class_entry.z], first);
+    return InputClass(group / input_grad_params.block_groups, input_grad_params.row_run[class_entry.y], input_grad_params.col_run[class_entry.z], first);
 }
 
 // Positions per invocation: 8 Tiles of 4.
@@ -51,13 +56,13 @@ const BLOCK_POSITIONS: u32 = 32u;
 // 0) and writes dx (image and position, channel 0), as a vec2.
 fn class_position(place: InputClass, p: u32) -> vec2<u32> {
     let area = place.rows.y * place.cols.y;
-    let q = min(p, params.batch * area - 1u);
+    let q = min(p, input_grad_params.shape.batch * area - 1u);
     let image = q / area;
     let iy = place.rows.x + (q % area) / place.cols.y;
     let ix = place.cols.x + q % place.cols.y;
-    let dy_at = (image * params.out_channels * params.out_height + iy) * params.out_width + ix;
-    let dx_at = (image * params.in_channels * params.in_height + iy) * params.in_width + ix;
-    return vec2<u32>(dy_at, dx_at);
+    let dy_offset = (image * input_grad_params.shape.out_channels * input_grad_params.shape.out_height + iy) * input_grad_params.shape.out_width + ix;
+    let dx_offset = (image * input_grad_params.shape.in_channels * input_grad_params.shape.in_height + iy) * input_grad_params.shape.in_width + ix;
+    return vec2<u32>(dy_offset, dx_offset);
 }
 
 // The dy and dx offsets of the 4 positions of a Tile from position `p`.
@@ -77,13 +82,13 @@ fn tile_positions(place: InputClass, p: u32) -> TilePositions {
 // dy at the 4 positions `at` minus `back` elements (the tap's offset back from the position;
 // the place guarantees that it stays in the image, so the wrapping u32 sum is exact).
 fn dy_gather(at: vec4<u32>, back: u32) -> vec4<f32> {
-    return vec4<f32>(src_at(at.x - back), src_at(at.y - back), src_at(at.z - back), src_at(at.w - back));
+    return vec4<f32>(dy_at(at.x - back), dy_at(at.y - back), dy_at(at.z - back), dy_at(at.w - back));
 }
 
 // Stores the 32 channels from ci of a Tile's positions (dx offsets `at`, channel 0) for the
 // first `positions` of them.
 fn bwd_input_store(t: Tile, at: vec4<u32>, ci: u32, positions: u32) {
-    if ci >= params.in_channels {
+    if ci >= input_grad_params.shape.in_channels {
         return;
     }
     if positions > 0u {
@@ -101,78 +106,129 @@ fn bwd_input_store(t: Tile, at: vec4<u32>, ci: u32, positions: u32) {
 }
 
 fn bwd_input_store_position(t: Tile, p: u32, at: u32, ci: u32) {
-    let plane = params.in_height * params.in_width;
-    let n = params.in_channels - ci;
+    let plane = input_grad_params.shape.in_height * input_grad_params.shape.in_width;
+    let n = input_grad_params.shape.in_channels - ci;
     let base = at + ci * plane;
     let plane_4 = 4u * plane;
-    store_channels(t.q0[p], base, plane, n, false);
-    store_channels(t.q1[p], base + plane_4, plane, max(n, 4u) - 4u, false);
-    store_channels(t.q2[p], base + 2u * plane_4, plane, max(n, 8u) - 8u, false);
-    store_channels(t.q3[p], base + 3u * plane_4, plane, max(n, 12u) - 12u, false);
-    store_channels(t.q4[p], base + 4u * plane_4, plane, max(n, 16u) - 16u, false);
-    store_channels(t.q5[p], base + 5u * plane_4, plane, max(n, 20u) - 20u, false);
-    store_channels(t.q6[p], base + 6u * plane_4, plane, max(n, 24u) - 24u, false);
-    store_channels(t.q7[p], base + 7u * plane_4, plane, max(n, 28u) - 28u, false);
+    store_dx_channels(t.q0[p], base, plane, n);
+    store_dx_channels(t.q1[p], base + plane_4, plane, max(n, 4u) - 4u);
+    store_dx_channels(t.q2[p], base + 2u * plane_4, plane, max(n, 8u) - 8u);
+    store_dx_channels(t.q3[p], base + 3u * plane_4, plane, max(n, 12u) - 12u);
+    store_dx_channels(t.q4[p], base + 4u * plane_4, plane, max(n, 16u) - 16u);
+    store_dx_channels(t.q5[p], base + 5u * plane_4, plane, max(n, 20u) - 20u);
+    store_dx_channels(t.q6[p], base + 6u * plane_4, plane, max(n, 24u) - 24u);
+    store_dx_channels(t.q7[p], base + 7u * plane_4, plane, max(n, 28u) - 28u);
+}
+
+// Stores r[i] at dx[at + i * stride] for the first `n` of its 4 channels.
+fn store_dx_channels(r: vec4<f32>, at: u32, stride: u32, n: u32) {
+    if n > 0u {
+        dx[at] = r.x;
+    }
+    if n > 1u {
+        dx[at + stride] = r.y;
+    }
+    if n > 2u {
+        dx[at + 2u * stride] = r.z;
+    }
+    if n > 3u {
+        dx[at + 3u * stride] = r.w;
+    }
 }
 
 @compute @workgroup_size(BLOCK_WORKGROUP)
 fn conv2d_backward_input(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    if block_group(wg, nwg) < params.len {
-        backward_input_block(input_class(wg, nwg, lid), false);
+    if block_group(wg, nwg) < input_grad_params.len {
+        let place = input_class(wg, nwg, lid);
+        let k = input_grad_params.shape.kernel;
+        let kk = k * k;
+        let ci0 = place.channel_block * BLOCK_CHANNELS;
+        let last_ci = input_grad_params.shape.in_channels - 1u;
+        let s = input_positions(place);
+        var sums = zero_block();
+        // One flat loop over the taps (co, ky, kx) that meet dy (see forward_sums).
+        let first = vec2<u32>(place.cols.z, place.rows.z);
+        let end = first + vec2<u32>(place.cols.w, place.rows.w);
+        let taps = input_taps(place);
+        var t = vec3<u32>(first, 0u);
+        for (var tap = 0u; tap < taps; tap++) {
+            let wt = w32(t.z * input_grad_params.shape.in_channels * kk + t.y * k + t.x, kk, ci0, last_ci);
+            sums = backward_input_tap(sums, s, t, wt);
+            t = next_tap(t, first, end);
+        }
+        bwd_input_store_block(place, s, sums);
     }
 }
 
 @compute @workgroup_size(BLOCK_WORKGROUP)
 fn conv2d_backward_input_packed(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    if block_group(wg, nwg) < params.len {
-        backward_input_block(input_class(wg, nwg, lid), true);
+    if block_group(wg, nwg) < input_grad_params.len {
+        let place = input_class(wg, nwg, lid);
+        let k = input_grad_params.shape.kernel;
+        let kk = k * k;
+        let slot0 = place.channel_block * input_grad_params.block_steps;
+        let split = input_grad_params.packed_split;
+        let s = input_positions(place);
+        var sums = zero_block();
+        // One flat loop over the taps (co, ky, kx) that meet dy per binding of packed weights;
+        // a block's slots start at a multiple of k * k, and so does packed_hi, so the split
+        // falls between two output channels.
+        let first = vec2<u32>(place.cols.z, place.rows.z);
+        let end = first + vec2<u32>(place.cols.w, place.rows.w);
+        let per_co = place.rows.w * place.cols.w;
+        let taps = input_taps(place);
+        let lo_channels = min(input_grad_params.shape.out_channels, (max(split, slot0) - slot0) / kk);
+        let lo_taps = min(taps, lo_channels * per_co);
+        var t = vec3<u32>(first, 0u);
+        for (var tap = 0u; tap < lo_taps; tap++) {
+            let wt = packed_weights(slot0 + (t.z * k + t.y) * k + t.x);
+            sums = backward_input_tap(sums, s, t, wt);
+            t = next_tap(t, first, end);
+        }
+        for (var tap = lo_taps; tap < taps; tap++) {
+            let wt = packed_weights_hi(slot0 + (t.z * k + t.y) * k + t.x, split);
+            sums = backward_input_tap(sums, s, t, wt);
+            t = next_tap(t, first, end);
+        }
+        bwd_input_store_block(place, s, sums);
     }
 }
 
-fn backward_input_block(place: InputClass, packed: bool) {
-    let k = params.kernel;
-    let kk = k * k;
-    let ci0 = place.channel_block * BLOCK_CHANNELS;
-    let slot0 = place.channel_block * params.block_steps;
-    let last_ci = params.in_channels - 1u;
-    let p0 = place.first;
-    let s = InputPositions(tile_positions(place, p0), tile_positions(place, p0 + 4u), tile_positions(place, p0 + 8u), tile_positions(place, p0 + 12u), tile_positions(place, p0 + 16u), tile_positions(place, p0 + 20u), tile_positions(place, p0 + 24u), tile_positions(place, p0 + 28u));
-
+fn zero_block() -> Block {
     let zero = tile_splat(Channels(mat4x4<f32>(), mat4x4<f32>()));
-    var b = Block(zero, zero, zero, zero, zero, zero, zero, zero);
-    // One flat loop over the taps (co, ky, kx) that meet dy (see forward_sums) per binding of
-    // packed weights; a block's slots start at a multiple of k * k, and so does packed_hi, so
-    // the split falls between two output channels.
-    let first = vec2<u32>(place.cols.z, place.rows.z);
-    let end = first + vec2<u32>(place.cols.w, place.rows.w);
+    return Block(zero, zero, zero, zero, zero, zero, zero, zero);
+}
+
+// The positions of the 8 Tiles of an invocation's block.
+fn input_positions(place: InputClass) -> InputPositions {
+    let p0 = place.first;
+    return InputPositions(tile_positions(place, p0), tile_positions(place, p0 + 4u), tile_positions(place, p0 + 8u), tile_positions(place, p0 + 12u), tile_positions(place, p0 + 16u), tile_positions(place, p0 + 20u), tile_positions(place, p0 + 24u), tile_positions(place, p0 + 28u));
+}
+
+// The positions of the place's class.
+fn class_positions(place: InputClass) -> u32 {
+    return input_grad_params.shape.batch * place.rows.y * place.cols.y;
+}
+
+// The taps of the place's loop: (co, ky, kx) that meet dy; none for lanes past the last class.
+fn input_taps(place: InputClass) -> u32 {
     let per_co = place.rows.w * place.cols.w;
-    // Lanes past the last class run no taps.
-    let positions = params.batch * place.rows.y * place.cols.y;
-    let taps = select(0u, params.out_channels * per_co, p0 < positions);
-    let lo_channels = min(params.out_channels, (max(params.packed_split, slot0) - slot0) / kk);
-    let lo_taps = select(taps, min(taps, lo_channels * per_co), packed);
-    var t = vec3<u32>(first, 0u);
-    for (var tap = 0u; tap < lo_taps; tap++) {
-        let step = (t.z * k + t.y) * k + t.x;
-        let w = step_weights(packed, slot0 + step, t.z * params.in_channels * kk + t.y * k + t.x, kk, ci0, last_ci);
-        b = backward_input_tap(b, s, t, w);
-        t = next_tap(t, first, end);
-    }
-    for (var tap = lo_taps; tap < taps; tap++) {
-        let w = step_weights_hi(slot0 + (t.z * k + t.y) * k + t.x);
-        b = backward_input_tap(b, s, t, w);
-        t = next_tap(t, first, end);
-    }
+    return select(0u, input_grad_params.shape.out_channels * per_co, place.first < class_positions(place));
+}
+
+// Stores the sums of an input-gradient block.
+fn bwd_input_store_block(place: InputClass, s: InputPositions, sums: Block) {
+    let ci0 = place.channel_block * BLOCK_CHANNELS;
     // Positions of the class left from each Tile's first.
-    let left = max(positions, p0) - p0;
-    bwd_input_store(b.t0, s.s0.dx, ci0, left);
-    bwd_input_store(b.t1, s.s1.dx, ci0, max(left, 4u) - 4u);
-    bwd_input_store(b.t2, s.s2.dx, ci0, max(left, 8u) - 8u);
-    bwd_input_store(b.t3, s.s3.dx, ci0, max(left, 12u) - 12u);
-    bwd_input_store(b.t4, s.s4.dx, ci0, max(left, 16u) - 16u);
-    bwd_input_store(b.t5, s.s5.dx, ci0, max(left, 20u) - 20u);
-    bwd_input_store(b.t6, s.s6.dx, ci0, max(left, 24u) - 24u);
-    bwd_input_store(b.t7, s.s7.dx, ci0, max(left, 28u) - 28u);
+    let left = max(class_positions(place), place.first) - place.first;
+    bwd_input_store(sums.t0, s.s0.dx, ci0, left);
+    bwd_input_store(sums.t1, s.s1.dx, ci0, max(left, 4u) - 4u);
+    bwd_input_store(sums.t2, s.s2.dx, ci0, max(left, 8u) - 8u);
+    bwd_input_store(sums.t3, s.s3.dx, ci0, max(left, 12u) - 12u);
+    bwd_input_store(sums.t4, s.s4.dx, ci0, max(left, 16u) - 16u);
+    bwd_input_store(sums.t5, s.s5.dx, ci0, max(left, 20u) - 20u);
+    bwd_input_store(sums.t6, s.s6.dx, ci0, max(left, 24u) - 24u);
+    bwd_input_store(sums.t7, s.s7.dx, ci0, max(left, 28u) - 28u);
 }
 
 // The positions of an input-gradient block's 8 Tiles.
@@ -189,8 +245,8 @@ struct InputPositions {
 
 // Adds tap t = (kx, ky, co) of an input-gradient block: dy[n][co][iy - ky][ix - kx] at each
 // position, as an offset back from dy[n][0][iy][ix].
-fn backward_input_tap(b: Block, s: InputPositions, t: vec3<u32>, w: Channels) -> Block {
-    let back = t.y * params.out_width + t.x - t.z * params.out_height * params.out_width;
-    return Block(tile_fma(b.t0, w, dy_gather(s.s0.dy, back)), tile_fma(b.t1, w, dy_gather(s.s1.dy, back)), tile_fma(b.t2, w, dy_gather(s.s2.dy, back)), tile_fma(b.t3, w, dy_gather(s.s3.dy, back)), tile_fma(b.t4, w, dy_gather(s.s4.dy, back)), tile_fma(b.t5, w, dy_gather(s.s5.dy, back)), tile_fma(b.t6, w, dy_gather(s.s6.dy, back)), tile_fma(b.t7, w, dy_gather(s.s7.dy, back)));
+fn backward_input_tap(sums: Block, s: InputPositions, t: vec3<u32>, wt: Channels) -> Block {
+    let back = t.y * input_grad_params.shape.out_width + t.x - t.z * input_grad_params.shape.out_height * input_grad_params.shape.out_width;
+    return Block(tile_fma(sums.t0, wt, dy_gather(s.s0.dy, back)), tile_fma(sums.t1, wt, dy_gather(s.s1.dy, back)), tile_fma(sums.t2, wt, dy_gather(s.s2.dy, back)), tile_fma(sums.t3, wt, dy_gather(s.s3.dy, back)), tile_fma(sums.t4, wt, dy_gather(s.s4.dy, back)), tile_fma(sums.t5, wt, dy_gather(s.s5.dy, back)), tile_fma(sums.t6, wt, dy_gather(s.s6.dy, back)), tile_fma(sums.t7, wt, dy_gather(s.s7.dy, back)));
 }
 

@@ -3,11 +3,13 @@
 // Entry points: conv2d_backward_weights, conv2d_backward_weights_narrow,
 // conv2d_backward_weights_pooled here; the 3x3 kernel's conv2d_backward_weights_k3
 // (share_per_lane.wgsl) or conv2d_backward_weights_k3_shared (subgroup.wgsl).
-// Bindings: 0 params, 1 src = x, 2 dst = partial sums, 3 factor = dy (dpooled in the pooled
-// kernel), 4 pooled_y, 7 pooled_argmax (the pooled kernel only).
+// Bindings (see products.wgsl): 0 weight_grad_params, 1 x, 2 dy (dpooled in the pooled
+// kernel), 7 pooled_y, 8 pooled_argmax (the pooled kernel only), 9 partial_sums (declared
+// here).
 //
 // conv2d_backward_weights: partial sums of the weight and bias gradients over chunks of the
-//   output row segments (image, oy), params.chunk_rows segments per chunk (W = weight count):
+//   output row segments (image, oy), weight_grad_params.chunk_rows segments per chunk
+//   (W = weight count):
 //     partial[chunk][co][ci][ky][kx] = sum_(segments of the chunk, ox) dy[n][co][oy][ox]
 //       * x[n][ci][oy+ky][ox+kx]
 //     partial[chunk][W + co] = sum_(segments of the chunk, ox) dy[n][co][oy][ox]
@@ -16,28 +18,89 @@
 //   (the first layer), where 8-pair blocks would be mostly empty.
 // Block: 32 output channels x 8 (or 4) (ci, ky) pairs x 4 kx (kx0..kx0+3; a Tile's positions
 //   are kx) = 8 (or 4) Tiles, plus the 32 bias sums (stored by pair block 0, kx block 0).
-// Lanes: (chunk, channel block, pair block, kx block), kx block fastest; params.len of them.
+// Lanes: (chunk, channel block, pair block, kx block), kx block fastest;
+//   weight_grad_params.len of them.
 // Loop: over the chunk's segments and ox, each pair's window over x row oy+ky slides right one
 //   column per ox (one load); the 32 dy values dy[n][co0..][oy][ox] are shared by all pairs.
 //   Loads per position: 8 + 32 for 32 * 8 * 4 FMAs.
 
+@group(0) @binding(9) var<storage, read_write> partial_sums: array<f32>;
+
+// Stores r[i] at partial_sums[at + i * stride] for the first `n` of its 4 channels.
+fn store_partial_channels(r: vec4<f32>, at: u32, stride: u32, n: u32) {
+    if n > 0u {
+        partial_sums[at] = r.x;
+    }
+    if n > 1u {
+        partial_sums[at + stride] = r.y;
+    }
+    if n > 2u {
+        partial_sums[at + 2u * stride] = r.z;
+    }
+    if n > 3u {
+        partial_sums[at + 3u * stride] = r.w;
+    }
+}
+
+// Stores m[p] (4 channels at position p) at partial_sums[at + channel * stride + p] for the
+// first `n` channels and `cols` positions.
+fn store_partial_quad(m: mat4x4<f32>, at: u32, stride: u32, n: u32, cols: u32) {
+    store_partial_channels(m[0], at, stride, n);
+    if cols > 1u {
+        store_partial_channels(m[1], at + 1u, stride, n);
+    }
+    if cols > 2u {
+        store_partial_channels(m[2], at + 2u, stride, n);
+    }
+    if cols > 3u {
+        store_partial_channels(m[3], at + 3u, stride, n);
+    }
+}
+
+// Stores a Tile at partial_sums[at + channel * stride + position] for the first `channels`
+// (at most 32 are stored) and `cols` positions.
+fn store_partial_tile(t: Tile, at: u32, stride: u32, channels: u32, cols: u32) {
+    store_partial_quad(t.q0, at, stride, min(channels, 4u), cols);
+    if channels > 4u {
+        store_partial_quad(t.q1, at + 4u * stride, stride, min(channels - 4u, 4u), cols);
+    }
+    if channels > 8u {
+        store_partial_quad(t.q2, at + 8u * stride, stride, min(channels - 8u, 4u), cols);
+    }
+    if channels > 12u {
+        store_partial_quad(t.q3, at + 12u * stride, stride, min(channels - 12u, 4u), cols);
+    }
+    if channels > 16u {
+        store_partial_quad(t.q4, at + 16u * stride, stride, min(channels - 16u, 4u), cols);
+    }
+    if channels > 20u {
+        store_partial_quad(t.q5, at + 20u * stride, stride, min(channels - 20u, 4u), cols);
+    }
+    if channels > 24u {
+        store_partial_quad(t.q6, at + 24u * stride, stride, min(channels - 24u, 4u), cols);
+    }
+    if channels > 28u {
+        store_partial_quad(t.q7, at + 28u * stride, stride, min(channels - 28u, 4u), cols);
+    }
+}
+
 // Where (ci, ky) pair `pair` (clamped to the last) reads x: image 0, channel ci, row ky.
 fn pair_origin(pair: u32) -> u32 {
-    let k = params.kernel;
-    let p = min(pair, params.in_channels * k - 1u);
-    return ((p / k) * params.in_height + p % k) * params.in_width;
+    let k = weight_grad_params.shape.kernel;
+    let p = min(pair, weight_grad_params.shape.in_channels * k - 1u);
+    return ((p / k) * weight_grad_params.shape.in_height + p % k) * weight_grad_params.shape.in_width;
 }
 
 // Stores the sums of pair `pair` (32 channels from co x 4 kx from kx) in its chunk's part.
 fn bwd_weights_store(t: Tile, chunk_at: u32, pair: u32, co: u32, kx: u32) {
-    let k = params.kernel;
-    if pair >= params.in_channels * k {
+    let k = weight_grad_params.shape.kernel;
+    if pair >= weight_grad_params.shape.in_channels * k {
         return;
     }
     let ci = pair / k;
     let ky = pair % k;
-    let at = chunk_at + ((co * params.in_channels + ci) * k + ky) * k + kx;
-    store_tile(t, at, params.in_channels * k * k, params.out_channels - co, min(k - kx, BLOCK_COLS), false);
+    let at = chunk_at + ((co * weight_grad_params.shape.in_channels + ci) * k + ky) * k + kx;
+    store_partial_tile(t, at, weight_grad_params.shape.in_channels * k * k, weight_grad_params.shape.out_channels - co, min(k - kx, BLOCK_COLS));
 }
 
 @compute @workgroup_size(BLOCK_WORKGROUP)
@@ -54,22 +117,22 @@ fn conv2d_backward_weights_narrow(@builtin(workgroup_id) wg: vec3<u32>, @builtin
 // constant, so after inlining the code for pairs 4..7 is either always there or gone (lavapipe
 // does not skip a branch that no lane takes: a runtime flag would cost the full block).
 fn backward_weights_block(lane: u32, wide: bool) {
-    if lane >= params.len {
+    if lane >= weight_grad_params.len {
         return;
     }
-    let k = params.kernel;
-    let kx_blocks = params.col_blocks;
-    let pair_blocks = params.row_blocks;
-    let co_blocks = (params.out_channels + BLOCK_CHANNELS - 1u) / BLOCK_CHANNELS;
+    let k = weight_grad_params.shape.kernel;
+    let kx_blocks = weight_grad_params.kx_blocks;
+    let pair_blocks = weight_grad_params.pair_blocks;
+    let co_blocks = (weight_grad_params.shape.out_channels + BLOCK_CHANNELS - 1u) / BLOCK_CHANNELS;
     let kx0 = (lane % kx_blocks) * BLOCK_COLS;
     let pair_block = (lane / kx_blocks) % pair_blocks;
     let co0 = ((lane / (kx_blocks * pair_blocks)) % co_blocks) * BLOCK_CHANNELS;
     let chunk = lane / (kx_blocks * pair_blocks * co_blocks);
     let pair0 = pair_block * select(BLOCK_ROWS / 2u, BLOCK_ROWS, wide);
-    let last_co = params.out_channels - 1u;
-    let last_col = params.in_width - 1u;
-    let ow = params.out_width;
-    let dy_plane = params.out_height * ow;
+    let last_co = weight_grad_params.shape.out_channels - 1u;
+    let last_col = weight_grad_params.shape.in_width - 1u;
+    let ow = weight_grad_params.shape.out_width;
+    let dy_plane = weight_grad_params.shape.out_height * ow;
 
     let p0 = pair_origin(pair0);
     let p1 = pair_origin(pair0 + 1u);
@@ -91,45 +154,45 @@ fn backward_weights_block(lane: u32, wide: bool) {
     var t6 = zero;
     var t7 = zero;
 
-    let first = chunk * params.chunk_rows;
-    let end = min(first + params.chunk_rows, params.batch * params.out_height);
+    let first = chunk * weight_grad_params.chunk_rows;
+    let end = min(first + weight_grad_params.chunk_rows, weight_grad_params.shape.batch * weight_grad_params.shape.out_height);
     for (var seg = first; seg < end; seg++) {
-        let img = seg / params.out_height;
-        let oy = seg % params.out_height;
-        let row = (img * params.in_channels * params.in_height + oy) * params.in_width;
-        let dy_at_ox0 = (img * params.out_channels * params.out_height + oy) * ow;
-        var x0 = src_window(row + p0, kx0, last_col);
-        var x1 = src_window(row + p1, kx0, last_col);
-        var x2 = src_window(row + p2, kx0, last_col);
-        var x3 = src_window(row + p3, kx0, last_col);
+        let img = seg / weight_grad_params.shape.out_height;
+        let oy = seg % weight_grad_params.shape.out_height;
+        let row = (img * weight_grad_params.shape.in_channels * weight_grad_params.shape.in_height + oy) * weight_grad_params.shape.in_width;
+        let dy_row = (img * weight_grad_params.shape.out_channels * weight_grad_params.shape.out_height + oy) * ow;
+        var x0 = x_window(row + p0, kx0, last_col);
+        var x1 = x_window(row + p1, kx0, last_col);
+        var x2 = x_window(row + p2, kx0, last_col);
+        var x3 = x_window(row + p3, kx0, last_col);
         var x4 = vec4<f32>();
         var x5 = vec4<f32>();
         var x6 = vec4<f32>();
         var x7 = vec4<f32>();
         if wide {
-            x4 = src_window(row + p4, kx0, last_col);
-            x5 = src_window(row + p5, kx0, last_col);
-            x6 = src_window(row + p6, kx0, last_col);
-            x7 = src_window(row + p7, kx0, last_col);
+            x4 = x_window(row + p4, kx0, last_col);
+            x5 = x_window(row + p5, kx0, last_col);
+            x6 = x_window(row + p6, kx0, last_col);
+            x7 = x_window(row + p7, kx0, last_col);
         }
         for (var ox = 0u; ox < ow; ox++) {
             // Now each window holds x columns ox + kx0 .. ox + kx0 + 3.
             let next = min(ox + kx0 + 3u, last_col);
-            x0 = slide(x0, src_at(row + p0 + next));
-            x1 = slide(x1, src_at(row + p1 + next));
-            x2 = slide(x2, src_at(row + p2 + next));
-            x3 = slide(x3, src_at(row + p3 + next));
-            let d = factor32(dy_at_ox0 + ox, dy_plane, co0, last_co);
+            x0 = slide(x0, x_at(row + p0 + next));
+            x1 = slide(x1, x_at(row + p1 + next));
+            x2 = slide(x2, x_at(row + p2 + next));
+            x3 = slide(x3, x_at(row + p3 + next));
+            let d = dy32(dy_row + ox, dy_plane, co0, last_co);
             bias_sum = Channels(bias_sum.lo + d.lo, bias_sum.hi + d.hi);
             t0 = tile_fma(t0, d, x0);
             t1 = tile_fma(t1, d, x1);
             t2 = tile_fma(t2, d, x2);
             t3 = tile_fma(t3, d, x3);
             if wide {
-                x4 = slide(x4, src_at(row + p4 + next));
-                x5 = slide(x5, src_at(row + p5 + next));
-                x6 = slide(x6, src_at(row + p6 + next));
-                x7 = slide(x7, src_at(row + p7 + next));
+                x4 = slide(x4, x_at(row + p4 + next));
+                x5 = slide(x5, x_at(row + p5 + next));
+                x6 = slide(x6, x_at(row + p6 + next));
+                x7 = slide(x7, x_at(row + p7 + next));
                 t4 = tile_fma(t4, d, x4);
                 t5 = tile_fma(t5, d, x5);
                 t6 = tile_fma(t6, d, x6);
@@ -137,7 +200,7 @@ fn backward_weights_block(lane: u32, wide: bool) {
             }
         }
     }
-    let chunk_at = chunk * params.partial_stride;
+    let chunk_at = chunk * weight_grad_params.partial_stride;
     bwd_weights_store(t0, chunk_at, pair0, co0, kx0);
     bwd_weights_store(t1, chunk_at, pair0 + 1u, co0, kx0);
     bwd_weights_store(t2, chunk_at, pair0 + 2u, co0, kx0);
@@ -150,8 +213,8 @@ fn backward_weights_block(lane: u32, wide: bool) {
     }
     if pair_block == 0u && kx0 == 0u {
         // Position 0 of a Tile of the bias sums, stored at channel stride 1.
-        let at = chunk_at + params.out_channels * params.in_channels * k * k + co0;
-        store_tile(tile_splat(bias_sum), at, 1u, params.out_channels - co0, 1u, false);
+        let at = chunk_at + weight_grad_params.shape.out_channels * weight_grad_params.shape.in_channels * k * k + co0;
+        store_partial_tile(tile_splat(bias_sum), at, 1u, weight_grad_params.shape.out_channels - co0, 1u);
     }
 }
 
@@ -161,9 +224,9 @@ fn backward_weights_block(lane: u32, wide: bool) {
 //   value is > 0, and 0 everywhere else (the backward of the pooling and of the ReLU, as
 //   maxpool2d_backward with relu_mask computes it), so the pooling's backward pass and its
 //   4x larger gradient are never needed. For layers without an input gradient (the first).
-//   Reads factor = dpooled, pooled_y and pooled_argmax (the forward's pool_argmax).
+//   Reads dpooled, pooled_y and pooled_argmax (the forward's pool_y and pool_argmax).
 // Block and lanes as the narrow kernel (at most 4 (ci, ky) pairs, k <= 4: one kx block), but
-//   chunks of pooled row segments (image, py), params.chunk_rows of them.
+//   chunks of pooled row segments (image, py), weight_grad_params.chunk_rows of them.
 // Loop: one flat loop over the chunk's windows; per window the 32 channels' dpooled, pooled
 //   value and argmax (96 loads) give the dy of its 4 positions, and each position adds
 //   dy (x) the 4 columns of x from its column on each pair's row.
@@ -172,15 +235,15 @@ fn backward_weights_block(lane: u32, wide: bool) {
 // the window takes it: 0 to 3 row-major, 4 for none, where the pooled value is not > 0).
 // `window`: the window's top left within channel c of the image of y.
 fn window_grad1(o: u32, c: u32, window: u32) -> vec2<f32> {
-    let w = params.out_width;
-    let rel = pooled_argmax_at(o) - c * params.out_height * w - window;
-    let which = select(select(select(select(4.0, 3.0, rel == w + 1u), 2.0, rel == w), 1.0, rel == 1u), 0.0, rel == 0u);
-    return vec2<f32>(factor_at(o), select(4.0, which, pooled_y_at(o) > 0.0));
+    let width = weight_grad_params.shape.out_width;
+    let rel = pooled_argmax_at(o) - c * weight_grad_params.shape.out_height * width - window;
+    let which = select(select(select(select(4.0, 3.0, rel == width + 1u), 2.0, rel == width), 1.0, rel == 1u), 0.0, rel == 0u);
+    return vec2<f32>(dpooled_at(o), select(4.0, which, pooled_y_at(o) > 0.0));
 }
 
 // window_grad1 of 4 channels c0.. (clamped to the last): columns (dpooled, which).
 fn window_grad4(base: u32, pooled: u32, c0: u32, window: u32) -> mat2x4<f32> {
-    let last = params.out_channels - 1u;
+    let last = weight_grad_params.shape.out_channels - 1u;
     let a = window_grad1(base + min(c0, last) * pooled, min(c0, last), window);
     let b = window_grad1(base + min(c0 + 1u, last) * pooled, min(c0 + 1u, last), window);
     let c = window_grad1(base + min(c0 + 2u, last) * pooled, min(c0 + 2u, last), window);
@@ -226,21 +289,21 @@ struct PairTiles {
 // Adds one position's dy (x) the 4 x columns from `col` of each pair's row (`row`: the
 // position's row of the image, channel 0).
 fn pooled_position(t: PairTiles, d: Channels, row: u32, col: u32, p: vec4<u32>) -> PairTiles {
-    let last_col = params.in_width - 1u;
-    return PairTiles(tile_fma(t.t0, d, src_quad(row + p.x, col, last_col)), tile_fma(t.t1, d, src_quad(row + p.y, col, last_col)), tile_fma(t.t2, d, src_quad(row + p.z, col, last_col)), tile_fma(t.t3, d, src_quad(row + p.w, col, last_col)));
+    let last_col = weight_grad_params.shape.in_width - 1u;
+    return PairTiles(tile_fma(t.t0, d, x_quad(row + p.x, col, last_col)), tile_fma(t.t1, d, x_quad(row + p.y, col, last_col)), tile_fma(t.t2, d, x_quad(row + p.z, col, last_col)), tile_fma(t.t3, d, x_quad(row + p.w, col, last_col)));
 }
 
 @compute @workgroup_size(BLOCK_WORKGROUP)
 fn conv2d_backward_weights_pooled(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let lane = block_lane(wg, nwg, lid);
-    if lane >= params.len {
+    if lane >= weight_grad_params.len {
         return;
     }
-    let co_blocks = (params.out_channels + BLOCK_CHANNELS - 1u) / BLOCK_CHANNELS;
+    let co_blocks = (weight_grad_params.shape.out_channels + BLOCK_CHANNELS - 1u) / BLOCK_CHANNELS;
     let co0 = (lane % co_blocks) * BLOCK_CHANNELS;
     let chunk = lane / co_blocks;
-    let ph = params.out_height / 2u;
-    let pw = params.out_width / 2u;
+    let ph = weight_grad_params.shape.out_height / 2u;
+    let pw = weight_grad_params.shape.out_width / 2u;
     let pooled = ph * pw;
     let pairs = vec4<u32>(pair_origin(0u), pair_origin(1u), pair_origin(2u), pair_origin(3u));
 
@@ -248,15 +311,15 @@ fn conv2d_backward_weights_pooled(@builtin(workgroup_id) wg: vec3<u32>, @builtin
     let zero = tile_splat(bias_sum);
     var t = PairTiles(zero, zero, zero, zero);
 
-    let first = chunk * params.chunk_rows * pw;
-    let end = min(first + params.chunk_rows * pw, params.batch * pooled);
-    for (var w = first; w < end; w++) {
-        let img = w / pooled;
-        let py = (w % pooled) / pw;
-        let px = w % pw;
-        let window = 2u * py * params.out_width + 2u * px;
-        let g = window_grad(img * params.out_channels * pooled + py * pw + px, pooled, co0, window);
-        let top = (img * params.in_channels * params.in_height + 2u * py) * params.in_width;
+    let first = chunk * weight_grad_params.chunk_rows * pw;
+    let end = min(first + weight_grad_params.chunk_rows * pw, weight_grad_params.shape.batch * pooled);
+    for (var win = first; win < end; win++) {
+        let img = win / pooled;
+        let py = (win % pooled) / pw;
+        let px = win % pw;
+        let window = 2u * py * weight_grad_params.shape.out_width + 2u * px;
+        let g = window_grad(img * weight_grad_params.shape.out_channels * pooled + py * pw + px, pooled, co0, window);
+        let top = (img * weight_grad_params.shape.in_channels * weight_grad_params.shape.in_height + 2u * py) * weight_grad_params.shape.in_width;
         let d0 = window_dy(g, 0.0);
         let d1 = window_dy(g, 1.0);
         let d2 = window_dy(g, 2.0);
@@ -264,17 +327,17 @@ fn conv2d_backward_weights_pooled(@builtin(workgroup_id) wg: vec3<u32>, @builtin
         bias_sum = Channels(bias_sum.lo + d0.lo + d1.lo + d2.lo + d3.lo, bias_sum.hi + d0.hi + d1.hi + d2.hi + d3.hi);
         t = pooled_position(t, d0, top, 2u * px, pairs);
         t = pooled_position(t, d1, top, 2u * px + 1u, pairs);
-        t = pooled_position(t, d2, top + params.in_width, 2u * px, pairs);
-        t = pooled_position(t, d3, top + params.in_width, 2u * px + 1u, pairs);
+        t = pooled_position(t, d2, top + weight_grad_params.shape.in_width, 2u * px, pairs);
+        t = pooled_position(t, d3, top + weight_grad_params.shape.in_width, 2u * px + 1u, pairs);
     }
-    let chunk_at = chunk * params.partial_stride;
+    let chunk_at = chunk * weight_grad_params.partial_stride;
     bwd_weights_store(t.t0, chunk_at, 0u, co0, 0u);
     bwd_weights_store(t.t1, chunk_at, 1u, co0, 0u);
     bwd_weights_store(t.t2, chunk_at, 2u, co0, 0u);
     bwd_weights_store(t.t3, chunk_at, 3u, co0, 0u);
     // Position 0 of a Tile of the bias sums, stored at channel stride 1.
-    let at = chunk_at + params.out_channels * params.in_channels * params.kernel * params.kernel + co0;
-    store_tile(tile_splat(bias_sum), at, 1u, params.out_channels - co0, 1u, false);
+    let at = chunk_at + weight_grad_params.shape.out_channels * weight_grad_params.shape.in_channels * weight_grad_params.shape.kernel * weight_grad_params.shape.kernel + co0;
+    store_partial_tile(tile_splat(bias_sum), at, 1u, weight_grad_params.shape.out_channels - co0, 1u);
 }
 
 // conv2d_backward_weights_k3: the partial sums of conv2d_backward_weights for k = 3, without
@@ -282,7 +345,7 @@ fn conv2d_backward_weights_pooled(@builtin(workgroup_id) wg: vec3<u32>, @builtin
 //   quarter of its sums).
 // Block: 32 output channels x the 36 weights (ci, ky, kx) of 4 input channels ci0..ci0+3, in
 //   dw order, 4 per Tile = 9 Tiles; plus the 32 bias sums (stored by ci block 0).
-// Lanes: (chunk, channel block, ci block), ci block fastest; params.len of them.
+// Lanes: (chunk, channel block, ci block), ci block fastest; weight_grad_params.len of them.
 // Loop: over the chunk's row segments (image, oy), then along the row (ox), sliding a window
 //   of x columns ox..ox+2 of the 12 x rows (ci, oy + ky): each position loads column ox + 2
 //   and the 32 dy values, and keeps the two columns before it; Tile j takes weights 4j..4j+3
@@ -297,14 +360,14 @@ const K3_BLOCK_CHANNELS: u32 = 4u;
 // Stores Tile j of a k3 block (weights 4j..4j+3 from `at`) where some of them are live.
 fn k3_store(t: Tile, at: u32, j: u32, live: u32, co0: u32) {
     if live > 4u * j {
-        store_tile(t, at + 4u * j, 9u * params.in_channels, params.out_channels - co0, min(live - 4u * j, 4u), false);
+        store_partial_tile(t, at + 4u * j, 9u * weight_grad_params.shape.in_channels, weight_grad_params.shape.out_channels - co0, min(live - 4u * j, 4u));
     }
 }
 
 // Column `col` of the 12 x rows of a k3 block (`r`: where each starts, image 0; `at`: where
 // the segment's row starts), 4 rows a vector.
 fn k3_column(r: K3Rows, at: u32) -> K3Column {
-    return K3Column(vec4<f32>(src_at(at + r.a.x), src_at(at + r.a.y), src_at(at + r.a.z), src_at(at + r.a.w)), vec4<f32>(src_at(at + r.b.x), src_at(at + r.b.y), src_at(at + r.b.z), src_at(at + r.b.w)), vec4<f32>(src_at(at + r.c.x), src_at(at + r.c.y), src_at(at + r.c.z), src_at(at + r.c.w)));
+    return K3Column(vec4<f32>(x_at(at + r.a.x), x_at(at + r.a.y), x_at(at + r.a.z), x_at(at + r.a.w)), vec4<f32>(x_at(at + r.b.x), x_at(at + r.b.y), x_at(at + r.b.z), x_at(at + r.b.w)), vec4<f32>(x_at(at + r.c.x), x_at(at + r.c.y), x_at(at + r.c.z), x_at(at + r.c.w)));
 }
 
 // Where the 12 x rows of a k3 block start (image 0), 4 a vector.
@@ -349,23 +412,23 @@ fn k3_fma(t: K3Tiles, d: Channels, x0: K3Column, x1: K3Column, x2: K3Column) -> 
 
 // Where x row (ci0 + i / 3, ky = i % 3) of image 0 starts (channels clamped to the last).
 fn k3_row(ci0: u32, i: u32) -> u32 {
-    return (min(ci0 + i / 3u, params.in_channels - 1u) * params.in_height + i % 3u) * params.in_width;
+    return (min(ci0 + i / 3u, weight_grad_params.shape.in_channels - 1u) * weight_grad_params.shape.in_height + i % 3u) * weight_grad_params.shape.in_width;
 }
 
 // One k3 block; `part` goes to k3_dy (share_per_lane.wgsl or subgroup.wgsl), which gives the
 // 32 dy values of each step.
 fn backward_weights_k3_block(lane: u32, part: u32) {
-    if lane >= params.len {
+    if lane >= weight_grad_params.len {
         return;
     }
-    let ci_blocks = params.row_blocks;
-    let co_blocks = (params.out_channels + BLOCK_CHANNELS - 1u) / BLOCK_CHANNELS;
+    let ci_blocks = weight_grad_params.pair_blocks;
+    let co_blocks = (weight_grad_params.shape.out_channels + BLOCK_CHANNELS - 1u) / BLOCK_CHANNELS;
     let ci0 = (lane % ci_blocks) * K3_BLOCK_CHANNELS;
     let co0 = ((lane / ci_blocks) % co_blocks) * BLOCK_CHANNELS;
     let chunk = lane / (ci_blocks * co_blocks);
-    let last_co = params.out_channels - 1u;
-    let ow = params.out_width;
-    let dy_plane = params.out_height * ow;
+    let last_co = weight_grad_params.shape.out_channels - 1u;
+    let ow = weight_grad_params.shape.out_width;
+    let dy_plane = weight_grad_params.shape.out_height * ow;
     let rows = K3Rows(vec4<u32>(k3_row(ci0, 0u), k3_row(ci0, 1u), k3_row(ci0, 2u), k3_row(ci0, 3u)), vec4<u32>(k3_row(ci0, 4u), k3_row(ci0, 5u), k3_row(ci0, 6u), k3_row(ci0, 7u)), vec4<u32>(k3_row(ci0, 8u), k3_row(ci0, 9u), k3_row(ci0, 10u), k3_row(ci0, 11u)));
 
     var bias_sum = Channels(mat4x4<f32>(), mat4x4<f32>());
@@ -373,18 +436,18 @@ fn backward_weights_k3_block(lane: u32, part: u32) {
     var t = K3Tiles(zero, zero, zero, zero, zero, zero, zero, zero, zero);
 
     // The chunk's row segments (image, oy), each along its row with a sliding window.
-    let first = chunk * params.chunk_rows;
-    let end = min(first + params.chunk_rows, params.batch * params.out_height);
+    let first = chunk * weight_grad_params.chunk_rows;
+    let end = min(first + weight_grad_params.chunk_rows, weight_grad_params.shape.batch * weight_grad_params.shape.out_height);
     for (var seg = first; seg < end; seg++) {
-        let img = seg / params.out_height;
-        let oy = seg % params.out_height;
-        let at = (img * params.in_channels * params.in_height + oy) * params.in_width;
-        let dy_at = (img * params.out_channels * params.out_height + oy) * ow;
+        let img = seg / weight_grad_params.shape.out_height;
+        let oy = seg % weight_grad_params.shape.out_height;
+        let at = (img * weight_grad_params.shape.in_channels * weight_grad_params.shape.in_height + oy) * weight_grad_params.shape.in_width;
+        let dy_row = (img * weight_grad_params.shape.out_channels * weight_grad_params.shape.out_height + oy) * ow;
         var x0 = k3_column(rows, at);
         var x1 = k3_column(rows, at + 1u);
         for (var ox = 0u; ox < ow; ox++) {
             let x2 = k3_column(rows, at + ox + 2u);
-            let d = k3_dy(dy_at + ox, dy_plane, co0, last_co, part);
+            let d = k3_dy(dy_row + ox, dy_plane, co0, last_co, part);
             bias_sum = Channels(bias_sum.lo + d.lo, bias_sum.hi + d.hi);
             t = k3_fma(t, d, x0, x1, x2);
             x0 = x1;
@@ -392,8 +455,8 @@ fn backward_weights_k3_block(lane: u32, part: u32) {
         }
     }
     // dw[co][ci0 * 9 + t] for the block's weights t < 9 * (in_channels - ci0).
-    let at = chunk * params.partial_stride + co0 * 9u * params.in_channels + ci0 * 9u;
-    let live = 9u * (params.in_channels - ci0);
+    let at = chunk * weight_grad_params.partial_stride + co0 * 9u * weight_grad_params.shape.in_channels + ci0 * 9u;
+    let live = 9u * (weight_grad_params.shape.in_channels - ci0);
     k3_store(t.t0, at, 0u, live, co0);
     k3_store(t.t1, at, 1u, live, co0);
     k3_store(t.t2, at, 2u, live, co0);
@@ -405,8 +468,8 @@ fn backward_weights_k3_block(lane: u32, part: u32) {
     k3_store(t.t8, at, 8u, live, co0);
     if ci0 == 0u {
         // Position 0 of a Tile of the bias sums, stored at channel stride 1.
-        let bias_at = chunk * params.partial_stride + params.out_channels * params.in_channels * 9u + co0;
-        store_tile(tile_splat(bias_sum), bias_at, 1u, params.out_channels - co0, 1u, false);
+        let bias_at = chunk * weight_grad_params.partial_stride + weight_grad_params.shape.out_channels * weight_grad_params.shape.in_channels * 9u + co0;
+        store_partial_tile(tile_splat(bias_sum), bias_at, 1u, weight_grad_params.shape.out_channels - co0, 1u);
     }
 }
 

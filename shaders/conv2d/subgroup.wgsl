@@ -7,8 +7,8 @@
 // Entry points: conv2d_forward_packed_shared, conv2d_forward_pool_packed_shared,
 // conv2d_backward_weights_k3_shared (as the per-lane kernels of the same names without
 // _shared), and conv2d_subgroup_probe, which the host runs once before offering the others.
-// Bindings: as register_blocked_forward.wgsl and register_blocked_backward_weights.wgsl say;
-// the probe's only binding is 0 probe_flags (a read_write array of BLOCK_WORKGROUP f32).
+// Bindings: as the per-lane kernels of the same names (share_per_lane.wgsl) say; the probe's
+// only binding is 0 probe_flags (a read_write array of BLOCK_WORKGROUP f32).
 
 // Channels 4q..4q+3 from the lane of part q in the group of 8 of `part`, for q < 8.
 fn share_channels(mine: vec4<f32>, part: u32) -> Channels {
@@ -16,20 +16,17 @@ fn share_channels(mine: vec4<f32>, part: u32) -> Channels {
     return Channels(mat4x4<f32>(subgroupShuffle(mine, group), subgroupShuffle(mine, group + 1u), subgroupShuffle(mine, group + 2u), subgroupShuffle(mine, group + 3u)), mat4x4<f32>(subgroupShuffle(mine, group + 4u), subgroupShuffle(mine, group + 5u), subgroupShuffle(mine, group + 6u), subgroupShuffle(mine, group + 7u)));
 }
 
-// The weights of a forward step: every lane of a workgroup needs the same 32, so each of 8
-// lanes gathers 4 of them (those of `part`) and the 8 share them. Weights read from factor
-// (not packed) are gathered by every lane, as in share_per_lane.wgsl.
-fn forward_weights(packed: bool, slot: u32, base: u32, stride: u32, first: u32, last: u32, part: u32) -> Channels {
-    if !packed {
-        return factor32(base, stride, first, last);
-    }
+// The weights of packed slot `slot` of a forward step: every lane of a workgroup needs the
+// same 32, so each of 8 lanes gathers 4 of them (those of `part`) and the 8 share them.
+fn forward_weights(slot: u32, part: u32) -> Channels {
     let q = part & 7u;
     return share_channels(select(packed_lo[slot].hi[q & 3u], packed_lo[slot].lo[q & 3u], q < 4u), part);
 }
 
-fn forward_weights_hi(slot: u32, part: u32) -> Channels {
+// The same from the second binding, which starts at slot `split`.
+fn forward_weights_hi(slot: u32, split: u32, part: u32) -> Channels {
     let q = part & 7u;
-    let s = slot - params.packed_split;
+    let s = slot - split;
     return share_channels(select(packed_hi[s].hi[q & 3u], packed_hi[s].lo[q & 3u], q < 4u), part);
 }
 
@@ -37,7 +34,7 @@ fn forward_weights_hi(slot: u32, part: u32) -> Channels {
 // chunk and channel block (the host runs this kernel only where the input-channel blocks are a
 // multiple of 8), so each loads 4 and the 8 share them.
 fn k3_dy(at: u32, stride: u32, first: u32, last: u32, part: u32) -> Channels {
-    return share_channels(factor4(at, stride, first + 4u * (part & 7u), last), part);
+    return share_channels(dy4(at, stride, first + 4u * (part & 7u), last), part);
 }
 
 @compute @workgroup_size(BLOCK_WORKGROUP)
@@ -54,15 +51,15 @@ fn shared_place(wg: vec3<u32>, nwg: vec3<u32>, lid: u32, sid: u32) -> BlockPlace
 
 @compute @workgroup_size(BLOCK_WORKGROUP)
 fn conv2d_forward_packed_shared(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32, @builtin(subgroup_invocation_id) sid: u32) {
-    if block_group(wg, nwg) < params.len {
-        forward_block(shared_place(wg, nwg, lid, sid), true);
+    if block_group(wg, nwg) < forward_params.len {
+        forward_block_packed(shared_place(wg, nwg, lid, sid));
     }
 }
 
 @compute @workgroup_size(BLOCK_WORKGROUP)
 fn conv2d_forward_pool_packed_shared(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32, @builtin(subgroup_invocation_id) sid: u32) {
-    if block_group(wg, nwg) < params.len {
-        forward_pool_block(shared_place(wg, nwg, lid, sid), true);
+    if block_group(wg, nwg) < forward_params.len {
+        forward_pool_block_packed(shared_place(wg, nwg, lid, sid));
     }
 }
 

@@ -195,14 +195,20 @@ impl WgslModule {
 /// operations allowed: for the tests of the shaders that the host writes or rewrites.
 #[cfg(test)]
 pub fn validated(body: &str) -> naga::Module {
+    validated_with_info(body).0
+}
+
+/// The same with naga's analysis (which globals each entry point uses).
+#[cfg(test)]
+pub fn validated_with_info(body: &str) -> (naga::Module, naga::valid::ModuleInfo) {
     use naga::valid::{Capabilities, ShaderStages, SubgroupOperationSet, ValidationFlags};
     let module = naga::front::wgsl::parse_str(&shader_source(body)).expect("parses");
     let mut validator = naga::valid::Validator::new(ValidationFlags::all(), Capabilities::SUBGROUP);
     validator
         .subgroup_stages(ShaderStages::COMPUTE)
         .subgroup_operations(SubgroupOperationSet::all());
-    validator.validate(&module).expect("validates");
-    module
+    let info = validator.validate(&module).expect("validates");
+    (module, info)
 }
 
 /// A shader module with the context's runtime checks.
@@ -271,11 +277,23 @@ impl Kernel {
         name: &'static str,
         bindings: &[Access],
     ) -> Kernel {
+        let numbered: Vec<(u32, Access)> = (0..).zip(bindings.iter().copied()).collect();
+        Kernel::numbered(ctx, module, name, &numbered)
+    }
+
+    /// The same with each binding's number given, `(n, access)` for `@group(0) @binding(n)`:
+    /// for a kernel whose numbers have gaps. Its dispatches bind exactly these
+    /// ([`Kernel::dispatch_numbered`]).
+    pub fn numbered(
+        ctx: &GpuContext,
+        module: &wgpu::ShaderModule,
+        name: &'static str,
+        bindings: &[(u32, Access)],
+    ) -> Kernel {
         let entries: Vec<wgpu::BindGroupLayoutEntry> = bindings
             .iter()
-            .enumerate()
-            .map(|(i, access)| wgpu::BindGroupLayoutEntry {
-                binding: i as u32,
+            .map(|&(binding, access)| wgpu::BindGroupLayoutEntry {
+                binding,
                 visibility: wgpu::ShaderStages::COMPUTE,
                 ty: access.binding_type(),
                 count: None,
@@ -340,11 +358,21 @@ impl Kernel {
         resources: &[Resource],
         workgroups: [u32; 3],
     ) -> Dispatch {
+        let numbered: Vec<(u32, Resource)> = (0..).zip(resources.iter().copied()).collect();
+        self.dispatch_numbered(ctx, &numbered, workgroups)
+    }
+
+    /// The same with each resource's binding number given (see [`Kernel::numbered`]).
+    pub fn dispatch_numbered(
+        &self,
+        ctx: &GpuContext,
+        resources: &[(u32, Resource)],
+        workgroups: [u32; 3],
+    ) -> Dispatch {
         let entries: Vec<wgpu::BindGroupEntry> = resources
             .iter()
-            .enumerate()
-            .map(|(i, resource)| wgpu::BindGroupEntry {
-                binding: i as u32,
+            .map(|&(binding, resource)| wgpu::BindGroupEntry {
+                binding,
                 resource: match resource {
                     Resource::Buffer(view) => view.binding(),
                     Resource::Texture(view) => wgpu::BindingResource::TextureView(view),

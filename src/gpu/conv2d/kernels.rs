@@ -227,6 +227,40 @@ mod tests {
             .any(|r| r.variant == Variant::REGISTER_BLOCKED));
     }
 
+    /// Every register-blocked kernel's bind group holds exactly what its entry point uses (no
+    /// dummy bindings): the host's `kernel_bindings` against naga's analysis.
+    #[test]
+    fn register_blocked_kernels_bind_exactly_what_they_use() {
+        use super::super::products::kernel_bindings;
+        use crate::gpu::kernel::validated_with_info;
+        let modules = [
+            (register_blocked::STORAGE_MODULE, false),
+            (register_blocked::TEXTURE_MODULE, true),
+            (subgroup::STORAGE_MODULE, false),
+            (subgroup::TEXTURE_MODULE, true),
+        ];
+        for (module, textures) in modules {
+            let (validated, info) = validated_with_info(&module.body());
+            for (i, entry) in validated.entry_points.iter().enumerate() {
+                if entry.name == "conv2d_subgroup_probe" {
+                    continue;
+                }
+                let uses = info.get_entry_point(i);
+                let mut used: Vec<u32> = validated
+                    .global_variables
+                    .iter()
+                    .filter(|&(global, _)| !uses[global].is_empty())
+                    .filter_map(|(_, global)| global.binding.as_ref().map(|b| b.binding))
+                    .collect();
+                used.sort();
+                let bindings = kernel_bindings(&entry.name, textures);
+                let mut bound: Vec<u32> = bindings.iter().map(|&(at, _)| at).collect();
+                bound.sort();
+                assert_eq!(used, bound, "{}: {}", module.label, entry.name);
+            }
+        }
+    }
+
     /// Every module validates (with subgroup operations where it uses them) and has the entry
     /// points the host creates kernels of.
     #[test]

@@ -1,12 +1,14 @@
 //! How the register-blocked conv2d kernels cut a pass into blocks: their block shapes (as the
-//! shaders fix them), their uniform `Conv2dParams` (mirroring `shaders/conv2d/products.wgsl`),
-//! and which kernels run at a geometry. The kernels themselves are in `register_blocked.rs`
+//! shaders fix them), each pass's uniform (mirroring `shaders/conv2d/products.wgsl`), the
+//! kernels' binding numbers, and which kernels run at a geometry. The kernels themselves are in `register_blocked.rs`
 //! and `subgroup.rs`. Twin: `cpu/conv2d.rs`.
 
 use bytemuck::{Pod, Zeroable};
 
 use super::u;
 use crate::cpu::conv2d::Conv2dGeometry;
+use crate::gpu::kernel::Access;
+use crate::gpu::texture::Texel;
 
 /// Invocations per workgroup of the blocked kernels (`BLOCK_WORKGROUP` in the shader).
 pub(super) const BLOCK_WORKGROUP: usize = 16;
@@ -34,11 +36,84 @@ pub(super) const PACKED_BINDING_BYTES: u64 = PACKED_SLOTS as u64 * PACKED_SLOT_B
 /// (`MAX_RUNS` in `products.wgsl`; its `MAX_CLASSES` is the square), which size the uniform.
 pub(super) const MAX_RUNS: usize = 16;
 
-/// Mirrors `Conv2dParams` in the shader (`products.wgsl`): the register-blocked kernels' uniform
-/// (the tiled kernels have their own, `tiled::TiledParams`).
+/// The binding numbers of the register-blocked kernels (`products.wgsl`). A kernel declares only
+/// what it reads or writes, so a number is shared by bindings that no kernel uses together.
+pub(super) mod binding {
+    /// The pass's uniform.
+    pub(crate) const PARAMS: u32 = 0;
+    pub(crate) const X: u32 = 1;
+    /// dy, or in the pooled weight gradient dpooled.
+    pub(crate) const DY: u32 = 2;
+    pub(crate) const W: u32 = 3;
+    pub(crate) const PACKED_LO: u32 = 4;
+    pub(crate) const PACKED_HI: u32 = 5;
+    pub(crate) const B: u32 = 6;
+    /// The fused pooling's output: written by the forward (`pool_y`), read by the pooled
+    /// weight gradient (`pooled_y`); the same for its argmax.
+    pub(crate) const POOLED_Y: u32 = 7;
+    pub(crate) const POOLED_ARGMAX: u32 = 8;
+    /// The output: y, dx or the partial sums.
+    pub(crate) const OUT: u32 = 9;
+}
+
+/// The bindings that the texture variant reads from textures: binding and texel, by the name
+/// the shaders' accessors read them by (`x_at`, ...): x, dy and w wherever a kernel reads them
+/// (w where it is not packed), and in the pooled weight gradient
+/// (`conv2d_backward_weights_pooled`) dpooled, the pooled value and its argmax.
+pub(super) const TEXTURE_BINDINGS: [(&str, u32, Texel); 6] = [
+    ("x", binding::X, Texel::F32),
+    ("dy", binding::DY, Texel::F32),
+    ("dpooled", binding::DY, Texel::F32),
+    ("w", binding::W, Texel::F32),
+    ("pooled_y", binding::POOLED_Y, Texel::F32),
+    ("pooled_argmax", binding::POOLED_ARGMAX, Texel::U32),
+];
+
+/// The bindings of the register-blocked entry point `name` (or of its subgroup form, `name`
+/// with `_shared`), exactly those it declares (`kernels.rs` checks them against naga): the
+/// params, its inputs (x, dy and w from textures where `textures`; w, or in the kernels named
+/// `_packed` the two packed-weight bindings) and its outputs.
+pub(super) fn kernel_bindings(name: &str, textures: bool) -> Vec<(u32, Access)> {
+    use binding::*;
+    use Access::*;
+    let s = if textures { Texture } else { Read };
+    let argmax = if textures { UintTexture } else { Read };
+    let base = name.trim_end_matches("_shared");
+    let (base, weights) = match base.strip_suffix("_packed") {
+        Some(base) => (base, vec![(PACKED_LO, Uniform), (PACKED_HI, Uniform)]),
+        None => (base, vec![(W, s)]),
+    };
+    let (inputs, outputs) = match base {
+        "conv2d_forward" => (vec![(X, s), (B, Read)], vec![(OUT, ReadWrite)]),
+        "conv2d_forward_pool" => (
+            vec![(X, s), (B, Read)],
+            vec![(POOLED_Y, ReadWrite), (POOLED_ARGMAX, ReadWrite)],
+        ),
+        "conv2d_backward_input" => (vec![(DY, s)], vec![(OUT, ReadWrite)]),
+        "conv2d_backward_weights"
+        | "conv2d_backward_weights_narrow"
+        | "conv2d_backward_weights_k3" => {
+            return vec![(PARAMS, Uniform), (X, s), (DY, s), (OUT, ReadWrite)];
+        }
+        "conv2d_backward_weights_pooled" => {
+            let pooling = [(DY, s), (POOLED_Y, s), (POOLED_ARGMAX, argmax)];
+            return [
+                &[(PARAMS, Uniform), (X, s)][..],
+                &pooling,
+                &[(OUT, ReadWrite)],
+            ]
+            .concat();
+        }
+        _ => panic!("conv2d: no register-blocked entry point {name}"),
+    };
+    [vec![(PARAMS, Uniform)], inputs, weights, outputs].concat()
+}
+
+/// Mirrors `Conv2dShape` in the shader (`products.wgsl`): the geometry and batch that every
+/// register-blocked pass's uniform starts with.
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
-pub(super) struct Conv2dParams {
+pub(super) struct Conv2dShape {
     pub(super) batch: u32,
     pub(super) in_channels: u32,
     pub(super) in_height: u32,
@@ -47,41 +122,12 @@ pub(super) struct Conv2dParams {
     pub(super) out_height: u32,
     pub(super) out_width: u32,
     pub(super) kernel: u32,
-    pub(super) relu: u32,
-    /// Workgroups that do work (forward and input gradient); invocations (weight gradient).
-    pub(super) len: u32,
-    /// Forward: blocks of columns per row (forward) or of kx (weight gradient).
-    pub(super) col_blocks: u32,
-    /// Weight gradient: blocks of (ci, ky) pairs.
-    pub(super) row_blocks: u32,
-    /// Weight gradient: row segments (image, output row) per chunk of partial sums.
-    pub(super) chunk_rows: u32,
-    /// Weight gradient: the elements per chunk of partial sums.
-    pub(super) partial_stride: u32,
-    /// Forward and input gradient: workgroups per block of channels, and the
-    /// steps (packed weight slots) of a block.
-    pub(super) block_groups: u32,
-    pub(super) block_steps: u32,
-    /// Input gradient: row runs of its position classes.
-    pub(super) row_runs: u32,
-    /// Input gradient: column runs of its position classes.
-    pub(super) col_runs: u32,
-    /// Forward and input gradient: the first packed slot of the second
-    /// binding ([`packed_split`]).
-    pub(super) packed_split: u32,
-    /// The arrays start on 16 bytes, as in the shader.
-    pub(super) _pad: u32,
-    /// Input gradient: the runs, and each class's first lane and runs (see
-    /// [`Conv2dParams::input_classes`]).
-    pub(super) row_run: [[u32; 4]; MAX_RUNS],
-    pub(super) col_run: [[u32; 4]; MAX_RUNS],
-    pub(super) classes: [[u32; 4]; MAX_RUNS * MAX_RUNS],
 }
 
-impl Conv2dParams {
-    pub(super) fn new(g: Conv2dGeometry, n: usize) -> Conv2dParams {
+impl Conv2dShape {
+    pub(super) fn new(g: Conv2dGeometry, n: usize) -> Conv2dShape {
         let out = g.output();
-        Conv2dParams {
+        Conv2dShape {
             batch: u(n),
             in_channels: u(g.input.channels),
             in_height: u(g.input.height),
@@ -90,7 +136,104 @@ impl Conv2dParams {
             out_height: u(out.height),
             out_width: u(out.width),
             kernel: u(g.kernel),
-            ..Zeroable::zeroed()
+        }
+    }
+}
+
+/// Mirrors `Conv2dForwardParams` (`products.wgsl`): the forward's uniform, with or without the
+/// fused pooling (the tiled kernels have their own, `tiled::TiledParams`).
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+pub(super) struct Conv2dForwardParams {
+    pub(super) shape: Conv2dShape,
+    pub(super) relu: u32,
+    /// Workgroups that do work.
+    pub(super) len: u32,
+    /// Blocks of columns per row.
+    pub(super) col_blocks: u32,
+    /// Workgroups per block of channels, and the steps (packed weight slots) of a block.
+    pub(super) block_groups: u32,
+    pub(super) block_steps: u32,
+    /// The first packed slot of the second binding ([`packed_split`]).
+    pub(super) packed_split: u32,
+    pub(super) _pad: [u32; 2],
+}
+
+/// Mirrors `Conv2dInputGradParams` (`products.wgsl`): the input gradient's uniform.
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+pub(super) struct Conv2dInputGradParams {
+    pub(super) shape: Conv2dShape,
+    /// Workgroups that do work.
+    pub(super) len: u32,
+    /// Workgroups per block of channels, and the steps (packed weight slots) of a block.
+    pub(super) block_groups: u32,
+    pub(super) block_steps: u32,
+    /// The first packed slot of the second binding ([`packed_split`]).
+    pub(super) packed_split: u32,
+    /// Row and column runs of the position classes.
+    pub(super) row_runs: u32,
+    pub(super) col_runs: u32,
+    /// The arrays start on 16 bytes, as in the shader.
+    pub(super) _pad: [u32; 2],
+    /// The runs, and each class's first lane and runs (see
+    /// [`Conv2dInputGradParams::new`]).
+    pub(super) row_run: [[u32; 4]; MAX_RUNS],
+    pub(super) col_run: [[u32; 4]; MAX_RUNS],
+    pub(super) classes: [[u32; 4]; MAX_RUNS * MAX_RUNS],
+}
+
+/// Mirrors `Conv2dWeightGradParams` (`products.wgsl`): the weight gradients' uniform.
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+pub(super) struct Conv2dWeightGradParams {
+    pub(super) shape: Conv2dShape,
+    /// Invocations that do work.
+    pub(super) len: u32,
+    /// Blocks of kx, and of (ci, ky) pairs (the 3x3 kernel: of input channels).
+    pub(super) kx_blocks: u32,
+    pub(super) pair_blocks: u32,
+    /// Row segments (image, output row) per chunk of partial sums, and the elements per chunk.
+    pub(super) chunk_rows: u32,
+    pub(super) partial_stride: u32,
+    pub(super) _pad: [u32; 3],
+}
+
+/// What a forward or input-gradient pass tells the host that packs its weights
+/// (`RegisterBlockedKernels::pass`).
+pub(super) trait PacksWeights: Pod {
+    fn shape(&self) -> Conv2dShape;
+    /// (workgroups, workgroups per block of channels, steps per block).
+    fn blocks(&self) -> (u32, u32, u32);
+    fn with_packed_split(self, split: u32) -> Self;
+}
+
+impl PacksWeights for Conv2dForwardParams {
+    fn shape(&self) -> Conv2dShape {
+        self.shape
+    }
+    fn blocks(&self) -> (u32, u32, u32) {
+        (self.len, self.block_groups, self.block_steps)
+    }
+    fn with_packed_split(self, packed_split: u32) -> Self {
+        Conv2dForwardParams {
+            packed_split,
+            ..self
+        }
+    }
+}
+
+impl PacksWeights for Conv2dInputGradParams {
+    fn shape(&self) -> Conv2dShape {
+        self.shape
+    }
+    fn blocks(&self) -> (u32, u32, u32) {
+        (self.len, self.block_groups, self.block_steps)
+    }
+    fn with_packed_split(self, packed_split: u32) -> Self {
+        Conv2dInputGradParams {
+            packed_split,
+            ..self
         }
     }
 }
@@ -128,38 +271,51 @@ pub(super) fn pools_weight_grad(g: Conv2dGeometry) -> bool {
     narrow && out.height >= 2 && out.width >= 2
 }
 
-impl Conv2dParams {
-    /// The blocks of a register-blocked forward pass whose output has
-    /// `channels` channels of `height x width` per image, each step of which multiplies
-    /// `steps` weights: sets `col_blocks`, `block_groups`, `block_steps` and `len` (the
-    /// workgroups: `block_groups` per block of channels).
-    pub(super) fn channel_blocks(
-        &mut self,
-        channels: usize,
-        height: usize,
-        width: usize,
+impl Conv2dForwardParams {
+    /// The uniform of a register-blocked forward pass of `(g, n)` whose output has `channels`
+    /// channels of `height x width` per image (blocks of 8 windows: `windows x 1`), each step
+    /// of which multiplies `steps` weights: `col_blocks`, `block_groups`, `block_steps` and
+    /// `len` (the workgroups: `block_groups` per block of channels).
+    pub(super) fn new(
+        (g, n): (Conv2dGeometry, usize),
+        relu: bool,
+        (channels, height, width): (usize, usize, usize),
         steps: usize,
-    ) {
+    ) -> Conv2dForwardParams {
         let col_blocks = width.div_ceil(BLOCK_COLS);
-        let row_blocks = (self.batch as usize * height).div_ceil(BLOCK_ROWS);
+        let row_blocks = (n * height).div_ceil(BLOCK_ROWS);
         let block_groups = (col_blocks * row_blocks).div_ceil(BLOCK_WORKGROUP);
         let blocks = channels.div_ceil(BLOCK_CHANNELS);
-        (self.col_blocks, self.block_groups) = (u(col_blocks), u(block_groups));
-        (self.block_steps, self.len) = (u(steps), u(blocks * block_groups));
+        Conv2dForwardParams {
+            shape: Conv2dShape::new(g, n),
+            relu: u32::from(relu),
+            len: u(blocks * block_groups),
+            col_blocks: u(col_blocks),
+            block_groups: u(block_groups),
+            block_steps: u(steps),
+            packed_split: 0,
+            _pad: [0; 2],
+        }
     }
+}
 
-    /// The blocks of a register-blocked input-gradient pass (see `input_class` in the shader),
-    /// each step of which multiplies `steps` weights: the position classes, in decreasing
-    /// order of their taps, with `block_groups` (workgroups per block of channels),
-    /// `block_steps` and `len`. None where the input has more runs than the params hold
+impl Conv2dInputGradParams {
+    /// The uniform of a register-blocked input-gradient pass of `(g, n)` (see `input_class`
+    /// in the shader), each step of which multiplies `steps` weights: the position classes, in
+    /// decreasing order of their taps, with `block_groups` (workgroups per block of channels),
+    /// `block_steps` and `len`. None where the input has more runs than the uniform holds
     /// (kernels wider than 8).
-    pub(super) fn input_classes(mut self, g: Conv2dGeometry, steps: usize) -> Option<Conv2dParams> {
+    pub(super) fn new((g, n): (Conv2dGeometry, usize), steps: usize) -> Option<Self> {
         let out = g.output();
         let row_runs = input_runs(g.input.height, out.height, g.kernel);
         let col_runs = input_runs(g.input.width, out.width, g.kernel);
         if row_runs.len() > MAX_RUNS || col_runs.len() > MAX_RUNS {
             return None;
         }
+        let mut p = Conv2dInputGradParams {
+            shape: Conv2dShape::new(g, n),
+            ..Zeroable::zeroed()
+        };
         let mut classes: Vec<(usize, usize)> = (0..row_runs.len())
             .flat_map(|r| (0..col_runs.len()).map(move |c| (r, c)))
             .collect();
@@ -167,17 +323,17 @@ impl Conv2dParams {
         classes.sort_by_key(|&(r, c)| std::cmp::Reverse(row_runs[r][3] * col_runs[c][3]));
         let mut lanes = 0;
         for (i, &(r, c)) in classes.iter().enumerate() {
-            self.classes[i] = [u(lanes), u(r), u(c), 0];
-            let positions = self.batch as usize * (row_runs[r][1] * col_runs[c][1]) as usize;
+            p.classes[i] = [u(lanes), u(r), u(c), 0];
+            let positions = n * (row_runs[r][1] * col_runs[c][1]) as usize;
             lanes += positions.div_ceil(BLOCK_POSITIONS);
         }
-        self.row_run[..row_runs.len()].copy_from_slice(&row_runs);
-        self.col_run[..col_runs.len()].copy_from_slice(&col_runs);
-        (self.row_runs, self.col_runs) = (u(row_runs.len()), u(col_runs.len()));
+        p.row_run[..row_runs.len()].copy_from_slice(&row_runs);
+        p.col_run[..col_runs.len()].copy_from_slice(&col_runs);
+        (p.row_runs, p.col_runs) = (u(row_runs.len()), u(col_runs.len()));
         let block_groups = lanes.div_ceil(BLOCK_WORKGROUP);
-        (self.block_groups, self.block_steps) = (u(block_groups), u(steps));
-        self.len = u(g.input.channels.div_ceil(BLOCK_CHANNELS) * block_groups);
-        Some(self)
+        (p.block_groups, p.block_steps) = (u(block_groups), u(steps));
+        p.len = u(g.input.channels.div_ceil(BLOCK_CHANNELS) * block_groups);
+        Some(p)
     }
 }
 
@@ -210,7 +366,7 @@ pub(super) fn packed_split(k: usize) -> usize {
 }
 
 /// Whether the input gradient's position classes of `g` fit the uniform (kernels up to 8 wide;
-/// [`Conv2dParams::input_classes`]).
+/// [`Conv2dInputGradParams::new`]).
 pub(super) fn input_classes_fit(g: Conv2dGeometry) -> bool {
     let out = g.output();
     let rows = input_runs(g.input.height, out.height, g.kernel);
@@ -229,9 +385,16 @@ mod tests {
     use crate::gpu::texture;
 
     #[test]
-    fn the_uniform_mirror_matches_the_shader() {
+    fn the_uniform_mirrors_match_the_shader() {
+        use std::mem::size_of;
         let module = WgslModule::new("products", &[COMMON, PRODUCTS]);
-        assert_struct_size(module, "Conv2dParams", std::mem::size_of::<Conv2dParams>());
+        assert_struct_size(module, "Conv2dShape", size_of::<Conv2dShape>());
+        let forward = size_of::<Conv2dForwardParams>();
+        assert_struct_size(module, "Conv2dForwardParams", forward);
+        let input_grad = size_of::<Conv2dInputGradParams>();
+        assert_struct_size(module, "Conv2dInputGradParams", input_grad);
+        let weight_grad = size_of::<Conv2dWeightGradParams>();
+        assert_struct_size(module, "Conv2dWeightGradParams", weight_grad);
     }
 
     #[test]
@@ -305,9 +468,10 @@ mod tests {
             (Shape::new(57, 9, 9), 64, 3, false),
         ] {
             let g = Conv2dGeometry::new(input, out_channels, kernel);
-            let (mut p, out) = (Conv2dParams::new(g, 7), g.output());
+            let out = g.output();
             let steps = g.input.channels * g.kernel * g.kernel;
-            p.channel_blocks(g.out_channels, out.height, out.width, steps);
+            let blocks = (g.out_channels, out.height, out.width);
+            let p = Conv2dForwardParams::new((g, 7), true, blocks, steps);
             let slots = (p.len / p.block_groups) as usize * p.block_steps as usize;
             let pass_packs = slots <= packed_split(g.kernel) + PACKED_SLOTS;
             assert_eq!((packs_weights(g), pass_packs), (packs, packs), "{input:?}");

@@ -13,9 +13,11 @@ use std::sync::Arc;
 use bytemuck::{Pod, Zeroable};
 
 use super::products::{
-    input_classes_fit, packed_split, packs_weights, pools_weight_grad, runs_k3, shares_dy,
-    Conv2dParams, BLOCK_CHANNELS, BLOCK_COLS, BLOCK_ROWS, BLOCK_WORKGROUP, K3_BLOCK_CHANNELS,
-    PACKED_BINDING_BYTES, PACKED_SLOTS, PACKED_SLOT_BYTES, WEIGHT_GRAD_INVOCATIONS,
+    binding, input_classes_fit, kernel_bindings, packed_split, packs_weights, pools_weight_grad,
+    runs_k3, shares_dy, Conv2dForwardParams, Conv2dInputGradParams, Conv2dShape,
+    Conv2dWeightGradParams, PacksWeights, BLOCK_CHANNELS, BLOCK_COLS, BLOCK_ROWS, BLOCK_WORKGROUP,
+    K3_BLOCK_CHANNELS, PACKED_BINDING_BYTES, PACKED_SLOTS, PACKED_SLOT_BYTES, TEXTURE_BINDINGS,
+    WEIGHT_GRAD_INVOCATIONS,
 };
 use super::shared::Conv2dShared;
 use super::sums::{Chunks, SumsKernels};
@@ -24,7 +26,7 @@ use crate::cpu::conv2d::Conv2dGeometry;
 use crate::gpu::buffer::{uniform, View};
 use crate::gpu::context::GpuContext;
 use crate::gpu::kernel::{grid_1d, Access, Dispatch, Kernel, Resource, ShaderFile, WgslModule};
-use crate::gpu::texture::{self, Texel};
+use crate::gpu::texture;
 use crate::gpu::variant::{Registration, Variant};
 use crate::shader_file;
 
@@ -85,9 +87,10 @@ pub(super) struct RegisterBlocked {
     /// The subgroup variant's kernels, and the per-lane variant they stand in for.
     shares: Option<(SharedLoads, Variant)>,
     sums: Arc<SumsKernels>,
-    /// Whether the adapter binds the 64 KiB uniform ranges that every register-blocked forward
-    /// and input-gradient kernel declares (WebGPU's default limit; wgpu's downlevel limits have
-    /// 16 KiB). Where it does not, this family declines those passes.
+    /// Whether the adapter binds the 64 KiB uniform ranges of the packed forward and
+    /// input-gradient kernels, which run wherever the weights fit them (WebGPU's default limit;
+    /// wgpu's downlevel limits have 16 KiB). Where it does not, this family declines those
+    /// passes.
     packed_bindings_fit: bool,
 }
 
@@ -177,14 +180,10 @@ impl Conv2dVariant for RegisterBlocked {
     ) -> Option<Vec<Dispatch>> {
         let lens = [n * g.input.len(), weight_len(g)];
         let runs = self.offers(Conv2dPass::Forward, g) && self.textures_fit(ctx, &lens);
-        let params = Conv2dParams {
-            relu: u32::from(relu),
-            ..Conv2dParams::new(g, n)
-        };
         let shared = self.shared_loads();
         runs.then(|| {
             self.kernels
-                .forward(ctx, shared, params, (g, n), ([x, y, w, b], None))
+                .forward(ctx, shared, ((g, n), relu), [x, w, b], (y, None))
         })
     }
 
@@ -200,14 +199,11 @@ impl Conv2dVariant for RegisterBlocked {
         if !(self.fuses(pass, g) && self.textures_fit(ctx, &lens)) {
             return None;
         }
-        let params = Conv2dParams {
-            relu: 1,
-            ..Conv2dParams::new(g, n)
-        };
-        let buffers = ([x, pooled, w, b], Some(argmax));
+        let outputs = (pooled, Some(argmax));
+        let work = ((g, n), true);
         Some(
             self.kernels
-                .forward(ctx, self.shared_loads(), params, (g, n), buffers),
+                .forward(ctx, self.shared_loads(), work, [x, w, b], outputs),
         )
     }
 
@@ -221,9 +217,7 @@ impl Conv2dVariant for RegisterBlocked {
         if !(self.offers(Conv2dPass::BackwardInput, g) && self.textures_fit(ctx, &lens)) {
             return None;
         }
-        let params = Conv2dParams::new(g, n);
-        self.kernels
-            .backward_input(ctx, params, (g, n), [dy, dx, w])
+        self.kernels.backward_input(ctx, (g, n), [dy, dx, w])
     }
 
     fn backward_weights(
@@ -238,13 +232,17 @@ impl Conv2dVariant for RegisterBlocked {
             return None;
         }
         // The kernel, the work of one chunk, and how much work should run in all.
-        let mut base = Conv2dParams::new(g, n);
+        let mut base = Conv2dWeightGradParams {
+            shape: Conv2dShape::new(g, n),
+            ..Zeroable::zeroed()
+        };
         let rb = &self.kernels;
         let (kernel, per_chunk, target) = rb.weight_grad_work(g, &mut base, self.shared_loads());
-        let staged = [(1, lens[0]), (3, lens[1])];
+        let inputs = [(binding::X, x), (binding::DY, dy)];
+        let staged = [(binding::X, lens[0]), (binding::DY, lens[1])];
         let partial_sums = |chunks, partials: View| {
             let work = (base, per_chunk, chunks);
-            rb.weight_grad(ctx, kernel, work, (x, partials, &[dy]), &staged)
+            rb.weight_grad(ctx, kernel, work, (partials, &inputs), &staged)
         };
         let work = (n * g.output().height, per_chunk, target);
         Some(
@@ -268,7 +266,10 @@ impl Conv2dVariant for RegisterBlocked {
         if !(self.fuses(pass, g) && self.textures_fit(ctx, &lens)) {
             return None;
         }
-        let base = Conv2dParams::new(g, n);
+        let base = Conv2dWeightGradParams {
+            shape: Conv2dShape::new(g, n),
+            ..Zeroable::zeroed()
+        };
         // Chunks of pooled row segments, one lane per block of output channels.
         let work = (
             n * (out.height / 2),
@@ -277,18 +278,22 @@ impl Conv2dVariant for RegisterBlocked {
         );
         let rb = &self.kernels;
         let kernel = &rb.backward_weights_pooled;
-        let unused = View::whole(&rb.unused_packed);
-        let inputs = [dpooled, pooled, unused, unused, argmax];
+        let inputs = [
+            (binding::X, x),
+            (binding::DY, dpooled),
+            (binding::POOLED_Y, pooled),
+            (binding::POOLED_ARGMAX, argmax),
+        ];
         let staged = [
-            (1, lens[0]),
-            (3, pooled_len),
-            (4, pooled_len),
-            (7, pooled_len),
+            (binding::X, lens[0]),
+            (binding::DY, pooled_len),
+            (binding::POOLED_Y, pooled_len),
+            (binding::POOLED_ARGMAX, pooled_len),
         ];
         let per_chunk = work.1;
         let partial_sums = |chunks, partials: View| {
             let work = (base, per_chunk, chunks);
-            rb.weight_grad(ctx, kernel, work, (x, partials, &inputs), &staged)
+            rb.weight_grad(ctx, kernel, work, (partials, &inputs), &staged)
         };
         Some(
             self.sums
@@ -296,17 +301,6 @@ impl Conv2dVariant for RegisterBlocked {
         )
     }
 }
-
-/// The bindings that the texture variant reads from textures: binding and texel, by the name
-/// the shaders' accessors read them by (`src_at`, ...). src and factor (x, dy or w) in every
-/// register-blocked kernel; the pooled value and argmax in the pooled weight gradient
-/// (`conv2d_backward_weights_pooled`).
-const TEXTURE_BINDINGS: [(&str, usize, Texel); 4] = [
-    ("src", 1, Texel::F32),
-    ("factor", 3, Texel::F32),
-    ("pooled_y", 4, Texel::F32),
-    ("pooled_argmax", 7, Texel::U32),
-];
 
 /// Mirrors `Conv2dPackParams` in `pack.wgsl`.
 #[repr(C)]
@@ -333,11 +327,8 @@ pub(super) struct SharedLoads {
 
 /// The register-blocked entry points.
 pub(super) struct RegisterBlockedKernels {
-    /// Whether they read src and factor (and the pooling's outputs) from textures.
+    /// Whether they read x, dy and w (and the pooling's outputs) from textures.
     textures: bool,
-    /// Bound as the packed weights of the kernels that read w from storage: they share code
-    /// with the packed ones, so they declare those bindings too.
-    unused_packed: wgpu::Buffer,
     /// Forward and input gradient that read the weights packed in uniform bindings, with the
     /// kernels that pack them; and the same passes reading w from storage, for layers whose
     /// packed weights do not fit the bindings.
@@ -366,9 +357,8 @@ struct PackedWeightsPass {
 }
 
 impl RegisterBlockedKernels {
-    /// The register-blocked kernels, reading src (binding 1) and factor (binding 3) from
-    /// storage, or from textures where `textures`; the weight packing kernels come from `sums`
-    /// (storage in both).
+    /// The register-blocked kernels, reading x, dy and w from storage, or from textures where
+    /// `textures`; the weight packing kernels come from `sums` (storage in both).
     pub(super) fn new(
         ctx: &GpuContext,
         sums: &wgpu::ShaderModule,
@@ -381,47 +371,33 @@ impl RegisterBlockedKernels {
         }
         .compile_register_blocked(ctx);
         use Access::*;
-        let s = if textures { Texture } else { Read };
         // Pack params, w, packed weights.
-        let pack = &[Uniform, Read, ReadWrite];
-        // x (or dy), partial sums, dy.
-        let plain = &[Uniform, s, ReadWrite, s];
-        // x or dy, y or dx, w, bias (w in the input gradient, which has none), packed weights.
-        let blocked = &[Uniform, s, ReadWrite, s, Read, Uniform, Uniform];
-        // The same, then the pooling's argmax.
-        let blocked_pool = &[Uniform, s, ReadWrite, s, Read, Uniform, Uniform, ReadWrite];
-        // x, partial sums, dpooled, pooled y, (unused packed weights), the pooling's argmax.
-        let argmax = if textures { UintTexture } else { Read };
-        let pooled = &[Uniform, s, ReadWrite, s, s, Uniform, Uniform, argmax];
-        let pack_kernel = |name| Kernel::new(ctx, sums, name, pack);
-        let blocked_kernel = |name, bindings| Kernel::new(ctx, &blocked_module, name, bindings);
+        let pack_kernel = |name| Kernel::new(ctx, sums, name, &[Uniform, Read, ReadWrite]);
+        let kernel = |name| {
+            let bindings = kernel_bindings(name, textures);
+            Kernel::numbered(ctx, &blocked_module, name, &bindings)
+        };
         RegisterBlockedKernels {
             textures,
-            unused_packed: ctx.device.create_buffer(&wgpu::BufferDescriptor {
-                label: Some("conv2d unused packed weights"),
-                size: PACKED_BINDING_BYTES,
-                usage: wgpu::BufferUsages::UNIFORM,
-                mapped_at_creation: false,
-            }),
             forward_packed: PackedWeightsPass {
                 pack: pack_kernel("conv2d_pack_forward_weights"),
-                run: blocked_kernel("conv2d_forward_packed", blocked),
+                run: kernel("conv2d_forward_packed"),
             },
             backward_input_packed: PackedWeightsPass {
                 pack: pack_kernel("conv2d_pack_backward_input_weights"),
-                run: blocked_kernel("conv2d_backward_input_packed", blocked),
+                run: kernel("conv2d_backward_input_packed"),
             },
-            forward: blocked_kernel("conv2d_forward", blocked),
-            backward_input: blocked_kernel("conv2d_backward_input", blocked),
+            forward: kernel("conv2d_forward"),
+            backward_input: kernel("conv2d_backward_input"),
             forward_pool_packed: PackedWeightsPass {
                 pack: pack_kernel("conv2d_pack_forward_weights"),
-                run: blocked_kernel("conv2d_forward_pool_packed", blocked_pool),
+                run: kernel("conv2d_forward_pool_packed"),
             },
-            forward_pool: blocked_kernel("conv2d_forward_pool", blocked_pool),
-            backward_weights: blocked_kernel("conv2d_backward_weights", plain),
-            backward_weights_narrow: blocked_kernel("conv2d_backward_weights_narrow", plain),
-            backward_weights_k3: blocked_kernel("conv2d_backward_weights_k3", plain),
-            backward_weights_pooled: blocked_kernel("conv2d_backward_weights_pooled", pooled),
+            forward_pool: kernel("conv2d_forward_pool"),
+            backward_weights: kernel("conv2d_backward_weights"),
+            backward_weights_narrow: kernel("conv2d_backward_weights_narrow"),
+            backward_weights_k3: kernel("conv2d_backward_weights_k3"),
+            backward_weights_pooled: kernel("conv2d_backward_weights_pooled"),
         }
     }
 
@@ -431,14 +407,14 @@ impl RegisterBlockedKernels {
     fn weight_grad_work<'a>(
         &'a self,
         g: Conv2dGeometry,
-        base: &mut Conv2dParams,
+        base: &mut Conv2dWeightGradParams,
         shared: Option<&'a SharedLoads>,
     ) -> (&'a Kernel, usize, usize) {
         let co_blocks = g.out_channels.div_ceil(BLOCK_CHANNELS);
         let pairs = g.input.channels * g.kernel;
         if runs_k3(g) {
             let ci_blocks = g.input.channels.div_ceil(K3_BLOCK_CHANNELS);
-            (base.col_blocks, base.row_blocks) = (1, u(ci_blocks));
+            (base.kx_blocks, base.pair_blocks) = (1, u(ci_blocks));
             let lanes = ci_blocks * co_blocks;
             let kernel = match shared {
                 Some(shared) if shares_dy(g) => &shared.backward_weights_k3,
@@ -453,7 +429,7 @@ impl RegisterBlockedKernels {
                 (&self.backward_weights, BLOCK_ROWS)
             };
             let pair_blocks = pairs.div_ceil(pairs_per_block);
-            (base.col_blocks, base.row_blocks) = (u(kx_blocks), u(pair_blocks));
+            (base.kx_blocks, base.pair_blocks) = (u(kx_blocks), u(pair_blocks));
             let lanes = kx_blocks * pair_blocks * co_blocks;
             (kernel, lanes, WEIGHT_GRAD_INVOCATIONS)
         }
@@ -466,162 +442,168 @@ pub(super) fn block_grid(lanes: usize) -> [u32; 3] {
 }
 
 impl RegisterBlockedKernels {
-    /// The forward, laid out by `Conv2dParams::channel_blocks`: `buffers` are x, y, w and b;
-    /// with `argmax`, ReLU and 2x2 max pooling fused: y is then the pooled y, and it writes
-    /// the pooling's argmax. `shared`: the kernels that share the packed weights across
+    /// The forward of `(g, n)` (rectified where `relu`): `inputs` are x, w and b; the output
+    /// y, or with `argmax`, ReLU and 2x2 max pooling fused: y is then the pooled y, and it
+    /// writes the pooling's argmax. `shared`: the kernels that share the packed weights across
     /// subgroup lanes, where they run.
     fn forward(
         &self,
         ctx: &GpuContext,
         shared: Option<&SharedLoads>,
-        mut params: Conv2dParams,
-        (g, n): (Conv2dGeometry, usize),
-        (buffers, argmax): ([View; 4], Option<View>),
+        ((g, n), relu): ((Conv2dGeometry, usize), bool),
+        [x, w, b]: [View; 3],
+        (y, argmax): (View, Option<View>),
     ) -> Vec<Dispatch> {
         let out = g.output();
         let steps = g.input.channels * g.kernel * g.kernel;
-        let (pass, shared, unpacked) = match argmax {
+        let (params, pass, shared, unpacked, rest) = match argmax {
             None => {
-                params.channel_blocks(g.out_channels, out.height, out.width, steps);
+                let blocks = (g.out_channels, out.height, out.width);
+                let params = Conv2dForwardParams::new((g, n), relu, blocks, steps);
                 let shared = shared.map(|s| &s.forward_packed);
-                (&self.forward_packed, shared, &self.forward)
+                let rest = vec![(binding::B, b), (binding::OUT, y)];
+                (params, &self.forward_packed, shared, &self.forward, rest)
             }
             // Blocks of 8 windows in (image, py, px) order: "rows" of one window each.
-            Some(_) => {
+            Some(argmax) => {
                 let windows = (out.height / 2) * (out.width / 2);
-                params.channel_blocks(g.out_channels, windows, 1, steps);
+                let blocks = (g.out_channels, windows, 1);
+                let params = Conv2dForwardParams::new((g, n), true, blocks, steps);
                 let shared = shared.map(|s| &s.forward_pool_packed);
-                (&self.forward_pool_packed, shared, &self.forward_pool)
+                let rest = vec![
+                    (binding::B, b),
+                    (binding::POOLED_Y, y),
+                    (binding::POOLED_ARGMAX, argmax),
+                ];
+                (
+                    params,
+                    &self.forward_pool_packed,
+                    shared,
+                    &self.forward_pool,
+                    rest,
+                )
             }
         };
-        let lens = (n * g.input.len(), weight_len(g));
         let kernels = (&pass.pack, shared.unwrap_or(&pass.run), unpacked);
-        self.pass(ctx, params, kernels, (buffers, lens), argmax)
+        let input = (binding::X, x, n * g.input.len());
+        let w = (w, weight_len(g));
+        self.pass(ctx, params, kernels, (input, w), &rest)
     }
 
     /// The register-blocked input gradient (`buffers`: dy, dx and w), or None where the input
-    /// has more position classes than the params hold (kernels wider than 8).
+    /// has more position classes than the uniform holds (kernels wider than 8).
     fn backward_input(
         &self,
         ctx: &GpuContext,
-        params: Conv2dParams,
         (g, n): (Conv2dGeometry, usize),
         [dy, dx, w]: [View; 3],
     ) -> Option<Vec<Dispatch>> {
         let steps = g.out_channels * g.kernel * g.kernel;
-        let params = params.input_classes(g, steps)?;
-        let lens = (n * g.output().len(), weight_len(g));
-        // Binding 4 (the bias) is unused here.
+        let params = Conv2dInputGradParams::new((g, n), steps)?;
         let packed = &self.backward_input_packed;
         let kernels = (&packed.pack, &packed.run, &self.backward_input);
-        Some(self.pass(ctx, params, kernels, ([dy, dx, w, w], lens), None))
+        let input = (binding::DY, dy, n * g.output().len());
+        let w = (w, weight_len(g));
+        let rest = [(binding::OUT, dx)];
+        Some(self.pass(ctx, params, kernels, (input, w), &rest))
     }
 
     /// The weight gradient's partial sums of `chunks` of `per_chunk` lanes each
-    /// (see `SumsKernels::weight_grad`) with `kernel`: its bindings are the params, `x`, the
-    /// partial sums, then `inputs`; `staged` as in `with_sources`.
+    /// (see `SumsKernels::weight_grad`) with `kernel`: its bindings are the params, the
+    /// partial sums and `inputs` (binding, buffer); `staged` as in `with_sources`.
     fn weight_grad(
         &self,
         ctx: &GpuContext,
         kernel: &Kernel,
-        (mut params, per_chunk, chunks): (Conv2dParams, usize, Chunks),
-        (x, partials, inputs): (View, View, &[View]),
-        staged: &[(usize, usize)],
+        (mut params, per_chunk, chunks): (Conv2dWeightGradParams, usize, Chunks),
+        (partials, inputs): (View, &[(u32, View)]),
+        staged: &[(u32, usize)],
     ) -> Vec<Dispatch> {
         let lanes = per_chunk * chunks.count;
         (params.chunk_rows, params.partial_stride) = (u(chunks.rows), u(chunks.stride));
         params.len = u(lanes);
         let params = uniform(ctx, "conv2d params", &params);
-        let mut bindings = vec![View::whole(&params), x, partials];
-        bindings.extend_from_slice(inputs);
-        let resources = bindings.into_iter().map(Into::into).collect();
-        self.with_sources(ctx, kernel, resources, staged, block_grid(lanes))
+        let mut bound = vec![
+            (binding::PARAMS, View::whole(&params)),
+            (binding::OUT, partials),
+        ];
+        bound.extend_from_slice(inputs);
+        self.with_sources(ctx, kernel, &bound, staged, block_grid(lanes))
     }
 
-    /// The dispatch of `kernel` with `resources`. Where these kernels read textures,
-    /// it binds textures at the bindings of `staged` ((binding, elements) of `TEXTURE_BINDINGS`)
-    /// instead, and copies the buffers into them first. A kernel that never reads factor
-    /// (binding 3) still declares it: src's texture stands in where `staged` lacks it.
+    /// The dispatch of `kernel` with `bound` (binding, buffer): exactly the bindings it
+    /// declares. Where these kernels read textures, it binds textures at the bindings of
+    /// `staged` ((binding, elements) of `TEXTURE_BINDINGS`) instead, and copies the buffers
+    /// into them first.
     fn with_sources(
         &self,
         ctx: &GpuContext,
         kernel: &Kernel,
-        resources: Vec<Resource>,
-        staged: &[(usize, usize)],
+        bound: &[(u32, View)],
+        staged: &[(u32, usize)],
         workgroups: [u32; 3],
     ) -> Vec<Dispatch> {
+        let mut resources: Vec<(u32, Resource)> =
+            bound.iter().map(|&(at, view)| (at, view.into())).collect();
         if !self.textures {
-            return vec![kernel.dispatch_resources(ctx, &resources, workgroups)];
+            return vec![kernel.dispatch_numbered(ctx, &resources, workgroups)];
         }
-        let textures: Vec<(usize, texture::Staged)> = staged
+        let textures: Vec<(u32, texture::Staged)> = staged
             .iter()
-            .map(|&(binding, len)| {
-                let Resource::Buffer(view) = resources[binding] else {
-                    unreachable!("conv2d binds buffers before staging")
-                };
+            .map(|&(at, len)| {
+                let (_, view) = *bound
+                    .iter()
+                    .find(|&&(b, _)| b == at)
+                    .expect("conv2d stages only bound buffers");
                 let (.., texel) = TEXTURE_BINDINGS
                     .into_iter()
-                    .find(|&(_, b, _)| b == binding)
+                    .find(|&(_, b, _)| b == at)
                     .expect("conv2d stages only its TEXTURE_BINDINGS");
                 let texture = texture::stage(ctx, view, len, texel);
-                (
-                    binding,
-                    texture.expect("where_textures_fit checked the size"),
-                )
+                (at, texture.expect("where_textures_fit checked the size"))
             })
             .collect();
-        let mut bound = resources.clone();
-        for (binding, texture) in &textures {
-            bound[*binding] = Resource::Texture(&texture.view);
+        for (at, texture) in &textures {
+            for resource in resources.iter_mut().filter(|(b, _)| b == at) {
+                resource.1 = Resource::Texture(&texture.view);
+            }
         }
-        if !staged.iter().any(|&(binding, _)| binding == 3) {
-            bound[3] = bound[1];
-        }
-        let mut run = kernel.dispatch_resources(ctx, &bound, workgroups);
+        let mut run = kernel.dispatch_numbered(ctx, &resources, workgroups);
         run.copies
             .extend(textures.into_iter().map(|(_, texture)| texture.copy));
         vec![run]
     }
 
     /// A register-blocked forward or input-gradient pass as laid out in `params` (see
-    /// [`Conv2dParams::channel_blocks`]): packs the weights with `pack` and runs `packed` when
+    /// [`Conv2dForwardParams::new`]): packs the weights with `pack` and runs `packed` when
     /// the packed weights fit the two uniform bindings ([`packs_weights`]), else runs
-    /// `unpacked`, which reads w itself.
-    /// `buffers` are bindings 1 to 4 (binding 3 is w) with the elements of bindings 1 and 3,
-    /// and `argmax` binding 7 where the kernels pool.
-    fn pass(
+    /// `unpacked`, which reads w itself. `input`: the binding, buffer and elements of x (or
+    /// dy), `w` the weights and their elements, `rest` the kernel's other bindings (binding,
+    /// buffer): b and the outputs.
+    fn pass<P: PacksWeights>(
         &self,
         ctx: &GpuContext,
-        params: Conv2dParams,
+        params: P,
         (pack, packed, unpacked): (&Kernel, &Kernel, &Kernel),
-        (buffers, (src_len, w_len)): ([View; 4], (usize, usize)),
-        argmax: Option<View>,
+        ((at, input, input_len), (w, w_len)): ((u32, View, usize), (View, usize)),
+        rest: &[(u32, View)],
     ) -> Vec<Dispatch> {
-        let groups = params.len as usize;
-        let blocks = groups / params.block_groups.max(1) as usize;
-        let slots = blocks * params.block_steps as usize;
-        let split = packed_split(params.kernel as usize);
-        let params = Conv2dParams {
-            packed_split: u(split),
-            ..params
-        };
-        let w = buffers[2];
-        let run_params = uniform(ctx, "conv2d params", &params);
-        let [a, b, c, d] = buffers;
-        let run = |kernel: &Kernel, lo: View, hi: View, reads_w: bool| {
-            let mut all = vec![View::whole(&run_params), a, b, c, d, lo, hi];
-            all.extend(argmax);
-            let resources = all.into_iter().map(Resource::from).collect();
-            let staged: &[(usize, usize)] = if reads_w {
-                &[(1, src_len), (3, w_len)]
-            } else {
-                &[(1, src_len)]
-            };
-            self.with_sources(ctx, kernel, resources, staged, grid(groups))
+        let (groups, block_groups, block_steps) = params.blocks();
+        let groups = groups as usize;
+        let blocks = groups / block_groups.max(1) as usize;
+        let slots = blocks * block_steps as usize;
+        let shape = params.shape();
+        let split = packed_split(shape.kernel as usize);
+        let run_params = uniform(ctx, "conv2d params", &params.with_packed_split(u(split)));
+        let run = |kernel: &Kernel, weights: &[(u32, View)], staged: &[(u32, usize)]| {
+            let mut bound = vec![(binding::PARAMS, View::whole(&run_params)), (at, input)];
+            bound.extend_from_slice(weights);
+            bound.extend_from_slice(rest);
+            self.with_sources(ctx, kernel, &bound, staged, grid(groups))
         };
         if slots > split + PACKED_SLOTS {
-            let unused = View::whole(&self.unused_packed);
-            return run(unpacked, unused, unused, true);
+            let staged = [(at, input_len), (binding::W, w_len)];
+            return run(unpacked, &[(binding::W, w)], &staged);
         }
         // The second binding starts at slot `split` where the slots need it, else it repeats
         // the first (and is never read).
@@ -637,7 +619,7 @@ impl RegisterBlockedKernels {
             usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::UNIFORM,
             mapped_at_creation: false,
         });
-        let binding = |offset: u64| View {
+        let packed_range = |offset: u64| View {
             buffer: &packed_weights,
             offset,
             size: PACKED_BINDING_BYTES,
@@ -645,10 +627,10 @@ impl RegisterBlockedKernels {
         let elements = slots * BLOCK_CHANNELS;
         let pack_params = PackParams {
             len: u(elements),
-            in_channels: params.in_channels,
-            out_channels: params.out_channels,
-            kernel: params.kernel,
-            block_steps: params.block_steps,
+            in_channels: shape.in_channels,
+            out_channels: shape.out_channels,
+            kernel: shape.kernel,
+            block_steps,
             _pad: [0; 3],
         };
         let pack_params = uniform(ctx, "conv2d pack params", &pack_params);
@@ -657,8 +639,12 @@ impl RegisterBlockedKernels {
             &[View::whole(&pack_params), w, View::whole(&packed_weights)],
             grid_1d(elements),
         );
+        let weights = [
+            (binding::PACKED_LO, packed_range(0)),
+            (binding::PACKED_HI, packed_range(hi_offset)),
+        ];
         let mut dispatches = vec![pack];
-        dispatches.extend(run(packed, binding(0), binding(hi_offset), false));
+        dispatches.extend(run(packed, &weights, &[(at, input_len)]));
         dispatches
     }
 }
@@ -669,6 +655,7 @@ mod tests {
     use super::super::{RB_BACKWARD_INPUT, RB_BACKWARD_WEIGHTS, RB_FORWARD, REGISTER_BLOCKED};
     use super::*;
     use crate::gpu::kernel::assert_struct_size;
+    use crate::gpu::texture::Texel;
 
     #[test]
     fn the_uniform_mirror_matches_the_shader() {
@@ -703,8 +690,14 @@ mod tests {
         assert!(!input_classes_fit(wide));
     }
 
-    /// Whether `text` indexes `name` (`name[`, `name` a whole identifier).
+    /// Whether `text` indexes `name` (`name[`, `name` a whole identifier) outside comments.
     fn indexes(text: &str, name: &str) -> bool {
+        let code: String = text
+            .lines()
+            .map(|line| line.split("//").next().unwrap_or(""))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let text = code.as_str();
         text.match_indices(&format!("{name}[")).any(|(at, _)| {
             let before = text[..at].chars().next_back();
             !before.is_some_and(|c| c.is_alphanumeric() || c == '_' || c == '.')

@@ -6,7 +6,7 @@
 //! which their per-lane form runs. Built only where the adapter has subgroups laid out as the
 //! kernels need. Twin: `cpu/conv2d.rs`.
 
-use super::products::BLOCK_WORKGROUP;
+use super::products::{kernel_bindings, BLOCK_WORKGROUP};
 use super::register_blocked::{per_lane_kernels, RegisterBlocked, SharedLoads};
 use super::shared::Conv2dShared;
 use super::{Conv2dVariant, READS_STORAGE, READS_TEXTURE};
@@ -89,19 +89,13 @@ fn laid_out(ctx: &GpuContext) -> bool {
     matches!(laid_out(), Ok(true))
 }
 
-/// The shared kernels of `module`, which reads src and factor from textures where `textures`.
+/// The shared kernels of `module`, which reads x and dy from textures where `textures`; their
+/// bindings are those of the per-lane kernels they replace.
 fn kernels(ctx: &GpuContext, module: &wgpu::ShaderModule, textures: bool) -> SharedLoads {
-    use Access::*;
-    let s = if textures { Texture } else { Read };
-    let blocked = &[Uniform, s, ReadWrite, s, Read, Uniform, Uniform];
-    let blocked_pool = &[Uniform, s, ReadWrite, s, Read, Uniform, Uniform, ReadWrite];
-    let kernel = |name, bindings| Kernel::new(ctx, module, name, bindings);
+    let kernel = |name| Kernel::numbered(ctx, module, name, &kernel_bindings(name, textures));
     SharedLoads {
-        backward_weights_k3: kernel(
-            "conv2d_backward_weights_k3_shared",
-            &[Uniform, s, ReadWrite, s],
-        ),
-        forward_packed: kernel("conv2d_forward_packed_shared", blocked),
-        forward_pool_packed: kernel("conv2d_forward_pool_packed_shared", blocked_pool),
+        backward_weights_k3: kernel("conv2d_backward_weights_k3_shared"),
+        forward_packed: kernel("conv2d_forward_packed_shared"),
+        forward_pool_packed: kernel("conv2d_forward_pool_packed_shared"),
     }
 }
