@@ -28,78 +28,9 @@
 const MAX_RUNS: u32 = 16u;
 const MAX_CLASSES: u32 = 256u;
 
-// The geometry and batch, which every pass's uniform starts with.
-struct Conv2dShape {
-    batch: u32,
-    in_channels: u32,
-    in_height: u32,
-    in_width: u32,
-    out_channels: u32,
-    out_height: u32,
-    out_width: u32,
-    kernel: u32,
-}
-
-// The forward, and the fused forward and pooling (register_blocked_forward.wgsl).
-struct Conv2dForwardParams {
-    shape: Conv2dShape,
-    // 1: rectify y (the fused pooling always does).
-    relu: u32,
-    // Workgroups that do work; the rest return at once.
-    len: u32,
-    // Blocks of BLOCK_COLS columns per row (1 where pooling: a block is 8 windows).
-    col_blocks: u32,
-    // Workgroups per block of BLOCK_CHANNELS channels, and steps (packed weight slots) per
-    // block: (ci, ky, kx).
-    block_groups: u32,
-    block_steps: u32,
-    // The first packed slot of packed_hi.
-    packed_split: u32,
-    _pad0: u32,
-    _pad1: u32,
-}
-
-// The input gradient (register_blocked_backward_input.wgsl).
-struct Conv2dInputGradParams {
-    shape: Conv2dShape,
-    // Workgroups that do work; the rest return at once.
-    len: u32,
-    // Workgroups per block of BLOCK_CHANNELS input channels, and steps (packed weight slots)
-    // per block: (co, ky, kx).
-    block_groups: u32,
-    block_steps: u32,
-    // The first packed slot of packed_hi.
-    packed_split: u32,
-    // Row and column runs of the position classes.
-    row_runs: u32,
-    col_runs: u32,
-    _pad0: u32,
-    _pad1: u32,
-    // Row run r is (first iy, rows, first ky, ky count), column run c (first ix, columns,
-    // first kx, kx count); class i (of row_runs * col_runs) is (its first lane within the
-    // channel block, r, c, unused).
-    row_run: array<vec4<u32>, MAX_RUNS>,
-    col_run: array<vec4<u32>, MAX_RUNS>,
-    classes: array<vec4<u32>, MAX_CLASSES>,
-}
-
-// The weight gradients' partial sums (register_blocked_backward_weights.wgsl).
-struct Conv2dWeightGradParams {
-    shape: Conv2dShape,
-    // Invocations that do work; the rest return at once.
-    len: u32,
-    // Blocks of BLOCK_COLS kx, and blocks of (ci, ky) pairs (conv2d_backward_weights_k3: of
-    // K3_BLOCK_CHANNELS input channels, with one kx block).
-    kx_blocks: u32,
-    pair_blocks: u32,
-    // Row segments (image, output row; pooled: image, pooled row) per chunk of partial sums,
-    // and the elements per chunk.
-    chunk_rows: u32,
-    partial_stride: u32,
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
-}
+// The uniforms, Conv2dForwardParams, Conv2dInputGradParams and Conv2dWeightGradParams (each
+// starting with a Conv2dShape), are declared by the host with their fields' meaning
+// (src/gpu/conv2d/products.rs, mod.rs) and listed before this file.
 
 @group(0) @binding(0) var<uniform> forward_params: Conv2dForwardParams;
 @group(0) @binding(0) var<uniform> input_grad_params: Conv2dInputGradParams;

@@ -41,6 +41,10 @@ macro_rules! register_blocked_module {
             label: $label,
             files: &[
                 $crate::gpu::conv2d::COMMON,
+                $crate::gpu::conv2d::Conv2dShape::WGSL,
+                $crate::gpu::conv2d::products::Conv2dForwardParams::WGSL,
+                $crate::gpu::conv2d::products::Conv2dInputGradParams::WGSL,
+                $crate::gpu::conv2d::products::Conv2dWeightGradParams::WGSL,
                 $crate::gpu::conv2d::PRODUCTS,
                 $reads,
                 $crate::gpu::conv2d::REGISTER_BLOCKED,

@@ -5,10 +5,11 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use super::u;
+use super::{u, Conv2dShape};
 use crate::cpu::conv2d::Conv2dGeometry;
 use crate::gpu::kernel::Access;
 use crate::gpu::texture::Texel;
+use crate::wgsl_struct;
 
 /// Invocations per workgroup of the blocked kernels (`BLOCK_WORKGROUP` in the shader).
 pub(super) const BLOCK_WORKGROUP: usize = 16;
@@ -109,94 +110,72 @@ pub(super) fn kernel_bindings(name: &str, textures: bool) -> Vec<(u32, Access)> 
     [vec![(PARAMS, Uniform)], inputs, weights, outputs].concat()
 }
 
-/// Mirrors `Conv2dShape` in the shader (`products.wgsl`): the geometry and batch that every
-/// register-blocked pass's uniform starts with.
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-pub(super) struct Conv2dShape {
-    pub(super) batch: u32,
-    pub(super) in_channels: u32,
-    pub(super) in_height: u32,
-    pub(super) in_width: u32,
-    pub(super) out_channels: u32,
-    pub(super) out_height: u32,
-    pub(super) out_width: u32,
-    pub(super) kernel: u32,
-}
-
-impl Conv2dShape {
-    pub(super) fn new(g: Conv2dGeometry, n: usize) -> Conv2dShape {
-        let out = g.output();
-        Conv2dShape {
-            batch: u(n),
-            in_channels: u(g.input.channels),
-            in_height: u(g.input.height),
-            in_width: u(g.input.width),
-            out_channels: u(g.out_channels),
-            out_height: u(out.height),
-            out_width: u(out.width),
-            kernel: u(g.kernel),
-        }
+wgsl_struct! {
+    /// The forward's uniform (`forward_params`), with or without the fused pooling.
+    pub(super) struct Conv2dForwardParams {
+        pub(super) shape: Conv2dShape,
+        /// 1: rectify y (the fused pooling always does).
+        pub(super) relu: u32,
+        /// Workgroups that do work; the rest return at once.
+        pub(super) len: u32,
+        /// Blocks of `BLOCK_COLS` columns per row (1 where pooling: a block is 8 windows).
+        pub(super) col_blocks: u32,
+        /// Workgroups per block of `BLOCK_CHANNELS` channels, and the steps (packed weight
+        /// slots) of a block: (ci, ky, kx).
+        pub(super) block_groups: u32,
+        pub(super) block_steps: u32,
+        /// The first packed slot of the second binding ([`packed_split`]).
+        pub(super) packed_split: u32,
+        pub(super) _pad0: u32,
+        pub(super) _pad1: u32,
     }
 }
 
-/// Mirrors `Conv2dForwardParams` (`products.wgsl`): the forward's uniform, with or without the
-/// fused pooling (the tiled kernels have their own, `tiled::TiledParams`).
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-pub(super) struct Conv2dForwardParams {
-    pub(super) shape: Conv2dShape,
-    pub(super) relu: u32,
-    /// Workgroups that do work.
-    pub(super) len: u32,
-    /// Blocks of columns per row.
-    pub(super) col_blocks: u32,
-    /// Workgroups per block of channels, and the steps (packed weight slots) of a block.
-    pub(super) block_groups: u32,
-    pub(super) block_steps: u32,
-    /// The first packed slot of the second binding ([`packed_split`]).
-    pub(super) packed_split: u32,
-    pub(super) _pad: [u32; 2],
+wgsl_struct! {
+    /// The input gradient's uniform (`input_grad_params`).
+    pub(super) struct Conv2dInputGradParams {
+        pub(super) shape: Conv2dShape,
+        /// Workgroups that do work; the rest return at once.
+        pub(super) len: u32,
+        /// Workgroups per block of `BLOCK_CHANNELS` input channels, and the steps (packed
+        /// weight slots) of a block: (co, ky, kx).
+        pub(super) block_groups: u32,
+        pub(super) block_steps: u32,
+        /// The first packed slot of the second binding ([`packed_split`]).
+        pub(super) packed_split: u32,
+        /// Row and column runs of the position classes.
+        pub(super) row_runs: u32,
+        pub(super) col_runs: u32,
+        /// The arrays start on 16 bytes.
+        pub(super) _pad0: u32,
+        pub(super) _pad1: u32,
+        /// Row run r is (first iy, rows, first ky, ky count), column run c (first ix, columns,
+        /// first kx, kx count); class i (of row_runs * col_runs) is (its first lane within the
+        /// channel block, r, c, unused) ([`Conv2dInputGradParams::new`]).
+        pub(super) row_run: [[u32; 4]; MAX_RUNS] = "array<vec4<u32>, MAX_RUNS>",
+        pub(super) col_run: [[u32; 4]; MAX_RUNS] = "array<vec4<u32>, MAX_RUNS>",
+        pub(super) classes: [[u32; 4]; MAX_RUNS * MAX_RUNS] = "array<vec4<u32>, MAX_CLASSES>",
+    }
 }
 
-/// Mirrors `Conv2dInputGradParams` (`products.wgsl`): the input gradient's uniform.
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-pub(super) struct Conv2dInputGradParams {
-    pub(super) shape: Conv2dShape,
-    /// Workgroups that do work.
-    pub(super) len: u32,
-    /// Workgroups per block of channels, and the steps (packed weight slots) of a block.
-    pub(super) block_groups: u32,
-    pub(super) block_steps: u32,
-    /// The first packed slot of the second binding ([`packed_split`]).
-    pub(super) packed_split: u32,
-    /// Row and column runs of the position classes.
-    pub(super) row_runs: u32,
-    pub(super) col_runs: u32,
-    /// The arrays start on 16 bytes, as in the shader.
-    pub(super) _pad: [u32; 2],
-    /// The runs, and each class's first lane and runs (see
-    /// [`Conv2dInputGradParams::new`]).
-    pub(super) row_run: [[u32; 4]; MAX_RUNS],
-    pub(super) col_run: [[u32; 4]; MAX_RUNS],
-    pub(super) classes: [[u32; 4]; MAX_RUNS * MAX_RUNS],
-}
-
-/// Mirrors `Conv2dWeightGradParams` (`products.wgsl`): the weight gradients' uniform.
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-pub(super) struct Conv2dWeightGradParams {
-    pub(super) shape: Conv2dShape,
-    /// Invocations that do work.
-    pub(super) len: u32,
-    /// Blocks of kx, and of (ci, ky) pairs (the 3x3 kernel: of input channels).
-    pub(super) kx_blocks: u32,
-    pub(super) pair_blocks: u32,
-    /// Row segments (image, output row) per chunk of partial sums, and the elements per chunk.
-    pub(super) chunk_rows: u32,
-    pub(super) partial_stride: u32,
-    pub(super) _pad: [u32; 3],
+wgsl_struct! {
+    /// The weight gradients' uniform (`weight_grad_params`).
+    pub(super) struct Conv2dWeightGradParams {
+        pub(super) shape: Conv2dShape,
+        /// Invocations that do work; the rest return at once.
+        pub(super) len: u32,
+        /// Blocks of `BLOCK_COLS` kx, and of (ci, ky) pairs (the 3x3 kernel: of
+        /// `K3_BLOCK_CHANNELS` input channels, with one kx block).
+        pub(super) kx_blocks: u32,
+        pub(super) pair_blocks: u32,
+        /// Row segments (image, output row; pooled: image, pooled row) per chunk of partial
+        /// sums, and the elements per chunk.
+        pub(super) chunk_rows: u32,
+        pub(super) partial_stride: u32,
+        pub(super) _pad0: u32,
+        pub(super) _pad1: u32,
+        pub(super) _pad2: u32,
+    }
 }
 
 /// What a forward or input-gradient pass tells the host that packs its weights
@@ -294,7 +273,8 @@ impl Conv2dForwardParams {
             block_groups: u(block_groups),
             block_steps: u(steps),
             packed_split: 0,
-            _pad: [0; 2],
+            _pad0: 0,
+            _pad1: 0,
         }
     }
 }
@@ -387,7 +367,17 @@ mod tests {
     #[test]
     fn the_uniform_mirrors_match_the_shader() {
         use std::mem::size_of;
-        let module = WgslModule::new("products", &[COMMON, PRODUCTS]);
+        let module = WgslModule::new(
+            "products",
+            &[
+                COMMON,
+                Conv2dShape::WGSL,
+                Conv2dForwardParams::WGSL,
+                Conv2dInputGradParams::WGSL,
+                Conv2dWeightGradParams::WGSL,
+                PRODUCTS,
+            ],
+        );
         assert_struct_size(module, "Conv2dShape", size_of::<Conv2dShape>());
         let forward = size_of::<Conv2dForwardParams>();
         assert_struct_size(module, "Conv2dForwardParams", forward);

@@ -14,14 +14,16 @@ use bytemuck::{Pod, Zeroable};
 
 use super::products::{
     binding, input_classes_fit, kernel_bindings, packed_split, packs_weights, pools_weight_grad,
-    runs_k3, shares_dy, Conv2dForwardParams, Conv2dInputGradParams, Conv2dShape,
-    Conv2dWeightGradParams, PacksWeights, BLOCK_CHANNELS, BLOCK_COLS, BLOCK_ROWS, BLOCK_WORKGROUP,
-    K3_BLOCK_CHANNELS, PACKED_BINDING_BYTES, PACKED_SLOTS, PACKED_SLOT_BYTES, TEXTURE_BINDINGS,
+    runs_k3, shares_dy, Conv2dForwardParams, Conv2dInputGradParams, Conv2dWeightGradParams,
+    PacksWeights, BLOCK_CHANNELS, BLOCK_COLS, BLOCK_ROWS, BLOCK_WORKGROUP, K3_BLOCK_CHANNELS,
+    PACKED_BINDING_BYTES, PACKED_SLOTS, PACKED_SLOT_BYTES, TEXTURE_BINDINGS,
     WEIGHT_GRAD_INVOCATIONS,
 };
 use super::shared::Conv2dShared;
 use super::sums::{Chunks, SumsKernels};
-use super::{grid, u, weight_len, Conv2dPass, Conv2dVariant, READS_STORAGE, READS_TEXTURE};
+use super::{
+    grid, u, weight_len, Conv2dPass, Conv2dShape, Conv2dVariant, READS_STORAGE, READS_TEXTURE,
+};
 use crate::cpu::conv2d::Conv2dGeometry;
 use crate::gpu::buffer::{uniform, View};
 use crate::gpu::context::GpuContext;
