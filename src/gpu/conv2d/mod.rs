@@ -34,17 +34,18 @@
 //! or `checks.rs` back.
 
 /// A register-blocked module: the kernels reading their inputs as `$reads` says, and getting
-/// the values all lanes need as `$share` says (`register_blocked.rs`, `subgroup.rs`).
+/// the values all lanes need as `$share` says (`register_blocked.rs`, `subgroup.rs`, which
+/// bring the uniforms of `products.rs` into scope).
 macro_rules! register_blocked_module {
     ($label:literal, $reads:expr, $share:expr, $subgroups:literal) => {
         WgslModule {
             label: $label,
             files: &[
                 $crate::gpu::conv2d::COMMON,
-                $crate::gpu::conv2d::Conv2dShape::WGSL,
-                $crate::gpu::conv2d::products::Conv2dForwardParams::WGSL,
-                $crate::gpu::conv2d::products::Conv2dInputGradParams::WGSL,
-                $crate::gpu::conv2d::products::Conv2dWeightGradParams::WGSL,
+                Conv2dShape::WGSL,
+                Conv2dForwardParams::WGSL,
+                Conv2dInputGradParams::WGSL,
+                Conv2dWeightGradParams::WGSL,
                 $crate::gpu::conv2d::PRODUCTS,
                 $reads,
                 $crate::gpu::conv2d::REGISTER_BLOCKED,

@@ -6,10 +6,13 @@
 //! which their per-lane form runs. Built only where the adapter has subgroups laid out as the
 //! kernels need. Twin: `cpu/conv2d.rs`.
 
-use super::products::{kernel_bindings, BLOCK_WORKGROUP};
+use super::products::{
+    kernel_bindings, Conv2dForwardParams, Conv2dInputGradParams, Conv2dWeightGradParams,
+    BLOCK_WORKGROUP,
+};
 use super::register_blocked::{per_lane_kernels, RegisterBlocked, SharedLoads};
 use super::shared::Conv2dShared;
-use super::{Conv2dVariant, READS_STORAGE, READS_TEXTURE};
+use super::{Conv2dShape, Conv2dVariant, READS_STORAGE, READS_TEXTURE};
 use crate::gpu::buffer::{read_buffer, storage as storage_buffer};
 use crate::gpu::context::GpuContext;
 use crate::gpu::kernel::{run, Access, Kernel, ShaderFile, WgslModule};
