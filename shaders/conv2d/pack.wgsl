@@ -4,20 +4,10 @@
 //   `slot` (see packed_weights), 0 for channels past the last, for the pack_params.len elements.
 // Bindings: 0 pack_params, 1 w (always from storage: one read of each weight would not pay for
 // a texture copy), 2 packed. 1-D launch (flat_index).
-// Module: common.wgsl, reduce.wgsl, this file.
+// Module: common.wgsl, the uniforms, reduce.wgsl, this file.
 
-struct Conv2dPackParams {
-    // Elements to write: slots * BLOCK_CHANNELS.
-    len: u32,
-    in_channels: u32,
-    out_channels: u32,
-    kernel: u32,
-    // Slots (steps) per block of BLOCK_CHANNELS channels.
-    block_steps: u32,
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
-}
+// Conv2dPackParams: the uniform, declared by the host with its fields' meaning
+// (src/gpu/conv2d/sums.rs) and listed before this file.
 
 @group(0) @binding(0) var<uniform> pack_params: Conv2dPackParams;
 @group(0) @binding(1) var<storage, read> w: array<f32>;

@@ -17,8 +17,9 @@
 //                        weight gradient (pooled_y_at)
 //   8 pool_argmax        its argmax, written (register_blocked_forward.wgsl); pooled_argmax, the
 //                        same read by the pooled weight gradient (pooled_argmax_at)
-//   9 y, dx or partial_sums: the output of the forward, input gradient or weight gradients
-//                        (read_write; each declared in its pass's file)
+//   9 dst                the pass's output: y (forward), dx (input gradient) or the partial
+//                        sums (weight gradients), written through store_tile and
+//                        store_channels (register_blocked.wgsl)
 // Partial sums: chunk c holds its partial dw at [c * partial_stride, + W) (W = weight count,
 // OIHW) and its partial db at [c * partial_stride + W, + out_channels), which conv2d_reduce
 // (reduce.wgsl, with its own params and bindings) adds into dw and db.
@@ -35,3 +36,7 @@ const MAX_CLASSES: u32 = 256u;
 @group(0) @binding(0) var<uniform> forward_params: Conv2dForwardParams;
 @group(0) @binding(0) var<uniform> input_grad_params: Conv2dInputGradParams;
 @group(0) @binding(0) var<uniform> weight_grad_params: Conv2dWeightGradParams;
+
+// The pass's output (binding 9 above). One name for the three, so that one set of store
+// helpers serves them all (WGSL cannot pass a storage buffer to a function).
+@group(0) @binding(9) var<storage, read_write> dst: array<f32>;

@@ -11,26 +11,10 @@
 @group(0) @binding(7) var<storage, read> pooled_y: array<f32>;
 @group(0) @binding(8) var<storage, read> pooled_argmax: array<u32>;
 
-fn x_at(i: u32) -> f32 {
-    return x[i];
-}
-
-fn dy_at(i: u32) -> f32 {
-    return dy[i];
-}
-
-fn dpooled_at(i: u32) -> f32 {
-    return dpooled[i];
-}
-
-fn w_at(i: u32) -> f32 {
-    return w[i];
-}
-
-fn pooled_y_at(i: u32) -> f32 {
-    return pooled_y[i];
-}
-
-fn pooled_argmax_at(i: u32) -> u32 {
-    return pooled_argmax[i];
-}
+// The accessors, one a binding (a table: each is one load).
+fn x_at(i: u32) -> f32 { return x[i]; }
+fn dy_at(i: u32) -> f32 { return dy[i]; }
+fn dpooled_at(i: u32) -> f32 { return dpooled[i]; }
+fn w_at(i: u32) -> f32 { return w[i]; }
+fn pooled_y_at(i: u32) -> f32 { return pooled_y[i]; }
+fn pooled_argmax_at(i: u32) -> u32 { return pooled_argmax[i]; }

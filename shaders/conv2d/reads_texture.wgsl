@@ -16,26 +16,15 @@ const TEXTURE_WIDTH: u32 = 4096u;
 @group(0) @binding(7) var pooled_y_texture: texture_2d<f32>;
 @group(0) @binding(8) var pooled_argmax_texture: texture_2d<u32>;
 
-fn x_at(i: u32) -> f32 {
-    return textureLoad(x_texture, vec2<u32>(i % TEXTURE_WIDTH, i / TEXTURE_WIDTH), 0).x;
+// The texel of element i.
+fn texel(i: u32) -> vec2<u32> {
+    return vec2<u32>(i % TEXTURE_WIDTH, i / TEXTURE_WIDTH);
 }
 
-fn dy_at(i: u32) -> f32 {
-    return textureLoad(dy_texture, vec2<u32>(i % TEXTURE_WIDTH, i / TEXTURE_WIDTH), 0).x;
-}
-
-fn dpooled_at(i: u32) -> f32 {
-    return textureLoad(dpooled_texture, vec2<u32>(i % TEXTURE_WIDTH, i / TEXTURE_WIDTH), 0).x;
-}
-
-fn w_at(i: u32) -> f32 {
-    return textureLoad(w_texture, vec2<u32>(i % TEXTURE_WIDTH, i / TEXTURE_WIDTH), 0).x;
-}
-
-fn pooled_y_at(i: u32) -> f32 {
-    return textureLoad(pooled_y_texture, vec2<u32>(i % TEXTURE_WIDTH, i / TEXTURE_WIDTH), 0).x;
-}
-
-fn pooled_argmax_at(i: u32) -> u32 {
-    return textureLoad(pooled_argmax_texture, vec2<u32>(i % TEXTURE_WIDTH, i / TEXTURE_WIDTH), 0).x;
-}
+// The accessors, one a binding (a table: each is one load).
+fn x_at(i: u32) -> f32 { return textureLoad(x_texture, texel(i), 0).x; }
+fn dy_at(i: u32) -> f32 { return textureLoad(dy_texture, texel(i), 0).x; }
+fn dpooled_at(i: u32) -> f32 { return textureLoad(dpooled_texture, texel(i), 0).x; }
+fn w_at(i: u32) -> f32 { return textureLoad(w_texture, texel(i), 0).x; }
+fn pooled_y_at(i: u32) -> f32 { return textureLoad(pooled_y_texture, texel(i), 0).x; }
+fn pooled_argmax_at(i: u32) -> u32 { return textureLoad(pooled_argmax_texture, texel(i), 0).x; }

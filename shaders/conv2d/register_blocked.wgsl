@@ -4,8 +4,8 @@
 // x, dy, dpooled, w, pooled_y and pooled_argmax only through the accessors of
 // reads_storage.wgsl or reads_texture.wgsl (x_at, ...), and take how lanes get shared values
 // (forward_weights, forward_weights_hi, k3_dy) from share_per_lane.wgsl or subgroup.wgsl. Each
-// pass reads its own uniform (products.wgsl) and writes its own output (declared in its
-// file); the helpers here read neither, so a kernel declares only what it uses.
+// pass reads its own uniform and writes its output, `dst` (both in products.wgsl), through
+// store_tile and store_channels here; a kernel declares only what it uses.
 // Bindings: 4 packed_lo, 5 packed_hi (uniform, declared here); the rest as products.wgsl says.
 //
 // Why this shape (CPU adapters: lavapipe/llvmpipe): there a workgroup runs as 8-wide
@@ -78,31 +78,62 @@ fn tile_fma(t: Tile, a: Channels, b: vec4<f32>) -> Tile {
     return Tile(outer_acc(t.q0, a.lo[0], b), outer_acc(t.q1, a.lo[1], b), outer_acc(t.q2, a.lo[2], b), outer_acc(t.q3, a.lo[3], b), outer_acc(t.q4, a.hi[0], b), outer_acc(t.q5, a.hi[1], b), outer_acc(t.q6, a.hi[2], b), outer_acc(t.q7, a.hi[3], b));
 }
 
-// w_at(base + c * stride) for the 32 channels c = first.., each clamped to `last` (clamped
-// channels only feed sums that are never stored).
+// A Tile's quads as an array, for the stores to loop over. They run once per invocation,
+// after the sums, so a loop (and the array in memory) costs little there; the sums' code
+// keeps the named quads.
+fn tile_quads(t: Tile) -> array<mat4x4<f32>, 8> {
+    return array<mat4x4<f32>, 8>(t.q0, t.q1, t.q2, t.q3, t.q4, t.q5, t.q6, t.q7);
+}
+
+// Stores r[i] at dst[at + i * stride] for the first `n` (at most 4) of its 4 channels,
+// rectified when `relu`.
+fn store_channels(r: vec4<f32>, at: u32, stride: u32, n: u32, relu: bool) {
+    let v = select(r, max(r, vec4<f32>(0.0)), relu);
+    for (var i = 0u; i < min(n, 4u); i++) {
+        dst[at + i * stride] = v[i];
+    }
+}
+
+// Stores a Tile at dst[at + channel * stride + position] for the first `channels` (at most 32)
+// and `cols` (at most 4) positions, rectified when `relu`.
+fn store_tile(t: Tile, at: u32, stride: u32, channels: u32, cols: u32, relu: bool) {
+    let quads = tile_quads(t);
+    for (var q = 0u; q < min((channels + 3u) / 4u, 8u); q++) {
+        for (var p = 0u; p < min(cols, 4u); p++) {
+            store_channels(quads[q][p], at + 4u * q * stride + p, stride, channels - 4u * q, relu);
+        }
+    }
+}
+
+// The offsets base + min(c, last) * stride of the 32 channels c = first.., 4 a vector (clamped
+// channels only feed sums that are never stored). Read at constant indices only, so the array
+// stays in registers.
+fn offsets32(base: u32, stride: u32, first: u32, last: u32) -> array<vec4<u32>, 8> {
+    return array<vec4<u32>, 8>(offsets4(base, stride, first, last), offsets4(base, stride, first + 4u, last), offsets4(base, stride, first + 8u, last), offsets4(base, stride, first + 12u, last), offsets4(base, stride, first + 16u, last), offsets4(base, stride, first + 20u, last), offsets4(base, stride, first + 24u, last), offsets4(base, stride, first + 28u, last));
+}
+
+fn offsets4(base: u32, stride: u32, first: u32, last: u32) -> vec4<u32> {
+    return vec4<u32>(base) + min(vec4<u32>(first) + vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(last)) * stride;
+}
+
+// w_at at the 32 channels' offsets (offsets32).
 fn w32(base: u32, stride: u32, first: u32, last: u32) -> Channels {
-    return Channels(w16(base, stride, first, last), w16(base, stride, first + 16u, last));
+    let at = offsets32(base, stride, first, last);
+    return Channels(mat4x4<f32>(w4(at[0]), w4(at[1]), w4(at[2]), w4(at[3])), mat4x4<f32>(w4(at[4]), w4(at[5]), w4(at[6]), w4(at[7])));
 }
 
-fn w16(base: u32, stride: u32, first: u32, last: u32) -> mat4x4<f32> {
-    return mat4x4<f32>(w4(base, stride, first, last), w4(base, stride, first + 4u, last), w4(base, stride, first + 8u, last), w4(base, stride, first + 12u, last));
-}
-
-fn w4(base: u32, stride: u32, first: u32, last: u32) -> vec4<f32> {
-    return vec4<f32>(w_at(base + min(first, last) * stride), w_at(base + min(first + 1u, last) * stride), w_at(base + min(first + 2u, last) * stride), w_at(base + min(first + 3u, last) * stride));
+fn w4(at: vec4<u32>) -> vec4<f32> {
+    return vec4<f32>(w_at(at.x), w_at(at.y), w_at(at.z), w_at(at.w));
 }
 
 // The same for dy (dy_at).
 fn dy32(base: u32, stride: u32, first: u32, last: u32) -> Channels {
-    return Channels(dy16(base, stride, first, last), dy16(base, stride, first + 16u, last));
+    let at = offsets32(base, stride, first, last);
+    return Channels(mat4x4<f32>(dy4(at[0]), dy4(at[1]), dy4(at[2]), dy4(at[3])), mat4x4<f32>(dy4(at[4]), dy4(at[5]), dy4(at[6]), dy4(at[7])));
 }
 
-fn dy16(base: u32, stride: u32, first: u32, last: u32) -> mat4x4<f32> {
-    return mat4x4<f32>(dy4(base, stride, first, last), dy4(base, stride, first + 4u, last), dy4(base, stride, first + 8u, last), dy4(base, stride, first + 12u, last));
-}
-
-fn dy4(base: u32, stride: u32, first: u32, last: u32) -> vec4<f32> {
-    return vec4<f32>(dy_at(base + min(first, last) * stride), dy_at(base + min(first + 1u, last) * stride), dy_at(base + min(first + 2u, last) * stride), dy_at(base + min(first + 3u, last) * stride));
+fn dy4(at: vec4<u32>) -> vec4<f32> {
+    return vec4<f32>(dy_at(at.x), dy_at(at.y), dy_at(at.z), dy_at(at.w));
 }
 
 // Weights packed for the register-blocked forward and backward input (conv2d_pack_*_weights):

@@ -1,7 +1,7 @@
 // Conv2d, register-blocked input gradient (see register_blocked.wgsl for the family).
 // Entry points: conv2d_backward_input (reading w), conv2d_backward_input_packed.
 // Bindings (see products.wgsl): 0 input_grad_params, 2 dy, 3 w (conv2d_backward_input) or
-// 4, 5 packed_lo, packed_hi (conv2d_backward_input_packed), 9 dx (declared here).
+// 4, 5 packed_lo, packed_hi (conv2d_backward_input_packed), 9 dst, dx (products.wgsl).
 //
 // conv2d_backward_input: dx[n][ci][iy][ix] = sum_(co,ky,kx) dy[n][co][iy-ky][ix-kx]
 //   * w[co][ci][ky][kx] over the in-range dy positions (a gather, never a scatter).
@@ -22,8 +22,6 @@
 // Loop: one flat loop over the class's taps (co, ky, kx) (packed: one per binding of packed
 //   weights); each step loads the 32 positions' dy values and the 32 weights
 //   w[co][ci0..][ky][kx]: 32 + 32 loads for 32 * 32 FMAs.
-
-@group(0) @binding(9) var<storage, read_write> dx: array<f32>;
 
 // Where an input-gradient invocation works.
 struct InputClass {
@@ -91,48 +89,13 @@ fn bwd_input_store(t: Tile, at: vec4<u32>, ci: u32, positions: u32) {
     if ci >= input_grad_params.shape.in_channels {
         return;
     }
-    if positions > 0u {
-        bwd_input_store_position(t, 0u, at.x, ci);
-    }
-    if positions > 1u {
-        bwd_input_store_position(t, 1u, at.y, ci);
-    }
-    if positions > 2u {
-        bwd_input_store_position(t, 2u, at.z, ci);
-    }
-    if positions > 3u {
-        bwd_input_store_position(t, 3u, at.w, ci);
-    }
-}
-
-fn bwd_input_store_position(t: Tile, p: u32, at: u32, ci: u32) {
     let plane = input_grad_params.shape.in_height * input_grad_params.shape.in_width;
-    let n = input_grad_params.shape.in_channels - ci;
-    let base = at + ci * plane;
-    let plane_4 = 4u * plane;
-    store_dx_channels(t.q0[p], base, plane, n);
-    store_dx_channels(t.q1[p], base + plane_4, plane, max(n, 4u) - 4u);
-    store_dx_channels(t.q2[p], base + 2u * plane_4, plane, max(n, 8u) - 8u);
-    store_dx_channels(t.q3[p], base + 3u * plane_4, plane, max(n, 12u) - 12u);
-    store_dx_channels(t.q4[p], base + 4u * plane_4, plane, max(n, 16u) - 16u);
-    store_dx_channels(t.q5[p], base + 5u * plane_4, plane, max(n, 20u) - 20u);
-    store_dx_channels(t.q6[p], base + 6u * plane_4, plane, max(n, 24u) - 24u);
-    store_dx_channels(t.q7[p], base + 7u * plane_4, plane, max(n, 28u) - 28u);
-}
-
-// Stores r[i] at dx[at + i * stride] for the first `n` of its 4 channels.
-fn store_dx_channels(r: vec4<f32>, at: u32, stride: u32, n: u32) {
-    if n > 0u {
-        dx[at] = r.x;
-    }
-    if n > 1u {
-        dx[at + stride] = r.y;
-    }
-    if n > 2u {
-        dx[at + 2u * stride] = r.z;
-    }
-    if n > 3u {
-        dx[at + 3u * stride] = r.w;
+    let channels = input_grad_params.shape.in_channels - ci;
+    let quads = tile_quads(t);
+    for (var p = 0u; p < min(positions, 4u); p++) {
+        for (var q = 0u; q < min((channels + 3u) / 4u, 8u); q++) {
+            store_channels(quads[q][p], at[p] + (ci + 4u * q) * plane, plane, channels - 4u * q, false);
+        }
     }
 }
 
@@ -140,23 +103,7 @@ fn store_dx_channels(r: vec4<f32>, at: u32, stride: u32, n: u32) {
 fn conv2d_backward_input(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     if block_group(wg, nwg) < input_grad_params.len {
         let place = input_class(wg, nwg, lid);
-        let k = input_grad_params.shape.kernel;
-        let kk = k * k;
-        let ci0 = place.channel_block * BLOCK_CHANNELS;
-        let last_ci = input_grad_params.shape.in_channels - 1u;
-        let s = input_positions(place);
-        var sums = zero_block();
-        // One flat loop over the taps (co, ky, kx) that meet dy (see forward_sums).
-        let first = vec2<u32>(place.cols.z, place.rows.z);
-        let end = first + vec2<u32>(place.cols.w, place.rows.w);
-        let taps = input_taps(place);
-        var t = vec3<u32>(first, 0u);
-        for (var tap = 0u; tap < taps; tap++) {
-            let wt = w32(t.z * input_grad_params.shape.in_channels * kk + t.y * k + t.x, kk, ci0, last_ci);
-            sums = backward_input_tap(sums, s, t, wt);
-            t = next_tap(t, first, end);
-        }
-        bwd_input_store_block(place, s, sums);
+        bwd_input_store_block(place, backward_input_sums(place));
     }
 }
 
@@ -164,34 +111,55 @@ fn conv2d_backward_input(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_work
 fn conv2d_backward_input_packed(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     if block_group(wg, nwg) < input_grad_params.len {
         let place = input_class(wg, nwg, lid);
-        let k = input_grad_params.shape.kernel;
-        let kk = k * k;
-        let slot0 = place.channel_block * input_grad_params.block_steps;
-        let split = input_grad_params.packed_split;
-        let s = input_positions(place);
-        var sums = zero_block();
-        // One flat loop over the taps (co, ky, kx) that meet dy per binding of packed weights;
-        // a block's slots start at a multiple of k * k, and so does packed_hi, so the split
-        // falls between two output channels.
-        let first = vec2<u32>(place.cols.z, place.rows.z);
-        let end = first + vec2<u32>(place.cols.w, place.rows.w);
-        let per_co = place.rows.w * place.cols.w;
-        let taps = input_taps(place);
-        let lo_channels = min(input_grad_params.shape.out_channels, (max(split, slot0) - slot0) / kk);
-        let lo_taps = min(taps, lo_channels * per_co);
-        var t = vec3<u32>(first, 0u);
-        for (var tap = 0u; tap < lo_taps; tap++) {
-            let wt = packed_weights(slot0 + (t.z * k + t.y) * k + t.x);
-            sums = backward_input_tap(sums, s, t, wt);
-            t = next_tap(t, first, end);
-        }
-        for (var tap = lo_taps; tap < taps; tap++) {
-            let wt = packed_weights_hi(slot0 + (t.z * k + t.y) * k + t.x, split);
-            sums = backward_input_tap(sums, s, t, wt);
-            t = next_tap(t, first, end);
-        }
-        bwd_input_store_block(place, s, sums);
+        bwd_input_store_block(place, backward_input_sums_packed(place));
     }
+}
+
+// The sums of an input-gradient block with the weights read from w: one flat loop over the
+// taps (co, ky, kx) that meet dy (see forward_sums).
+fn backward_input_sums(place: InputClass) -> Block {
+    let k = input_grad_params.shape.kernel;
+    let kk = k * k;
+    let ci0 = place.channel_block * BLOCK_CHANNELS;
+    let last_ci = input_grad_params.shape.in_channels - 1u;
+    let s = input_positions(place);
+    let first = vec2<u32>(place.cols.z, place.rows.z);
+    let end = first + vec2<u32>(place.cols.w, place.rows.w);
+    var sums = zero_block();
+    var t = vec3<u32>(first, 0u);
+    for (var tap = 0u; tap < input_taps(place); tap++) {
+        let wt = w32(t.z * input_grad_params.shape.in_channels * kk + t.y * k + t.x, kk, ci0, last_ci);
+        sums = backward_input_tap(sums, s, t, wt);
+        t = next_tap(t, first, end);
+    }
+    return sums;
+}
+
+// backward_input_sums with the weights packed: one flat loop over the taps per binding of
+// packed weights. A block's slots start at a multiple of k * k, and so does packed_hi, so the
+// split falls between two output channels.
+fn backward_input_sums_packed(place: InputClass) -> Block {
+    let k = input_grad_params.shape.kernel;
+    let kk = k * k;
+    let slot0 = place.channel_block * input_grad_params.block_steps;
+    let split = input_grad_params.packed_split;
+    let s = input_positions(place);
+    let first = vec2<u32>(place.cols.z, place.rows.z);
+    let end = first + vec2<u32>(place.cols.w, place.rows.w);
+    let taps = input_taps(place);
+    let lo_channels = min(input_grad_params.shape.out_channels, (max(split, slot0) - slot0) / kk);
+    let lo_taps = min(taps, lo_channels * place.rows.w * place.cols.w);
+    var sums = zero_block();
+    var t = vec3<u32>(first, 0u);
+    for (var tap = 0u; tap < lo_taps; tap++) {
+        sums = backward_input_tap(sums, s, t, packed_weights(slot0 + (t.z * k + t.y) * k + t.x));
+        t = next_tap(t, first, end);
+    }
+    for (var tap = lo_taps; tap < taps; tap++) {
+        sums = backward_input_tap(sums, s, t, packed_weights_hi(slot0 + (t.z * k + t.y) * k + t.x, split));
+        t = next_tap(t, first, end);
+    }
+    return sums;
 }
 
 fn zero_block() -> Block {
@@ -216,8 +184,10 @@ fn input_taps(place: InputClass) -> u32 {
     return select(0u, input_grad_params.shape.out_channels * per_co, place.first < class_positions(place));
 }
 
-// Stores the sums of an input-gradient block.
-fn bwd_input_store_block(place: InputClass, s: InputPositions, sums: Block) {
+// Stores the sums of an input-gradient block (its positions found again: once per invocation,
+// a small cost beside the sums, and the entry points stay one line of work).
+fn bwd_input_store_block(place: InputClass, sums: Block) {
+    let s = input_positions(place);
     let ci0 = place.channel_block * BLOCK_CHANNELS;
     // Positions of the class left from each Tile's first.
     let left = max(class_positions(place), place.first) - place.first;

@@ -4,8 +4,8 @@
 // conv2d_backward_weights_pooled here; the 3x3 kernel's conv2d_backward_weights_k3
 // (share_per_lane.wgsl) or conv2d_backward_weights_k3_shared (subgroup.wgsl).
 // Bindings (see products.wgsl): 0 weight_grad_params, 1 x, 2 dy (dpooled in the pooled
-// kernel), 7 pooled_y, 8 pooled_argmax (the pooled kernel only), 9 partial_sums (declared
-// here).
+// kernel), 7 pooled_y, 8 pooled_argmax (the pooled kernel only), 9 dst, the partial sums
+// (products.wgsl).
 //
 // conv2d_backward_weights: partial sums of the weight and bias gradients over chunks of the
 //   output row segments (image, oy), weight_grad_params.chunk_rows segments per chunk
@@ -24,64 +24,18 @@
 //   column per ox (one load); the 32 dy values dy[n][co0..][oy][ox] are shared by all pairs.
 //   Loads per position: 8 + 32 for 32 * 8 * 4 FMAs.
 
-@group(0) @binding(9) var<storage, read_write> partial_sums: array<f32>;
-
-// Stores r[i] at partial_sums[at + i * stride] for the first `n` of its 4 channels.
-fn store_partial_channels(r: vec4<f32>, at: u32, stride: u32, n: u32) {
-    if n > 0u {
-        partial_sums[at] = r.x;
-    }
-    if n > 1u {
-        partial_sums[at + stride] = r.y;
-    }
-    if n > 2u {
-        partial_sums[at + 2u * stride] = r.z;
-    }
-    if n > 3u {
-        partial_sums[at + 3u * stride] = r.w;
-    }
+// The output row segments (image, oy) of chunk `chunk`: [x, y).
+fn chunk_segments(chunk: u32) -> vec2<u32> {
+    let first = chunk * weight_grad_params.chunk_rows;
+    return vec2<u32>(first, min(first + weight_grad_params.chunk_rows, weight_grad_params.shape.batch * weight_grad_params.shape.out_height));
 }
 
-// Stores m[p] (4 channels at position p) at partial_sums[at + channel * stride + p] for the
-// first `n` channels and `cols` positions.
-fn store_partial_quad(m: mat4x4<f32>, at: u32, stride: u32, n: u32, cols: u32) {
-    store_partial_channels(m[0], at, stride, n);
-    if cols > 1u {
-        store_partial_channels(m[1], at + 1u, stride, n);
-    }
-    if cols > 2u {
-        store_partial_channels(m[2], at + 2u, stride, n);
-    }
-    if cols > 3u {
-        store_partial_channels(m[3], at + 3u, stride, n);
-    }
-}
-
-// Stores a Tile at partial_sums[at + channel * stride + position] for the first `channels`
-// (at most 32 are stored) and `cols` positions.
-fn store_partial_tile(t: Tile, at: u32, stride: u32, channels: u32, cols: u32) {
-    store_partial_quad(t.q0, at, stride, min(channels, 4u), cols);
-    if channels > 4u {
-        store_partial_quad(t.q1, at + 4u * stride, stride, min(channels - 4u, 4u), cols);
-    }
-    if channels > 8u {
-        store_partial_quad(t.q2, at + 8u * stride, stride, min(channels - 8u, 4u), cols);
-    }
-    if channels > 12u {
-        store_partial_quad(t.q3, at + 12u * stride, stride, min(channels - 12u, 4u), cols);
-    }
-    if channels > 16u {
-        store_partial_quad(t.q4, at + 16u * stride, stride, min(channels - 16u, 4u), cols);
-    }
-    if channels > 20u {
-        store_partial_quad(t.q5, at + 20u * stride, stride, min(channels - 20u, 4u), cols);
-    }
-    if channels > 24u {
-        store_partial_quad(t.q6, at + 24u * stride, stride, min(channels - 24u, 4u), cols);
-    }
-    if channels > 28u {
-        store_partial_quad(t.q7, at + 28u * stride, stride, min(channels - 28u, 4u), cols);
-    }
+// Where row segment `seg` starts: in x (row oy, channel 0) and in dy (row oy, channel 0).
+fn segment_rows(seg: u32) -> vec2<u32> {
+    let img = seg / weight_grad_params.shape.out_height;
+    let oy = seg % weight_grad_params.shape.out_height;
+    let x_row = (img * weight_grad_params.shape.in_channels * weight_grad_params.shape.in_height + oy) * weight_grad_params.shape.in_width;
+    return vec2<u32>(x_row, (img * weight_grad_params.shape.out_channels * weight_grad_params.shape.out_height + oy) * weight_grad_params.shape.out_width);
 }
 
 // Where (ci, ky) pair `pair` (clamped to the last) reads x: image 0, channel ci, row ky.
@@ -100,7 +54,7 @@ fn bwd_weights_store(t: Tile, chunk_at: u32, pair: u32, co: u32, kx: u32) {
     let ci = pair / k;
     let ky = pair % k;
     let at = chunk_at + ((co * weight_grad_params.shape.in_channels + ci) * k + ky) * k + kx;
-    store_partial_tile(t, at, weight_grad_params.shape.in_channels * k * k, weight_grad_params.shape.out_channels - co, min(k - kx, BLOCK_COLS));
+    store_tile(t, at, weight_grad_params.shape.in_channels * k * k, weight_grad_params.shape.out_channels - co, min(k - kx, BLOCK_COLS), false);
 }
 
 @compute @workgroup_size(BLOCK_WORKGROUP)
@@ -154,45 +108,41 @@ fn backward_weights_block(lane: u32, wide: bool) {
     var t6 = zero;
     var t7 = zero;
 
-    let first = chunk * weight_grad_params.chunk_rows;
-    let end = min(first + weight_grad_params.chunk_rows, weight_grad_params.shape.batch * weight_grad_params.shape.out_height);
-    for (var seg = first; seg < end; seg++) {
-        let img = seg / weight_grad_params.shape.out_height;
-        let oy = seg % weight_grad_params.shape.out_height;
-        let row = (img * weight_grad_params.shape.in_channels * weight_grad_params.shape.in_height + oy) * weight_grad_params.shape.in_width;
-        let dy_row = (img * weight_grad_params.shape.out_channels * weight_grad_params.shape.out_height + oy) * ow;
-        var x0 = x_window(row + p0, kx0, last_col);
-        var x1 = x_window(row + p1, kx0, last_col);
-        var x2 = x_window(row + p2, kx0, last_col);
-        var x3 = x_window(row + p3, kx0, last_col);
+    let segments = chunk_segments(chunk);
+    for (var seg = segments.x; seg < segments.y; seg++) {
+        let start = segment_rows(seg);
+        var x0 = x_window(start.x + p0, kx0, last_col);
+        var x1 = x_window(start.x + p1, kx0, last_col);
+        var x2 = x_window(start.x + p2, kx0, last_col);
+        var x3 = x_window(start.x + p3, kx0, last_col);
         var x4 = vec4<f32>();
         var x5 = vec4<f32>();
         var x6 = vec4<f32>();
         var x7 = vec4<f32>();
         if wide {
-            x4 = x_window(row + p4, kx0, last_col);
-            x5 = x_window(row + p5, kx0, last_col);
-            x6 = x_window(row + p6, kx0, last_col);
-            x7 = x_window(row + p7, kx0, last_col);
+            x4 = x_window(start.x + p4, kx0, last_col);
+            x5 = x_window(start.x + p5, kx0, last_col);
+            x6 = x_window(start.x + p6, kx0, last_col);
+            x7 = x_window(start.x + p7, kx0, last_col);
         }
         for (var ox = 0u; ox < ow; ox++) {
             // Now each window holds x columns ox + kx0 .. ox + kx0 + 3.
             let next = min(ox + kx0 + 3u, last_col);
-            x0 = slide(x0, x_at(row + p0 + next));
-            x1 = slide(x1, x_at(row + p1 + next));
-            x2 = slide(x2, x_at(row + p2 + next));
-            x3 = slide(x3, x_at(row + p3 + next));
-            let d = dy32(dy_row + ox, dy_plane, co0, last_co);
+            x0 = slide(x0, x_at(start.x + p0 + next));
+            x1 = slide(x1, x_at(start.x + p1 + next));
+            x2 = slide(x2, x_at(start.x + p2 + next));
+            x3 = slide(x3, x_at(start.x + p3 + next));
+            let d = dy32(start.y + ox, dy_plane, co0, last_co);
             bias_sum = Channels(bias_sum.lo + d.lo, bias_sum.hi + d.hi);
             t0 = tile_fma(t0, d, x0);
             t1 = tile_fma(t1, d, x1);
             t2 = tile_fma(t2, d, x2);
             t3 = tile_fma(t3, d, x3);
             if wide {
-                x4 = slide(x4, x_at(row + p4 + next));
-                x5 = slide(x5, x_at(row + p5 + next));
-                x6 = slide(x6, x_at(row + p6 + next));
-                x7 = slide(x7, x_at(row + p7 + next));
+                x4 = slide(x4, x_at(start.x + p4 + next));
+                x5 = slide(x5, x_at(start.x + p5 + next));
+                x6 = slide(x6, x_at(start.x + p6 + next));
+                x7 = slide(x7, x_at(start.x + p7 + next));
                 t4 = tile_fma(t4, d, x4);
                 t5 = tile_fma(t5, d, x5);
                 t6 = tile_fma(t6, d, x6);
@@ -214,7 +164,7 @@ fn backward_weights_block(lane: u32, wide: bool) {
     if pair_block == 0u && kx0 == 0u {
         // Position 0 of a Tile of the bias sums, stored at channel stride 1.
         let at = chunk_at + weight_grad_params.shape.out_channels * weight_grad_params.shape.in_channels * k * k + co0;
-        store_partial_tile(tile_splat(bias_sum), at, 1u, weight_grad_params.shape.out_channels - co0, 1u);
+        store_tile(tile_splat(bias_sum), at, 1u, weight_grad_params.shape.out_channels - co0, 1u, false);
     }
 }
 
@@ -337,7 +287,7 @@ fn conv2d_backward_weights_pooled(@builtin(workgroup_id) wg: vec3<u32>, @builtin
     bwd_weights_store(t.t3, chunk_at, 3u, co0, 0u);
     // Position 0 of a Tile of the bias sums, stored at channel stride 1.
     let at = chunk_at + weight_grad_params.shape.out_channels * weight_grad_params.shape.in_channels * weight_grad_params.shape.kernel * weight_grad_params.shape.kernel + co0;
-    store_partial_tile(tile_splat(bias_sum), at, 1u, weight_grad_params.shape.out_channels - co0, 1u);
+    store_tile(tile_splat(bias_sum), at, 1u, weight_grad_params.shape.out_channels - co0, 1u, false);
 }
 
 // conv2d_backward_weights_k3: the partial sums of conv2d_backward_weights for k = 3, without
@@ -360,7 +310,7 @@ const K3_BLOCK_CHANNELS: u32 = 4u;
 // Stores Tile j of a k3 block (weights 4j..4j+3 from `at`) where some of them are live.
 fn k3_store(t: Tile, at: u32, j: u32, live: u32, co0: u32) {
     if live > 4u * j {
-        store_partial_tile(t, at + 4u * j, 9u * weight_grad_params.shape.in_channels, weight_grad_params.shape.out_channels - co0, min(live - 4u * j, 4u));
+        store_tile(t, at + 4u * j, 9u * weight_grad_params.shape.in_channels, weight_grad_params.shape.out_channels - co0, min(live - 4u * j, 4u), false);
     }
 }
 
@@ -384,18 +334,8 @@ struct K3Column {
     c: vec4<f32>,
 }
 
-// The 9 Tiles of a k3 block.
-struct K3Tiles {
-    t0: Tile,
-    t1: Tile,
-    t2: Tile,
-    t3: Tile,
-    t4: Tile,
-    t5: Tile,
-    t6: Tile,
-    t7: Tile,
-    t8: Tile,
-}
+// The 9 Tiles of a k3 block (read at constant indices only, so the array stays in registers).
+alias K3Tiles = array<Tile, 9>;
 
 // Adds dy (x) the window of columns `x0`, `x1`, `x2` of 4 rows to 3 Tiles: row i's weights
 // are 3i..3i+2 of the Tiles' 12, column-major within a row.
@@ -404,9 +344,9 @@ fn k3_rows_fma(t: array<Tile, 3>, d: Channels, x0: vec4<f32>, x1: vec4<f32>, x2:
 }
 
 fn k3_fma(t: K3Tiles, d: Channels, x0: K3Column, x1: K3Column, x2: K3Column) -> K3Tiles {
-    let a = k3_rows_fma(array<Tile, 3>(t.t0, t.t1, t.t2), d, x0.a, x1.a, x2.a);
-    let b = k3_rows_fma(array<Tile, 3>(t.t3, t.t4, t.t5), d, x0.b, x1.b, x2.b);
-    let c = k3_rows_fma(array<Tile, 3>(t.t6, t.t7, t.t8), d, x0.c, x1.c, x2.c);
+    let a = k3_rows_fma(array<Tile, 3>(t[0], t[1], t[2]), d, x0.a, x1.a, x2.a);
+    let b = k3_rows_fma(array<Tile, 3>(t[3], t[4], t[5]), d, x0.b, x1.b, x2.b);
+    let c = k3_rows_fma(array<Tile, 3>(t[6], t[7], t[8]), d, x0.c, x1.c, x2.c);
     return K3Tiles(a[0], a[1], a[2], b[0], b[1], b[2], c[0], c[1], c[2]);
 }
 
@@ -436,18 +376,14 @@ fn backward_weights_k3_block(lane: u32, part: u32) {
     var t = K3Tiles(zero, zero, zero, zero, zero, zero, zero, zero, zero);
 
     // The chunk's row segments (image, oy), each along its row with a sliding window.
-    let first = chunk * weight_grad_params.chunk_rows;
-    let end = min(first + weight_grad_params.chunk_rows, weight_grad_params.shape.batch * weight_grad_params.shape.out_height);
-    for (var seg = first; seg < end; seg++) {
-        let img = seg / weight_grad_params.shape.out_height;
-        let oy = seg % weight_grad_params.shape.out_height;
-        let at = (img * weight_grad_params.shape.in_channels * weight_grad_params.shape.in_height + oy) * weight_grad_params.shape.in_width;
-        let dy_row = (img * weight_grad_params.shape.out_channels * weight_grad_params.shape.out_height + oy) * ow;
-        var x0 = k3_column(rows, at);
-        var x1 = k3_column(rows, at + 1u);
+    let segments = chunk_segments(chunk);
+    for (var seg = segments.x; seg < segments.y; seg++) {
+        let start = segment_rows(seg);
+        var x0 = k3_column(rows, start.x);
+        var x1 = k3_column(rows, start.x + 1u);
         for (var ox = 0u; ox < ow; ox++) {
-            let x2 = k3_column(rows, at + ox + 2u);
-            let d = k3_dy(dy_row + ox, dy_plane, co0, last_co, part);
+            let x2 = k3_column(rows, start.x + ox + 2u);
+            let d = k3_dy(start.y + ox, dy_plane, co0, last_co, part);
             bias_sum = Channels(bias_sum.lo + d.lo, bias_sum.hi + d.hi);
             t = k3_fma(t, d, x0, x1, x2);
             x0 = x1;
@@ -457,19 +393,19 @@ fn backward_weights_k3_block(lane: u32, part: u32) {
     // dw[co][ci0 * 9 + t] for the block's weights t < 9 * (in_channels - ci0).
     let at = chunk * weight_grad_params.partial_stride + co0 * 9u * weight_grad_params.shape.in_channels + ci0 * 9u;
     let live = 9u * (weight_grad_params.shape.in_channels - ci0);
-    k3_store(t.t0, at, 0u, live, co0);
-    k3_store(t.t1, at, 1u, live, co0);
-    k3_store(t.t2, at, 2u, live, co0);
-    k3_store(t.t3, at, 3u, live, co0);
-    k3_store(t.t4, at, 4u, live, co0);
-    k3_store(t.t5, at, 5u, live, co0);
-    k3_store(t.t6, at, 6u, live, co0);
-    k3_store(t.t7, at, 7u, live, co0);
-    k3_store(t.t8, at, 8u, live, co0);
+    k3_store(t[0], at, 0u, live, co0);
+    k3_store(t[1], at, 1u, live, co0);
+    k3_store(t[2], at, 2u, live, co0);
+    k3_store(t[3], at, 3u, live, co0);
+    k3_store(t[4], at, 4u, live, co0);
+    k3_store(t[5], at, 5u, live, co0);
+    k3_store(t[6], at, 6u, live, co0);
+    k3_store(t[7], at, 7u, live, co0);
+    k3_store(t[8], at, 8u, live, co0);
     if ci0 == 0u {
         // Position 0 of a Tile of the bias sums, stored at channel stride 1.
         let bias_at = chunk * weight_grad_params.partial_stride + weight_grad_params.shape.out_channels * weight_grad_params.shape.in_channels * 9u + co0;
-        store_partial_tile(tile_splat(bias_sum), bias_at, 1u, weight_grad_params.shape.out_channels - co0, 1u);
+        store_tile(tile_splat(bias_sum), bias_at, 1u, weight_grad_params.shape.out_channels - co0, 1u, false);
     }
 }
 

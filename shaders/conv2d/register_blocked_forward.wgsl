@@ -5,8 +5,8 @@
 // get each step's weights from forward_weights / forward_weights_hi.
 // Bindings (see products.wgsl): 0 forward_params, 1 x, 3 w (conv2d_forward,
 // conv2d_forward_pool) or 4, 5 packed_lo, packed_hi (the packed forms), 6 b, and
-// 9 y (conv2d_forward*) or 7 pool_y, 8 pool_argmax (conv2d_forward_pool*): b, y, pool_y and
-// pool_argmax declared here.
+// 9 dst, y (conv2d_forward*; products.wgsl) or 7 pool_y, 8 pool_argmax (conv2d_forward_pool*):
+// b, pool_y and pool_argmax declared here.
 //
 // conv2d_forward: y[n][co][oy][ox] = b[co] + sum_(ci,ky,kx) x[n][ci][oy+ky][ox+kx]
 //   * w[co][ci][ky][kx], then max(., 0) when forward_params.relu == 1.
@@ -35,7 +35,6 @@
 //   for blocks of rows and one column block.
 
 @group(0) @binding(6) var<storage, read> b: array<f32>;
-@group(0) @binding(9) var<storage, read_write> y: array<f32>;
 @group(0) @binding(7) var<storage, read_write> pool_y: array<f32>;
 @group(0) @binding(8) var<storage, read_write> pool_argmax: array<u32>;
 
@@ -58,65 +57,6 @@ fn block_place(wg: vec3<u32>, nwg: vec3<u32>, lid: u32) -> BlockPlace {
     return BlockPlace(group / forward_params.block_groups, (lane / forward_params.col_blocks) * BLOCK_ROWS, (lane % forward_params.col_blocks) * BLOCK_COLS, 0u);
 }
 
-// Stores r[i] at y[at + i * stride] for the first `n` of its 4 channels, rectified when `relu`.
-fn store_y_channels(r: vec4<f32>, at: u32, stride: u32, n: u32, relu: bool) {
-    let v = select(r, max(r, vec4<f32>(0.0)), relu);
-    if n > 0u {
-        y[at] = v.x;
-    }
-    if n > 1u {
-        y[at + stride] = v.y;
-    }
-    if n > 2u {
-        y[at + 2u * stride] = v.z;
-    }
-    if n > 3u {
-        y[at + 3u * stride] = v.w;
-    }
-}
-
-// Stores m[p] (4 channels at position p) at y[at + channel * stride + p] for the first `n`
-// channels and `cols` positions.
-fn store_y_quad(m: mat4x4<f32>, at: u32, stride: u32, n: u32, cols: u32, relu: bool) {
-    store_y_channels(m[0], at, stride, n, relu);
-    if cols > 1u {
-        store_y_channels(m[1], at + 1u, stride, n, relu);
-    }
-    if cols > 2u {
-        store_y_channels(m[2], at + 2u, stride, n, relu);
-    }
-    if cols > 3u {
-        store_y_channels(m[3], at + 3u, stride, n, relu);
-    }
-}
-
-// Stores a Tile at y[at + channel * stride + position] for the first `channels` (at most 32
-// are stored) and `cols` positions, rectified when `relu`.
-fn store_y_tile(t: Tile, at: u32, stride: u32, channels: u32, cols: u32, relu: bool) {
-    store_y_quad(t.q0, at, stride, min(channels, 4u), cols, relu);
-    if channels > 4u {
-        store_y_quad(t.q1, at + 4u * stride, stride, min(channels - 4u, 4u), cols, relu);
-    }
-    if channels > 8u {
-        store_y_quad(t.q2, at + 8u * stride, stride, min(channels - 8u, 4u), cols, relu);
-    }
-    if channels > 12u {
-        store_y_quad(t.q3, at + 12u * stride, stride, min(channels - 12u, 4u), cols, relu);
-    }
-    if channels > 16u {
-        store_y_quad(t.q4, at + 16u * stride, stride, min(channels - 16u, 4u), cols, relu);
-    }
-    if channels > 20u {
-        store_y_quad(t.q5, at + 20u * stride, stride, min(channels - 20u, 4u), cols, relu);
-    }
-    if channels > 24u {
-        store_y_quad(t.q6, at + 24u * stride, stride, min(channels - 24u, 4u), cols, relu);
-    }
-    if channels > 28u {
-        store_y_quad(t.q7, at + 28u * stride, stride, min(channels - 28u, 4u), cols, relu);
-    }
-}
-
 fn b16(first: u32, last: u32) -> mat4x4<f32> {
     return mat4x4<f32>(b4(first, last), b4(first + 4u, last), b4(first + 8u, last), b4(first + 12u, last));
 }
@@ -126,25 +66,17 @@ fn b4(first: u32, last: u32) -> vec4<f32> {
 }
 
 // Where the 8 Tiles of a forward block read x: Tile i's 4 positions are x[n][ci + ...][row
-// + ky][col + kx] at image row start `r<i>` (channel 0) and column `c<i>`, offset by the
-// block's `Pattern`.
+// + ky][col + kx] at t<i> = (image row start (channel 0), column), offset by the block's
+// `Pattern`.
 struct Origins {
-    r0: u32,
-    r1: u32,
-    r2: u32,
-    r3: u32,
-    r4: u32,
-    r5: u32,
-    r6: u32,
-    r7: u32,
-    c0: u32,
-    c1: u32,
-    c2: u32,
-    c3: u32,
-    c4: u32,
-    c5: u32,
-    c6: u32,
-    c7: u32,
+    t0: vec2<u32>,
+    t1: vec2<u32>,
+    t2: vec2<u32>,
+    t3: vec2<u32>,
+    t4: vec2<u32>,
+    t5: vec2<u32>,
+    t6: vec2<u32>,
+    t7: vec2<u32>,
 }
 
 // The 4 positions of a Tile relative to its origin: elements to add to the row start, and
@@ -179,7 +111,7 @@ fn fwd_origin(seg: u32) -> u32 {
 }
 
 fn fwd_origins(seg0: u32, col: u32) -> Origins {
-    return Origins(fwd_origin(seg0), fwd_origin(seg0 + 1u), fwd_origin(seg0 + 2u), fwd_origin(seg0 + 3u), fwd_origin(seg0 + 4u), fwd_origin(seg0 + 5u), fwd_origin(seg0 + 6u), fwd_origin(seg0 + 7u), col, col, col, col, col, col, col, col);
+    return Origins(vec2<u32>(fwd_origin(seg0), col), vec2<u32>(fwd_origin(seg0 + 1u), col), vec2<u32>(fwd_origin(seg0 + 2u), col), vec2<u32>(fwd_origin(seg0 + 3u), col), vec2<u32>(fwd_origin(seg0 + 4u), col), vec2<u32>(fwd_origin(seg0 + 5u), col), vec2<u32>(fwd_origin(seg0 + 6u), col), vec2<u32>(fwd_origin(seg0 + 7u), col));
 }
 
 fn fwd_store(t: Tile, seg: u32, co: u32, ox: u32) {
@@ -190,7 +122,7 @@ fn fwd_store(t: Tile, seg: u32, co: u32, ox: u32) {
     let oy = seg % forward_params.shape.out_height;
     let plane = forward_params.shape.out_height * forward_params.shape.out_width;
     let at = (img * forward_params.shape.out_channels + co) * plane + oy * forward_params.shape.out_width + ox;
-    store_y_tile(t, at, plane, forward_params.shape.out_channels - co, min(forward_params.shape.out_width - ox, BLOCK_COLS), forward_params.relu == 1u);
+    store_tile(t, at, plane, forward_params.shape.out_channels - co, min(forward_params.shape.out_width - ox, BLOCK_COLS), forward_params.relu == 1u);
 }
 
 // The Pattern of a Tile of 4 columns of one row.
@@ -241,15 +173,7 @@ fn window_origin(win: u32) -> vec2<u32> {
 }
 
 fn window_origins(w0: u32) -> Origins {
-    let o0 = window_origin(w0);
-    let o1 = window_origin(w0 + 1u);
-    let o2 = window_origin(w0 + 2u);
-    let o3 = window_origin(w0 + 3u);
-    let o4 = window_origin(w0 + 4u);
-    let o5 = window_origin(w0 + 5u);
-    let o6 = window_origin(w0 + 6u);
-    let o7 = window_origin(w0 + 7u);
-    return Origins(o0.x, o1.x, o2.x, o3.x, o4.x, o5.x, o6.x, o7.x, o0.y, o1.y, o2.y, o3.y, o4.y, o5.y, o6.y, o7.y);
+    return Origins(window_origin(w0), window_origin(w0 + 1u), window_origin(w0 + 2u), window_origin(w0 + 3u), window_origin(w0 + 4u), window_origin(w0 + 5u), window_origin(w0 + 6u), window_origin(w0 + 7u));
 }
 
 // Pools 4 channels over one window, given rectified sums top left, top right, bottom left,
@@ -408,13 +332,13 @@ fn forward_tap(sums: Block, o: Origins, pattern: Pattern, t: vec3<u32>, wt: Chan
     let last_col = forward_params.shape.in_width - 1u;
     let row = (t.z * forward_params.shape.in_height + t.y) * forward_params.shape.in_width;
     let kx = t.x;
-    let x0 = x_pattern(o.r0 + row, o.c0 + kx, pattern, last_col);
-    let x1 = x_pattern(o.r1 + row, o.c1 + kx, pattern, last_col);
-    let x2 = x_pattern(o.r2 + row, o.c2 + kx, pattern, last_col);
-    let x3 = x_pattern(o.r3 + row, o.c3 + kx, pattern, last_col);
-    let x4 = x_pattern(o.r4 + row, o.c4 + kx, pattern, last_col);
-    let x5 = x_pattern(o.r5 + row, o.c5 + kx, pattern, last_col);
-    let x6 = x_pattern(o.r6 + row, o.c6 + kx, pattern, last_col);
-    let x7 = x_pattern(o.r7 + row, o.c7 + kx, pattern, last_col);
+    let x0 = x_pattern(o.t0.x + row, o.t0.y + kx, pattern, last_col);
+    let x1 = x_pattern(o.t1.x + row, o.t1.y + kx, pattern, last_col);
+    let x2 = x_pattern(o.t2.x + row, o.t2.y + kx, pattern, last_col);
+    let x3 = x_pattern(o.t3.x + row, o.t3.y + kx, pattern, last_col);
+    let x4 = x_pattern(o.t4.x + row, o.t4.y + kx, pattern, last_col);
+    let x5 = x_pattern(o.t5.x + row, o.t5.y + kx, pattern, last_col);
+    let x6 = x_pattern(o.t6.x + row, o.t6.y + kx, pattern, last_col);
+    let x7 = x_pattern(o.t7.x + row, o.t7.y + kx, pattern, last_col);
     return Block(tile_fma(sums.t0, wt, x0), tile_fma(sums.t1, wt, x1), tile_fma(sums.t2, wt, x2), tile_fma(sums.t3, wt, x3), tile_fma(sums.t4, wt, x4), tile_fma(sums.t5, wt, x5), tile_fma(sums.t6, wt, x6), tile_fma(sums.t7, wt, x7));
 }

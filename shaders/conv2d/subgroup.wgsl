@@ -34,7 +34,7 @@ fn forward_weights_hi(slot: u32, split: u32, part: u32) -> Channels {
 // chunk and channel block (the host runs this kernel only where the input-channel blocks are a
 // multiple of 8), so each loads 4 and the 8 share them.
 fn k3_dy(at: u32, stride: u32, first: u32, last: u32, part: u32) -> Channels {
-    return share_channels(dy4(at, stride, first + 4u * (part & 7u), last), part);
+    return share_channels(dy4(offsets4(at, stride, first + 4u * (part & 7u), last)), part);
 }
 
 @compute @workgroup_size(BLOCK_WORKGROUP)

@@ -16,14 +16,20 @@
 @compute @workgroup_size(WORKGROUP_SIZE)
 fn dense_backward_bias(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
     let o = wid.x + wid.y * nwg.x;
+    let total = workgroup_sum(t, column_part(o, t));
+    if o < bias_params.outputs && t == 0u {
+        db[o] = total;
+    }
+}
+
+// Invocation t's part of output o's sum: dy(n, o) for n = t, t + WORKGROUP_SIZE, ... in order
+// (0 for the extra workgroups past the last output).
+fn column_part(o: u32, t: u32) -> f32 {
     var sum = 0.0;
     if o < bias_params.outputs {
         for (var n = t; n < bias_params.batch; n += WORKGROUP_SIZE) {
             sum += dy[o * bias_params.dy_strides.x + n * bias_params.dy_strides.y];
         }
     }
-    let total = workgroup_sum(t, sum);
-    if o < bias_params.outputs && t == 0u {
-        db[o] = total;
-    }
+    return sum;
 }

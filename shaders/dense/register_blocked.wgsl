@@ -37,10 +37,13 @@ const RB_M: u32 = 4u;
 const RB_N: u32 = 4u;
 const RB_LANES: u32 = 8u;
 
-alias RbBlock = array<array<f32, RB_N>, RB_M>;
+// The sums of one invocation's block: up to 4 rows (RB_M, DOT_M) x 8 columns (RB_N, DOT_N).
+// Each scheme touches only its RB_N or DOT_N columns, constants after inlining, so the rest
+// cost nothing.
+alias Block = array<array<f32, 8>, 4>;
 
-// The bias of a block's columns (col0.., clamped to the last), for blocks of up to 8 columns
-// (RB_N, DOT_N); zeros (BlockBias()) for the kernels without a bias.
+// The bias of a block's columns (col0.., clamped to the last); zeros (BlockBias()) for the
+// kernels without a bias.
 alias BlockBias = array<f32, 8>;
 
 fn block_bias(col0: u32) -> BlockBias {
@@ -51,7 +54,23 @@ fn block_bias(col0: u32) -> BlockBias {
     return add;
 }
 
-fn rb_sums(row0: u32, col0: u32) -> RbBlock {
+// The first row and column of the block of invocation `lane` of workgroup `wid`, for blocks of
+// size.x rows x size.y columns and size.z lanes a workgroup along rows.
+fn block_origin(lane: u32, wid: vec3<u32>, size: vec3<u32>) -> vec2<u32> {
+    return vec2<u32>((wid.y * size.z + lane) * size.x, wid.x * size.y);
+}
+
+// Stores the first size.x rows x size.y columns of `acc` plus `add` from row o.x, column o.y
+// (store_c skips what lies outside c).
+fn store_block(o: vec2<u32>, acc: Block, size: vec2<u32>, add: BlockBias) {
+    for (var i = 0u; i < size.x; i++) {
+        for (var j = 0u; j < size.y; j++) {
+            store_c(o.x + i, o.y + j, acc[i][j] + add[j]);
+        }
+    }
+}
+
+fn rb_sums(row0: u32, col0: u32) -> Block {
     var rows: array<u32, RB_M>;
     for (var i = 0u; i < RB_M; i++) {
         rows[i] = min(row0 + i, last_row());
@@ -60,7 +79,7 @@ fn rb_sums(row0: u32, col0: u32) -> RbBlock {
     for (var j = 0u; j < RB_N; j++) {
         cols[j] = min(col0 + j, last_col());
     }
-    var acc: RbBlock;
+    var acc: Block;
     var k = 0u;
     // Four k at a time, then the rest; each sum still runs over k in increasing order.
     for (; k + 4u <= params.inner; k += 4u) {
@@ -88,29 +107,11 @@ fn rb_sums(row0: u32, col0: u32) -> RbBlock {
     return acc;
 }
 
-fn rb_store(row0: u32, col0: u32, acc: RbBlock, add: BlockBias) {
-    for (var i = 0u; i < RB_M; i++) {
-        for (var j = 0u; j < RB_N; j++) {
-            store_c(row0 + i, col0 + j, acc[i][j] + add[j]);
-        }
-    }
-}
-
-// The block's first row and column: lanes along rows share a column block.
-fn rb_origin(lane: u32, wid: vec3<u32>) -> vec2<u32> {
-    return vec2<u32>((wid.y * RB_LANES + lane) * RB_M, wid.x * RB_N);
-}
-
-@compute @workgroup_size(RB_LANES)
-fn dense_matmul_rb(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
-    let o = rb_origin(lid.x, wid);
-    rb_store(o.x, o.y, rb_sums(o.x, o.y), BlockBias());
-}
-
-@compute @workgroup_size(RB_LANES)
-fn dense_matmul_bias_rb(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
-    let o = rb_origin(lid.x, wid);
-    rb_store(o.x, o.y, rb_sums(o.x, o.y), block_bias(o.y));
+// Runs the block of invocation `lane` of workgroup `wid` (lanes along rows share a column
+// block) and stores it plus `add`.
+fn rb_block(lane: u32, wid: vec3<u32>, add: BlockBias) {
+    let o = block_origin(lane, wid, vec3<u32>(RB_M, RB_N, RB_LANES));
+    store_block(o, rb_sums(o.x, o.y), vec2<u32>(RB_M, RB_N), add);
 }
 
 // ---- Register-blocked, A and B contiguous along k ----
@@ -120,10 +121,8 @@ const DOT_M: u32 = 4u;
 const DOT_N: u32 = 8u;
 const DOT_LANES: u32 = 8u;
 
-alias DotBlock = array<array<f32, DOT_N>, DOT_M>;
-
 // A(row, k) = a4_at(row * a_strides.x / 4 + k / 4)[k % 4]; B(k, col) likewise with b_strides.y.
-fn dot_sums(row0: u32, col0: u32) -> DotBlock {
+fn dot_sums(row0: u32, col0: u32) -> Block {
     var a_rows: array<u32, DOT_M>;
     for (var i = 0u; i < DOT_M; i++) {
         a_rows[i] = min(row0 + i, last_row()) * (params.a_strides.x / 4u);
@@ -132,7 +131,7 @@ fn dot_sums(row0: u32, col0: u32) -> DotBlock {
     for (var j = 0u; j < DOT_N; j++) {
         b_cols[j] = min(col0 + j, last_col()) * (params.b_strides.y / 4u);
     }
-    var acc: DotBlock;
+    var acc: Block;
     for (var k4 = 0u; k4 < params.inner / 4u; k4++) {
         var bk: array<vec4<f32>, DOT_N>;
         for (var j = 0u; j < DOT_N; j++) {
@@ -148,28 +147,31 @@ fn dot_sums(row0: u32, col0: u32) -> DotBlock {
     return acc;
 }
 
-fn dot_store(row0: u32, col0: u32, acc: DotBlock, add: BlockBias) {
-    for (var i = 0u; i < DOT_M; i++) {
-        for (var j = 0u; j < DOT_N; j++) {
-            store_c(row0 + i, col0 + j, acc[i][j] + add[j]);
-        }
-    }
+fn dot_block(lane: u32, wid: vec3<u32>, add: BlockBias) {
+    let o = block_origin(lane, wid, vec3<u32>(DOT_M, DOT_N, DOT_LANES));
+    store_block(o, dot_sums(o.x, o.y), vec2<u32>(DOT_M, DOT_N), add);
 }
 
-fn dot_origin(lane: u32, wid: vec3<u32>) -> vec2<u32> {
-    return vec2<u32>((wid.y * DOT_LANES + lane) * DOT_M, wid.x * DOT_N);
+// ---- Entry points of the two schemes above (the bias forms add b along columns) ----
+
+@compute @workgroup_size(RB_LANES)
+fn dense_matmul_rb(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
+    rb_block(lid.x, wid, BlockBias());
 }
 
 @compute @workgroup_size(DOT_LANES)
 fn dense_matmul_dot(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
-    let o = dot_origin(lid.x, wid);
-    dot_store(o.x, o.y, dot_sums(o.x, o.y), BlockBias());
+    dot_block(lid.x, wid, BlockBias());
+}
+
+@compute @workgroup_size(RB_LANES)
+fn dense_matmul_bias_rb(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
+    rb_block(lid.x, wid, block_bias(wid.x * RB_N));
 }
 
 @compute @workgroup_size(DOT_LANES)
 fn dense_matmul_bias_dot(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
-    let o = dot_origin(lid.x, wid);
-    dot_store(o.x, o.y, dot_sums(o.x, o.y), block_bias(o.y));
+    dot_block(lid.x, wid, block_bias(wid.x * DOT_N));
 }
 
 // ---- Register-blocked, B and c contiguous along columns ----

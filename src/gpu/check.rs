@@ -8,6 +8,7 @@
 use anyhow::Result;
 
 use super::context::GpuContext;
+use crate::rng::random_vec;
 
 pub const RTOL: f64 = 1e-4;
 pub const ATOL: f64 = 1e-5;
@@ -108,5 +109,25 @@ impl CrossCheck {
     /// Whether the check's kernel runs on the adapter of `ctx`.
     pub fn applies(&self, ctx: &GpuContext) -> bool {
         self.applies.as_ref().is_none_or(|f| f(ctx))
+    }
+}
+
+/// A layer check's random inputs in [-1, 1): x, w, b and dy of the given lengths, each its own
+/// stream from `seed` (seed, seed + 1, ...), so a case's data depends only on its shape.
+pub struct LayerData {
+    pub x: Vec<f32>,
+    pub w: Vec<f32>,
+    pub b: Vec<f32>,
+    pub dy: Vec<f32>,
+}
+
+impl LayerData {
+    pub fn random(seed: u64, [x, w, b, dy]: [usize; 4]) -> LayerData {
+        LayerData {
+            x: random_vec(x, seed, -1.0, 1.0),
+            w: random_vec(w, seed + 1, -1.0, 1.0),
+            b: random_vec(b, seed + 2, -1.0, 1.0),
+            dy: random_vec(dy, seed + 3, -1.0, 1.0),
+        }
     }
 }

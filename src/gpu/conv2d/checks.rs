@@ -16,7 +16,7 @@ use crate::cpu::conv2d::{
 };
 use crate::cpu::pool2d::{maxpool2d_backward, maxpool2d_forward, pool2d_output};
 use crate::gpu::buffer::{read_buffer, storage, storage_init, View};
-use crate::gpu::check::{compare, compare_exact, Comparison, CrossCheck};
+use crate::gpu::check::{compare, compare_exact, Comparison, CrossCheck, LayerData};
 use crate::gpu::context::GpuContext;
 use crate::gpu::kernel::{run, Dispatch};
 use crate::gpu::variant::Variant;
@@ -262,25 +262,17 @@ fn on_gpu(
     move |ctx| check(&OnGpu::new(ctx, &shared.get(ctx), variant, case)?)
 }
 
-/// Random tensors in [-1, 1) for one case, reproducible from its shape.
-struct CaseData {
-    x: Vec<f32>,
-    w: Vec<f32>,
-    b: Vec<f32>,
-    dy: Vec<f32>,
-}
-
-impl CaseData {
-    fn new(case: Case) -> CaseData {
-        let (g, n) = (case.g, case.n);
-        let seed = (n * 1_000_003 + g.input.len() * 101 + g.out_channels * 7 + g.kernel) as u64;
-        CaseData {
-            x: random_vec(n * g.input.len(), seed, -1.0, 1.0),
-            w: random_vec(weight_len(g), seed + 1, -1.0, 1.0),
-            b: random_vec(g.out_channels, seed + 2, -1.0, 1.0),
-            dy: random_vec(n * g.output().len(), seed + 3, -1.0, 1.0),
-        }
-    }
+/// One case's random inputs, reproducible from its shape.
+fn case_data(case: Case) -> LayerData {
+    let (g, n) = (case.g, case.n);
+    let seed = (n * 1_000_003 + g.input.len() * 101 + g.out_channels * 7 + g.kernel) as u64;
+    let lens = [
+        n * g.input.len(),
+        weight_len(g),
+        g.out_channels,
+        n * g.output().len(),
+    ];
+    LayerData::random(seed, lens)
 }
 
 /// A case's random inputs, on the CPU and the GPU, and the passes of one variant over them.
@@ -289,7 +281,7 @@ struct OnGpu<'a> {
     kernels: &'a Conv2dKernels,
     variant: Variant,
     case: Case,
-    data: CaseData,
+    data: LayerData,
     x: wgpu::Buffer,
     w: wgpu::Buffer,
     b: wgpu::Buffer,
@@ -303,7 +295,7 @@ impl<'a> OnGpu<'a> {
         variant: Variant,
         case: Case,
     ) -> Result<OnGpu<'a>> {
-        let data = CaseData::new(case);
+        let data = case_data(case);
         Ok(OnGpu {
             ctx,
             kernels,
@@ -355,7 +347,7 @@ fn check_forward(gpu: &OnGpu, relu: bool) -> Result<Comparison> {
 }
 
 /// The CPU's max(conv(x, w) + b, 0) for a case, then its 2x2 max pooling and argmax.
-fn cpu_relu_maxpool(case: Case, data: &CaseData) -> (Vec<f32>, Vec<f32>, Vec<u32>) {
+fn cpu_relu_maxpool(case: Case, data: &LayerData) -> (Vec<f32>, Vec<f32>, Vec<u32>) {
     let (g, n) = (case.g, case.n);
     let out = g.output();
     let mut y = vec![0.0; n * out.len()];

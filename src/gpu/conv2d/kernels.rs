@@ -5,7 +5,7 @@
 
 use super::shared::Conv2dShared;
 use super::sums::SUMS_MODULE;
-use super::{expect_elements, register_blocked, subgroup, tiled, weight_len};
+use super::{expect_elements, pooled_len, register_blocked, subgroup, tiled, weight_len};
 use super::{Conv2dPass, Conv2dVariant};
 use crate::cpu::conv2d::Conv2dGeometry;
 use crate::gpu::buffer::View;
@@ -131,8 +131,7 @@ impl Conv2dKernels {
         [x, w, b]: [View; 3],
         [pooled, argmax]: [View; 2],
     ) -> Option<Vec<Dispatch>> {
-        let out = g.output();
-        let pooled_len = n * g.out_channels * (out.height / 2) * (out.width / 2);
+        let pooled_len = pooled_len(g, n);
         expect_elements(&x, n * g.input.len(), "x");
         expect_elements(&w, weight_len(g), "w");
         expect_elements(&b, g.out_channels, "b");
@@ -198,12 +197,14 @@ impl Conv2dKernels {
         [dpooled, pooled, argmax]: [View; 3],
         [dw, db]: [View; 2],
     ) -> Option<Vec<Dispatch>> {
-        let out = g.output();
-        let pooled_len = n * g.out_channels * (out.height / 2) * (out.width / 2);
         expect_elements(&x, n * g.input.len(), "x");
-        expect_elements(&dpooled, pooled_len, "dpooled");
-        expect_elements(&pooled, pooled_len, "pooled");
-        expect_elements(&argmax, pooled_len, "argmax");
+        for (view, name) in [
+            (&dpooled, "dpooled"),
+            (&pooled, "pooled"),
+            (&argmax, "argmax"),
+        ] {
+            expect_elements(view, pooled_len(g, n), name);
+        }
         expect_elements(&dw, weight_len(g), "dw");
         expect_elements(&db, g.out_channels, "db");
         let pooling = [dpooled, pooled, argmax];

@@ -215,6 +215,13 @@ fn weight_len(g: Conv2dGeometry) -> usize {
 }
 
 /// Catches a view that is too small for its tensor (the shader would read or write garbage).
+/// Elements of the 2x2 max pooling's output (or argmax) after the convolution `g` of `n`
+/// images (odd sizes floor).
+fn pooled_len(g: Conv2dGeometry, n: usize) -> usize {
+    let out = g.output();
+    n * g.out_channels * (out.height / 2) * (out.width / 2)
+}
+
 fn expect_elements(view: &View, elements: usize, name: &str) {
     assert!(
         view.size >= 4 * elements as u64,

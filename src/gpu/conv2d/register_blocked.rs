@@ -10,7 +10,7 @@
 
 use std::sync::Arc;
 
-use bytemuck::{Pod, Zeroable};
+use bytemuck::Zeroable;
 
 use super::products::{
     binding, input_classes_fit, kernel_bindings, packed_split, packs_weights, pools_weight_grad,
@@ -20,9 +20,10 @@ use super::products::{
     WEIGHT_GRAD_INVOCATIONS,
 };
 use super::shared::Conv2dShared;
-use super::sums::{Chunks, SumsKernels};
+use super::sums::{Chunks, Conv2dPackParams, SumsKernels};
 use super::{
-    grid, u, weight_len, Conv2dPass, Conv2dShape, Conv2dVariant, READS_STORAGE, READS_TEXTURE,
+    grid, pooled_len, u, weight_len, Conv2dPass, Conv2dShape, Conv2dVariant, READS_STORAGE,
+    READS_TEXTURE,
 };
 use crate::cpu::conv2d::Conv2dGeometry;
 use crate::gpu::buffer::{uniform, View};
@@ -261,8 +262,7 @@ impl Conv2dVariant for RegisterBlocked {
         [dpooled, pooled, argmax]: [View; 3],
         [dw, db]: [View; 2],
     ) -> Option<Vec<Dispatch>> {
-        let out = g.output();
-        let pooled_len = n * g.out_channels * (out.height / 2) * (out.width / 2);
+        let pooled_len = pooled_len(g, n);
         let lens = [n * g.input.len(), pooled_len];
         let pass = Conv2dPass::BackwardWeightsMaxpool;
         if !(self.fuses(pass, g) && self.textures_fit(ctx, &lens)) {
@@ -274,7 +274,7 @@ impl Conv2dVariant for RegisterBlocked {
         };
         // Chunks of pooled row segments, one lane per block of output channels.
         let work = (
-            n * (out.height / 2),
+            n * (g.output().height / 2),
             g.out_channels.div_ceil(BLOCK_CHANNELS),
             WEIGHT_GRAD_INVOCATIONS,
         );
@@ -302,20 +302,6 @@ impl Conv2dVariant for RegisterBlocked {
                 .weight_grad(ctx, g, work, partial_sums, (dw, db), false),
         )
     }
-}
-
-/// Mirrors `Conv2dPackParams` in `pack.wgsl`.
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct PackParams {
-    /// Elements to write: slots * `BLOCK_CHANNELS`.
-    len: u32,
-    in_channels: u32,
-    out_channels: u32,
-    kernel: u32,
-    /// Slots (steps) per block of `BLOCK_CHANNELS` channels.
-    block_steps: u32,
-    _pad: [u32; 3],
 }
 
 /// The register-blocked kernels whose lanes share loads across subgroup lanes (built by
@@ -627,13 +613,13 @@ impl RegisterBlockedKernels {
             size: PACKED_BINDING_BYTES,
         };
         let elements = slots * BLOCK_CHANNELS;
-        let pack_params = PackParams {
+        let pack_params = Conv2dPackParams {
             len: u(elements),
             in_channels: shape.in_channels,
             out_channels: shape.out_channels,
             kernel: shape.kernel,
             block_steps,
-            _pad: [0; 3],
+            ..Zeroable::zeroed()
         };
         let pack_params = uniform(ctx, "conv2d pack params", &pack_params);
         let pack = pack.dispatch(
@@ -653,17 +639,9 @@ impl RegisterBlockedKernels {
 
 #[cfg(test)]
 mod tests {
-    use super::super::sums::SUMS_MODULE;
     use super::super::{RB_BACKWARD_INPUT, RB_BACKWARD_WEIGHTS, RB_FORWARD, REGISTER_BLOCKED};
     use super::*;
-    use crate::gpu::kernel::assert_struct_size;
     use crate::gpu::texture::Texel;
-
-    #[test]
-    fn the_uniform_mirror_matches_the_shader() {
-        let host = std::mem::size_of::<PackParams>();
-        assert_struct_size(SUMS_MODULE, "Conv2dPackParams", host);
-    }
 
     /// The subgroup variants change the packed forward and the 3x3 weight gradient of the seed
     /// model's second layer (whose 32 input channels make 8 blocks of 4), and nothing else.

@@ -19,6 +19,7 @@ pub(super) const SUMS_MODULE: WgslModule = WgslModule::new(
     &[
         COMMON,
         Conv2dReduceParams::WGSL,
+        Conv2dPackParams::WGSL,
         shader_file!("conv2d/reduce.wgsl"),
         shader_file!("conv2d/pack.wgsl"),
     ],
@@ -63,6 +64,23 @@ wgsl_struct! {
         skip: u32,
         _pad0: u32,
         _pad1: u32,
+    }
+}
+
+wgsl_struct! {
+    /// The weight packing's uniform (`pack_params` in `pack.wgsl`), run by the register-blocked
+    /// variants.
+    pub(super) struct Conv2dPackParams {
+        /// Elements to write: slots * `BLOCK_CHANNELS`.
+        pub(super) len: u32,
+        pub(super) in_channels: u32,
+        pub(super) out_channels: u32,
+        pub(super) kernel: u32,
+        /// Slots (steps) per block of `BLOCK_CHANNELS` channels.
+        pub(super) block_steps: u32,
+        pub(super) _pad0: u32,
+        pub(super) _pad1: u32,
+        pub(super) _pad2: u32,
     }
 }
 
@@ -192,10 +210,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_uniform_mirror_matches_the_shader() {
-        let host = std::mem::size_of::<Conv2dReduceParams>();
-        let sums = SUMS_MODULE;
-        crate::gpu::kernel::assert_struct_size(sums, "Conv2dReduceParams", host);
+    fn the_uniform_mirrors_match_the_shader() {
+        use crate::gpu::kernel::assert_struct_size;
+        let reduce = std::mem::size_of::<Conv2dReduceParams>();
+        assert_struct_size(SUMS_MODULE, "Conv2dReduceParams", reduce);
+        let pack = std::mem::size_of::<Conv2dPackParams>();
+        assert_struct_size(SUMS_MODULE, "Conv2dPackParams", pack);
     }
 
     #[test]

@@ -9,7 +9,7 @@ use crate::cpu::dense::{
 };
 use crate::cpu::float::{Float, MatMut, MatRef};
 use crate::gpu::buffer::{read_buffer, storage, storage_init};
-use crate::gpu::check::{compare, Comparison, CrossCheck};
+use crate::gpu::check::{compare, Comparison, CrossCheck, LayerData};
 use crate::gpu::context::GpuContext;
 use crate::gpu::kernel::run;
 use crate::gpu::variant::Variant;
@@ -118,25 +118,14 @@ fn check_calibration(
     Ok(compare(&read_buffer(ctx, &gc, 0, cpu.len())?, &cpu))
 }
 
-/// Random tensors in [-1, 1) for one case, reproducible from its shape.
-struct CaseData {
-    x: Vec<f32>,
-    w: Vec<f32>,
-    b: Vec<f32>,
-    dy: Vec<f32>,
-}
-
-impl CaseData {
-    fn new(case: Case) -> CaseData {
-        let (g, n) = (case.g, case.n);
-        let seed = (n * 1_000_003 + g.inputs * 101 + g.outputs) as u64;
-        CaseData {
-            x: random_vec(n * g.inputs, seed, -1.0, 1.0),
-            w: random_vec(g.outputs * g.inputs, seed + 1, -1.0, 1.0),
-            b: random_vec(g.outputs, seed + 2, -1.0, 1.0),
-            dy: random_vec(n * g.outputs, seed + 3, -1.0, 1.0),
-        }
-    }
+/// One case's random inputs, reproducible from its shape.
+fn case_data(case: Case) -> LayerData {
+    let (g, n) = (case.g, case.n);
+    let seed = (n * 1_000_003 + g.inputs * 101 + g.outputs) as u64;
+    LayerData::random(
+        seed,
+        [n * g.inputs, g.outputs * g.inputs, g.outputs, n * g.outputs],
+    )
 }
 
 /// A zeroed f32 output buffer of `len` elements.
@@ -153,7 +142,7 @@ struct Inputs {
 }
 
 impl Inputs {
-    fn upload(ctx: &GpuContext, data: &CaseData) -> Result<Inputs> {
+    fn upload(ctx: &GpuContext, data: &LayerData) -> Result<Inputs> {
         Ok(Inputs {
             x: storage_init(ctx, "x", &data.x)?,
             w: storage_init(ctx, "w", &data.w)?,
@@ -164,7 +153,7 @@ impl Inputs {
 }
 
 fn check_forward(ctx: &GpuContext, variant: Variant, case: Case) -> Result<Comparison> {
-    let (g, n, data) = (case.g, case.n, CaseData::new(case));
+    let (g, n, data) = (case.g, case.n, case_data(case));
     let gpu = Inputs::upload(ctx, &data)?;
     let y = output(ctx, "y", n * g.outputs)?;
     let (x, w, b) = ((&gpu.x).into(), (&gpu.w).into(), (&gpu.b).into());
@@ -176,7 +165,7 @@ fn check_forward(ctx: &GpuContext, variant: Variant, case: Case) -> Result<Compa
 }
 
 fn check_backward_input(ctx: &GpuContext, variant: Variant, case: Case) -> Result<Comparison> {
-    let (g, n, data) = (case.g, case.n, CaseData::new(case));
+    let (g, n, data) = (case.g, case.n, case_data(case));
     let gpu = Inputs::upload(ctx, &data)?;
     let dx = output(ctx, "dx", n * g.inputs)?;
     let (dy, w) = ((&gpu.dy).into(), (&gpu.w).into());
@@ -189,7 +178,7 @@ fn check_backward_input(ctx: &GpuContext, variant: Variant, case: Case) -> Resul
 }
 
 fn check_backward_weights(ctx: &GpuContext, variant: Variant, case: Case) -> Result<Comparison> {
-    let (g, n, data) = (case.g, case.n, CaseData::new(case));
+    let (g, n, data) = (case.g, case.n, case_data(case));
     let gpu = Inputs::upload(ctx, &data)?;
     let (dw, db) = (
         output(ctx, "dw", g.outputs * g.inputs)?,
