@@ -225,6 +225,39 @@ fn cli_text_names_both_conversions_and_orders() {
     );
 }
 
+/// A best order at an end of the range is pointed out (much noise wants orders above 63).
+#[test]
+fn cli_text_notes_a_best_order_at_the_edge() {
+    let edge = [
+        "privacy",
+        "--sample-rate",
+        "0.01",
+        "--steps",
+        "1000",
+        "--noise-multiplier",
+        "1e6",
+    ];
+    assert_eq!(
+        spent(0.01, 1e6, 1000, 1e-5, &default_orders()).best_order,
+        63.0
+    );
+    let out = run_cli_ok(&edge);
+    assert!(
+        out.contains("note: the best order is the largest of the orders (1.1 to 63)"),
+        "{out}"
+    );
+    let inside = [
+        "privacy",
+        "--sample-rate",
+        "0.04",
+        "--steps",
+        "2250",
+        "--noise-multiplier",
+        "1.5",
+    ];
+    assert!(!run_cli_ok(&inside).contains("note:"));
+}
+
 /// Opacus' `test_get_noise_multiplier_rdp_epochs`: target 8 at q 0.04, 90 epochs, delta 1e-5
 /// gives 1.416 there, from a bisection that stops once epsilon is within 0.01 below 8. Ours,
 /// the smallest to 0.01%, must meet the target, be no larger than Opacus' answer, and be

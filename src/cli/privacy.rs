@@ -149,6 +149,7 @@ pub fn privacy(args: PrivacyArgs) -> Result<()> {
         outln!("{}", serde_json::to_string(&report)?);
     } else {
         print_text(&report, &spent, args.epochs.map(|e| e.value));
+        note_edge_order(spent.best_order, &orders);
     }
     Ok(())
 }
@@ -222,5 +223,20 @@ fn print_text(report: &Report, spent: &PrivacySpent, epochs: Option<f64>) {
         "epsilon_basic {:.6} (best order {}; conversion of Mironov 2017, log(1/delta)/(order-1))",
         spent.epsilon_basic,
         spent.best_order_basic
+    );
+}
+
+/// As Opacus warns: a best order at either end of the range means a wider range might give a
+/// smaller epsilon.
+fn note_edge_order(best_order: f64, orders: &[f64]) {
+    let (first, last) = (orders[0], orders[orders.len() - 1]);
+    let end = match best_order {
+        o if o == first => "smallest",
+        o if o == last => "largest",
+        _ => return,
+    };
+    outln!(
+        "note: the best order is the {end} of the orders ({first} to {last}); epsilon might be \
+         smaller with a wider range"
     );
 }
