@@ -6,6 +6,7 @@ mod common;
 
 use common::{assert_bad_input, assert_usage_error, run_cli, run_cli_ok};
 use mnist_wgpu::privacy::calibrate::NOISE_TOLERANCE;
+use mnist_wgpu::privacy::prv::prv_epsilon;
 use mnist_wgpu::privacy::rdp::{default_orders, rdp_one_step, PrivacySpent, SampledGaussian};
 use mnist_wgpu::privacy::steps_for_epochs;
 
@@ -38,6 +39,130 @@ fn assert_relative(got: f64, want: f64, rel: f64, what: &str) {
         (got - want).abs() <= rel * want.abs(),
         "{what}: {got} against {want} (relative error {:e})",
         (got - want).abs() / want.abs()
+    );
+}
+
+/// Opacus' `test_prv_accountant`: nearly the same run by the PRV accountant (its upper bound,
+/// Opacus' default errors: 0.01 in epsilon, delta / 1000 in delta). Its steps are `int(90 //
+/// 0.04)`, which is 2249 (0.04 is a hair above 0.04 in binary, and `//` floors), not the RDP
+/// test's `int(90 / 0.04)` = 2250.
+#[test]
+fn opacus_prv_vector() {
+    let mechanism = SampledGaussian {
+        sample_rate: 0.04,
+        noise_multiplier: 1.5,
+        steps: 2249,
+    };
+    let got = prv_epsilon(&mechanism, 1e-5).unwrap();
+    assert_relative(got.upper, 6.777395712150674, 1e-6, "epsilon");
+    assert!(got.lower <= got.estimate && got.estimate <= got.upper);
+}
+
+/// Without subsampling (q = 1) the run is one Gaussian mechanism of noise sigma / sqrt(steps),
+/// whose exact epsilon solves `Phi(-e/mu + mu/2) - e^e Phi(-e/mu - mu/2) = delta` with `mu =
+/// sqrt(steps) / sigma` (Balle and Wang 2018): for sigma 2, 100 steps, delta 1e-5, mu = 5 and
+/// epsilon = 33.10373233592246525 (mpmath's findroot, 30 digits). The PRV accountant's bounds
+/// must hold it, and its estimate come within its error.
+#[test]
+fn prv_brackets_the_exact_gaussian_mechanism() {
+    let exact = 33.103_732_335_922_465;
+    let mechanism = SampledGaussian {
+        sample_rate: 1.0,
+        noise_multiplier: 2.0,
+        steps: 100,
+    };
+    let got = prv_epsilon(&mechanism, 1e-5).unwrap();
+    assert!(got.lower <= exact && exact <= got.upper, "{got:?}");
+    assert!((got.estimate - exact).abs() <= 1e-3, "{got:?}");
+}
+
+/// The PRV accountant is the tighter one: its upper bound below RDP's epsilon.
+#[test]
+fn prv_is_tighter_than_rdp() {
+    for (q, sigma, steps) in [(0.04, 1.5, 2250), (0.0025, 1.3, 6000), (0.01, 0.8, 1000)] {
+        let mechanism = SampledGaussian {
+            sample_rate: q,
+            noise_multiplier: sigma,
+            steps,
+        };
+        let prv = prv_epsilon(&mechanism, 1e-5).unwrap();
+        let rdp = mechanism.privacy_spent(1e-5, &default_orders()).epsilon;
+        assert!(
+            prv.upper < rdp,
+            "q {q} sigma {sigma}: {prv:?} against {rdp}"
+        );
+    }
+}
+
+#[test]
+fn cli_prv_accountant() {
+    let v = json(&[
+        "privacy",
+        "--accountant",
+        "prv",
+        "--sample-rate",
+        "0.04",
+        "--noise-multiplier",
+        "1.5",
+        "--steps",
+        "2249",
+        "--json",
+    ]);
+    assert_eq!(v["accountant"], "prv");
+    assert_relative(number(&v, "epsilon"), 6.777395712150674, 1e-6, "epsilon");
+    assert!(number(&v, "epsilon_lower") < number(&v, "epsilon_estimate"));
+    assert!(
+        v.get("best_order").is_none() && v.get("epsilon_basic").is_none(),
+        "{v}"
+    );
+    // A run whose mesh would not fit is refused, pointing to the RDP accountant.
+    let huge = [
+        "privacy",
+        "--accountant",
+        "prv",
+        "--sample-rate",
+        "0.00001024",
+        "--noise-multiplier",
+        "0.1",
+        "--steps",
+        "976563",
+        "--delta",
+        "1e-7",
+    ];
+    assert_bad_input(
+        &run_cli(&huge),
+        "--accountant prv: the PRV accountant would need",
+    );
+    // The noise for a target by the PRV accountant meets it by its upper bound.
+    let target = json(&[
+        "privacy",
+        "--accountant",
+        "prv",
+        "--sample-rate",
+        "0.04",
+        "--steps",
+        "2250",
+        "--target-epsilon",
+        "8",
+        "--json",
+    ]);
+    assert!(number(&target, "epsilon") <= 8.0, "{target}");
+    let rdp_sigma = number(
+        &json(&[
+            "privacy",
+            "--sample-rate",
+            "0.04",
+            "--steps",
+            "2250",
+            "--target-epsilon",
+            "8",
+            "--json",
+        ]),
+        "noise_multiplier",
+    );
+    assert!(
+        number(&target, "noise_multiplier") < rdp_sigma,
+        "PRV needs less noise"
     );
 }
 

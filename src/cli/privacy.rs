@@ -1,15 +1,16 @@
-//! `privacy`: what a DP-SGD run spends, by the RDP accountant (docs/privacy.md): epsilon by
-//! both conversions with their best orders, or, with --target-epsilon, the noise multiplier
-//! that keeps epsilon within it.
+//! `privacy`: what a DP-SGD run spends (docs/privacy.md): by the RDP accountant, epsilon by
+//! both conversions with their best orders; by the PRV accountant, epsilon with its error
+//! bounds; or, with --target-epsilon, the noise multiplier that keeps epsilon within it.
 
 use anyhow::Result;
-use clap::{ArgGroup, Args};
+use clap::{ArgGroup, Args, ValueEnum};
 use serde::Serialize;
 
 use mnist_wgpu::error::bad_input;
 use mnist_wgpu::privacy::calibrate::{
     noise_for_epsilon, NoiseForBudget, MAX_NOISE_MULTIPLIER, NOISE_TOLERANCE,
 };
+use mnist_wgpu::privacy::prv::{prv_epsilon, PrvEpsilon, DELTA_ERROR_FRACTION, EPSILON_ERROR};
 use mnist_wgpu::privacy::rdp::{default_orders, PrivacySpent, SampledGaussian};
 use mnist_wgpu::privacy::steps_for_epochs;
 
@@ -39,9 +40,19 @@ pub struct PrivacyArgs {
     #[arg(long, value_name = "D", default_value = "1e-5", allow_negative_numbers = true,
           value_parser = Number::parse)]
     delta: Number,
+    /// rdp: Rényi DP, epsilon by two conversions; prv: privacy loss random variables composed
+    /// numerically (Gopi et al. 2021), tighter, its upper bound.
+    #[arg(long, value_enum, default_value_t = Accountant::Rdp)]
+    accountant: Accountant,
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, ValueEnum)]
+enum Accountant {
+    Rdp,
+    Prv,
 }
 
 /// A number as given on the command line: errors quote it as typed (`1e-300`, not 300 zeros).
@@ -63,20 +74,57 @@ impl Number {
     }
 }
 
-/// `--json`'s object.
+/// `--json`'s object: the RDP accountant's fields or the PRV accountant's.
 #[derive(Serialize)]
 struct Report {
     accountant: &'static str,
     epsilon: f64,
-    epsilon_basic: f64,
-    best_order: f64,
-    best_order_basic: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    epsilon_basic: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    best_order: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    best_order_basic: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    epsilon_estimate: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    epsilon_lower: Option<f64>,
     delta: f64,
     noise_multiplier: f64,
     sample_rate: f64,
     steps: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     target_epsilon: Option<f64>,
+}
+
+/// What one accountant says of one run.
+enum Spent {
+    Rdp(PrivacySpent),
+    Prv(PrvEpsilon),
+}
+
+impl Spent {
+    /// The epsilon a budget is held to: RDP's current conversion, PRV's upper bound.
+    fn epsilon(&self) -> f64 {
+        match self {
+            Spent::Rdp(spent) => spent.epsilon,
+            Spent::Prv(prv) => prv.upper,
+        }
+    }
+}
+
+/// What `accountant` says of the run; an error where the PRV accountant cannot answer.
+fn account(
+    accountant: Accountant,
+    mechanism: &SampledGaussian,
+    delta: f64,
+) -> Result<Spent, String> {
+    match accountant {
+        Accountant::Rdp => Ok(Spent::Rdp(
+            mechanism.privacy_spent(delta, &default_orders()),
+        )),
+        Accountant::Prv => prv_epsilon(mechanism, delta).map(Spent::Prv),
+    }
 }
 
 pub fn privacy(args: PrivacyArgs) -> Result<()> {
@@ -93,35 +141,28 @@ pub fn privacy(args: PrivacyArgs) -> Result<()> {
         return Err(bad_input(format!("--delta {text}: must be in (0, 1)")));
     }
     let steps = steps(&args)?;
-    let orders = default_orders();
-    let (noise_multiplier, spent) = match (&args.noise_multiplier, &args.target_epsilon) {
-        (Some(given), _) => {
-            let sigma = noise_multiplier(given)?;
-            let mechanism = SampledGaussian {
-                sample_rate: q,
-                noise_multiplier: sigma,
-                steps,
-            };
-            (sigma, mechanism.privacy_spent(delta, &orders))
-        }
-        (
-            None,
-            Some(Number {
-                value: target,
-                text,
-            }),
-        ) => {
-            let target = *target;
+    let mechanism = |noise_multiplier| SampledGaussian {
+        sample_rate: q,
+        noise_multiplier,
+        steps,
+    };
+    let noise_multiplier = match (&args.noise_multiplier, &args.target_epsilon) {
+        (Some(given), _) => noise_multiplier(given)?,
+        (None, Some(Number { value, text })) => {
+            let target = *value;
             if !(target > 0.0 && target.is_finite()) {
                 return Err(bad_input(format!(
                     "--target-epsilon {text}: must be a number > 0"
                 )));
             }
-            match noise_for_epsilon(target, q, steps, delta, &orders) {
+            // Where the PRV accountant cannot answer, that noise counts as missing the target.
+            let epsilon_of = |sigma| {
+                account(args.accountant, &mechanism(sigma), delta).map_or(f64::NAN, |s| s.epsilon())
+            };
+            match noise_for_epsilon(target, epsilon_of) {
                 NoiseForBudget::Found {
-                    noise_multiplier,
-                    spent,
-                } => (noise_multiplier, spent),
+                    noise_multiplier, ..
+                } => noise_multiplier,
                 NoiseForBudget::Unreachable { epsilon_at_max } => {
                     return Err(bad_input(format!(
                         "--target-epsilon {text}: cannot be reached: even noise multiplier \
@@ -133,23 +174,38 @@ pub fn privacy(args: PrivacyArgs) -> Result<()> {
         }
         (None, None) => unreachable!("clap requires one of the group"),
     };
-    let report = Report {
+    let spent = account(args.accountant, &mechanism(noise_multiplier), delta)
+        .map_err(|why| bad_input(format!("--accountant prv: {why}")))?;
+    let mut report = Report {
         accountant: "rdp",
-        epsilon: spent.epsilon,
-        epsilon_basic: spent.epsilon_basic,
-        best_order: spent.best_order,
-        best_order_basic: spent.best_order_basic,
+        epsilon: spent.epsilon(),
+        epsilon_basic: None,
+        best_order: None,
+        best_order_basic: None,
+        epsilon_estimate: None,
+        epsilon_lower: None,
         delta,
         noise_multiplier,
         sample_rate: q,
         steps,
         target_epsilon: args.target_epsilon.as_ref().map(|t| t.value),
     };
+    match &spent {
+        Spent::Rdp(rdp) => {
+            report.epsilon_basic = Some(rdp.epsilon_basic);
+            report.best_order = Some(rdp.best_order);
+            report.best_order_basic = Some(rdp.best_order_basic);
+        }
+        Spent::Prv(prv) => {
+            report.accountant = "prv";
+            report.epsilon_estimate = Some(prv.estimate);
+            report.epsilon_lower = Some(prv.lower);
+        }
+    }
     if args.json {
         outln!("{}", serde_json::to_string(&report)?);
     } else {
         print_text(&report, &spent, args.epochs.map(|e| e.value));
-        note_edge_order(spent.best_order, &orders);
     }
     Ok(())
 }
@@ -192,7 +248,7 @@ fn noise_multiplier(given: &Number) -> Result<f64> {
     Ok(sigma)
 }
 
-fn print_text(report: &Report, spent: &PrivacySpent, epochs: Option<f64>) {
+fn print_text(report: &Report, spent: &Spent, epochs: Option<f64>) {
     let length = match epochs {
         Some(e) => format!(
             "{} steps ({e} epochs of 1/{} steps, rounded up)",
@@ -201,7 +257,8 @@ fn print_text(report: &Report, spent: &PrivacySpent, epochs: Option<f64>) {
         None => format!("{} steps", report.steps),
     };
     outln!(
-        "RDP accountant: sample rate {}, {length}, delta {:e}",
+        "{} accountant: sample rate {}, {length}, delta {:e}",
+        report.accountant.to_uppercase(),
         report.sample_rate,
         report.delta
     );
@@ -214,16 +271,28 @@ fn print_text(report: &Report, spent: &PrivacySpent, epochs: Option<f64>) {
     } else {
         outln!("noise multiplier {}", report.noise_multiplier);
     }
-    outln!(
-        "epsilon       {:.6} (best order {}; conversion of Balle et al. 2020, as Opacus)",
-        spent.epsilon,
-        spent.best_order
-    );
-    outln!(
-        "epsilon_basic {:.6} (best order {}; conversion of Mironov 2017, log(1/delta)/(order-1))",
-        spent.epsilon_basic,
-        spent.best_order_basic
-    );
+    match spent {
+        Spent::Rdp(rdp) => {
+            outln!(
+                "epsilon       {:.6} (best order {}; conversion of Balle et al. 2020, as Opacus)",
+                rdp.epsilon,
+                rdp.best_order
+            );
+            outln!(
+                "epsilon_basic {:.6} (best order {}; conversion of Mironov 2017, log(1/delta)/(order-1))",
+                rdp.epsilon_basic,
+                rdp.best_order_basic
+            );
+            note_edge_order(rdp.best_order, &default_orders());
+        }
+        Spent::Prv(prv) => outln!(
+            "epsilon       {:.6} (upper bound; estimate {:.6}, lower bound {:.6}; errors allowed: \
+             {EPSILON_ERROR} in epsilon, delta * {DELTA_ERROR_FRACTION} in delta)",
+            prv.upper,
+            prv.estimate,
+            prv.lower
+        ),
+    }
 }
 
 /// As Opacus warns: a best order at either end of the range means a wider range might give a

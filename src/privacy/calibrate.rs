@@ -1,11 +1,9 @@
-//! The noise for a privacy budget: the smallest noise multiplier whose epsilon (the current
-//! conversion, over the given orders) stays within a target, found by bisection on the RDP
-//! accountant. Epsilon falls as the noise grows, so the answer is where it crosses the target.
-
-use super::rdp::{PrivacySpent, SampledGaussian};
+//! The noise for a privacy budget: the smallest noise multiplier whose epsilon stays within a
+//! target, found by bisection on an accountant (RDP's current conversion, or PRV's upper
+//! bound). Epsilon falls as the noise grows, so the answer is where it crosses the target.
 
 /// The largest noise multiplier tried (Opacus' `MAX_SIGMA`): a target that even this much
-/// noise misses cannot be reached. With finitely many orders, epsilon has a floor above 0
+/// noise misses cannot be reached. With finitely many orders, RDP's epsilon has a floor above 0
 /// however large the noise (at delta 1e-5 and orders up to 63, about 0.1).
 pub const MAX_NOISE_MULTIPLIER: f64 = 1e6;
 
@@ -17,50 +15,35 @@ pub const NOISE_TOLERANCE: f64 = 1e-4;
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum NoiseForBudget {
     /// The noise multiplier (the upper end of the final bracket, so its epsilon is at most the
-    /// target) and what it spends.
-    Found {
-        noise_multiplier: f64,
-        spent: PrivacySpent,
-    },
+    /// target) and its epsilon.
+    Found { noise_multiplier: f64, epsilon: f64 },
     /// Even [`MAX_NOISE_MULTIPLIER`] spends more than the target: this is its epsilon.
     Unreachable { epsilon_at_max: f64 },
 }
 
-/// The smallest noise multiplier (to [`NOISE_TOLERANCE`]) that keeps epsilon at most
-/// `target_epsilon` over `steps` steps at `sample_rate` and `delta`. The bracket starts at
-/// [0, 1] and doubles its top until that meets the target (epsilon at 0 noise is infinite).
-pub fn noise_for_epsilon(
-    target_epsilon: f64,
-    sample_rate: f64,
-    steps: u64,
-    delta: f64,
-    orders: &[f64],
-) -> NoiseForBudget {
-    let spent = |noise_multiplier: f64| {
-        SampledGaussian {
-            sample_rate,
-            noise_multiplier,
-            steps,
-        }
-        .privacy_spent(delta, orders)
-    };
+/// The smallest noise multiplier (to [`NOISE_TOLERANCE`]) whose `epsilon_of(noise_multiplier)`
+/// is at most `target_epsilon`, for an accountant's epsilon that falls as the noise grows (a
+/// NaN, an accountant that cannot answer, counts as missing the target). The bracket starts at
+/// [0, 1] and doubles its top until that meets the target (no noise: infinite epsilon).
+pub fn noise_for_epsilon(target_epsilon: f64, epsilon_of: impl Fn(f64) -> f64) -> NoiseForBudget {
+    let meets = |epsilon: f64| epsilon <= target_epsilon;
     let (mut low, mut high) = (0.0, 1.0);
-    let mut at_high = spent(high);
-    while at_high.epsilon > target_epsilon {
+    let mut at_high = epsilon_of(high);
+    while !meets(at_high) {
         if high >= MAX_NOISE_MULTIPLIER {
             return NoiseForBudget::Unreachable {
-                epsilon_at_max: at_high.epsilon,
+                epsilon_at_max: at_high,
             };
         }
         low = high;
         high = (2.0 * high).min(MAX_NOISE_MULTIPLIER);
-        at_high = spent(high);
+        at_high = epsilon_of(high);
     }
-    // Invariant: epsilon(low) > target >= epsilon(high).
+    // Invariant: epsilon(low) misses the target, epsilon(high) meets it.
     while high - low > NOISE_TOLERANCE * high {
         let mid = 0.5 * (low + high);
-        let at_mid = spent(mid);
-        if at_mid.epsilon <= target_epsilon {
+        let at_mid = epsilon_of(mid);
+        if meets(at_mid) {
             (high, at_high) = (mid, at_mid);
         } else {
             low = mid;
@@ -68,14 +51,14 @@ pub fn noise_for_epsilon(
     }
     NoiseForBudget::Found {
         noise_multiplier: high,
-        spent: at_high,
+        epsilon: at_high,
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::privacy::rdp::default_orders;
+    use crate::privacy::rdp::{default_orders, SampledGaussian};
 
     fn epsilon(sample_rate: f64, noise_multiplier: f64, steps: u64) -> f64 {
         SampledGaussian {
@@ -91,17 +74,17 @@ mod tests {
     /// smallest, to the tolerance.
     #[test]
     fn bisection_finds_the_smallest_noise_within_tolerance() {
-        let orders = default_orders();
         for (target, q, steps) in [(8.0, 0.04, 2250), (1.0, 0.0025, 6000), (50.0, 0.5, 10)] {
+            let found = noise_for_epsilon(target, |sigma| epsilon(q, sigma, steps));
             let NoiseForBudget::Found {
                 noise_multiplier,
-                spent,
-            } = noise_for_epsilon(target, q, steps, 1e-5, &orders)
+                epsilon: spent,
+            } = found
             else {
                 panic!("target {target} unreachable");
             };
-            assert!(spent.epsilon <= target);
-            assert_eq!(spent.epsilon, epsilon(q, noise_multiplier, steps));
+            assert!(spent <= target);
+            assert_eq!(spent, epsilon(q, noise_multiplier, steps));
             let smaller = noise_multiplier * (1.0 - 2.0 * NOISE_TOLERANCE);
             assert!(
                 epsilon(q, smaller, steps) > target,
@@ -112,7 +95,7 @@ mod tests {
 
     #[test]
     fn a_target_below_the_floor_is_unreachable() {
-        let got = noise_for_epsilon(0.01, 0.01, 100, 1e-5, &default_orders());
+        let got = noise_for_epsilon(0.01, |sigma| epsilon(0.01, sigma, 100));
         let NoiseForBudget::Unreachable { epsilon_at_max } = got else {
             panic!("{got:?}");
         };

@@ -2,11 +2,13 @@
 //! sampled Gaussian mechanism (Poisson-sampled lots, clipped gradients, Gaussian noise) spends,
 //! and the noise that keeps it within a budget. See docs/privacy.md.
 //!
-//! [`rdp`] is the accountant (Rényi DP of the sampled Gaussian mechanism and its conversion to
-//! (epsilon, delta)); [`calibrate`] finds the noise multiplier for a target epsilon. Knows
-//! nothing of training, the CLI or the GPU.
+//! [`rdp`] is the RDP accountant (Rényi DP of the sampled Gaussian mechanism and its conversions
+//! to (epsilon, delta)); [`prv`] the PRV accountant (privacy loss random variables composed by
+//! FFT), tighter; [`calibrate`] finds the noise multiplier for a target epsilon. Knows nothing
+//! of training, the CLI or the GPU.
 
 pub mod calibrate;
+pub mod prv;
 pub mod rdp;
 
 /// How close to a whole number `epochs / sample_rate` must come to count as it (relative).
