@@ -62,8 +62,8 @@ enum Command {
     Quantize(quantize::QuantizeArgs),
     /// Search hyperparameters (grid, random, successive halving) over training runs.
     Search(Box<search::SearchArgs>),
-    /// Privacy spent by DP-SGD (RDP accountant): epsilon for a noise multiplier, sample rate
-    /// and steps, or the noise multiplier for a target epsilon.
+    /// Privacy spent by DP-SGD (RDP or PRV accountant): epsilon for a noise multiplier, sample
+    /// rate and steps, or the noise multiplier for a target epsilon.
     Privacy(privacy::PrivacyArgs),
 }
 
