@@ -190,6 +190,12 @@ const CASES: &[Case] = &[
     case(&["bench", "--arch", "conv4k3-relu-flatten-dense5"], Line("train-labels-idx1-ubyte.gz: label 5 at index 0")),
     case(&["check", "--only", "no-such-kernel"], Line("--only no-such-kernel")),
     case(&["check", "--adapter", "no-such-gpu-anywhere"], Line("--adapter no-such-gpu-anywhere")),
+    // privacy: the accountant's numbers.
+    case(&["privacy", "--sample-rate", "2", "--noise-multiplier", "1", "--steps", "5"], Line("--sample-rate 2: must be in (0, 1]")),
+    case(&["privacy", "--sample-rate", "0.01", "--noise-multiplier", "0", "--steps", "5"], Line("--noise-multiplier 0: no noise means no privacy")),
+    case(&["privacy", "--sample-rate", "0.01", "--noise-multiplier", "1", "--steps", "5", "--delta", "1"], Line("--delta 1: must be in (0, 1)")),
+    case(&["privacy", "--sample-rate", "0.01", "--target-epsilon", "0.01", "--steps", "5"], Line("--target-epsilon 0.01: cannot be reached")),
+    case(&["privacy", "--sample-rate", "0.01", "--noise-multiplier", "1"], Usage("--steps <S>")),
     // search: the space file and its flags.
     case(&["search"], Usage("--space <PATH>")),
     case(&["search", "--space", "T/missing.toml"], Line("--space T/missing.toml")),

@@ -12,6 +12,7 @@ mod explain_evaluate;
 mod gpu;
 mod predict;
 mod print;
+mod privacy;
 mod profile;
 mod quantize;
 mod search;
@@ -61,6 +62,9 @@ enum Command {
     Quantize(quantize::QuantizeArgs),
     /// Search hyperparameters (grid, random, successive halving) over training runs.
     Search(Box<search::SearchArgs>),
+    /// Privacy spent by DP-SGD (RDP or PRV accountant): epsilon for a noise multiplier, sample
+    /// rate and steps, or the noise multiplier for a target epsilon.
+    Privacy(privacy::PrivacyArgs),
 }
 
 pub fn run(cli: Cli) -> Result<()> {
@@ -76,6 +80,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Predict(args) => predict::predict(args),
         Command::Explain(args) => explain::explain(args),
         Command::Quantize(args) => quantize::quantize(args),
+        Command::Privacy(args) => privacy::privacy(args),
     }
 }
 
