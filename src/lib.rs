@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod model;
 pub mod plots;
 pub mod predict;
+pub mod prune;
 pub mod quantize;
 pub mod report;
 pub mod rng;
