@@ -13,6 +13,7 @@ mod gpu;
 mod predict;
 mod print;
 mod profile;
+mod prune;
 mod quantize;
 mod search;
 mod summary;
@@ -59,6 +60,9 @@ enum Command {
     /// Quantise a float model to int8 (post-training, calibrated on training images) and
     /// compare their test accuracy.
     Quantize(quantize::QuantizeArgs),
+    /// Prune a float model: zero its smallest weights, or remove whole convolution channels,
+    /// and compare the test accuracy before and after.
+    Prune(prune::PruneArgs),
     /// Search hyperparameters (grid, random, successive halving) over training runs.
     Search(Box<search::SearchArgs>),
 }
@@ -76,6 +80,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Predict(args) => predict::predict(args),
         Command::Explain(args) => explain::explain(args),
         Command::Quantize(args) => quantize::quantize(args),
+        Command::Prune(args) => prune::prune(args),
     }
 }
 
