@@ -552,6 +552,16 @@ fn a_channel_pruned_checkpoint_is_a_model_like_any_other() {
         "20",
     ]);
     assert!(quantized.contains("int8 test accuracy"), "{quantized}");
+    // The int8 model's sparsity counts its integer weights: as many as the float model's.
+    let int8_summary = run_cli_ok(&["summary", "--model", path(&int8)]);
+    let weights: usize = weight_tensors(&back.params)
+        .iter()
+        .map(|&i| back.params.tensors[i].data.len())
+        .sum();
+    assert!(
+        int8_summary.contains(&format!(" of {weights} conv and dense weights are zero")),
+        "{int8_summary}"
+    );
     let run_dir = tmp.path().join("run");
     let trained = run_cli_ok(&[
         "train",
