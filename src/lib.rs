@@ -20,6 +20,7 @@ pub mod model;
 pub mod plots;
 pub mod predict;
 pub mod privacy;
+pub mod prune;
 pub mod quantize;
 pub mod report;
 pub mod rng;

@@ -155,6 +155,20 @@ const CASES: &[Case] = &[
     case(&["eval", "--model", "T/int8-nan.safetensors"], Line("tensor 'fc.input_scale' holds the scale NaN")),
     case(&["predict", "--model", "T/int8-negative.safetensors", "T/digit.png"], Line("tensor 'conv1.weight_scale' holds the scale -0.5 at 0")),
     case(&["predict", "--model", "T/int8.safetensors", "T/digit.png", "--explain", "saliency", "--out", "T/figures"], Line("T/int8.safetensors: an int8 checkpoint; --explain needs the float model")),
+    // prune: the sparsity, the model and where it goes.
+    case(&["prune", "--model", "T/model.safetensors"], Usage("--out <PATH>")),
+    case(&["prune", "--model", "T/model.safetensors", "--out", "T/p.safetensors", "--sparsity", "1"], Line("invalid value '1' for '--sparsity <S>': 1 is not a fraction in [0, 1)")),
+    case(&["prune", "--model", "T/model.safetensors", "--out", "T/p.safetensors", "--sparsity", "-0.1"], Line("invalid value '-0.1' for '--sparsity <S>'")),
+    case(&["prune", "--model", "T/model.safetensors", "--out", "T/p.safetensors", "--sparsity", "half"], Line("'half' is not a fraction in [0, 1)")),
+    case(&["prune", "--model", "T/model.safetensors", "--out", "T/p.safetensors", "--sparsity", "0.99", "--structured", "channels"], Line("--sparsity 0.99: removes all 32 channels of conv1; every convolution must keep one")),
+    case(&["prune", "--model", "T/model.safetensors", "--out", "T/p.safetensors", "--sparsity", "0.9", "--structured", "kernels"], Usage("[possible values: channels]")),
+    case(&["prune", "--model", "T/missing.safetensors", "--out", "T/dir", "--sparsity", "0.5"], Line("--out T/dir: is a directory")),
+    case(&["prune", "--model", "T/model.safetensors", "--out", "T/file/p.safetensors", "--sparsity", "0.5"], Line("T/file is not a directory")),
+    case(&["prune", "--model", "T/text.txt", "--out", "T/p.safetensors", "--sparsity", "0.5"], Line("T/text.txt: not a safetensors checkpoint")),
+    case(&["prune", "--model", "T/half.safetensors", "--out", "T/p.safetensors", "--sparsity", "0.5"], Line("T/half.safetensors")),
+    case(&["prune", "--model", "T/int8.safetensors", "--out", "T/p.safetensors", "--sparsity", "0.5"], Line("T/int8.safetensors: an int8 checkpoint")),
+    case(&["summary", "--model", "T/text.txt"], Line("T/text.txt: not a safetensors checkpoint")),
+    case(&["summary", "--model", "T/model.safetensors", "--arch", "seed"], Line("cannot be used with")),
     // explain: the method, its settings and the inputs.
     case(&["explain", "--model", "T/model.safetensors", "--test-index", "0", "--method", "magic"], Usage("[possible values: saliency, input-x-gradient, integrated-gradients, smoothgrad, gradcam, occlusion, all]")),
     case(&["explain", "--model", "T/model.safetensors", "--method", "saliency"], Usage("<IMAGE>")),
@@ -229,6 +243,7 @@ fn short_run_flags(subcommand: &str) -> &'static [(&'static str, &'static str)] 
         ],
         "eval" => &[("--backend", "cpu"), ("--test-limit", "10")],
         "quantize" => &[("--calibration", "2")],
+        "prune" => &[("--test-limit", "10")],
         "bench" => &[("--backend", "cpu"), ("--seconds", "1")],
         "search" => &[
             ("--backend", "cpu"),

@@ -14,6 +14,7 @@ mod predict;
 mod print;
 mod privacy;
 mod profile;
+mod prune;
 mod quantize;
 mod search;
 mod summary;
@@ -60,6 +61,9 @@ enum Command {
     /// Quantise a float model to int8 (post-training, calibrated on training images) and
     /// compare their test accuracy.
     Quantize(quantize::QuantizeArgs),
+    /// Prune a float model: zero its smallest weights, or remove whole convolution channels,
+    /// and compare the test accuracy before and after.
+    Prune(prune::PruneArgs),
     /// Search hyperparameters (grid, random, successive halving) over training runs.
     Search(Box<search::SearchArgs>),
     /// Privacy spent by DP-SGD (RDP or PRV accountant): epsilon for a noise multiplier, sample
@@ -81,6 +85,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Explain(args) => explain::explain(args),
         Command::Quantize(args) => quantize::quantize(args),
         Command::Privacy(args) => privacy::privacy(args),
+        Command::Prune(args) => prune::prune(args),
     }
 }
 

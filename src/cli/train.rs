@@ -13,6 +13,7 @@ use super::args::{
     inference_backend, DeviceArgs,
 };
 use super::print::{print_evaluation, while_working, EpochProgress};
+use super::summary::{sparsity_line, sparsity_of};
 use mnist_wgpu::backend::{Backend, BackendInfo, OptimizerState};
 use mnist_wgpu::checkpoint::{
     classes_metadata, load_checkpoint, load_training_checkpoint, save_checkpoint,
@@ -688,11 +689,12 @@ pub fn eval(args: EvalArgs) -> Result<()> {
     let arch = plan.arch.to_string();
     let metadata = checkpoint.metadata();
     let seed = metadata.get("seed").and_then(|s| s.parse().ok());
+    let sparsity = sparsity_line(&sparsity_of(&checkpoint));
     let mut backend = inference_backend(&args.data.device, checkpoint)?;
     let info = backend.info();
     let on_gpu = info.backend != "cpu";
     outln!(
-        "evaluating {} ({arch}) on {} ({})",
+        "evaluating {} ({arch}) on {} ({})\n{sparsity}",
         args.model.display(),
         info.backend,
         info.adapter
