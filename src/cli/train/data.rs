@@ -29,11 +29,7 @@ pub(crate) struct DataSource {
 /// The data of `source` for a model of `classes` outputs: the classes chosen, the limits
 /// applied, and every label checked to be below `classes` (a one-line error naming the file);
 /// for `training`, or else only for the test split (which is all `eval` reads).
-pub(crate) fn load_data(
-    source: &DataSource,
-    classes: usize,
-    training: bool,
-) -> Result<Mnist> {
+pub(crate) fn load_data(source: &DataSource, classes: usize, training: bool) -> Result<Mnist> {
     let start = Instant::now();
     let dir = source.data_dir.as_deref();
     let mut mnist = load_mnist_from(dir)?;
