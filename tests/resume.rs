@@ -16,6 +16,7 @@ use mnist_wgpu::cpu::CpuBackend;
 use mnist_wgpu::data::{load_mnist, Split};
 use mnist_wgpu::gpu::GpuBackend;
 use mnist_wgpu::model::{init_params, Arch, Params, Plan, MNIST_INPUT};
+use mnist_wgpu::prune::Mask;
 use mnist_wgpu::train::{train_resumable, Resumable, RunState};
 use safetensors::tensor::{SafeTensors, TensorView};
 
@@ -163,6 +164,9 @@ impl Backend for StopAfter<'_> {
     }
     fn set_optimizer_state(&mut self, state: &OptimizerState) -> anyhow::Result<()> {
         self.inner.set_optimizer_state(state)
+    }
+    fn set_mask(&mut self, mask: Option<&Mask>) -> anyhow::Result<()> {
+        self.inner.set_mask(mask)
     }
 }
 
