@@ -16,7 +16,7 @@ use mnist_wgpu::cpu::CpuBackend;
 use mnist_wgpu::data::{load_mnist, Split};
 use mnist_wgpu::gpu::GpuBackend;
 use mnist_wgpu::model::{init_params, Arch, Params, Plan, MNIST_INPUT};
-use mnist_wgpu::prune::Mask;
+use mnist_wgpu::prune::{Mask, PruneSchedule, Scope};
 use mnist_wgpu::train::{train_resumable, Resumable, RunState};
 use safetensors::tensor::{SafeTensors, TensorView};
 
@@ -219,15 +219,20 @@ fn check_mid_epoch_resume<'c>(
     config: &TrainConfig,
     stop_after: usize,
 ) {
+    check_mid_epoch_resume_from(make, data, config, stop_after, RunState::default());
+}
+
+/// [`check_mid_epoch_resume`] from `start` (a masked run's first mask).
+fn check_mid_epoch_resume_from<'c>(
+    make: &dyn Fn(&Params<f32>) -> Box<dyn Backend + 'c>,
+    data: (&Split, &Split),
+    config: &TrainConfig,
+    stop_after: usize,
+    start: RunState,
+) {
     let init = init_params(&plan(), config.seed);
     let never = AtomicBool::new(false);
-    let whole = train_from(
-        make(&init).as_mut(),
-        data,
-        config,
-        RunState::default(),
-        &never,
-    );
+    let whole = train_from(make(&init).as_mut(), data, config, start.clone(), &never);
     assert!(!whole.3);
 
     let stop = AtomicBool::new(false);
@@ -237,7 +242,7 @@ fn check_mid_epoch_resume<'c>(
         stop: &stop,
     };
     let (state, params, optimizer, interrupted) =
-        train_from(&mut stopping, data, config, RunState::default(), &stop);
+        train_from(&mut stopping, data, config, start, &stop);
     assert!(interrupted);
     let steps = data.0.len().div_ceil(config.batch_size);
     assert_eq!(
@@ -260,6 +265,7 @@ fn check_mid_epoch_resume<'c>(
     };
     assert_eq!(val(&after.0), val(&whole.0), "validation losses");
     assert_eq!(after.0.best, whole.0.best);
+    assert_eq!(after.0.mask, whole.0.mask, "the resumed run's mask");
 }
 
 fn cosine(epochs: usize, batch_size: usize) -> TrainConfig {
@@ -304,6 +310,64 @@ fn a_gpu_run_stopped_mid_epoch_resumes_bit_for_bit() {
     };
     // 8 steps per epoch: stop at step 3 of epoch 2.
     check_mid_epoch_resume(&make, (&train, &val), &cosine(2, 8), 11);
+}
+
+/// A masked run whose schedule raises the sparsity every epoch (0.2, 0.55, 0.6 of the conv
+/// and dense weights by PolynomialDecay from 0.2 to 0.6 over 3 epochs), stopped in epoch 2 and
+/// resumed: the checkpoint carries the mask of epoch 2's start, which the parameters then no
+/// longer give, and the resumed run must end where the whole one does, its zeros included.
+fn check_masked_mid_epoch_resume<'c>(
+    make: &dyn Fn(&Params<f32>) -> Box<dyn Backend + 'c>,
+    data: (&Split, &Split),
+    config: &TrainConfig,
+    stop_after: usize,
+) {
+    let schedule = PruneSchedule::new(0.2, 0.6, Scope::Layer).unwrap();
+    let config = TrainConfig {
+        prune: Some(schedule),
+        ..*config
+    };
+    let start = RunState {
+        mask: Some(Mask::keep_all(&plan())),
+        ..RunState::default()
+    };
+    check_mid_epoch_resume_from(make, data, &config, stop_after, start);
+}
+
+#[test]
+fn a_masked_cpu_run_stopped_mid_epoch_resumes_bit_for_bit() {
+    let (train, val) = (
+        train_split(320),
+        train_split(384).subset(&(320..384).collect::<Vec<u32>>()),
+    );
+    let plan = plan();
+    let make = |params: &Params<f32>| -> Box<dyn Backend> {
+        Box::new(CpuBackend::new(
+            plan.clone(),
+            params.clone(),
+            Optimizer::adam(2e-3),
+        ))
+    };
+    // 10 steps per epoch: stop at step 4 of epoch 2.
+    check_masked_mid_epoch_resume(&make, (&train, &val), &cosine(3, 32), 14);
+}
+
+#[test]
+fn a_masked_gpu_run_stopped_mid_epoch_resumes_bit_for_bit() {
+    let Some(ctx) = common::gpu_context() else {
+        return;
+    };
+    let (train, val) = (
+        train_split(64),
+        train_split(80).subset(&(64..80).collect::<Vec<u32>>()),
+    );
+    let plan = plan();
+    let make = |params: &Params<f32>| -> Box<dyn Backend> {
+        let b = GpuBackend::new(&ctx, plan.clone(), params, Optimizer::adam(2e-3)).unwrap();
+        Box::new(b)
+    };
+    // 8 steps per epoch: stop at step 3 of epoch 2.
+    check_masked_mid_epoch_resume(&make, (&train, &val), &cosine(3, 8), 11);
 }
 
 // ---------------------------------------------------------------- the command line

@@ -47,7 +47,7 @@ pub fn eval(args: EvalArgs) -> Result<()> {
     report(
         backend.as_mut(),
         &mnist,
-        &[],
+        (&[], None),
         arch,
         seed,
         &labels,

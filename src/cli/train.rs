@@ -27,6 +27,7 @@ use mnist_wgpu::model::transfer::{
 };
 use mnist_wgpu::model::{init_params, Params, Plan};
 use mnist_wgpu::plots::{write_plots, AugmentedRun, PLOT_FILES};
+use mnist_wgpu::prune::{Mask, PruneSchedule};
 use mnist_wgpu::report::MetricsReport;
 use mnist_wgpu::text::count;
 use mnist_wgpu::train::{
@@ -36,6 +37,7 @@ use mnist_wgpu::train::{
 
 mod args;
 mod data;
+mod masking;
 mod recipe;
 
 pub(super) use data::{labels_of, load_data, DataSource};
@@ -128,6 +130,8 @@ struct Setup {
     params: Params<f32>,
     /// The saved position and optimiser state, when resuming.
     resume: Option<(RunState, OptimizerState)>,
+    /// A new masked run's mask (a resumed run's is in its state).
+    mask: Option<Mask>,
 }
 
 pub fn train(args: TrainArgs) -> Result<()> {
@@ -178,6 +182,7 @@ fn check_outputs(setup: &Setup, args: &TrainArgs) -> Result<()> {
 fn new_setup(args: &TrainArgs) -> Result<Setup> {
     let (_, plan) = args.arch.plan()?;
     let recipe = recipe::resolve(args)?;
+    let prune = masking::schedule(args, &plan)?;
     if args.early_stopping.is_some() && args.val_split.is_none() {
         return Err(bad_input("--early-stopping: needs --val-split"));
     }
@@ -190,13 +195,15 @@ fn new_setup(args: &TrainArgs) -> Result<Setup> {
         schedule: recipe.schedule,
         early_stopping: args.early_stopping.map(|p| p as usize),
         augment: recipe.augment,
+        prune,
     };
     let run_dir = match (&args.run_dir, &args.save) {
         (Some(dir), _) => dir.clone(),
         (None, Some(save)) => save.parent().map_or_else(PathBuf::new, Path::to_path_buf),
         (None, None) => default_run_dir(),
     };
-    let params = initial_params(args, &plan)?;
+    let (params, init_pruning) = initial_params(args, &plan)?;
+    let mask = masking::start_mask(&plan, &params, init_pruning.as_deref(), prune);
     let data = DataSource {
         data_dir: data_dir(args.data.data_dir.as_deref())?,
         train_limit: args.train_limit,
@@ -217,12 +224,16 @@ fn new_setup(args: &TrainArgs) -> Result<Setup> {
         freeze: args.freeze.clone(),
     };
     outln!("{}", recipe.line);
+    if let Some(mask) = &mask {
+        outln!("{}", masking::describe(mask, prune, train.epochs));
+    }
     Ok(Setup {
         run_dir,
         plan,
         config,
         params,
         resume: None,
+        mask,
     })
 }
 
@@ -248,11 +259,12 @@ pub fn check_transfer_flags(args: &TrainArgs, plan: &Plan) -> Result<()> {
 }
 
 /// A new run's parameters: initialised by the seed, or loaded from --init-from where names
-/// and shapes match (saying which); --freeze and --reinit checked against the layers.
-fn initial_params(args: &TrainArgs, plan: &Plan) -> Result<Params<f32>> {
+/// and shapes match (saying which); --freeze and --reinit checked against the layers. With
+/// them, the `pruning` record of --init-from, if it has one.
+fn initial_params(args: &TrainArgs, plan: &Plan) -> Result<(Params<f32>, Option<String>)> {
     check_transfer_flags(args, plan)?;
     let Some(path) = &args.init_from else {
-        return Ok(init_params(plan, args.seed));
+        return Ok((init_params(plan, args.seed), None));
     };
     let pretrained = load_checkpoint(path)?;
     let (params, origins) = init_from(plan, args.seed, &pretrained.params, &args.reinit);
@@ -280,7 +292,10 @@ fn initial_params(args: &TrainArgs, plan: &Plan) -> Result<Params<f32>> {
             list(&labels)
         );
     }
-    Ok(params)
+    Ok((
+        params,
+        pretrained.metadata.get(masking::PRUNING_KEY).cloned(),
+    ))
 }
 
 /// Reads `dir/last.safetensors`; `epochs`, if given, is the run's new total.
@@ -324,6 +339,7 @@ fn resume_setup(dir: &Path, epochs: Option<u64>) -> Result<Setup> {
         config,
         params: checkpoint.params,
         resume: Some((state, optimizer)),
+        mask: None,
     })
 }
 
@@ -366,6 +382,7 @@ fn run(setup: Setup, args: &TrainArgs) -> Result<Vec<EpochStats>> {
         config,
         params,
         resume,
+        mask,
     } = setup;
     // First, so that a Ctrl-C while the data loads already stops at the first step.
     let stop = stop_on_ctrl_c()?;
@@ -408,7 +425,10 @@ fn run(setup: Setup, args: &TrainArgs) -> Result<Vec<EpochStats>> {
             }
             state
         }
-        None => RunState::default(),
+        None => RunState {
+            mask,
+            ..RunState::default()
+        },
     };
     let config = RunConfig {
         device,
@@ -432,6 +452,10 @@ fn run(setup: Setup, args: &TrainArgs) -> Result<Vec<EpochStats>> {
         ("schedule", format!("{:?}", config.train.schedule)),
         ("augment", format!("{:?}", config.train.augment)),
     ];
+    if let Some(mask) = &start.mask {
+        let init_from = config.init_from.as_deref();
+        extra.extend(masking::metadata(mask, config.train.prune, init_from));
+    }
     // So that predict and eval name the outputs by the labels they were trained on.
     if let Some(classes) = &config.data.classes {
         extra.push((CLASSES_KEY, classes_metadata(classes)));
@@ -499,7 +523,7 @@ fn run(setup: Setup, args: &TrainArgs) -> Result<Vec<EpochStats>> {
     let evaluation = report(
         backend.as_mut(),
         &mnist,
-        &outcome.history,
+        (&outcome.history, config.train.prune),
         plan.arch.to_string(),
         Some(config.train.seed),
         &labels,
@@ -667,10 +691,12 @@ fn stop_on_ctrl_c() -> Result<&'static AtomicBool> {
     }
 }
 
+/// Evaluates on the test set, prints it, and writes the metrics JSON with the run's record:
+/// its epochs and pruning schedule (none for `eval`).
 pub(super) fn report(
     backend: &mut dyn mnist_wgpu::backend::Backend,
     mnist: &Mnist,
-    history: &[EpochStats],
+    (history, prune_schedule): (&[EpochStats], Option<PruneSchedule>),
     arch: String,
     seed: Option<u64>,
     labels: &[usize],
@@ -680,7 +706,10 @@ pub(super) fn report(
     print_evaluation(&evaluation, labels);
     if !metrics_json.is_empty() {
         let device = (&backend.info(), backend.kernel_choices());
-        let report = MetricsReport::new(&evaluation, history, device, arch, seed, labels);
+        let report = MetricsReport {
+            prune_schedule,
+            ..MetricsReport::new(&evaluation, history, device, arch, seed, labels)
+        };
         let json = serde_json::to_vec_pretty(&report).context("serialising metrics")?;
         for path in metrics_json {
             write_atomic(path, &json)?;
