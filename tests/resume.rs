@@ -618,11 +618,37 @@ fn bad_run_directories_and_flags_are_one_line_errors() {
 
 #[test]
 fn ctrl_c_saves_the_position_and_resume_finishes_the_run() {
+    if let Some(state) = check_ctrl_c_resume(&["--epochs", "1"]) {
+        assert_eq!(state.epochs_done, 0);
+    }
+}
+
+/// A masked run with a schedule (0.3 in epoch 1, 0.7 in epoch 2), interrupted mid-epoch: its
+/// checkpoint carries that epoch's mask, and the resumed run (re-pruned at epoch 2's start if
+/// stopped in epoch 1) ends on the bits of an uninterrupted one.
+#[test]
+fn ctrl_c_in_a_masked_run_saves_its_mask_and_resume_finishes_the_run() {
+    let state = check_ctrl_c_resume(&["--epochs", "2", "--prune-schedule", "0.3:0.7"]);
+    if let Some(state) = state {
+        let mask = state.mask.expect("the checkpoint carries the mask");
+        let scheduled = [0.3, 0.7][state.epochs_done];
+        assert!(
+            (mask.fraction() - scheduled).abs() < 1e-4,
+            "{}",
+            mask.fraction()
+        );
+    }
+}
+
+/// Runs `train` with `more` flags, interrupts it with SIGINT after 1.5 s, resumes it, and
+/// compares the model with an uninterrupted run's. The interrupted run's state, unless it
+/// finished before the signal.
+fn check_ctrl_c_resume(more: &[&str]) -> Option<RunState> {
     let tmp = tempfile::tempdir().unwrap();
     let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
     let data = bundled_data();
     let args = |dir: &Path| -> Vec<String> {
-        [
+        let mut args = [
             "train",
             "--backend",
             "cpu",
@@ -630,15 +656,15 @@ fn ctrl_c_saves_the_position_and_resume_finishes_the_run() {
             "6000",
             "--test-limit",
             "50",
-            "--epochs",
-            "1",
             "--data-dir",
             data.to_str().unwrap(),
             "--run-dir",
             dir.to_str().unwrap(),
         ]
         .map(String::from)
-        .to_vec()
+        .to_vec();
+        args.extend(more.iter().map(|m| m.to_string()));
+        args
     };
     let child = Command::new(env!("CARGO_BIN_EXE_mnist-wgpu"))
         .args(args(&a))
@@ -655,7 +681,7 @@ fn ctrl_c_saves_the_position_and_resume_finishes_the_run() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     if out.status.code() == Some(0) {
         eprintln!("the run finished before Ctrl-C; nothing to check");
-        return;
+        return None;
     }
     assert_eq!(out.status.code(), Some(130), "{stderr}");
     assert!(
@@ -666,7 +692,6 @@ fn ctrl_c_saves_the_position_and_resume_finishes_the_run() {
         "{stderr}"
     );
     let state = last_state(&a).unwrap();
-    assert_eq!(state.epochs_done, 0);
     assert!(state.step > 0, "stopped mid-epoch");
     run_cli_ok(&["train", "--resume", a.to_str().unwrap(), "--backend", "cpu"]);
     cli_ok_owned(&args(&b));
@@ -674,6 +699,7 @@ fn ctrl_c_saves_the_position_and_resume_finishes_the_run() {
         model_bits(&a.join("model.safetensors")),
         model_bits(&b.join("model.safetensors"))
     );
+    Some(state)
 }
 
 /// Rewrites the run configuration (the `run` metadata) of a training checkpoint with `edit`.
