@@ -10,7 +10,6 @@ use super::args::{PruneScope, TrainArgs};
 use mnist_wgpu::error::bad_input;
 use mnist_wgpu::model::{Params, Plan};
 use mnist_wgpu::prune::{prunable_weights, Mask, PruneSchedule, Scope};
-use mnist_wgpu::text::count;
 
 /// The metadata key of a pruned model: written by `prune`, and by a masked run.
 pub const PRUNING_KEY: &str = "pruning";
@@ -66,9 +65,8 @@ pub fn start_mask(
 pub fn describe(mask: &Mask, schedule: Option<PruneSchedule>, epochs: usize) -> String {
     let weights: usize = mask.keep.iter().flatten().map(Vec::len).sum();
     let kept_at_zero = format!(
-        "masked training: {} of the {} conv and dense weights start pruned ({:.2}%); pruned weights stay exactly zero",
+        "masked training: {} of the {weights} conv and dense weights start pruned ({:.2}%); pruned weights stay exactly zero",
         mask.pruned(),
-        count(weights, "weight"),
         100.0 * mask.fraction()
     );
     match schedule {
