@@ -7,14 +7,18 @@
 // sgd_momentum_update: m = beta1 * m - alpha * g; p += m, or with Nesterov
 //                      p += beta1 * m - alpha * g  (m is the velocity, alpha = lr,
 //                      beta1 = momentum)                       bindings 0..5
-// Both set stats[3] (the step's non-finite flag) when a gradient or an updated parameter is NaN
+// adam_update_masked, sgd_momentum_update_masked: the same, except that a parameter whose
+//                      keep[i] is 0 (pruned) is stored as exactly 0, its moments too, and its
+//                      gradient is not read       bindings 0..6 and 7 (Adam), 0..5 and 7 (SGD)
+// All set stats[3] (the step's non-finite flag) when a gradient or an updated parameter is NaN
 // or infinite (shader compilers may assume floats are finite and squash NaNs in the layers, so
 // a diverging run can show finite losses while its parameters overflow), and still apply the
 // update, as the CPU does; the host decides what to do.
 //
 // @binding(0) step: uniform OptimStep (rewritten by the host every step); (1) size: uniform
 // OptimSize; (2) params: read_write; (3) grads: read; (4) m: read_write; (5) stats: read_write,
-// the 16-byte record [loss_sum, correct, examples, nonfinite]; (6) v: read_write.
+// the 16-byte record [loss_sum, correct, examples, nonfinite]; (6) v: read_write; (7) keep:
+// read, one u32 per parameter, 1 to train it, 0 to keep it at zero (masked entry points only).
 // One invocation per parameter, 1-D launch (flat_index).
 
 struct OptimStep {
@@ -45,6 +49,7 @@ const STATS_NONFINITE: u32 = 3u;
 @group(0) @binding(4) var<storage, read_write> m: array<f32>;
 @group(0) @binding(5) var<storage, read_write> stats: array<atomic<u32>, 4>;
 @group(0) @binding(6) var<storage, read_write> v: array<f32>;
+@group(0) @binding(7) var<storage, read> keep: array<u32>;
 
 // The gradient of parameter i (plus L2 decay of its value p), flagging the step when the
 // gradient is not finite.
@@ -62,6 +67,31 @@ fn store_checked_param(i: u32, value: f32) {
     if !is_finite_f32(value) {
         atomicOr(&stats[STATS_NONFINITE], 1u);
     }
+}
+
+// The masked entry points' updates of a kept parameter i: the bodies of adam_update and
+// sgd_momentum_update, repeated rather than shared so that the unmasked kernels' code stays
+// exactly what it was (their results bit for bit). Keep the two copies the same.
+fn adam_at(i: u32) {
+    var p = params[i];
+    let g = checked_grad(i, p);
+    p -= step.decoupled * p;
+    var m_i = m[i];
+    var v_i = v[i];
+    m_i += (g - m_i) * (1.0 - step.beta1);
+    v_i += (g * g - v_i) * (1.0 - step.beta2);
+    m[i] = m_i;
+    v[i] = v_i;
+    store_checked_param(i, p - step.alpha * m_i / (sqrt(v_i) + step.epsilon));
+}
+
+fn sgd_momentum_at(i: u32) {
+    let p = params[i];
+    let g = checked_grad(i, p);
+    let velocity = step.beta1 * m[i] - step.alpha * g;
+    m[i] = velocity;
+    let nesterov_velocity = step.beta1 * velocity - step.alpha * g;
+    store_checked_param(i, p + select(velocity, nesterov_velocity, step.nesterov == 1u));
 }
 
 @compute @workgroup_size(WORKGROUP_SIZE)
@@ -94,4 +124,33 @@ fn sgd_momentum_update(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(n
     m[i] = velocity;
     let nesterov_velocity = step.beta1 * velocity - step.alpha * g;
     store_checked_param(i, p + select(velocity, nesterov_velocity, step.nesterov == 1u));
+}
+
+@compute @workgroup_size(WORKGROUP_SIZE)
+fn adam_update_masked(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = flat_index(gid, nwg);
+    if i >= size.len {
+        return;
+    }
+    if keep[i] == 0u {
+        params[i] = 0.0;
+        m[i] = 0.0;
+        v[i] = 0.0;
+        return;
+    }
+    adam_at(i);
+}
+
+@compute @workgroup_size(WORKGROUP_SIZE)
+fn sgd_momentum_update_masked(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = flat_index(gid, nwg);
+    if i >= size.len {
+        return;
+    }
+    if keep[i] == 0u {
+        params[i] = 0.0;
+        m[i] = 0.0;
+        return;
+    }
+    sgd_momentum_at(i);
 }

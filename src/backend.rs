@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::Augment;
 use crate::data::Split;
 use crate::model::Params;
+use crate::prune::Mask;
 
 /// Where a model runs, as recorded in metrics and printed to the user.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -95,6 +96,11 @@ pub trait Backend {
     /// and a frozen batch norm trains in inference mode, as Keras runs one: it normalises by
     /// its running statistics, which do not move and which its backward takes as constants.
     fn set_frozen(&mut self, frozen: &[bool]) -> Result<()>;
+
+    /// Masked training: sets the weights `mask` prunes to zero now, and has every following
+    /// step store exactly zero for them and their moments (the update of the other weights
+    /// is bit for bit the unmasked one). `None` (the default) trains every weight.
+    fn set_mask(&mut self, mask: Option<&Mask>) -> Result<()>;
 
     /// One optimiser step on the training examples at `indices`. May run asynchronously.
     fn train_step(&mut self, indices: &[u32]) -> Result<()>;

@@ -2,6 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::prune::PruneSchedule;
+
 /// An optimiser and its hyperparameters. Defaults follow Keras (Adam, SGD) and PyTorch (AdamW).
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "name", rename_all = "lowercase")]
@@ -219,6 +221,10 @@ pub struct TrainConfig {
     /// Random affine augmentation of every training batch (never of inference).
     #[serde(default)]
     pub augment: Option<Augment>,
+    /// Masked training's pruning schedule: the mask is raised to its sparsity at the start of
+    /// every epoch. Absent from the JSON of a run without one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prune: Option<PruneSchedule>,
 }
 
 /// Random affine augmentation: every training image is rotated, scaled and shifted by amounts

@@ -3,17 +3,21 @@
 //! which gives a smaller model with a smaller arch. Only conv and dense weights are pruned;
 //! biases and batch-norm parameters never are. The rules are in docs/pruning.md.
 //!
-//! Masks are kept separate from the parameters so that a schedule can re-apply them after
-//! every training step.
+//! Masks are kept separate from the parameters so that masked training can keep the pruned
+//! weights at zero through every step, and a [`PruneSchedule`] can raise the sparsity epoch by
+//! epoch.
 
 use std::fmt;
+
+use serde::{Deserialize, Serialize};
 
 use crate::model::quant::QuantizedModel;
 use crate::model::transfer::layer_of;
 use crate::model::{Arch, Layer, Params, Plan, Tensor};
 
 /// Which weights compete for the zeros.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Scope {
     /// All prunable layers ranked together: sparsity S overall, more where weights are small.
     Global,
@@ -118,13 +122,38 @@ pub fn pruned_count(sparsity: f64, n: usize) -> usize {
 }
 
 /// Which weights survive: per tensor of the plan, `Some(keep)` for a prunable weight (true
-/// where the weight stays), `None` for every other tensor.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// where the weight stays), `None` for every other tensor. Serialised compactly (a training
+/// checkpoint carries the mask of a masked run): per tensor `null` or `[len, hex]`, the flags
+/// packed 8 to a byte, flag i in bit i % 8 of byte i / 8.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(into = "Vec<Option<(usize, String)>>")]
+#[serde(try_from = "Vec<Option<(usize, String)>>")]
 pub struct Mask {
     pub keep: Vec<Option<Vec<bool>>>,
 }
 
 impl Mask {
+    /// Keeps every weight: the start of a schedule on a dense model.
+    pub fn keep_all(plan: &Plan) -> Mask {
+        let mut keep: Vec<Option<Vec<bool>>> = vec![None; plan.params.len()];
+        for at in prunable_weights(plan) {
+            keep[at] = Some(vec![true; plan.params[at].len()]);
+        }
+        Mask { keep }
+    }
+
+    /// Prunes exactly the prunable weights that are zero: what a pruned checkpoint's zeros
+    /// mean.
+    pub fn of_zeros(plan: &Plan, params: &Params<f32>) -> Mask {
+        let mut mask = Mask::keep_all(plan);
+        for (keep, tensor) in mask.keep.iter_mut().zip(&params.tensors) {
+            if let Some(keep) = keep {
+                *keep = tensor.data.iter().map(|&w| w != 0.0).collect();
+            }
+        }
+        mask
+    }
+
     /// Zeroes the weights the mask prunes.
     pub fn apply(&self, params: &mut Params<f32>) {
         for (tensor, keep) in params.tensors.iter_mut().zip(&self.keep) {
@@ -143,6 +172,81 @@ impl Mask {
             .map(|k| k.iter().filter(|&&kept| !kept).count())
             .sum()
     }
+
+    /// The pruned share of the prunable weights (0 without any).
+    pub fn fraction(&self) -> f64 {
+        let weights: usize = self.keep.iter().flatten().map(Vec::len).sum();
+        self.pruned() as f64 / weights.max(1) as f64
+    }
+
+    /// This mask raised to `sparsity` by the magnitudes in `params`, ranked as
+    /// [`magnitude_mask`] ranks them, except that the weights this mask prunes rank first
+    /// whatever their value: a pruned weight stays pruned, and a mask already sparser than
+    /// `sparsity` is returned as it is. `sparsity` must pass [`check_sparsity`].
+    pub fn tightened(&self, params: &Params<f32>, sparsity: f64, scope: Scope) -> Mask {
+        let mut keep = self.keep.clone();
+        let weights: Vec<usize> = (0..keep.len()).filter(|&at| keep[at].is_some()).collect();
+        let groups: Vec<Vec<usize>> = match scope {
+            Scope::Global => vec![weights],
+            Scope::Layer => weights.into_iter().map(|at| vec![at]).collect(),
+        };
+        for group in groups {
+            // (magnitude, tensor, index), built in model order so that a stable sort breaks
+            // ties by position; -1 for a weight already pruned.
+            let mut ranked: Vec<(f32, usize, usize)> = (group.iter())
+                .flat_map(|&at| {
+                    let data = &params.tensors[at].data;
+                    let kept = self.keep[at].as_ref().expect("a prunable weight");
+                    (data.iter().zip(kept).enumerate())
+                        .map(move |(i, (w, &k))| (if k { w.abs() } else { -1.0 }, at, i))
+                })
+                .collect();
+            let k = pruned_count(sparsity, ranked.len());
+            ranked.sort_by(|a, b| a.0.total_cmp(&b.0));
+            for &(_, at, i) in &ranked[..k] {
+                keep[at].as_mut().expect("a prunable weight")[i] = false;
+            }
+        }
+        Mask { keep }
+    }
+}
+
+impl From<Mask> for Vec<Option<(usize, String)>> {
+    fn from(mask: Mask) -> Self {
+        let hex = |keep: &Vec<bool>| -> String {
+            (keep.chunks(8))
+                .map(|byte| {
+                    let bits =
+                        (byte.iter().enumerate()).fold(0u8, |b, (i, &k)| b | u8::from(k) << i);
+                    format!("{bits:02x}")
+                })
+                .collect()
+        };
+        (mask.keep.iter())
+            .map(|keep| keep.as_ref().map(|k| (k.len(), hex(k))))
+            .collect()
+    }
+}
+
+impl TryFrom<Vec<Option<(usize, String)>>> for Mask {
+    type Error = String;
+
+    fn try_from(record: Vec<Option<(usize, String)>>) -> Result<Mask, String> {
+        let tensor = |(len, hex): (usize, String)| -> Result<Vec<bool>, String> {
+            if hex.len() != 2 * len.div_ceil(8) || !hex.is_ascii() {
+                return Err(format!("a mask of {len} flags in {} hex digits", hex.len()));
+            }
+            let bytes = (0..hex.len() / 2)
+                .map(|b| u8::from_str_radix(&hex[2 * b..2 * b + 2], 16))
+                .collect::<Result<Vec<u8>, _>>()
+                .map_err(|e| format!("a mask's hex digits: {e}"))?;
+            Ok((0..len).map(|i| bytes[i / 8] >> (i % 8) & 1 == 1).collect())
+        };
+        let keep = (record.into_iter())
+            .map(|t| t.map(tensor).transpose())
+            .collect::<Result<_, _>>()?;
+        Ok(Mask { keep })
+    }
 }
 
 /// The mask that prunes round(`sparsity` x n) of the n prunable weights with the smallest
@@ -152,31 +256,63 @@ impl Mask {
 /// weight that is already zero ranks first. NaN ranks last. `sparsity` must pass
 /// [`check_sparsity`].
 pub fn magnitude_mask(plan: &Plan, params: &Params<f32>, sparsity: f64, scope: Scope) -> Mask {
-    let mut keep: Vec<Option<Vec<bool>>> = vec![None; params.tensors.len()];
-    let weights = prunable_weights(plan);
-    for &at in &weights {
-        keep[at] = Some(vec![true; params.tensors[at].data.len()]);
-    }
-    let groups: Vec<Vec<usize>> = match scope {
-        Scope::Global => vec![weights],
-        Scope::Layer => weights.into_iter().map(|at| vec![at]).collect(),
-    };
-    for group in groups {
-        // (magnitude, tensor, index), built in model order so that a stable sort breaks
-        // ties by position.
-        let mut ranked: Vec<(f32, usize, usize)> = (group.iter())
-            .flat_map(|&at| {
-                let data = &params.tensors[at].data;
-                data.iter().enumerate().map(move |(i, w)| (w.abs(), at, i))
-            })
-            .collect();
-        let k = pruned_count(sparsity, ranked.len());
-        ranked.sort_by(|a, b| a.0.total_cmp(&b.0));
-        for &(_, at, i) in &ranked[..k] {
-            keep[at].as_mut().expect("a prunable weight")[i] = false;
+    Mask::keep_all(plan).tightened(params, sparsity, scope)
+}
+
+/// A pruning schedule (`train --prune-schedule S0:S1`): the sparsity rises polynomially from
+/// `initial` to `target` over a run, as TensorFlow Model Optimization's `PolynomialDecay`
+/// raises it, and the mask is recomputed at the start of every epoch.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PruneSchedule {
+    /// S0, the sparsity of the first epoch.
+    pub initial: f64,
+    /// S1, the sparsity of the last epoch.
+    #[serde(rename = "final")]
+    pub target: f64,
+    /// The polynomial's degree: 3, TF-MOT's default, prunes fast while there is slack and
+    /// slowly near the end.
+    pub power: i32,
+    pub scope: Scope,
+}
+
+/// TF-MOT's default degree of the schedule's polynomial.
+pub const SCHEDULE_POWER: i32 = 3;
+
+impl PruneSchedule {
+    /// A schedule from `initial` to `target`, both passing [`check_sparsity`], `initial` <=
+    /// `target`; else why not.
+    pub fn new(initial: f64, target: f64, scope: Scope) -> Result<PruneSchedule, String> {
+        check_sparsity(initial)?;
+        check_sparsity(target)?;
+        if target < initial {
+            return Err(format!(
+                "the final sparsity {target} is below the initial {initial}; a schedule only raises it"
+            ));
         }
+        Ok(PruneSchedule {
+            initial,
+            target,
+            power: SCHEDULE_POWER,
+            scope,
+        })
     }
-    Mask { keep }
+
+    /// The sparsity epoch `epoch` (from 1) of `epochs` trains at: S1 + (S0 - S1)(1 - t/T)^power
+    /// with t = epoch - 1 and T = epochs - 1, so that the first epoch is at S0 and the last at
+    /// S1 (a run of one epoch at S1).
+    pub fn sparsity_at(&self, epoch: usize, epochs: usize) -> f64 {
+        let t = match epochs {
+            0 | 1 => 1.0,
+            _ => (epoch.saturating_sub(1) as f64 / (epochs - 1) as f64).min(1.0),
+        };
+        self.target + (self.initial - self.target) * (1.0 - t).powi(self.power)
+    }
+}
+
+impl fmt::Display for PruneSchedule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.initial, self.target)
+    }
 }
 
 /// `params` with the smallest-magnitude weights zeroed ([`magnitude_mask`]), and the mask.
@@ -445,5 +581,80 @@ mod tests {
         assert_eq!(layer.cuts[0].kept, [1, 2, 3]); // ties: the first goes
         let err = prune_channels(&plan, &params, 0.9, Scope::Layer).unwrap_err();
         assert!(err.contains("all 4 channels of conv1"), "{err}");
+    }
+
+    #[test]
+    fn a_tightened_mask_keeps_its_pruned_weights_and_reaches_the_count() {
+        let (plan, mut params) = model("conv4k3-relu-flatten-dense10", 5);
+        let first = magnitude_mask(&plan, &params, 0.3, Scope::Global);
+        first.apply(&mut params);
+        // Training moves the weights: a pruned one would now be the largest.
+        let (at, i) = (first.keep.iter().enumerate())
+            .find_map(|(at, k)| Some((at, k.as_ref()?.iter().position(|&kept| !kept)?)))
+            .unwrap();
+        params.tensors[at].data[i] = 100.0;
+        let total: usize = first.keep.iter().flatten().map(Vec::len).sum();
+        for scope in [Scope::Global, Scope::Layer] {
+            let second = first.tightened(&params, 0.6, scope);
+            assert!(!second.keep[at].as_ref().unwrap()[i], "pruned stays pruned");
+            for (a, b) in first
+                .keep
+                .iter()
+                .flatten()
+                .zip(second.keep.iter().flatten())
+            {
+                assert!(a.iter().zip(b).all(|(&a, &b)| a || !b), "{scope}");
+            }
+            match scope {
+                Scope::Global => assert_eq!(second.pruned(), pruned_count(0.6, total)),
+                Scope::Layer => {
+                    for (a, b) in first
+                        .keep
+                        .iter()
+                        .flatten()
+                        .zip(second.keep.iter().flatten())
+                    {
+                        let pruned = |k: &Vec<bool>| k.iter().filter(|&&kept| !kept).count();
+                        let target = pruned_count(0.6, b.len()).max(pruned(a));
+                        assert_eq!(pruned(b), target, "each layer to 0.6, or as it was");
+                    }
+                }
+            }
+        }
+        // Lower than the mask already is: nothing changes.
+        assert_eq!(first.tightened(&params, 0.1, Scope::Global), first);
+        // From a mask keeping all, tightening is magnitude_mask.
+        let fresh = Mask::keep_all(&plan).tightened(&params, 0.45, Scope::Layer);
+        assert_eq!(fresh, magnitude_mask(&plan, &params, 0.45, Scope::Layer));
+    }
+
+    #[test]
+    fn a_mask_of_zeros_and_its_serialised_form_round_trip() {
+        let (plan, mut params) = model("conv4k3-relu-flatten-dense10", 2);
+        let mask = magnitude_mask(&plan, &params, 0.37, Scope::Global);
+        mask.apply(&mut params);
+        assert_eq!(Mask::of_zeros(&plan, &params), mask);
+        let json = serde_json::to_string(&mask).unwrap();
+        assert!(json.len() < 27_076 / 3, "packed: {} bytes", json.len());
+        assert_eq!(serde_json::from_str::<Mask>(&json).unwrap(), mask);
+        let bad = json.replacen("\"", "\"zz", 1);
+        assert!(serde_json::from_str::<Mask>(&bad).is_err());
+        assert!((mask.fraction() - 0.37).abs() < 1e-4);
+    }
+
+    #[test]
+    fn the_schedule_rises_from_s0_in_the_first_epoch_to_s1_in_the_last() {
+        let s = PruneSchedule::new(0.0, 0.9, Scope::Global).unwrap();
+        let at: Vec<f64> = (1..=5).map(|e| s.sparsity_at(e, 5)).collect();
+        // 0.9 - 0.9 (1 - t)^3 at t = 0, 1/4, 1/2, 3/4, 1.
+        let expected = [0.0, 0.5203125, 0.7875, 0.8859375, 0.9];
+        for (a, e) in at.iter().zip(expected) {
+            assert!((a - e).abs() < 1e-12, "{at:?}");
+        }
+        assert_eq!(s.sparsity_at(1, 1), 0.9);
+        assert_eq!(s.sparsity_at(7, 5), 0.9, "past the end: S1");
+        assert!(PruneSchedule::new(0.5, 0.4, Scope::Global).is_err());
+        assert!(PruneSchedule::new(0.0, 1.0, Scope::Global).is_err());
+        assert!(PruneSchedule::new(-0.1, 0.5, Scope::Layer).is_err());
     }
 }

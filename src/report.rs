@@ -5,6 +5,7 @@ use serde::Serialize;
 
 use crate::backend::{BackendInfo, KernelChoice};
 use crate::metrics::ClassMetrics;
+use crate::prune::PruneSchedule;
 use crate::train::{EpochStats, Evaluation};
 
 #[derive(Clone, Debug, Serialize)]
@@ -28,6 +29,9 @@ pub struct MetricsReport {
     /// The GPU kernel variant of each op and shape (empty on the CPU); `--kernels-from` reads
     /// it back to reproduce the run.
     pub kernels: Vec<KernelChoice>,
+    /// A masked run's pruning schedule (`train --prune-schedule`); absent without one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prune_schedule: Option<PruneSchedule>,
 }
 
 impl MetricsReport {
@@ -61,6 +65,7 @@ impl MetricsReport {
             arch,
             seed,
             kernels,
+            prune_schedule: None,
         }
     }
 }

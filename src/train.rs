@@ -14,6 +14,7 @@ use crate::config::TrainConfig;
 use crate::cpu::softmax_xent::{argmax, softmax_cross_entropy};
 use crate::data::{Split, IMAGE_PIXELS};
 use crate::metrics::ConfusionMatrix;
+use crate::prune::Mask;
 use crate::text::count;
 
 /// How often running loss and accuracy are read back while an epoch runs.
@@ -34,6 +35,9 @@ pub struct EpochStats {
     pub val_loss: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub val_accuracy: Option<f64>,
+    /// Masked training: the share of the prunable weights the epoch's mask kept at zero.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sparsity: Option<f64>,
 }
 
 /// A training loss above this many times that of a uniform guess (ln K for K classes) means
@@ -89,6 +93,11 @@ pub struct RunState {
     pub history: Vec<EpochStats>,
     pub best: Option<BestEpoch>,
     pub stopped_early: bool,
+    /// Masked training: the mask the steps since the current epoch's start trained under (a
+    /// schedule computes it from the parameters at that start, which are gone by a
+    /// checkpoint mid-epoch, so it is kept rather than recomputed). `None`: unmasked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mask: Option<Mask>,
 }
 
 impl RunState {
@@ -193,10 +202,20 @@ pub fn train_resumable(
         run.step,
         count(steps, "step")
     );
+    anyhow::ensure!(
+        config.prune.is_none() || run.mask.is_some(),
+        "a pruning schedule raises a mask: start the run with one (Mask::keep_all for none)"
+    );
     backend.set_seed(config.seed);
     backend.set_augmentation(config.augment);
     backend.set_train_data(train)?;
+    if let Some(mask) = &run.mask {
+        backend.set_mask(Some(mask))?;
+    }
     while run.epochs_done < config.epochs && !run.stopped_early {
+        if run.step == 0 {
+            reprune(backend, config, &mut run)?;
+        }
         let finished = train_epoch(backend, train, config, &mut run, stop, on_progress)?;
         if finished {
             end_epoch(backend, validation, config, steps, &mut run, on_progress)?;
@@ -217,6 +236,19 @@ fn outcome(run: RunState, interrupted: bool) -> TrainOutcome {
         stopped_early: run.stopped_early,
         interrupted,
     }
+}
+
+/// At the start of epoch `run.epochs_done + 1` of a run with a pruning schedule, raises its
+/// mask to the epoch's sparsity by the current magnitudes (see [`Mask::tightened`]).
+fn reprune(backend: &mut dyn Backend, config: &TrainConfig, run: &mut RunState) -> Result<()> {
+    let (Some(schedule), Some(mask)) = (config.prune, &run.mask) else {
+        return Ok(());
+    };
+    let sparsity = schedule.sparsity_at(run.epochs_done + 1, config.epochs);
+    let mask = mask.tightened(&backend.params()?, sparsity, schedule.scope);
+    backend.set_mask(Some(&mask))?;
+    run.mask = Some(mask);
+    Ok(())
 }
 
 /// The steps of epoch `run.epochs_done + 1` from `run.step` on; false if `stop` ended it early.
@@ -299,6 +331,7 @@ fn end_epoch(
         lr: f64::from(step_lr(config, epoch * steps - 1, steps)),
         val_loss: val.as_ref().map(|v| v.loss),
         val_accuracy: val.as_ref().map(|v| v.confusion.accuracy()),
+        sparsity: run.mask.as_ref().map(Mask::fraction),
     };
     on_progress(Progress::EpochEnd(stats));
     run.history.push(stats);

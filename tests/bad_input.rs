@@ -82,6 +82,15 @@ const CASES: &[Case] = &[
     case(&["train", "--init-from", "T/missing.safetensors"], Line("T/missing.safetensors: cannot read checkpoint")),
     case(&["train", "--init-from", "T/text.txt"], Line("T/text.txt: not a safetensors checkpoint")),
     case(&["train", "--resume", "T/dir", "--freeze", "conv1"], Line("cannot be used with")),
+    // train: masked fine-tuning.
+    case(&["train", "--prune-schedule", "0:1"], Line("invalid value '0:1' for '--prune-schedule <S0:S1>': 1 is not a fraction in [0, 1)")),
+    case(&["train", "--prune-schedule", "-0.1:0.5"], Line("invalid value '-0.1:0.5' for '--prune-schedule <S0:S1>': -0.1 is not a fraction in [0, 1)")),
+    case(&["train", "--prune-schedule", "0.9:0.5"], Line("'--prune-schedule <S0:S1>': the final sparsity 0.5 is below the initial 0.9")),
+    case(&["train", "--prune-schedule", "0.5"], Line("'--prune-schedule <S0:S1>': '0.5' is not S0:S1")),
+    case(&["train", "--prune-scope", "layer"], Usage("--prune-schedule <S0:S1>")),
+    case(&["train", "--prune-schedule", "0:0.9", "--prune-scope", "channel"], Usage("[possible values: global, layer]")),
+    case(&["train", "--arch", "pool2-flatten", "--prune-schedule", "0:0.5"], Line("--prune-schedule 0:0.5: 'pool2-flatten' has no conv or dense weights to prune")),
+    case(&["train", "--resume", "T/dir", "--prune-schedule", "0:0.5"], Line("cannot be used with")),
     // train: the architecture.
     case(&["train", "--arch", "conv32k3-wat"], Line("--arch: token 2 'wat'")),
     case(&["train", "--arch", "conv8k3-dense10"], Line("add flatten")),

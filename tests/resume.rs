@@ -16,6 +16,7 @@ use mnist_wgpu::cpu::CpuBackend;
 use mnist_wgpu::data::{load_mnist, Split};
 use mnist_wgpu::gpu::GpuBackend;
 use mnist_wgpu::model::{init_params, Arch, Params, Plan, MNIST_INPUT};
+use mnist_wgpu::prune::{Mask, PruneSchedule, Scope};
 use mnist_wgpu::train::{train_resumable, Resumable, RunState};
 use safetensors::tensor::{SafeTensors, TensorView};
 
@@ -164,6 +165,9 @@ impl Backend for StopAfter<'_> {
     fn set_optimizer_state(&mut self, state: &OptimizerState) -> anyhow::Result<()> {
         self.inner.set_optimizer_state(state)
     }
+    fn set_mask(&mut self, mask: Option<&Mask>) -> anyhow::Result<()> {
+        self.inner.set_mask(mask)
+    }
 }
 
 /// Trains `backend` from `start`, returning the last checkpoint's state, parameters and
@@ -215,15 +219,20 @@ fn check_mid_epoch_resume<'c>(
     config: &TrainConfig,
     stop_after: usize,
 ) {
+    check_mid_epoch_resume_from(make, data, config, stop_after, RunState::default());
+}
+
+/// [`check_mid_epoch_resume`] from `start` (a masked run's first mask).
+fn check_mid_epoch_resume_from<'c>(
+    make: &dyn Fn(&Params<f32>) -> Box<dyn Backend + 'c>,
+    data: (&Split, &Split),
+    config: &TrainConfig,
+    stop_after: usize,
+    start: RunState,
+) {
     let init = init_params(&plan(), config.seed);
     let never = AtomicBool::new(false);
-    let whole = train_from(
-        make(&init).as_mut(),
-        data,
-        config,
-        RunState::default(),
-        &never,
-    );
+    let whole = train_from(make(&init).as_mut(), data, config, start.clone(), &never);
     assert!(!whole.3);
 
     let stop = AtomicBool::new(false);
@@ -233,7 +242,7 @@ fn check_mid_epoch_resume<'c>(
         stop: &stop,
     };
     let (state, params, optimizer, interrupted) =
-        train_from(&mut stopping, data, config, RunState::default(), &stop);
+        train_from(&mut stopping, data, config, start, &stop);
     assert!(interrupted);
     let steps = data.0.len().div_ceil(config.batch_size);
     assert_eq!(
@@ -256,6 +265,7 @@ fn check_mid_epoch_resume<'c>(
     };
     assert_eq!(val(&after.0), val(&whole.0), "validation losses");
     assert_eq!(after.0.best, whole.0.best);
+    assert_eq!(after.0.mask, whole.0.mask, "the resumed run's mask");
 }
 
 fn cosine(epochs: usize, batch_size: usize) -> TrainConfig {
@@ -300,6 +310,64 @@ fn a_gpu_run_stopped_mid_epoch_resumes_bit_for_bit() {
     };
     // 8 steps per epoch: stop at step 3 of epoch 2.
     check_mid_epoch_resume(&make, (&train, &val), &cosine(2, 8), 11);
+}
+
+/// A masked run whose schedule raises the sparsity every epoch (0.2, 0.55, 0.6 of the conv
+/// and dense weights by PolynomialDecay from 0.2 to 0.6 over 3 epochs), stopped in epoch 2 and
+/// resumed: the checkpoint carries the mask of epoch 2's start, which the parameters then no
+/// longer give, and the resumed run must end where the whole one does, its zeros included.
+fn check_masked_mid_epoch_resume<'c>(
+    make: &dyn Fn(&Params<f32>) -> Box<dyn Backend + 'c>,
+    data: (&Split, &Split),
+    config: &TrainConfig,
+    stop_after: usize,
+) {
+    let schedule = PruneSchedule::new(0.2, 0.6, Scope::Layer).unwrap();
+    let config = TrainConfig {
+        prune: Some(schedule),
+        ..*config
+    };
+    let start = RunState {
+        mask: Some(Mask::keep_all(&plan())),
+        ..RunState::default()
+    };
+    check_mid_epoch_resume_from(make, data, &config, stop_after, start);
+}
+
+#[test]
+fn a_masked_cpu_run_stopped_mid_epoch_resumes_bit_for_bit() {
+    let (train, val) = (
+        train_split(320),
+        train_split(384).subset(&(320..384).collect::<Vec<u32>>()),
+    );
+    let plan = plan();
+    let make = |params: &Params<f32>| -> Box<dyn Backend> {
+        Box::new(CpuBackend::new(
+            plan.clone(),
+            params.clone(),
+            Optimizer::adam(2e-3),
+        ))
+    };
+    // 10 steps per epoch: stop at step 4 of epoch 2.
+    check_masked_mid_epoch_resume(&make, (&train, &val), &cosine(3, 32), 14);
+}
+
+#[test]
+fn a_masked_gpu_run_stopped_mid_epoch_resumes_bit_for_bit() {
+    let Some(ctx) = common::gpu_context() else {
+        return;
+    };
+    let (train, val) = (
+        train_split(64),
+        train_split(80).subset(&(64..80).collect::<Vec<u32>>()),
+    );
+    let plan = plan();
+    let make = |params: &Params<f32>| -> Box<dyn Backend> {
+        let b = GpuBackend::new(&ctx, plan.clone(), params, Optimizer::adam(2e-3)).unwrap();
+        Box::new(b)
+    };
+    // 8 steps per epoch: stop at step 3 of epoch 2.
+    check_masked_mid_epoch_resume(&make, (&train, &val), &cosine(3, 8), 11);
 }
 
 // ---------------------------------------------------------------- the command line
@@ -550,11 +618,37 @@ fn bad_run_directories_and_flags_are_one_line_errors() {
 
 #[test]
 fn ctrl_c_saves_the_position_and_resume_finishes_the_run() {
+    if let Some(state) = check_ctrl_c_resume(&["--epochs", "1"]) {
+        assert_eq!(state.epochs_done, 0);
+    }
+}
+
+/// A masked run with a schedule (0.3 in epoch 1, 0.7 in epoch 2), interrupted mid-epoch: its
+/// checkpoint carries that epoch's mask, and the resumed run (re-pruned at epoch 2's start if
+/// stopped in epoch 1) ends on the bits of an uninterrupted one.
+#[test]
+fn ctrl_c_in_a_masked_run_saves_its_mask_and_resume_finishes_the_run() {
+    let state = check_ctrl_c_resume(&["--epochs", "2", "--prune-schedule", "0.3:0.7"]);
+    if let Some(state) = state {
+        let mask = state.mask.expect("the checkpoint carries the mask");
+        let scheduled = [0.3, 0.7][state.epochs_done];
+        assert!(
+            (mask.fraction() - scheduled).abs() < 1e-4,
+            "{}",
+            mask.fraction()
+        );
+    }
+}
+
+/// Runs `train` with `more` flags, interrupts it with SIGINT after 1.5 s, resumes it, and
+/// compares the model with an uninterrupted run's. The interrupted run's state, unless it
+/// finished before the signal.
+fn check_ctrl_c_resume(more: &[&str]) -> Option<RunState> {
     let tmp = tempfile::tempdir().unwrap();
     let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
     let data = bundled_data();
     let args = |dir: &Path| -> Vec<String> {
-        [
+        let mut args = [
             "train",
             "--backend",
             "cpu",
@@ -562,15 +656,15 @@ fn ctrl_c_saves_the_position_and_resume_finishes_the_run() {
             "6000",
             "--test-limit",
             "50",
-            "--epochs",
-            "1",
             "--data-dir",
             data.to_str().unwrap(),
             "--run-dir",
             dir.to_str().unwrap(),
         ]
         .map(String::from)
-        .to_vec()
+        .to_vec();
+        args.extend(more.iter().map(|m| m.to_string()));
+        args
     };
     let child = Command::new(env!("CARGO_BIN_EXE_mnist-wgpu"))
         .args(args(&a))
@@ -587,7 +681,7 @@ fn ctrl_c_saves_the_position_and_resume_finishes_the_run() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     if out.status.code() == Some(0) {
         eprintln!("the run finished before Ctrl-C; nothing to check");
-        return;
+        return None;
     }
     assert_eq!(out.status.code(), Some(130), "{stderr}");
     assert!(
@@ -598,7 +692,6 @@ fn ctrl_c_saves_the_position_and_resume_finishes_the_run() {
         "{stderr}"
     );
     let state = last_state(&a).unwrap();
-    assert_eq!(state.epochs_done, 0);
     assert!(state.step > 0, "stopped mid-epoch");
     run_cli_ok(&["train", "--resume", a.to_str().unwrap(), "--backend", "cpu"]);
     cli_ok_owned(&args(&b));
@@ -606,6 +699,7 @@ fn ctrl_c_saves_the_position_and_resume_finishes_the_run() {
         model_bits(&a.join("model.safetensors")),
         model_bits(&b.join("model.safetensors"))
     );
+    Some(state)
 }
 
 /// Rewrites the run configuration (the `run` metadata) of a training checkpoint with `edit`.

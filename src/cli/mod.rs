@@ -7,6 +7,7 @@ pub mod output;
 
 mod args;
 mod bench;
+mod eval;
 mod explain;
 mod explain_evaluate;
 mod gpu;
@@ -74,7 +75,7 @@ enum Command {
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Train(args) => train::train(*args),
-        Command::Eval(args) => train::eval(args),
+        Command::Eval(args) => eval::eval(args),
         Command::Search(args) => search::search(*args),
         Command::Info(args) => gpu::info(args),
         Command::Check(args) => gpu::check(args),

@@ -97,8 +97,11 @@ impl EpochProgress {
                     ),
                     _ => String::new(),
                 };
+                let sparsity = (stats.sparsity).map_or(String::new(), |s| {
+                    format!("; weight sparsity {:.2}%", 100.0 * s)
+                });
                 outln!(
-                    "epoch {}/{}: train loss {:.4}, accuracy {:.2}%, {:.1} s{validation}",
+                    "epoch {}/{}: train loss {:.4}, accuracy {:.2}%, {:.1} s{validation}{sparsity}",
                     stats.epoch,
                     self.epochs,
                     stats.train_loss,

@@ -15,7 +15,8 @@ use clap::{Args, FromArgMatches, ValueEnum};
 use serde::{Deserialize, Serialize};
 
 use super::args::{check_output_dir, share_gpu_context, DataArgs};
-use super::train::{check_transfer_flags, eval, train_run, EvalArgs, TrainArgs};
+use super::eval::eval;
+use super::train::{check_transfer_flags, train_run, EvalArgs, TrainArgs};
 use mnist_wgpu::checkpoint::load_checkpoint;
 use mnist_wgpu::error::{bad_input, Interrupted};
 use mnist_wgpu::fsutil::write_atomic;

@@ -1,6 +1,5 @@
-//! `train` and `eval`.
+//! `train`.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
@@ -10,16 +9,14 @@ use serde::{Deserialize, Serialize};
 
 use super::args::{
     backend_on, check_output_dir, check_output_file, data_dir, exact_gpu_context, gpu_context,
-    inference_backend, DeviceArgs,
+    DeviceArgs,
 };
 use super::print::{print_evaluation, while_working, EpochProgress};
-use super::summary::{sparsity_line, sparsity_of};
 use mnist_wgpu::backend::{Backend, BackendInfo, OptimizerState};
 use mnist_wgpu::checkpoint::{
     classes_metadata, load_checkpoint, load_training_checkpoint, save_checkpoint,
     save_training_checkpoint, TrainingCheckpoint, CLASSES_KEY,
 };
-use mnist_wgpu::checkpoint_int8::load_any_checkpoint;
 use mnist_wgpu::config::{Augment, Optimizer, TrainConfig};
 use mnist_wgpu::data::Mnist;
 use mnist_wgpu::error::{bad_input, DeviceLost, Interrupted};
@@ -30,6 +27,7 @@ use mnist_wgpu::model::transfer::{
 };
 use mnist_wgpu::model::{init_params, Params, Plan};
 use mnist_wgpu::plots::{write_plots, AugmentedRun, PLOT_FILES};
+use mnist_wgpu::prune::{Mask, PruneSchedule};
 use mnist_wgpu::report::MetricsReport;
 use mnist_wgpu::text::count;
 use mnist_wgpu::train::{
@@ -39,9 +37,10 @@ use mnist_wgpu::train::{
 
 mod args;
 mod data;
+mod masking;
 mod recipe;
 
-use data::{labels_of, load_data, DataSource};
+pub(super) use data::{labels_of, load_data, DataSource};
 
 pub use args::{EvalArgs, TrainArgs};
 
@@ -131,6 +130,8 @@ struct Setup {
     params: Params<f32>,
     /// The saved position and optimiser state, when resuming.
     resume: Option<(RunState, OptimizerState)>,
+    /// A new masked run's mask (a resumed run's is in its state).
+    mask: Option<Mask>,
 }
 
 pub fn train(args: TrainArgs) -> Result<()> {
@@ -181,6 +182,7 @@ fn check_outputs(setup: &Setup, args: &TrainArgs) -> Result<()> {
 fn new_setup(args: &TrainArgs) -> Result<Setup> {
     let (_, plan) = args.arch.plan()?;
     let recipe = recipe::resolve(args)?;
+    let prune = masking::schedule(args, &plan)?;
     if args.early_stopping.is_some() && args.val_split.is_none() {
         return Err(bad_input("--early-stopping: needs --val-split"));
     }
@@ -193,13 +195,15 @@ fn new_setup(args: &TrainArgs) -> Result<Setup> {
         schedule: recipe.schedule,
         early_stopping: args.early_stopping.map(|p| p as usize),
         augment: recipe.augment,
+        prune,
     };
     let run_dir = match (&args.run_dir, &args.save) {
         (Some(dir), _) => dir.clone(),
         (None, Some(save)) => save.parent().map_or_else(PathBuf::new, Path::to_path_buf),
         (None, None) => default_run_dir(),
     };
-    let params = initial_params(args, &plan)?;
+    let (params, init_pruning) = initial_params(args, &plan)?;
+    let mask = masking::start_mask(&plan, &params, init_pruning.as_deref(), prune);
     let data = DataSource {
         data_dir: data_dir(args.data.data_dir.as_deref())?,
         train_limit: args.train_limit,
@@ -220,12 +224,16 @@ fn new_setup(args: &TrainArgs) -> Result<Setup> {
         freeze: args.freeze.clone(),
     };
     outln!("{}", recipe.line);
+    if let Some(mask) = &mask {
+        outln!("{}", masking::describe(mask, prune, train.epochs));
+    }
     Ok(Setup {
         run_dir,
         plan,
         config,
         params,
         resume: None,
+        mask,
     })
 }
 
@@ -251,11 +259,12 @@ pub fn check_transfer_flags(args: &TrainArgs, plan: &Plan) -> Result<()> {
 }
 
 /// A new run's parameters: initialised by the seed, or loaded from --init-from where names
-/// and shapes match (saying which); --freeze and --reinit checked against the layers.
-fn initial_params(args: &TrainArgs, plan: &Plan) -> Result<Params<f32>> {
+/// and shapes match (saying which); --freeze and --reinit checked against the layers. With
+/// them, the `pruning` record of --init-from, if it has one.
+fn initial_params(args: &TrainArgs, plan: &Plan) -> Result<(Params<f32>, Option<String>)> {
     check_transfer_flags(args, plan)?;
     let Some(path) = &args.init_from else {
-        return Ok(init_params(plan, args.seed));
+        return Ok((init_params(plan, args.seed), None));
     };
     let pretrained = load_checkpoint(path)?;
     let (params, origins) = init_from(plan, args.seed, &pretrained.params, &args.reinit);
@@ -283,7 +292,10 @@ fn initial_params(args: &TrainArgs, plan: &Plan) -> Result<Params<f32>> {
             list(&labels)
         );
     }
-    Ok(params)
+    Ok((
+        params,
+        pretrained.metadata.get(masking::PRUNING_KEY).cloned(),
+    ))
 }
 
 /// Reads `dir/last.safetensors`; `epochs`, if given, is the run's new total.
@@ -327,6 +339,7 @@ fn resume_setup(dir: &Path, epochs: Option<u64>) -> Result<Setup> {
         config,
         params: checkpoint.params,
         resume: Some((state, optimizer)),
+        mask: None,
     })
 }
 
@@ -369,6 +382,7 @@ fn run(setup: Setup, args: &TrainArgs) -> Result<Vec<EpochStats>> {
         config,
         params,
         resume,
+        mask,
     } = setup;
     // First, so that a Ctrl-C while the data loads already stops at the first step.
     let stop = stop_on_ctrl_c()?;
@@ -411,7 +425,10 @@ fn run(setup: Setup, args: &TrainArgs) -> Result<Vec<EpochStats>> {
             }
             state
         }
-        None => RunState::default(),
+        None => RunState {
+            mask,
+            ..RunState::default()
+        },
     };
     let config = RunConfig {
         device,
@@ -435,6 +452,10 @@ fn run(setup: Setup, args: &TrainArgs) -> Result<Vec<EpochStats>> {
         ("schedule", format!("{:?}", config.train.schedule)),
         ("augment", format!("{:?}", config.train.augment)),
     ];
+    if let Some(mask) = &start.mask {
+        let init_from = config.init_from.as_deref();
+        extra.extend(masking::metadata(mask, config.train.prune, init_from));
+    }
     // So that predict and eval name the outputs by the labels they were trained on.
     if let Some(classes) = &config.data.classes {
         extra.push((CLASSES_KEY, classes_metadata(classes)));
@@ -502,7 +523,7 @@ fn run(setup: Setup, args: &TrainArgs) -> Result<Vec<EpochStats>> {
     let evaluation = report(
         backend.as_mut(),
         &mnist,
-        &outcome.history,
+        (&outcome.history, config.train.prune),
         plan.arch.to_string(),
         Some(config.train.seed),
         &labels,
@@ -568,7 +589,7 @@ const METRICS: &str = "metrics.json";
 /// `inference` for the evaluations) before the first step, saying so: on a first run, a CPU
 /// adapter spends a minute or more compiling and autotuning them, which would otherwise pass
 /// in silence (or stall the last step of the first epoch and the first evaluation).
-fn prepare_kernels(
+pub(super) fn prepare_kernels(
     backend: &mut dyn Backend,
     training: &[usize],
     inference: &[usize],
@@ -670,77 +691,12 @@ fn stop_on_ctrl_c() -> Result<&'static AtomicBool> {
     }
 }
 
-pub fn eval(args: EvalArgs) -> Result<()> {
-    if let Some(path) = &args.metrics_json {
-        check_output_file("--metrics-json", path, path)?;
-    }
-    let checkpoint = load_any_checkpoint(&args.model)?;
-    let classes = eval_classes(&args, checkpoint.metadata(), checkpoint.labels())?;
-    let source = DataSource {
-        data_dir: data_dir(args.data.data_dir.as_deref())?,
-        train_limit: None,
-        test_limit: args.data.test_limit,
-        classes,
-        per_class_limit: None,
-    };
-    let plan = checkpoint.plan();
-    let labels = labels_of(&source, plan.classes());
-    let mnist = load_data(&source, plan.classes(), false)?;
-    let arch = plan.arch.to_string();
-    let metadata = checkpoint.metadata();
-    let seed = metadata.get("seed").and_then(|s| s.parse().ok());
-    let sparsity = sparsity_line(&sparsity_of(&checkpoint));
-    let mut backend = inference_backend(&args.data.device, checkpoint)?;
-    let info = backend.info();
-    let on_gpu = info.backend != "cpu";
-    outln!(
-        "evaluating {} ({arch}) on {} ({})\n{sparsity}",
-        args.model.display(),
-        info.backend,
-        info.adapter
-    );
-    if on_gpu {
-        prepare_kernels(backend.as_mut(), &[], &eval_batch_sizes(mnist.test.len()))?;
-    }
-    report(
-        backend.as_mut(),
-        &mnist,
-        &[],
-        arch,
-        seed,
-        &labels,
-        &args.metrics_json.as_deref().into_iter().collect::<Vec<_>>(),
-    )
-    .map(drop)
-}
-
-/// The labels `eval` keeps: a model trained with `--classes` stored its list, which is the
-/// default; a different `--classes` would score its outputs against labels they never meant,
-/// so it is an error. A model without the list takes `--classes` as before.
-fn eval_classes(
-    args: &EvalArgs,
-    metadata: &HashMap<String, String>,
-    labels: &[usize],
-) -> Result<Option<Vec<u8>>> {
-    let flag = args.classes.clone().map(|c| c.0);
-    let Some(stored) = metadata.get(CLASSES_KEY) else {
-        return Ok(flag);
-    };
-    let stored_list: Vec<u8> = labels.iter().map(|&l| l as u8).collect();
-    match flag {
-        Some(list) if list != stored_list => Err(bad_input(format!(
-            "--classes {}: {} was trained on the labels {stored}, in that order",
-            classes_metadata(&list),
-            args.model.display()
-        ))),
-        _ => Ok(Some(stored_list)),
-    }
-}
-
-fn report(
+/// Evaluates on the test set, prints it, and writes the metrics JSON with the run's record:
+/// its epochs and pruning schedule (none for `eval`).
+pub(super) fn report(
     backend: &mut dyn mnist_wgpu::backend::Backend,
     mnist: &Mnist,
-    history: &[EpochStats],
+    (history, prune_schedule): (&[EpochStats], Option<PruneSchedule>),
     arch: String,
     seed: Option<u64>,
     labels: &[usize],
@@ -750,7 +706,10 @@ fn report(
     print_evaluation(&evaluation, labels);
     if !metrics_json.is_empty() {
         let device = (&backend.info(), backend.kernel_choices());
-        let report = MetricsReport::new(&evaluation, history, device, arch, seed, labels);
+        let report = MetricsReport {
+            prune_schedule,
+            ..MetricsReport::new(&evaluation, history, device, arch, seed, labels)
+        };
         let json = serde_json::to_vec_pretty(&report).context("serialising metrics")?;
         for path in metrics_json {
             write_atomic(path, &json)?;

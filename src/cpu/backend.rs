@@ -6,11 +6,12 @@ use anyhow::{bail, Result};
 
 use super::augment::augment_in_place;
 use super::network::{gradients, logits, update_running_statistics, StepKey, Workspace};
-use super::optim::{optimizer_update, OptimState};
+use super::optim::{masked_optimizer_update, optimizer_update, OptimState};
 use crate::backend::{Backend, BackendInfo, OptimizerState, TrainStats};
 use crate::config::{Augment, Optimizer};
 use crate::data::{pixel_value, Split, IMAGE_PIXELS};
 use crate::model::{Params, Plan, Tensor};
+use crate::prune::Mask;
 use crate::text::count;
 
 pub struct CpuBackend {
@@ -20,6 +21,8 @@ pub struct CpuBackend {
     state: Vec<OptimState>,
     /// Per tensor: left alone by every step (see [`Backend::set_frozen`]).
     frozen: Vec<bool>,
+    /// Masked training (see [`Backend::set_mask`]).
+    mask: Option<Mask>,
     step: u32,
     /// The run's [`crate::rng::seed32`], for dropout and augmentation.
     seed: u32,
@@ -42,6 +45,7 @@ impl CpuBackend {
         let workspace = Workspace::new(&plan);
         CpuBackend {
             frozen: vec![false; params.tensors.len()],
+            mask: None,
             plan,
             params,
             optimizer,
@@ -99,6 +103,15 @@ impl Backend for CpuBackend {
         Ok(())
     }
 
+    fn set_mask(&mut self, mask: Option<&Mask>) -> Result<()> {
+        if let Some(mask) = mask {
+            check_mask(mask, &self.params)?;
+            mask.apply(&mut self.params);
+        }
+        self.mask = mask.cloned();
+        Ok(())
+    }
+
     fn train_step(&mut self, indices: &[u32]) -> Result<()> {
         self.train.gather(indices, &mut self.x, &mut self.labels);
         // Step numbers start at 1, as in the GPU's step key.
@@ -127,16 +140,26 @@ impl Backend for CpuBackend {
         let frozen = &self.frozen;
         let trainable =
             (self.plan.params.iter().zip(frozen)).map(|(spec, &f)| spec.trainable && !f);
-        for (((p, g), s), trainable) in self
-            .params
-            .tensors
-            .iter_mut()
+        for (t, (((p, g), s), trainable)) in (self.params.tensors.iter_mut())
             .zip(&self.workspace.grads.tensors)
             .zip(&mut self.state)
             .zip(trainable)
+            .enumerate()
         {
-            if trainable {
-                optimizer_update(self.optimizer, self.step, &mut p.data, &g.data, s);
+            let keep = (self.mask.as_ref()).and_then(|m| m.keep[t].as_deref());
+            match (trainable, keep) {
+                (false, _) => {}
+                (true, None) => {
+                    optimizer_update(self.optimizer, self.step, &mut p.data, &g.data, s)
+                }
+                (true, Some(keep)) => masked_optimizer_update(
+                    self.optimizer,
+                    self.step,
+                    &mut p.data,
+                    &g.data,
+                    s,
+                    keep,
+                ),
             }
         }
         update_running_statistics(&self.plan, &mut self.params, &self.workspace, frozen);
@@ -193,4 +216,17 @@ impl Backend for CpuBackend {
             .collect();
         Ok(())
     }
+}
+
+/// An error unless `mask` has one entry per tensor of `params`, each as long as its tensor.
+pub fn check_mask(mask: &Mask, params: &Params<f32>) -> Result<()> {
+    anyhow::ensure!(
+        mask.keep.len() == params.tensors.len()
+            && (mask.keep.iter().zip(&params.tensors))
+                .all(|(k, t)| k.as_ref().is_none_or(|k| k.len() == t.data.len())),
+        "a mask of another model ({} tensors for {})",
+        mask.keep.len(),
+        params.tensors.len()
+    );
+    Ok(())
 }

@@ -46,6 +46,10 @@ impl Backend for Int8Backend {
         bail!(INFERENCE_ONLY)
     }
 
+    fn set_mask(&mut self, _mask: Option<&crate::prune::Mask>) -> Result<()> {
+        bail!(INFERENCE_ONLY)
+    }
+
     fn train_step(&mut self, _indices: &[u32]) -> Result<()> {
         bail!(INFERENCE_ONLY)
     }

@@ -18,6 +18,6 @@ pub mod optim;
 pub mod pool2d;
 pub mod softmax_xent;
 
-pub use backend::CpuBackend;
+pub use backend::{check_mask, CpuBackend};
 pub use float::Float;
 pub use int8_backend::Int8Backend;

@@ -115,6 +115,25 @@ pub fn optimizer_update(
     }
 }
 
+/// [`optimizer_update`] under a mask: the entries `keep` prunes (false) end the step at exactly
+/// zero, their moments too, whatever their gradient; the kept ones take the plain update.
+/// Twin of optim.wgsl's masked entry points.
+pub fn masked_optimizer_update(
+    opt: Optimizer,
+    step: u32,
+    p: &mut [f32],
+    g: &[f32],
+    state: &mut OptimState,
+    keep: &[bool],
+) {
+    optimizer_update(opt, step, p, g, state);
+    for (i, _) in keep.iter().enumerate().filter(|(_, &kept)| !kept) {
+        p[i] = 0.0;
+        state.m[i] = 0.0;
+        state.v[i] = 0.0;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -181,5 +200,35 @@ mod tests {
         optimizer_update(Optimizer::adamw(0.01, wd), 1, &mut a, &[g], &mut sa);
         optimizer_update(Optimizer::adam(0.01), 1, &mut b, &[g], &mut sb);
         assert_eq!(a, b);
+    }
+
+    #[test]
+    fn a_masked_update_zeroes_the_pruned_and_leaves_the_kept_as_unmasked() {
+        let keep = [true, false, true, false];
+        for opt in [
+            Optimizer::adam(0.01),
+            Optimizer::sgd(0.05).with_weight_decay(0.1),
+        ] {
+            let (mut masked, mut plain) = (vec![0.5, 0.0, -1.0, 0.0], vec![0.5, 0.0, -1.0, 0.0]);
+            let (mut sm, mut sp) = (OptimState::zeros(4), OptimState::zeros(4));
+            for step in 1..=3 {
+                let g = [0.3, -2.0, 1.5, f32::from(step as u8)];
+                masked_optimizer_update(opt, step, &mut masked, &g, &mut sm, &keep);
+                optimizer_update(opt, step, &mut plain, &g, &mut sp);
+            }
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<u32>>();
+            assert_eq!(
+                bits(&masked),
+                bits(&[plain[0], 0.0, plain[2], 0.0]),
+                "{}",
+                opt.name()
+            );
+            assert_eq!(bits(&sm.m), bits(&[sp.m[0], 0.0, sp.m[2], 0.0]));
+            assert_eq!(bits(&sm.v), bits(&[sp.v[0], 0.0, sp.v[2], 0.0]));
+            assert_ne!(
+                plain[1], 0.0,
+                "the gradient would have moved the pruned weight"
+            );
+        }
     }
 }

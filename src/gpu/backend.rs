@@ -19,11 +19,12 @@ use super::optim::OptimStep;
 use super::softmax_xent::GpuStats;
 use crate::backend::{Backend, BackendInfo, KernelChoice, OptimizerState, TrainStats};
 use crate::config::{Augment, AutotuneMode, Optimizer};
-use crate::cpu::CpuBackend;
+use crate::cpu::{check_mask, CpuBackend};
 use crate::data::{Split, IMAGE_PIXELS};
 use crate::error::bad_input;
 use crate::model::transfer::frozen_mask;
 use crate::model::{init_params, Arch, Params, Plan, Tensor, MNIST_INPUT};
+use crate::prune::Mask;
 use crate::rng::random_vec;
 use crate::train::epoch_order;
 
@@ -64,6 +65,8 @@ pub struct GpuBackend {
     optimizer: Optimizer,
     /// Per parameter tensor: left alone by training steps (see [`Backend::set_frozen`]).
     frozen: Vec<bool>,
+    /// Masked training (see [`Backend::set_mask`]): the keep flags, one u32 per parameter.
+    keep: Option<wgpu::Buffer>,
     /// The context's kernels, shared with every backend built on it.
     kernels: std::sync::Arc<Kernels>,
     tuner: Autotuner,
@@ -110,6 +113,7 @@ impl GpuBackend {
         let empty = storage(&ctx, "no training data", 4)?;
         let backend = GpuBackend {
             frozen: vec![false; lens.len()],
+            keep: None,
             kernels,
             tuner: Autotuner::new(&ctx, AutotuneMode::Off, None),
             params: buffers,
@@ -158,6 +162,7 @@ impl GpuBackend {
                 stats: View::whole(&self.stats),
                 optimizer: self.optimizer,
                 frozen: &self.frozen,
+                keep: self.keep.as_ref(),
                 augment: self.augment,
             };
             let mut net =
@@ -299,6 +304,50 @@ impl Backend for GpuBackend {
             self.nets.retain(|&(_, train), _| !train);
         }
         Ok(())
+    }
+
+    fn set_mask(&mut self, mask: Option<&Mask>) -> Result<()> {
+        let Some(mask) = mask else {
+            if self.keep.take().is_some() {
+                // Compiled training networks run the masked update.
+                self.nets.retain(|&(_, train), _| !train);
+            }
+            return Ok(());
+        };
+        let mut params = self.params()?;
+        check_mask(mask, &params)?;
+        let mut words = vec![1u32; self.params.len];
+        for (keep, &(offset, _)) in mask.keep.iter().zip(&self.params.ranges) {
+            let Some(keep) = keep else { continue };
+            let start = (offset / 4) as usize;
+            for (word, &kept) in words[start..].iter_mut().zip(keep) {
+                *word = u32::from(kept);
+            }
+        }
+        match &self.keep {
+            Some(buffer) => self
+                .ctx
+                .queue
+                .write_buffer(buffer, 0, bytemuck::cast_slice(&words)),
+            None => {
+                self.keep = Some(storage_init(&self.ctx, "keep flags", &words)?);
+                // Compiled training networks run the unmasked update.
+                self.nets.retain(|&(_, train), _| !train);
+            }
+        }
+        mask.apply(&mut params);
+        for ((tensor, keep), &(offset, _)) in
+            (params.tensors.iter().zip(&mask.keep)).zip(&self.params.ranges)
+        {
+            if keep.is_some() {
+                self.ctx.queue.write_buffer(
+                    &self.params.params,
+                    offset,
+                    bytemuck::cast_slice(&tensor.data),
+                );
+            }
+        }
+        self.ctx.check_errors()
     }
 
     fn train_step(&mut self, indices: &[u32]) -> Result<()> {

@@ -79,6 +79,9 @@ pub struct Shared<'a> {
     /// Per parameter tensor: frozen, so the optimiser skips it and, for batch norm's running
     /// statistics, the statistics kernel leaves them be.
     pub frozen: &'a [bool],
+    /// Masked training: one u32 per parameter, laid out as the parameters (0: pruned), which
+    /// selects the optimiser's masked entry points.
+    pub keep: Option<&'a wgpu::Buffer>,
     /// Training networks warp each gathered batch with these ranges; inference never does.
     pub augment: Option<Augment>,
 }
@@ -427,6 +430,7 @@ impl CompiledNet {
                     view(&p.m),
                     view(&p.v),
                     shared.stats,
+                    shared.keep.map(view),
                 ));
                 // Reads params, grads and moments and writes three of them back.
                 let optim_cost = Cost {

@@ -1,6 +1,8 @@
 //! Parameter updates on the GPU (`shaders/optim.wgsl`), twin of `cpu/optim.rs`: Adam (with L2
-//! or decoupled weight decay) and SGD with momentum (plain or Nesterov, with L2). The per-step hyperparameters live in a small uniform that the host rewrites
-//! each step, so pipelines and bind groups are built once.
+//! or decoupled weight decay) and SGD with momentum (plain or Nesterov, with L2), each also
+//! masked (pruned weights kept at exactly zero) by entry points of their own, so that the
+//! unmasked kernels stay as they were. The per-step hyperparameters live in a small uniform
+//! that the host rewrites each step, so pipelines and bind groups are built once.
 
 use anyhow::Result;
 use bytemuck::{Pod, Zeroable};
@@ -8,9 +10,11 @@ use bytemuck::{Pod, Zeroable};
 use super::buffer::{read_buffer, storage, storage_init, uniform, View};
 use super::check::{compare, compare_exact, Comparison, CrossCheck};
 use super::context::GpuContext;
-use super::kernel::{compile, grid_1d, run, Access, Dispatch, Kernel};
+use super::kernel::{compile, grid_1d, run, Access, Dispatch, Kernel, Resource};
 use crate::config::Optimizer;
-use crate::cpu::optim::{adam_step_size, optimizer_update, OptimState, WeightDecay};
+use crate::cpu::optim::{
+    adam_step_size, masked_optimizer_update, optimizer_update, OptimState, WeightDecay,
+};
 use crate::rng::random_vec;
 
 pub const SOURCE: &str = include_str!("../../shaders/optim.wgsl");
@@ -81,18 +85,26 @@ struct OptimSize {
 
 const ADAM_ENTRY: &str = "adam_update";
 const SGD_ENTRY: &str = "sgd_momentum_update";
+const ADAM_MASKED_ENTRY: &str = "adam_update_masked";
+const SGD_MASKED_ENTRY: &str = "sgd_momentum_update_masked";
+/// The binding of the masked entry points' keep flags.
+const KEEP_BINDING: u32 = 7;
 
-/// The shader entry point that applies `opt`.
-fn entry_point(opt: Optimizer) -> &'static str {
-    match opt {
-        Optimizer::Adam { .. } => ADAM_ENTRY,
-        Optimizer::Sgd { .. } => SGD_ENTRY,
+/// The shader entry point that applies `opt`, masked or not.
+fn entry_point(opt: Optimizer, masked: bool) -> &'static str {
+    match (opt, masked) {
+        (Optimizer::Adam { .. }, false) => ADAM_ENTRY,
+        (Optimizer::Sgd { .. }, false) => SGD_ENTRY,
+        (Optimizer::Adam { .. }, true) => ADAM_MASKED_ENTRY,
+        (Optimizer::Sgd { .. }, true) => SGD_MASKED_ENTRY,
     }
 }
 
 pub struct OptimKernels {
     adam: Kernel,
     sgd: Kernel,
+    adam_masked: Kernel,
+    sgd_masked: Kernel,
 }
 
 impl OptimKernels {
@@ -103,16 +115,23 @@ impl OptimKernels {
         let bindings = [
             Uniform, Uniform, ReadWrite, Read, ReadWrite, ReadWrite, ReadWrite,
         ];
+        let numbered = |n: usize| -> Vec<(u32, Access)> {
+            let first = (0..).zip(bindings[..n].iter().copied());
+            first.chain([(KEEP_BINDING, Read)]).collect()
+        };
         OptimKernels {
             adam: Kernel::new(ctx, &module, ADAM_ENTRY, &bindings),
             sgd: Kernel::new(ctx, &module, SGD_ENTRY, &bindings[..6]),
+            adam_masked: Kernel::numbered(ctx, &module, ADAM_MASKED_ENTRY, &numbered(7)),
+            sgd_masked: Kernel::numbered(ctx, &module, SGD_MASKED_ENTRY, &numbered(6)),
         }
     }
 
     /// One update of `len` parameters. `step` is a uniform buffer holding an OptimStep; `m` is
     /// Adam's first moment or SGD's velocity, `v` Adam's second moment (unused by SGD);
     /// `stats` is the 16-byte record [loss_sum f32, correct u32, examples u32, nonfinite u32]
-    /// whose word 3 the kernel sets to 1 when a gradient is not finite.
+    /// whose word 3 the kernel sets to 1 when a gradient is not finite. `keep`, one u32 per
+    /// parameter (0: pruned), selects the masked entry point; `None` the unmasked one.
     #[allow(clippy::too_many_arguments)]
     pub fn update(
         &self,
@@ -125,6 +144,7 @@ impl OptimKernels {
         m: View,
         v: View,
         stats: View,
+        keep: Option<View>,
     ) -> Dispatch {
         let size = uniform(
             ctx,
@@ -142,6 +162,18 @@ impl OptimKernels {
             m,
             stats,
         ];
+        if let Some(keep) = keep {
+            let (kernel, moments) = match opt {
+                Optimizer::Adam { .. } => (&self.adam_masked, &[v][..]),
+                Optimizer::Sgd { .. } => (&self.sgd_masked, &[][..]),
+            };
+            let views = (common.iter().chain(moments)).map(|&view| Resource::Buffer(view));
+            let numbered: Vec<(u32, Resource)> = (0..)
+                .zip(views)
+                .chain([(KEEP_BINDING, Resource::Buffer(keep))])
+                .collect();
+            return kernel.dispatch_numbered(ctx, &numbered, grid_1d(len));
+        }
         match opt {
             Optimizer::Adam { .. } => {
                 self.adam
@@ -169,19 +201,27 @@ fn check_optimizers() -> [Optimizer; 5] {
 }
 
 /// Three consecutive steps of each optimizer against the CPU (params and moments), on lengths
-/// that are not multiples of the workgroup; and the non-finite flag, clear then set.
+/// that are not multiples of the workgroup; and the non-finite flag, clear then set. The
+/// masked entry points the same way under random masks (the pruned entries must be exactly 0).
 pub fn checks() -> Vec<CrossCheck> {
     let mut checks = Vec::new();
     for opt in check_optimizers() {
+        for len in [1usize, 7, 33, 70_001] {
+            checks.push(CrossCheck::new(
+                entry_point(opt, true),
+                format!("{}, len {len}, random mask, steps 1-3", describe(opt)),
+                move |ctx| check_masked_steps(ctx, opt, len),
+            ));
+        }
         for len in [1usize, 7, 70_001] {
             checks.push(CrossCheck::new(
-                entry_point(opt),
+                entry_point(opt, false),
                 format!("{}, len {len}, steps 1-3", describe(opt)),
                 move |ctx| check_steps(ctx, opt, len),
             ));
         }
         checks.push(CrossCheck::new(
-            entry_point(opt),
+            entry_point(opt, false),
             format!("{}, NaN gradient flag", describe(opt)),
             move |ctx| check_nonfinite_flag(ctx, opt),
         ));
@@ -206,6 +246,8 @@ struct UpdateBuffers {
     m: wgpu::Buffer,
     v: wgpu::Buffer,
     stats: wgpu::Buffer,
+    /// The masked kernels' keep flags, when masked.
+    keep: Option<wgpu::Buffer>,
 }
 
 impl UpdateBuffers {
@@ -223,6 +265,7 @@ impl UpdateBuffers {
             m: storage(ctx, "m", bytes)?,
             v: storage(ctx, "v", bytes)?,
             stats: storage_init(ctx, "stats", &stats)?,
+            keep: None,
         })
     }
 
@@ -244,6 +287,7 @@ impl UpdateBuffers {
             (&b.m).into(),
             (&b.v).into(),
             (&b.stats).into(),
+            b.keep.as_ref().map(View::whole),
         )
     }
 
@@ -289,6 +333,51 @@ fn check_steps(ctx: &GpuContext, opt: Optimizer, len: usize) -> Result<Compariso
         ))),
         Optimizer::Sgd { .. } => Ok(result),
     }
+}
+
+/// [`check_steps`] through the masked entry point, under a random mask (about half pruned, the
+/// first entry kept so that length 1 trains), from parameters with the pruned ones zeroed;
+/// the pruned parameters and moments must come back exactly 0 on the GPU.
+fn check_masked_steps(ctx: &GpuContext, opt: Optimizer, len: usize) -> Result<Comparison> {
+    let seed = 1000 + len as u64;
+    let keep: Vec<bool> = (random_vec(len, seed, 0.0, 1.0).iter().enumerate())
+        .map(|(i, &r)| i == 0 || r < 0.5)
+        .collect();
+    let mut params = random_vec(len, seed + 1, -1.0, 1.0);
+    for (p, _) in params.iter_mut().zip(&keep).filter(|(_, &k)| !k) {
+        *p = 0.0;
+    }
+    let mut buffers = UpdateBuffers::new(ctx, opt, &params, [0; 4])?;
+    let words: Vec<u32> = keep.iter().map(|&k| u32::from(k)).collect();
+    buffers.keep = Some(storage_init(ctx, "keep", &words)?);
+    let kernels = OptimKernels::new(ctx);
+    let update = buffers.update(ctx, &kernels, opt, len);
+    let mut state = OptimState::zeros(len);
+    for step in 1..=3u32 {
+        let grads = random_vec(len, seed + 10 + u64::from(step), -2.0, 2.0);
+        buffers.run_step(ctx, &update, opt, step, &grads);
+        masked_optimizer_update(opt, step, &mut params, &grads, &mut state, &keep);
+    }
+    let gpu_params = read_buffer::<f32>(ctx, &buffers.params, 0, len)?;
+    let gpu_m = read_buffer::<f32>(ctx, &buffers.m, 0, len)?;
+    let gpu_v = read_buffer::<f32>(ctx, &buffers.v, 0, len)?;
+    // Bit patterns of the pruned entries: +0.0 on the CPU by construction.
+    let pruned_bits = |values: &[f32]| -> Vec<u32> {
+        (values.iter().zip(&keep))
+            .filter(|(_, &k)| !k)
+            .map(|(x, _)| x.to_bits())
+            .collect()
+    };
+    let mut result = compare(&gpu_params, &params).merge(compare(&gpu_m, &state.m));
+    let mut pruned = vec![(gpu_params, params), (gpu_m, state.m)];
+    if let Optimizer::Adam { .. } = opt {
+        result = result.merge(compare(&gpu_v, &state.v));
+        pruned.push((gpu_v, state.v));
+    }
+    for (gpu, cpu) in pruned {
+        result = result.merge(compare_exact(&pruned_bits(&gpu), &pruned_bits(&cpu)));
+    }
+    Ok(result)
 }
 
 /// A finite step must leave the stats record alone; a NaN gradient (in the last element) must

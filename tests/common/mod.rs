@@ -172,5 +172,6 @@ pub fn config(
         schedule: mnist_wgpu::config::Schedule::Constant,
         early_stopping: None,
         augment: None,
+        prune: None,
     }
 }

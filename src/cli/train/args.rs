@@ -8,6 +8,7 @@ use clap::{Args, ValueEnum};
 use crate::cli::args::{ArchArgs, DataArgs, OptimizerChoice, ScheduleChoice};
 use mnist_wgpu::config::{Augment, Optimizer, Schedule, SGD_LR};
 use mnist_wgpu::error::bad_input;
+use mnist_wgpu::prune::{PruneSchedule, Scope};
 
 #[derive(Args, Debug)]
 pub struct TrainArgs {
@@ -57,6 +58,15 @@ pub struct TrainArgs {
     /// head of the same shape).
     #[arg(long, value_name = "LAYER,...", value_delimiter = ',')]
     pub reinit: Vec<String>,
+    /// Masked training that prunes as it goes: the share of zero conv and dense weights rises
+    /// from S0 in the first epoch to S1 in the last (polynomially, power 3), the smallest
+    /// re-pruned at every epoch's start; pruned weights stay exactly zero (docs/pruning.md).
+    #[arg(long, value_name = "S0:S1", allow_hyphen_values = true, value_parser = prune_schedule)]
+    pub prune_schedule: Option<(f64, f64)>,
+    /// Which weights compete for --prune-schedule's zeros: all layers ranked together, or each
+    /// layer pruned to the sparsity on its own [default: global].
+    #[arg(long, value_enum, value_name = "SCOPE", requires = "prune_schedule")]
+    pub prune_scope: Option<PruneScope>,
     /// The run's directory: last.safetensors (the training state after every epoch and on
     /// Ctrl-C), best.safetensors (with --val-split), metrics.json and plots [default: the
     /// directory of --save, else runs/<timestamp>].
@@ -109,6 +119,8 @@ const RESUME_CONFLICTS: &[&str] = &[
     "init_from",
     "freeze",
     "reinit",
+    "prune_schedule",
+    "prune_scope",
     "val_split",
     "early_stopping",
     "run_dir",
@@ -336,4 +348,22 @@ mod tests {
             assert!(class_list(bad).is_err(), "{bad}");
         }
     }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum PruneScope {
+    Global,
+    Layer,
+}
+
+/// `S0:S1`: two fractions in [0, 1), S0 <= S1.
+fn prune_schedule(text: &str) -> Result<(f64, f64), String> {
+    let (s0, s1) = (text.split_once(':'))
+        .ok_or_else(|| format!("'{text}' is not S0:S1, two sparsities such as 0:0.9"))?;
+    let fraction = |s: &str| -> Result<f64, String> {
+        (s.trim().parse()).map_err(|_| format!("'{s}' is not a fraction in [0, 1)"))
+    };
+    // The scope does not matter here: the flag's own check.
+    let schedule = PruneSchedule::new(fraction(s0)?, fraction(s1)?, Scope::Global)?;
+    Ok((schedule.initial, schedule.target))
 }

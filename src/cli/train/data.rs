@@ -13,7 +13,7 @@ use mnist_wgpu::error::bad_input;
 
 /// What a run reads: the files, and how much of them.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub(super) struct DataSource {
+pub(crate) struct DataSource {
     /// `None` (null) for the copy built into the program.
     pub data_dir: Option<PathBuf>,
     pub train_limit: Option<u64>,
@@ -29,7 +29,7 @@ pub(super) struct DataSource {
 /// The data of `source` for a model of `classes` outputs: the classes chosen, the limits
 /// applied, and every label checked to be below `classes` (a one-line error naming the file);
 /// for `training`, or else only for the test split (which is all `eval` reads).
-pub(super) fn load_data(source: &DataSource, classes: usize, training: bool) -> Result<Mnist> {
+pub(crate) fn load_data(source: &DataSource, classes: usize, training: bool) -> Result<Mnist> {
     let start = Instant::now();
     let dir = source.data_dir.as_deref();
     let mut mnist = load_mnist_from(dir)?;
@@ -79,7 +79,7 @@ pub(super) fn load_data(source: &DataSource, classes: usize, training: bool) -> 
 
 /// The data set's label of each of a model's `outputs` outputs: `--classes` in its order, else
 /// the outputs' own numbers.
-pub(super) fn labels_of(source: &DataSource, outputs: usize) -> Vec<usize> {
+pub(crate) fn labels_of(source: &DataSource, outputs: usize) -> Vec<usize> {
     match &source.classes {
         Some(list) => list.iter().map(|&l| usize::from(l)).collect(),
         None => (0..outputs).collect(),
