@@ -69,9 +69,8 @@ fn store_checked_param(i: u32, value: f32) {
     }
 }
 
-// The masked entry points' updates of a kept parameter i: the bodies of adam_update and
-// sgd_momentum_update, repeated rather than shared so that the unmasked kernels' code stays
-// exactly what it was (their results bit for bit). Keep the two copies the same.
+// The update of parameter i, shared by the plain and the masked entry points (the masked ones
+// call it for kept parameters only).
 fn adam_at(i: u32) {
     var p = params[i];
     let g = checked_grad(i, p);
@@ -97,60 +96,46 @@ fn sgd_momentum_at(i: u32) {
 @compute @workgroup_size(WORKGROUP_SIZE)
 fn adam_update(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = flat_index(gid, nwg);
-    if i >= size.len {
-        return;
+    if i < size.len {
+        adam_at(i);
     }
-    var p = params[i];
-    let g = checked_grad(i, p);
-    p -= step.decoupled * p;
-    var m_i = m[i];
-    var v_i = v[i];
-    m_i += (g - m_i) * (1.0 - step.beta1);
-    v_i += (g * g - v_i) * (1.0 - step.beta2);
-    m[i] = m_i;
-    v[i] = v_i;
-    store_checked_param(i, p - step.alpha * m_i / (sqrt(v_i) + step.epsilon));
 }
 
 @compute @workgroup_size(WORKGROUP_SIZE)
 fn sgd_momentum_update(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = flat_index(gid, nwg);
-    if i >= size.len {
-        return;
+    if i < size.len {
+        sgd_momentum_at(i);
     }
-    let p = params[i];
-    let g = checked_grad(i, p);
-    let velocity = step.beta1 * m[i] - step.alpha * g;
-    m[i] = velocity;
-    let nesterov_velocity = step.beta1 * velocity - step.alpha * g;
-    store_checked_param(i, p + select(velocity, nesterov_velocity, step.nesterov == 1u));
 }
 
 @compute @workgroup_size(WORKGROUP_SIZE)
 fn adam_update_masked(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = flat_index(gid, nwg);
-    if i >= size.len {
-        return;
+    if i < size.len {
+        if kept(i) {
+            adam_at(i);
+        } else {
+            v[i] = 0.0;
+        }
     }
-    if keep[i] == 0u {
-        params[i] = 0.0;
-        m[i] = 0.0;
-        v[i] = 0.0;
-        return;
-    }
-    adam_at(i);
 }
 
 @compute @workgroup_size(WORKGROUP_SIZE)
 fn sgd_momentum_update_masked(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = flat_index(gid, nwg);
-    if i >= size.len {
-        return;
+    if i < size.len && kept(i) {
+        sgd_momentum_at(i);
     }
+}
+
+// Whether parameter i trains. A pruned one is stored as exactly 0, and so is its first moment
+// (Adam's caller zeroes the second: the SGD kernel has no v binding).
+fn kept(i: u32) -> bool {
     if keep[i] == 0u {
         params[i] = 0.0;
         m[i] = 0.0;
-        return;
+        return false;
     }
-    sgd_momentum_at(i);
+    return true;
 }

@@ -134,32 +134,10 @@ fn cli_prv_accountant() {
         "--accountant prv: the PRV accountant would need",
     );
     // The noise for a target by the PRV accountant meets it by its upper bound.
-    let target = json(&[
-        "privacy",
-        "--accountant",
-        "prv",
-        "--sample-rate",
-        "0.04",
-        "--steps",
-        "2250",
-        "--target-epsilon",
-        "8",
-        "--json",
-    ]);
+    let target_flags = "--sample-rate 0.04 --steps 2250 --target-epsilon 8 --json";
+    let target = privacy_json(&format!("--accountant prv {target_flags}"));
     assert!(number(&target, "epsilon") <= 8.0, "{target}");
-    let rdp_sigma = number(
-        &json(&[
-            "privacy",
-            "--sample-rate",
-            "0.04",
-            "--steps",
-            "2250",
-            "--target-epsilon",
-            "8",
-            "--json",
-        ]),
-        "noise_multiplier",
-    );
+    let rdp_sigma = number(&privacy_json(target_flags), "noise_multiplier");
     assert!(
         number(&target, "noise_multiplier") < rdp_sigma,
         "PRV needs less noise"
@@ -262,6 +240,12 @@ fn json(args: &[&str]) -> serde_json::Value {
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.len(), 1, "one JSON object: {out}");
     serde_json::from_str(lines[0]).unwrap()
+}
+
+/// `privacy` with `flags` (space-separated), its one JSON line.
+fn privacy_json(flags: &str) -> serde_json::Value {
+    let args: Vec<&str> = std::iter::once("privacy").chain(flags.split(' ')).collect();
+    json(&args)
 }
 
 fn number(value: &serde_json::Value, key: &str) -> f64 {

@@ -177,16 +177,18 @@ fn a_saved_pruned_checkpoint_counts_its_zeros() {
     save_checkpoint(&path, &plan, &pruned, &[]).unwrap();
     let back = load_checkpoint(&path).unwrap();
     let weights = weight_tensors(&back.params);
-    let total: usize = weights
-        .iter()
-        .map(|&i| back.params.tensors[i].data.len())
-        .sum();
-    let zeroed: usize = weights
-        .iter()
-        .map(|&i| zeros(&back.params.tensors[i].data))
-        .sum();
+    let (zeroed, total) = zeros_of(&back.params, &weights);
     assert_eq!(zeroed, (0.8 * total as f64).round() as usize);
     assert_eq!(back.params, pruned);
+}
+
+/// The zeros among the weight tensors `weights` of `params`, and their element count.
+fn zeros_of(params: &Params<f32>, weights: &[usize]) -> (usize, usize) {
+    let tensors = weights.iter().map(|&i| &params.tensors[i].data);
+    (
+        tensors.clone().map(|t| zeros(t)).sum(),
+        tensors.map(|t| t.len()).sum(),
+    )
 }
 
 /// `n` images of random pixels in [0, 1], in f64.
@@ -358,21 +360,21 @@ fn path(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
+/// `prune` of the fixture model to `out` at sparsity 0.5 with `extra` flags, evaluated on 300
+/// test images; its output.
+fn prune_fixture_by_half(out: &Path, extra: &[&str]) -> String {
+    let model = fixture_model();
+    let mut args = vec!["prune", "--model", path(&model), "--out", path(out)];
+    args.extend(["--sparsity", "0.5", "--test-limit", "300"]);
+    args.extend(extra);
+    run_cli_ok(&args)
+}
+
 #[test]
 fn prune_writes_a_sparse_checkpoint_that_summary_and_eval_report() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("sparse.safetensors");
-    let text = run_cli_ok(&[
-        "prune",
-        "--model",
-        path(&fixture_model()),
-        "--out",
-        path(&out),
-        "--sparsity",
-        "0.5",
-        "--test-limit",
-        "300",
-    ]);
+    let text = prune_fixture_by_half(&out, &[]);
     for needle in [
         "global scope",
         "conv1",
@@ -387,14 +389,7 @@ fn prune_writes_a_sparse_checkpoint_that_summary_and_eval_report() {
     let back = load_checkpoint(&out).unwrap();
     let original = load_checkpoint(&fixture_model()).unwrap();
     let weights = weight_tensors(&back.params);
-    let total: usize = weights
-        .iter()
-        .map(|&i| back.params.tensors[i].data.len())
-        .sum();
-    let zeroed: usize = weights
-        .iter()
-        .map(|&i| zeros(&back.params.tensors[i].data))
-        .sum();
+    let (zeroed, total) = zeros_of(&back.params, &weights);
     assert_eq!(zeroed, (0.5 * total as f64).round() as usize);
     let (pruned_max, kept_min) = pruned_and_kept_extremes(&original.params, &back.params, &weights);
     assert!(pruned_max <= kept_min);
@@ -496,19 +491,7 @@ fn prune_by_layer_keeps_the_metadata_but_not_the_training_state() {
 fn a_channel_pruned_checkpoint_is_a_model_like_any_other() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("small.safetensors");
-    let text = run_cli_ok(&[
-        "prune",
-        "--model",
-        path(&fixture_model()),
-        "--out",
-        path(&out),
-        "--sparsity",
-        "0.5",
-        "--structured",
-        "channels",
-        "--test-limit",
-        "300",
-    ]);
+    let text = prune_fixture_by_half(&out, &["--structured", "channels"]);
     let expected_arch = "conv16k3-relu-pool2-conv32k3-relu-pool2-flatten-dense10";
     assert!(text.contains(&format!("-> {expected_arch}")), "{text}");
     assert!(text.contains("layer scope"), "{text}");

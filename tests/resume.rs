@@ -278,6 +278,16 @@ fn cosine(epochs: usize, batch_size: usize) -> TrainConfig {
 
 #[test]
 fn a_cpu_run_stopped_mid_epoch_resumes_bit_for_bit() {
+    cpu_run_stopped_mid_epoch(false);
+}
+
+#[test]
+fn a_gpu_run_stopped_mid_epoch_resumes_bit_for_bit() {
+    gpu_run_stopped_mid_epoch(false);
+}
+
+/// 320 training images and 64 for validation, 10 steps per epoch: stops at step 4 of epoch 2.
+fn cpu_run_stopped_mid_epoch(masked: bool) {
     let (train, val) = (
         train_split(320),
         train_split(384).subset(&(320..384).collect::<Vec<u32>>()),
@@ -290,12 +300,16 @@ fn a_cpu_run_stopped_mid_epoch_resumes_bit_for_bit() {
             Optimizer::adam(2e-3),
         ))
     };
-    // 10 steps per epoch: stop at step 4 of epoch 2.
-    check_mid_epoch_resume(&make, (&train, &val), &cosine(3, 32), 14);
+    let config = cosine(3, 32);
+    match masked {
+        false => check_mid_epoch_resume(&make, (&train, &val), &config, 14),
+        true => check_masked_mid_epoch_resume(&make, (&train, &val), &config, 14),
+    }
 }
 
-#[test]
-fn a_gpu_run_stopped_mid_epoch_resumes_bit_for_bit() {
+/// 64 training images and 16 for validation, 8 steps per epoch: stops at step 3 of epoch 2 (of
+/// 2 epochs, or of 3 where masked, for the schedule to raise the sparsity after it).
+fn gpu_run_stopped_mid_epoch(masked: bool) {
     let Some(ctx) = common::gpu_context() else {
         return;
     };
@@ -308,8 +322,10 @@ fn a_gpu_run_stopped_mid_epoch_resumes_bit_for_bit() {
         let b = GpuBackend::new(&ctx, plan.clone(), params, Optimizer::adam(2e-3)).unwrap();
         Box::new(b)
     };
-    // 8 steps per epoch: stop at step 3 of epoch 2.
-    check_mid_epoch_resume(&make, (&train, &val), &cosine(2, 8), 11);
+    match masked {
+        false => check_mid_epoch_resume(&make, (&train, &val), &cosine(2, 8), 11),
+        true => check_masked_mid_epoch_resume(&make, (&train, &val), &cosine(3, 8), 11),
+    }
 }
 
 /// A masked run whose schedule raises the sparsity every epoch (0.2, 0.55, 0.6 of the conv
@@ -336,38 +352,12 @@ fn check_masked_mid_epoch_resume<'c>(
 
 #[test]
 fn a_masked_cpu_run_stopped_mid_epoch_resumes_bit_for_bit() {
-    let (train, val) = (
-        train_split(320),
-        train_split(384).subset(&(320..384).collect::<Vec<u32>>()),
-    );
-    let plan = plan();
-    let make = |params: &Params<f32>| -> Box<dyn Backend> {
-        Box::new(CpuBackend::new(
-            plan.clone(),
-            params.clone(),
-            Optimizer::adam(2e-3),
-        ))
-    };
-    // 10 steps per epoch: stop at step 4 of epoch 2.
-    check_masked_mid_epoch_resume(&make, (&train, &val), &cosine(3, 32), 14);
+    cpu_run_stopped_mid_epoch(true);
 }
 
 #[test]
 fn a_masked_gpu_run_stopped_mid_epoch_resumes_bit_for_bit() {
-    let Some(ctx) = common::gpu_context() else {
-        return;
-    };
-    let (train, val) = (
-        train_split(64),
-        train_split(80).subset(&(64..80).collect::<Vec<u32>>()),
-    );
-    let plan = plan();
-    let make = |params: &Params<f32>| -> Box<dyn Backend> {
-        let b = GpuBackend::new(&ctx, plan.clone(), params, Optimizer::adam(2e-3)).unwrap();
-        Box::new(b)
-    };
-    // 8 steps per epoch: stop at step 3 of epoch 2.
-    check_masked_mid_epoch_resume(&make, (&train, &val), &cosine(3, 8), 11);
+    gpu_run_stopped_mid_epoch(true);
 }
 
 // ---------------------------------------------------------------- the command line
