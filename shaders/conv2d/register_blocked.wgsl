@@ -68,6 +68,18 @@ struct Tile {
     q7: mat4x4<f32>,
 }
 
+// A block of 8 Tiles: the forward's 8 rows (or windows), the input gradient's 32 positions.
+struct Block {
+    t0: Tile,
+    t1: Tile,
+    t2: Tile,
+    t3: Tile,
+    t4: Tile,
+    t5: Tile,
+    t6: Tile,
+    t7: Tile,
+}
+
 // A Tile holding `c` at every position.
 fn tile_splat(c: Channels) -> Tile {
     return Tile(splat4(c.lo[0]), splat4(c.lo[1]), splat4(c.lo[2]), splat4(c.lo[3]), splat4(c.hi[0]), splat4(c.hi[1]), splat4(c.hi[2]), splat4(c.hi[3]));
@@ -78,48 +90,59 @@ fn tile_fma(t: Tile, a: Channels, b: vec4<f32>) -> Tile {
     return Tile(outer_acc(t.q0, a.lo[0], b), outer_acc(t.q1, a.lo[1], b), outer_acc(t.q2, a.lo[2], b), outer_acc(t.q3, a.lo[3], b), outer_acc(t.q4, a.hi[0], b), outer_acc(t.q5, a.hi[1], b), outer_acc(t.q6, a.hi[2], b), outer_acc(t.q7, a.hi[3], b));
 }
 
-// A Tile's quads as an array, for the stores to loop over. They run once per invocation,
-// after the sums, so a loop (and the array in memory) costs little there; the sums' code
-// keeps the named quads.
-fn tile_quads(t: Tile) -> array<mat4x4<f32>, 8> {
-    return array<mat4x4<f32>, 8>(t.q0, t.q1, t.q2, t.q3, t.q4, t.q5, t.q6, t.q7);
-}
+// The stores are written out, without loops: they run once per invocation, but with the whole
+// block of sums live, and on lavapipe every loop boundary then costs as much as many stores
+// (looping them made the weight and input gradients twice as slow).
 
-// Stores r[i] at dst[at + i * stride] for the first `n` (at most 4) of its 4 channels,
+// Stores r[i] at dst[at + i * stride] for the first `n` of its 4 channels (all 4 for n >= 4),
 // rectified when `relu`.
 fn store_channels(r: vec4<f32>, at: u32, stride: u32, n: u32, relu: bool) {
     let v = select(r, max(r, vec4<f32>(0.0)), relu);
-    for (var i = 0u; i < min(n, 4u); i++) {
-        dst[at + i * stride] = v[i];
+    if n > 0u {
+        dst[at] = v.x;
+    }
+    if n > 1u {
+        dst[at + stride] = v.y;
+    }
+    if n > 2u {
+        dst[at + 2u * stride] = v.z;
+    }
+    if n > 3u {
+        dst[at + 3u * stride] = v.w;
     }
 }
 
-// Stores a Tile at dst[at + channel * stride + position] for the first `channels` (at most 32)
-// and `cols` (at most 4) positions, rectified when `relu`.
+// Stores m[p] (4 channels at position p) at dst[at + channel * stride + p] for the first `n`
+// channels and `cols` positions.
+fn store_quad(m: mat4x4<f32>, at: u32, stride: u32, n: u32, cols: u32, relu: bool) {
+    store_channels(m[0], at, stride, select(0u, n, cols > 0u), relu);
+    store_channels(m[1], at + 1u, stride, select(0u, n, cols > 1u), relu);
+    store_channels(m[2], at + 2u, stride, select(0u, n, cols > 2u), relu);
+    store_channels(m[3], at + 3u, stride, select(0u, n, cols > 3u), relu);
+}
+
+// Stores a Tile at dst[at + channel * stride + position] for the first `channels` (at most 32
+// are stored) and `cols` positions, rectified when `relu`.
 fn store_tile(t: Tile, at: u32, stride: u32, channels: u32, cols: u32, relu: bool) {
-    let quads = tile_quads(t);
-    for (var q = 0u; q < min((channels + 3u) / 4u, 8u); q++) {
-        for (var p = 0u; p < min(cols, 4u); p++) {
-            store_channels(quads[q][p], at + 4u * q * stride + p, stride, channels - 4u * q, relu);
-        }
-    }
+    store_quad(t.q0, at, stride, channels, cols, relu);
+    store_quad(t.q1, at + 4u * stride, stride, max(channels, 4u) - 4u, cols, relu);
+    store_quad(t.q2, at + 8u * stride, stride, max(channels, 8u) - 8u, cols, relu);
+    store_quad(t.q3, at + 12u * stride, stride, max(channels, 12u) - 12u, cols, relu);
+    store_quad(t.q4, at + 16u * stride, stride, max(channels, 16u) - 16u, cols, relu);
+    store_quad(t.q5, at + 20u * stride, stride, max(channels, 20u) - 20u, cols, relu);
+    store_quad(t.q6, at + 24u * stride, stride, max(channels, 24u) - 24u, cols, relu);
+    store_quad(t.q7, at + 28u * stride, stride, max(channels, 28u) - 28u, cols, relu);
 }
 
-// The offsets base + min(c, last) * stride of the 32 channels c = first.., 4 a vector (clamped
-// channels only feed sums that are never stored). Read at constant indices only, so the array
-// stays in registers.
-fn offsets32(base: u32, stride: u32, first: u32, last: u32) -> array<vec4<u32>, 8> {
-    return array<vec4<u32>, 8>(offsets4(base, stride, first, last), offsets4(base, stride, first + 4u, last), offsets4(base, stride, first + 8u, last), offsets4(base, stride, first + 12u, last), offsets4(base, stride, first + 16u, last), offsets4(base, stride, first + 20u, last), offsets4(base, stride, first + 24u, last), offsets4(base, stride, first + 28u, last));
-}
-
+// The offsets base + min(c, last) * stride of the 4 channels c = first.. (clamped channels
+// only feed sums that are never stored).
 fn offsets4(base: u32, stride: u32, first: u32, last: u32) -> vec4<u32> {
     return vec4<u32>(base) + min(vec4<u32>(first) + vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(last)) * stride;
 }
 
-// w_at at the 32 channels' offsets (offsets32).
+// w_at for the 32 channels first.. (offsets4).
 fn w32(base: u32, stride: u32, first: u32, last: u32) -> Channels {
-    let at = offsets32(base, stride, first, last);
-    return Channels(mat4x4<f32>(w4(at[0]), w4(at[1]), w4(at[2]), w4(at[3])), mat4x4<f32>(w4(at[4]), w4(at[5]), w4(at[6]), w4(at[7])));
+    return Channels(mat4x4<f32>(w4(offsets4(base, stride, first, last)), w4(offsets4(base, stride, first + 4u, last)), w4(offsets4(base, stride, first + 8u, last)), w4(offsets4(base, stride, first + 12u, last))), mat4x4<f32>(w4(offsets4(base, stride, first + 16u, last)), w4(offsets4(base, stride, first + 20u, last)), w4(offsets4(base, stride, first + 24u, last)), w4(offsets4(base, stride, first + 28u, last))));
 }
 
 fn w4(at: vec4<u32>) -> vec4<f32> {
@@ -128,8 +151,7 @@ fn w4(at: vec4<u32>) -> vec4<f32> {
 
 // The same for dy (dy_at).
 fn dy32(base: u32, stride: u32, first: u32, last: u32) -> Channels {
-    let at = offsets32(base, stride, first, last);
-    return Channels(mat4x4<f32>(dy4(at[0]), dy4(at[1]), dy4(at[2]), dy4(at[3])), mat4x4<f32>(dy4(at[4]), dy4(at[5]), dy4(at[6]), dy4(at[7])));
+    return Channels(mat4x4<f32>(dy4(offsets4(base, stride, first, last)), dy4(offsets4(base, stride, first + 4u, last)), dy4(offsets4(base, stride, first + 8u, last)), dy4(offsets4(base, stride, first + 12u, last))), mat4x4<f32>(dy4(offsets4(base, stride, first + 16u, last)), dy4(offsets4(base, stride, first + 20u, last)), dy4(offsets4(base, stride, first + 24u, last)), dy4(offsets4(base, stride, first + 28u, last))));
 }
 
 fn dy4(at: vec4<u32>) -> vec4<f32> {

@@ -89,14 +89,29 @@ fn bwd_input_store(t: Tile, at: vec4<u32>, ci: u32, positions: u32) {
     if ci >= input_grad_params.shape.in_channels {
         return;
     }
-    let plane = input_grad_params.shape.in_height * input_grad_params.shape.in_width;
-    let channels = input_grad_params.shape.in_channels - ci;
-    let quads = tile_quads(t);
-    for (var p = 0u; p < min(positions, 4u); p++) {
-        for (var q = 0u; q < min((channels + 3u) / 4u, 8u); q++) {
-            store_channels(quads[q][p], at[p] + (ci + 4u * q) * plane, plane, channels - 4u * q, false);
-        }
-    }
+    let n = input_grad_params.shape.in_channels - ci;
+    bwd_input_store_position(t, 0u, at.x + ci * input_plane(), select(0u, n, positions > 0u));
+    bwd_input_store_position(t, 1u, at.y + ci * input_plane(), select(0u, n, positions > 1u));
+    bwd_input_store_position(t, 2u, at.z + ci * input_plane(), select(0u, n, positions > 2u));
+    bwd_input_store_position(t, 3u, at.w + ci * input_plane(), select(0u, n, positions > 3u));
+}
+
+fn input_plane() -> u32 {
+    return input_grad_params.shape.in_height * input_grad_params.shape.in_width;
+}
+
+// Stores position p of a Tile, its first `n` channels, from dx offset `at`.
+fn bwd_input_store_position(t: Tile, p: u32, at: u32, n: u32) {
+    let plane = input_plane();
+    let plane_4 = 4u * plane;
+    store_channels(t.q0[p], at, plane, n, false);
+    store_channels(t.q1[p], at + plane_4, plane, max(n, 4u) - 4u, false);
+    store_channels(t.q2[p], at + 2u * plane_4, plane, max(n, 8u) - 8u, false);
+    store_channels(t.q3[p], at + 3u * plane_4, plane, max(n, 12u) - 12u, false);
+    store_channels(t.q4[p], at + 4u * plane_4, plane, max(n, 16u) - 16u, false);
+    store_channels(t.q5[p], at + 5u * plane_4, plane, max(n, 20u) - 20u, false);
+    store_channels(t.q6[p], at + 6u * plane_4, plane, max(n, 24u) - 24u, false);
+    store_channels(t.q7[p], at + 7u * plane_4, plane, max(n, 28u) - 28u, false);
 }
 
 @compute @workgroup_size(BLOCK_WORKGROUP)

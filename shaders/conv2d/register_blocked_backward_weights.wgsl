@@ -334,8 +334,11 @@ struct K3Column {
     c: vec4<f32>,
 }
 
-// The 9 Tiles of a k3 block (read at constant indices only, so the array stays in registers).
-alias K3Tiles = array<Tile, 9>;
+// The 9 Tiles of a k3 block: a Block (Tiles 0 to 7) and Tile 8.
+struct K3Tiles {
+    head: Block,
+    t8: Tile,
+}
 
 // Adds dy (x) the window of columns `x0`, `x1`, `x2` of 4 rows to 3 Tiles: row i's weights
 // are 3i..3i+2 of the Tiles' 12, column-major within a row.
@@ -344,10 +347,10 @@ fn k3_rows_fma(t: array<Tile, 3>, d: Channels, x0: vec4<f32>, x1: vec4<f32>, x2:
 }
 
 fn k3_fma(t: K3Tiles, d: Channels, x0: K3Column, x1: K3Column, x2: K3Column) -> K3Tiles {
-    let a = k3_rows_fma(array<Tile, 3>(t[0], t[1], t[2]), d, x0.a, x1.a, x2.a);
-    let b = k3_rows_fma(array<Tile, 3>(t[3], t[4], t[5]), d, x0.b, x1.b, x2.b);
-    let c = k3_rows_fma(array<Tile, 3>(t[6], t[7], t[8]), d, x0.c, x1.c, x2.c);
-    return K3Tiles(a[0], a[1], a[2], b[0], b[1], b[2], c[0], c[1], c[2]);
+    let a = k3_rows_fma(array<Tile, 3>(t.head.t0, t.head.t1, t.head.t2), d, x0.a, x1.a, x2.a);
+    let b = k3_rows_fma(array<Tile, 3>(t.head.t3, t.head.t4, t.head.t5), d, x0.b, x1.b, x2.b);
+    let c = k3_rows_fma(array<Tile, 3>(t.head.t6, t.head.t7, t.t8), d, x0.c, x1.c, x2.c);
+    return K3Tiles(Block(a[0], a[1], a[2], b[0], b[1], b[2], c[0], c[1]), c[2]);
 }
 
 // Where x row (ci0 + i / 3, ky = i % 3) of image 0 starts (channels clamped to the last).
@@ -373,7 +376,7 @@ fn backward_weights_k3_block(lane: u32, part: u32) {
 
     var bias_sum = Channels(mat4x4<f32>(), mat4x4<f32>());
     let zero = tile_splat(bias_sum);
-    var t = K3Tiles(zero, zero, zero, zero, zero, zero, zero, zero, zero);
+    var t = K3Tiles(Block(zero, zero, zero, zero, zero, zero, zero, zero), zero);
 
     // The chunk's row segments (image, oy), each along its row with a sliding window.
     let segments = chunk_segments(chunk);
@@ -393,15 +396,15 @@ fn backward_weights_k3_block(lane: u32, part: u32) {
     // dw[co][ci0 * 9 + t] for the block's weights t < 9 * (in_channels - ci0).
     let at = chunk * weight_grad_params.partial_stride + co0 * 9u * weight_grad_params.shape.in_channels + ci0 * 9u;
     let live = 9u * (weight_grad_params.shape.in_channels - ci0);
-    k3_store(t[0], at, 0u, live, co0);
-    k3_store(t[1], at, 1u, live, co0);
-    k3_store(t[2], at, 2u, live, co0);
-    k3_store(t[3], at, 3u, live, co0);
-    k3_store(t[4], at, 4u, live, co0);
-    k3_store(t[5], at, 5u, live, co0);
-    k3_store(t[6], at, 6u, live, co0);
-    k3_store(t[7], at, 7u, live, co0);
-    k3_store(t[8], at, 8u, live, co0);
+    k3_store(t.head.t0, at, 0u, live, co0);
+    k3_store(t.head.t1, at, 1u, live, co0);
+    k3_store(t.head.t2, at, 2u, live, co0);
+    k3_store(t.head.t3, at, 3u, live, co0);
+    k3_store(t.head.t4, at, 4u, live, co0);
+    k3_store(t.head.t5, at, 5u, live, co0);
+    k3_store(t.head.t6, at, 6u, live, co0);
+    k3_store(t.head.t7, at, 7u, live, co0);
+    k3_store(t.t8, at, 8u, live, co0);
     if ci0 == 0u {
         // Position 0 of a Tile of the bias sums, stored at channel stride 1.
         let bias_at = chunk * weight_grad_params.partial_stride + weight_grad_params.shape.out_channels * weight_grad_params.shape.in_channels * 9u + co0;

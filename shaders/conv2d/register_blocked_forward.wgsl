@@ -66,17 +66,25 @@ fn b4(first: u32, last: u32) -> vec4<f32> {
 }
 
 // Where the 8 Tiles of a forward block read x: Tile i's 4 positions are x[n][ci + ...][row
-// + ky][col + kx] at t<i> = (image row start (channel 0), column), offset by the block's
-// `Pattern`.
+// + ky][col + kx] at image row start `r<i>` (channel 0) and column `c<i>`, offset by the
+// block's `Pattern`. Scalars: the forward's loop reads them at every tap.
 struct Origins {
-    t0: vec2<u32>,
-    t1: vec2<u32>,
-    t2: vec2<u32>,
-    t3: vec2<u32>,
-    t4: vec2<u32>,
-    t5: vec2<u32>,
-    t6: vec2<u32>,
-    t7: vec2<u32>,
+    r0: u32,
+    r1: u32,
+    r2: u32,
+    r3: u32,
+    r4: u32,
+    r5: u32,
+    r6: u32,
+    r7: u32,
+    c0: u32,
+    c1: u32,
+    c2: u32,
+    c3: u32,
+    c4: u32,
+    c5: u32,
+    c6: u32,
+    c7: u32,
 }
 
 // The 4 positions of a Tile relative to its origin: elements to add to the row start, and
@@ -85,18 +93,6 @@ struct Origins {
 struct Pattern {
     row: vec4<u32>,
     col: vec4<u32>,
-}
-
-// The 8 Tiles of sums of a forward block, one per row.
-struct Block {
-    t0: Tile,
-    t1: Tile,
-    t2: Tile,
-    t3: Tile,
-    t4: Tile,
-    t5: Tile,
-    t6: Tile,
-    t7: Tile,
 }
 
 // Where x row oy of image `img` starts (channel 0).
@@ -111,7 +107,7 @@ fn fwd_origin(seg: u32) -> u32 {
 }
 
 fn fwd_origins(seg0: u32, col: u32) -> Origins {
-    return Origins(vec2<u32>(fwd_origin(seg0), col), vec2<u32>(fwd_origin(seg0 + 1u), col), vec2<u32>(fwd_origin(seg0 + 2u), col), vec2<u32>(fwd_origin(seg0 + 3u), col), vec2<u32>(fwd_origin(seg0 + 4u), col), vec2<u32>(fwd_origin(seg0 + 5u), col), vec2<u32>(fwd_origin(seg0 + 6u), col), vec2<u32>(fwd_origin(seg0 + 7u), col));
+    return Origins(fwd_origin(seg0), fwd_origin(seg0 + 1u), fwd_origin(seg0 + 2u), fwd_origin(seg0 + 3u), fwd_origin(seg0 + 4u), fwd_origin(seg0 + 5u), fwd_origin(seg0 + 6u), fwd_origin(seg0 + 7u), col, col, col, col, col, col, col, col);
 }
 
 fn fwd_store(t: Tile, seg: u32, co: u32, ox: u32) {
@@ -173,7 +169,8 @@ fn window_origin(win: u32) -> vec2<u32> {
 }
 
 fn window_origins(w0: u32) -> Origins {
-    return Origins(window_origin(w0), window_origin(w0 + 1u), window_origin(w0 + 2u), window_origin(w0 + 3u), window_origin(w0 + 4u), window_origin(w0 + 5u), window_origin(w0 + 6u), window_origin(w0 + 7u));
+    let o = array<vec2<u32>, 8>(window_origin(w0), window_origin(w0 + 1u), window_origin(w0 + 2u), window_origin(w0 + 3u), window_origin(w0 + 4u), window_origin(w0 + 5u), window_origin(w0 + 6u), window_origin(w0 + 7u));
+    return Origins(o[0].x, o[1].x, o[2].x, o[3].x, o[4].x, o[5].x, o[6].x, o[7].x, o[0].y, o[1].y, o[2].y, o[3].y, o[4].y, o[5].y, o[6].y, o[7].y);
 }
 
 // Pools 4 channels over one window, given rectified sums top left, top right, bottom left,
@@ -332,13 +329,13 @@ fn forward_tap(sums: Block, o: Origins, pattern: Pattern, t: vec3<u32>, wt: Chan
     let last_col = forward_params.shape.in_width - 1u;
     let row = (t.z * forward_params.shape.in_height + t.y) * forward_params.shape.in_width;
     let kx = t.x;
-    let x0 = x_pattern(o.t0.x + row, o.t0.y + kx, pattern, last_col);
-    let x1 = x_pattern(o.t1.x + row, o.t1.y + kx, pattern, last_col);
-    let x2 = x_pattern(o.t2.x + row, o.t2.y + kx, pattern, last_col);
-    let x3 = x_pattern(o.t3.x + row, o.t3.y + kx, pattern, last_col);
-    let x4 = x_pattern(o.t4.x + row, o.t4.y + kx, pattern, last_col);
-    let x5 = x_pattern(o.t5.x + row, o.t5.y + kx, pattern, last_col);
-    let x6 = x_pattern(o.t6.x + row, o.t6.y + kx, pattern, last_col);
-    let x7 = x_pattern(o.t7.x + row, o.t7.y + kx, pattern, last_col);
+    let x0 = x_pattern(o.r0 + row, o.c0 + kx, pattern, last_col);
+    let x1 = x_pattern(o.r1 + row, o.c1 + kx, pattern, last_col);
+    let x2 = x_pattern(o.r2 + row, o.c2 + kx, pattern, last_col);
+    let x3 = x_pattern(o.r3 + row, o.c3 + kx, pattern, last_col);
+    let x4 = x_pattern(o.r4 + row, o.c4 + kx, pattern, last_col);
+    let x5 = x_pattern(o.r5 + row, o.c5 + kx, pattern, last_col);
+    let x6 = x_pattern(o.r6 + row, o.c6 + kx, pattern, last_col);
+    let x7 = x_pattern(o.r7 + row, o.c7 + kx, pattern, last_col);
     return Block(tile_fma(sums.t0, wt, x0), tile_fma(sums.t1, wt, x1), tile_fma(sums.t2, wt, x2), tile_fma(sums.t3, wt, x3), tile_fma(sums.t4, wt, x4), tile_fma(sums.t5, wt, x5), tile_fma(sums.t6, wt, x6), tile_fma(sums.t7, wt, x7));
 }
