@@ -3,13 +3,17 @@
 // bits), then one f32 multiply: requantised to int8 (round half to even, clamp to +-127) or,
 // for the last layer, the float logits. Pooling and ReLU work on int8 values.
 //
-// Activations stay packed: an image's values, in the float layout (channel, row, column), four
-// to a u32 (value j in byte j % 4 of word j / 4, low byte first), the last word's unused lanes 0;
-// images `in_words` (`out_words`) words apart. Weights: each output channel's row of taps (the
-// conv's (channel, ky, kx), the dense's inputs) packed the same way, `w_words` words a row.
+// Activations stay packed, pixel by pixel: an image of C channels is, for each pixel (row-major),
+// ceil(C / 4) words, word g holding channels 4g..4g+3 (low byte first; missing channels 0);
+// images `in_words` (`out_words`) words apart. So four channels of one pixel are one word, the
+// unit of dot4I8Packed. Weights (`w`, vec4<u32>): for each group of four output channels, each
+// tap (ky, kx) and each input word, the four channels' words side by side; a dense layer is a
+// 1x1 convolution of a 1x1 image whose `in_channel_words` are the words of its stored input (the
+// host orders its weights to match). Biases and multipliers are padded to whole groups (0).
 //
-// int8_conv, int8_dense:                one invocation per output word (4 values), requantised.
-// int8_conv_logits, int8_dense_logits:  one invocation per output value: f32 logits (as bits).
+// int8_conv, int8_dense:                one invocation per output word (4 channels), requantised.
+// int8_conv_logits, int8_dense_logits:  one invocation per output value, in the float layout
+//                                       (channel, row, column): f32 logits (as bits).
 // int8_maxpool, int8_avgpool:           2x2 windows, stride 2, one invocation per output word.
 // int8_relu:                            max(q, 0) per lane, one invocation per word.
 //
@@ -21,68 +25,63 @@
 @group(0) @binding(0) var<uniform> params: Int8Params;
 @group(0) @binding(1) var<storage, read> x: array<u32>;
 @group(0) @binding(2) var<storage, read_write> y: array<u32>;
-@group(0) @binding(3) var<storage, read> w: array<u32>;
+@group(0) @binding(3) var<storage, read> w: array<vec4<u32>>;
 @group(0) @binding(4) var<storage, read> bias: array<i32>;
 @group(0) @binding(5) var<storage, read> multiplier: array<f32>;
 
-// Value `i` of the image whose words start at `base`, sign-extended.
-fn x_at(base: u32, i: u32) -> i32 {
-    return extractBits(bitcast<i32>(x[base + i / 4u]), (i % 4u) * 8u, 8u);
-}
-
-fn out_len() -> u32 {
-    return params.out_channels * params.out_height * params.out_width;
-}
-
-// The conv's i32 sum for output value j (channel-major) of image `img`: taps in groups of
-// four, the input's four gathered (0 outside the image) and packed next to the weight word.
-fn conv_acc(img: u32, j: u32) -> i32 {
-    let plane = params.out_height * params.out_width;
-    let o = j / plane;
-    let oy = (j % plane) / params.out_width;
-    let ox = j % params.out_width;
-    let kk = params.kernel * params.kernel;
-    let taps = params.in_channels * kk;
-    let base = img * params.in_words;
-    var acc = bias[o];
-    for (var g = 0u; g < params.w_words; g++) {
-        var lanes = vec4<i32>(0);
-        for (var l = 0u; l < 4u; l++) {
-            let t = 4u * g + l;
-            if t < taps {
-                let c = t / kk;
-                let iy = i32(oy * params.stride + (t % kk) / params.kernel) - i32(params.pad);
-                let ix = i32(ox * params.stride + t % params.kernel) - i32(params.pad);
-                let inside = iy >= 0 && ix >= 0 && u32(iy) < params.in_height
-                    && u32(ix) < params.in_width;
-                if inside {
-                    let at = (c * params.in_height + u32(iy)) * params.in_width + u32(ix);
-                    lanes[l] = x_at(base, at);
-                }
+// The sums of output channels 4g..4g+3 at output pixel `pixel` of image `img`: for each tap
+// inside the image, each input word against the four channels' weight words.
+fn conv_group(img: u32, pixel: u32, g: u32) -> vec4<i32> {
+    let oy = i32(pixel / params.out_width);
+    let ox = i32(pixel % params.out_width);
+    var acc = vec4<i32>(bias[4u * g], bias[4u * g + 1u], bias[4u * g + 2u], bias[4u * g + 3u]);
+    let cw = params.in_channel_words;
+    for (var ky = 0u; ky < params.kernel; ky++) {
+        let iy = oy * i32(params.stride) + i32(ky) - i32(params.pad);
+        if iy < 0 || iy >= i32(params.in_height) {
+            continue;
+        }
+        for (var kx = 0u; kx < params.kernel; kx++) {
+            let ix = ox * i32(params.stride) + i32(kx) - i32(params.pad);
+            if ix < 0 || ix >= i32(params.in_width) {
+                continue;
+            }
+            let xs = img * params.in_words + (u32(iy) * params.in_width + u32(ix)) * cw;
+            let ws = ((g * params.kernel + ky) * params.kernel + kx) * cw;
+            for (var c = 0u; c < cw; c++) {
+                let xv = x[xs + c];
+                let wv = w[ws + c];
+                acc += vec4<i32>(
+                    dot4I8Packed(xv, wv.x),
+                    dot4I8Packed(xv, wv.y),
+                    dot4I8Packed(xv, wv.z),
+                    dot4I8Packed(xv, wv.w),
+                );
             }
         }
-        acc += dot4I8Packed(pack4xI8(lanes), w[o * params.w_words + g]);
     }
     return acc;
 }
 
-// The dense layer's i32 sum for output o of image `img`: the packed input against the packed
-// weight row, word by word (both rows end in zero lanes).
-fn dense_acc(img: u32, o: u32) -> i32 {
-    var acc = bias[o];
-    for (var g = 0u; g < params.w_words; g++) {
-        acc += dot4I8Packed(x[img * params.in_words + g], w[o * params.w_words + g]);
-    }
-    return acc;
+// One f32 multiply per channel, rounded half to even (WGSL's round), clamped to +-127, packed.
+fn requantize(acc: vec4<i32>, g: u32) -> u32 {
+    let m = vec4<f32>(
+        multiplier[4u * g],
+        multiplier[4u * g + 1u],
+        multiplier[4u * g + 2u],
+        multiplier[4u * g + 3u],
+    );
+    return pack4xI8(vec4<i32>(clamp(round(vec4<f32>(acc) * m), vec4<f32>(-127.0), vec4<f32>(127.0))));
 }
 
-// One f32 multiply, rounded half to even (WGSL's round), clamped to +-127.
-fn requantize(acc: i32, o: u32) -> i32 {
-    return i32(clamp(round(f32(acc) * multiplier[o]), -127.0, 127.0));
+// Output word i of the batch: its image, pixel and channel group.
+fn word_position(i: u32) -> vec3<u32> {
+    let r = i % params.out_words;
+    return vec3<u32>(i / params.out_words, r / params.out_channel_words, r % params.out_channel_words);
 }
 
-fn channel(j: u32) -> u32 {
-    return j / (params.out_height * params.out_width);
+fn logit(acc: i32, o: u32) -> u32 {
+    return bitcast<u32>(f32(acc) * multiplier[o]);
 }
 
 @compute @workgroup_size(WORKGROUP_SIZE)
@@ -91,25 +90,37 @@ fn int8_conv(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgro
     if i >= params.n * params.out_words {
         return;
     }
-    let img = i / params.out_words;
-    var q = vec4<i32>(0);
-    for (var l = 0u; l < 4u; l++) {
-        let j = 4u * (i % params.out_words) + l;
-        if j < out_len() {
-            q[l] = requantize(conv_acc(img, j), channel(j));
-        }
-    }
-    y[i] = pack4xI8(q);
+    let p = word_position(i);
+    y[i] = requantize(conv_group(p.x, p.y, p.z), p.z);
 }
 
 @compute @workgroup_size(WORKGROUP_SIZE)
 fn int8_conv_logits(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = flat_index(gid, nwg);
-    if i >= params.n * out_len() {
+    let plane = params.out_height * params.out_width;
+    let len = params.out_channels * plane;
+    if i >= params.n * len {
         return;
     }
-    let j = i % out_len();
-    y[i] = bitcast<u32>(f32(conv_acc(i / out_len(), j)) * multiplier[channel(j)]);
+    let o = (i % len) / plane;
+    y[i] = logit(conv_group(i / len, i % plane, o / 4u)[o % 4u], o);
+}
+
+// A dense layer's sums for output channels 4g..4g+3: its input words against the group's.
+fn dense_group(img: u32, g: u32) -> vec4<i32> {
+    var acc = vec4<i32>(bias[4u * g], bias[4u * g + 1u], bias[4u * g + 2u], bias[4u * g + 3u]);
+    let cw = params.in_channel_words;
+    for (var c = 0u; c < cw; c++) {
+        let xv = x[img * params.in_words + c];
+        let wv = w[g * cw + c];
+        acc += vec4<i32>(
+            dot4I8Packed(xv, wv.x),
+            dot4I8Packed(xv, wv.y),
+            dot4I8Packed(xv, wv.z),
+            dot4I8Packed(xv, wv.w),
+        );
+    }
+    return acc;
 }
 
 @compute @workgroup_size(WORKGROUP_SIZE)
@@ -118,15 +129,8 @@ fn int8_dense(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgr
     if i >= params.n * params.out_words {
         return;
     }
-    let img = i / params.out_words;
-    var q = vec4<i32>(0);
-    for (var l = 0u; l < 4u; l++) {
-        let o = 4u * (i % params.out_words) + l;
-        if o < params.out_channels {
-            q[l] = requantize(dense_acc(img, o), o);
-        }
-    }
-    y[i] = pack4xI8(q);
+    let g = i % params.out_words;
+    y[i] = requantize(dense_group(i / params.out_words, g), g);
 }
 
 @compute @workgroup_size(WORKGROUP_SIZE)
@@ -136,21 +140,21 @@ fn int8_dense_logits(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num
         return;
     }
     let o = i % params.out_channels;
-    y[i] = bitcast<u32>(f32(dense_acc(i / params.out_channels, o)) * multiplier[o]);
+    y[i] = logit(dense_group(i / params.out_channels, o / 4u)[o % 4u], o);
 }
 
-// The four values of output j's 2x2 window.
-fn window(img: u32, j: u32) -> vec4<i32> {
-    let plane = params.out_height * params.out_width;
-    let c = j / plane;
-    let top = (c * params.in_height + 2u * ((j % plane) / params.out_width)) * params.in_width
-        + 2u * (j % params.out_width);
-    let base = img * params.in_words;
-    return vec4<i32>(
-        x_at(base, top),
-        x_at(base, top + 1u),
-        x_at(base, top + params.in_width),
-        x_at(base, top + params.in_width + 1u),
+// The four words (same channel group) of output word i's 2x2 window, unpacked.
+fn window(i: u32) -> array<vec4<i32>, 4> {
+    let p = word_position(i);
+    let cw = params.in_channel_words;
+    let top = (2u * (p.y / params.out_width) * params.in_width + 2u * (p.y % params.out_width)) * cw;
+    let at = p.x * params.in_words + top + p.z;
+    let below = params.in_width * cw;
+    return array<vec4<i32>, 4>(
+        unpack4xI8(x[at]),
+        unpack4xI8(x[at + cw]),
+        unpack4xI8(x[at + below]),
+        unpack4xI8(x[at + below + cw]),
     );
 }
 
@@ -160,15 +164,8 @@ fn int8_maxpool(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_work
     if i >= params.n * params.out_words {
         return;
     }
-    var q = vec4<i32>(0);
-    for (var l = 0u; l < 4u; l++) {
-        let j = 4u * (i % params.out_words) + l;
-        if j < out_len() {
-            let v = window(i / params.out_words, j);
-            q[l] = max(max(v.x, v.y), max(v.z, v.w));
-        }
-    }
-    y[i] = pack4xI8(q);
+    let v = window(i);
+    y[i] = pack4xI8(max(max(v[0], v[1]), max(v[2], v[3])));
 }
 
 @compute @workgroup_size(WORKGROUP_SIZE)
@@ -177,16 +174,9 @@ fn int8_avgpool(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_work
     if i >= params.n * params.out_words {
         return;
     }
-    var q = vec4<i32>(0);
-    for (var l = 0u; l < 4u; l++) {
-        let j = 4u * (i % params.out_words) + l;
-        if j < out_len() {
-            let v = window(i / params.out_words, j);
-            // |sum| <= 508: the quarter is exact in f32, and round() ties to even.
-            q[l] = i32(round(f32(v.x + v.y + v.z + v.w) * 0.25));
-        }
-    }
-    y[i] = pack4xI8(q);
+    let v = window(i);
+    // |sum| <= 508: the quarter is exact in f32, and round() ties to even.
+    y[i] = pack4xI8(vec4<i32>(round(vec4<f32>(v[0] + v[1] + v[2] + v[3]) * 0.25)));
 }
 
 @compute @workgroup_size(WORKGROUP_SIZE)

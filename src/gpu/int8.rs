@@ -1,7 +1,8 @@
 //! Int8 inference kernels (`shaders/int8.wgsl`), twin of `cpu/int8.rs`: conv and dense with
 //! `dot4I8Packed` and one f32 multiply per output, pooling and ReLU on int8 values, activations
-//! packed four to a u32. The sums are exact, so the GPU and the CPU agree bit for bit; the
-//! checks compare bits.
+//! packed pixel by pixel, four channels to a u32. The sums are exact, so the GPU and the CPU
+//! agree bit for bit; the checks compare bits. Here too the host side of the layout: packing
+//! images and weights the way the kernels read them.
 
 use anyhow::Result;
 
@@ -19,10 +20,9 @@ use crate::{shader_file, wgsl_struct};
 
 wgsl_struct! {
     /// The uniform of every int8 kernel (`params` in `int8.wgsl`): one layer's shapes for `n`
-    /// images, and its packed row lengths in words.
+    /// images, and its packed sizes in words.
     pub struct Int8Params {
         n: u32,
-        in_channels: u32,
         in_height: u32,
         in_width: u32,
         out_channels: u32,
@@ -31,9 +31,12 @@ wgsl_struct! {
         kernel: u32,
         stride: u32,
         pad: u32,
+        /// Words of one image, in and out.
         in_words: u32,
         out_words: u32,
-        w_words: u32,
+        /// Words of one pixel, in and out.
+        in_channel_words: u32,
+        out_channel_words: u32,
         _pad0: u32,
         _pad1: u32,
         _pad2: u32,
@@ -46,28 +49,118 @@ pub fn modules() -> Vec<WgslModule> {
     vec![WgslModule::new("int8.wgsl", FILES)]
 }
 
-/// Words of `len` int8 values packed four to a u32.
-pub fn words(len: usize) -> usize {
-    len.div_ceil(4)
+/// Words of one pixel of `channels` int8 channels, four to a word.
+pub fn channel_words(channels: usize) -> usize {
+    channels.div_ceil(4)
 }
 
-/// Rows of `row` int8 values, each packed into `words(row)` words (low byte first, the last
-/// word's unused lanes 0): the layout of the kernels' activations and weights.
-pub fn pack_rows(values: &[i8], row: usize) -> Vec<u32> {
-    let mut packed = Vec::with_capacity(values.len() / row.max(1) * words(row));
-    for r in values.chunks_exact(row) {
-        packed.extend(r.chunks(4).map(|lanes| {
-            (lanes.iter().enumerate()).fold(0u32, |w, (l, &q)| w | u32::from(q as u8) << (8 * l))
-        }));
+/// Words of one packed image of `shape`.
+pub fn image_words(shape: Shape) -> usize {
+    shape.height * shape.width * channel_words(shape.channels)
+}
+
+/// Four int8 values as a word, the first in the low byte.
+fn word(lanes: [i8; 4]) -> u32 {
+    u32::from_le_bytes(lanes.map(|q| q as u8))
+}
+
+/// Images of `shape` in the float layout (channel, row, column) packed as the kernels keep
+/// them: pixel by pixel, four channels to a word (missing channels 0).
+pub fn pack_images(values: &[i8], shape: Shape) -> Vec<u32> {
+    let (plane, cw) = (shape.height * shape.width, channel_words(shape.channels));
+    let mut packed = Vec::with_capacity(values.len() / shape.len() * image_words(shape));
+    for image in values.chunks_exact(shape.len()) {
+        for p in 0..plane {
+            packed.extend((0..cw).map(|g| {
+                word(std::array::from_fn(|l| {
+                    let c = 4 * g + l;
+                    if c < shape.channels {
+                        image[c * plane + p]
+                    } else {
+                        0
+                    }
+                }))
+            }));
+        }
     }
     packed
+}
+
+/// Per channel values (biases, multipliers) padded with zeros to whole groups of four.
+pub fn pad_channels<T: Copy + Default>(values: &[T]) -> Vec<T> {
+    let mut padded = values.to_vec();
+    padded.resize(4 * channel_words(values.len()), T::default());
+    padded
+}
+
+/// Weights `w` of `outputs` rows as the kernels read them: for each group of four outputs, each
+/// of `taps` positions and each of `words` input words, the four outputs' words side by side.
+/// `at(o, tap, word, lane)` is the weight's index in `w`, or `None` for a padding lane.
+fn pack_weights(
+    w: &[i8],
+    outputs: usize,
+    (taps, words): (usize, usize),
+    at: impl Fn(usize, usize, usize, usize) -> Option<usize>,
+) -> Vec<u32> {
+    let mut packed = Vec::with_capacity(4 * channel_words(outputs) * taps * words);
+    for g in 0..channel_words(outputs) {
+        for tap in 0..taps {
+            for c in 0..words {
+                packed.extend((0..4).map(|j| {
+                    let o = 4 * g + j;
+                    word(std::array::from_fn(|l| {
+                        match (o < outputs, at(o, tap, c, l)) {
+                            (true, Some(i)) => w[i],
+                            _ => 0,
+                        }
+                    }))
+                }));
+            }
+        }
+    }
+    packed
+}
+
+/// A conv's OIHW weights (`outputs x in_channels x kernel x kernel`) for `int8_conv`.
+pub fn pack_conv_weights(w: &[i8], outputs: usize, in_channels: usize, kernel: usize) -> Vec<u32> {
+    let taps = kernel * kernel;
+    pack_weights(
+        w,
+        outputs,
+        (taps, channel_words(in_channels)),
+        |o, tap, g, l| {
+            let c = 4 * g + l;
+            (c < in_channels).then(|| (o * in_channels + c) * taps + tap)
+        },
+    )
+}
+
+/// A dense layer's weights (`outputs x stored.len()`, columns in the float layout of the
+/// tensor it reads) for `int8_dense`, whose input is that tensor as stored: pixel-major words.
+pub fn pack_dense_weights(w: &[i8], outputs: usize, stored: Shape) -> Vec<u32> {
+    let (plane, cw) = (stored.height * stored.width, channel_words(stored.channels));
+    pack_weights(w, outputs, (1, image_words(stored)), |o, _, word, l| {
+        let (p, c) = (word / cw, 4 * (word % cw) + l);
+        (c < stored.channels).then(|| o * stored.len() + c * plane + p)
+    })
+}
+
+/// A conv or dense layer's weights packed for its kernel; `stored` is the shape of the tensor
+/// it reads as the kernels store it (a dense layer after `flatten` reads the unflattened one).
+pub fn pack_layer_weights(step: &Step, stored: Shape, weight: &[i8]) -> Vec<u32> {
+    match step.layer {
+        Layer::Conv2d { .. } => {
+            let g = Conv2dGeometry::of(step);
+            pack_conv_weights(weight, g.out_channels, g.input.channels, g.kernel)
+        }
+        _ => pack_dense_weights(weight, step.output.len(), stored),
+    }
 }
 
 impl Int8Params {
     fn new(n: usize, input: Shape, output: Shape, (kernel, stride, pad): Window) -> Int8Params {
         Int8Params {
             n: n as u32,
-            in_channels: input.channels as u32,
             in_height: input.height as u32,
             in_width: input.width as u32,
             out_channels: output.channels as u32,
@@ -76,9 +169,10 @@ impl Int8Params {
             kernel: kernel as u32,
             stride: stride as u32,
             pad: pad as u32,
-            in_words: words(input.len()) as u32,
-            out_words: words(output.len()) as u32,
-            w_words: words(input.channels * kernel * kernel) as u32,
+            in_words: image_words(input) as u32,
+            out_words: image_words(output) as u32,
+            in_channel_words: channel_words(input.channels) as u32,
+            out_channel_words: channel_words(output.channels) as u32,
             _pad0: 0,
             _pad1: 0,
             _pad2: 0,
@@ -86,8 +180,7 @@ impl Int8Params {
     }
 }
 
-/// A conv's kernel size, stride and padding (1, 1, 0 for a dense layer, whose inputs are
-/// channels of a 1x1 image).
+/// A conv's kernel size, stride and padding.
 type Window = (usize, usize, usize);
 
 /// A conv or dense layer's buffers: packed weights, i32 biases, f32 multipliers.
@@ -132,12 +225,14 @@ impl Int8Kernels {
         }
     }
 
-    /// A conv or dense step on `n` packed images `x`: `y` packed int8 (requantised), or for
-    /// the `last` layer the f32 logits (n x outputs).
+    /// A conv or dense step on `n` packed images `x` (of `stored` shape, see
+    /// [`pack_layer_weights`]): `y` packed int8 (requantised), or for the `last` layer the f32
+    /// logits (n x outputs, the float layout).
+    #[allow(clippy::too_many_arguments)]
     pub fn layer(
         &self,
         ctx: &GpuContext,
-        step: &Step,
+        (step, stored): (&Step, Shape),
         n: usize,
         last: bool,
         (x, layer): (View, LayerViews),
@@ -151,17 +246,15 @@ impl Int8Kernels {
                 (kernel, Int8Params::new(n, g.input, g.output(), window))
             }
             Layer::Dense { .. } => {
-                let (input, output) = (step.input.len(), step.output.len());
-                let flat = |len| Shape::new(len, 1, 1);
+                // A 1x1 image whose channels are the stored input's words, four at a time.
+                let input = Shape::new(4 * image_words(stored), 1, 1);
+                let output = Shape::new(step.output.len(), 1, 1);
                 let kernel = if last {
                     &self.dense_logits
                 } else {
                     &self.dense
                 };
-                (
-                    kernel,
-                    Int8Params::new(n, flat(input), flat(output), (1, 1, 0)),
-                )
+                (kernel, Int8Params::new(n, input, output, (1, 1, 0)))
             }
             _ => unreachable!("not a quantised layer"),
         };
@@ -201,14 +294,32 @@ impl Int8Kernels {
         kernel.dispatch(ctx, &[View::whole(&params), x, y], grid_1d(words))
     }
 
-    /// ReLU of `n` packed images of `len` values each.
-    pub fn relu(&self, ctx: &GpuContext, len: usize, n: usize, x: View, y: View) -> Dispatch {
-        let flat = Shape::new(len, 1, 1);
-        let params = Int8Params::new(n, flat, flat, (1, 1, 0));
+    /// ReLU of `n` packed images of `stored` shape.
+    pub fn relu(&self, ctx: &GpuContext, stored: Shape, n: usize, x: View, y: View) -> Dispatch {
+        let params = Int8Params::new(n, stored, stored, (1, 1, 0));
+        let words = n * image_words(stored);
         let params = uniform(ctx, "int8 params", &params);
         self.relu
-            .dispatch(ctx, &[View::whole(&params), x, y], grid_1d(n * words(len)))
+            .dispatch(ctx, &[View::whole(&params), x, y], grid_1d(words))
     }
+}
+
+/// The shape each step of `plan` reads as the kernels store it: its input's, except after
+/// `flatten` (and what follows it up to the next layer), which changes no byte: there it is the
+/// shape before the flatten.
+pub fn stored_inputs(plan: &Plan) -> Vec<Shape> {
+    let mut stored = plan.input;
+    let mut shapes = Vec::with_capacity(plan.steps.len());
+    for step in &plan.steps {
+        shapes.push(stored);
+        if !matches!(
+            step.layer,
+            Layer::Flatten | Layer::Dropout { .. } | Layer::Activation(_) | Layer::BatchNorm
+        ) {
+            stored = step.output;
+        }
+    }
+    shapes
 }
 
 /// `len` int8 values in [-127, 127], a stream of its own per seed.
@@ -247,7 +358,7 @@ fn random_layer(step: &Step, seed: u32) -> (QuantizedLayer, Vec<f32>) {
 pub fn checks() -> Vec<CrossCheck> {
     const SPECS: [&str; 2] = [
         "conv5k3s2same-relu-conv6k4-avgpool2-flatten-dense7",
-        "conv3k5-maxpool2-relu-conv9k3same-flatten-dense10",
+        "conv3k5-maxpool2-relu-conv9k3same-flatten-relu-dense10",
     ];
     let mut checks = Vec::new();
     for (s, spec) in SPECS.into_iter().enumerate() {
@@ -263,6 +374,7 @@ pub fn checks() -> Vec<CrossCheck> {
                 _ => continue,
             };
             let quantised = matches!(step.layer, Layer::Conv2d { .. } | Layer::Dense { .. });
+            let stored = stored_inputs(&plan)[i];
             for n in [1, 7, 33] {
                 for last in [false, true].into_iter().take(1 + usize::from(quantised)) {
                     let name = if last {
@@ -274,7 +386,7 @@ pub fn checks() -> Vec<CrossCheck> {
                     let step = step.clone();
                     let seed = (100 * s + 10 * i + n) as u32;
                     checks.push(CrossCheck::new(name, shape, move |ctx| {
-                        check_step(ctx, &step, n, last, seed)
+                        check_step(ctx, (&step, stored), n, last, seed)
                     }));
                 }
             }
@@ -287,19 +399,23 @@ pub fn checks() -> Vec<CrossCheck> {
 /// words (padding lanes included) or the logits' f32 bits.
 fn check_step(
     ctx: &GpuContext,
-    step: &Step,
+    (step, stored): (&Step, Shape),
     n: usize,
     last: bool,
     seed: u32,
 ) -> Result<Comparison> {
-    let (in_len, out_len) = (step.input.len(), step.output.len());
+    let in_len = step.input.len();
     let x = random_int8s(n * in_len, seed);
-    let x_buf = storage_init(ctx, "x", &pack_rows(&x, in_len))?;
+    let x_buf = storage_init(ctx, "x", &pack_images(&x, stored))?;
     let kernels = Int8Kernels::new(ctx);
+    let stored_out = match step.layer {
+        Layer::Activation(_) => stored,
+        _ => step.output,
+    };
     let out_words = if last {
-        n * out_len
+        n * step.output.len()
     } else {
-        n * words(out_len)
+        n * image_words(stored_out)
     };
     let y_buf = storage(ctx, "y", 4 * out_words as u64)?;
     let (x_view, y_view) = ((&x_buf).into(), (&y_buf).into());
@@ -307,22 +423,21 @@ fn check_step(
     match step.layer {
         Layer::Conv2d { .. } | Layer::Dense { .. } => {
             let (layer, m) = random_layer(step, seed + 1000);
-            let row = layer.weight.len() / layer.bias.len();
-            let w_buf = storage_init(ctx, "w", &pack_rows(&layer.weight, row))?;
-            let b_buf = storage_init(ctx, "bias", &layer.bias)?;
-            let m_buf = storage_init(ctx, "multiplier", &m)?;
+            let w_buf = storage_init(ctx, "w", &pack_layer_weights(step, stored, &layer.weight))?;
+            let b_buf = storage_init(ctx, "bias", &pad_channels(&layer.bias))?;
+            let m_buf = storage_init(ctx, "multiplier", &pad_channels(&m))?;
             let views = LayerViews {
                 weight: (&w_buf).into(),
                 bias: (&b_buf).into(),
                 multiplier: (&m_buf).into(),
             };
-            let dispatch = kernels.layer(ctx, step, n, last, (x_view, views), y_view);
+            let dispatch = kernels.layer(ctx, (step, stored), n, last, (x_view, views), y_view);
             run(ctx, &[&dispatch]);
             for image in x.chunks_exact(in_len) {
                 let acc = accumulate(step, &layer, image);
                 match last {
                     true => cpu.extend(dequantize_channels(&acc, &m).iter().map(|f| f.to_bits())),
-                    false => cpu.extend(pack_rows(&requantize_channels(&acc, &m), out_len)),
+                    false => cpu.extend(pack_images(&requantize_channels(&acc, &m), step.output)),
                 }
             }
         }
@@ -332,13 +447,16 @@ fn check_step(
                 &[&kernels.pool(ctx, pool, step.input, n, x_view, y_view)],
             );
             for image in x.chunks_exact(in_len) {
-                cpu.extend(pack_rows(&pool_int8(pool, step.input, image), out_len));
+                cpu.extend(pack_images(
+                    &pool_int8(pool, step.input, image),
+                    step.output,
+                ));
             }
         }
         _ => {
-            run(ctx, &[&kernels.relu(ctx, in_len, n, x_view, y_view)]);
+            run(ctx, &[&kernels.relu(ctx, stored, n, x_view, y_view)]);
             let relu: Vec<i8> = x.iter().map(|&q| q.max(0)).collect();
-            cpu = pack_rows(&relu, in_len);
+            cpu = pack_images(&relu, stored);
         }
     }
     let gpu = read_buffer::<u32>(ctx, &y_buf, 0, out_words)?;
