@@ -53,6 +53,20 @@ pub struct BenchReport {
     pub calibration: String,
     pub train_steps_timed: usize,
     pub date: String,
+    /// With `--int8`: inference of the model quantised to int8, beside float, on the bench's
+    /// device and on the CPU.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub int8: Option<Int8Speeds>,
+}
+
+/// Inference images/s of the benched model quantised to int8 (`bench --int8`), and of the
+/// float and int8 models on the CPU path, timed like `inference_images_per_second`.
+#[derive(Clone, Debug, Serialize)]
+pub struct Int8Speeds {
+    /// The int8 model on the bench's device (the GPU's integer kernels, or the CPU's path).
+    pub int8_images_per_second: f64,
+    pub cpu_float_images_per_second: f64,
+    pub cpu_int8_images_per_second: f64,
 }
 
 /// The fastest matrix multiply found on a device.

@@ -157,7 +157,6 @@ const CASES: &[Case] = &[
     case(&["quantize", "--model", "T/int8.safetensors", "--out", "T/q.safetensors"], Line("T/int8.safetensors: an int8 checkpoint")),
     case(&["train", "--init-from", "T/int8.safetensors"], Line("T/int8.safetensors: an int8 checkpoint")),
     case(&["explain", "--model", "T/int8.safetensors", "--test-index", "0", "--method", "saliency"], Line("T/int8.safetensors: an int8 checkpoint")),
-    case(&["eval", "--model", "T/int8.safetensors", "--backend", "gpu"], Line("--backend gpu: int8 models run on the CPU path")),
     case(&["eval", "--model", "T/int8-half.safetensors"], Line("T/int8-half.safetensors: not a safetensors checkpoint")),
     case(&["eval", "--model", "T/int8-dtype.safetensors"], Line("tensor 'conv1.weight' is F32, expected I8")),
     case(&["eval", "--model", "T/int8-zero.safetensors"], Line("tensor 'conv2.weight_scale' holds the scale 0 at 3; scales must be positive and finite")),

@@ -242,10 +242,25 @@ fn bench_on_the_cpu_writes_every_field() {
         data.to_str().unwrap(),
         "--json",
         json.to_str().unwrap(),
+        "--int8",
     ]);
     assert!(stdout.contains("calibration"), "{stdout}");
+    assert!(stdout.contains("int8 inference"), "{stdout}");
     let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
     assert_eq!(r["backend"], "cpu");
+    // --int8 on the CPU: the int8 model timed once (its device is the CPU path), float there
+    // being the bench's own figure.
+    let int8 = &r["int8"];
+    let rate = |v: &serde_json::Value| v.as_f64().unwrap();
+    assert!(rate(&int8["cpu_int8_images_per_second"]) > 0.0, "{int8}");
+    assert_eq!(
+        int8["int8_images_per_second"],
+        int8["cpu_int8_images_per_second"]
+    );
+    assert_eq!(
+        int8["cpu_float_images_per_second"],
+        r["inference_images_per_second"]
+    );
     assert_eq!(r["batch_size"], 32);
     common::assert_bench_figures(&r);
     assert!(r["kernel_share"].is_null() && r["gpu_bytes"].is_null());

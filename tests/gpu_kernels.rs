@@ -61,6 +61,8 @@ cross_checks!(
     gemm,
     softmax_xent,
     optim,
+    int8,
+    int8_net,
     training_step,
 );
 

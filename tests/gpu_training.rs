@@ -251,6 +251,7 @@ fn bench_on_the_gpu_writes_every_field() {
         data.to_str().unwrap(),
         "--json",
         json.to_str().unwrap(),
+        "--int8",
     ]);
     let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
     let ctx = common::gpu_context().unwrap();
@@ -262,6 +263,15 @@ fn bench_on_the_gpu_writes_every_field() {
     let share = r["kernel_share"].as_f64().unwrap();
     assert!(share > 0.0 && share < 2.0, "{share}");
     assert!(r["gpu_bytes"].as_u64().unwrap() > 0);
+    // --int8: the int8 model on this GPU, and float and int8 on the CPU path.
+    for field in [
+        "int8_images_per_second",
+        "cpu_float_images_per_second",
+        "cpu_int8_images_per_second",
+    ] {
+        let rate = r["int8"][field].as_f64();
+        assert!(rate.is_some_and(|v| v > 0.0), "{field}: {}", r["int8"]);
+    }
 }
 
 #[test]

@@ -1,6 +1,7 @@
-//! Int8 post-training quantisation on the CPU path: the accuracy, agreement and size
-//! criteria on trained seed models, batch-norm folding against the unfolded model in f64, the
-//! integer path's determinism, the checkpoint round trip, and the commands end to end.
+//! Int8 post-training quantisation: the accuracy, agreement and size criteria on
+//! trained seed models, batch-norm folding against the unfolded model in f64, the integer
+//! path's determinism, the GPU's integer kernels against it bit for bit, the checkpoint round
+//! trip, and the commands end to end.
 
 mod common;
 
@@ -16,6 +17,7 @@ use mnist_wgpu::cpu::int8::Int8Net;
 use mnist_wgpu::cpu::network::{logits, Workspace};
 use mnist_wgpu::cpu::CpuBackend;
 use mnist_wgpu::data::{load_mnist, Mnist, IMAGE_PIXELS};
+use mnist_wgpu::gpu::int8_backend::GpuInt8Backend;
 use mnist_wgpu::model::quant::fold_batch_norm;
 use mnist_wgpu::model::{init_params, Arch, Params, Plan, MNIST_INPUT};
 use mnist_wgpu::quantize::{quantize, Calibration, Comparison, QuantizeOptions};
@@ -224,6 +226,31 @@ fn int8_logits_do_not_depend_on_batch_size_or_threads() {
     assert_eq!(pieces, all);
 }
 
+/// The GPU's integer kernels give the CPU's logits bit for bit, on real images through a model
+/// with every int8 op, at batch sizes 1, 7 and 33 (and all 37 at once).
+#[test]
+fn gpu_int8_logits_are_the_cpu_bits() {
+    let Some(ctx) = common::gpu_context() else {
+        return;
+    };
+    let mnist = load_mnist(&bundled_data()).unwrap();
+    let net = awkward_model(&mnist);
+    let mut gpu = GpuInt8Backend::new(&ctx, net.model.clone()).unwrap();
+    let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<u32>>();
+    let mut start = 0;
+    for n in [1, 7, 33, 37] {
+        let images = &mnist.test.images[start * IMAGE_PIXELS..(start + n) * IMAGE_PIXELS];
+        let cpu = net.logits(images);
+        assert!(cpu.iter().any(|&l| l != cpu[0]), "the logits vary");
+        assert_eq!(
+            bits(&gpu.predict_logits(images).unwrap()),
+            bits(&cpu),
+            "batch {n}"
+        );
+        start = (start + n) % 40;
+    }
+}
+
 #[test]
 fn int8_checkpoints_round_trip_and_keep_their_labels() {
     let mnist = load_mnist(&bundled_data()).unwrap();
@@ -283,8 +310,40 @@ fn quantize_then_eval_and_predict_on_the_int8_file() {
     ] {
         assert!(text.contains(needle), "{needle}: {text}");
     }
-    let eval = run_cli_ok(&["eval", "--model", &out_s, "--test-limit", "500"]);
+    let eval = run_cli_ok(&[
+        "eval",
+        "--model",
+        &out_s,
+        "--test-limit",
+        "500",
+        "--backend",
+        "cpu",
+    ]);
     assert!(eval.contains("int8 reference"), "{eval}");
+    // On the GPU (what `auto` picks where there is one) the same accuracy, to the digit.
+    if common::gpu_context().is_some() {
+        let accuracy = |text: &str| {
+            let line = text
+                .lines()
+                .find(|l| l.contains("accuracy"))
+                .map(str::to_string);
+            line.unwrap_or_else(|| panic!("no accuracy line: {text}"))
+        };
+        for backend in ["gpu", "auto"] {
+            let args = [
+                "eval",
+                "--model",
+                &out_s,
+                "--test-limit",
+                "500",
+                "--backend",
+                backend,
+            ];
+            let gpu = run_cli_ok(&args);
+            assert!(gpu.contains("(int8)"), "{gpu}");
+            assert_eq!(accuracy(&gpu), accuracy(&eval));
+        }
+    }
     let digit = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/digits/3_ink.png");
     let predicted = run_cli_ok(&["predict", "--model", &out_s, digit.to_str().unwrap()]);
     assert!(predicted.contains("3_ink.png"), "{predicted}");

@@ -16,6 +16,7 @@ use mnist_wgpu::error::bad_input;
 use mnist_wgpu::fsutil::{output_dir_problem, output_file_problem};
 use mnist_wgpu::gpu::autotune::default_cache_path;
 use mnist_wgpu::gpu::context::list_adapters;
+use mnist_wgpu::gpu::int8_backend::GpuInt8Backend;
 use mnist_wgpu::gpu::{GpuBackend, GpuContext};
 use mnist_wgpu::model::{spec_from_file, Arch, Params, Plan, MNIST_INPUT};
 
@@ -354,9 +355,9 @@ pub fn make_backend(
     backend_on(gpu_context(device)?, &tuning, plan, params, optimizer)
 }
 
-/// The backend that runs a saved model for inference (`eval`, `predict`). An int8 model runs
-/// on the CPU's integer path: there are no int8 GPU kernels yet, so asking for the GPU (or an
-/// adapter) is a bad-input error rather than a silent change of device.
+/// The backend that runs a saved model for inference (`eval`, `predict`): a float model on
+/// the float path, an int8 model on the integer kernels (`gpu/int8.rs`) or, on the CPU, the
+/// integer reference; either picks the device as training does (`auto`: the GPU if any).
 pub fn inference_backend(
     device: &DeviceArgs,
     checkpoint: AnyCheckpoint,
@@ -364,20 +365,13 @@ pub fn inference_backend(
     match checkpoint {
         // Inference never steps the optimiser; any choice will do.
         AnyCheckpoint::Float(c) => make_backend(device, c.plan, c.params, Optimizer::adam(1e-3)),
-        AnyCheckpoint::Int8(c) => {
-            let flag = match (device.backend, &device.adapter) {
-                (Some(BackendChoice::Gpu), _) => Some("--backend gpu"),
-                (_, Some(_)) => Some("--adapter"),
-                _ => None,
-            };
-            if let Some(flag) = flag {
-                return Err(bad_input(format!(
-                    "{flag}: int8 models run on the CPU path for now (no int8 GPU kernels yet); use --backend cpu or auto"
-                )));
+        AnyCheckpoint::Int8(c) => match gpu_context(device)? {
+            Some(ctx) => Ok(Box::new(GpuInt8Backend::new(&ctx, c.model)?)),
+            None => {
+                log::debug!("backend: CPU int8 path");
+                Ok(Box::new(Int8Backend::new(c.model)))
             }
-            log::debug!("backend: CPU int8 path");
-            Ok(Box::new(Int8Backend::new(c.model)))
-        }
+        },
     }
 }
 

@@ -12,18 +12,20 @@ use super::args::{check_output_file, data_dir, gpu_context, load_mnist_from, Dat
 use mnist_wgpu::backend::Backend;
 use mnist_wgpu::bench::{
     cpu_calibration, gpu_bytes, gpu_calibration, peak_rss_bytes, time_inference, time_training,
-    BenchReport,
+    BenchReport, Int8Speeds,
 };
 use mnist_wgpu::config::Optimizer;
-use mnist_wgpu::cpu::CpuBackend;
-use mnist_wgpu::data::{check_labels, labels_file};
+use mnist_wgpu::cpu::{CpuBackend, Int8Backend};
+use mnist_wgpu::data::{check_labels, labels_file, Mnist, IMAGE_PIXELS};
 use mnist_wgpu::error::bad_input;
 use mnist_wgpu::fsutil::write_atomic;
+use mnist_wgpu::gpu::int8_backend::GpuInt8Backend;
 use mnist_wgpu::gpu::profile::{
     busy_us_per_step, profile_beside_timed_steps, Profiler, TimingSource,
 };
 use mnist_wgpu::gpu::{GpuBackend, GpuContext};
-use mnist_wgpu::model::{init_params, Plan};
+use mnist_wgpu::model::{init_params, Params, Plan};
+use mnist_wgpu::quantize::{quantize, Calibration, QuantizeOptions};
 use mnist_wgpu::text::count;
 
 #[derive(Args, Debug)]
@@ -38,6 +40,10 @@ pub struct BenchArgs {
     /// Write the results as JSON.
     #[arg(long, value_name = "PATH")]
     json: Option<PathBuf>,
+    /// Also time inference of the model quantised to int8 (calibrated on 256 training images)
+    /// on this device, and float and int8 inference on the CPU path.
+    #[arg(long)]
+    int8: bool,
     #[command(flatten)]
     data: DataArgs,
 }
@@ -91,6 +97,7 @@ pub fn bench(args: BenchArgs) -> Result<()> {
 
     let start = Instant::now();
     let params = init_params(&plan, 42);
+    let int8_params = args.int8.then(|| params.clone());
     let optimizer = Optimizer::adam(1e-3);
     let tuning = args.data.device.kernels.load()?;
     let mut device = match gpu_context(&args.data.device)? {
@@ -119,6 +126,13 @@ pub fn bench(args: BenchArgs) -> Result<()> {
     let (step_seconds, steps) = time_training(backend, &mnist.train, batch, min_time)?;
     log::info!("timing inference");
     let inference_rate = time_inference(backend, &mnist.test, batch, min_time)?;
+    let int8 = match int8_params {
+        Some(params) => {
+            let timing = (batch, min_time, inference_rate);
+            Some(time_int8(&plan, params, &mnist, &device, timing)?)
+        }
+        None => None,
+    };
     let (kernel_share, gpu_bytes, calibration) = match &mut device {
         Device::Gpu(backend) => {
             let ctx = backend.context().clone();
@@ -152,6 +166,7 @@ pub fn bench(args: BenchArgs) -> Result<()> {
         calibration: calibration.description,
         train_steps_timed: steps,
         date: chrono::Local::now().format("%Y-%m-%d").to_string(),
+        int8,
     };
     print_report(&report, &plan);
     if let Some(path) = &args.json {
@@ -159,6 +174,56 @@ pub fn bench(args: BenchArgs) -> Result<()> {
         outln!("wrote {}", path.display());
     }
     Ok(())
+}
+
+/// Images used to calibrate the int8 model of `bench --int8`.
+const INT8_CALIBRATION_IMAGES: usize = 256;
+
+/// `bench --int8`: the model quantised, timed on the bench's device, and with float on the
+/// CPU path (`float_rate`: the bench's own float figure, when its device is the CPU).
+fn time_int8(
+    plan: &Plan,
+    params: Params<f32>,
+    mnist: &Mnist,
+    device: &Device,
+    (batch, min_time, float_rate): (usize, Duration, f64),
+) -> Result<Int8Speeds> {
+    let calibration = INT8_CALIBRATION_IMAGES.min(mnist.train.len()) * IMAGE_PIXELS;
+    let options = QuantizeOptions {
+        calibration: Calibration::MinMax,
+        per_tensor: false,
+    };
+    let model = quantize(plan, &params, &mnist.train.images[..calibration], options)
+        .map_err(|e| bad_input(format!("--int8: cannot quantise: {e}")))?;
+    log::info!("timing int8 inference on the CPU path");
+    let cpu_int8 = time_inference(
+        &mut Int8Backend::new(model.clone()),
+        &mnist.test,
+        batch,
+        min_time,
+    )?;
+    Ok(match device {
+        Device::Gpu(backend) => {
+            log::info!("timing int8 inference on the GPU, and float on the CPU path");
+            let mut gpu = GpuInt8Backend::new(backend.context(), model)?;
+            let mut cpu = CpuBackend::new(plan.clone(), params, Optimizer::adam(1e-3));
+            Int8Speeds {
+                int8_images_per_second: time_inference(&mut gpu, &mnist.test, batch, min_time)?,
+                cpu_float_images_per_second: time_inference(
+                    &mut cpu,
+                    &mnist.test,
+                    batch,
+                    min_time,
+                )?,
+                cpu_int8_images_per_second: cpu_int8,
+            }
+        }
+        Device::Cpu(_) => Int8Speeds {
+            int8_images_per_second: cpu_int8,
+            cpu_float_images_per_second: float_rate,
+            cpu_int8_images_per_second: cpu_int8,
+        },
+    })
 }
 
 /// The time at least one kernel runs in a profiled step over the time of the steps timed
@@ -188,6 +253,15 @@ fn print_report(r: &BenchReport, plan: &Plan) {
         count(r.train_steps_timed, "step")
     );
     outln!("inference: {:.0} images/s", r.inference_images_per_second);
+    if let Some(q) = &r.int8 {
+        outln!(
+            "int8 inference: {:.0} images/s here ({:.0} float); CPU path: int8 {:.0}, float {:.0} images/s",
+            q.int8_images_per_second,
+            r.inference_images_per_second,
+            q.cpu_int8_images_per_second,
+            q.cpu_float_images_per_second
+        );
+    }
     outln!(
         "work: {:.1} GFLOP per epoch, {:.2} GFLOP/s achieved; calibration: {:.2} GFLOP/s ({})",
         r.epoch_gflop,

@@ -13,7 +13,9 @@ use super::conv2d::{conv2d_forward, Conv2dGeometry};
 use super::dense::{dense_forward, DenseGeometry};
 use super::pool2d::{avgpool2d_forward, maxpool2d_forward, pool2d_output};
 use crate::data::{pixel_value, IMAGE_PIXELS};
-use crate::model::quant::{requant_multiplier, requantize, round_clamp, QuantizedModel, QMAX};
+use crate::model::quant::{
+    requant_multiplier, requantize, round_clamp, QuantizedLayer, QuantizedModel, QMAX,
+};
 use crate::model::{Activation, Layer, Params, Plan, Pool, Shape, Step};
 
 /// Images per parallel task; any value gives the same bits (each image is independent).
@@ -62,6 +64,17 @@ impl Int8Net {
         }
     }
 
+    /// The int8 value of each pixel byte (the GPU path uploads images through it).
+    pub fn input_table(&self) -> &[i8; 256] {
+        &self.input_table
+    }
+
+    /// Per quantised layer, per output channel: the requantisation multiplier, or for the last
+    /// layer the dequantisation factor (the GPU path uses the same values).
+    pub fn multipliers(&self) -> &[Vec<f32>] {
+        &self.multipliers
+    }
+
     pub fn classes(&self) -> usize {
         self.model.plan.classes()
     }
@@ -102,16 +115,10 @@ impl Int8Net {
                 Layer::Conv2d { .. } | Layer::Dense { .. } => {
                     let acc = accumulate(step, &self.model.layers[layer], &x);
                     let m = &self.multipliers[layer];
-                    let per_channel = acc.len() / m.len();
                     if is_last(&self.model, layer) {
-                        let f = (acc.chunks_exact(per_channel).zip(m))
-                            .flat_map(|(a, &m)| a.iter().map(move |&a| a as f32 * m))
-                            .collect();
-                        logits = Some(f);
+                        logits = Some(dequantize_channels(&acc, m));
                     } else {
-                        x = (acc.chunks_exact(per_channel).zip(m))
-                            .flat_map(|(a, &m)| a.iter().map(move |&a| requantize(a, m)))
-                            .collect();
+                        x = requantize_channels(&acc, m);
                     }
                     layer += 1;
                 }
@@ -124,11 +131,27 @@ impl Int8Net {
     }
 }
 
+/// A layer's int8 output: each channel's accumulators (channel-major) requantised with its
+/// multiplier.
+pub fn requantize_channels(acc: &[i32], multipliers: &[f32]) -> Vec<i8> {
+    (acc.chunks_exact(acc.len() / multipliers.len())
+        .zip(multipliers))
+    .flat_map(|(a, &m)| a.iter().map(move |&a| requantize(a, m)))
+    .collect()
+}
+
+/// The last layer's float logits: each channel's accumulators times its factor.
+pub fn dequantize_channels(acc: &[i32], factors: &[f32]) -> Vec<f32> {
+    (acc.chunks_exact(acc.len() / factors.len()).zip(factors))
+        .flat_map(|(a, &m)| a.iter().map(move |&a| a as f32 * m))
+        .collect()
+}
+
 /// The i32 accumulators of a conv or dense step (channel-major, like the float layout):
 /// `bias[o] + sum of weight x input` over the taps inside the image (zero padding adds 0,
 /// since the zero point is 0). Additions wrap like WGSL's i32; see docs/int8.md for why they
 /// cannot overflow in practice.
-fn accumulate(step: &Step, layer: &crate::model::quant::QuantizedLayer, x: &[i8]) -> Vec<i32> {
+pub fn accumulate(step: &Step, layer: &QuantizedLayer, x: &[i8]) -> Vec<i32> {
     let dot = |w: &[i8], x: &[i8]| -> i32 {
         (w.iter().zip(x)).fold(0i32, |s, (&w, &x)| {
             s.wrapping_add(i32::from(w) * i32::from(x))
@@ -178,7 +201,7 @@ fn accumulate(step: &Step, layer: &crate::model::quant::QuantizedLayer, x: &[i8]
 
 /// 2x2 pooling of int8 values: the max is exact; the average is the window's sum / 4,
 /// rounded half to even (exact in f32: |sum| <= 508).
-fn pool_int8(pool: Pool, input: Shape, x: &[i8]) -> Vec<i8> {
+pub fn pool_int8(pool: Pool, input: Shape, x: &[i8]) -> Vec<i8> {
     let out = pool2d_output(input);
     let mut y = Vec::with_capacity(out.len());
     for plane in x.chunks_exact(input.height * input.width) {
@@ -246,7 +269,6 @@ pub fn layer_inputs(plan: &Plan, params: &Params<f32>, images: &[u8]) -> Vec<Vec
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::quant::QuantizedLayer;
     use crate::model::{Arch, MNIST_INPUT};
     use crate::rng::random_u32;
 

@@ -17,6 +17,8 @@ pub mod dense;
 pub mod dropout;
 pub mod gather;
 pub mod gemm;
+pub mod int8;
+pub mod int8_backend;
 pub mod kernel;
 pub mod network;
 pub mod ops;

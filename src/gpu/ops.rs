@@ -5,8 +5,8 @@
 use super::check::CrossCheck;
 use super::kernel::{ShaderFile, WgslModule};
 use super::{
-    activation, augment, backend, batchnorm, conv2d, dense, dropout, gather, gemm, optim, pool2d,
-    softmax_xent, texture,
+    activation, augment, backend, batchnorm, conv2d, dense, dropout, gather, gemm, int8,
+    int8_backend, optim, pool2d, softmax_xent, texture,
 };
 
 /// One op family: `shaders/<name>…`, `src/gpu/<name>…` and its CPU twin `src/cpu/<name>.rs`
@@ -81,6 +81,9 @@ pub const OPS: &[Op] = &[
         one_file!("optim.wgsl", optim::SOURCE),
         optim::checks,
     ),
+    op("int8", int8::modules, int8::checks),
+    // Whole int8 models against the CPU's integer path.
+    op("int8_net", Vec::new, int8_backend::checks),
     // Whole training and inference steps against the CPU backend.
     op("training_step", Vec::new, backend::checks),
 ];
