@@ -156,6 +156,10 @@ impl Backend for GpuInt8Backend {
         bail!(INFERENCE_ONLY)
     }
 
+    fn set_mask(&mut self, _mask: Option<&crate::prune::Mask>) -> Result<()> {
+        bail!(INFERENCE_ONLY)
+    }
+
     fn train_step(&mut self, _indices: &[u32]) -> Result<()> {
         bail!(INFERENCE_ONLY)
     }
