@@ -142,3 +142,47 @@ pub trait Backend {
         Ok(())
     }
 }
+
+/// The training methods of a [`Backend`] that only infers (the int8 models), for its `impl`:
+/// each one that could fail refuses with `$why`; the settings that cannot fail do nothing.
+#[macro_export]
+macro_rules! inference_only_training {
+    ($why:expr) => {
+        fn set_train_data(&mut self, _train: &$crate::data::Split) -> anyhow::Result<()> {
+            anyhow::bail!($why)
+        }
+
+        fn set_seed(&mut self, _seed: u64) {}
+
+        fn set_augmentation(&mut self, _augment: Option<$crate::config::Augment>) {}
+
+        fn set_learning_rate(&mut self, _lr: f32) {}
+
+        fn set_frozen(&mut self, _frozen: &[bool]) -> anyhow::Result<()> {
+            anyhow::bail!($why)
+        }
+
+        fn set_mask(&mut self, _mask: Option<&$crate::prune::Mask>) -> anyhow::Result<()> {
+            anyhow::bail!($why)
+        }
+
+        fn train_step(&mut self, _indices: &[u32]) -> anyhow::Result<()> {
+            anyhow::bail!($why)
+        }
+
+        fn take_train_stats(&mut self) -> anyhow::Result<$crate::backend::TrainStats> {
+            anyhow::bail!($why)
+        }
+
+        fn optimizer_state(&mut self) -> anyhow::Result<$crate::backend::OptimizerState> {
+            anyhow::bail!($why)
+        }
+
+        fn set_optimizer_state(
+            &mut self,
+            _state: &$crate::backend::OptimizerState,
+        ) -> anyhow::Result<()> {
+            anyhow::bail!($why)
+        }
+    };
+}

@@ -4,9 +4,8 @@
 use anyhow::{bail, Result};
 
 use super::int8::Int8Net;
-use crate::backend::{Backend, BackendInfo, OptimizerState};
-use crate::config::Augment;
-use crate::data::Split;
+use crate::backend::{Backend, BackendInfo};
+use crate::inference_only_training;
 use crate::model::quant::QuantizedModel;
 use crate::model::Params;
 
@@ -32,31 +31,7 @@ impl Backend for Int8Backend {
         }
     }
 
-    fn set_train_data(&mut self, _train: &Split) -> Result<()> {
-        bail!(INFERENCE_ONLY)
-    }
-
-    fn set_seed(&mut self, _seed: u64) {}
-
-    fn set_augmentation(&mut self, _augment: Option<Augment>) {}
-
-    fn set_learning_rate(&mut self, _lr: f32) {}
-
-    fn set_frozen(&mut self, _frozen: &[bool]) -> Result<()> {
-        bail!(INFERENCE_ONLY)
-    }
-
-    fn set_mask(&mut self, _mask: Option<&crate::prune::Mask>) -> Result<()> {
-        bail!(INFERENCE_ONLY)
-    }
-
-    fn train_step(&mut self, _indices: &[u32]) -> Result<()> {
-        bail!(INFERENCE_ONLY)
-    }
-
-    fn take_train_stats(&mut self) -> Result<crate::backend::TrainStats> {
-        bail!(INFERENCE_ONLY)
-    }
+    inference_only_training!(INFERENCE_ONLY);
 
     fn classes(&self) -> usize {
         self.net.classes()
@@ -68,13 +43,5 @@ impl Backend for Int8Backend {
 
     fn params(&mut self) -> Result<Params<f32>> {
         bail!("an int8 model has no float parameters")
-    }
-
-    fn optimizer_state(&mut self) -> Result<OptimizerState> {
-        bail!(INFERENCE_ONLY)
-    }
-
-    fn set_optimizer_state(&mut self, _state: &OptimizerState) -> Result<()> {
-        bail!(INFERENCE_ONLY)
     }
 }
