@@ -29,12 +29,23 @@
 @group(0) @binding(4) var<storage, read> bias: array<i32>;
 @group(0) @binding(5) var<storage, read> multiplier: array<f32>;
 
+// One input word (four int8 channels) against the four output channels' weight words: four
+// exact i32 sums.
+fn dot4x4(xv: u32, wv: vec4<u32>) -> vec4<i32> {
+    return vec4<i32>(dot4I8Packed(xv, wv.x), dot4I8Packed(xv, wv.y), dot4I8Packed(xv, wv.z), dot4I8Packed(xv, wv.w));
+}
+
+// The biases of output channels 4g..4g+3, where their sums start.
+fn group_bias(g: u32) -> vec4<i32> {
+    return vec4<i32>(bias[4u * g], bias[4u * g + 1u], bias[4u * g + 2u], bias[4u * g + 3u]);
+}
+
 // The sums of output channels 4g..4g+3 at output pixel `pixel` of image `img`: for each tap
 // inside the image, each input word against the four channels' weight words.
 fn conv_group(img: u32, pixel: u32, g: u32) -> vec4<i32> {
     let oy = i32(pixel / params.out_width);
     let ox = i32(pixel % params.out_width);
-    var acc = vec4<i32>(bias[4u * g], bias[4u * g + 1u], bias[4u * g + 2u], bias[4u * g + 3u]);
+    var acc = group_bias(g);
     let cw = params.in_channel_words;
     for (var ky = 0u; ky < params.kernel; ky++) {
         let iy = oy * i32(params.stride) + i32(ky) - i32(params.pad);
@@ -49,14 +60,7 @@ fn conv_group(img: u32, pixel: u32, g: u32) -> vec4<i32> {
             let xs = img * params.in_words + (u32(iy) * params.in_width + u32(ix)) * cw;
             let ws = ((g * params.kernel + ky) * params.kernel + kx) * cw;
             for (var c = 0u; c < cw; c++) {
-                let xv = x[xs + c];
-                let wv = w[ws + c];
-                acc += vec4<i32>(
-                    dot4I8Packed(xv, wv.x),
-                    dot4I8Packed(xv, wv.y),
-                    dot4I8Packed(xv, wv.z),
-                    dot4I8Packed(xv, wv.w),
-                );
+                acc += dot4x4(x[xs + c], w[ws + c]);
             }
         }
     }
@@ -108,17 +112,10 @@ fn int8_conv_logits(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_
 
 // A dense layer's sums for output channels 4g..4g+3: its input words against the group's.
 fn dense_group(img: u32, g: u32) -> vec4<i32> {
-    var acc = vec4<i32>(bias[4u * g], bias[4u * g + 1u], bias[4u * g + 2u], bias[4u * g + 3u]);
+    var acc = group_bias(g);
     let cw = params.in_channel_words;
     for (var c = 0u; c < cw; c++) {
-        let xv = x[img * params.in_words + c];
-        let wv = w[g * cw + c];
-        acc += vec4<i32>(
-            dot4I8Packed(xv, wv.x),
-            dot4I8Packed(xv, wv.y),
-            dot4I8Packed(xv, wv.z),
-            dot4I8Packed(xv, wv.w),
-        );
+        acc += dot4x4(x[img * params.in_words + c], w[g * cw + c]);
     }
     return acc;
 }
