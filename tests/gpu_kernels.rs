@@ -60,6 +60,7 @@ cross_checks!(
     dense,
     gemm,
     softmax_xent,
+    distill,
     optim,
     int8,
     int8_net,

@@ -11,6 +11,7 @@ use mnist_wgpu::cpu::conv2d::{
 use mnist_wgpu::cpu::dense::{
     dense_backward_input, dense_backward_weights, dense_forward, DenseGeometry,
 };
+use mnist_wgpu::cpu::distill::{distillation_loss, Distill};
 use mnist_wgpu::cpu::dropout::{dropout_forward, DropoutKey};
 use mnist_wgpu::cpu::network::{gradients, logits, StepKey, Workspace};
 use mnist_wgpu::cpu::pool2d::{
@@ -266,6 +267,65 @@ fn softmax_cross_entropy_gradient_matches_finite_differences() {
     let sums = softmax_cross_entropy(10, &logits, &labels, Some(&mut dz));
     assert!(sums.loss_sum.is_finite());
     check("softmax_xent dlogits", &logits, &dz, mean_loss);
+}
+
+/// Every temperature and weight the cross-checks use, on 10 and 3 classes, with logits large
+/// enough to need the log-sum-exp shift at T = 1.
+#[test]
+fn distillation_loss_gradient_matches_finite_differences() {
+    let n = 3;
+    for classes in [10usize, 3] {
+        for temperature in [1.0, 4.0, 20.0] {
+            for alpha in [0.0, 0.5, 1.0] {
+                let seed = classes as u64 * 100 + temperature as u64;
+                let student: Vec<f64> =
+                    random(n * classes, seed).iter().map(|z| 30.0 * z).collect();
+                let teacher: Vec<f64> = random(n * classes, seed + 1)
+                    .iter()
+                    .map(|z| 30.0 * z)
+                    .collect();
+                let mut rng = ChaCha8Rng::seed_from_u64(seed + 2);
+                let labels: Vec<u8> = (0..n).map(|_| rng.random_range(0..classes as u8)).collect();
+                let distill = Distill { temperature, alpha };
+                let mean_loss = |z: &[f64]| {
+                    distillation_loss(classes, z, &teacher, &labels, distill, None).loss_sum
+                        / n as f64
+                };
+                let mut dz = vec![0.0; n * classes];
+                let sums =
+                    distillation_loss(classes, &student, &teacher, &labels, distill, Some(&mut dz));
+                assert!(sums.loss_sum.is_finite());
+                let what =
+                    format!("distill dlogits ({classes} classes, T {temperature}, alpha {alpha})");
+                check(&what, &student, &dz, mean_loss);
+            }
+        }
+    }
+}
+
+/// With alpha 0 the teacher is ignored: the loss and gradient are the hard loss's.
+#[test]
+fn distillation_loss_with_alpha_0_is_the_cross_entropy() {
+    let n = 5;
+    let student: Vec<f64> = random(n * 10, 31).into_iter().map(|z| 8.0 * z).collect();
+    let teacher = random(n * 10, 32);
+    let labels = [1u8, 7, 7, 0, 9];
+    let distill = Distill {
+        temperature: 4.0,
+        alpha: 0.0,
+    };
+    let (mut d_distill, mut d_hard) = (vec![0.0; n * 10], vec![0.0; n * 10]);
+    let soft = distillation_loss(
+        10,
+        &student,
+        &teacher,
+        &labels,
+        distill,
+        Some(&mut d_distill),
+    );
+    let hard = softmax_cross_entropy(10, &student, &labels, Some(&mut d_hard));
+    assert_eq!(soft, hard);
+    assert_eq!(d_distill, d_hard);
 }
 
 #[test]

@@ -7,6 +7,7 @@ mod backend;
 pub mod batchnorm;
 pub mod conv2d;
 pub mod dense;
+pub mod distill;
 pub mod dropout;
 pub mod float;
 pub mod gemm;

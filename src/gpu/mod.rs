@@ -14,6 +14,7 @@ pub mod check;
 pub mod context;
 pub mod conv2d;
 pub mod dense;
+pub mod distill;
 pub mod dropout;
 pub mod gather;
 pub mod gemm;

@@ -5,7 +5,7 @@
 use super::check::CrossCheck;
 use super::kernel::{ShaderFile, WgslModule};
 use super::{
-    activation, augment, backend, batchnorm, conv2d, dense, dropout, gather, gemm, int8,
+    activation, augment, backend, batchnorm, conv2d, dense, distill, dropout, gather, gemm, int8,
     int8_backend, optim, pool2d, softmax_xent, texture,
 };
 
@@ -76,6 +76,8 @@ pub const OPS: &[Op] = &[
         one_file!("softmax_xent.wgsl", softmax_xent::SOURCE),
         softmax_xent::checks,
     ),
+    // Its losses go through softmax_xent's accumulate, checked with it.
+    op("distill", distill::modules, distill::checks),
     op(
         "optim",
         one_file!("optim.wgsl", optim::SOURCE),
